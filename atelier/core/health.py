@@ -1,0 +1,55 @@
+"""Health checks for /healthz and `manage.py healthcheck`."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from asgiref.sync import async_to_sync
+from django.db import connection
+
+
+def check_database() -> dict:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+        return {"ok": True}
+    except Exception as exc:  # noqa: BLE001 - any failure means unhealthy
+        return {"ok": False, "error": type(exc).__name__}
+
+
+def check_channel_layer() -> dict:
+    from channels.layers import get_channel_layer
+
+    try:
+        layer = get_channel_layer()
+
+        async def roundtrip() -> bool:
+            channel = await layer.new_channel()
+            token = uuid.uuid4().hex
+            await layer.send(channel, {"type": "health.ping", "token": token})
+            message = await layer.receive(channel)
+            return message.get("token") == token
+
+        return {"ok": bool(async_to_sync(roundtrip)())}
+    except Exception as exc:  # noqa: BLE001
+        return {"ok": False, "error": type(exc).__name__}
+
+
+def check_worker() -> dict:
+    """A django-q2 cluster reports its status to the broker every few seconds with a short expiry."""
+    try:
+        from django_q.status import Stat
+
+        clusters = [stat for stat in Stat.get_all() if stat.status not in ("Stopped",)]
+        if not clusters:
+            return {"ok": False, "error": "no worker cluster is running"}
+        newest = max(stat.timestamp for stat in clusters)
+        return {"ok": True, "clusters": len(clusters), "last_seen_seconds": round(time.time() - newest.timestamp(), 1)}
+    except Exception as exc:  # noqa: BLE001
+        return {"ok": False, "error": type(exc).__name__}
+
+
+def check_all() -> dict:
+    return {"database": check_database(), "channel_layer": check_channel_layer(), "worker": check_worker()}

@@ -1,0 +1,369 @@
+"""Projects, writing sessions, agents, turns, document versions and the model catalogue.
+
+Models hold data and invariants only; workflows that touch several models live in services.py.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.urls import reverse
+
+
+class Provider(models.TextChoices):
+    DEMO = "demo", "Demo (offline, not a language model)"
+    ANTHROPIC = "anthropic", "Anthropic"
+    OPENAI = "openai", "OpenAI"
+    GEMINI = "gemini", "Google Gemini"
+    XAI = "xai", "xAI"
+    COMPATIBLE = "compatible", "OpenAI-compatible server (Ollama, vLLM, llama.cpp)"
+
+
+class LLMModel(models.Model):
+    """One row of the model catalogue. Staff edit prices and multipliers in the admin."""
+
+    provider = models.CharField(max_length=20, choices=Provider.choices)
+    model_id = models.CharField(max_length=120, help_text="The id sent to the provider's API.")
+    display_name = models.CharField(max_length=120)
+    context_window = models.PositiveIntegerField(help_text="Tokens of input + output the model accepts.")
+    max_output_tokens = models.PositiveIntegerField(default=8192)
+    # USD per million tokens. Null means "not priced": such a model cannot be used.
+    input_price_per_mtok = models.DecimalField(max_digits=10, decimal_places=4, null=True, blank=True)
+    cached_input_price_per_mtok = models.DecimalField(max_digits=10, decimal_places=4, null=True, blank=True)
+    output_price_per_mtok = models.DecimalField(max_digits=10, decimal_places=4, null=True, blank=True)
+    credit_multiplier = models.DecimalField(
+        max_digits=6, decimal_places=2, default=Decimal("1.00"), validators=[MinValueValidator(Decimal("0"))]
+    )
+    enabled = models.BooleanField(default=True)
+    sort_order = models.PositiveIntegerField(default=100)
+
+    class Meta:
+        ordering = ["provider", "sort_order", "display_name"]
+        constraints = [models.UniqueConstraint(fields=["provider", "model_id"], name="unique_provider_model")]
+        verbose_name = "catalogue model"
+
+    def __str__(self) -> str:
+        return f"{self.display_name} ({self.get_provider_display()})"
+
+    @property
+    def is_priced(self) -> bool:
+        return self.input_price_per_mtok is not None and self.output_price_per_mtok is not None
+
+    @property
+    def is_demo(self) -> bool:
+        return self.provider == Provider.DEMO
+
+
+class Project(models.Model):
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="projects")
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True, max_length=5000)
+    archived_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-updated_at"]
+        indexes = [models.Index(fields=["owner", "-updated_at"])]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("project_detail", args=[self.pk])
+
+
+class Flow(models.TextChoices):
+    SEQUENTIAL = "sequential", "Sequential turns"
+
+
+class Status(models.TextChoices):
+    DRAFT = "draft", "Draft"
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    PAUSING = "pausing", "Pausing"
+    PAUSED = "paused", "Paused"
+    STOPPING = "stopping", "Stopping"
+    STOPPED = "stopped", "Stopped"
+    COMPLETED = "completed", "Completed"
+    FAILED = "failed", "Failed"
+
+
+# Every allowed status change. Anything else is a bug and is refused by services.set_status.
+ALLOWED_TRANSITIONS: dict[str, set[str]] = {
+    Status.DRAFT: {Status.QUEUED},
+    Status.QUEUED: {Status.RUNNING, Status.PAUSING, Status.PAUSED, Status.STOPPING, Status.STOPPED, Status.FAILED},
+    Status.RUNNING: {
+        Status.QUEUED,
+        Status.PAUSING,
+        Status.PAUSED,
+        Status.STOPPING,
+        Status.STOPPED,
+        Status.COMPLETED,
+        Status.FAILED,
+    },
+    Status.PAUSING: {Status.PAUSED, Status.STOPPING, Status.STOPPED, Status.COMPLETED, Status.FAILED, Status.RUNNING},
+    Status.PAUSED: {Status.QUEUED, Status.STOPPING, Status.STOPPED},
+    Status.STOPPING: {Status.STOPPED, Status.FAILED},
+    Status.STOPPED: {Status.QUEUED},  # continue for N more rounds
+    Status.COMPLETED: {Status.QUEUED},  # continue for N more rounds
+    Status.FAILED: {Status.QUEUED},  # retry after fixing the cause
+}
+ACTIVE_STATUSES = {Status.QUEUED, Status.RUNNING, Status.PAUSING, Status.STOPPING}
+FINISHED_STATUSES = {Status.STOPPED, Status.COMPLETED, Status.FAILED}
+
+
+class StopReason(models.TextChoices):
+    MAX_ROUNDS = "max_rounds", "Reached the maximum number of rounds"
+    SCORE_THRESHOLD = "score_threshold", "Reached the score threshold"
+    CONVERGED = "converged", "The document converged"
+    BUDGET = "budget", "Spent the session's credit budget"
+    OUT_OF_CREDITS = "out_of_credits", "Out of credits"
+    USER_STOPPED = "user_stopped", "Stopped by you"
+    USER_PAUSED = "user_paused", "Paused by you"
+    ERROR = "error", "Failed"
+
+
+class WritingSession(models.Model):
+    """A run of an agent team on one document. The UI calls it a "session"."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="sessions")
+    title = models.CharField(max_length=200)
+    flow = models.CharField(max_length=30, choices=Flow.choices, default=Flow.SEQUENTIAL)
+    brief = models.TextField(max_length=20000, help_text="What the team should write.")
+    document = models.TextField(blank=True, help_text="The working document.")
+    final_document = models.TextField(blank=True)
+
+    # Termination settings
+    max_rounds = models.PositiveIntegerField(default=3, validators=[MinValueValidator(1), MaxValueValidator(50)])
+    score_threshold = models.FloatField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0), MaxValueValidator(10)],
+        help_text="Stop when a weighted overall score (0-10) reaches this.",
+    )
+    threshold_agent = models.ForeignKey(
+        "Agent",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Only this agent's score counts; empty means any agent.",
+    )
+    convergence_percent = models.FloatField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0), MaxValueValidator(100)],
+        help_text="Stop when a round changes less than this percentage of the document.",
+    )
+    credit_budget = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Stop after spending this many credits."
+    )
+
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.DRAFT, db_index=True)
+    current_round = models.PositiveIntegerField(default=0)
+    stop_reason = models.CharField(max_length=30, choices=StopReason.choices, blank=True)
+    stop_detail = models.TextField(blank=True)
+    human_note = models.TextField(
+        blank=True, max_length=10000, help_text="A note for the next turn, left while paused."
+    )
+
+    input_tokens = models.PositiveBigIntegerField(default=0)
+    cached_tokens = models.PositiveBigIntegerField(default=0)
+    output_tokens = models.PositiveBigIntegerField(default=0)
+    credits_used = models.PositiveBigIntegerField(default=0)
+    provider_cost = models.DecimalField(max_digits=14, decimal_places=6, default=Decimal("0"))
+
+    # Execution: one executor at a time holds the lease; the watchdog re-dispatches expired ones.
+    lease_owner = models.CharField(max_length=64, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    last_seq = models.PositiveBigIntegerField(default=0, help_text="Sequence number of the last event.")
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["project", "-created_at"])]
+
+    def __str__(self) -> str:
+        return self.title
+
+    def get_absolute_url(self) -> str:
+        return reverse("session_detail", args=[self.pk])
+
+    @property
+    def owner_id(self) -> int:
+        return self.project.owner_id
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in ACTIVE_STATUSES
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in FINISHED_STATUSES
+
+
+class ReferenceDocument(models.Model):
+    session = models.ForeignKey(WritingSession, on_delete=models.CASCADE, related_name="references")
+    title = models.CharField(max_length=200)
+    content = models.TextField()
+    source_filename = models.CharField(max_length=255, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["pk"]
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class Agent(models.Model):
+    session = models.ForeignKey(WritingSession, on_delete=models.CASCADE, related_name="agents")
+    order = models.PositiveIntegerField(default=0)
+    name = models.CharField(max_length=80)
+    role = models.CharField(max_length=40, default="writer", help_text="writer, editor, critic, ...")
+    model = models.ForeignKey(LLMModel, on_delete=models.PROTECT, related_name="+")
+    fallback_model = models.ForeignKey(LLMModel, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    role_prompt = models.TextField(max_length=20000)
+    temperature = models.FloatField(default=0.7, validators=[MinValueValidator(0), MaxValueValidator(2)])
+    max_output_tokens = models.PositiveIntegerField(
+        default=2048, validators=[MinValueValidator(64), MaxValueValidator(64000)]
+    )
+    active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["order", "pk"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Criterion(models.Model):
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="criteria")
+    name = models.CharField(max_length=60)
+    description = models.CharField(max_length=500, blank=True)
+    weight = models.FloatField(default=1.0, validators=[MinValueValidator(0.01), MaxValueValidator(100)])
+    order = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["order", "pk"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Turn(models.Model):
+    class TurnStatus(models.TextChoices):
+        STREAMING = "streaming", "Streaming"
+        COMPLETED = "completed", "Completed"
+        INCOMPLETE = "incomplete", "Incomplete (stream broke; retried)"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Stopped"
+
+    class Kind(models.TextChoices):
+        AGENT = "agent", "Agent"
+        HUMAN = "human", "Human intervention"
+
+    session = models.ForeignKey(WritingSession, on_delete=models.CASCADE, related_name="turns")
+    round = models.PositiveIntegerField()
+    agent = models.ForeignKey(Agent, null=True, blank=True, on_delete=models.SET_NULL, related_name="turns")
+    agent_name = models.CharField(max_length=80, blank=True)  # kept if the agent is removed later
+    attempt = models.PositiveIntegerField(default=1)
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.AGENT)
+    status = models.CharField(max_length=20, choices=TurnStatus.choices, default=TurnStatus.STREAMING)
+    model_used = models.CharField(max_length=120, blank=True)
+
+    output_text = models.TextField(blank=True)
+    scores = models.JSONField(default=dict, blank=True)
+    overall_score = models.FloatField(null=True, blank=True)
+    parse_tier = models.CharField(max_length=20, blank=True)
+    evaluation_raw = models.TextField(blank=True)
+
+    input_tokens = models.PositiveIntegerField(default=0)
+    cached_tokens = models.PositiveIntegerField(default=0)
+    cache_write_tokens = models.PositiveIntegerField(default=0)
+    output_tokens = models.PositiveIntegerField(default=0)
+    credits = models.PositiveIntegerField(default=0)
+    provider_cost = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal("0"))
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    ttft_ms = models.PositiveIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    prompt_notes = models.TextField(blank=True, help_text="What was cut to fit the context window.")
+
+    started_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["round", "pk"]
+        constraints = [
+            models.UniqueConstraint(fields=["session", "round", "agent", "attempt"], name="unique_turn_attempt")
+        ]
+        indexes = [models.Index(fields=["session", "round"])]
+
+    def __str__(self) -> str:
+        return f"Round {self.round} · {self.agent_name}"
+
+
+class DocumentVersion(models.Model):
+    session = models.ForeignKey(WritingSession, on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField()
+    content = models.TextField()
+    turn = models.OneToOneField(Turn, null=True, blank=True, on_delete=models.SET_NULL, related_name="version")
+    change_ratio = models.FloatField(
+        default=1.0, help_text="0..1 share of the document changed vs. the previous version."
+    )
+    note = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["number"]
+        constraints = [models.UniqueConstraint(fields=["session", "number"], name="unique_version_number")]
+
+    def __str__(self) -> str:
+        return f"v{self.number}"
+
+
+class SessionEvent(models.Model):
+    """Everything the live page needs, in order. Catch-up after a reconnect reads from here."""
+
+    session = models.ForeignKey(WritingSession, on_delete=models.CASCADE, related_name="events")
+    seq = models.PositiveBigIntegerField()
+    kind = models.CharField(max_length=30)
+    turn = models.ForeignKey(Turn, null=True, blank=True, on_delete=models.CASCADE, related_name="events")
+    payload = models.JSONField(default=dict)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["seq"]
+        constraints = [models.UniqueConstraint(fields=["session", "seq"], name="unique_event_seq")]
+
+    def __str__(self) -> str:
+        return f"#{self.seq} {self.kind}"
+
+
+class TeamPreset(models.Model):
+    """A reusable team. owner=None means shipped with the product."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE)
+    slug = models.SlugField(max_length=80)
+    name = models.CharField(max_length=120)
+    description = models.TextField(blank=True)
+    flow = models.CharField(max_length=30, choices=Flow.choices, default=Flow.SEQUENTIAL)
+    # {"agents": [{name, role, model: "provider:model_id", role_prompt, temperature, max_output_tokens,
+    #   criteria: [{name, description, weight}]}], "max_rounds": 3, "score_threshold": 8.5, ...}
+    data = models.JSONField(default=dict)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["owner_id", "name"]
+        constraints = [models.UniqueConstraint(fields=["owner", "slug"], name="unique_preset_slug")]
+
+    def __str__(self) -> str:
+        return self.name

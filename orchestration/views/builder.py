@@ -1,0 +1,3 @@
+"""Builder views."""
+
+urls: list = []

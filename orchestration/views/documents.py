@@ -1,0 +1,3 @@
+"""Documents views."""
+
+urls: list = []

@@ -1,0 +1,3 @@
+"""Live views."""
+
+urls: list = []

@@ -1,0 +1,56 @@
+"""Shared fixtures: personas, the model catalogue, live app processes."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.cache import cache
+
+
+@pytest.fixture(autouse=True)
+def _clear_cache():
+    # allauth rate limits live in the cache; one test's failed logins must not lock out the next.
+    cache.clear()
+    yield
+
+
+def make_user(email: str, password: str = "correct horse battery staple", **extra):
+    """A user with a verified email, ready to log in."""
+    from allauth.account.models import EmailAddress
+    from django.contrib.auth import get_user_model
+
+    user = get_user_model().objects.create_user(username=email, email=email, password=password, **extra)
+    EmailAddress.objects.create(user=user, email=email, verified=True, primary=True)
+    return user
+
+
+@pytest.fixture
+def password() -> str:
+    return "correct horse battery staple"
+
+
+@pytest.fixture
+def owner(db):
+    return make_user("owner@example.com")
+
+
+@pytest.fixture
+def outsider(db):
+    return make_user("outsider@example.com")
+
+
+@pytest.fixture
+def owner_client(client, owner):
+    client.force_login(owner)
+    return client
+
+
+@pytest.fixture
+def live_app(transactional_db):
+    """The real daphne server and a django-q2 worker against the test database."""
+    from tests.live import LiveApp, start_web, start_worker
+
+    worker = start_worker()
+    web, url = start_web()
+    app = LiveApp(url=url, web=web, worker=worker)
+    yield app
+    app.stop()
