@@ -1,0 +1,33 @@
+"""Profile and preferences. Other apps read preferences through these functions."""
+
+from __future__ import annotations
+
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.http import HttpRequest
+
+from accounts.models import Profile
+
+# The session caches (user id, time zone) so rendering a page needs no extra query for it.
+SESSION_TZ_KEY = "atelier_tz"
+
+
+def get_profile(user: AbstractBaseUser) -> Profile:
+    """The user's profile, created with defaults on first access."""
+    profile, _ = Profile.objects.get_or_create(user=user)
+    return profile
+
+
+def remember_time_zone(request: HttpRequest, *, user_id: int, time_zone: str) -> None:
+    request.session[SESSION_TZ_KEY] = [user_id, time_zone]
+
+
+def time_zone_for_request(request: HttpRequest) -> str:
+    """The signed-in user's time zone: from the session, else one small query (then cached)."""
+    user = request.user
+    cached = request.session.get(SESSION_TZ_KEY)
+    # Keyed by user id: a session reused by someone else must not inherit the previous zone.
+    if isinstance(cached, list) and len(cached) == 2 and cached[0] == user.pk:
+        return str(cached[1])
+    time_zone = Profile.objects.filter(user_id=user.pk).values_list("time_zone", flat=True).first() or "UTC"
+    remember_time_zone(request, user_id=user.pk, time_zone=time_zone)
+    return time_zone
