@@ -167,6 +167,9 @@ class WritingSession(models.Model):
     current_round = models.PositiveIntegerField(default=0)
     stop_reason = models.CharField(max_length=30, choices=StopReason.choices, blank=True)
     stop_detail = models.TextField(blank=True)
+    continued_at_round = models.PositiveIntegerField(
+        default=0, help_text="Score and convergence checks only look at rounds after this (set by Continue)."
+    )
     human_note = models.TextField(
         blank=True, max_length=10000, help_text="A note for the next turn, left while paused."
     )
@@ -285,6 +288,7 @@ class Turn(models.Model):
     overall_score = models.FloatField(null=True, blank=True)
     parse_tier = models.CharField(max_length=20, blank=True)
     evaluation_raw = models.TextField(blank=True)
+    feedback = models.TextField(blank=True, help_text="The evaluation's comments, passed to the next agent.")
 
     input_tokens = models.PositiveIntegerField(default=0)
     cached_tokens = models.PositiveIntegerField(default=0)

@@ -1,0 +1,658 @@
+"""The one engine that executes steps for every flow.
+
+drive(session_id) claims the session's lease, then loops: ask the flow policy for the next
+step, run its agent calls concurrently (async SDK clients), stream chunks out in small batches,
+save each finished turn under its unique key, parse its evaluation, settle its credits and
+check termination. Every step is idempotent: a turn is saved and charged in one transaction,
+guarded by its status, so a step re-run after a crash never saves or charges twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from orchestration import events as ev
+from orchestration import services
+from orchestration.flows import AgentCall, Finished, Step, get_policy
+from orchestration.models import Agent, LLMModel, Status, StopReason, Turn, WritingSession
+from orchestration.termination import Stop, check_after_turn, check_before_step
+from orchestration.versions import record_version
+
+logger = logging.getLogger(__name__)
+
+# One task drives a session for at most this long, then hands over to a fresh task, so a
+# long run never approaches django-q2's task timeout.
+DRIVE_BUDGET_SECONDS = 240
+MONITOR_INTERVAL = 0.25  # how often we look for Stop and renew the lease
+
+
+def new_owner_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+# --- Lease -----------------------------------------------------------------------------------
+
+
+def claim_lease(session_id: int, owner: str) -> bool:
+    now = timezone.now()
+    expires = now + timedelta(seconds=settings.ENGINE_LEASE_SECONDS)
+    claimable = WritingSession.objects.filter(pk=session_id, status__in=[s.value for s in _DRIVABLE])
+    from django.db.models import Q
+
+    claimable = claimable.filter(Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now) | Q(lease_owner=owner))
+    return claimable.update(lease_owner=owner, lease_expires_at=expires) == 1
+
+
+def renew_lease(session_id: int, owner: str) -> tuple[bool, str]:
+    """Extend the lease; returns (still ours, current status)."""
+    expires = timezone.now() + timedelta(seconds=settings.ENGINE_LEASE_SECONDS)
+    ours = WritingSession.objects.filter(pk=session_id, lease_owner=owner).update(lease_expires_at=expires) == 1
+    status = WritingSession.objects.filter(pk=session_id).values_list("status", flat=True).first() or ""
+    return ours, status
+
+
+def release_lease(session_id: int, owner: str) -> None:
+    WritingSession.objects.filter(pk=session_id, lease_owner=owner).update(lease_owner="", lease_expires_at=None)
+
+
+_DRIVABLE = {Status.QUEUED, Status.RUNNING, Status.PAUSING, Status.STOPPING}
+
+
+# --- Driving ---------------------------------------------------------------------------------
+
+
+def drive(session_id: int, *, budget_seconds: float = DRIVE_BUDGET_SECONDS) -> str:
+    """Run the session until it pauses, stops, finishes or the time budget is used. Returns the outcome."""
+    owner = new_owner_id()
+    if not claim_lease(session_id, owner):
+        return "busy"
+    try:
+        return asyncio.run(_drive(session_id, owner, budget_seconds))
+    finally:
+        release_lease(session_id, owner)
+
+
+async def _drive(session_id: int, owner: str, budget_seconds: float) -> str:
+    deadline = time.monotonic() + budget_seconds
+    while True:
+        outcome = await sync_to_async(_prepare_step)(session_id)
+        if isinstance(outcome, str):
+            return outcome
+        session, step = outcome
+        result = await run_step(session, step, owner)
+        outcome = await sync_to_async(_after_step)(session_id, step, result)
+        if outcome != "continue":
+            return outcome
+        if time.monotonic() > deadline:
+            await sync_to_async(_requeue)(session_id, owner)
+            return "requeued"
+
+
+def _requeue(session_id: int, owner: str) -> None:
+    release_lease(session_id, owner)
+    services.enqueue_run(session_id)
+
+
+def _load(session_id: int) -> WritingSession:
+    return WritingSession.objects.select_related("project__owner").get(pk=session_id)
+
+
+def _prepare_step(session_id: int) -> str | tuple[WritingSession, Step]:
+    """Handle pending status changes, recover interrupted turns, and plan the next step."""
+    session = _load(session_id)
+    if session.status == Status.STOPPING:
+        _finish(session, Status.STOPPED, Stop(StopReason.USER_STOPPED, "Stopped by you."))
+        return "stopped"
+    if session.status == Status.PAUSING:
+        _pause(session, Stop(StopReason.USER_PAUSED, "Paused by you."))
+        return "paused"
+    if session.status not in (Status.QUEUED, Status.RUNNING):
+        return "idle"
+    _recover_interrupted_turns(session)
+    if session.status == Status.QUEUED:
+        if not services.set_status(session, Status.RUNNING):
+            return "idle"
+        services.emit_status(session)
+    stop = check_before_step(session)
+    if stop:
+        _finish(session, Status.COMPLETED, stop)
+        return "finished"
+    decision = get_policy(session.flow).next_step(session)
+    if isinstance(decision, Finished):
+        status = Status.FAILED if decision.reason == StopReason.ERROR else Status.COMPLETED
+        _finish(session, status, Stop(decision.reason, decision.detail))
+        return "finished"
+    if session.current_round != decision.round:
+        WritingSession.objects.filter(pk=session.pk).update(current_round=decision.round)
+        session.current_round = decision.round
+        services.emit_status(session)
+    return session, decision
+
+
+def _after_step(session_id: int, step: Step, result: StepResult) -> str:
+    session = _load(session_id)
+    if result.out_of_credits:
+        _pause(
+            session,
+            Stop(StopReason.OUT_OF_CREDITS, "Out of credits. Upgrade or wait for your monthly credits, then resume."),
+        )
+        return "paused"
+    if result.fatal_error:
+        _finish(session, Status.FAILED, Stop(StopReason.ERROR, result.fatal_error))
+        return "failed"
+    if session.status == Status.STOPPING or result.cancelled:
+        _finish(session, Status.STOPPED, Stop(StopReason.USER_STOPPED, "Stopped by you."))
+        return "stopped"
+    if not result.completed_turn_ids:
+        return "continue"
+    next_decision = get_policy(session.flow).next_step(session)
+    round_complete = isinstance(next_decision, Finished) or next_decision.round > step.round
+    for turn in Turn.objects.filter(pk__in=result.completed_turn_ids).order_by("pk"):
+        stop = check_after_turn(session, turn, round_complete)
+        if stop:
+            _finish(session, Status.COMPLETED, stop)
+            return "finished"
+    if session.status == Status.PAUSING:
+        _pause(session, Stop(StopReason.USER_PAUSED, "Paused by you."))
+        return "paused"
+    return "continue"
+
+
+def _finish(session: WritingSession, status: str, stop: Stop) -> None:
+    with transaction.atomic():
+        session = WritingSession.objects.select_for_update().get(pk=session.pk)
+        if session.status == status:
+            return
+        services.set_status(
+            session,
+            status,
+            stop_reason=stop.reason,
+            stop_detail=stop.detail,
+            finished_at=timezone.now(),
+            final_document=session.document,
+        )
+        services.emit_status(session)
+        transaction.on_commit(lambda: _notify_finished(session.pk))
+
+
+def _pause(session: WritingSession, stop: Stop) -> None:
+    with transaction.atomic():
+        session = WritingSession.objects.select_for_update().get(pk=session.pk)
+        if session.status == Status.STOPPING:
+            services.set_status(
+                session,
+                Status.STOPPED,
+                stop_reason=StopReason.USER_STOPPED,
+                stop_detail="Stopped by you.",
+                finished_at=timezone.now(),
+                final_document=session.document,
+            )
+        else:
+            services.set_status(session, Status.PAUSED, stop_reason=stop.reason, stop_detail=stop.detail)
+        services.emit_status(session)
+
+
+def _notify_finished(session_id: int) -> None:
+    from orchestration.notifications import notify_run_finished
+
+    try:
+        notify_run_finished(session_id)
+    except Exception:
+        logger.exception("could not send the run-finished email for session %s", session_id)
+
+
+def _recover_interrupted_turns(session: WritingSession) -> None:
+    """Turns left streaming by a crashed executor: mark incomplete and release their reservation."""
+    from billing.services import release_credits
+
+    stale = Turn.objects.filter(session=session, status=Turn.TurnStatus.STREAMING)
+    for turn in stale:
+        with transaction.atomic():
+            text = ev.streamed_text([turn.pk]).get(turn.pk, "")
+            updated = Turn.objects.filter(pk=turn.pk, status=Turn.TurnStatus.STREAMING).update(
+                status=Turn.TurnStatus.INCOMPLETE,
+                output_text=text,
+                error="The worker stopped during this turn; it was run again.",
+                finished_at=timezone.now(),
+            )
+            if updated:
+                release_credits(
+                    user=session.project.owner, reservation_key=f"turn:{turn.pk}:reserve", key=f"turn:{turn.pk}:release"
+                )
+                ev.append_event(
+                    session_id=session.pk,
+                    kind="turn_finished",
+                    payload={"status": Turn.TurnStatus.INCOMPLETE},
+                    turn_id=turn.pk,
+                )
+
+
+# --- Running a step ------------------------------------------------------------------------------
+
+
+@dataclass
+class StepResult:
+    completed_turn_ids: list[int] = field(default_factory=list)
+    cancelled: bool = False
+    out_of_credits: bool = False
+    fatal_error: str = ""
+
+
+class ChunkBatcher:
+    """Collects streamed text and flushes it every few tens of milliseconds: saved, then pushed."""
+
+    def __init__(self, session_id: int) -> None:
+        self.session_id = session_id
+        self.pending: dict[int, list[str]] = {}
+        self.lock = asyncio.Lock()
+        self.layer = get_channel_layer()
+
+    def add(self, turn_id: int, text: str) -> None:
+        self.pending.setdefault(turn_id, []).append(text)
+
+    async def flush(self) -> None:
+        async with self.lock:
+            if not self.pending:
+                return
+            batch, self.pending = self.pending, {}
+            new = [ev.NewEvent("chunk", {"text": "".join(parts)}, turn_id) for turn_id, parts in batch.items()]
+            rows = await sync_to_async(ev.append_events)(session_id=self.session_id, events=new, broadcast=False)
+            await self.push(rows)
+
+    async def push(self, rows) -> None:
+        if self.layer is None or not rows:
+            return
+        try:
+            await self.layer.group_send(
+                ev.group_name(self.session_id), {"type": "session.events", "events": [ev.serialize(r) for r in rows]}
+            )
+        except Exception:
+            logger.warning("chunk push failed for session %s", self.session_id, exc_info=True)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        interval = settings.ENGINE_STREAM_FLUSH_MS / 1000
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=interval)
+            except TimeoutError:
+                pass
+            await self.flush()
+
+
+async def run_step(session: WritingSession, step: Step, owner: str) -> StepResult:
+    result = StepResult()
+    batcher = ChunkBatcher(session.pk)
+    done = asyncio.Event()
+    flusher = asyncio.create_task(batcher.run(done))
+    calls = [asyncio.create_task(run_call(session, call, step.round, batcher)) for call in step.calls]
+
+    async def monitor() -> None:
+        while not done.is_set():
+            try:
+                await asyncio.wait_for(done.wait(), timeout=MONITOR_INTERVAL)
+                return
+            except TimeoutError:
+                pass
+            ours, status = await sync_to_async(renew_lease)(session.pk, owner)
+            if status == Status.STOPPING or not ours:
+                result.cancelled = True
+                for task in calls:
+                    task.cancel()
+                return
+
+    watcher = asyncio.create_task(monitor())
+    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    done.set()
+    await watcher
+    await flusher
+    await batcher.flush()
+    for outcome in outcomes:
+        if isinstance(outcome, asyncio.CancelledError):
+            result.cancelled = True
+        elif isinstance(outcome, BaseException):
+            logger.exception("agent call crashed", exc_info=outcome)
+            result.fatal_error = "An internal error interrupted this turn. It has been logged."
+        elif outcome.status == "completed":
+            result.completed_turn_ids.append(outcome.turn_id)
+        elif outcome.status == "cancelled":
+            result.cancelled = True
+        elif outcome.status == "out_of_credits":
+            result.out_of_credits = True
+        elif outcome.status == "failed":
+            result.fatal_error = outcome.error
+    return result
+
+
+@dataclass
+class CallOutcome:
+    status: str  # completed | cancelled | out_of_credits | failed
+    turn_id: int | None = None
+    error: str = ""
+
+
+async def run_call(session: WritingSession, call: AgentCall, round_number: int, batcher: ChunkBatcher) -> CallOutcome:
+    from orchestration.providers import ProviderError, StreamEnd, TextDelta, get_adapter
+    from orchestration.providers.retry import retry_delay
+
+    agent = await sync_to_async(_load_agent)(call.agent_id)
+    existing = await sync_to_async(_completed_turn_id)(session.pk, round_number, agent.pk)
+    if existing:  # this step already ran to completion before a crash: nothing to redo
+        return CallOutcome("completed", existing)
+
+    models = [agent.model] + ([agent.fallback_model] if agent.fallback_model_id else [])
+    max_retries = settings.PROVIDER_MAX_RETRIES
+    last_error = ""
+    for model in models:
+        retries = 0
+        while True:
+            prepared = await sync_to_async(_begin_turn)(session.pk, agent, model, round_number)
+            if isinstance(prepared, CallOutcome):
+                return prepared
+            turn_id, request, reserved = prepared
+            adapter = get_adapter(model.provider)
+            started = time.monotonic()
+            first_token_at: float | None = None
+            received: list[str] = []
+            try:
+                end: StreamEnd | None = None
+                async for item in adapter.stream(request):
+                    if isinstance(item, TextDelta):
+                        if first_token_at is None:
+                            first_token_at = time.monotonic()
+                        received.append(item.text)
+                        batcher.add(turn_id, item.text)
+                    elif isinstance(item, StreamEnd):
+                        end = item
+                if end is None:
+                    raise ProviderError("The reply ended without a proper end.", kind="stream_broken", retryable=True)
+                await batcher.flush()
+                timing = (int((time.monotonic() - started) * 1000), _ms(started, first_token_at))
+                await sync_to_async(_complete_turn)(session.pk, turn_id, model, "".join(received), end, timing, call)
+                return CallOutcome("completed", turn_id)
+            except asyncio.CancelledError:
+                await batcher.flush()
+                await sync_to_async(_abandon_turn)(
+                    session.pk, turn_id, model, "".join(received), request, Turn.TurnStatus.CANCELLED, "Stopped by you."
+                )
+                return CallOutcome("cancelled", turn_id)
+            except ProviderError as error:
+                await batcher.flush()
+                last_error = error.user_message
+                status = Turn.TurnStatus.INCOMPLETE if received else Turn.TurnStatus.FAILED
+                await sync_to_async(_abandon_turn)(
+                    session.pk, turn_id, model, "".join(received), request, status, last_error
+                )
+                if not error.retryable:
+                    return CallOutcome("failed", turn_id, last_error)
+                if retries >= max_retries:
+                    break  # try the fallback model, if any
+                delay = retry_delay(retries, error.retry_after)
+                retries += 1
+                logger.info("retrying %s after %s (%.1fs)", model.model_id, error.kind, delay)
+                await asyncio.sleep(delay)
+            del reserved
+    return CallOutcome("failed", None, f"{agent.name}: giving up after retries. {last_error}".strip())
+
+
+def _ms(start: float, end: float | None) -> int | None:
+    return None if end is None else int((end - start) * 1000)
+
+
+def _load_agent(agent_id: int) -> Agent:
+    return Agent.objects.select_related("model", "fallback_model").prefetch_related("criteria").get(pk=agent_id)
+
+
+def _completed_turn_id(session_id: int, round_number: int, agent_id: int) -> int | None:
+    return (
+        Turn.objects.filter(
+            session_id=session_id, round=round_number, agent_id=agent_id, status=Turn.TurnStatus.COMPLETED
+        )
+        .values_list("pk", flat=True)
+        .first()
+    )
+
+
+def _criteria(agent: Agent) -> list[tuple[str, str, float]]:
+    return [(c.name, c.description, c.weight) for c in agent.criteria.all()]
+
+
+def _feedback_for(session: WritingSession, agent: Agent) -> list[tuple[str, str]]:
+    """The latest evaluation comments of each *other* agent: what matters for this turn."""
+    latest: dict[int, tuple[str, str]] = {}
+    turns = (
+        Turn.objects.filter(session=session, kind=Turn.Kind.AGENT, status=Turn.TurnStatus.COMPLETED)
+        .exclude(agent_id=agent.pk)
+        .exclude(feedback="")
+        .order_by("-pk")
+        .values_list("agent_id", "agent_name", "feedback")[:20]
+    )
+    for agent_id, name, feedback in turns:
+        latest.setdefault(agent_id, (name, feedback))
+    return list(latest.values())
+
+
+def _begin_turn(session_id: int, agent: Agent, model: LLMModel, round_number: int):
+    """Build the prompt, create the turn (next attempt) and reserve its worst-case credits."""
+    from billing.pricing import credits_for_usage
+    from billing.services import InsufficientCredits, reserve_credits
+    from orchestration.prompts import PromptTooLarge, build_prompt
+    from orchestration.providers import ModelRequest
+
+    session = _load(session_id)
+    references = [(r.title, r.content) for r in session.references.all()]
+    try:
+        prompt = build_prompt(
+            role_prompt=agent.role_prompt,
+            agent_name=agent.name,
+            role=agent.role,
+            criteria=_criteria(agent),
+            brief=session.brief,
+            references=references,
+            document=session.document,
+            feedback=_feedback_for(session, agent),
+            human_note=session.human_note,
+            round_number=round_number,
+            max_rounds=session.max_rounds,
+            context_window=model.context_window,
+            max_output_tokens=agent.max_output_tokens,
+        )
+    except PromptTooLarge as error:
+        return CallOutcome("failed", None, f"{agent.name}: {error}")
+    worst_case = credits_for_usage(
+        model=model, input_tokens=prompt.estimated_input_tokens, cached_tokens=0, output_tokens=agent.max_output_tokens
+    )
+    with transaction.atomic():
+        attempt = Turn.objects.filter(session=session, round=round_number, agent=agent).count() + 1
+        turn = Turn.objects.create(
+            session=session,
+            round=round_number,
+            agent=agent,
+            agent_name=agent.name,
+            attempt=attempt,
+            model_used=model.model_id,
+            prompt_notes="\n".join(prompt.notes),
+        )
+        try:
+            reserve_credits(
+                user=session.project.owner,
+                amount=worst_case,
+                key=f"turn:{turn.pk}:reserve",
+                description=f"{session.title}: round {round_number}, {agent.name}",
+            )
+        except InsufficientCredits:
+            transaction.set_rollback(True)
+            return CallOutcome("out_of_credits")
+        ev.append_event(
+            session_id=session.pk,
+            kind="turn_started",
+            turn_id=turn.pk,
+            payload={
+                "round": round_number,
+                "agent_id": agent.pk,
+                "agent_name": agent.name,
+                "model": model.display_name,
+                "attempt": attempt,
+            },
+        )
+    request = ModelRequest(
+        provider=model.provider,
+        model_id=model.model_id,
+        system=prompt.system,
+        user=prompt.user,
+        max_tokens=agent.max_output_tokens,
+        temperature=agent.temperature,
+        metadata={
+            "session_id": session.pk,
+            "round": round_number,
+            "agent_name": agent.name,
+            "role": agent.role,
+            "criteria": [c[0] for c in _criteria(agent)],
+            "brief": session.brief,
+        },
+    )
+    return turn.pk, request, worst_case
+
+
+def _complete_turn(session_id: int, turn_id: int, model: LLMModel, text: str, end, timing, call: AgentCall) -> None:
+    """Save the turn, its evaluation, usage and charge in one transaction, exactly once."""
+    from billing.pricing import credits_for_usage, provider_cost_usd
+    from billing.services import settle_credits
+    from orchestration.evaluation import parse_evaluation, split_output
+
+    usage = end.usage
+    agent = _load_agent(Turn.objects.values_list("agent_id", flat=True).get(pk=turn_id))
+    document, evaluation_text = split_output(text)
+    evaluation = parse_evaluation(evaluation_text or text, [(c.name, c.weight) for c in agent.criteria.all()])
+    credits = credits_for_usage(
+        model=model,
+        input_tokens=usage.input_tokens,
+        cached_tokens=usage.cached_input_tokens,
+        output_tokens=usage.output_tokens,
+    )
+    cost = provider_cost_usd(
+        model=model,
+        input_tokens=usage.input_tokens,
+        cached_tokens=usage.cached_input_tokens,
+        output_tokens=usage.output_tokens,
+    )
+    with transaction.atomic():
+        session = WritingSession.objects.select_for_update().select_related("project__owner").get(pk=session_id)
+        claimed = Turn.objects.filter(pk=turn_id, status=Turn.TurnStatus.STREAMING).update(
+            status=Turn.TurnStatus.COMPLETED
+        )
+        if not claimed:
+            return  # already saved by an earlier run of this step
+        charged = settle_credits(
+            user=session.project.owner,
+            reservation_key=f"turn:{turn_id}:reserve",
+            actual=credits,
+            key=f"turn:{turn_id}:settle",
+            description=f"{session.title}: round {session.current_round}, {agent.name}",
+        )
+        Turn.objects.filter(pk=turn_id).update(
+            output_text=text,
+            scores=evaluation.scores,
+            overall_score=evaluation.overall,
+            parse_tier=evaluation.tier,
+            evaluation_raw=evaluation_text[:20000],
+            feedback=evaluation.feedback[:5000],
+            input_tokens=usage.input_tokens,
+            cached_tokens=usage.cached_input_tokens,
+            cache_write_tokens=usage.cache_write_tokens,
+            output_tokens=usage.output_tokens,
+            credits=charged,
+            provider_cost=cost,
+            latency_ms=timing[0],
+            ttft_ms=timing[1],
+            finished_at=timezone.now(),
+        )
+        WritingSession.objects.filter(pk=session_id).update(
+            input_tokens=F("input_tokens") + usage.input_tokens,
+            cached_tokens=F("cached_tokens") + usage.cached_input_tokens,
+            output_tokens=F("output_tokens") + usage.output_tokens,
+            credits_used=F("credits_used") + charged,
+            provider_cost=F("provider_cost") + cost,
+            human_note="",
+        )
+        new_events = [
+            ev.NewEvent(
+                "turn_finished",
+                {
+                    "status": Turn.TurnStatus.COMPLETED,
+                    "scores": evaluation.scores,
+                    "overall": evaluation.overall,
+                    "tier": evaluation.tier,
+                    "credits": charged,
+                },
+                turn_id,
+            )
+        ]
+        if call.writes_document and document.strip() and document != session.document:
+            turn = Turn.objects.get(pk=turn_id)
+            version = record_version(
+                session=session, content=document, turn=turn, note=f"Round {turn.round} · {agent.name}"
+            )
+            new_events.append(ev.NewEvent("version", {"number": version.number, "change_ratio": version.change_ratio}))
+        session.refresh_from_db(fields=["input_tokens", "output_tokens", "credits_used", "provider_cost"])
+        new_events.append(
+            ev.NewEvent(
+                "totals",
+                {
+                    "input_tokens": session.input_tokens,
+                    "output_tokens": session.output_tokens,
+                    "credits": session.credits_used,
+                },
+            )
+        )
+        ev.append_events(session_id=session_id, events=new_events)
+
+
+def _abandon_turn(session_id: int, turn_id: int, model: LLMModel, text: str, request, status: str, error: str) -> None:
+    """A turn that did not complete: keep its text, charge what was plausibly consumed, release the rest."""
+    from billing.pricing import credits_for_usage
+    from billing.services import settle_credits
+    from orchestration.prompts import estimate_tokens
+
+    with transaction.atomic():
+        session = WritingSession.objects.select_related("project__owner").get(pk=session_id)
+        updated = Turn.objects.filter(pk=turn_id, status=Turn.TurnStatus.STREAMING).update(
+            status=status, output_text=text, error=error[:2000], finished_at=timezone.now()
+        )
+        if not updated:
+            return
+        # Providers bill input once a stream starts; with no text they usually did not.
+        input_tokens = estimate_tokens(request.system + request.user) if text else 0
+        output_tokens = estimate_tokens(text)
+        credits = credits_for_usage(
+            model=model, input_tokens=input_tokens, cached_tokens=0, output_tokens=output_tokens
+        )
+        charged = settle_credits(
+            user=session.project.owner,
+            reservation_key=f"turn:{turn_id}:reserve",
+            actual=credits,
+            key=f"turn:{turn_id}:settle",
+            description=f"{session.title}: interrupted turn",
+        )
+        Turn.objects.filter(pk=turn_id).update(credits=charged, input_tokens=input_tokens, output_tokens=output_tokens)
+        WritingSession.objects.filter(pk=session_id).update(
+            credits_used=F("credits_used") + charged,
+            input_tokens=F("input_tokens") + input_tokens,
+            output_tokens=F("output_tokens") + output_tokens,
+        )
+        ev.append_event(
+            session_id=session_id, kind="turn_finished", payload={"status": status, "error": error}, turn_id=turn_id
+        )

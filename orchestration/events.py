@@ -1,0 +1,85 @@
+"""Session events: the ordered log the live page renders from and catches up with.
+
+The database is the source of truth; the channel layer is only the fast path. Every event gets
+the next monotonic `seq` of its session inside a transaction, and is broadcast after commit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import transaction
+from django.db.models import F
+
+from orchestration.models import SessionEvent, WritingSession
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    kind: str
+    payload: dict
+    turn_id: int | None = None
+
+
+def group_name(session_id: int) -> str:
+    return f"session-{session_id}"
+
+
+def serialize(event: SessionEvent) -> dict:
+    return {"seq": event.seq, "kind": event.kind, "turn_id": event.turn_id, "payload": event.payload}
+
+
+def append_events(*, session_id: int, events: list[NewEvent], broadcast: bool = True) -> list[SessionEvent]:
+    """Persist events with consecutive sequence numbers; broadcast them once the transaction commits."""
+    if not events:
+        return []
+    with transaction.atomic():
+        # Reserve a block of sequence numbers with one UPDATE; the row lock serialises writers.
+        WritingSession.objects.filter(pk=session_id).update(last_seq=F("last_seq") + len(events))
+        last = WritingSession.objects.filter(pk=session_id).values_list("last_seq", flat=True).get()
+        first = last - len(events) + 1
+        rows = SessionEvent.objects.bulk_create(
+            [
+                SessionEvent(session_id=session_id, seq=first + i, kind=e.kind, payload=e.payload, turn_id=e.turn_id)
+                for i, e in enumerate(events)
+            ]
+        )
+        if broadcast:
+            message = {"type": "session.events", "events": [serialize(row) for row in rows]}
+            transaction.on_commit(lambda: broadcast_message(session_id, message))
+    return rows
+
+
+def append_event(*, session_id: int, kind: str, payload: dict, turn_id: int | None = None) -> SessionEvent:
+    return append_events(session_id=session_id, events=[NewEvent(kind, payload, turn_id)])[0]
+
+
+def broadcast_message(session_id: int, message: dict) -> None:
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        async_to_sync(layer.group_send)(group_name(session_id), message)
+    except Exception:
+        import logging
+
+        logging.getLogger(__name__).warning("broadcast to session %s failed", session_id, exc_info=True)
+
+
+def events_after(session_id: int, after_seq: int, limit: int = 5000) -> list[SessionEvent]:
+    return list(SessionEvent.objects.filter(session_id=session_id, seq__gt=after_seq).order_by("seq")[:limit])
+
+
+def streamed_text(turn_ids: list[int], up_to_seq: int | None = None) -> dict[int, str]:
+    """Text of turns still streaming, rebuilt from their chunk events (one query)."""
+    if not turn_ids:
+        return {}
+    qs = SessionEvent.objects.filter(turn_id__in=turn_ids, kind="chunk").order_by("seq")
+    if up_to_seq is not None:
+        qs = qs.filter(seq__lte=up_to_seq)
+    texts: dict[int, list[str]] = {tid: [] for tid in turn_ids}
+    for turn_id, payload in qs.values_list("turn_id", "payload"):
+        texts[turn_id].append(payload.get("text", ""))
+    return {tid: "".join(parts) for tid, parts in texts.items()}

@@ -1,0 +1,275 @@
+"""Session workflows: validate, start, pause, resume, stop, continue, human edits.
+
+Views and commands call these; they write, then notify on commit (events, task enqueue).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.db import transaction
+from django.utils import timezone
+
+from orchestration.events import append_event
+from orchestration.models import (
+    ALLOWED_TRANSITIONS,
+    Status,
+    StopReason,
+    Turn,
+    WritingSession,
+)
+from orchestration.versions import record_version
+
+logger = logging.getLogger(__name__)
+
+MAX_ROUNDS_LIMIT = 50
+MAX_DOCUMENT_CHARS = 400_000  # working document, brief and each reference; beyond this no model fits it anyway
+MAX_CONTINUE_ROUNDS = 20
+
+
+class ServiceError(Exception):
+    """A refusal with a message meant for the user."""
+
+    def __init__(self, message: str, *, upgrade_url: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.upgrade_url = upgrade_url
+
+
+def set_status(session: WritingSession, to: str, **fields) -> bool:
+    """Compare-and-swap the status. Refuses transitions outside ALLOWED_TRANSITIONS."""
+    current = session.status
+    if to != current and to not in ALLOWED_TRANSITIONS.get(current, set()):
+        raise ServiceError(f"A {session.get_status_display().lower()} session cannot become {to}.")
+    updated = WritingSession.objects.filter(pk=session.pk, status=current).update(
+        status=to, updated_at=timezone.now(), **fields
+    )
+    if not updated:
+        return False
+    session.status = to
+    for key, value in fields.items():
+        setattr(session, key, value)
+    return True
+
+
+def status_payload(session: WritingSession) -> dict:
+    return {
+        "status": session.status,
+        "round": session.current_round,
+        "max_rounds": session.max_rounds,
+        "stop_reason": session.stop_reason,
+        "stop_detail": session.stop_detail,
+    }
+
+
+def emit_status(session: WritingSession) -> None:
+    append_event(session_id=session.pk, kind="status", payload=status_payload(session))
+
+
+def enqueue_run(session_id: int) -> None:
+    """Hand the session to a worker once the current transaction commits."""
+    from orchestration.tasks import enqueue_drive
+
+    transaction.on_commit(lambda: enqueue_drive(session_id))
+
+
+def validate_for_start(session: WritingSession, *, extra_rounds: int = 0) -> list[str]:
+    """Every reason this session cannot run, in words the user can act on. Empty means ready."""
+    from orchestration.catalogue import validate_model_for_use
+    from orchestration.prompts import estimate_tokens
+    from orchestration.providers import provider_configured
+
+    problems: list[str] = []
+    if not session.brief.strip():
+        problems.append("Write a brief: the team needs to know what to write.")
+    rounds = session.max_rounds + extra_rounds
+    if not 1 <= rounds <= MAX_ROUNDS_LIMIT:
+        problems.append(f"Rounds must be between 1 and {MAX_ROUNDS_LIMIT} (got {rounds}).")
+    for label, text in [("The brief", session.brief), ("The working document", session.document)]:
+        if len(text) > MAX_DOCUMENT_CHARS:
+            problems.append(f"{label} is too long ({len(text):,} characters; the limit is {MAX_DOCUMENT_CHARS:,}).")
+    references = list(session.references.all())
+    for ref in references:
+        if len(ref.content) > MAX_DOCUMENT_CHARS:
+            problems.append(f"Reference “{ref.title}” is too long ({len(ref.content):,} characters).")
+    agents = list(
+        session.agents.filter(active=True).select_related("model", "fallback_model").prefetch_related("criteria")
+    )
+    if not agents:
+        problems.append("Add at least one active agent.")
+    seen_providers: set[str] = set()
+    for agent in agents:
+        for model in filter(None, [agent.model, agent.fallback_model]):
+            if error := validate_model_for_use(model):
+                problems.append(f"{agent.name}: {error}")
+            if model.provider not in seen_providers:
+                seen_providers.add(model.provider)
+                ok, reason = provider_configured(model.provider)
+                if not ok:
+                    problems.append(f"{agent.name}: {reason}")
+        if not any(c.weight > 0 for c in agent.criteria.all()):
+            problems.append(f"{agent.name}: add at least one evaluation criterion with a weight.")
+        if not agent.role_prompt.strip():
+            problems.append(f"{agent.name}: write a role prompt.")
+        fixed = estimate_tokens(session.brief + session.document + "".join(r.content for r in references))
+        budget = agent.model.context_window - agent.max_output_tokens
+        if fixed > budget:
+            problems.append(
+                f"{agent.name}: the brief, document and references (~{fixed:,} tokens) do not fit "
+                f"{agent.model.display_name}'s context window ({agent.model.context_window:,} tokens "
+                f"minus {agent.max_output_tokens:,} for the reply)."
+            )
+    if session.threshold_agent_id and session.threshold_agent_id not in {a.pk for a in agents}:
+        problems.append("The score threshold watches an agent that is not active in this session.")
+    return problems
+
+
+def _check_gate(user, action: str, **context) -> None:
+    from billing.gating import check
+
+    gate = check(user, action, **context)
+    if not gate.allowed:
+        raise ServiceError(gate.reason, upgrade_url=gate.upgrade_url)
+
+
+@transaction.atomic
+def start_session(*, session: WritingSession, user) -> WritingSession:
+    session = WritingSession.objects.select_for_update().select_related("project").get(pk=session.pk)
+    if session.project.owner_id != user.pk:
+        raise ServiceError("You can only start your own sessions.")
+    if session.status != Status.DRAFT:
+        raise ServiceError("This session has already been started.")
+    problems = validate_for_start(session)
+    if problems:
+        raise ServiceError(" ".join(problems))
+    _check_gate(user, "start_session", session=session)
+    if session.document.strip() and not session.versions.exists():
+        record_version(session=session, content=session.document, note="Starting document")
+    set_status(session, Status.QUEUED, stop_reason="", stop_detail="", started_at=timezone.now())
+    emit_status(session)
+    enqueue_run(session.pk)
+    return session
+
+
+@transaction.atomic
+def pause_session(*, session: WritingSession) -> WritingSession:
+    session = WritingSession.objects.select_for_update().get(pk=session.pk)
+    if session.status not in (Status.QUEUED, Status.RUNNING):
+        raise ServiceError("Only a running session can be paused.")
+    # The executor finishes the step in flight, then marks it paused.
+    set_status(session, Status.PAUSING, stop_reason=StopReason.USER_PAUSED, stop_detail="Pausing after this turn.")
+    emit_status(session)
+    enqueue_run(session.pk)  # an idle queued session has no executor to notice; this one will
+    return session
+
+
+@transaction.atomic
+def resume_session(*, session: WritingSession, user=None) -> WritingSession:
+    session = WritingSession.objects.select_for_update().select_related("project__owner").get(pk=session.pk)
+    if session.status != Status.PAUSED:
+        raise ServiceError("Only a paused session can be resumed.")
+    problems = validate_for_start(session)
+    if problems:
+        raise ServiceError(" ".join(problems))
+    _check_gate(user or session.project.owner, "continue_session", session=session)
+    set_status(session, Status.QUEUED, stop_reason="", stop_detail="")
+    emit_status(session)
+    enqueue_run(session.pk)
+    return session
+
+
+@transaction.atomic
+def stop_session(*, session: WritingSession) -> WritingSession:
+    session = WritingSession.objects.select_for_update().get(pk=session.pk)
+    now = timezone.now()
+    lease_live = session.lease_expires_at is not None and session.lease_expires_at > now
+    if session.status == Status.PAUSED or (session.status == Status.QUEUED and not lease_live):
+        set_status(
+            session,
+            Status.STOPPED,
+            stop_reason=StopReason.USER_STOPPED,
+            stop_detail="Stopped by you.",
+            finished_at=now,
+            final_document=session.document,
+        )
+        emit_status(session)
+        return session
+    if session.status not in (Status.QUEUED, Status.RUNNING, Status.PAUSING):
+        raise ServiceError("This session is not running.")
+    # The executor cancels calls in flight within about a second and keeps what was written.
+    set_status(session, Status.STOPPING, stop_reason=StopReason.USER_STOPPED, stop_detail="Stopping…")
+    emit_status(session)
+    enqueue_run(session.pk)
+    return session
+
+
+@transaction.atomic
+def continue_session(*, session: WritingSession, extra_rounds: int, user=None) -> WritingSession:
+    session = WritingSession.objects.select_for_update().select_related("project__owner").get(pk=session.pk)
+    if session.status not in (Status.COMPLETED, Status.STOPPED, Status.FAILED):
+        raise ServiceError("Only a finished session can be continued.")
+    if not 1 <= extra_rounds <= MAX_CONTINUE_ROUNDS:
+        raise ServiceError(f"Continue for between 1 and {MAX_CONTINUE_ROUNDS} more rounds.")
+    done = session.current_round
+    new_max = done + extra_rounds
+    problems = validate_for_start(session, extra_rounds=new_max - session.max_rounds)
+    if problems:
+        raise ServiceError(" ".join(problems))
+    session.max_rounds = new_max
+    _check_gate(user or session.project.owner, "continue_session", session=session)
+    set_status(
+        session,
+        Status.QUEUED,
+        max_rounds=new_max,
+        continued_at_round=done,
+        stop_reason="",
+        stop_detail="",
+        finished_at=None,
+    )
+    emit_status(session)
+    enqueue_run(session.pk)
+    return session
+
+
+@transaction.atomic
+def apply_human_edit(*, session: WritingSession, user, document: str, note: str) -> WritingSession:
+    """While paused, the owner edits the working document and/or leaves a note for the next turn."""
+    session = WritingSession.objects.select_for_update().select_related("project").get(pk=session.pk)
+    if session.project.owner_id != user.pk:
+        raise ServiceError("You can only edit your own sessions.")
+    if session.status not in (Status.PAUSED, Status.DRAFT):
+        raise ServiceError("Pause the session before editing the document.")
+    if len(document) > MAX_DOCUMENT_CHARS:
+        raise ServiceError(f"The document is too long (limit {MAX_DOCUMENT_CHARS:,} characters).")
+    edited = document != session.document
+    note = note.strip()
+    if not edited and not note:
+        raise ServiceError("Nothing changed: edit the document or write a note.")
+    attempt = Turn.objects.filter(session=session, round=session.current_round, agent=None).count() + 1
+    turn = Turn.objects.create(
+        session=session,
+        round=session.current_round,
+        agent=None,
+        agent_name=_display_name(user),
+        attempt=attempt,
+        kind=Turn.Kind.HUMAN,
+        status=Turn.TurnStatus.COMPLETED,
+        output_text=note,
+        finished_at=timezone.now(),
+    )
+    if edited:
+        version = record_version(session=session, content=document, turn=turn, note="Edited by you")
+        append_event(
+            session_id=session.pk,
+            kind="version",
+            payload={"number": version.number, "change_ratio": version.change_ratio},
+        )
+    WritingSession.objects.filter(pk=session.pk).update(human_note=note)
+    session.human_note = note
+    append_event(session_id=session.pk, kind="human", payload={"edited": edited, "note": note}, turn_id=turn.pk)
+    return session
+
+
+def _display_name(user) -> str:
+    profile = getattr(user, "profile", None)
+    return (getattr(profile, "display_name", "") or user.get_username())[:80]

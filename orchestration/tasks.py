@@ -1,0 +1,47 @@
+"""django-q2 entry points. Thin: the engine does the work."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from django.utils import timezone
+from django_q.tasks import async_task
+
+from orchestration.models import Status, WritingSession
+
+logger = logging.getLogger(__name__)
+
+
+def enqueue_drive(session_id: int) -> None:
+    async_task("orchestration.tasks.drive_session", session_id, task_name=f"session-{session_id}", group="sessions")
+
+
+def drive_session(session_id: int) -> str:
+    from orchestration.engine import drive
+
+    outcome = drive(session_id)
+    logger.info("session %s: %s", session_id, outcome)
+    return outcome
+
+
+def watchdog(stale_after_seconds: int = 30) -> int:
+    """Re-dispatch sessions that should be moving but have no live executor (expired lease).
+
+    Runs every minute from a django-q2 schedule. Covers a worker killed mid-turn and a task
+    lost by the Redis broker: the session's state is in the database, so a fresh task resumes it.
+    """
+    now = timezone.now()
+    stale = WritingSession.objects.filter(
+        status__in=[Status.QUEUED, Status.RUNNING, Status.PAUSING, Status.STOPPING],
+        updated_at__lt=now - timedelta(seconds=stale_after_seconds),
+    ).filter(lease_expires_at__isnull=True) | WritingSession.objects.filter(
+        status__in=[Status.QUEUED, Status.RUNNING, Status.PAUSING, Status.STOPPING], lease_expires_at__lt=now
+    )
+    count = 0
+    for session_id in stale.values_list("pk", flat=True).distinct():
+        enqueue_drive(session_id)
+        count += 1
+    if count:
+        logger.warning("watchdog re-dispatched %d session(s)", count)
+    return count
