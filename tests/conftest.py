@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from django.core.cache import cache
 
+from tests.fakes.llm_server import fake_llm  # noqa
+
 
 @pytest.fixture(autouse=True)
 def _clear_cache():

@@ -1,0 +1,117 @@
+"""Provider adapters behind one streaming protocol (see base.py), and the registry that builds them.
+
+    adapter = get_adapter("anthropic")
+    async with contextlib.aclosing(adapter.stream(request)) as events:
+        async for event in events: ...   # TextDelta..., then one StreamEnd; or ProviderError
+
+Configuration comes only from settings.PROVIDERS (the environment); keys are never logged.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from django.conf import settings
+
+from orchestration.providers.base import (
+    KEY_ENV_VARS,
+    PROVIDER_LABELS,
+    BaseAdapter,
+    ModelRequest,
+    ProviderAdapter,
+    ProviderError,
+    StreamEnd,
+    StreamEvent,
+    TextDelta,
+    Usage,
+)
+from orchestration.providers.demo import DEMO_LABEL, DemoAdapter
+from orchestration.providers.http_adapters import AnthropicAdapter, OpenAIAdapter
+from orchestration.providers.retry import retry_delay
+
+__all__ = [
+    "DEMO_LABEL",
+    "KNOWN_PROVIDERS",
+    "ModelRequest",
+    "ProviderAdapter",
+    "ProviderError",
+    "StreamEnd",
+    "StreamEvent",
+    "TextDelta",
+    "Usage",
+    "check_provider",
+    "clear_adapter_cache",
+    "get_adapter",
+    "provider_configured",
+    "retry_delay",
+]
+
+OPENAI_STYLE = {"openai", "gemini", "xai", "compatible"}
+KNOWN_PROVIDERS = ("demo", "anthropic", *sorted(OPENAI_STYLE))
+
+_cache: dict[tuple, BaseAdapter] = {}
+_cache_lock = threading.Lock()
+
+
+def _config(provider: str) -> dict[str, str]:
+    return dict((getattr(settings, "PROVIDERS", {}) or {}).get(provider) or {})
+
+
+def provider_configured(provider: str) -> tuple[bool, str]:
+    """(ok, reason): whether a call could be attempted at all. Says nothing about the key being valid."""
+    if provider == "demo":
+        return True, "The demo provider works offline and needs no key."
+    if provider not in KNOWN_PROVIDERS:
+        return False, f"Unknown provider {provider!r}."
+    config = _config(provider)
+    name = PROVIDER_LABELS[provider]
+    if provider == "compatible":
+        if not config.get("base_url"):
+            return False, f"{name} has no base URL. Set COMPATIBLE_BASE_URL (for example http://127.0.0.1:11434/v1)."
+        return True, f"{name} at its configured base URL (a key is optional)."
+    if not config.get("api_key"):
+        return False, f"{name} is not configured. Set {KEY_ENV_VARS[provider]}."
+    return True, f"{name} has an API key."
+
+
+def get_adapter(provider: str, *, timeout: float | None = None) -> BaseAdapter:
+    """The adapter for a provider, cached per configuration (a changed setting builds a new one).
+
+    Raises ProviderError(kind="not_configured") when the provider cannot be called.
+    """
+    ok, reason = provider_configured(provider)
+    if not ok:
+        raise ProviderError("not_configured", reason, retryable=False, provider=provider)
+    if provider == "demo":
+        key: tuple = ("demo", float(settings.DEMO_TOKENS_PER_SECOND))
+    else:
+        config = _config(provider)
+        seconds = float(timeout if timeout is not None else settings.PROVIDER_TIMEOUT_SECONDS)
+        key = (provider, config.get("api_key") or "", config.get("base_url") or "", seconds)
+    with _cache_lock:
+        adapter = _cache.get(key)
+        if adapter is None:
+            adapter = _cache[key] = _build(provider, key)
+    return adapter
+
+
+def _build(provider: str, key: tuple) -> BaseAdapter:
+    if provider == "demo":
+        return DemoAdapter(tokens_per_second=key[1])
+    _, api_key, base_url, seconds = key
+    cls = AnthropicAdapter if provider == "anthropic" else OpenAIAdapter
+    return cls(provider=provider, api_key=api_key, base_url=base_url, timeout=seconds)
+
+
+def clear_adapter_cache() -> None:
+    with _cache_lock:
+        _cache.clear()
+
+
+async def check_provider(provider: str) -> tuple[bool, str]:
+    """Whether the provider answers with this configuration, without spending tokens (lists models)."""
+    try:
+        adapter = get_adapter(provider)
+    except ProviderError as exc:
+        return False, exc.user_message
+    return await adapter.check()

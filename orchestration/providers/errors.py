@@ -1,0 +1,145 @@
+"""Turn SDK and transport exceptions into one ProviderError vocabulary.
+
+Both SDKs run with max_retries=0: this classification feeds the engine's single retry layer.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from typing import Any
+
+import anthropic
+import httpx2
+import openai
+
+from orchestration.providers.base import BASE_URL_ENV_VARS, KEY_ENV_VARS, PROVIDER_LABELS, ProviderError, redact
+
+STATUS_ERRORS = (anthropic.APIStatusError, openai.APIStatusError)
+TIMEOUT_ERRORS = (anthropic.APITimeoutError, openai.APITimeoutError, httpx2.TimeoutException)
+CONNECTION_ERRORS = (anthropic.APIConnectionError, openai.APIConnectionError, httpx2.TransportError)
+SDK_ERRORS = (anthropic.AnthropicError, openai.OpenAIError)
+
+
+def parse_retry_after(headers: Any) -> float | None:
+    """Seconds to wait from `retry-after-ms` or `retry-after` (seconds or an HTTP date)."""
+    if headers is None:
+        return None
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms:
+        try:
+            return max(0.0, float(raw_ms) / 1000)
+        except ValueError:
+            pass
+    raw = headers.get("retry-after")
+    if not raw:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _error_info(body: object) -> tuple[str, str, str]:
+    """(type, code, message) from either API's error body, whichever nesting the SDK kept."""
+    if not isinstance(body, dict):
+        return "", "", str(body or "")
+    inner = body.get("error", body)
+    if not isinstance(inner, dict):
+        return "", "", str(inner)
+    return str(inner.get("type") or ""), str(inner.get("code") or ""), str(inner.get("message") or "")
+
+
+def _server_detail(message: str, api_key: str | None) -> str:
+    message = redact(" ".join(message.split()), api_key)
+    return message[:200]
+
+
+def from_status(*, provider: str, status: int, headers: Any, body: object, api_key: str | None) -> ProviderError:
+    name = PROVIDER_LABELS.get(provider, provider)
+    env_var = KEY_ENV_VARS.get(provider, "the API key setting")
+    err_type, code, message = _error_info(body)
+    detail = _server_detail(message, api_key)
+    retry_after = parse_retry_after(headers)
+
+    def err(kind: str, text: str, retryable: bool) -> ProviderError:
+        return ProviderError(
+            kind,
+            text,
+            retryable=retryable,
+            retry_after=retry_after if retryable else None,
+            status=status,
+            provider=provider,
+        )
+
+    # A stream can report an error inside a 200 response: classify by the error type first.
+    if err_type == "overloaded_error" or status == 529:
+        return err("overloaded", f"{name} is overloaded right now ({status}); the call will be retried.", True)
+    if err_type == "rate_limit_error" or status == 429:
+        if code == "insufficient_quota" or err_type == "insufficient_quota":
+            return err(
+                "rate_limit", f"The {name} account has run out of quota (429). Check billing for {env_var}.", False
+            )
+        return err("rate_limit", f"{name} rate limit reached (429); the call will be retried.", True)
+    if err_type == "authentication_error" or status == 401:
+        return err("auth", f"The {name} API key was rejected (401). Check {env_var}.", False)
+    if err_type == "permission_error" or status == 403:
+        return err(
+            "auth",
+            f"The {name} API key is not allowed to do this (403). Check {env_var} and the model's access.",
+            False,
+        )
+    if status == 404:
+        hint = f" Check the model id and {BASE_URL_ENV_VARS.get(provider, 'the base URL')}."
+        return err("bad_request", f"{name} did not find the model or endpoint (404).{hint} {detail}".strip(), False)
+    if status == 408:
+        return err("timeout", f"{name} timed out handling the request (408).", True)
+    if status == 409 or status >= 500 or err_type == "api_error":
+        return err("server", f"{name} had a server error ({status}); the call will be retried.", True)
+    if 400 <= status < 500:
+        return err("bad_request", f"{name} refused the request ({status}): {detail or 'bad request'}", False)
+    return err("server", f"{name} reported an error mid-stream: {detail or err_type or 'unknown error'}", True)
+
+
+def map_exception(exc: BaseException, *, provider: str, api_key: str | None, started: bool) -> ProviderError:
+    """Classify any exception raised while calling a provider. `started`: the response had begun."""
+    name = PROVIDER_LABELS.get(provider, provider)
+    if isinstance(exc, ProviderError):
+        return exc
+    if isinstance(exc, STATUS_ERRORS):
+        return from_status(
+            provider=provider, status=exc.status_code, headers=exc.response.headers, body=exc.body, api_key=api_key
+        )
+    if isinstance(exc, TIMEOUT_ERRORS):
+        where = "while streaming" if started else "before answering"
+        return ProviderError(
+            "timeout", f"{name} stopped responding {where} (read timeout).", retryable=True, provider=provider
+        )
+    if isinstance(exc, CONNECTION_ERRORS):
+        if started:
+            return ProviderError(
+                "stream_broken", f"The connection to {name} broke mid-reply.", retryable=True, provider=provider
+            )
+        return ProviderError(
+            "connection",
+            f"Could not connect to {name}. Check the network and {BASE_URL_ENV_VARS.get(provider, 'the base URL')}.",
+            retryable=True,
+            provider=provider,
+        )
+    if isinstance(exc, (anthropic.APIError, openai.APIError)):
+        # An error event inside a stream without an HTTP status (OpenAI-compatible servers do this).
+        err_type, _code, message = _error_info(getattr(exc, "body", None))
+        if err_type in {"overloaded_error", "rate_limit_error"}:
+            return from_status(provider=provider, status=200, headers=None, body=exc.body, api_key=api_key)
+        return ProviderError(
+            "server",
+            f"{name} reported an error: {_server_detail(message or str(exc), api_key) or 'unknown error'}",
+            retryable=True,
+            provider=provider,
+        )
+    raise TypeError(f"not a provider exception: {type(exc).__name__}") from exc

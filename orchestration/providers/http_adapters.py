@@ -1,0 +1,230 @@
+"""Adapters over the official SDKs: Anthropic Messages and OpenAI Chat Completions (and compatibles)."""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anthropic
+import httpx2
+import openai
+
+from orchestration.providers.base import (
+    BaseAdapter,
+    ModelRequest,
+    ProviderError,
+    StreamEnd,
+    StreamEvent,
+    TextDelta,
+    Usage,
+    estimate_tokens,
+)
+from orchestration.providers.errors import SDK_ERRORS, map_exception
+
+# The check call lists models: it must be quick even when the generation timeout is long.
+CHECK_TIMEOUT_SECONDS = 15.0
+OPENAI_STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "content_filter": "content_filter"}
+# OpenAI reasoning models reject max_tokens and a non-default temperature.
+OPENAI_REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5")
+
+
+def http_timeout(seconds: float) -> httpx2.Timeout:
+    # `read` bounds the gap between two chunks, so a stalled stream fails after `seconds`
+    # instead of hanging; connecting should never take long.
+    return httpx2.Timeout(seconds, connect=min(seconds, 10.0))
+
+
+class SDKAdapter(BaseAdapter):
+    """One SDK client per event loop: httpx2 connection pools must not cross loops
+    (each django-q2 step and each pytest-asyncio test runs its own loop)."""
+
+    def __init__(self, *, provider: str, api_key: str | None, base_url: str | None, timeout: float) -> None:
+        self.provider = provider
+        self.api_key = api_key or None
+        self.base_url = base_url or None
+        self.timeout = timeout
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+
+    def __repr__(self) -> str:  # never show the key
+        return f"<{type(self).__name__} provider={self.provider} base_url={self.base_url} timeout={self.timeout}>"
+
+    def _make_client(self) -> Any:
+        raise NotImplementedError
+
+    @property
+    def client(self) -> Any:
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            client = self._clients[loop] = self._make_client()
+        return client
+
+    def _error(self, exc: BaseException, *, started: bool) -> ProviderError:
+        return map_exception(exc, provider=self.provider, api_key=self.api_key, started=started)
+
+    def _broken(self) -> ProviderError:
+        return ProviderError(
+            "stream_broken",
+            f"The reply from {self.display_name} ended before it was complete.",
+            retryable=True,
+            provider=self.provider,
+        )
+
+    async def check(self) -> tuple[bool, str]:
+        """List models: proves the URL and key work without spending tokens."""
+        try:
+            page = await self.client.with_options(
+                timeout=http_timeout(min(self.timeout, CHECK_TIMEOUT_SECONDS))
+            ).models.list()
+        except (*SDK_ERRORS, httpx2.HTTPError) as exc:
+            return False, self._error(exc, started=False).user_message
+        count = len(getattr(page, "data", None) or [])
+        return True, f"{self.display_name} is reachable ({count} model{'s' if count != 1 else ''} listed)."
+
+
+class AnthropicAdapter(SDKAdapter):
+    def _make_client(self) -> anthropic.AsyncAnthropic:
+        return anthropic.AsyncAnthropic(
+            api_key=self.api_key,
+            base_url=self.base_url,
+            max_retries=0,  # the engine owns the one retry layer
+            timeout=http_timeout(self.timeout),
+        )
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
+        params: dict[str, Any] = {
+            "model": request.model_id,
+            "max_tokens": request.max_tokens,
+            "messages": [{"role": "user", "content": request.user}],
+            "stream": True,
+        }
+        if request.system:
+            # The stable prefix is marked cacheable: later rounds read it at a tenth of the price.
+            params["system"] = [{"type": "text", "text": request.system, "cache_control": {"type": "ephemeral"}}]
+        # No temperature: this SDK generation (anthropic 2.x) has dropped sampling parameters from the
+        # Messages API, and sending one through extra_body risks a 400 from current models.
+
+        started = False
+        usage = {"input": 0, "output": 0, "cache_read": 0, "cache_write": 0}
+        stop_reason = ""
+        finished = False
+        try:
+            stream = await self.client.messages.create(**params)
+            started = True
+            async with stream:  # closes the response on cancel, error or early exit
+                async for event in stream:
+                    kind = event.type
+                    if kind == "content_block_delta":
+                        if event.delta.type == "text_delta" and event.delta.text:
+                            yield TextDelta(event.delta.text)
+                    elif kind == "message_start":
+                        _merge_anthropic_usage(usage, event.message.usage)
+                    elif kind == "message_delta":
+                        _merge_anthropic_usage(usage, event.usage)
+                        stop_reason = event.delta.stop_reason or stop_reason
+                    elif kind == "message_stop":
+                        finished = True
+        except (*SDK_ERRORS, httpx2.HTTPError) as exc:
+            raise self._error(exc, started=started) from exc
+        if not finished:
+            raise self._broken()
+        yield StreamEnd(
+            usage=Usage(
+                # Anthropic's input_tokens excludes cache reads and writes; ours counts the whole prompt.
+                input_tokens=usage["input"] + usage["cache_read"] + usage["cache_write"],
+                output_tokens=usage["output"],
+                cached_input_tokens=usage["cache_read"],
+                cache_write_tokens=usage["cache_write"],
+            ),
+            stop_reason=stop_reason or "end_turn",
+        )
+
+
+def _merge_anthropic_usage(totals: dict[str, int], usage: Any) -> None:
+    """message_start carries input counts, message_delta the cumulative output (and sometimes input) counts."""
+    if usage is None:
+        return
+    for key, attr in (
+        ("input", "input_tokens"),
+        ("output", "output_tokens"),
+        ("cache_read", "cache_read_input_tokens"),
+        ("cache_write", "cache_creation_input_tokens"),
+    ):
+        value = getattr(usage, attr, None)
+        if value is not None:
+            totals[key] = value
+
+
+class OpenAIAdapter(SDKAdapter):
+    """OpenAI, and every OpenAI-compatible endpoint by base URL (Gemini, xAI, Ollama, vLLM, llama.cpp)."""
+
+    def _make_client(self) -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(
+            # Local servers (Ollama, llama.cpp) need no key, but the SDK insists on one.
+            api_key=self.api_key or "not-needed",
+            base_url=self.base_url,
+            max_retries=0,  # the engine owns the one retry layer
+            timeout=http_timeout(self.timeout),
+        )
+
+    def _params(self, request: ModelRequest) -> dict[str, Any]:
+        messages = []
+        if request.system:
+            # First and identical every round, so providers with automatic prefix caching hit it.
+            messages.append({"role": "system", "content": request.system})
+        messages.append({"role": "user", "content": request.user})
+        params: dict[str, Any] = {
+            "model": request.model_id,
+            "messages": messages,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        reasoning = self.provider == "openai" and request.model_id.startswith(OPENAI_REASONING_PREFIXES)
+        if self.provider == "openai":
+            params["max_completion_tokens"] = request.max_tokens
+        else:
+            params["max_tokens"] = request.max_tokens  # what compatible servers understand
+        if request.temperature is not None and not reasoning:
+            params["temperature"] = request.temperature
+        return params
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
+        started = False
+        finish_reason = ""
+        usage = None
+        text_chars = 0
+        try:
+            stream = await self.client.chat.completions.create(**self._params(request))
+            started = True
+            async with stream:
+                async for chunk in stream:
+                    if chunk.usage is not None:
+                        usage = chunk.usage
+                    for choice in chunk.choices:
+                        content = choice.delta.content if choice.delta is not None else None
+                        if content:
+                            text_chars += len(content)
+                            yield TextDelta(content)
+                        if choice.finish_reason:
+                            finish_reason = choice.finish_reason
+        except (*SDK_ERRORS, httpx2.HTTPError) as exc:
+            raise self._error(exc, started=started) from exc
+        if not finish_reason:
+            raise self._broken()
+        if usage is not None:
+            details = getattr(usage, "prompt_tokens_details", None)
+            result = Usage(
+                input_tokens=usage.prompt_tokens or 0,
+                output_tokens=usage.completion_tokens or 0,
+                cached_input_tokens=(getattr(details, "cached_tokens", None) or 0) if details else 0,
+            )
+        else:
+            # Some compatible servers ignore include_usage: estimate rather than bill nothing.
+            result = Usage(
+                input_tokens=estimate_tokens(request.system) + estimate_tokens(request.user),
+                output_tokens=max(1, text_chars // 4),
+                estimated=True,
+            )
+        yield StreamEnd(usage=result, stop_reason=OPENAI_STOP_REASONS.get(finish_reason, finish_reason))

@@ -1,0 +1,631 @@
+"""A real local HTTP server that speaks the Anthropic Messages and OpenAI Chat Completions wire protocols.
+
+The official SDKs talk to it exactly as they would to the real APIs (they use httpx2, which respx and
+pytest-httpx do not intercept), so tests exercise our adapters, the SDKs' parsing and real sockets.
+
+Usage in a test (the `fake_llm` fixture starts one per test)::
+
+    def test_something(fake_llm, settings):
+        settings.PROVIDERS = fake_llm.provider_settings()
+        fake_llm.reply("Hello world")                 # next generation request answers this
+        fake_llm.fail_next(429, retry_after=1)        # ...or fails first
+        fake_llm.tokens_per_second = 20               # pace the stream (0 = instant)
+        ...
+        assert fake_llm.generation_requests()[0].json["model"] == "claude-x"
+
+Standalone, for benchmarks: ``python -m tests.fakes.llm_server --port 8765 --rate 200 --latency 0.2``.
+
+Routes:
+- ``POST /v1/messages`` (Anthropic; streaming SSE with ``event:`` lines, or JSON)
+- ``POST /v1/chat/completions`` (OpenAI; streaming ``data:`` chunks ending in ``[DONE]``, or JSON)
+- ``GET /v1/models`` (shape chosen by the ``anthropic-version`` request header)
+
+Usage numbers are deterministic: a token is ~4 characters of prompt; output tokens = chunks emitted.
+A system prompt seen before counts as a cache hit (Anthropic cache_read_input_tokens when the request
+asked for cache_control, OpenAI prompt_tokens_details.cached_tokens always, as OpenAI caches automatically).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import json
+import math
+import select
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+ANTHROPIC_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    529: "overloaded_error",
+}
+OPENAI_ERROR_TYPES = {
+    400: ("invalid_request_error", None),
+    401: ("invalid_request_error", "invalid_api_key"),
+    403: ("invalid_request_error", "unsupported_country_region_territory"),
+    404: ("invalid_request_error", "model_not_found"),
+    429: ("requests", "rate_limit_exceeded"),
+    500: ("server_error", None),
+    503: ("server_error", None),
+}
+ERROR_MESSAGES = {
+    400: "Invalid request.",
+    401: "invalid x-api-key",
+    403: "Permission denied.",
+    404: "The requested model does not exist.",
+    429: "Rate limit reached for requests. Please try again later.",
+    500: "Internal server error.",
+    503: "Service unavailable.",
+    529: "Overloaded",
+}
+ANTHROPIC_PATH = "/v1/messages"
+OPENAI_PATH = "/v1/chat/completions"
+MODELS_PATH = "/v1/models"
+GENERATION_PATHS = (ANTHROPIC_PATH, OPENAI_PATH)
+
+
+def count_tokens(text: str) -> int:
+    """Roughly one token per four characters, as the real tokenizers average on English."""
+    return math.ceil(len(text) / 4) if text else 0
+
+
+@dataclass
+class RecordedRequest:
+    method: str
+    path: str
+    headers: dict[str, str]  # lower-cased names
+    json: Any
+    received_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def api_key(self) -> str | None:
+        if "x-api-key" in self.headers:
+            return self.headers["x-api-key"]
+        auth = self.headers.get("authorization", "")
+        return auth.removeprefix("Bearer ").strip() if auth else None
+
+    @property
+    def system_text(self) -> str:
+        """The system prompt, whichever API shape carried it."""
+        body = self.json or {}
+        if self.path == ANTHROPIC_PATH:
+            system = body.get("system") or ""
+            if isinstance(system, list):
+                return "".join(block.get("text", "") for block in system)
+            return system
+        return "".join(str(m.get("content") or "") for m in body.get("messages", []) if m.get("role") == "system")
+
+    @property
+    def user_text(self) -> str:
+        body = self.json or {}
+        parts: list[str] = []
+        for message in body.get("messages", []):
+            if message.get("role") != "user":
+                continue
+            content = message.get("content")
+            if isinstance(content, list):
+                parts.extend(block.get("text", "") for block in content if isinstance(block, dict))
+            else:
+                parts.append(str(content or ""))
+        return "\n".join(parts)
+
+
+@dataclass
+class Reply:
+    """A scripted reply. `text` may be a string or a callable of the RecordedRequest."""
+
+    text: str | Callable[[RecordedRequest], str]
+    stop_reason: str | None = None  # None: "end_turn"/"stop", or max-tokens when the text was cut
+
+
+@dataclass
+class Fault:
+    kind: str  # "status", "stall", "disconnect"
+    status: int = 500
+    retry_after: float | None = None
+    message: str | None = None
+    after_chunks: int = 0
+
+
+class FakeLLMServer:
+    """The controller tests talk to. Thread-safe; the HTTP handler threads read it under a lock."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.lock = threading.Lock()
+        # Bounded so a long benchmark run does not grow without limit.
+        self.requests: collections.deque[RecordedRequest] = collections.deque(maxlen=10_000)
+        self.replies: collections.deque[Reply] = collections.deque()
+        self.faults: collections.deque[Fault] = collections.deque()
+        self.default_reply: str | Callable[[RecordedRequest], str] = default_reply
+        self.latency: float = 0.0  # seconds before the first byte (headers) of a generation reply
+        self.tokens_per_second: float = 0.0  # chunks per second; 0 = as fast as possible
+        self.chunk_size: int = 4  # characters per chunk (~one token each)
+        self.stall_seconds: float = 60.0  # how long a stall hangs if the client never gives up
+        self.expected_api_key: str | None = None  # when set, other keys get a 401 in the API's shape
+        self.models: list[str] = ["fake-claude", "fake-gpt"]
+        self.client_disconnects = 0  # streams the client closed before the server finished
+        self.client_disconnected = threading.Event()
+        self._seen_prefixes: set[tuple[str, str, str]] = set()
+        self._stop = threading.Event()
+        self._httpd = ThreadingHTTPServer((host, port), _make_handler(self))
+        self._httpd.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    @property
+    def port(self) -> int:
+        return self._httpd.server_address[1]
+
+    @property
+    def url(self) -> str:
+        """Base URL for the Anthropic SDK (it adds /v1 itself)."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def openai_url(self) -> str:
+        """Base URL for the OpenAI SDK (it expects /v1 in the base URL)."""
+        return f"{self.url}/v1"
+
+    def start(self) -> FakeLLMServer:
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="fake-llm", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()  # releases stalled handlers
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> FakeLLMServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- scripting -----------------------------------------------------------------------------
+    def reply(self, *texts: str | Callable[[RecordedRequest], str], stop_reason: str | None = None) -> None:
+        """Queue replies for the next generation requests, in order."""
+        with self.lock:
+            self.replies.extend(Reply(text, stop_reason) for text in texts)
+
+    def fail_next(self, status: int, *, retry_after: float | None = None, message: str | None = None) -> None:
+        """The next generation request gets this HTTP error (in the API's JSON error shape)."""
+        with self.lock:
+            self.faults.append(Fault("status", status=status, retry_after=retry_after, message=message))
+
+    def stall_next(self, *, after_chunks: int = 1) -> None:
+        """The next stream sends `after_chunks` chunks, then nothing until the client gives up."""
+        with self.lock:
+            self.faults.append(Fault("stall", after_chunks=after_chunks))
+
+    def disconnect_next(self, *, after_chunks: int = 1) -> None:
+        """The next stream sends `after_chunks` chunks, then the socket is closed without an ending."""
+        with self.lock:
+            self.faults.append(Fault("disconnect", after_chunks=after_chunks))
+
+    def reset(self) -> None:
+        with self.lock:
+            self.requests.clear()
+            self.replies.clear()
+            self.faults.clear()
+            self._seen_prefixes.clear()
+            self.client_disconnects = 0
+            self.client_disconnected.clear()
+
+    # --- inspection ---------------------------------------------------------------------------
+    def generation_requests(self) -> list[RecordedRequest]:
+        with self.lock:
+            return [r for r in self.requests if r.path in GENERATION_PATHS]
+
+    @property
+    def last_request(self) -> RecordedRequest:
+        with self.lock:
+            return self.requests[-1]
+
+    def provider_settings(self, api_key: str = "test-key") -> dict[str, dict[str, str]]:
+        """A settings.PROVIDERS value that points every provider at this server."""
+        return {
+            "anthropic": {"api_key": api_key, "base_url": self.url},
+            "openai": {"api_key": api_key, "base_url": self.openai_url},
+            "gemini": {"api_key": api_key, "base_url": self.openai_url},
+            "xai": {"api_key": api_key, "base_url": self.openai_url},
+            "compatible": {"api_key": "", "base_url": self.openai_url},
+        }
+
+    # --- used by the handler ----------------------------------------------------------------------
+    def _record(self, request: RecordedRequest) -> tuple[Fault | None, Reply | None, bool]:
+        """Record a request; for generation, pop its fault or reply and decide whether the prefix is cached."""
+        with self.lock:
+            self.requests.append(request)
+            if request.path not in GENERATION_PATHS:
+                return None, None, False
+            fault = self.faults.popleft() if self.faults else None
+            if fault is not None and fault.kind == "status":
+                return fault, None, False  # the scripted reply stays queued for the retry
+            reply = self.replies.popleft() if self.replies else Reply(self.default_reply)
+            # Caches are per API and model, as on the real services.
+            body = request.json if isinstance(request.json, dict) else {}
+            prefix = (request.path, str(body.get("model")), request.system_text)
+            cached = bool(prefix[2]) and prefix in self._seen_prefixes
+            if prefix[2]:
+                self._seen_prefixes.add(prefix)
+            return fault, reply, cached
+
+    def _note_client_gone(self) -> None:
+        with self.lock:
+            self.client_disconnects += 1
+        self.client_disconnected.set()
+
+
+def default_reply(request: RecordedRequest) -> str:
+    """A deterministic Markdown reply that names the model and echoes the first line of the prompt."""
+    body = request.json or {}
+    first_line = next((line.strip() for line in request.user_text.splitlines() if line.strip()), "the brief")
+    return (
+        f"# Draft\n\nThis is a scripted reply from the fake model {body.get('model', '?')} about "
+        f"{first_line[:80]}. It is deterministic so tests can assert on it.\n\n"
+        '<evaluation>\n```json\n{"scores": {"Quality": 7}, "overall": 7, "feedback": "Solid."}\n```\n</evaluation>\n'
+    )
+
+
+def _chunks(text: str, size: int) -> list[str]:
+    size = max(1, size)
+    return [text[i : i + size] for i in range(0, len(text), size)] or [""]
+
+
+def _make_handler(server: FakeLLMServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive and chunked streams, like the real APIs
+
+        def log_message(self, format: str, *args: Any) -> None:  # quiet test output
+            pass
+
+        # --- plumbing ---------------------------------------------------------------------------
+        def _read_json(self) -> Any:
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length) if length else b""
+            try:
+                return json.loads(raw) if raw else None
+            except ValueError:
+                return None
+
+        def _headers_dict(self) -> dict[str, str]:
+            return {name.lower(): value for name, value in self.headers.items()}
+
+        def _send_json(self, status: int, payload: Any, extra_headers: dict[str, str] | None = None) -> None:
+            data = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("request-id", "req_fake")
+            for name, value in (extra_headers or {}).items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _send_error(self, anthropic: bool, status: int, *, message: str | None, retry_after: float | None):
+            message = message or ERROR_MESSAGES.get(status, "Error.")
+            if anthropic:
+                payload: dict[str, Any] = {
+                    "type": "error",
+                    "error": {"type": ANTHROPIC_ERROR_TYPES.get(status, "api_error"), "message": message},
+                }
+            else:
+                err_type, code = OPENAI_ERROR_TYPES.get(status, ("server_error", None))
+                payload = {"error": {"message": message, "type": err_type, "param": None, "code": code}}
+            headers = {}
+            if retry_after is not None:
+                headers["Retry-After"] = f"{retry_after:g}"
+            self._send_json(status, payload, headers)
+
+        def _start_stream(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Cache-Control", "no-cache")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.send_header("request-id", "req_fake")
+            self.end_headers()
+
+        def _write_chunk(self, data: str) -> None:
+            raw = data.encode()
+            self.wfile.write(f"{len(raw):x}\r\n".encode() + raw + b"\r\n")
+            self.wfile.flush()
+
+        def _end_stream(self) -> None:
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+
+        def _client_gone(self) -> bool:
+            """True once the client closed its side (readable with nothing to read)."""
+            try:
+                readable, _, _ = select.select([self.connection], [], [], 0)
+                return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+            except OSError:
+                return True
+
+        def _stall(self) -> None:
+            # Hang without writing (a write would reset the client's read timeout) until the client
+            # gives up, the server stops, or stall_seconds pass.
+            deadline = time.monotonic() + server.stall_seconds
+            while time.monotonic() < deadline and not server._stop.is_set():
+                if self._client_gone():
+                    server._note_client_gone()
+                    break
+                time.sleep(0.02)
+            self.close_connection = True
+
+        def _disconnect(self) -> None:
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.wfile.flush()
+                self.connection.shutdown(socket.SHUT_RDWR)
+
+        # --- routes ----------------------------------------------------------------------------------
+        def do_GET(self) -> None:
+            request = RecordedRequest("GET", self.path.split("?")[0], self._headers_dict(), None)
+            server._record(request)
+            anthropic = "anthropic-version" in request.headers
+            if request.path != MODELS_PATH:
+                self._send_error(anthropic, 404, message=f"Unknown path {request.path}", retry_after=None)
+                return
+            if not self._key_ok(request):
+                self._send_error(anthropic, 401, message=None, retry_after=None)
+                return
+            if anthropic:
+                data = [
+                    {"type": "model", "id": m, "display_name": m, "created_at": "2025-01-01T00:00:00Z"}
+                    for m in server.models
+                ]
+                payload = {
+                    "data": data,
+                    "has_more": False,
+                    "first_id": data[0]["id"] if data else None,
+                    "last_id": data[-1]["id"] if data else None,
+                }
+            else:
+                payload = {
+                    "object": "list",
+                    "data": [
+                        {"id": m, "object": "model", "created": 1735689600, "owned_by": "fake"} for m in server.models
+                    ],
+                }
+            self._send_json(200, payload)
+
+        def do_POST(self) -> None:
+            path = self.path.split("?")[0]
+            request = RecordedRequest("POST", path, self._headers_dict(), self._read_json())
+            fault, reply, cached = server._record(request)
+            anthropic = path == ANTHROPIC_PATH
+            if path not in GENERATION_PATHS:
+                self._send_error(anthropic, 404, message=f"Unknown path {path}", retry_after=None)
+                return
+            if server.latency:
+                time.sleep(server.latency)
+            if not self._key_ok(request):
+                self._send_error(anthropic, 401, message=None, retry_after=None)
+                return
+            if fault is not None and fault.kind == "status":
+                self._send_error(anthropic, fault.status, message=fault.message, retry_after=fault.retry_after)
+                return
+            body = request.json if isinstance(request.json, dict) else {}
+            if not body.get("model"):
+                self._send_error(anthropic, 400, message="model: field required", retry_after=None)
+                return
+            assert reply is not None
+            text = reply.text(request) if callable(reply.text) else reply.text
+            pieces = _chunks(text, server.chunk_size)
+            max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
+            truncated = bool(max_tokens) and len(pieces) > int(max_tokens)
+            if truncated:
+                pieces = pieces[: int(max_tokens)]
+            usage = _usage(request, cached=cached, output_tokens=len(pieces))
+            if anthropic:
+                stop_reason = reply.stop_reason or ("max_tokens" if truncated else "end_turn")
+            else:
+                stop_reason = reply.stop_reason or ("length" if truncated else "stop")
+            if not body.get("stream"):
+                self._send_json(
+                    200, (_anthropic_message if anthropic else _openai_completion)(body, pieces, usage, stop_reason)
+                )
+                return
+            events = (_anthropic_events if anthropic else _openai_events)(body, pieces, usage, stop_reason)
+            self._stream(events, fault)
+
+        def _key_ok(self, request: RecordedRequest) -> bool:
+            return server.expected_api_key is None or request.api_key == server.expected_api_key
+
+        def _stream(self, events: Iterator[tuple[str, bool]], fault: Fault | None) -> None:
+            """Write SSE events; the bool marks a text chunk (faults and pacing count those)."""
+            self._start_stream()
+            delay = 1.0 / server.tokens_per_second if server.tokens_per_second > 0 else 0.0
+            sent_chunks = 0
+            try:
+                for event, is_text in events:
+                    if is_text:
+                        if fault is not None and sent_chunks >= fault.after_chunks:
+                            if fault.kind == "stall":
+                                self._stall()
+                            else:
+                                self._disconnect()
+                            return
+                        if delay and sent_chunks:
+                            time.sleep(delay)
+                        sent_chunks += 1
+                    self._write_chunk(event)
+                self._end_stream()
+            except (BrokenPipeError, ConnectionResetError):
+                server._note_client_gone()
+                self.close_connection = True
+
+    return Handler
+
+
+def _usage(request: RecordedRequest, *, cached: bool, output_tokens: int) -> dict[str, int]:
+    system_tokens = count_tokens(request.system_text)
+    user_tokens = count_tokens(request.user_text)
+    return {
+        "system_tokens": system_tokens,
+        "user_tokens": user_tokens,
+        "cached": int(cached),
+        "output_tokens": output_tokens,
+    }
+
+
+def _anthropic_usage(body: dict, usage: dict[str, int]) -> dict[str, int]:
+    asked_to_cache = isinstance(body.get("system"), list) and any(
+        isinstance(block, dict) and block.get("cache_control") for block in body["system"]
+    )
+    cache_read = usage["system_tokens"] if asked_to_cache and usage["cached"] else 0
+    cache_write = usage["system_tokens"] if asked_to_cache and not usage["cached"] else 0
+    # Anthropic's input_tokens excludes the tokens read from or written to the cache.
+    input_tokens = usage["system_tokens"] + usage["user_tokens"] - cache_read - cache_write
+    return {
+        "input_tokens": input_tokens,
+        "cache_read_input_tokens": cache_read,
+        "cache_creation_input_tokens": cache_write,
+    }
+
+
+def _anthropic_message(body: dict, pieces: list[str], usage: dict[str, int], stop_reason: str) -> dict:
+    return {
+        "id": "msg_fake",
+        "type": "message",
+        "role": "assistant",
+        "model": body.get("model"),
+        "content": [{"type": "text", "text": "".join(pieces)}],
+        "stop_reason": stop_reason,
+        "stop_sequence": None,
+        "usage": {**_anthropic_usage(body, usage), "output_tokens": usage["output_tokens"]},
+    }
+
+
+def _sse(event: str, data: dict) -> str:
+    return f"event: {event}\ndata: {json.dumps(data)}\n\n"
+
+
+def _anthropic_events(body: dict, pieces: list[str], usage: dict[str, int], stop_reason: str):
+    start = _anthropic_message(body, [], usage, stop_reason)
+    start.update(content=[], stop_reason=None)
+    start["usage"]["output_tokens"] = 1
+    yield _sse("message_start", {"type": "message_start", "message": start}), False
+    yield (
+        _sse(
+            "content_block_start",
+            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        ),
+        False,
+    )
+    yield _sse("ping", {"type": "ping"}), False
+    for piece in pieces:
+        delta = {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}}
+        yield _sse("content_block_delta", delta), True
+    yield _sse("content_block_stop", {"type": "content_block_stop", "index": 0}), False
+    yield (
+        _sse(
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": stop_reason, "stop_sequence": None},
+                "usage": {"output_tokens": usage["output_tokens"]},
+            },
+        ),
+        False,
+    )
+    yield _sse("message_stop", {"type": "message_stop"}), False
+
+
+def _openai_usage(usage: dict[str, int]) -> dict:
+    prompt = usage["system_tokens"] + usage["user_tokens"]
+    cached = usage["system_tokens"] if usage["cached"] else 0
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": usage["output_tokens"],
+        "total_tokens": prompt + usage["output_tokens"],
+        "prompt_tokens_details": {"cached_tokens": cached},
+    }
+
+
+def _openai_completion(body: dict, pieces: list[str], usage: dict[str, int], stop_reason: str) -> dict:
+    return {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": 1735689600,
+        "model": body.get("model"),
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "".join(pieces)},
+                "finish_reason": stop_reason,
+            }
+        ],
+        "usage": _openai_usage(usage),
+    }
+
+
+def _openai_events(body: dict, pieces: list[str], usage: dict[str, int], stop_reason: str):
+    base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1735689600, "model": body.get("model")}
+
+    def chunk(delta: dict, finish: str | None) -> str:
+        payload = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        return f"data: {json.dumps(payload)}\n\n"
+
+    yield chunk({"role": "assistant", "content": ""}, None), False
+    for piece in pieces:
+        yield chunk({"content": piece}, None), True
+    yield chunk({}, stop_reason), False
+    if (body.get("stream_options") or {}).get("include_usage"):
+        yield f"data: {json.dumps({**base, 'choices': [], 'usage': _openai_usage(usage)})}\n\n", False
+    yield "data: [DONE]\n\n", False
+
+
+@pytest.fixture
+def fake_llm() -> Iterator[FakeLLMServer]:
+    """A fake LLM server on a free localhost port for one test."""
+    server = FakeLLMServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Fake Anthropic/OpenAI server for local benchmarks.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--rate", type=float, default=0.0, help="chunks per second (0 = instant)")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds before the first byte")
+    parser.add_argument("--chunk-size", type=int, default=4, help="characters per chunk")
+    args = parser.parse_args()
+    server = FakeLLMServer(args.host, args.port)
+    server.tokens_per_second = args.rate
+    server.latency = args.latency
+    server.chunk_size = args.chunk_size
+    print(f"fake LLM server on http://{args.host}:{server.port} (Anthropic base URL; OpenAI: /v1)", flush=True)
+    server.start()
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
