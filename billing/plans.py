@@ -1,0 +1,156 @@
+"""The one plan catalogue: tiers, prices and limits. Nothing else in the code base hard-codes them.
+
+1 credit = $0.001 of provider cost at a credit multiplier of 1.0 (see billing.pricing).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+FREE = "free"
+STARTER = "starter"
+PRO = "pro"
+
+# Model tiers, from cheapest to most expensive (see model_tier()).
+TIER_DEMO = "demo"
+TIER_ECONOMY = "economy"
+TIER_STANDARD = "standard"
+TIER_PREMIUM = "premium"
+TIER_ORDER = [TIER_DEMO, TIER_ECONOMY, TIER_STANDARD, TIER_PREMIUM]
+TIER_LABELS = {
+    TIER_DEMO: "Demo (offline)",
+    TIER_ECONOMY: "Economy models",
+    TIER_STANDARD: "Standard models",
+    TIER_PREMIUM: "Premium models",
+}
+
+
+@dataclass(frozen=True)
+class Plan:
+    key: str
+    name: str
+    price_usd_cents: int  # per month
+    monthly_credits: int
+    max_agents: int  # per session
+    max_rounds: int  # per session, including "continue for N more rounds"
+    allowed_flows: frozenset[str] | None  # None = every flow
+    max_model_tier: str  # the most expensive tier this plan may use
+    concurrent_runs: int  # sessions queued or running at once
+    tagline: str
+
+    @property
+    def rank(self) -> int:
+        return PLAN_ORDER.index(self.key)
+
+    @property
+    def is_paid(self) -> bool:
+        return self.price_usd_cents > 0
+
+    @property
+    def price_usd(self) -> int:
+        return self.price_usd_cents // 100
+
+    @property
+    def lookup_key(self) -> str:
+        """The Stripe Price lookup key for this plan's monthly price."""
+        return f"atelier_{self.key}_monthly"
+
+    @property
+    def product_id(self) -> str:
+        return f"atelier_{self.key}"
+
+    def allows_flow(self, flow: str) -> bool:
+        return self.allowed_flows is None or flow in self.allowed_flows
+
+    def allows_tier(self, tier: str) -> bool:
+        return TIER_ORDER.index(tier) <= TIER_ORDER.index(self.max_model_tier)
+
+    @property
+    def model_tiers(self) -> list[str]:
+        return [TIER_LABELS[t] for t in TIER_ORDER if self.allows_tier(t)]
+
+
+PLANS: dict[str, Plan] = {
+    FREE: Plan(
+        key=FREE,
+        name="Free",
+        price_usd_cents=0,
+        monthly_credits=500,
+        max_agents=2,
+        max_rounds=3,
+        allowed_flows=frozenset({"sequential"}),
+        max_model_tier=TIER_ECONOMY,
+        concurrent_runs=1,
+        tagline="Try the studio with the demo model and low-cost models.",
+    ),
+    STARTER: Plan(
+        key=STARTER,
+        name="Starter",
+        price_usd_cents=2900,
+        monthly_credits=20_000,
+        max_agents=5,
+        max_rounds=10,
+        allowed_flows=None,
+        max_model_tier=TIER_STANDARD,
+        concurrent_runs=2,
+        tagline="Every flow and the mainstream models for regular writing.",
+    ),
+    PRO: Plan(
+        key=PRO,
+        name="Pro",
+        price_usd_cents=7900,
+        monthly_credits=60_000,
+        max_agents=10,
+        max_rounds=25,
+        allowed_flows=None,
+        max_model_tier=TIER_PREMIUM,
+        concurrent_runs=5,
+        tagline="Large teams, long runs and the premium models.",
+    ),
+}
+PLAN_ORDER = [FREE, STARTER, PRO]
+PLAN_CHOICES = [(p.key, p.name) for p in PLANS.values()]
+
+# Price thresholds (USD per million tokens) that sort the catalogue into tiers.
+ECONOMY_MAX_OUTPUT_PRICE = 5
+STANDARD_MAX_OUTPUT_PRICE = 20
+
+
+def get_plan(key: str) -> Plan:
+    try:
+        return PLANS[key]
+    except KeyError:
+        raise ValueError(f"Unknown plan {key!r}") from None
+
+
+def plan_for_lookup_key(lookup_key: str | None) -> Plan | None:
+    for plan in PLANS.values():
+        if plan.is_paid and plan.lookup_key == lookup_key:
+            return plan
+    return None
+
+
+def next_plan_up(plan: Plan) -> Plan | None:
+    index = PLAN_ORDER.index(plan.key)
+    return PLANS[PLAN_ORDER[index + 1]] if index + 1 < len(PLAN_ORDER) else None
+
+
+def model_tier(model) -> str:
+    """The tier of a catalogue model (orchestration.models.LLMModel), from its output price."""
+    if model.is_demo:
+        return TIER_DEMO
+    price = model.output_price_per_mtok
+    if price is None:
+        return TIER_PREMIUM  # unpriced models cannot run anyway; never let them look cheap
+    if price <= ECONOMY_MAX_OUTPUT_PRICE:
+        return TIER_ECONOMY
+    if price <= STANDARD_MAX_OUTPUT_PRICE:
+        return TIER_STANDARD
+    return TIER_PREMIUM
+
+
+def cheapest_plan_for(predicate) -> Plan | None:
+    for key in PLAN_ORDER:
+        if predicate(PLANS[key]):
+            return PLANS[key]
+    return None

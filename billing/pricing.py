@@ -1,0 +1,112 @@
+"""Credits for model usage.
+
+Rules (also in docs/billing.md):
+
+- 1 credit = $0.001 (a tenth of a US cent) of provider cost at a credit multiplier of 1.0.
+- ``input_tokens`` are the *uncached* input tokens, billed at the catalogue's input price;
+  ``cached_tokens`` are cache reads, billed at the cached-input price (the input price when the
+  catalogue has none); ``output_tokens`` at the output price. Prices are USD per million tokens.
+- credits = ceil(provider cost in USD × credit multiplier × 1000). Always an integer, always
+  rounded UP, so a call with any usage costs at least 1 credit.
+- The demo provider costs $0, but its calls still cost credits so every credit path is exercised:
+  ceil((input + cached + output) / 1000 × multiplier), i.e. 1 credit per started 1,000 tokens.
+- A model without prices is an error (UnpricedModel), never a silent zero.
+
+Worked example: a model priced $3.00 input, $0.30 cached input, $15.00 output per million tokens,
+credit multiplier 1.25, a call with 12,000 input, 8,000 cached and 1,500 output tokens:
+
+    cost    = 12,000 × 3.00/1e6 + 8,000 × 0.30/1e6 + 1,500 × 15.00/1e6
+            = 0.036 + 0.0024 + 0.0225 = $0.0609
+    credits = ceil(0.0609 × 1.25 × 1000) = ceil(76.125) = 77
+"""
+
+from __future__ import annotations
+
+import math
+from decimal import ROUND_CEILING, Decimal
+
+MILLION = Decimal(1_000_000)
+CREDITS_PER_USD = Decimal(1000)
+DEMO_TOKENS_PER_CREDIT = Decimal(1000)
+CHARS_PER_TOKEN = 4  # rough English average, only used for estimates
+PROMPT_OVERHEAD_TOKENS = 400  # system prompt, rubric and evaluation instructions
+
+
+class UnpricedModel(ValueError):
+    """The catalogue has no price for this model: it cannot be used."""
+
+
+def _check_tokens(**counts: int) -> None:
+    for name, value in counts.items():
+        if value < 0:
+            raise ValueError(f"{name} must not be negative, got {value}")
+
+
+def provider_cost_usd(*, model, input_tokens: int, cached_tokens: int, output_tokens: int) -> Decimal:
+    """What the provider charges for one call, in USD (exact Decimal). The demo model costs 0."""
+    _check_tokens(input_tokens=input_tokens, cached_tokens=cached_tokens, output_tokens=output_tokens)
+    if model.is_demo:
+        return Decimal(0)
+    if not model.is_priced:
+        raise UnpricedModel(f"{model} has no price in the model catalogue")
+    cached_price = model.cached_input_price_per_mtok
+    if cached_price is None:
+        cached_price = model.input_price_per_mtok
+    total = (
+        input_tokens * Decimal(model.input_price_per_mtok)
+        + cached_tokens * Decimal(cached_price)
+        + output_tokens * Decimal(model.output_price_per_mtok)
+    )
+    return total / MILLION
+
+
+def credits_for_usage(*, model, input_tokens: int, cached_tokens: int, output_tokens: int) -> int:
+    """Credits charged for one call: integer, rounded up (see the module docstring)."""
+    multiplier = Decimal(model.credit_multiplier)
+    if model.is_demo:
+        _check_tokens(input_tokens=input_tokens, cached_tokens=cached_tokens, output_tokens=output_tokens)
+        raw = Decimal(input_tokens + cached_tokens + output_tokens) / DEMO_TOKENS_PER_CREDIT * multiplier
+    else:
+        cost = provider_cost_usd(
+            model=model, input_tokens=input_tokens, cached_tokens=cached_tokens, output_tokens=output_tokens
+        )
+        raw = cost * multiplier * CREDITS_PER_USD
+    return int(raw.to_integral_value(rounding=ROUND_CEILING))
+
+
+def estimate_tokens(text: str) -> int:
+    return math.ceil(len(text or "") / CHARS_PER_TOKEN)
+
+
+def estimate_session_credits(session) -> tuple[int, int]:
+    """(low, high) credits for running a session from where it is to its max rounds.
+
+    low: one round in which every active agent reads the brief, references and document and writes
+    a quarter of its max output (a run may stop early on a score threshold or convergence).
+    high: every remaining round, every agent writing its full max output, with the document growing
+    by the longest output each round. Agents whose model has no price are left out (the engine
+    refuses to start them; see orchestration.services.validate_for_start).
+    """
+    agents = [a for a in session.agents.select_related("model").all() if a.active]
+    if not agents:
+        return (0, 0)
+    references = sum(estimate_tokens(r.content) for r in session.references.all())
+    base = estimate_tokens(session.brief) + estimate_tokens(session.document) + references + PROMPT_OVERHEAD_TOKENS
+    rounds = max(1, session.max_rounds - session.current_round)
+
+    def call(agent, prompt_tokens: int, output_tokens: int) -> int:
+        if not (agent.model.is_demo or agent.model.is_priced):
+            return 0
+        output_tokens = min(output_tokens, agent.model.max_output_tokens or output_tokens)
+        return credits_for_usage(
+            model=agent.model, input_tokens=prompt_tokens, cached_tokens=0, output_tokens=output_tokens
+        )
+
+    low = sum(call(a, base + estimate_tokens(a.role_prompt), max(1, a.max_output_tokens // 4)) for a in agents)
+    high = 0
+    document = base
+    growth = max(a.max_output_tokens for a in agents)
+    for _ in range(rounds):
+        high += sum(call(a, document + estimate_tokens(a.role_prompt), a.max_output_tokens) for a in agents)
+        document += growth
+    return (low, high)

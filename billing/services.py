@@ -1,0 +1,321 @@
+"""Every write to credit accounts and the ledger happens here.
+
+Rules: each mutation runs in ``transaction.atomic()`` with the account row locked
+(``select_for_update``), checks its idempotency key under that lock (a retry is a no-op), and
+never lets the balance go below zero (the database refuses it too: CheckConstraint).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+from dataclasses import dataclass
+
+from django.db import IntegrityError, transaction
+from django.db.models import Sum
+from django.utils import timezone
+
+from billing.models import CreditAccount, CreditEntry, EntryKind, PlanStatus
+from billing.plans import FREE, PLANS, Plan, get_plan
+
+logger = logging.getLogger(__name__)
+
+GRACE_PERIOD = dt.timedelta(days=7)
+_TURN_KEY = re.compile(r"^turn:(\d+):")
+
+
+class InsufficientCredits(Exception):
+    def __init__(self, *, needed: int, available: int):
+        self.needed = needed
+        self.available = available
+        super().__init__(f"Out of credits: this needs {needed} credits and {available} are available.")
+
+
+def monthly_key(*, user_id: int, period: dt.date) -> str:
+    return f"monthly:{user_id}:{period:%Y-%m}"
+
+
+# --- accounts ---------------------------------------------------------------------------------
+
+
+def get_account(user) -> CreditAccount:
+    """The user's account; created on first access with the current period's Free credits."""
+    account = CreditAccount.objects.filter(user=user).first()
+    if account is not None:
+        return account
+    try:
+        with transaction.atomic():
+            account = CreditAccount.objects.create(user=user)
+    except IntegrityError:  # another request created it first
+        return CreditAccount.objects.get(user=user)
+    grant_monthly_credits(user=user)
+    account.refresh_from_db()
+    return account
+
+
+def get_balance(user) -> int:
+    return get_account(user).balance
+
+
+def effective_plan(account: CreditAccount, *, now: dt.datetime | None = None) -> Plan:
+    """The plan whose limits apply now: a grace period that ran out falls back to Free."""
+    now = now or timezone.now()
+    if account.plan_status == PlanStatus.GRACE and account.grace_until and account.grace_until < now:
+        return PLANS[FREE]
+    return get_plan(account.plan)
+
+
+def _locked_account(user) -> CreditAccount:
+    get_account(user)  # make sure it exists (outside the caller's lock-taking transaction is fine)
+    return CreditAccount.objects.select_for_update().get(user=user)
+
+
+def _existing(key: str) -> CreditEntry | None:
+    return CreditEntry.objects.filter(idempotency_key=key).first()
+
+
+def _write(
+    account: CreditAccount,
+    *,
+    kind: str,
+    amount: int,
+    key: str,
+    description: str = "",
+    reservation_key: str = "",
+    usage: int = 0,
+    session_id: int | None = None,
+    turn_id: int | None = None,
+    created_by=None,
+) -> CreditEntry:
+    """Append one entry and move the cached balance; caller holds the account lock."""
+    new_balance = account.balance + amount
+    if new_balance < 0:
+        raise InsufficientCredits(needed=-amount, available=account.balance)
+    if turn_id is None and (match := _TURN_KEY.match(key)):
+        turn_id = int(match.group(1))
+    entry = CreditEntry.objects.create(
+        user_id=account.user_id,
+        kind=kind,
+        amount=amount,
+        balance_after=new_balance,
+        idempotency_key=key,
+        reservation_key=reservation_key,
+        usage=usage,
+        description=description[:500],
+        session_id=session_id,
+        turn_id=turn_id,
+        created_by=created_by,
+    )
+    account.balance = new_balance
+    account.save(update_fields=["balance", "updated_at"])
+    return entry
+
+
+def _add(*, user, kind: str, amount: int, key: str, description: str = "", created_by=None) -> bool:
+    """Credit-adding (or staff) entry; True if written, False if the key was already used."""
+    with transaction.atomic():
+        account = _locked_account(user)
+        if _existing(key):
+            return False
+        _write(account, kind=kind, amount=amount, key=key, description=description, created_by=created_by)
+        return True
+
+
+# --- grants and purchases ---------------------------------------------------------------------
+
+
+def grant_credits(*, user, amount: int, key: str, description: str = "", kind: str = EntryKind.GRANT) -> bool:
+    if amount < 0:
+        raise ValueError("A grant cannot be negative; use adjust_credits.")
+    return _add(user=user, kind=kind, amount=amount, key=key, description=description)
+
+
+def grant_monthly_credits(*, user, period: dt.date | None = None) -> bool:
+    """The Free plan's monthly credits, once per user and calendar month. Paid plans get theirs
+    from each paid invoice instead (handle_invoice_paid)."""
+    period = period or timezone.now().date()
+    account = CreditAccount.objects.filter(user=user).first()
+    if account is not None and account.plan != FREE:
+        return False
+    plan = PLANS[FREE]
+    return grant_credits(
+        user=user,
+        amount=plan.monthly_credits,
+        key=monthly_key(user_id=user.pk, period=period),
+        description=f"{plan.name} plan credits for {period:%B %Y}",
+    )
+
+
+def adjust_credits(*, user, amount: int, reason: str, staff_user, key: str | None = None) -> CreditEntry:
+    """A staff correction (positive or negative). Refused if it would take the balance below zero."""
+    if not reason.strip():
+        raise ValueError("A staff adjustment needs a reason.")
+    key = key or f"adjust:{user.pk}:{timezone.now().timestamp():.6f}"
+    with transaction.atomic():
+        account = _locked_account(user)
+        if existing := _existing(key):
+            return existing
+        return _write(
+            account, kind=EntryKind.ADJUSTMENT, amount=amount, key=key, description=reason, created_by=staff_user
+        )
+
+
+# --- reserve / settle / release (called by the engine around every model call) -----------------
+
+
+def reserve_credits(
+    *, user, amount: int, key: str, description: str = "", session_id: int | None = None, turn_id: int | None = None
+) -> None:
+    """Hold ``amount`` credits (the balance goes down now). Idempotent on ``key``.
+
+    Raises InsufficientCredits when the balance cannot cover it (nothing is held then).
+    """
+    if amount < 0:
+        raise ValueError("A reservation cannot be negative.")
+    with transaction.atomic():
+        account = _locked_account(user)
+        if _existing(key):
+            return
+        _write(
+            account,
+            kind=EntryKind.RESERVATION,
+            amount=-amount,
+            key=key,
+            description=description,
+            session_id=session_id,
+            turn_id=turn_id,
+        )
+
+
+def _held(reservation_key: str) -> tuple[int, CreditEntry | None]:
+    reservation = CreditEntry.objects.filter(idempotency_key=reservation_key, kind=EntryKind.RESERVATION).first()
+    return (-reservation.amount if reservation else 0), reservation
+
+
+def settle_credits(
+    *,
+    user,
+    reservation_key: str,
+    actual: int,
+    key: str,
+    description: str = "",
+    session_id: int | None = None,
+    turn_id: int | None = None,
+) -> int:
+    """Charge ``actual`` against a reservation and release the rest; returns credits charged.
+
+    If ``actual`` exceeds what was held, the extra is charged only up to the available balance
+    (the balance never goes negative) and the entry's description records the shortfall.
+    Idempotent on ``key``, and a reservation is closed at most once (a second settle or release
+    of the same reservation charges nothing more).
+    """
+    if actual < 0:
+        raise ValueError("Actual usage cannot be negative.")
+    with transaction.atomic():
+        account = _locked_account(user)
+        if existing := _existing(key):
+            return existing.usage
+        if closed := CreditEntry.objects.filter(reservation_key=reservation_key).first():
+            logger.warning("Reservation %s already closed by %s", reservation_key, closed.idempotency_key)
+            return closed.usage if closed.kind == EntryKind.SETTLEMENT else 0
+        held, reservation = _held(reservation_key)
+        if reservation is not None:
+            session_id = session_id if session_id is not None else reservation.session_id
+            turn_id = turn_id if turn_id is not None else reservation.turn_id
+        extra = max(0, actual - held)
+        extra_charged = min(extra, account.balance)
+        charged = min(actual, held) + extra_charged
+        note = description
+        if extra_charged < extra:
+            note = f"{description} (usage {actual}, charged {charged}: balance exhausted)".strip()
+        _write(
+            account,
+            kind=EntryKind.SETTLEMENT,
+            amount=held - charged,
+            key=key,
+            description=note,
+            reservation_key=reservation_key,
+            usage=charged,
+            session_id=session_id,
+            turn_id=turn_id,
+        )
+        return charged
+
+
+def release_credits(*, user, reservation_key: str, key: str) -> None:
+    """Give back everything a reservation still holds (the call never happened or failed)."""
+    with transaction.atomic():
+        account = _locked_account(user)
+        if _existing(key) or CreditEntry.objects.filter(reservation_key=reservation_key).exists():
+            return
+        held, reservation = _held(reservation_key)
+        if reservation is None:
+            return
+        _write(
+            account,
+            kind=EntryKind.RELEASE,
+            amount=held,
+            key=key,
+            description=f"Released {held} unused credits",
+            reservation_key=reservation_key,
+            session_id=reservation.session_id,
+            turn_id=reservation.turn_id,
+        )
+
+
+# --- reconciliation ----------------------------------------------------------------------------
+
+
+@dataclass
+class Drift:
+    user_id: int
+    cached: int
+    ledger: int
+
+
+def find_drift() -> list[Drift]:
+    sums = dict(
+        CreditEntry.objects.values_list("user_id").annotate(total=Sum("amount")).values_list("user_id", "total")
+    )
+    drift = []
+    for account in CreditAccount.objects.order_by("pk"):
+        ledger = sums.get(account.user_id) or 0
+        if ledger != account.balance:
+            drift.append(Drift(user_id=account.user_id, cached=account.balance, ledger=ledger))
+    return drift
+
+
+def repair_drift(*, user_id: int) -> Drift | None:
+    """Set the cached balance to the ledger sum, under the lock. The ledger is the truth."""
+    with transaction.atomic():
+        account = CreditAccount.objects.select_for_update().get(user_id=user_id)
+        ledger = CreditEntry.objects.filter(user_id=user_id).aggregate(total=Sum("amount"))["total"] or 0
+        if ledger == account.balance:
+            return None
+        drift = Drift(user_id=user_id, cached=account.balance, ledger=ledger)
+        if ledger < 0:
+            raise ValueError(f"Ledger of user {user_id} sums to {ledger}: needs a staff adjustment first.")
+        account.balance = ledger
+        account.save(update_fields=["balance", "updated_at"])
+        return drift
+
+
+# --- plan changes (from Stripe webhooks and the daily task) -------------------------------------
+
+
+def apply_due_downgrades(*, now: dt.datetime | None = None) -> int:
+    """Pending downgrades whose period ended take effect."""
+    now = now or timezone.now()
+    count = 0
+    for account_id in (
+        CreditAccount.objects.exclude(pending_plan="").filter(current_period_end__lte=now).values_list("pk", flat=True)
+    ):
+        with transaction.atomic():
+            account = CreditAccount.objects.select_for_update().get(pk=account_id)
+            if account.pending_plan and account.current_period_end and account.current_period_end <= now:
+                account.plan = account.pending_plan
+                account.pending_plan = ""
+                account.save(update_fields=["plan", "pending_plan", "updated_at"])
+                count += 1
+    return count

@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+
+@pytest.fixture
+def sonnet(db):
+    from orchestration.models import LLMModel
+
+    return LLMModel.objects.create(
+        provider="anthropic",
+        model_id="test-sonnet",
+        display_name="Test Sonnet",
+        context_window=200_000,
+        input_price_per_mtok=Decimal("3.00"),
+        cached_input_price_per_mtok=Decimal("0.30"),
+        output_price_per_mtok=Decimal("15.00"),
+        credit_multiplier=Decimal("1.25"),
+    )
+
+
+@pytest.fixture
+def cheap_model(db):
+    from orchestration.models import LLMModel
+
+    return LLMModel.objects.create(
+        provider="openai",
+        model_id="test-mini",
+        display_name="Test Mini",
+        context_window=128_000,
+        input_price_per_mtok=Decimal("0.15"),
+        output_price_per_mtok=Decimal("0.60"),
+        credit_multiplier=Decimal("1.00"),
+    )
+
+
+@pytest.fixture
+def demo_model(db):
+    from orchestration.models import LLMModel
+
+    return LLMModel.objects.create(
+        provider="demo",
+        model_id="test-demo",
+        display_name="Test Demo",
+        context_window=100_000,
+        credit_multiplier=Decimal("1.00"),
+    )
+
+
+@pytest.fixture
+def funded(owner):
+    """The owner with exactly 1,000 credits (the Free grant topped up by a grant)."""
+    from billing import services
+
+    services.get_account(owner)
+    balance = services.get_balance(owner)
+    services.grant_credits(user=owner, amount=1000 - balance, key="test:topup")
+    assert services.get_balance(owner) == 1000
+    return owner
