@@ -1,3 +1,541 @@
-"""Builder views."""
+"""The session builder: one page, htmx partials for every part, nothing lost between requests.
 
-urls: list = []
+Parts save themselves (settings and each agent card on change); a successful save swaps nothing
+and only updates the status line, so typing is never interrupted. Errors re-render that part.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import path, reverse
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django_htmx.http import HttpResponseClientRedirect, reswap, retarget, trigger_client_event
+
+from orchestration import presets
+from orchestration.forms import (
+    AgentForm,
+    CriterionFormSet,
+    NewSessionForm,
+    PresetSaveForm,
+    ReferenceForm,
+    SessionSettingsForm,
+    credit_balance,
+    credit_estimate,
+    flow_options,
+    gate,
+    model_options,
+)
+from orchestration.models import (
+    ACTIVE_STATUSES,
+    Agent,
+    Criterion,
+    ReferenceDocument,
+    TeamPreset,
+    WritingSession,
+)
+from orchestration.uploads import MAX_UPLOAD_BYTES, MAX_UPLOAD_FILES, UploadError, parse_upload
+from orchestration.views.access import _get_agent_for_user, _get_project_for_user, _get_session_for_user
+
+PAGE = "orchestration/builder.html"
+MAX_REFERENCES = 20
+
+
+# --- helpers
+
+
+def _editable_session(request: HttpRequest, pk: int) -> WritingSession:
+    """The owner's session; running ones are steered from the live page, not edited."""
+    session = _get_session_for_user(request, pk)
+    return session
+
+
+def _locked_response(request: HttpRequest, session: WritingSession) -> HttpResponse:
+    messages.info(request, "This session is running. Pause or stop it from the live page first.")
+    url = reverse("session_detail", args=[session.pk])
+    return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
+
+
+def _agent_prefix(agent: Agent) -> str:
+    return f"agent-{agent.pk}"
+
+
+def _agent_forms(request: HttpRequest, agent: Agent, data=None, extra_criteria: int = 0):
+    prefix = _agent_prefix(agent)
+    form = AgentForm(data, instance=agent, prefix=prefix, user=request.user)
+    formset = CriterionFormSet(data, instance=agent, prefix=f"{prefix}-criteria")
+    if data is None and extra_criteria:
+        formset.extra = extra_criteria
+        formset.forms  # noqa: B018 - build forms now that extra changed
+    return form, formset
+
+
+def _agent_card_context(request: HttpRequest, session: WritingSession, agent: Agent, form, formset, **extra) -> dict:
+    agents = list(session.agents.order_by("order", "pk").values_list("pk", flat=True))
+    index = agents.index(agent.pk) if agent.pk in agents else 0
+    return {
+        "session": session,
+        "card": {
+            "agent": agent,
+            "form": form,
+            "formset": formset,
+            "is_first": index == 0,
+            "is_last": index == len(agents) - 1,
+            "number": index + 1,
+        },
+        **_model_context(request),
+        **extra,
+    }
+
+
+def _team_context(request: HttpRequest, session: WritingSession) -> dict[str, Any]:
+    agents = list(session.agents.select_related("model", "fallback_model").prefetch_related("criteria"))
+    cards = []
+    for index, agent in enumerate(agents):
+        form, formset = _agent_forms(request, agent)
+        cards.append(
+            {
+                "agent": agent,
+                "form": form,
+                "formset": formset,
+                "is_first": index == 0,
+                "is_last": index == len(agents) - 1,
+                "number": index + 1,
+            }
+        )
+    agent_gate = gate(request.user, "create_agent", agents=len(agents) + 1)
+    return {"session": session, "cards": cards, "agent_gate": agent_gate, **_model_context(request)}
+
+
+def _model_context(request: HttpRequest) -> dict[str, Any]:
+    options = model_options(request.user)
+    upgrade = next((o.upgrade_url for o in options if o.locked and o.upgrade_url), "")
+    return {"model_options": options, "model_upgrade_url": upgrade}
+
+
+def _estimate_context(session: WritingSession) -> dict[str, Any]:
+    estimate = credit_estimate(session)
+    return {
+        "session": session,
+        "estimate": estimate if isinstance(estimate, tuple) else None,
+        "estimate_problem": estimate if isinstance(estimate, str) else "",
+        "estimate_available": estimate is not None,
+    }
+
+
+def _references_context(session: WritingSession, form: ReferenceForm | None = None, errors=(), added=0) -> dict:
+    return {
+        "session": session,
+        "references": list(session.references.all()),
+        "reference_form": form or ReferenceForm(),
+        "upload_errors": list(errors),
+        "added": added,
+        "max_upload_mb": MAX_UPLOAD_BYTES // (1024 * 1024),
+        "max_upload_files": MAX_UPLOAD_FILES,
+    }
+
+
+def _page_context(request: HttpRequest, session: WritingSession, settings_form=None) -> dict[str, Any]:
+    return {
+        "session": session,
+        "project": session.project,
+        "settings_form": settings_form or SessionSettingsForm(instance=session, user=request.user),
+        "flow_options": flow_options(request.user),
+        "presets": presets.presets_for(request.user),
+        "preset_form": PresetSaveForm(),
+        "balance": credit_balance(request.user),
+        **_team_context(request, session),
+        **_estimate_context(session),
+        **_references_context(session),
+    }
+
+
+def _saved(response: HttpResponse, session: WritingSession, *, agents_changed: bool = False) -> HttpResponse:
+    """A save that changed what a run would cost: refresh the estimate (and the agent pickers)."""
+    events = {"builder-changed": True}
+    if agents_changed:
+        events["agents-changed"] = True
+    for name in events:
+        trigger_client_event(response, name, after="swap")
+    return response
+
+
+def _status_only(request: HttpRequest, session: WritingSession, text: str) -> HttpResponse:
+    response = render(request, PAGE + "#save_status", {"session": session, "save_message": text, "oob": True})
+    return reswap(response, "none")
+
+
+# --- pages
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def session_create(request: HttpRequest, pk: int) -> HttpResponse:
+    project = _get_project_for_user(request, pk)
+    preset_list = list(presets.presets_for(request.user))
+    form = NewSessionForm(request.POST or None, presets=preset_list, initial={"title": "Untitled session"})
+    if request.method == "POST" and form.is_valid():
+        preset = form.cleaned_data["preset"]
+        verdict = gate(request.user, "use_flow", flow=preset.flow) if preset else None
+        if verdict is not None and not verdict.allowed:
+            form.add_error("preset", verdict.reason or "This team's flow is not on your plan.")
+        else:
+            try:
+                with transaction.atomic():
+                    session = WritingSession.objects.create(project=project, title=form.cleaned_data["title"], brief="")
+                    if preset:
+                        presets.apply_preset(
+                            session=session, preset=preset, default_model=presets.default_model_for(request.user)
+                        )
+            except presets.PresetError as exc:
+                form.add_error("preset", str(exc))
+            else:
+                return redirect("session_edit", pk=session.pk)
+    return render(request, "orchestration/session_new.html", {"project": project, "form": form})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def session_edit(request: HttpRequest, pk: int) -> HttpResponse:
+    session = _editable_session(request, pk)
+    if session.status in ACTIVE_STATUSES:
+        return _locked_response(request, session)
+    if request.method == "GET":
+        return render(request, PAGE, _page_context(request, session))
+    form = SessionSettingsForm(request.POST, instance=session, user=request.user)
+    if form.is_valid():
+        form.save()
+        if request.htmx:
+            text = f"Draft saved at {timezone.localtime().strftime('%H:%M:%S')}"
+            return _saved(_status_only(request, session, text), session)
+        messages.success(request, "Draft saved.")
+        return redirect("session_edit", pk=session.pk)
+    if request.htmx:
+        context = {"session": session, "settings_form": form, "flow_options": flow_options(request.user)}
+        response = render(request, PAGE + "#settings", context)
+        return reswap(retarget(response, "#settings"), "outerHTML")
+    return render(request, PAGE, _page_context(request, session, settings_form=form))
+
+
+@login_required
+@require_POST
+def session_start(request: HttpRequest, pk: int) -> HttpResponse:
+    session = _editable_session(request, pk)
+    if session.status in ACTIVE_STATUSES:
+        return _locked_response(request, session)
+    form = SessionSettingsForm(request.POST, instance=session, user=request.user)
+    if not form.is_valid():
+        if request.htmx:
+            context = {"session": session, "settings_form": form, "flow_options": flow_options(request.user)}
+            return reswap(retarget(render(request, PAGE + "#settings", context), "#settings"), "outerHTML")
+        return render(request, PAGE, _page_context(request, session, settings_form=form))
+    form.save()
+    from orchestration import services  # engine owner's module; imported late so the builder loads without it
+
+    try:
+        services.start_session(session=session, user=request.user)
+    except services.ServiceError as exc:
+        problems = [str(exc)]
+        if request.htmx:
+            response = render(request, PAGE + "#start_problems", {"session": session, "start_problems": problems})
+            return reswap(retarget(response, "#start-problems"), "outerHTML")
+        for problem in problems:
+            messages.error(request, problem)
+        return redirect("session_edit", pk=session.pk)
+    url = reverse("session_detail", args=[session.pk])
+    return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
+
+
+@login_required
+@require_GET
+def session_estimate(request: HttpRequest, pk: int) -> HttpResponse:
+    session = _get_session_for_user(request, pk)
+    return render(request, PAGE + "#estimate", _estimate_context(session))
+
+
+@login_required
+@require_GET
+def threshold_field(request: HttpRequest, pk: int) -> HttpResponse:
+    session = _get_session_for_user(request, pk)
+    form = SessionSettingsForm(instance=session, user=request.user)
+    return render(request, PAGE + "#threshold_field", {"session": session, "settings_form": form})
+
+
+# --- the team
+
+
+@login_required
+@require_POST
+def agent_add(request: HttpRequest, pk: int) -> HttpResponse:
+    session = _editable_session(request, pk)
+    if session.status in ACTIVE_STATUSES:
+        return _locked_response(request, session)
+    count = session.agents.count()
+    verdict = gate(request.user, "create_agent", agents=count + 1)
+    problem = ""
+    model = presets.default_model_for(request.user)
+    if not verdict.allowed:
+        problem = verdict.reason or "Your plan does not allow more agents in a session."
+    elif model is None:
+        problem = "No model is available for a new agent. Ask an administrator to enable one."
+    else:
+        with transaction.atomic():
+            presets.renumber_agents(session)
+            agent = Agent.objects.create(
+                session=session,
+                order=count,
+                name=f"Agent {count + 1}",
+                role="editor" if count else "writer",
+                model=model,
+                role_prompt="Improve the document according to the brief.",
+            )
+            Criterion.objects.create(agent=agent, name="Clarity", weight=1.0)
+    return _team_response(request, session, problem=problem, agents_changed=not problem)
+
+
+def _team_response(request: HttpRequest, session: WritingSession, *, problem: str = "", agents_changed: bool = True):
+    if not request.htmx:
+        if problem:
+            messages.error(request, problem)
+        return redirect("session_edit", pk=session.pk)
+    context = {**_team_context(request, session), "team_problem": problem}
+    response = render(request, PAGE + "#team", context)
+    return _saved(response, session, agents_changed=agents_changed)
+
+
+@login_required
+@require_POST
+def agent_update(request: HttpRequest, pk: int, agent_pk: int) -> HttpResponse:
+    session = _editable_session(request, pk)
+    if session.status in ACTIVE_STATUSES:
+        return _locked_response(request, session)
+    agent = _get_agent_for_user(request, session, agent_pk)
+    data = request.POST.copy()
+    action = data.get("action", "")
+    prefix = f"{_agent_prefix(agent)}-criteria"
+    if action.startswith("remove_criterion-"):
+        data[f"{prefix}-{action.removeprefix('remove_criterion-')}-DELETE"] = "on"
+    add_row = action == "add_criterion"
+    form, formset = _agent_forms(request, agent, data)
+    if form.is_valid() and formset.is_valid():
+        with transaction.atomic():
+            form.save()
+            formset.save()
+        agent.refresh_from_db()
+        if not action:
+            text = f"{agent.name} saved at {timezone.localtime().strftime('%H:%M:%S')}"
+            return _saved(_status_only(request, session, text), session, agents_changed=True)
+        form, formset = _agent_forms(request, agent, extra_criteria=1 if add_row else 0)
+        response = render(request, PAGE + "#agent_card", _agent_card_context(request, session, agent, form, formset))
+        return _saved(response, session, agents_changed=True)
+    if add_row:
+        # Keep everything typed so far and show one more row; the errors stay visible.
+        total = f"{prefix}-TOTAL_FORMS"
+        data[total] = str(int(data.get(total, 0) or 0) + 1)
+        form, formset = _agent_forms(request, agent, data)
+        form.is_valid()
+        formset.is_valid()
+    response = render(request, PAGE + "#agent_card", _agent_card_context(request, session, agent, form, formset))
+    return reswap(retarget(response, f"#agent-card-{agent.pk}"), "outerHTML")
+
+
+@login_required
+@require_POST
+def agent_remove(request: HttpRequest, pk: int, agent_pk: int) -> HttpResponse:
+    session = _editable_session(request, pk)
+    if session.status in ACTIVE_STATUSES:
+        return _locked_response(request, session)
+    agent = _get_agent_for_user(request, session, agent_pk)
+    # Past turns keep the agent's name (Turn.agent_name), so deleting never breaks a transcript.
+    agent.delete()
+    presets.renumber_agents(session)
+    return _team_response(request, session)
+
+
+@login_required
+@require_POST
+def agent_move(request: HttpRequest, pk: int, agent_pk: int) -> HttpResponse:
+    session = _editable_session(request, pk)
+    if session.status in ACTIVE_STATUSES:
+        return _locked_response(request, session)
+    agent = _get_agent_for_user(request, session, agent_pk)
+    direction = -1 if request.POST.get("direction") == "up" else 1
+    presets.move_agent(agent=agent, direction=direction)
+    return _team_response(request, session)
+
+
+@login_required
+@require_POST
+def preset_apply(request: HttpRequest, pk: int) -> HttpResponse:
+    session = _editable_session(request, pk)
+    if session.status in ACTIVE_STATUSES:
+        return _locked_response(request, session)
+    preset_pk = request.POST.get("preset", "")
+    problem = ""
+    if preset_pk == "blank":
+        session.agents.all().delete()
+        session.threshold_agent = None
+        session.save(update_fields=["threshold_agent", "updated_at"])
+    else:
+        preset = presets.presets_for(request.user).filter(pk=preset_pk).first() if preset_pk.isdigit() else None
+        if preset is None:
+            problem = "Pick a preset team."
+        else:
+            verdict = gate(request.user, "use_flow", flow=preset.flow)
+            if not verdict.allowed:
+                problem = verdict.reason or "This team's flow is not on your plan."
+            else:
+                try:
+                    presets.apply_preset(
+                        session=session, preset=preset, default_model=presets.default_model_for(request.user)
+                    )
+                except presets.PresetError as exc:
+                    problem = str(exc)
+    session.refresh_from_db()
+    if not request.htmx:
+        if problem:
+            messages.error(request, problem)
+        return redirect("session_edit", pk=session.pk)
+    context = {**_page_context(request, session), "team_problem": problem}
+    return _saved(render(request, PAGE + "#builder_body", context), session, agents_changed=True)
+
+
+@login_required
+@require_POST
+def preset_save(request: HttpRequest, pk: int) -> HttpResponse:
+    session = _get_session_for_user(request, pk)
+    form = PresetSaveForm(request.POST)
+    saved = None
+    if form.is_valid():
+        if not session.agents.exists():
+            form.add_error(None, "Add at least one agent before saving the team.")
+        else:
+            saved = presets.save_team_as_preset(
+                session=session,
+                user=request.user,
+                name=form.cleaned_data["name"],
+                description=form.cleaned_data["description"],
+            )
+    if not request.htmx:
+        if saved:
+            messages.success(request, f"Saved the team as “{saved.name}”.")
+        else:
+            messages.error(request, "; ".join(e for errors in form.errors.values() for e in errors))
+        return redirect("session_edit", pk=session.pk)
+    context = {"session": session, "preset_form": PresetSaveForm() if saved else form, "saved_preset": saved}
+    return render(request, PAGE + "#preset_save", context)
+
+
+@login_required
+@require_POST
+def session_duplicate(request: HttpRequest, pk: int) -> HttpResponse:
+    session = _get_session_for_user(request, pk)
+    copy = presets.duplicate_session(session=session)
+    messages.success(request, f"Created “{copy.title}”, a new draft with the same team and settings.")
+    url = reverse("session_edit", args=[copy.pk])
+    return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
+
+
+# --- references
+
+
+@login_required
+@require_POST
+def reference_add(request: HttpRequest, pk: int) -> HttpResponse:
+    session = _editable_session(request, pk)
+    if session.status in ACTIVE_STATUSES:
+        return _locked_response(request, session)
+    form = ReferenceForm(request.POST)
+    files = request.FILES.getlist("files")
+    errors: list[str] = []
+    parsed = []
+    existing = session.references.count()
+    if len(files) > MAX_UPLOAD_FILES:
+        errors.append(f"Upload at most {MAX_UPLOAD_FILES} files at a time; you chose {len(files)}.")
+        files = []
+    for upload in files:
+        try:
+            parsed.append(parse_upload(upload))
+        except UploadError as exc:
+            errors.append(str(exc))
+    pasted = None
+    if form.is_valid() and form.cleaned_data["content"].strip():
+        pasted = (form.cleaned_data["title"], form.cleaned_data["content"].strip())
+    if not files and pasted is None and not errors and form.is_valid():
+        errors.append("Paste some text or choose a file to add a reference.")
+    new_count = len(parsed) + (1 if pasted else 0)
+    if existing + new_count > MAX_REFERENCES:
+        errors.append(f"A session holds at most {MAX_REFERENCES} reference documents.")
+        parsed, pasted = [], None
+    with transaction.atomic():
+        for item in parsed:
+            ReferenceDocument.objects.create(
+                session=session, title=item.title, content=item.content, source_filename=item.filename
+            )
+        if pasted:
+            ReferenceDocument.objects.create(session=session, title=pasted[0], content=pasted[1])
+    added = len(parsed) + (1 if pasted else 0)
+    # Keep the pasted text when the paste itself failed validation; clear it once it is saved.
+    keep_form = form if (not form.is_valid()) else None
+    if not request.htmx:
+        for error in errors:
+            messages.error(request, error)
+        if added:
+            messages.success(request, f"Added {added} reference document{'s' if added != 1 else ''}.")
+        return redirect("session_edit", pk=session.pk)
+    response = render(request, PAGE + "#references", _references_context(session, keep_form, errors, added))
+    return _saved(response, session) if added else response
+
+
+@login_required
+@require_POST
+def reference_remove(request: HttpRequest, pk: int, ref_pk: int) -> HttpResponse:
+    session = _editable_session(request, pk)
+    if session.status in ACTIVE_STATUSES:
+        return _locked_response(request, session)
+    ReferenceDocument.objects.filter(session=session, pk=ref_pk).delete()
+    if not request.htmx:
+        return redirect("session_edit", pk=session.pk)
+    return _saved(render(request, PAGE + "#references", _references_context(session)), session)
+
+
+@login_required
+@require_GET
+def preset_list(request: HttpRequest) -> HttpResponse:
+    """The user's personal presets, with a way to delete them."""
+    own = TeamPreset.objects.filter(owner=request.user).order_by("name")
+    return render(request, "orchestration/preset_list.html", {"presets": own})
+
+
+@login_required
+@require_POST
+def preset_delete(request: HttpRequest, preset_pk: int) -> HttpResponse:
+    TeamPreset.objects.filter(owner=request.user, pk=preset_pk).delete()
+    messages.success(request, "Preset deleted.")
+    return redirect("preset_list")
+
+
+urls = [
+    path("projects/<int:pk>/sessions/new/", session_create, name="session_create"),
+    path("sessions/<int:pk>/edit/", session_edit, name="session_edit"),
+    path("sessions/<int:pk>/start/", session_start, name="session_start"),
+    path("sessions/<int:pk>/estimate/", session_estimate, name="session_estimate"),
+    path("sessions/<int:pk>/threshold-field/", threshold_field, name="session_threshold_field"),
+    path("sessions/<int:pk>/duplicate/", session_duplicate, name="session_duplicate"),
+    path("sessions/<int:pk>/agents/add/", agent_add, name="agent_add"),
+    path("sessions/<int:pk>/agents/<int:agent_pk>/", agent_update, name="agent_update"),
+    path("sessions/<int:pk>/agents/<int:agent_pk>/remove/", agent_remove, name="agent_remove"),
+    path("sessions/<int:pk>/agents/<int:agent_pk>/move/", agent_move, name="agent_move"),
+    path("sessions/<int:pk>/preset/", preset_apply, name="session_preset_apply"),
+    path("sessions/<int:pk>/preset/save/", preset_save, name="session_preset_save"),
+    path("sessions/<int:pk>/references/", reference_add, name="reference_add"),
+    path("sessions/<int:pk>/references/<int:ref_pk>/remove/", reference_remove, name="reference_remove"),
+    path("presets/", preset_list, name="preset_list"),
+    path("presets/<int:preset_pk>/delete/", preset_delete, name="preset_delete"),
+]

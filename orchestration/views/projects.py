@@ -1,16 +1,205 @@
 """Dashboard and project pages."""
 
+from __future__ import annotations
+
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.db import transaction
+from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
-from django.urls import path
+from django.shortcuts import redirect, render
+from django.urls import path, reverse
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from orchestration import presets
+from orchestration.forms import ProjectForm, credit_balance
+from orchestration.models import ACTIVE_STATUSES, Project, Status, TeamPreset, WritingSession
+from orchestration.views.access import _get_project_for_user
+
+RECENT_SESSIONS = 8
+
+
+def _recent_sessions(user) -> list[WritingSession]:
+    return list(
+        WritingSession.objects.filter(project__owner=user)
+        .select_related("project")
+        .order_by("-updated_at")[:RECENT_SESSIONS]
+    )
 
 
 @login_required
+@require_GET
 def dashboard(request: HttpRequest) -> HttpResponse:
-    return render(request, "orchestration/dashboard.html")
+    recent = _recent_sessions(request.user)
+    context = {
+        "recent_sessions": recent,
+        "any_active": any(s.status in ACTIVE_STATUSES for s in recent),
+    }
+    if request.htmx and request.GET.get("part") == "recent":
+        # The periodic refresh while something runs: only the list, never the whole page.
+        return render(request, "orchestration/dashboard.html#recent_sessions", context)
+    projects = (
+        Project.objects.filter(owner=request.user, archived_at__isnull=True)
+        .annotate(
+            session_count=Count("sessions"),
+            active_count=Count("sessions", filter=Q(sessions__status__in=ACTIVE_STATUSES)),
+        )
+        .order_by("-updated_at")
+    )
+    archived_count = Project.objects.filter(owner=request.user, archived_at__isnull=False).count()
+    context.update(
+        projects=projects,
+        archived_count=archived_count,
+        balance=credit_balance(request.user),
+        form=ProjectForm(),
+        is_new_user=not projects and not archived_count and not recent,
+    )
+    return render(request, "orchestration/dashboard.html", context)
+
+
+@login_required
+@require_POST
+def demo_quickstart(request: HttpRequest) -> HttpResponse:
+    """One click from an empty dashboard to a ready-to-start session with the demo team."""
+    preset = TeamPreset.objects.filter(owner=None, slug=presets.SHIPPED_PRESETS[0]["slug"]).first()
+    if preset is None:
+        presets.seed_presets()
+        preset = TeamPreset.objects.get(owner=None, slug=presets.SHIPPED_PRESETS[0]["slug"])
+    model = presets.demo_model()
+    if model is None:
+        messages.error(request, "The demo model is not available right now. Please try again later.")
+        return redirect("dashboard")
+    with transaction.atomic():
+        project = Project.objects.create(owner=request.user, name="My first project")
+        session = WritingSession.objects.create(
+            project=project, title="Demo: bike lanes essay", brief=presets.DEMO_BRIEF
+        )
+        # The demo runs offline on the Demo model whatever the user's default is: free and instant.
+        presets.apply_preset(session=session, preset=preset, default_model=model)
+    messages.success(request, "Your demo team is ready. Press Start to watch it write.")
+    return redirect("session_edit", pk=session.pk)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def project_create(request: HttpRequest) -> HttpResponse:
+    form = ProjectForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        project = form.save(commit=False)
+        project.owner = request.user
+        project.save()
+        messages.success(request, f"Created “{project.name}”.")
+        return redirect(project)
+    return render(request, "orchestration/project_form.html", {"form": form})
+
+
+def _project_sessions(project: Project, status: str) -> list[WritingSession]:
+    sessions = project.sessions.all().order_by("-created_at")
+    if status == "active":
+        sessions = sessions.filter(status__in=ACTIVE_STATUSES)
+    elif status in Status.values:
+        sessions = sessions.filter(status=status)
+    return list(sessions)
+
+
+@login_required
+@require_GET
+def project_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    project = _get_project_for_user(request, pk)
+    status = request.GET.get("status", "")
+    if status and status != "active" and status not in Status.values:
+        status = ""
+    context = {
+        "project": project,
+        "sessions": _project_sessions(project, status),
+        "status": status,
+        "status_choices": [("", "All"), ("active", "Active"), *Status.choices],
+        "rename_form": ProjectForm(instance=project),
+    }
+    if request.htmx and request.htmx.target == "project-sessions":
+        return render(request, "orchestration/project_detail.html#project_sessions", context)
+    return render(request, "orchestration/project_detail.html", context)
+
+
+@login_required
+@require_POST
+def project_rename(request: HttpRequest, pk: int) -> HttpResponse:
+    project = _get_project_for_user(request, pk)
+    form = ProjectForm(request.POST, instance=project)
+    if form.is_valid():
+        form.save()
+        if request.htmx:
+            return render(
+                request, "orchestration/project_detail.html#project_header", {"project": project, "rename_form": form}
+            )
+        messages.success(request, "Project renamed.")
+        return redirect(project)
+    if request.htmx:
+        project.refresh_from_db()
+        return render(
+            request, "orchestration/project_detail.html#project_header", {"project": project, "rename_form": form}
+        )
+    return render(request, "orchestration/project_form.html", {"form": form, "project": project})
+
+
+@login_required
+@require_POST
+def project_archive(request: HttpRequest, pk: int) -> HttpResponse:
+    project = _get_project_for_user(request, pk)
+    if project.archived_at:
+        project.archived_at = None
+        messages.success(request, f"“{project.name}” is back on your dashboard.")
+    else:
+        project.archived_at = timezone.now()
+        messages.success(request, f"Archived “{project.name}”. Its sessions are kept.")
+    project.save(update_fields=["archived_at", "updated_at"])
+    return redirect(project)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def project_delete(request: HttpRequest, pk: int) -> HttpResponse:
+    project = _get_project_for_user(request, pk)
+    active = project.sessions.filter(status__in=ACTIVE_STATUSES).count()
+    if request.method == "POST":
+        if active:
+            messages.error(request, "Stop the project's running sessions before deleting it.")
+            return redirect(project)
+        if request.POST.get("confirm_name", "").strip() != project.name:
+            messages.error(request, "Type the project's name exactly to confirm deletion.")
+            return render(
+                request, "orchestration/project_confirm_delete.html", {"project": project, "active": active}, status=400
+            )
+        name = project.name
+        project.delete()
+        messages.success(request, f"Deleted “{name}” and its sessions.")
+        return redirect("dashboard")
+    return render(
+        request,
+        "orchestration/project_confirm_delete.html",
+        {"project": project, "active": active, "session_count": project.sessions.count()},
+    )
+
+
+@login_required
+@require_GET
+def project_archived(request: HttpRequest) -> HttpResponse:
+    projects = Project.objects.filter(owner=request.user, archived_at__isnull=False).order_by("-archived_at")
+    return render(request, "orchestration/project_archived.html", {"projects": projects})
+
+
+def project_url(project: Project) -> str:
+    return reverse("project_detail", args=[project.pk])
 
 
 urls = [
     path("dashboard/", dashboard, name="dashboard"),
+    path("dashboard/demo/", demo_quickstart, name="demo_quickstart"),
+    path("projects/new/", project_create, name="project_create"),
+    path("projects/archived/", project_archived, name="project_archived"),
+    path("projects/<int:pk>/", project_detail, name="project_detail"),
+    path("projects/<int:pk>/rename/", project_rename, name="project_rename"),
+    path("projects/<int:pk>/archive/", project_archive, name="project_archive"),
+    path("projects/<int:pk>/delete/", project_delete, name="project_delete"),
 ]

@@ -1,0 +1,302 @@
+"""Forms of the studio: projects, the session builder, agents and their criteria, references."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from django import forms
+from django.forms import inlineformset_factory
+
+from orchestration.models import Agent, Criterion, Flow, LLMModel, Project, Status, WritingSession
+from orchestration.uploads import MAX_UPLOAD_FILES
+
+logger = logging.getLogger(__name__)
+
+
+# --- Gating, pricing and balance: owned by billing, reached lazily so the studio keeps working
+# while billing is not installed yet (tests of either side can run alone).
+
+
+@dataclass(frozen=True)
+class _OpenGate:
+    allowed: bool = True
+    reason: str = ""
+    upgrade_url: str = ""
+
+
+def gate(user, action: str, **context: Any):
+    try:
+        from billing.gating import check
+    except ImportError:
+        return _OpenGate()
+    return check(user, action, **context)
+
+
+def credit_estimate(session: WritingSession) -> tuple[int, int] | str | None:
+    """(low, high), or a message when the team cannot be priced yet, or None without billing."""
+    try:
+        from billing.pricing import estimate_session_credits
+    except ImportError:
+        return None
+    try:
+        return estimate_session_credits(session)
+    except Exception as exc:  # noqa: BLE001 - an unpriced model must not break the builder; say why instead
+        logger.info("estimate failed for session %s: %s", session.pk, exc)
+        return str(exc) or "The team cannot be priced yet."
+
+
+def credit_balance(user) -> int | None:
+    try:
+        from billing.services import get_balance
+    except ImportError:
+        return None
+    return get_balance(user)
+
+
+# --- Choices shown with prices and plan locks
+
+
+@dataclass(frozen=True)
+class ModelOption:
+    model: LLMModel
+    label: str
+    locked: bool
+    reason: str
+    upgrade_url: str
+
+
+def _price(value: Decimal | None) -> str:
+    return "—" if value is None else f"${value.normalize():f}" if value == value.to_integral() else f"${value:.2f}"
+
+
+def model_label(model: LLMModel) -> str:
+    if model.is_demo and not model.is_priced:
+        multiplier = model.credit_multiplier.normalize()
+        return f"{model.display_name} · offline demo, not a language model · ×{multiplier:f} credits"
+    if not model.is_priced:
+        return f"{model.display_name} · not priced"
+    prices = f"{_price(model.input_price_per_mtok)} in / {_price(model.output_price_per_mtok)} out per Mtok"
+    return f"{model.display_name} · {prices} · ×{model.credit_multiplier.normalize():f} credits"
+
+
+def model_options(user) -> list[ModelOption]:
+    """Enabled catalogue models; those the plan does not include stay visible but locked."""
+    options = []
+    for model in LLMModel.objects.filter(enabled=True):
+        reason, upgrade_url = "", ""
+        if not (model.is_priced or model.is_demo):
+            reason = "This model has no price yet and cannot be used."
+        else:
+            verdict = gate(user, "use_model", model=model)
+            if not verdict.allowed:
+                reason, upgrade_url = verdict.reason or "Not on your plan.", verdict.upgrade_url
+        options.append(ModelOption(model, model_label(model), bool(reason), reason, upgrade_url))
+    return options
+
+
+@dataclass(frozen=True)
+class FlowOption:
+    value: str
+    label: str
+    locked: bool
+    reason: str
+    upgrade_url: str
+
+
+def flow_options(user) -> list[FlowOption]:
+    options = []
+    for value, label in Flow.choices:
+        verdict = gate(user, "use_flow", flow=value)
+        options.append(FlowOption(value, label, not verdict.allowed, verdict.reason, verdict.upgrade_url))
+    return options
+
+
+# --- Projects
+
+
+class ProjectForm(forms.ModelForm):
+    class Meta:
+        model = Project
+        fields = ["name", "description"]
+        widgets = {"description": forms.Textarea(attrs={"rows": 3})}
+
+
+class NewSessionForm(forms.Form):
+    title = forms.CharField(max_length=200)
+    preset = forms.ChoiceField(required=False, label="Team", help_text="Start from a preset or with a blank team.")
+
+    def __init__(self, *args: Any, presets=(), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.presets = {str(p.pk): p for p in presets}
+        self.fields["preset"].choices = [("", "Blank team")] + [(pk, p.name) for pk, p in self.presets.items()]
+
+    def clean_preset(self):
+        value = self.cleaned_data["preset"]
+        return self.presets.get(value) if value else None
+
+
+# --- The session builder
+
+
+class SessionSettingsForm(forms.ModelForm):
+    class Meta:
+        model = WritingSession
+        fields = [
+            "title",
+            "flow",
+            "brief",
+            "document",
+            "max_rounds",
+            "score_threshold",
+            "threshold_agent",
+            "convergence_percent",
+            "credit_budget",
+        ]
+        labels = {
+            "document": "Starting document",
+            "threshold_agent": "Whose score counts",
+            "convergence_percent": "Convergence (%)",
+            "credit_budget": "Credit budget",
+        }
+        help_texts = {
+            "document": "Optional. The team revises this instead of starting from nothing.",
+            "credit_budget": "Optional. Stop after spending this many credits.",
+        }
+        widgets = {
+            "brief": forms.Textarea(attrs={"rows": 5}),
+            "document": forms.Textarea(attrs={"rows": 6}),
+            "flow": forms.RadioSelect,
+        }
+
+    def __init__(self, *args: Any, user, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.user = user
+        # A draft may be incomplete; starting checks the brief (services.validate_for_start).
+        self.fields["brief"].required = False
+        self.fields["threshold_agent"].queryset = Agent.objects.filter(session=self.instance)
+        self.fields["threshold_agent"].empty_label = "Any agent"
+        self.fields["score_threshold"].widget.attrs.update(step="0.1", min="0", max="10")
+        self.fields["convergence_percent"].widget.attrs.update(step="0.5", min="0", max="100")
+
+    def clean_flow(self) -> str:
+        flow = self.cleaned_data["flow"]
+        if flow != self.instance.flow or self.instance.status == Status.DRAFT:
+            verdict = gate(self.user, "use_flow", flow=flow)
+            if not verdict.allowed:
+                raise forms.ValidationError(verdict.reason or "This flow is not on your plan. Upgrade to use it.")
+        return flow
+
+
+class CatalogueModelField(forms.ModelChoiceField):
+    """Any catalogue row, so a disabled or unpriced model gets a precise error instead of "invalid choice"."""
+
+    default_error_messages = {"invalid_choice": "Unknown model. Pick one from the list."}
+
+    def label_from_instance(self, obj: LLMModel) -> str:
+        return model_label(obj)
+
+
+class AgentForm(forms.ModelForm):
+    model = CatalogueModelField(queryset=LLMModel.objects.all(), empty_label=None)
+    fallback_model = CatalogueModelField(
+        queryset=LLMModel.objects.all(),
+        required=False,
+        empty_label="No fallback",
+        help_text="Used when the main model keeps failing.",
+    )
+
+    class Meta:
+        model = Agent
+        fields = ["name", "role", "model", "fallback_model", "role_prompt", "temperature", "max_output_tokens"]
+        labels = {"max_output_tokens": "Max output tokens", "role_prompt": "Role prompt"}
+        widgets = {"role_prompt": forms.Textarea(attrs={"rows": 5})}
+
+    def __init__(self, *args: Any, user, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.user = user
+        self.fields["temperature"].widget.attrs.update(step="0.1", min="0", max="2")
+        self.fields["max_output_tokens"].widget.attrs.update(min="64", max="64000")
+
+    def _check_model(self, model: LLMModel | None) -> LLMModel | None:
+        if model is None:
+            return None
+        if not model.enabled:
+            raise forms.ValidationError(f"{model.display_name} is disabled. Pick another model.")
+        if not (model.is_priced or model.is_demo):
+            raise forms.ValidationError(f"{model.display_name} has no price yet and cannot be used.")
+        verdict = gate(self.user, "use_model", model=model)
+        if not verdict.allowed:
+            raise forms.ValidationError(
+                verdict.reason or f"{model.display_name} is not on your plan. Upgrade to use it."
+            )
+        return model
+
+    def clean_model(self) -> LLMModel:
+        return self._check_model(self.cleaned_data.get("model"))
+
+    def clean_fallback_model(self) -> LLMModel | None:
+        return self._check_model(self.cleaned_data.get("fallback_model"))
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if data.get("fallback_model") and data.get("fallback_model") == data.get("model"):
+            self.add_error("fallback_model", "The fallback must be a different model.")
+        return data
+
+
+class CriterionForm(forms.ModelForm):
+    class Meta:
+        model = Criterion
+        fields = ["name", "weight", "description"]
+        error_messages = {
+            "weight": {"required": "Give this criterion a weight."},
+            "name": {"required": "Name this criterion."},
+        }
+        widgets = {"description": forms.TextInput(attrs={"placeholder": "What a good score means"})}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["weight"].widget.attrs.update(step="0.1", min="0.01", max="100")
+
+
+CriterionFormSet = inlineformset_factory(
+    Agent, Criterion, form=CriterionForm, extra=0, can_delete=True, max_num=12, validate_max=True
+)
+
+
+class ReferenceForm(forms.Form):
+    """Paste a reference, upload files, or both."""
+
+    title = forms.CharField(max_length=200, required=False)
+    content = forms.CharField(widget=forms.Textarea(attrs={"rows": 4}), required=False, max_length=200_000)
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if data.get("content", "").strip() and not data.get("title", "").strip():
+            data["title"] = data["content"].strip().splitlines()[0][:80]
+        return data
+
+
+class PresetSaveForm(forms.Form):
+    name = forms.CharField(max_length=120, label="Preset name")
+    description = forms.CharField(max_length=500, required=False)
+
+
+__all__ = [
+    "MAX_UPLOAD_FILES",
+    "AgentForm",
+    "CriterionFormSet",
+    "NewSessionForm",
+    "PresetSaveForm",
+    "ProjectForm",
+    "ReferenceForm",
+    "SessionSettingsForm",
+    "credit_balance",
+    "credit_estimate",
+    "flow_options",
+    "gate",
+    "model_options",
+]

@@ -1,0 +1,320 @@
+"""Team presets: the shipped ones as data, seeding, applying a preset to a session, and copying teams.
+
+Preset data format (TeamPreset.data):
+    {"agents": [{"name", "role", "model": "provider:model_id", "role_prompt", "temperature",
+                 "max_output_tokens", "fallback_model": "provider:model_id" | None,
+                 "criteria": [{"name", "description", "weight"}]}],
+     "max_rounds": 4, "score_threshold": 8.5, "threshold_agent": <index into agents> | None,
+     "convergence_percent": None, "credit_budget": None}
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+from django.utils.text import slugify
+
+from orchestration.models import (
+    Agent,
+    Criterion,
+    Flow,
+    LLMModel,
+    ReferenceDocument,
+    Status,
+    TeamPreset,
+    WritingSession,
+)
+
+DEMO_MODEL_REF = "demo:demo-writer"
+
+ACADEMIC_WRITER_PROMPT = """You are an academic writer.
+Turn the brief into a rigorous, readable piece of scholarly prose.
+- State a clear thesis early and make every section serve it.
+- Support claims with evidence from the reference documents; say plainly when a claim is your inference.
+- Define terms before you rely on them, and prefer precise words over impressive ones.
+- When the editor has left feedback, address each point explicitly in your revision rather than starting over.
+Return the complete revised document in Markdown."""
+
+CRITICAL_EDITOR_PROMPT = """You are a critical editor for academic writing.
+Your job is to make the argument stronger, not to be polite.
+- Find the weakest claim, the missing evidence, the unclear paragraph and the structural detour.
+- Improve the document directly where a fix is obvious; for larger problems, rewrite the passage.
+- Check every citation-like statement against the reference documents and flag what is unsupported.
+- Keep the author's voice and thesis unless they cannot be defended.
+Return the complete edited document in Markdown, then score it against your criteria."""
+
+SHIPPED_PRESETS: list[dict[str, Any]] = [
+    {
+        "slug": "academic-writer-critical-editor",
+        "name": "Academic writer + critical editor",
+        "description": (
+            "A writer drafts a rigorous piece; a critical editor tightens the argument and scores it each round."
+        ),
+        "flow": Flow.SEQUENTIAL,
+        "data": {
+            "agents": [
+                {
+                    "name": "Academic writer",
+                    "role": "writer",
+                    "model": DEMO_MODEL_REF,
+                    "role_prompt": ACADEMIC_WRITER_PROMPT,
+                    "temperature": 0.7,
+                    "max_output_tokens": 2048,
+                    "fallback_model": None,
+                    "criteria": [
+                        {"name": "Clarity", "description": "Plain, precise sentences; terms defined.", "weight": 1.0},
+                        {"name": "Argument strength", "description": "A clear thesis, defended.", "weight": 1.5},
+                        {"name": "Structure", "description": "Sections build on each other.", "weight": 1.0},
+                    ],
+                },
+                {
+                    "name": "Critical editor",
+                    "role": "editor",
+                    "model": DEMO_MODEL_REF,
+                    "role_prompt": CRITICAL_EDITOR_PROMPT,
+                    "temperature": 0.3,
+                    "max_output_tokens": 2048,
+                    "fallback_model": None,
+                    "criteria": [
+                        {"name": "Clarity", "description": "Would a smart non-specialist follow it?", "weight": 1.0},
+                        {"name": "Argument strength", "description": "Counter-arguments are addressed.", "weight": 2.0},
+                        {"name": "Evidence", "description": "Claims are supported by the references.", "weight": 1.5},
+                        {"name": "Structure", "description": "Logical order, no detours.", "weight": 1.0},
+                    ],
+                },
+            ],
+            "max_rounds": 4,
+            "score_threshold": 8.5,
+            "threshold_agent": 1,
+            "convergence_percent": None,
+            "credit_budget": None,
+        },
+    },
+]
+
+DEMO_BRIEF = (
+    "Write a short essay (about 600 words) arguing whether cities should replace car lanes with "
+    "protected bike lanes. Use clear sections and end with a recommendation."
+)
+
+
+def seed_presets(apps=None, schema_editor=None) -> int:
+    """Create or update the shipped presets (owner=None). Idempotent; usable from a data migration."""
+    preset_model = apps.get_model("orchestration", "TeamPreset") if apps is not None else TeamPreset
+    for spec in SHIPPED_PRESETS:
+        preset_model.objects.update_or_create(
+            owner=None,
+            slug=spec["slug"],
+            defaults={
+                "name": spec["name"],
+                "description": spec["description"],
+                "flow": str(spec["flow"]),
+                "data": spec["data"],
+            },
+        )
+    return len(SHIPPED_PRESETS)
+
+
+def model_ref(model: LLMModel | None) -> str | None:
+    return f"{model.provider}:{model.model_id}" if model else None
+
+
+def resolve_model_ref(ref: str | None) -> LLMModel | None:
+    """ "provider:model_id" -> an enabled catalogue model, or None."""
+    if not ref or ":" not in ref:
+        return None
+    provider, model_id = ref.split(":", 1)
+    return LLMModel.objects.filter(provider=provider, model_id=model_id, enabled=True).first()
+
+
+def demo_model() -> LLMModel | None:
+    return resolve_model_ref(DEMO_MODEL_REF) or LLMModel.objects.filter(provider="demo", enabled=True).first()
+
+
+def default_model_for(user) -> LLMModel | None:
+    """The model new agents start with: the user's preference if still enabled, else the Demo model."""
+    from accounts.models import Profile
+
+    profile = Profile.objects.filter(user=user).select_related("default_model").first()
+    if profile and profile.default_model and profile.default_model.enabled:
+        return profile.default_model
+    return demo_model()
+
+
+def presets_for(user):
+    """Shipped presets first, then the user's own."""
+    from django.db.models import Q
+
+    return TeamPreset.objects.filter(Q(owner__isnull=True) | Q(owner=user)).order_by("owner_id", "name")
+
+
+class PresetError(Exception):
+    """A preset cannot be applied (e.g. no usable model); the message is shown to the user."""
+
+
+@transaction.atomic
+def apply_preset(*, session: WritingSession, preset: TeamPreset, default_model: LLMModel | None = None) -> None:
+    """Replace the session's team and termination settings with the preset's.
+
+    Shipped presets name the Demo model; a user's own default model wins over it, so a paying user
+    gets their preferred model while a new user runs offline. A personal preset keeps its models
+    as long as they are still enabled.
+    """
+    data = preset.data or {}
+    fallback = default_model or demo_model()
+    session.agents.all().delete()
+    agents: list[Agent] = []
+    for index, spec in enumerate(data.get("agents", [])):
+        model = None
+        if preset.owner_id is None and default_model is not None:
+            model = default_model
+        model = model or resolve_model_ref(spec.get("model")) or fallback
+        if model is None:
+            raise PresetError("No model is available for this team. Ask an administrator to enable one.")
+        agent = Agent.objects.create(
+            session=session,
+            order=index,
+            name=spec.get("name", f"Agent {index + 1}")[:80],
+            role=spec.get("role", "writer")[:40],
+            model=model,
+            fallback_model=resolve_model_ref(spec.get("fallback_model")),
+            role_prompt=spec.get("role_prompt", ""),
+            temperature=float(spec.get("temperature", 0.7)),
+            max_output_tokens=int(spec.get("max_output_tokens", 2048)),
+        )
+        Criterion.objects.bulk_create(
+            Criterion(
+                agent=agent,
+                order=i,
+                name=c.get("name", "")[:60],
+                description=c.get("description", "")[:500],
+                weight=float(c.get("weight", 1.0)),
+            )
+            for i, c in enumerate(spec.get("criteria", []))
+        )
+        agents.append(agent)
+    session.flow = preset.flow
+    session.max_rounds = int(data.get("max_rounds", session.max_rounds))
+    session.score_threshold = data.get("score_threshold")
+    threshold_index = data.get("threshold_agent")
+    session.threshold_agent = (
+        agents[threshold_index] if isinstance(threshold_index, int) and 0 <= threshold_index < len(agents) else None
+    )
+    session.convergence_percent = data.get("convergence_percent")
+    session.credit_budget = data.get("credit_budget")
+    session.save()
+
+
+def team_data(session: WritingSession) -> dict[str, Any]:
+    """The session's team and termination settings in preset data format."""
+    agents = list(session.agents.select_related("model", "fallback_model").prefetch_related("criteria"))
+    threshold_index = next((i for i, a in enumerate(agents) if a.pk == session.threshold_agent_id), None)
+    return {
+        "agents": [
+            {
+                "name": a.name,
+                "role": a.role,
+                "model": model_ref(a.model),
+                "role_prompt": a.role_prompt,
+                "temperature": a.temperature,
+                "max_output_tokens": a.max_output_tokens,
+                "fallback_model": model_ref(a.fallback_model),
+                "criteria": [
+                    {"name": c.name, "description": c.description, "weight": c.weight} for c in a.criteria.all()
+                ],
+            }
+            for a in agents
+        ],
+        "max_rounds": session.max_rounds,
+        "score_threshold": session.score_threshold,
+        "threshold_agent": threshold_index,
+        "convergence_percent": session.convergence_percent,
+        "credit_budget": session.credit_budget,
+    }
+
+
+def save_team_as_preset(*, session: WritingSession, user, name: str, description: str = "") -> TeamPreset:
+    """A personal preset (owner=user). Saving under an existing name updates that preset."""
+    slug = slugify(name)[:80] or "team"
+    preset, _ = TeamPreset.objects.update_or_create(
+        owner=user,
+        slug=slug,
+        defaults={"name": name, "description": description, "flow": session.flow, "data": team_data(session)},
+    )
+    return preset
+
+
+@transaction.atomic
+def duplicate_session(*, session: WritingSession) -> WritingSession:
+    """A new draft with the same settings, team, criteria, references and starting document."""
+    copy = WritingSession.objects.create(
+        project=session.project,
+        title=f"Copy of {session.title}"[:200],
+        flow=session.flow,
+        brief=session.brief,
+        # The starting document is what the user wrote before the run, i.e. version 1 if it exists.
+        document=_starting_document(session),
+        max_rounds=session.max_rounds,
+        score_threshold=session.score_threshold,
+        convergence_percent=session.convergence_percent,
+        credit_budget=session.credit_budget,
+        status=Status.DRAFT,
+    )
+    agent_map: dict[int, Agent] = {}
+    for agent in session.agents.prefetch_related("criteria"):
+        new = Agent.objects.create(
+            session=copy,
+            order=agent.order,
+            name=agent.name,
+            role=agent.role,
+            model=agent.model,
+            fallback_model=agent.fallback_model,
+            role_prompt=agent.role_prompt,
+            temperature=agent.temperature,
+            max_output_tokens=agent.max_output_tokens,
+            active=agent.active,
+        )
+        Criterion.objects.bulk_create(
+            Criterion(agent=new, name=c.name, description=c.description, weight=c.weight, order=c.order)
+            for c in agent.criteria.all()
+        )
+        agent_map[agent.pk] = new
+    if session.threshold_agent_id in agent_map:
+        copy.threshold_agent = agent_map[session.threshold_agent_id]
+        copy.save(update_fields=["threshold_agent"])
+    ReferenceDocument.objects.bulk_create(
+        ReferenceDocument(session=copy, title=r.title, content=r.content, source_filename=r.source_filename)
+        for r in session.references.all()
+    )
+    return copy
+
+
+def _starting_document(session: WritingSession) -> str:
+    if session.status == Status.DRAFT:
+        return session.document
+    first = session.versions.order_by("number").first()
+    # Version 1 holds the starting document when the engine saved one; otherwise start empty.
+    if first is not None and first.turn_id is None:
+        return first.content
+    return ""
+
+
+def renumber_agents(session: WritingSession) -> None:
+    for index, agent in enumerate(session.agents.order_by("order", "pk")):
+        if agent.order != index:
+            agent.order = index
+            agent.save(update_fields=["order"])
+
+
+@transaction.atomic
+def move_agent(*, agent: Agent, direction: int) -> None:
+    """Swap an agent with its neighbour (-1 = up, +1 = down)."""
+    session = agent.session
+    renumber_agents(session)
+    agents = list(session.agents.order_by("order", "pk"))
+    index = next(i for i, a in enumerate(agents) if a.pk == agent.pk)
+    other = index + direction
+    if 0 <= other < len(agents):
+        agents[index].order, agents[other].order = agents[other].order, agents[index].order
+        Agent.objects.bulk_update([agents[index], agents[other]], ["order"])
