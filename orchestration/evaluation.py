@@ -67,8 +67,17 @@ _HEADING_BEFORE = re.compile(r"(?:\n|^)" + _HEADING_LINE + r"\s*\Z", re.IGNORECA
 _RULE_AT_END = re.compile(r"(?:\n[ \t]*(?:-{3,}|\*{3,}|_{3,})[ \t]*)+\s*\Z")
 
 
+_WRAPPED_DOCUMENT = re.compile(r"\A\s*<document>\s*(.*?)\s*(?:</document>\s*)?\Z", re.IGNORECASE | re.S)
+_FENCED_DOCUMENT = re.compile(r"\A\s*```[ \t]*(?:markdown|md)[ \t]*\n(.*?)\n```\s*\Z", re.IGNORECASE | re.S)
+
+
 def _clean_document(doc: str) -> str:
     doc = _RULE_AT_END.sub("", doc.rstrip())
+    # Models sometimes echo the <document> tags of the prompt or fence the whole document.
+    for wrapper in (_WRAPPED_DOCUMENT, _FENCED_DOCUMENT):
+        match = wrapper.match(doc)
+        if match:
+            doc = match.group(1)
     return doc.strip()
 
 

@@ -576,6 +576,14 @@ def test_a_sentence_starting_with_evaluation_is_document_text():
     assert split_output(reply) == (reply.strip(), "")
 
 
+def test_split_unwraps_echoed_document_tags_and_markdown_fences():
+    tagged = f"<document>\n{DOC}\n</document>\n<evaluation>Clarity: 8/10</evaluation>"
+    fenced = f"```markdown\n{DOC}\n```\n<evaluation>Clarity: 8/10</evaluation>"
+
+    assert split_output(tagged) == (DOC, "Clarity: 8/10")
+    assert split_output(fenced) == (DOC, "Clarity: 8/10")
+
+
 def test_split_without_an_evaluation_returns_the_whole_text():
     assert split_output(f"  {DOC}\n\n") == (DOC, "")
     assert split_output("") == ("", "")
