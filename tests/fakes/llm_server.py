@@ -138,6 +138,7 @@ class Fault:
     status: int = 500
     retry_after: float | None = None
     message: str | None = None
+    code: str | None = None
     after_chunks: int = 0
 
 
@@ -181,7 +182,10 @@ class FakeLLMServer:
         return f"{self.url}/v1"
 
     def start(self) -> FakeLLMServer:
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="fake-llm", daemon=True)
+        # A short poll interval makes stop() quick: tests start and stop one server each.
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, name="fake-llm", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -204,10 +208,15 @@ class FakeLLMServer:
         with self.lock:
             self.replies.extend(Reply(text, stop_reason) for text in texts)
 
-    def fail_next(self, status: int, *, retry_after: float | None = None, message: str | None = None) -> None:
-        """The next generation request gets this HTTP error (in the API's JSON error shape)."""
+    def fail_next(
+        self, status: int, *, retry_after: float | None = None, message: str | None = None, code: str | None = None
+    ) -> None:
+        """The next generation request gets this HTTP error (in the API's JSON error shape).
+
+        `code` overrides the error type (Anthropic) or code (OpenAI), e.g. "insufficient_quota".
+        """
         with self.lock:
-            self.faults.append(Fault("status", status=status, retry_after=retry_after, message=message))
+            self.faults.append(Fault("status", status=status, retry_after=retry_after, message=message, code=code))
 
     def stall_next(self, *, after_chunks: int = 1) -> None:
         """The next stream sends `after_chunks` chunks, then nothing until the client gives up."""
@@ -218,6 +227,11 @@ class FakeLLMServer:
         """The next stream sends `after_chunks` chunks, then the socket is closed without an ending."""
         with self.lock:
             self.faults.append(Fault("disconnect", after_chunks=after_chunks))
+
+    def end_early_next(self, *, after_chunks: int = 1) -> None:
+        """The next stream ends cleanly after `after_chunks` chunks, without its closing events."""
+        with self.lock:
+            self.faults.append(Fault("end_early", after_chunks=after_chunks))
 
     def reset(self) -> None:
         with self.lock:
@@ -319,15 +333,24 @@ def _make_handler(server: FakeLLMServer) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(data)
 
-        def _send_error(self, anthropic: bool, status: int, *, message: str | None, retry_after: float | None):
+        def _send_error(
+            self,
+            anthropic: bool,
+            status: int,
+            *,
+            message: str | None,
+            retry_after: float | None,
+            code: str | None = None,
+        ) -> None:
             message = message or ERROR_MESSAGES.get(status, "Error.")
             if anthropic:
                 payload: dict[str, Any] = {
                     "type": "error",
-                    "error": {"type": ANTHROPIC_ERROR_TYPES.get(status, "api_error"), "message": message},
+                    "error": {"type": code or ANTHROPIC_ERROR_TYPES.get(status, "api_error"), "message": message},
                 }
             else:
-                err_type, code = OPENAI_ERROR_TYPES.get(status, ("server_error", None))
+                err_type, default_code = OPENAI_ERROR_TYPES.get(status, ("server_error", None))
+                code = code or default_code
                 payload = {"error": {"message": message, "type": err_type, "param": None, "code": code}}
             headers = {}
             if retry_after is not None:
@@ -421,7 +444,9 @@ def _make_handler(server: FakeLLMServer) -> type[BaseHTTPRequestHandler]:
                 self._send_error(anthropic, 401, message=None, retry_after=None)
                 return
             if fault is not None and fault.kind == "status":
-                self._send_error(anthropic, fault.status, message=fault.message, retry_after=fault.retry_after)
+                self._send_error(
+                    anthropic, fault.status, message=fault.message, retry_after=fault.retry_after, code=fault.code
+                )
                 return
             body = request.json if isinstance(request.json, dict) else {}
             if not body.get("model"):
@@ -461,6 +486,8 @@ def _make_handler(server: FakeLLMServer) -> type[BaseHTTPRequestHandler]:
                         if fault is not None and sent_chunks >= fault.after_chunks:
                             if fault.kind == "stall":
                                 self._stall()
+                            elif fault.kind == "end_early":
+                                self._end_stream()
                             else:
                                 self._disconnect()
                             return
