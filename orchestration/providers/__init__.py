@@ -81,7 +81,7 @@ def get_adapter(provider: str, *, timeout: float | None = None) -> BaseAdapter:
     """
     ok, reason = provider_configured(provider)
     if not ok:
-        raise ProviderError("not_configured", reason, retryable=False, provider=provider)
+        raise ProviderError(reason, kind="not_configured", retryable=False, provider=provider)
     if provider == "demo":
         key: tuple = ("demo", float(settings.DEMO_TOKENS_PER_SECOND))
     else:

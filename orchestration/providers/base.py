@@ -51,12 +51,12 @@ class ModelRequest:
 
 @dataclass
 class Usage:
-    """Token counts of one call.
+    """Token counts of one call, in the shape billing.pricing charges them.
 
-    `input_tokens` is ALL prompt tokens, including those read from or written to the cache
-    (OpenAI's convention; Anthropic's split counts are added up). `cached_input_tokens` and
-    `cache_write_tokens` are the parts of it that were read from / written to the provider's cache,
-    so the uncached, full-price part is `input_tokens - cached_input_tokens - cache_write_tokens`.
+    `input_tokens` are the prompt tokens NOT read from the cache (billed at the input price); this
+    includes `cache_write_tokens`, the part of them written to the provider's cache (Anthropic).
+    `cached_input_tokens` are the prompt tokens read from the cache (billed at the cached price).
+    The whole prompt is `input_tokens + cached_input_tokens`.
     `estimated` is true when the provider reported no usage and it was estimated from the text.
     """
 
@@ -105,9 +105,9 @@ class ProviderError(Exception):
 
     def __init__(
         self,
-        kind: str,
         user_message: str,
         *,
+        kind: str,
         retryable: bool,
         retry_after: float | None = None,
         status: int | None = None,

@@ -69,8 +69,8 @@ def from_status(*, provider: str, status: int, headers: Any, body: object, api_k
 
     def err(kind: str, text: str, retryable: bool) -> ProviderError:
         return ProviderError(
-            kind,
             text,
+            kind=kind,
             retryable=retryable,
             retry_after=retry_after if retryable else None,
             status=status,
@@ -118,16 +118,16 @@ def map_exception(exc: BaseException, *, provider: str, api_key: str | None, sta
     if isinstance(exc, TIMEOUT_ERRORS):
         where = "while streaming" if started else "before answering"
         return ProviderError(
-            "timeout", f"{name} stopped responding {where} (read timeout).", retryable=True, provider=provider
+            f"{name} stopped responding {where} (read timeout).", kind="timeout", retryable=True, provider=provider
         )
     if isinstance(exc, CONNECTION_ERRORS):
         if started:
             return ProviderError(
-                "stream_broken", f"The connection to {name} broke mid-reply.", retryable=True, provider=provider
+                f"The connection to {name} broke mid-reply.", kind="stream_broken", retryable=True, provider=provider
             )
         return ProviderError(
-            "connection",
             f"Could not connect to {name}. Check the network and {BASE_URL_ENV_VARS.get(provider, 'the base URL')}.",
+            kind="connection",
             retryable=True,
             provider=provider,
         )
@@ -137,8 +137,8 @@ def map_exception(exc: BaseException, *, provider: str, api_key: str | None, sta
         if err_type in {"overloaded_error", "rate_limit_error"}:
             return from_status(provider=provider, status=200, headers=None, body=exc.body, api_key=api_key)
         return ProviderError(
-            "server",
             f"{name} reported an error: {_server_detail(message or str(exc), api_key) or 'unknown error'}",
+            kind="server",
             retryable=True,
             provider=provider,
         )

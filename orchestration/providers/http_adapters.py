@@ -66,8 +66,8 @@ class SDKAdapter(BaseAdapter):
 
     def _broken(self) -> ProviderError:
         return ProviderError(
-            "stream_broken",
             f"The reply from {self.display_name} ended before it was complete.",
+            kind="stream_broken",
             retryable=True,
             provider=self.provider,
         )
@@ -132,8 +132,9 @@ class AnthropicAdapter(SDKAdapter):
             raise self._broken()
         yield StreamEnd(
             usage=Usage(
-                # Anthropic's input_tokens excludes cache reads and writes; ours counts the whole prompt.
-                input_tokens=usage["input"] + usage["cache_read"] + usage["cache_write"],
+                # Anthropic's input_tokens excludes cache reads and writes; ours (billing's "uncached
+                # input") includes the writes, which are charged at least at the input price.
+                input_tokens=usage["input"] + usage["cache_write"],
                 output_tokens=usage["output"],
                 cached_input_tokens=usage["cache_read"],
                 cache_write_tokens=usage["cache_write"],
@@ -215,10 +216,12 @@ class OpenAIAdapter(SDKAdapter):
             raise self._broken()
         if usage is not None:
             details = getattr(usage, "prompt_tokens_details", None)
+            cached = min((getattr(details, "cached_tokens", None) or 0) if details else 0, usage.prompt_tokens or 0)
             result = Usage(
-                input_tokens=usage.prompt_tokens or 0,
+                # OpenAI's prompt_tokens includes the cached ones; ours is the uncached part.
+                input_tokens=(usage.prompt_tokens or 0) - cached,
                 output_tokens=usage.completion_tokens or 0,
-                cached_input_tokens=(getattr(details, "cached_tokens", None) or 0) if details else 0,
+                cached_input_tokens=cached,
             )
         else:
             # Some compatible servers ignore include_usage: estimate rather than bill nothing.

@@ -18,7 +18,7 @@ def retry_delay(
     cap: float = MAX_DELAY_SECONDS,
     rng: random.Random | None = None,
 ) -> float:
-    """Seconds to wait before retry number `attempt` (1 = the first retry).
+    """Seconds to wait before retry number `attempt` (0 or 1 = the first retry).
 
     Exponential backoff with "equal jitter" (half fixed, half random) so concurrent agents that failed
     together do not retry in lock-step. A Retry-After from the server wins when it asks for longer.

@@ -87,12 +87,14 @@ async def test_anthropic_streams_text_and_counts_cache_write_then_cache_read(pro
     system_tokens = -(-len(SYSTEM) // 4)
     assert end.usage.cache_write_tokens == system_tokens
     assert end.usage.cached_input_tokens == 0
-    assert end.usage.input_tokens > system_tokens  # the whole prompt, cached parts included
+    user_tokens = -(-len(make_request("anthropic").user) // 4)
+    assert end.usage.input_tokens == system_tokens + user_tokens  # full price: includes the cache write
     assert end.usage.output_tokens == 28  # 110 characters in chunks of 4
 
     text, end, error = await collect("anthropic", make_request("anthropic", user="Round 2: revise."))
     assert text == "Second round text."
     assert end.usage.cached_input_tokens == system_tokens  # the stable prefix came from the cache
+    assert end.usage.input_tokens == -(-len("Round 2: revise.") // 4)  # only the new part at full price
     assert end.usage.cache_write_tokens == 0
 
 
@@ -132,8 +134,9 @@ async def test_openai_style_providers_stream_text_and_report_cached_tokens(provi
     text, end, _ = await collect(provider)
     assert text == "Second answer."
     assert end.stop_reason == "end_turn"
-    assert end.usage.input_tokens == first_input
-    assert end.usage.cached_input_tokens == -(-len(SYSTEM) // 4)
+    system_tokens = -(-len(SYSTEM) // 4)
+    assert end.usage.cached_input_tokens == system_tokens
+    assert end.usage.input_tokens == first_input - system_tokens  # uncached part only
     assert not end.usage.estimated
 
     sent = providers.generation_requests()[0]
