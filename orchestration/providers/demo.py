@@ -76,7 +76,9 @@ def topic_of(request: ModelRequest) -> str:
 def _section(topic: str, session: object, index: int, revision: int) -> str:
     rng = _rng("section", session, topic, index, revision)
     sentences = rng.sample(SENTENCES, 3)
-    return f"## {SECTIONS[index]}\n\n" + " ".join(s.format(topic=topic) for s in sentences)
+    # Mid-sentence the topic reads better lower-cased, unless it starts with an acronym ("API design").
+    inline = topic if topic[1:2].isupper() else topic[:1].lower() + topic[1:]
+    return f"## {SECTIONS[index]}\n\n" + " ".join(s.format(topic=inline) for s in sentences)
 
 
 def demo_document(request: ModelRequest) -> str:
