@@ -1,0 +1,375 @@
+"""The document panel's logic: diffs between versions, restore, and exports (Markdown, HTML, .docx).
+
+Every path that turns model text into HTML goes through nh3: render_markdown for the document
+itself, and a diff-specific nh3 pass for the diff view (which escapes every token first anyway).
+"""
+
+from __future__ import annotations
+
+import difflib
+import io
+import re
+from html.parser import HTMLParser
+
+import nh3
+from django.db import transaction
+from django.db.models import QuerySet
+from django.template.loader import render_to_string
+from django.utils.html import escape, format_html, format_html_join
+from django.utils.safestring import SafeString, mark_safe
+from django.utils.text import slugify
+
+from orchestration.models import DocumentVersion, Status, WritingSession
+from orchestration.rendering import render_markdown
+from orchestration.versions import record_version
+
+# Restoring rewrites the working document; while an agent is writing it, that would race the engine.
+RESTORE_ALLOWED_STATUSES = frozenset({Status.DRAFT, Status.PAUSED, Status.STOPPED, Status.COMPLETED, Status.FAILED})
+
+# SequenceMatcher is quadratic in the worst case; past this many tokens per side we diff by lines only.
+_MAX_WORD_DIFF_TOKENS = 20_000
+
+DIFF_MODES = ("inline", "side")
+
+
+class DocumentError(Exception):
+    """A refusal the UI shows to the user as is."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def current_document(session: WritingSession) -> str:
+    """The text the panel shows and exports: the working document, else the final one."""
+    return session.document or session.final_document or ""
+
+
+def versions_for_panel(session: WritingSession) -> QuerySet[DocumentVersion]:
+    """Versions for the list, with the producing turn in the same query and without their (large) content."""
+    return session.versions.select_related("turn").defer("content").order_by("number")
+
+
+def can_restore(session: WritingSession) -> bool:
+    return session.status in RESTORE_ALLOWED_STATUSES
+
+
+# --- Diff ------------------------------------------------------------------------------------------
+
+_TOKEN_RE = re.compile(r"\s+|[^\s]+")
+
+# The diff builds its HTML from escaped tokens with format_html; nh3 runs over the result as a second
+# line of defence, with only the handful of tags and classes the diff itself produces.
+_DIFF_TAGS = {"div", "table", "colgroup", "col", "thead", "tbody", "tr", "th", "td", "ins", "del", "span", "p"}
+_DIFF_CLASSES = {
+    "div": {"diff", "diff-inline", "diff-side", "diff-empty"},
+    "table": {"diff-table"},
+    "tr": {"diff-equal", "diff-insert", "diff-delete", "diff-replace"},
+    "td": {"diff-old", "diff-new", "diff-num"},
+    "th": {"diff-num"},
+    "span": {"diff-gap"},
+}
+
+
+def _sanitize_diff(html: str) -> SafeString:
+    cleaned = nh3.clean(
+        html,
+        tags=_DIFF_TAGS,
+        attributes={"th": {"scope"}},
+        allowed_classes=_DIFF_CLASSES,
+        url_schemes=set(),
+        strip_comments=True,
+        link_rel=None,
+    )
+    return mark_safe(cleaned)  # noqa: S308 - sanitized by nh3 just above
+
+
+def _tokens(text: str) -> list[str]:
+    return _TOKEN_RE.findall(text)
+
+
+def _word_opcodes(old: list[str], new: list[str]) -> list[tuple[str, int, int, int, int]]:
+    if len(old) > _MAX_WORD_DIFF_TOKENS or len(new) > _MAX_WORD_DIFF_TOKENS:
+        return [("replace", 0, len(old), 0, len(new))] if old != new else [("equal", 0, len(old), 0, len(new))]
+    return difflib.SequenceMatcher(None, old, new, autojunk=False).get_opcodes()
+
+
+def _inline_html(a: str, b: str) -> SafeString:
+    """One text with deletions in <del> and insertions in <ins>, word by word."""
+    old, new = _tokens(a), _tokens(b)
+    parts: list[SafeString] = []
+    for tag, i1, i2, j1, j2 in _word_opcodes(old, new):
+        if tag == "equal":
+            parts.append(escape("".join(old[i1:i2])))
+            continue
+        if tag in ("delete", "replace"):
+            parts.append(format_html("<del>{}</del>", "".join(old[i1:i2])))
+        if tag in ("insert", "replace"):
+            parts.append(format_html("<ins>{}</ins>", "".join(new[j1:j2])))
+    return mark_safe("".join(parts))  # noqa: S308 - every part was escaped above
+
+
+def _side_cells(old_line: str, new_line: str) -> tuple[SafeString, SafeString]:
+    """A changed line pair, with the words that differ marked on each side."""
+    old, new = _tokens(old_line), _tokens(new_line)
+    left: list[SafeString] = []
+    right: list[SafeString] = []
+    for tag, i1, i2, j1, j2 in _word_opcodes(old, new):
+        old_text, new_text = "".join(old[i1:i2]), "".join(new[j1:j2])
+        if tag == "equal":
+            left.append(escape(old_text))
+            right.append(escape(new_text))
+            continue
+        if old_text:
+            left.append(format_html("<del>{}</del>", old_text))
+        if new_text:
+            right.append(format_html("<ins>{}</ins>", new_text))
+    return mark_safe("".join(left)), mark_safe("".join(right))  # noqa: S308 - parts escaped above
+
+
+def _side_rows(a: str, b: str) -> list[tuple[str, str, SafeString | str, str, SafeString | str]]:
+    """(row class, old line number, old cell, new line number, new cell) for a two-column table."""
+    old_lines, new_lines = a.splitlines(), b.splitlines()
+    rows: list[tuple[str, str, SafeString | str, str, SafeString | str]] = []
+    matcher = difflib.SequenceMatcher(None, old_lines, new_lines, autojunk=False)
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag == "equal":
+            for offset in range(i2 - i1):
+                line = old_lines[i1 + offset]
+                rows.append(("diff-equal", str(i1 + offset + 1), line, str(j1 + offset + 1), line))
+            continue
+        span = max(i2 - i1, j2 - j1)
+        for offset in range(span):
+            i, j = i1 + offset, j1 + offset
+            old_line = old_lines[i] if i < i2 else None
+            new_line = new_lines[j] if j < j2 else None
+            if old_line is not None and new_line is not None:
+                left, right = _side_cells(old_line, new_line)
+                rows.append(("diff-replace", str(i + 1), left, str(j + 1), right))
+            elif old_line is not None:
+                rows.append(("diff-delete", str(i + 1), format_html("<del>{}</del>", old_line), "", ""))
+            else:
+                rows.append(("diff-insert", "", "", str(j + 1), format_html("<ins>{}</ins>", new_line)))
+    return rows
+
+
+def diff_versions(a: str, b: str, *, mode: str = "inline") -> SafeString:
+    """HTML showing what changed from text a to text b: <del> for removed words, <ins> for added ones.
+
+    The texts are shown as their Markdown source (escaped), so a diff never renders model HTML.
+    """
+    a, b = a or "", b or ""
+    if a == b:
+        return _sanitize_diff(str(format_html('<div class="diff diff-empty"><p>{}</p></div>', "No differences.")))
+    if mode == "side":
+        body = format_html_join(
+            "",
+            '<tr class="{}"><td class="diff-num">{}</td><td class="diff-old">{}</td>'
+            '<td class="diff-num">{}</td><td class="diff-new">{}</td></tr>',
+            _side_rows(a, b),
+        )
+        html = format_html(
+            '<div class="diff diff-side"><table class="diff-table"><thead><tr>'
+            '<th class="diff-num" scope="col">#</th><th scope="col">{}</th>'
+            '<th class="diff-num" scope="col">#</th><th scope="col">{}</th>'
+            "</tr></thead><tbody>{}</tbody></table></div>",
+            "Before",
+            "After",
+            body,
+        )
+    else:
+        html = format_html('<div class="diff diff-inline">{}</div>', _inline_html(a, b))
+    return _sanitize_diff(str(html))
+
+
+def diff_stats(a: str, b: str) -> dict[str, int]:
+    """Words added and removed, for the summary above the diff."""
+    old, new = (a or "").split(), (b or "").split()
+    added = removed = 0
+    for tag, i1, i2, j1, j2 in _word_opcodes(old, new):
+        if tag in ("delete", "replace"):
+            removed += i2 - i1
+        if tag in ("insert", "replace"):
+            added += j2 - j1
+    return {"added": added, "removed": removed}
+
+
+# --- Restore ---------------------------------------------------------------------------------------
+
+
+def restore_version(*, session: WritingSession, version: DocumentVersion) -> DocumentVersion:
+    """Make an old version the working document again, as a new version (history is never rewritten)."""
+    if version.session_id != session.pk:
+        raise DocumentError("That version belongs to another session.")
+    with transaction.atomic():
+        # Re-read the status under a row lock so a run that starts right now cannot race the restore.
+        status = WritingSession.objects.select_for_update().values_list("status", flat=True).get(pk=session.pk)
+        session.status = status
+        if status not in RESTORE_ALLOWED_STATUSES:
+            raise DocumentError(
+                f"This session is {session.get_status_display().lower()}. Pause or stop it before restoring a version."
+            )
+        return record_version(session=session, content=version.content, note=f"Restored from v{version.number}")
+
+
+# --- Exports ---------------------------------------------------------------------------------------
+
+
+def export_filename(session: WritingSession, extension: str) -> str:
+    base = slugify(session.title)[:80].strip("-") or f"session-{session.pk}"
+    return f"{base}.{extension}"
+
+
+def export_markdown(session: WritingSession) -> str:
+    text = current_document(session)
+    return text if text.endswith("\n") or not text else text + "\n"
+
+
+def export_html(session: WritingSession) -> str:
+    """A standalone HTML file: the sanitized document with a small embedded stylesheet and no scripts."""
+    return render_to_string(
+        "orchestration/documents/export.html",
+        {"title": session.title, "body": render_markdown(current_document(session))},
+    )
+
+
+class _DocxBuilder(HTMLParser):
+    """Walks the sanitized HTML of the document and writes python-docx paragraphs and runs.
+
+    Good enough rather than perfect: headings, paragraphs, bullet and numbered lists (nested ones
+    flattened to their level's style), quotes, code blocks, bold, italic and inline code.
+    """
+
+    _BLOCKS = {"p", "h1", "h2", "h3", "h4", "h5", "h6", "li", "blockquote", "pre", "tr", "hr", "div"}
+
+    def __init__(self, document) -> None:
+        super().__init__(convert_charrefs=True)
+        self.doc = document
+        self.paragraph = None
+        self.style: str | None = None
+        self.lists: list[str] = []
+        self.bold = self.italic = self.code = 0
+        self.in_pre = False
+        self.in_quote = 0
+        self.heading_level: int | None = None
+
+    # Paragraphs are created lazily, on the first text, so empty tags leave no empty paragraphs.
+    def _ensure_paragraph(self):
+        if self.paragraph is None:
+            if self.heading_level is not None:
+                self.paragraph = self.doc.add_heading(level=min(self.heading_level, 9))
+            else:
+                self.paragraph = self.doc.add_paragraph(style=self._current_style())
+        return self.paragraph
+
+    def _current_style(self) -> str | None:
+        if self.style:
+            return self.style
+        if self.in_quote:
+            return "Quote"
+        return None
+
+    def _close(self) -> None:
+        self.paragraph = None
+
+    def handle_starttag(self, tag: str, attrs) -> None:
+        if tag in ("ul", "ol"):
+            self._close()
+            self.lists.append(tag)
+        elif tag == "li":
+            self._close()
+            kind = self.lists[-1] if self.lists else "ul"
+            depth = min(len(self.lists), 3)
+            base = "List Bullet" if kind == "ul" else "List Number"
+            self.style = base if depth <= 1 else f"{base} {depth}"
+        elif tag in ("h1", "h2", "h3", "h4", "h5", "h6"):
+            self._close()
+            self.heading_level = int(tag[1])
+        elif tag == "blockquote":
+            self._close()
+            self.in_quote += 1
+        elif tag == "pre":
+            self._close()
+            self.in_pre = True
+        elif tag in ("p", "div", "tr"):
+            # A <p> inside a list item continues that item's paragraph style.
+            self._close()
+        elif tag == "hr":
+            self._close()
+            self.doc.add_paragraph("\u2014" * 3)
+        elif tag in ("strong", "b"):
+            self.bold += 1
+        elif tag in ("em", "i"):
+            self.italic += 1
+        elif tag == "code":
+            self.code += 1
+        elif tag == "br" and self.paragraph is not None:
+            self.paragraph.add_run().add_break()
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("ul", "ol"):
+            self._close()
+            if self.lists:
+                self.lists.pop()
+            self.style = None
+            if self.lists:  # back in the outer item
+                kind, depth = self.lists[-1], min(len(self.lists), 3)
+                base = "List Bullet" if kind == "ul" else "List Number"
+                self.style = base if depth <= 1 else f"{base} {depth}"
+        elif tag == "li":
+            self._close()
+            self.style = None
+        elif tag in ("h1", "h2", "h3", "h4", "h5", "h6"):
+            self._close()
+            self.heading_level = None
+        elif tag == "blockquote":
+            self._close()
+            self.in_quote = max(0, self.in_quote - 1)
+        elif tag == "pre":
+            self._close()
+            self.in_pre = False
+        elif tag in ("p", "div", "tr"):
+            self._close()
+        elif tag in ("strong", "b"):
+            self.bold = max(0, self.bold - 1)
+        elif tag in ("em", "i"):
+            self.italic = max(0, self.italic - 1)
+        elif tag == "code":
+            self.code = max(0, self.code - 1)
+        elif tag in ("td", "th") and self.paragraph is not None:
+            self.paragraph.add_run("\t")
+
+    def handle_data(self, data: str) -> None:
+        if not self.in_pre:
+            data = re.sub(r"\s+", " ", data)
+            if self.paragraph is None:
+                data = data.lstrip()
+            if not data:
+                return
+        elif self.paragraph is None:
+            data = data.strip("\n")
+            if not data:
+                return
+        paragraph = self._ensure_paragraph()
+        lines = data.split("\n") if self.in_pre else [data]
+        for index, line in enumerate(lines):
+            if index:
+                paragraph.add_run().add_break()
+            run = paragraph.add_run(line)
+            run.bold = bool(self.bold) or None
+            run.italic = bool(self.italic) or None
+            if self.code or self.in_pre:
+                run.font.name = "Courier New"
+
+
+def export_docx(session: WritingSession) -> bytes:
+    from docx import Document  # imported lazily: python-docx pulls lxml, only exports need it
+
+    document = Document()
+    document.core_properties.title = session.title[:255]
+    builder = _DocxBuilder(document)
+    builder.feed(str(render_markdown(current_document(session))))
+    builder.close()
+    buffer = io.BytesIO()
+    document.save(buffer)
+    return buffer.getvalue()
