@@ -117,4 +117,5 @@ def check(user, action: str, **context) -> Gate:
         gate = _check_concurrency(plan, user, context.get("exclude_session_id"))
     else:
         gate = _check_session(plan, user, context["session"], int(context.get("extra_rounds", 0)))
-    return gate or Gate(allowed=True, plan=plan)
+    # Not `gate or ...`: a refusing Gate is falsy (__bool__), so `or` would turn every refusal into a yes.
+    return gate if gate is not None else Gate(allowed=True, plan=plan)

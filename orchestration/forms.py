@@ -73,7 +73,7 @@ def _price(value: Decimal | None) -> str:
 
 
 def model_label(model: LLMModel) -> str:
-    if model.is_demo and not model.is_priced:
+    if model.is_demo and model.is_priced:
         multiplier = model.credit_multiplier.normalize()
         return f"{model.display_name} · offline demo, not a language model · ×{multiplier:f} credits"
     if not model.is_priced:
@@ -87,7 +87,7 @@ def model_options(user) -> list[ModelOption]:
     options = []
     for model in LLMModel.objects.filter(enabled=True):
         reason, upgrade_url = "", ""
-        if not (model.is_priced or model.is_demo):
+        if not model.is_priced:
             reason = "This model has no price yet and cannot be used."
         else:
             verdict = gate(user, "use_model", model=model)
@@ -225,7 +225,7 @@ class AgentForm(forms.ModelForm):
             return None
         if not model.enabled:
             raise forms.ValidationError(f"{model.display_name} is disabled. Pick another model.")
-        if not (model.is_priced or model.is_demo):
+        if not model.is_priced:
             raise forms.ValidationError(f"{model.display_name} has no price yet and cannot be used.")
         verdict = gate(self.user, "use_model", model=model)
         if not verdict.allowed:

@@ -27,7 +27,8 @@ def catalogue_model(provider: str, model_id: str, *, output: str | None, enabled
 
 @pytest.fixture
 def demo_llm(db):
-    return catalogue_model("demo", "demo-writer", output=None, name="Demo writer")
+    # Priced at zero, like the shipped catalogue's demo model.
+    return catalogue_model("demo", "demo-writer", output="0", name="Demo writer")
 
 
 @pytest.fixture
