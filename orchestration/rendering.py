@@ -45,12 +45,24 @@ _TAGS = {
 _ATTRIBUTES = {"a": {"href", "title"}, "th": {"align"}, "td": {"align"}, "ol": {"start"}}
 
 
+_SAFE_HREF_PREFIXES = ("http://", "https://", "mailto:", "#")
+
+
+def _filter_attribute(tag: str, attribute: str, value: str) -> str | None:
+    # nh3 lets relative URLs through (only absolute ones are scheme-checked); model output has no
+    # business linking into our own app or smuggling "java script:" variants, so keep absolute links only.
+    if attribute == "href" and not value.strip().lower().startswith(_SAFE_HREF_PREFIXES):
+        return None
+    return value
+
+
 def sanitize_html(html: str) -> str:
     # No <img>: images would load from other hosts. Links only to http(s)/mailto, never javascript:.
     return nh3.clean(
         html,
         tags=_TAGS,
         attributes=_ATTRIBUTES,
+        attribute_filter=_filter_attribute,
         url_schemes={"http", "https", "mailto"},
         link_rel="noopener noreferrer nofollow ugc",
         strip_comments=True,
