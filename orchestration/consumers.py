@@ -1,6 +1,96 @@
+"""The live session WebSocket. Dumb by design: authorize, join the group, render partials, send.
+
+Protocol (JSON):
+  client -> {"type": "catch_up", "after": <last seq the page has>}
+  server -> {"type": "events", "last_seq": n, "status": "...", "fragments": [{"target", "swap", "html", ...}]}
+Fragments are server-rendered, sanitized HTML. Every message carries the sequence number it
+brings the page up to, so a page that reconnects asks for exactly what it missed.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+
+from orchestration import events as ev
+from orchestration.live import render_fragments
+
+logger = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 4096
 
 
 class SessionConsumer(AsyncJsonWebsocketConsumer):
     async def connect(self) -> None:
-        await self.close(code=4403)
+        user = self.scope.get("user")
+        self.session_id = int(self.scope["url_route"]["kwargs"]["session_id"])
+        if user is None or not user.is_authenticated or not await self._owns_session(user.pk):
+            await self.close(code=4403)
+            return
+        self.last_seq = 0
+        self.turn_text: dict[int, str] = {}
+        self.group = ev.group_name(self.session_id)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.accept()
+
+    async def disconnect(self, code: int) -> None:
+        if hasattr(self, "group"):
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    @database_sync_to_async
+    def _owns_session(self, user_id: int) -> bool:
+        from orchestration.models import WritingSession
+
+        return WritingSession.objects.filter(pk=self.session_id, project__owner_id=user_id).exists()
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        # Bad input gets a clear error, never a crash or a dropped connection.
+        if bytes_data is not None or text_data is None or len(text_data) > MAX_MESSAGE_BYTES:
+            await self.send_json({"type": "error", "error": "Send small JSON text messages only."})
+            return
+        try:
+            await super().receive(text_data=text_data)
+        except ValueError:
+            await self.send_json({"type": "error", "error": "Messages must be JSON."})
+
+    async def receive_json(self, content, **kwargs) -> None:
+        if not isinstance(content, dict) or content.get("type") != "catch_up":
+            await self.send_json(
+                {"type": "error", "error": 'Unknown message; expected {"type": "catch_up", "after": n}.'}
+            )
+            return
+        after = content.get("after", 0)
+        if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+            await self.send_json({"type": "error", "error": "`after` must be a non-negative integer."})
+            return
+        await self.catch_up(after)
+
+    async def catch_up(self, after: int) -> None:
+        message = await database_sync_to_async(self._catch_up_message)(after)
+        await self.send_json(message)
+
+    def _catch_up_message(self, after: int) -> dict:
+        events = [ev.serialize(e) for e in ev.events_after(self.session_id, after)]
+        fragments, last_seq, status = render_fragments(
+            self.session_id, events, self.turn_text, full_text_for_chunks=True
+        )
+        self.last_seq = max(self.last_seq, last_seq, after)
+        return {"type": "events", "last_seq": self.last_seq, "status": status, "fragments": fragments}
+
+    async def session_events(self, message: dict) -> None:
+        events = [e for e in message.get("events", []) if e["seq"] > self.last_seq]
+        if not events:
+            return
+        if events[0]["seq"] > self.last_seq + 1 and self.last_seq > 0:
+            # We missed something (capacity drop, late join): rebuild from the database.
+            await self.catch_up(self.last_seq)
+            return
+        payload = await database_sync_to_async(self._live_message)(events)
+        await self.send_json(payload)
+
+    def _live_message(self, events: list[dict]) -> dict:
+        fragments, last_seq, status = render_fragments(self.session_id, events, self.turn_text)
+        self.last_seq = max(self.last_seq, last_seq)
+        return {"type": "events", "last_seq": self.last_seq, "status": status, "fragments": fragments}

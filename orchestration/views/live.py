@@ -1,3 +1,102 @@
-"""Live views."""
+"""The live session page and its controls: pause, resume, stop, continue."""
 
-urls: list = []
+from __future__ import annotations
+
+from django import forms
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.urls import path
+from django.views.decorators.http import require_POST, require_safe
+
+from orchestration import events as ev
+from orchestration import live, services
+from orchestration.views.access import _get_session_for_user
+
+PAGE = "orchestration/session_detail.html"
+
+
+class ContinueForm(forms.Form):
+    extra_rounds = forms.IntegerField(min_value=1, max_value=services.MAX_CONTINUE_ROUNDS, initial=2)
+
+
+@login_required
+@require_safe
+def session_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    session = _get_session_for_user(request, pk)
+    context = live.page_context(session)
+    context["continue_form"] = ContinueForm()
+    return render(request, PAGE, context)
+
+
+@login_required
+@require_safe
+def session_events(request: HttpRequest, pk: int) -> JsonResponse:
+    """Catch-up over HTTP: every event after ?after=<seq> (the WebSocket does the same)."""
+    session = _get_session_for_user(request, pk)
+    try:
+        after = int(request.GET.get("after", "0"))
+        if after < 0:
+            raise ValueError
+    except ValueError:
+        return JsonResponse({"error": "`after` must be a non-negative integer."}, status=400)
+    events = [ev.serialize(e) for e in ev.events_after(session.pk, after)]
+    return JsonResponse({"events": events, "last_seq": events[-1]["seq"] if events else after})
+
+
+def _control(request: HttpRequest, pk: int, action) -> HttpResponse:
+    session = _get_session_for_user(request, pk)
+    try:
+        action(session)
+    except services.ServiceError as error:
+        messages.error(request, error.message)
+    session.refresh_from_db()
+    if request.htmx:
+        context = live.page_context(session)
+        context["continue_form"] = ContinueForm()
+        return render(request, PAGE + "#controls", context)
+    return redirect(session.get_absolute_url())
+
+
+@login_required
+@require_POST
+def session_pause(request: HttpRequest, pk: int) -> HttpResponse:
+    return _control(request, pk, lambda s: services.pause_session(session=s))
+
+
+@login_required
+@require_POST
+def session_resume(request: HttpRequest, pk: int) -> HttpResponse:
+    return _control(request, pk, lambda s: services.resume_session(session=s, user=request.user))
+
+
+@login_required
+@require_POST
+def session_stop(request: HttpRequest, pk: int) -> HttpResponse:
+    return _control(request, pk, lambda s: services.stop_session(session=s))
+
+
+@login_required
+@require_POST
+def session_continue(request: HttpRequest, pk: int) -> HttpResponse:
+    form = ContinueForm(request.POST)
+
+    def act(session) -> None:
+        if not form.is_valid():
+            raise services.ServiceError(
+                f"Continue for a whole number of rounds between 1 and {services.MAX_CONTINUE_ROUNDS}."
+            )
+        services.continue_session(session=session, extra_rounds=form.cleaned_data["extra_rounds"], user=request.user)
+
+    return _control(request, pk, act)
+
+
+urls = [
+    path("sessions/<int:pk>/", session_detail, name="session_detail"),
+    path("sessions/<int:pk>/events/", session_events, name="session_events"),
+    path("sessions/<int:pk>/pause/", session_pause, name="session_pause"),
+    path("sessions/<int:pk>/resume/", session_resume, name="session_resume"),
+    path("sessions/<int:pk>/stop/", session_stop, name="session_stop"),
+    path("sessions/<int:pk>/continue/", session_continue, name="session_continue"),
+]

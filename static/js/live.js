@@ -1,0 +1,110 @@
+// Live session page: one WebSocket, catch-up by sequence number, server-rendered fragments.
+// Every fragment is sanitized HTML rendered by the server from the database.
+(function () {
+  "use strict";
+  const root = document.getElementById("live-session");
+  if (!root) return;
+
+  let lastSeq = parseInt(root.dataset.lastSeq || "0", 10);
+  let socket = null;
+  let retryMs = 500;
+  const statusLine = document.getElementById("connection-status");
+
+  function setConnection(text) { if (statusLine) statusLine.textContent = text; }
+
+  function updateTitle() {
+    const header = document.getElementById("session-header");
+    const label = header ? header.dataset.statusLabel : root.dataset.status;
+    document.title = label + " · " + root.dataset.title + " · Atelier";
+  }
+
+  function ensureRound(fragment) {
+    let group = document.getElementById("round-" + fragment.round);
+    if (group) return group.querySelector(".round-turns");
+    const empty = document.getElementById("rounds-empty");
+    if (empty) empty.remove();
+    const holder = document.createElement("div");
+    holder.innerHTML = fragment.round_html;
+    group = holder.firstElementChild;
+    const rounds = document.getElementById("rounds");
+    // Keep rounds in order even if a late fragment arrives.
+    const later = Array.from(rounds.children).find(
+      (el) => parseInt(el.dataset.round || "0", 10) > fragment.round);
+    rounds.insertBefore(group, later || null);
+    return group.querySelector(".round-turns");
+  }
+
+  function replaceOuter(el, html) {
+    const holder = document.createElement("div");
+    holder.innerHTML = html;
+    const fresh = holder.firstElementChild;
+    el.replaceWith(fresh);
+    return fresh;
+  }
+
+  function apply(fragment) {
+    const el = document.getElementById(fragment.target);
+    if (fragment.swap === "inner") {
+      if (el) el.innerHTML = fragment.html;
+    } else if (fragment.swap === "outer") {
+      if (el) replaceOuter(el, fragment.html);
+    } else if (fragment.swap === "upsert") {
+      if (el) { replaceOuter(el, fragment.html); }
+      else {
+        const container = ensureRound(fragment);
+        const holder = document.createElement("div");
+        holder.innerHTML = fragment.html;
+        container.appendChild(holder.firstElementChild);
+      }
+    } else if (fragment.swap === "refresh" && window.htmx && el) {
+      // Parts with forms (CSRF) are fetched over HTTP as the user, not pushed.
+      window.htmx.ajax("GET", fragment.url, { target: "#" + fragment.target, select: "#" + fragment.target, swap: "outerHTML" });
+    }
+  }
+
+  function handle(message) {
+    if (message.type === "error") { console.warn("live:", message.error); return; }
+    if (message.type !== "events") return;
+    if (message.last_seq <= lastSeq && message.fragments.every((f) => f.swap !== "refresh")) return;
+    message.fragments.forEach(apply);
+    lastSeq = Math.max(lastSeq, message.last_seq);
+    root.dataset.lastSeq = String(lastSeq);
+    updateTitle();
+  }
+
+  function connect() {
+    const scheme = window.location.protocol === "https:" ? "wss://" : "ws://";
+    socket = new WebSocket(scheme + window.location.host + root.dataset.wsPath);
+    socket.addEventListener("open", function () {
+      retryMs = 500;
+      setConnection("");
+      root.dataset.connected = "true";
+      socket.send(JSON.stringify({ type: "catch_up", after: lastSeq }));
+    });
+    socket.addEventListener("message", function (event) {
+      try { handle(JSON.parse(event.data)); } catch (err) { console.warn("live: bad message", err); }
+    });
+    socket.addEventListener("close", function (event) {
+      root.dataset.connected = "false";
+      if (event.code === 4403) { setConnection("You no longer have access to this session."); return; }
+      setConnection("Reconnecting…");
+      setTimeout(connect, retryMs);
+      retryMs = Math.min(retryMs * 2, 8000);
+    });
+  }
+
+  function tickElapsed() {
+    const el = document.querySelector("[data-elapsed-start]");
+    if (!el || !el.dataset.elapsedStart) return;
+    const start = Date.parse(el.dataset.elapsedStart);
+    const end = el.dataset.elapsedEnd ? Date.parse(el.dataset.elapsedEnd) : Date.now();
+    const seconds = Math.max(0, Math.round((end - start) / 1000));
+    const m = Math.floor(seconds / 60), s = seconds % 60;
+    el.textContent = (m ? m + "m " : "") + s + "s";
+  }
+
+  updateTitle();
+  connect();
+  tickElapsed();
+  setInterval(tickElapsed, 1000);
+})();

@@ -1,0 +1,232 @@
+"""End to end through the real SDKs and the fake server: the engine runs sessions to each ending."""
+
+from __future__ import annotations
+
+import pytest
+
+from billing.services import get_balance, grant_credits
+from orchestration import engine, services
+from orchestration.models import DocumentVersion, SessionEvent, Status, StopReason, Turn
+from tests.orchestration.engine_helpers import counting_replies, scored_reply, two_agent_session
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def providers(fake_llm, settings):
+    from orchestration.providers import clear_adapter_cache
+
+    settings.PROVIDERS = fake_llm.provider_settings()
+    settings.PROVIDER_TIMEOUT_SECONDS = 3
+    clear_adapter_cache()
+    yield fake_llm
+    clear_adapter_cache()
+
+
+@pytest.fixture
+def enqueued(monkeypatch):
+    """Record hand-offs to the worker instead of running them: the test drives the engine itself."""
+    calls: list[int] = []
+    monkeypatch.setattr("orchestration.tasks.enqueue_drive", calls.append)
+    return calls
+
+
+def on_pro_plan(user):
+    from billing.plans import PRO
+    from billing.services import get_account
+
+    account = get_account(user)
+    account.plan = PRO
+    account.save(update_fields=["plan"])
+    return user
+
+
+@pytest.fixture
+def rich_owner(owner):
+    on_pro_plan(owner)
+    grant_credits(user=owner, amount=1_000_000, key="test:topup", description="test credits")
+    return owner
+
+
+def run_to_end(session) -> str:
+    outcome = engine.drive(session.pk)
+    session.refresh_from_db()
+    return outcome
+
+
+def start(session, user):
+    services.start_session(session=session, user=user)
+    session.refresh_from_db()
+    assert session.status == Status.QUEUED
+
+
+def test_runs_to_max_rounds_with_turns_versions_usage_and_scores(providers, enqueued, rich_owner):
+    providers.reply(*[counting_replies(start=5, step=0.5)] * 4)
+    session = two_agent_session(rich_owner, max_rounds=2)
+    balance_before = get_balance(rich_owner)
+    start(session, rich_owner)
+    assert enqueued == [session.pk]
+
+    assert run_to_end(session) == "finished"
+    assert session.status == Status.COMPLETED
+    assert session.stop_reason == StopReason.MAX_ROUNDS
+    turns = list(Turn.objects.filter(session=session).order_by("pk"))
+    assert [(t.round, t.agent_name) for t in turns] == [(1, "Writer"), (1, "Editor"), (2, "Writer"), (2, "Editor")]
+    assert all(t.status == Turn.TurnStatus.COMPLETED for t in turns)
+    assert all(t.parse_tier == "json" and t.overall_score is not None for t in turns)
+    assert turns[0].scores == {"Clarity": 5.0, "Evidence": 5.0}
+    assert all(t.input_tokens > 0 and t.output_tokens > 0 and t.credits > 0 for t in turns)
+    # The Anthropic writer's stable prefix is cached from its second call on.
+    assert turns[2].cached_tokens > 0
+    assert DocumentVersion.objects.filter(session=session).count() == 4
+    assert session.final_document.startswith("# Why cities need trees")
+    assert "<evaluation>" not in session.final_document
+    assert session.credits_used == sum(t.credits for t in turns)
+    assert get_balance(rich_owner) == balance_before - session.credits_used
+    # The real SDKs were used against both wire protocols.
+    paths = [r.path for r in providers.generation_requests()]
+    assert paths == ["/v1/messages", "/v1/chat/completions"] * 2
+    # Events are numbered without gaps.
+    seqs = list(SessionEvent.objects.filter(session=session).values_list("seq", flat=True))
+    assert seqs == list(range(1, len(seqs) + 1))
+
+
+def test_stops_when_the_score_threshold_is_reached(providers, enqueued, rich_owner):
+    providers.reply(*[counting_replies(start=6, step=1)] * 6)
+    session = two_agent_session(rich_owner, max_rounds=5, score_threshold=8.0)
+    start(session, rich_owner)
+    run_to_end(session)
+    assert session.status == Status.COMPLETED
+    assert session.stop_reason == StopReason.SCORE_THRESHOLD
+    assert Turn.objects.filter(session=session).count() == 3  # 6, 7, 8 -> stop after the third turn
+    assert "8.0" in session.stop_detail
+
+
+def test_threshold_can_watch_one_agent(providers, enqueued, rich_owner):
+    replies = [scored_reply("Draft A", 9, 9), scored_reply("Draft B", 5, 5), scored_reply("Draft C", 9, 9),
+               scored_reply("Draft D", 9, 9)]  # fmt: skip
+    providers.reply(*replies)
+    session = two_agent_session(rich_owner, max_rounds=3, score_threshold=8.5)
+    session.threshold_agent = session.agents.get(name="Editor")
+    session.save()
+    start(session, rich_owner)
+    run_to_end(session)
+    assert session.stop_reason == StopReason.SCORE_THRESHOLD
+    assert Turn.objects.filter(session=session).count() == 4  # the writer's 9 did not count; the editor's did
+
+
+def test_stops_when_the_document_converges(providers, enqueued, rich_owner):
+    same = "# Trees\n\n" + " ".join(f"word{i}" for i in range(200))
+    providers.reply(
+        scored_reply("# Trees\n\nA first short draft.", 5, 5),
+        scored_reply(same, 6, 6),
+        scored_reply(same + " extra", 6, 6),
+        scored_reply(same + " extra", 6, 6),
+    )
+    session = two_agent_session(rich_owner, max_rounds=6, convergence_percent=5)
+    start(session, rich_owner)
+    run_to_end(session)
+    assert session.stop_reason == StopReason.CONVERGED
+    assert session.current_round == 2
+
+
+def test_stops_at_the_session_credit_budget(providers, enqueued, rich_owner):
+    providers.reply(*[counting_replies()] * 10)
+    session = two_agent_session(rich_owner, max_rounds=10, credit_budget=1)
+    start(session, rich_owner)
+    run_to_end(session)
+    assert session.stop_reason == StopReason.BUDGET
+    assert Turn.objects.filter(session=session).count() == 1
+
+
+def test_user_pause_resume_and_stop(providers, enqueued, rich_owner):
+    providers.reply(*[counting_replies()] * 10)
+    session = two_agent_session(rich_owner, max_rounds=3)
+    start(session, rich_owner)
+    services.pause_session(session=session)
+    assert run_to_end(session) == "paused"
+    assert session.status == Status.PAUSED
+    assert Turn.objects.filter(session=session).count() == 0
+
+    services.resume_session(session=session, user=rich_owner)
+    session.refresh_from_db()
+    assert session.status == Status.QUEUED
+    # Nobody is executing it yet, so stopping is immediate.
+    services.stop_session(session=session)
+    session.refresh_from_db()
+    assert session.status == Status.STOPPED
+    assert session.stop_reason == StopReason.USER_STOPPED
+    assert engine.drive(session.pk) == "busy"  # a late task finds nothing to do
+
+
+def test_stop_cancels_the_call_in_flight_and_keeps_what_was_written(providers, enqueued, rich_owner):
+    import threading
+    import time
+
+    providers.tokens_per_second = 20  # slow stream: plenty of time to stop it part-way
+    providers.reply(scored_reply("word " * 400, 7, 7))
+    session = two_agent_session(rich_owner, max_rounds=3)
+    start(session, rich_owner)
+    outcome: list[str] = []
+    runner = threading.Thread(target=lambda: outcome.append(engine.drive(session.pk)))
+    runner.start()
+    from tests.live import wait_for
+
+    wait_for(lambda: SessionEvent.objects.filter(session=session, kind="chunk").count() >= 3, message="chunks")
+    services.stop_session(session=session)
+    stopped_at = time.monotonic()
+    runner.join(timeout=10)
+    assert not runner.is_alive()
+    assert time.monotonic() - stopped_at < 3  # cancelled within about a second, not after the stream
+    session.refresh_from_db()
+    assert outcome == ["stopped"] and session.status == Status.STOPPED
+    turn = Turn.objects.get(session=session)
+    assert turn.status == Turn.TurnStatus.CANCELLED
+    assert turn.output_text.startswith("word word")
+    assert len(turn.output_text) < len("word " * 400)
+
+
+def test_continue_a_finished_session_for_more_rounds(providers, enqueued, rich_owner):
+    providers.reply(*[counting_replies(start=9, step=0)] * 10)
+    session = two_agent_session(rich_owner, max_rounds=1, score_threshold=8)
+    start(session, rich_owner)
+    run_to_end(session)
+    assert session.stop_reason == StopReason.SCORE_THRESHOLD
+    services.continue_session(session=session, extra_rounds=1, user=rich_owner)
+    session.refresh_from_db()
+    assert session.max_rounds == 2
+    run_to_end(session)
+    # The threshold was met before the continue; only new rounds count, so round 2 runs.
+    assert Turn.objects.filter(session=session, round=2).exists()
+
+
+def test_out_of_credits_pauses_with_a_clear_reason(providers, enqueued, owner):
+    from billing.services import get_account
+
+    providers.reply(*[counting_replies()] * 4)
+    on_pro_plan(owner)
+    session = two_agent_session(owner, max_rounds=2)
+    account = get_account(owner)
+    # Spend the whole balance so the first reservation fails.
+    from billing.services import adjust_credits
+
+    adjust_credits(user=owner, amount=-account.balance, reason="test", staff_user=None)
+    start(session, owner)
+    assert run_to_end(session) == "paused"
+    assert session.status == Status.PAUSED
+    assert session.stop_reason == StopReason.OUT_OF_CREDITS
+    assert not Turn.objects.filter(session=session).exists()
+
+
+def test_step_run_twice_never_saves_or_charges_twice(providers, enqueued, rich_owner):
+    providers.reply(*[counting_replies()] * 4)
+    session = two_agent_session(rich_owner, max_rounds=1)
+    start(session, rich_owner)
+    run_to_end(session)
+    credits = session.credits_used
+    turns = Turn.objects.filter(session=session).count()
+    # Another executor picks the same session up again (a duplicate task): nothing happens.
+    assert engine.drive(session.pk) in ("busy", "idle")
+    session.refresh_from_db()
+    assert session.credits_used == credits
+    assert Turn.objects.filter(session=session).count() == turns
