@@ -44,6 +44,7 @@ def test_signup_creates_an_unverified_user_and_emails_a_confirmation_link(client
     assert len(mail.outbox) == 1
     assert mail.outbox[0].to == ["new@example.com"]
     assert mail.outbox[0].subject.startswith("[Atelier] ")
+    assert "Hello from Atelier!" in mail.outbox[0].body
     assert "/accounts/confirm-email/" in _confirmation_link(mail.outbox[0])
 
 
