@@ -745,6 +745,9 @@ _SCORE_WORDS |= {"rate", "the", "give", "it", "a", "an", "is", "evaluation", "se
 _SCORE_WORDS |= {"criterion", "criteria", "grade", "points", "pts", "json", "and", "notes", "comment", "comments"}
 
 
+_FEEDBACK_LABEL = re.compile(r"^(?:feedback|comments?|suggestions?|notes?)\s*:\s*", re.IGNORECASE)
+
+
 def _prose_feedback(text: str, crits: _Criteria, skip_lines: set[int] | None = None) -> str:
     """The lines that say something beyond a score: what the next agent should act on."""
     kept: list[str] = []
@@ -760,7 +763,7 @@ def _prose_feedback(text: str, crits: _Criteria, skip_lines: set[int] | None = N
             continue
         if skip_lines is not None and index in skip_lines and len(words) < 2:
             continue
-        kept.append(stripped.lstrip("#").strip())
+        kept.append(_FEEDBACK_LABEL.sub("", stripped.lstrip("#").strip()))
     feedback = "\n".join(kept)
     return feedback[:MAX_FEEDBACK_CHARS]
 

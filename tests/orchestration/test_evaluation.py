@@ -380,6 +380,12 @@ def test_natural_language_feedback_keeps_the_prose_and_drops_score_lines():
     assert evaluation.feedback == "The conclusion restates the intro; end on the call to action instead."
 
 
+def test_a_feedback_label_is_dropped_from_prose_feedback():
+    evaluation = parse_evaluation("Clarity: 7.4/10\nOverall: 7.4/10\nFeedback: Add one concrete example.", RUBRIC)
+
+    assert evaluation.feedback == "Add one concrete example."
+
+
 def test_a_table_header_is_not_feedback():
     text = "| Criterion | Score |\n|---|---|\n| Clarity | 9/10 |"
 
