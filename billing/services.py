@@ -319,3 +319,142 @@ def apply_due_downgrades(*, now: dt.datetime | None = None) -> int:
                 account.save(update_fields=["plan", "pending_plan", "updated_at"])
                 count += 1
     return count
+
+
+# --- Stripe state (called by billing.webhooks with data from signed events) -------------------
+
+
+def account_for_stripe(*, customer_id: str = "", user_id: str | int | None = None) -> CreditAccount | None:
+    """Find the account by Stripe customer, else by our user id in metadata (links the customer)."""
+    from django.contrib.auth import get_user_model
+
+    if customer_id:
+        account = CreditAccount.objects.filter(stripe_customer_id=customer_id).first()
+        if account is not None:
+            return account
+    if not user_id or not str(user_id).isdigit():
+        return None
+    user = get_user_model().objects.filter(pk=int(user_id)).first()
+    if user is None:
+        return None
+    account = get_account(user)
+    if customer_id and not account.stripe_customer_id:
+        CreditAccount.objects.filter(pk=account.pk, stripe_customer_id="").update(stripe_customer_id=customer_id)
+        account.refresh_from_db()
+    return account
+
+
+def link_stripe_customer(*, user, customer_id: str, subscription_id: str = "") -> None:
+    with transaction.atomic():
+        account = _locked_account(user)
+        account.stripe_customer_id = customer_id or account.stripe_customer_id
+        if subscription_id:
+            account.stripe_subscription_id = subscription_id
+        account.save(update_fields=["stripe_customer_id", "stripe_subscription_id", "updated_at"])
+
+
+def apply_paid_invoice(
+    *,
+    user,
+    invoice_id: str,
+    plan: Plan,
+    description: str,
+    subscription_id: str = "",
+    period_end: dt.datetime | None = None,
+) -> bool:
+    """Grant the plan's monthly credits for one paid invoice, exactly once (key stripe:<invoice>).
+
+    A paid invoice also proves the subscription: it upgrades the plan if a subscription event
+    has not done so yet (events arrive in any order) and ends a grace period.
+    """
+    key = f"stripe:{invoice_id}"
+    with transaction.atomic():
+        account = _locked_account(user)
+        if _existing(key):
+            return False
+        _write(account, kind=EntryKind.PURCHASE, amount=plan.monthly_credits, key=key, description=description)
+        if plan.rank > get_plan(account.plan).rank:
+            account.plan = plan.key
+        account.plan_status = PlanStatus.ACTIVE
+        account.grace_until = None
+        if subscription_id:
+            account.stripe_subscription_id = subscription_id
+        if period_end and (account.current_period_end is None or period_end > account.current_period_end):
+            account.current_period_end = period_end
+        account.save()
+        return True
+
+
+ACTIVE_SUBSCRIPTION = {"active", "trialing"}
+GRACE_SUBSCRIPTION = {"past_due", "unpaid"}
+ENDED_SUBSCRIPTION = {"canceled", "incomplete_expired"}
+
+
+def apply_subscription_state(
+    *,
+    user,
+    subscription_id: str,
+    plan: Plan | None,
+    status: str,
+    cancel_at_period_end: bool,
+    period_end: dt.datetime | None,
+    event_at: dt.datetime,
+    deleted: bool = False,
+) -> str:
+    """Mirror a subscription event onto the account; returns what happened (for logs and tests).
+
+    Upgrades apply at once, downgrades and cancellations at the period end (pending_plan);
+    an event older than the last one applied is ignored, so out-of-order delivery is harmless.
+    """
+    with transaction.atomic():
+        account = _locked_account(user)
+        if account.stripe_state_at and event_at < account.stripe_state_at:
+            return "stale"
+        if account.stripe_subscription_id and subscription_id != account.stripe_subscription_id and deleted:
+            return "other subscription"
+        account.stripe_state_at = event_at
+        if period_end:
+            account.current_period_end = period_end
+        if deleted or status in ENDED_SUBSCRIPTION:
+            account.plan = FREE
+            account.pending_plan = ""
+            account.plan_status = PlanStatus.ACTIVE
+            account.grace_until = None
+            account.stripe_subscription_id = ""
+            outcome = "ended"
+        elif status in GRACE_SUBSCRIPTION:
+            if account.plan_status != PlanStatus.GRACE:
+                account.plan_status = PlanStatus.GRACE
+                account.grace_until = timezone.now() + GRACE_PERIOD
+            outcome = "grace"
+        elif status in ACTIVE_SUBSCRIPTION and plan is not None:
+            account.stripe_subscription_id = subscription_id
+            current = get_plan(account.plan)
+            if plan.rank >= current.rank:
+                account.plan = plan.key
+                account.pending_plan = ""
+                outcome = "upgraded" if plan.rank > current.rank else "unchanged"
+            else:
+                account.pending_plan = plan.key
+                outcome = "downgrade pending"
+            if cancel_at_period_end:
+                account.pending_plan = FREE
+                outcome = "cancel pending"
+            account.plan_status = PlanStatus.ACTIVE
+            account.grace_until = None
+        else:
+            outcome = "ignored"  # incomplete: payment not done yet
+        account.save()
+        return outcome
+
+
+def start_grace_period(*, user) -> bool:
+    """A payment failed: keep the plan for GRACE_PERIOD. True if the grace period starts now."""
+    with transaction.atomic():
+        account = _locked_account(user)
+        if account.plan_status == PlanStatus.GRACE:
+            return False
+        account.plan_status = PlanStatus.GRACE
+        account.grace_until = timezone.now() + GRACE_PERIOD
+        account.save(update_fields=["plan_status", "grace_until", "updated_at"])
+        return True

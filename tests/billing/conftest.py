@@ -59,3 +59,35 @@ def funded(owner):
     services.grant_credits(user=owner, amount=1000 - balance, key="test:topup")
     assert services.get_balance(owner) == 1000
     return owner
+
+
+pytest_plugins = ["tests.fakes.stripe_server"]
+
+CUSTOMER = "cus_TQx8m2LfY0aB1c"
+WEBHOOK_SECRET = "whsec_test_atelier_billing_secret"
+
+
+@pytest.fixture
+def webhook_endpoint(db, fake_stripe):
+    from djstripe.models import WebhookEndpoint
+
+    return WebhookEndpoint.objects.create(
+        id="we_test_atelier",
+        url="http://testserver/stripe/webhook/",
+        secret=WEBHOOK_SECRET,
+        livemode=False,
+        api_version="2026-05-27.dahlia",
+        enabled_events=["*"],
+        status="enabled",
+    )
+
+
+@pytest.fixture
+def customer_owner(owner):
+    """The owner, linked to the Stripe customer used in the payload fixtures."""
+    from billing import services
+    from billing.models import CreditAccount
+
+    services.get_account(owner)
+    CreditAccount.objects.filter(user=owner).update(stripe_customer_id=CUSTOMER)
+    return owner

@@ -1,0 +1,187 @@
+"""Stripe webhook processing (dj-stripe calls handle_webhook_trigger after verifying the signature).
+
+dj-stripe's view checks the ``stripe-signature`` header against the WebhookEndpoint's secret with
+a 300 s tolerance and answers 400 otherwise; only verified triggers reach this callback. Every
+handler is idempotent on a Stripe id (``stripe:<invoice id>`` for credits), so replays,
+out-of-order and concurrent deliveries grant exactly once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+from django.conf import settings
+from django.core.mail import send_mail
+from django.db import transaction
+from django.template.loader import render_to_string
+
+from billing import services
+from billing.plans import Plan, get_plan, plan_for_lookup_key
+
+logger = logging.getLogger(__name__)
+
+
+def handle_webhook_trigger(trigger, api_key: str | None = None) -> None:
+    """DJSTRIPE_WEBHOOK_EVENT_CALLBACK: our credit logic, then dj-stripe's own model sync."""
+    event = trigger.json_body
+    process_event(event)
+    try:
+        # Mirrors invoices etc. into dj-stripe's tables (the billing page lists them). It calls the
+        # Stripe API; a failure there must not undo or block the credits, which are already exact.
+        with transaction.atomic():
+            trigger.process(save=False, api_key=api_key)
+    except Exception:
+        logger.warning("dj-stripe could not sync event %s", event.get("id"), exc_info=True)
+    trigger.processed = True
+
+
+def _ts(value) -> dt.datetime | None:
+    return dt.datetime.fromtimestamp(int(value), tz=dt.UTC) if value else None
+
+
+def _metadata_plan(metadata: dict | None) -> Plan | None:
+    key = (metadata or {}).get("plan")
+    try:
+        return get_plan(key) if key else None
+    except ValueError:
+        return None
+
+
+def _price_plan(price) -> Plan | None:
+    """Plan from a Price object (lookup key or metadata) or a bare price id (dj-stripe's Price rows)."""
+    if isinstance(price, dict):
+        return plan_for_lookup_key(price.get("lookup_key")) or _metadata_plan(price.get("metadata"))
+    if isinstance(price, str) and price:
+        from djstripe.models import Price
+
+        row = Price.objects.filter(id=price).first()
+        if row is not None:
+            return plan_for_lookup_key(row.lookup_key) or _metadata_plan(row.metadata)
+    return None
+
+
+def _invoice_subscription(invoice: dict) -> tuple[str, dict]:
+    # API 2025-03-31 and later: parent.subscription_details; older: top-level subscription.
+    details = ((invoice.get("parent") or {}).get("subscription_details")) or invoice.get("subscription_details") or {}
+    subscription = details.get("subscription") or invoice.get("subscription") or ""
+    if isinstance(subscription, dict):
+        subscription = subscription.get("id", "")
+    return subscription, details.get("metadata") or {}
+
+
+def _invoice_plan(invoice: dict, metadata: dict) -> Plan | None:
+    plan = _metadata_plan(metadata)
+    if plan:
+        return plan
+    for line in (invoice.get("lines") or {}).get("data", []):
+        price = line.get("price") or ((line.get("pricing") or {}).get("price_details") or {}).get("price")
+        if plan := _price_plan(price):
+            return plan
+    return None
+
+
+def _customer_id(obj: dict) -> str:
+    customer = obj.get("customer") or ""
+    return customer.get("id", "") if isinstance(customer, dict) else customer
+
+
+def process_event(event: dict) -> str:
+    kind = event.get("type", "")
+    obj = (event.get("data") or {}).get("object") or {}
+    handler = HANDLERS.get(kind)
+    if handler is None:
+        return "ignored"
+    outcome = handler(event, obj)
+    logger.info("Stripe %s %s: %s", kind, event.get("id"), outcome)
+    return outcome
+
+
+def on_checkout_completed(event: dict, session: dict) -> str:
+    if session.get("mode") != "subscription":
+        return "not a subscription"
+    account = services.account_for_stripe(customer_id=_customer_id(session), user_id=session.get("client_reference_id"))
+    if account is None:
+        return "unknown customer"
+    subscription = session.get("subscription") or ""
+    if isinstance(subscription, dict):
+        subscription = subscription.get("id", "")
+    services.link_stripe_customer(user=account.user, customer_id=_customer_id(session), subscription_id=subscription)
+    return "linked"
+
+
+def on_invoice_paid(event: dict, invoice: dict) -> str:
+    subscription, metadata = _invoice_subscription(invoice)
+    account = services.account_for_stripe(customer_id=_customer_id(invoice), user_id=metadata.get("user_id"))
+    if account is None:
+        return "unknown customer"
+    plan = _invoice_plan(invoice, metadata)
+    if plan is None or not plan.is_paid:
+        return "no plan on invoice"
+    period_end = None
+    for line in (invoice.get("lines") or {}).get("data", []):
+        period_end = _ts((line.get("period") or {}).get("end")) or period_end
+    granted = services.apply_paid_invoice(
+        user=account.user,
+        invoice_id=invoice["id"],
+        plan=plan,
+        subscription_id=subscription,
+        period_end=period_end,
+        description=f"{plan.name} plan credits, invoice {invoice.get('number') or invoice['id']}",
+    )
+    return "granted" if granted else "already granted"
+
+
+def on_invoice_payment_failed(event: dict, invoice: dict) -> str:
+    _, metadata = _invoice_subscription(invoice)
+    account = services.account_for_stripe(customer_id=_customer_id(invoice), user_id=metadata.get("user_id"))
+    if account is None:
+        return "unknown customer"
+    if not services.start_grace_period(user=account.user):
+        return "already in grace"
+    user = account.user
+    account.refresh_from_db()
+    context = {"user": user, "account": account, "site_url": settings.SITE_URL}
+    transaction.on_commit(
+        lambda: send_mail(
+            subject=f"{settings.ACCOUNT_EMAIL_SUBJECT_PREFIX}Your payment failed",
+            message=render_to_string("billing/email/payment_failed.txt", context),
+            from_email=None,
+            recipient_list=[user.email],
+        )
+    )
+    return "grace started"
+
+
+def on_subscription_changed(event: dict, subscription: dict) -> str:
+    metadata = subscription.get("metadata") or {}
+    account = services.account_for_stripe(customer_id=_customer_id(subscription), user_id=metadata.get("user_id"))
+    if account is None:
+        return "unknown customer"
+    items = (subscription.get("items") or {}).get("data", [])
+    plan = _metadata_plan(metadata)
+    period_end = _ts(subscription.get("current_period_end"))
+    for item in items:
+        plan = _price_plan(item.get("price")) or plan
+        period_end = _ts(item.get("current_period_end")) or period_end
+    return services.apply_subscription_state(
+        user=account.user,
+        subscription_id=subscription.get("id", ""),
+        plan=plan,
+        status=subscription.get("status", ""),
+        cancel_at_period_end=bool(subscription.get("cancel_at_period_end")),
+        period_end=period_end,
+        event_at=_ts(event.get("created")) or dt.datetime.now(tz=dt.UTC),
+        deleted=event.get("type") == "customer.subscription.deleted",
+    )
+
+
+HANDLERS = {
+    "checkout.session.completed": on_checkout_completed,
+    "invoice.paid": on_invoice_paid,
+    "invoice.payment_succeeded": on_invoice_paid,  # same key as invoice.paid: grants once
+    "invoice.payment_failed": on_invoice_payment_failed,
+    "customer.subscription.created": on_subscription_changed,
+    "customer.subscription.updated": on_subscription_changed,
+    "customer.subscription.deleted": on_subscription_changed,
+}
