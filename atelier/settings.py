@@ -146,7 +146,9 @@ CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         "CONFIG": {
-            "hosts": [{"address": REDIS_URL}],
+            # redis-py 8 defaults to a 5 s socket timeout, which equals channels-redis's 5 s
+            # BZPOPMIN and kills idle WebSockets with "Timeout reading"; give reads headroom.
+            "hosts": [{"address": REDIS_URL, "socket_timeout": 30}],
             "prefix": env_str("CHANNEL_PREFIX", "atelier"),
             # Streams batch chunks, but a long run can still burst; the DB is the source of truth.
             "capacity": 1000,
@@ -300,6 +302,7 @@ STRIPE_TEST_SECRET_KEY = env_str("STRIPE_TEST_SECRET_KEY", "sk_test_not_configur
 STRIPE_API_BASE = env_str("STRIPE_API_BASE")  # a local fake in tests; Stripe's API otherwise
 DJSTRIPE_FOREIGN_KEY_TO_FIELD = "id"
 DJSTRIPE_USE_NATIVE_JSONFIELD = True
+DJSTRIPE_WEBHOOK_EVENT_CALLBACK = "billing.webhooks.handle_webhook_trigger"  # idempotent credit grants
 
 if ATELIER_ENV == "test":
     # Hashing cost is not what the tests measure.
