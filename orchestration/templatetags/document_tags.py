@@ -41,3 +41,16 @@ def is_paused(session: WritingSession) -> bool:
 @register.simple_tag
 def current_document(session: WritingSession) -> str:
     return documents.current_document(session)
+
+
+@register.simple_tag(takes_context=True)
+def panel_return_url(context) -> str:
+    """Where the panel's forms return to: the page showing the panel, also when the live page refreshed
+    the panel over htmx from the document page (then the browser's URL is in HX-Current-URL)."""
+    request = context.get("request")
+    if request is None:
+        return ""
+    htmx = getattr(request, "htmx", None)
+    if htmx and htmx.current_url_abs_path:
+        return htmx.current_url_abs_path
+    return request.get_full_path()

@@ -339,3 +339,33 @@ def test_anonymous_visitor_is_sent_to_log_in(client, session):
         response = client.get(address)
         assert response.status_code == 302 and "/accounts/login/" in response["Location"], address
     assert DocumentVersion.objects.filter(session=session).count() == 3
+
+
+def test_panel_refreshed_over_htmx_returns_its_forms_to_the_live_page(owner_client, session):
+    live_url = f"http://testserver/sessions/{session.pk}/"
+    html = owner_client.get(
+        url("document_page", session), HTTP_HX_REQUEST="true", HTTP_HX_CURRENT_URL=live_url
+    ).content.decode()
+
+    assert f'name="next" value="/sessions/{session.pk}/"' in html
+    assert f'name="next" value="{url("document_page", session)}"' not in html
+
+
+def test_document_page_queries_do_not_grow_with_the_number_of_versions(owner_client, owner):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    few = make_session(owner)
+    many = make_session(owner)
+    editor = Agent.objects.get(session=many)
+    for index in range(30):
+        turn = Turn.objects.create(session=many, round=3 + index, agent=editor, agent_name=editor.name)
+        record_version(session=many, content=f"{V3}\nLine {index}\n", turn=turn, note=f"n{index}")
+
+    owner_client.get(url("document_page", few))  # warm up per-user caches (time zone, session)
+    counts = []
+    for target in (few, many):
+        with CaptureQueriesContext(connection) as queries:
+            assert owner_client.get(url("document_page", target)).status_code == 200
+        counts.append(len(queries))
+    assert counts[0] == counts[1]
