@@ -369,3 +369,12 @@ def test_document_page_queries_do_not_grow_with_the_number_of_versions(owner_cli
             assert owner_client.get(url("document_page", target)).status_code == 200
         counts.append(len(queries))
     assert counts[0] == counts[1]
+
+
+def test_live_session_page_includes_the_document_panel(owner_client, session):
+    html = owner_client.get(reverse("session_detail", args=[session.pk])).content.decode()
+
+    assert 'data-testid="document-panel"' in html
+    assert "<h1>Field notes</h1>" in html
+    assert html.count('data-version="') == 3
+    assert f'name="next" value="/sessions/{session.pk}/"' in html  # restore returns to the live page
