@@ -26,9 +26,10 @@ def grant_monthly_credits(*, dry_run: bool = False) -> dict[str, int]:
         if services.CreditEntry.objects.filter(idempotency_key=key).exists():
             skipped += 1
             continue
-        if dry_run or services.grant_monthly_credits(user=user, period=today):
-            granted += 1
-        else:
-            skipped += 1
+        if not dry_run:
+            # A user without an account gets the grant while the account is created; either way
+            # the key now exists exactly once.
+            services.grant_monthly_credits(user=user, period=today)
+        granted += 1
     logger.info("Monthly credits: %s granted, %s already had them, %s downgrades", granted, skipped, downgrades)
     return {"granted": granted, "skipped": skipped, "downgrades": downgrades}

@@ -1,12 +1,204 @@
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+import stripe
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.db.models import Count, Sum
+from django.db.models.functions import TruncDate
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_POST
+
+from billing import services, stripe_api
+from billing.models import CreditEntry, EntryKind, PlanStatus
+from billing.plans import PLAN_ORDER, PLANS, TIER_LABELS
+
+logger = logging.getLogger(__name__)
+
+CHART_DAYS = 30
+CHART_WIDTH = 600
+CHART_HEIGHT = 120
+
+
+def _plan_rows(current_key: str | None) -> list[dict]:
+    current_rank = PLAN_ORDER.index(current_key) if current_key else -1
+    return [
+        {
+            "plan": plan,
+            "is_current": plan.key == current_key,
+            "is_upgrade": plan.is_paid and PLAN_ORDER.index(plan.key) > current_rank,
+            "flows": "All flows" if plan.allowed_flows is None else ", ".join(sorted(plan.allowed_flows)).title(),
+            "models": ", ".join(plan.model_tiers),
+        }
+        for plan in PLANS.values()
+    ]
+
+
+@require_GET
+def pricing_page(request: HttpRequest) -> HttpResponse:
+    account = services.get_account(request.user) if request.user.is_authenticated else None
+    return render(
+        request,
+        "billing/pricing.html",
+        {
+            "plans": _plan_rows(account.plan if account else None),
+            "account": account,
+            "tier_labels": TIER_LABELS,
+            "reason": request.GET.get("reason", "")[:300],
+        },
+    )
+
+
+def _usage_chart(user) -> dict:
+    today = timezone.localdate()
+    start = today - dt.timedelta(days=CHART_DAYS - 1)
+    rows = dict(
+        CreditEntry.objects.filter(user=user, kind=EntryKind.SETTLEMENT, created_at__date__gte=start)
+        .annotate(day=TruncDate("created_at"))
+        .values("day")
+        .annotate(total=Sum("usage"))
+        .values_list("day", "total")
+    )
+    days = [start + dt.timedelta(days=i) for i in range(CHART_DAYS)]
+    peak = max([rows.get(d) or 0 for d in days] + [1])
+    slot = CHART_WIDTH / CHART_DAYS
+    bars = []
+    for i, day in enumerate(days):
+        value = rows.get(day) or 0
+        height = round(value / peak * (CHART_HEIGHT - 4), 1) if value else 0
+        bars.append(
+            {
+                "x": round(i * slot + 1, 1),
+                "y": CHART_HEIGHT - height,
+                "width": round(slot - 2, 1),
+                "height": height,
+                "day": day,
+                "value": value,
+            }
+        )
+    return {
+        "bars": bars,
+        "peak": peak,
+        "total": sum(b["value"] for b in bars),
+        "width": CHART_WIDTH,
+        "height": CHART_HEIGHT,
+        "start": start,
+        "end": today,
+    }
+
+
+def _usage_by_session(user) -> list[dict]:
+    from orchestration.models import WritingSession
+
+    rows = list(
+        CreditEntry.objects.filter(user=user, kind=EntryKind.SETTLEMENT, session_id__isnull=False)
+        .values("session_id")
+        .annotate(credits=Sum("usage"), calls=Count("pk"))
+        .order_by("-credits")[:20]
+    )
+    # Scoped to the owner: a session id in someone's ledger never reveals another user's title.
+    titles = dict(
+        WritingSession.objects.filter(project__owner=user, pk__in=[r["session_id"] for r in rows]).values_list(
+            "pk", "title"
+        )
+    )
+    for row in rows:
+        row["title"] = titles.get(row["session_id"], f"Session #{row['session_id']} (deleted)")
+        row["url"] = reverse("session_detail", args=[row["session_id"]]) if row["session_id"] in titles else ""
+    return rows
+
+
+def _usage_by_model(user) -> list[dict]:
+    from orchestration.models import Turn
+
+    per_turn = dict(
+        CreditEntry.objects.filter(user=user, kind=EntryKind.SETTLEMENT, turn_id__isnull=False).values_list(
+            "turn_id", "usage"
+        )
+    )
+    models: dict[str, dict] = {}
+    turns = Turn.objects.filter(session__project__owner=user, pk__in=list(per_turn)).values_list("pk", "model_used")
+    for turn_id, model in turns:
+        row = models.setdefault(model or "Unknown model", {"model": model or "Unknown model", "credits": 0, "calls": 0})
+        row["credits"] += per_turn[turn_id]
+        row["calls"] += 1
+    return sorted(models.values(), key=lambda r: -r["credits"])
+
+
+def _invoices(account) -> list:
+    if not account.stripe_customer_id:
+        return []
+    from djstripe.models import Invoice
+
+    return list(Invoice.objects.filter(customer_id=account.stripe_customer_id).order_by("-created")[:12])
 
 
 @login_required
+@require_GET
 def billing_page(request: HttpRequest) -> HttpResponse:
-    return render(request, "billing/billing.html")
+    account = services.get_account(request.user)
+    plan = services.effective_plan(account)
+    checkout = request.GET.get("checkout", "")
+    return render(
+        request,
+        "billing/billing.html",
+        {
+            "account": account,
+            "plan": plan,
+            "pending_plan": PLANS.get(account.pending_plan),
+            "in_grace": account.plan_status == PlanStatus.GRACE,
+            "out_of_credits": account.balance <= 0 or request.GET.get("reason") == "out_of_credits",
+            "checkout": checkout if checkout in {"success", "cancelled"} else "",
+            "plans": _plan_rows(account.plan),
+            "chart": _usage_chart(request.user),
+            "by_session": _usage_by_session(request.user),
+            "by_model": _usage_by_model(request.user),
+            "entries": CreditEntry.objects.filter(user=request.user)[:25],
+            "invoices": _invoices(account),
+            "purchases": CreditEntry.objects.filter(user=request.user, kind=EntryKind.PURCHASE)[:12],
+        },
+    )
 
 
-def pricing_page(request: HttpRequest) -> HttpResponse:
-    return render(request, "billing/billing.html")
+@login_required
+@require_POST
+def checkout_view(request: HttpRequest) -> HttpResponse:
+    plan = PLANS.get(request.POST.get("plan", ""))
+    if plan is None or not plan.is_paid:
+        return HttpResponseBadRequest("Choose Starter or Pro.")
+    account = services.get_account(request.user)
+    if account.stripe_subscription_id and account.plan != "free":
+        # An existing subscription changes plan in the Customer Portal (proration, no second subscription).
+        return portal_view(request)
+    billing_url = request.build_absolute_uri(reverse("billing"))
+    try:
+        url = stripe_api.create_checkout_session(
+            user=request.user,
+            plan=plan,
+            success_url=f"{billing_url}?checkout=success",
+            cancel_url=f"{billing_url}?checkout=cancelled",
+        )
+    except (stripe.StripeError, stripe_api.StripeNotConfigured) as error:
+        logger.warning("Checkout failed for user %s: %s", request.user.pk, error)
+        messages.error(request, "Payments are not available right now. Please try again later.")
+        return redirect("billing")
+    return redirect(url)
+
+
+@login_required
+@require_POST
+def portal_view(request: HttpRequest) -> HttpResponse:
+    try:
+        url = stripe_api.create_portal_session(
+            user=request.user, return_url=request.build_absolute_uri(reverse("billing"))
+        )
+    except stripe.StripeError as error:
+        logger.warning("Portal failed for user %s: %s", request.user.pk, error)
+        messages.error(request, "The billing portal is not available right now. Please try again later.")
+        return redirect("billing")
+    return redirect(url)
