@@ -110,7 +110,13 @@ def _team_context(request: HttpRequest, session: WritingSession) -> dict[str, An
             }
         )
     agent_gate = gate(request.user, "create_agent", agents=len(agents) + 1)
-    return {"session": session, "cards": cards, "agent_gate": agent_gate, **_model_context(request)}
+    return {
+        "session": session,
+        "cards": cards,
+        "agent_gate": agent_gate,
+        "presets": presets.presets_for(request.user),
+        **_model_context(request),
+    }
 
 
 def _model_context(request: HttpRequest) -> dict[str, Any]:
@@ -147,7 +153,6 @@ def _page_context(request: HttpRequest, session: WritingSession, settings_form=N
         "project": session.project,
         "settings_form": settings_form or SessionSettingsForm(instance=session, user=request.user),
         "flow_options": flow_options(request.user),
-        "presets": presets.presets_for(request.user),
         "preset_form": PresetSaveForm(),
         "balance": credit_balance(request.user),
         **_team_context(request, session),
@@ -213,6 +218,16 @@ def session_edit(request: HttpRequest, pk: int) -> HttpResponse:
         form.save()
         if request.htmx:
             text = f"Draft saved at {timezone.localtime().strftime('%H:%M:%S')}"
+            if request.POST.get("had_errors"):
+                # The form on screen still shows old errors: replace it, and say it saved.
+                context = {
+                    "session": session,
+                    "settings_form": SessionSettingsForm(instance=session, user=request.user),
+                    "flow_options": flow_options(request.user),
+                    "save_message": text,
+                    "oob": True,
+                }
+                return _saved(render(request, PAGE + "#settings_saved", context), session)
             return _saved(_status_only(request, session, text), session)
         messages.success(request, "Draft saved.")
         return redirect("session_edit", pk=session.pk)
@@ -328,7 +343,7 @@ def agent_update(request: HttpRequest, pk: int, agent_pk: int) -> HttpResponse:
             form.save()
             formset.save()
         agent.refresh_from_db()
-        if not action:
+        if not action and not data.get("had_errors"):
             text = f"{agent.name} saved at {timezone.localtime().strftime('%H:%M:%S')}"
             return _saved(_status_only(request, session, text), session, agents_changed=True)
         form, formset = _agent_forms(request, agent, extra_criteria=1 if add_row else 0)

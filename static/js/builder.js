@@ -26,10 +26,13 @@
     var target = event.detail.target;
     if (!target || !target.querySelector) return;
     // After an error re-render, move focus to the first invalid field so keyboard users land there.
+    if (target.id === "estimate" || target.id === "threshold-field") return;
     var invalid = target.querySelector(".field-error input, .field-error select, .field-error textarea");
-    if (invalid && target.id !== "estimate") invalid.focus();
-    if (target.id === "settings" || (target.classList && target.classList.contains("agent-card"))) {
-      if (!invalid) status("");
+    if (invalid) {
+      invalid.focus();
+      status("Not saved: fix the highlighted fields.");
+    } else if (document.getElementById("save-status").textContent === "Saving…") {
+      status("Saved.");
     }
   });
 })();

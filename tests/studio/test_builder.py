@@ -131,7 +131,7 @@ def test_a_flow_not_on_the_plan_is_refused(owner_client, draft, monkeypatch):
 
 
 def test_add_agent_returns_the_team_partial_with_the_users_default_model(
-    owner_client, owner, draft, cheap_llm, starter
+    owner_client, owner, draft, cheap_llm, starter, shipped_presets
 ):
     from accounts.models import Profile
 
@@ -143,6 +143,7 @@ def test_add_agent_returns_the_team_partial_with_the_users_default_model(
     assert html.count('data-testid="agent-card"') == 3
     new = draft.agents.order_by("-order").first()
     assert new.name == "Agent 3" and new.model == cheap_llm and new.criteria.count() == 1
+    assert "Academic writer + critical editor" in html  # the preset picker survives the re-render
 
 
 def test_new_agents_default_to_the_demo_model_without_a_preference(owner_client, draft, demo_llm, starter):
@@ -473,3 +474,23 @@ def test_start_redirects_to_the_live_page(owner_client, draft, monkeypatch):
     assert started == [(draft.pk, draft.project.owner_id)]
     draft.refresh_from_db()
     assert draft.title == "Go"  # the settings on screen were saved first
+
+
+def test_fixing_an_invalid_agent_rerenders_the_card_without_the_old_errors(owner_client, draft):
+    editor = draft.agents.get(name="Editor")
+    url = reverse("agent_update", args=[draft.pk, editor.pk])
+    bad = owner_client.post(url, agent_post_data(editor, temperature="9"), **HTMX).content.decode()
+    assert 'name="had_errors"' in bad
+    fixed = owner_client.post(url, {**agent_post_data(editor, temperature="1.1"), "had_errors": "1"}, **HTMX)
+    assert fixed.get("HX-Reswap") != "none"
+    assert "errorlist" not in fixed.content.decode()
+    editor.refresh_from_db()
+    assert editor.temperature == 1.1
+
+
+def test_fixing_invalid_settings_rerenders_them_and_says_saved(owner_client, draft):
+    url = reverse("session_edit", args=[draft.pk])
+    owner_client.post(url, settings_post_data(draft, max_rounds="0"), **HTMX)
+    response = owner_client.post(url, {**settings_post_data(draft, max_rounds="2"), "had_errors": "1"}, **HTMX)
+    html = response.content.decode()
+    assert 'id="settings"' in html and "errorlist" not in html and "Draft saved" in html
