@@ -531,12 +531,12 @@ def _complete_turn(session_id: int, turn_id: int, model: LLMModel, text: str, en
     """Save the turn, its evaluation, usage and charge in one transaction, exactly once."""
     from billing.pricing import credits_for_usage, provider_cost_usd
     from billing.services import settle_credits
-    from orchestration.evaluation import parse_evaluation, split_output
+    from orchestration.evaluation import parse_reply
 
     usage = end.usage
     agent = _load_agent(Turn.objects.values_list("agent_id", flat=True).get(pk=turn_id))
-    document, evaluation_text = split_output(text)
-    evaluation = parse_evaluation(evaluation_text or text, [(c.name, c.weight) for c in agent.criteria.all()])
+    document, evaluation = parse_reply(text, [(c.name, c.weight) for c in agent.criteria.all()])
+    evaluation_text = evaluation.raw
     credits = credits_for_usage(
         model=model,
         input_tokens=usage.input_tokens,

@@ -55,6 +55,16 @@ class Process:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def kill_group(self) -> None:
+        """SIGKILL the process and its children: a machine dying mid-task."""
+        import signal
+
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(timeout=10)
+
     def stop(self, sig: int | None = None, timeout: float = 15) -> None:
         if self.proc.poll() is not None:
             return
@@ -65,8 +75,7 @@ class Process:
         try:
             self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
+            self.kill_group()
 
 
 def _spawn(name: str, args: list[str], env: dict[str, str]) -> Process:
@@ -74,7 +83,10 @@ def _spawn(name: str, args: list[str], env: dict[str, str]) -> Process:
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}-{int(time.time() * 1000)}.log"
     handle = open(log_path, "w")  # noqa: SIM115 - closed with the process
-    proc = subprocess.Popen(args, cwd=BASE_DIR, env=env, stdout=handle, stderr=subprocess.STDOUT)
+    # Own process group, so a test can SIGKILL the process and all its children at once.
+    proc = subprocess.Popen(
+        args, cwd=BASE_DIR, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+    )
     return Process(name, proc, log_path)
 
 

@@ -230,3 +230,125 @@ def test_step_run_twice_never_saves_or_charges_twice(providers, enqueued, rich_o
     session.refresh_from_db()
     assert session.credits_used == credits
     assert Turn.objects.filter(session=session).count() == turns
+
+
+# --- Provider faults end in a completed turn or a clearly marked failure, never a stuck session ---
+
+
+@pytest.fixture
+def fast_retries(settings, monkeypatch):
+    settings.PROVIDER_MAX_RETRIES = 2
+    monkeypatch.setattr("orchestration.providers.retry.retry_delay", lambda attempt, retry_after=None: 0.01)
+
+
+def test_rate_limit_then_success_completes_the_turn(providers, enqueued, rich_owner, fast_retries):
+    providers.fail_next(429, retry_after=0)
+    providers.reply(*[counting_replies()] * 2)
+    session = two_agent_session(rich_owner, max_rounds=1)
+    start(session, rich_owner)
+    run_to_end(session)
+    assert session.status == Status.COMPLETED
+    turns = Turn.objects.filter(session=session).order_by("pk")
+    assert [t.status for t in turns] == ["failed", "completed", "completed"]
+    assert "rate" in turns[0].error.lower()
+    assert turns[0].credits == 0  # nothing was generated, nothing charged
+
+
+def test_broken_stream_marks_the_turn_incomplete_and_retries_it(providers, enqueued, rich_owner, fast_retries):
+    providers.disconnect_next(after_chunks=3)
+    providers.reply(*[counting_replies()] * 3)
+    session = two_agent_session(rich_owner, max_rounds=1)
+    start(session, rich_owner)
+    run_to_end(session)
+    assert session.status == Status.COMPLETED
+    first, second = Turn.objects.filter(session=session, agent__name="Writer").order_by("attempt")
+    assert first.status == Turn.TurnStatus.INCOMPLETE and first.output_text
+    assert second.status == Turn.TurnStatus.COMPLETED and second.attempt == 2
+
+
+def test_bad_key_fails_the_session_naming_the_key_and_is_not_retried(providers, enqueued, rich_owner, settings):
+    settings.PROVIDERS = providers.provider_settings(api_key="wrong-key-123")
+    providers.fail_next(401)
+    session = two_agent_session(rich_owner, max_rounds=2)
+    start(session, rich_owner)
+    run_to_end(session)
+    assert session.status == Status.FAILED
+    assert session.stop_reason == StopReason.ERROR
+    assert "ANTHROPIC_API_KEY" in session.stop_detail
+    assert "wrong-key-123" not in session.stop_detail
+    assert len(providers.generation_requests()) == 1
+
+
+def test_persistent_server_errors_fall_back_to_the_fallback_model(providers, enqueued, rich_owner, fast_retries):
+    from tests.orchestration.engine_helpers import priced_model
+
+    for _ in range(3):
+        providers.fail_next(529)
+    providers.reply(*[counting_replies()] * 2)
+    session = two_agent_session(rich_owner, max_rounds=1)
+    writer = session.agents.get(name="Writer")
+    writer.fallback_model = priced_model("anthropic", "claude-backup")
+    writer.save()
+    start(session, rich_owner)
+    run_to_end(session)
+    assert session.status == Status.COMPLETED
+    completed = Turn.objects.get(session=session, agent=writer, status=Turn.TurnStatus.COMPLETED)
+    assert completed.model_used == "claude-backup"
+
+
+def test_persistent_errors_without_fallback_fail_clearly(providers, enqueued, rich_owner, fast_retries):
+    for _ in range(3):
+        providers.fail_next(500)
+    session = two_agent_session(rich_owner, max_rounds=1)
+    start(session, rich_owner)
+    run_to_end(session)
+    assert session.status == Status.FAILED
+    assert "Writer" in session.stop_detail and "retries" in session.stop_detail
+
+
+def test_a_stalled_stream_times_out_and_is_retried(providers, enqueued, rich_owner, fast_retries, settings):
+    from orchestration.providers import clear_adapter_cache
+
+    settings.PROVIDER_TIMEOUT_SECONDS = 1
+    clear_adapter_cache()
+    providers.stall_next(after_chunks=2)
+    providers.reply(*[counting_replies()] * 3)
+    session = two_agent_session(rich_owner, max_rounds=1)
+    start(session, rich_owner)
+    run_to_end(session)
+    assert session.status == Status.COMPLETED
+    statuses = list(Turn.objects.filter(session=session, agent__name="Writer").values_list("status", flat=True))
+    assert statuses == [Turn.TurnStatus.INCOMPLETE, Turn.TurnStatus.COMPLETED]
+
+
+# --- Invalid configurations are refused before anything runs ---
+
+
+def test_invalid_configurations_are_refused_with_clear_messages(providers, enqueued, rich_owner, settings):
+    session = two_agent_session(rich_owner, max_rounds=3)
+    session.brief = "   "
+    session.max_rounds = 99
+    session.document = "x" * (services.MAX_DOCUMENT_CHARS + 1)
+    session.save()
+    writer = session.agents.get(name="Writer")
+    writer.model.input_price_per_mtok = None
+    writer.model.save()
+    settings.PROVIDERS = {**settings.PROVIDERS, "compatible": {"api_key": "", "base_url": ""}}
+    problems = " ".join(services.validate_for_start(session))
+    assert "brief" in problems
+    assert "between 1 and 50" in problems
+    assert "too long" in problems
+    assert "no price" in problems
+    assert "COMPATIBLE_BASE_URL" in problems or "base URL" in problems
+    with pytest.raises(services.ServiceError):
+        services.start_session(session=session, user=rich_owner)
+    session.refresh_from_db()
+    assert session.status == Status.DRAFT
+    assert enqueued == []
+    assert providers.generation_requests() == []
+
+
+def test_a_session_without_agents_is_refused(enqueued, rich_owner):
+    session = two_agent_session(rich_owner)
+    session.agents.all().delete()
+    assert "Add at least one active agent." in services.validate_for_start(session)

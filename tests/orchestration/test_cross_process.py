@@ -1,0 +1,137 @@
+"""The path the product relies on, across real processes: web (daphne) -> django-q2 worker -> channel
+layer -> WebSocket; and a worker SIGKILLed mid-turn. Runs on whatever database/Redis the suite uses
+(SQLite + embedded Redis by default; PostgreSQL + Redis when DATABASE_URL / REDIS_URL are set)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import urllib.request
+from collections import Counter
+
+import pytest
+from django.db.models import Sum
+
+from billing.models import CreditEntry
+from billing.services import get_balance
+from orchestration import services
+from orchestration.models import LLMModel, SessionEvent, Status, Turn, WritingSession
+from orchestration.tasks import watchdog
+from tests.live import LiveApp, start_web, start_worker, wait_for
+
+pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
+
+
+def demo_session(owner, *, max_rounds: int = 2) -> WritingSession:
+    from orchestration.catalogue import seed_catalogue
+    from orchestration.models import Agent, Criterion, Project
+
+    seed_catalogue()
+    demo = LLMModel.objects.get(provider="demo")
+    project = Project.objects.create(owner=owner, name="Demo project")
+    session = WritingSession.objects.create(
+        project=project, title="Cross-process", brief="Urban trees", max_rounds=max_rounds
+    )
+    for order, name in enumerate(["Writer", "Editor"]):
+        agent = Agent.objects.create(
+            session=session, order=order, name=name, role="writer", model=demo, role_prompt="Write well."
+        )
+        Criterion.objects.create(agent=agent, name="Clarity", weight=1)
+    return session
+
+
+def _login_cookies(client, user) -> str:
+    client.force_login(user)
+    return f"sessionid={client.cookies['sessionid'].value}"
+
+
+async def _collect_ws(url: str, cookie: str, session_id: int, until, timeout: float = 60) -> list[dict]:
+    import websockets
+
+    ws_url = url.replace("http://", "ws://") + f"/ws/sessions/{session_id}/"
+    messages: list[dict] = []
+    async with websockets.connect(ws_url, additional_headers={"Cookie": cookie, "Origin": url}) as socket:
+        await socket.send(json.dumps({"type": "catch_up", "after": 0}))
+        async with asyncio.timeout(timeout):
+            while not until(messages):
+                messages.append(json.loads(await socket.recv()))
+    return messages
+
+
+@pytest.fixture
+def app(transactional_db):
+    worker = start_worker(DEMO_TOKENS_PER_SECOND="400", ENGINE_LEASE_SECONDS="5")
+    web, url = start_web()
+    live = LiveApp(url=url, web=web, worker=worker)
+    yield live
+    live.stop()
+
+
+def test_start_from_the_web_runs_in_the_worker_and_streams_to_the_websocket(app, client, owner):
+    session = demo_session(owner)
+    cookie = _login_cookies(client, owner)
+    # Start through the real web process, as the builder's Start button does.
+    page = urllib.request.urlopen(
+        urllib.request.Request(f"{app.url}/sessions/{session.pk}/edit/", headers={"Cookie": cookie})
+    )
+    csrf = re.search(r"csrftoken=([^;]+)", page.headers.get("Set-Cookie", "")).group(1)
+    from urllib.parse import urlencode
+
+    form = {"title": session.title, "flow": session.flow, "brief": session.brief, "max_rounds": session.max_rounds}
+    start = urllib.request.Request(
+        f"{app.url}/sessions/{session.pk}/start/",
+        data=urlencode(form).encode(),
+        method="POST",
+        headers={"Cookie": f"{cookie}; csrftoken={csrf}", "X-CSRFToken": csrf, "Referer": app.url + "/"},
+    )
+    response = urllib.request.urlopen(start)
+    assert f"/sessions/{session.pk}/" in response.url  # redirected to the live page, not back to the builder
+
+    def finished(messages: list[dict]) -> bool:
+        return any(m.get("status") == "completed" for m in messages)
+
+    messages = asyncio.run(_collect_ws(app.url, cookie, session.pk, finished))
+    fragments = [f for m in messages for f in m.get("fragments", [])]
+    assert any(f["target"].endswith("-body") and f["html"] for f in fragments), "streamed text reached the socket"
+    assert any(f["target"] == "session-header" for f in fragments)
+    session.refresh_from_db()
+    assert session.status == Status.COMPLETED
+    assert Turn.objects.filter(session=session, status=Turn.TurnStatus.COMPLETED).count() == 4
+    # The turns ran in the worker process, not here.
+    assert "drive_session" not in "".join(m.get("error", "") for m in messages)
+
+
+def test_worker_killed_mid_turn_the_session_still_completes_without_double_saves_or_charges(app, owner):
+    session = demo_session(owner, max_rounds=2)
+    balance_before = get_balance(owner)
+    # Slow stream so the kill lands part-way through a turn.
+    app.worker.stop()
+    app.worker = start_worker(DEMO_TOKENS_PER_SECOND="25", ENGINE_LEASE_SECONDS="5")
+    services.start_session(session=session, user=owner)
+    wait_for(
+        lambda: SessionEvent.objects.filter(session=session, kind="chunk").count() >= 3, timeout=60, message="chunks"
+    )
+    app.worker.kill_group()
+    turn = Turn.objects.get(session=session)
+    assert turn.status == Turn.TurnStatus.STREAMING  # it died mid-turn
+
+    app.worker = start_worker(DEMO_TOKENS_PER_SECOND="400", ENGINE_LEASE_SECONDS="5")
+    # The watchdog schedule runs every minute; call it as soon as the dead lease has expired.
+    wait_for(lambda: watchdog() > 0, timeout=30, interval=0.5, message="the watchdog to re-dispatch")
+    wait_for(
+        lambda: WritingSession.objects.get(pk=session.pk).status == Status.COMPLETED, timeout=90, message="completion"
+    )
+    session.refresh_from_db()
+    turns = list(Turn.objects.filter(session=session))
+    completed = Counter((t.round, t.agent_id) for t in turns if t.status == Turn.TurnStatus.COMPLETED)
+    assert len(completed) == 4 and set(completed.values()) == {1}, completed
+    interrupted = [t for t in turns if t.status == Turn.TurnStatus.INCOMPLETE]
+    assert len(interrupted) == 1 and interrupted[0].credits == 0
+    charged = sum(t.credits for t in turns)
+    assert session.credits_used == charged
+    assert get_balance(owner) == balance_before - charged
+    keys = list(CreditEntry.objects.filter(user=owner).values_list("idempotency_key", flat=True))
+    assert len(keys) == len(set(keys))
+    ledger_total = CreditEntry.objects.filter(user=owner).aggregate(total=Sum("amount"))["total"]
+    assert ledger_total == get_balance(owner)
