@@ -257,8 +257,10 @@ def session_start(request: HttpRequest, pk: int) -> HttpResponse:
         services.start_session(session=session, user=request.user)
     except services.ServiceError as exc:
         problems = [str(exc)]
+        upgrade_url = getattr(exc, "upgrade_url", "")
         if request.htmx:
-            response = render(request, PAGE + "#start_problems", {"session": session, "start_problems": problems})
+            context = {"session": session, "start_problems": problems, "upgrade_url": upgrade_url}
+            response = render(request, PAGE + "#start_problems", context)
             return reswap(retarget(response, "#start-problems"), "outerHTML")
         for problem in problems:
             messages.error(request, problem)
@@ -343,12 +345,24 @@ def agent_update(request: HttpRequest, pk: int, agent_pk: int) -> HttpResponse:
             form.save()
             formset.save()
         agent.refresh_from_db()
+        if not request.htmx:  # without JavaScript: plain form posts, then back to the page
+            messages.success(request, f"Saved {agent.name}.")
+            return redirect("session_edit", pk=session.pk)
         if not action and not data.get("had_errors"):
             text = f"{agent.name} saved at {timezone.localtime().strftime('%H:%M:%S')}"
             return _saved(_status_only(request, session, text), session, agents_changed=True)
         form, formset = _agent_forms(request, agent, extra_criteria=1 if add_row else 0)
         response = render(request, PAGE + "#agent_card", _agent_card_context(request, session, agent, form, formset))
         return _saved(response, session, agents_changed=True)
+    if not request.htmx:
+        problems = [
+            f"{form[name].label if name in form.fields else name}: {e}" for name, es in form.errors.items() for e in es
+        ]
+        problems += [e for errors in formset.errors for es in errors.values() for e in es]
+        problems += list(formset.non_form_errors())
+        for problem in problems:
+            messages.error(request, f"{agent.name} was not saved. {problem}")
+        return redirect("session_edit", pk=session.pk)
     if add_row:
         # Keep everything typed so far and show one more row; the errors stay visible.
         total = f"{prefix}-TOTAL_FORMS"

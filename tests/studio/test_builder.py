@@ -494,3 +494,46 @@ def test_fixing_invalid_settings_rerenders_them_and_says_saved(owner_client, dra
     response = owner_client.post(url, {**settings_post_data(draft, max_rounds="2"), "had_errors": "1"}, **HTMX)
     html = response.content.decode()
     assert 'id="settings"' in html and "errorlist" not in html and "Draft saved" in html
+
+
+def test_an_agent_on_a_since_disabled_model_keeps_it_visible_and_is_told_to_change(owner_client, draft, cheap_llm):
+    cheap_llm.enabled = False
+    cheap_llm.save()
+    html = owner_client.get(reverse("session_edit", args=[draft.pk])).content.decode()
+    assert f'<option value="{cheap_llm.pk}" selected>Studio Mini · disabled</option>' in html
+    editor = draft.agents.get(name="Editor")
+    response = owner_client.post(reverse("agent_update", args=[draft.pk, editor.pk]), agent_post_data(editor), **HTMX)
+    assert "Studio Mini is disabled. Pick another model." in response.content.decode()
+
+
+def test_an_agent_on_a_model_above_the_plan_keeps_it_selected_not_silently_swapped(owner_client, draft, premium_llm):
+    editor = draft.agents.get(name="Editor")
+    editor.model = premium_llm  # e.g. picked on a paid plan before a downgrade
+    editor.save()
+    html = owner_client.get(reverse("session_edit", args=[draft.pk])).content.decode()
+    assert f'<option value="{premium_llm.pk}" selected>' in html
+
+
+def test_agent_form_without_javascript_saves_and_reports_errors(owner_client, draft):
+    editor = draft.agents.get(name="Editor")
+    url = reverse("agent_update", args=[draft.pk, editor.pk])
+    response = owner_client.post(url, agent_post_data(editor, temperature="9"), follow=True)
+    assert (
+        "Editor was not saved. Temperature: Ensure this value is less than or equal to 2" in response.content.decode()
+    )
+    response = owner_client.post(url, agent_post_data(editor, name="Sharp editor"))
+    assert response.status_code == 302
+    editor.refresh_from_db()
+    assert editor.name == "Sharp editor"
+
+
+def test_a_plan_refusal_at_start_offers_an_upgrade(owner_client, draft, monkeypatch):
+    from orchestration import services
+
+    def refuse(*, session, user):
+        raise services.ServiceError("The Free plan allows 1 run at a time.", upgrade_url="/billing/pricing/")
+
+    monkeypatch.setattr(services, "start_session", refuse)
+    response = owner_client.post(reverse("session_start", args=[draft.pk]), settings_post_data(draft), **HTMX)
+    html = response.content.decode()
+    assert "The Free plan allows 1 run at a time." in html and 'href="/billing/pricing/"' in html
