@@ -86,19 +86,38 @@ def read_mail(mailbox: Path) -> Callable[[], str]:
     return read
 
 
-@pytest.fixture
-def console_errors() -> list[str]:
-    return []
+class ConsoleLog(list):
+    """Console errors seen while the test body runs. Closed before fixtures tear down, so a page
+    noticing that the live server went away during teardown does not count."""
+
+    closed = False
+
+    def add(self, text: str) -> None:
+        if not self.closed:
+            self.append(text)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    yield
+    log = getattr(item, "funcargs", {}).get("console_errors")
+    if isinstance(log, ConsoleLog):
+        log.closed = True
 
 
 @pytest.fixture
-def page(browser, request: pytest.FixtureRequest, console_errors: list[str]) -> Iterator:
+def console_errors() -> ConsoleLog:
+    return ConsoleLog()
+
+
+@pytest.fixture
+def page(browser, request: pytest.FixtureRequest, console_errors: ConsoleLog) -> Iterator:
     context = browser.new_context(viewport=VIEWPORT)
     context.add_init_script(_CSP_LISTENER)
     context.set_default_timeout(15_000)
     page = context.new_page()
-    page.on("console", lambda message: message.type == "error" and console_errors.append(message.text))
-    page.on("pageerror", lambda error: console_errors.append(f"uncaught: {error}"))
+    page.on("console", lambda message: message.type == "error" and console_errors.add(message.text))
+    page.on("pageerror", lambda error: console_errors.add(f"uncaught: {error}"))
     yield page
     context.close()
     if console_errors and request.node.get_closest_marker("allow_console_errors") is None:

@@ -100,7 +100,7 @@ def test_wrong_password_shows_a_clear_error(page, live_app, login):
 def test_phone_width_navigation_toggle_and_no_sideways_scroll(browser, live_app, console_errors):
     context = browser.new_context(viewport={"width": 375, "height": 740}, is_mobile=True, has_touch=True)
     page = context.new_page()
-    page.on("console", lambda message: message.type == "error" and console_errors.append(message.text))
+    page.on("console", lambda message: message.type == "error" and console_errors.add(message.text))
     try:
         for path in ("/", "/accounts/login/", "/accounts/signup/"):
             page.goto(live_app.url + path)
