@@ -1,0 +1,128 @@
+"""Show which LLM providers are configured, optionally prove they answer, and list the catalogue per provider."""
+
+from __future__ import annotations
+
+import asyncio
+from urllib.parse import urlsplit, urlunsplit
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from orchestration.models import LLMModel
+from orchestration.providers import KNOWN_PROVIDERS, check_provider, clear_adapter_cache, provider_configured
+from orchestration.providers.base import BASE_URL_ENV_VARS, KEY_ENV_VARS, PROVIDER_LABELS
+
+# What the SDKs use when no base URL is set (shown so nobody has to guess where calls go).
+SDK_DEFAULT_URLS = {"anthropic": "https://api.anthropic.com", "openai": "https://api.openai.com/v1"}
+
+
+def safe_url(url: str) -> str:
+    """The base URL without any user:password@ part: credentials never reach the terminal."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "(unparseable URL)"
+    if parts.username or parts.password:
+        host = parts.hostname or ""
+        netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
+        parts = parts._replace(netloc=netloc)
+    return urlunsplit(parts._replace(query="", fragment=""))
+
+
+def _price(value) -> str:
+    return "–" if value is None else f"${value.normalize():f}"
+
+
+class Command(BaseCommand):
+    help = (
+        "For each LLM provider, show whether it is configured (and if not, which environment variable "
+        "to set), its base URL (never the key), and the catalogue models that use it, flagging models "
+        "without a price (they cannot be used) and disabled ones. With --live, ask each configured "
+        "provider to list its models: this proves the URL and key work and spends no tokens. "
+        "Exit status: 0, unless --live is given and a configured provider fails (then 1). "
+        "Unconfigured providers are reported, not failures."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--live", action="store_true", help="Call each configured provider's model list (no tokens spent)."
+        )
+
+    def handle(self, *args, live: bool, **options) -> None:
+        providers_config = getattr(settings, "PROVIDERS", {}) or {}
+        models_by_provider: dict[str, list[LLMModel]] = {}
+        for model in LLMModel.objects.order_by("provider", "sort_order", "display_name"):
+            models_by_provider.setdefault(model.provider, []).append(model)
+        if live:
+            clear_adapter_cache()  # settings may have changed since an adapter was built in this process
+
+        configured = failed = checked = 0
+        unusable_models = 0
+        for provider in KNOWN_PROVIDERS:
+            ok, reason = provider_configured(provider)
+            configured += ok
+            label = PROVIDER_LABELS.get(provider, provider)
+            state = self.style.SUCCESS("configured") if ok else self.style.WARNING("not configured")
+            self.stdout.write(f"{label} [{provider}]: {state}. {reason}")
+            if provider != "demo":
+                config = providers_config.get(provider) or {}
+                base_url = config.get("base_url") or ""
+                env = BASE_URL_ENV_VARS.get(provider, "")
+                if base_url:
+                    shown = safe_url(base_url)
+                elif provider in SDK_DEFAULT_URLS:
+                    shown = f"{SDK_DEFAULT_URLS[provider]} (SDK default)"
+                else:
+                    shown = "(none)"
+                key_env = KEY_ENV_VARS.get(provider, "")
+                key_state = "set" if config.get("api_key") else "not set"
+                self.stdout.write(f"  Base URL: {shown}  [{env}]; API key: {key_state}  [{key_env}]")
+            if live:
+                if ok:
+                    checked += 1
+                    try:
+                        good, message = asyncio.run(check_provider(provider))
+                    except Exception as exc:  # noqa: BLE001 - a check must report, never crash the command
+                        good, message = False, f"The check itself failed: {type(exc).__name__}."
+                    if good:
+                        self.stdout.write(f"  Live check: {self.style.SUCCESS('OK')}. {message}")
+                    else:
+                        failed += 1
+                        self.stdout.write(f"  Live check: {self.style.ERROR('FAILED')}. {message}")
+                else:
+                    self.stdout.write("  Live check: skipped (not configured).")
+            models = models_by_provider.get(provider, [])
+            if not models:
+                self.stdout.write("  Catalogue: no models.")
+            for model in models:
+                flags = []
+                if not model.is_priced:
+                    flags.append(self.style.ERROR("NO PRICE: cannot be used"))
+                if not model.enabled:
+                    flags.append("disabled")
+                elif not ok or not model.is_priced:
+                    unusable_models += 1
+                prices = (
+                    f"in {_price(model.input_price_per_mtok)} / cached {_price(model.cached_input_price_per_mtok)} "
+                    f"/ out {_price(model.output_price_per_mtok)} per Mtok, ×{model.credit_multiplier}"
+                )
+                flag_text = f"  [{'; '.join(flags)}]" if flags else ""
+                self.stdout.write(f"  - {model.model_id}: {model.display_name}; {prices}{flag_text}")
+
+        unknown = sorted(set(models_by_provider) - set(KNOWN_PROVIDERS))
+        for provider in unknown:
+            self.stdout.write(
+                self.style.WARNING(f"Unknown provider {provider!r} has {len(models_by_provider[provider])} model(s).")
+            )
+
+        unpriced = sum(1 for ms in models_by_provider.values() for m in ms if m.enabled and not m.is_priced)
+        enabled = sum(1 for ms in models_by_provider.values() for m in ms if m.enabled)
+        summary = (
+            f"{configured} of {len(KNOWN_PROVIDERS)} providers configured; {enabled} enabled catalogue model(s), "
+            f"{unpriced} without a price, {unusable_models} unusable right now"
+        )
+        if live:
+            summary += f"; live check: {checked - failed} OK, {failed} failed"
+        self.stdout.write(summary + ".")
+        if live and failed:
+            raise CommandError(f"{failed} configured provider(s) failed the live check.", returncode=1)

@@ -1,0 +1,319 @@
+"""Run a writing session in the foreground and watch it write, from the command line."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import connections
+
+from orchestration import engine, services
+from orchestration.events import events_after
+from orchestration.models import ACTIVE_STATUSES, FINISHED_STATUSES, SessionEvent, Status, Turn, WritingSession
+
+POLL_SECONDS = 0.05  # how often the printer looks for new events: chunks arrive in ~40 ms batches
+BUSY_RETRY_SECONDS = 0.5  # another executor holds the lease: look again this often
+
+
+def _number(value: float | None) -> str:
+    return "–" if value is None else f"{round(float(value), 1):g}"
+
+
+def format_scores(overall: float | None, scores: dict | None) -> str:
+    parts = ", ".join(f"{name} {_number(value)}" for name, value in (scores or {}).items())
+    text = f"overall {_number(overall)}"
+    return f"{text} ({parts})" if parts else text
+
+
+class Driver(threading.Thread):
+    """Calls engine.drive until the session is no longer active, in its own thread.
+
+    The main thread stays free to print events and to catch Ctrl-C. The engine's lease means a
+    worker that picked up the task enqueued by start_session cannot run the session at the same
+    time: drive() then returns "busy", and we wait while the worker does the work (we still print it).
+    """
+
+    def __init__(self, session_id: int) -> None:
+        super().__init__(name=f"run-session-{session_id}", daemon=True)
+        self.session_id = session_id
+        self.error: BaseException | None = None
+        self.outcomes: list[str] = []
+
+    def run(self) -> None:
+        try:
+            while True:
+                outcome = engine.drive(self.session_id)
+                self.outcomes.append(outcome)
+                status = WritingSession.objects.filter(pk=self.session_id).values_list("status", flat=True).first()
+                if status not in ACTIVE_STATUSES:
+                    return
+                if outcome != "requeued":  # "requeued": the time budget was used; carry on at once
+                    time.sleep(BUSY_RETRY_SECONDS if outcome == "busy" else POLL_SECONDS)
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread; a thread cannot raise to it
+            self.error = exc
+        finally:
+            connections.close_all()  # this thread's own connections
+
+
+class EventPrinter:
+    """Turns session events into terminal output: tokens with agent labels, scores, status changes."""
+
+    def __init__(self, command: BaseCommand, *, stream: bool) -> None:
+        self.command = command
+        self.stream = stream
+        self.labels: dict[int, str] = {}
+        self.open_turn: int | None = None  # the turn whose text was printed last
+        self.mid_line = False
+        self.last_status = ""
+
+    def write(self, text: str) -> None:
+        self.command.stdout.write(text, ending="")
+        self.command.stdout.flush()
+
+    def line(self, text: str) -> None:
+        self.end_line()
+        self.write(text + "\n")
+
+    def end_line(self) -> None:
+        if self.mid_line:
+            self.write("\n")
+            self.mid_line = False
+        self.open_turn = None
+
+    def label(self, turn_id: int | None) -> str:
+        if turn_id is None:
+            return "[Session]"
+        if turn_id not in self.labels:
+            # Attached mid-run: the turn started before we were watching.
+            turn = Turn.objects.filter(pk=turn_id).values("round", "agent_name").first() or {}
+            self.labels[turn_id] = f"[Round {turn.get('round', '?')} · {turn.get('agent_name') or 'Agent'}]"
+        return self.labels[turn_id]
+
+    def handle(self, event: SessionEvent) -> None:
+        payload = event.payload or {}
+        kind = event.kind
+        if kind == "turn_started":
+            self.labels[event.turn_id] = f"[Round {payload.get('round')} · {payload.get('agent_name')}]"
+            attempt = f", attempt {payload['attempt']}" if payload.get("attempt", 1) > 1 else ""
+            if self.stream:
+                self.begin_turn(event.turn_id)
+            else:
+                self.line(f"{self.label(event.turn_id)} writing with {payload.get('model')}{attempt}…")
+        elif kind == "chunk":
+            if not self.stream:
+                return
+            if self.open_turn != event.turn_id:
+                self.begin_turn(event.turn_id)  # parallel turns interleave: label each switch
+            text = payload.get("text", "")
+            self.write(text)
+            if text:
+                self.mid_line = not text.endswith("\n")
+        elif kind == "turn_finished":
+            status = payload.get("status", "")
+            if status == Turn.TurnStatus.COMPLETED:
+                tier = f", parsed from {payload['tier']}" if payload.get("tier") else ""
+                scores = format_scores(payload.get("overall"), payload.get("scores"))
+                self.line(f"{self.label(event.turn_id)} scores: {scores}{tier}; {payload.get('credits', 0)} credit(s)")
+            else:
+                error = f": {payload['error']}" if payload.get("error") else ""
+                self.line(f"{self.label(event.turn_id)} {status}{error}")
+        elif kind == "version":
+            ratio = payload.get("change_ratio")
+            change = f" ({float(ratio):.0%} changed)" if ratio is not None else ""
+            self.line(f"  → document version {payload.get('number')}{change}")
+        elif kind == "status":
+            status = payload.get("status", "")
+            if status and status != self.last_status:
+                self.last_status = status
+                detail = f": {payload['stop_detail']}" if payload.get("stop_detail") else ""
+                self.line(f"[Session] {Status(status).label if status in Status.values else status}{detail}")
+        elif kind == "human":
+            self.line(f"[Session] Human intervention{': ' + payload['note'] if payload.get('note') else ''}")
+
+    def begin_turn(self, turn_id: int | None) -> None:
+        self.end_line()
+        self.write(self.label(turn_id) + " ")
+        self.open_turn = turn_id
+        self.mid_line = True
+
+
+class Command(BaseCommand):
+    help = (
+        "Run a writing session in this process (no worker needed) and print its tokens as they "
+        "stream, prefixed by [Round N · Agent] at the start of each turn, then each turn's scores "
+        "(overall and per criterion), the scores by round and why the run ended. What it does by "
+        "status: a draft is started (with its owner's plan and credits; a refusal is printed and the "
+        "exit status is 1); a paused session is resumed; a queued or running session is followed "
+        "(and driven if no worker holds it); a finished session is continued only with --rounds N "
+        "(N more rounds). For a draft, --rounds N sets its maximum rounds before starting. "
+        "--output FILE writes the final document (UTF-8 Markdown), also after Ctrl-C; without it the "
+        "final document is printed at the end. Ctrl-C stops the session cleanly (what was written is "
+        "kept, marked stopped); a second Ctrl-C quits without waiting and the session finishes stopping "
+        "in the background. Exit status: 0 completed or stopped by a rule, 1 refused/failed/paused "
+        "(e.g. out of credits), 130 stopped with Ctrl-C."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("session_id", type=int, metavar="SESSION_ID")
+        parser.add_argument("--output", metavar="FILE", help="Write the final document to this file.")
+        parser.add_argument("--no-stream", action="store_true", help="Print turns and scores, not every token.")
+        parser.add_argument(
+            "--rounds", type=int, metavar="N", help="Draft: maximum rounds. Finished session: continue N more rounds."
+        )
+
+    def handle(self, *args, session_id: int, output: str | None, no_stream: bool, rounds: int | None, **options):
+        session = WritingSession.objects.select_related("project__owner").filter(pk=session_id).first()
+        if session is None:
+            raise CommandError(f"No session with id {session_id}.")
+        output_path = self._output_path(output)
+        self.after_seq = session.last_seq  # only what happens from now on is printed
+        self._begin(session, rounds)
+
+        printer = EventPrinter(self, stream=not no_stream)
+        driver = Driver(session.pk)
+        driver.start()
+        interrupted = False
+        try:
+            self._follow(session.pk, driver, printer)
+        except KeyboardInterrupt:
+            interrupted = True
+            printer.end_line()
+            self.stderr.write("Stopping the session… (press Ctrl-C again to quit without waiting)")
+            try:
+                services.stop_session(session=session)
+            except services.ServiceError:
+                pass  # it finished on its own in the meantime
+            try:
+                self._follow(session.pk, driver, printer)
+            except KeyboardInterrupt:
+                raise CommandError(
+                    f"Quit without waiting; session {session.pk} finishes stopping in the background.",
+                    returncode=130,
+                ) from None
+        printer.end_line()
+        if driver.error is not None:
+            raise CommandError(f"The engine failed: {driver.error!r}. Session {session.pk} may need a retry.")
+
+        session.refresh_from_db()
+        self._summary(session, output_path)
+        if interrupted:
+            raise CommandError("Stopped with Ctrl-C.", returncode=130)
+        if session.status == Status.FAILED:
+            raise CommandError(f"Session {session.pk} failed: {session.stop_detail or 'see the session page'}")
+        if session.status == Status.PAUSED:
+            raise CommandError(
+                f"Session {session.pk} is paused: {session.stop_detail or session.get_stop_reason_display()}"
+            )
+
+    # --- steps -----------------------------------------------------------------------------------
+
+    def _output_path(self, output: str | None) -> Path | None:
+        if not output:
+            return None
+        path = Path(output).expanduser()
+        if path.is_dir():
+            raise CommandError(f"--output {output!r} is a directory; give a file name.")
+        if not path.parent.is_dir():
+            raise CommandError(f"--output {output!r}: the directory {str(path.parent)!r} does not exist.")
+        return path
+
+    def _begin(self, session: WritingSession, rounds: int | None) -> None:
+        """Start, resume or continue the session as its status requires; refusals become CommandErrors."""
+        owner = session.project.owner
+        status = session.status
+        if rounds is not None and status not in (Status.DRAFT, *FINISHED_STATUSES):
+            raise CommandError(f"--rounds only applies to a draft or a finished session; this one is {status}.")
+        try:
+            if status == Status.DRAFT:
+                if rounds is not None:
+                    if not 1 <= rounds <= services.MAX_ROUNDS_LIMIT:
+                        raise CommandError(
+                            f"--rounds must be between 1 and {services.MAX_ROUNDS_LIMIT} (got {rounds})."
+                        )
+                    WritingSession.objects.filter(pk=session.pk).update(max_rounds=rounds)
+                    session.max_rounds = rounds
+                services.start_session(session=session, user=owner)
+                verb = "Started"
+            elif status == Status.PAUSED:
+                services.resume_session(session=session, user=owner)
+                verb = "Resumed"
+            elif status in FINISHED_STATUSES:
+                if rounds is None:
+                    raise CommandError(
+                        f"Session {session.pk} has already finished ({session.get_status_display().lower()}: "
+                        f"{session.stop_detail or session.get_stop_reason_display()}). "
+                        "Pass --rounds N to continue it for N more rounds."
+                    )
+                services.continue_session(session=session, extra_rounds=rounds, user=owner)
+                verb = "Continued"
+            else:
+                verb = "Following"
+        except services.ServiceError as exc:
+            raise CommandError(f"Session {session.pk} cannot run: {exc.message}") from None
+        session.refresh_from_db()
+        self.stdout.write(
+            f"{verb} session {session.pk} {session.title!r} ({session.max_rounds} round(s) at most). Ctrl-C stops it."
+        )
+
+    def _follow(self, session_id: int, driver: Driver, printer: EventPrinter) -> None:
+        """Print events as they arrive until the driver is done.
+
+        The last printed sequence lives on self, so after a Ctrl-C in the middle of a batch
+        following resumes exactly where printing stopped.
+        """
+        while True:
+            alive = driver.is_alive()
+            batch = events_after(session_id, self.after_seq)
+            for event in batch:
+                printer.handle(event)
+                self.after_seq = event.seq
+            if not alive and not batch:
+                return  # the driver ended before this read: nothing more will come
+            if not batch:
+                time.sleep(POLL_SECONDS)
+
+    def _summary(self, session: WritingSession, output_path: Path | None) -> None:
+        from billing.services import get_balance
+
+        turns = Turn.objects.filter(session=session, kind=Turn.Kind.AGENT, status=Turn.TurnStatus.COMPLETED)
+        by_round: dict[int, list[Turn]] = defaultdict(list)
+        for turn in turns.order_by("round", "pk"):
+            by_round[turn.round].append(turn)
+        out = self.stdout
+        out.write("")
+        out.write("Scores by round:" if by_round else "No turn completed.")
+        for number, round_turns in by_round.items():
+            for index, turn in enumerate(round_turns):
+                prefix = f"  Round {number}" if index == 0 else " " * len(f"  Round {number}")
+                out.write(f"{prefix}  {turn.agent_name}: {format_scores(turn.overall_score, turn.scores)}")
+        reason = session.get_stop_reason_display() if session.stop_reason else session.get_status_display()
+        same = session.stop_detail.rstrip(".") == reason.rstrip(".")
+        detail = f" ({session.stop_detail})" if session.stop_detail and not same else ""
+        out.write(f"Ended: {session.get_status_display()} — {reason}{detail}")
+
+        document = session.final_document or session.document
+        if output_path is not None:
+            text = document if document.endswith("\n") or not document else document + "\n"
+            try:
+                output_path.write_text(text, encoding="utf-8")
+            except OSError as exc:
+                raise CommandError(f"Could not write {str(output_path)!r}: {exc.strerror or exc}.") from None
+            written = f"; final document written to {output_path}"
+        else:
+            out.write("")
+            out.write("===== Final document =====")
+            out.write(document or "(empty)")
+            out.write("===== End of document =====")
+            written = ""
+        words = len(document.split())
+        out.write(
+            self.style.SUCCESS(
+                f"Session {session.pk}: {session.get_status_display().lower()} after {session.current_round} round(s), "
+                f"{turns.count()} turn(s), {session.input_tokens:,} input / {session.output_tokens:,} output tokens, "
+                f"{session.credits_used:,} credit(s) used ({get_balance(session.project.owner):,} left), "
+                f"{words:,} words{written}."
+            )
+        )
