@@ -381,7 +381,9 @@ async def run_call(session: WritingSession, call: AgentCall, round_number: int, 
                     raise ProviderError("The reply ended without a proper end.", kind="stream_broken", retryable=True)
                 await batcher.flush()
                 timing = (int((time.monotonic() - started) * 1000), _ms(started, first_token_at))
-                await sync_to_async(_complete_turn)(session.pk, turn_id, model, "".join(received), end, timing, call)
+                await sync_to_async(_complete_turn)(
+                    session.pk, turn_id, agent, model, "".join(received), end, timing, call
+                )
                 return CallOutcome("completed", turn_id)
             except asyncio.CancelledError:
                 await batcher.flush()
@@ -527,14 +529,15 @@ def _begin_turn(session_id: int, agent: Agent, model: LLMModel, round_number: in
     return turn.pk, request, worst_case
 
 
-def _complete_turn(session_id: int, turn_id: int, model: LLMModel, text: str, end, timing, call: AgentCall) -> None:
+def _complete_turn(
+    session_id: int, turn_id: int, agent: Agent, model: LLMModel, text: str, end, timing, call: AgentCall
+) -> None:
     """Save the turn, its evaluation, usage and charge in one transaction, exactly once."""
     from billing.pricing import credits_for_usage, provider_cost_usd
     from billing.services import settle_credits
     from orchestration.evaluation import parse_reply
 
     usage = end.usage
-    agent = _load_agent(Turn.objects.values_list("agent_id", flat=True).get(pk=turn_id))
     document, evaluation = parse_reply(text, [(c.name, c.weight) for c in agent.criteria.all()])
     evaluation_text = evaluation.raw
     credits = credits_for_usage(

@@ -305,6 +305,9 @@ def _chunks(text: str, size: int) -> list[str]:
 
 def _make_handler(server: FakeLLMServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        # Each SSE event is its own small write; without TCP_NODELAY, Nagle + delayed ACK add
+        # ~40 ms stalls that a real provider's server does not have.
+        disable_nagle_algorithm = True
         protocol_version = "HTTP/1.1"  # keep-alive and chunked streams, like the real APIs
 
         def log_message(self, format: str, *args: Any) -> None:  # quiet test output
