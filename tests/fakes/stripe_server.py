@@ -269,7 +269,7 @@ class FakeStripe:
                 if route is None:
                     return self._error(404, f"Unrecognized request URL ({method}: {parts.path}).")
                 if route == "pay":
-                    session_id = parts.path.split("/")[2]
+                    session_id = parts.path.split("/")[3]
                     fake.pay_checkout(session_id)
                     return self._send(303, {}, location=fake.sessions[session_id]["success_url"])
                 status, payload = route
@@ -279,6 +279,8 @@ class FakeStripe:
 
             def _route(self, method: str, path: str, params: dict):
                 now = int(time.time())
+                if path == "/favicon.ico":  # the browser asks on the hosted checkout page
+                    return 200, {}
                 if path == "/v1/account" and method == "GET":
                     return 200, {
                         "id": "acct_fakeAtelier01",
