@@ -20,6 +20,9 @@ from orchestration.live import render_fragments
 logger = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 4096
+# Sequence numbers are 64-bit in the database; a larger `after` would pin this connection's position
+# past every future event, so the page would silently stop receiving pushes.
+MAX_SEQ = 2**63 - 1
 
 
 class SessionConsumer(AsyncJsonWebsocketConsumer):
@@ -62,7 +65,7 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
             )
             return
         after = content.get("after", 0)
-        if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+        if isinstance(after, bool) or not isinstance(after, int) or not 0 <= after <= MAX_SEQ:
             await self.send_json({"type": "error", "error": "`after` must be a non-negative integer."})
             return
         await self.catch_up(after)

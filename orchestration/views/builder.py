@@ -12,7 +12,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import path, reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -545,7 +545,8 @@ def preset_list(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_POST
 def preset_delete(request: HttpRequest, preset_pk: int) -> HttpResponse:
-    TeamPreset.objects.filter(owner=request.user, pk=preset_pk).delete()
+    # Someone else's (or a shipped) preset is a 404, like every other object that is not yours.
+    get_object_or_404(TeamPreset, owner=request.user, pk=preset_pk).delete()
     messages.success(request, "Preset deleted.")
     return redirect("preset_list")
 
