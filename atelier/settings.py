@@ -302,7 +302,6 @@ STRIPE_TEST_SECRET_KEY = env_str("STRIPE_TEST_SECRET_KEY", "sk_test_not_configur
 STRIPE_API_BASE = env_str("STRIPE_API_BASE")  # a local fake in tests; Stripe's API otherwise
 DJSTRIPE_FOREIGN_KEY_TO_FIELD = "id"
 DJSTRIPE_USE_NATIVE_JSONFIELD = True
-DJSTRIPE_WEBHOOK_EVENT_CALLBACK = "billing.webhooks.handle_webhook_trigger"  # idempotent credit grants
 
 if ATELIER_ENV == "test":
     # Hashing cost is not what the tests measure.

@@ -22,8 +22,19 @@ from billing.plans import Plan, get_plan, plan_for_lookup_key
 logger = logging.getLogger(__name__)
 
 
+def on_webhook_pre_process(sender, instance, **kwargs) -> None:
+    """djstripe.signals.webhook_pre_process: run our processing in place of dj-stripe's.
+
+    dj-stripe deprecated DJSTRIPE_WEBHOOK_EVENT_CALLBACK (its check warns under --deploy); the signal
+    fires inside the same validated, atomic block, and replacing `process` on this one trigger keeps
+    dj-stripe from fetching and syncing the event a second time.
+    """
+    handle_webhook_trigger(instance)
+    instance.process = lambda save=True, api_key=None: None
+
+
 def handle_webhook_trigger(trigger, api_key: str | None = None) -> None:
-    """DJSTRIPE_WEBHOOK_EVENT_CALLBACK: our credit logic, then dj-stripe's own model sync."""
+    """Our credit logic, then dj-stripe's own model sync (best effort)."""
     event = trigger.json_body
     process_event(event)
     try:

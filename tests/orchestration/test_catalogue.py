@@ -24,6 +24,12 @@ from orchestration.models import (
 pytestmark = pytest.mark.django_db
 
 
+@pytest.fixture(autouse=True)
+def _catalogue():
+    # Transactional tests elsewhere flush the tables the data migration filled; seed again.
+    seed_catalogue()
+
+
 def unpriced_model(**extra) -> LLMModel:
     fields = {
         "provider": "anthropic",
@@ -52,8 +58,14 @@ def test_seed_creates_every_catalogue_model_once():
     assert LLMModel.objects.count() == len(CATALOGUE)
 
 
-def test_migrations_already_seeded_the_catalogue():
-    # The data migration ran seed_catalogue(apps) against the historical model.
+def test_the_data_migration_seeds_the_catalogue():
+    import importlib
+
+    from django.apps import apps
+
+    migration = importlib.import_module("orchestration.migrations.0003_seed_catalogue_presets_watchdog")
+    LLMModel.objects.all().delete()
+    migration.seed_catalogue(apps, None)
     for entry in CATALOGUE:
         assert LLMModel.objects.filter(provider=entry["provider"], model_id=entry["model_id"]).exists()
 
