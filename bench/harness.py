@@ -15,6 +15,7 @@ Prints a Markdown table; docs/benchmarks.md records the results and this command
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import re
@@ -101,7 +102,7 @@ def per_turn_seconds(session, started_at: float) -> list[float]:
         .order_by("finished_at")
         .values_list("finished_at", flat=True)
     ]
-    return [b - a for a, b in zip(ends, ends[1:])][1:]  # the first interval includes start-up
+    return [b - a for a, b in itertools.pairwise(ends)][1:]  # the first interval includes start-up
 
 
 def bare_sdk_calls(fake) -> list[float]:
@@ -279,7 +280,7 @@ def main() -> None:
     for name, values, target in rows:
         ms = [v * 1000 for v in values]
         print(f"| {name} | {len(ms)} | {statistics.median(ms):.1f} | {pct(ms, 95):.1f} | {pct(ms, 99):.1f} | "
-              f"{'≤ %d ms' % target if target else ''} |")  # fmt: skip
+              f"{("≤ " + str(target) + " ms") if target else ""} |")  # fmt: skip
     print(
         f"\nQueue pickup (start -> first turn begins, via worker): {pickup * 1000:.0f} ms; "
         f"whole {TURNS}-turn run via worker: {total:.2f} s ({total / TURNS * 1000:.1f} ms per turn)"

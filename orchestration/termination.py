@@ -32,7 +32,8 @@ class ScoreThreshold:
         if turn.overall_score >= self.threshold:
             return Stop(
                 StopReason.SCORE_THRESHOLD,
-                f"{turn.agent_name} scored {turn.overall_score:.1f} (threshold {self.threshold:g}) in round {turn.round}.",
+                f"{turn.agent_name} scored {turn.overall_score:.1f} "
+                f"(threshold {self.threshold:g}) in round {turn.round}.",
             )
         return None
 

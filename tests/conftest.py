@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from django.core.cache import cache
 
-from tests.fakes.llm_server import fake_llm  # noqa
+from tests.fakes.llm_server import fake_llm  # noqa: F401 (fixture)
+from tests.fakes.stripe_server import fake_stripe  # noqa: F401 (fixture)
 
 
 @pytest.fixture(autouse=True)

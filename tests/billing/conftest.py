@@ -61,7 +61,6 @@ def funded(owner):
     return owner
 
 
-from tests.fakes.stripe_server import fake_stripe  # noqa: E402, F401  (pytest_plugins is only allowed in the root conftest)
 
 CUSTOMER = "cus_TQx8m2LfY0aB1c"
 WEBHOOK_SECRET = "whsec_test_atelier_billing_secret"

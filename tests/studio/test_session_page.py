@@ -329,13 +329,13 @@ def test_continue_a_finished_session_for_more_rounds(owner_client, owner, no_wor
 
 
 def test_continue_beyond_the_plan_says_so_and_offers_nothing_silently(owner_client, owner):
-    session = make_session(owner, status=Status.COMPLETED, rounds=3)
+    session = make_session(owner, status=Status.COMPLETED, rounds=6)
 
     response = control(owner_client, "session_continue", session, htmx=True, data={"extra_rounds": "2"})
 
-    assert "The Free plan allows up to 3 rounds per session." in response.content.decode()
+    assert "The Free plan allows up to 6 rounds per session." in response.content.decode()
     session.refresh_from_db()
-    assert (session.status, session.max_rounds) == (Status.COMPLETED, 3)
+    assert (session.status, session.max_rounds) == (Status.COMPLETED, 6)
 
 
 @pytest.mark.parametrize("extra", ["0", "abc", "", "21", "-3"])
