@@ -38,7 +38,7 @@ def test_start_session_checks_rounds_agents_and_models(owner, cheap_model):
     session = WritingSession.objects.create(project=project, title="S", brief="b", max_rounds=3)
     Agent.objects.create(session=session, name="A", model=cheap_model, role_prompt="w")
     assert gating.check(owner, "start_session", session=session).allowed
-    gate = gating.check(owner, "continue_session", session=session, extra_rounds=4)
+    gate = gating.check(owner, "continue_session", session=session, extra_rounds=7)
     assert not gate.allowed and "rounds" in gate.reason
     session.max_rounds = 10
     assert "Upgrade to Starter for up to 10" in gating.check(owner, "start_session", session=session).reason
