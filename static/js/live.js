@@ -56,10 +56,30 @@
         holder.innerHTML = fragment.html;
         container.appendChild(holder.firstElementChild);
       }
-    } else if (fragment.swap === "refresh" && window.htmx && el) {
-      // Parts with forms (CSRF) are fetched over HTTP as the user, not pushed.
-      window.htmx.ajax("GET", fragment.url, { target: "#" + fragment.target, select: "#" + fragment.target, swap: "outerHTML" });
+    } else if (fragment.swap === "refresh") {
+      refresh(fragment);
     }
+  }
+
+  // Parts with forms (CSRF) are fetched over HTTP as the user, not pushed.
+  // One request per target at a time; a refresh asked for meanwhile runs once the first has swapped.
+  // (htmx.ajax without a source shares one queue on <body> where the last request wins, so the
+  // document panel's refresh used to silently drop the controls' refresh sent in the same batch.)
+  const refreshing = {};
+  function refresh(fragment) {
+    const id = fragment.target;
+    if (refreshing[id]) { refreshing[id] = "again"; return; }
+    const el = document.getElementById(id);
+    if (!el || !window.htmx) return;
+    refreshing[id] = "busy";
+    // ignoreTitle: the fetched page's <title> (e.g. "Document · …") must not replace the live status title.
+    window.htmx.ajax("GET", fragment.url, {
+      source: el, target: el, select: "#" + id, swap: "outerHTML ignoreTitle:true",
+    }).finally(function () {
+      const again = refreshing[id] === "again";
+      delete refreshing[id];
+      if (again) refresh(fragment);
+    });
   }
 
   function handle(message) {
