@@ -97,7 +97,7 @@ def test_watch_a_session_stream_pause_resume_reload_and_stop(live_app, page, log
     page.get_by_test_id("create-session").click()
     page.wait_for_url(re.compile(r".*/sessions/\d+/edit/$"))
     page.fill("#id_brief", "Argue for protected bike lanes in a short essay.")
-    page.fill("#id_max_rounds", "3")  # the Free plan's limit
+    page.fill("#id_max_rounds", "3")
     page.get_by_test_id("start-session").click()
     page.wait_for_url(re.compile(r".*/sessions/\d+/$"))
     session = WritingSession.objects.get(title=TITLE)

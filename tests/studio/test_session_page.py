@@ -329,13 +329,16 @@ def test_continue_a_finished_session_for_more_rounds(owner_client, owner, no_wor
 
 
 def test_continue_beyond_the_plan_says_so_and_offers_nothing_silently(owner_client, owner):
-    session = make_session(owner, status=Status.COMPLETED, rounds=6)
+    from billing.plans import FREE, PLANS
+
+    limit = PLANS[FREE].max_rounds
+    session = make_session(owner, status=Status.COMPLETED, rounds=limit)
 
     response = control(owner_client, "session_continue", session, htmx=True, data={"extra_rounds": "2"})
 
-    assert "The Free plan allows up to 6 rounds per session." in response.content.decode()
+    assert f"The Free plan allows up to {limit} rounds per session." in response.content.decode()
     session.refresh_from_db()
-    assert (session.status, session.max_rounds) == (Status.COMPLETED, 6)
+    assert (session.status, session.max_rounds) == (Status.COMPLETED, limit)
 
 
 @pytest.mark.parametrize("extra", ["0", "abc", "", "21", "-3"])
