@@ -17,7 +17,9 @@
   });
   document.addEventListener("htmx:afterRequest", function (event) {
     var path = (event.detail.requestConfig && event.detail.requestConfig.path) || "";
-    if (/\/start\/$/.test(path) && !event.detail.successful) starting = false;
+    var xhr = event.detail.xhr;
+    // A refused start (problems shown in place) keeps the builder editable; only a redirect ends it.
+    if (/\/start\/$/.test(path) && !(xhr && xhr.getResponseHeader("HX-Redirect"))) starting = false;
   });
 
   // Show that an autosave is in flight; the server's reply replaces this text.
