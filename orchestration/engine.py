@@ -605,12 +605,18 @@ def _complete_turn(
             )
         ]
         if call.writes_document and document.strip() and document != session.document:
-            turn = Turn.objects.get(pk=turn_id)
+            round_number = session.current_round
             version = record_version(
-                session=session, content=document, turn=turn, note=f"Round {turn.round} · {agent.name}"
+                session=session,
+                content=document,
+                turn=Turn(pk=turn_id, session_id=session_id),
+                note=f"Round {round_number} · {agent.name}",
             )
             new_events.append(ev.NewEvent("version", {"number": version.number, "change_ratio": version.change_ratio}))
-        session.refresh_from_db(fields=["input_tokens", "output_tokens", "credits_used", "provider_cost"])
+        # We hold the row lock: the totals are the locked values plus this turn.
+        session.input_tokens += usage.input_tokens
+        session.output_tokens += usage.output_tokens
+        session.credits_used += charged
         new_events.append(
             ev.NewEvent(
                 "totals",

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import difflib
 
-from django.db.models import Max
-
 from orchestration.models import DocumentVersion, Turn, WritingSession
 
 
@@ -22,8 +20,8 @@ def record_version(
     *, session: WritingSession, content: str, turn: Turn | None = None, note: str = ""
 ) -> DocumentVersion:
     """Append a version and make it the session's working document. Call inside a transaction."""
-    previous = session.versions.order_by("-number").first()
-    number = (session.versions.aggregate(n=Max("number"))["n"] or 0) + 1
+    previous = session.versions.order_by("-number").only("number", "content").first()
+    number = (previous.number if previous else 0) + 1
     version = DocumentVersion.objects.create(
         session=session,
         number=number,
