@@ -88,13 +88,14 @@ def drive(session_id: int, *, budget_seconds: float = DRIVE_BUDGET_SECONDS) -> s
 
 async def _drive(session_id: int, owner: str, budget_seconds: float) -> str:
     deadline = time.monotonic() + budget_seconds
+    planned: Step | None = None
     while True:
-        outcome = await sync_to_async(_prepare_step)(session_id)
+        outcome = await sync_to_async(_prepare_step)(session_id, planned)
         if isinstance(outcome, str):
             return outcome
         session, step = outcome
         result = await run_step(session, step, owner)
-        outcome = await sync_to_async(_after_step)(session_id, step, result)
+        outcome, planned = await sync_to_async(_after_step)(session_id, step, result)
         if outcome != "continue":
             return outcome
         if time.monotonic() > deadline:
@@ -111,7 +112,7 @@ def _load(session_id: int) -> WritingSession:
     return WritingSession.objects.select_related("project__owner").get(pk=session_id)
 
 
-def _prepare_step(session_id: int) -> str | tuple[WritingSession, Step]:
+def _prepare_step(session_id: int, planned: Step | None = None) -> str | tuple[WritingSession, Step]:
     """Handle pending status changes, recover interrupted turns, and plan the next step."""
     session = _load(session_id)
     if session.status == Status.STOPPING:
@@ -131,7 +132,8 @@ def _prepare_step(session_id: int) -> str | tuple[WritingSession, Step]:
     if stop:
         _finish(session, Status.COMPLETED, stop)
         return "finished"
-    decision = get_policy(session.flow).next_step(session)
+    # The previous step already asked the policy what comes next; the state has not changed since.
+    decision = planned if planned is not None else get_policy(session.flow).next_step(session)
     if isinstance(decision, Finished):
         status = Status.FAILED if decision.reason == StopReason.ERROR else Status.COMPLETED
         _finish(session, status, Stop(decision.reason, decision.detail))
@@ -143,33 +145,33 @@ def _prepare_step(session_id: int) -> str | tuple[WritingSession, Step]:
     return session, decision
 
 
-def _after_step(session_id: int, step: Step, result: StepResult) -> str:
+def _after_step(session_id: int, step: Step, result: StepResult) -> tuple[str, Step | None]:
     session = _load(session_id)
     if result.out_of_credits:
         _pause(
             session,
             Stop(StopReason.OUT_OF_CREDITS, "Out of credits. Upgrade or wait for your monthly credits, then resume."),
         )
-        return "paused"
+        return "paused", None
     if result.fatal_error:
         _finish(session, Status.FAILED, Stop(StopReason.ERROR, result.fatal_error))
-        return "failed"
+        return "failed", None
     if session.status == Status.STOPPING or result.cancelled:
         _finish(session, Status.STOPPED, Stop(StopReason.USER_STOPPED, "Stopped by you."))
-        return "stopped"
+        return "stopped", None
     if not result.completed_turn_ids:
-        return "continue"
+        return "continue", None
     next_decision = get_policy(session.flow).next_step(session)
     round_complete = isinstance(next_decision, Finished) or next_decision.round > step.round
     for turn in Turn.objects.filter(pk__in=result.completed_turn_ids).order_by("pk"):
         stop = check_after_turn(session, turn, round_complete)
         if stop:
             _finish(session, Status.COMPLETED, stop)
-            return "finished"
+            return "finished", None
     if session.status == Status.PAUSING:
         _pause(session, Stop(StopReason.USER_PAUSED, "Paused by you."))
-        return "paused"
-    return "continue"
+        return "paused", None
+    return "continue", next_decision if isinstance(next_decision, Step) else None
 
 
 def _finish(session: WritingSession, status: str, stop: Stop) -> None:

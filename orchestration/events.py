@@ -10,8 +10,7 @@ from dataclasses import dataclass
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
-from django.db import transaction
-from django.db.models import F
+from django.db import connection, transaction
 
 from orchestration.models import SessionEvent, WritingSession
 
@@ -36,9 +35,7 @@ def append_events(*, session_id: int, events: list[NewEvent], broadcast: bool = 
     if not events:
         return []
     with transaction.atomic():
-        # Reserve a block of sequence numbers with one UPDATE; the row lock serialises writers.
-        WritingSession.objects.filter(pk=session_id).update(last_seq=F("last_seq") + len(events))
-        last = WritingSession.objects.filter(pk=session_id).values_list("last_seq", flat=True).get()
+        last = _reserve_seqs(session_id, len(events))
         first = last - len(events) + 1
         rows = SessionEvent.objects.bulk_create(
             [
@@ -50,6 +47,20 @@ def append_events(*, session_id: int, events: list[NewEvent], broadcast: bool = 
             message = {"type": "session.events", "events": [serialize(row) for row in rows]}
             transaction.on_commit(lambda: broadcast_message(session_id, message))
     return rows
+
+
+def _reserve_seqs(session_id: int, count: int) -> int:
+    """Reserve a block of sequence numbers with one UPDATE … RETURNING; the row lock serialises writers."""
+    table = connection.ops.quote_name(WritingSession._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET last_seq = last_seq + %s WHERE id = %s RETURNING last_seq",  # noqa: S608 - no user input
+            [count, session_id],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        raise WritingSession.DoesNotExist(f"session {session_id} does not exist")
+    return int(row[0])
 
 
 def append_event(*, session_id: int, kind: str, payload: dict, turn_id: int | None = None) -> SessionEvent:
