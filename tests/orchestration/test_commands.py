@@ -174,11 +174,11 @@ def test_create_session_model_override_replaces_every_agents_model(writer, brief
 
 
 def test_create_session_warns_when_the_draft_could_not_start_on_the_users_plan(writer, brief_file):
-    # The shipped preset asks for 4 rounds; the Free plan allows 3. The draft is still created.
-    out, err = create(brief_file)
-    assert "The Free plan allows up to 3 rounds" in err
+    # 8 rounds are more than the Free plan's 6. The draft is still created, with a warning.
+    out, err = create(brief_file, "--rounds", "8")
+    assert "The Free plan allows up to 6 rounds" in err
     assert "not ready to start" in out
-    assert WritingSession.objects.get().max_rounds == 4
+    assert WritingSession.objects.get().max_rounds == 8
 
 
 def test_create_session_dry_run_saves_nothing(writer, brief_file):
@@ -349,10 +349,10 @@ def test_run_session_sets_the_rounds_of_a_draft_before_starting(writer, brief_fi
 
 @pytest.mark.django_db(transaction=True)
 def test_run_session_refuses_a_session_that_cannot_start_with_the_reason(writer, brief_file, enqueued):
-    session = _draft(brief_file)  # 4 rounds on the Free plan
+    session = _draft(brief_file, "--rounds", "8")  # more than the Free plan's 6
     error, _, _ = run_failing("run_session", str(session.pk))
     assert str(error) == (
-        f"Session {session.pk} cannot run: The Free plan allows up to 3 rounds per session. "
+        f"Session {session.pk} cannot run: The Free plan allows up to 6 rounds per session. "
         "Upgrade to Starter for up to 10."
     )
     assert error.returncode == 1
