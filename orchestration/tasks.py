@@ -44,4 +44,24 @@ def watchdog(stale_after_seconds: int = 30) -> int:
         count += 1
     if count:
         logger.warning("watchdog re-dispatched %d session(s)", count)
+    resume_funded_sessions()
     return count
+
+
+def resume_funded_sessions() -> int:
+    """Sessions paused for lack of credits carry on by themselves once their owner has credits again."""
+    from billing.services import get_balance
+    from orchestration import services
+    from orchestration.models import StopReason
+
+    resumed = 0
+    waiting = WritingSession.objects.filter(status=Status.PAUSED, stop_reason=StopReason.OUT_OF_CREDITS)
+    for session in waiting.select_related("project__owner"):
+        if get_balance(session.project.owner) <= 0:
+            continue
+        try:
+            services.resume_session(session=session, user=session.project.owner)
+            resumed += 1
+        except services.ServiceError as error:
+            logger.info("session %s stays paused: %s", session.pk, error.message)
+    return resumed

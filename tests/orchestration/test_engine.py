@@ -352,3 +352,46 @@ def test_a_session_without_agents_is_refused(enqueued, rich_owner):
     session = two_agent_session(rich_owner)
     session.agents.all().delete()
     assert "Add at least one active agent." in services.validate_for_start(session)
+
+
+def test_a_session_out_of_credits_resumes_by_itself_once_credits_arrive(providers, enqueued, owner):
+    from billing.services import adjust_credits, get_account
+    from orchestration.tasks import resume_funded_sessions
+
+    on_pro_plan(owner)
+    providers.reply(*[counting_replies()] * 4)
+    session = two_agent_session(owner, max_rounds=1)
+    adjust_credits(user=owner, amount=-get_account(owner).balance, reason="test", staff_user=None)
+    start(session, owner)
+    run_to_end(session)
+    assert session.stop_reason == StopReason.OUT_OF_CREDITS
+    assert resume_funded_sessions() == 0  # still nothing to spend
+
+    grant_credits(user=owner, amount=100_000, key="test:purchase", description="bought credits")
+    assert resume_funded_sessions() == 1
+    session.refresh_from_db()
+    assert session.status == Status.QUEUED
+    run_to_end(session)
+    assert session.status == Status.COMPLETED
+
+
+@pytest.mark.parametrize("wants_email", [True, False])
+def test_the_owner_is_emailed_when_a_run_finishes_if_they_asked(
+    providers, enqueued, rich_owner, mailoutbox, wants_email
+):
+    from accounts.services import get_profile
+
+    profile = get_profile(rich_owner)
+    profile.email_on_run_finished = wants_email
+    profile.save()
+    providers.reply(*[counting_replies()] * 2)
+    session = two_agent_session(rich_owner, max_rounds=1)
+    start(session, rich_owner)
+    run_to_end(session)
+    assert session.status == Status.COMPLETED
+    sent = [m for m in mailoutbox if session.title in m.subject]
+    assert len(sent) == (1 if wants_email else 0)
+    if wants_email:
+        assert sent[0].to == [rich_owner.email]
+        assert "Reached the maximum number of rounds" in sent[0].body
+        assert f"/sessions/{session.pk}/" in sent[0].body
