@@ -150,7 +150,7 @@ def _after_step(session_id: int, step: Step, result: StepResult) -> tuple[str, S
     if result.out_of_credits:
         _pause(
             session,
-            Stop(StopReason.OUT_OF_CREDITS, "Out of credits. Upgrade or wait for your monthly credits, then resume."),
+            Stop(StopReason.OUT_OF_CREDITS, "Out of credits. It carries on by itself within a minute of credits arriving (upgrade, or wait for your monthly credits)."),
         )
         return "paused", None
     if result.fatal_error:
