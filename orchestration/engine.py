@@ -37,7 +37,11 @@ logger = logging.getLogger(__name__)
 # One task drives a session for at most this long, then hands over to a fresh task, so a
 # long run never approaches django-q2's task timeout.
 DRIVE_BUDGET_SECONDS = 240
-MONITOR_INTERVAL = 0.25  # how often we look for Stop and renew the lease
+MONITOR_INTERVAL = 0.25
+OUT_OF_CREDITS_DETAIL = (
+    "Out of credits. It carries on by itself within a minute of credits arriving "
+    "(upgrade, or wait for your monthly credits)."
+)  # how often we look for Stop and renew the lease
 
 
 def new_owner_id() -> str:
@@ -150,7 +154,7 @@ def _after_step(session_id: int, step: Step, result: StepResult) -> tuple[str, S
     if result.out_of_credits:
         _pause(
             session,
-            Stop(StopReason.OUT_OF_CREDITS, "Out of credits. It carries on by itself within a minute of credits arriving (upgrade, or wait for your monthly credits)."),
+            Stop(StopReason.OUT_OF_CREDITS, OUT_OF_CREDITS_DETAIL),
         )
         return "paused", None
     if result.fatal_error:
