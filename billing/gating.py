@@ -86,12 +86,15 @@ def _check_concurrency(plan: Plan, user, exclude_session_id: int | None) -> Gate
 
 
 def _check_session(plan: Plan, user, session, extra_rounds: int = 0) -> Gate | None:
-    agents = [a for a in session.agents.select_related("model").all() if a.active]
+    agents = [a for a in session.agents.select_related("model", "fallback_model").all() if a.active]
+    # Fallbacks too: the engine switches to them on errors, so a plan-locked fallback (from a preset saved
+    # on a higher plan, a duplicate, or a downgrade) would otherwise run a model the plan does not include.
+    models = [m for a in agents for m in (a.model, a.fallback_model) if m is not None]
     for gate in (
         _check_agents(plan, len(agents)),
         _check_flow(plan, session.flow),
         _check_rounds(plan, max(session.max_rounds, session.current_round + extra_rounds)),
-        *(_check_model(plan, a.model) for a in agents),
+        *(_check_model(plan, m) for m in models),
         _check_concurrency(plan, user, session.pk),
     ):
         if gate is not None:

@@ -6,7 +6,6 @@ itself, and a diff-specific nh3 pass for the diff view (which escapes every toke
 
 from __future__ import annotations
 
-import difflib
 import io
 import re
 from html.parser import HTMLParser
@@ -19,6 +18,7 @@ from django.utils.html import escape, format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 from django.utils.text import slugify
 
+from orchestration.matching import BoundedMatcher, deadline_in
 from orchestration.models import DocumentVersion, Status, WritingSession
 from orchestration.rendering import render_markdown
 from orchestration.versions import record_version
@@ -88,17 +88,20 @@ def _tokens(text: str) -> list[str]:
     return _TOKEN_RE.findall(text)
 
 
-def _word_opcodes(old: list[str], new: list[str]) -> list[tuple[str, int, int, int, int]]:
+def _word_opcodes(
+    old: list[str], new: list[str], deadline: float | None = None
+) -> list[tuple[str, int, int, int, int]]:
     if len(old) > _MAX_WORD_DIFF_TOKENS or len(new) > _MAX_WORD_DIFF_TOKENS:
         return [("replace", 0, len(old), 0, len(new))] if old != new else [("equal", 0, len(old), 0, len(new))]
-    return difflib.SequenceMatcher(None, old, new, autojunk=False).get_opcodes()
+    # One time budget per diff (see matching.py): a long document never pins a web worker for minutes.
+    return BoundedMatcher(old, new, deadline=deadline).get_opcodes()
 
 
-def _inline_html(a: str, b: str) -> SafeString:
+def _inline_html(a: str, b: str, deadline: float | None = None) -> SafeString:
     """One text with deletions in <del> and insertions in <ins>, word by word."""
     old, new = _tokens(a), _tokens(b)
     parts: list[SafeString] = []
-    for tag, i1, i2, j1, j2 in _word_opcodes(old, new):
+    for tag, i1, i2, j1, j2 in _word_opcodes(old, new, deadline):
         if tag == "equal":
             parts.append(escape("".join(old[i1:i2])))
             continue
@@ -109,12 +112,12 @@ def _inline_html(a: str, b: str) -> SafeString:
     return mark_safe("".join(parts))  # noqa: S308 - every part was escaped above
 
 
-def _side_cells(old_line: str, new_line: str) -> tuple[SafeString, SafeString]:
+def _side_cells(old_line: str, new_line: str, deadline: float | None = None) -> tuple[SafeString, SafeString]:
     """A changed line pair, with the words that differ marked on each side."""
     old, new = _tokens(old_line), _tokens(new_line)
     left: list[SafeString] = []
     right: list[SafeString] = []
-    for tag, i1, i2, j1, j2 in _word_opcodes(old, new):
+    for tag, i1, i2, j1, j2 in _word_opcodes(old, new, deadline):
         old_text, new_text = "".join(old[i1:i2]), "".join(new[j1:j2])
         if tag == "equal":
             left.append(escape(old_text))
@@ -127,11 +130,13 @@ def _side_cells(old_line: str, new_line: str) -> tuple[SafeString, SafeString]:
     return mark_safe("".join(left)), mark_safe("".join(right))  # noqa: S308 - parts escaped above
 
 
-def _side_rows(a: str, b: str) -> list[tuple[str, str, SafeString | str, str, SafeString | str]]:
+def _side_rows(
+    a: str, b: str, deadline: float | None = None
+) -> list[tuple[str, str, SafeString | str, str, SafeString | str]]:
     """(row class, old line number, old cell, new line number, new cell) for a two-column table."""
     old_lines, new_lines = a.splitlines(), b.splitlines()
     rows: list[tuple[str, str, SafeString | str, str, SafeString | str]] = []
-    matcher = difflib.SequenceMatcher(None, old_lines, new_lines, autojunk=False)
+    matcher = BoundedMatcher(old_lines, new_lines, deadline=deadline)
     for tag, i1, i2, j1, j2 in matcher.get_opcodes():
         if tag == "equal":
             for offset in range(i2 - i1):
@@ -144,7 +149,7 @@ def _side_rows(a: str, b: str) -> list[tuple[str, str, SafeString | str, str, Sa
             old_line = old_lines[i] if i < i2 else None
             new_line = new_lines[j] if j < j2 else None
             if old_line is not None and new_line is not None:
-                left, right = _side_cells(old_line, new_line)
+                left, right = _side_cells(old_line, new_line, deadline)
                 rows.append(("diff-replace", str(i + 1), left, str(j + 1), right))
             elif old_line is not None:
                 rows.append(("diff-delete", str(i + 1), format_html("<del>{}</del>", old_line), "", ""))
@@ -166,7 +171,7 @@ def diff_versions(a: str, b: str, *, mode: str = "inline") -> SafeString:
             "",
             '<tr class="{}"><td class="diff-num">{}</td><td class="diff-old">{}</td>'
             '<td class="diff-num">{}</td><td class="diff-new">{}</td></tr>',
-            _side_rows(a, b),
+            _side_rows(a, b, deadline_in()),
         )
         html = format_html(
             '<div class="diff diff-side"><table class="diff-table"><thead><tr>'
@@ -178,7 +183,7 @@ def diff_versions(a: str, b: str, *, mode: str = "inline") -> SafeString:
             body,
         )
     else:
-        html = format_html('<div class="diff diff-inline">{}</div>', _inline_html(a, b))
+        html = format_html('<div class="diff diff-inline">{}</div>', _inline_html(a, b, deadline_in()))
     return _sanitize_diff(str(html))
 
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import difflib
-
+from orchestration.matching import BoundedMatcher
 from orchestration.models import DocumentVersion, Turn, WritingSession
 
 
@@ -12,7 +11,8 @@ def change_ratio(old: str, new: str) -> float:
     if not old:
         return 1.0 if new else 0.0
     old_words, new_words = old.split(), new.split()
-    matcher = difflib.SequenceMatcher(None, old_words, new_words, autojunk=False)
+    # Bounded: plain difflib took minutes on long documents with repeated words (see matching.py).
+    matcher = BoundedMatcher(old_words, new_words)
     return round(1.0 - matcher.ratio(), 6)
 
 

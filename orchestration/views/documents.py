@@ -54,9 +54,13 @@ def _get_version(session: WritingSession, number: int) -> DocumentVersion:
     return get_object_or_404(DocumentVersion, session=session, number=number)
 
 
+# Version numbers are PositiveIntegerFields; a larger number in ?a= / ?b= made SQLite raise (a 500).
+MAX_VERSION_NUMBER = 2_147_483_647
+
+
 class DiffForm(forms.Form):
-    a = forms.IntegerField(min_value=1, label="From version")
-    b = forms.IntegerField(min_value=1, label="To version")
+    a = forms.IntegerField(min_value=1, max_value=MAX_VERSION_NUMBER, label="From version")
+    b = forms.IntegerField(min_value=1, max_value=MAX_VERSION_NUMBER, label="To version")
     mode = forms.ChoiceField(choices=[("inline", "Inline"), ("side", "Side by side")], required=False, initial="inline")
 
     def __init__(self, *args, session: WritingSession, **kwargs) -> None:
