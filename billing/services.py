@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 
 from django.db import IntegrityError, transaction
-from django.db.models import Sum
+from django.db.models import Q, Sum
 from django.utils import timezone
 
 from billing.models import CreditAccount, CreditEntry, EntryKind, PlanStatus
@@ -67,8 +67,11 @@ def effective_plan(account: CreditAccount, *, now: dt.datetime | None = None) ->
 
 
 def _locked_account(user) -> CreditAccount:
-    get_account(user)  # make sure it exists (outside the caller's lock-taking transaction is fine)
-    return CreditAccount.objects.select_for_update().get(user=user)
+    try:  # the common case is one query: the account exists, lock it
+        return CreditAccount.objects.select_for_update().get(user=user)
+    except CreditAccount.DoesNotExist:
+        get_account(user)  # create it (with this period's Free credits), then lock it
+        return CreditAccount.objects.select_for_update().get(user=user)
 
 
 def _existing(key: str) -> CreditEntry | None:
@@ -214,12 +217,22 @@ def settle_credits(
         raise ValueError("Actual usage cannot be negative.")
     with transaction.atomic():
         account = _locked_account(user)
-        if existing := _existing(key):
+        # One query for the three things that decide what to do: this settlement already written
+        # (a retry), the reservation already closed by another key, and the reservation itself.
+        related = list(
+            CreditEntry.objects.filter(
+                Q(idempotency_key=key) | Q(reservation_key=reservation_key) | Q(idempotency_key=reservation_key)
+            )
+        )
+        if existing := next((e for e in related if e.idempotency_key == key), None):
             return existing.usage
-        if closed := CreditEntry.objects.filter(reservation_key=reservation_key).first():
+        if closed := next((e for e in related if e.reservation_key == reservation_key), None):
             logger.warning("Reservation %s already closed by %s", reservation_key, closed.idempotency_key)
             return closed.usage if closed.kind == EntryKind.SETTLEMENT else 0
-        held, reservation = _held(reservation_key)
+        reservation = next(
+            (e for e in related if e.idempotency_key == reservation_key and e.kind == EntryKind.RESERVATION), None
+        )
+        held = -reservation.amount if reservation else 0
         if reservation is not None:
             session_id = session_id if session_id is not None else reservation.session_id
             turn_id = turn_id if turn_id is not None else reservation.turn_id

@@ -93,12 +93,13 @@ def drive(session_id: int, *, budget_seconds: float = DRIVE_BUDGET_SECONDS) -> s
 async def _drive(session_id: int, owner: str, budget_seconds: float) -> str:
     deadline = time.monotonic() + budget_seconds
     planned: Step | None = None
+    agents: dict[int, Agent] = {}  # the team cannot change while the session runs
     while True:
         outcome = await sync_to_async(_prepare_step)(session_id, planned)
         if isinstance(outcome, str):
             return outcome
         session, step = outcome
-        result = await run_step(session, step, owner)
+        result = await run_step(session, step, owner, agents)
         outcome, planned = await sync_to_async(_after_step)(session_id, step, result)
         if outcome != "continue":
             return outcome
@@ -299,12 +300,15 @@ class ChunkBatcher:
             await self.flush()
 
 
-async def run_step(session: WritingSession, step: Step, owner: str) -> StepResult:
+async def run_step(
+    session: WritingSession, step: Step, owner: str, agents: dict[int, Agent] | None = None
+) -> StepResult:
+    agents = {} if agents is None else agents
     result = StepResult()
     batcher = ChunkBatcher(session.pk)
     done = asyncio.Event()
     flusher = asyncio.create_task(batcher.run(done))
-    calls = [asyncio.create_task(run_call(session, call, step.round, batcher)) for call in step.calls]
+    calls = [asyncio.create_task(run_call(session, call, step.round, batcher, agents)) for call in step.calls]
 
     async def monitor() -> None:
         while not done.is_set():
@@ -350,12 +354,21 @@ class CallOutcome:
     error: str = ""
 
 
-async def run_call(session: WritingSession, call: AgentCall, round_number: int, batcher: ChunkBatcher) -> CallOutcome:
+async def run_call(
+    session: WritingSession,
+    call: AgentCall,
+    round_number: int,
+    batcher: ChunkBatcher,
+    agents: dict[int, Agent] | None = None,
+) -> CallOutcome:
     from orchestration.providers import ProviderError, StreamEnd, TextDelta, get_adapter
     from orchestration.providers.retry import retry_delay
 
-    agent = await sync_to_async(_load_agent)(call.agent_id)
-    existing = await sync_to_async(_completed_turn_id)(session.pk, round_number, agent.pk)
+    agents = {} if agents is None else agents
+    if call.agent_id not in agents:
+        agents[call.agent_id] = await sync_to_async(_load_agent)(call.agent_id)
+    agent = agents[call.agent_id]
+    existing, attempts = await sync_to_async(_earlier_attempts)(session.pk, round_number, agent.pk)
     if existing:  # this step already ran to completion before a crash: nothing to redo
         return CallOutcome("completed", existing)
 
@@ -365,7 +378,8 @@ async def run_call(session: WritingSession, call: AgentCall, round_number: int, 
     for model in models:
         retries = 0
         while True:
-            prepared = await sync_to_async(_begin_turn)(session.pk, agent, model, round_number)
+            attempts += 1
+            prepared = await sync_to_async(_begin_turn)(session, agent, model, round_number, attempts)
             if isinstance(prepared, CallOutcome):
                 return prepared
             turn_id, request, reserved = prepared
@@ -424,14 +438,15 @@ def _load_agent(agent_id: int) -> Agent:
     return Agent.objects.select_related("model", "fallback_model").prefetch_related("criteria").get(pk=agent_id)
 
 
-def _completed_turn_id(session_id: int, round_number: int, agent_id: int) -> int | None:
-    return (
-        Turn.objects.filter(
-            session_id=session_id, round=round_number, agent_id=agent_id, status=Turn.TurnStatus.COMPLETED
+def _earlier_attempts(session_id: int, round_number: int, agent_id: int) -> tuple[int | None, int]:
+    """(id of a completed turn for this call, number of attempts so far), in one query."""
+    rows = list(
+        Turn.objects.filter(session_id=session_id, round=round_number, agent_id=agent_id).values_list(
+            "pk", "status", "attempt"
         )
-        .values_list("pk", flat=True)
-        .first()
     )
+    completed = next((pk for pk, status, _ in rows if status == Turn.TurnStatus.COMPLETED), None)
+    return completed, max((attempt for _, _, attempt in rows), default=0)
 
 
 def _criteria(agent: Agent) -> list[tuple[str, str, float]]:
@@ -453,14 +468,13 @@ def _feedback_for(session: WritingSession, agent: Agent) -> list[tuple[str, str]
     return list(latest.values())
 
 
-def _begin_turn(session_id: int, agent: Agent, model: LLMModel, round_number: int):
+def _begin_turn(session: WritingSession, agent: Agent, model: LLMModel, round_number: int, attempt: int):
     """Build the prompt, create the turn (next attempt) and reserve its worst-case credits."""
     from billing.pricing import credits_for_usage
     from billing.services import InsufficientCredits, reserve_credits
     from orchestration.prompts import PromptTooLarge, build_prompt
     from orchestration.providers import ModelRequest
 
-    session = _load(session_id)
     references = [(r.title, r.content) for r in session.references.all()]
     try:
         prompt = build_prompt(
@@ -484,7 +498,6 @@ def _begin_turn(session_id: int, agent: Agent, model: LLMModel, round_number: in
         model=model, input_tokens=prompt.estimated_input_tokens, cached_tokens=0, output_tokens=agent.max_output_tokens
     )
     with transaction.atomic():
-        attempt = Turn.objects.filter(session=session, round=round_number, agent=agent).count() + 1
         turn = Turn.objects.create(
             session=session,
             round=round_number,
@@ -560,11 +573,7 @@ def _complete_turn(
     )
     with transaction.atomic():
         session = WritingSession.objects.select_for_update().select_related("project__owner").get(pk=session_id)
-        claimed = Turn.objects.filter(pk=turn_id, status=Turn.TurnStatus.STREAMING).update(
-            status=Turn.TurnStatus.COMPLETED
-        )
-        if not claimed:
-            return  # already saved by an earlier run of this step
+        # Settling is idempotent on its key, and a reservation closes once: a replay charges nothing.
         charged = settle_credits(
             user=session.project.owner,
             reservation_key=f"turn:{turn_id}:reserve",
@@ -572,7 +581,8 @@ def _complete_turn(
             key=f"turn:{turn_id}:settle",
             description=f"{session.title}: round {session.current_round}, {agent.name}",
         )
-        Turn.objects.filter(pk=turn_id).update(
+        claimed = Turn.objects.filter(pk=turn_id, status=Turn.TurnStatus.STREAMING).update(
+            status=Turn.TurnStatus.COMPLETED,
             output_text=text,
             scores=evaluation.scores,
             overall_score=evaluation.overall,
@@ -589,6 +599,9 @@ def _complete_turn(
             ttft_ms=timing[1],
             finished_at=timezone.now(),
         )
+        if not claimed:  # already saved by an earlier run of this step, or given up on meanwhile
+            transaction.set_rollback(True)
+            return
         WritingSession.objects.filter(pk=session_id).update(
             input_tokens=F("input_tokens") + usage.input_tokens,
             cached_tokens=F("cached_tokens") + usage.cached_input_tokens,
