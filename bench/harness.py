@@ -31,6 +31,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "atelier.settings")
 os.environ.setdefault("ATELIER_VAR_DIR", str(ROOT / "var" / "bench"))
 os.environ.setdefault("Q_CLUSTER_NAME", "atelier-bench")
 os.environ.setdefault("ACCOUNT_RATE_LIMITS_ENABLED", "0")
+os.environ.setdefault("DJANGO_DEBUG", "0")  # measure as in production: no query logging
 
 import django  # noqa: E402
 
