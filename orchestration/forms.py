@@ -73,13 +73,18 @@ def _price(value: Decimal | None) -> str:
 
 
 def model_label(model: LLMModel) -> str:
-    if model.is_demo and model.is_priced:
-        multiplier = model.credit_multiplier.normalize()
-        return f"{model.display_name} · offline demo, not a language model · ×{multiplier:f} credits"
     if not model.is_priced:
         return f"{model.display_name} · not priced"
+    from billing.pricing import credits_for_usage
+
+    # What a typical call costs in the unit users pay in: 1k tokens in and 1k out.
+    typical = credits_for_usage(model=model, input_tokens=1000, cached_tokens=0, output_tokens=1000)
+    per_call = f"{typical} credit{'s' if typical != 1 else ''} per 1k in + 1k out"
+    multiplier = f"×{model.credit_multiplier.normalize():f}"
+    if model.is_demo:
+        return f"{model.display_name} · offline demo, not a language model · {per_call} ({multiplier})"
     prices = f"{_price(model.input_price_per_mtok)} in / {_price(model.output_price_per_mtok)} out per Mtok"
-    return f"{model.display_name} · {prices} · ×{model.credit_multiplier.normalize():f} credits"
+    return f"{model.display_name} · {prices} · {per_call} ({multiplier})"
 
 
 def model_options(user) -> list[ModelOption]:

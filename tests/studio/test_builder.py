@@ -54,7 +54,7 @@ def test_builder_page_shows_models_with_prices_and_multipliers_only_if_enabled(
     owner_client, draft, disabled_llm, premium_llm
 ):
     html = owner_client.get(reverse("session_edit", args=[draft.pk])).content.decode()
-    assert "Studio Mini · $0.12 in / $0.60 out per Mtok · ×1.5 credits" in html
+    assert "Studio Mini · $0.12 in / $0.60 out per Mtok · 2 credits per 1k in + 1k out (×1.5)" in html
     assert "Studio Retired" not in html
     # Not on the Free plan: visible, but disabled with an upgrade prompt.
     assert "Studio Opus" in html and "locked:" in html and "Upgrade" in html
