@@ -1,4 +1,4 @@
-"""Upgrade in real Chromium: a Free user out of credits sees the upgrade prompt, pays through
+"""Upgrade in real Chromium: a Free user hits a plan limit, sees the upgrade prompt, pays through
 (fake) Stripe Checkout, the signed webhooks reach the live server, and the billing page shows
 the new plan and balance.
 
@@ -52,17 +52,41 @@ def stripe_live_app(transactional_db):
     fake.stop()
 
 
-def test_free_user_out_of_credits_upgrades_through_checkout(page, stripe_live_app, login):
+def _three_agent_draft(user):
+    """A draft whose team is one agent larger than the Free plan allows."""
+    from orchestration.catalogue import seed_catalogue
+    from orchestration.models import Agent, Criterion, LLMModel, Project, WritingSession
+
+    seed_catalogue()
+    demo = LLMModel.objects.get(provider="demo")
+    project = Project.objects.create(owner=user, name="Big team")
+    session = WritingSession.objects.create(project=project, title="Three voices", brief="Trees in cities.")
+    for order, name in enumerate(["Writer", "Editor", "Critic"]):
+        agent = Agent.objects.create(session=session, order=order, name=name, model=demo, role_prompt="Write.")
+        Criterion.objects.create(agent=agent, name="Clarity", weight=1)
+    return session
+
+
+def test_free_user_hits_a_plan_limit_and_upgrades_through_checkout(page, stripe_live_app, login):
     from billing import services
 
     app = stripe_live_app
     user = make_user("upgrader@example.com", password=PASSWORD)
     services.get_account(user)
-    # Spend the Free credits (a staff adjustment keeps ledger and balance in step).
+    # Spend the Free credits too (a staff adjustment keeps ledger and balance in step).
     services.adjust_credits(user=user, amount=-services.get_balance(user), reason="spent", staff_user=None)
+    session = _three_agent_draft(user)
     app.fake_stripe.add_price(plan="starter", amount=2900)
 
     login(page, app, "upgrader@example.com", PASSWORD)
+    # The limit, enforced on the server when the user presses Start in the builder.
+    page.goto(f"{app.url}/sessions/{session.pk}/edit/")
+    page.get_by_test_id("start-session").click()
+    problems = page.get_by_test_id("start-problems")
+    expect(problems).to_contain_text("The Free plan allows up to 2 agents per session")
+    problems.get_by_role("link", name="Upgrade your plan").click()
+    expect(page.get_by_test_id("plan-starter")).to_be_visible()
+
     page.goto(app.url + "/billing/?reason=out_of_credits")
     expect(page.get_by_test_id("out-of-credits")).to_contain_text("Out of credits")
     expect(page.get_by_test_id("current-plan")).to_have_text("Free")
@@ -77,3 +101,8 @@ def test_free_user_out_of_credits_upgrades_through_checkout(page, stripe_live_ap
     expect(page.get_by_test_id("current-plan")).to_have_text("Starter")
     expect(page.get_by_test_id("balance")).to_have_text("20,000 credits")
     expect(page.get_by_test_id("out-of-credits")).to_have_count(0)
+
+    # With Starter's limits the same team now starts.
+    page.goto(f"{app.url}/sessions/{session.pk}/edit/")
+    page.get_by_test_id("start-session").click()
+    page.wait_for_url(re.compile(rf"/sessions/{session.pk}/$"))
