@@ -148,7 +148,9 @@ def render_fragments(
             t.pk: t for t in Turn.objects.filter(pk__in=list(card_turns), session_id=session_id).only(*TURN_FIELDS)
         }
         streaming = [pk for pk, t in turns.items() if t.status == Turn.TurnStatus.STREAMING]
-        texts = ev.streamed_text(streaming, up_to_seq=session.last_seq)
+        # Text up to *these* events only: later chunks are already committed but will arrive in their
+        # own messages and be appended then; reading them now would show them twice.
+        texts = ev.streamed_text(streaming, up_to_seq=last_seq)
         for pk in card_turns:
             turn = turns.get(pk)
             if turn is None:
@@ -165,6 +167,8 @@ def render_fragments(
                 }
             )
     for pk, parts in chunk_turns.items():
+        if pk in card_turns:
+            continue  # its card was just rendered with the text up to these events
         if full_text_for_chunks or pk not in turn_text:
             turn_text[pk] = ev.streamed_text([pk], up_to_seq=last_seq)[pk]
         else:
