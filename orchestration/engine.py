@@ -48,6 +48,24 @@ def new_owner_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+async def db(fn, *args, **kwargs):
+    """Run a database phase in the worker thread, then push the events it committed from this loop."""
+
+    def run():
+        with ev.collect_broadcasts() as messages:
+            result = fn(*args, **kwargs)
+        return result, list(messages)
+
+    result, messages = await sync_to_async(run)()
+    layer = get_channel_layer() if messages else None
+    for session_id, message in messages:
+        try:
+            await layer.group_send(ev.group_name(session_id), message)
+        except Exception:  # the fast path may fail; clients catch up from the database
+            logger.warning("push failed for session %s", session_id, exc_info=True)
+    return result
+
+
 # --- Lease -----------------------------------------------------------------------------------
 
 
@@ -95,16 +113,16 @@ async def _drive(session_id: int, owner: str, budget_seconds: float) -> str:
     planned: Step | None = None
     agents: dict[int, Agent] = {}  # the team cannot change while the session runs
     while True:
-        outcome = await sync_to_async(_prepare_step)(session_id, planned)
+        outcome = await db(_prepare_step, session_id, planned)
         if isinstance(outcome, str):
             return outcome
         session, step = outcome
         result = await run_step(session, step, owner, agents)
-        outcome, planned = await sync_to_async(_after_step)(session_id, step, result)
+        outcome, planned = await db(_after_step, session_id, step, result)
         if outcome != "continue":
             return outcome
         if time.monotonic() > deadline:
-            await sync_to_async(_requeue)(session_id, owner)
+            await db(_requeue, session_id, owner)
             return "requeued"
 
 
@@ -379,7 +397,7 @@ async def run_call(
         retries = 0
         while True:
             attempts += 1
-            prepared = await sync_to_async(_begin_turn)(session, agent, model, round_number, attempts)
+            prepared = await db(_begin_turn, session, agent, model, round_number, attempts)
             if isinstance(prepared, CallOutcome):
                 return prepared
             turn_id, request, reserved = prepared
@@ -401,23 +419,26 @@ async def run_call(
                     raise ProviderError("The reply ended without a proper end.", kind="stream_broken", retryable=True)
                 await batcher.flush()
                 timing = (int((time.monotonic() - started) * 1000), _ms(started, first_token_at))
-                await sync_to_async(_complete_turn)(
-                    session.pk, turn_id, agent, model, "".join(received), end, timing, call
-                )
+                await db(_complete_turn, session.pk, turn_id, agent, model, "".join(received), end, timing, call)
                 return CallOutcome("completed", turn_id)
             except asyncio.CancelledError:
                 await batcher.flush()
-                await sync_to_async(_abandon_turn)(
-                    session.pk, turn_id, model, "".join(received), request, Turn.TurnStatus.CANCELLED, "Stopped by you."
+                await db(
+                    _abandon_turn,
+                    session.pk,
+                    turn_id,
+                    model,
+                    "".join(received),
+                    request,
+                    Turn.TurnStatus.CANCELLED,
+                    "Stopped by you.",
                 )
                 return CallOutcome("cancelled", turn_id)
             except ProviderError as error:
                 await batcher.flush()
                 last_error = error.user_message
                 status = Turn.TurnStatus.INCOMPLETE if received else Turn.TurnStatus.FAILED
-                await sync_to_async(_abandon_turn)(
-                    session.pk, turn_id, model, "".join(received), request, status, last_error
-                )
+                await db(_abandon_turn, session.pk, turn_id, model, "".join(received), request, status, last_error)
                 if not error.retryable:
                     return CallOutcome("failed", turn_id, last_error)
                 if retries >= max_retries:

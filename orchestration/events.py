@@ -6,6 +6,9 @@ the next monotonic `seq` of its session inside a transaction, and is broadcast a
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from asgiref.sync import async_to_sync
@@ -45,7 +48,11 @@ def append_events(*, session_id: int, events: list[NewEvent], broadcast: bool = 
         )
         if broadcast:
             message = {"type": "session.events", "events": [serialize(row) for row in rows]}
-            transaction.on_commit(lambda: broadcast_message(session_id, message))
+            collected = getattr(_collector, "messages", None)
+            if collected is not None:  # the async caller pushes them on its own event loop
+                transaction.on_commit(lambda: collected.append((session_id, message)))
+            else:
+                transaction.on_commit(lambda: broadcast_message(session_id, message))
     return rows
 
 
@@ -65,6 +72,24 @@ def _reserve_seqs(session_id: int, count: int) -> int:
 
 def append_event(*, session_id: int, kind: str, payload: dict, turn_id: int | None = None) -> SessionEvent:
     return append_events(session_id=session_id, events=[NewEvent(kind, payload, turn_id)])[0]
+
+
+_collector = threading.local()
+
+
+@contextmanager
+def collect_broadcasts() -> Iterator[list[tuple[int, dict]]]:
+    """Collect (session_id, message) pairs to push instead of pushing each from this thread.
+
+    The engine's database work runs in a worker thread; pushing from there goes through
+    async_to_sync (a few ms each). Collected messages are pushed by the engine's event loop.
+    """
+    previous = getattr(_collector, "messages", None)
+    _collector.messages = []
+    try:
+        yield _collector.messages
+    finally:
+        _collector.messages = previous
 
 
 def broadcast_message(session_id: int, message: dict) -> None:
