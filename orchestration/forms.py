@@ -181,6 +181,7 @@ class SessionSettingsForm(forms.ModelForm):
         self.user = user
         # A draft may be incomplete; starting checks the brief (services.validate_for_start).
         self.fields["brief"].required = False
+        self.fields["brief"].needed_to_start = True  # shown as such, not as "optional"
         self.fields["threshold_agent"].queryset = Agent.objects.filter(session=self.instance)
         self.fields["threshold_agent"].empty_label = "Any agent"
         self.fields["score_threshold"].widget.attrs.update(step="0.1", min="0", max="10")
