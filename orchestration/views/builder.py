@@ -56,6 +56,14 @@ def _editable_session(request: HttpRequest, pk: int) -> WritingSession:
     return session
 
 
+def _late_autosave_response(request: HttpRequest, session: WritingSession) -> HttpResponse:
+    """An autosave that fires after Start (its debounce outlived the click) has nothing left to do:
+    Start saved the same form first. Answer 204 so htmx leaves the page alone, with no stray message."""
+    if request.htmx and request.method == "POST":
+        return HttpResponse(status=204)
+    return _locked_response(request, session)
+
+
 def _locked_response(request: HttpRequest, session: WritingSession) -> HttpResponse:
     messages.info(request, "This session is running. Pause or stop it from the live page first.")
     url = reverse("session_detail", args=[session.pk])
@@ -210,7 +218,7 @@ def session_create(request: HttpRequest, pk: int) -> HttpResponse:
 def session_edit(request: HttpRequest, pk: int) -> HttpResponse:
     session = _editable_session(request, pk)
     if session.status in ACTIVE_STATUSES:
-        return _locked_response(request, session)
+        return _late_autosave_response(request, session)
     if request.method == "GET":
         return render(request, PAGE, _page_context(request, session))
     form = SessionSettingsForm(request.POST, instance=session, user=request.user)
@@ -331,7 +339,7 @@ def _team_response(request: HttpRequest, session: WritingSession, *, problem: st
 def agent_update(request: HttpRequest, pk: int, agent_pk: int) -> HttpResponse:
     session = _editable_session(request, pk)
     if session.status in ACTIVE_STATUSES:
-        return _locked_response(request, session)
+        return _late_autosave_response(request, session)
     agent = _get_agent_for_user(request, session, agent_pk)
     data = request.POST.copy()
     action = data.get("action", "")
@@ -379,7 +387,7 @@ def agent_update(request: HttpRequest, pk: int, agent_pk: int) -> HttpResponse:
 def agent_remove(request: HttpRequest, pk: int, agent_pk: int) -> HttpResponse:
     session = _editable_session(request, pk)
     if session.status in ACTIVE_STATUSES:
-        return _locked_response(request, session)
+        return _late_autosave_response(request, session)
     agent = _get_agent_for_user(request, session, agent_pk)
     # Past turns keep the agent's name (Turn.agent_name), so deleting never breaks a transcript.
     agent.delete()
@@ -392,7 +400,7 @@ def agent_remove(request: HttpRequest, pk: int, agent_pk: int) -> HttpResponse:
 def agent_move(request: HttpRequest, pk: int, agent_pk: int) -> HttpResponse:
     session = _editable_session(request, pk)
     if session.status in ACTIVE_STATUSES:
-        return _locked_response(request, session)
+        return _late_autosave_response(request, session)
     agent = _get_agent_for_user(request, session, agent_pk)
     direction = -1 if request.POST.get("direction") == "up" else 1
     presets.move_agent(agent=agent, direction=direction)

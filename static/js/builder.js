@@ -7,21 +7,6 @@
     if (el) el.textContent = text;
   }
 
-  // Once Start is pressed (it posts the whole form itself), a delayed autosave that fires
-  // afterwards would reach a running session and be refused; drop those.
-  var starting = false;
-  document.addEventListener("htmx:confirm", function (event) {
-    var path = event.detail.path || "";
-    if (/\/start\/$/.test(path)) { starting = true; return; }
-    if (starting && event.detail.verb === "post") event.preventDefault();
-  });
-  document.addEventListener("htmx:afterRequest", function (event) {
-    var path = (event.detail.requestConfig && event.detail.requestConfig.path) || "";
-    var xhr = event.detail.xhr;
-    // A refused start (problems shown in place) keeps the builder editable; only a redirect ends it.
-    if (/\/start\/$/.test(path) && !(xhr && xhr.getResponseHeader("HX-Redirect"))) starting = false;
-  });
-
   // Show that an autosave is in flight; the server's reply replaces this text.
   document.addEventListener("htmx:beforeRequest", function (event) {
     var elt = event.detail.elt;

@@ -537,3 +537,16 @@ def test_a_plan_refusal_at_start_offers_an_upgrade(owner_client, draft, monkeypa
     response = owner_client.post(reverse("session_start", args=[draft.pk]), settings_post_data(draft), **HTMX)
     html = response.content.decode()
     assert "The Free plan allows 1 run at a time." in html and 'href="/billing/pricing/"' in html
+
+
+def test_an_autosave_that_fires_after_start_is_answered_quietly(owner_client, draft):
+    # Start saved the same form first; the debounced autosave that lands afterwards changes nothing.
+    draft.status = Status.RUNNING
+    draft.save()
+    response = owner_client.post(
+        reverse("session_edit", args=[draft.pk]), settings_post_data(draft, title="Late"), **HTMX
+    )
+    assert response.status_code == 204
+    draft.refresh_from_db()
+    assert draft.title != "Late"
+    assert not list(response.wsgi_request._messages)  # no stray "this session is running" flash
