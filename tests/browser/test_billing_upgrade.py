@@ -105,4 +105,5 @@ def test_free_user_hits_a_plan_limit_and_upgrades_through_checkout(page, stripe_
     # With Starter's limits the same team now starts.
     page.goto(f"{app.url}/sessions/{session.pk}/edit/")
     page.get_by_test_id("start-session").click()
-    page.wait_for_url(re.compile(rf"/sessions/{session.pk}/$"))
+    expect(page).to_have_url(re.compile(rf"/sessions/{session.pk}/$"), timeout=15_000)
+    expect(page.locator("#live-session")).to_be_visible()
