@@ -189,8 +189,7 @@ def chunk_latency(fake, user) -> list[float]:
     from tests.live import start_web, start_worker
 
     emitted: dict[int, float] = {}
-    handler = fake._httpd.RequestHandlerClass if hasattr(fake, "_httpd") else None
-    handler = handler or _find_handler(fake)
+    handler = fake._httpd.RequestHandlerClass
     original_write = handler._write_chunk
 
     def timed_write(self, event: str) -> None:
@@ -239,13 +238,6 @@ def chunk_latency(fake, user) -> list[float]:
         web.stop()
         worker.stop()
     return [received[i] - emitted[i] for i in received if i in emitted]
-
-
-def _find_handler(fake):
-    for value in vars(fake).values():
-        if hasattr(value, "RequestHandlerClass"):
-            return value.RequestHandlerClass
-    raise RuntimeError("cannot find the fake server's handler class")
 
 
 def main() -> None:

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from asgiref.sync import sync_to_async
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F
@@ -57,12 +56,8 @@ async def db(fn, *args, **kwargs):
         return result, list(messages)
 
     result, messages = await sync_to_async(run)()
-    layer = get_channel_layer() if messages else None
     for session_id, message in messages:
-        try:
-            await layer.group_send(ev.group_name(session_id), message)
-        except Exception:  # the fast path may fail; clients catch up from the database
-            logger.warning("push failed for session %s", session_id, exc_info=True)
+        await ev.push_message(session_id, message)
     return result
 
 
@@ -284,7 +279,6 @@ class ChunkBatcher:
         self.session_id = session_id
         self.pending: dict[int, list[str]] = {}
         self.lock = asyncio.Lock()
-        self.layer = get_channel_layer()
 
     def add(self, turn_id: int, text: str) -> None:
         self.pending.setdefault(turn_id, []).append(text)
@@ -299,14 +293,10 @@ class ChunkBatcher:
             await self.push(rows)
 
     async def push(self, rows) -> None:
-        if self.layer is None or not rows:
-            return
-        try:
-            await self.layer.group_send(
-                ev.group_name(self.session_id), {"type": "session.events", "events": [ev.serialize(r) for r in rows]}
+        if rows:
+            await ev.push_message(
+                self.session_id, {"type": "session.events", "events": [ev.serialize(r) for r in rows]}
             )
-        except Exception:
-            logger.warning("chunk push failed for session %s", self.session_id, exc_info=True)
 
     async def run(self, stop: asyncio.Event) -> None:
         interval = settings.ENGINE_STREAM_FLUSH_MS / 1000

@@ -6,6 +6,7 @@ the next monotonic `seq` of its session inside a transaction, and is broadcast a
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,6 +17,8 @@ from channels.layers import get_channel_layer
 from django.db import connection, transaction
 
 from orchestration.models import SessionEvent, WritingSession
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -92,16 +95,20 @@ def collect_broadcasts() -> Iterator[list[tuple[int, dict]]]:
         _collector.messages = previous
 
 
-def broadcast_message(session_id: int, message: dict) -> None:
+async def push_message(session_id: int, message: dict) -> None:
+    """Send to the session's group. The fast path may fail; clients catch up from the database."""
     layer = get_channel_layer()
     if layer is None:
         return
     try:
-        async_to_sync(layer.group_send)(group_name(session_id), message)
+        await layer.group_send(group_name(session_id), message)
     except Exception:
-        import logging
+        logger.warning("push to session %s failed", session_id, exc_info=True)
 
-        logging.getLogger(__name__).warning("broadcast to session %s failed", session_id, exc_info=True)
+
+def broadcast_message(session_id: int, message: dict) -> None:
+    """push_message from synchronous code (views, services)."""
+    async_to_sync(push_message)(session_id, message)
 
 
 def events_after(session_id: int, after_seq: int, limit: int = 5000) -> list[SessionEvent]:

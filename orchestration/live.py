@@ -103,7 +103,7 @@ def page_context(session: WritingSession) -> dict:
         "last_seq": last_seq,
         "chart": score_chart(turns, session.max_rounds),
         "versions": versions_for_panel(session),
-        "progress_percent": min(100, int(100 * session.current_round / max(session.max_rounds, 1))),
+        "progress_percent": session.progress_percent,
     }
 
 
@@ -112,7 +112,7 @@ def header_html(session: WritingSession) -> str:
         HEADER_TEMPLATE,
         {
             "session": session,
-            "progress_percent": min(100, int(100 * session.current_round / max(session.max_rounds, 1))),
+            "progress_percent": session.progress_percent,
         },
     )
 

@@ -205,6 +205,10 @@ class WritingSession(models.Model):
         return self.project.owner_id
 
     @property
+    def progress_percent(self) -> int:
+        return min(100, int(100 * self.current_round / max(self.max_rounds, 1)))
+
+    @property
     def is_active(self) -> bool:
         return self.status in ACTIVE_STATUSES
 

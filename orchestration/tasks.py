@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
+from django.db.models import Q
 from django.utils import timezone
 from django_q.tasks import async_task
 
-from orchestration.models import Status, WritingSession
+from orchestration.models import ACTIVE_STATUSES, Status, WritingSession
 
 logger = logging.getLogger(__name__)
 
@@ -32,14 +33,10 @@ def watchdog(stale_after_seconds: int = 30) -> int:
     lost by the Redis broker: the session's state is in the database, so a fresh task resumes it.
     """
     now = timezone.now()
-    stale = WritingSession.objects.filter(
-        status__in=[Status.QUEUED, Status.RUNNING, Status.PAUSING, Status.STOPPING],
-        updated_at__lt=now - timedelta(seconds=stale_after_seconds),
-    ).filter(lease_expires_at__isnull=True) | WritingSession.objects.filter(
-        status__in=[Status.QUEUED, Status.RUNNING, Status.PAUSING, Status.STOPPING], lease_expires_at__lt=now
-    )
+    never_claimed = Q(lease_expires_at__isnull=True, updated_at__lt=now - timedelta(seconds=stale_after_seconds))
+    stale = WritingSession.objects.filter(never_claimed | Q(lease_expires_at__lt=now), status__in=ACTIVE_STATUSES)
     count = 0
-    for session_id in stale.values_list("pk", flat=True).distinct():
+    for session_id in stale.values_list("pk", flat=True):
         enqueue_drive(session_id)
         count += 1
     if count:

@@ -61,7 +61,6 @@ def funded(owner):
     return owner
 
 
-
 CUSTOMER = "cus_TQx8m2LfY0aB1c"
 WEBHOOK_SECRET = "whsec_test_atelier_billing_secret"
 
