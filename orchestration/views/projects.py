@@ -14,8 +14,8 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from orchestration import presets
 from orchestration.forms import ProjectForm, credit_balance
-from orchestration.models import ACTIVE_STATUSES, Project, Status, TeamPreset, WritingSession
-from orchestration.views.access import _get_project_for_user
+from orchestration.models import ACTIVE_STATUSES, Project, ReferenceDocument, Status, TeamPreset, WritingSession
+from orchestration.views.access import _get_project_for_user, _get_session_for_user
 
 RECENT_SESSIONS = 8
 
@@ -54,6 +54,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         balance=credit_balance(request.user),
         form=ProjectForm(),
         is_new_user=not projects and not archived_count and not recent,
+        demo_credits=presets.DEMO_RUN_CREDITS,
     )
     return render(request, "orchestration/dashboard.html", context)
 
@@ -75,10 +76,54 @@ def demo_quickstart(request: HttpRequest) -> HttpResponse:
         session = WritingSession.objects.create(
             project=project, title="Demo: bike lanes essay", brief=presets.DEMO_BRIEF
         )
-        # The demo runs offline on the Demo model whatever the user's default is: free and instant.
+        # The demo runs offline on the Demo model whatever the user's default is: no provider cost.
         presets.apply_preset(session=session, preset=preset, default_model=model)
-    messages.success(request, "Your demo team is ready. Press Start to watch it write.")
-    return redirect("session_edit", pk=session.pk)
+        ReferenceDocument.objects.create(
+            session=session, title=presets.DEMO_REFERENCE_TITLE, content=presets.DEMO_REFERENCE
+        )
+    return redirect("demo_ready", pk=session.pk)
+
+
+def _demo_context(request: HttpRequest, session: WritingSession) -> dict:
+    from billing.pricing import estimate_session_credits
+
+    low, high = estimate_session_credits(session)
+    agents = list(session.agents.filter(active=True).select_related("model").prefetch_related("criteria"))
+    return {
+        "session": session,
+        "agents": agents,
+        "references": list(session.references.all()),
+        "estimate": (low, high),
+        "balance": credit_balance(request.user),
+        "threshold_agent": session.threshold_agent,
+    }
+
+
+@login_required
+@require_GET
+def demo_ready(request: HttpRequest, pk: int) -> HttpResponse:
+    """The short path after "Try the demo team": the brief, the team and Start on one screen."""
+    session = _get_session_for_user(request, pk)
+    if session.status != Status.DRAFT:
+        return redirect("session_detail", pk=session.pk)
+    return render(request, "orchestration/demo_ready.html", _demo_context(request, session))
+
+
+@login_required
+@require_POST
+def demo_start(request: HttpRequest, pk: int) -> HttpResponse:
+    """Start a draft as it is (no settings form: the short path changes nothing)."""
+    from orchestration import services
+
+    session = _get_session_for_user(request, pk)
+    if session.status != Status.DRAFT:
+        return redirect("session_detail", pk=session.pk)
+    try:
+        services.start_session(session=session, user=request.user)
+    except services.ServiceError as exc:
+        context = _demo_context(request, session) | {"start_problem": str(exc)}
+        return render(request, "orchestration/demo_ready.html", context, status=400)
+    return redirect("session_detail", pk=session.pk)
 
 
 @login_required
@@ -196,6 +241,8 @@ def project_url(project: Project) -> str:
 urls = [
     path("dashboard/", dashboard, name="dashboard"),
     path("dashboard/demo/", demo_quickstart, name="demo_quickstart"),
+    path("demo/<int:pk>/", demo_ready, name="demo_ready"),
+    path("demo/<int:pk>/start/", demo_start, name="demo_start"),
     path("projects/new/", project_create, name="project_create"),
     path("projects/archived/", project_archived, name="project_archived"),
     path("projects/<int:pk>/", project_detail, name="project_detail"),
