@@ -241,8 +241,8 @@ def project_url(project: Project) -> str:
 urls = [
     path("dashboard/", dashboard, name="dashboard"),
     path("dashboard/demo/", demo_quickstart, name="demo_quickstart"),
-    path("demo/<int:pk>/", demo_ready, name="demo_ready"),
-    path("demo/<int:pk>/start/", demo_start, name="demo_start"),
+    path("sessions/<int:pk>/demo/", demo_ready, name="demo_ready"),
+    path("sessions/<int:pk>/demo/start/", demo_start, name="demo_start"),
     path("projects/new/", project_create, name="project_create"),
     path("projects/archived/", project_archived, name="project_archived"),
     path("projects/<int:pk>/", project_detail, name="project_detail"),

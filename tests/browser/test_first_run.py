@@ -42,7 +42,7 @@ def test_try_the_demo_team_shows_start_on_one_screen_and_starts(page, live_app, 
     expect(page.get_by_test_id("demo-cost")).to_contain_text("credits")
     expect(page.get_by_test_id("empty-dashboard")).not_to_contain_text("costs nothing")
     page.get_by_test_id("try-demo").click()
-    page.wait_for_url(re.compile(r".*/demo/\d+/$"))
+    page.wait_for_url(re.compile(r".*/sessions/\d+/demo/$"))
 
     start = page.get_by_test_id("demo-start")
     expect(start).to_be_visible()
