@@ -524,6 +524,8 @@ def _begin_turn(session: WritingSession, agent: Agent, model: LLMModel, round_nu
                 amount=worst_case,
                 key=f"turn:{turn.pk}:reserve",
                 description=f"{session.title}: round {round_number}, {agent.name}",
+                session_id=session.pk,  # the settlement and release inherit it: usage by session
+                turn_id=turn.pk,
             )
         except InsufficientCredits:
             transaction.set_rollback(True)
