@@ -234,6 +234,78 @@ def project_archived(request: HttpRequest) -> HttpResponse:
     return render(request, "orchestration/project_archived.html", {"projects": projects})
 
 
+SEARCH_LIMIT = 50
+
+
+def search_sessions(user, query: str, status: str = "") -> list[WritingSession]:
+    """The user's sessions whose title, brief, document or project name contains every word of `query`."""
+    sessions = WritingSession.objects.filter(project__owner=user).select_related("project")
+    for word in query.split()[:8]:
+        sessions = sessions.filter(
+            Q(title__icontains=word)
+            | Q(brief__icontains=word)
+            | Q(project__name__icontains=word)
+            | Q(document__icontains=word)
+        )
+    if status == "active":
+        sessions = sessions.filter(status__in=ACTIVE_STATUSES)
+    elif status in Status.values:
+        sessions = sessions.filter(status=status)
+    return list(sessions.order_by("-updated_at")[:SEARCH_LIMIT])
+
+
+@login_required
+@require_GET
+def session_search(request: HttpRequest) -> HttpResponse:
+    query = request.GET.get("q", "").strip()[:200]
+    status = request.GET.get("status", "")
+    if status and status != "active" and status not in Status.values:
+        status = ""
+    context = {
+        "query": query,
+        "status": status,
+        "status_choices": [("", "All"), ("active", "Active"), *Status.choices],
+        "results": search_sessions(request.user, query, status) if (query or status) else [],
+        "searched": bool(query or status),
+        "limit": SEARCH_LIMIT,
+    }
+    if request.htmx and request.htmx.target == "search-results":
+        return render(request, "orchestration/session_search.html#search_results", context)
+    return render(request, "orchestration/session_search.html", context)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def session_delete(request: HttpRequest, pk: int) -> HttpResponse:
+    """Confirm, then delete a session (never while it runs)."""
+    from orchestration import services
+
+    session = _get_session_for_user(request, pk)
+    running = session.status in ACTIVE_STATUSES
+    if request.method == "POST":
+        if request.POST.get("confirm") != "yes":
+            messages.error(request, "Tick the box to confirm the deletion.")
+            return render(
+                request,
+                "orchestration/session_confirm_delete.html",
+                {"session": session, "running": running},
+                status=400,
+            )
+        project = session.project
+        try:
+            title = services.delete_session(session=session, user=request.user)
+        except services.ServiceError as exc:
+            messages.error(request, str(exc))
+            return redirect("session_delete", pk=pk)
+        messages.success(request, f"Deleted “{title}”.")
+        return redirect(project)
+    return render(
+        request,
+        "orchestration/session_confirm_delete.html",
+        {"session": session, "running": running, "turn_count": session.turns.count()},
+    )
+
+
 def project_url(project: Project) -> str:
     return reverse("project_detail", args=[project.pk])
 
@@ -241,6 +313,8 @@ def project_url(project: Project) -> str:
 urls = [
     path("dashboard/", dashboard, name="dashboard"),
     path("dashboard/demo/", demo_quickstart, name="demo_quickstart"),
+    path("sessions/", session_search, name="session_search"),
+    path("sessions/<int:pk>/delete/", session_delete, name="session_delete"),
     path("sessions/<int:pk>/demo/", demo_ready, name="demo_ready"),
     path("sessions/<int:pk>/demo/start/", demo_start, name="demo_start"),
     path("projects/new/", project_create, name="project_create"),
