@@ -464,9 +464,14 @@ def find_issues(document: str, inputs: Inputs, *, role_family: str) -> list[Issu
     if paragraphs and not re.search(r"\b(for example|for instance|consider|such as)\b", lower):
         body = _claim_paragraphs(document) or paragraphs
         issues.append(
-            Issue("example", "medium", "evidence", _short(_sentences(body[0])[0]),
-                  "The case stays abstract: there is not one concrete example.",
-                  "Add an example a reader can picture.")
+            Issue(
+                "example",
+                "medium",
+                "evidence",
+                _short(_sentences(body[0])[0]),
+                "The case stays abstract: there is not one concrete example.",
+                "Add an example a reader can picture.",
+            )
         )
     # Structure: the ending the brief asks for.
     if re.search(r"recommend", inputs.brief, re.IGNORECASE) and not any("recommend" in h for h in headings):

@@ -40,7 +40,7 @@ def test_delete_asks_for_confirmation_then_removes_the_session_and_keeps_the_led
     assert not WritingSession.objects.filter(pk=session.pk).exists()
     assert not Turn.objects.filter(pk=turn.pk).exists()
     assert CreditEntry.objects.filter(session_id=session.pk).count() == 2  # the ledger is append-only
-    assert "Session #%d (deleted)" % session.pk in owner_client.get("/billing/").content.decode()
+    assert f"Session #{session.pk} (deleted)" in owner_client.get("/billing/").content.decode()
 
 
 @pytest.mark.parametrize("status", sorted(ACTIVE_STATUSES))
