@@ -1,3 +1,4 @@
+# ruff: noqa: E501 - realistic model replies have long lines
 """Issue lists, decisions and resolutions are parsed in tiers from realistic replies, never raising."""
 
 from __future__ import annotations
