@@ -243,9 +243,11 @@ def _recover_interrupted_turns(session: WritingSession) -> None:
     for turn in stale:
         with transaction.atomic():
             text = ev.streamed_text([turn.pk]).get(turn.pk, "")
+            reasoning = ev.streamed_text([turn.pk], kind="reasoning").get(turn.pk, "")
             updated = Turn.objects.filter(pk=turn.pk, status=Turn.TurnStatus.STREAMING).update(
                 status=Turn.TurnStatus.INCOMPLETE,
                 output_text=text,
+                reasoning=reasoning,
                 error="The worker stopped during this turn; it was run again.",
                 finished_at=timezone.now(),
             )
@@ -278,17 +280,25 @@ class ChunkBatcher:
     def __init__(self, session_id: int) -> None:
         self.session_id = session_id
         self.pending: dict[int, list[str]] = {}
+        self.pending_reasoning: dict[int, list[str]] = {}
         self.lock = asyncio.Lock()
 
     def add(self, turn_id: int, text: str) -> None:
         self.pending.setdefault(turn_id, []).append(text)
 
+    def add_reasoning(self, turn_id: int, text: str) -> None:
+        """Thinking text: its own event kind, so it never mixes with the reply's text."""
+        self.pending_reasoning.setdefault(turn_id, []).append(text)
+
     async def flush(self) -> None:
         async with self.lock:
-            if not self.pending:
+            if not self.pending and not self.pending_reasoning:
                 return
             batch, self.pending = self.pending, {}
-            new = [ev.NewEvent("chunk", {"text": "".join(parts)}, turn_id) for turn_id, parts in batch.items()]
+            thoughts, self.pending_reasoning = self.pending_reasoning, {}
+            # A turn thinks before it answers: its reasoning events come first within a batch.
+            new = [ev.NewEvent("reasoning", {"text": "".join(parts)}, turn_id) for turn_id, parts in thoughts.items()]
+            new += [ev.NewEvent("chunk", {"text": "".join(parts)}, turn_id) for turn_id, parts in batch.items()]
             rows = await sync_to_async(ev.append_events)(session_id=self.session_id, events=new, broadcast=False)
             await self.push(rows)
 
@@ -414,7 +424,7 @@ async def run_call(
     batcher: ChunkBatcher,
     agents: dict[int, Agent] | None = None,
 ) -> CallOutcome:
-    from orchestration.providers import ProviderError, StreamEnd, TextDelta, get_adapter
+    from orchestration.providers import ProviderError, ReasoningDelta, StreamEnd, TextDelta, get_adapter
     from orchestration.providers.retry import retry_delay
 
     agents = {} if agents is None else agents
@@ -440,6 +450,7 @@ async def run_call(
             started = time.monotonic()
             first_token_at: float | None = None
             received: list[str] = []
+            thought: list[str] = []  # the turn's reasoning, kept apart from its text
             try:
                 end: StreamEnd | None = None
                 async for item in adapter.stream(request):
@@ -448,13 +459,27 @@ async def run_call(
                             first_token_at = time.monotonic()
                         received.append(item.text)
                         batcher.add(turn_id, item.text)
+                    elif isinstance(item, ReasoningDelta):
+                        thought.append(item.text)
+                        batcher.add_reasoning(turn_id, item.text)
                     elif isinstance(item, StreamEnd):
                         end = item
                 if end is None:
                     raise ProviderError("The reply ended without a proper end.", kind="stream_broken", retryable=True)
                 await batcher.flush()
                 timing = (int((time.monotonic() - started) * 1000), _ms(started, first_token_at))
-                await db(_complete_turn, session.pk, turn_id, agent, model, "".join(received), end, timing, call)
+                await db(
+                    _complete_turn,
+                    session.pk,
+                    turn_id,
+                    agent,
+                    model,
+                    "".join(received),
+                    end,
+                    timing,
+                    call,
+                    reasoning="".join(thought),
+                )
                 return CallOutcome("completed", turn_id)
             except asyncio.CancelledError:
                 await batcher.flush()
@@ -467,13 +492,24 @@ async def run_call(
                     request,
                     Turn.TurnStatus.CANCELLED,
                     "Stopped by you.",
+                    reasoning="".join(thought),
                 )
                 return CallOutcome("cancelled", turn_id)
             except ProviderError as error:
                 await batcher.flush()
                 last_error = error.user_message
                 status = Turn.TurnStatus.INCOMPLETE if received else Turn.TurnStatus.FAILED
-                await db(_abandon_turn, session.pk, turn_id, model, "".join(received), request, status, last_error)
+                await db(
+                    _abandon_turn,
+                    session.pk,
+                    turn_id,
+                    model,
+                    "".join(received),
+                    request,
+                    status,
+                    last_error,
+                    reasoning="".join(thought),
+                )
                 if not error.retryable:
                     return CallOutcome("failed", turn_id, last_error)
                 if retries >= max_retries:
@@ -545,6 +581,7 @@ def _begin_turn(
     from orchestration.flows import Recipe, recipe_text, review_feedback
     from orchestration.prompts import PromptTooLarge, build_prompt
     from orchestration.providers import ModelRequest
+    from orchestration.reasoning import plan_for_agent
 
     call = call or AgentCall(agent_id=agent.pk)
     recipe = recipe_text(call.recipe)
@@ -554,6 +591,8 @@ def _begin_turn(
         feedback = []  # reviewers work independently, on the same document
     else:
         feedback = _feedback_for(session, agent)
+    # Thinking shares the output allowance (and so the context window): fit and reserve for the total.
+    plan = plan_for_agent(agent, model)
     references = [(r.title, r.content) for r in session.references.all()]
     try:
         prompt = build_prompt(
@@ -569,7 +608,7 @@ def _begin_turn(
             round_number=round_number,
             max_rounds=session.max_rounds,
             context_window=model.context_window,
-            max_output_tokens=agent.max_output_tokens,
+            max_output_tokens=plan.max_tokens,
             flow_rules=recipe.rules,
             evaluation_lead=recipe.evaluation_lead,
             feedback_heading=recipe.inputs_heading,
@@ -578,7 +617,7 @@ def _begin_turn(
     except PromptTooLarge as error:
         return CallOutcome("failed", None, f"{agent.name}: {error}")
     worst_case = credits_for_usage(
-        model=model, input_tokens=prompt.estimated_input_tokens, cached_tokens=0, output_tokens=agent.max_output_tokens
+        model=model, input_tokens=prompt.estimated_input_tokens, cached_tokens=0, output_tokens=plan.max_tokens
     )
     with transaction.atomic():
         turn = Turn.objects.create(
@@ -592,6 +631,7 @@ def _begin_turn(
             slot=call.slot,
             recipe=call.recipe,
             output_kind=call.output,
+            reasoning_output=plan.output,
         )
         try:
             reserve_credits(
@@ -622,8 +662,11 @@ def _begin_turn(
         model_id=model.model_id,
         system=prompt.system,
         user=prompt.user,
-        max_tokens=agent.max_output_tokens,
+        max_tokens=plan.max_tokens,
         temperature=agent.temperature,
+        reasoning=plan.reasoning,
+        thinking_budget=plan.thinking_budget,
+        reasoning_effort=plan.reasoning_effort,
         metadata={
             "session_id": session.pk,
             "round": round_number,
@@ -639,9 +682,22 @@ def _begin_turn(
 
 
 def _complete_turn(
-    session_id: int, turn_id: int, agent: Agent, model: LLMModel, text: str, end, timing, call: AgentCall
+    session_id: int,
+    turn_id: int,
+    agent: Agent,
+    model: LLMModel,
+    text: str,
+    end,
+    timing,
+    call: AgentCall,
+    *,
+    reasoning: str = "",
 ) -> None:
-    """Save the turn, its evaluation, usage and charge in one transaction, exactly once."""
+    """Save the turn, its evaluation, usage and charge in one transaction, exactly once.
+
+    `text` is the reply only; `reasoning` (the model's thinking) is saved beside it and never parsed,
+    versioned or passed on. Reasoning tokens are part of `end.usage.output_tokens` and billed with them.
+    """
     from billing.pricing import credits_for_usage, provider_cost_usd
     from billing.services import settle_credits
     from orchestration.flows import parse_result
@@ -686,6 +742,8 @@ def _complete_turn(
             cached_tokens=usage.cached_input_tokens,
             cache_write_tokens=usage.cache_write_tokens,
             output_tokens=usage.output_tokens,
+            reasoning=reasoning,
+            reasoning_tokens=usage.reasoning_tokens,
             credits=charged,
             provider_cost=cost,
             latency_ms=timing[0],
@@ -699,6 +757,7 @@ def _complete_turn(
             input_tokens=F("input_tokens") + usage.input_tokens,
             cached_tokens=F("cached_tokens") + usage.cached_input_tokens,
             output_tokens=F("output_tokens") + usage.output_tokens,
+            reasoning_tokens=F("reasoning_tokens") + usage.reasoning_tokens,
             credits_used=F("credits_used") + charged,
             provider_cost=F("provider_cost") + cost,
             human_note="",
@@ -728,6 +787,7 @@ def _complete_turn(
         # We hold the row lock: the totals are the locked values plus this turn.
         session.input_tokens += usage.input_tokens
         session.output_tokens += usage.output_tokens
+        session.reasoning_tokens += usage.reasoning_tokens
         session.credits_used += charged
         new_events.append(
             ev.NewEvent(
@@ -735,6 +795,7 @@ def _complete_turn(
                 {
                     "input_tokens": session.input_tokens,
                     "output_tokens": session.output_tokens,
+                    "reasoning_tokens": session.reasoning_tokens,
                     "credits": session.credits_used,
                 },
             )
@@ -742,8 +803,21 @@ def _complete_turn(
         ev.append_events(session_id=session_id, events=new_events)
 
 
-def _abandon_turn(session_id: int, turn_id: int, model: LLMModel, text: str, request, status: str, error: str) -> None:
-    """A turn that did not complete: keep its text, charge what was plausibly consumed, release the rest."""
+def _abandon_turn(
+    session_id: int,
+    turn_id: int,
+    model: LLMModel,
+    text: str,
+    request,
+    status: str,
+    error: str,
+    *,
+    reasoning: str = "",
+) -> None:
+    """A turn that did not complete: keep its text, charge what was plausibly consumed, release the rest.
+
+    Thinking streamed before the break was generated (and billed as output) too: it is kept and counted.
+    """
     from billing.pricing import credits_for_usage
     from billing.services import settle_credits
     from orchestration.prompts import estimate_tokens
@@ -751,13 +825,14 @@ def _abandon_turn(session_id: int, turn_id: int, model: LLMModel, text: str, req
     with transaction.atomic():
         session = WritingSession.objects.select_related("project__owner").get(pk=session_id)
         updated = Turn.objects.filter(pk=turn_id, status=Turn.TurnStatus.STREAMING).update(
-            status=status, output_text=text, error=error[:2000], finished_at=timezone.now()
+            status=status, output_text=text, reasoning=reasoning, error=error[:2000], finished_at=timezone.now()
         )
         if not updated:
             return
         # Providers bill input once a stream starts; with no text they usually did not.
-        input_tokens = estimate_tokens(request.system + request.user) if text else 0
-        output_tokens = estimate_tokens(text)
+        input_tokens = estimate_tokens(request.system + request.user) if (text or reasoning) else 0
+        reasoning_tokens = estimate_tokens(reasoning)
+        output_tokens = estimate_tokens(text) + reasoning_tokens
         credits = credits_for_usage(
             model=model, input_tokens=input_tokens, cached_tokens=0, output_tokens=output_tokens
         )
@@ -768,11 +843,17 @@ def _abandon_turn(session_id: int, turn_id: int, model: LLMModel, text: str, req
             key=f"turn:{turn_id}:settle",
             description=f"{session.title}: interrupted turn",
         )
-        Turn.objects.filter(pk=turn_id).update(credits=charged, input_tokens=input_tokens, output_tokens=output_tokens)
+        Turn.objects.filter(pk=turn_id).update(
+            credits=charged,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            reasoning_tokens=reasoning_tokens,
+        )
         WritingSession.objects.filter(pk=session_id).update(
             credits_used=F("credits_used") + charged,
             input_tokens=F("input_tokens") + input_tokens,
             output_tokens=F("output_tokens") + output_tokens,
+            reasoning_tokens=F("reasoning_tokens") + reasoning_tokens,
         )
         ev.append_event(
             session_id=session_id, kind="turn_finished", payload={"status": status, "error": error}, turn_id=turn_id

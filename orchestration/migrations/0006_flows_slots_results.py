@@ -13,7 +13,7 @@ def seed_presets(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('orchestration', '0003_seed_catalogue_presets_watchdog'),
+        ('orchestration', '0005_turn_reasoning_output'),
     ]
 
     operations = [
