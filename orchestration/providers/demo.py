@@ -99,6 +99,7 @@ class Inputs:
     role: str
     criteria: list[str]
     recipe: str
+    slot: str = ""
     task: str = ""
     critiques: list[tuple[str, str]] = field(default_factory=list)  # (from, text) for synthesize/moderate
 
@@ -157,6 +158,7 @@ def read_inputs(request: ModelRequest) -> Inputs:
         role=role.strip().lower() or "writer",
         criteria=[str(c) for c in (meta.get("criteria") or [])] or ["Quality"],
         recipe=_detect_recipe(request),
+        slot=str(meta.get("slot") or ""),
         task=str(meta.get("task") or ""),
         critiques=critiques,
     )
@@ -479,7 +481,7 @@ def find_issues(document: str, inputs: Inputs, *, role_family: str) -> list[Issu
         issues.append(
             Issue(
                 "ending",
-                "medium",
+                "high",  # the brief asks for it: the piece fails its purpose without it
                 "structure",
                 _short(_sentences(last)[0]) if last else "",
                 "The brief asks for a recommendation, but the piece ends without one.",
@@ -557,7 +559,7 @@ def _feedback_items(feedback: list[tuple[str, str]]) -> list[tuple[str, str, str
     for name, text in feedback:
         lines = [line for line in re.split(r"\n+", text) if line.strip()]
         # Marked issues ("[high] ...") when there are any: the other lines report what was already done.
-        marked = [line for line in lines if re.search(r"\[(?:high|medium|low)\]", line, re.IGNORECASE)]
+        marked = [line for line in lines if _MARKED.search(line)]
         for line in marked or lines:
             kind = _issue_kind(line)
             if kind is None:
@@ -575,6 +577,22 @@ def _feedback_items(feedback: list[tuple[str, str]]) -> list[tuple[str, str, str
             seen.add(item[1])
             unique.append(item)
     return unique
+
+
+# "[high] ..." (the demo's own feedback) or "[E3] (high) ..." (a numbered issue of a parallel review round).
+_MARKED = re.compile(r"\[(?:high|medium|low)\]|\[(?:E|I)\d+\]\s*\((?:high|medium|low)\)", re.IGNORECASE)
+_NUMBERED = re.compile(r"\[((?:E|I)\d{1,3})\]\s*\((high|medium|low)\)(.*)", re.IGNORECASE)
+
+
+def _numbered_issues(feedback: list[tuple[str, str]]) -> list[tuple[str, str, str | None]]:
+    """(id, severity, kind) of every numbered issue handed to a synthesizer or moderator, in order."""
+    found = []
+    for _name, text in feedback:
+        for line in text.splitlines():
+            match = _NUMBERED.search(line)
+            if match:
+                found.append((match.group(1).upper(), match.group(2).lower(), _issue_kind(match.group(3))))
+    return found
 
 
 def _split_long_sentence(sentence: str) -> str:
@@ -849,44 +867,104 @@ def revise_reply(inputs: Inputs) -> str:
     return document.rstrip() + "\n\n" + _evaluation(scores, feedback, inputs.round, force_json=family != "writer")
 
 
-def critique_reply(inputs: Inputs) -> str:
-    """A review without a document: structured issues (severity, quote, problem, suggestion) and scores."""
+_FOCUS = (
+    (r"style|line|copy|clar|read", "clarity"),
+    (r"evidence|fact|research|source|engineer", "evidence"),
+    (r"argument|logic|product|risk|thesis", "argument"),
+    (r"structur|outline|organi", "structure"),
+)
+
+
+def _focus(inputs: Inputs) -> str | None:
+    """A reviewer's speciality from its name or role ("Evidence critic", "Line editor"), if any."""
+    text = f"{inputs.agent_name} {inputs.role}".lower()
+    for pattern, criterion in _FOCUS:
+        if re.search(pattern, text):
+            return criterion
+    return None
+
+
+def review_issues(inputs: Inputs) -> list[Issue]:
+    """What this reviewer reports: its family's findings, its speciality first (or only, when it has any)."""
     family = role_family(inputs.role)
     family = family if family != "writer" else "critic"
     issues = find_issues(inputs.document, inputs, role_family=family)
-    scores = score_document(inputs.document, inputs, inputs.criteria, family)
-    summary = (
-        f"{inputs.agent_name} found {len(issues)} issue{'s' if len(issues) != 1 else ''} "
-        f"({', '.join(sorted({i.severity for i in issues}, key=SEVERITY_ORDER.get))})."
-        if issues
-        else f"{inputs.agent_name} found no problems to report."
-    )
-    comments = "\n".join(f"- {issue.line()}" for issue in issues) or "- Nothing to change."
-    payload = {
-        "issues": [issue.as_json() for issue in issues],
-        "scores": scores,
-        "overall": round(sum(scores.values()) / len(scores), 1) if scores else 0.0,
-        "feedback": [issue.line() for issue in issues] or ["No problems left that this reviewer can see."],
-    }
-    block = json.dumps(payload, ensure_ascii=False)
-    return f"{summary}\n\n{comments}\n\n<evaluation>\n```json\n{block}\n```\n</evaluation>\n"
+    focus = _focus(inputs)
+    focused = [issue for issue in issues if issue.criterion == focus]
+    if focused:
+        # A specialist reports its own kind of problem, and the others only when they are serious.
+        rest = [issue for issue in issues if issue.criterion != focus and issue.severity == "high"]
+        return focused + rest
+    return issues
+
+
+def critique_reply(inputs: Inputs) -> str:
+    """A review without a document (the `critique` recipe of the parallel flows): comments, then the
+    issues as JSON inside <issues> (severity, an exact passage, problem, fix), then an evaluation of the
+    document as received."""
+    family = role_family(inputs.role)
+    issues = review_issues(inputs)
+    scores = score_document(inputs.document, inputs, inputs.criteria, family if family != "writer" else "critic")
+    focus = _focus(inputs)
+    lens = f" with an eye on {focus}" if focus else ""
+    if issues:
+        severities = ", ".join(sorted({i.severity for i in issues}, key=SEVERITY_ORDER.get))
+        comments = (
+            f"{inputs.agent_name} (demo reviewer, not a language model) read the document{lens} and found "
+            f"{len(issues)} issue{'s' if len(issues) != 1 else ''} ({severities})."
+        )
+    else:
+        comments = f"{inputs.agent_name} (demo reviewer, not a language model) read the document{lens}: nothing to fix."
+    listed = [
+        {"severity": i.severity, "passage": i.quote.rstrip(" …"), "problem": i.problem, "fix": i.suggestion}
+        for i in issues
+    ]
+    block = "<issues>\n" + json.dumps(listed, indent=1, ensure_ascii=False) + "\n</issues>"
+    feedback = [issue.line() for issue in issues] or ["No problems left that this reviewer can see."]
+    return f"{comments}\n\n{block}\n\n" + _evaluation(scores, feedback, inputs.round, force_json=True)
 
 
 def synthesize_reply(inputs: Inputs) -> str:
-    """Synthesizer / moderator: apply the critiques (all of them, most severe first) and say what was taken."""
+    """Synthesizer (`synthesize`, decisions on E1, E2...) or moderator (`moderate`, resolutions on I1, I2...):
+    apply the reviews' issues, most severe first, and say issue by issue what was done."""
     document = inputs.document or draft_document(inputs)
-    items = _feedback_items(inputs.critiques + inputs.feedback)
-    taken: list[str] = []
-    for severity, kind, _quote, name in items:
+    feedback = inputs.critiques + inputs.feedback
+    applied: dict[str, str] = {}  # kind -> what was done
+    for _severity, kind, _quote, _name in _feedback_items(feedback):
         document, what = apply_issue(document, kind, inputs)
         if what:
-            taken.append(f"{what} ({name}, {severity})")
+            applied[kind] = what
     document, noted = apply_note(document, inputs.note, inputs)
-    if noted:
-        taken.append(noted)
     scores = score_document(document, inputs, inputs.criteria)
-    feedback = [f"Took: {'; '.join(taken)}."] if taken else ["Nothing in the critiques needed a change."]
-    return document.rstrip() + "\n\n" + _evaluation(scores, feedback, inputs.round, force_json=True)
+    moderate = inputs.recipe == "moderate"
+    items = []
+    for ident, _severity, kind in _numbered_issues(feedback):
+        done = applied.get(kind) if kind else None
+        if moderate:
+            items.append(
+                {"id": ident, "action": "fixed", "note": f"{_cap(done)}."}
+                if done
+                else {"id": ident, "action": "declined", "note": _declined(kind)}
+            )
+        else:
+            items.append(
+                {"id": ident, "decision": "accepted", "reason": f"{_cap(done)}."}
+                if done
+                else {"id": ident, "decision": "rejected", "reason": _declined(kind)}
+            )
+    tag = "resolutions" if moderate else "decisions"
+    taken = list(dict.fromkeys(applied.values())) + ([noted] if noted else [])
+    summary = [f"Took: {'; '.join(taken)}."] if taken else ["Nothing in the reviews needed a change."]
+    body = document.rstrip() + "\n\n"
+    if items or inputs.recipe in ("synthesize", "moderate"):
+        body += f"<{tag}>\n" + json.dumps(items, indent=1, ensure_ascii=False) + f"\n</{tag}>\n\n"
+    return body + _evaluation(scores, summary, inputs.round, force_json=True)
+
+
+def _declined(kind: str | None) -> str:
+    if kind is None:
+        return "The demo cannot act on this kind of suggestion; a language model would."
+    return "Another reviewer's point already covers it, or the passage has changed since."
 
 
 def plan_reply(inputs: Inputs) -> str:
@@ -937,9 +1015,7 @@ class DemoAdapter(BaseAdapter):
         self.tokens_per_second = tokens_per_second
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
-        from orchestration.providers.demo_recipes import recipe_reply
-
-        text = recipe_reply(request) or demo_reply(request)
+        text = demo_reply(request)
         pieces = re.findall(r"\S+\s*", text)
         # Leading whitespace of the text is kept with the first chunk.
         lead = text[: len(text) - len(text.lstrip())]

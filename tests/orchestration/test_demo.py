@@ -187,25 +187,63 @@ def test_a_starting_document_is_revised_not_replaced():
 def test_the_critique_recipe_returns_structured_issues_and_no_document():
     _, draft, _ = reply(WRITER)
     text = demo_reply(request_for(CRITIC, document=draft, recipe="critique"))
-    payload = json.loads(re.search(r"```json\n(.*?)\n```", text, re.S).group(1))
+    issues = json.loads(re.search(r"<issues>\n(.*?)\n</issues>", text, re.S).group(1))
 
     assert "# Should cities" not in text  # a critique does not return the document
-    assert {issue["severity"] for issue in payload["issues"]} <= {"high", "medium", "low"}
-    assert {"high", "medium"} <= {issue["severity"] for issue in payload["issues"]}
-    for issue in payload["issues"]:
-        assert issue["problem"] and issue["suggestion"]
-        if issue["quote"]:
-            assert issue["quote"].rstrip(" …") in draft
-    assert set(payload["scores"]) == set(CRITIC[2])
+    assert {issue["severity"] for issue in issues} <= {"high", "medium", "low"}
+    assert {"high", "medium"} <= {issue["severity"] for issue in issues}
+    for issue in issues:
+        assert issue["problem"] and issue["fix"]
+        if issue["passage"]:
+            assert issue["passage"] in draft  # an exact quote the page can find
+    _, evaluation = parse_reply(text, [(c, 1.0) for c in CRITIC[2]])
+    assert set(evaluation.scores) == set(CRITIC[2])
+    # Specialists differ: an evidence critic leads with evidence, a style critic with clarity.
+    evidence = demo_reply(request_for(("Evidence critic", "critic", ["Evidence"]), document=draft, recipe="critique"))
+    style = demo_reply(request_for(("Style critic", "critic", ["Clarity"]), document=draft, recipe="critique"))
+    first = [json.loads(re.search(r"<issues>\n(.*?)\n</issues>", t, re.S).group(1))[0] for t in (evidence, style)]
+    assert "support" in first[0]["problem"] and "sentence runs" in first[1]["problem"]
 
 
-def test_synthesis_applies_every_critique_and_plans_and_handoffs_are_json():
+def test_synthesis_and_moderation_apply_numbered_issues_and_say_what_they_did():
+    from orchestration.flows.recipes import number_issues, review_material
+
     _, draft, _ = reply(WRITER)
     critique = demo_reply(request_for(CRITIC, document=draft, recipe="critique"))
-    _, document, evaluation = reply(
-        WRITER, document=draft, feedback=[("Sceptical reviewer", critique)], recipe="synthesize"
+    issues = json.loads(re.search(r"<issues>\n(.*?)\n</issues>", critique, re.S).group(1))
+    numbered = number_issues([(1, "Sceptical reviewer", issues)], "I")
+    material = [("Sceptical reviewer", review_material("Comments.", numbered))]
+    text = demo_reply(
+        request_for(("Moderator", "moderator", ["Clarity"]), document=draft, feedback=material, recipe="moderate")
     )
-    assert "## Objections" in document and "Took:" in evaluation.feedback
+    resolutions = json.loads(re.search(r"<resolutions>\n(.*?)\n</resolutions>", text, re.S).group(1))
+    document, _ = parse_reply(text, [("Clarity", 1.0)])
+
+    assert [r["id"] for r in resolutions] == [n["id"] for n in numbered]
+    assert {r["action"] for r in resolutions} == {"fixed"}
+    assert "## Objections" in document and "## Recommendation" in document
+    # Once resolved, a critic finds no high-severity issue left (the roundtable can converge).
+    again = demo_reply(request_for(CRITIC, document=document, recipe="critique", round_number=2))
+    assert "high" not in {
+        i["severity"] for i in json.loads(re.search(r"<issues>\n(.*?)\n</issues>", again, re.S).group(1))
+    }
+
+    editors = number_issues([(1, "Line editor", issues)], "E")
+    text = demo_reply(
+        request_for(
+            ("Synthesizer", "synthesizer", ["Clarity"]),
+            document=draft,
+            feedback=[("Line editor", review_material("", editors))],
+            recipe="synthesize",
+        )
+    )
+    decisions = json.loads(re.search(r"<decisions>\n(.*?)\n</decisions>", text, re.S).group(1))
+    assert [d["id"] for d in decisions] == [e["id"] for e in editors]
+    assert all(d["decision"] in ("accepted", "rejected") and d["reason"] for d in decisions)
+
+
+def test_plans_and_handoffs_are_json():
+    _, draft, _ = reply(WRITER)
     plan = json.loads(re.search(r"```json\n(.*?)\n```", demo_reply(request_for(WRITER, recipe="plan")), re.S).group(1))
     assert [task["id"] for task in plan["tasks"]] == ["t1", "t2", "t3", "t4"]
     route = demo_reply(request_for(WRITER, document=draft, recipe="route"))
