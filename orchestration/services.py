@@ -78,7 +78,7 @@ def validate_for_start(session: WritingSession, *, extra_rounds: int = 0) -> lis
     from orchestration import reasoning
     from orchestration.catalogue import validate_model_for_use
     from orchestration.prompts import estimate_tokens
-    from orchestration.providers import provider_configured
+    from orchestration.providers import provider_available
 
     problems: list[str] = []
     if not session.brief.strip():
@@ -105,7 +105,7 @@ def validate_for_start(session: WritingSession, *, extra_rounds: int = 0) -> lis
                 problems.append(f"{agent.name}: {error}")
             if model.provider not in seen_providers:
                 seen_providers.add(model.provider)
-                ok, reason = provider_configured(model.provider)
+                ok, reason = provider_available(model.provider)  # user words: no environment variable names
                 if not ok:
                     problems.append(f"{agent.name}: {reason}")
         if not any(c.weight > 0 for c in agent.criteria.all()):
@@ -287,8 +287,9 @@ def apply_human_edit(*, session: WritingSession, user, document: str, note: str)
 
 
 def _display_name(user) -> str:
-    profile = getattr(user, "profile", None)
-    return (getattr(profile, "display_name", "") or user.get_username())[:80]
+    from accounts.services import display_name
+
+    return display_name(user)[:80]
 
 
 def delete_session(*, session: WritingSession, user) -> str:

@@ -56,3 +56,39 @@ def test_try_the_demo_team_shows_start_on_one_screen_and_starts(page, live_app, 
     expect(page.locator("#live-session")).to_be_visible()
     session = WritingSession.objects.get(project__owner=newcomer)
     assert session.status != Status.DRAFT
+
+
+@pytest.fixture
+def app_without_openai(transactional_db):
+    """Daphne with no OpenAI key: the builder must say its models are unavailable, in users' words."""
+    from orchestration.catalogue import seed_catalogue
+    from orchestration.presets import seed_presets
+    from tests.live import LiveApp, start_web, start_worker
+
+    seed_catalogue()
+    seed_presets()
+    worker = start_worker(OPENAI_API_KEY="")
+    web, url = start_web(OPENAI_API_KEY="")
+    app = LiveApp(url=url, web=web, worker=worker)
+    yield app
+    app.stop()
+
+
+def test_models_without_a_connected_provider_are_shown_unavailable_with_a_reason(page, app_without_openai, login):
+    from playwright.sync_api import expect
+
+    make_user("builder@example.com", password=PASSWORD)
+    login(page, app_without_openai, "builder@example.com", PASSWORD)
+    page.goto(app_without_openai.url + "/dashboard/")
+    page.get_by_test_id("try-demo").click()
+    page.get_by_test_id("demo-customize").click()
+    page.wait_for_url(re.compile(r".*/sessions/\d+/edit/$"))
+
+    select = page.locator("[data-testid=agent-card] select[name$='-model']").first
+    expect(select).to_be_visible()
+    openai = select.locator("option", has_text="unavailable: OpenAI is not connected on this server")
+    assert openai.count() >= 1
+    assert all(openai.nth(i).is_disabled() for i in range(openai.count()))
+    demo = select.locator("option", has_text="Demo")
+    assert demo.count() >= 1 and not demo.first.is_disabled()
+    assert not re.search(r"[A-Z]+_API_KEY", page.content())
