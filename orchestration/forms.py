@@ -301,9 +301,7 @@ class ReferenceForm(forms.Form):
 
 
 class PresetSaveForm(forms.Form):
-    name = forms.CharField(
-        max_length=120, label="Preset name", error_messages={"required": "Give the preset a name."}
-    )
+    name = forms.CharField(max_length=120, label="Preset name", error_messages={"required": "Give the preset a name."})
     description = forms.CharField(max_length=500, required=False)
     replace = forms.BooleanField(required=False, label="Replace my preset with this name")
 

@@ -347,8 +347,8 @@ def _start_refused(request, session, form, problems, *, invalid_cards=(), upgrad
         card = _agent_card_context(request, session, agent, agent_form, formset)
         card["card"]["oob"] = True
         response.content += render_to_string(PAGE + "#agent_card", card, request=request).encode()
-    first = problems[0]
-    return _with_status(request, response, session, first if first.startswith("Not started") else f"Not started: {first}")
+    status = problems[0] if problems[0].startswith("Not started") else f"Not started: {problems[0]}"
+    return _with_status(request, response, session, status)
 
 
 @login_required

@@ -150,9 +150,7 @@ def test_saving_a_preset_without_a_name_says_so(owner_client, owner, draft):
 # --- 5. After a run, the builder shows the starting document ------------------------------------
 
 
-def test_after_a_run_the_builder_shows_the_starting_document_and_never_overwrites_the_working_one(
-    owner_client, draft
-):
+def test_after_a_run_the_builder_shows_the_starting_document_and_never_overwrites_the_working_one(owner_client, draft):
     DocumentVersion.objects.create(session=draft, number=1, content="My own opening.", note="Starting document")
     DocumentVersion.objects.create(session=draft, number=2, content="The team's latest text.")
     WritingSession.objects.filter(pk=draft.pk).update(status=Status.COMPLETED, document="The team's latest text.")
