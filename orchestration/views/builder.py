@@ -434,7 +434,8 @@ def agent_update(request: HttpRequest, pk: int, agent_pk: int) -> HttpResponse:
             messages.success(request, f"Saved {agent.name}.")
             return redirect("session_edit", pk=session.pk)
         text = f"{agent.name} saved at {_now()}"
-        if not action and not data.get("had_errors") and not rows_changed:
+        # A new model may bring or take away a reasoning control: re-render the card then (as for rows).
+        if not action and not data.get("had_errors") and not rows_changed and "model" not in form.changed_data:
             return _saved(_status_only(request, session, text), session, agents_changed=True)
         form, formset = _agent_forms(request, agent, extra_criteria=1 if add_row else 0)
         response = render(request, PAGE + "#agent_card", _agent_card_context(request, session, agent, form, formset))
