@@ -81,8 +81,8 @@ def test_models_without_a_connected_provider_are_shown_unavailable_with_a_reason
     login(page, app_without_openai, "builder@example.com", PASSWORD)
     page.goto(app_without_openai.url + "/dashboard/")
     page.get_by_test_id("try-demo").click()
-    page.get_by_test_id("demo-customize").click()
-    page.wait_for_url(re.compile(r".*/sessions/\d+/edit/$"))
+    page.get_by_test_id("demo-customize").click(no_wait_after=True)
+    page.wait_for_url(re.compile(r".*/sessions/\d+/edit/$"), timeout=60_000)  # the builder is a heavy page
 
     select = page.locator("[data-testid=agent-card] select[name$='-model']").first
     expect(select).to_be_visible()
