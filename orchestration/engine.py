@@ -370,7 +370,6 @@ async def run_call(
     agents: dict[int, Agent] | None = None,
 ) -> CallOutcome:
     from orchestration.providers import ProviderError, StreamEnd, TextDelta, get_adapter
-    from orchestration.providers.retry import retry_delay
 
     agents = {} if agents is None else agents
     if call.agent_id not in agents:
@@ -382,63 +381,130 @@ async def run_call(
 
     models = [agent.model] + ([agent.fallback_model] if agent.fallback_model_id else [])
     max_retries = settings.PROVIDER_MAX_RETRIES
-    last_error = ""
+    failures: list[str] = []  # one line per model that gave up, for the final message
     for model in models:
         retries = 0
+        waited = 0.0  # seconds spent waiting on this model's rate limit
+        window: int | None = None  # our-units context window from the provider's own count, after a 400
+        last_error = ""
         while True:
             attempts += 1
-            prepared = await db(_begin_turn, session, agent, model, round_number, attempts)
+            prepared = await db(_begin_turn, session, agent, model, round_number, attempts, window)
             if isinstance(prepared, CallOutcome):
+                if prepared.status == "too_large":
+                    last_error = prepared.error
+                    break  # the fallback model may have a larger context window
                 return prepared
-            turn_id, request, reserved = prepared
+            turn_id, request, estimated_tokens = prepared
             adapter = get_adapter(model.provider)
             started = time.monotonic()
             first_token_at: float | None = None
             received: list[str] = []
             try:
-                end: StreamEnd | None = None
-                async for item in adapter.stream(request):
-                    if isinstance(item, TextDelta):
-                        if first_token_at is None:
-                            first_token_at = time.monotonic()
-                        received.append(item.text)
-                        batcher.add(turn_id, item.text)
-                    elif isinstance(item, StreamEnd):
-                        end = item
-                if end is None:
-                    raise ProviderError("The reply ended without a proper end.", kind="stream_broken", retryable=True)
-                await batcher.flush()
-                timing = (int((time.monotonic() - started) * 1000), _ms(started, first_token_at))
-                await db(_complete_turn, session.pk, turn_id, agent, model, "".join(received), end, timing, call)
-                return CallOutcome("completed", turn_id)
-            except asyncio.CancelledError:
-                await batcher.flush()
-                await db(
-                    _abandon_turn,
-                    session.pk,
-                    turn_id,
-                    model,
-                    "".join(received),
-                    request,
-                    Turn.TurnStatus.CANCELLED,
-                    "Stopped by you.",
-                )
-                return CallOutcome("cancelled", turn_id)
+                try:
+                    end: StreamEnd | None = None
+                    async for item in adapter.stream(request):
+                        if isinstance(item, TextDelta):
+                            if first_token_at is None:
+                                first_token_at = time.monotonic()
+                            received.append(item.text)
+                            batcher.add(turn_id, item.text)
+                        elif isinstance(item, StreamEnd):
+                            end = item
+                    if end is None:
+                        raise ProviderError(
+                            "The reply ended without a proper end.", kind="stream_broken", retryable=True
+                        )
+                    await batcher.flush()
+                    timing = (int((time.monotonic() - started) * 1000), _ms(started, first_token_at))
+                    await db(_complete_turn, session.pk, turn_id, agent, model, "".join(received), end, timing, call)
+                    return CallOutcome("completed", turn_id)
+                except asyncio.CancelledError:
+                    await batcher.flush()
+                    await db(
+                        _abandon_turn,
+                        session.pk,
+                        turn_id,
+                        model,
+                        "".join(received),
+                        request,
+                        Turn.TurnStatus.CANCELLED,
+                        "Stopped by you.",
+                    )
+                    return CallOutcome("cancelled", turn_id)
             except ProviderError as error:
                 await batcher.flush()
                 last_error = error.user_message
                 status = Turn.TurnStatus.INCOMPLETE if received else Turn.TurnStatus.FAILED
-                await db(_abandon_turn, session.pk, turn_id, model, "".join(received), request, status, last_error)
+                if error.kind == "context_length":
+                    if window is None:
+                        window = _refit_window(model, estimated_tokens, error)
+                        note = " Atelier fits the prompt to the provider's own count and tries once more."
+                    else:
+                        window, note = None, ""
+                    await db(_abandon_turn, session.pk, turn_id, model, "", request, status, last_error + note, error)
+                    if note:
+                        continue
+                    break  # still too long: the fallback model, if any
+                plan = _retry_plan(error, retries, waited, max_retries)
+                turn_error = last_error + (f" Retrying in {plan:.1f} s." if plan is not None else "")
+                text = "".join(received)
+                await db(_abandon_turn, session.pk, turn_id, model, text, request, status, turn_error, error)
                 if not error.retryable:
-                    return CallOutcome("failed", turn_id, last_error)
-                if retries >= max_retries:
+                    return CallOutcome("failed", turn_id, f"{agent.name}: {last_error}")
+                if plan is None:
+                    what = f"{retries + 1} attempt{'s' if retries else ''} ({retries} retr"
+                    what += "y" if retries == 1 else "ies"
+                    what += f" over {waited:.0f} s of waiting)" if error.kind == "rate_limit" else ")"
+                    failures.append(f"{model.display_name} failed {what}; the last answer was: {last_error}")
+                    last_error = ""
                     break  # try the fallback model, if any
-                delay = retry_delay(retries, error.retry_after)
                 retries += 1
-                logger.info("retrying %s after %s (%.1fs)", model.model_id, error.kind, delay)
-                await asyncio.sleep(delay)
-            del reserved
-    return CallOutcome("failed", None, f"{agent.name}: giving up after retries. {last_error}".strip())
+                waited += plan
+                logger.info("retrying %s after %s (%.1fs)", model.model_id, error.kind, plan)
+                await asyncio.sleep(plan)
+            except Exception:
+                # A bug or an unexpected library error: never leave the turn streaming or its credits held.
+                logger.exception("turn %s crashed", turn_id)
+                await batcher.flush()
+                await sync_to_async(_fail_turn)(session.pk, turn_id, "".join(received))
+                return CallOutcome("failed", turn_id, INTERNAL_ERROR)
+        if last_error:
+            failures.append(f"{model.display_name}: {last_error}")
+    return CallOutcome("failed", None, f"{agent.name} gave up. " + " Then ".join(failures))
+
+
+INTERNAL_ERROR = "An internal error interrupted this turn. It has been logged."
+
+
+def _retry_plan(error, retries: int, waited: float, max_retries: int) -> float | None:
+    """Seconds to wait before the next attempt on this model, or None to give up on it.
+
+    Rate limits are retried for a window of waiting (settings.PROVIDER_RATE_LIMIT_WINDOW_SECONDS, about a
+    minute), honouring Retry-After; other retryable errors up to PROVIDER_MAX_RETRIES times.
+    """
+    from orchestration.providers.retry import retry_delay
+
+    if not error.retryable:
+        return None
+    delay = retry_delay(retries, error.retry_after)
+    if error.kind == "rate_limit":
+        if waited + delay > settings.PROVIDER_RATE_LIMIT_WINDOW_SECONDS:
+            return None
+        return delay
+    return delay if retries < max_retries else None
+
+
+def _refit_window(model: LLMModel, estimated_tokens: int, error) -> int:
+    """The context window to fit the next prompt to, in our estimate's units, from the provider's own numbers.
+
+    Our estimate and the provider's tokenizer differ; the 400 says how many tokens the prompt really was and
+    how large the window is, so scale the window by (our estimate / their count) and keep 5 % spare.
+    """
+    real_window = error.limit_tokens or model.context_window
+    # Without the provider's count, assume we under-estimated by a tenth.
+    scale = estimated_tokens / error.prompt_tokens if error.prompt_tokens and estimated_tokens else 0.9
+    return max(1, int(min(real_window, model.context_window) * scale * 0.95))
 
 
 def _ms(start: float, end: float | None) -> int | None:
@@ -456,7 +522,7 @@ def _earlier_attempts(session_id: int, round_number: int, agent_id: int) -> tupl
             "pk", "status", "attempt"
         )
     )
-    completed = next((pk for pk, status, _ in rows if status == Turn.TurnStatus.COMPLETED), None)
+    completed = next((pk for pk, status, _ in rows if status in Turn.DONE_STATUSES), None)
     return completed, max((attempt for _, _, attempt in rows), default=0)
 
 
@@ -479,8 +545,19 @@ def _feedback_for(session: WritingSession, agent: Agent) -> list[tuple[str, str]
     return list(latest.values())
 
 
-def _begin_turn(session: WritingSession, agent: Agent, model: LLMModel, round_number: int, attempt: int):
-    """Build the prompt, create the turn (next attempt) and reserve its worst-case credits."""
+def _begin_turn(
+    session: WritingSession,
+    agent: Agent,
+    model: LLMModel,
+    round_number: int,
+    attempt: int,
+    context_window: int | None = None,
+):
+    """Build the prompt, create the turn (next attempt) and reserve its worst-case credits.
+
+    Returns (turn id, ModelRequest, estimated prompt tokens), or a CallOutcome: "too_large" when the prompt
+    cannot fit `context_window` (default: the model's), "out_of_credits" when the reservation is refused.
+    """
     from billing.pricing import credits_for_usage
     from billing.services import InsufficientCredits, reserve_credits
     from orchestration.prompts import PromptTooLarge, build_prompt
@@ -500,11 +577,11 @@ def _begin_turn(session: WritingSession, agent: Agent, model: LLMModel, round_nu
             human_note=session.human_note,
             round_number=round_number,
             max_rounds=session.max_rounds,
-            context_window=model.context_window,
+            context_window=context_window or model.context_window,
             max_output_tokens=agent.max_output_tokens,
         )
     except PromptTooLarge as error:
-        return CallOutcome("failed", None, f"{agent.name}: {error}")
+        return CallOutcome("too_large", None, f"{model.display_name}: {error}")
     worst_case = credits_for_usage(
         model=model, input_tokens=prompt.estimated_input_tokens, cached_tokens=0, output_tokens=agent.max_output_tokens
     )
@@ -556,19 +633,32 @@ def _begin_turn(session: WritingSession, agent: Agent, model: LLMModel, round_nu
             "brief": session.brief,
         },
     )
-    return turn.pk, request, worst_case
+    return turn.pk, request, prompt.estimated_input_tokens
 
 
 def _complete_turn(
     session_id: int, turn_id: int, agent: Agent, model: LLMModel, text: str, end, timing, call: AgentCall
 ) -> None:
-    """Save the turn, its evaluation, usage and charge in one transaction, exactly once."""
+    """Save the turn, its evaluation, usage and charge in one transaction, exactly once.
+
+    A reply that did not end normally (cut off, refused, filtered: see docs/providers.md) is saved with its
+    stop reason and the provider's words, charged for what the provider reported, and never becomes a
+    version of the document, nor a score, nor feedback for the next agent.
+    """
     from billing.pricing import credits_for_usage, provider_cost_usd
     from billing.services import settle_credits
-    from orchestration.evaluation import parse_reply
+    from orchestration.evaluation import Evaluation, parse_reply, split_reasoning
 
     usage = end.usage
-    document, evaluation = parse_reply(text, [(c.name, c.weight) for c in agent.criteria.all()])
+    outcome = end.outcome
+    answer, reasoning = split_reasoning(text)
+    if outcome == "normal":
+        document, evaluation = parse_reply(answer, [(c.name, c.weight) for c in agent.criteria.all()])
+        status, error = Turn.TurnStatus.COMPLETED, ""
+    else:
+        document, evaluation = "", Evaluation(raw="")
+        status = Turn.TurnStatus.TRUNCATED if outcome == "truncated" else Turn.TurnStatus.REFUSED
+        error = abnormal_end_message(model=model, agent=agent, end=end)
     evaluation_text = evaluation.raw
     credits = credits_for_usage(
         model=model,
@@ -593,22 +683,26 @@ def _complete_turn(
             description=f"{session.title}: round {session.current_round}, {agent.name}",
         )
         claimed = Turn.objects.filter(pk=turn_id, status=Turn.TurnStatus.STREAMING).update(
-            status=Turn.TurnStatus.COMPLETED,
-            output_text=text,
+            status=status,
+            output_text=answer,
+            error=error,
+            stop_reason=end.stop_reason[:40],
             scores=evaluation.scores,
             overall_score=evaluation.overall,
-            parse_tier=evaluation.tier,
+            parse_tier=evaluation.tier if outcome == "normal" else "",
             evaluation_raw=evaluation_text[:20000],
             feedback=evaluation.feedback[:5000],
             input_tokens=usage.input_tokens,
             cached_tokens=usage.cached_input_tokens,
             cache_write_tokens=usage.cache_write_tokens,
             output_tokens=usage.output_tokens,
+            usage_estimated=usage.estimated,
             credits=charged,
             provider_cost=cost,
             latency_ms=timing[0],
             ttft_ms=timing[1],
             finished_at=timezone.now(),
+            **_reasoning_fields(reasoning),
         )
         if not claimed:  # already saved by an earlier run of this step, or given up on meanwhile
             transaction.set_rollback(True)
@@ -619,22 +713,21 @@ def _complete_turn(
             output_tokens=F("output_tokens") + usage.output_tokens,
             credits_used=F("credits_used") + charged,
             provider_cost=F("provider_cost") + cost,
-            human_note="",
+            **({"human_note": ""} if outcome == "normal" else {}),
         )
-        new_events = [
-            ev.NewEvent(
-                "turn_finished",
-                {
-                    "status": Turn.TurnStatus.COMPLETED,
-                    "scores": evaluation.scores,
-                    "overall": evaluation.overall,
-                    "tier": evaluation.tier,
-                    "credits": charged,
-                },
-                turn_id,
-            )
-        ]
-        if call.writes_document and document.strip() and document != session.document:
+        payload = {
+            "status": status,
+            "scores": evaluation.scores,
+            "overall": evaluation.overall,
+            "tier": evaluation.tier,
+            "credits": charged,
+            "stop_reason": end.stop_reason,
+            "usage_estimated": usage.estimated,
+        }
+        if error:
+            payload["error"] = error
+        new_events = [ev.NewEvent("turn_finished", payload, turn_id)]
+        if outcome == "normal" and call.writes_document and document.strip() and document != session.document:
             round_number = session.current_round
             version = record_version(
                 session=session,
@@ -660,12 +753,73 @@ def _complete_turn(
         ev.append_events(session_id=session_id, events=new_events)
 
 
-def _abandon_turn(session_id: int, turn_id: int, model: LLMModel, text: str, request, status: str, error: str) -> None:
-    """A turn that did not complete: keep its text, charge what was plausibly consumed, release the rest."""
+def _reasoning_fields(reasoning: str) -> dict:
+    """Turn.reasoning holds stripped <think> text once that field exists (issue 17 adds it)."""
+    if reasoning and any(f.name == "reasoning" for f in Turn._meta.get_fields()):
+        return {"reasoning": reasoning}
+    return {}
+
+
+def abnormal_end_message(*, model: LLMModel, agent: Agent, end) -> str:
+    """What the turn's card says about a reply that did not end normally, in the provider's words where given."""
+    from orchestration.providers.base import PROVIDER_LABELS
+
+    provider = PROVIDER_LABELS.get(model.provider, model.provider)
+    reason = end.stop_reason or "none"
+    kept = "The document was kept as it was; the session carries on with the next agent."
+    words = f" {provider} said: “{end.stop_detail}”." if end.stop_detail else ""
+    if reason in ("max_tokens", "length"):
+        return (
+            f"The reply was cut off at {agent.name}'s output limit of {agent.max_output_tokens:,} tokens "
+            f"(stop reason “{reason}”). {kept} Raise the agent's max output tokens for a document this long."
+        )
+    if reason == "model_context_window_exceeded":
+        return f"The reply filled {model.display_name}'s context window (stop reason “{reason}”). {kept}"
+    if reason == "refusal":
+        return f"{model.display_name} refused this turn (stop reason “refusal”).{words} {kept}"
+    if reason == "content_filter":
+        return f"{provider}'s content filter stopped this reply (finish reason “content_filter”).{words} {kept}"
+    return (
+        f"{model.display_name} stopped with “{reason}”, which Atelier does not ask for: the reply is unfinished."
+        f"{words} {kept}"
+    )
+
+
+def _abandon_turn(
+    session_id: int,
+    turn_id: int,
+    model: LLMModel,
+    text: str,
+    request,
+    status: str,
+    error: str,
+    failure=None,
+) -> None:
+    """A turn that did not complete: keep its text, charge what was consumed, release the rest.
+
+    What the provider reported before the failure (Anthropic's input count in message_start, kept on the
+    ProviderError) is charged as reported; only the rest is estimated, and the turn says so. Providers bill
+    input once a stream starts; with no text and no report they usually did not.
+    """
     from billing.pricing import credits_for_usage
     from billing.services import settle_credits
-    from orchestration.prompts import estimate_tokens
+    from orchestration.providers.base import estimate_tokens
 
+    reported = getattr(failure, "usage", None)
+    if reported is not None:
+        input_tokens, cached_tokens = reported.input_tokens, reported.cached_input_tokens
+        output_tokens = estimate_tokens(text)
+        estimated = bool(text)
+    elif text:
+        input_tokens, cached_tokens = estimate_tokens(request.system) + estimate_tokens(request.user), 0
+        output_tokens = estimate_tokens(text)
+        estimated = True
+    else:
+        input_tokens = cached_tokens = output_tokens = 0
+        estimated = False
+    credits = credits_for_usage(
+        model=model, input_tokens=input_tokens, cached_tokens=cached_tokens, output_tokens=output_tokens
+    )
     with transaction.atomic():
         session = WritingSession.objects.select_related("project__owner").get(pk=session_id)
         updated = Turn.objects.filter(pk=turn_id, status=Turn.TurnStatus.STREAMING).update(
@@ -673,12 +827,6 @@ def _abandon_turn(session_id: int, turn_id: int, model: LLMModel, text: str, req
         )
         if not updated:
             return
-        # Providers bill input once a stream starts; with no text they usually did not.
-        input_tokens = estimate_tokens(request.system + request.user) if text else 0
-        output_tokens = estimate_tokens(text)
-        credits = credits_for_usage(
-            model=model, input_tokens=input_tokens, cached_tokens=0, output_tokens=output_tokens
-        )
         charged = settle_credits(
             user=session.project.owner,
             reservation_key=f"turn:{turn_id}:reserve",
@@ -686,12 +834,52 @@ def _abandon_turn(session_id: int, turn_id: int, model: LLMModel, text: str, req
             key=f"turn:{turn_id}:settle",
             description=f"{session.title}: interrupted turn",
         )
-        Turn.objects.filter(pk=turn_id).update(credits=charged, input_tokens=input_tokens, output_tokens=output_tokens)
+        Turn.objects.filter(pk=turn_id).update(
+            credits=charged,
+            input_tokens=input_tokens,
+            cached_tokens=cached_tokens,
+            output_tokens=output_tokens,
+            usage_estimated=estimated,
+        )
         WritingSession.objects.filter(pk=session_id).update(
             credits_used=F("credits_used") + charged,
             input_tokens=F("input_tokens") + input_tokens,
+            cached_tokens=F("cached_tokens") + cached_tokens,
             output_tokens=F("output_tokens") + output_tokens,
         )
         ev.append_event(
             session_id=session_id, kind="turn_finished", payload={"status": status, "error": error}, turn_id=turn_id
         )
+
+
+def _fail_turn(session_id: int, turn_id: int, text: str) -> None:
+    """After an unexpected exception: the turn ends FAILED and its reservation is released, whatever broke.
+
+    Each part runs on its own so one broken part (the event log, say) cannot keep the others from running.
+    A reservation the settle path already closed stays closed (release is a no-op then). Anything left
+    behind is found by `manage.py reconcile_credits`.
+    """
+    from billing.services import release_credits
+
+    try:
+        with transaction.atomic():
+            updated = Turn.objects.filter(pk=turn_id, status=Turn.TurnStatus.STREAMING).update(
+                status=Turn.TurnStatus.FAILED, output_text=text, error=INTERNAL_ERROR, finished_at=timezone.now()
+            )
+            session = WritingSession.objects.select_related("project__owner").get(pk=session_id)
+            release_credits(
+                user=session.project.owner, reservation_key=f"turn:{turn_id}:reserve", key=f"turn:{turn_id}:release"
+            )
+    except Exception:
+        logger.exception("could not fail turn %s cleanly", turn_id)
+        return
+    if updated:
+        try:
+            ev.append_event(
+                session_id=session_id,
+                kind="turn_finished",
+                payload={"status": Turn.TurnStatus.FAILED, "error": INTERNAL_ERROR},
+                turn_id=turn_id,
+            )
+        except Exception:
+            logger.exception("could not record the end of turn %s", turn_id)
