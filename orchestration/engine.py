@@ -43,6 +43,9 @@ OUT_OF_CREDITS_DETAIL = (
 )  # how often we look for Stop and renew the lease
 
 
+_sleep = asyncio.sleep  # the retry waits (tests record them instead of waiting)
+
+
 def new_owner_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
@@ -402,67 +405,72 @@ async def run_call(
             received: list[str] = []
             try:
                 try:
-                    end: StreamEnd | None = None
-                    async for item in adapter.stream(request):
-                        if isinstance(item, TextDelta):
-                            if first_token_at is None:
-                                first_token_at = time.monotonic()
-                            received.append(item.text)
-                            batcher.add(turn_id, item.text)
-                        elif isinstance(item, StreamEnd):
-                            end = item
-                    if end is None:
-                        raise ProviderError(
-                            "The reply ended without a proper end.", kind="stream_broken", retryable=True
+                    try:
+                        end: StreamEnd | None = None
+                        async for item in adapter.stream(request):
+                            if isinstance(item, TextDelta):
+                                if first_token_at is None:
+                                    first_token_at = time.monotonic()
+                                received.append(item.text)
+                                batcher.add(turn_id, item.text)
+                            elif isinstance(item, StreamEnd):
+                                end = item
+                        if end is None:
+                            raise ProviderError(
+                                "The reply ended without a proper end.", kind="stream_broken", retryable=True
+                            )
+                        await batcher.flush()
+                        timing = (int((time.monotonic() - started) * 1000), _ms(started, first_token_at))
+                        await db(
+                            _complete_turn, session.pk, turn_id, agent, model, "".join(received), end, timing, call
                         )
+                        return CallOutcome("completed", turn_id)
+                    except asyncio.CancelledError:
+                        await batcher.flush()
+                        await db(
+                            _abandon_turn,
+                            session.pk,
+                            turn_id,
+                            model,
+                            "".join(received),
+                            request,
+                            Turn.TurnStatus.CANCELLED,
+                            "Stopped by you.",
+                        )
+                        return CallOutcome("cancelled", turn_id)
+                except ProviderError as error:
                     await batcher.flush()
-                    timing = (int((time.monotonic() - started) * 1000), _ms(started, first_token_at))
-                    await db(_complete_turn, session.pk, turn_id, agent, model, "".join(received), end, timing, call)
-                    return CallOutcome("completed", turn_id)
-                except asyncio.CancelledError:
-                    await batcher.flush()
-                    await db(
-                        _abandon_turn,
-                        session.pk,
-                        turn_id,
-                        model,
-                        "".join(received),
-                        request,
-                        Turn.TurnStatus.CANCELLED,
-                        "Stopped by you.",
-                    )
-                    return CallOutcome("cancelled", turn_id)
-            except ProviderError as error:
-                await batcher.flush()
-                last_error = error.user_message
-                status = Turn.TurnStatus.INCOMPLETE if received else Turn.TurnStatus.FAILED
-                if error.kind == "context_length":
-                    if window is None:
-                        window = _refit_window(model, estimated_tokens, error)
-                        note = " Atelier fits the prompt to the provider's own count and tries once more."
-                    else:
-                        window, note = None, ""
-                    await db(_abandon_turn, session.pk, turn_id, model, "", request, status, last_error + note, error)
-                    if note:
-                        continue
-                    break  # still too long: the fallback model, if any
-                plan = _retry_plan(error, retries, waited, max_retries)
-                turn_error = last_error + (f" Retrying in {plan:.1f} s." if plan is not None else "")
-                text = "".join(received)
-                await db(_abandon_turn, session.pk, turn_id, model, text, request, status, turn_error, error)
-                if not error.retryable:
-                    return CallOutcome("failed", turn_id, f"{agent.name}: {last_error}")
-                if plan is None:
-                    what = f"{retries + 1} attempt{'s' if retries else ''} ({retries} retr"
-                    what += "y" if retries == 1 else "ies"
-                    what += f" over {waited:.0f} s of waiting)" if error.kind == "rate_limit" else ")"
-                    failures.append(f"{model.display_name} failed {what}; the last answer was: {last_error}")
-                    last_error = ""
-                    break  # try the fallback model, if any
-                retries += 1
-                waited += plan
-                logger.info("retrying %s after %s (%.1fs)", model.model_id, error.kind, plan)
-                await asyncio.sleep(plan)
+                    last_error = error.user_message
+                    status = Turn.TurnStatus.INCOMPLETE if received else Turn.TurnStatus.FAILED
+                    if error.kind == "context_length":
+                        if window is None:
+                            window = _refit_window(model, estimated_tokens, error)
+                            note = " Atelier fits the prompt to the provider's own count and tries once more."
+                        else:
+                            window, note = None, ""
+                        await db(
+                            _abandon_turn, session.pk, turn_id, model, "", request, status, last_error + note, error
+                        )
+                        if note:
+                            continue
+                        break  # still too long: the fallback model, if any
+                    plan = _retry_plan(error, retries, waited, max_retries)
+                    turn_error = last_error + (f" Retrying in {plan:.1f} s." if plan is not None else "")
+                    text = "".join(received)
+                    await db(_abandon_turn, session.pk, turn_id, model, text, request, status, turn_error, error)
+                    if not error.retryable:
+                        return CallOutcome("failed", turn_id, f"{agent.name}: {last_error}")
+                    if plan is None:
+                        what = f"{retries + 1} attempt{'s' if retries else ''} ({retries} retr"
+                        what += "y" if retries == 1 else "ies"
+                        what += f" over {waited:.0f} s of waiting)" if error.kind == "rate_limit" else ")"
+                        failures.append(f"{model.display_name} failed {what}; the last answer was: {last_error}")
+                        last_error = ""
+                        break  # try the fallback model, if any
+                    retries += 1
+                    waited += plan
+                    logger.info("retrying %s after %s (%.1fs)", model.model_id, error.kind, plan)
+                    await _sleep(plan)
             except Exception:
                 # A bug or an unexpected library error: never leave the turn streaming or its credits held.
                 logger.exception("turn %s crashed", turn_id)
@@ -601,6 +609,8 @@ def _begin_turn(
                 amount=worst_case,
                 key=f"turn:{turn.pk}:reserve",
                 description=f"{session.title}: round {round_number}, {agent.name}",
+                session_id=session.pk,
+                turn_id=turn.pk,
             )
         except InsufficientCredits:
             transaction.set_rollback(True)
@@ -651,6 +661,8 @@ def _complete_turn(
 
     usage = end.usage
     outcome = end.outcome
+    # OpenAI-compatible reasoning models stream <think>...</think> as content: the turn's reasoning, shown to
+    # the owner, never the document, the evaluation or the next prompt.
     answer, reasoning = split_reasoning(text)
     if outcome == "normal":
         document, evaluation = parse_reply(answer, [(c.name, c.weight) for c in agent.criteria.all()])
@@ -702,7 +714,7 @@ def _complete_turn(
             latency_ms=timing[0],
             ttft_ms=timing[1],
             finished_at=timezone.now(),
-            **_reasoning_fields(reasoning),
+            reasoning=reasoning,
         )
         if not claimed:  # already saved by an earlier run of this step, or given up on meanwhile
             transaction.set_rollback(True)
@@ -751,13 +763,6 @@ def _complete_turn(
             )
         )
         ev.append_events(session_id=session_id, events=new_events)
-
-
-def _reasoning_fields(reasoning: str) -> dict:
-    """Turn.reasoning holds stripped <think> text once that field exists (issue 17 adds it)."""
-    if reasoning and any(f.name == "reasoning" for f in Turn._meta.get_fields()):
-        return {"reasoning": reasoning}
-    return {}
 
 
 def abnormal_end_message(*, model: LLMModel, agent: Agent, end) -> str:

@@ -25,7 +25,8 @@ CHART_TEMPLATE = "orchestration/partials/live_chart.html"
 TURN_FIELDS = (
     "id", "round", "agent_id", "agent_name", "attempt", "kind", "status", "model_used", "output_text", "scores",
     "overall_score", "parse_tier", "input_tokens", "cached_tokens", "output_tokens", "credits", "latency_ms",
-    "ttft_ms", "error", "prompt_notes", "started_at", "finished_at",
+    "ttft_ms", "error", "prompt_notes", "started_at", "finished_at", "cache_write_tokens", "usage_estimated",
+    "stop_reason",
 )  # fmt: skip
 
 

@@ -381,6 +381,11 @@ class Turn(models.Model):
     def __str__(self) -> str:
         return f"Round {self.round} · {self.agent_name}"
 
+    @property
+    def call_finished(self) -> bool:
+        """The provider finished the call (normally or not): its usage and charge are final and shown."""
+        return self.status in self.DONE_STATUSES
+
 
 class DocumentVersion(models.Model):
     session = models.ForeignKey(WritingSession, on_delete=models.CASCADE, related_name="versions")
