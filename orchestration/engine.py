@@ -857,6 +857,17 @@ def _abandon_turn(
         )
 
 
+def fail_turn(*, session_id: int, turn_id: int, text: str | None) -> None:
+    """End a turn left streaming as FAILED (internal error) and release its reservation.
+
+    For `manage.py reconcile_credits --fix`. `text`: what the turn streamed, or None to take it from the
+    turn's chunk events.
+    """
+    if text is None:
+        text = ev.streamed_text([turn_id]).get(turn_id, "")
+    _fail_turn(session_id, turn_id, text)
+
+
 def _fail_turn(session_id: int, turn_id: int, text: str) -> None:
     """After an unexpected exception: the turn ends FAILED and its reservation is released, whatever broke.
 

@@ -500,3 +500,20 @@ def test_a_long_stable_prefix_is_cached_and_cache_reads_show_on_the_turn(provide
     page = card_html(client, session)
     assert f"{round_two.cached_tokens} read from the prompt cache" in page
     assert f"{round_one.cache_write_tokens} written to the prompt cache" in page
+
+
+# --- 11. Settings that are not sent ----------------------------------------------------------------------------
+
+
+def test_the_builder_says_per_model_whether_temperature_is_sent(rich_owner, client):
+    session = two_agent_session(rich_owner, max_rounds=1)
+    priced_model("openai", "gpt-5-mini", display_name="GPT-5 mini")
+    client.force_login(rich_owner)
+
+    page = client.get(reverse("session_edit", args=[session.pk])).content.decode()
+
+    # The Anthropic writer's model never receives it; the OpenAI-compatible editor's does.
+    assert "Not sent to claude-test: it uses its own default." in page
+    assert "Sent to local-llama." in page
+    ignored = page.split("Ignored by ", 1)[1].split(".</span>", 1)[0]
+    assert "GPT-5 mini" in ignored and "claude-test" in ignored and "local-llama" not in ignored
