@@ -4,10 +4,11 @@ Prices are USD per million tokens (input, cached input, output) at the providers
 standard (non-batch) requests, as of late 2026 to the best of our knowledge. Staff keep them current
 in the admin; the seed only creates missing rows and never overwrites what staff changed unless asked.
 
-Reasoning (docs/providers.md): the Claude 4 family accepts extended thinking with a token budget and
-returns a summary of its thinking; gpt-5 and gpt-5 mini accept `reasoning_effort` and return only a
-count of reasoning tokens through Chat Completions. Gemini and xAI rows carry no reasoning control
-until staff decide their OpenAI-compatible endpoints should get `reasoning_effort`.
+Reasoning (docs/architecture.md, "Reasoning models"): the Claude 4 family accepts extended thinking
+with a token budget and returns a summary of its thinking; gpt-5 and gpt-5 mini accept
+`reasoning_effort` and return only a count of reasoning tokens through Chat Completions. Gemini and
+xAI rows carry no reasoning control until staff decide their OpenAI-compatible endpoints should get
+`reasoning_effort`.
 
 Credit multipliers: 1.00 for the cheap models, 1.25-3.00 for the flagships (their calls are long and
 bursty, and a higher multiplier keeps plans' credit allowances meaningful). Billing turns provider cost

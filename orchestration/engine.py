@@ -246,9 +246,11 @@ def _recover_interrupted_turns(session: WritingSession) -> None:
     for turn in stale:
         with transaction.atomic():
             text = ev.streamed_text([turn.pk]).get(turn.pk, "")
+            reasoning = ev.streamed_text([turn.pk], kind="reasoning").get(turn.pk, "")
             updated = Turn.objects.filter(pk=turn.pk, status=Turn.TurnStatus.STREAMING).update(
                 status=Turn.TurnStatus.INCOMPLETE,
                 output_text=text,
+                reasoning=reasoning,
                 error="The worker stopped during this turn; it was run again.",
                 finished_at=timezone.now(),
             )
@@ -281,17 +283,25 @@ class ChunkBatcher:
     def __init__(self, session_id: int) -> None:
         self.session_id = session_id
         self.pending: dict[int, list[str]] = {}
+        self.pending_reasoning: dict[int, list[str]] = {}
         self.lock = asyncio.Lock()
 
     def add(self, turn_id: int, text: str) -> None:
         self.pending.setdefault(turn_id, []).append(text)
 
+    def add_reasoning(self, turn_id: int, text: str) -> None:
+        """Thinking text: its own event kind, so it never mixes with the reply's text."""
+        self.pending_reasoning.setdefault(turn_id, []).append(text)
+
     async def flush(self) -> None:
         async with self.lock:
-            if not self.pending:
+            if not self.pending and not self.pending_reasoning:
                 return
             batch, self.pending = self.pending, {}
-            new = [ev.NewEvent("chunk", {"text": "".join(parts)}, turn_id) for turn_id, parts in batch.items()]
+            thoughts, self.pending_reasoning = self.pending_reasoning, {}
+            # A turn thinks before it answers: its reasoning events come first within a batch.
+            new = [ev.NewEvent("reasoning", {"text": "".join(parts)}, turn_id) for turn_id, parts in thoughts.items()]
+            new += [ev.NewEvent("chunk", {"text": "".join(parts)}, turn_id) for turn_id, parts in batch.items()]
             rows = await sync_to_async(ev.append_events)(session_id=self.session_id, events=new, broadcast=False)
             await self.push(rows)
 
@@ -372,7 +382,7 @@ async def run_call(
     batcher: ChunkBatcher,
     agents: dict[int, Agent] | None = None,
 ) -> CallOutcome:
-    from orchestration.providers import ProviderError, StreamEnd, TextDelta, get_adapter
+    from orchestration.providers import ProviderError, ReasoningDelta, StreamEnd, TextDelta, get_adapter
 
     agents = {} if agents is None else agents
     if call.agent_id not in agents:
@@ -403,6 +413,7 @@ async def run_call(
             started = time.monotonic()
             first_token_at: float | None = None
             received: list[str] = []
+            thought: list[str] = []  # the turn's reasoning, kept apart from its text
             try:
                 try:
                     try:
@@ -413,6 +424,9 @@ async def run_call(
                                     first_token_at = time.monotonic()
                                 received.append(item.text)
                                 batcher.add(turn_id, item.text)
+                            elif isinstance(item, ReasoningDelta):
+                                thought.append(item.text)
+                                batcher.add_reasoning(turn_id, item.text)
                             elif isinstance(item, StreamEnd):
                                 end = item
                         if end is None:
@@ -422,7 +436,16 @@ async def run_call(
                         await batcher.flush()
                         timing = (int((time.monotonic() - started) * 1000), _ms(started, first_token_at))
                         await db(
-                            _complete_turn, session.pk, turn_id, agent, model, "".join(received), end, timing, call
+                            _complete_turn,
+                            session.pk,
+                            turn_id,
+                            agent,
+                            model,
+                            "".join(received),
+                            end,
+                            timing,
+                            call,
+                            reasoning="".join(thought),
                         )
                         return CallOutcome("completed", turn_id)
                     except asyncio.CancelledError:
@@ -436,6 +459,7 @@ async def run_call(
                             request,
                             Turn.TurnStatus.CANCELLED,
                             "Stopped by you.",
+                            reasoning="".join(thought),
                         )
                         return CallOutcome("cancelled", turn_id)
                 except ProviderError as error:
@@ -457,7 +481,18 @@ async def run_call(
                     plan = _retry_plan(error, retries, waited, max_retries)
                     turn_error = last_error + (f" Retrying in {plan:.1f} s." if plan is not None else "")
                     text = "".join(received)
-                    await db(_abandon_turn, session.pk, turn_id, model, text, request, status, turn_error, error)
+                    await db(
+                        _abandon_turn,
+                        session.pk,
+                        turn_id,
+                        model,
+                        text,
+                        request,
+                        status,
+                        turn_error,
+                        error,
+                        reasoning="".join(thought),
+                    )
                     if not error.retryable:
                         return CallOutcome("failed", turn_id, f"{agent.name}: {last_error}")
                     if plan is None:
@@ -570,7 +605,10 @@ def _begin_turn(
     from billing.services import InsufficientCredits, reserve_credits
     from orchestration.prompts import PromptTooLarge, build_prompt
     from orchestration.providers import ModelRequest
+    from orchestration.reasoning import plan_for_agent
 
+    # Thinking shares the output allowance (and so the context window): fit and reserve for the total.
+    plan = plan_for_agent(agent, model)
     references = [(r.title, r.content) for r in session.references.all()]
     try:
         prompt = build_prompt(
@@ -586,12 +624,12 @@ def _begin_turn(
             round_number=round_number,
             max_rounds=session.max_rounds,
             context_window=context_window or model.context_window,
-            max_output_tokens=agent.max_output_tokens,
+            max_output_tokens=plan.max_tokens,
         )
     except PromptTooLarge as error:
         return CallOutcome("too_large", None, f"{model.display_name}: {error}")
     worst_case = credits_for_usage(
-        model=model, input_tokens=prompt.estimated_input_tokens, cached_tokens=0, output_tokens=agent.max_output_tokens
+        model=model, input_tokens=prompt.estimated_input_tokens, cached_tokens=0, output_tokens=plan.max_tokens
     )
     with transaction.atomic():
         turn = Turn.objects.create(
@@ -602,6 +640,7 @@ def _begin_turn(
             attempt=attempt,
             model_used=model.model_id,
             prompt_notes="\n".join(prompt.notes),
+            reasoning_output=plan.output,
         )
         try:
             reserve_credits(
@@ -632,8 +671,11 @@ def _begin_turn(
         model_id=model.model_id,
         system=prompt.system,
         user=prompt.user,
-        max_tokens=agent.max_output_tokens,
+        max_tokens=plan.max_tokens,
         temperature=agent.temperature,
+        reasoning=plan.reasoning,
+        thinking_budget=plan.thinking_budget,
+        reasoning_effort=plan.reasoning_effort,
         metadata={
             "session_id": session.pk,
             "round": round_number,
@@ -647,13 +689,25 @@ def _begin_turn(
 
 
 def _complete_turn(
-    session_id: int, turn_id: int, agent: Agent, model: LLMModel, text: str, end, timing, call: AgentCall
+    session_id: int,
+    turn_id: int,
+    agent: Agent,
+    model: LLMModel,
+    text: str,
+    end,
+    timing,
+    call: AgentCall,
+    *,
+    reasoning: str = "",
 ) -> None:
     """Save the turn, its evaluation, usage and charge in one transaction, exactly once.
 
     A reply that did not end normally (cut off, refused, filtered: see docs/providers.md) is saved with its
     stop reason and the provider's words, charged for what the provider reported, and never becomes a
     version of the document, nor a score, nor feedback for the next agent.
+
+    `text` is the reply only; `reasoning` (the model's thinking) is saved beside it and never parsed,
+    versioned or passed on. Reasoning tokens are part of `end.usage.output_tokens` and billed with them.
     """
     from billing.pricing import credits_for_usage, provider_cost_usd
     from billing.services import settle_credits
@@ -663,7 +717,8 @@ def _complete_turn(
     outcome = end.outcome
     # OpenAI-compatible reasoning models stream <think>...</think> as content: the turn's reasoning, shown to
     # the owner, never the document, the evaluation or the next prompt.
-    answer, reasoning = split_reasoning(text)
+    answer, thinking = split_reasoning(text)
+    reasoning = "\n\n".join(part for part in (reasoning, thinking) if part)
     if outcome == "normal":
         document, evaluation = parse_reply(answer, [(c.name, c.weight) for c in agent.criteria.all()])
         status, error = Turn.TurnStatus.COMPLETED, ""
@@ -709,6 +764,7 @@ def _complete_turn(
             cache_write_tokens=usage.cache_write_tokens,
             output_tokens=usage.output_tokens,
             usage_estimated=usage.estimated,
+            reasoning_tokens=usage.reasoning_tokens,
             credits=charged,
             provider_cost=cost,
             latency_ms=timing[0],
@@ -723,6 +779,7 @@ def _complete_turn(
             input_tokens=F("input_tokens") + usage.input_tokens,
             cached_tokens=F("cached_tokens") + usage.cached_input_tokens,
             output_tokens=F("output_tokens") + usage.output_tokens,
+            reasoning_tokens=F("reasoning_tokens") + usage.reasoning_tokens,
             credits_used=F("credits_used") + charged,
             provider_cost=F("provider_cost") + cost,
             **({"human_note": ""} if outcome == "normal" else {}),
@@ -751,6 +808,7 @@ def _complete_turn(
         # We hold the row lock: the totals are the locked values plus this turn.
         session.input_tokens += usage.input_tokens
         session.output_tokens += usage.output_tokens
+        session.reasoning_tokens += usage.reasoning_tokens
         session.credits_used += charged
         new_events.append(
             ev.NewEvent(
@@ -758,6 +816,7 @@ def _complete_turn(
                 {
                     "input_tokens": session.input_tokens,
                     "output_tokens": session.output_tokens,
+                    "reasoning_tokens": session.reasoning_tokens,
                     "credits": session.credits_used,
                 },
             )
@@ -799,28 +858,32 @@ def _abandon_turn(
     status: str,
     error: str,
     failure=None,
+    *,
+    reasoning: str = "",
 ) -> None:
     """A turn that did not complete: keep its text, charge what was consumed, release the rest.
 
     What the provider reported before the failure (Anthropic's input count in message_start, kept on the
     ProviderError) is charged as reported; only the rest is estimated, and the turn says so. Providers bill
-    input once a stream starts; with no text and no report they usually did not.
+    input once a stream starts; with no text and no report they usually did not. Thinking streamed before
+    the break was generated (and billed as output) too: it is kept and counted.
     """
     from billing.pricing import credits_for_usage
     from billing.services import settle_credits
     from orchestration.providers.base import estimate_tokens
 
     reported = getattr(failure, "usage", None)
+    reasoning_tokens = estimate_tokens(reasoning)
+    generated = bool(text or reasoning)
+    output_tokens = estimate_tokens(text) + reasoning_tokens
     if reported is not None:
         input_tokens, cached_tokens = reported.input_tokens, reported.cached_input_tokens
-        output_tokens = estimate_tokens(text)
-        estimated = bool(text)
-    elif text:
+        estimated = generated
+    elif generated:
         input_tokens, cached_tokens = estimate_tokens(request.system) + estimate_tokens(request.user), 0
-        output_tokens = estimate_tokens(text)
         estimated = True
     else:
-        input_tokens = cached_tokens = output_tokens = 0
+        input_tokens = cached_tokens = 0
         estimated = False
     credits = credits_for_usage(
         model=model, input_tokens=input_tokens, cached_tokens=cached_tokens, output_tokens=output_tokens
@@ -828,7 +891,7 @@ def _abandon_turn(
     with transaction.atomic():
         session = WritingSession.objects.select_related("project__owner").get(pk=session_id)
         updated = Turn.objects.filter(pk=turn_id, status=Turn.TurnStatus.STREAMING).update(
-            status=status, output_text=text, error=error[:2000], finished_at=timezone.now()
+            status=status, output_text=text, reasoning=reasoning, error=error[:2000], finished_at=timezone.now()
         )
         if not updated:
             return
@@ -845,12 +908,14 @@ def _abandon_turn(
             cached_tokens=cached_tokens,
             output_tokens=output_tokens,
             usage_estimated=estimated,
+            reasoning_tokens=reasoning_tokens,
         )
         WritingSession.objects.filter(pk=session_id).update(
             credits_used=F("credits_used") + charged,
             input_tokens=F("input_tokens") + input_tokens,
             cached_tokens=F("cached_tokens") + cached_tokens,
             output_tokens=F("output_tokens") + output_tokens,
+            reasoning_tokens=F("reasoning_tokens") + reasoning_tokens,
         )
         ev.append_event(
             session_id=session_id, kind="turn_finished", payload={"status": status, "error": error}, turn_id=turn_id

@@ -115,11 +115,14 @@ def events_after(session_id: int, after_seq: int, limit: int = 5000) -> list[Ses
     return list(SessionEvent.objects.filter(session_id=session_id, seq__gt=after_seq).order_by("seq")[:limit])
 
 
-def streamed_text(turn_ids: list[int], up_to_seq: int | None = None) -> dict[int, str]:
-    """Text of turns still streaming, rebuilt from their chunk events (one query)."""
+def streamed_text(turn_ids: list[int], up_to_seq: int | None = None, *, kind: str = "chunk") -> dict[int, str]:
+    """Text of turns still streaming, rebuilt from their chunk events (one query).
+
+    kind="reasoning" rebuilds their thinking instead, from the `reasoning` events.
+    """
     if not turn_ids:
         return {}
-    qs = SessionEvent.objects.filter(turn_id__in=turn_ids, kind="chunk").order_by("seq")
+    qs = SessionEvent.objects.filter(turn_id__in=turn_ids, kind=kind).order_by("seq")
     if up_to_seq is not None:
         qs = qs.filter(seq__lte=up_to_seq)
     texts: dict[int, list[str]] = {tid: [] for tid in turn_ids}

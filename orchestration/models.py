@@ -23,7 +23,7 @@ class Provider(models.TextChoices):
 
 
 class Reasoning(models.TextChoices):
-    """How a catalogue model lets an agent think before it answers (see docs/providers.md)."""
+    """How a catalogue model lets an agent think before it answers (docs/architecture.md, "Reasoning models")."""
 
     NONE = "", "No reasoning controls"
     THINKING_BUDGET = "thinking_budget", "Extended thinking with a token budget (Anthropic)"
@@ -344,6 +344,8 @@ class Turn(models.Model):
     # The model's thinking (Anthropic thinking blocks, `<think>` text of compatible models). Shown to the
     # owner only; never part of the document, the evaluation, a later prompt or an export.
     reasoning = models.TextField(blank=True, default="")
+    # What the API returned of it (ReasoningOutput) when reasoning was asked for; "" otherwise.
+    reasoning_output = models.CharField(max_length=10, choices=ReasoningOutput.choices, blank=True, default="")
     scores = models.JSONField(default=dict, blank=True)
     overall_score = models.FloatField(null=True, blank=True)
     parse_tier = models.CharField(max_length=20, blank=True)

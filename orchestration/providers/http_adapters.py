@@ -15,6 +15,7 @@ from orchestration.providers.base import (
     BaseAdapter,
     ModelRequest,
     ProviderError,
+    ReasoningDelta,
     StreamEnd,
     StreamEvent,
     SurrogateJoiner,
@@ -28,6 +29,9 @@ from orchestration.providers.errors import SDK_ERRORS, map_exception
 CHECK_TIMEOUT_SECONDS = 15.0
 # OpenAI reasoning models reject max_tokens and a non-default temperature.
 OPENAI_REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5")
+# Anthropic: budget_tokens must be >= 1024 and below max_tokens (anthropic.types.ThinkingConfigEnabledParam).
+MIN_THINKING_BUDGET = 1024
+REDACTED_THINKING_NOTE = "\n[Part of the reasoning was redacted by the provider for safety.]\n"
 
 # Anthropic caches a prefix only from this many tokens on; a shorter prefix marked cache_control is simply
 # not cached. Source: Anthropic's prompt-caching docs ("Cache limitations"), late 2026. First match wins.
@@ -146,16 +150,24 @@ class AnthropicAdapter(SDKAdapter):
                 system_block["cache_control"] = {"type": "ephemeral"}
             params["system"] = [system_block]
         # No temperature: this SDK generation (anthropic 2.x) has dropped sampling parameters from the
-        # Messages API, and sending one through extra_body risks a 400 from current models.
+        # Messages API, and sending one through extra_body risks a 400 from current models. (With
+        # thinking on, the API refuses temperature and top_k outright.)
+        if (
+            request.reasoning == "thinking_budget"
+            and request.thinking_budget >= MIN_THINKING_BUDGET
+            and request.thinking_budget < request.max_tokens
+        ):
+            params["thinking"] = {"type": "enabled", "budget_tokens": request.thinking_budget}
 
         started = False
-        usage = {"input": 0, "output": 0, "cache_read": 0, "cache_write": 0}
+        usage = {"input": 0, "output": 0, "cache_read": 0, "cache_write": 0, "thinking": None}
         reported = False  # message_start arrived: the input counts are the provider's
         stop_reason = ""
         stop_detail = ""
         finished = False
         joiner = SurrogateJoiner()
         text_chars = 0
+        thinking_chars = 0
         try:
             stream = await self.client.messages.create(**params)
             started = True
@@ -163,11 +175,20 @@ class AnthropicAdapter(SDKAdapter):
                 async for event in stream:
                     kind = event.type
                     if kind == "content_block_delta":
-                        if event.delta.type == "text_delta" and event.delta.text:
+                        delta_type = event.delta.type
+                        if delta_type == "text_delta" and event.delta.text:
                             text = joiner.feed(event.delta.text)
                             if text:
                                 text_chars += len(text)
                                 yield TextDelta(text)
+                        elif delta_type == "thinking_delta" and event.delta.thinking:
+                            thinking_chars += len(event.delta.thinking)
+                            yield ReasoningDelta(event.delta.thinking)
+                        # signature_delta: only needed to send thinking back in a multi-turn
+                        # conversation; every Atelier turn is a fresh single message.
+                    elif kind == "content_block_start":
+                        if event.content_block.type == "redacted_thinking":
+                            yield ReasoningDelta(REDACTED_THINKING_NOTE)
                     elif kind == "message_start":
                         _merge_anthropic_usage(usage, event.message.usage)
                         reported = True
@@ -193,14 +214,14 @@ class AnthropicAdapter(SDKAdapter):
         if tail:
             text_chars += len(tail)
             yield TextDelta(tail)
-        result = self._usage(usage, estimated=False)
-        if _impossible_usage(result.output_tokens, text_chars):
-            result.output_tokens = estimate_tokens("x" * text_chars)
+        result = self._usage(usage, estimated=False, thinking_chars=thinking_chars)
+        if _impossible_usage(result.output_tokens, text_chars + thinking_chars):
+            result.output_tokens = estimate_tokens("x" * (text_chars + thinking_chars))
             result.estimated = True
         yield StreamEnd(usage=result, stop_reason=stop_reason or "end_turn", stop_detail=stop_detail)
 
     @staticmethod
-    def _usage(usage: dict[str, int], *, estimated: bool) -> Usage:
+    def _usage(usage: dict[str, Any], *, estimated: bool, thinking_chars: int = 0) -> Usage:
         return Usage(
             # Anthropic's input_tokens excludes cache reads and writes; ours (billing's "uncached
             # input") includes the writes, which are charged at least at the input price.
@@ -208,6 +229,7 @@ class AnthropicAdapter(SDKAdapter):
             output_tokens=usage["output"],
             cached_input_tokens=usage["cache_read"],
             cache_write_tokens=usage["cache_write"],
+            reasoning_tokens=_reasoning_tokens(usage["thinking"], thinking_chars, usage["output"]),
             estimated=estimated,
         )
 
@@ -234,6 +256,16 @@ def _merge_anthropic_usage(totals: dict[str, int], usage: Any) -> None:
         value = getattr(usage, attr, None)
         if value is not None:
             totals[key] = value
+    details = getattr(usage, "output_tokens_details", None)
+    if details is not None and getattr(details, "thinking_tokens", None) is not None:
+        totals["thinking"] = details.thinking_tokens
+
+
+def _reasoning_tokens(reported: int | None, thinking_chars: int, output_tokens: int) -> int:
+    """The provider's count of thinking tokens, or an estimate from the thinking text; never above output."""
+    if reported is None:
+        reported = estimate_tokens("x" * thinking_chars)
+    return max(0, min(reported, output_tokens))
 
 
 class OpenAIAdapter(SDKAdapter):
@@ -260,13 +292,18 @@ class OpenAIAdapter(SDKAdapter):
             "stream": True,
             "stream_options": {"include_usage": True},
         }
-        reasoning = self.provider == "openai" and request.model_id.startswith(OPENAI_REASONING_PREFIXES)
+        reasoning = request.reasoning == "effort" or (
+            self.provider == "openai" and request.model_id.startswith(OPENAI_REASONING_PREFIXES)
+        )
         if self.provider == "openai":
             params["max_completion_tokens"] = request.max_tokens
         else:
             params["max_tokens"] = request.max_tokens  # what compatible servers understand
         if request.temperature is not None and not reasoning:
             params["temperature"] = request.temperature
+        if request.reasoning == "effort" and request.reasoning_effort:
+            # Only for models the catalogue marks as reasoning models: others answer 400.
+            params["reasoning_effort"] = request.reasoning_effort
         return params
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
@@ -276,6 +313,7 @@ class OpenAIAdapter(SDKAdapter):
         text_chars = 0
         joiner = SurrogateJoiner()
         refusal: list[str] = []
+        reasoning_chars = 0
         try:
             stream = await self.client.chat.completions.create(**self._params(request))
             started = True
@@ -286,6 +324,12 @@ class OpenAIAdapter(SDKAdapter):
                     for choice in chunk.choices:
                         delta = choice.delta
                         content = delta.content if delta is not None else None
+                        # DeepSeek, vLLM's reasoning parsers and others stream the thinking in an
+                        # extra delta field; OpenAI's Chat Completions return none of it.
+                        thought = _delta_reasoning(delta)
+                        if thought:
+                            reasoning_chars += len(thought)
+                            yield ReasoningDelta(thought)
                         if content:
                             text = joiner.feed(content)
                             if text:
@@ -310,25 +354,43 @@ class OpenAIAdapter(SDKAdapter):
         if usage is not None:
             details = getattr(usage, "prompt_tokens_details", None)
             cached = min((getattr(details, "cached_tokens", None) or 0) if details else 0, usage.prompt_tokens or 0)
+            completion = getattr(usage, "completion_tokens_details", None)
+            reported_reasoning = getattr(completion, "reasoning_tokens", None) if completion else None
             result = Usage(
                 # OpenAI's prompt_tokens includes the cached ones; ours is the uncached part.
                 input_tokens=(usage.prompt_tokens or 0) - cached,
                 output_tokens=usage.completion_tokens or 0,
                 cached_input_tokens=cached,
+                # completion_tokens already includes the reasoning tokens (billed as output).
+                reasoning_tokens=_reasoning_tokens(reported_reasoning, reasoning_chars, usage.completion_tokens or 0),
             )
-            if _impossible_usage(result.output_tokens, output_chars):
+            if _impossible_usage(result.output_tokens, output_chars + reasoning_chars):
                 # A vLLM-style server that reports zeros: estimate what it did not count, and say so.
-                result.output_tokens = estimate_tokens("x" * output_chars)
+                result.reasoning_tokens = estimate_tokens("x" * reasoning_chars)
+                result.output_tokens = estimate_tokens("x" * output_chars) + result.reasoning_tokens
                 if result.input_tokens + cached <= 0:
                     result.input_tokens = estimate_tokens(request.system) + estimate_tokens(request.user)
                 result.estimated = True
         else:
             # Some compatible servers ignore include_usage: estimate rather than bill nothing.
+            reasoning_estimate = estimate_tokens("x" * reasoning_chars)
             result = Usage(
                 input_tokens=estimate_tokens(request.system) + estimate_tokens(request.user),
-                output_tokens=max(1, estimate_tokens("x" * output_chars)),
+                output_tokens=max(1, estimate_tokens("x" * output_chars)) + reasoning_estimate,
                 estimated=True,
+                reasoning_tokens=reasoning_estimate,
             )
         if refusal_text and finish_reason not in ("content_filter",):
             finish_reason = "refusal"
         yield StreamEnd(usage=result, stop_reason=finish_reason, stop_detail=refusal_text)
+
+
+def _delta_reasoning(delta: Any) -> str:
+    """Reasoning text in a chunk's delta under the names compatible servers use (extra fields)."""
+    if delta is None:
+        return ""
+    for name in ("reasoning_content", "reasoning"):
+        value = getattr(delta, name, None)
+        if isinstance(value, str) and value:
+            return value
+    return ""
