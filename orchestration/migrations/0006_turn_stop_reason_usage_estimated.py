@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("orchestration", "0004_reasoning"),
+        ("orchestration", "0005_turn_reasoning_output"),
     ]
 
     operations = [
