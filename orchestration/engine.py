@@ -11,12 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import socket
 import time
-import uuid
 from dataclasses import dataclass, field
-from datetime import timedelta
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -27,7 +23,16 @@ from django.utils import timezone
 from orchestration import events as ev
 from orchestration import services
 from orchestration.flows import AgentCall, Finished, Step, get_policy
-from orchestration.models import Agent, LLMModel, Status, StopReason, Turn, WritingSession
+from orchestration.lease import (
+    RENEW_INTERVAL,
+    LeaseLost,
+    claim_lease,
+    fence,
+    new_owner_id,
+    release_lease,
+    renew_lease,
+)
+from orchestration.models import ALLOWED_TRANSITIONS, Agent, LLMModel, Status, StopReason, Turn, WritingSession
 from orchestration.termination import Stop, check_after_turn, check_before_step
 from orchestration.versions import record_version
 
@@ -36,18 +41,17 @@ logger = logging.getLogger(__name__)
 # One task drives a session for at most this long, then hands over to a fresh task, so a
 # long run never approaches django-q2's task timeout.
 DRIVE_BUDGET_SECONDS = 240
-MONITOR_INTERVAL = 0.25
+MONITOR_INTERVAL = RENEW_INTERVAL  # how often we renew the lease and look for Stop
 OUT_OF_CREDITS_DETAIL = (
     "Out of credits. It carries on by itself within a minute of credits arriving "
     "(upgrade, or wait for your monthly credits)."
-)  # how often we look for Stop and renew the lease
-
+)
+USER_STOP = "Stopped by you."
+# What an interrupted attempt says when the executor running it disappeared (crashed, killed,
+# frozen or cut off): the next executor cannot tell these apart, so it says what it knows.
+WORKER_LOST = "Interrupted: the worker running this turn stopped responding, so another worker ran it again."
 
 _sleep = asyncio.sleep  # the retry waits (tests record them instead of waiting)
-
-
-def new_owner_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 async def db(fn, *args, **kwargs):
@@ -64,44 +68,23 @@ async def db(fn, *args, **kwargs):
     return result
 
 
-# --- Lease -----------------------------------------------------------------------------------
-
-
-def claim_lease(session_id: int, owner: str) -> bool:
-    now = timezone.now()
-    expires = now + timedelta(seconds=settings.ENGINE_LEASE_SECONDS)
-    claimable = WritingSession.objects.filter(pk=session_id, status__in=[s.value for s in _DRIVABLE])
-    from django.db.models import Q
-
-    claimable = claimable.filter(Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now) | Q(lease_owner=owner))
-    return claimable.update(lease_owner=owner, lease_expires_at=expires) == 1
-
-
-def renew_lease(session_id: int, owner: str) -> tuple[bool, str]:
-    """Extend the lease; returns (still ours, current status)."""
-    expires = timezone.now() + timedelta(seconds=settings.ENGINE_LEASE_SECONDS)
-    ours = WritingSession.objects.filter(pk=session_id, lease_owner=owner).update(lease_expires_at=expires) == 1
-    status = WritingSession.objects.filter(pk=session_id).values_list("status", flat=True).first() or ""
-    return ours, status
-
-
-def release_lease(session_id: int, owner: str) -> None:
-    WritingSession.objects.filter(pk=session_id, lease_owner=owner).update(lease_owner="", lease_expires_at=None)
-
-
-_DRIVABLE = {Status.QUEUED, Status.RUNNING, Status.PAUSING, Status.STOPPING}
-
-
 # --- Driving ---------------------------------------------------------------------------------
 
 
 def drive(session_id: int, *, budget_seconds: float = DRIVE_BUDGET_SECONDS) -> str:
-    """Run the session until it pauses, stops, finishes or the time budget is used. Returns the outcome."""
+    """Run the session until it pauses, stops, finishes or the time budget is used. Returns the outcome.
+
+    Outcomes: busy (another executor holds it), idle, paused, stopped, finished, failed, requeued,
+    lease_lost (another executor took over while this one was frozen or slow: it wrote nothing more).
+    """
     owner = new_owner_id()
     if not claim_lease(session_id, owner):
         return "busy"
     try:
         return asyncio.run(_drive(session_id, owner, budget_seconds))
+    except LeaseLost:
+        logger.warning("session %s: lease lost to another executor; standing down", session_id)
+        return "lease_lost"
     finally:
         release_lease(session_id, owner)
 
@@ -111,12 +94,14 @@ async def _drive(session_id: int, owner: str, budget_seconds: float) -> str:
     planned: Step | None = None
     agents: dict[int, Agent] = {}  # the team cannot change while the session runs
     while True:
-        outcome = await db(_prepare_step, session_id, planned)
+        outcome = await db(_prepare_step, session_id, owner, planned)
         if isinstance(outcome, str):
             return outcome
         session, step = outcome
         result = await run_step(session, step, owner, agents)
-        outcome, planned = await db(_after_step, session_id, step, result)
+        if result.lease_lost:
+            raise LeaseLost(f"session {session_id}: lease lost during a step")
+        outcome, planned = await db(_after_step, session_id, owner, step, result)
         if outcome != "continue":
             return outcome
         if time.monotonic() > deadline:
@@ -125,60 +110,64 @@ async def _drive(session_id: int, owner: str, budget_seconds: float) -> str:
 
 
 def _requeue(session_id: int, owner: str) -> None:
-    release_lease(session_id, owner)
-    services.enqueue_run(session_id)
+    if release_lease(session_id, owner):
+        services.enqueue_run(session_id)
 
 
 def _load(session_id: int) -> WritingSession:
     return WritingSession.objects.select_related("project__owner").get(pk=session_id)
 
 
-def _prepare_step(session_id: int, planned: Step | None = None) -> str | tuple[WritingSession, Step]:
-    """Handle pending status changes, recover interrupted turns, and plan the next step."""
+def _prepare_step(session_id: int, owner: str, planned: Step | None = None) -> str | tuple[WritingSession, Step]:
+    """Handle pending status changes, recover interrupted turns, and plan the next step.
+
+    Every write is fenced by the lease (raises LeaseLost if another executor took over).
+    """
     session = _load(session_id)
     if session.status == Status.STOPPING:
-        _finish(session, Status.STOPPED, Stop(StopReason.USER_STOPPED, "Stopped by you."))
+        _finish(session, Status.STOPPED, Stop(StopReason.USER_STOPPED, USER_STOP), owner=owner)
         return "stopped"
     if session.status == Status.PAUSING:
-        _pause(session, Stop(StopReason.USER_PAUSED, "Paused by you."))
+        _pause(session, Stop(StopReason.USER_PAUSED, "Paused by you."), owner=owner)
         return "paused"
     if session.status not in (Status.QUEUED, Status.RUNNING):
         return "idle"
-    _recover_interrupted_turns(session)
+    _recover_interrupted_turns(session, owner=owner)
     if session.status == Status.QUEUED:
-        if not services.set_status(session, Status.RUNNING):
-            return "idle"
-        services.emit_status(session)
+        with transaction.atomic():
+            fence(session.pk, owner)
+            if not services.set_status(session, Status.RUNNING):
+                return "idle"
+            services.emit_status(session)
     stop = check_before_step(session)
     if stop:
-        _finish(session, Status.COMPLETED, stop)
+        _finish(session, Status.COMPLETED, stop, owner=owner)
         return "finished"
     # The previous step already asked the policy what comes next; the state has not changed since.
     decision = planned if planned is not None else get_policy(session.flow).next_step(session)
     if isinstance(decision, Finished):
         status = Status.FAILED if decision.reason == StopReason.ERROR else Status.COMPLETED
-        _finish(session, status, Stop(decision.reason, decision.detail))
+        _finish(session, status, Stop(decision.reason, decision.detail), owner=owner)
         return "finished"
     if session.current_round != decision.round:
-        WritingSession.objects.filter(pk=session.pk).update(current_round=decision.round)
-        session.current_round = decision.round
-        services.emit_status(session)
+        with transaction.atomic():
+            fence(session.pk, owner)
+            WritingSession.objects.filter(pk=session.pk).update(current_round=decision.round)
+            session.current_round = decision.round
+            services.emit_status(session)
     return session, decision
 
 
-def _after_step(session_id: int, step: Step, result: StepResult) -> tuple[str, Step | None]:
+def _after_step(session_id: int, owner: str, step: Step, result: StepResult) -> tuple[str, Step | None]:
     session = _load(session_id)
     if result.out_of_credits:
-        _pause(
-            session,
-            Stop(StopReason.OUT_OF_CREDITS, OUT_OF_CREDITS_DETAIL),
-        )
+        _pause(session, Stop(StopReason.OUT_OF_CREDITS, OUT_OF_CREDITS_DETAIL), owner=owner)
         return "paused", None
     if result.fatal_error:
-        _finish(session, Status.FAILED, Stop(StopReason.ERROR, result.fatal_error))
+        _finish(session, Status.FAILED, Stop(StopReason.ERROR, result.fatal_error), owner=owner)
         return "failed", None
     if session.status == Status.STOPPING or result.cancelled:
-        _finish(session, Status.STOPPED, Stop(StopReason.USER_STOPPED, "Stopped by you."))
+        _finish(session, Status.STOPPED, Stop(StopReason.USER_STOPPED, USER_STOP), owner=owner)
         return "stopped", None
     if not result.completed_turn_ids:
         return "continue", None
@@ -187,19 +176,31 @@ def _after_step(session_id: int, step: Step, result: StepResult) -> tuple[str, S
     for turn in Turn.objects.filter(pk__in=result.completed_turn_ids).order_by("pk"):
         stop = check_after_turn(session, turn, round_complete)
         if stop:
-            _finish(session, Status.COMPLETED, stop)
+            _finish(session, Status.COMPLETED, stop, owner=owner)
             return "finished", None
     if session.status == Status.PAUSING:
-        _pause(session, Stop(StopReason.USER_PAUSED, "Paused by you."))
+        _pause(session, Stop(StopReason.USER_PAUSED, "Paused by you."), owner=owner)
         return "paused", None
     return "continue", next_decision if isinstance(next_decision, Step) else None
 
 
-def _finish(session: WritingSession, status: str, stop: Stop) -> None:
+def _finish(session: WritingSession, status: str, stop: Stop, *, owner: str) -> None:
+    """End the run (completed / stopped / failed) unless something already ended it.
+
+    A Stop pressed while the step was finishing wins (STOPPING -> COMPLETED is not a transition):
+    the run ends as stopped by the user, as _pause does. A run that already ended stays as it is.
+    Raises LeaseLost if another executor holds the session.
+    """
     with transaction.atomic():
+        fence(session.pk, owner)
         session = WritingSession.objects.select_for_update().get(pk=session.pk)
         if session.status == status:
             return
+        if status not in ALLOWED_TRANSITIONS.get(session.status, set()):
+            if session.status != Status.STOPPING:
+                logger.info("session %s is already %s; not marking it %s", session.pk, session.status, status)
+                return
+            status, stop = Status.STOPPED, Stop(StopReason.USER_STOPPED, USER_STOP)
         services.set_status(
             session,
             status,
@@ -212,15 +213,16 @@ def _finish(session: WritingSession, status: str, stop: Stop) -> None:
         transaction.on_commit(lambda: _notify_finished(session.pk))
 
 
-def _pause(session: WritingSession, stop: Stop) -> None:
+def _pause(session: WritingSession, stop: Stop, *, owner: str) -> None:
     with transaction.atomic():
+        fence(session.pk, owner)
         session = WritingSession.objects.select_for_update().get(pk=session.pk)
         if session.status == Status.STOPPING:
             services.set_status(
                 session,
                 Status.STOPPED,
                 stop_reason=StopReason.USER_STOPPED,
-                stop_detail="Stopped by you.",
+                stop_detail=USER_STOP,
                 finished_at=timezone.now(),
                 final_document=session.document,
             )
@@ -238,20 +240,24 @@ def _notify_finished(session_id: int) -> None:
         logger.exception("could not send the run-finished email for session %s", session_id)
 
 
-def _recover_interrupted_turns(session: WritingSession) -> None:
-    """Turns left streaming by a crashed executor: mark incomplete and release their reservation."""
+def _recover_interrupted_turns(session: WritingSession, *, owner: str) -> None:
+    """Turns left streaming by a lost executor: mark incomplete and release their reservation.
+
+    Only the lease holder does this (fenced), so a stale worker never marks the live owner's turn.
+    """
     from billing.services import release_credits
 
     stale = Turn.objects.filter(session=session, status=Turn.TurnStatus.STREAMING)
     for turn in stale:
         with transaction.atomic():
+            fence(session.pk, owner)
             text = ev.streamed_text([turn.pk]).get(turn.pk, "")
             reasoning = ev.streamed_text([turn.pk], kind="reasoning").get(turn.pk, "")
             updated = Turn.objects.filter(pk=turn.pk, status=Turn.TurnStatus.STREAMING).update(
                 status=Turn.TurnStatus.INCOMPLETE,
                 output_text=text,
                 reasoning=reasoning,
-                error="The worker stopped during this turn; it was run again.",
+                error=WORKER_LOST,
                 finished_at=timezone.now(),
             )
             if updated:
@@ -273,15 +279,22 @@ def _recover_interrupted_turns(session: WritingSession) -> None:
 class StepResult:
     completed_turn_ids: list[int] = field(default_factory=list)
     cancelled: bool = False
+    lease_lost: bool = False
     out_of_credits: bool = False
     fatal_error: str = ""
 
 
 class ChunkBatcher:
-    """Collects streamed text and flushes it every few tens of milliseconds: saved, then pushed."""
+    """Collects streamed text and flushes it every few tens of milliseconds: saved, then pushed.
 
-    def __init__(self, session_id: int) -> None:
+    Saving is fenced by the lease (the sequence numbers are reserved only while `owner` holds it);
+    a batch from an executor that lost its lease is dropped and `lease_lost` is set.
+    """
+
+    def __init__(self, session_id: int, owner: str | None = None) -> None:
         self.session_id = session_id
+        self.owner = owner
+        self.lease_lost = False
         self.pending: dict[int, list[str]] = {}
         self.pending_reasoning: dict[int, list[str]] = {}
         self.lock = asyncio.Lock()
@@ -299,10 +312,18 @@ class ChunkBatcher:
                 return
             batch, self.pending = self.pending, {}
             thoughts, self.pending_reasoning = self.pending_reasoning, {}
+            if self.lease_lost:
+                return
             # A turn thinks before it answers: its reasoning events come first within a batch.
             new = [ev.NewEvent("reasoning", {"text": "".join(parts)}, turn_id) for turn_id, parts in thoughts.items()]
             new += [ev.NewEvent("chunk", {"text": "".join(parts)}, turn_id) for turn_id, parts in batch.items()]
-            rows = await sync_to_async(ev.append_events)(session_id=self.session_id, events=new, broadcast=False)
+            try:
+                rows = await sync_to_async(ev.append_events)(
+                    session_id=self.session_id, events=new, broadcast=False, lease_owner=self.owner
+                )
+            except LeaseLost:
+                self.lease_lost = True
+                return
             await self.push(rows)
 
     async def push(self, rows) -> None:
@@ -326,10 +347,12 @@ async def run_step(
 ) -> StepResult:
     agents = {} if agents is None else agents
     result = StepResult()
-    batcher = ChunkBatcher(session.pk)
+    batcher = ChunkBatcher(session.pk, owner)
     done = asyncio.Event()
     flusher = asyncio.create_task(batcher.run(done))
-    calls = [asyncio.create_task(run_call(session, call, step.round, batcher, agents)) for call in step.calls]
+    calls = [
+        asyncio.create_task(run_call(session, call, step.round, batcher, agents, owner=owner)) for call in step.calls
+    ]
 
     async def monitor() -> None:
         while not done.is_set():
@@ -338,12 +361,16 @@ async def run_step(
                 return
             except TimeoutError:
                 pass
-            ours, status = await sync_to_async(renew_lease)(session.pk, owner)
-            if status == Status.STOPPING or not ours:
-                result.cancelled = True
-                for task in calls:
-                    task.cancel()
-                return
+            status = await sync_to_async(renew_lease)(session.pk, owner)
+            if status is None or batcher.lease_lost:
+                # Another executor owns the session now: stop streaming, write nothing more.
+                result.lease_lost = True
+            elif status != Status.STOPPING:
+                continue
+            result.cancelled = True
+            for task in calls:
+                task.cancel()
+            return
 
     watcher = asyncio.create_task(monitor())
     outcomes = await asyncio.gather(*calls, return_exceptions=True)
@@ -351,8 +378,11 @@ async def run_step(
     await watcher
     await flusher
     await batcher.flush()
+    result.lease_lost = result.lease_lost or batcher.lease_lost
     for outcome in outcomes:
-        if isinstance(outcome, asyncio.CancelledError):
+        if isinstance(outcome, LeaseLost):
+            result.lease_lost = True
+        elif isinstance(outcome, asyncio.CancelledError):
             result.cancelled = True
         elif isinstance(outcome, BaseException):
             logger.exception("agent call crashed", exc_info=outcome)
@@ -381,6 +411,8 @@ async def run_call(
     round_number: int,
     batcher: ChunkBatcher,
     agents: dict[int, Agent] | None = None,
+    *,
+    owner: str,
 ) -> CallOutcome:
     from orchestration.providers import ProviderError, ReasoningDelta, StreamEnd, TextDelta, get_adapter
 
@@ -402,7 +434,7 @@ async def run_call(
         last_error = ""
         while True:
             attempts += 1
-            prepared = await db(_begin_turn, session, agent, model, round_number, attempts, window)
+            prepared = await db(_begin_turn, session, agent, model, round_number, attempts, window, owner=owner)
             if isinstance(prepared, CallOutcome):
                 if prepared.status == "too_large":
                     last_error = prepared.error
@@ -446,6 +478,7 @@ async def run_call(
                             timing,
                             call,
                             reasoning="".join(thought),
+                            owner=owner,
                         )
                         return CallOutcome("completed", turn_id)
                     except asyncio.CancelledError:
@@ -458,8 +491,9 @@ async def run_call(
                             "".join(received),
                             request,
                             Turn.TurnStatus.CANCELLED,
-                            "Stopped by you.",
+                            USER_STOP,
                             reasoning="".join(thought),
+                            owner=owner,
                         )
                         return CallOutcome("cancelled", turn_id)
                 except ProviderError as error:
@@ -473,7 +507,16 @@ async def run_call(
                         else:
                             window, note = None, ""
                         await db(
-                            _abandon_turn, session.pk, turn_id, model, "", request, status, last_error + note, error
+                            _abandon_turn,
+                            session.pk,
+                            turn_id,
+                            model,
+                            "",
+                            request,
+                            status,
+                            last_error + note,
+                            error,
+                            owner=owner,
                         )
                         if note:
                             continue
@@ -492,6 +535,7 @@ async def run_call(
                         turn_error,
                         error,
                         reasoning="".join(thought),
+                        owner=owner,
                     )
                     if not error.retryable:
                         return CallOutcome("failed", turn_id, f"{agent.name}: {last_error}")
@@ -506,11 +550,13 @@ async def run_call(
                     waited += plan
                     logger.info("retrying %s after %s (%.1fs)", model.model_id, error.kind, plan)
                     await _sleep(plan)
+            except LeaseLost:
+                raise  # another executor owns the session now: stand down without touching anything
             except Exception:
                 # A bug or an unexpected library error: never leave the turn streaming or its credits held.
                 logger.exception("turn %s crashed", turn_id)
                 await batcher.flush()
-                await sync_to_async(_fail_turn)(session.pk, turn_id, "".join(received))
+                await sync_to_async(_fail_turn)(session.pk, turn_id, "".join(received), owner=owner)
                 return CallOutcome("failed", turn_id, INTERNAL_ERROR)
         if last_error:
             failures.append(f"{model.display_name}: {last_error}")
@@ -595,6 +641,8 @@ def _begin_turn(
     round_number: int,
     attempt: int,
     context_window: int | None = None,
+    *,
+    owner: str,
 ):
     """Build the prompt, create the turn (next attempt) and reserve its worst-case credits.
 
@@ -632,6 +680,7 @@ def _begin_turn(
         model=model, input_tokens=prompt.estimated_input_tokens, cached_tokens=0, output_tokens=plan.max_tokens
     )
     with transaction.atomic():
+        fence(session.pk, owner)
         turn = Turn.objects.create(
             session=session,
             round=round_number,
@@ -699,6 +748,7 @@ def _complete_turn(
     call: AgentCall,
     *,
     reasoning: str = "",
+    owner: str,
 ) -> None:
     """Save the turn, its evaluation, usage and charge in one transaction, exactly once.
 
@@ -740,6 +790,7 @@ def _complete_turn(
         output_tokens=usage.output_tokens,
     )
     with transaction.atomic():
+        fence(session_id, owner)  # a worker that lost its lease saves and charges nothing
         session = WritingSession.objects.select_for_update().select_related("project__owner").get(pk=session_id)
         # Settling is idempotent on its key, and a reservation closes once: a replay charges nothing.
         charged = settle_credits(
@@ -860,6 +911,7 @@ def _abandon_turn(
     failure=None,
     *,
     reasoning: str = "",
+    owner: str,
 ) -> None:
     """A turn that did not complete: keep its text, charge what was consumed, release the rest.
 
@@ -889,6 +941,7 @@ def _abandon_turn(
         model=model, input_tokens=input_tokens, cached_tokens=cached_tokens, output_tokens=output_tokens
     )
     with transaction.atomic():
+        fence(session_id, owner)
         session = WritingSession.objects.select_related("project__owner").get(pk=session_id)
         updated = Turn.objects.filter(pk=turn_id, status=Turn.TurnStatus.STREAMING).update(
             status=status, output_text=text, reasoning=reasoning, error=error[:2000], finished_at=timezone.now()
@@ -933,7 +986,7 @@ def fail_turn(*, session_id: int, turn_id: int, text: str | None) -> None:
     _fail_turn(session_id, turn_id, text)
 
 
-def _fail_turn(session_id: int, turn_id: int, text: str) -> None:
+def _fail_turn(session_id: int, turn_id: int, text: str, *, owner: str | None = None) -> None:
     """After an unexpected exception: the turn ends FAILED and its reservation is released, whatever broke.
 
     Each part runs on its own so one broken part (the event log, say) cannot keep the others from running.
@@ -944,6 +997,8 @@ def _fail_turn(session_id: int, turn_id: int, text: str) -> None:
 
     try:
         with transaction.atomic():
+            if owner is not None:
+                fence(session_id, owner)  # a worker that lost its lease leaves the turn to the new owner
             updated = Turn.objects.filter(pk=turn_id, status=Turn.TurnStatus.STREAMING).update(
                 status=Turn.TurnStatus.FAILED, output_text=text, error=INTERNAL_ERROR, finished_at=timezone.now()
             )
@@ -951,6 +1006,8 @@ def _fail_turn(session_id: int, turn_id: int, text: str) -> None:
             release_credits(
                 user=session.project.owner, reservation_key=f"turn:{turn_id}:reserve", key=f"turn:{turn_id}:release"
             )
+    except LeaseLost:
+        return
     except Exception:
         logger.exception("could not fail turn %s cleanly", turn_id)
         return
