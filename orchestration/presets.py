@@ -93,6 +93,190 @@ SHIPPED_PRESETS: list[dict[str, Any]] = [
     },
 ]
 
+
+def _agent(name: str, role: str, prompt: str, criteria: list[tuple[str, str, float]], temperature: float = 0.5):
+    return {
+        "name": name,
+        "role": role,
+        "model": DEMO_MODEL_REF,
+        "role_prompt": prompt,
+        "temperature": temperature,
+        "max_output_tokens": 2048,
+        "fallback_model": None,
+        "criteria": [{"name": n, "description": d, "weight": w} for n, d, w in criteria],
+    }
+
+
+_WRITING_CRITERIA = [
+    ("Clarity", "Plain, precise sentences; terms defined.", 1.0),
+    ("Structure", "Sections build on each other.", 1.0),
+    ("Argument strength", "A clear thesis, defended.", 1.5),
+]
+
+SHIPPED_PRESETS += [
+    {
+        "slug": "writer-two-editors-synthesizer",
+        "name": "Writer, two editors and a synthesizer",
+        "description": (
+            "A writer drafts; a structural editor and a line editor review the same draft in parallel; "
+            "a synthesizer merges their edits and says which it took."
+        ),
+        "flow": Flow.EDITORIAL,
+        "data": {
+            "agents": [
+                _agent(
+                    "Writer",
+                    "writer",
+                    "You are the writer. Draft the piece the brief asks for; in later rounds, revise the latest "
+                    "version with the synthesizer's notes in mind. Write for the stated audience.",
+                    _WRITING_CRITERIA,
+                    0.7,
+                ),
+                _agent(
+                    "Structural editor",
+                    "editor",
+                    "You are a structural editor. Look at the shape of the piece: the order of sections, missing "
+                    "steps in the argument, detours, the opening and the ending. Suggest moves, cuts and additions.",
+                    [
+                        ("Structure", "Logical order, no detours.", 2.0),
+                        ("Argument strength", "Each step follows.", 1.0),
+                    ],
+                    0.3,
+                ),
+                _agent(
+                    "Line editor",
+                    "editor",
+                    "You are a line editor. Work sentence by sentence: wordiness, vague words, jargon, rhythm, "
+                    "grammar. Quote the exact sentence and give the rewrite.",
+                    [
+                        ("Clarity", "Every sentence says one thing plainly.", 2.0),
+                        ("Style", "Varied, concrete, no filler.", 1.0),
+                    ],
+                    0.3,
+                ),
+                _agent(
+                    "Synthesizer",
+                    "synthesizer",
+                    "You are the synthesizer. Merge the editors' edits into one coherent next version. Where they "
+                    "conflict, choose the one that serves the brief, and say why.",
+                    _WRITING_CRITERIA,
+                    0.4,
+                ),
+            ],
+            "max_rounds": 3,
+            "score_threshold": 8.5,
+            "threshold_agent": 3,
+            "convergence_percent": None,
+            "credit_budget": None,
+        },
+    },
+    {
+        "slug": "product-roundtable",
+        "name": "Product roundtable",
+        "description": (
+            "Product, engineering and risk critics review a spec in parallel and raise issues by severity; "
+            "a moderator resolves them until no high-severity issue is left."
+        ),
+        "flow": Flow.ROUNDTABLE,
+        "data": {
+            "agents": [
+                _agent(
+                    "Product critic",
+                    "critic",
+                    "You are a product manager. Judge the document on user value: who the user is, the problem, "
+                    "the success measure, scope creep, what is missing for launch.",
+                    [("User value", "Clear user, problem and outcome.", 2.0), ("Scope", "Focused and shippable.", 1.0)],
+                    0.3,
+                ),
+                _agent(
+                    "Engineering critic",
+                    "critic",
+                    "You are a senior engineer. Judge feasibility: unstated technical assumptions, dependencies, "
+                    "effort, failure modes, data and performance.",
+                    [
+                        ("Feasibility", "Buildable as written.", 2.0),
+                        ("Completeness", "Edge cases and failure modes.", 1.0),
+                    ],
+                    0.3,
+                ),
+                _agent(
+                    "Risk critic",
+                    "critic",
+                    "You are a risk and compliance reviewer. Look for security, privacy, legal, financial and "
+                    "reputational risks, and for claims that cannot be backed.",
+                    [
+                        ("Risk coverage", "Risks named with mitigations.", 2.0),
+                        ("Accuracy", "No unsupported claims.", 1.0),
+                    ],
+                    0.2,
+                ),
+                _agent(
+                    "Moderator",
+                    "moderator",
+                    "You are the moderator. Revise the document to resolve the critics' issues, high severity first. "
+                    "Keep what works; decline an issue only with a reason.",
+                    [("Overall quality", "Ready for a decision.", 1.0)],
+                    0.4,
+                ),
+            ],
+            "max_rounds": 4,
+            "score_threshold": None,
+            "threshold_agent": None,
+            "convergence_percent": None,
+            "credit_budget": None,
+            "flow_config": {"stop_when_no_high_issues": True, "stop_below_change_percent": 5.0},
+        },
+    },
+    {
+        "slug": "writing-roundtable",
+        "name": "Writing roundtable",
+        "description": (
+            "Argument, evidence and style critics review an essay in parallel; a moderator revises it "
+            "until it converges."
+        ),
+        "flow": Flow.ROUNDTABLE,
+        "data": {
+            "agents": [
+                _agent(
+                    "Argument critic",
+                    "critic",
+                    "You judge the argument: is the thesis clear, does each step follow, are counter-arguments met?",
+                    [("Argument strength", "Thesis clear and defended.", 2.0)],
+                    0.3,
+                ),
+                _agent(
+                    "Evidence critic",
+                    "critic",
+                    "You judge the evidence: is every claim supported, are sources and numbers used correctly?",
+                    [("Evidence", "Claims are supported.", 2.0)],
+                    0.3,
+                ),
+                _agent(
+                    "Style critic",
+                    "critic",
+                    "You judge the prose: clarity, concision, tone for the audience, rhythm.",
+                    [("Clarity", "Plain and precise.", 1.0), ("Style", "Readable and concrete.", 1.0)],
+                    0.3,
+                ),
+                _agent(
+                    "Moderator",
+                    "moderator",
+                    "You are the moderator. Revise the essay to resolve the critics' issues, high severity first, "
+                    "keeping the author's voice.",
+                    _WRITING_CRITERIA,
+                    0.5,
+                ),
+            ],
+            "max_rounds": 4,
+            "score_threshold": None,
+            "threshold_agent": None,
+            "convergence_percent": None,
+            "credit_budget": None,
+            "flow_config": {"stop_when_no_high_issues": True, "stop_below_change_percent": 5.0},
+        },
+    },
+]
+
 DEMO_BRIEF = (
     "Write a short essay (about 600 words) arguing whether cities should replace car lanes with "
     "protected bike lanes. Use clear sections and end with a recommendation."
@@ -203,6 +387,7 @@ def apply_preset(*, session: WritingSession, preset: TeamPreset, default_model: 
     )
     session.convergence_percent = data.get("convergence_percent")
     session.credit_budget = data.get("credit_budget")
+    session.flow_config = data.get("flow_config") or {}
     session.save()
 
 
@@ -231,6 +416,7 @@ def team_data(session: WritingSession) -> dict[str, Any]:
         "threshold_agent": threshold_index,
         "convergence_percent": session.convergence_percent,
         "credit_budget": session.credit_budget,
+        "flow_config": session.flow_config or {},
     }
 
 
@@ -259,6 +445,7 @@ def duplicate_session(*, session: WritingSession) -> WritingSession:
         score_threshold=session.score_threshold,
         convergence_percent=session.convergence_percent,
         credit_budget=session.credit_budget,
+        flow_config=session.flow_config or {},
         status=Status.DRAFT,
     )
     agent_map: dict[int, Agent] = {}

@@ -283,7 +283,7 @@ PHASES = {
     "building the prompt": ("orchestration.prompts", "build_prompt", 1),
     "reserving credits": ("billing.services", "reserve_credits", 1),
     "streaming": ("orchestration.providers.base.SurrogateJoiner", "feed", 3),
-    "parsing the evaluation": ("orchestration.evaluation", "parse_reply", 1),
+    "parsing the reply": ("orchestration.flows", "parse_result", 1),
     "pricing the usage": ("billing.pricing", "credits_for_usage", 2),
     "settling credits": ("billing.services", "settle_credits", 1),
     "recording the version": ("orchestration.engine", "record_version", 1),

@@ -31,7 +31,7 @@ def test_seed_presets_works_with_historical_models(db):
 
 
 def test_apply_preset_builds_the_team_with_criteria_and_termination(draft, shipped_presets, demo_llm):
-    presets.apply_preset(session=draft, preset=shipped_presets.get())
+    presets.apply_preset(session=draft, preset=shipped_presets.get(slug="academic-writer-critical-editor"))
     draft.refresh_from_db()
     writer, editor = draft.agents.order_by("order")
     assert (writer.name, writer.order, editor.name, editor.order) == ("Academic writer", 0, "Critical editor", 1)
@@ -48,7 +48,7 @@ def test_apply_preset_builds_the_team_with_criteria_and_termination(draft, shipp
 
 
 def test_a_shipped_preset_uses_the_users_default_model(draft, shipped_presets, cheap_llm):
-    presets.apply_preset(session=draft, preset=shipped_presets.get(), default_model=cheap_llm)
+    presets.apply_preset(session=draft, preset=shipped_presets.get(slug="academic-writer-critical-editor"), default_model=cheap_llm)
     assert {a.model for a in draft.agents.all()} == {cheap_llm}
 
 

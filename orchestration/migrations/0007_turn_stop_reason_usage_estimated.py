@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("orchestration", "0005_turn_reasoning_output"),
+        ("orchestration", "0006_flows_slots_results"),
     ]
 
     operations = [
