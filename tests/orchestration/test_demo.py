@@ -68,7 +68,8 @@ def reply(agent, **kwargs):
 
 
 def quotes(text: str) -> list[str]:
-    return [q.rstrip(" …") for q in re.findall(r"“(.+?)”", text)]
+    # A long passage is quoted by its start and an ellipsis (the parser may normalise "…" to "...").
+    return [re.sub(r"\s*(?:…|\.\.\.)$", "", q) for q in re.findall(r"“(.+?)”", text)]
 
 
 def run_team(team, *, rounds: int, **kwargs):
