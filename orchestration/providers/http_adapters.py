@@ -216,7 +216,10 @@ class AnthropicAdapter(SDKAdapter):
             yield TextDelta(tail)
         result = self._usage(usage, estimated=False, thinking_chars=thinking_chars)
         if _impossible_usage(result.output_tokens, text_chars + thinking_chars):
+            # A gateway that reports zeros: estimate what it did not count, and say so.
             result.output_tokens = estimate_tokens("x" * (text_chars + thinking_chars))
+            if result.input_tokens + result.cached_input_tokens <= 0:
+                result.input_tokens = estimate_tokens(request.system) + estimate_tokens(request.user)
             result.estimated = True
         yield StreamEnd(usage=result, stop_reason=stop_reason or "end_turn", stop_detail=stop_detail)
 
