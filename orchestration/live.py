@@ -19,6 +19,7 @@ from orchestration import documents
 from orchestration import events as ev
 from orchestration.evaluation import split_output
 from orchestration.models import DocumentVersion, Turn, WritingSession
+from orchestration.reasoning import output_label
 from orchestration.rendering import render_markdown
 
 TURN_TEMPLATE = "orchestration/partials/live_turn.html"
@@ -29,8 +30,8 @@ CHART_TEMPLATE = "orchestration/partials/live_chart.html"
 TURN_FIELDS = (
     "id", "round", "agent_id", "agent_name", "attempt", "kind", "status", "model_used", "output_text", "scores",
     "overall_score", "parse_tier", "input_tokens", "cached_tokens", "output_tokens", "credits", "latency_ms",
-    "ttft_ms", "error", "prompt_notes", "started_at", "finished_at", "feedback",
-    "slot", "recipe", "output_kind", "result", "session",
+    "ttft_ms", "error", "prompt_notes", "started_at", "finished_at", "feedback", "reasoning", "reasoning_tokens",
+    "reasoning_output", "slot", "recipe", "output_kind", "result", "session",
 )  # fmt: skip
 
 # The start of an evaluation tag cut by a chunk boundary ("<", "<eval", "< evaluation"): while a turn
@@ -170,11 +171,26 @@ def _changes_by_turn(session_id: int, turns: list[Turn]) -> dict[int, TurnChange
     return changes
 
 
+def reasoning_html(text: str) -> str:
+    """The model's thinking as escaped plain text (shown with pre-wrap): never rendered as Markdown."""
+    return escape(text.strip("\n"))
+
+
 def _turn_context(
-    turn: Turn, streamed: str | None, changes: TurnChanges | None = None, *, flow: str = "", cache: dict | None = None
+    turn: Turn,
+    streamed: str | None,
+    changes: TurnChanges | None = None,
+    thought: str | None = None,
+    *,
+    flow: str = "",
+    cache: dict | None = None,
 ) -> dict:
+    """A card's context. `thought` is the reasoning streamed so far (for a streaming turn); `flow` adds
+    what a parallel-flow card shows (issues, decisions) via live_flows."""
     from orchestration import live_flows
 
+    if turn.status != Turn.TurnStatus.STREAMING:
+        thought = turn.reasoning
     critique = live_flows.critique_body_html(turn)
     return {
         "turn": turn,
@@ -182,6 +198,8 @@ def _turn_context(
         "changes": changes or TurnChanges(kind="none"),
         "review": live_flows.review_context(turn, flow, cache) if flow else None,
         "phase": live_flows.phase_of(turn.slot) if turn.slot else "",
+        "reasoning_html": reasoning_html(thought or ""),
+        "reasoning_label": output_label(turn.reasoning_output),
     }
 
 
@@ -237,13 +255,16 @@ def page_context(session: WritingSession) -> dict:
     turns = list(Turn.objects.filter(session=session).only(*TURN_FIELDS).order_by("round", "pk"))
     streaming_ids = [t.pk for t in turns if t.status == Turn.TurnStatus.STREAMING]
     streamed = ev.streamed_text(streaming_ids, up_to_seq=last_seq)
+    thoughts = ev.streamed_text(streaming_ids, up_to_seq=last_seq, kind="reasoning")
     changes = _changes_by_turn(session.pk, turns)
     from orchestration import live_flows
 
     items: OrderedDict[int, list[dict]] = OrderedDict()
     cache: dict = {}
     for turn in turns:
-        context = _turn_context(turn, streamed.get(turn.pk), changes.get(turn.pk), flow=session.flow, cache=cache)
+        context = _turn_context(
+            turn, streamed.get(turn.pk), changes.get(turn.pk), thoughts.get(turn.pk), flow=session.flow, cache=cache
+        )
         items.setdefault(turn.round, []).append(context)
     # Each round is a list of blocks: one turn, or the turns of a parallel phase shown side by side.
     rounds = OrderedDict(
@@ -277,20 +298,28 @@ def header_html(session: WritingSession) -> str:
 def render_fragments(
     session_id: int, events: list[dict], turn_text: dict[int, str], *, full_text_for_chunks: bool = False
 ) -> tuple[list[dict], int, str]:
-    """Turn a batch of events into DOM fragments for the page. Returns (fragments, last seq, status)."""
+    """Turn a batch of events into DOM fragments for the page. Returns (fragments, last seq, status).
+
+    `turn_text` caches each streaming turn's text (key: turn id) and reasoning (key: ("reasoning", id))
+    between batches of one connection.
+    """
     session = WritingSession.objects.select_related("project").get(pk=session_id)
     last_seq = max((e["seq"] for e in events), default=0)
     fragments: list[dict] = []
     chunk_turns: OrderedDict[int, list[str]] = OrderedDict()
+    thought_turns: OrderedDict[int, list[str]] = OrderedDict()
     card_turns: OrderedDict[int, None] = OrderedDict()
     header = chart = document = controls = report = False
     for event in events:
         kind, turn_id = event["kind"], event.get("turn_id")
         if kind == "chunk" and turn_id:
             chunk_turns.setdefault(turn_id, []).append(event["payload"].get("text", ""))
+        elif kind == "reasoning" and turn_id:
+            thought_turns.setdefault(turn_id, []).append(event["payload"].get("text", ""))
         elif kind in ("turn_started", "turn_finished", "human", "call_given_up") and turn_id:
             card_turns[turn_id] = None
             chunk_turns.pop(turn_id, None)  # the card is rendered whole, with its text
+            thought_turns.pop(turn_id, None)
             chart = chart or kind == "turn_finished"
             header = True
         elif kind in ("status", "totals"):
@@ -326,6 +355,7 @@ def render_fragments(
         # Text up to *these* events only: later chunks are already committed but will arrive in their
         # own messages and be appended then; reading them now would show them twice.
         texts = ev.streamed_text(streaming, up_to_seq=last_seq)
+        thoughts = ev.streamed_text(streaming, up_to_seq=last_seq, kind="reasoning")
         changes = _changes_by_turn(session_id, list(turns.values()))
         for pk in card_turns:
             turn = turns.get(pk)
@@ -333,7 +363,10 @@ def render_fragments(
                 continue
             if pk in texts:
                 turn_text[pk] = texts[pk]
-            context = _turn_context(turn, texts.get(pk), changes.get(pk), flow=session.flow, cache=review_cache)
+                turn_text[("reasoning", pk)] = thoughts[pk]
+            context = _turn_context(
+                turn, texts.get(pk), changes.get(pk), thoughts.get(pk), flow=session.flow, cache=review_cache
+            )
             fragment = {
                 "target": f"turn-{pk}",
                 "swap": "upsert",
@@ -345,6 +378,17 @@ def render_fragments(
                 fragment["group"] = live_flows.group_id(turn.round, group)
                 fragment["group_html"] = live_flows.group_html(turn.round, group)
             fragments.append(fragment)
+    for pk, parts in thought_turns.items():
+        if pk in card_turns:
+            continue  # its card was just rendered with the reasoning up to these events
+        key = ("reasoning", pk)
+        if full_text_for_chunks or key not in turn_text:
+            turn_text[key] = ev.streamed_text([pk], up_to_seq=last_seq, kind="reasoning")[pk]
+        else:
+            turn_text[key] += "".join(parts)
+        fragments.append(
+            {"target": f"turn-{pk}-reasoning-body", "swap": "inner", "html": reasoning_html(turn_text[key])}
+        )
     for pk, parts in chunk_turns.items():
         if pk in card_turns:
             continue  # its card was just rendered with the text up to these events

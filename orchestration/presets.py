@@ -3,6 +3,7 @@
 Preset data format (TeamPreset.data):
     {"agents": [{"name", "role", "model": "provider:model_id", "role_prompt", "temperature",
                  "max_output_tokens", "fallback_model": "provider:model_id" | None,
+                 "thinking_budget_tokens": 0, "reasoning_effort": "" (both optional),
                  "criteria": [{"name", "description", "weight"}]}],
      "max_rounds": 4, "score_threshold": 8.5, "threshold_agent": <index into agents> | None,
      "convergence_percent": None, "credit_budget": None}
@@ -366,6 +367,8 @@ def apply_preset(*, session: WritingSession, preset: TeamPreset, default_model: 
             role_prompt=spec.get("role_prompt", ""),
             temperature=float(spec.get("temperature", 0.7)),
             max_output_tokens=int(spec.get("max_output_tokens", 2048)),
+            thinking_budget_tokens=_thinking_budget(spec.get("thinking_budget_tokens")),
+            reasoning_effort=_effort(spec.get("reasoning_effort")),
         )
         Criterion.objects.bulk_create(
             Criterion(
@@ -391,6 +394,20 @@ def apply_preset(*, session: WritingSession, preset: TeamPreset, default_model: 
     session.save()
 
 
+def _thinking_budget(value: Any) -> int:
+    """A preset's thinking budget as a non-negative int; anything unreadable means thinking off."""
+    try:
+        return min(max(0, int(value or 0)), 63_000)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _effort(value: Any) -> str:
+    from orchestration.models import ReasoningEffort
+
+    return value if isinstance(value, str) and value in ReasoningEffort.values else ""
+
+
 def team_data(session: WritingSession) -> dict[str, Any]:
     """The session's team and termination settings in preset data format."""
     agents = list(session.agents.select_related("model", "fallback_model").prefetch_related("criteria"))
@@ -404,6 +421,8 @@ def team_data(session: WritingSession) -> dict[str, Any]:
                 "role_prompt": a.role_prompt,
                 "temperature": a.temperature,
                 "max_output_tokens": a.max_output_tokens,
+                "thinking_budget_tokens": a.thinking_budget_tokens,
+                "reasoning_effort": a.reasoning_effort,
                 "fallback_model": model_ref(a.fallback_model),
                 "criteria": [
                     {"name": c.name, "description": c.description, "weight": c.weight} for c in a.criteria.all()
@@ -460,6 +479,8 @@ def duplicate_session(*, session: WritingSession) -> WritingSession:
             role_prompt=agent.role_prompt,
             temperature=agent.temperature,
             max_output_tokens=agent.max_output_tokens,
+            thinking_budget_tokens=agent.thinking_budget_tokens,
+            reasoning_effort=agent.reasoning_effort,
             active=agent.active,
         )
         Criterion.objects.bulk_create(

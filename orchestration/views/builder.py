@@ -356,7 +356,8 @@ def agent_update(request: HttpRequest, pk: int, agent_pk: int) -> HttpResponse:
         if not request.htmx:  # without JavaScript: plain form posts, then back to the page
             messages.success(request, f"Saved {agent.name}.")
             return redirect("session_edit", pk=session.pk)
-        if not action and not data.get("had_errors"):
+        # A new model may bring or take away a reasoning control: re-render the card then.
+        if not action and not data.get("had_errors") and "model" not in form.changed_data:
             text = f"{agent.name} saved at {timezone.localtime().strftime('%H:%M:%S')}"
             return _saved(_status_only(request, session, text), session, agents_changed=True)
         form, formset = _agent_forms(request, agent, extra_criteria=1 if add_row else 0)

@@ -303,3 +303,112 @@ def test_reasoning_streamed_in_a_compatible_servers_delta_field_is_kept_apart(pr
     assert editor_turn.reasoning_tokens == 10
     assert "cooling." not in session.document
     assert "reasoning_effort" not in providers.generation_requests()[1].json
+
+
+# --------------------------------------------------------------------------------------------------
+# The reasoning panel: live fragments, the page after a reload, owner only, never exported
+# --------------------------------------------------------------------------------------------------
+
+
+def _streaming_thinking_turn(owner):
+    from orchestration import events as ev
+    from tests.orchestration.engine_helpers import two_agent_session
+
+    session = two_agent_session(owner)
+    agent = session.agents.first()
+    turn = Turn.objects.create(
+        session=session, round=1, agent=agent, agent_name=agent.name, reasoning_output=ReasoningOutput.SUMMARY
+    )
+    started = ev.append_event(session_id=session.pk, kind="turn_started", payload={"round": 1}, turn_id=turn.pk)
+    thoughts = [
+        ev.append_event(session_id=session.pk, kind="reasoning", payload={"text": text}, turn_id=turn.pk)
+        for text in ["Weigh <shade> ", "against cost."]
+    ]
+    chunk = ev.append_event(session_id=session.pk, kind="chunk", payload={"text": "# Trees"}, turn_id=turn.pk)
+    return session, turn, [started, *thoughts, chunk]
+
+
+def test_live_fragments_fill_the_reasoning_panel_once_and_escaped(owner):
+    from orchestration import events as ev
+    from orchestration.live import render_fragments
+
+    session, turn, events = _streaming_thinking_turn(owner)
+    cache: dict = {}
+    for event in events:
+        fragments, _, _ = render_fragments(session.pk, [ev.serialize(event)], cache)
+    assert cache[("reasoning", turn.pk)] == "Weigh <shade> against cost."
+    more = ev.append_event(session_id=session.pk, kind="reasoning", payload={"text": " Done."}, turn_id=turn.pk)
+    fragments, _, _ = render_fragments(session.pk, [ev.serialize(more)], cache)
+    [panel] = [f for f in fragments if f["target"] == f"turn-{turn.pk}-reasoning-body"]
+    assert panel["html"] == "Weigh &lt;shade&gt; against cost. Done."
+    assert not any(f["target"] == f"turn-{turn.pk}-body" for f in fragments)  # the text is untouched
+
+    # A catch-up batch renders the card whole, its reasoning once, apart from the text.
+    fragments, _, _ = render_fragments(session.pk, [ev.serialize(e) for e in events], {})
+    [card] = [f["html"] for f in fragments if f["target"] == f"turn-{turn.pk}"]
+    assert card.count("Weigh &lt;shade&gt; against cost.") == 1
+    assert "a summary" in card  # Claude 4 summarises its thinking: the panel says so
+    assert "<details" in card and "<details open" not in card  # collapsed by default
+
+
+def test_the_page_shows_saved_reasoning_to_the_owner_and_never_to_others(owner, outsider, client):
+    session, turn, _ = _streaming_thinking_turn(owner)
+    Turn.objects.filter(pk=turn.pk).update(
+        status=Turn.TurnStatus.COMPLETED, output_text="# Trees", reasoning="Saved thoughts.", reasoning_tokens=7
+    )
+    WritingSession.objects.filter(pk=session.pk).update(status="completed")
+
+    client.force_login(owner)
+    page = client.get(session.get_absolute_url()).content.decode()
+    assert "Saved thoughts." in page
+    assert "7 reasoning" in page
+
+    client.force_login(outsider)
+    assert client.get(session.get_absolute_url()).status_code == 404
+
+
+def test_exports_never_include_the_reasoning(owner, client):
+    from django.urls import reverse
+
+    from orchestration.models import DocumentVersion
+
+    session, turn, _ = _streaming_thinking_turn(owner)
+    Turn.objects.filter(pk=turn.pk).update(
+        status=Turn.TurnStatus.COMPLETED, output_text="# Trees\n\nShade.", reasoning="Secret weighing."
+    )
+    WritingSession.objects.filter(pk=session.pk).update(document="# Trees\n\nShade.")
+    DocumentVersion.objects.create(session=session, number=1, content="# Trees\n\nShade.", turn=turn)
+    client.force_login(owner)
+    for fmt in ("md", "html", "docx"):
+        response = client.get(reverse("document_export", args=[session.pk, fmt]))
+        assert response.status_code == 200
+        body = b"".join(response.streaming_content) if response.streaming else response.content
+        assert b"Secret weighing" not in body
+        assert b"Shade" in body or fmt == "docx"
+
+
+def test_staff_set_a_models_reasoning_capability_in_the_admin(admin_client):
+    from django.urls import reverse
+
+    data = {
+        "provider": "openai",
+        "model_id": "o4-mini",
+        "display_name": "o4-mini",
+        "context_window": "200000",
+        "max_output_tokens": "100000",
+        "input_price_per_mtok": "1.10",
+        "cached_input_price_per_mtok": "",
+        "output_price_per_mtok": "4.40",
+        "credit_multiplier": "1.00",
+        "reasoning": "thinking_budget",
+        "reasoning_output": "hidden",
+        "enabled": "on",
+        "sort_order": "100",
+    }
+    url = reverse("admin:orchestration_llmmodel_add")
+    refused = admin_client.post(url, data)
+    assert "Extended thinking with a budget is an Anthropic parameter." in refused.content.decode()
+
+    assert admin_client.post(url, {**data, "reasoning": "effort"}).status_code == 302
+    model = LLMModel.objects.get(provider="openai", model_id="o4-mini")
+    assert (model.reasoning, model.reasoning_output) == (Reasoning.EFFORT, ReasoningOutput.HIDDEN)
