@@ -194,6 +194,14 @@ class SessionSettingsForm(forms.ModelForm):
         # A draft may be incomplete; starting checks the brief (services.validate_for_start).
         self.fields["brief"].required = False
         self.fields["brief"].needed_to_start = True  # shown as such, not as "optional"
+        self.starting_document = None
+        if self.instance.pk and self.instance.status != Status.DRAFT:
+            # Once a session has run, WritingSession.document is the engine's working document: the
+            # builder shows the starting document read-only (as Duplicate copies it) and never saves it.
+            from orchestration.presets import starting_document
+
+            del self.fields["document"]
+            self.starting_document = starting_document(self.instance)
         self.fields["threshold_agent"].queryset = Agent.objects.filter(session=self.instance)
         self.fields["threshold_agent"].empty_label = "Any agent"
         self.fields["score_threshold"].widget.attrs.update(step="0.1", min="0", max="10")
@@ -337,6 +345,12 @@ class ReferenceForm(forms.Form):
     title = forms.CharField(max_length=200, required=False)
     content = forms.CharField(widget=forms.Textarea(attrs={"rows": 4}), required=False, max_length=200_000)
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Same field names as the session settings form ("title"): distinct ids keep every label and
+        # id on the builder page unique.
+        kwargs.setdefault("auto_id", "id_reference_%s")
+        super().__init__(*args, **kwargs)
+
     def clean(self) -> dict[str, Any]:
         data = super().clean()
         if data.get("content", "").strip() and not data.get("title", "").strip():
@@ -345,8 +359,14 @@ class ReferenceForm(forms.Form):
 
 
 class PresetSaveForm(forms.Form):
-    name = forms.CharField(max_length=120, label="Preset name")
+    name = forms.CharField(max_length=120, label="Preset name", error_messages={"required": "Give the preset a name."})
     description = forms.CharField(max_length=500, required=False)
+    replace = forms.BooleanField(required=False, label="Replace my preset with this name")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("auto_id", "id_preset_%s")  # the settings form has its own name/title fields
+        super().__init__(*args, **kwargs)
+        self.name_taken = False
 
 
 __all__ = [

@@ -439,9 +439,29 @@ def team_data(session: WritingSession) -> dict[str, Any]:
     }
 
 
-def save_team_as_preset(*, session: WritingSession, user, name: str, description: str = "") -> TeamPreset:
-    """A personal preset (owner=user). Saving under an existing name updates that preset."""
+class PresetNameTaken(PresetError):
+    """The user already has a preset under this name (or one that slugifies the same)."""
+
+    def __init__(self, existing: TeamPreset) -> None:
+        super().__init__(f"You already have a preset named “{existing.name}”.")
+        self.existing = existing
+
+
+def save_team_as_preset(
+    *, session: WritingSession, user, name: str, description: str = "", replace: bool = False
+) -> TeamPreset:
+    """A personal preset (owner=user) holding the session's flow, team and criteria.
+
+    Names are unique per user by their slug ("Critique team" and "critique-team" are the same name):
+    raises PresetNameTaken for a taken name unless `replace` is true, which overwrites that preset.
+    """
+    name = name.strip()
+    if not name:
+        raise PresetError("Give the preset a name.")
     slug = slugify(name)[:80] or "team"
+    existing = TeamPreset.objects.filter(owner=user, slug=slug).first()
+    if existing is not None and not replace:
+        raise PresetNameTaken(existing)
     preset, _ = TeamPreset.objects.update_or_create(
         owner=user,
         slug=slug,
@@ -459,7 +479,7 @@ def duplicate_session(*, session: WritingSession) -> WritingSession:
         flow=session.flow,
         brief=session.brief,
         # The starting document is what the user wrote before the run, i.e. version 1 if it exists.
-        document=_starting_document(session),
+        document=starting_document(session),
         max_rounds=session.max_rounds,
         score_threshold=session.score_threshold,
         convergence_percent=session.convergence_percent,
@@ -498,7 +518,8 @@ def duplicate_session(*, session: WritingSession) -> WritingSession:
     return copy
 
 
-def _starting_document(session: WritingSession) -> str:
+def starting_document(session: WritingSession) -> str:
+    """The document the user gave before the run: the draft's text, or version 1 once it has run."""
     if session.status == Status.DRAFT:
         return session.document
     first = session.versions.order_by("number").first()

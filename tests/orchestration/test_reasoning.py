@@ -412,3 +412,80 @@ def test_staff_set_a_models_reasoning_capability_in_the_admin(admin_client):
     assert admin_client.post(url, {**data, "reasoning": "effort"}).status_code == 302
     model = LLMModel.objects.get(provider="openai", model_id="o4-mini")
     assert (model.reasoning, model.reasoning_output) == (Reasoning.EFFORT, ReasoningOutput.HIDDEN)
+
+
+# --------------------------------------------------------------------------------------------------
+# The adapters and the fake server's rules, through the real SDKs
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def sdk_providers(settings, fake_llm):
+    from orchestration.providers import clear_adapter_cache
+
+    settings.PROVIDERS = fake_llm.provider_settings()
+    settings.PROVIDER_TIMEOUT_SECONDS = 5.0
+    clear_adapter_cache()
+    yield fake_llm
+    clear_adapter_cache()
+
+
+async def _events(provider: str, **request):
+    from orchestration.providers import ModelRequest, get_adapter
+
+    base = {
+        "provider": provider,
+        "model_id": "fake-model",
+        "system": "You write.",
+        "user": "Write.",
+        "max_tokens": 3000,
+    }
+    adapter = get_adapter(provider)
+    return [event async for event in adapter.stream(ModelRequest(**{**base, **request}))]
+
+
+@pytest.mark.django_db
+async def test_the_anthropic_adapter_yields_thinking_before_text_and_counts_it(sdk_providers):
+    from orchestration.providers import ReasoningDelta, StreamEnd, TextDelta
+
+    sdk_providers.reply("The answer.", thinking="Step one. Step two.")
+    events = await _events("anthropic", reasoning="thinking_budget", thinking_budget=2048)
+
+    kinds = [type(e).__name__ for e in events]
+    assert kinds.index("TextDelta") > max(i for i, k in enumerate(kinds) if k == "ReasoningDelta")
+    assert "".join(e.text for e in events if isinstance(e, ReasoningDelta)) == "Step one. Step two."
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "The answer."
+    end = events[-1]
+    assert isinstance(end, StreamEnd)
+    assert end.usage.reasoning_tokens == 5  # the server's thinking_tokens: 19 characters in 4-char chunks
+    assert end.usage.output_tokens == 5 + 3
+    body = sdk_providers.generation_requests()[0].json
+    assert body["thinking"] == {"type": "enabled", "budget_tokens": 2048} and body["max_tokens"] == 3000
+
+
+@pytest.mark.django_db
+async def test_the_fake_server_refuses_what_the_real_apis_refuse(sdk_providers):
+    import anthropic
+    import openai
+
+    claude = anthropic.AsyncAnthropic(api_key="k", base_url=sdk_providers.url, max_retries=0)
+    gpt = openai.AsyncOpenAI(api_key="k", base_url=sdk_providers.openai_url, max_retries=0)
+    message = {"role": "user", "content": "Hi"}
+    with pytest.raises(anthropic.BadRequestError, match="greater than or equal to 1024"):
+        await claude.messages.create(
+            model="m", max_tokens=4000, messages=[message], thinking={"type": "enabled", "budget_tokens": 500}
+        )
+    with pytest.raises(anthropic.BadRequestError, match="must be greater than"):
+        await claude.messages.create(
+            model="m", max_tokens=2000, messages=[message], thinking={"type": "enabled", "budget_tokens": 2000}
+        )
+    with pytest.raises(openai.BadRequestError, match="temperature"):
+        await gpt.chat.completions.create(model="gpt-5", messages=[message], temperature=0.7)
+    with pytest.raises(openai.BadRequestError, match="reasoning_effort"):
+        await gpt.chat.completions.create(model="gpt-4.1", messages=[message], reasoning_effort="high")
+    # ...and a reasoning model reports its hidden reasoning in the usage details.
+    sdk_providers.reply("Hello.", thinking="Hidden thoughts here.")
+    reply = await gpt.chat.completions.create(model="gpt-5", messages=[message], reasoning_effort="low")
+    assert reply.usage.completion_tokens_details.reasoning_tokens == 6
+    assert reply.usage.completion_tokens == 6 + 2
+    assert reply.choices[0].message.content == "Hello."

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from orchestration import presets
 from orchestration.models import Agent, Flow, TeamPreset, WritingSession
 from tests.studio.studio_fixtures import *  # noqa: F403 - fixtures
@@ -74,8 +76,12 @@ def test_save_team_as_preset_round_trips(owner, draft, project, cheap_llm, demo_
     assert preset.data["agents"][1]["model"] == "openai:studio-mini"
     assert preset.data["agents"][1]["fallback_model"] == "demo:demo-writer"
 
-    # Saving again under the same name updates it instead of failing.
-    assert presets.save_team_as_preset(session=draft, user=owner, name="Duo").pk == preset.pk
+    # The same name (also spelled differently) is refused unless the caller asks to replace it.
+    with pytest.raises(presets.PresetNameTaken, match="already have a preset named “Duo”"):
+        presets.save_team_as_preset(session=draft, user=owner, name=" duo ")
+    assert presets.save_team_as_preset(session=draft, user=owner, name="Duo", replace=True).pk == preset.pk
+    with pytest.raises(presets.PresetError, match="name"):
+        presets.save_team_as_preset(session=draft, user=owner, name="   ")
 
     fresh = WritingSession.objects.create(project=project, title="Fresh", brief="b")
     presets.apply_preset(session=fresh, preset=preset, default_model=demo_llm)
