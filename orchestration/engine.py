@@ -485,9 +485,7 @@ async def run_call(
         last_error = ""
         while True:
             attempts += 1
-            prepared = await db(
-                _begin_turn, session, agent, model, round_number, attempts, call, window, owner=owner
-            )
+            prepared = await db(_begin_turn, session, agent, model, round_number, attempts, call, window, owner=owner)
             if isinstance(prepared, CallOutcome):
                 if prepared.status == "too_large":
                     last_error = prepared.error

@@ -4,6 +4,8 @@ Driven through the real engine, the real SDKs and the wire-level fake provider. 
 simulated by another executor taking the lease over (the lease expired while it was frozen).
 """
 
+# ruff: noqa: F811 (the engine tests' fixtures are imported and used as parameters)
+
 from __future__ import annotations
 
 import threading
@@ -163,21 +165,23 @@ def test_stop_pressed_while_the_run_finishes_ends_it_as_stopped_at_once(provider
 
 def test_watchdog_redispatches_dead_and_expired_executors_once_and_leaves_live_ones(enqueued, rich_owner):
     import os
-    import socket
     import subprocess
 
+    from orchestration.lease import _machine
     from orchestration.tasks import watchdog
 
     finished = subprocess.Popen(["true"])
     finished.wait()  # a worker process on this machine that no longer exists
     now = timezone.now()
-    here = socket.gethostname()
+    here = _machine()
     sessions = {}
     for name, owner, expires in [
         ("expired", "elsewhere:1:a", now - timedelta(seconds=1)),
         ("dead_here", f"{here}:{finished.pid}:b", now + timedelta(seconds=30)),
         ("live_here", f"{here}:{os.getpid()}:c", now + timedelta(seconds=30)),
         ("live_elsewhere", "elsewhere:2:d", now + timedelta(seconds=30)),
+        # Same hostname, another container (pid namespace): its pids mean nothing here.
+        ("other_container", f"{here.partition('~')[0]}~1:{finished.pid}:e", now + timedelta(seconds=30)),
     ]:
         session = two_agent_session(rich_owner, max_rounds=1)
         WritingSession.objects.filter(pk=session.pk).update(
