@@ -112,6 +112,8 @@ def main() -> int:
                 victims = {pk: seq for pk, seq in victims.items() if owners[pk].startswith(f"bench-{name}:")}
                 killed_at = time.time()
                 workers[name].kill_group()
+                # Where each victim stood once its worker was dead: a batch flushed just before the kill is not "next".
+                victims = dict(WritingSession.objects.filter(pk__in=victims).values_list("pk", "last_seq"))
                 time.sleep(RESTART_DELAY)
                 workers[name] = start_worker(**env, ENGINE_MACHINE_ID=f"bench-{name}")
                 pending = dict(victims)

@@ -177,9 +177,14 @@ def reasoning_html(text: str) -> str:
 
 
 def _turn_context(
-    turn: Turn, streamed: str | None, changes: TurnChanges | None = None, thought: str | None = None
+    turn: Turn,
+    streamed: str | None,
+    changes: TurnChanges | None = None,
+    thought: str | None = None,
+    earlier: list[Turn] | None = None,
 ) -> dict:
-    """A card's context. `thought` is the reasoning streamed so far (for a streaming turn)."""
+    """A card's context. `thought` is the reasoning streamed so far (for a streaming turn);
+    `earlier` the interrupted or failed attempts of the same call, shown folded inside this card."""
     if turn.status != Turn.TurnStatus.STREAMING:
         thought = turn.reasoning
     return {
@@ -188,7 +193,38 @@ def _turn_context(
         "changes": changes or TurnChanges(kind="none"),
         "reasoning_html": reasoning_html(thought or ""),
         "reasoning_label": output_label(turn.reasoning_output),
+        "earlier_attempts": earlier or [],
     }
+
+
+def _attempt_key(turn: Turn) -> tuple | None:
+    """Attempts of one call share (round, agent); human turns are never collapsed."""
+    return (turn.round, turn.agent_id) if turn.kind == Turn.Kind.AGENT and turn.agent_id else None
+
+
+def collapse_attempts(turns: list[Turn]) -> tuple[list[Turn], dict[int, list[Turn]]]:
+    """Keep the latest attempt of each call; the earlier ones go under it ("attempt 3 of 3").
+
+    Returns (the turns to show as cards, in order; {shown turn id: its earlier attempts, oldest first}).
+    """
+    latest: dict[tuple, Turn] = {}
+    for turn in turns:
+        key = _attempt_key(turn)
+        if key is not None and (key not in latest or turn.attempt > latest[key].attempt):
+            latest[key] = turn
+    shown: list[Turn] = []
+    earlier: dict[int, list[Turn]] = {}
+    for turn in turns:
+        key = _attempt_key(turn)
+        if key is None or latest[key] is turn:
+            shown.append(turn)
+    for turn in turns:
+        key = _attempt_key(turn)
+        if key is not None and latest[key] is not turn:
+            earlier.setdefault(latest[key].pk, []).append(turn)
+    for attempts in earlier.values():
+        attempts.sort(key=lambda t: t.attempt)
+    return shown, earlier
 
 
 @dataclass
@@ -245,10 +281,13 @@ def page_context(session: WritingSession) -> dict:
     streamed = ev.streamed_text(streaming_ids, up_to_seq=last_seq)
     thoughts = ev.streamed_text(streaming_ids, up_to_seq=last_seq, kind="reasoning")
     changes = _changes_by_turn(session.pk, turns)
+    shown, earlier = collapse_attempts(turns)
     rounds: OrderedDict[int, list[dict]] = OrderedDict()
-    for turn in turns:
+    for turn in shown:
         rounds.setdefault(turn.round, []).append(
-            _turn_context(turn, streamed.get(turn.pk), changes.get(turn.pk), thoughts.get(turn.pk))
+            _turn_context(
+                turn, streamed.get(turn.pk), changes.get(turn.pk), thoughts.get(turn.pk), earlier.get(turn.pk)
+            )
         )
     return {
         "session": session,
@@ -308,6 +347,16 @@ def render_fragments(
         turns = {
             t.pk: t for t in Turn.objects.filter(pk__in=list(card_turns), session_id=session_id).only(*TURN_FIELDS)
         }
+        # Every attempt of the same calls: a card shows its earlier attempts folded, replaces their
+        # cards on the page, and an attempt that has a later one is not drawn on its own.
+        siblings = Turn.objects.filter(
+            session_id=session_id,
+            kind=Turn.Kind.AGENT,
+            round__in={t.round for t in turns.values()},
+            agent_id__in={t.agent_id for t in turns.values() if t.agent_id},
+        ).only(*TURN_FIELDS)
+        _, earlier = collapse_attempts(sorted(siblings, key=lambda t: t.pk))
+        superseded = {t.pk for attempts in earlier.values() for t in attempts}
         streaming = [pk for pk, t in turns.items() if t.status == Turn.TurnStatus.STREAMING]
         # Text up to *these* events only: later chunks are already committed but will arrive in their
         # own messages and be appended then; reading them now would show them twice.
@@ -316,7 +365,7 @@ def render_fragments(
         changes = _changes_by_turn(session_id, list(turns.values()))
         for pk in card_turns:
             turn = turns.get(pk)
-            if turn is None:
+            if turn is None or pk in superseded:
                 continue
             if pk in texts:
                 turn_text[pk] = texts[pk]
@@ -328,8 +377,10 @@ def render_fragments(
                     "round": turn.round,
                     "round_html": render_to_string(ROUND_TEMPLATE, {"round_number": turn.round, "turns": []}),
                     "html": render_to_string(
-                        TURN_TEMPLATE, _turn_context(turn, texts.get(pk), changes.get(pk), thoughts.get(pk))
+                        TURN_TEMPLATE,
+                        _turn_context(turn, texts.get(pk), changes.get(pk), thoughts.get(pk), earlier.get(pk)),
                     ),
+                    "replaces": [f"turn-{t.pk}" for t in earlier.get(pk, [])],
                 }
             )
     for pk, parts in thought_turns.items():

@@ -43,7 +43,7 @@ def drive_in_thread(session_id: int) -> tuple[threading.Thread, list[str]]:
     return runner, outcome
 
 
-def test_a_worker_that_loses_its_lease_mid_stream_stands_down_without_writing(providers, enqueued, rich_owner):
+def test_a_worker_that_loses_its_lease_mid_stream_stands_down_without_writing(providers, enqueued, rich_owner, client):
     providers.tokens_per_second = 20  # slow enough to take the lease away part-way through the turn
     providers.reply(scored_reply("word " * 300, 7, 7), *[counting_replies()] * 6)
     session = two_agent_session(rich_owner, max_rounds=1)
@@ -84,6 +84,13 @@ def test_a_worker_that_loses_its_lease_mid_stream_stands_down_without_writing(pr
     assert session.credits_used == sum(t.credits for t in turns)
     keys = list(CreditEntry.objects.filter(user=rich_owner).values_list("idempotency_key", flat=True))
     assert len(keys) == len(set(keys))
+    # The page folds the interrupted attempt under the one that completed, with the real cause.
+    from django.urls import reverse
+
+    client.force_login(rich_owner)
+    page = client.get(reverse("session_detail", args=[session.pk])).content.decode()
+    assert "attempt 2 of 2" in page
+    assert f"Attempt 1 of 2 · interrupted: {engine.WORKER_LOST}" in page
 
 
 def test_every_engine_write_of_a_stale_owner_is_refused_and_changes_nothing(providers, enqueued, rich_owner):
