@@ -6,12 +6,14 @@ a reconnect and a live push all show exactly the same thing.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections import OrderedDict
 from dataclasses import dataclass
 
 from django.template.loader import render_to_string
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import escape, format_html
 from django.utils.safestring import SafeString
 
@@ -228,6 +230,64 @@ def collapse_attempts(turns: list[Turn]) -> tuple[list[Turn], dict[int, list[Tur
 
 
 @dataclass
+class ActiveTime:
+    """Time agents spent writing: the union of the turns' intervals (parallel turns counted once).
+
+    Paused, queued and idle time is not counted. While a turn streams, `running_since` is the start of
+    the open interval and the page adds the time since then to `seconds` (static/js/live_view.js).
+    """
+
+    seconds: int
+    running_since: dt.datetime | None
+
+    @property
+    def label(self) -> str:
+        return duration_label(self.seconds)
+
+
+def duration_label(seconds: int) -> str:
+    """ "45s", "2m 05s", "1h 03m": the same format the page's ticking clock writes."""
+    seconds = max(0, int(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    if minutes:
+        return f"{minutes}m {secs:02d}s"
+    return f"{secs}s"
+
+
+def active_time(intervals: list[tuple[dt.datetime, dt.datetime | None]], now: dt.datetime | None = None) -> ActiveTime:
+    """ActiveTime from (started_at, finished_at or None while streaming) pairs."""
+    now = now or timezone.now()
+    spans = sorted((start, end or now, end is None) for start, end in intervals if start)
+    total = 0.0
+    open_start: dt.datetime | None = None
+    current: list | None = None  # [start, end, open]
+    for start, end, is_open in spans:
+        if current and start <= current[1]:
+            current[1] = max(current[1], end)
+            current[2] = current[2] or is_open
+            continue
+        if current:
+            total += (current[1] - current[0]).total_seconds()
+        current = [start, end, is_open]
+    if current:
+        if current[2]:
+            open_start = current[0]
+        else:
+            total += (current[1] - current[0]).total_seconds()
+    return ActiveTime(seconds=int(total), running_since=open_start)
+
+
+def session_active_time(session_id: int) -> ActiveTime:
+    rows = Turn.objects.filter(session_id=session_id, kind=Turn.Kind.AGENT).values_list(
+        "started_at", "finished_at", "status"
+    )
+    return active_time([(start, None if status == Turn.TurnStatus.STREAMING else end) for start, end, status in rows])
+
+
+@dataclass
 class Chart:
     width: int
     height: int
@@ -254,9 +314,20 @@ def score_chart(turns: list[Turn], max_rounds: int) -> Chart | None:
     def y(score: float) -> float:
         return height - pad - (height - 2 * pad) * (score / 10)
 
+    # Agents with equal scores would draw one line over the other and hide it: points that coincide
+    # are spread a few pixels apart vertically (each dot's tooltip still gives the exact score).
+    sharing: dict[tuple[int, float], list[str]] = {}
+    for name, scores in per_agent.items():
+        for r, score in scores.items():
+            sharing.setdefault((r, round(score, 2)), []).append(name)
+
+    def spread(name: str, r: int, score: float) -> float:
+        names = sharing[(r, round(score, 2))]
+        return (names.index(name) - (len(names) - 1) / 2) * 4.0
+
     series = []
     for index, (name, scores) in enumerate(per_agent.items()):
-        points = [(x(r), y(s), r, s) for r, s in sorted(scores.items())]
+        points = [(x(r), y(s) + spread(name, r, s), r, s) for r, s in sorted(scores.items())]
         series.append(
             {
                 "name": name,
@@ -269,6 +340,23 @@ def score_chart(turns: list[Turn], max_rounds: int) -> Chart | None:
     step = max(1, rounds // 10)
     x_ticks = [{"x": f"{x(r):.1f}", "label": r} for r in range(1, rounds + 1, step)]
     return Chart(width, height, rounds, series, y_ticks, x_ticks)
+
+
+RESUME_BLOCKED = "You have no credits left, so the next turn cannot start."
+
+
+def resume_blocked(session: WritingSession) -> str:
+    """Why Resume would only pause again at once (out of credits, none left), or "" when it may run.
+
+    Without this the Resume button flipped to Pause and straight back with nothing said.
+    """
+    from orchestration.models import Status, StopReason
+
+    if session.status != Status.PAUSED or session.stop_reason != StopReason.OUT_OF_CREDITS:
+        return ""
+    from billing.services import get_balance
+
+    return RESUME_BLOCKED if get_balance(session.project.owner) <= 0 else ""
 
 
 def page_context(session: WritingSession) -> dict:
@@ -296,7 +384,12 @@ def page_context(session: WritingSession) -> dict:
         "chart": score_chart(turns, session.max_rounds),
         "versions": versions_for_panel(session),
         "progress_percent": session.progress_percent,
-    }
+        "resume_blocked": resume_blocked(session),
+        "active": active_time(
+            [(t.started_at, None if t.status == Turn.TurnStatus.STREAMING else t.finished_at) for t in turns
+             if t.kind == Turn.Kind.AGENT]
+        ),
+    }  # fmt: skip
 
 
 def header_html(session: WritingSession) -> str:
@@ -305,6 +398,7 @@ def header_html(session: WritingSession) -> str:
         {
             "session": session,
             "progress_percent": session.progress_percent,
+            "active": session_active_time(session.pk),
         },
     )
 

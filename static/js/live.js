@@ -172,20 +172,9 @@
     });
   }
 
-  function tickElapsed() {
-    const el = document.querySelector("[data-elapsed-start]");
-    if (!el || !el.dataset.elapsedStart) return;
-    const start = Date.parse(el.dataset.elapsedStart);
-    const end = el.dataset.elapsedEnd ? Date.parse(el.dataset.elapsedEnd) : Date.now();
-    const seconds = Math.max(0, Math.round((end - start) / 1000));
-    const m = Math.floor(seconds / 60), s = seconds % 60;
-    el.textContent = (m ? m + "m " : "") + s + "s";
-  }
-
+  // The active-time clock and the live totals are in live_view.js (display only).
   updateTitle();
   connect();
-  tickElapsed();
-  setInterval(tickElapsed, 1000);
   setInterval(checkSilence, 1000);
   document.addEventListener("visibilitychange", function () {
     if (document.visibilityState === "visible") recheckNow();
