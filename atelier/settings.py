@@ -325,7 +325,9 @@ PROVIDERS = {
 PROVIDER_TIMEOUT_SECONDS = env_float("PROVIDER_TIMEOUT_SECONDS", 120.0, minimum=1.0)
 PROVIDER_MAX_RETRIES = env_int("PROVIDER_MAX_RETRIES", 4, minimum=0, maximum=10)
 DEMO_TOKENS_PER_SECOND = env_float("DEMO_TOKENS_PER_SECOND", 60.0, minimum=0.0)  # 0 = instant
-ENGINE_LEASE_SECONDS = env_int("ENGINE_LEASE_SECONDS", 60, minimum=5)
+# The executor renews its lease every 0.5 s; a dead one is noticed within lease + watchdog seconds.
+ENGINE_LEASE_SECONDS = env_int("ENGINE_LEASE_SECONDS", 8, minimum=3)
+ENGINE_WATCHDOG_SECONDS = env_float("ENGINE_WATCHDOG_SECONDS", 2.0, minimum=0.2)
 ENGINE_STREAM_FLUSH_MS = env_int("ENGINE_STREAM_FLUSH_MS", 40, minimum=5, maximum=1000)
 
 # --- Stripe (dj-stripe) ----------------------------------------------------------------------

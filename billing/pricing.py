@@ -83,10 +83,13 @@ def estimate_session_credits(session) -> tuple[int, int]:
 
     low: one round in which every active agent reads the brief, references and document and writes
     a quarter of its max output (a run may stop early on a score threshold or convergence).
-    high: every remaining round, every agent writing its full max output, with the document growing
-    by the longest output each round. Agents whose model has no price are left out (the engine
-    refuses to start them; see orchestration.services.validate_for_start).
+    high: every remaining round, every agent writing its full max output (plus its thinking budget or
+    reasoning allowance), with the document growing by the longest output each round. Agents whose
+    model has no price are left out (the engine refuses to start them; see
+    orchestration.services.validate_for_start).
     """
+    from orchestration.reasoning import plan_for_agent
+
     agents = [a for a in session.agents.select_related("model").all() if a.active]
     if not agents:
         return (0, 0)
@@ -102,11 +105,14 @@ def estimate_session_credits(session) -> tuple[int, int]:
             model=agent.model, input_tokens=prompt_tokens, cached_tokens=0, output_tokens=output_tokens
         )
 
-    low = sum(call(a, base + estimate_tokens(a.role_prompt), max(1, a.max_output_tokens // 4)) for a in agents)
+    # Thinking / reasoning tokens are billed as output: a call may generate its answer limit plus its
+    # thinking budget (orchestration.reasoning), and that total is what the engine reserves per turn.
+    outputs = {a.pk: plan_for_agent(a).max_tokens for a in agents}
+    low = sum(call(a, base + estimate_tokens(a.role_prompt), max(1, outputs[a.pk] // 4)) for a in agents)
     high = 0
     document = base
-    growth = max(a.max_output_tokens for a in agents)
+    growth = max(a.max_output_tokens for a in agents)  # thinking never enters the document
     for _ in range(rounds):
-        high += sum(call(a, document + estimate_tokens(a.role_prompt), a.max_output_tokens) for a in agents)
+        high += sum(call(a, document + estimate_tokens(a.role_prompt), outputs[a.pk]) for a in agents)
         document += growth
     return (low, high)

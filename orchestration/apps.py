@@ -11,5 +11,16 @@ class OrchestrationConfig(AppConfig):
         if "qcluster" in sys.argv:
             # Import the engine and the provider SDKs before django-q2 forks its workers, so the
             # first turn on each worker does not pay a second of imports.
+            from django_q.signals import post_spawn
+
             import orchestration.engine
             import orchestration.providers.http_adapters  # noqa: F401
+
+            post_spawn.connect(_start_watchdog, dispatch_uid="atelier-watchdog")
+
+
+def _start_watchdog(sender, proc_name: str = "", **kwargs) -> None:
+    """Each django-q2 worker process, once forked, watches for sessions whose executor died."""
+    from orchestration.tasks import start_watchdog_thread
+
+    start_watchdog_thread()

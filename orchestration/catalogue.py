@@ -4,6 +4,12 @@ Prices are USD per million tokens (input, cached input, output) at the providers
 standard (non-batch) requests, as of late 2026 to the best of our knowledge. Staff keep them current
 in the admin; the seed only creates missing rows and never overwrites what staff changed unless asked.
 
+Reasoning (docs/architecture.md, "Reasoning models"): the Claude 4 family accepts extended thinking
+with a token budget and returns a summary of its thinking; gpt-5 and gpt-5 mini accept
+`reasoning_effort` and return only a count of reasoning tokens through Chat Completions. Gemini and
+xAI rows carry no reasoning control until staff decide their OpenAI-compatible endpoints should get
+`reasoning_effort`.
+
 Credit multipliers: 1.00 for the cheap models, 1.25-3.00 for the flagships (their calls are long and
 bursty, and a higher multiplier keeps plans' credit allowances meaningful). Billing turns provider cost
 into credits with them (see billing/pricing.py).
@@ -42,6 +48,8 @@ CATALOGUE: list[dict[str, Any]] = [
         "cached_input_price_per_mtok": D("0.50"),
         "output_price_per_mtok": D("25.00"),
         "credit_multiplier": D("2.00"),
+        "reasoning": "thinking_budget",
+        "reasoning_output": "summary",
         "enabled": True,
         "sort_order": 10,
     },
@@ -55,6 +63,8 @@ CATALOGUE: list[dict[str, Any]] = [
         "cached_input_price_per_mtok": D("1.50"),
         "output_price_per_mtok": D("75.00"),
         "credit_multiplier": D("3.00"),
+        "reasoning": "thinking_budget",
+        "reasoning_output": "summary",
         "enabled": True,
         "sort_order": 20,
     },
@@ -68,6 +78,8 @@ CATALOGUE: list[dict[str, Any]] = [
         "cached_input_price_per_mtok": D("0.30"),
         "output_price_per_mtok": D("15.00"),
         "credit_multiplier": D("1.50"),
+        "reasoning": "thinking_budget",
+        "reasoning_output": "summary",
         "enabled": True,
         "sort_order": 30,
     },
@@ -81,6 +93,8 @@ CATALOGUE: list[dict[str, Any]] = [
         "cached_input_price_per_mtok": D("0.10"),
         "output_price_per_mtok": D("5.00"),
         "credit_multiplier": D("1.00"),
+        "reasoning": "thinking_budget",
+        "reasoning_output": "summary",
         "enabled": True,
         "sort_order": 40,
     },
@@ -95,6 +109,8 @@ CATALOGUE: list[dict[str, Any]] = [
         "cached_input_price_per_mtok": D("0.125"),
         "output_price_per_mtok": D("10.00"),
         "credit_multiplier": D("1.50"),
+        "reasoning": "effort",
+        "reasoning_output": "hidden",
         "enabled": True,
         "sort_order": 10,
     },
@@ -108,6 +124,8 @@ CATALOGUE: list[dict[str, Any]] = [
         "cached_input_price_per_mtok": D("0.025"),
         "output_price_per_mtok": D("2.00"),
         "credit_multiplier": D("1.00"),
+        "reasoning": "effort",
+        "reasoning_output": "hidden",
         "enabled": True,
         "sort_order": 20,
     },
@@ -230,9 +248,11 @@ def seed_catalogue(apps=None, *, update_existing: bool = False) -> int:
     `update_existing=True` to reset every seeded field to the values above.
     """
     model_class = _model_class(apps)
+    # An older migration's historical model lacks fields added later (reasoning, ...): skip those.
+    known = {field.name for field in model_class._meta.get_fields()}
     changed = 0
     for entry in CATALOGUE:
-        defaults = {key: value for key, value in entry.items() if key not in ("provider", "model_id")}
+        defaults = {key: value for key, value in entry.items() if key not in ("provider", "model_id") and key in known}
         row = model_class.objects.filter(provider=entry["provider"], model_id=entry["model_id"]).first()
         if row is None:
             model_class.objects.create(provider=entry["provider"], model_id=entry["model_id"], **defaults)
@@ -245,6 +265,23 @@ def seed_catalogue(apps=None, *, update_existing: bool = False) -> int:
                 setattr(row, name, defaults[name])
             row.save(update_fields=updates)
             changed += 1
+    return changed
+
+
+def seed_reasoning(apps=None) -> int:
+    """Give seeded rows that have no reasoning control yet the catalogue's one; returns rows changed.
+
+    Used by the migration that added the reasoning fields. A row staff already configured (reasoning
+    set) is left alone.
+    """
+    model_class = _model_class(apps)
+    changed = 0
+    for entry in CATALOGUE:
+        if not entry.get("reasoning"):
+            continue
+        changed += model_class.objects.filter(
+            provider=entry["provider"], model_id=entry["model_id"], reasoning=""
+        ).update(reasoning=entry["reasoning"], reasoning_output=entry["reasoning_output"])
     return changed
 
 

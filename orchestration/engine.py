@@ -11,12 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import socket
 import time
-import uuid
 from dataclasses import dataclass, field
-from datetime import timedelta
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -27,7 +23,16 @@ from django.utils import timezone
 from orchestration import events as ev
 from orchestration import services
 from orchestration.flows import AgentCall, Finished, Step, get_policy
-from orchestration.models import Agent, LLMModel, Status, StopReason, Turn, WritingSession
+from orchestration.lease import (
+    RENEW_INTERVAL,
+    LeaseLost,
+    claim_lease,
+    fence,
+    new_owner_id,
+    release_lease,
+    renew_lease,
+)
+from orchestration.models import ALLOWED_TRANSITIONS, Agent, LLMModel, Status, StopReason, Turn, WritingSession
 from orchestration.termination import Stop, check_after_turn, check_before_step
 from orchestration.versions import record_version
 
@@ -36,15 +41,15 @@ logger = logging.getLogger(__name__)
 # One task drives a session for at most this long, then hands over to a fresh task, so a
 # long run never approaches django-q2's task timeout.
 DRIVE_BUDGET_SECONDS = 240
-MONITOR_INTERVAL = 0.25
+MONITOR_INTERVAL = RENEW_INTERVAL  # how often we renew the lease and look for Stop
 OUT_OF_CREDITS_DETAIL = (
     "Out of credits. It carries on by itself within a minute of credits arriving "
     "(upgrade, or wait for your monthly credits)."
-)  # how often we look for Stop and renew the lease
-
-
-def new_owner_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+)
+USER_STOP = "Stopped by you."
+# What an interrupted attempt says when the executor running it disappeared (crashed, killed,
+# frozen or cut off): the next executor cannot tell these apart, so it says what it knows.
+WORKER_LOST = "Interrupted: the worker running this turn stopped responding, so another worker ran it again."
 
 
 async def db(fn, *args, **kwargs):
@@ -61,44 +66,23 @@ async def db(fn, *args, **kwargs):
     return result
 
 
-# --- Lease -----------------------------------------------------------------------------------
-
-
-def claim_lease(session_id: int, owner: str) -> bool:
-    now = timezone.now()
-    expires = now + timedelta(seconds=settings.ENGINE_LEASE_SECONDS)
-    claimable = WritingSession.objects.filter(pk=session_id, status__in=[s.value for s in _DRIVABLE])
-    from django.db.models import Q
-
-    claimable = claimable.filter(Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now) | Q(lease_owner=owner))
-    return claimable.update(lease_owner=owner, lease_expires_at=expires) == 1
-
-
-def renew_lease(session_id: int, owner: str) -> tuple[bool, str]:
-    """Extend the lease; returns (still ours, current status)."""
-    expires = timezone.now() + timedelta(seconds=settings.ENGINE_LEASE_SECONDS)
-    ours = WritingSession.objects.filter(pk=session_id, lease_owner=owner).update(lease_expires_at=expires) == 1
-    status = WritingSession.objects.filter(pk=session_id).values_list("status", flat=True).first() or ""
-    return ours, status
-
-
-def release_lease(session_id: int, owner: str) -> None:
-    WritingSession.objects.filter(pk=session_id, lease_owner=owner).update(lease_owner="", lease_expires_at=None)
-
-
-_DRIVABLE = {Status.QUEUED, Status.RUNNING, Status.PAUSING, Status.STOPPING}
-
-
 # --- Driving ---------------------------------------------------------------------------------
 
 
 def drive(session_id: int, *, budget_seconds: float = DRIVE_BUDGET_SECONDS) -> str:
-    """Run the session until it pauses, stops, finishes or the time budget is used. Returns the outcome."""
+    """Run the session until it pauses, stops, finishes or the time budget is used. Returns the outcome.
+
+    Outcomes: busy (another executor holds it), idle, paused, stopped, finished, failed, requeued,
+    lease_lost (another executor took over while this one was frozen or slow: it wrote nothing more).
+    """
     owner = new_owner_id()
     if not claim_lease(session_id, owner):
         return "busy"
     try:
         return asyncio.run(_drive(session_id, owner, budget_seconds))
+    except LeaseLost:
+        logger.warning("session %s: lease lost to another executor; standing down", session_id)
+        return "lease_lost"
     finally:
         release_lease(session_id, owner)
 
@@ -108,12 +92,14 @@ async def _drive(session_id: int, owner: str, budget_seconds: float) -> str:
     planned: Step | None = None
     agents: dict[int, Agent] = {}  # the team cannot change while the session runs
     while True:
-        outcome = await db(_prepare_step, session_id, planned)
+        outcome = await db(_prepare_step, session_id, owner, planned)
         if isinstance(outcome, str):
             return outcome
         session, step = outcome
         result = await run_step(session, step, owner, agents)
-        outcome, planned = await db(_after_step, session_id, step, result)
+        if result.lease_lost:
+            raise LeaseLost(f"session {session_id}: lease lost during a step")
+        outcome, planned = await db(_after_step, session_id, owner, step, result)
         if outcome != "continue":
             return outcome
         if time.monotonic() > deadline:
@@ -122,60 +108,64 @@ async def _drive(session_id: int, owner: str, budget_seconds: float) -> str:
 
 
 def _requeue(session_id: int, owner: str) -> None:
-    release_lease(session_id, owner)
-    services.enqueue_run(session_id)
+    if release_lease(session_id, owner):
+        services.enqueue_run(session_id)
 
 
 def _load(session_id: int) -> WritingSession:
     return WritingSession.objects.select_related("project__owner").get(pk=session_id)
 
 
-def _prepare_step(session_id: int, planned: Step | None = None) -> str | tuple[WritingSession, Step]:
-    """Handle pending status changes, recover interrupted turns, and plan the next step."""
+def _prepare_step(session_id: int, owner: str, planned: Step | None = None) -> str | tuple[WritingSession, Step]:
+    """Handle pending status changes, recover interrupted turns, and plan the next step.
+
+    Every write is fenced by the lease (raises LeaseLost if another executor took over).
+    """
     session = _load(session_id)
     if session.status == Status.STOPPING:
-        _finish(session, Status.STOPPED, Stop(StopReason.USER_STOPPED, "Stopped by you."))
+        _finish(session, Status.STOPPED, Stop(StopReason.USER_STOPPED, USER_STOP), owner=owner)
         return "stopped"
     if session.status == Status.PAUSING:
-        _pause(session, Stop(StopReason.USER_PAUSED, "Paused by you."))
+        _pause(session, Stop(StopReason.USER_PAUSED, "Paused by you."), owner=owner)
         return "paused"
     if session.status not in (Status.QUEUED, Status.RUNNING):
         return "idle"
-    _recover_interrupted_turns(session)
+    _recover_interrupted_turns(session, owner=owner)
     if session.status == Status.QUEUED:
-        if not services.set_status(session, Status.RUNNING):
-            return "idle"
-        services.emit_status(session)
+        with transaction.atomic():
+            fence(session.pk, owner)
+            if not services.set_status(session, Status.RUNNING):
+                return "idle"
+            services.emit_status(session)
     stop = check_before_step(session)
     if stop:
-        _finish(session, Status.COMPLETED, stop)
+        _finish(session, Status.COMPLETED, stop, owner=owner)
         return "finished"
     # The previous step already asked the policy what comes next; the state has not changed since.
     decision = planned if planned is not None else get_policy(session.flow).next_step(session)
     if isinstance(decision, Finished):
         status = Status.FAILED if decision.reason == StopReason.ERROR else Status.COMPLETED
-        _finish(session, status, Stop(decision.reason, decision.detail))
+        _finish(session, status, Stop(decision.reason, decision.detail), owner=owner)
         return "finished"
     if session.current_round != decision.round:
-        WritingSession.objects.filter(pk=session.pk).update(current_round=decision.round)
-        session.current_round = decision.round
-        services.emit_status(session)
+        with transaction.atomic():
+            fence(session.pk, owner)
+            WritingSession.objects.filter(pk=session.pk).update(current_round=decision.round)
+            session.current_round = decision.round
+            services.emit_status(session)
     return session, decision
 
 
-def _after_step(session_id: int, step: Step, result: StepResult) -> tuple[str, Step | None]:
+def _after_step(session_id: int, owner: str, step: Step, result: StepResult) -> tuple[str, Step | None]:
     session = _load(session_id)
     if result.out_of_credits:
-        _pause(
-            session,
-            Stop(StopReason.OUT_OF_CREDITS, OUT_OF_CREDITS_DETAIL),
-        )
+        _pause(session, Stop(StopReason.OUT_OF_CREDITS, OUT_OF_CREDITS_DETAIL), owner=owner)
         return "paused", None
     if result.fatal_error:
-        _finish(session, Status.FAILED, Stop(StopReason.ERROR, result.fatal_error))
+        _finish(session, Status.FAILED, Stop(StopReason.ERROR, result.fatal_error), owner=owner)
         return "failed", None
     if session.status == Status.STOPPING or result.cancelled:
-        _finish(session, Status.STOPPED, Stop(StopReason.USER_STOPPED, "Stopped by you."))
+        _finish(session, Status.STOPPED, Stop(StopReason.USER_STOPPED, USER_STOP), owner=owner)
         return "stopped", None
     if not result.completed_turn_ids:
         return "continue", None
@@ -184,19 +174,31 @@ def _after_step(session_id: int, step: Step, result: StepResult) -> tuple[str, S
     for turn in Turn.objects.filter(pk__in=result.completed_turn_ids).order_by("pk"):
         stop = check_after_turn(session, turn, round_complete)
         if stop:
-            _finish(session, Status.COMPLETED, stop)
+            _finish(session, Status.COMPLETED, stop, owner=owner)
             return "finished", None
     if session.status == Status.PAUSING:
-        _pause(session, Stop(StopReason.USER_PAUSED, "Paused by you."))
+        _pause(session, Stop(StopReason.USER_PAUSED, "Paused by you."), owner=owner)
         return "paused", None
     return "continue", next_decision if isinstance(next_decision, Step) else None
 
 
-def _finish(session: WritingSession, status: str, stop: Stop) -> None:
+def _finish(session: WritingSession, status: str, stop: Stop, *, owner: str) -> None:
+    """End the run (completed / stopped / failed) unless something already ended it.
+
+    A Stop pressed while the step was finishing wins (STOPPING -> COMPLETED is not a transition):
+    the run ends as stopped by the user, as _pause does. A run that already ended stays as it is.
+    Raises LeaseLost if another executor holds the session.
+    """
     with transaction.atomic():
+        fence(session.pk, owner)
         session = WritingSession.objects.select_for_update().get(pk=session.pk)
         if session.status == status:
             return
+        if status not in ALLOWED_TRANSITIONS.get(session.status, set()):
+            if session.status != Status.STOPPING:
+                logger.info("session %s is already %s; not marking it %s", session.pk, session.status, status)
+                return
+            status, stop = Status.STOPPED, Stop(StopReason.USER_STOPPED, USER_STOP)
         services.set_status(
             session,
             status,
@@ -209,15 +211,16 @@ def _finish(session: WritingSession, status: str, stop: Stop) -> None:
         transaction.on_commit(lambda: _notify_finished(session.pk))
 
 
-def _pause(session: WritingSession, stop: Stop) -> None:
+def _pause(session: WritingSession, stop: Stop, *, owner: str) -> None:
     with transaction.atomic():
+        fence(session.pk, owner)
         session = WritingSession.objects.select_for_update().get(pk=session.pk)
         if session.status == Status.STOPPING:
             services.set_status(
                 session,
                 Status.STOPPED,
                 stop_reason=StopReason.USER_STOPPED,
-                stop_detail="Stopped by you.",
+                stop_detail=USER_STOP,
                 finished_at=timezone.now(),
                 final_document=session.document,
             )
@@ -235,18 +238,24 @@ def _notify_finished(session_id: int) -> None:
         logger.exception("could not send the run-finished email for session %s", session_id)
 
 
-def _recover_interrupted_turns(session: WritingSession) -> None:
-    """Turns left streaming by a crashed executor: mark incomplete and release their reservation."""
+def _recover_interrupted_turns(session: WritingSession, *, owner: str) -> None:
+    """Turns left streaming by a lost executor: mark incomplete and release their reservation.
+
+    Only the lease holder does this (fenced), so a stale worker never marks the live owner's turn.
+    """
     from billing.services import release_credits
 
     stale = Turn.objects.filter(session=session, status=Turn.TurnStatus.STREAMING)
     for turn in stale:
         with transaction.atomic():
+            fence(session.pk, owner)
             text = ev.streamed_text([turn.pk]).get(turn.pk, "")
+            reasoning = ev.streamed_text([turn.pk], kind="reasoning").get(turn.pk, "")
             updated = Turn.objects.filter(pk=turn.pk, status=Turn.TurnStatus.STREAMING).update(
                 status=Turn.TurnStatus.INCOMPLETE,
                 output_text=text,
-                error="The worker stopped during this turn; it was run again.",
+                reasoning=reasoning,
+                error=WORKER_LOST,
                 finished_at=timezone.now(),
             )
             if updated:
@@ -268,28 +277,51 @@ def _recover_interrupted_turns(session: WritingSession) -> None:
 class StepResult:
     completed_turn_ids: list[int] = field(default_factory=list)
     cancelled: bool = False
+    lease_lost: bool = False
     out_of_credits: bool = False
     fatal_error: str = ""
 
 
 class ChunkBatcher:
-    """Collects streamed text and flushes it every few tens of milliseconds: saved, then pushed."""
+    """Collects streamed text and flushes it every few tens of milliseconds: saved, then pushed.
 
-    def __init__(self, session_id: int) -> None:
+    Saving is fenced by the lease (the sequence numbers are reserved only while `owner` holds it);
+    a batch from an executor that lost its lease is dropped and `lease_lost` is set.
+    """
+
+    def __init__(self, session_id: int, owner: str | None = None) -> None:
         self.session_id = session_id
+        self.owner = owner
+        self.lease_lost = False
         self.pending: dict[int, list[str]] = {}
+        self.pending_reasoning: dict[int, list[str]] = {}
         self.lock = asyncio.Lock()
 
     def add(self, turn_id: int, text: str) -> None:
         self.pending.setdefault(turn_id, []).append(text)
 
+    def add_reasoning(self, turn_id: int, text: str) -> None:
+        """Thinking text: its own event kind, so it never mixes with the reply's text."""
+        self.pending_reasoning.setdefault(turn_id, []).append(text)
+
     async def flush(self) -> None:
         async with self.lock:
-            if not self.pending:
+            if not self.pending and not self.pending_reasoning:
                 return
             batch, self.pending = self.pending, {}
-            new = [ev.NewEvent("chunk", {"text": "".join(parts)}, turn_id) for turn_id, parts in batch.items()]
-            rows = await sync_to_async(ev.append_events)(session_id=self.session_id, events=new, broadcast=False)
+            thoughts, self.pending_reasoning = self.pending_reasoning, {}
+            if self.lease_lost:
+                return
+            # A turn thinks before it answers: its reasoning events come first within a batch.
+            new = [ev.NewEvent("reasoning", {"text": "".join(parts)}, turn_id) for turn_id, parts in thoughts.items()]
+            new += [ev.NewEvent("chunk", {"text": "".join(parts)}, turn_id) for turn_id, parts in batch.items()]
+            try:
+                rows = await sync_to_async(ev.append_events)(
+                    session_id=self.session_id, events=new, broadcast=False, lease_owner=self.owner
+                )
+            except LeaseLost:
+                self.lease_lost = True
+                return
             await self.push(rows)
 
     async def push(self, rows) -> None:
@@ -313,10 +345,12 @@ async def run_step(
 ) -> StepResult:
     agents = {} if agents is None else agents
     result = StepResult()
-    batcher = ChunkBatcher(session.pk)
+    batcher = ChunkBatcher(session.pk, owner)
     done = asyncio.Event()
     flusher = asyncio.create_task(batcher.run(done))
-    calls = [asyncio.create_task(run_call(session, call, step.round, batcher, agents)) for call in step.calls]
+    calls = [
+        asyncio.create_task(run_call(session, call, step.round, batcher, agents, owner=owner)) for call in step.calls
+    ]
 
     async def monitor() -> None:
         while not done.is_set():
@@ -325,12 +359,16 @@ async def run_step(
                 return
             except TimeoutError:
                 pass
-            ours, status = await sync_to_async(renew_lease)(session.pk, owner)
-            if status == Status.STOPPING or not ours:
-                result.cancelled = True
-                for task in calls:
-                    task.cancel()
-                return
+            status = await sync_to_async(renew_lease)(session.pk, owner)
+            if status is None or batcher.lease_lost:
+                # Another executor owns the session now: stop streaming, write nothing more.
+                result.lease_lost = True
+            elif status != Status.STOPPING:
+                continue
+            result.cancelled = True
+            for task in calls:
+                task.cancel()
+            return
 
     watcher = asyncio.create_task(monitor())
     outcomes = await asyncio.gather(*calls, return_exceptions=True)
@@ -338,8 +376,11 @@ async def run_step(
     await watcher
     await flusher
     await batcher.flush()
+    result.lease_lost = result.lease_lost or batcher.lease_lost
     for outcome in outcomes:
-        if isinstance(outcome, asyncio.CancelledError):
+        if isinstance(outcome, LeaseLost):
+            result.lease_lost = True
+        elif isinstance(outcome, asyncio.CancelledError):
             result.cancelled = True
         elif isinstance(outcome, BaseException):
             logger.exception("agent call crashed", exc_info=outcome)
@@ -368,8 +409,10 @@ async def run_call(
     round_number: int,
     batcher: ChunkBatcher,
     agents: dict[int, Agent] | None = None,
+    *,
+    owner: str,
 ) -> CallOutcome:
-    from orchestration.providers import ProviderError, StreamEnd, TextDelta, get_adapter
+    from orchestration.providers import ProviderError, ReasoningDelta, StreamEnd, TextDelta, get_adapter
     from orchestration.providers.retry import retry_delay
 
     agents = {} if agents is None else agents
@@ -387,7 +430,7 @@ async def run_call(
         retries = 0
         while True:
             attempts += 1
-            prepared = await db(_begin_turn, session, agent, model, round_number, attempts)
+            prepared = await db(_begin_turn, session, agent, model, round_number, attempts, owner=owner)
             if isinstance(prepared, CallOutcome):
                 return prepared
             turn_id, request, reserved = prepared
@@ -395,6 +438,7 @@ async def run_call(
             started = time.monotonic()
             first_token_at: float | None = None
             received: list[str] = []
+            thought: list[str] = []  # the turn's reasoning, kept apart from its text
             try:
                 end: StreamEnd | None = None
                 async for item in adapter.stream(request):
@@ -403,13 +447,28 @@ async def run_call(
                             first_token_at = time.monotonic()
                         received.append(item.text)
                         batcher.add(turn_id, item.text)
+                    elif isinstance(item, ReasoningDelta):
+                        thought.append(item.text)
+                        batcher.add_reasoning(turn_id, item.text)
                     elif isinstance(item, StreamEnd):
                         end = item
                 if end is None:
                     raise ProviderError("The reply ended without a proper end.", kind="stream_broken", retryable=True)
                 await batcher.flush()
                 timing = (int((time.monotonic() - started) * 1000), _ms(started, first_token_at))
-                await db(_complete_turn, session.pk, turn_id, agent, model, "".join(received), end, timing, call)
+                await db(
+                    _complete_turn,
+                    session.pk,
+                    turn_id,
+                    agent,
+                    model,
+                    "".join(received),
+                    end,
+                    timing,
+                    call,
+                    reasoning="".join(thought),
+                    owner=owner,
+                )
                 return CallOutcome("completed", turn_id)
             except asyncio.CancelledError:
                 await batcher.flush()
@@ -421,14 +480,27 @@ async def run_call(
                     "".join(received),
                     request,
                     Turn.TurnStatus.CANCELLED,
-                    "Stopped by you.",
+                    USER_STOP,
+                    reasoning="".join(thought),
+                    owner=owner,
                 )
                 return CallOutcome("cancelled", turn_id)
             except ProviderError as error:
                 await batcher.flush()
                 last_error = error.user_message
                 status = Turn.TurnStatus.INCOMPLETE if received else Turn.TurnStatus.FAILED
-                await db(_abandon_turn, session.pk, turn_id, model, "".join(received), request, status, last_error)
+                await db(
+                    _abandon_turn,
+                    session.pk,
+                    turn_id,
+                    model,
+                    "".join(received),
+                    request,
+                    status,
+                    last_error,
+                    reasoning="".join(thought),
+                    owner=owner,
+                )
                 if not error.retryable:
                     return CallOutcome("failed", turn_id, last_error)
                 if retries >= max_retries:
@@ -479,13 +551,16 @@ def _feedback_for(session: WritingSession, agent: Agent) -> list[tuple[str, str]
     return list(latest.values())
 
 
-def _begin_turn(session: WritingSession, agent: Agent, model: LLMModel, round_number: int, attempt: int):
+def _begin_turn(session: WritingSession, agent: Agent, model: LLMModel, round_number: int, attempt: int, *, owner: str):
     """Build the prompt, create the turn (next attempt) and reserve its worst-case credits."""
     from billing.pricing import credits_for_usage
     from billing.services import InsufficientCredits, reserve_credits
     from orchestration.prompts import PromptTooLarge, build_prompt
     from orchestration.providers import ModelRequest
+    from orchestration.reasoning import plan_for_agent
 
+    # Thinking shares the output allowance (and so the context window): fit and reserve for the total.
+    plan = plan_for_agent(agent, model)
     references = [(r.title, r.content) for r in session.references.all()]
     try:
         prompt = build_prompt(
@@ -501,14 +576,15 @@ def _begin_turn(session: WritingSession, agent: Agent, model: LLMModel, round_nu
             round_number=round_number,
             max_rounds=session.max_rounds,
             context_window=model.context_window,
-            max_output_tokens=agent.max_output_tokens,
+            max_output_tokens=plan.max_tokens,
         )
     except PromptTooLarge as error:
         return CallOutcome("failed", None, f"{agent.name}: {error}")
     worst_case = credits_for_usage(
-        model=model, input_tokens=prompt.estimated_input_tokens, cached_tokens=0, output_tokens=agent.max_output_tokens
+        model=model, input_tokens=prompt.estimated_input_tokens, cached_tokens=0, output_tokens=plan.max_tokens
     )
     with transaction.atomic():
+        fence(session.pk, owner)
         turn = Turn.objects.create(
             session=session,
             round=round_number,
@@ -517,6 +593,7 @@ def _begin_turn(session: WritingSession, agent: Agent, model: LLMModel, round_nu
             attempt=attempt,
             model_used=model.model_id,
             prompt_notes="\n".join(prompt.notes),
+            reasoning_output=plan.output,
         )
         try:
             reserve_credits(
@@ -545,8 +622,11 @@ def _begin_turn(session: WritingSession, agent: Agent, model: LLMModel, round_nu
         model_id=model.model_id,
         system=prompt.system,
         user=prompt.user,
-        max_tokens=agent.max_output_tokens,
+        max_tokens=plan.max_tokens,
         temperature=agent.temperature,
+        reasoning=plan.reasoning,
+        thinking_budget=plan.thinking_budget,
+        reasoning_effort=plan.reasoning_effort,
         metadata={
             "session_id": session.pk,
             "round": round_number,
@@ -560,9 +640,23 @@ def _begin_turn(session: WritingSession, agent: Agent, model: LLMModel, round_nu
 
 
 def _complete_turn(
-    session_id: int, turn_id: int, agent: Agent, model: LLMModel, text: str, end, timing, call: AgentCall
+    session_id: int,
+    turn_id: int,
+    agent: Agent,
+    model: LLMModel,
+    text: str,
+    end,
+    timing,
+    call: AgentCall,
+    *,
+    reasoning: str = "",
+    owner: str,
 ) -> None:
-    """Save the turn, its evaluation, usage and charge in one transaction, exactly once."""
+    """Save the turn, its evaluation, usage and charge in one transaction, exactly once.
+
+    `text` is the reply only; `reasoning` (the model's thinking) is saved beside it and never parsed,
+    versioned or passed on. Reasoning tokens are part of `end.usage.output_tokens` and billed with them.
+    """
     from billing.pricing import credits_for_usage, provider_cost_usd
     from billing.services import settle_credits
     from orchestration.evaluation import parse_reply
@@ -583,6 +677,7 @@ def _complete_turn(
         output_tokens=usage.output_tokens,
     )
     with transaction.atomic():
+        fence(session_id, owner)  # a worker that lost its lease saves and charges nothing
         session = WritingSession.objects.select_for_update().select_related("project__owner").get(pk=session_id)
         # Settling is idempotent on its key, and a reservation closes once: a replay charges nothing.
         charged = settle_credits(
@@ -604,6 +699,8 @@ def _complete_turn(
             cached_tokens=usage.cached_input_tokens,
             cache_write_tokens=usage.cache_write_tokens,
             output_tokens=usage.output_tokens,
+            reasoning=reasoning,
+            reasoning_tokens=usage.reasoning_tokens,
             credits=charged,
             provider_cost=cost,
             latency_ms=timing[0],
@@ -617,6 +714,7 @@ def _complete_turn(
             input_tokens=F("input_tokens") + usage.input_tokens,
             cached_tokens=F("cached_tokens") + usage.cached_input_tokens,
             output_tokens=F("output_tokens") + usage.output_tokens,
+            reasoning_tokens=F("reasoning_tokens") + usage.reasoning_tokens,
             credits_used=F("credits_used") + charged,
             provider_cost=F("provider_cost") + cost,
             human_note="",
@@ -646,6 +744,7 @@ def _complete_turn(
         # We hold the row lock: the totals are the locked values plus this turn.
         session.input_tokens += usage.input_tokens
         session.output_tokens += usage.output_tokens
+        session.reasoning_tokens += usage.reasoning_tokens
         session.credits_used += charged
         new_events.append(
             ev.NewEvent(
@@ -653,6 +752,7 @@ def _complete_turn(
                 {
                     "input_tokens": session.input_tokens,
                     "output_tokens": session.output_tokens,
+                    "reasoning_tokens": session.reasoning_tokens,
                     "credits": session.credits_used,
                 },
             )
@@ -660,22 +760,38 @@ def _complete_turn(
         ev.append_events(session_id=session_id, events=new_events)
 
 
-def _abandon_turn(session_id: int, turn_id: int, model: LLMModel, text: str, request, status: str, error: str) -> None:
-    """A turn that did not complete: keep its text, charge what was plausibly consumed, release the rest."""
+def _abandon_turn(
+    session_id: int,
+    turn_id: int,
+    model: LLMModel,
+    text: str,
+    request,
+    status: str,
+    error: str,
+    *,
+    reasoning: str = "",
+    owner: str,
+) -> None:
+    """A turn that did not complete: keep its text, charge what was plausibly consumed, release the rest.
+
+    Thinking streamed before the break was generated (and billed as output) too: it is kept and counted.
+    """
     from billing.pricing import credits_for_usage
     from billing.services import settle_credits
     from orchestration.prompts import estimate_tokens
 
     with transaction.atomic():
+        fence(session_id, owner)
         session = WritingSession.objects.select_related("project__owner").get(pk=session_id)
         updated = Turn.objects.filter(pk=turn_id, status=Turn.TurnStatus.STREAMING).update(
-            status=status, output_text=text, error=error[:2000], finished_at=timezone.now()
+            status=status, output_text=text, reasoning=reasoning, error=error[:2000], finished_at=timezone.now()
         )
         if not updated:
             return
         # Providers bill input once a stream starts; with no text they usually did not.
-        input_tokens = estimate_tokens(request.system + request.user) if text else 0
-        output_tokens = estimate_tokens(text)
+        input_tokens = estimate_tokens(request.system + request.user) if (text or reasoning) else 0
+        reasoning_tokens = estimate_tokens(reasoning)
+        output_tokens = estimate_tokens(text) + reasoning_tokens
         credits = credits_for_usage(
             model=model, input_tokens=input_tokens, cached_tokens=0, output_tokens=output_tokens
         )
@@ -686,11 +802,17 @@ def _abandon_turn(session_id: int, turn_id: int, model: LLMModel, text: str, req
             key=f"turn:{turn_id}:settle",
             description=f"{session.title}: interrupted turn",
         )
-        Turn.objects.filter(pk=turn_id).update(credits=charged, input_tokens=input_tokens, output_tokens=output_tokens)
+        Turn.objects.filter(pk=turn_id).update(
+            credits=charged,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            reasoning_tokens=reasoning_tokens,
+        )
         WritingSession.objects.filter(pk=session_id).update(
             credits_used=F("credits_used") + charged,
             input_tokens=F("input_tokens") + input_tokens,
             output_tokens=F("output_tokens") + output_tokens,
+            reasoning_tokens=F("reasoning_tokens") + reasoning_tokens,
         )
         ev.append_event(
             session_id=session_id, kind="turn_finished", payload={"status": status, "error": error}, turn_id=turn_id

@@ -36,12 +36,18 @@ def serialize(event: SessionEvent) -> dict:
     return {"seq": event.seq, "kind": event.kind, "turn_id": event.turn_id, "payload": event.payload}
 
 
-def append_events(*, session_id: int, events: list[NewEvent], broadcast: bool = True) -> list[SessionEvent]:
-    """Persist events with consecutive sequence numbers; broadcast them once the transaction commits."""
+def append_events(
+    *, session_id: int, events: list[NewEvent], broadcast: bool = True, lease_owner: str | None = None
+) -> list[SessionEvent]:
+    """Persist events with consecutive sequence numbers; broadcast them once the transaction commits.
+
+    With `lease_owner`, the events are written only while that executor holds the session's lease
+    (the check is part of the sequence UPDATE, no extra statement); otherwise raises LeaseLost.
+    """
     if not events:
         return []
     with transaction.atomic():
-        last = _reserve_seqs(session_id, len(events))
+        last = _reserve_seqs(session_id, len(events), lease_owner)
         first = last - len(events) + 1
         rows = SessionEvent.objects.bulk_create(
             [
@@ -59,16 +65,22 @@ def append_events(*, session_id: int, events: list[NewEvent], broadcast: bool = 
     return rows
 
 
-def _reserve_seqs(session_id: int, count: int) -> int:
+def _reserve_seqs(session_id: int, count: int, lease_owner: str | None = None) -> int:
     """Reserve a block of sequence numbers with one UPDATE … RETURNING; the row lock serialises writers."""
     table = connection.ops.quote_name(WritingSession._meta.db_table)
+    sql = f"UPDATE {table} SET last_seq = last_seq + %s WHERE id = %s"  # noqa: S608 - no user input
+    params: list = [count, session_id]
+    if lease_owner is not None:
+        sql += " AND lease_owner = %s"
+        params.append(lease_owner)
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {table} SET last_seq = last_seq + %s WHERE id = %s RETURNING last_seq",  # noqa: S608 - no user input
-            [count, session_id],
-        )
+        cursor.execute(sql + " RETURNING last_seq", params)
         row = cursor.fetchone()
     if row is None:
+        if lease_owner is not None and WritingSession.objects.filter(pk=session_id).exists():
+            from orchestration.lease import LeaseLost
+
+            raise LeaseLost(f"session {session_id}: lease no longer held by {lease_owner}")
         raise WritingSession.DoesNotExist(f"session {session_id} does not exist")
     return int(row[0])
 
@@ -115,11 +127,14 @@ def events_after(session_id: int, after_seq: int, limit: int = 5000) -> list[Ses
     return list(SessionEvent.objects.filter(session_id=session_id, seq__gt=after_seq).order_by("seq")[:limit])
 
 
-def streamed_text(turn_ids: list[int], up_to_seq: int | None = None) -> dict[int, str]:
-    """Text of turns still streaming, rebuilt from their chunk events (one query)."""
+def streamed_text(turn_ids: list[int], up_to_seq: int | None = None, *, kind: str = "chunk") -> dict[int, str]:
+    """Text of turns still streaming, rebuilt from their chunk events (one query).
+
+    kind="reasoning" rebuilds their thinking instead, from the `reasoning` events.
+    """
     if not turn_ids:
         return {}
-    qs = SessionEvent.objects.filter(turn_id__in=turn_ids, kind="chunk").order_by("seq")
+    qs = SessionEvent.objects.filter(turn_id__in=turn_ids, kind=kind).order_by("seq")
     if up_to_seq is not None:
         qs = qs.filter(seq__lte=up_to_seq)
     texts: dict[int, list[str]] = {tid: [] for tid in turn_ids}

@@ -6,15 +6,19 @@ a reconnect and a live push all show exactly the same thing.
 
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
 from dataclasses import dataclass
 
 from django.template.loader import render_to_string
 from django.urls import reverse
+from django.utils.html import escape, format_html
+from django.utils.safestring import SafeString
 
+from orchestration import documents
 from orchestration import events as ev
 from orchestration.evaluation import split_output
-from orchestration.models import Turn, WritingSession
+from orchestration.models import DocumentVersion, Turn, WritingSession
 from orchestration.rendering import render_markdown
 
 TURN_TEMPLATE = "orchestration/partials/live_turn.html"
@@ -25,21 +29,152 @@ CHART_TEMPLATE = "orchestration/partials/live_chart.html"
 TURN_FIELDS = (
     "id", "round", "agent_id", "agent_name", "attempt", "kind", "status", "model_used", "output_text", "scores",
     "overall_score", "parse_tier", "input_tokens", "cached_tokens", "output_tokens", "credits", "latency_ms",
-    "ttft_ms", "error", "prompt_notes", "started_at", "finished_at",
+    "ttft_ms", "error", "prompt_notes", "started_at", "finished_at", "feedback",
 )  # fmt: skip
+
+# The start of an evaluation tag cut by a chunk boundary ("<", "<eval", "< evaluation"): while a turn
+# streams, the page must not show it for a moment and then take it back.
+_PARTIAL_EVAL_TAG = re.compile(r"<\s*(?:e(?:v(?:a(?:l(?:u(?:a(?:t(?:i(?:o(?:n)?)?)?)?)?)?)?)?)?)?\s*\Z", re.IGNORECASE)
+
+# A compact diff shows this many words (and the spaces between them) around each change.
+CONTEXT_TOKENS = 12
+MAX_HUNKS = 8
+
+
+def streaming_document(text: str) -> str:
+    """The document part of a reply that is still arriving: everything before its evaluation.
+
+    The evaluation (scores and feedback, `<evaluation>` block or one of the other forms that
+    `evaluation.split_output` recognises) is shown as readable text once the turn is finished,
+    never as the raw block while it streams.
+    """
+    return split_output(_PARTIAL_EVAL_TAG.sub("", text or ""))[0]
 
 
 def turn_body_html(turn: Turn, streamed: str | None = None) -> str:
     if turn.status == Turn.TurnStatus.STREAMING:
-        return render_markdown(streamed or "")
+        return render_markdown(streaming_document(streamed or ""))
     if turn.kind == Turn.Kind.HUMAN:
         return render_markdown(turn.output_text)
     document, _ = split_output(turn.output_text)
     return render_markdown(document)
 
 
-def _turn_context(turn: Turn, streamed: str | None) -> dict:
-    return {"turn": turn, "body_html": turn_body_html(turn, streamed)}
+@dataclass
+class TurnChanges:
+    """What one turn did to the document, for its card: a compact word diff against the version before."""
+
+    kind: str  # "first" (no earlier text), "changed", "unchanged", "none" (the turn made no version)
+    version: int | None = None
+    words: int = 0
+    added: int = 0
+    removed: int = 0
+    html: SafeString | str = ""
+    more_hunks: int = 0
+
+
+def compact_diff(old: str, new: str, *, context: int = CONTEXT_TOKENS, max_hunks: int = MAX_HUNKS):
+    """(html, changes left out): the changed words of old -> new with a little context, gaps elided.
+
+    Tokens are escaped before they are wrapped in <ins>/<del>, and the result goes through the
+    document panel's diff sanitizer as well, so model text can never become markup here.
+    """
+    old_tokens, new_tokens = documents._tokens(old), documents._tokens(new)
+    opcodes = documents._word_opcodes(old_tokens, new_tokens, documents.deadline_in())
+    changes = [i for i, op in enumerate(opcodes) if op[0] != "equal"]
+    shown = set(changes[:max_hunks])
+    parts: list[str] = []
+    gap = str(format_html('<span class="diff-gap">{}</span>', " … "))
+
+    def add_gap() -> None:
+        if not parts or parts[-1] != gap:
+            parts.append(gap)
+
+    for index, (tag, i1, i2, j1, j2) in enumerate(opcodes):
+        if tag != "equal":
+            if index not in shown:
+                add_gap()
+                continue
+            if tag in ("delete", "replace"):
+                parts.append(str(format_html("<del>{}</del>", "".join(old_tokens[i1:i2]))))
+            if tag in ("insert", "replace"):
+                parts.append(str(format_html("<ins>{}</ins>", "".join(new_tokens[j1:j2]))))
+            continue
+        run = old_tokens[i1:i2]
+        after, before = index - 1 in shown, index + 1 in shown
+        head = context if after else 0
+        tail = context if before else 0
+        if head + tail >= len(run):
+            parts.append(str(escape("".join(run))))
+            continue
+        if head:
+            parts.append(str(escape("".join(run[:head]))))
+        add_gap()
+        if tail:
+            parts.append(str(escape("".join(run[-tail:]))))
+    # Every part was escaped or built with format_html above; the sanitizer is a second line of defence.
+    return documents._sanitize_diff("".join(parts)), max(0, len(changes) - max_hunks)
+
+
+def turn_changes(version: DocumentVersion | None, previous_content: str | None) -> TurnChanges:
+    """Summarise a finished turn as its changes. `previous_content` is the version before (None: none)."""
+    if version is None:
+        return TurnChanges(kind="none")
+    new = version.content
+    words = len(new.split())
+    if not previous_content:
+        return TurnChanges(kind="first", version=version.number, words=words, added=words)
+    if previous_content == new:
+        return TurnChanges(kind="unchanged", version=version.number, words=words)
+    stats = documents.diff_stats(previous_content, new)
+    html, more = compact_diff(previous_content, new)
+    return TurnChanges(
+        kind="changed", version=version.number, words=words, added=stats["added"], removed=stats["removed"],
+        html=html, more_hunks=more,
+    )  # fmt: skip
+
+
+def _changes_by_turn(session_id: int, turns: list[Turn]) -> dict[int, TurnChanges]:
+    """What each finished turn in `turns` did to the document, from one query over the session's versions.
+
+    A turn that made a version is diffed against the version before it. A finished agent turn that made
+    none returned the document as it was (the engine saves no version for an unchanged text): it says so.
+    """
+    finished = [t for t in turns if t.status != Turn.TurnStatus.STREAMING]
+    if not finished:
+        return {}
+    versions = list(
+        DocumentVersion.objects.filter(session_id=session_id).only("number", "content", "turn_id").order_by("number")
+    )
+    made: dict[int, tuple[DocumentVersion, str | None]] = {}
+    # (turn id, content) in the order the document changed; the starting document (v1 without a turn) first.
+    history: list[tuple[int, str]] = []
+    previous: str | None = None
+    for version in versions:
+        if version.turn_id:
+            made[version.turn_id] = (version, previous)
+            history.append((version.turn_id, version.content))
+        elif version.number == 1:
+            history.append((0, version.content))
+        previous = version.content
+    changes: dict[int, TurnChanges] = {}
+    for turn in finished:
+        if turn.pk in made:
+            changes[turn.pk] = turn_changes(*made[turn.pk])
+        elif turn.kind == Turn.Kind.AGENT and turn.status == Turn.TurnStatus.COMPLETED:
+            before = next((content for turn_id, content in reversed(history) if turn_id < turn.pk), None)
+            document, _ = split_output(turn.output_text)
+            if before is not None and document.strip() == before.strip():
+                changes[turn.pk] = TurnChanges(kind="unchanged", words=len(before.split()))
+    return changes
+
+
+def _turn_context(turn: Turn, streamed: str | None, changes: TurnChanges | None = None) -> dict:
+    return {
+        "turn": turn,
+        "body_html": turn_body_html(turn, streamed),
+        "changes": changes or TurnChanges(kind="none"),
+    }
 
 
 @dataclass
@@ -94,9 +229,10 @@ def page_context(session: WritingSession) -> dict:
     turns = list(Turn.objects.filter(session=session).only(*TURN_FIELDS).order_by("round", "pk"))
     streaming_ids = [t.pk for t in turns if t.status == Turn.TurnStatus.STREAMING]
     streamed = ev.streamed_text(streaming_ids, up_to_seq=last_seq)
+    changes = _changes_by_turn(session.pk, turns)
     rounds: OrderedDict[int, list[dict]] = OrderedDict()
     for turn in turns:
-        rounds.setdefault(turn.round, []).append(_turn_context(turn, streamed.get(turn.pk)))
+        rounds.setdefault(turn.round, []).append(_turn_context(turn, streamed.get(turn.pk), changes.get(turn.pk)))
     return {
         "session": session,
         "rounds": rounds,
@@ -151,6 +287,7 @@ def render_fragments(
         # Text up to *these* events only: later chunks are already committed but will arrive in their
         # own messages and be appended then; reading them now would show them twice.
         texts = ev.streamed_text(streaming, up_to_seq=last_seq)
+        changes = _changes_by_turn(session_id, list(turns.values()))
         for pk in card_turns:
             turn = turns.get(pk)
             if turn is None:
@@ -163,7 +300,7 @@ def render_fragments(
                     "swap": "upsert",
                     "round": turn.round,
                     "round_html": render_to_string(ROUND_TEMPLATE, {"round_number": turn.round, "turns": []}),
-                    "html": render_to_string(TURN_TEMPLATE, _turn_context(turn, texts.get(pk))),
+                    "html": render_to_string(TURN_TEMPLATE, _turn_context(turn, texts.get(pk), changes.get(pk))),
                 }
             )
     for pk, parts in chunk_turns.items():
@@ -173,7 +310,8 @@ def render_fragments(
             turn_text[pk] = ev.streamed_text([pk], up_to_seq=last_seq)[pk]
         else:
             turn_text[pk] += "".join(parts)
-        fragments.append({"target": f"turn-{pk}-body", "swap": "inner", "html": render_markdown(turn_text[pk])})
+        body = render_markdown(streaming_document(turn_text[pk]))
+        fragments.append({"target": f"turn-{pk}-body", "swap": "inner", "html": body})
     if header:
         fragments.append({"target": "session-header", "swap": "outer", "html": header_html(session)})
     if chart:

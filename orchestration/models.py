@@ -22,6 +22,30 @@ class Provider(models.TextChoices):
     COMPATIBLE = "compatible", "OpenAI-compatible server (Ollama, vLLM, llama.cpp)"
 
 
+class Reasoning(models.TextChoices):
+    """How a catalogue model lets an agent think before it answers (docs/architecture.md, "Reasoning models")."""
+
+    NONE = "", "No reasoning controls"
+    THINKING_BUDGET = "thinking_budget", "Extended thinking with a token budget (Anthropic)"
+    EFFORT = "effort", "Reasoning effort low / medium / high (OpenAI reasoning models)"
+
+
+class ReasoningOutput(models.TextChoices):
+    """What the API gives back of the model's reasoning, so the page can say what it shows."""
+
+    FULL = "full", "The full reasoning text"
+    SUMMARY = "summary", "A summary of the reasoning"
+    HIDDEN = "hidden", "Only a count of reasoning tokens"
+
+
+class ReasoningEffort(models.TextChoices):
+    # OpenAI's `reasoning_effort` values that every reasoning model accepts.
+    DEFAULT = "", "Model default"
+    LOW = "low", "Low"
+    MEDIUM = "medium", "Medium"
+    HIGH = "high", "High"
+
+
 class LLMModel(models.Model):
     """One row of the model catalogue. Staff edit prices and multipliers in the admin."""
 
@@ -36,6 +60,19 @@ class LLMModel(models.Model):
     output_price_per_mtok = models.DecimalField(max_digits=10, decimal_places=4, null=True, blank=True)
     credit_multiplier = models.DecimalField(
         max_digits=6, decimal_places=2, default=Decimal("1.00"), validators=[MinValueValidator(Decimal("0"))]
+    )
+    reasoning = models.CharField(
+        max_length=20,
+        choices=Reasoning.choices,
+        blank=True,
+        default=Reasoning.NONE,
+        help_text="Which reasoning control the model accepts. Only these models get the parameters.",
+    )
+    reasoning_output = models.CharField(
+        max_length=10,
+        choices=ReasoningOutput.choices,
+        default=ReasoningOutput.FULL,
+        help_text="What the API returns of the reasoning (shown to the agent's owner, labelled).",
     )
     enabled = models.BooleanField(default=True)
     sort_order = models.PositiveIntegerField(default=100)
@@ -177,6 +214,9 @@ class WritingSession(models.Model):
     input_tokens = models.PositiveBigIntegerField(default=0)
     cached_tokens = models.PositiveBigIntegerField(default=0)
     output_tokens = models.PositiveBigIntegerField(default=0)
+    reasoning_tokens = models.PositiveBigIntegerField(
+        default=0, help_text="Thinking / reasoning tokens; already included in output_tokens."
+    )
     credits_used = models.PositiveBigIntegerField(default=0)
     provider_cost = models.DecimalField(max_digits=14, decimal_places=6, default=Decimal("0"))
 
@@ -243,6 +283,11 @@ class Agent(models.Model):
     max_output_tokens = models.PositiveIntegerField(
         default=2048, validators=[MinValueValidator(64), MaxValueValidator(64000)]
     )
+    # 0 = thinking off. Anthropic: >= 1024 and below max_output_tokens (the budget is part of max_tokens).
+    thinking_budget_tokens = models.PositiveIntegerField(default=0, validators=[MaxValueValidator(63000)])
+    reasoning_effort = models.CharField(
+        max_length=10, choices=ReasoningEffort.choices, blank=True, default=ReasoningEffort.DEFAULT
+    )
     active = models.BooleanField(default=True)
 
     class Meta:
@@ -288,6 +333,11 @@ class Turn(models.Model):
     model_used = models.CharField(max_length=120, blank=True)
 
     output_text = models.TextField(blank=True)
+    # The model's thinking (Anthropic thinking blocks, `<think>` text of compatible models). Shown to the
+    # owner only; never part of the document, the evaluation, a later prompt or an export.
+    reasoning = models.TextField(blank=True, default="")
+    # What the API returned of it (ReasoningOutput) when reasoning was asked for; "" otherwise.
+    reasoning_output = models.CharField(max_length=10, choices=ReasoningOutput.choices, blank=True, default="")
     scores = models.JSONField(default=dict, blank=True)
     overall_score = models.FloatField(null=True, blank=True)
     parse_tier = models.CharField(max_length=20, blank=True)
@@ -298,6 +348,9 @@ class Turn(models.Model):
     cached_tokens = models.PositiveIntegerField(default=0)
     cache_write_tokens = models.PositiveIntegerField(default=0)
     output_tokens = models.PositiveIntegerField(default=0)
+    reasoning_tokens = models.PositiveIntegerField(
+        default=0, help_text="Thinking / reasoning tokens; already included in output_tokens (billed as output)."
+    )
     credits = models.PositiveIntegerField(default=0)
     provider_cost = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal("0"))
     latency_ms = models.PositiveIntegerField(null=True, blank=True)

@@ -75,6 +75,7 @@ def enqueue_run(session_id: int) -> None:
 
 def validate_for_start(session: WritingSession, *, extra_rounds: int = 0) -> list[str]:
     """Every reason this session cannot run, in words the user can act on. Empty means ready."""
+    from orchestration import reasoning
     from orchestration.catalogue import validate_model_for_use
     from orchestration.prompts import estimate_tokens
     from orchestration.providers import provider_configured
@@ -111,13 +112,24 @@ def validate_for_start(session: WritingSession, *, extra_rounds: int = 0) -> lis
             problems.append(f"{agent.name}: add at least one evaluation criterion with a weight.")
         if not agent.role_prompt.strip():
             problems.append(f"{agent.name}: write a role prompt.")
+        for message in reasoning.validate(
+            model=agent.model,
+            max_output_tokens=agent.max_output_tokens,
+            thinking_budget=agent.thinking_budget_tokens,
+            reasoning_effort=agent.reasoning_effort,
+            strict=False,
+        ).values():
+            problems.append(f"{agent.name}: {message}")
+        # Thinking shares the context window with the reply: the plan's total is what must fit.
+        output = reasoning.plan_for_agent(agent).max_tokens
         fixed = estimate_tokens(session.brief + session.document + "".join(r.content for r in references))
-        budget = agent.model.context_window - agent.max_output_tokens
+        budget = agent.model.context_window - output
         if fixed > budget:
+            thinking = " and its reasoning" if output > agent.max_output_tokens else ""
             problems.append(
                 f"{agent.name}: the brief, document and references (~{fixed:,} tokens) do not fit "
                 f"{agent.model.display_name}'s context window ({agent.model.context_window:,} tokens "
-                f"minus {agent.max_output_tokens:,} for the reply)."
+                f"minus {output:,} for the reply{thinking})."
             )
     if session.threshold_agent_id and session.threshold_agent_id not in {a.pk for a in agents}:
         problems.append("The score threshold watches an agent that is not active in this session.")

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import logging
+import random
+import threading
+import time
 from datetime import timedelta
 
-from django.db.models import Q
+from django.conf import settings
+from django.db import close_old_connections
 from django.utils import timezone
 from django_q.tasks import async_task
 
+from orchestration import lease
 from orchestration.models import ACTIVE_STATUSES, Status, WritingSession
 
 logger = logging.getLogger(__name__)
@@ -26,23 +31,68 @@ def drive_session(session_id: int) -> str:
     return outcome
 
 
-def watchdog(stale_after_seconds: int = 30) -> int:
-    """Re-dispatch sessions that should be moving but have no live executor (expired lease).
+def watchdog(stale_after_seconds: int = 30, *, resume_funded: bool = True) -> int:
+    """Re-dispatch sessions that should be moving but have no live executor. Returns how many.
 
-    Runs every minute from a django-q2 schedule. Covers a worker killed mid-turn and a task
-    lost by the Redis broker: the session's state is in the database, so a fresh task resumes it.
+    A session needs a new executor when its lease expired (the worker died, froze or lost its
+    network), when the lease's owner is a process on this machine that no longer exists (a worker
+    killed and restarted here: no need to wait for the lease to run out), or when it was queued
+    `stale_after_seconds` ago and never claimed (a task lost by the Redis broker). Each one is
+    handed to the queue once (lease.mark_dispatched), so watchdogs running in every worker never
+    enqueue it twice. Runs every ENGINE_WATCHDOG_SECONDS in each worker (start_watchdog_thread)
+    and every minute from the django-q2 schedule, which also resumes sessions paused for credits.
+    One query when nothing is stuck.
     """
     now = timezone.now()
-    never_claimed = Q(lease_expires_at__isnull=True, updated_at__lt=now - timedelta(seconds=stale_after_seconds))
-    stale = WritingSession.objects.filter(never_claimed | Q(lease_expires_at__lt=now), status__in=ACTIVE_STATUSES)
+    rows = WritingSession.objects.filter(status__in=ACTIVE_STATUSES).values_list(
+        "pk", "lease_owner", "lease_expires_at", "updated_at"
+    )
     count = 0
-    for session_id in stale.values_list("pk", flat=True):
-        enqueue_drive(session_id)
-        count += 1
+    for session_id, owner, expires_at, updated_at in rows:
+        if expires_at is None:
+            stuck = updated_at < now - timedelta(seconds=stale_after_seconds)
+        else:
+            stuck = expires_at < now or (
+                not owner.startswith(lease.DISPATCH_PREFIX) and lease.owner_is_dead_here(owner)
+            )
+        if stuck and lease.mark_dispatched(
+            session_id,
+            seen_owner=owner,
+            seen_expires_at=expires_at,
+            dispatch_seconds=max(60, settings.ENGINE_LEASE_SECONDS),
+        ):
+            enqueue_drive(session_id)
+            count += 1
     if count:
         logger.warning("watchdog re-dispatched %d session(s)", count)
-    resume_funded_sessions()
+    if resume_funded:
+        resume_funded_sessions()
     return count
+
+
+def start_watchdog_thread(interval: float | None = None) -> threading.Thread:
+    """Run the watchdog every `interval` seconds (ENGINE_WATCHDOG_SECONDS) in a daemon thread.
+
+    Started in every django-q2 worker process when it spawns (orchestration.apps), so a session
+    whose worker died is resumed within about lease + interval seconds, and at once when a worker
+    restarts on the machine where the dead one ran. Django's schedules cannot run more often than
+    once a minute, hence a thread. It only reads, then hands sessions to the queue.
+    """
+    interval = settings.ENGINE_WATCHDOG_SECONDS if interval is None else interval
+
+    def loop() -> None:
+        while True:
+            try:
+                watchdog(resume_funded=False)
+            except Exception:
+                logger.exception("watchdog pass failed")
+            finally:
+                close_old_connections()
+            time.sleep(interval * random.uniform(0.8, 1.2))
+
+    thread = threading.Thread(target=loop, name="atelier-watchdog", daemon=True)
+    thread.start()
+    return thread
 
 
 def resume_funded_sessions() -> int:

@@ -1,9 +1,9 @@
 """The one small protocol every provider adapter speaks.
 
-`stream(request)` yields `TextDelta`s as text arrives and ends with exactly one `StreamEnd`, or raises
-`ProviderError`. Consumers that may stop iterating early should wrap the stream in
-`contextlib.aclosing(...)` so the HTTP response is closed at once rather than when garbage collected;
-cancelling the task that iterates it closes the response too.
+`stream(request)` yields `TextDelta`s (and `ReasoningDelta`s for thinking) as text arrives and ends
+with exactly one `StreamEnd`, or raises `ProviderError`. Consumers that may stop iterating early should
+wrap the stream in `contextlib.aclosing(...)` so the HTTP response is closed at once rather than when
+garbage collected; cancelling the task that iterates it closes the response too.
 """
 
 from __future__ import annotations
@@ -44,8 +44,13 @@ class ModelRequest:
     model_id: str
     system: str  # the stable prefix (role prompt, rubric, references): sent so providers can cache it
     user: str  # the per-turn part (current document, feedback, instructions)
-    max_tokens: int = 4096
+    max_tokens: int = 4096  # everything the reply may generate, thinking included
     temperature: float | None = 0.7
+    # The catalogue's reasoning capability of the model ("", "thinking_budget", "effort"): adapters send
+    # reasoning parameters only when it matches, and leave out the sampling settings such models refuse.
+    reasoning: str = ""
+    thinking_budget: int = 0  # Anthropic extended thinking, tokens; 0 = off (>= 1024 and < max_tokens)
+    reasoning_effort: str = ""  # OpenAI reasoning models: "low" | "medium" | "high"; "" = model default
     metadata: dict[str, Any] = field(default_factory=dict)  # round, agent_name, session_id, role, criteria...
 
 
@@ -58,6 +63,9 @@ class Usage:
     `cached_input_tokens` are the prompt tokens read from the cache (billed at the cached price).
     The whole prompt is `input_tokens + cached_input_tokens`.
     `estimated` is true when the provider reported no usage and it was estimated from the text.
+    `reasoning_tokens` are the thinking / reasoning tokens, already INCLUDED in `output_tokens` (both
+    APIs bill them as output): Anthropic's `usage.output_tokens_details.thinking_tokens`, OpenAI's
+    `usage.completion_tokens_details.reasoning_tokens`; estimated from the thinking text when absent.
     """
 
     input_tokens: int
@@ -65,10 +73,19 @@ class Usage:
     cached_input_tokens: int = 0
     cache_write_tokens: int = 0
     estimated: bool = False
+    reasoning_tokens: int = 0
 
 
 @dataclass
 class TextDelta:
+    text: str
+
+
+@dataclass
+class ReasoningDelta:
+    """A piece of the model's thinking (Anthropic `thinking_delta`, a compatible server's
+    `reasoning_content`, `<think>` text): shown to the owner, never part of the reply's text."""
+
     text: str
 
 
@@ -80,7 +97,7 @@ class StreamEnd:
     stop_reason: str
 
 
-StreamEvent = TextDelta | StreamEnd
+StreamEvent = TextDelta | ReasoningDelta | StreamEnd
 
 ERROR_KINDS = frozenset(
     {

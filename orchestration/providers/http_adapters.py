@@ -15,6 +15,7 @@ from orchestration.providers.base import (
     BaseAdapter,
     ModelRequest,
     ProviderError,
+    ReasoningDelta,
     StreamEnd,
     StreamEvent,
     TextDelta,
@@ -28,6 +29,9 @@ CHECK_TIMEOUT_SECONDS = 15.0
 OPENAI_STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "content_filter": "content_filter"}
 # OpenAI reasoning models reject max_tokens and a non-default temperature.
 OPENAI_REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5")
+# Anthropic: budget_tokens must be >= 1024 and below max_tokens (anthropic.types.ThinkingConfigEnabledParam).
+MIN_THINKING_BUDGET = 1024
+REDACTED_THINKING_NOTE = "\n[Part of the reasoning was redacted by the provider for safety.]\n"
 
 
 def http_timeout(seconds: float) -> httpx2.Timeout:
@@ -104,12 +108,20 @@ class AnthropicAdapter(SDKAdapter):
             # The stable prefix is marked cacheable: later rounds read it at a tenth of the price.
             params["system"] = [{"type": "text", "text": request.system, "cache_control": {"type": "ephemeral"}}]
         # No temperature: this SDK generation (anthropic 2.x) has dropped sampling parameters from the
-        # Messages API, and sending one through extra_body risks a 400 from current models.
+        # Messages API, and sending one through extra_body risks a 400 from current models. (With
+        # thinking on, the API refuses temperature and top_k outright.)
+        if (
+            request.reasoning == "thinking_budget"
+            and request.thinking_budget >= MIN_THINKING_BUDGET
+            and request.thinking_budget < request.max_tokens
+        ):
+            params["thinking"] = {"type": "enabled", "budget_tokens": request.thinking_budget}
 
         started = False
-        usage = {"input": 0, "output": 0, "cache_read": 0, "cache_write": 0}
+        usage = {"input": 0, "output": 0, "cache_read": 0, "cache_write": 0, "thinking": None}
         stop_reason = ""
         finished = False
+        thinking_chars = 0
         try:
             stream = await self.client.messages.create(**params)
             started = True
@@ -117,8 +129,17 @@ class AnthropicAdapter(SDKAdapter):
                 async for event in stream:
                     kind = event.type
                     if kind == "content_block_delta":
-                        if event.delta.type == "text_delta" and event.delta.text:
+                        delta_type = event.delta.type
+                        if delta_type == "text_delta" and event.delta.text:
                             yield TextDelta(event.delta.text)
+                        elif delta_type == "thinking_delta" and event.delta.thinking:
+                            thinking_chars += len(event.delta.thinking)
+                            yield ReasoningDelta(event.delta.thinking)
+                        # signature_delta: only needed to send thinking back in a multi-turn
+                        # conversation; every Atelier turn is a fresh single message.
+                    elif kind == "content_block_start":
+                        if event.content_block.type == "redacted_thinking":
+                            yield ReasoningDelta(REDACTED_THINKING_NOTE)
                     elif kind == "message_start":
                         _merge_anthropic_usage(usage, event.message.usage)
                     elif kind == "message_delta":
@@ -138,6 +159,7 @@ class AnthropicAdapter(SDKAdapter):
                 output_tokens=usage["output"],
                 cached_input_tokens=usage["cache_read"],
                 cache_write_tokens=usage["cache_write"],
+                reasoning_tokens=_reasoning_tokens(usage["thinking"], thinking_chars, usage["output"]),
             ),
             stop_reason=stop_reason or "end_turn",
         )
@@ -156,6 +178,16 @@ def _merge_anthropic_usage(totals: dict[str, int], usage: Any) -> None:
         value = getattr(usage, attr, None)
         if value is not None:
             totals[key] = value
+    details = getattr(usage, "output_tokens_details", None)
+    if details is not None and getattr(details, "thinking_tokens", None) is not None:
+        totals["thinking"] = details.thinking_tokens
+
+
+def _reasoning_tokens(reported: int | None, thinking_chars: int, output_tokens: int) -> int:
+    """The provider's count of thinking tokens, or an estimate from the thinking text; never above output."""
+    if reported is None:
+        reported = estimate_tokens("x" * thinking_chars)
+    return max(0, min(reported, output_tokens))
 
 
 class OpenAIAdapter(SDKAdapter):
@@ -182,13 +214,18 @@ class OpenAIAdapter(SDKAdapter):
             "stream": True,
             "stream_options": {"include_usage": True},
         }
-        reasoning = self.provider == "openai" and request.model_id.startswith(OPENAI_REASONING_PREFIXES)
+        reasoning = request.reasoning == "effort" or (
+            self.provider == "openai" and request.model_id.startswith(OPENAI_REASONING_PREFIXES)
+        )
         if self.provider == "openai":
             params["max_completion_tokens"] = request.max_tokens
         else:
             params["max_tokens"] = request.max_tokens  # what compatible servers understand
         if request.temperature is not None and not reasoning:
             params["temperature"] = request.temperature
+        if request.reasoning == "effort" and request.reasoning_effort:
+            # Only for models the catalogue marks as reasoning models: others answer 400.
+            params["reasoning_effort"] = request.reasoning_effort
         return params
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
@@ -196,6 +233,7 @@ class OpenAIAdapter(SDKAdapter):
         finish_reason = ""
         usage = None
         text_chars = 0
+        reasoning_chars = 0
         try:
             stream = await self.client.chat.completions.create(**self._params(request))
             started = True
@@ -205,6 +243,12 @@ class OpenAIAdapter(SDKAdapter):
                         usage = chunk.usage
                     for choice in chunk.choices:
                         content = choice.delta.content if choice.delta is not None else None
+                        # DeepSeek, vLLM's reasoning parsers and others stream the thinking in an
+                        # extra delta field; OpenAI's Chat Completions return none of it.
+                        thought = _delta_reasoning(choice.delta)
+                        if thought:
+                            reasoning_chars += len(thought)
+                            yield ReasoningDelta(thought)
                         if content:
                             text_chars += len(content)
                             yield TextDelta(content)
@@ -217,17 +261,34 @@ class OpenAIAdapter(SDKAdapter):
         if usage is not None:
             details = getattr(usage, "prompt_tokens_details", None)
             cached = min((getattr(details, "cached_tokens", None) or 0) if details else 0, usage.prompt_tokens or 0)
+            completion = getattr(usage, "completion_tokens_details", None)
+            reported_reasoning = getattr(completion, "reasoning_tokens", None) if completion else None
             result = Usage(
                 # OpenAI's prompt_tokens includes the cached ones; ours is the uncached part.
                 input_tokens=(usage.prompt_tokens or 0) - cached,
                 output_tokens=usage.completion_tokens or 0,
                 cached_input_tokens=cached,
+                # completion_tokens already includes the reasoning tokens (billed as output).
+                reasoning_tokens=_reasoning_tokens(reported_reasoning, reasoning_chars, usage.completion_tokens or 0),
             )
         else:
             # Some compatible servers ignore include_usage: estimate rather than bill nothing.
+            reasoning_estimate = estimate_tokens("x" * reasoning_chars)
             result = Usage(
                 input_tokens=estimate_tokens(request.system) + estimate_tokens(request.user),
-                output_tokens=max(1, text_chars // 4),
+                output_tokens=max(1, text_chars // 4) + reasoning_estimate,
                 estimated=True,
+                reasoning_tokens=reasoning_estimate,
             )
         yield StreamEnd(usage=result, stop_reason=OPENAI_STOP_REASONS.get(finish_reason, finish_reason))
+
+
+def _delta_reasoning(delta: Any) -> str:
+    """Reasoning text in a chunk's delta under the names compatible servers use (extra fields)."""
+    if delta is None:
+        return ""
+    for name in ("reasoning_content", "reasoning"):
+        value = getattr(delta, name, None)
+        if isinstance(value, str) and value:
+            return value
+    return ""

@@ -70,3 +70,21 @@ def test_estimate_grows_with_agents_and_rounds(owner, sonnet, cheap_model):
     Agent.objects.create(session=session, name="B", model=sonnet, role_prompt="Edit.", max_output_tokens=1000)
     low2, high4b = estimate_session_credits(session)
     assert high4 > high1 and high4b > high4 and low2 > low1
+
+
+def test_estimate_includes_the_thinking_budget_billed_as_output(owner, sonnet):
+    from orchestration.models import Agent, Project, Reasoning, WritingSession
+
+    sonnet.reasoning = Reasoning.THINKING_BUDGET
+    sonnet.max_output_tokens = 64_000
+    sonnet.save()
+    project = Project.objects.create(owner=owner, name="P")
+    session = WritingSession.objects.create(project=project, title="S", brief="x" * 4000, max_rounds=1)
+    agent = Agent.objects.create(session=session, name="A", model=sonnet, role_prompt="Write.", max_output_tokens=1000)
+    _, without = estimate_session_credits(session)
+    agent.thinking_budget_tokens = 8000
+    agent.save()
+    _, with_thinking = estimate_session_credits(session)
+
+    # 8,000 more output tokens at $15/M x 1.25 = 150 credits more.
+    assert with_thinking - without == pytest.approx(150, abs=1)

@@ -21,6 +21,17 @@ Routes:
 - ``GET /v1/models`` (shape chosen by the ``anthropic-version`` request header)
 
 Usage numbers are deterministic: a token is ~4 characters of prompt; output tokens = chunks emitted.
+
+Reasoning (``fake_llm.reply("answer", thinking="step by step...")``), as the real APIs do it:
+- Anthropic, when the request has ``thinking={"type": "enabled", "budget_tokens": N}``: a ``thinking``
+  content block first (``thinking_delta`` pieces, capped at N chunks, then one ``signature_delta``), then
+  the text block; ``output_tokens`` counts both and ``output_tokens_details.thinking_tokens`` the thinking.
+  The request is refused (400) when N < 1024, N >= max_tokens, or temperature / top_k are sent with it.
+- OpenAI reasoning models (ids starting with ``openai_reasoning_prefixes``): the thinking is not streamed,
+  only counted in ``completion_tokens`` and ``completion_tokens_details.reasoning_tokens``; they refuse
+  ``temperature`` (other than 1) and ``max_tokens``; other models refuse ``reasoning_effort``.
+  With ``reasoning_field = "reasoning_content"`` the thinking streams in that delta field instead
+  (DeepSeek / vLLM style). Thinking and text together stop at the request's max tokens.
 A system prompt seen before counts as a cache hit (Anthropic cache_read_input_tokens when the request
 asked for cache_control, OpenAI prompt_tokens_details.cached_tokens always, as OpenAI caches automatically).
 """
@@ -130,6 +141,7 @@ class Reply:
 
     text: str | Callable[[RecordedRequest], str]
     stop_reason: str | None = None  # None: "end_turn"/"stop", or max-tokens when the text was cut
+    thinking: str = ""  # the model's reasoning, sent only when the request enables it (see module doc)
 
 
 @dataclass
@@ -158,6 +170,10 @@ class FakeLLMServer:
         self.stall_seconds: float = 60.0  # how long a stall hangs if the client never gives up
         self.expected_api_key: str | None = None  # when set, other keys get a 401 in the API's shape
         self.models: list[str] = ["fake-claude", "fake-gpt"]
+        # OpenAI models that reason (and so refuse temperature and max_tokens, and take reasoning_effort).
+        self.openai_reasoning_prefixes: tuple[str, ...] = ("o1", "o3", "o4", "gpt-5")
+        # "" (OpenAI: reasoning is only counted) or "reasoning_content" (streamed in that delta field).
+        self.reasoning_field: str = ""
         self.client_disconnects = 0  # streams the client closed before the server finished
         self.client_disconnected = threading.Event()
         self._seen_prefixes: set[tuple[str, str, str]] = set()
@@ -203,10 +219,12 @@ class FakeLLMServer:
         self.stop()
 
     # --- scripting -----------------------------------------------------------------------------
-    def reply(self, *texts: str | Callable[[RecordedRequest], str], stop_reason: str | None = None) -> None:
-        """Queue replies for the next generation requests, in order."""
+    def reply(
+        self, *texts: str | Callable[[RecordedRequest], str], stop_reason: str | None = None, thinking: str = ""
+    ) -> None:
+        """Queue replies for the next generation requests, in order (each with this `thinking`)."""
         with self.lock:
-            self.replies.extend(Reply(text, stop_reason) for text in texts)
+            self.replies.extend(Reply(text, stop_reason, thinking) for text in texts)
 
     def fail_next(
         self, status: int, *, retry_after: float | None = None, message: str | None = None, code: str | None = None
@@ -456,13 +474,23 @@ def _make_handler(server: FakeLLMServer) -> type[BaseHTTPRequestHandler]:
                 self._send_error(anthropic, 400, message="model: field required", retry_after=None)
                 return
             assert reply is not None
+            refusal = _refused_reasoning_params(body, anthropic, server.openai_reasoning_prefixes)
+            if refusal:
+                self._send_error(anthropic, 400, message=refusal, retry_after=None)
+                return
             text = reply.text(request) if callable(reply.text) else reply.text
             pieces = _chunks(text, server.chunk_size)
+            thoughts = _thinking_pieces(body, reply.thinking, anthropic, server)
             max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
-            truncated = bool(max_tokens) and len(pieces) > int(max_tokens)
+            # Thinking comes first and counts against the same max tokens as the text.
+            if max_tokens and len(thoughts) > int(max_tokens):
+                thoughts = thoughts[: int(max_tokens)]
+            room = int(max_tokens) - len(thoughts) if max_tokens else None
+            truncated = room is not None and len(pieces) > room
             if truncated:
-                pieces = pieces[: int(max_tokens)]
-            usage = _usage(request, cached=cached, output_tokens=len(pieces))
+                pieces = pieces[:room]
+            usage = _usage(request, cached=cached, output_tokens=len(thoughts) + len(pieces))
+            usage["reasoning_tokens"] = len(thoughts)
             if anthropic:
                 stop_reason = reply.stop_reason or ("max_tokens" if truncated else "end_turn")
             else:
@@ -472,7 +500,10 @@ def _make_handler(server: FakeLLMServer) -> type[BaseHTTPRequestHandler]:
                     200, (_anthropic_message if anthropic else _openai_completion)(body, pieces, usage, stop_reason)
                 )
                 return
-            events = (_anthropic_events if anthropic else _openai_events)(body, pieces, usage, stop_reason)
+            streamed_thoughts = thoughts if (anthropic or server.reasoning_field) else []
+            events = (_anthropic_events if anthropic else _openai_events)(
+                body, pieces, usage, stop_reason, thoughts=streamed_thoughts, reasoning_field=server.reasoning_field
+            )
             self._stream(events, fault)
 
         def _key_ok(self, request: RecordedRequest) -> bool:
@@ -506,6 +537,64 @@ def _make_handler(server: FakeLLMServer) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+def _thinking_enabled(body: dict) -> int:
+    """The Anthropic thinking budget the request asked for, 0 when thinking is off."""
+    thinking = body.get("thinking")
+    if isinstance(thinking, dict) and thinking.get("type") == "enabled":
+        return int(thinking.get("budget_tokens") or 0)
+    return 0
+
+
+def _is_openai_reasoning_model(body: dict, prefixes: tuple[str, ...]) -> bool:
+    return str(body.get("model") or "").startswith(prefixes)
+
+
+def _refused_reasoning_params(body: dict, anthropic: bool, prefixes: tuple[str, ...]) -> str:
+    """The real APIs' 400 messages for reasoning parameters they refuse; "" when the request is fine."""
+    if anthropic:
+        if "thinking" not in body:
+            return ""
+        budget = _thinking_enabled(body)
+        if not budget:
+            return ""
+        if budget < 1024:
+            return "thinking.enabled.budget_tokens: Input should be greater than or equal to 1024"
+        if budget >= int(body.get("max_tokens") or 0):
+            return "`max_tokens` must be greater than `thinking.budget_tokens`."
+        if body.get("temperature") not in (None, 1):
+            return "`temperature` may only be set to 1 when thinking is enabled."
+        if body.get("top_k") is not None:
+            return "`top_k` is not supported when thinking is enabled."
+        return ""
+    if _is_openai_reasoning_model(body, prefixes):
+        if body.get("temperature") not in (None, 1):
+            return (
+                f"Unsupported value: 'temperature' does not support {body['temperature']} with this model. "
+                "Only the default (1) value is supported."
+            )
+        if "max_tokens" in body:
+            return (
+                "Unsupported parameter: 'max_tokens' is not supported with this model. "
+                "Use 'max_completion_tokens' instead."
+            )
+        return ""
+    if "reasoning_effort" in body:
+        return "Unsupported parameter: 'reasoning_effort' is not supported with this model."
+    return ""
+
+
+def _thinking_pieces(body: dict, thinking: str, anthropic: bool, server: FakeLLMServer) -> list[str]:
+    """The chunks of reasoning this request produces: none unless the request (or model) reasons."""
+    if not thinking:
+        return []
+    if anthropic:
+        budget = _thinking_enabled(body)
+        return _chunks(thinking, server.chunk_size)[:budget] if budget else []
+    if _is_openai_reasoning_model(body, server.openai_reasoning_prefixes) or server.reasoning_field:
+        return _chunks(thinking, server.chunk_size)
+    return []
+
+
 def _usage(request: RecordedRequest, *, cached: bool, output_tokens: int) -> dict[str, int]:
     system_tokens = count_tokens(request.system_text)
     user_tokens = count_tokens(request.user_text)
@@ -533,6 +622,9 @@ def _anthropic_usage(body: dict, usage: dict[str, int]) -> dict[str, int]:
 
 
 def _anthropic_message(body: dict, pieces: list[str], usage: dict[str, int], stop_reason: str) -> dict:
+    output_usage: dict[str, Any] = {"output_tokens": usage["output_tokens"]}
+    if usage.get("reasoning_tokens"):
+        output_usage["output_tokens_details"] = {"thinking_tokens": usage["reasoning_tokens"]}
     return {
         "id": "msg_fake",
         "type": "message",
@@ -541,7 +633,7 @@ def _anthropic_message(body: dict, pieces: list[str], usage: dict[str, int], sto
         "content": [{"type": "text", "text": "".join(pieces)}],
         "stop_reason": stop_reason,
         "stop_sequence": None,
-        "usage": {**_anthropic_usage(body, usage), "output_tokens": usage["output_tokens"]},
+        "usage": {**_anthropic_usage(body, usage), **output_usage},
     }
 
 
@@ -549,30 +641,53 @@ def _sse(event: str, data: dict) -> str:
     return f"event: {event}\ndata: {json.dumps(data)}\n\n"
 
 
-def _anthropic_events(body: dict, pieces: list[str], usage: dict[str, int], stop_reason: str):
+def _anthropic_events(
+    body: dict,
+    pieces: list[str],
+    usage: dict[str, int],
+    stop_reason: str,
+    *,
+    thoughts: list[str] = (),
+    reasoning_field: str = "",
+):
     start = _anthropic_message(body, [], usage, stop_reason)
     start.update(content=[], stop_reason=None)
     start["usage"]["output_tokens"] = 1
+    start["usage"].pop("output_tokens_details", None)
     yield _sse("message_start", {"type": "message_start", "message": start}), False
+    index = 0
+    if thoughts:
+        block = {"type": "thinking", "thinking": "", "signature": ""}
+        yield _sse("content_block_start", {"type": "content_block_start", "index": 0, "content_block": block}), False
+        for piece in thoughts:
+            delta = {"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": piece}}
+            yield _sse("content_block_delta", delta), True
+        signature = {"type": "signature_delta", "signature": "c2lnbmF0dXJl"}
+        yield _sse("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": signature}), False
+        yield _sse("content_block_stop", {"type": "content_block_stop", "index": 0}), False
+        index = 1
     yield (
         _sse(
             "content_block_start",
-            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+            {"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}},
         ),
         False,
     )
     yield _sse("ping", {"type": "ping"}), False
     for piece in pieces:
-        delta = {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}}
+        delta = {"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": piece}}
         yield _sse("content_block_delta", delta), True
-    yield _sse("content_block_stop", {"type": "content_block_stop", "index": 0}), False
+    yield _sse("content_block_stop", {"type": "content_block_stop", "index": index}), False
+    final_usage: dict[str, Any] = {"output_tokens": usage["output_tokens"]}
+    if usage.get("reasoning_tokens"):
+        final_usage["output_tokens_details"] = {"thinking_tokens": usage["reasoning_tokens"]}
     yield (
         _sse(
             "message_delta",
             {
                 "type": "message_delta",
                 "delta": {"stop_reason": stop_reason, "stop_sequence": None},
-                "usage": {"output_tokens": usage["output_tokens"]},
+                "usage": final_usage,
             },
         ),
         False,
@@ -588,6 +703,8 @@ def _openai_usage(usage: dict[str, int]) -> dict:
         "completion_tokens": usage["output_tokens"],
         "total_tokens": prompt + usage["output_tokens"],
         "prompt_tokens_details": {"cached_tokens": cached},
+        # Like OpenAI: reasoning tokens are part of completion_tokens, broken out here.
+        "completion_tokens_details": {"reasoning_tokens": usage.get("reasoning_tokens", 0)},
     }
 
 
@@ -608,7 +725,15 @@ def _openai_completion(body: dict, pieces: list[str], usage: dict[str, int], sto
     }
 
 
-def _openai_events(body: dict, pieces: list[str], usage: dict[str, int], stop_reason: str):
+def _openai_events(
+    body: dict,
+    pieces: list[str],
+    usage: dict[str, int],
+    stop_reason: str,
+    *,
+    thoughts: list[str] = (),
+    reasoning_field: str = "",
+):
     base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1735689600, "model": body.get("model")}
 
     def chunk(delta: dict, finish: str | None) -> str:
@@ -616,6 +741,8 @@ def _openai_events(body: dict, pieces: list[str], usage: dict[str, int], stop_re
         return f"data: {json.dumps(payload)}\n\n"
 
     yield chunk({"role": "assistant", "content": ""}, None), False
+    for piece in thoughts:  # only with a reasoning_field: OpenAI itself never streams reasoning
+        yield chunk({reasoning_field: piece}, None), True
     for piece in pieces:
         yield chunk({"content": piece}, None), True
     yield chunk({}, stop_reason), False

@@ -1,0 +1,135 @@
+"""The per-session executor lease: one worker drives a session at a time, and only that worker writes.
+
+A lease is (lease_owner, lease_expires_at) on the session row. The executor renews it every
+RENEW_INTERVAL seconds with one `UPDATE … RETURNING status` (which also tells it about a Stop),
+and every engine write is *fenced*: its transaction starts with that same conditional UPDATE, so
+a worker that lost its lease (frozen, partitioned, too slow) finds out before writing anything
+and stands down (raises LeaseLost) instead of changing the status, saving or charging a turn.
+
+On PostgreSQL the fencing UPDATE takes the session's row lock, so a concurrent claim waits and
+then sees a live lease; on SQLite it takes the database write lock. Either way a claim and a
+fenced write never interleave.
+
+Owners look like "<host>:<pid>:<random>". The watchdog hands a session to the queue by setting
+the owner to "dispatch:<time>" (claimable by any executor), so it does not enqueue it again
+while the task waits for a worker.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import connection
+from django.db.models import Q
+from django.utils import timezone
+
+from orchestration.models import ACTIVE_STATUSES, WritingSession
+
+DISPATCH_PREFIX = "dispatch:"
+# How often a driving executor renews its lease (and looks for Stop). Stop is noticed within this.
+RENEW_INTERVAL = 0.5
+
+
+class LeaseLost(Exception):
+    """Another executor holds this session's lease now: stand down without writing anything."""
+
+
+def new_owner_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _expiry(seconds: float | None = None):
+    return timezone.now() + timedelta(seconds=settings.ENGINE_LEASE_SECONDS if seconds is None else seconds)
+
+
+def claim_lease(session_id: int, owner: str) -> bool:
+    """Take the lease if the session is drivable and nobody live holds it. True if now ours."""
+    now = timezone.now()
+    free = (
+        Q(lease_expires_at__isnull=True)
+        | Q(lease_expires_at__lt=now)
+        | Q(lease_owner=owner)
+        | Q(lease_owner__startswith=DISPATCH_PREFIX)  # handed to the queue, not held by an executor
+    )
+    claimable = WritingSession.objects.filter(free, pk=session_id, status__in=ACTIVE_STATUSES)
+    return claimable.update(lease_owner=owner, lease_expires_at=_expiry()) == 1
+
+
+def renew_lease(session_id: int, owner: str) -> str | None:
+    """Extend the lease in one statement. Returns the session's status, or None if the lease is not ours.
+
+    Runs every RENEW_INTERVAL seconds while a step streams (issue 15: one UPDATE … RETURNING), and
+    as the first statement of every fenced write (see fence()).
+    """
+    table = connection.ops.quote_name(WritingSession._meta.db_table)
+    expires = connection.ops.adapt_datetimefield_value(_expiry())
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET lease_expires_at = %s WHERE id = %s AND lease_owner = %s RETURNING status",  # noqa: S608 - no user input
+            [expires, session_id, owner],
+        )
+        row = cursor.fetchone()
+    return None if row is None else str(row[0])
+
+
+def fence(session_id: int, owner: str) -> str:
+    """Call first inside a write transaction: renews the lease or raises LeaseLost. Returns the status."""
+    status = renew_lease(session_id, owner)
+    if status is None:
+        raise LeaseLost(f"session {session_id}: lease no longer held by {owner}")
+    return status
+
+
+def release_lease(session_id: int, owner: str) -> bool:
+    """Give the lease up if it is still ours. True if it was."""
+    return (
+        WritingSession.objects.filter(pk=session_id, lease_owner=owner).update(lease_owner="", lease_expires_at=None)
+        == 1
+    )
+
+
+def mark_dispatched(session_id: int, *, seen_owner: str, seen_expires_at, dispatch_seconds: float) -> bool:
+    """Hand a stale session to the queue, once: True if this caller won it and must enqueue a drive.
+
+    The update is conditional on the lease being exactly as the caller saw it, so two watchdogs
+    (or a watchdog and a reviving executor) never both act. The dispatch marker lasts
+    `dispatch_seconds`: if the task is lost or waits behind busy workers, the watchdog tries again then.
+    """
+    marker = f"{DISPATCH_PREFIX}{timezone.now().timestamp():.0f}"
+    return (
+        WritingSession.objects.filter(
+            pk=session_id, status__in=ACTIVE_STATUSES, lease_owner=seen_owner, lease_expires_at=seen_expires_at
+        ).update(lease_owner=marker, lease_expires_at=_expiry(dispatch_seconds))
+        == 1
+    )
+
+
+def owner_is_dead_here(owner: str) -> bool:
+    """True if the owner is a process on this machine that no longer exists (a crashed worker).
+
+    Lets the watchdog take over at once instead of waiting for the lease to run out. A pid reused
+    by another process only makes us wait for the lease; a wrong "dead" would at worst start a
+    second executor, and the fenced writes make the first one stand down.
+    """
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    try:  # a killed process nobody has reaped yet (a zombie) is dead too
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            return stat.read().rpartition(")")[2].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
