@@ -37,6 +37,10 @@ class Plan:
     max_model_tier: str  # the most expensive tier this plan may use
     concurrent_runs: int  # sessions queued or running at once
     tagline: str
+    # Storage quotas per user (issue 9, case 4): what one account may keep, archived items included.
+    max_projects: int
+    max_sessions: int  # drafts and finished sessions included
+    max_reference_chars: int  # text of every stored reference document, summed
 
     @property
     def rank(self) -> int:
@@ -82,6 +86,9 @@ PLANS: dict[str, Plan] = {
         max_model_tier=TIER_ECONOMY,
         concurrent_runs=1,
         tagline="Try the studio with the demo model and low-cost models.",
+        max_projects=20,
+        max_sessions=100,
+        max_reference_chars=10_000_000,
     ),
     STARTER: Plan(
         key=STARTER,
@@ -94,6 +101,9 @@ PLANS: dict[str, Plan] = {
         max_model_tier=TIER_STANDARD,
         concurrent_runs=2,
         tagline="Every flow and the mainstream models for regular writing.",
+        max_projects=200,
+        max_sessions=2_000,
+        max_reference_chars=100_000_000,
     ),
     PRO: Plan(
         key=PRO,
@@ -106,6 +116,9 @@ PLANS: dict[str, Plan] = {
         max_model_tier=TIER_PREMIUM,
         concurrent_runs=5,
         tagline="Large teams, long runs and the premium models.",
+        max_projects=1_000,
+        max_sessions=10_000,
+        max_reference_chars=400_000_000,
     ),
 }
 PLAN_ORDER = [FREE, STARTER, PRO]

@@ -66,6 +66,20 @@ def effective_plan(account: CreditAccount, *, now: dt.datetime | None = None) ->
     return get_plan(account.plan)
 
 
+def hold_user_lock(*, user) -> CreditAccount:
+    """Lock the user's credit account row until the current transaction ends; returns it.
+
+    Serializes one user's limit checks that count rows and then write (concurrent runs, quotas on
+    projects, sessions and references): a count taken after this lock sees every concurrent
+    writer's committed result (PostgreSQL READ COMMITTED reads a fresh snapshot per statement;
+    SQLite's IMMEDIATE transactions serialize writers anyway). Must be called inside
+    ``transaction.atomic()``.
+    """
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("hold_user_lock() needs a transaction: the lock ends with it.")
+    return _locked_account(user)
+
+
 def _locked_account(user) -> CreditAccount:
     try:  # the common case is one query: the account exists, lock it
         return CreditAccount.objects.select_for_update().get(user=user)

@@ -187,6 +187,18 @@ class SessionSettingsForm(forms.ModelForm):
         self.fields["score_threshold"].widget.attrs.update(step="0.1", min="0", max="10")
         self.fields["convergence_percent"].widget.attrs.update(step="0.5", min="0", max="100")
 
+    def save(self, commit: bool = True) -> WritingSession:
+        """Write only this form's fields, through services.save_session_settings (never the whole
+        row: status, sequence counters and totals belong to the engine). ``self.saved`` is False
+        when nothing was written because the session is running."""
+        from orchestration.services import save_session_settings
+
+        session = super().save(commit=False)
+        if commit:
+            fields = [f for f in self._meta.fields if f in self.cleaned_data]
+            self.saved = save_session_settings(session=session, changes={f: getattr(session, f) for f in fields})
+        return session
+
     def clean_flow(self) -> str:
         flow = self.cleaned_data["flow"]
         if flow != self.instance.flow or self.instance.status == Status.DRAFT:

@@ -18,6 +18,7 @@ parse stays in the request (no task queue round-trip for the user to wait on).
 from __future__ import annotations
 
 import io
+import itertools
 import posixpath
 import time
 import zipfile
@@ -204,35 +205,8 @@ def _style_names(archive: zipfile.ZipFile, names: set[str], path: str, deadline:
     return styles
 
 
-def _run_text(run) -> str:
-    out = []
-    for child in run:
-        if child.tag == f"{_W}t":
-            out.append(child.text or "")
-        elif child.tag == f"{_W}tab":
-            out.append("\t")
-        elif child.tag in (f"{_W}br", f"{_W}cr"):
-            out.append("\n")
-    return "".join(out)
-
-
-def _paragraph_text(paragraph) -> str:
-    # Runs directly in the paragraph, in hyperlinks and in simple fields (python-docx's reading);
-    # text boxes nested inside drawings are not part of the paragraph's text.
-    parts = []
-    for child in paragraph:
-        if child.tag == f"{_W}r":
-            parts.append(_run_text(child))
-        elif child.tag in (f"{_W}hyperlink", f"{_W}fldSimple", f"{_W}ins", f"{_W}smartTag"):
-            parts.extend(_run_text(run) for run in child.iter(f"{_W}r"))
-    return "".join(parts)
-
-
-def _heading(paragraph, text: str, styles: dict[str, str]) -> str:
-    style = paragraph.find(f"{_W}pPr/{_W}pStyle")
-    name = styles.get(style.get(f"{_W}val"), "") if style is not None else ""
-    if not name and style is not None:
-        name = (style.get(f"{_W}val") or "").lower().replace("heading", "heading ")
+def _heading(style_id: str, text: str, styles: dict[str, str]) -> str:
+    name = styles.get(style_id, "") or style_id.lower().replace("heading", "heading ")
     if name.startswith("heading") and text.strip():
         level = name.removeprefix("heading").strip()
         hashes = "#" * (int(level) if level.isdigit() and 0 < int(level) < 7 else 2)
@@ -240,36 +214,76 @@ def _heading(paragraph, text: str, styles: dict[str, str]) -> str:
     return text
 
 
+_P, _TC, _TR, _TBL, _BODY = (f"{_W}{t}" for t in ("p", "tc", "tr", "tbl", "body"))
+_TEXT = {f"{_W}t": None, f"{_W}tab": "\t", f"{_W}br": "\n", f"{_W}cr": "\n"}
+_KEY = "atelier-key"  # our own attribute: which buffer a paragraph, cell or row writes into
+
+
 def _paragraphs(archive: zipfile.ZipFile, main: str, styles: dict[str, str], deadline: float) -> Iterator[str]:
-    """Body paragraphs and table rows ("cell | cell") in document order, bounded."""
+    """Body paragraphs and table rows ("cell | cell") in document order, bounded.
+
+    Every element is handled at its end event and then released (cleared, earlier siblings
+    deleted), so the tree never holds more than the path of open elements: a single paragraph of
+    a million runs costs no more memory than a short one. Text goes into small buffers keyed by
+    the paragraph, cell or row it belongs to.
+    """
+    counter = itertools.count()
+    buffers: dict[str, list[str]] = {}
+    heading_style: dict[str, str] = {}
+
+    def key(element) -> str:
+        value = element.get(_KEY)
+        if value is None:
+            value = str(next(counter))
+            element.set(_KEY, value)
+        return value
+
     paragraphs = 0
     chars = 0
-    row: list[str] = []
-    for _, element in _events(archive, main, (f"{_W}p", f"{_W}tc", f"{_W}tr"), deadline):
-        parent = element.getparent()
+    for _, element in _events(archive, main, None, deadline):
         tag = element.tag
-        if tag == f"{_W}p":
+        parent = element.getparent()
+        if tag in _TEXT:
+            if parent is not None and parent.tag == f"{_W}r":
+                paragraph = next(element.iterancestors(_P), None)
+                if paragraph is not None:
+                    text = (element.text or "") if _TEXT[tag] is None else _TEXT[tag]
+                    buffers.setdefault(key(paragraph), []).append(text)
+                    chars += len(text)
+        elif tag == f"{_W}pStyle" and parent is not None and parent.tag == f"{_W}pPr":
+            paragraph = parent.getparent()
+            if paragraph is not None and paragraph.tag == _P:
+                heading_style[key(paragraph)] = element.get(f"{_W}val") or ""
+        elif tag == _P:
             paragraphs += 1
             if paragraphs > DOCX_MAX_PARAGRAPHS:
                 raise _Refused(f"has more than {DOCX_MAX_PARAGRAPHS:,} paragraphs.")
-            if parent is None or parent.tag != f"{_W}body":
-                continue  # in a table cell (read with its cell) or a text box (not body text)
-            text = _heading(element, _paragraph_text(element), styles)
-            chars += len(text) + 2
-            yield text
-        elif tag == f"{_W}tc":
-            text = "\n".join(_paragraph_text(p) for p in element.iterchildren(f"{_W}p")).strip()
-            chars += len(text) + 3
-            row.append(text)
-        elif tag == f"{_W}tr":
-            table = parent.getparent() if parent is not None else None
-            if table is not None and table.tag == f"{_W}body":
-                yield " | ".join(row)
-                row = []
+            own = element.get(_KEY)
+            text = "".join(buffers.pop(own, [])) if own else ""
+            style = heading_style.pop(own, "") if own else ""
+            if parent is not None and parent.tag == _BODY:
+                yield _heading(style, text, styles)
+            elif parent is not None and parent.tag == _TC:
+                buffers.setdefault(key(parent), []).append(text)
+            # else: a paragraph in a text box, not part of the body text (as python-docx reads it)
+        elif tag == _TC:
+            own = element.get(_KEY)
+            cell = "\n".join(buffers.pop(own, [])).strip() if own else ""
+            if parent is not None and parent.tag == _TR:
+                buffers.setdefault(key(parent), []).append(cell)
+        elif tag == _TR:
+            own = element.get(_KEY)
+            row = " | ".join(buffers.pop(own, [])) if own else ""
+            table = parent if parent is not None and parent.tag == _TBL else None
+            outer = table.getparent() if table is not None else None
+            if outer is not None and outer.tag == _BODY:
+                yield row
+            elif outer is not None and outer.tag == _TC:  # a nested table: its rows join the outer cell
+                buffers.setdefault(key(outer), []).append(row)
         if chars > MAX_REFERENCE_CHARS + 2:
             raise _Refused(f"has more than {MAX_REFERENCE_CHARS:,} characters of text.")
-        # Release what has been read: the tree never holds more than the element in hand.
-        if parent is not None and (parent.tag == f"{_W}body" or tag == f"{_W}tr"):
-            element.clear()
+        # Release it: what it held is in the buffers now.
+        element.clear()
+        if parent is not None:
             while element.getprevious() is not None:
                 del parent[0]

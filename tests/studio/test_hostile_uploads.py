@@ -93,10 +93,20 @@ def test_a_bomb_in_a_media_part_is_refused_without_inflating_it(owner_client, dr
     assert "“media.docx” would expand to 200." in html
 
 
-def test_a_document_part_over_the_streaming_cap_is_refused(owner_client, draft):
-    # Under the declared-size limit, over the 16 MB cap on one decompressed XML part.
-    body = "<w:p/>" * 10 + "<w:p><w:r><w:t>x</w:t></w:r></w:p>" * 600_000
-    html = _measured_upload(owner_client, draft, "wide.docx", _docx_with_body(body))
+@pytest.mark.parametrize(
+    "body",
+    [
+        # One paragraph of 700,000 runs: 22 MB of XML, held by no tree (each run is released as read).
+        "<w:p>" + "<w:r><w:t></w:t></w:r>" * 700_000 + "</w:p>",
+        # 900,000 empty elements that carry no text, in one paragraph.
+        "<w:p>" + "<w:proofErr/>" * 900_000 + "</w:p>",
+    ],
+    ids=["runs", "markers"],
+)
+def test_one_enormous_paragraph_is_refused_with_bounded_memory(owner_client, draft, body):
+    raw = _docx_with_body(body)
+    assert len(raw) < 200 * 1024
+    html = _measured_upload(owner_client, draft, "wide.docx", raw)
     assert "“wide.docx”" in html and "Added" not in html
     assert not draft.references.exists()
 
