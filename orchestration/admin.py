@@ -18,6 +18,9 @@ from orchestration.models import (
     DocumentVersion,
     LLMModel,
     Project,
+    Provider,
+    Reasoning,
+    ReasoningOutput,
     ReferenceDocument,
     SessionEvent,
     TeamPreset,
@@ -56,12 +59,30 @@ class LLMModelForm(forms.ModelForm):
             "cached_input_price_per_mtok",
             "output_price_per_mtok",
             "credit_multiplier",
+            "reasoning",
+            "reasoning_output",
             "enabled",
             "sort_order",
         )
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if "reasoning_output" in self.fields:
+            # Only meaningful with a reasoning control; left empty it means the full text.
+            self.fields["reasoning_output"].required = False
+
+    def clean_reasoning_output(self):
+        return self.cleaned_data.get("reasoning_output") or ReasoningOutput.FULL
+
     def clean(self):
         cleaned = super().clean()
+        # Each control exists in one wire protocol only (docs/architecture.md, "Reasoning models").
+        provider = cleaned.get("provider", self.instance.provider)
+        reasoning = cleaned.get("reasoning", self.instance.reasoning)
+        if reasoning == Reasoning.THINKING_BUDGET and provider != Provider.ANTHROPIC:
+            self.add_error("reasoning", "Extended thinking with a budget is an Anthropic parameter.")
+        if reasoning == Reasoning.EFFORT and provider in (Provider.ANTHROPIC, Provider.DEMO):
+            self.add_error("reasoning", "Reasoning effort is an OpenAI-protocol parameter.")
         enabled = cleaned.get("enabled", self.instance.enabled)
         if enabled:
             probe = LLMModel(
@@ -91,6 +112,7 @@ class LLMModelAdmin(admin.ModelAdmin):
         "cached_input_price_per_mtok",
         "output_price_per_mtok",
         "credit_multiplier",
+        "reasoning",
         "enabled",
         "in_use",
     )
@@ -102,7 +124,7 @@ class LLMModelAdmin(admin.ModelAdmin):
         "credit_multiplier",
         "enabled",
     )
-    list_filter = ("provider", "enabled")
+    list_filter = ("provider", "enabled", "reasoning")
     search_fields = ("display_name", "model_id")
     ordering = ("provider", "sort_order", "display_name")
     actions = ("disable_models",)
@@ -316,6 +338,7 @@ class TurnAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "model_used",
         "overall_score",
         "parse_tier",
+        "reasoning_tokens",
         "credits",
         "latency_ms",
         "started_at",

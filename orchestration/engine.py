@@ -377,7 +377,11 @@ async def run_step(
     await flusher
     await batcher.flush()
     result.lease_lost = result.lease_lost or batcher.lease_lost
-    for outcome in outcomes:
+    failed: list[tuple[AgentCall, CallOutcome]] = []
+    for call, outcome in zip(step.calls, outcomes, strict=True):
+        if isinstance(outcome, CallOutcome) and outcome.status == "failed" and step.quorum is not None:
+            failed.append((call, outcome))
+            continue
         if isinstance(outcome, LeaseLost):
             result.lease_lost = True
         elif isinstance(outcome, asyncio.CancelledError):
@@ -393,7 +397,54 @@ async def run_step(
             result.out_of_credits = True
         elif outcome.status == "failed":
             result.fatal_error = outcome.error
+    if failed and not (result.cancelled or result.out_of_credits or result.fatal_error or result.lease_lost):
+        if len(result.completed_turn_ids) >= step.needed:
+            # Enough calls completed: the round goes on without these, and the flow never plans them again.
+            try:
+                for call, outcome in failed:
+                    await db(_give_up_call, session.pk, step.round, call, outcome.turn_id, outcome.error, owner=owner)
+            except LeaseLost:
+                result.lease_lost = True
+        else:
+            result.fatal_error = " ".join(outcome.error for _, outcome in failed)
     return result
+
+
+def _give_up_call(
+    session_id: int, round_number: int, call: AgentCall, turn_id: int | None, error: str, *, owner: str
+) -> None:
+    """Record that a call failed for good and the step went on without it (the page says who is missing)."""
+    with transaction.atomic():
+        fence(session_id, owner)
+        if turn_id is None:  # it failed before a turn existed (e.g. the prompt could not fit)
+            agent = Agent.objects.get(pk=call.agent_id)
+            attempt = (
+                Turn.objects.filter(session_id=session_id, round=round_number, agent_id=agent.pk)
+                .order_by("-attempt")
+                .values_list("attempt", flat=True)
+                .first()
+                or 0
+            ) + 1
+            turn_id = Turn.objects.create(
+                session_id=session_id,
+                round=round_number,
+                agent=agent,
+                agent_name=agent.name,
+                attempt=attempt,
+                status=Turn.TurnStatus.FAILED,
+                slot=call.slot,
+                recipe=call.recipe,
+                output_kind=call.output,
+                error=error[:2000],
+                finished_at=timezone.now(),
+            ).pk
+        Turn.objects.filter(pk=turn_id).update(result={"given_up": True, "error": error[:2000]})
+        ev.append_event(
+            session_id=session_id,
+            kind="call_given_up",
+            turn_id=turn_id,
+            payload={"slot": call.slot, "phase": call.phase, "error": error[:500]},
+        )
 
 
 @dataclass
@@ -419,7 +470,7 @@ async def run_call(
     if call.agent_id not in agents:
         agents[call.agent_id] = await sync_to_async(_load_agent)(call.agent_id)
     agent = agents[call.agent_id]
-    existing, attempts = await sync_to_async(_earlier_attempts)(session.pk, round_number, agent.pk)
+    existing, attempts = await sync_to_async(_earlier_attempts)(session.pk, round_number, agent.pk, call.slot)
     if existing:  # this step already ran to completion before a crash: nothing to redo
         return CallOutcome("completed", existing)
 
@@ -430,7 +481,7 @@ async def run_call(
         retries = 0
         while True:
             attempts += 1
-            prepared = await db(_begin_turn, session, agent, model, round_number, attempts, owner=owner)
+            prepared = await db(_begin_turn, session, agent, model, round_number, attempts, call, owner=owner)
             if isinstance(prepared, CallOutcome):
                 return prepared
             turn_id, request, reserved = prepared
@@ -521,15 +572,22 @@ def _load_agent(agent_id: int) -> Agent:
     return Agent.objects.select_related("model", "fallback_model").prefetch_related("criteria").get(pk=agent_id)
 
 
-def _earlier_attempts(session_id: int, round_number: int, agent_id: int) -> tuple[int | None, int]:
-    """(id of a completed turn for this call, number of attempts so far), in one query."""
+def _earlier_attempts(session_id: int, round_number: int, agent_id: int, slot: str = "") -> tuple[int | None, int]:
+    """(id of a completed turn for this call's slot, number of the agent's attempts this round), in one query.
+
+    Attempts count across the agent's slots in the round (a roundtable moderator drafts, then moderates),
+    so the turn key (session, round, agent, attempt) stays unique.
+    """
     rows = list(
         Turn.objects.filter(session_id=session_id, round=round_number, agent_id=agent_id).values_list(
-            "pk", "status", "attempt"
+            "pk", "status", "attempt", "slot"
         )
     )
-    completed = next((pk for pk, status, _ in rows if status == Turn.TurnStatus.COMPLETED), None)
-    return completed, max((attempt for _, _, attempt in rows), default=0)
+    completed = next(
+        (pk for pk, status, _, turn_slot in rows if status == Turn.TurnStatus.COMPLETED and turn_slot in (slot, "")),
+        None,
+    )
+    return completed, max((attempt for _, _, attempt, _ in rows), default=0)
 
 
 def _criteria(agent: Agent) -> list[tuple[str, str, float]]:
@@ -551,14 +609,32 @@ def _feedback_for(session: WritingSession, agent: Agent) -> list[tuple[str, str]
     return list(latest.values())
 
 
-def _begin_turn(session: WritingSession, agent: Agent, model: LLMModel, round_number: int, attempt: int, *, owner: str):
+def _begin_turn(
+    session: WritingSession,
+    agent: Agent,
+    model: LLMModel,
+    round_number: int,
+    attempt: int,
+    call: AgentCall | None = None,
+    *,
+    owner: str,
+):
     """Build the prompt, create the turn (next attempt) and reserve its worst-case credits."""
     from billing.pricing import credits_for_usage
     from billing.services import InsufficientCredits, reserve_credits
+    from orchestration.flows import Recipe, recipe_text, review_feedback
     from orchestration.prompts import PromptTooLarge, build_prompt
     from orchestration.providers import ModelRequest
     from orchestration.reasoning import plan_for_agent
 
+    call = call or AgentCall(agent_id=agent.pk)
+    recipe = recipe_text(call.recipe)
+    if call.recipe in (Recipe.SYNTHESIZE, Recipe.MODERATE):
+        feedback = review_feedback(call.recipe, call.inputs)
+    elif call.recipe == Recipe.CRITIQUE:
+        feedback = []  # reviewers work independently, on the same document
+    else:
+        feedback = _feedback_for(session, agent)
     # Thinking shares the output allowance (and so the context window): fit and reserve for the total.
     plan = plan_for_agent(agent, model)
     references = [(r.title, r.content) for r in session.references.all()]
@@ -571,12 +647,16 @@ def _begin_turn(session: WritingSession, agent: Agent, model: LLMModel, round_nu
             brief=session.brief,
             references=references,
             document=session.document,
-            feedback=_feedback_for(session, agent),
+            feedback=feedback,
             human_note=session.human_note,
             round_number=round_number,
             max_rounds=session.max_rounds,
             context_window=model.context_window,
             max_output_tokens=plan.max_tokens,
+            flow_rules=recipe.rules,
+            evaluation_lead=recipe.evaluation_lead,
+            feedback_heading=recipe.inputs_heading,
+            instruction=recipe.instruction,
         )
     except PromptTooLarge as error:
         return CallOutcome("failed", None, f"{agent.name}: {error}")
@@ -593,6 +673,9 @@ def _begin_turn(session: WritingSession, agent: Agent, model: LLMModel, round_nu
             attempt=attempt,
             model_used=model.model_id,
             prompt_notes="\n".join(prompt.notes),
+            slot=call.slot,
+            recipe=call.recipe,
+            output_kind=call.output,
             reasoning_output=plan.output,
         )
         try:
@@ -615,6 +698,8 @@ def _begin_turn(session: WritingSession, agent: Agent, model: LLMModel, round_nu
                 "agent_name": agent.name,
                 "model": model.display_name,
                 "attempt": attempt,
+                "slot": call.slot,
+                "phase": call.phase,
             },
         )
     request = ModelRequest(
@@ -634,6 +719,8 @@ def _begin_turn(session: WritingSession, agent: Agent, model: LLMModel, round_nu
             "role": agent.role,
             "criteria": [c[0] for c in _criteria(agent)],
             "brief": session.brief,
+            "recipe": call.recipe,
+            "slot": call.slot,
         },
     )
     return turn.pk, request, worst_case
@@ -659,10 +746,12 @@ def _complete_turn(
     """
     from billing.pricing import credits_for_usage, provider_cost_usd
     from billing.services import settle_credits
-    from orchestration.evaluation import parse_reply
+    from orchestration.flows import parse_result
 
     usage = end.usage
-    document, evaluation = parse_reply(text, [(c.name, c.weight) for c in agent.criteria.all()])
+    document, evaluation, flow_result = parse_result(
+        call.recipe, text, [(c.name, c.weight) for c in agent.criteria.all()], call.inputs
+    )
     evaluation_text = evaluation.raw
     credits = credits_for_usage(
         model=model,
@@ -695,6 +784,7 @@ def _complete_turn(
             parse_tier=evaluation.tier,
             evaluation_raw=evaluation_text[:20000],
             feedback=evaluation.feedback[:5000],
+            result=flow_result,
             input_tokens=usage.input_tokens,
             cached_tokens=usage.cached_input_tokens,
             cache_write_tokens=usage.cache_write_tokens,

@@ -837,11 +837,11 @@ def _fmt_weight(weight: float) -> str:
     return f"{weight:g}"
 
 
-def rubric_instructions(criteria: list[tuple[str, str, float]]) -> str:
-    """The evaluation request appended to every agent's system prompt."""
+def rubric_instructions(criteria: list[tuple[str, str, float]], *, lead: str | None = None) -> str:
+    """The evaluation request appended to every agent's system prompt; `lead` says what is scored."""
     lines = [
         "## Your evaluation",
-        "After the complete document, evaluate the document as it stands after your revision.",
+        lead or "After the complete document, evaluate the document as it stands after your revision.",
     ]
     if criteria:
         lines.append(

@@ -10,7 +10,18 @@ from typing import Any
 from django import forms
 from django.forms import inlineformset_factory
 
-from orchestration.models import Agent, Criterion, Flow, LLMModel, Project, Status, WritingSession
+from orchestration import reasoning
+from orchestration.models import (
+    Agent,
+    Criterion,
+    Flow,
+    LLMModel,
+    Project,
+    Reasoning,
+    ReasoningEffort,
+    Status,
+    WritingSession,
+)
 from orchestration.uploads import MAX_UPLOAD_FILES
 
 logger = logging.getLogger(__name__)
@@ -84,7 +95,8 @@ def model_label(model: LLMModel) -> str:
     if model.is_demo:
         return f"{model.display_name} · offline demo, not a language model · {per_call} ({multiplier})"
     prices = f"{_price(model.input_price_per_mtok)} in / {_price(model.output_price_per_mtok)} out per Mtok"
-    return f"{model.display_name} · {prices} · {per_call} ({multiplier})"
+    thinks = {"thinking_budget": " · extended thinking", "effort": " · reasoning model"}.get(model.reasoning, "")
+    return f"{model.display_name}{thinks} · {prices} · {per_call} ({multiplier})"
 
 
 def model_options(user) -> list[ModelOption]:
@@ -182,6 +194,14 @@ class SessionSettingsForm(forms.ModelForm):
         # A draft may be incomplete; starting checks the brief (services.validate_for_start).
         self.fields["brief"].required = False
         self.fields["brief"].needed_to_start = True  # shown as such, not as "optional"
+        self.starting_document = None
+        if self.instance.pk and self.instance.status != Status.DRAFT:
+            # Once a session has run, WritingSession.document is the engine's working document: the
+            # builder shows the starting document read-only (as Duplicate copies it) and never saves it.
+            from orchestration.presets import starting_document
+
+            del self.fields["document"]
+            self.starting_document = starting_document(self.instance)
         self.fields["threshold_agent"].queryset = Agent.objects.filter(session=self.instance)
         self.fields["threshold_agent"].empty_label = "Any agent"
         self.fields["score_threshold"].widget.attrs.update(step="0.1", min="0", max="10")
@@ -225,10 +245,32 @@ class AgentForm(forms.ModelForm):
         empty_label="No fallback",
         help_text="Used when the main model keeps failing.",
     )
+    # Shown only for models with the matching catalogue capability (partials/agent_reasoning.html); a
+    # control that is not shown is not posted, so both are optional and fall back to "off".
+    thinking_budget_tokens = forms.IntegerField(
+        required=False,
+        min_value=0,
+        max_value=63_000,
+        label="Thinking budget (tokens)",
+        help_text=reasoning.THINKING_HELP + " 0 turns thinking off.",
+    )
+    reasoning_effort = forms.ChoiceField(
+        required=False, choices=ReasoningEffort.choices, label="Reasoning effort", help_text=reasoning.EFFORT_HELP
+    )
 
     class Meta:
         model = Agent
-        fields = ["name", "role", "model", "fallback_model", "role_prompt", "temperature", "max_output_tokens"]
+        fields = [
+            "name",
+            "role",
+            "model",
+            "fallback_model",
+            "role_prompt",
+            "temperature",
+            "max_output_tokens",
+            "thinking_budget_tokens",
+            "reasoning_effort",
+        ]
         labels = {"max_output_tokens": "Max output tokens", "role_prompt": "Role prompt"}
         widgets = {"role_prompt": forms.Textarea(attrs={"rows": 5})}
 
@@ -237,6 +279,7 @@ class AgentForm(forms.ModelForm):
         self.user = user
         self.fields["temperature"].widget.attrs.update(step="0.1", min="0", max="2")
         self.fields["max_output_tokens"].widget.attrs.update(min="64", max="64000")
+        self.fields["thinking_budget_tokens"].widget.attrs.update(min="0", step="1024")
 
     def _check_model(self, model: LLMModel | None) -> LLMModel | None:
         if model is None:
@@ -262,7 +305,30 @@ class AgentForm(forms.ModelForm):
         data = super().clean()
         if data.get("fallback_model") and data.get("fallback_model") == data.get("model"):
             self.add_error("fallback_model", "The fallback must be a different model.")
+        self._clean_reasoning(data)
         return data
+
+    def _clean_reasoning(self, data: dict[str, Any]) -> None:
+        """Keep only the reasoning control the chosen model has, and check the API's rules for it."""
+        model = data.get("model")
+        budget = data.get("thinking_budget_tokens") or 0
+        effort = data.get("reasoning_effort") or ""
+        # The builder hides a control the model does not have: whatever it held is not sent, so drop it.
+        if model is None or model.reasoning != Reasoning.THINKING_BUDGET:
+            budget = 0
+        if model is None or model.reasoning != Reasoning.EFFORT:
+            effort = ""
+        data["thinking_budget_tokens"], data["reasoning_effort"] = budget, effort
+        if model is None or data.get("max_output_tokens") is None:
+            return
+        problems = reasoning.validate(
+            model=model,
+            max_output_tokens=data["max_output_tokens"],
+            thinking_budget=budget,
+            reasoning_effort=effort,
+        )
+        for field, message in problems.items():
+            self.add_error(field, message)
 
 
 class CriterionForm(forms.ModelForm):
@@ -291,6 +357,12 @@ class ReferenceForm(forms.Form):
     title = forms.CharField(max_length=200, required=False)
     content = forms.CharField(widget=forms.Textarea(attrs={"rows": 4}), required=False, max_length=200_000)
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Same field names as the session settings form ("title"): distinct ids keep every label and
+        # id on the builder page unique.
+        kwargs.setdefault("auto_id", "id_reference_%s")
+        super().__init__(*args, **kwargs)
+
     def clean(self) -> dict[str, Any]:
         data = super().clean()
         if data.get("content", "").strip() and not data.get("title", "").strip():
@@ -299,8 +371,14 @@ class ReferenceForm(forms.Form):
 
 
 class PresetSaveForm(forms.Form):
-    name = forms.CharField(max_length=120, label="Preset name")
+    name = forms.CharField(max_length=120, label="Preset name", error_messages={"required": "Give the preset a name."})
     description = forms.CharField(max_length=500, required=False)
+    replace = forms.BooleanField(required=False, label="Replace my preset with this name")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("auto_id", "id_preset_%s")  # the settings form has its own name/title fields
+        super().__init__(*args, **kwargs)
+        self.name_taken = False
 
 
 __all__ = [

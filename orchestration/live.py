@@ -19,6 +19,7 @@ from orchestration import documents
 from orchestration import events as ev
 from orchestration.evaluation import split_output
 from orchestration.models import DocumentVersion, Turn, WritingSession
+from orchestration.reasoning import output_label
 from orchestration.rendering import render_markdown
 
 TURN_TEMPLATE = "orchestration/partials/live_turn.html"
@@ -29,7 +30,8 @@ CHART_TEMPLATE = "orchestration/partials/live_chart.html"
 TURN_FIELDS = (
     "id", "round", "agent_id", "agent_name", "attempt", "kind", "status", "model_used", "output_text", "scores",
     "overall_score", "parse_tier", "input_tokens", "cached_tokens", "output_tokens", "credits", "latency_ms",
-    "ttft_ms", "error", "prompt_notes", "started_at", "finished_at", "feedback",
+    "ttft_ms", "error", "prompt_notes", "started_at", "finished_at", "feedback", "reasoning", "reasoning_tokens",
+    "reasoning_output",
 )  # fmt: skip
 
 # The start of an evaluation tag cut by a chunk boundary ("<", "<eval", "< evaluation"): while a turn
@@ -169,11 +171,23 @@ def _changes_by_turn(session_id: int, turns: list[Turn]) -> dict[int, TurnChange
     return changes
 
 
-def _turn_context(turn: Turn, streamed: str | None, changes: TurnChanges | None = None) -> dict:
+def reasoning_html(text: str) -> str:
+    """The model's thinking as escaped plain text (shown with pre-wrap): never rendered as Markdown."""
+    return escape(text.strip("\n"))
+
+
+def _turn_context(
+    turn: Turn, streamed: str | None, changes: TurnChanges | None = None, thought: str | None = None
+) -> dict:
+    """A card's context. `thought` is the reasoning streamed so far (for a streaming turn)."""
+    if turn.status != Turn.TurnStatus.STREAMING:
+        thought = turn.reasoning
     return {
         "turn": turn,
         "body_html": turn_body_html(turn, streamed),
         "changes": changes or TurnChanges(kind="none"),
+        "reasoning_html": reasoning_html(thought or ""),
+        "reasoning_label": output_label(turn.reasoning_output),
     }
 
 
@@ -229,10 +243,13 @@ def page_context(session: WritingSession) -> dict:
     turns = list(Turn.objects.filter(session=session).only(*TURN_FIELDS).order_by("round", "pk"))
     streaming_ids = [t.pk for t in turns if t.status == Turn.TurnStatus.STREAMING]
     streamed = ev.streamed_text(streaming_ids, up_to_seq=last_seq)
+    thoughts = ev.streamed_text(streaming_ids, up_to_seq=last_seq, kind="reasoning")
     changes = _changes_by_turn(session.pk, turns)
     rounds: OrderedDict[int, list[dict]] = OrderedDict()
     for turn in turns:
-        rounds.setdefault(turn.round, []).append(_turn_context(turn, streamed.get(turn.pk), changes.get(turn.pk)))
+        rounds.setdefault(turn.round, []).append(
+            _turn_context(turn, streamed.get(turn.pk), changes.get(turn.pk), thoughts.get(turn.pk))
+        )
     return {
         "session": session,
         "rounds": rounds,
@@ -256,20 +273,28 @@ def header_html(session: WritingSession) -> str:
 def render_fragments(
     session_id: int, events: list[dict], turn_text: dict[int, str], *, full_text_for_chunks: bool = False
 ) -> tuple[list[dict], int, str]:
-    """Turn a batch of events into DOM fragments for the page. Returns (fragments, last seq, status)."""
+    """Turn a batch of events into DOM fragments for the page. Returns (fragments, last seq, status).
+
+    `turn_text` caches each streaming turn's text (key: turn id) and reasoning (key: ("reasoning", id))
+    between batches of one connection.
+    """
     session = WritingSession.objects.select_related("project").get(pk=session_id)
     last_seq = max((e["seq"] for e in events), default=0)
     fragments: list[dict] = []
     chunk_turns: OrderedDict[int, list[str]] = OrderedDict()
+    thought_turns: OrderedDict[int, list[str]] = OrderedDict()
     card_turns: OrderedDict[int, None] = OrderedDict()
     header = chart = document = controls = False
     for event in events:
         kind, turn_id = event["kind"], event.get("turn_id")
         if kind == "chunk" and turn_id:
             chunk_turns.setdefault(turn_id, []).append(event["payload"].get("text", ""))
+        elif kind == "reasoning" and turn_id:
+            thought_turns.setdefault(turn_id, []).append(event["payload"].get("text", ""))
         elif kind in ("turn_started", "turn_finished", "human") and turn_id:
             card_turns[turn_id] = None
             chunk_turns.pop(turn_id, None)  # the card is rendered whole, with its text
+            thought_turns.pop(turn_id, None)
             chart = chart or kind == "turn_finished"
             header = True
         elif kind in ("status", "totals"):
@@ -287,6 +312,7 @@ def render_fragments(
         # Text up to *these* events only: later chunks are already committed but will arrive in their
         # own messages and be appended then; reading them now would show them twice.
         texts = ev.streamed_text(streaming, up_to_seq=last_seq)
+        thoughts = ev.streamed_text(streaming, up_to_seq=last_seq, kind="reasoning")
         changes = _changes_by_turn(session_id, list(turns.values()))
         for pk in card_turns:
             turn = turns.get(pk)
@@ -294,15 +320,29 @@ def render_fragments(
                 continue
             if pk in texts:
                 turn_text[pk] = texts[pk]
+                turn_text[("reasoning", pk)] = thoughts[pk]
             fragments.append(
                 {
                     "target": f"turn-{pk}",
                     "swap": "upsert",
                     "round": turn.round,
                     "round_html": render_to_string(ROUND_TEMPLATE, {"round_number": turn.round, "turns": []}),
-                    "html": render_to_string(TURN_TEMPLATE, _turn_context(turn, texts.get(pk), changes.get(pk))),
+                    "html": render_to_string(
+                        TURN_TEMPLATE, _turn_context(turn, texts.get(pk), changes.get(pk), thoughts.get(pk))
+                    ),
                 }
             )
+    for pk, parts in thought_turns.items():
+        if pk in card_turns:
+            continue  # its card was just rendered with the reasoning up to these events
+        key = ("reasoning", pk)
+        if full_text_for_chunks or key not in turn_text:
+            turn_text[key] = ev.streamed_text([pk], up_to_seq=last_seq, kind="reasoning")[pk]
+        else:
+            turn_text[key] += "".join(parts)
+        fragments.append(
+            {"target": f"turn-{pk}-reasoning-body", "swap": "inner", "html": reasoning_html(turn_text[key])}
+        )
     for pk, parts in chunk_turns.items():
         if pk in card_turns:
             continue  # its card was just rendered with the text up to these events

@@ -115,6 +115,8 @@ class Project(models.Model):
 
 class Flow(models.TextChoices):
     SEQUENTIAL = "sequential", "Sequential turns"
+    EDITORIAL = "editorial", "Writer, parallel editors, synthesizer"
+    ROUNDTABLE = "roundtable", "Roundtable: parallel critics and a moderator"
 
 
 class Status(models.TextChoices):
@@ -157,6 +159,7 @@ class StopReason(models.TextChoices):
     MAX_ROUNDS = "max_rounds", "Reached the maximum number of rounds"
     SCORE_THRESHOLD = "score_threshold", "Reached the score threshold"
     CONVERGED = "converged", "The document converged"
+    NO_HIGH_ISSUES = "no_high_issues", "No high-severity issues left"
     BUDGET = "budget", "Spent the session's credit budget"
     OUT_OF_CREDITS = "out_of_credits", "Out of credits"
     USER_STOPPED = "user_stopped", "Stopped by you"
@@ -199,6 +202,9 @@ class WritingSession(models.Model):
     credit_budget = models.PositiveIntegerField(
         null=True, blank=True, help_text="Stop after spending this many credits."
     )
+    # Flow-specific settings (e.g. the roundtable's convergence rules), validated by the flow's
+    # policy (orchestration.flows.<flow>.clean_config); {} means the flow's defaults.
+    flow_config = models.JSONField(default=dict, blank=True)
 
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.DRAFT, db_index=True)
     current_round = models.PositiveIntegerField(default=0)
@@ -330,6 +336,14 @@ class Turn(models.Model):
     attempt = models.PositiveIntegerField(default=1)
     kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.AGENT)
     status = models.CharField(max_length=20, choices=TurnStatus.choices, default=TurnStatus.STREAMING)
+    # What the flow asked of this call (see orchestration/flows/base.py): the slot within its round
+    # ("write", "review:7", "synthesize"...), the prompt recipe and what the reply is for.
+    slot = models.CharField(max_length=40, blank=True)
+    recipe = models.CharField(max_length=20, blank=True, default="revise")
+    output_kind = models.CharField(max_length=20, blank=True, default="document")
+    # The reply's structured part, parsed like scores (issues, decisions, resolutions, and the tier
+    # that produced them); {"given_up": true} marks a call the flow went on without.
+    result = models.JSONField(default=dict, blank=True)
     model_used = models.CharField(max_length=120, blank=True)
 
     output_text = models.TextField(blank=True)

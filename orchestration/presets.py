@@ -3,6 +3,7 @@
 Preset data format (TeamPreset.data):
     {"agents": [{"name", "role", "model": "provider:model_id", "role_prompt", "temperature",
                  "max_output_tokens", "fallback_model": "provider:model_id" | None,
+                 "thinking_budget_tokens": 0, "reasoning_effort": "" (both optional),
                  "criteria": [{"name", "description", "weight"}]}],
      "max_rounds": 4, "score_threshold": 8.5, "threshold_agent": <index into agents> | None,
      "convergence_percent": None, "credit_budget": None}
@@ -89,6 +90,190 @@ SHIPPED_PRESETS: list[dict[str, Any]] = [
             "threshold_agent": 1,
             "convergence_percent": None,
             "credit_budget": None,
+        },
+    },
+]
+
+
+def _agent(name: str, role: str, prompt: str, criteria: list[tuple[str, str, float]], temperature: float = 0.5):
+    return {
+        "name": name,
+        "role": role,
+        "model": DEMO_MODEL_REF,
+        "role_prompt": prompt,
+        "temperature": temperature,
+        "max_output_tokens": 2048,
+        "fallback_model": None,
+        "criteria": [{"name": n, "description": d, "weight": w} for n, d, w in criteria],
+    }
+
+
+_WRITING_CRITERIA = [
+    ("Clarity", "Plain, precise sentences; terms defined.", 1.0),
+    ("Structure", "Sections build on each other.", 1.0),
+    ("Argument strength", "A clear thesis, defended.", 1.5),
+]
+
+SHIPPED_PRESETS += [
+    {
+        "slug": "writer-two-editors-synthesizer",
+        "name": "Writer, two editors and a synthesizer",
+        "description": (
+            "A writer drafts; a structural editor and a line editor review the same draft in parallel; "
+            "a synthesizer merges their edits and says which it took."
+        ),
+        "flow": Flow.EDITORIAL,
+        "data": {
+            "agents": [
+                _agent(
+                    "Writer",
+                    "writer",
+                    "You are the writer. Draft the piece the brief asks for; in later rounds, revise the latest "
+                    "version with the synthesizer's notes in mind. Write for the stated audience.",
+                    _WRITING_CRITERIA,
+                    0.7,
+                ),
+                _agent(
+                    "Structural editor",
+                    "editor",
+                    "You are a structural editor. Look at the shape of the piece: the order of sections, missing "
+                    "steps in the argument, detours, the opening and the ending. Suggest moves, cuts and additions.",
+                    [
+                        ("Structure", "Logical order, no detours.", 2.0),
+                        ("Argument strength", "Each step follows.", 1.0),
+                    ],
+                    0.3,
+                ),
+                _agent(
+                    "Line editor",
+                    "editor",
+                    "You are a line editor. Work sentence by sentence: wordiness, vague words, jargon, rhythm, "
+                    "grammar. Quote the exact sentence and give the rewrite.",
+                    [
+                        ("Clarity", "Every sentence says one thing plainly.", 2.0),
+                        ("Style", "Varied, concrete, no filler.", 1.0),
+                    ],
+                    0.3,
+                ),
+                _agent(
+                    "Synthesizer",
+                    "synthesizer",
+                    "You are the synthesizer. Merge the editors' edits into one coherent next version. Where they "
+                    "conflict, choose the one that serves the brief, and say why.",
+                    _WRITING_CRITERIA,
+                    0.4,
+                ),
+            ],
+            "max_rounds": 3,
+            "score_threshold": 8.5,
+            "threshold_agent": 3,
+            "convergence_percent": None,
+            "credit_budget": None,
+        },
+    },
+    {
+        "slug": "product-roundtable",
+        "name": "Product roundtable",
+        "description": (
+            "Product, engineering and risk critics review a spec in parallel and raise issues by severity; "
+            "a moderator resolves them until no high-severity issue is left."
+        ),
+        "flow": Flow.ROUNDTABLE,
+        "data": {
+            "agents": [
+                _agent(
+                    "Product critic",
+                    "critic",
+                    "You are a product manager. Judge the document on user value: who the user is, the problem, "
+                    "the success measure, scope creep, what is missing for launch.",
+                    [("User value", "Clear user, problem and outcome.", 2.0), ("Scope", "Focused and shippable.", 1.0)],
+                    0.3,
+                ),
+                _agent(
+                    "Engineering critic",
+                    "critic",
+                    "You are a senior engineer. Judge feasibility: unstated technical assumptions, dependencies, "
+                    "effort, failure modes, data and performance.",
+                    [
+                        ("Feasibility", "Buildable as written.", 2.0),
+                        ("Completeness", "Edge cases and failure modes.", 1.0),
+                    ],
+                    0.3,
+                ),
+                _agent(
+                    "Risk critic",
+                    "critic",
+                    "You are a risk and compliance reviewer. Look for security, privacy, legal, financial and "
+                    "reputational risks, and for claims that cannot be backed.",
+                    [
+                        ("Risk coverage", "Risks named with mitigations.", 2.0),
+                        ("Accuracy", "No unsupported claims.", 1.0),
+                    ],
+                    0.2,
+                ),
+                _agent(
+                    "Moderator",
+                    "moderator",
+                    "You are the moderator. Revise the document to resolve the critics' issues, high severity first. "
+                    "Keep what works; decline an issue only with a reason.",
+                    [("Overall quality", "Ready for a decision.", 1.0)],
+                    0.4,
+                ),
+            ],
+            "max_rounds": 4,
+            "score_threshold": None,
+            "threshold_agent": None,
+            "convergence_percent": None,
+            "credit_budget": None,
+            "flow_config": {"stop_when_no_high_issues": True, "stop_below_change_percent": 5.0},
+        },
+    },
+    {
+        "slug": "writing-roundtable",
+        "name": "Writing roundtable",
+        "description": (
+            "Argument, evidence and style critics review an essay in parallel; a moderator revises it "
+            "until it converges."
+        ),
+        "flow": Flow.ROUNDTABLE,
+        "data": {
+            "agents": [
+                _agent(
+                    "Argument critic",
+                    "critic",
+                    "You judge the argument: is the thesis clear, does each step follow, are counter-arguments met?",
+                    [("Argument strength", "Thesis clear and defended.", 2.0)],
+                    0.3,
+                ),
+                _agent(
+                    "Evidence critic",
+                    "critic",
+                    "You judge the evidence: is every claim supported, are sources and numbers used correctly?",
+                    [("Evidence", "Claims are supported.", 2.0)],
+                    0.3,
+                ),
+                _agent(
+                    "Style critic",
+                    "critic",
+                    "You judge the prose: clarity, concision, tone for the audience, rhythm.",
+                    [("Clarity", "Plain and precise.", 1.0), ("Style", "Readable and concrete.", 1.0)],
+                    0.3,
+                ),
+                _agent(
+                    "Moderator",
+                    "moderator",
+                    "You are the moderator. Revise the essay to resolve the critics' issues, high severity first, "
+                    "keeping the author's voice.",
+                    _WRITING_CRITERIA,
+                    0.5,
+                ),
+            ],
+            "max_rounds": 4,
+            "score_threshold": None,
+            "threshold_agent": None,
+            "convergence_percent": None,
+            "credit_budget": None,
+            "flow_config": {"stop_when_no_high_issues": True, "stop_below_change_percent": 5.0},
         },
     },
 ]
@@ -182,6 +367,8 @@ def apply_preset(*, session: WritingSession, preset: TeamPreset, default_model: 
             role_prompt=spec.get("role_prompt", ""),
             temperature=float(spec.get("temperature", 0.7)),
             max_output_tokens=int(spec.get("max_output_tokens", 2048)),
+            thinking_budget_tokens=_thinking_budget(spec.get("thinking_budget_tokens")),
+            reasoning_effort=_effort(spec.get("reasoning_effort")),
         )
         Criterion.objects.bulk_create(
             Criterion(
@@ -203,10 +390,12 @@ def apply_preset(*, session: WritingSession, preset: TeamPreset, default_model: 
     )
     session.convergence_percent = data.get("convergence_percent")
     session.credit_budget = data.get("credit_budget")
+    session.flow_config = data.get("flow_config") or {}
     # Only the settings a preset carries: never the engine's fields from a possibly stale copy.
     session.save(
         update_fields=[
             "flow",
+            "flow_config",
             "max_rounds",
             "score_threshold",
             "threshold_agent",
@@ -215,6 +404,20 @@ def apply_preset(*, session: WritingSession, preset: TeamPreset, default_model: 
             "updated_at",
         ]
     )
+
+
+def _thinking_budget(value: Any) -> int:
+    """A preset's thinking budget as a non-negative int; anything unreadable means thinking off."""
+    try:
+        return min(max(0, int(value or 0)), 63_000)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _effort(value: Any) -> str:
+    from orchestration.models import ReasoningEffort
+
+    return value if isinstance(value, str) and value in ReasoningEffort.values else ""
 
 
 def team_data(session: WritingSession) -> dict[str, Any]:
@@ -230,6 +433,8 @@ def team_data(session: WritingSession) -> dict[str, Any]:
                 "role_prompt": a.role_prompt,
                 "temperature": a.temperature,
                 "max_output_tokens": a.max_output_tokens,
+                "thinking_budget_tokens": a.thinking_budget_tokens,
+                "reasoning_effort": a.reasoning_effort,
                 "fallback_model": model_ref(a.fallback_model),
                 "criteria": [
                     {"name": c.name, "description": c.description, "weight": c.weight} for c in a.criteria.all()
@@ -242,12 +447,33 @@ def team_data(session: WritingSession) -> dict[str, Any]:
         "threshold_agent": threshold_index,
         "convergence_percent": session.convergence_percent,
         "credit_budget": session.credit_budget,
+        "flow_config": session.flow_config or {},
     }
 
 
-def save_team_as_preset(*, session: WritingSession, user, name: str, description: str = "") -> TeamPreset:
-    """A personal preset (owner=user). Saving under an existing name updates that preset."""
+class PresetNameTaken(PresetError):
+    """The user already has a preset under this name (or one that slugifies the same)."""
+
+    def __init__(self, existing: TeamPreset) -> None:
+        super().__init__(f"You already have a preset named “{existing.name}”.")
+        self.existing = existing
+
+
+def save_team_as_preset(
+    *, session: WritingSession, user, name: str, description: str = "", replace: bool = False
+) -> TeamPreset:
+    """A personal preset (owner=user) holding the session's flow, team and criteria.
+
+    Names are unique per user by their slug ("Critique team" and "critique-team" are the same name):
+    raises PresetNameTaken for a taken name unless `replace` is true, which overwrites that preset.
+    """
+    name = name.strip()
+    if not name:
+        raise PresetError("Give the preset a name.")
     slug = slugify(name)[:80] or "team"
+    existing = TeamPreset.objects.filter(owner=user, slug=slug).first()
+    if existing is not None and not replace:
+        raise PresetNameTaken(existing)
     preset, _ = TeamPreset.objects.update_or_create(
         owner=user,
         slug=slug,
@@ -278,11 +504,12 @@ def duplicate_session(*, session: WritingSession) -> WritingSession:
         flow=session.flow,
         brief=session.brief,
         # The starting document is what the user wrote before the run, i.e. version 1 if it exists.
-        document=_starting_document(session),
+        document=starting_document(session),
         max_rounds=session.max_rounds,
         score_threshold=session.score_threshold,
         convergence_percent=session.convergence_percent,
         credit_budget=session.credit_budget,
+        flow_config=session.flow_config or {},
         status=Status.DRAFT,
     )
     agent_map: dict[int, Agent] = {}
@@ -297,6 +524,8 @@ def duplicate_session(*, session: WritingSession) -> WritingSession:
             role_prompt=agent.role_prompt,
             temperature=agent.temperature,
             max_output_tokens=agent.max_output_tokens,
+            thinking_budget_tokens=agent.thinking_budget_tokens,
+            reasoning_effort=agent.reasoning_effort,
             active=agent.active,
         )
         Criterion.objects.bulk_create(
@@ -314,7 +543,8 @@ def duplicate_session(*, session: WritingSession) -> WritingSession:
     return copy
 
 
-def _starting_document(session: WritingSession) -> str:
+def starting_document(session: WritingSession) -> str:
+    """The document the user gave before the run: the draft's text, or version 1 once it has run."""
     if session.status == Status.DRAFT:
         return session.document
     first = session.versions.order_by("number").first()

@@ -135,6 +135,10 @@ def validate_for_start(session: WritingSession, *, extra_rounds: int = 0) -> lis
                 f"{agent.model.display_name}'s context window ({agent.model.context_window:,} tokens "
                 f"minus {output:,} for the reply{thinking})."
             )
+    if agents:
+        from orchestration.flows import get_policy
+
+        problems.extend(get_policy(session.flow).validate(session, agents))
     if session.threshold_agent_id and session.threshold_agent_id not in {a.pk for a in agents}:
         problems.append("The score threshold watches an agent that is not active in this session.")
     return problems

@@ -1,17 +1,26 @@
 """Flows are policies over persisted state: next_step(session) -> Step | Finished.
 
 A policy reads only the database, so any step can be re-planned after a crash and every flow
-is unit-testable without I/O. The engine executes whatever Step the policy returns.
+is unit-testable without I/O. The engine executes whatever Step the policy returns; a Step's calls
+run concurrently. Each flow is one module here; its prompt recipes live in recipes.py and the parsing
+of structured replies in structured.py. See docs/flows.md.
 """
 
 from __future__ import annotations
 
-from orchestration.flows.base import AgentCall, Finished, FlowPolicy, Step
+from orchestration.evaluation import Evaluation, parse_reply
+from orchestration.flows.base import AgentCall, Finished, FlowPolicy, Output, Recipe, Step
+from orchestration.flows.editorial import EditorialFlow
+from orchestration.flows.recipes import id_prefix, number_issues, recipe_text, review_material
+from orchestration.flows.roundtable import RoundtableFlow
 from orchestration.flows.sequential import SequentialFlow
-from orchestration.models import Flow
+from orchestration.flows.structured import parse_items, severity_counts, strip_blocks
+from orchestration.models import Flow, Turn
 
 POLICIES: dict[str, FlowPolicy] = {
     Flow.SEQUENTIAL: SequentialFlow(),
+    Flow.EDITORIAL: EditorialFlow(),
+    Flow.ROUNDTABLE: RoundtableFlow(),
 }
 
 
@@ -22,4 +31,55 @@ def get_policy(flow: str) -> FlowPolicy:
         raise ValueError(f"Unknown flow {flow!r}") from None
 
 
-__all__ = ["AgentCall", "Finished", "FlowPolicy", "Step", "get_policy"]
+_RESULT_KIND = {Recipe.SYNTHESIZE: "decisions", Recipe.MODERATE: "resolutions"}
+
+
+def parse_result(
+    recipe: str, text: str, criteria: list[tuple[str, float]], inputs: tuple[int, ...] = ()
+) -> tuple[str, Evaluation, dict]:
+    """Split a reply by its recipe: (document or "" for notes, evaluation, Turn.result). Never raises.
+
+    critique   -> result {"issues": [...], "tier", "counts": {high, medium, low}}; no document
+    synthesize -> result {"decisions": [...], "tier", "inputs": [review turn ids]}
+    moderate   -> result {"resolutions": [...], "tier", "inputs": [review turn ids]}
+    revise     -> result {}
+    """
+    document, evaluation = parse_reply(text, criteria)
+    if recipe == Recipe.CRITIQUE:
+        issues, tier = parse_items(document, "issues")
+        return "", evaluation, {"issues": issues, "tier": tier, "counts": severity_counts(issues)}
+    kind = _RESULT_KIND.get(recipe)
+    if kind is None:
+        return document, evaluation, {}
+    items, tier = parse_items(document, kind)
+    return strip_blocks(document), evaluation, {kind: items, "tier": tier, "inputs": list(inputs)}
+
+
+def review_feedback(recipe: str, inputs: tuple[int, ...]) -> list[tuple[str, str]]:
+    """The reviews a synthesizer or moderator reads: [(reviewer, comments + numbered issues)], in input order."""
+    turns = {
+        t.pk: t for t in Turn.objects.filter(pk__in=list(inputs)).only("pk", "agent_name", "output_text", "result")
+    }
+    rows = [
+        (pk, turns[pk].agent_name, list((turns[pk].result or {}).get("issues") or [])) for pk in inputs if pk in turns
+    ]
+    numbered = number_issues(rows, id_prefix(recipe))
+    feedback = []
+    for pk, name, _ in rows:
+        comments = strip_blocks(parse_reply(turns[pk].output_text, [])[0])
+        feedback.append((name, review_material(comments, [i for i in numbered if i["turn_id"] == pk])))
+    return feedback
+
+
+__all__ = [
+    "AgentCall",
+    "Finished",
+    "FlowPolicy",
+    "Output",
+    "Recipe",
+    "Step",
+    "get_policy",
+    "parse_result",
+    "recipe_text",
+    "review_feedback",
+]

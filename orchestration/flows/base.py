@@ -1,23 +1,63 @@
+"""The shape every flow shares: calls, steps, decisions and the per-slot state a policy reads.
+
+A policy looks at persisted turns only (`round_state`), so it can re-plan any step after a crash:
+a slot whose turn completed is never planned again, and the engine skips a call whose turn it finds
+completed (see engine.run_call), so a re-run never repeats or double-charges a finished call.
+"""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Protocol
 
-from orchestration.models import WritingSession
+from orchestration.models import Agent, Turn, WritingSession
+
+
+class Output(StrEnum):
+    """What a call's reply is for."""
+
+    DOCUMENT = "document"  # replaces the working document (writer, synthesizer, moderator)
+    NOTES = "notes"  # critique: comments and structured issues, read by a later call
+
+
+class Recipe(StrEnum):
+    """Which prompt template a call uses (orchestration/flows/recipes.py)."""
+
+    REVISE = "revise"  # write or revise the whole document (the sequential flow, the editorial writer)
+    CRITIQUE = "critique"  # review the document: comments + structured issues + scores; no document
+    SYNTHESIZE = "synthesize"  # merge editors' feedback into the next version; say what was taken and why
+    MODERATE = "moderate"  # resolve critics' issues in a revision; say issue by issue what was done
 
 
 @dataclass(frozen=True)
 class AgentCall:
     agent_id: int
-    # Whether this agent's reply replaces the working document (writers, editors) or is
-    # commentary only (critics, moderators in later flows).
-    writes_document: bool = True
+    # Unique within its round ("write", "review:7", "synthesize"); one agent holds one slot per round,
+    # so the turn key (session, round, agent, attempt) also identifies the slot.
+    slot: str = ""
+    recipe: str = Recipe.REVISE
+    output: str = Output.DOCUMENT
+    inputs: tuple[int, ...] = ()  # ids of completed turns this call reads (the critiques to act on)
+    phase: str = ""  # what the live page calls this part of the round: "writing", "reviewing"...
+
+    @property
+    def writes_document(self) -> bool:
+        return self.output == Output.DOCUMENT
 
 
 @dataclass(frozen=True)
 class Step:
     round: int
     calls: list[AgentCall] = field(default_factory=list)  # run concurrently
+    # Completed calls needed for the round to go on; None means all of them. Below it, the engine
+    # fails the session; at or above it, calls that failed for good are marked given up and skipped.
+    quorum: int | None = None
+    phase: str = ""
+
+    @property
+    def needed(self) -> int:
+        return len(self.calls) if self.quorum is None else self.quorum
 
 
 @dataclass(frozen=True)
@@ -27,4 +67,61 @@ class Finished:
 
 
 class FlowPolicy(Protocol):
-    def next_step(self, session: WritingSession) -> Step | Finished: ...
+    name: str
+
+    def next_step(self, session: WritingSession) -> Step | Finished:
+        """The next calls to run, from the database alone; Finished when the flow is done."""
+
+    def validate(self, session: WritingSession, agents: list[Agent]) -> list[str]:
+        """Flow-specific start checks in words the user can act on (empty = ready)."""
+
+    def calls_per_round(self, roles: list[str]) -> dict[str, int]:
+        """How many calls each role makes per round, for the credit estimate."""
+
+
+@dataclass
+class SlotState:
+    """What the database says about one slot of a round."""
+
+    turn_id: int | None = None  # the completed turn, if any
+    given_up: bool = False  # failed for good; the flow went on without it
+    agent_id: int | None = None
+    agent_name: str = ""
+
+
+def round_state(session: WritingSession, round_number: int) -> dict[str, SlotState]:
+    """Slot -> state for one round: completed turns and given-up slots (one query)."""
+    states: dict[str, SlotState] = {}
+    rows = (
+        Turn.objects.filter(session=session, round=round_number, kind=Turn.Kind.AGENT)
+        .exclude(slot="")
+        .order_by("pk")
+        .values_list("pk", "slot", "status", "result", "agent_id", "agent_name")
+    )
+    for pk, slot, status, result, agent_id, agent_name in rows:
+        state = states.setdefault(slot, SlotState(agent_id=agent_id, agent_name=agent_name))
+        if status == Turn.TurnStatus.COMPLETED:
+            state.turn_id = pk
+            state.given_up = False
+        elif isinstance(result, dict) and result.get("given_up") and state.turn_id is None:
+            state.given_up = True
+    return states
+
+
+def last_round_started(session: WritingSession) -> int:
+    """The highest round with any agent turn, 0 before the first."""
+    last = (
+        Turn.objects.filter(session=session, kind=Turn.Kind.AGENT)
+        .order_by("-round")
+        .values_list("round", flat=True)
+        .first()
+    )
+    return last or 0
+
+
+def agents_by_role(session: WritingSession) -> dict[str, list[int]]:
+    """Active agents' ids by role, in builder order."""
+    roles: dict[str, list[int]] = {}
+    for pk, role in session.agents.filter(active=True).order_by("order", "pk").values_list("pk", "role"):
+        roles.setdefault((role or "").strip().lower(), []).append(pk)
+    return roles

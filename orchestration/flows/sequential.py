@@ -1,11 +1,17 @@
 from __future__ import annotations
 
 from orchestration.flows.base import AgentCall, Finished, Step
-from orchestration.models import StopReason, Turn, WritingSession
+from orchestration.models import Agent, StopReason, Turn, WritingSession
 
 
 class SequentialFlow:
     """Agents take turns A, B, A, B ...; a round is one pass over the active agents."""
+
+    name = "sequential"
+    description = "Agents take turns: each revises the whole document in order, once per round."
+    diagram = "A → B → C → (next round)"
+    roles = ()  # any role names; every agent revises
+    phases = (("writing", "Writing"),)
 
     def next_step(self, session: WritingSession) -> Step | Finished:
         agent_ids = list(session.agents.filter(active=True).order_by("order", "pk").values_list("pk", flat=True))
@@ -30,4 +36,16 @@ class SequentialFlow:
                 round_number, index = round_number + 1, 0
         if round_number > session.max_rounds:
             return Finished(StopReason.MAX_ROUNDS, f"Completed {session.max_rounds} rounds.")
-        return Step(round=round_number, calls=[AgentCall(agent_id=agent_ids[index])])
+        agent_id = agent_ids[index]
+        return Step(
+            round=round_number,
+            calls=[AgentCall(agent_id=agent_id, slot=f"turn:{agent_id}", phase="writing")],
+            phase="writing",
+        )
+
+    def validate(self, session: WritingSession, agents: list[Agent]) -> list[str]:
+        return []
+
+    def calls_per_round(self, roles: list[str]) -> list[int]:
+        """One call per agent per round (index-aligned with `roles`)."""
+        return [1 for _ in roles]

@@ -145,7 +145,9 @@ class DemoAdapter(BaseAdapter):
         self.tokens_per_second = tokens_per_second
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
-        text = demo_reply(request)
+        from orchestration.providers.demo_recipes import recipe_reply
+
+        text = recipe_reply(request) or demo_reply(request)
         pieces = re.findall(r"\S+\s*", text)
         # Leading whitespace of the text is kept with the first chunk.
         lead = text[: len(text) - len(text.lstrip())]

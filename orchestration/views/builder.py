@@ -13,6 +13,7 @@ from django.contrib.auth.decorators import login_required
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
 from django.urls import path, reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -184,6 +185,37 @@ def _status_only(request: HttpRequest, session: WritingSession, text: str) -> Ht
     return reswap(response, "none")
 
 
+def _with_status(request: HttpRequest, response: HttpResponse, session: WritingSession, text: str) -> HttpResponse:
+    """Add the save status line (out of band) to a part's response: the server says what happened,
+    the page never guesses it from the element the swap replaced."""
+    status = render_to_string(
+        PAGE + "#save_status", {"session": session, "save_message": text, "oob": True}, request=request
+    )
+    response.content = response.content + status.encode()
+    return response
+
+
+def _now() -> str:
+    return timezone.localtime().strftime("%H:%M:%S")
+
+
+def _error_labels(form, formset=None) -> list[str]:
+    """The labels of the fields that hold errors, in form order ("Temperature", "Criterion 2 weight")."""
+    labels = [str(form[name].label) if name in form.fields else "the form" for name in form.errors]
+    if formset is not None:
+        for index, errors in enumerate(formset.errors):
+            for name in errors:
+                field = formset.forms[index].fields.get(name)
+                labels.append(f"criterion {index + 1} {str(field.label).lower() if field else name}")
+        if formset.non_form_errors():
+            labels.append("the criteria")
+    return list(dict.fromkeys(labels))
+
+
+def _not_saved_text(subject: str, labels: list[str]) -> str:
+    return f"Not saved: {subject} has errors in {', '.join(labels)}. Fix the highlighted fields."
+
+
 # --- pages
 
 
@@ -232,7 +264,7 @@ def session_edit(request: HttpRequest, pk: int) -> HttpResponse:
         if not form.saved:  # Start won the race while this autosave was on its way
             return _late_autosave_response(request, session)
         if request.htmx:
-            text = f"Draft saved at {timezone.localtime().strftime('%H:%M:%S')}"
+            text = f"Draft saved at {_now()}"
             if request.POST.get("had_errors"):
                 # The form on screen still shows old errors: replace it, and say it saved.
                 context = {
@@ -249,6 +281,7 @@ def session_edit(request: HttpRequest, pk: int) -> HttpResponse:
     if request.htmx:
         context = {"session": session, "settings_form": form, "flow_options": flow_options(request.user)}
         response = render(request, PAGE + "#settings", context)
+        response = _with_status(request, response, session, _not_saved_text("the session", _error_labels(form)))
         return reswap(retarget(response, "#settings"), "outerHTML")
     return render(request, PAGE, _page_context(request, session, settings_form=form))
 
@@ -256,32 +289,73 @@ def session_edit(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_POST
 def session_start(request: HttpRequest, pk: int) -> HttpResponse:
+    """Save what the page shows, then start. Start comes with the settings form and every agent card
+    (`hx-include`), so a run never starts with a value other than the one on screen: if any field is
+    invalid, nothing starts and the reply names each one (the valid parts are saved, nothing typed is lost)."""
     session = _editable_session(request, pk)
     if session.status in ACTIVE_STATUSES:
         return _locked_response(request, session)
     form = SessionSettingsForm(request.POST, instance=session, user=request.user)
-    if not form.is_valid():
-        if request.htmx:
-            context = {"session": session, "settings_form": form, "flow_options": flow_options(request.user)}
-            return reswap(retarget(render(request, PAGE + "#settings", context), "#settings"), "outerHTML")
-        return render(request, PAGE, _page_context(request, session, settings_form=form))
-    form.save()
+    problems: list[str] = []
+    valid_agents = []
+    invalid_cards = []
+    for agent in session.agents.order_by("order", "pk"):
+        if f"{_agent_prefix(agent)}-name" not in request.POST:
+            continue  # its card was not on the page that pressed Start (no JavaScript): the saved values count
+        agent_form, formset = _agent_forms(request, agent, request.POST)
+        if agent_form.is_valid() and formset.is_valid():
+            valid_agents.append((agent_form, formset))
+        else:
+            problems.append(f"{agent.name}: fix {', '.join(_error_labels(agent_form, formset))}.")
+            invalid_cards.append((agent, agent_form, formset))
+    settings_valid = form.is_valid()
+    if not settings_valid:
+        problems.insert(0, f"Session: fix {', '.join(_error_labels(form))}.")
+    with transaction.atomic():
+        if settings_valid:
+            form.save()
+        for agent_form, formset in valid_agents:
+            agent_form.save()
+            formset.save()
+    if problems:
+        problems.insert(0, "Not started: these fields are invalid, so they were not saved.")
+        return _start_refused(request, session, form, problems, invalid_cards=invalid_cards)
     from orchestration import services  # engine owner's module; imported late so the builder loads without it
 
     try:
         services.start_session(session=session, user=request.user)
     except services.ServiceError as exc:
-        problems = [str(exc)]
-        upgrade_url = getattr(exc, "upgrade_url", "")
-        if request.htmx:
-            context = {"session": session, "start_problems": problems, "upgrade_url": upgrade_url}
-            response = render(request, PAGE + "#start_problems", context)
-            return reswap(retarget(response, "#start-problems"), "outerHTML")
-        for problem in problems:
-            messages.error(request, problem)
-        return redirect("session_edit", pk=session.pk)
+        return _start_refused(request, session, None, [str(exc)], upgrade_url=getattr(exc, "upgrade_url", ""))
     url = reverse("session_detail", args=[session.pk])
     return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
+
+
+def _start_refused(request, session, form, problems, *, invalid_cards=(), upgrade_url: str = "") -> HttpResponse:
+    """Start said no: show why next to the Start button (and re-render the parts that hold errors)."""
+    session.refresh_from_db()
+    if not request.htmx:
+        for problem in problems:
+            messages.error(request, problem)
+        if form is not None and form.errors:
+            return render(request, PAGE, _page_context(request, session, settings_form=form))
+        return redirect("session_edit", pk=session.pk)
+    if form is not None and form.errors:
+        context = {
+            "session": session,
+            "settings_form": form,
+            "flow_options": flow_options(request.user),
+            "start_problems": problems,
+        }
+        response = reswap(retarget(render(request, PAGE + "#settings", context), "#settings"), "outerHTML")
+    else:
+        context = {"session": session, "start_problems": problems, "upgrade_url": upgrade_url}
+        response = reswap(retarget(render(request, PAGE + "#start_problems", context), "#start-problems"), "outerHTML")
+    for agent, agent_form, formset in invalid_cards:
+        card = _agent_card_context(request, session, agent, agent_form, formset)
+        card["card"]["oob"] = True
+        response.content += render_to_string(PAGE + "#agent_card", card, request=request).encode()
+    status = problems[0] if problems[0].startswith("Not started") else f"Not started: {problems[0]}"
+    return _with_status(request, response, session, status)
 
 
 @login_required
@@ -359,16 +433,20 @@ def agent_update(request: HttpRequest, pk: int, agent_pk: int) -> HttpResponse:
         with transaction.atomic():
             form.save()
             formset.save()
+        # A criterion row that was just created must learn its id (and a deleted one must go), or the
+        # next autosave of the same row would create it again: re-render the card in those cases.
+        rows_changed = bool(formset.new_objects or formset.deleted_objects)
         agent.refresh_from_db()
         if not request.htmx:  # without JavaScript: plain form posts, then back to the page
             messages.success(request, f"Saved {agent.name}.")
             return redirect("session_edit", pk=session.pk)
-        if not action and not data.get("had_errors"):
-            text = f"{agent.name} saved at {timezone.localtime().strftime('%H:%M:%S')}"
+        text = f"{agent.name} saved at {_now()}"
+        # A new model may bring or take away a reasoning control: re-render the card then (as for rows).
+        if not action and not data.get("had_errors") and not rows_changed and "model" not in form.changed_data:
             return _saved(_status_only(request, session, text), session, agents_changed=True)
         form, formset = _agent_forms(request, agent, extra_criteria=1 if add_row else 0)
         response = render(request, PAGE + "#agent_card", _agent_card_context(request, session, agent, form, formset))
-        return _saved(response, session, agents_changed=True)
+        return _saved(_with_status(request, response, session, text), session, agents_changed=True)
     if not request.htmx:
         problems = [
             f"{form[name].label if name in form.fields else name}: {e}" for name, es in form.errors.items() for e in es
@@ -386,6 +464,7 @@ def agent_update(request: HttpRequest, pk: int, agent_pk: int) -> HttpResponse:
         form.is_valid()
         formset.is_valid()
     response = render(request, PAGE + "#agent_card", _agent_card_context(request, session, agent, form, formset))
+    response = _with_status(request, response, session, _not_saved_text(agent.name, _error_labels(form, formset)))
     return reswap(retarget(response, f"#agent-card-{agent.pk}"), "outerHTML")
 
 
@@ -460,12 +539,19 @@ def preset_save(request: HttpRequest, pk: int) -> HttpResponse:
         if not session.agents.exists():
             form.add_error(None, "Add at least one agent before saving the team.")
         else:
-            saved = presets.save_team_as_preset(
-                session=session,
-                user=request.user,
-                name=form.cleaned_data["name"],
-                description=form.cleaned_data["description"],
-            )
+            try:
+                saved = presets.save_team_as_preset(
+                    session=session,
+                    user=request.user,
+                    name=form.cleaned_data["name"],
+                    description=form.cleaned_data["description"],
+                    replace=form.cleaned_data["replace"],
+                )
+            except presets.PresetNameTaken as exc:
+                form.name_taken = True
+                form.add_error("name", f"{exc} Pick another name, or tick “Replace” to overwrite it.")
+            except presets.PresetError as exc:
+                form.add_error("name", str(exc))
     if not request.htmx:
         if saved:
             messages.success(request, f"Saved the team as “{saved.name}”.")

@@ -38,6 +38,11 @@
     const holder = document.createElement("div");
     holder.innerHTML = html;
     const fresh = holder.firstElementChild;
+    // A re-rendered card keeps the parts the reader opened (the reasoning panel starts collapsed).
+    el.querySelectorAll("details[open][id]").forEach(function (open) {
+      const again = fresh.querySelector("#" + CSS.escape(open.id));
+      if (again) again.open = true;
+    });
     el.replaceWith(fresh);
     return fresh;
   }

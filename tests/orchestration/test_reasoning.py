@@ -303,3 +303,189 @@ def test_reasoning_streamed_in_a_compatible_servers_delta_field_is_kept_apart(pr
     assert editor_turn.reasoning_tokens == 10
     assert "cooling." not in session.document
     assert "reasoning_effort" not in providers.generation_requests()[1].json
+
+
+# --------------------------------------------------------------------------------------------------
+# The reasoning panel: live fragments, the page after a reload, owner only, never exported
+# --------------------------------------------------------------------------------------------------
+
+
+def _streaming_thinking_turn(owner):
+    from orchestration import events as ev
+    from tests.orchestration.engine_helpers import two_agent_session
+
+    session = two_agent_session(owner)
+    agent = session.agents.first()
+    turn = Turn.objects.create(
+        session=session, round=1, agent=agent, agent_name=agent.name, reasoning_output=ReasoningOutput.SUMMARY
+    )
+    started = ev.append_event(session_id=session.pk, kind="turn_started", payload={"round": 1}, turn_id=turn.pk)
+    thoughts = [
+        ev.append_event(session_id=session.pk, kind="reasoning", payload={"text": text}, turn_id=turn.pk)
+        for text in ["Weigh <shade> ", "against cost."]
+    ]
+    chunk = ev.append_event(session_id=session.pk, kind="chunk", payload={"text": "# Trees"}, turn_id=turn.pk)
+    return session, turn, [started, *thoughts, chunk]
+
+
+def test_live_fragments_fill_the_reasoning_panel_once_and_escaped(owner):
+    from orchestration import events as ev
+    from orchestration.live import render_fragments
+
+    session, turn, events = _streaming_thinking_turn(owner)
+    cache: dict = {}
+    for event in events:
+        fragments, _, _ = render_fragments(session.pk, [ev.serialize(event)], cache)
+    assert cache[("reasoning", turn.pk)] == "Weigh <shade> against cost."
+    more = ev.append_event(session_id=session.pk, kind="reasoning", payload={"text": " Done."}, turn_id=turn.pk)
+    fragments, _, _ = render_fragments(session.pk, [ev.serialize(more)], cache)
+    [panel] = [f for f in fragments if f["target"] == f"turn-{turn.pk}-reasoning-body"]
+    assert panel["html"] == "Weigh &lt;shade&gt; against cost. Done."
+    assert not any(f["target"] == f"turn-{turn.pk}-body" for f in fragments)  # the text is untouched
+
+    # A catch-up batch renders the card whole, its reasoning once, apart from the text.
+    fragments, _, _ = render_fragments(session.pk, [ev.serialize(e) for e in events], {})
+    [card] = [f["html"] for f in fragments if f["target"] == f"turn-{turn.pk}"]
+    assert card.count("Weigh &lt;shade&gt; against cost.") == 1
+    assert "a summary" in card  # Claude 4 summarises its thinking: the panel says so
+    assert "<details" in card and "<details open" not in card  # collapsed by default
+
+
+def test_the_page_shows_saved_reasoning_to_the_owner_and_never_to_others(owner, outsider, client):
+    session, turn, _ = _streaming_thinking_turn(owner)
+    Turn.objects.filter(pk=turn.pk).update(
+        status=Turn.TurnStatus.COMPLETED, output_text="# Trees", reasoning="Saved thoughts.", reasoning_tokens=7
+    )
+    WritingSession.objects.filter(pk=session.pk).update(status="completed")
+
+    client.force_login(owner)
+    page = client.get(session.get_absolute_url()).content.decode()
+    assert "Saved thoughts." in page
+    assert "7 reasoning" in page
+
+    client.force_login(outsider)
+    assert client.get(session.get_absolute_url()).status_code == 404
+
+
+def test_exports_never_include_the_reasoning(owner, client):
+    from django.urls import reverse
+
+    from orchestration.models import DocumentVersion
+
+    session, turn, _ = _streaming_thinking_turn(owner)
+    Turn.objects.filter(pk=turn.pk).update(
+        status=Turn.TurnStatus.COMPLETED, output_text="# Trees\n\nShade.", reasoning="Secret weighing."
+    )
+    WritingSession.objects.filter(pk=session.pk).update(document="# Trees\n\nShade.")
+    DocumentVersion.objects.create(session=session, number=1, content="# Trees\n\nShade.", turn=turn)
+    client.force_login(owner)
+    for fmt in ("md", "html", "docx"):
+        response = client.get(reverse("document_export", args=[session.pk, fmt]))
+        assert response.status_code == 200
+        body = b"".join(response.streaming_content) if response.streaming else response.content
+        assert b"Secret weighing" not in body
+        assert b"Shade" in body or fmt == "docx"
+
+
+def test_staff_set_a_models_reasoning_capability_in_the_admin(admin_client):
+    from django.urls import reverse
+
+    data = {
+        "provider": "openai",
+        "model_id": "o4-mini",
+        "display_name": "o4-mini",
+        "context_window": "200000",
+        "max_output_tokens": "100000",
+        "input_price_per_mtok": "1.10",
+        "cached_input_price_per_mtok": "",
+        "output_price_per_mtok": "4.40",
+        "credit_multiplier": "1.00",
+        "reasoning": "thinking_budget",
+        "reasoning_output": "hidden",
+        "enabled": "on",
+        "sort_order": "100",
+    }
+    url = reverse("admin:orchestration_llmmodel_add")
+    refused = admin_client.post(url, data)
+    assert "Extended thinking with a budget is an Anthropic parameter." in refused.content.decode()
+
+    assert admin_client.post(url, {**data, "reasoning": "effort"}).status_code == 302
+    model = LLMModel.objects.get(provider="openai", model_id="o4-mini")
+    assert (model.reasoning, model.reasoning_output) == (Reasoning.EFFORT, ReasoningOutput.HIDDEN)
+
+
+# --------------------------------------------------------------------------------------------------
+# The adapters and the fake server's rules, through the real SDKs
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def sdk_providers(settings, fake_llm):
+    from orchestration.providers import clear_adapter_cache
+
+    settings.PROVIDERS = fake_llm.provider_settings()
+    settings.PROVIDER_TIMEOUT_SECONDS = 5.0
+    clear_adapter_cache()
+    yield fake_llm
+    clear_adapter_cache()
+
+
+async def _events(provider: str, **request):
+    from orchestration.providers import ModelRequest, get_adapter
+
+    base = {
+        "provider": provider,
+        "model_id": "fake-model",
+        "system": "You write.",
+        "user": "Write.",
+        "max_tokens": 3000,
+    }
+    adapter = get_adapter(provider)
+    return [event async for event in adapter.stream(ModelRequest(**{**base, **request}))]
+
+
+@pytest.mark.django_db
+async def test_the_anthropic_adapter_yields_thinking_before_text_and_counts_it(sdk_providers):
+    from orchestration.providers import ReasoningDelta, StreamEnd, TextDelta
+
+    sdk_providers.reply("The answer.", thinking="Step one. Step two.")
+    events = await _events("anthropic", reasoning="thinking_budget", thinking_budget=2048)
+
+    kinds = [type(e).__name__ for e in events]
+    assert kinds.index("TextDelta") > max(i for i, k in enumerate(kinds) if k == "ReasoningDelta")
+    assert "".join(e.text for e in events if isinstance(e, ReasoningDelta)) == "Step one. Step two."
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "The answer."
+    end = events[-1]
+    assert isinstance(end, StreamEnd)
+    assert end.usage.reasoning_tokens == 5  # the server's thinking_tokens: 19 characters in 4-char chunks
+    assert end.usage.output_tokens == 5 + 3
+    body = sdk_providers.generation_requests()[0].json
+    assert body["thinking"] == {"type": "enabled", "budget_tokens": 2048} and body["max_tokens"] == 3000
+
+
+@pytest.mark.django_db
+async def test_the_fake_server_refuses_what_the_real_apis_refuse(sdk_providers):
+    import anthropic
+    import openai
+
+    claude = anthropic.AsyncAnthropic(api_key="k", base_url=sdk_providers.url, max_retries=0)
+    gpt = openai.AsyncOpenAI(api_key="k", base_url=sdk_providers.openai_url, max_retries=0)
+    message = {"role": "user", "content": "Hi"}
+    with pytest.raises(anthropic.BadRequestError, match="greater than or equal to 1024"):
+        await claude.messages.create(
+            model="m", max_tokens=4000, messages=[message], thinking={"type": "enabled", "budget_tokens": 500}
+        )
+    with pytest.raises(anthropic.BadRequestError, match="must be greater than"):
+        await claude.messages.create(
+            model="m", max_tokens=2000, messages=[message], thinking={"type": "enabled", "budget_tokens": 2000}
+        )
+    with pytest.raises(openai.BadRequestError, match="temperature"):
+        await gpt.chat.completions.create(model="gpt-5", messages=[message], temperature=0.7)
+    with pytest.raises(openai.BadRequestError, match="reasoning_effort"):
+        await gpt.chat.completions.create(model="gpt-4.1", messages=[message], reasoning_effort="high")
+    # ...and a reasoning model reports its hidden reasoning in the usage details.
+    sdk_providers.reply("Hello.", thinking="Hidden thoughts here.")
+    reply = await gpt.chat.completions.create(model="gpt-5", messages=[message], reasoning_effort="low")
+    assert reply.usage.completion_tokens_details.reasoning_tokens == 6
+    assert reply.usage.completion_tokens == 6 + 2
+    assert reply.choices[0].message.content == "Hello."

@@ -35,7 +35,7 @@ def starter(owner):
 
 
 def test_create_a_session_from_the_shipped_preset(owner_client, project, shipped_presets):
-    preset = shipped_presets.get()
+    preset = shipped_presets.get(slug="academic-writer-critical-editor")
     response = owner_client.post(
         reverse("session_create", args=[project.pk]), {"title": "Literature review", "preset": preset.pk}
     )
@@ -162,7 +162,8 @@ def test_reorder_agents_with_up_and_down(owner_client, draft):
     response = owner_client.post(reverse("agent_move", args=[draft.pk, editor.pk]), {"direction": "up"}, **HTMX)
     assert _names(draft) == ["Editor", "Writer"]
     html = response.content.decode()
-    assert html.index("Editor") < html.index("Writer")
+    # The cards, not the preset picker (whose options also name writers and editors).
+    assert html.index('<h3 class="agent-title">Editor') < html.index('<h3 class="agent-title">Writer')
     owner_client.post(reverse("agent_move", args=[draft.pk, editor.pk]), {"direction": "down"}, **HTMX)
     assert _names(draft) == ["Writer", "Editor"]
     # Moving the last agent further down changes nothing.
@@ -441,7 +442,7 @@ def test_another_users_preset_cannot_be_applied(client, outsider, owner, draft, 
 
 def test_apply_preset_and_start_blank_from_the_builder(owner_client, draft, shipped_presets):
     url = reverse("session_preset_apply", args=[draft.pk])
-    response = owner_client.post(url, {"preset": shipped_presets.get().pk}, **HTMX)
+    response = owner_client.post(url, {"preset": shipped_presets.get(slug="academic-writer-critical-editor").pk}, **HTMX)
     assert 'id="builder"' in response.content.decode()
     assert _names(draft) == ["Academic writer", "Critical editor"]
     owner_client.post(url, {"preset": "blank"}, **HTMX)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from orchestration import presets
 from orchestration.models import Agent, Flow, TeamPreset, WritingSession
 from tests.studio.studio_fixtures import *  # noqa: F403 - fixtures
@@ -31,7 +33,7 @@ def test_seed_presets_works_with_historical_models(db):
 
 
 def test_apply_preset_builds_the_team_with_criteria_and_termination(draft, shipped_presets, demo_llm):
-    presets.apply_preset(session=draft, preset=shipped_presets.get())
+    presets.apply_preset(session=draft, preset=shipped_presets.get(slug="academic-writer-critical-editor"))
     draft.refresh_from_db()
     writer, editor = draft.agents.order_by("order")
     assert (writer.name, writer.order, editor.name, editor.order) == ("Academic writer", 0, "Critical editor", 1)
@@ -48,7 +50,7 @@ def test_apply_preset_builds_the_team_with_criteria_and_termination(draft, shipp
 
 
 def test_a_shipped_preset_uses_the_users_default_model(draft, shipped_presets, cheap_llm):
-    presets.apply_preset(session=draft, preset=shipped_presets.get(), default_model=cheap_llm)
+    presets.apply_preset(session=draft, preset=shipped_presets.get(slug="academic-writer-critical-editor"), default_model=cheap_llm)
     assert {a.model for a in draft.agents.all()} == {cheap_llm}
 
 
@@ -72,8 +74,12 @@ def test_save_team_as_preset_round_trips(owner, draft, project, cheap_llm, demo_
     assert preset.data["agents"][1]["model"] == "openai:studio-mini"
     assert preset.data["agents"][1]["fallback_model"] == "demo:demo-writer"
 
-    # Saving again under the same name updates it instead of failing.
-    assert presets.save_team_as_preset(session=draft, user=owner, name="Duo").pk == preset.pk
+    # The same name (also spelled differently) is refused unless the caller asks to replace it.
+    with pytest.raises(presets.PresetNameTaken, match="already have a preset named “Duo”"):
+        presets.save_team_as_preset(session=draft, user=owner, name=" duo ")
+    assert presets.save_team_as_preset(session=draft, user=owner, name="Duo", replace=True).pk == preset.pk
+    with pytest.raises(presets.PresetError, match="name"):
+        presets.save_team_as_preset(session=draft, user=owner, name="   ")
 
     fresh = WritingSession.objects.create(project=project, title="Fresh", brief="b")
     presets.apply_preset(session=fresh, preset=preset, default_model=demo_llm)
