@@ -328,6 +328,87 @@ def repair_drift(*, user_id: int) -> Drift | None:
         return drift
 
 
+@dataclass
+class OrphanedReservation:
+    """An open reservation (nothing settled or released it) that nothing will ever close by itself."""
+
+    user_id: int
+    reservation_key: str
+    held: int  # credits still held, >= 0
+    turn_id: int | None
+    session_id: int | None
+    reason: str  # in words, for the report
+    turn_streaming: bool  # the turn itself was left streaming in a finished session
+
+
+FINISHED_SESSION_STATUSES = ("completed", "failed", "stopped")
+
+
+def find_orphaned_reservations() -> list[OrphanedReservation]:
+    """Open turn reservations whose turn is terminal, whose session has finished, or whose turn is gone.
+
+    A reservation of a turn still streaming in a running session is not an orphan: its call is in flight
+    (or the engine's recovery will close it). Reservations that are not for a turn are left alone.
+    """
+    from django.apps import apps
+
+    Turn = apps.get_model("orchestration", "Turn")
+    closed = CreditEntry.objects.exclude(reservation_key="").values("reservation_key")
+    open_reservations = (
+        CreditEntry.objects.filter(kind=EntryKind.RESERVATION).exclude(idempotency_key__in=closed).order_by("pk")
+    )
+    orphans = []
+    for reservation in open_reservations:
+        turn_id = reservation.turn_id
+        if turn_id is None and (match := _TURN_KEY.match(reservation.idempotency_key)):
+            turn_id = int(match.group(1))
+        if turn_id is None:
+            continue
+        turn = (
+            Turn.objects.filter(pk=turn_id).values("status", "session_id", "session__status").first()
+            if turn_id
+            else None
+        )
+        streaming = False
+        if turn is None:
+            reason = "its turn no longer exists"
+        elif turn["status"] != "streaming":
+            reason = f"its turn is {turn['status']}"
+        elif turn["session__status"] in FINISHED_SESSION_STATUSES:
+            reason = f"its turn is still streaming but the session is {turn['session__status']}"
+            streaming = True
+        else:
+            continue
+        orphans.append(
+            OrphanedReservation(
+                user_id=reservation.user_id,
+                reservation_key=reservation.idempotency_key,
+                held=-reservation.amount,
+                turn_id=turn_id,
+                session_id=turn["session_id"] if turn else reservation.session_id,
+                reason=reason,
+                turn_streaming=streaming,
+            )
+        )
+    return orphans
+
+
+def release_orphaned_reservation(*, orphan: OrphanedReservation) -> None:
+    """Give back what an orphaned reservation holds; a turn left streaming in a finished session ends failed.
+
+    Uses the engine's own release key, so a late engine release of the same turn is a no-op.
+    """
+    from django.contrib.auth import get_user_model
+
+    if orphan.turn_streaming and orphan.session_id is not None:
+        from orchestration.engine import fail_turn
+
+        fail_turn(session_id=orphan.session_id, turn_id=orphan.turn_id, text=None)
+    user = get_user_model().objects.get(pk=orphan.user_id)
+    key = f"turn:{orphan.turn_id}:release" if orphan.turn_id else f"{orphan.reservation_key}:release"
+    release_credits(user=user, reservation_key=orphan.reservation_key, key=key)
+
+
 # --- plan changes (from Stripe webhooks and the daily task) -------------------------------------
 
 

@@ -303,3 +303,26 @@ def validate_model_for_use(model) -> str | None:
     if not model.enabled:
         return f"{_name(model)} is disabled in the catalogue; choose another model."
     return unpriced_error(model)
+
+
+def takes_temperature(model) -> bool:
+    """Whether an agent's temperature is sent to this catalogue model (see docs/providers.md)."""
+    from orchestration.providers.http_adapters import sends_temperature
+
+    return sends_temperature(model.provider, model.model_id)
+
+
+def temperature_help(model, offered) -> str:
+    """The builder's words under the temperature field: which models ignore it, and whether this agent's does.
+
+    `model`: the agent's current model (or None); `offered`: the catalogue models the form offers.
+    """
+    ignored = [m.display_name for m in offered if not takes_temperature(m)]
+    parts = []
+    if model is not None and not takes_temperature(model):
+        parts.append(f"Not sent to {_name(model)}: it uses its own default.")
+    elif model is not None:
+        parts.append(f"Sent to {_name(model)}.")
+    if ignored:
+        parts.append("Ignored by " + ", ".join(ignored) + ".")
+    return " ".join(parts)

@@ -3,6 +3,7 @@
 Protocol (JSON):
   client -> {"type": "catch_up", "after": <last seq the page has>}
   server -> {"type": "events", "last_seq": n, "status": "...", "fragments": [{"target", "swap", "html", ...}]}
+            (answers to catch_up also carry "worker": "live" | "lost" | "idle", see lease.executor_state)
 Fragments are server-rendered, sanitized HTML. Every message carries the sequence number it
 brings the page up to, so a page that reconnects asks for exactly what it missed.
 """
@@ -15,6 +16,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from orchestration import events as ev
+from orchestration import lease
 from orchestration.live import render_fragments
 
 logger = logging.getLogger(__name__)
@@ -112,7 +114,9 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
             self.session_id, events, self.turn_text, full_text_for_chunks=True
         )
         self.last_seq = max(self.last_seq, last_seq, after)
-        return {"type": "events", "last_seq": self.last_seq, "status": status, "fragments": fragments}
+        # Whether a worker is driving the session: the page shows "reconnecting to a worker" if not.
+        worker = lease.executor_state(self.session_id)
+        return {"type": "events", "last_seq": self.last_seq, "status": status, "worker": worker, "fragments": fragments}
 
     async def session_events(self, message: dict) -> None:
         events = [e for e in message.get("events", []) if e["seq"] > self.last_seq]

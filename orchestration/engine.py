@@ -51,6 +51,8 @@ USER_STOP = "Stopped by you."
 # frozen or cut off): the next executor cannot tell these apart, so it says what it knows.
 WORKER_LOST = "Interrupted: the worker running this turn stopped responding, so another worker ran it again."
 
+_sleep = asyncio.sleep  # the retry waits (tests record them instead of waiting)
+
 
 async def db(fn, *args, **kwargs):
     """Run a database phase in the worker thread, then push the events it committed from this loop."""
@@ -464,7 +466,6 @@ async def run_call(
     owner: str,
 ) -> CallOutcome:
     from orchestration.providers import ProviderError, ReasoningDelta, StreamEnd, TextDelta, get_adapter
-    from orchestration.providers.retry import retry_delay
 
     agents = {} if agents is None else agents
     if call.agent_id not in agents:
@@ -476,92 +477,176 @@ async def run_call(
 
     models = [agent.model] + ([agent.fallback_model] if agent.fallback_model_id else [])
     max_retries = settings.PROVIDER_MAX_RETRIES
-    last_error = ""
+    failures: list[str] = []  # one line per model that gave up, for the final message
     for model in models:
         retries = 0
+        waited = 0.0  # seconds spent waiting on this model's rate limit
+        window: int | None = None  # our-units context window from the provider's own count, after a 400
+        last_error = ""
         while True:
             attempts += 1
-            prepared = await db(_begin_turn, session, agent, model, round_number, attempts, call, owner=owner)
+            prepared = await db(
+                _begin_turn, session, agent, model, round_number, attempts, call, window, owner=owner
+            )
             if isinstance(prepared, CallOutcome):
+                if prepared.status == "too_large":
+                    last_error = prepared.error
+                    break  # the fallback model may have a larger context window
                 return prepared
-            turn_id, request, reserved = prepared
+            turn_id, request, estimated_tokens = prepared
             adapter = get_adapter(model.provider)
             started = time.monotonic()
             first_token_at: float | None = None
             received: list[str] = []
             thought: list[str] = []  # the turn's reasoning, kept apart from its text
             try:
-                end: StreamEnd | None = None
-                async for item in adapter.stream(request):
-                    if isinstance(item, TextDelta):
-                        if first_token_at is None:
-                            first_token_at = time.monotonic()
-                        received.append(item.text)
-                        batcher.add(turn_id, item.text)
-                    elif isinstance(item, ReasoningDelta):
-                        thought.append(item.text)
-                        batcher.add_reasoning(turn_id, item.text)
-                    elif isinstance(item, StreamEnd):
-                        end = item
-                if end is None:
-                    raise ProviderError("The reply ended without a proper end.", kind="stream_broken", retryable=True)
+                try:
+                    try:
+                        end: StreamEnd | None = None
+                        async for item in adapter.stream(request):
+                            if isinstance(item, TextDelta):
+                                if first_token_at is None:
+                                    first_token_at = time.monotonic()
+                                received.append(item.text)
+                                batcher.add(turn_id, item.text)
+                            elif isinstance(item, ReasoningDelta):
+                                thought.append(item.text)
+                                batcher.add_reasoning(turn_id, item.text)
+                            elif isinstance(item, StreamEnd):
+                                end = item
+                        if end is None:
+                            raise ProviderError(
+                                "The reply ended without a proper end.", kind="stream_broken", retryable=True
+                            )
+                        await batcher.flush()
+                        timing = (int((time.monotonic() - started) * 1000), _ms(started, first_token_at))
+                        await db(
+                            _complete_turn,
+                            session.pk,
+                            turn_id,
+                            agent,
+                            model,
+                            "".join(received),
+                            end,
+                            timing,
+                            call,
+                            reasoning="".join(thought),
+                            owner=owner,
+                        )
+                        return CallOutcome("completed", turn_id)
+                    except asyncio.CancelledError:
+                        await batcher.flush()
+                        await db(
+                            _abandon_turn,
+                            session.pk,
+                            turn_id,
+                            model,
+                            "".join(received),
+                            request,
+                            Turn.TurnStatus.CANCELLED,
+                            USER_STOP,
+                            reasoning="".join(thought),
+                            owner=owner,
+                        )
+                        return CallOutcome("cancelled", turn_id)
+                except ProviderError as error:
+                    await batcher.flush()
+                    last_error = error.user_message
+                    status = Turn.TurnStatus.INCOMPLETE if received else Turn.TurnStatus.FAILED
+                    if error.kind == "context_length":
+                        if window is None:
+                            window = _refit_window(model, estimated_tokens, error)
+                            note = " Atelier fits the prompt to the provider's own count and tries once more."
+                        else:
+                            window, note = None, ""
+                        await db(
+                            _abandon_turn,
+                            session.pk,
+                            turn_id,
+                            model,
+                            "",
+                            request,
+                            status,
+                            last_error + note,
+                            error,
+                            owner=owner,
+                        )
+                        if note:
+                            continue
+                        break  # still too long: the fallback model, if any
+                    plan = _retry_plan(error, retries, waited, max_retries)
+                    turn_error = last_error + (f" Retrying in {plan:.1f} s." if plan is not None else "")
+                    text = "".join(received)
+                    await db(
+                        _abandon_turn,
+                        session.pk,
+                        turn_id,
+                        model,
+                        text,
+                        request,
+                        status,
+                        turn_error,
+                        error,
+                        reasoning="".join(thought),
+                        owner=owner,
+                    )
+                    if not error.retryable:
+                        return CallOutcome("failed", turn_id, f"{agent.name}: {last_error}")
+                    if plan is None:
+                        what = f"{retries + 1} attempt{'s' if retries else ''} ({retries} retr"
+                        what += "y" if retries == 1 else "ies"
+                        what += f" over {waited:.0f} s of waiting)" if error.kind == "rate_limit" else ")"
+                        failures.append(f"{model.display_name} failed {what}; the last answer was: {last_error}")
+                        last_error = ""
+                        break  # try the fallback model, if any
+                    retries += 1
+                    waited += plan
+                    logger.info("retrying %s after %s (%.1fs)", model.model_id, error.kind, plan)
+                    await _sleep(plan)
+            except LeaseLost:
+                raise  # another executor owns the session now: stand down without touching anything
+            except Exception:
+                # A bug or an unexpected library error: never leave the turn streaming or its credits held.
+                logger.exception("turn %s crashed", turn_id)
                 await batcher.flush()
-                timing = (int((time.monotonic() - started) * 1000), _ms(started, first_token_at))
-                await db(
-                    _complete_turn,
-                    session.pk,
-                    turn_id,
-                    agent,
-                    model,
-                    "".join(received),
-                    end,
-                    timing,
-                    call,
-                    reasoning="".join(thought),
-                    owner=owner,
-                )
-                return CallOutcome("completed", turn_id)
-            except asyncio.CancelledError:
-                await batcher.flush()
-                await db(
-                    _abandon_turn,
-                    session.pk,
-                    turn_id,
-                    model,
-                    "".join(received),
-                    request,
-                    Turn.TurnStatus.CANCELLED,
-                    USER_STOP,
-                    reasoning="".join(thought),
-                    owner=owner,
-                )
-                return CallOutcome("cancelled", turn_id)
-            except ProviderError as error:
-                await batcher.flush()
-                last_error = error.user_message
-                status = Turn.TurnStatus.INCOMPLETE if received else Turn.TurnStatus.FAILED
-                await db(
-                    _abandon_turn,
-                    session.pk,
-                    turn_id,
-                    model,
-                    "".join(received),
-                    request,
-                    status,
-                    last_error,
-                    reasoning="".join(thought),
-                    owner=owner,
-                )
-                if not error.retryable:
-                    return CallOutcome("failed", turn_id, last_error)
-                if retries >= max_retries:
-                    break  # try the fallback model, if any
-                delay = retry_delay(retries, error.retry_after)
-                retries += 1
-                logger.info("retrying %s after %s (%.1fs)", model.model_id, error.kind, delay)
-                await asyncio.sleep(delay)
-            del reserved
-    return CallOutcome("failed", None, f"{agent.name}: giving up after retries. {last_error}".strip())
+                await sync_to_async(_fail_turn)(session.pk, turn_id, "".join(received), owner=owner)
+                return CallOutcome("failed", turn_id, INTERNAL_ERROR)
+        if last_error:
+            failures.append(f"{model.display_name}: {last_error}")
+    return CallOutcome("failed", None, f"{agent.name} gave up. " + " Then ".join(failures))
+
+
+INTERNAL_ERROR = "An internal error interrupted this turn. It has been logged."
+
+
+def _retry_plan(error, retries: int, waited: float, max_retries: int) -> float | None:
+    """Seconds to wait before the next attempt on this model, or None to give up on it.
+
+    Rate limits are retried for a window of waiting (settings.PROVIDER_RATE_LIMIT_WINDOW_SECONDS, about a
+    minute), honouring Retry-After; other retryable errors up to PROVIDER_MAX_RETRIES times.
+    """
+    from orchestration.providers.retry import retry_delay
+
+    if not error.retryable:
+        return None
+    delay = retry_delay(retries, error.retry_after)
+    if error.kind == "rate_limit":
+        if waited + delay > settings.PROVIDER_RATE_LIMIT_WINDOW_SECONDS:
+            return None
+        return delay
+    return delay if retries < max_retries else None
+
+
+def _refit_window(model: LLMModel, estimated_tokens: int, error) -> int:
+    """The context window to fit the next prompt to, in our estimate's units, from the provider's own numbers.
+
+    Our estimate and the provider's tokenizer differ; the 400 says how many tokens the prompt really was and
+    how large the window is, so scale the window by (our estimate / their count) and keep 5 % spare.
+    """
+    real_window = error.limit_tokens or model.context_window
+    # Without the provider's count, assume we under-estimated by a tenth.
+    scale = estimated_tokens / error.prompt_tokens if error.prompt_tokens and estimated_tokens else 0.9
+    return max(1, int(min(real_window, model.context_window) * scale * 0.95))
 
 
 def _ms(start: float, end: float | None) -> int | None:
@@ -584,7 +669,7 @@ def _earlier_attempts(session_id: int, round_number: int, agent_id: int, slot: s
         )
     )
     completed = next(
-        (pk for pk, status, _, turn_slot in rows if status == Turn.TurnStatus.COMPLETED and turn_slot in (slot, "")),
+        (pk for pk, status, _, turn_slot in rows if status in Turn.DONE_STATUSES and turn_slot in (slot, "")),
         None,
     )
     return completed, max((attempt for _, _, attempt, _ in rows), default=0)
@@ -616,10 +701,15 @@ def _begin_turn(
     round_number: int,
     attempt: int,
     call: AgentCall | None = None,
+    context_window: int | None = None,
     *,
     owner: str,
 ):
-    """Build the prompt, create the turn (next attempt) and reserve its worst-case credits."""
+    """Build the prompt, create the turn (next attempt) and reserve its worst-case credits.
+
+    Returns (turn id, ModelRequest, estimated prompt tokens), or a CallOutcome: "too_large" when the prompt
+    cannot fit `context_window` (default: the model's), "out_of_credits" when the reservation is refused.
+    """
     from billing.pricing import credits_for_usage
     from billing.services import InsufficientCredits, reserve_credits
     from orchestration.flows import Recipe, recipe_text, review_feedback
@@ -651,7 +741,7 @@ def _begin_turn(
             human_note=session.human_note,
             round_number=round_number,
             max_rounds=session.max_rounds,
-            context_window=model.context_window,
+            context_window=context_window or model.context_window,
             max_output_tokens=plan.max_tokens,
             flow_rules=recipe.rules,
             evaluation_lead=recipe.evaluation_lead,
@@ -659,7 +749,7 @@ def _begin_turn(
             instruction=recipe.instruction,
         )
     except PromptTooLarge as error:
-        return CallOutcome("failed", None, f"{agent.name}: {error}")
+        return CallOutcome("too_large", None, f"{model.display_name}: {error}")
     worst_case = credits_for_usage(
         model=model, input_tokens=prompt.estimated_input_tokens, cached_tokens=0, output_tokens=plan.max_tokens
     )
@@ -684,6 +774,8 @@ def _begin_turn(
                 amount=worst_case,
                 key=f"turn:{turn.pk}:reserve",
                 description=f"{session.title}: round {round_number}, {agent.name}",
+                session_id=session.pk,
+                turn_id=turn.pk,
             )
         except InsufficientCredits:
             transaction.set_rollback(True)
@@ -723,7 +815,7 @@ def _begin_turn(
             "slot": call.slot,
         },
     )
-    return turn.pk, request, worst_case
+    return turn.pk, request, prompt.estimated_input_tokens
 
 
 def _complete_turn(
@@ -741,17 +833,33 @@ def _complete_turn(
 ) -> None:
     """Save the turn, its evaluation, usage and charge in one transaction, exactly once.
 
+    A reply that did not end normally (cut off, refused, filtered: see docs/providers.md) is saved with its
+    stop reason and the provider's words, charged for what the provider reported, and never becomes a
+    version of the document, nor a score, nor feedback for the next agent.
+
     `text` is the reply only; `reasoning` (the model's thinking) is saved beside it and never parsed,
     versioned or passed on. Reasoning tokens are part of `end.usage.output_tokens` and billed with them.
     """
     from billing.pricing import credits_for_usage, provider_cost_usd
     from billing.services import settle_credits
+    from orchestration.evaluation import Evaluation, split_reasoning
     from orchestration.flows import parse_result
 
     usage = end.usage
-    document, evaluation, flow_result = parse_result(
-        call.recipe, text, [(c.name, c.weight) for c in agent.criteria.all()], call.inputs
-    )
+    outcome = end.outcome
+    # OpenAI-compatible reasoning models stream <think>...</think> as content: the turn's reasoning, shown to
+    # the owner, never the document, the evaluation or the next prompt.
+    answer, thinking = split_reasoning(text)
+    reasoning = "\n\n".join(part for part in (reasoning, thinking) if part)
+    if outcome == "normal":
+        document, evaluation, flow_result = parse_result(
+            call.recipe, answer, [(c.name, c.weight) for c in agent.criteria.all()], call.inputs
+        )
+        status, error = Turn.TurnStatus.COMPLETED, ""
+    else:
+        document, evaluation, flow_result = "", Evaluation(raw=""), {}
+        status = Turn.TurnStatus.TRUNCATED if outcome == "truncated" else Turn.TurnStatus.REFUSED
+        error = abnormal_end_message(model=model, agent=agent, end=end)
     evaluation_text = evaluation.raw
     credits = credits_for_usage(
         model=model,
@@ -777,11 +885,13 @@ def _complete_turn(
             description=f"{session.title}: round {session.current_round}, {agent.name}",
         )
         claimed = Turn.objects.filter(pk=turn_id, status=Turn.TurnStatus.STREAMING).update(
-            status=Turn.TurnStatus.COMPLETED,
-            output_text=text,
+            status=status,
+            output_text=answer,
+            error=error,
+            stop_reason=end.stop_reason[:40],
             scores=evaluation.scores,
             overall_score=evaluation.overall,
-            parse_tier=evaluation.tier,
+            parse_tier=evaluation.tier if outcome == "normal" else "",
             evaluation_raw=evaluation_text[:20000],
             feedback=evaluation.feedback[:5000],
             result=flow_result,
@@ -789,13 +899,14 @@ def _complete_turn(
             cached_tokens=usage.cached_input_tokens,
             cache_write_tokens=usage.cache_write_tokens,
             output_tokens=usage.output_tokens,
-            reasoning=reasoning,
+            usage_estimated=usage.estimated,
             reasoning_tokens=usage.reasoning_tokens,
             credits=charged,
             provider_cost=cost,
             latency_ms=timing[0],
             ttft_ms=timing[1],
             finished_at=timezone.now(),
+            reasoning=reasoning,
         )
         if not claimed:  # already saved by an earlier run of this step, or given up on meanwhile
             transaction.set_rollback(True)
@@ -807,22 +918,21 @@ def _complete_turn(
             reasoning_tokens=F("reasoning_tokens") + usage.reasoning_tokens,
             credits_used=F("credits_used") + charged,
             provider_cost=F("provider_cost") + cost,
-            human_note="",
+            **({"human_note": ""} if outcome == "normal" else {}),
         )
-        new_events = [
-            ev.NewEvent(
-                "turn_finished",
-                {
-                    "status": Turn.TurnStatus.COMPLETED,
-                    "scores": evaluation.scores,
-                    "overall": evaluation.overall,
-                    "tier": evaluation.tier,
-                    "credits": charged,
-                },
-                turn_id,
-            )
-        ]
-        if call.writes_document and document.strip() and document != session.document:
+        payload = {
+            "status": status,
+            "scores": evaluation.scores,
+            "overall": evaluation.overall,
+            "tier": evaluation.tier,
+            "credits": charged,
+            "stop_reason": end.stop_reason,
+            "usage_estimated": usage.estimated,
+        }
+        if error:
+            payload["error"] = error
+        new_events = [ev.NewEvent("turn_finished", payload, turn_id)]
+        if outcome == "normal" and call.writes_document and document.strip() and document != session.document:
             round_number = session.current_round
             version = record_version(
                 session=session,
@@ -850,6 +960,31 @@ def _complete_turn(
         ev.append_events(session_id=session_id, events=new_events)
 
 
+def abnormal_end_message(*, model: LLMModel, agent: Agent, end) -> str:
+    """What the turn's card says about a reply that did not end normally, in the provider's words where given."""
+    from orchestration.providers.base import PROVIDER_LABELS
+
+    provider = PROVIDER_LABELS.get(model.provider, model.provider)
+    reason = end.stop_reason or "none"
+    kept = "The document was kept as it was; the session carries on with the next agent."
+    words = f" {provider} said: “{end.stop_detail}”." if end.stop_detail else ""
+    if reason in ("max_tokens", "length"):
+        return (
+            f"The reply was cut off at {agent.name}'s output limit of {agent.max_output_tokens:,} tokens "
+            f"(stop reason “{reason}”). {kept} Raise the agent's max output tokens for a document this long."
+        )
+    if reason == "model_context_window_exceeded":
+        return f"The reply filled {model.display_name}'s context window (stop reason “{reason}”). {kept}"
+    if reason == "refusal":
+        return f"{model.display_name} refused this turn (stop reason “refusal”).{words} {kept}"
+    if reason == "content_filter":
+        return f"{provider}'s content filter stopped this reply (finish reason “content_filter”).{words} {kept}"
+    return (
+        f"{model.display_name} stopped with “{reason}”, which Atelier does not ask for: the reply is unfinished."
+        f"{words} {kept}"
+    )
+
+
 def _abandon_turn(
     session_id: int,
     turn_id: int,
@@ -858,18 +993,38 @@ def _abandon_turn(
     request,
     status: str,
     error: str,
+    failure=None,
     *,
     reasoning: str = "",
     owner: str,
 ) -> None:
-    """A turn that did not complete: keep its text, charge what was plausibly consumed, release the rest.
+    """A turn that did not complete: keep its text, charge what was consumed, release the rest.
 
-    Thinking streamed before the break was generated (and billed as output) too: it is kept and counted.
+    What the provider reported before the failure (Anthropic's input count in message_start, kept on the
+    ProviderError) is charged as reported; only the rest is estimated, and the turn says so. Providers bill
+    input once a stream starts; with no text and no report they usually did not. Thinking streamed before
+    the break was generated (and billed as output) too: it is kept and counted.
     """
     from billing.pricing import credits_for_usage
     from billing.services import settle_credits
-    from orchestration.prompts import estimate_tokens
+    from orchestration.providers.base import estimate_tokens
 
+    reported = getattr(failure, "usage", None)
+    reasoning_tokens = estimate_tokens(reasoning)
+    generated = bool(text or reasoning)
+    output_tokens = estimate_tokens(text) + reasoning_tokens
+    if reported is not None:
+        input_tokens, cached_tokens = reported.input_tokens, reported.cached_input_tokens
+        estimated = generated
+    elif generated:
+        input_tokens, cached_tokens = estimate_tokens(request.system) + estimate_tokens(request.user), 0
+        estimated = True
+    else:
+        input_tokens = cached_tokens = 0
+        estimated = False
+    credits = credits_for_usage(
+        model=model, input_tokens=input_tokens, cached_tokens=cached_tokens, output_tokens=output_tokens
+    )
     with transaction.atomic():
         fence(session_id, owner)
         session = WritingSession.objects.select_related("project__owner").get(pk=session_id)
@@ -878,13 +1033,6 @@ def _abandon_turn(
         )
         if not updated:
             return
-        # Providers bill input once a stream starts; with no text they usually did not.
-        input_tokens = estimate_tokens(request.system + request.user) if (text or reasoning) else 0
-        reasoning_tokens = estimate_tokens(reasoning)
-        output_tokens = estimate_tokens(text) + reasoning_tokens
-        credits = credits_for_usage(
-            model=model, input_tokens=input_tokens, cached_tokens=0, output_tokens=output_tokens
-        )
         charged = settle_credits(
             user=session.project.owner,
             reservation_key=f"turn:{turn_id}:reserve",
@@ -895,15 +1043,66 @@ def _abandon_turn(
         Turn.objects.filter(pk=turn_id).update(
             credits=charged,
             input_tokens=input_tokens,
+            cached_tokens=cached_tokens,
             output_tokens=output_tokens,
+            usage_estimated=estimated,
             reasoning_tokens=reasoning_tokens,
         )
         WritingSession.objects.filter(pk=session_id).update(
             credits_used=F("credits_used") + charged,
             input_tokens=F("input_tokens") + input_tokens,
+            cached_tokens=F("cached_tokens") + cached_tokens,
             output_tokens=F("output_tokens") + output_tokens,
             reasoning_tokens=F("reasoning_tokens") + reasoning_tokens,
         )
         ev.append_event(
             session_id=session_id, kind="turn_finished", payload={"status": status, "error": error}, turn_id=turn_id
         )
+
+
+def fail_turn(*, session_id: int, turn_id: int, text: str | None) -> None:
+    """End a turn left streaming as FAILED (internal error) and release its reservation.
+
+    For `manage.py reconcile_credits --fix`. `text`: what the turn streamed, or None to take it from the
+    turn's chunk events.
+    """
+    if text is None:
+        text = ev.streamed_text([turn_id]).get(turn_id, "")
+    _fail_turn(session_id, turn_id, text)
+
+
+def _fail_turn(session_id: int, turn_id: int, text: str, *, owner: str | None = None) -> None:
+    """After an unexpected exception: the turn ends FAILED and its reservation is released, whatever broke.
+
+    Each part runs on its own so one broken part (the event log, say) cannot keep the others from running.
+    A reservation the settle path already closed stays closed (release is a no-op then). Anything left
+    behind is found by `manage.py reconcile_credits`.
+    """
+    from billing.services import release_credits
+
+    try:
+        with transaction.atomic():
+            if owner is not None:
+                fence(session_id, owner)  # a worker that lost its lease leaves the turn to the new owner
+            updated = Turn.objects.filter(pk=turn_id, status=Turn.TurnStatus.STREAMING).update(
+                status=Turn.TurnStatus.FAILED, output_text=text, error=INTERNAL_ERROR, finished_at=timezone.now()
+            )
+            session = WritingSession.objects.select_related("project__owner").get(pk=session_id)
+            release_credits(
+                user=session.project.owner, reservation_key=f"turn:{turn_id}:reserve", key=f"turn:{turn_id}:release"
+            )
+    except LeaseLost:
+        return
+    except Exception:
+        logger.exception("could not fail turn %s cleanly", turn_id)
+        return
+    if updated:
+        try:
+            ev.append_event(
+                session_id=session_id,
+                kind="turn_finished",
+                payload={"status": Turn.TurnStatus.FAILED, "error": INTERNAL_ERROR},
+                turn_id=turn_id,
+            )
+        except Exception:
+            logger.exception("could not record the end of turn %s", turn_id)

@@ -24,6 +24,7 @@ import json
 import logging
 import math
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,6 +82,74 @@ def _clean_document(doc: str) -> str:
     return doc.strip()
 
 
+_THINK_BLOCK = re.compile(r"<\s*(think|thinking|reasoning)\s*>(.*?)(?:<\s*/\s*\1\s*>|\Z)", re.IGNORECASE | re.S)
+_THINK_CLOSE = re.compile(r"<\s*/\s*(?:think|thinking|reasoning)\s*>", re.IGNORECASE)
+
+
+def split_reasoning(text: str) -> tuple[str, str]:
+    """(answer, reasoning): take `<think>...</think>` blocks out of a reply (DeepSeek-R1, Qwen and other
+    OpenAI-compatible reasoning models stream them as content). Never raises.
+
+    Also handles the two broken shapes seen in the wild: a reply that starts inside the block (the server
+    ate the opening tag, so only "</think>" is there) and a block never closed (cut off while thinking: all
+    of it is reasoning). The answer is what the document and the evaluation are read from.
+    """
+    if not isinstance(text, str) or ("think" not in text.lower() and "reasoning" not in text.lower()):
+        return (text if isinstance(text, str) else ""), ""
+    reasoning: list[str] = []
+    first_open = _THINK_BLOCK.search(text)
+    first_close = _THINK_CLOSE.search(text)
+    if first_close and (first_open is None or first_close.start() < first_open.start()):
+        reasoning.append(text[: first_close.start()])
+        text = text[first_close.end() :]
+
+    def take(match: re.Match[str]) -> str:
+        reasoning.append(match.group(2))
+        return ""
+
+    answer = _THINK_BLOCK.sub(take, text)
+    if not reasoning:
+        return text, ""
+    return answer.lstrip(), "\n\n".join(part.strip() for part in reasoning if part.strip())
+
+
+# A trailing run of "Clarity: 8/10" / "Overall I would rate this 9.5 out of 10." lines with no tags or
+# heading: the evaluation, not the document's ending.
+_SCALED_NUMBER = re.compile(
+    r"(?<![\w.,])\d{1,3}(?:[.,]\d{1,2})?\s*(?:/|out\s+of|von|sur|su|de|из)\s*(?:10|5|100)(?![\d.,]\d)",
+    re.IGNORECASE,
+)
+# "Clarity: 80%" is a score line; "the pilots showed 30% savings." is prose.
+_LABELLED_PERCENT = re.compile(r"^[^\W\d][\w\s'’-]{0,40}[:=|–-]\s*\d{1,3}(?:[.,]\d{1,2})?\s*%\W*$")
+_SCORES_LABEL = re.compile(
+    r"[#*_>\s]*(?:scores?|ratings?|self[- ]?(?:assessment|evaluation)|assessment|bewertung|évaluation|"
+    r"notes?|valutazione|evaluación|оценка|評価|评分)[\w\s-]{0,20}:?[*_\s]*",
+    re.IGNORECASE,
+)
+
+
+def _split_trailing_scores(text: str) -> tuple[str, str] | None:
+    lines = text.rstrip().split("\n")
+    index = len(lines)
+    found = 0
+    while index > 0:
+        line = _strip_markdown(lines[index - 1]).strip()
+        if not line or re.fullmatch(r"[|\-:\s]+", line):
+            index -= 1
+            continue
+        scored = _SCALED_NUMBER.search(line) or _LABELLED_PERCENT.match(line)
+        if len(line) <= 160 and scored and re.search(r"[^\W\d_]", line):
+            found += 1
+            index -= 1
+            continue
+        break
+    if not found:
+        return None
+    if index > 0 and _SCORES_LABEL.fullmatch(_strip_markdown(lines[index - 1])):
+        index -= 1
+    return _clean_document("\n".join(lines[:index])), "\n".join(lines[index:]).strip()
+
+
 def split_output(text: str) -> tuple[str, str]:
     """Return (document, evaluation_text). With no evaluation found: (text.strip(), "")."""
     try:
@@ -119,6 +188,9 @@ def _split_output(text: str) -> tuple[str, str]:
         if re.search(r"\d", evaluation):
             return _clean_document(text[: heading.start()]), evaluation.strip()
 
+    trailing = _split_trailing_scores(text)
+    if trailing is not None:
+        return trailing
     return text.strip(), ""
 
 
@@ -128,7 +200,13 @@ def _split_output(text: str) -> tuple[str, str]:
 
 
 def _norm_key(name: str) -> str:
-    return re.sub(r"[^a-z0-9]", "", str(name).lower())
+    # Any script: "Clarté", "Klarheit", "明晰さ" are names too (NFKC folds full-width forms).
+    return re.sub(r"[\W_]", "", unicodedata.normalize("NFKC", str(name)).casefold())
+
+
+def _is_cjk(ch: str) -> bool:
+    """Scripts written without spaces: a name there has no word boundary after it ("明晰さは8点")."""
+    return ord(ch) >= 0x2E80
 
 
 _KEY_SUFFIXES = ("score", "rating", "points", "grade")
@@ -209,12 +287,14 @@ class _Criteria:
         self.names = [name for name, _ in self.items]
         self.patterns: dict[str, re.Pattern[str]] = {}
         for name in self.names:
-            tokens = re.findall(r"[A-Za-z0-9]+", name)
+            tokens = re.findall(r"[^\W_]+", unicodedata.normalize("NFKC", name))
             if not tokens:
                 continue
             # "Argument strength" also matches "argument_strength", "Argument-Strength", "Argument **strength**".
             body = r"[\W_]{0,5}".join(re.escape(t) for t in tokens)
-            self.patterns[name] = re.compile(r"(?<![A-Za-z0-9])" + body + r"(?![A-Za-z0-9])", re.IGNORECASE)
+            before = "" if _is_cjk(tokens[0][0]) else r"(?<![^\W_])"
+            after = "" if _is_cjk(tokens[-1][-1]) else r"(?![^\W_])"
+            self.patterns[name] = re.compile(before + body + after, re.IGNORECASE)
 
     def match_key(self, key: Any) -> str | None:
         if not isinstance(key, str):
@@ -251,13 +331,20 @@ def _normalise(value: float, denominator: float | None = None, percent: bool = F
     return round(min(10.0, max(0.0, value)), 2)
 
 
-_NUM = r"\d{1,4}(?:\.\d+)?"
+# "8.5" and the decimal comma of most of Europe, "8,5"; "1,000" (a thousands separator) is not a score.
+_NUM = r"\d{1,4}(?:\.\d+|,\d{1,2}(?!\d))?"
+# "out of" in the languages agents are most often asked to write in ("8 von 10", "8 sur 10", "8 из 10").
+_OUT_OF = r"/|out\s+of\b|of\s+(?=\d)|(?:von|sur|su|de|sobre|op|из)\s+(?=\d)"
 _NUMSCALE = re.compile(
-    r"(?<![\w.])(?P<num>" + _NUM + r")(?!\.\d)"
-    r"(?:\s*(?:/|out\s+of\b|of\s+(?=\d))\s*(?P<den>" + _NUM + r")|\s*(?P<pct>%|percent\b))?"
-    r"(?![A-Za-z0-9])",
+    r"(?<![\w.,])(?P<num>" + _NUM + r")(?![.,]\d)"
+    r"(?:\s*(?:" + _OUT_OF + r")\s*(?P<den>" + _NUM + r")|\s*(?P<pct>%|percent\b|pour\s?cent\b|prozent\b))?"
+    r"(?![^\W\d_]|\d)",
     re.IGNORECASE,
 )
+
+
+def _num(text: str) -> float:
+    return float(text.replace(",", "."))
 
 
 def _score_from_string(text: str, scale: float | None = None) -> float | None:
@@ -268,11 +355,11 @@ def _score_from_string(text: str, scale: float | None = None) -> float | None:
 
 
 def _score_from_match(match: re.Match[str], scale: float | None = None) -> float | None:
-    num = float(match.group("num"))
+    num = _num(match.group("num"))
     if match.group("pct"):
         return _normalise(num, percent=True)
     if match.group("den"):
-        return _normalise(num, float(match.group("den")))
+        return _normalise(num, _num(match.group("den")))
     if scale:
         return _normalise(num, scale)
     return _normalise(num)
@@ -331,12 +418,15 @@ _BLOCK_COMMENT = re.compile(r"/\*.*?\*/", re.S)
 _TRAILING_COMMA = re.compile(r",\s*([}\]])")
 _UNQUOTED_KEY = re.compile(r"([{,]\s*)([A-Za-z_][A-Za-z0-9_ \-]{0,60}?)\s*:")
 _BARE_FRACTION = re.compile(r"(:\s*)(" + _NUM + r"\s*(?:/\s*" + _NUM + r"|%))(?=\s*[,}\]\n])")
+# {"Clarity": 8,5, ...}: a decimal comma in a bare JSON number (quoted, it is read by the string path).
+_BARE_DECIMAL_COMMA = re.compile(r"(:\s*)(\d{1,2},\d{1,2})(?=\s*[,}\]\n])")
 
 
 def _cleanup_json(text: str) -> str:
     text = _BLOCK_COMMENT.sub("", text)
     text = _LINE_COMMENT.sub(r"\1", text)
     text = _BARE_FRACTION.sub(lambda m: f'{m.group(1)}"{m.group(2)}"', text)
+    text = _BARE_DECIMAL_COMMA.sub(lambda m: f'{m.group(1)}"{m.group(2)}"', text)
     text = _UNQUOTED_KEY.sub(lambda m: f'{m.group(1)}"{m.group(2).strip()}":', text)
     text = _TRAILING_COMMA.sub(r"\1", text)
     return text
@@ -550,8 +640,9 @@ def _parse_json_tier(text: str, crits: _Criteria) -> tuple[dict[str, float], flo
 # --------------------------------------------------------------------------------------------------
 
 _OVERALL_PATTERN = re.compile(
-    r"(?<![A-Za-z0-9])(?:weighted[\W_]{0,3})?(?:overall|total|final|average)(?:[\W_]{0,3}(?:score|rating|grade|mark))?"
-    r"(?![A-Za-z0-9])",
+    r"(?<![^\W_])(?:weighted[\W_]{0,3})?(?:overall|total|final|average|gesamt\w*|global\w*|générale?|"
+    r"generale?|totale|moyenne|promedio|итог\w*|общ\w+)(?:[\W_]{0,3}(?:score|rating|grade|mark|note|wertung))?"
+    r"(?![^\W_])|総合|总体|综合|整体",
     re.IGNORECASE,
 )
 _NOT_A_SCORE_BEFORE = re.compile(
@@ -624,7 +715,7 @@ def _first_score_in_tail(
         # Inside an unclosed "(weight 2" parenthesis
         if before.count("(") > before.count(")") and re.search(r"weight|x\s*$|×", before, re.IGNORECASE):
             continue
-        num = float(match.group("num"))
+        num = _num(match.group("num"))
         has_scale = bool(match.group("den") or match.group("pct"))
         if not has_scale and (num > 100 or (re.fullmatch(r"\d{4}", match.group("num")) and num >= 1000)):
             continue
@@ -667,7 +758,7 @@ def _parse_natural_tier(text: str, crits: _Criteria) -> tuple[dict[str, float], 
                 found: tuple[float, int] | None = None
                 reverse = _REVERSE_SCORE.search(line[max(0, occurrence.start() - 80) : occurrence.start()])
                 if reverse:
-                    reverse_score = _normalise(float(reverse.group(1)), float(reverse.group(2)))
+                    reverse_score = _normalise(_num(reverse.group(1)), _num(reverse.group(2)))
                     found = (reverse_score, 2) if reverse_score is not None else None
                 if found is None:
                     found = _first_score_in_tail(
@@ -722,7 +813,7 @@ def _parse_fallback_tier(text: str, crits: _Criteria) -> dict[str, float] | None
                 continue
             raw = match.group("num")
             has_scale = bool(match.group("den") or match.group("pct"))
-            if not has_scale and (float(raw) > 100 or len(raw.split(".")[0]) == 4):
+            if not has_scale and (_num(raw) > 100 or len(re.split(r"[.,]", raw)[0]) == 4):
                 continue
             score = _score_from_match(match)
             if score is not None:
@@ -782,7 +873,8 @@ def _parse_evaluation(text: str, criteria: list[tuple[str, float]]) -> Evaluatio
     if not isinstance(text, str):
         return Evaluation(raw="")
     raw = text
-    text = text[-MAX_PARSE_CHARS:]
+    # Full-width digits, colons and slashes ("８／１０", "："): read as their ASCII forms.
+    text = unicodedata.normalize("NFKC", text[-MAX_PARSE_CHARS:])
     crits = _Criteria(criteria)
 
     def result(scores: dict[str, float], overall: float | None, tier: str, feedback: str) -> Evaluation:
@@ -825,6 +917,9 @@ def parse_reply(text: str, criteria: list[tuple[str, float]]) -> tuple[str, Eval
     if evaluation.tier in ("fallback", "none"):
         raw = text if isinstance(text, str) else ""
         return document, Evaluation(scores={}, overall=None, tier="none", feedback="", raw=raw)
+    # Scores found inside the document itself: the document's prose is never the next agent's feedback
+    # (the next prompt carries the document already).
+    evaluation.feedback = ""
     return document, evaluation
 
 

@@ -11,6 +11,7 @@ from django import forms
 from django.forms import inlineformset_factory
 
 from orchestration import reasoning
+from orchestration.catalogue import temperature_help
 from orchestration.models import (
     Agent,
     Criterion,
@@ -280,6 +281,10 @@ class AgentForm(forms.ModelForm):
         self.fields["temperature"].widget.attrs.update(step="0.1", min="0", max="2")
         self.fields["max_output_tokens"].widget.attrs.update(min="64", max="64000")
         self.fields["thinking_budget_tokens"].widget.attrs.update(min="0", step="1024")
+        # Temperature does not reach every model (Anthropic, OpenAI reasoning models): say so per model.
+        current = self.instance.model if self.instance.pk and self.instance.model_id else None
+        offered = self.fields["model"].queryset.filter(enabled=True)
+        self.fields["temperature"].help_text = temperature_help(current, offered)
 
     def _check_model(self, model: LLMModel | None) -> LLMModel | None:
         if model is None:

@@ -133,3 +133,25 @@ def owner_is_dead_here(owner: str) -> bool:
             return stat.read().rpartition(")")[2].split()[0] == "Z"
     except (OSError, IndexError):
         return False
+
+
+# Renewals come every RENEW_INTERVAL; this long without one means the executor is gone (or frozen).
+SILENT_AFTER_SECONDS = 3.0
+
+
+def executor_state(session_id: int) -> str:
+    """Is a worker driving this session right now? One query, for the live page.
+
+    "live": an executor renewed the lease within SILENT_AFTER_SECONDS; "lost": the session is active
+    but nobody is renewing (a worker died or froze, or the session waits in the queue for a free
+    worker); "idle": the session is not active. Compares the worker's clock with ours: a skew of a
+    few seconds between machines would show "lost" early, which the page only uses as a hint.
+    """
+    row = WritingSession.objects.filter(pk=session_id).values_list("status", "lease_owner", "lease_expires_at").first()
+    if row is None or row[0] not in ACTIVE_STATUSES:
+        return "idle"
+    _, owner, expires_at = row
+    if not owner or owner.startswith(DISPATCH_PREFIX) or expires_at is None:
+        return "lost"
+    fresh_until = expires_at - timedelta(seconds=settings.ENGINE_LEASE_SECONDS - SILENT_AFTER_SECONDS)
+    return "live" if fresh_until > timezone.now() else "lost"

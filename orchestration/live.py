@@ -31,7 +31,7 @@ TURN_FIELDS = (
     "id", "round", "agent_id", "agent_name", "attempt", "kind", "status", "model_used", "output_text", "scores",
     "overall_score", "parse_tier", "input_tokens", "cached_tokens", "output_tokens", "credits", "latency_ms",
     "ttft_ms", "error", "prompt_notes", "started_at", "finished_at", "feedback", "reasoning", "reasoning_tokens",
-    "reasoning_output",
+    "reasoning_output", "cache_write_tokens", "usage_estimated", "stop_reason",
 )  # fmt: skip
 
 # The start of an evaluation tag cut by a chunk boundary ("<", "<eval", "< evaluation"): while a turn

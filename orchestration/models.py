@@ -324,10 +324,18 @@ class Turn(models.Model):
         INCOMPLETE = "incomplete", "Incomplete (stream broke; retried)"
         FAILED = "failed", "Failed"
         CANCELLED = "cancelled", "Stopped"
+        # The call finished but the reply is not a usable document (docs/providers.md): kept, shown, never saved
+        # as a version, and the session moves on to the next agent.
+        TRUNCATED = "truncated", "Cut off"
+        REFUSED = "refused", "Refused"
 
     class Kind(models.TextChoices):
         AGENT = "agent", "Agent"
         HUMAN = "human", "Human intervention"
+
+    # Turns whose call ran to the provider's end: the flow moves past them (only COMPLETED ones carry a document).
+    DONE_STATUSES = (TurnStatus.COMPLETED, TurnStatus.TRUNCATED, TurnStatus.REFUSED)
+    TERMINAL_STATUSES = (*DONE_STATUSES, TurnStatus.INCOMPLETE, TurnStatus.FAILED, TurnStatus.CANCELLED)
 
     session = models.ForeignKey(WritingSession, on_delete=models.CASCADE, related_name="turns")
     round = models.PositiveIntegerField()
@@ -362,6 +370,10 @@ class Turn(models.Model):
     cached_tokens = models.PositiveIntegerField(default=0)
     cache_write_tokens = models.PositiveIntegerField(default=0)
     output_tokens = models.PositiveIntegerField(default=0)
+    usage_estimated = models.BooleanField(
+        default=False, help_text="The provider reported no (or impossible) usage: the counts are estimated."
+    )
+    stop_reason = models.CharField(max_length=40, blank=True, help_text="The provider's own stop / finish reason.")
     reasoning_tokens = models.PositiveIntegerField(
         default=0, help_text="Thinking / reasoning tokens; already included in output_tokens (billed as output)."
     )
@@ -384,6 +396,11 @@ class Turn(models.Model):
 
     def __str__(self) -> str:
         return f"Round {self.round} · {self.agent_name}"
+
+    @property
+    def call_finished(self) -> bool:
+        """The provider finished the call (normally or not): its usage and charge are final and shown."""
+        return self.status in self.DONE_STATUSES
 
 
 class DocumentVersion(models.Model):

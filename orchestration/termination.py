@@ -43,12 +43,27 @@ class Convergence:
         self.percent = percent
 
     def end_of_round(self, session: WritingSession, round_number: int) -> Stop | None:
+        """Stop when the round changed the document less than `percent` percent.
+
+        A round whose completed turns all returned the document unchanged records no version:
+        that is a 0 % change, not "nothing to compare" (issue 8, case 16).
+        """
         if round_number < 2 or round_number - 1 <= session.continued_at_round:
             return None
-        current = _last_version_of_round(session, round_number)
-        previous = _last_version_of_round(session, round_number - 1)
-        if current is None or previous is None:
+        previous = _document_after_round(session, round_number - 1)
+        if previous is None:
             return None
+        current = _last_version_of_round(session, round_number)
+        if current is None:
+            unchanged = Turn.objects.filter(
+                session=session, round=round_number, kind=Turn.Kind.AGENT, status=Turn.TurnStatus.COMPLETED
+            ).exists()
+            if not unchanged:
+                return None
+            return Stop(
+                StopReason.CONVERGED,
+                f"Round {round_number} left the document unchanged (0% change, below {self.percent:g}%).",
+            )
         changed = change_ratio(previous, current) * 100
         if changed < self.percent:
             return Stop(
@@ -76,6 +91,16 @@ def _last_version_of_round(session: WritingSession, round_number: int) -> str | 
         .first()
     )
     return version
+
+
+def _document_after_round(session: WritingSession, round_number: int) -> str | None:
+    """The document as the agents left it at the end of `round_number` (their latest version so far)."""
+    return (
+        DocumentVersion.objects.filter(session=session, turn__round__lte=round_number, turn__kind=Turn.Kind.AGENT)
+        .order_by("-number")
+        .values_list("content", flat=True)
+        .first()
+    )
 
 
 def conditions_for(session: WritingSession) -> list:

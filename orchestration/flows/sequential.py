@@ -18,7 +18,7 @@ class SequentialFlow:
         if not agent_ids:
             return Finished(StopReason.ERROR, "The session has no active agents.")
         last = (
-            Turn.objects.filter(session=session, kind=Turn.Kind.AGENT, status=Turn.TurnStatus.COMPLETED)
+            Turn.objects.filter(session=session, kind=Turn.Kind.AGENT, status__in=Turn.DONE_STATUSES)
             .exclude(agent_id=None)
             .order_by("-round", "-pk")
             .values("round", "agent_id")

@@ -91,10 +91,40 @@ class ReasoningDelta:
 
 @dataclass
 class StreamEnd:
+    """How a reply ended. See docs/providers.md for every stop reason of both APIs.
+
+    `stop_reason` is the provider's own value ("end_turn", "max_tokens", "refusal", "stop", "length",
+    "content_filter", ...; "refusal" also when an OpenAI stream carried `delta.refusal` text).
+    `stop_detail` is the provider's words about an abnormal end (Anthropic's refusal explanation, OpenAI's
+    refusal text), empty when it gave none. `outcome` classifies it: see `stop_outcome`.
+    """
+
     usage: Usage
-    # Normalized across providers: "end_turn", "max_tokens", "stop_sequence", "content_filter", or the
-    # provider's own value when it has no equivalent.
     stop_reason: str
+    stop_detail: str = ""
+
+    @property
+    def outcome(self) -> str:
+        return stop_outcome(self.stop_reason)
+
+
+# What Atelier does with each stop reason (docs/providers.md has the table).
+NORMAL_STOPS = frozenset({"end_turn", "stop_sequence", "stop"})
+# The reply is not finished: the output limit, the context window, or the model paused for a tool we never
+# offered. The text is a fragment and must not replace the document.
+TRUNCATED_STOPS = frozenset(
+    {"max_tokens", "length", "model_context_window_exceeded", "pause_turn", "tool_use", "tool_calls", "function_call"}
+)
+REFUSED_STOPS = frozenset({"refusal", "content_filter"})
+
+
+def stop_outcome(stop_reason: str) -> str:
+    """ "normal", "truncated" or "refused". An unknown stop reason is never treated as a normal end."""
+    if stop_reason in NORMAL_STOPS:
+        return "normal"
+    if stop_reason in REFUSED_STOPS:
+        return "refused"
+    return "truncated"
 
 
 StreamEvent = TextDelta | ReasoningDelta | StreamEnd
@@ -110,6 +140,7 @@ ERROR_KINDS = frozenset(
         "bad_request",
         "stream_broken",
         "not_configured",
+        "context_length",
     }
 )
 
@@ -129,6 +160,9 @@ class ProviderError(Exception):
         retry_after: float | None = None,
         status: int | None = None,
         provider: str = "",
+        usage: Usage | None = None,
+        prompt_tokens: int | None = None,
+        limit_tokens: int | None = None,
     ) -> None:
         if kind not in ERROR_KINDS:
             raise ValueError(f"unknown provider error kind {kind!r}")
@@ -139,6 +173,11 @@ class ProviderError(Exception):
         self.retry_after = retry_after
         self.status = status
         self.provider = provider
+        # What the provider reported before the failure (Anthropic's message_start input count): charged as is.
+        self.usage = usage
+        # kind="context_length": the provider's own count of the prompt and its context window, in tokens.
+        self.prompt_tokens = prompt_tokens
+        self.limit_tokens = limit_tokens
 
     def __repr__(self) -> str:
         return f"ProviderError(kind={self.kind!r}, retryable={self.retryable}, status={self.status})"
@@ -166,6 +205,35 @@ class BaseAdapter:
 def estimate_tokens(text: str) -> int:
     """About four characters per token: only for providers that report no usage."""
     return math.ceil(len(text) / 4) if text else 0
+
+
+class SurrogateJoiner:
+    """Rejoin UTF-16 surrogate pairs that a gateway split across two deltas ("\\ud83c" | "\\udf33").
+
+    JSON escapes let a server send half of an emoji per chunk; Python then holds lone surrogates, which
+    no database or UTF-8 encoder accepts. A trailing high surrogate is held back until the next delta;
+    pairs are joined into their character; a surrogate that never finds its partner becomes U+FFFD.
+    """
+
+    def __init__(self) -> None:
+        self.pending = ""
+
+    def feed(self, text: str) -> str:
+        text = self.pending + text
+        self.pending = ""
+        if text and "\ud800" <= text[-1] <= "\udbff":
+            text, self.pending = text[:-1], text[-1]
+        return _join_surrogates(text)
+
+    def flush(self) -> str:
+        text, self.pending = self.pending, ""
+        return _join_surrogates(text)
+
+
+def _join_surrogates(text: str) -> str:
+    if not any("\ud800" <= ch <= "\udfff" for ch in text):
+        return text
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
 
 
 def redact(text: str, secret: str | None) -> str:

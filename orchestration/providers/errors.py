@@ -6,6 +6,7 @@ Both SDKs run with max_retries=0: this classification feeds the engine's single 
 from __future__ import annotations
 
 import email.utils
+import re
 import time
 from typing import Any
 
@@ -60,6 +61,42 @@ def _server_detail(message: str, api_key: str | None) -> str:
     return message[:200]
 
 
+# The providers' own words for a prompt over the context window (their 400 bodies, late 2026):
+# Anthropic: "prompt is too long: 208310 tokens > 200000 maximum"
+#            "input length and `max_tokens` exceed context limit: 188240 + 21333 > 200000, decrease input ..."
+# OpenAI:    code "context_length_exceeded", "This model's maximum context length is 128000 tokens. However, your
+#            messages resulted in 130000 tokens. ..." (newer models: "Your input exceeds the context window ...")
+_ANTHROPIC_TOO_LONG = re.compile(r"prompt is too long:\s*([\d,]+)\s*tokens?\s*>\s*([\d,]+)", re.I)
+_ANTHROPIC_WITH_OUTPUT = re.compile(r"exceed context limit:\s*([\d,]+)\s*\+\s*([\d,]+)\s*>\s*([\d,]+)", re.I)
+_OPENAI_MAX = re.compile(r"maximum context length is\s*([\d,]+)\s*tokens", re.I)
+_OPENAI_RESULTED = re.compile(r"resulted in\s*([\d,]+)\s*tokens", re.I)
+_OPENAI_OUTPUT = re.compile(r"\(([\d,]+) in the messages,\s*([\d,]+) in the completion\)", re.I)
+
+
+def _int(text: str) -> int:
+    return int(text.replace(",", ""))
+
+
+def context_overflow(*, code: str, message: str) -> tuple[int | None, int | None] | None:
+    """(prompt tokens, context window) from a "prompt too long" error, or None for other errors.
+
+    Both are the provider's own token counts; either may be None when the message does not give it.
+    """
+    if match := _ANTHROPIC_TOO_LONG.search(message):
+        return _int(match.group(1)), _int(match.group(2))
+    if match := _ANTHROPIC_WITH_OUTPUT.search(message):
+        return _int(match.group(1)), _int(match.group(3))
+    lowered = message.lower()
+    if code == "context_length_exceeded" or "maximum context length" in lowered or "context window" in lowered:
+        window = _int(m.group(1)) if (m := _OPENAI_MAX.search(message)) else None
+        if m := _OPENAI_OUTPUT.search(message):
+            prompt = _int(m.group(1))
+        else:
+            prompt = _int(m.group(1)) if (m := _OPENAI_RESULTED.search(message)) else None
+        return prompt, window
+    return None
+
+
 def from_status(*, provider: str, status: int, headers: Any, body: object, api_key: str | None) -> ProviderError:
     name = PROVIDER_LABELS.get(provider, provider)
     env_var = KEY_ENV_VARS.get(provider, "the API key setting")
@@ -79,13 +116,13 @@ def from_status(*, provider: str, status: int, headers: Any, body: object, api_k
 
     # A stream can report an error inside a 200 response: classify by the error type first.
     if err_type == "overloaded_error" or status == 529:
-        return err("overloaded", f"{name} is overloaded right now ({status}); the call will be retried.", True)
+        return err("overloaded", f"{name} was overloaded ({status}).", True)
     if err_type == "rate_limit_error" or status == 429:
         if code == "insufficient_quota" or err_type == "insufficient_quota":
             return err(
                 "rate_limit", f"The {name} account has run out of quota (429). Check billing for {env_var}.", False
             )
-        return err("rate_limit", f"{name} rate limit reached (429); the call will be retried.", True)
+        return err("rate_limit", f"{name} answered with its rate limit (429).", True)
     if err_type == "authentication_error" or status == 401:
         return err("auth", f"The {name} API key was rejected (401). Check {env_var}.", False)
     if err_type == "permission_error" or status == 403:
@@ -100,7 +137,15 @@ def from_status(*, provider: str, status: int, headers: Any, body: object, api_k
     if status == 408:
         return err("timeout", f"{name} timed out handling the request (408).", True)
     if status == 409 or status >= 500 or err_type == "api_error":
-        return err("server", f"{name} had a server error ({status}); the call will be retried.", True)
+        return err("server", f"{name} had a server error ({status}).", True)
+    if status in (400, 413) or err_type == "invalid_request_error":
+        too_long = context_overflow(code=code, message=message)
+        if too_long is not None:
+            prompt_tokens, limit_tokens = too_long
+            counts = f" ({prompt_tokens:,} tokens, window {limit_tokens:,})" if prompt_tokens and limit_tokens else ""
+            error = err("context_length", f"The prompt was too long for the model{counts}: {detail}".strip(), False)
+            error.prompt_tokens, error.limit_tokens = prompt_tokens, limit_tokens
+            return error
     if 400 <= status < 500:
         return err("bad_request", f"{name} refused the request ({status}): {detail or 'bad request'}", False)
     return err("server", f"{name} reported an error mid-stream: {detail or err_type or 'unknown error'}", True)

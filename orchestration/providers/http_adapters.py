@@ -18,6 +18,7 @@ from orchestration.providers.base import (
     ReasoningDelta,
     StreamEnd,
     StreamEvent,
+    SurrogateJoiner,
     TextDelta,
     Usage,
     estimate_tokens,
@@ -26,12 +27,49 @@ from orchestration.providers.errors import SDK_ERRORS, map_exception
 
 # The check call lists models: it must be quick even when the generation timeout is long.
 CHECK_TIMEOUT_SECONDS = 15.0
-OPENAI_STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "content_filter": "content_filter"}
 # OpenAI reasoning models reject max_tokens and a non-default temperature.
 OPENAI_REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5")
 # Anthropic: budget_tokens must be >= 1024 and below max_tokens (anthropic.types.ThinkingConfigEnabledParam).
 MIN_THINKING_BUDGET = 1024
 REDACTED_THINKING_NOTE = "\n[Part of the reasoning was redacted by the provider for safety.]\n"
+
+# Anthropic caches a prefix only from this many tokens on; a shorter prefix marked cache_control is simply
+# not cached. Source: Anthropic's prompt-caching docs ("Cache limitations"), late 2026. First match wins.
+ANTHROPIC_MIN_CACHEABLE_TOKENS: tuple[tuple[str, int], ...] = (
+    ("claude-opus-4-6", 4096),
+    ("claude-opus-4-5", 4096),
+    ("claude-haiku-4-5", 4096),
+    ("claude-sonnet-4-6", 2048),
+    ("claude-3-5-haiku", 2048),
+    ("claude-3-haiku", 2048),
+    ("claude-haiku-3", 2048),
+)
+DEFAULT_MIN_CACHEABLE_TOKENS = 1024  # Sonnet 4.5 / 4 / 3.7, Opus 4.1 / 4, and models we do not know
+
+
+def min_cacheable_tokens(model_id: str) -> int:
+    """The shortest prefix (tokens) Anthropic caches for this model."""
+    for prefix, tokens in ANTHROPIC_MIN_CACHEABLE_TOKENS:
+        if model_id.startswith(prefix):
+            return tokens
+    return DEFAULT_MIN_CACHEABLE_TOKENS
+
+
+def sends_temperature(provider: str, model_id: str) -> bool:
+    """Whether an agent's temperature reaches this model (shown per model in the builder).
+
+    Not for Anthropic (this SDK generation dropped sampling parameters from the Messages API) nor for OpenAI's
+    reasoning models (gpt-5, o-series reject a non-default temperature); every other OpenAI-style model gets it.
+    The demo provider is not a language model and ignores it.
+    """
+    if provider in ("anthropic", "demo"):
+        return False
+    return not (provider == "openai" and model_id.startswith(OPENAI_REASONING_PREFIXES))
+
+
+def _impossible_usage(output_tokens: int, text_chars: int) -> bool:
+    """No output tokens for a non-empty reply: a server that reports zeros (vLLM-style), not a free reply."""
+    return text_chars > 0 and output_tokens <= 0
 
 
 def http_timeout(seconds: float) -> httpx2.Timeout:
@@ -105,8 +143,12 @@ class AnthropicAdapter(SDKAdapter):
             "stream": True,
         }
         if request.system:
-            # The stable prefix is marked cacheable: later rounds read it at a tenth of the price.
-            params["system"] = [{"type": "text", "text": request.system, "cache_control": {"type": "ephemeral"}}]
+            system_block: dict[str, Any] = {"type": "text", "text": request.system}
+            # The stable prefix is marked cacheable when it is long enough to be cached at all: later rounds
+            # then read it at a tenth of the price. Below the model's minimum the mark would do nothing.
+            if estimate_tokens(request.system) >= min_cacheable_tokens(request.model_id):
+                system_block["cache_control"] = {"type": "ephemeral"}
+            params["system"] = [system_block]
         # No temperature: this SDK generation (anthropic 2.x) has dropped sampling parameters from the
         # Messages API, and sending one through extra_body risks a 400 from current models. (With
         # thinking on, the API refuses temperature and top_k outright.)
@@ -119,8 +161,12 @@ class AnthropicAdapter(SDKAdapter):
 
         started = False
         usage = {"input": 0, "output": 0, "cache_read": 0, "cache_write": 0, "thinking": None}
+        reported = False  # message_start arrived: the input counts are the provider's
         stop_reason = ""
+        stop_detail = ""
         finished = False
+        joiner = SurrogateJoiner()
+        text_chars = 0
         thinking_chars = 0
         try:
             stream = await self.client.messages.create(**params)
@@ -131,7 +177,10 @@ class AnthropicAdapter(SDKAdapter):
                     if kind == "content_block_delta":
                         delta_type = event.delta.type
                         if delta_type == "text_delta" and event.delta.text:
-                            yield TextDelta(event.delta.text)
+                            text = joiner.feed(event.delta.text)
+                            if text:
+                                text_chars += len(text)
+                                yield TextDelta(text)
                         elif delta_type == "thinking_delta" and event.delta.thinking:
                             thinking_chars += len(event.delta.thinking)
                             yield ReasoningDelta(event.delta.thinking)
@@ -142,27 +191,56 @@ class AnthropicAdapter(SDKAdapter):
                             yield ReasoningDelta(REDACTED_THINKING_NOTE)
                     elif kind == "message_start":
                         _merge_anthropic_usage(usage, event.message.usage)
+                        reported = True
                     elif kind == "message_delta":
                         _merge_anthropic_usage(usage, event.usage)
                         stop_reason = event.delta.stop_reason or stop_reason
+                        details = getattr(event.delta, "stop_details", None)
+                        if details is not None:
+                            stop_detail = _refusal_words(details) or stop_detail
                     elif kind == "message_stop":
                         finished = True
         except (*SDK_ERRORS, httpx2.HTTPError) as exc:
-            raise self._error(exc, started=started) from exc
+            error = self._error(exc, started=started)
+            if reported and error.usage is None:
+                error.usage = self._usage(usage, estimated=False)
+            raise error from exc
         if not finished:
-            raise self._broken()
-        yield StreamEnd(
-            usage=Usage(
-                # Anthropic's input_tokens excludes cache reads and writes; ours (billing's "uncached
-                # input") includes the writes, which are charged at least at the input price.
-                input_tokens=usage["input"] + usage["cache_write"],
-                output_tokens=usage["output"],
-                cached_input_tokens=usage["cache_read"],
-                cache_write_tokens=usage["cache_write"],
-                reasoning_tokens=_reasoning_tokens(usage["thinking"], thinking_chars, usage["output"]),
-            ),
-            stop_reason=stop_reason or "end_turn",
+            error = self._broken()
+            if reported:
+                error.usage = self._usage(usage, estimated=False)
+            raise error
+        tail = joiner.flush()
+        if tail:
+            text_chars += len(tail)
+            yield TextDelta(tail)
+        result = self._usage(usage, estimated=False, thinking_chars=thinking_chars)
+        if _impossible_usage(result.output_tokens, text_chars + thinking_chars):
+            result.output_tokens = estimate_tokens("x" * (text_chars + thinking_chars))
+            result.estimated = True
+        yield StreamEnd(usage=result, stop_reason=stop_reason or "end_turn", stop_detail=stop_detail)
+
+    @staticmethod
+    def _usage(usage: dict[str, Any], *, estimated: bool, thinking_chars: int = 0) -> Usage:
+        return Usage(
+            # Anthropic's input_tokens excludes cache reads and writes; ours (billing's "uncached
+            # input") includes the writes, which are charged at least at the input price.
+            input_tokens=usage["input"] + usage["cache_write"],
+            output_tokens=usage["output"],
+            cached_input_tokens=usage["cache_read"],
+            cache_write_tokens=usage["cache_write"],
+            reasoning_tokens=_reasoning_tokens(usage["thinking"], thinking_chars, usage["output"]),
+            estimated=estimated,
         )
+
+
+def _refusal_words(details: Any) -> str:
+    """Anthropic's stop_details: its explanation, else its category, in the provider's words."""
+    explanation = (getattr(details, "explanation", None) or "").strip()
+    category = (getattr(details, "category", None) or "").strip()
+    if explanation and category:
+        return f"{explanation} (category: {category})"
+    return explanation or (f"category: {category}" if category else "")
 
 
 def _merge_anthropic_usage(totals: dict[str, int], usage: Any) -> None:
@@ -233,6 +311,8 @@ class OpenAIAdapter(SDKAdapter):
         finish_reason = ""
         usage = None
         text_chars = 0
+        joiner = SurrogateJoiner()
+        refusal: list[str] = []
         reasoning_chars = 0
         try:
             stream = await self.client.chat.completions.create(**self._params(request))
@@ -242,22 +322,35 @@ class OpenAIAdapter(SDKAdapter):
                     if chunk.usage is not None:
                         usage = chunk.usage
                     for choice in chunk.choices:
-                        content = choice.delta.content if choice.delta is not None else None
+                        delta = choice.delta
+                        content = delta.content if delta is not None else None
                         # DeepSeek, vLLM's reasoning parsers and others stream the thinking in an
                         # extra delta field; OpenAI's Chat Completions return none of it.
-                        thought = _delta_reasoning(choice.delta)
+                        thought = _delta_reasoning(delta)
                         if thought:
                             reasoning_chars += len(thought)
                             yield ReasoningDelta(thought)
                         if content:
-                            text_chars += len(content)
-                            yield TextDelta(content)
+                            text = joiner.feed(content)
+                            if text:
+                                text_chars += len(text)
+                                yield TextDelta(text)
+                        # A refusal comes as its own text, never as content: keep the provider's words.
+                        words = getattr(delta, "refusal", None) if delta is not None else None
+                        if words:
+                            refusal.append(words)
                         if choice.finish_reason:
                             finish_reason = choice.finish_reason
         except (*SDK_ERRORS, httpx2.HTTPError) as exc:
             raise self._error(exc, started=started) from exc
         if not finish_reason:
             raise self._broken()
+        tail = joiner.flush()
+        if tail:
+            text_chars += len(tail)
+            yield TextDelta(tail)
+        refusal_text = SurrogateJoiner().feed("".join(refusal)).strip()
+        output_chars = text_chars + len(refusal_text)
         if usage is not None:
             details = getattr(usage, "prompt_tokens_details", None)
             cached = min((getattr(details, "cached_tokens", None) or 0) if details else 0, usage.prompt_tokens or 0)
@@ -271,16 +364,25 @@ class OpenAIAdapter(SDKAdapter):
                 # completion_tokens already includes the reasoning tokens (billed as output).
                 reasoning_tokens=_reasoning_tokens(reported_reasoning, reasoning_chars, usage.completion_tokens or 0),
             )
+            if _impossible_usage(result.output_tokens, output_chars + reasoning_chars):
+                # A vLLM-style server that reports zeros: estimate what it did not count, and say so.
+                result.reasoning_tokens = estimate_tokens("x" * reasoning_chars)
+                result.output_tokens = estimate_tokens("x" * output_chars) + result.reasoning_tokens
+                if result.input_tokens + cached <= 0:
+                    result.input_tokens = estimate_tokens(request.system) + estimate_tokens(request.user)
+                result.estimated = True
         else:
             # Some compatible servers ignore include_usage: estimate rather than bill nothing.
             reasoning_estimate = estimate_tokens("x" * reasoning_chars)
             result = Usage(
                 input_tokens=estimate_tokens(request.system) + estimate_tokens(request.user),
-                output_tokens=max(1, text_chars // 4) + reasoning_estimate,
+                output_tokens=max(1, estimate_tokens("x" * output_chars)) + reasoning_estimate,
                 estimated=True,
                 reasoning_tokens=reasoning_estimate,
             )
-        yield StreamEnd(usage=result, stop_reason=OPENAI_STOP_REASONS.get(finish_reason, finish_reason))
+        if refusal_text and finish_reason not in ("content_filter",):
+            finish_reason = "refusal"
+        yield StreamEnd(usage=result, stop_reason=finish_reason, stop_detail=refusal_text)
 
 
 def _delta_reasoning(delta: Any) -> str:

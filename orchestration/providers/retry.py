@@ -18,13 +18,14 @@ def retry_delay(
     cap: float = MAX_DELAY_SECONDS,
     rng: random.Random | None = None,
 ) -> float:
-    """Seconds to wait before retry number `attempt` (0 or 1 = the first retry).
+    """Seconds to wait before retry number `attempt` (0 = the first retry): base, 2x base, 4x base... up to cap.
 
     Exponential backoff with "equal jitter" (half fixed, half random) so concurrent agents that failed
-    together do not retry in lock-step. A Retry-After from the server wins when it asks for longer.
+    together do not retry in lock-step; every retry waits longer than the one before (before jitter).
+    A Retry-After from the server wins when it asks for longer (honoured up to MAX_RETRY_AFTER_SECONDS).
     """
     rng = rng or random.Random()  # jitter, not security
-    exponent = max(0, attempt - 1)
+    exponent = max(0, attempt)
     ceiling = min(cap, base * (2 ** min(exponent, 30)))
     delay = ceiling / 2 + rng.uniform(0, ceiling / 2)
     if retry_after is not None and retry_after >= 0:

@@ -83,6 +83,7 @@ ERROR_MESSAGES = {
     503: "Service unavailable.",
     529: "Overloaded",
 }
+ANTHROPIC_MIN_CACHEABLE_TOKENS = 1024
 ANTHROPIC_PATH = "/v1/messages"
 OPENAI_PATH = "/v1/chat/completions"
 MODELS_PATH = "/v1/models"
@@ -137,10 +138,22 @@ class RecordedRequest:
 
 @dataclass
 class Reply:
-    """A scripted reply. `text` may be a string or a callable of the RecordedRequest."""
+    """A scripted reply. `text` may be a string or a callable of the RecordedRequest.
+
+    The odd streams real servers send:
+    - `stop_reason`: any value, sent as is ("refusal", "content_filter", "pause_turn", "tool_calls", ...).
+    - `stop_details`: Anthropic's message_delta.delta.stop_details ({"type": "refusal", "explanation": ...}).
+    - `refusal`: OpenAI only: text sent as `delta.refusal` pieces instead of content.
+    - `zero_usage`: the usage reports 0 prompt and 0 completion tokens (vLLM-style servers).
+    - `chunks`: the exact text deltas to send (e.g. a surrogate pair split in two: "abc\\ud83c", "\\udf33def").
+    """
 
     text: str | Callable[[RecordedRequest], str]
     stop_reason: str | None = None  # None: "end_turn"/"stop", or max-tokens when the text was cut
+    stop_details: dict | None = None
+    refusal: str | None = None
+    zero_usage: bool = False
+    chunks: list[str] | None = None
     thinking: str = ""  # the model's reasoning, sent only when the request enables it (see module doc)
 
 
@@ -170,6 +183,9 @@ class FakeLLMServer:
         self.stall_seconds: float = 60.0  # how long a stall hangs if the client never gives up
         self.expected_api_key: str | None = None  # when set, other keys get a 401 in the API's shape
         self.models: list[str] = ["fake-claude", "fake-gpt"]
+        # model id -> context window in tokens: a longer prompt gets the API's real "too long" 400.
+        self.context_limits: dict[str, int] = {}
+        self.always: Fault | None = None
         # OpenAI models that reason (and so refuse temperature and max_tokens, and take reasoning_effort).
         self.openai_reasoning_prefixes: tuple[str, ...] = ("o1", "o3", "o4", "gpt-5")
         # "" (OpenAI: reasoning is only counted) or "reasoning_content" (streamed in that delta field).
@@ -220,11 +236,23 @@ class FakeLLMServer:
 
     # --- scripting -----------------------------------------------------------------------------
     def reply(
-        self, *texts: str | Callable[[RecordedRequest], str], stop_reason: str | None = None, thinking: str = ""
+        self,
+        *texts: str | Callable[[RecordedRequest], str],
+        stop_reason: str | None = None,
+        thinking: str = "",
+        **odd: Any,
     ) -> None:
-        """Queue replies for the next generation requests, in order (each with this `thinking`)."""
+        """Queue replies for the next generation requests, in order (each with this `thinking`).
+
+        `odd`: the other fields of Reply (stop_details, refusal, zero_usage, chunks).
+        """
         with self.lock:
-            self.replies.extend(Reply(text, stop_reason, thinking) for text in texts)
+            self.replies.extend(Reply(text, stop_reason, thinking=thinking, **odd) for text in texts)
+
+    def fail_always(self, status: int, *, retry_after: float | None = None, message: str | None = None) -> None:
+        """Every generation request from now on gets this HTTP error (until reset())."""
+        with self.lock:
+            self.always = Fault("status", status=status, retry_after=retry_after, message=message)
 
     def fail_next(
         self, status: int, *, retry_after: float | None = None, message: str | None = None, code: str | None = None
@@ -256,6 +284,7 @@ class FakeLLMServer:
             self.requests.clear()
             self.replies.clear()
             self.faults.clear()
+            self.always = None
             self._seen_prefixes.clear()
             self.client_disconnects = 0
             self.client_disconnected.clear()
@@ -287,7 +316,7 @@ class FakeLLMServer:
             self.requests.append(request)
             if request.path not in GENERATION_PATHS:
                 return None, None, False
-            fault = self.faults.popleft() if self.faults else None
+            fault = self.faults.popleft() if self.faults else self.always
             if fault is not None and fault.kind == "status":
                 return fault, None, False  # the scripted reply stays queued for the retry
             reply = self.replies.popleft() if self.replies else Reply(self.default_reply)
@@ -473,13 +502,18 @@ def _make_handler(server: FakeLLMServer) -> type[BaseHTTPRequestHandler]:
             if not body.get("model"):
                 self._send_error(anthropic, 400, message="model: field required", retry_after=None)
                 return
+            limit = server.context_limits.get(str(body.get("model")))
+            prompt_tokens = count_tokens(request.system_text) + count_tokens(request.user_text)
+            if limit is not None and prompt_tokens > limit:
+                self._send_too_long(anthropic, prompt_tokens, limit)
+                return
             assert reply is not None
             refusal = _refused_reasoning_params(body, anthropic, server.openai_reasoning_prefixes)
             if refusal:
                 self._send_error(anthropic, 400, message=refusal, retry_after=None)
                 return
             text = reply.text(request) if callable(reply.text) else reply.text
-            pieces = _chunks(text, server.chunk_size)
+            pieces = list(reply.chunks) if reply.chunks is not None else _chunks(text, server.chunk_size)
             thoughts = _thinking_pieces(body, reply.thinking, anthropic, server)
             max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
             # Thinking comes first and counts against the same max tokens as the text.
@@ -489,8 +523,12 @@ def _make_handler(server: FakeLLMServer) -> type[BaseHTTPRequestHandler]:
             truncated = room is not None and len(pieces) > room
             if truncated:
                 pieces = pieces[:room]
-            usage = _usage(request, cached=cached, output_tokens=len(thoughts) + len(pieces))
+            refusal_pieces = _chunks(reply.refusal, server.chunk_size) if reply.refusal and not anthropic else []
+            output_tokens = len(thoughts) + len([p for p in pieces if p]) + len(refusal_pieces)
+            usage = _usage(request, cached=cached, output_tokens=output_tokens)
             usage["reasoning_tokens"] = len(thoughts)
+            if reply.zero_usage:
+                usage = {"system_tokens": 0, "user_tokens": 0, "cached": 0, "output_tokens": 0, "reasoning_tokens": 0}
             if anthropic:
                 stop_reason = reply.stop_reason or ("max_tokens" if truncated else "end_turn")
             else:
@@ -501,10 +539,45 @@ def _make_handler(server: FakeLLMServer) -> type[BaseHTTPRequestHandler]:
                 )
                 return
             streamed_thoughts = thoughts if (anthropic or server.reasoning_field) else []
-            events = (_anthropic_events if anthropic else _openai_events)(
-                body, pieces, usage, stop_reason, thoughts=streamed_thoughts, reasoning_field=server.reasoning_field
-            )
+            if anthropic:
+                events = _anthropic_events(
+                    body, pieces, usage, stop_reason, thoughts=streamed_thoughts, stop_details=reply.stop_details
+                )
+            else:
+                events = _openai_events(
+                    body,
+                    pieces,
+                    usage,
+                    stop_reason,
+                    thoughts=streamed_thoughts,
+                    reasoning_field=server.reasoning_field,
+                    refusal=refusal_pieces,
+                )
             self._stream(events, fault)
+
+        def _send_too_long(self, anthropic: bool, prompt_tokens: int, limit: int) -> None:
+            """The providers' real 400 bodies for a prompt over the context window."""
+            if anthropic:
+                payload: dict[str, Any] = {
+                    "type": "error",
+                    "error": {
+                        "type": "invalid_request_error",
+                        "message": f"prompt is too long: {prompt_tokens} tokens > {limit} maximum",
+                    },
+                }
+            else:
+                payload = {
+                    "error": {
+                        "message": (
+                            f"This model's maximum context length is {limit} tokens. However, your messages "
+                            f"resulted in {prompt_tokens} tokens. Please reduce the length of the messages."
+                        ),
+                        "type": "invalid_request_error",
+                        "param": "messages",
+                        "code": "context_length_exceeded",
+                    }
+                }
+            self._send_json(400, payload)
 
         def _key_ok(self, request: RecordedRequest) -> bool:
             return server.expected_api_key is None or request.api_key == server.expected_api_key
@@ -610,8 +683,10 @@ def _anthropic_usage(body: dict, usage: dict[str, int]) -> dict[str, int]:
     asked_to_cache = isinstance(body.get("system"), list) and any(
         isinstance(block, dict) and block.get("cache_control") for block in body["system"]
     )
-    cache_read = usage["system_tokens"] if asked_to_cache and usage["cached"] else 0
-    cache_write = usage["system_tokens"] if asked_to_cache and not usage["cached"] else 0
+    # As the real API: a marked prefix shorter than the model's minimum (1,024 tokens here) is not cached.
+    cacheable = asked_to_cache and usage["system_tokens"] >= ANTHROPIC_MIN_CACHEABLE_TOKENS
+    cache_read = usage["system_tokens"] if cacheable and usage["cached"] else 0
+    cache_write = usage["system_tokens"] if cacheable and not usage["cached"] else 0
     # Anthropic's input_tokens excludes the tokens read from or written to the cache.
     input_tokens = usage["system_tokens"] + usage["user_tokens"] - cache_read - cache_write
     return {
@@ -649,6 +724,7 @@ def _anthropic_events(
     *,
     thoughts: list[str] = (),
     reasoning_field: str = "",
+    stop_details: dict | None = None,
 ):
     start = _anthropic_message(body, [], usage, stop_reason)
     start.update(content=[], stop_reason=None)
@@ -686,7 +762,7 @@ def _anthropic_events(
             "message_delta",
             {
                 "type": "message_delta",
-                "delta": {"stop_reason": stop_reason, "stop_sequence": None},
+                "delta": {"stop_reason": stop_reason, "stop_sequence": None, "stop_details": stop_details},
                 "usage": final_usage,
             },
         ),
@@ -733,6 +809,7 @@ def _openai_events(
     *,
     thoughts: list[str] = (),
     reasoning_field: str = "",
+    refusal: list[str] | None = None,
 ):
     base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1735689600, "model": body.get("model")}
 
@@ -745,6 +822,8 @@ def _openai_events(
         yield chunk({reasoning_field: piece}, None), True
     for piece in pieces:
         yield chunk({"content": piece}, None), True
+    for piece in refusal or []:
+        yield chunk({"content": None, "refusal": piece}, None), True
     yield chunk({}, stop_reason), False
     if (body.get("stream_options") or {}).get("include_usage"):
         yield f"data: {json.dumps({**base, 'choices': [], 'usage': _openai_usage(usage)})}\n\n", False

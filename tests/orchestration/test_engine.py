@@ -76,8 +76,10 @@ def test_runs_to_max_rounds_with_turns_versions_usage_and_scores(providers, enqu
     assert all(t.parse_tier == "json" and t.overall_score is not None for t in turns)
     assert turns[0].scores == {"Clarity": 5.0, "Evidence": 5.0}
     assert all(t.input_tokens > 0 and t.output_tokens > 0 and t.credits > 0 for t in turns)
-    # The Anthropic writer's stable prefix is cached from its second call on.
-    assert turns[2].cached_tokens > 0
+    # The writer's stable prefix (~440 tokens) is under Anthropic's 1,024-token minimum: it is not marked
+    # cacheable, and nothing is read from a cache (test_prompt_caching covers a prefix long enough).
+    assert "cache_control" not in providers.generation_requests()[0].json["system"][0]
+    assert turns[2].cached_tokens == 0
     assert DocumentVersion.objects.filter(session=session).count() == 4
     assert session.final_document.startswith("# Why cities need trees")
     assert "<evaluation>" not in session.final_document

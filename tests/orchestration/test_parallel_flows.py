@@ -93,7 +93,7 @@ def test_editorial_fails_clearly_when_no_editor_succeeds(providers, enqueued, ri
     start(session, rich_owner)
     run_to_end(session)
     assert session.status == Status.FAILED
-    assert "giving up" in session.stop_detail
+    assert "gave up" in session.stop_detail and "retries" in session.stop_detail  # what happened, per model
     assert not Turn.objects.filter(session=session, slot="synthesize").exists()
 
 

@@ -24,7 +24,8 @@ from orchestration.providers import (
 from tests.fakes.llm_server import ANTHROPIC_PATH, GENERATION_PATHS, OPENAI_PATH
 
 SECRET_KEY = "sk-test-SECRET-0123456789"
-SYSTEM = "You are the Editor. Rubric: Clarity (weight 2), Depth (weight 1). " * 8
+# Long enough (about 1,170 tokens) for Anthropic to cache it: the minimum is 1,024 for most models.
+SYSTEM = "You are the Editor. Rubric: Clarity (weight 2), Depth (weight 1). " * 70
 
 
 @pytest.fixture(autouse=True)
@@ -133,7 +134,8 @@ async def test_openai_style_providers_stream_text_and_report_cached_tokens(provi
 
     text, end, _ = await collect(provider)
     assert text == "Second answer."
-    assert end.stop_reason == "end_turn"
+    assert end.stop_reason == "stop"  # the provider's own word, classified as a normal end
+    assert end.outcome == "normal"
     system_tokens = -(-len(SYSTEM) // 4)
     assert end.usage.cached_input_tokens == system_tokens
     assert end.usage.input_tokens == first_input - system_tokens  # uncached part only
@@ -167,7 +169,8 @@ async def test_reply_cut_at_max_tokens_reports_max_tokens(providers, provider):
     text, end, _ = await collect(provider, make_request(provider, max_tokens=10))
 
     assert text == "x" * 40
-    assert end.stop_reason == "max_tokens"
+    assert end.stop_reason == {"anthropic": "max_tokens", "openai": "length"}[provider]
+    assert end.outcome == "truncated"
     assert end.usage.output_tokens == 10
 
 
@@ -421,10 +424,12 @@ async def test_check_provider_reports_missing_configuration(settings):
 
 def test_retry_delay_grows_is_capped_and_honours_retry_after():
     rng = random.Random(1)
-    delays = [retry_delay(attempt, None, rng=rng) for attempt in range(1, 8)]
+    delays = [retry_delay(attempt, None, rng=rng) for attempt in range(0, 8)]
 
     assert 0.5 <= delays[0] <= 1.0
-    assert delays[3] > delays[0]
+    # Each wait is drawn from [ceiling/2, ceiling] with the ceiling doubling: no two first waits are equal.
+    for attempt, delay in enumerate(delays[:5]):
+        assert 2**attempt / 2 <= delay <= 2**attempt
     assert max(delays) <= 30.0
     assert retry_delay(1, 12.0, rng=rng) >= 12.0  # the server asked for longer than our backoff
     assert retry_delay(1, 10_000.0, rng=rng) <= 120.0  # but not forever

@@ -356,12 +356,13 @@ def test_the_page_shows_saved_reasoning_to_the_owner_and_never_to_others(owner, 
     Turn.objects.filter(pk=turn.pk).update(
         status=Turn.TurnStatus.COMPLETED, output_text="# Trees", reasoning="Saved thoughts.", reasoning_tokens=7
     )
-    WritingSession.objects.filter(pk=session.pk).update(status="completed")
+    WritingSession.objects.filter(pk=session.pk).update(status="completed", reasoning_tokens=7)
 
     client.force_login(owner)
     page = client.get(session.get_absolute_url()).content.decode()
     assert "Saved thoughts." in page
     assert "7 reasoning" in page
+    assert 'data-testid="reasoning-total">7<' in page  # the session's total, in the header
 
     client.force_login(outsider)
     assert client.get(session.get_absolute_url()).status_code == 404

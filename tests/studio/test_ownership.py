@@ -368,7 +368,8 @@ async def test_owner_websocket_catches_up_with_everything_after_a_sequence(owner
     # Nothing new after the last sequence: an empty, position-keeping answer.
     await communicator.send_json_to({"type": "catch_up", "after": 4})
     reply = await communicator.receive_json_from(timeout=5)
-    assert reply == {"type": "events", "last_seq": 4, "status": Status.RUNNING, "fragments": []}
+    # It also says no worker is driving this running session (no lease): the page shows that.
+    assert reply == {"type": "events", "last_seq": 4, "status": Status.RUNNING, "worker": "lost", "fragments": []}
     await communicator.disconnect()
 
 
