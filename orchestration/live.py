@@ -6,12 +6,14 @@ a reconnect and a live push all show exactly the same thing.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections import OrderedDict
 from dataclasses import dataclass
 
 from django.template.loader import render_to_string
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import escape, format_html
 from django.utils.safestring import SafeString
 
@@ -32,6 +34,7 @@ TURN_FIELDS = (
     "overall_score", "parse_tier", "input_tokens", "cached_tokens", "output_tokens", "credits", "latency_ms",
     "ttft_ms", "error", "prompt_notes", "started_at", "finished_at", "feedback", "reasoning", "reasoning_tokens",
     "reasoning_output", "cache_write_tokens", "usage_estimated", "stop_reason",
+    "slot", "recipe", "output_kind", "result", "session",
 )  # fmt: skip
 
 # The start of an evaluation tag cut by a chunk boundary ("<", "<eval", "< evaluation"): while a turn
@@ -177,18 +180,88 @@ def reasoning_html(text: str) -> str:
 
 
 def _turn_context(
-    turn: Turn, streamed: str | None, changes: TurnChanges | None = None, thought: str | None = None
+    turn: Turn,
+    streamed: str | None,
+    changes: TurnChanges | None = None,
+    thought: str | None = None,
+    *,
+    flow: str = "",
+    cache: dict | None = None,
 ) -> dict:
-    """A card's context. `thought` is the reasoning streamed so far (for a streaming turn)."""
+    """A card's context. `thought` is the reasoning streamed so far (for a streaming turn); `flow` adds
+    what a parallel-flow card shows (issues, decisions) via live_flows."""
+    from orchestration import live_flows
+
     if turn.status != Turn.TurnStatus.STREAMING:
         thought = turn.reasoning
+    critique = live_flows.critique_body_html(turn)
     return {
         "turn": turn,
-        "body_html": turn_body_html(turn, streamed),
+        "body_html": critique if critique is not None else turn_body_html(turn, streamed),
         "changes": changes or TurnChanges(kind="none"),
+        "review": live_flows.review_context(turn, flow, cache) if flow else None,
+        "phase": live_flows.phase_of(turn.slot) if turn.slot else "",
         "reasoning_html": reasoning_html(thought or ""),
         "reasoning_label": output_label(turn.reasoning_output),
     }
+
+
+@dataclass
+class ActiveTime:
+    """Time agents spent writing: the union of the turns' intervals (parallel turns counted once).
+
+    Paused, queued and idle time is not counted. While a turn streams, `running_since` is the start of
+    the open interval and the page adds the time since then to `seconds` (static/js/live_view.js).
+    """
+
+    seconds: int
+    running_since: dt.datetime | None
+
+    @property
+    def label(self) -> str:
+        return duration_label(self.seconds)
+
+
+def duration_label(seconds: int) -> str:
+    """ "45s", "2m 05s", "1h 03m": the same format the page's ticking clock writes."""
+    seconds = max(0, int(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    if minutes:
+        return f"{minutes}m {secs:02d}s"
+    return f"{secs}s"
+
+
+def active_time(intervals: list[tuple[dt.datetime, dt.datetime | None]], now: dt.datetime | None = None) -> ActiveTime:
+    """ActiveTime from (started_at, finished_at or None while streaming) pairs."""
+    now = now or timezone.now()
+    spans = sorted((start, end or now, end is None) for start, end in intervals if start)
+    total = 0.0
+    open_start: dt.datetime | None = None
+    current: list | None = None  # [start, end, open]
+    for start, end, is_open in spans:
+        if current and start <= current[1]:
+            current[1] = max(current[1], end)
+            current[2] = current[2] or is_open
+            continue
+        if current:
+            total += (current[1] - current[0]).total_seconds()
+        current = [start, end, is_open]
+    if current:
+        if current[2]:
+            open_start = current[0]
+        else:
+            total += (current[1] - current[0]).total_seconds()
+    return ActiveTime(seconds=int(total), running_since=open_start)
+
+
+def session_active_time(session_id: int) -> ActiveTime:
+    rows = Turn.objects.filter(session_id=session_id, kind=Turn.Kind.AGENT).values_list(
+        "started_at", "finished_at", "status"
+    )
+    return active_time([(start, None if status == Turn.TurnStatus.STREAMING else end) for start, end, status in rows])
 
 
 @dataclass
@@ -218,9 +291,20 @@ def score_chart(turns: list[Turn], max_rounds: int) -> Chart | None:
     def y(score: float) -> float:
         return height - pad - (height - 2 * pad) * (score / 10)
 
+    # Agents with equal scores would draw one line over the other and hide it: points that coincide
+    # are spread a few pixels apart vertically (each dot's tooltip still gives the exact score).
+    sharing: dict[tuple[int, float], list[str]] = {}
+    for name, scores in per_agent.items():
+        for r, score in scores.items():
+            sharing.setdefault((r, round(score, 2)), []).append(name)
+
+    def spread(name: str, r: int, score: float) -> float:
+        names = sharing[(r, round(score, 2))]
+        return (names.index(name) - (len(names) - 1) / 2) * 4.0
+
     series = []
     for index, (name, scores) in enumerate(per_agent.items()):
-        points = [(x(r), y(s), r, s) for r, s in sorted(scores.items())]
+        points = [(x(r), y(s) + spread(name, r, s), r, s) for r, s in sorted(scores.items())]
         series.append(
             {
                 "name": name,
@@ -235,6 +319,23 @@ def score_chart(turns: list[Turn], max_rounds: int) -> Chart | None:
     return Chart(width, height, rounds, series, y_ticks, x_ticks)
 
 
+RESUME_BLOCKED = "You have no credits left, so the next turn cannot start."
+
+
+def resume_blocked(session: WritingSession) -> str:
+    """Why Resume would only pause again at once (out of credits, none left), or "" when it may run.
+
+    Without this the Resume button flipped to Pause and straight back with nothing said.
+    """
+    from orchestration.models import Status, StopReason
+
+    if session.status != Status.PAUSED or session.stop_reason != StopReason.OUT_OF_CREDITS:
+        return ""
+    from billing.services import get_balance
+
+    return RESUME_BLOCKED if get_balance(session.project.owner) <= 0 else ""
+
+
 def page_context(session: WritingSession) -> dict:
     """Everything session_detail renders, in a constant number of queries."""
     from orchestration.documents import versions_for_panel
@@ -245,27 +346,46 @@ def page_context(session: WritingSession) -> dict:
     streamed = ev.streamed_text(streaming_ids, up_to_seq=last_seq)
     thoughts = ev.streamed_text(streaming_ids, up_to_seq=last_seq, kind="reasoning")
     changes = _changes_by_turn(session.pk, turns)
-    rounds: OrderedDict[int, list[dict]] = OrderedDict()
+    from orchestration import live_flows
+
+    items: OrderedDict[int, list[dict]] = OrderedDict()
+    cache: dict = {}
     for turn in turns:
-        rounds.setdefault(turn.round, []).append(
-            _turn_context(turn, streamed.get(turn.pk), changes.get(turn.pk), thoughts.get(turn.pk))
+        context = _turn_context(
+            turn, streamed.get(turn.pk), changes.get(turn.pk), thoughts.get(turn.pk), flow=session.flow, cache=cache
         )
+        items.setdefault(turn.round, []).append(context)
+    # Each round is a list of blocks: one turn, or the turns of a parallel phase shown side by side.
+    rounds = OrderedDict(
+        (number, live_flows.round_blocks(number, round_items)) for number, round_items in items.items()
+    )
     return {
         "session": session,
         "rounds": rounds,
+        "phases": live_flows.phases(session),
+        "report_html": live_flows.report_html(session),
         "last_seq": last_seq,
         "chart": score_chart(turns, session.max_rounds),
         "versions": versions_for_panel(session),
         "progress_percent": session.progress_percent,
-    }
+        "resume_blocked": resume_blocked(session),
+        "active": active_time(
+            [(t.started_at, None if t.status == Turn.TurnStatus.STREAMING else t.finished_at) for t in turns
+             if t.kind == Turn.Kind.AGENT]
+        ),
+    }  # fmt: skip
 
 
 def header_html(session: WritingSession) -> str:
+    from orchestration import live_flows
+
     return render_to_string(
         HEADER_TEMPLATE,
         {
             "session": session,
             "progress_percent": session.progress_percent,
+            "phases": live_flows.phases(session),
+            "active": session_active_time(session.pk),
         },
     )
 
@@ -284,14 +404,14 @@ def render_fragments(
     chunk_turns: OrderedDict[int, list[str]] = OrderedDict()
     thought_turns: OrderedDict[int, list[str]] = OrderedDict()
     card_turns: OrderedDict[int, None] = OrderedDict()
-    header = chart = document = controls = False
+    header = chart = document = controls = report = False
     for event in events:
         kind, turn_id = event["kind"], event.get("turn_id")
         if kind == "chunk" and turn_id:
             chunk_turns.setdefault(turn_id, []).append(event["payload"].get("text", ""))
         elif kind == "reasoning" and turn_id:
             thought_turns.setdefault(turn_id, []).append(event["payload"].get("text", ""))
-        elif kind in ("turn_started", "turn_finished", "human") and turn_id:
+        elif kind in ("turn_started", "turn_finished", "human", "call_given_up") and turn_id:
             card_turns[turn_id] = None
             chunk_turns.pop(turn_id, None)  # the card is rendered whole, with its text
             thought_turns.pop(turn_id, None)
@@ -305,9 +425,27 @@ def render_fragments(
             document = True
     session_detail_url = reverse("session_detail", args=[session_id])
     if card_turns:
+        from orchestration import live_flows
+
         turns = {
             t.pk: t for t in Turn.objects.filter(pk__in=list(card_turns), session_id=session_id).only(*TURN_FIELDS)
         }
+        # A finished review renumbers its round's issues (E1, E2... in team order): re-render its siblings,
+        # and the synthesizer or moderator whose decisions point at them.
+        finished_rounds = {t.round for t in turns.values() if t.slot.startswith("review:") and t.status != "streaming"}
+        if finished_rounds:
+            siblings = (
+                Turn.objects.filter(session_id=session_id, round__in=finished_rounds, status=Turn.TurnStatus.COMPLETED)
+                .exclude(pk__in=list(turns))
+                .exclude(slot="")
+                .only(*TURN_FIELDS)
+            )
+            for sibling in siblings:
+                if sibling.slot.startswith("review:") or sibling.slot in ("synthesize", "moderate"):
+                    turns[sibling.pk] = sibling
+                    card_turns[sibling.pk] = None
+        report = report or (session.flow == "roundtable" and any(t.status != "streaming" for t in turns.values()))
+        review_cache: dict = {}
         streaming = [pk for pk, t in turns.items() if t.status == Turn.TurnStatus.STREAMING]
         # Text up to *these* events only: later chunks are already committed but will arrive in their
         # own messages and be appended then; reading them now would show them twice.
@@ -321,17 +459,20 @@ def render_fragments(
             if pk in texts:
                 turn_text[pk] = texts[pk]
                 turn_text[("reasoning", pk)] = thoughts[pk]
-            fragments.append(
-                {
-                    "target": f"turn-{pk}",
-                    "swap": "upsert",
-                    "round": turn.round,
-                    "round_html": render_to_string(ROUND_TEMPLATE, {"round_number": turn.round, "turns": []}),
-                    "html": render_to_string(
-                        TURN_TEMPLATE, _turn_context(turn, texts.get(pk), changes.get(pk), thoughts.get(pk))
-                    ),
-                }
+            context = _turn_context(
+                turn, texts.get(pk), changes.get(pk), thoughts.get(pk), flow=session.flow, cache=review_cache
             )
+            fragment = {
+                "target": f"turn-{pk}",
+                "swap": "upsert",
+                "round": turn.round,
+                "round_html": render_to_string(ROUND_TEMPLATE, {"round_number": turn.round, "turns": []}),
+                "html": render_to_string(TURN_TEMPLATE, context),
+            }
+            if group := live_flows.parallel_group(turn):
+                fragment["group"] = live_flows.group_id(turn.round, group)
+                fragment["group_html"] = live_flows.group_html(turn.round, group)
+            fragments.append(fragment)
     for pk, parts in thought_turns.items():
         if pk in card_turns:
             continue  # its card was just rendered with the reasoning up to these events
@@ -363,6 +504,10 @@ def render_fragments(
                 "html": render_to_string(CHART_TEMPLATE, {"chart": score_chart(turns_all, session.max_rounds)}),
             }
         )
+    if report or (controls and session.flow == "roundtable"):
+        from orchestration import live_flows
+
+        fragments.append({"target": "convergence-report", "swap": "outer", "html": live_flows.report_html(session)})
     if controls:
         fragments.append({"target": "session-controls", "swap": "refresh", "url": session_detail_url})
     if document:

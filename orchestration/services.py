@@ -208,6 +208,7 @@ def add_references(*, session: WritingSession, user, items: list[tuple[str, str,
 SETTINGS_FIELDS = (
     "title",
     "flow",
+    "flow_config",
     "brief",
     "document",
     "max_rounds",

@@ -68,7 +68,13 @@ def session_pause(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_POST
 def session_resume(request: HttpRequest, pk: int) -> HttpResponse:
-    return _control(request, pk, lambda s: services.resume_session(session=s, user=request.user))
+    def act(session) -> None:
+        blocked = live.resume_blocked(session)
+        if blocked:  # it would pause again at once: say so instead of flipping the buttons back
+            raise services.ServiceError(f"{blocked} Get more credits on the billing page, then resume.")
+        services.resume_session(session=session, user=request.user)
+
+    return _control(request, pk, act)
 
 
 @login_required

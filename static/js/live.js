@@ -77,6 +77,18 @@
     return group.querySelector(".round-turns");
   }
 
+  // Parallel calls (editors, critics) share one group of columns in their round.
+  function ensureGroup(container, fragment) {
+    let group = document.getElementById(fragment.group);
+    if (!group) {
+      const holder = document.createElement("div");
+      holder.innerHTML = fragment.group_html;
+      group = holder.firstElementChild;
+      container.appendChild(group);
+    }
+    return group.querySelector(".parallel-columns");
+  }
+
   function replaceOuter(el, html) {
     const holder = document.createElement("div");
     holder.innerHTML = html;
@@ -99,7 +111,8 @@
     } else if (fragment.swap === "upsert") {
       if (el) { replaceOuter(el, fragment.html); }
       else {
-        const container = ensureRound(fragment);
+        let container = ensureRound(fragment);
+        if (fragment.group) container = ensureGroup(container, fragment);
         const holder = document.createElement("div");
         holder.innerHTML = fragment.html;
         container.appendChild(holder.firstElementChild);
@@ -167,20 +180,9 @@
     });
   }
 
-  function tickElapsed() {
-    const el = document.querySelector("[data-elapsed-start]");
-    if (!el || !el.dataset.elapsedStart) return;
-    const start = Date.parse(el.dataset.elapsedStart);
-    const end = el.dataset.elapsedEnd ? Date.parse(el.dataset.elapsedEnd) : Date.now();
-    const seconds = Math.max(0, Math.round((end - start) / 1000));
-    const m = Math.floor(seconds / 60), s = seconds % 60;
-    el.textContent = (m ? m + "m " : "") + s + "s";
-  }
-
+  // The active-time clock and the live totals are in live_view.js (display only).
   updateTitle();
   connect();
-  tickElapsed();
-  setInterval(tickElapsed, 1000);
   setInterval(checkSilence, 1000);
   document.addEventListener("visibilitychange", function () {
     if (document.visibilityState === "visible") recheckNow();

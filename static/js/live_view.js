@@ -108,5 +108,47 @@
       });
     }).observe(rounds, { childList: true, subtree: true, characterData: true });
   }
+  // --- While a turn streams: the active-time clock runs, and the totals say what is being written.
+  // The server renders both (header partial); this only moves them forward between its renders.
+  function tick() {
+    const clock = document.querySelector("[data-active-seconds]");
+    if (clock && clock.dataset.runningSince) {
+      const base = parseInt(clock.dataset.activeSeconds || "0", 10);
+      const since = Date.parse(clock.dataset.runningSince);
+      if (!isNaN(since)) clock.textContent = label(base + Math.max(0, Math.round((Date.now() - since) / 1000)));
+    }
+  }
+  function label(seconds) {
+    const h = Math.floor(seconds / 3600), m = Math.floor((seconds % 3600) / 60), s = seconds % 60;
+    const pad = function (n) { return (n < 10 ? "0" : "") + n; };
+    if (h) return h + "h " + pad(m) + "m";
+    if (m) return m + "m " + pad(s) + "s";
+    return s + "s";
+  }
+  // A rough count while text arrives (about four characters a token); the real usage replaces it
+  // when the turn ends and the server re-renders the totals.
+  function liveTotals() {
+    const tokens = document.querySelector("[data-testid=tokens-live]");
+    const credits = document.querySelector("[data-testid=credits-live]");
+    let chars = 0, streaming = 0;
+    document.querySelectorAll("#rounds [data-testid=turn][data-status=streaming] [data-testid=turn-body]")
+      .forEach(function (body) { streaming += 1; chars += body.textContent.length; });
+    if (tokens) {
+      tokens.hidden = !streaming;
+      tokens.textContent = streaming ? "+≈" + Math.ceil(chars / 4).toLocaleString() + " being written" : "";
+    }
+    if (credits) credits.hidden = !streaming;
+  }
+  if (rounds && window.MutationObserver) {
+    new MutationObserver(liveTotals).observe(rounds, { childList: true, subtree: true, characterData: true });
+  }
+  const header = document.getElementById("live-session");
+  if (header && window.MutationObserver) {
+    // The header is replaced whole by pushes: refresh the live parts in it at once.
+    new MutationObserver(function () { liveTotals(); tick(); }).observe(header, { childList: true });
+  }
+  liveTotals();
+  tick();
+  setInterval(tick, 1000);
   updateFollowButton();
 })();
