@@ -88,6 +88,7 @@ def estimate_session_credits(session) -> tuple[int, int]:
     model has no price are left out (the engine refuses to start them; see
     orchestration.services.validate_for_start).
     """
+    from orchestration.flows import get_policy
     from orchestration.reasoning import plan_for_agent
 
     agents = [a for a in session.agents.select_related("model").all() if a.active]
@@ -108,11 +109,29 @@ def estimate_session_credits(session) -> tuple[int, int]:
     # Thinking / reasoning tokens are billed as output: a call may generate its answer limit plus its
     # thinking budget (orchestration.reasoning), and that total is what the engine reserves per turn.
     outputs = {a.pk: plan_for_agent(a).max_tokens for a in agents}
-    low = sum(call(a, base + estimate_tokens(a.role_prompt), max(1, outputs[a.pk] // 4)) for a in agents)
-    high = 0
+    # Calls per round come from the flow (orchestration.flows): every parallel editor or critic is a call
+    # of its own; an agent whose role the flow does not use makes none; the synthesizer or moderator also
+    # reads every review; a roundtable without a starting document adds the moderator's first draft.
+    shape = get_policy(session.flow).call_shape(session, [a.role for a in agents])
+    calls = dict(zip([a.pk for a in agents], shape.calls_per_round, strict=True))
+    reviewers = [a for a in agents if calls[a.pk] and (a.role or "").strip().lower() in shape.reviewer_roles]
+    readers = {a.pk for a in agents if calls[a.pk] and (a.role or "").strip().lower() in shape.reader_roles}
+
+    def reviews(quarter: bool) -> int:
+        return sum(max(1, outputs[r.pk] // 4) if quarter else outputs[r.pk] for r in reviewers)
+
+    def prompt(agent, document_tokens: int, quarter: bool) -> int:
+        extra = reviews(quarter) if agent.pk in readers else 0
+        return document_tokens + estimate_tokens(agent.role_prompt) + extra
+
+    extra_first = [a for a in agents if a.pk in shape.extra_first_round_calls]
+    low = sum(calls[a.pk] * call(a, prompt(a, base, True), max(1, outputs[a.pk] // 4)) for a in agents)
+    low += sum(call(a, base + estimate_tokens(a.role_prompt), max(1, outputs[a.pk] // 4)) for a in extra_first)
+    high = sum(call(a, base + estimate_tokens(a.role_prompt), outputs[a.pk]) for a in extra_first)
     document = base
-    growth = max(a.max_output_tokens for a in agents)  # thinking never enters the document
+    writers = [a for a in agents if calls[a.pk] and a not in reviewers] or agents
+    growth = max(a.max_output_tokens for a in writers)  # reviews and thinking never enter the document
     for _ in range(rounds):
-        high += sum(call(a, document + estimate_tokens(a.role_prompt), outputs[a.pk]) for a in agents)
+        high += sum(calls[a.pk] * call(a, prompt(a, document, False), outputs[a.pk]) for a in agents)
         document += growth
     return (low, high)

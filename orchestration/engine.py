@@ -465,8 +465,7 @@ async def run_call(
     *,
     owner: str,
 ) -> CallOutcome:
-    from orchestration.providers import ProviderError, ReasoningDelta, StreamEnd, TextDelta, get_adapter
-
+    """One agent call to its end: attempts, retries (docs/providers.md, "Errors"), then the fallback model."""
     agents = {} if agents is None else agents
     if call.agent_id not in agents:
         agents[call.agent_id] = await sync_to_async(_load_agent)(call.agent_id)
@@ -476,144 +475,156 @@ async def run_call(
         return CallOutcome("completed", existing)
 
     models = [agent.model] + ([agent.fallback_model] if agent.fallback_model_id else [])
-    max_retries = settings.PROVIDER_MAX_RETRIES
     failures: list[str] = []  # one line per model that gave up, for the final message
     for model in models:
-        retries = 0
-        waited = 0.0  # seconds spent waiting on this model's rate limit
-        window: int | None = None  # our-units context window from the provider's own count, after a 400
-        last_error = ""
+        state = _ModelState()
         while True:
             attempts += 1
             prepared = await db(
-                _begin_turn, session, agent, model, round_number, attempts, call, window, owner=owner
+                _begin_turn, session, agent, model, round_number, attempts, call, state.window, owner=owner
             )
             if isinstance(prepared, CallOutcome):
                 if prepared.status == "too_large":
-                    last_error = prepared.error
+                    state.last_error = prepared.error
                     break  # the fallback model may have a larger context window
                 return prepared
             turn_id, request, estimated_tokens = prepared
-            adapter = get_adapter(model.provider)
-            started = time.monotonic()
-            first_token_at: float | None = None
-            received: list[str] = []
-            thought: list[str] = []  # the turn's reasoning, kept apart from its text
+            attempt = _Attempt(turn_id=turn_id, request=request, estimated_tokens=estimated_tokens)
             try:
-                try:
-                    try:
-                        end: StreamEnd | None = None
-                        async for item in adapter.stream(request):
-                            if isinstance(item, TextDelta):
-                                if first_token_at is None:
-                                    first_token_at = time.monotonic()
-                                received.append(item.text)
-                                batcher.add(turn_id, item.text)
-                            elif isinstance(item, ReasoningDelta):
-                                thought.append(item.text)
-                                batcher.add_reasoning(turn_id, item.text)
-                            elif isinstance(item, StreamEnd):
-                                end = item
-                        if end is None:
-                            raise ProviderError(
-                                "The reply ended without a proper end.", kind="stream_broken", retryable=True
-                            )
-                        await batcher.flush()
-                        timing = (int((time.monotonic() - started) * 1000), _ms(started, first_token_at))
-                        await db(
-                            _complete_turn,
-                            session.pk,
-                            turn_id,
-                            agent,
-                            model,
-                            "".join(received),
-                            end,
-                            timing,
-                            call,
-                            reasoning="".join(thought),
-                            owner=owner,
-                        )
-                        return CallOutcome("completed", turn_id)
-                    except asyncio.CancelledError:
-                        await batcher.flush()
-                        await db(
-                            _abandon_turn,
-                            session.pk,
-                            turn_id,
-                            model,
-                            "".join(received),
-                            request,
-                            Turn.TurnStatus.CANCELLED,
-                            USER_STOP,
-                            reasoning="".join(thought),
-                            owner=owner,
-                        )
-                        return CallOutcome("cancelled", turn_id)
-                except ProviderError as error:
-                    await batcher.flush()
-                    last_error = error.user_message
-                    status = Turn.TurnStatus.INCOMPLETE if received else Turn.TurnStatus.FAILED
-                    if error.kind == "context_length":
-                        if window is None:
-                            window = _refit_window(model, estimated_tokens, error)
-                            note = " Atelier fits the prompt to the provider's own count and tries once more."
-                        else:
-                            window, note = None, ""
-                        await db(
-                            _abandon_turn,
-                            session.pk,
-                            turn_id,
-                            model,
-                            "",
-                            request,
-                            status,
-                            last_error + note,
-                            error,
-                            owner=owner,
-                        )
-                        if note:
-                            continue
-                        break  # still too long: the fallback model, if any
-                    plan = _retry_plan(error, retries, waited, max_retries)
-                    turn_error = last_error + (f" Retrying in {plan:.1f} s." if plan is not None else "")
-                    text = "".join(received)
-                    await db(
-                        _abandon_turn,
-                        session.pk,
-                        turn_id,
-                        model,
-                        text,
-                        request,
-                        status,
-                        turn_error,
-                        error,
-                        reasoning="".join(thought),
-                        owner=owner,
-                    )
-                    if not error.retryable:
-                        return CallOutcome("failed", turn_id, f"{agent.name}: {last_error}")
-                    if plan is None:
-                        what = f"{retries + 1} attempt{'s' if retries else ''} ({retries} retr"
-                        what += "y" if retries == 1 else "ies"
-                        what += f" over {waited:.0f} s of waiting)" if error.kind == "rate_limit" else ")"
-                        failures.append(f"{model.display_name} failed {what}; the last answer was: {last_error}")
-                        last_error = ""
-                        break  # try the fallback model, if any
-                    retries += 1
-                    waited += plan
-                    logger.info("retrying %s after %s (%.1fs)", model.model_id, error.kind, plan)
-                    await _sleep(plan)
+                decision = await _run_attempt(session, agent, model, call, batcher, attempt, state, owner=owner)
             except LeaseLost:
                 raise  # another executor owns the session now: stand down without touching anything
             except Exception:
                 # A bug or an unexpected library error: never leave the turn streaming or its credits held.
                 logger.exception("turn %s crashed", turn_id)
                 await batcher.flush()
-                await sync_to_async(_fail_turn)(session.pk, turn_id, "".join(received), owner=owner)
+                await sync_to_async(_fail_turn)(session.pk, turn_id, "".join(attempt.received), owner=owner)
                 return CallOutcome("failed", turn_id, INTERNAL_ERROR)
-        if last_error:
-            failures.append(f"{model.display_name}: {last_error}")
+            if isinstance(decision, CallOutcome):
+                return decision
+            if decision == "next_model":
+                break
+            if decision != "refit":  # "retry" after state.delay seconds
+                await _sleep(state.delay)
+        if state.last_error:
+            failures.append(f"{model.display_name}: {state.last_error}")
+        elif state.gave_up:
+            failures.append(state.gave_up)
     return CallOutcome("failed", None, f"{agent.name} gave up. " + " Then ".join(failures))
+
+
+@dataclass
+class _ModelState:
+    """Where the attempts on one model stand."""
+
+    retries: int = 0
+    waited: float = 0.0  # seconds spent waiting on this model's rate limit
+    window: int | None = None  # our-units context window from the provider's own count, after a 400
+    delay: float = 0.0  # the wait before the next attempt
+    last_error: str = ""  # why the model could not be used at all (prompt too long)
+    gave_up: str = ""  # what happened, once retries are spent
+
+
+@dataclass
+class _Attempt:
+    turn_id: int
+    request: object
+    estimated_tokens: int
+    received: list[str] = field(default_factory=list)
+    thought: list[str] = field(default_factory=list)  # the turn's reasoning, kept apart from its text
+
+
+async def _run_attempt(
+    session: WritingSession,
+    agent: Agent,
+    model: LLMModel,
+    call: AgentCall,
+    batcher: ChunkBatcher,
+    attempt: _Attempt,
+    state: _ModelState,
+    *,
+    owner: str,
+) -> CallOutcome | str:
+    """Stream one attempt and save how it ended. Returns a CallOutcome, or what to do next: "retry" (after
+    state.delay), "refit" (at once, with state.window) or "next_model". Unexpected exceptions propagate."""
+    from orchestration.providers import ProviderError, ReasoningDelta, StreamEnd, TextDelta, get_adapter
+
+    turn_id, request = attempt.turn_id, attempt.request
+    started = time.monotonic()
+    first_token_at: float | None = None
+    try:
+        end: StreamEnd | None = None
+        async for item in get_adapter(model.provider).stream(request):
+            if isinstance(item, TextDelta):
+                if first_token_at is None:
+                    first_token_at = time.monotonic()
+                attempt.received.append(item.text)
+                batcher.add(turn_id, item.text)
+            elif isinstance(item, ReasoningDelta):
+                attempt.thought.append(item.text)
+                batcher.add_reasoning(turn_id, item.text)
+            elif isinstance(item, StreamEnd):
+                end = item
+        if end is None:
+            raise ProviderError("The reply ended without a proper end.", kind="stream_broken", retryable=True)
+        await batcher.flush()
+        timing = (int((time.monotonic() - started) * 1000), _ms(started, first_token_at))
+        text, reasoning = "".join(attempt.received), "".join(attempt.thought)
+        await db(
+            _complete_turn, session.pk, turn_id, agent, model, text, end, timing, call, reasoning=reasoning, owner=owner
+        )
+        return CallOutcome("completed", turn_id)
+    except asyncio.CancelledError:
+        await batcher.flush()
+        text, reasoning = "".join(attempt.received), "".join(attempt.thought)
+        await db(
+            _abandon_turn,
+            session.pk,
+            turn_id,
+            model,
+            text,
+            request,
+            Turn.TurnStatus.CANCELLED,
+            USER_STOP,
+            reasoning=reasoning,
+            owner=owner,
+        )
+        return CallOutcome("cancelled", turn_id)
+    except ProviderError as error:
+        await batcher.flush()
+        return await _after_provider_error(session, agent, model, attempt, state, error, owner=owner)
+
+
+async def _after_provider_error(session, agent, model, attempt: _Attempt, state: _ModelState, error, *, owner: str):
+    """Save the failed attempt (charging what the provider reported) and decide what comes next."""
+    message = error.user_message
+    status = Turn.TurnStatus.INCOMPLETE if attempt.received else Turn.TurnStatus.FAILED
+    text, reasoning = "".join(attempt.received), "".join(attempt.thought)
+    args = (session.pk, attempt.turn_id, model)
+    if error.kind == "context_length":
+        # Re-fit once with the provider's own numbers; still too long: the fallback model, if any.
+        refit = state.window is None
+        note = " Atelier fits the prompt to the provider's own count and tries once more." if refit else ""
+        await db(_abandon_turn, *args, "", attempt.request, status, message + note, error, owner=owner)
+        state.window = _refit_window(model, attempt.estimated_tokens, error) if refit else None
+        state.last_error = "" if refit else message
+        return "refit" if refit else "next_model"
+    plan = _retry_plan(error, state.retries, state.waited, settings.PROVIDER_MAX_RETRIES)
+    turn_error = message + (f" Retrying in {plan:.1f} s." if plan is not None else "")
+    await db(_abandon_turn, *args, text, attempt.request, status, turn_error, error, reasoning=reasoning, owner=owner)
+    if not error.retryable:
+        return CallOutcome("failed", attempt.turn_id, f"{agent.name}: {message}")
+    if plan is None:
+        retries = state.retries
+        what = f"{retries + 1} attempt{'s' if retries else ''} ({retries} retr{'y' if retries == 1 else 'ies'}"
+        what += f" over {state.waited:.0f} s of waiting)" if error.kind == "rate_limit" else ")"
+        state.gave_up = f"{model.display_name} failed {what}; the last answer was: {message}"
+        return "next_model"
+    state.retries += 1
+    state.waited += plan
+    state.delay = plan
+    logger.info("retrying %s after %s (%.1fs)", model.model_id, error.kind, plan)
+    return "retry"
 
 
 INTERNAL_ERROR = "An internal error interrupted this turn. It has been logged."

@@ -122,13 +122,38 @@ class FlowOption:
     locked: bool
     reason: str
     upgrade_url: str
+    description: str = ""
+    diagram: str = ""
+    roles: str = ""  # the roles the flow gives parts to, as the builder's role field expects them
+
+
+FLOW_ROLES = {
+    Flow.SEQUENTIAL: "any roles; every agent revises in turn",
+    Flow.EDITORIAL: "one “writer”, one or more “editor”s, one “synthesizer”",
+    Flow.ROUNDTABLE: "one or more “critic”s, one “moderator”",
+}
 
 
 def flow_options(user) -> list[FlowOption]:
+    """Every flow with its one-line description, diagram, roles and whether the user's plan allows it."""
+    from orchestration.flows import get_policy
+
     options = []
     for value, label in Flow.choices:
         verdict = gate(user, "use_flow", flow=value)
-        options.append(FlowOption(value, label, not verdict.allowed, verdict.reason, verdict.upgrade_url))
+        policy = get_policy(value)
+        options.append(
+            FlowOption(
+                value,
+                label,
+                not verdict.allowed,
+                verdict.reason,
+                verdict.upgrade_url,
+                description=policy.description,
+                diagram=policy.diagram,
+                roles=FLOW_ROLES.get(value, ""),
+            )
+        )
     return options
 
 
@@ -189,8 +214,29 @@ class SessionSettingsForm(forms.ModelForm):
             "flow": forms.RadioSelect,
         }
 
+    # The roundtable's convergence rules (WritingSession.flow_config); always posted, used by that flow only.
+    stop_when_no_high_issues = forms.BooleanField(
+        required=False, initial=True, label="Stop when no high-severity issues are left"
+    )
+    stop_below_change_percent = forms.FloatField(
+        required=False,
+        min_value=0.1,
+        max_value=100,
+        label="Stop when the moderator changes less than (%)",
+        help_text="Empty turns this rule off. Max rounds is the last rule.",
+    )
+
     def __init__(self, *args: Any, user, **kwargs: Any) -> None:
+        from orchestration.flows.roundtable import DEFAULT_CONFIG, ConfigError, clean_config
+
         super().__init__(*args, **kwargs)
+        try:
+            config = clean_config(self.instance.flow_config)
+        except ConfigError:
+            config = dict(DEFAULT_CONFIG)
+        self.fields["stop_when_no_high_issues"].initial = config["stop_when_no_high_issues"]
+        self.fields["stop_below_change_percent"].initial = config["stop_below_change_percent"]
+        self.fields["stop_below_change_percent"].widget.attrs.update(step="0.5", min="0.1", max="100")
         self.user = user
         # A draft may be incomplete; starting checks the brief (services.validate_for_start).
         self.fields["brief"].required = False
@@ -207,6 +253,21 @@ class SessionSettingsForm(forms.ModelForm):
         self.fields["threshold_agent"].empty_label = "Any agent"
         self.fields["score_threshold"].widget.attrs.update(step="0.1", min="0", max="10")
         self.fields["convergence_percent"].widget.attrs.update(step="0.5", min="0", max="100")
+
+    def clean(self) -> dict[str, Any]:
+        from orchestration.flows.roundtable import ConfigError, clean_config
+
+        cleaned = super().clean()
+        if cleaned.get("flow") == Flow.ROUNDTABLE and "stop_below_change_percent" not in self.errors:
+            raw = {
+                "stop_when_no_high_issues": bool(cleaned.get("stop_when_no_high_issues")),
+                "stop_below_change_percent": cleaned.get("stop_below_change_percent"),
+            }
+            try:
+                self.instance.flow_config = clean_config(raw)
+            except ConfigError as error:
+                self.add_error("stop_below_change_percent", str(error))
+        return cleaned
 
     def clean_flow(self) -> str:
         flow = self.cleaned_data["flow"]

@@ -34,6 +34,7 @@ TURN_FIELDS = (
     "overall_score", "parse_tier", "input_tokens", "cached_tokens", "output_tokens", "credits", "latency_ms",
     "ttft_ms", "error", "prompt_notes", "started_at", "finished_at", "feedback", "reasoning", "reasoning_tokens",
     "reasoning_output", "cache_write_tokens", "usage_estimated", "stop_reason",
+    "slot", "recipe", "output_kind", "result", "session",
 )  # fmt: skip
 
 # The start of an evaluation tag cut by a chunk boundary ("<", "<eval", "< evaluation"): while a turn
@@ -179,15 +180,27 @@ def reasoning_html(text: str) -> str:
 
 
 def _turn_context(
-    turn: Turn, streamed: str | None, changes: TurnChanges | None = None, thought: str | None = None
+    turn: Turn,
+    streamed: str | None,
+    changes: TurnChanges | None = None,
+    thought: str | None = None,
+    *,
+    flow: str = "",
+    cache: dict | None = None,
 ) -> dict:
-    """A card's context. `thought` is the reasoning streamed so far (for a streaming turn)."""
+    """A card's context. `thought` is the reasoning streamed so far (for a streaming turn); `flow` adds
+    what a parallel-flow card shows (issues, decisions) via live_flows."""
+    from orchestration import live_flows
+
     if turn.status != Turn.TurnStatus.STREAMING:
         thought = turn.reasoning
+    critique = live_flows.critique_body_html(turn)
     return {
         "turn": turn,
-        "body_html": turn_body_html(turn, streamed),
+        "body_html": critique if critique is not None else turn_body_html(turn, streamed),
         "changes": changes or TurnChanges(kind="none"),
+        "review": live_flows.review_context(turn, flow, cache) if flow else None,
+        "phase": live_flows.phase_of(turn.slot) if turn.slot else "",
         "reasoning_html": reasoning_html(thought or ""),
         "reasoning_label": output_label(turn.reasoning_output),
     }
@@ -333,14 +346,24 @@ def page_context(session: WritingSession) -> dict:
     streamed = ev.streamed_text(streaming_ids, up_to_seq=last_seq)
     thoughts = ev.streamed_text(streaming_ids, up_to_seq=last_seq, kind="reasoning")
     changes = _changes_by_turn(session.pk, turns)
-    rounds: OrderedDict[int, list[dict]] = OrderedDict()
+    from orchestration import live_flows
+
+    items: OrderedDict[int, list[dict]] = OrderedDict()
+    cache: dict = {}
     for turn in turns:
-        rounds.setdefault(turn.round, []).append(
-            _turn_context(turn, streamed.get(turn.pk), changes.get(turn.pk), thoughts.get(turn.pk))
+        context = _turn_context(
+            turn, streamed.get(turn.pk), changes.get(turn.pk), thoughts.get(turn.pk), flow=session.flow, cache=cache
         )
+        items.setdefault(turn.round, []).append(context)
+    # Each round is a list of blocks: one turn, or the turns of a parallel phase shown side by side.
+    rounds = OrderedDict(
+        (number, live_flows.round_blocks(number, round_items)) for number, round_items in items.items()
+    )
     return {
         "session": session,
         "rounds": rounds,
+        "phases": live_flows.phases(session),
+        "report_html": live_flows.report_html(session),
         "last_seq": last_seq,
         "chart": score_chart(turns, session.max_rounds),
         "versions": versions_for_panel(session),
@@ -354,11 +377,14 @@ def page_context(session: WritingSession) -> dict:
 
 
 def header_html(session: WritingSession) -> str:
+    from orchestration import live_flows
+
     return render_to_string(
         HEADER_TEMPLATE,
         {
             "session": session,
             "progress_percent": session.progress_percent,
+            "phases": live_flows.phases(session),
             "active": session_active_time(session.pk),
         },
     )
@@ -378,14 +404,14 @@ def render_fragments(
     chunk_turns: OrderedDict[int, list[str]] = OrderedDict()
     thought_turns: OrderedDict[int, list[str]] = OrderedDict()
     card_turns: OrderedDict[int, None] = OrderedDict()
-    header = chart = document = controls = False
+    header = chart = document = controls = report = False
     for event in events:
         kind, turn_id = event["kind"], event.get("turn_id")
         if kind == "chunk" and turn_id:
             chunk_turns.setdefault(turn_id, []).append(event["payload"].get("text", ""))
         elif kind == "reasoning" and turn_id:
             thought_turns.setdefault(turn_id, []).append(event["payload"].get("text", ""))
-        elif kind in ("turn_started", "turn_finished", "human") and turn_id:
+        elif kind in ("turn_started", "turn_finished", "human", "call_given_up") and turn_id:
             card_turns[turn_id] = None
             chunk_turns.pop(turn_id, None)  # the card is rendered whole, with its text
             thought_turns.pop(turn_id, None)
@@ -399,9 +425,27 @@ def render_fragments(
             document = True
     session_detail_url = reverse("session_detail", args=[session_id])
     if card_turns:
+        from orchestration import live_flows
+
         turns = {
             t.pk: t for t in Turn.objects.filter(pk__in=list(card_turns), session_id=session_id).only(*TURN_FIELDS)
         }
+        # A finished review renumbers its round's issues (E1, E2... in team order): re-render its siblings,
+        # and the synthesizer or moderator whose decisions point at them.
+        finished_rounds = {t.round for t in turns.values() if t.slot.startswith("review:") and t.status != "streaming"}
+        if finished_rounds:
+            siblings = (
+                Turn.objects.filter(session_id=session_id, round__in=finished_rounds, status=Turn.TurnStatus.COMPLETED)
+                .exclude(pk__in=list(turns))
+                .exclude(slot="")
+                .only(*TURN_FIELDS)
+            )
+            for sibling in siblings:
+                if sibling.slot.startswith("review:") or sibling.slot in ("synthesize", "moderate"):
+                    turns[sibling.pk] = sibling
+                    card_turns[sibling.pk] = None
+        report = report or (session.flow == "roundtable" and any(t.status != "streaming" for t in turns.values()))
+        review_cache: dict = {}
         streaming = [pk for pk, t in turns.items() if t.status == Turn.TurnStatus.STREAMING]
         # Text up to *these* events only: later chunks are already committed but will arrive in their
         # own messages and be appended then; reading them now would show them twice.
@@ -415,17 +459,20 @@ def render_fragments(
             if pk in texts:
                 turn_text[pk] = texts[pk]
                 turn_text[("reasoning", pk)] = thoughts[pk]
-            fragments.append(
-                {
-                    "target": f"turn-{pk}",
-                    "swap": "upsert",
-                    "round": turn.round,
-                    "round_html": render_to_string(ROUND_TEMPLATE, {"round_number": turn.round, "turns": []}),
-                    "html": render_to_string(
-                        TURN_TEMPLATE, _turn_context(turn, texts.get(pk), changes.get(pk), thoughts.get(pk))
-                    ),
-                }
+            context = _turn_context(
+                turn, texts.get(pk), changes.get(pk), thoughts.get(pk), flow=session.flow, cache=review_cache
             )
+            fragment = {
+                "target": f"turn-{pk}",
+                "swap": "upsert",
+                "round": turn.round,
+                "round_html": render_to_string(ROUND_TEMPLATE, {"round_number": turn.round, "turns": []}),
+                "html": render_to_string(TURN_TEMPLATE, context),
+            }
+            if group := live_flows.parallel_group(turn):
+                fragment["group"] = live_flows.group_id(turn.round, group)
+                fragment["group_html"] = live_flows.group_html(turn.round, group)
+            fragments.append(fragment)
     for pk, parts in thought_turns.items():
         if pk in card_turns:
             continue  # its card was just rendered with the reasoning up to these events
@@ -457,6 +504,10 @@ def render_fragments(
                 "html": render_to_string(CHART_TEMPLATE, {"chart": score_chart(turns_all, session.max_rounds)}),
             }
         )
+    if report or (controls and session.flow == "roundtable"):
+        from orchestration import live_flows
+
+        fragments.append({"target": "convergence-report", "swap": "outer", "html": live_flows.report_html(session)})
     if controls:
         fragments.append({"target": "session-controls", "swap": "refresh", "url": session_detail_url})
     if document:

@@ -1,3 +1,3 @@
-from orchestration.views import builder, documents, live, projects
+from orchestration.views import builder, documents, live, projects, reports
 
-urlpatterns = projects.urls + builder.urls + documents.urls + live.urls
+urlpatterns = projects.urls + builder.urls + documents.urls + live.urls + reports.urls

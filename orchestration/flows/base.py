@@ -66,6 +66,16 @@ class Finished:
     detail: str = ""
 
 
+@dataclass(frozen=True)
+class CallShape:
+    """How a flow spends calls per round, for the credit estimate (billing.pricing)."""
+
+    calls_per_round: list[int]  # per agent, index-aligned with the roles given
+    reviewer_roles: tuple[str, ...] = ()  # their replies are notes, read by the reader roles
+    reader_roles: tuple[str, ...] = ()  # their prompt carries every review of the round
+    extra_first_round_calls: frozenset[int] = frozenset()  # agent ids with one more call in round 1
+
+
 class FlowPolicy(Protocol):
     name: str
 
@@ -75,8 +85,8 @@ class FlowPolicy(Protocol):
     def validate(self, session: WritingSession, agents: list[Agent]) -> list[str]:
         """Flow-specific start checks in words the user can act on (empty = ready)."""
 
-    def calls_per_round(self, roles: list[str]) -> dict[str, int]:
-        """How many calls each role makes per round, for the credit estimate."""
+    def call_shape(self, session: WritingSession, roles: list[str]) -> CallShape:
+        """How many calls each agent makes per round and who reads whose reviews, for the credit estimate."""
 
 
 @dataclass

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from orchestration.flows.base import (
     AgentCall,
+    CallShape,
     Finished,
     Output,
     Recipe,
@@ -91,8 +92,12 @@ class EditorialFlow:
             flow_label="The editorial flow",
         )
 
-    def calls_per_round(self, roles: list[str]) -> list[int]:
-        return [1 if role in self.roles else 0 for role in roles]
+    def call_shape(self, session: WritingSession, roles: list[str]) -> CallShape:
+        return CallShape(
+            calls_per_round=[1 if (r or "").strip().lower() in self.roles else 0 for r in roles],
+            reviewer_roles=(EDITOR,),
+            reader_roles=(SYNTHESIZER,),
+        )
 
 
 def validate_roles(agents: list[Agent], *, required: dict[str, tuple[int, int | None]], flow_label: str) -> list[str]:

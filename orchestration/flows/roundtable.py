@@ -20,6 +20,7 @@ from typing import Any
 
 from orchestration.flows.base import (
     AgentCall,
+    CallShape,
     Finished,
     Output,
     Recipe,
@@ -139,8 +140,16 @@ class RoundtableFlow:
             problems.append(str(error))
         return problems
 
-    def calls_per_round(self, roles: list[str]) -> list[int]:
-        return [1 if role in self.roles else 0 for role in roles]
+    def call_shape(self, session: WritingSession, roles: list[str]) -> CallShape:
+        moderators = agents_by_role(session).get(MODERATOR, [])
+        drafts = not session.document.strip() and session.current_round == 0
+        draft = frozenset(moderators[:1]) if drafts else frozenset()
+        return CallShape(
+            calls_per_round=[1 if (r or "").strip().lower() in self.roles else 0 for r in roles],
+            reviewer_roles=(CRITIC,),
+            reader_roles=(MODERATOR,),
+            extra_first_round_calls=draft,
+        )
 
 
 def _issues_of(turn_ids: list[int]) -> list[dict]:

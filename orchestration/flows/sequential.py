@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from orchestration.flows.base import AgentCall, Finished, Step
+from orchestration.flows.base import AgentCall, CallShape, Finished, Step
 from orchestration.models import Agent, StopReason, Turn, WritingSession
 
 
@@ -46,6 +46,5 @@ class SequentialFlow:
     def validate(self, session: WritingSession, agents: list[Agent]) -> list[str]:
         return []
 
-    def calls_per_round(self, roles: list[str]) -> list[int]:
-        """One call per agent per round (index-aligned with `roles`)."""
-        return [1 for _ in roles]
+    def call_shape(self, session: WritingSession, roles: list[str]) -> CallShape:
+        return CallShape(calls_per_round=[1 for _ in roles])

@@ -156,6 +156,14 @@ def _references_context(session: WritingSession, form: ReferenceForm | None = No
     }
 
 
+def _flow_check_context(session: WritingSession) -> dict[str, Any]:
+    """The flow's role checks on the current team, so the builder says what is missing before Start."""
+    from orchestration.flows import get_policy
+
+    agents = list(session.agents.filter(active=True))
+    return {"session": session, "flow_problems": get_policy(session.flow).validate(session, agents) if agents else []}
+
+
 def _page_context(request: HttpRequest, session: WritingSession, settings_form=None) -> dict[str, Any]:
     return {
         "session": session,
@@ -166,6 +174,7 @@ def _page_context(request: HttpRequest, session: WritingSession, settings_form=N
         "balance": credit_balance(request.user),
         **_team_context(request, session),
         **_estimate_context(session),
+        **_flow_check_context(session),
         **_references_context(session),
     }
 
@@ -356,6 +365,13 @@ def _start_refused(request, session, form, problems, *, invalid_cards=(), upgrad
 def session_estimate(request: HttpRequest, pk: int) -> HttpResponse:
     session = _get_session_for_user(request, pk)
     return render(request, PAGE + "#estimate", _estimate_context(session))
+
+
+@login_required
+@require_GET
+def session_flow_check(request: HttpRequest, pk: int) -> HttpResponse:
+    session = _get_session_for_user(request, pk)
+    return render(request, PAGE + "#flow_check", _flow_check_context(session))
 
 
 @login_required
@@ -650,6 +666,7 @@ urls = [
     path("sessions/<int:pk>/edit/", session_edit, name="session_edit"),
     path("sessions/<int:pk>/start/", session_start, name="session_start"),
     path("sessions/<int:pk>/estimate/", session_estimate, name="session_estimate"),
+    path("sessions/<int:pk>/flow-check/", session_flow_check, name="session_flow_check"),
     path("sessions/<int:pk>/threshold-field/", threshold_field, name="session_threshold_field"),
     path("sessions/<int:pk>/duplicate/", session_duplicate, name="session_duplicate"),
     path("sessions/<int:pk>/agents/add/", agent_add, name="agent_add"),

@@ -77,6 +77,18 @@
     return group.querySelector(".round-turns");
   }
 
+  // Parallel calls (editors, critics) share one group of columns in their round.
+  function ensureGroup(container, fragment) {
+    let group = document.getElementById(fragment.group);
+    if (!group) {
+      const holder = document.createElement("div");
+      holder.innerHTML = fragment.group_html;
+      group = holder.firstElementChild;
+      container.appendChild(group);
+    }
+    return group.querySelector(".parallel-columns");
+  }
+
   function replaceOuter(el, html) {
     const holder = document.createElement("div");
     holder.innerHTML = html;
@@ -99,7 +111,8 @@
     } else if (fragment.swap === "upsert") {
       if (el) { replaceOuter(el, fragment.html); }
       else {
-        const container = ensureRound(fragment);
+        let container = ensureRound(fragment);
+        if (fragment.group) container = ensureGroup(container, fragment);
         const holder = document.createElement("div");
         holder.innerHTML = fragment.html;
         container.appendChild(holder.firstElementChild);

@@ -88,3 +88,46 @@ def test_estimate_includes_the_thinking_budget_billed_as_output(owner, sonnet):
 
     # 8,000 more output tokens at $15/M x 1.25 = 150 credits more.
     assert with_thinking - without == pytest.approx(150, abs=1)
+
+
+def test_estimate_counts_each_parallel_call_and_what_the_merger_reads(owner, sonnet):
+    """Editorial, one round: the writer, every editor (a call each) and the synthesizer, who also reads
+    every review. An agent whose role the flow does not use costs nothing."""
+    from billing.pricing import PROMPT_OVERHEAD_TOKENS, estimate_tokens
+    from orchestration.models import Agent, Flow, Project, WritingSession
+
+    project = Project.objects.create(owner=owner, name="P")
+    session = WritingSession.objects.create(
+        project=project, title="S", brief="x" * 4000, max_rounds=1, flow=Flow.EDITORIAL
+    )
+    roles = ["writer", "editor", "editor", "editor", "synthesizer"]
+    for order, role in enumerate(roles):
+        Agent.objects.create(
+            session=session,
+            order=order,
+            name=f"A{order}",
+            role=role,
+            model=sonnet,
+            role_prompt="Go.",
+            max_output_tokens=1000,
+        )
+    base = estimate_tokens(session.brief) + PROMPT_OVERHEAD_TOKENS + estimate_tokens("Go.")
+
+    def call(input_tokens: int) -> int:
+        return credits_for_usage(model=sonnet, input_tokens=input_tokens, cached_tokens=0, output_tokens=1000)
+
+    expected_high = 4 * call(base) + call(base + 3 * 1000)
+    _, high = estimate_session_credits(session)
+    assert high == expected_high
+    Agent.objects.create(session=session, order=9, name="Idle", role="critic", model=sonnet, role_prompt="Go.")
+    assert estimate_session_credits(session)[1] == expected_high
+
+    # The same team as a roundtable (3 critics + moderator) with no starting document: the moderator
+    # drafts first, then moderates with the three critiques in its prompt.
+    session.flow = Flow.ROUNDTABLE
+    session.save()
+    session.agents.filter(role="editor").update(role="critic")
+    session.agents.filter(role="synthesizer").update(role="moderator")
+    session.agents.filter(name="Idle").delete()
+    session.agents.filter(role="writer").delete()
+    assert estimate_session_credits(session)[1] == 3 * call(base) + call(base + 3000) + call(base)

@@ -573,3 +573,41 @@ def test_seed_catalogue_update_prices_resets_staff_edits_to_the_shipped_values(c
     assert "update anthropic:claude-opus-4-5 (" in out
     custom.refresh_from_db()
     assert custom.input_price_per_mtok == Decimal("7")  # a model staff added is never touched
+
+
+@pytest.mark.django_db(transaction=True)
+def test_run_session_runs_a_roundtable_with_parallel_labels_phases_and_the_report(writer, enqueued, settings):
+    """Any flow runs: parallel critics print under their own labels, phases are announced, the report ends it."""
+    from billing.plans import PRO
+    from billing.services import get_account, grant_credits
+    from orchestration import presets
+    from orchestration.models import Project, TeamPreset
+    from orchestration.providers import clear_adapter_cache
+
+    settings.DEMO_TOKENS_PER_SECOND = 2000  # paced, so the three critics' chunks interleave
+    clear_adapter_cache()
+    account = get_account(writer)
+    account.plan = PRO
+    account.save(update_fields=["plan"])
+    grant_credits(user=writer, amount=100_000, key="test:credits", description="test credits")
+    presets.seed_presets()
+    session = WritingSession.objects.create(
+        project=Project.objects.create(owner=writer, name="Specs"),
+        title="Checkout",
+        brief="A one-page spec for a faster checkout.",
+        document="# Checkout\n\nOne page. Payment stays as it is.\n",
+    )
+    presets.apply_preset(session=session, preset=TeamPreset.objects.get(owner=None, slug="product-roundtable"))
+
+    out, _ = run("run_session", str(session.pk), "--output", "/dev/null")
+    clear_adapter_cache()
+
+    session.refresh_from_db()
+    assert session.status == Status.COMPLETED and session.stop_reason == StopReason.NO_HIGH_ISSUES
+    assert "[Round 1] reviewing\n" in out and "[Round 1] moderating\n" in out and "[Round 2] reviewing\n" in out
+    for critic in ("Product critic", "Engineering critic", "Risk critic"):
+        assert f"[Round 1 · {critic}] " in out
+        assert f"[Round 1 · {critic}] issues: 1 high, 1 medium, 1 low (parsed from json)" in out
+    assert "[Round 1 · Moderator] resolutions: " in out
+    assert "# Convergence report: Checkout" in out and "## Round 2" in out
+    assert "Ended: Completed — No high-severity issues left" in out

@@ -647,3 +647,34 @@ def test_rubric_without_criteria_asks_for_an_overall_score():
     text = rubric_instructions([])
 
     assert '"overall": <0-10>' in text
+
+
+# --- Issue 8: decimal commas, other scripts, untagged score lines, <think> blocks ----------------------------
+
+
+def test_a_thousands_separator_is_not_a_score_but_a_decimal_comma_is():
+    from orchestration.evaluation import parse_evaluation
+
+    criteria = [("Clarity", 1), ("Evidence", 1)]
+    assert parse_evaluation("Clarity: 8,5/10. Evidence: 7,25/10", criteria).scores == {
+        "Clarity": 8.5,
+        "Evidence": 7.25,
+    }
+    assert parse_evaluation("Clarity: 1,000 words read, 8/10", criteria).scores == {"Clarity": 8.0}
+
+
+def test_trailing_score_lines_split_only_when_they_are_score_lines():
+    doc = "# Remote work\n\nThe pilots showed 30% savings.\n\nSurveys: 80% of staff agree."
+    assert split_output(doc) == (doc, "")  # prose with percentages is the document
+    scored = doc + "\n\nScores:\nClarity: 8/10\nDepth - 7 out of 10"
+    assert split_output(scored) == (doc, "Scores:\nClarity: 8/10\nDepth - 7 out of 10")
+
+
+def test_think_blocks_are_split_from_the_answer_in_every_shape():
+    from orchestration.evaluation import split_reasoning
+
+    assert split_reasoning("<think>plan</think>\n# Doc") == ("# Doc", "plan")
+    assert split_reasoning("plan</think># Doc") == ("# Doc", "plan")
+    assert split_reasoning("<think>cut off while thinking") == ("", "cut off while thinking")
+    assert split_reasoning("# Doc without reasoning") == ("# Doc without reasoning", "")
+    assert split_reasoning("<THINKING>a</THINKING>\n<think>b</think>Doc") == ("Doc", "a\n\nb")

@@ -212,23 +212,28 @@ def test_think_blocks_are_the_turns_reasoning_not_the_document(providers, enqueu
 # --- 4. Impossible usage ----------------------------------------------------------------------------------------
 
 
-def test_zero_usage_for_a_real_reply_is_estimated_charged_and_marked(providers, enqueued, rich_owner, client):
+@pytest.mark.parametrize("agent", ["Editor", "Writer"])  # an OpenAI-compatible server, an Anthropic gateway
+def test_zero_usage_for_a_real_reply_is_estimated_charged_and_marked(providers, enqueued, rich_owner, client, agent):
     session = two_agent_session(rich_owner, max_rounds=1)
     reply = scored_reply(EDITOR_DOC + "\n\n" + "Shade matters. " * 22, 8, 8)
     assert len(reply) > 500
-    providers.reply(scored_reply(WRITER_DOC, 7, 7))
-    providers.reply(reply, zero_usage=True)
+    if agent == "Editor":
+        providers.reply(scored_reply(WRITER_DOC, 7, 7))
+        providers.reply(reply, zero_usage=True)
+    else:
+        providers.reply(reply, zero_usage=True)
+        providers.reply(scored_reply(EDITOR_DOC, 8, 8))
     start(session, rich_owner)
 
     run(session)
 
-    editor = turn_of(session, "Editor")
-    assert editor.status == Turn.TurnStatus.COMPLETED
-    assert editor.usage_estimated is True
-    assert editor.output_tokens == -(-len(reply) // 4)  # ~4 characters a token, not 0
-    assert editor.input_tokens > 0 and editor.credits > 0
-    writer = turn_of(session, "Writer")
-    assert writer.usage_estimated is False
+    zeroed = turn_of(session, agent)
+    assert zeroed.status == Turn.TurnStatus.COMPLETED
+    assert zeroed.usage_estimated is True
+    assert zeroed.output_tokens == -(-len(reply) // 4)  # ~4 characters a token, not 0
+    assert zeroed.input_tokens > 0 and zeroed.credits > 0
+    other = turn_of(session, "Writer" if agent == "Editor" else "Editor")
+    assert other.usage_estimated is False
     client.force_login(rich_owner)
     page = card_html(client, session)
     assert page.count('data-testid="usage-estimated"') == 1
@@ -517,3 +522,85 @@ def test_the_builder_says_per_model_whether_temperature_is_sent(rich_owner, clie
     assert "Sent to local-llama." in page
     ignored = page.split("Ignored by ", 1)[1].split(".</span>", 1)[0]
     assert "GPT-5 mini" in ignored and "claude-test" in ignored and "local-llama" not in ignored
+
+
+# --- 7. Scores written with a decimal comma, in other languages and scripts -----------------------------------
+
+
+@pytest.mark.parametrize(
+    "evaluation, expected",
+    [
+        ("<evaluation>\nClarity: 8,5/10\nEvidence: 7,5/10\n</evaluation>", {"Clarity": 8.5, "Evidence": 7.5}),
+        ('<evaluation>{"scores": {"Clarity": "8,5", "Evidence": 6,5}}</evaluation>', {"Clarity": 8.5, "Evidence": 6.5}),
+        ("<evaluation>\nClarity : 8,5 sur 10\nEvidence : 9 sur 10\n</evaluation>", {"Clarity": 8.5, "Evidence": 9.0}),
+        ("<evaluation>\nClarity：８／１０\nEvidence：7,5/10\n</evaluation>", {"Clarity": 8.0, "Evidence": 7.5}),
+    ],
+    ids=["comma-lines", "comma-json", "french-sur", "full-width"],
+)
+def test_scores_with_decimal_commas_and_other_number_formats_are_read_exactly(
+    providers, enqueued, rich_owner, evaluation, expected
+):
+    session = two_agent_session(rich_owner, max_rounds=1)
+    providers.reply(f"{WRITER_DOC}\n\n{evaluation}", scored_reply(EDITOR_DOC, 8, 8))
+    start(session, rich_owner)
+
+    run(session)
+
+    assert turn_of(session, "Writer").scores == expected
+
+
+def test_criteria_named_in_other_scripts_are_found(providers, enqueued, rich_owner):
+    session = two_agent_session(rich_owner, max_rounds=1)
+    writer = session.agents.get(name="Writer")
+    writer.criteria.all().delete()
+    writer.criteria.create(name="明晰さ", weight=1)
+    writer.criteria.create(name="Clarté", weight=1)
+    writer.criteria.create(name="Ясность", weight=1)
+    providers.reply(
+        f"{WRITER_DOC}\n\n<evaluation>\n明晰さ：8,5/10\nClarté : 7 sur 10\nЯсность: 9 из 10\n</evaluation>",
+        scored_reply(EDITOR_DOC, 8, 8),
+    )
+    start(session, rich_owner)
+
+    run(session)
+
+    assert turn_of(session, "Writer").scores == {"明晰さ": 8.5, "Clarté": 7.0, "Ясность": 9.0}
+
+
+# --- 8. Score lines without tags ---------------------------------------------------------------------------------
+
+
+def test_untagged_score_lines_are_split_from_the_document_and_never_become_feedback(providers, enqueued, rich_owner):
+    reply = f"{WRITER_DOC}\n\nClarity: 10/10\nEvidence: 9/10\nOverall I would rate this 10.0 out of 10.\n"
+    session = two_agent_session(rich_owner, max_rounds=1)
+    providers.reply(reply, scored_reply(EDITOR_DOC, 8, 8))
+    start(session, rich_owner)
+
+    run(session)
+
+    writer = turn_of(session, "Writer")
+    assert writer.scores == {"Clarity": 10.0, "Evidence": 9.0}
+    first_version = DocumentVersion.objects.get(turn=writer).content
+    assert first_version.strip() == WRITER_DOC
+    assert "Trees cool streets" not in writer.feedback
+    # The editor's prompt carries the document once, as the document.
+    editor_prompt = providers.generation_requests()[1].user_text
+    assert editor_prompt.count("Trees cool streets") == 1
+    assert "10/10" not in editor_prompt
+
+
+def test_scores_inside_the_prose_give_scores_but_no_feedback(providers, enqueued, rich_owner):
+    reply = (
+        WRITER_DOC
+        + "\n\nI'd rate the clarity 9 out of 10 so far, and the evidence 8 out of 10, before the close.\n\nEnd."
+    )
+    session = two_agent_session(rich_owner, max_rounds=1)
+    providers.reply(reply, scored_reply(EDITOR_DOC, 8, 8))
+    start(session, rich_owner)
+
+    run(session)
+
+    writer = turn_of(session, "Writer")
+    assert writer.scores == {"Clarity": 9.0, "Evidence": 8.0}
+    assert writer.feedback == ""  # never the document's prose
+    assert "Trees cool streets" not in providers.generation_requests()[1].user_text.split("</document>")[1]

@@ -442,7 +442,9 @@ def test_another_users_preset_cannot_be_applied(client, outsider, owner, draft, 
 
 def test_apply_preset_and_start_blank_from_the_builder(owner_client, draft, shipped_presets):
     url = reverse("session_preset_apply", args=[draft.pk])
-    response = owner_client.post(url, {"preset": shipped_presets.get(slug="academic-writer-critical-editor").pk}, **HTMX)
+    response = owner_client.post(
+        url, {"preset": shipped_presets.get(slug="academic-writer-critical-editor").pk}, **HTMX
+    )
     assert 'id="builder"' in response.content.decode()
     assert _names(draft) == ["Academic writer", "Critical editor"]
     owner_client.post(url, {"preset": "blank"}, **HTMX)

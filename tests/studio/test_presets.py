@@ -50,7 +50,9 @@ def test_apply_preset_builds_the_team_with_criteria_and_termination(draft, shipp
 
 
 def test_a_shipped_preset_uses_the_users_default_model(draft, shipped_presets, cheap_llm):
-    presets.apply_preset(session=draft, preset=shipped_presets.get(slug="academic-writer-critical-editor"), default_model=cheap_llm)
+    presets.apply_preset(
+        session=draft, preset=shipped_presets.get(slug="academic-writer-critical-editor"), default_model=cheap_llm
+    )
     assert {a.model for a in draft.agents.all()} == {cheap_llm}
 
 

@@ -28,6 +28,27 @@ def format_scores(overall: float | None, scores: dict | None) -> str:
     return f"{text} ({parts})" if parts else text
 
 
+def structured_summary(turn_id: int | None) -> str:
+    """A parallel-flow turn's structured result in one line: issues by severity, or decisions taken."""
+    result = Turn.objects.filter(pk=turn_id).values_list("result", flat=True).first() if turn_id else None
+    if not isinstance(result, dict):
+        return ""
+    if isinstance(result.get("issues"), list):
+        counts = result.get("counts") or {}
+        return (
+            f"issues: {counts.get('high', 0)} high, {counts.get('medium', 0)} medium, {counts.get('low', 0)} low"
+            f" (parsed from {result.get('tier', 'nothing')})"
+        )
+    for kind in ("decisions", "resolutions"):
+        if isinstance(result.get(kind), list):
+            verdicts = defaultdict(int)
+            for item in result[kind]:
+                verdicts[(item or {}).get("verdict") or "unclear"] += 1
+            parts = ", ".join(f"{n} {verdict}" for verdict, n in verdicts.items()) or "none"
+            return f"{kind}: {parts} (parsed from {result.get('tier', 'nothing')})"
+    return ""
+
+
 class Driver(threading.Thread):
     """Calls engine.drive until the session is no longer active, in its own thread.
 
@@ -68,6 +89,7 @@ class EventPrinter:
         self.open_turn: int | None = None  # the turn whose text was printed last
         self.mid_line = False
         self.last_status = ""
+        self.last_phase: tuple[int, str] | None = None  # (round, phase) announced last
 
     def write(self, text: str) -> None:
         self.command.stdout.write(text, ending="")
@@ -97,6 +119,7 @@ class EventPrinter:
         kind = event.kind
         if kind == "turn_started":
             self.labels[event.turn_id] = f"[Round {payload.get('round')} · {payload.get('agent_name')}]"
+            self.announce_phase(payload.get("round"), payload.get("phase") or "")
             attempt = f", attempt {payload['attempt']}" if payload.get("attempt", 1) > 1 else ""
             if self.stream:
                 self.begin_turn(event.turn_id)
@@ -117,6 +140,8 @@ class EventPrinter:
                 tier = f", parsed from {payload['tier']}" if payload.get("tier") else ""
                 scores = format_scores(payload.get("overall"), payload.get("scores"))
                 self.line(f"{self.label(event.turn_id)} scores: {scores}{tier}; {payload.get('credits', 0)} credit(s)")
+                if summary := structured_summary(event.turn_id):
+                    self.line(f"{self.label(event.turn_id)} {summary}")
             else:
                 error = f": {payload['error']}" if payload.get("error") else ""
                 self.line(f"{self.label(event.turn_id)} {status}{error}")
@@ -130,8 +155,19 @@ class EventPrinter:
                 self.last_status = status
                 detail = f": {payload['stop_detail']}" if payload.get("stop_detail") else ""
                 self.line(f"[Session] {Status(status).label if status in Status.values else status}{detail}")
+        elif kind == "call_given_up":
+            error = f" ({payload['error']})" if payload.get("error") else ""
+            label = self.label(event.turn_id)
+            self.line(f"{label} missing: gave up after retries; the round goes on without it{error}")
         elif kind == "human":
             self.line(f"[Session] Human intervention{': ' + payload['note'] if payload.get('note') else ''}")
+
+    def announce_phase(self, round_number, phase: str) -> None:
+        """Parallel flows: say when the round moves to its next phase (writing, reviewing, synthesizing...)."""
+        if not phase or self.last_phase == (round_number, phase):
+            return
+        self.last_phase = (round_number, phase)
+        self.line(f"[Round {round_number}] {phase}")
 
     def begin_turn(self, turn_id: int | None) -> None:
         self.end_line()
@@ -149,6 +185,9 @@ class Command(BaseCommand):
         "exit status is 1); a paused session is resumed; a queued or running session is followed "
         "(and driven if no worker holds it); a finished session is continued only with --rounds N "
         "(N more rounds). For a draft, --rounds N sets its maximum rounds before starting. "
+        "Any flow runs: parallel calls (editors, critics) interleave, each switch prefixed by its agent; "
+        "each phase of a round is announced ([Round N] reviewing), reviews print their issue counts and "
+        "syntheses their decisions, and a roundtable ends with its convergence report. "
         "--output FILE writes the final document (UTF-8 Markdown), also after Ctrl-C; without it the "
         "final document is printed at the end. Ctrl-C stops the session cleanly (what was written is "
         "kept, marked stopped); a second Ctrl-C quits without waiting and the session finishes stopping "
@@ -289,6 +328,11 @@ class Command(BaseCommand):
             for index, turn in enumerate(round_turns):
                 prefix = f"  Round {number}" if index == 0 else " " * len(f"  Round {number}")
                 out.write(f"{prefix}  {turn.agent_name}: {format_scores(turn.overall_score, turn.scores)}")
+        if session.flow == "roundtable":
+            from orchestration.flows.roundtable import convergence_report, report_markdown
+
+            out.write("")
+            out.write(report_markdown(session, convergence_report(session)))
         reason = session.get_stop_reason_display() if session.stop_reason else session.get_status_display()
         same = session.stop_detail.rstrip(".") == reason.rstrip(".")
         detail = f" ({session.stop_detail})" if session.stop_detail and not same else ""

@@ -1,0 +1,33 @@
+"""The roundtable's convergence report: Markdown export and JSON, for the session's owner only."""
+
+from __future__ import annotations
+
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.urls import path
+from django.utils.text import slugify
+from django.views.decorators.http import require_safe
+
+from orchestration.flows.roundtable import convergence_report, report_markdown
+from orchestration.models import Flow
+from orchestration.views.access import _get_session_for_user
+
+
+@login_required
+@require_safe
+def session_report(request: HttpRequest, pk: int, fmt: str) -> HttpResponse:
+    session = _get_session_for_user(request, pk)
+    if fmt not in ("md", "json"):
+        raise Http404("The report exports as .md or .json.")
+    if session.flow != Flow.ROUNDTABLE:
+        raise Http404("Only roundtable sessions have a convergence report.")
+    report = convergence_report(session)
+    if fmt == "json":
+        return JsonResponse({"session": session.pk, "title": session.title, **report.as_dict()})
+    response = HttpResponse(report_markdown(session, report), content_type="text/markdown; charset=utf-8")
+    name = slugify(session.title)[:60] or "session"
+    response["Content-Disposition"] = f'attachment; filename="{name}-convergence-report.md"'
+    return response
+
+
+urls = [path("sessions/<int:pk>/report.<str:fmt>", session_report, name="session_report")]
