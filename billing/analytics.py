@@ -71,13 +71,10 @@ def _per_day(queryset, date_field: str, value=None) -> dict[dt.date, float]:
 
 
 def _revenue_by_plan(start: dt.datetime) -> list[dict]:
-    """Paid invoices since `start`, grouped by the plan of their first priced line (dj-stripe's stored data)."""
+    """Paid invoices since `start`, grouped by plan (the webhooks' rule, from dj-stripe's stored data)."""
     from djstripe.models import Invoice
 
-    from billing.plans import PLANS
-    from billing.webhooks import _metadata_plan, _price_plan
-
-    by_product = {plan.product_id: plan for plan in PLANS.values() if plan.is_paid}
+    from billing.webhooks import _invoice_plan
 
     totals: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
     counts: Counter = Counter()
@@ -85,17 +82,8 @@ def _revenue_by_plan(start: dt.datetime) -> list[dict]:
         data = data or {}
         if data.get("status") != "paid":
             continue
-        plan_name = "Unknown plan"
-        for line in (data.get("lines") or {}).get("data") or []:
-            details = (line.get("pricing") or {}).get("price_details") or {}
-            plan = (
-                _price_plan(line.get("price") or details.get("price"))
-                or _metadata_plan(line.get("metadata"))
-                or by_product.get(details.get("product") or "")
-            )
-            if plan is not None:
-                plan_name = plan.name
-                break
+        plan = _invoice_plan(data)  # the webhooks' own rule: the plan of the largest positive line
+        plan_name = plan.name if plan is not None else "Unknown plan"
         currency = str(data.get("currency") or "usd").upper()
         totals[(plan_name, currency)] += Decimal(int(data.get("amount_paid") or 0)) / 100
         counts[(plan_name, currency)] += 1
