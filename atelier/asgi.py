@@ -9,12 +9,75 @@ django_asgi_app = get_asgi_application()
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.conf import settings  # noqa: E402
 
 from orchestration.routing import websocket_urlpatterns  # noqa: E402
 
+_TOO_LARGE = b"Request body too large."
+
+
+class BodySizeLimit:
+    """ASGI middleware: refuse HTTP request bodies over ``max_bytes`` with 413 before Django parses them.
+
+    A declared Content-Length over the cap is refused at once, without reading the body. A body
+    without one (chunked transfer encoding) is counted while it streams in; at the cap the
+    application is told the client went away (``http.disconnect``: Django stops reading and sends
+    nothing) and the 413 is sent from here. Multipart parsing costs many times the body size in
+    memory, so this is the only bound that holds for anonymous requests (CSRF is checked later).
+    Sized in settings.MAX_REQUEST_BODY_BYTES; the proxy in front should enforce the same cap.
+    """
+
+    def __init__(self, app, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        for name, value in scope.get("headers", []):
+            if name == b"content-length" and (not value.strip().isdigit() or int(value) > self.max_bytes):
+                return await self._refuse(send)
+        received = 0
+        refused = False
+
+        async def limited_receive():
+            nonlocal received, refused
+            if refused:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    refused = True
+                    await self._refuse(send)
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message):
+            if not refused:  # the 413 is the response; nothing from the application may follow it
+                await send(message)
+
+        return await self.app(scope, limited_receive, guarded_send)
+
+    @staticmethod
+    async def _refuse(send) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"text/plain; charset=utf-8"),
+                    (b"content-length", str(len(_TOO_LARGE)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": _TOO_LARGE})
+
+
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": BodySizeLimit(django_asgi_app, settings.MAX_REQUEST_BODY_BYTES),
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

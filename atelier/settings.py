@@ -215,6 +215,18 @@ if EMAIL_HOST:
 else:
     EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
     EMAIL_FILE_PATH = Path(env_str("EMAIL_FILE_PATH", str(VAR_DIR / "mail")))
+# The console and file backends print password-reset and confirmation links into the logs or onto
+# the disk: in production that hands accounts to whoever reads them. Refuse unless explicitly allowed.
+_LOCAL_EMAIL_BACKENDS = {
+    "django.core.mail.backends.console.EmailBackend",
+    "django.core.mail.backends.filebased.EmailBackend",
+}
+if PRODUCTION and EMAIL_BACKEND in _LOCAL_EMAIL_BACKENDS and not env_bool("ALLOW_CONSOLE_EMAIL", False):
+    raise ImproperlyConfigured(
+        "Production has no mail server: set EMAIL_HOST (and EMAIL_HOST_USER / EMAIL_HOST_PASSWORD), or "
+        "EMAIL_BACKEND to a real backend. The console backend would write password-reset links to the logs; "
+        "set ALLOW_CONSOLE_EMAIL=1 only if that is really what you want."
+    )
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Atelier <noreply@atelier.local>")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 
@@ -234,8 +246,18 @@ STORAGES = {
         else "django.contrib.staticfiles.storage.StaticFilesStorage"
     },
 }
-DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
-FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
+# --- Request size limits (docs/operations.md "Limits") ----------------------------------------------
+# The largest legitimate request is a reference upload: 10 files of at most 1 MB (orchestration.uploads)
+# plus form fields. Anything larger is refused before Django parses it: by atelier.asgi.BodySizeLimit
+# (413, also for chunked bodies) and, in front of it, by the proxy (client_max_body_size).
+MAX_REQUEST_BODY_BYTES = env_int("MAX_REQUEST_BODY_BYTES", 12 * 1024 * 1024, minimum=1024 * 1024)
+# Non-file form fields in memory: the 400,000-character document, percent-encoded, fits in 4 MB.
+DATA_UPLOAD_MAX_MEMORY_SIZE = 4 * 1024 * 1024
+# Uploaded files larger than one reference may be (1 MB) are spooled to disk, never held in memory.
+FILE_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024 + 64 * 1024
+# The view explains "at most 10 files at a time"; far beyond that Django refuses outright (400).
+DATA_UPLOAD_MAX_NUMBER_FILES = 20
+DATA_UPLOAD_MAX_NUMBER_FIELDS = 1000
 FORMS_URLFIELD_ASSUME_HTTPS = True
 # Development serves static files straight from static/ (no collectstatic step needed).
 WHITENOISE_USE_FINDERS = DEBUG
@@ -243,6 +265,8 @@ WHITENOISE_AUTOREFRESH = DEBUG
 
 # --- Security ----------------------------------------------------------------------------------
 CSRF_FAILURE_VIEW = "atelier.core.views.csrf_failure"
+# The debug page and error e-mails hide secrets in frame variables too, not only in settings.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "atelier.core.reporting.SecretsFilter"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
@@ -257,8 +281,17 @@ if not DEBUG:
 # HSTS preload is an explicit opt-in (SECURE_HSTS_PRELOAD=1): leaving the browsers' preload list
 # takes months, so `check --deploy` should not nag every install into it.
 SILENCED_SYSTEM_CHECKS = env_list("SILENCED_SYSTEM_CHECKS", ["security.W021"])
-if env_bool("BEHIND_TLS_PROXY", False):
+BEHIND_TLS_PROXY = env_bool("BEHIND_TLS_PROXY", False)
+if BEHIND_TLS_PROXY:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    # Rate limits (allauth) key on the client IP. Behind the proxy REMOTE_ADDR is the proxy for
+    # everyone, so one attacker's failed logins would lock out every user: take the client from the
+    # proxy's header instead. Only here: without a proxy these headers are the client's own words.
+    # Either the Nth address from the right of X-Forwarded-For (N = proxies we run) ...
+    ALLAUTH_TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 1, minimum=1, maximum=10)
+    # ... or a header the proxy sets and overwrites (X-Real-IP for nginx, CF-Connecting-IP for Cloudflare).
+    if env_str("TRUSTED_CLIENT_IP_HEADER"):
+        ALLAUTH_TRUSTED_CLIENT_IP_HEADER = env_str("TRUSTED_CLIENT_IP_HEADER")
 
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {

@@ -87,3 +87,79 @@ class CreditEntryAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+# --- dj-stripe's admin: no secrets for staff, masked for superusers (issue 9, case 10) ---------------
+#
+# dj-stripe's StripeModelAdmin shows every model property as a read-only field, and StripeModel has
+# `default_api_key`: the full Stripe secret key on the Customer, Event, Product, Subscription, Price,
+# Invoice ... pages. Here every dj-stripe admin drops secret-bearing fields; superusers get a masked
+# key instead, and the API key and webhook endpoint pages (where secrets are managed) are theirs alone.
+
+_SECRET_FIELD_WORDS = ("api_key", "secret")
+_SUPERUSER_ONLY_MODELS = {"apikey", "webhookendpoint", "webhookeventtrigger"}
+
+
+def _is_secret_field(name) -> bool:
+    return isinstance(name, str) and any(word in name.lower() for word in _SECRET_FIELD_WORDS)
+
+
+def _is_superuser(request) -> bool:
+    return bool(request.user.is_active and request.user.is_superuser)
+
+
+class StripeSecretsAdminMixin:
+    """Mixed into every registered dj-stripe ModelAdmin by mask_djstripe_admin()."""
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = [f for f in super().get_readonly_fields(request, obj) if not _is_secret_field(f)]
+        if obj is not None and _is_superuser(request) and hasattr(type(obj), "default_api_key"):
+            fields.append("masked_api_key")
+        return fields
+
+    def get_fields(self, request, obj=None):
+        return [f for f in super().get_fields(request, obj) if not _is_secret_field(f) or f == "masked_api_key"]
+
+    def get_list_display(self, request):
+        return [f for f in super().get_list_display(request) if not _is_secret_field(f)]
+
+    @admin.display(description="API key (masked)")
+    def masked_api_key(self, obj) -> str:
+        from djstripe.models.api import redact_api_key
+
+        try:
+            key = obj.default_api_key
+        except Exception:  # noqa: BLE001 - no key configured: nothing to show
+            return "—"
+        return redact_api_key(key) if key else "—"
+
+    def _secrets_page(self, request) -> bool:
+        return self.model._meta.model_name not in _SUPERUSER_ONLY_MODELS or _is_superuser(request)
+
+    def has_view_permission(self, request, obj=None):
+        return self._secrets_page(request) and super().has_view_permission(request, obj)
+
+    def has_add_permission(self, request, *args):
+        return self._secrets_page(request) and super().has_add_permission(request, *args)
+
+    def has_change_permission(self, request, obj=None):
+        return self._secrets_page(request) and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return self._secrets_page(request) and super().has_delete_permission(request, obj)
+
+
+def mask_djstripe_admin(site=admin.site) -> int:
+    """Re-register every dj-stripe ModelAdmin with StripeSecretsAdminMixin; returns how many."""
+    count = 0
+    for model, model_admin in list(site._registry.items()):
+        if model._meta.app_label != "djstripe" or isinstance(model_admin, StripeSecretsAdminMixin):
+            continue
+        base = type(model_admin)
+        site.unregister(model)
+        site.register(model, type(f"Masked{base.__name__}", (StripeSecretsAdminMixin, base), {}))
+        count += 1
+    return count
+
+
+mask_djstripe_admin()

@@ -12,7 +12,17 @@ from django.urls import reverse
 
 from billing.plans import TIER_LABELS, Plan, cheapest_plan_for, model_tier
 
-ACTIONS = {"create_agent", "start_session", "continue_session", "use_model", "use_flow", "run_concurrently"}
+ACTIONS = {
+    "create_agent",
+    "start_session",
+    "continue_session",
+    "use_model",
+    "use_flow",
+    "run_concurrently",
+    "create_project",
+    "create_session",
+    "store_references",
+}
 
 
 @dataclass(frozen=True)
@@ -85,6 +95,34 @@ def _check_concurrency(plan: Plan, user, exclude_session_id: int | None) -> Gate
     )
 
 
+def _check_storage(plan: Plan, user, action: str, adding: int) -> Gate | None:
+    """Per-user quotas on what is stored (projects, sessions, reference text). Counted here; the
+    caller holds billing.services.hold_user_lock so concurrent creations cannot all pass the count."""
+    from django.db.models import Sum
+    from django.db.models.functions import Length
+
+    from orchestration.models import Project, ReferenceDocument, WritingSession
+
+    if action == "create_project":
+        used, limit, what = Project.objects.filter(owner=user).count(), plan.max_projects, "projects"
+    elif action == "create_session":
+        used, limit, what = WritingSession.objects.filter(project__owner=user).count(), plan.max_sessions, "sessions"
+    else:
+        used = (
+            ReferenceDocument.objects.filter(session__project__owner=user).aggregate(total=Sum(Length("content")))[
+                "total"
+            ]
+            or 0
+        )
+        limit, what = plan.max_reference_chars, "characters of reference documents"
+    if used + adding <= limit:
+        return None
+    field = {"create_project": "max_projects", "create_session": "max_sessions"}.get(action, "max_reference_chars")
+    up = cheapest_plan_for(lambda p: getattr(p, field) >= used + adding)
+    detail = f"for {getattr(up, field):,}" if up else ""
+    return _deny(plan, f"keeps up to {limit:,} {what}; delete some first", up, detail)
+
+
 def _check_session(plan: Plan, user, session, extra_rounds: int = 0) -> Gate | None:
     agents = [a for a in session.agents.select_related("model", "fallback_model").all() if a.active]
     # Fallbacks too: the engine switches to them on errors, so a plan-locked fallback (from a preset saved
@@ -104,7 +142,9 @@ def _check_session(plan: Plan, user, session, extra_rounds: int = 0) -> Gate | N
 
 def check(user, action: str, **context) -> Gate:
     """Gate for ``action``: create_agent (agents=n), start_session / continue_session (session=...,
-    extra_rounds=n for continue), use_model (model=...), use_flow (flow=...), run_concurrently."""
+    extra_rounds=n for continue), use_model (model=...), use_flow (flow=...), run_concurrently,
+    and the storage quotas create_project / create_session (adding=n) and store_references
+    (adding=characters)."""
     from billing.services import effective_plan, get_account
 
     if action not in ACTIONS:
@@ -116,6 +156,8 @@ def check(user, action: str, **context) -> Gate:
         gate = _check_model(plan, context["model"])
     elif action == "use_flow":
         gate = _check_flow(plan, str(context["flow"]))
+    elif action in ("create_project", "create_session", "store_references"):
+        gate = _check_storage(plan, user, action, int(context.get("adding", 1)))
     elif action == "run_concurrently":
         gate = _check_concurrency(plan, user, context.get("exclude_session_id"))
     else:

@@ -37,6 +37,10 @@ class Plan:
     max_model_tier: str  # the most expensive tier this plan may use
     concurrent_runs: int  # sessions queued or running at once
     tagline: str
+    # Storage quotas per user (issue 9, case 4): what one account may keep, archived items included.
+    max_projects: int
+    max_sessions: int  # drafts and finished sessions included
+    max_reference_chars: int  # text of every stored reference document, summed
 
     @property
     def rank(self) -> int:
@@ -82,6 +86,9 @@ PLANS: dict[str, Plan] = {
         max_model_tier=TIER_ECONOMY,
         concurrent_runs=1,
         tagline="Try the studio with the demo model and low-cost models.",
+        max_projects=20,
+        max_sessions=100,
+        max_reference_chars=10_000_000,
     ),
     STARTER: Plan(
         key=STARTER,
@@ -94,6 +101,9 @@ PLANS: dict[str, Plan] = {
         max_model_tier=TIER_STANDARD,
         concurrent_runs=2,
         tagline="Every flow and the mainstream models for regular writing.",
+        max_projects=200,
+        max_sessions=2_000,
+        max_reference_chars=100_000_000,
     ),
     PRO: Plan(
         key=PRO,
@@ -106,6 +116,9 @@ PLANS: dict[str, Plan] = {
         max_model_tier=TIER_PREMIUM,
         concurrent_runs=5,
         tagline="Large teams, long runs and the premium models.",
+        max_projects=1_000,
+        max_sessions=10_000,
+        max_reference_chars=400_000_000,
     ),
 }
 PLAN_ORDER = [FREE, STARTER, PRO]
@@ -128,6 +141,56 @@ def plan_for_lookup_key(lookup_key: str | None) -> Plan | None:
         if plan.is_paid and plan.lookup_key == lookup_key:
             return plan
     return None
+
+
+def plan_for_product(product_id: str | None) -> Plan | None:
+    """The paid plan whose Stripe Product id (``atelier_<plan>``, created by sync_stripe_plans) this is."""
+    for plan in PLANS.values():
+        if plan.is_paid and plan.product_id == product_id:
+            return plan
+    return None
+
+
+def plan_for_price(price: dict | None = None, *, price_id: str = "", product_id: str = "") -> Plan | None:
+    """The paid plan a Stripe Price stands for; None for a price that is not one of ours.
+
+    ``price`` is a Price object (subscription items, older invoice lines); invoice lines of API
+    2025-03-31+ carry only ``price_id`` and ``product_id`` (``pricing.price_details``). Mapped by
+    the price's lookup key (``atelier_<plan>_monthly``) or its product (``atelier_<plan>``): what
+    the customer pays for. Subscription and price metadata are never read: the Customer Portal
+    switches prices without touching metadata (issue 9, case 5), and dashboard users can edit it.
+    A price that lost its lookup key to a newer price (sync_stripe_plans) still maps by product.
+    """
+    if isinstance(price, dict):
+        product = price.get("product")
+        product_id = (product.get("id", "") if isinstance(product, dict) else product) or product_id
+        by_key = plan_for_lookup_key(price.get("lookup_key"))
+        if by_key is not None:
+            return by_key
+    return plan_for_product(product_id)
+
+
+# Invoices that start a subscription period grant the plan's monthly credits. Stripe's billing_reason:
+# https://docs.stripe.com/api/invoices/object#invoice_object-billing_reason
+PERIOD_BILLING_REASONS = frozenset({"subscription_create", "subscription_cycle"})
+
+
+def credits_for_invoice(*, plan: Plan, billing_reason: str, amount_paid_cents: int) -> int:
+    """Credits a paid subscription invoice grants (docs/billing.md "Credits from invoices").
+
+    - A period invoice (subscription_create, subscription_cycle) with money paid: the plan's
+      monthly credits.
+    - Any other invoice (subscription_update prorations after a plan switch, manual, threshold):
+      credits in proportion to the money paid at the plan's rate,
+      ``floor(amount_paid × monthly_credits / monthly price)``, never more than a month's worth.
+      A $1.67 proration on Pro ($79, 60,000 credits) grants 1,268.
+    - Nothing was paid ($0, a trial, a fully discounted or credit-balance invoice): no credits.
+    """
+    if amount_paid_cents <= 0 or not plan.is_paid:
+        return 0
+    if billing_reason in PERIOD_BILLING_REASONS:
+        return plan.monthly_credits
+    return min(plan.monthly_credits, amount_paid_cents * plan.monthly_credits // plan.price_usd_cents)
 
 
 def next_plan_up(plan: Plan) -> Plan | None:

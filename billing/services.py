@@ -66,6 +66,20 @@ def effective_plan(account: CreditAccount, *, now: dt.datetime | None = None) ->
     return get_plan(account.plan)
 
 
+def hold_user_lock(*, user) -> CreditAccount:
+    """Lock the user's credit account row until the current transaction ends; returns it.
+
+    Serializes one user's limit checks that count rows and then write (concurrent runs, quotas on
+    projects, sessions and references): a count taken after this lock sees every concurrent
+    writer's committed result (PostgreSQL READ COMMITTED reads a fresh snapshot per statement;
+    SQLite's IMMEDIATE transactions serialize writers anyway). Must be called inside
+    ``transaction.atomic()``.
+    """
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("hold_user_lock() needs a transaction: the lock ends with it.")
+    return _locked_account(user)
+
+
 def _locked_account(user) -> CreditAccount:
     try:  # the common case is one query: the account exists, lock it
         return CreditAccount.objects.select_for_update().get(user=user)
@@ -438,13 +452,45 @@ def account_for_stripe(*, customer_id: str = "", user_id: str | int | None = Non
     return account
 
 
-def link_stripe_customer(*, user, customer_id: str, subscription_id: str = "") -> None:
+def link_stripe_customer(
+    *, user, customer_id: str, subscription_id: str = "", event_at: dt.datetime | None = None
+) -> bool:
+    """Remember the user's Stripe customer (and subscription). False if ``event_at`` is older than
+    the subscription state already applied: a late checkout.session.completed must not bring back
+    a subscription that has since ended."""
     with transaction.atomic():
         account = _locked_account(user)
+        if event_at is not None and account.stripe_state_at and event_at < account.stripe_state_at:
+            return False
         account.stripe_customer_id = customer_id or account.stripe_customer_id
         if subscription_id:
             account.stripe_subscription_id = subscription_id
         account.save(update_fields=["stripe_customer_id", "stripe_subscription_id", "updated_at"])
+        return True
+
+
+def forget_stripe_customer(*, user, customer_id: str, event_at: dt.datetime | None = None) -> bool:
+    """The Stripe customer ``customer_id`` no longer exists (customer.deleted, or Stripe answered
+    "No such customer"). Unlinks it; its subscriptions ended with it, so the account returns to
+    Free (credits already granted stay). False if the account is linked to another customer."""
+    with transaction.atomic():
+        account = _locked_account(user)
+        if account.stripe_customer_id != customer_id:
+            return False
+        account.stripe_customer_id = ""
+        account.stripe_subscription_id = ""
+        account.plan = FREE
+        account.pending_plan = ""
+        account.plan_status = PlanStatus.ACTIVE
+        account.grace_until = None
+        if event_at is not None and (account.stripe_state_at is None or event_at > account.stripe_state_at):
+            account.stripe_state_at = event_at
+        account.save()
+        return True
+
+
+def invoice_key(invoice_id: str) -> str:
+    return f"stripe:{invoice_id}"
 
 
 def apply_paid_invoice(
@@ -452,28 +498,44 @@ def apply_paid_invoice(
     user,
     invoice_id: str,
     plan: Plan,
+    credits: int,
     description: str,
+    starts_period: bool = True,
     subscription_id: str = "",
     period_end: dt.datetime | None = None,
+    event_at: dt.datetime | None = None,
 ) -> bool:
-    """Grant the plan's monthly credits for one paid invoice, exactly once (key stripe:<invoice>).
+    """Record one paid invoice exactly once (key stripe:<invoice>) and grant ``credits`` for it
+    (billing.plans.credits_for_invoice; 0 still writes the entry, which marks the invoice paid so a
+    late payment failure for it is recognised). Returns False if the invoice was already recorded.
 
-    A paid invoice also proves the subscription: it upgrades the plan if a subscription event
-    has not done so yet (events arrive in any order) and ends a grace period.
+    A paid invoice also proves the subscription: it upgrades the plan to the one paid for unless a
+    newer subscription state has been applied (events arrive in any order), and ends a grace
+    period that started before it.
     """
-    key = f"stripe:{invoice_id}"
+    key = invoice_key(invoice_id)
     with transaction.atomic():
         account = _locked_account(user)
         if _existing(key):
             return False
-        _write(account, kind=EntryKind.PURCHASE, amount=plan.monthly_credits, key=key, description=description)
-        if plan.rank > get_plan(account.plan).rank:
+        _write(account, kind=EntryKind.PURCHASE, amount=credits, key=key, description=description)
+        newer_state = event_at is not None and account.stripe_state_at and event_at < account.stripe_state_at
+        if not newer_state and plan.rank > get_plan(account.plan).rank:
             account.plan = plan.key
-        account.plan_status = PlanStatus.ACTIVE
-        account.grace_until = None
-        if subscription_id:
+        # grace_until runs from the failure's event time: a payment older than the failure ends nothing.
+        grace_started = account.grace_until - GRACE_PERIOD if account.grace_until else None
+        if account.plan_status == PlanStatus.GRACE and (
+            event_at is None or grace_started is None or event_at >= grace_started
+        ):
+            account.plan_status = PlanStatus.ACTIVE
+            account.grace_until = None
+        if subscription_id and not newer_state:
             account.stripe_subscription_id = subscription_id
-        if period_end and (account.current_period_end is None or period_end > account.current_period_end):
+        if (
+            starts_period
+            and period_end
+            and (account.current_period_end is None or period_end > account.current_period_end)
+        ):
             account.current_period_end = period_end
         account.save()
         return True
@@ -519,7 +581,7 @@ def apply_subscription_state(
         elif status in GRACE_SUBSCRIPTION:
             if account.plan_status != PlanStatus.GRACE:
                 account.plan_status = PlanStatus.GRACE
-                account.grace_until = timezone.now() + GRACE_PERIOD
+                account.grace_until = min(event_at, timezone.now()) + GRACE_PERIOD
             outcome = "grace"
         elif status in ACTIVE_SUBSCRIPTION and plan is not None:
             account.stripe_subscription_id = subscription_id
@@ -542,13 +604,22 @@ def apply_subscription_state(
         return outcome
 
 
-def start_grace_period(*, user) -> bool:
-    """A payment failed: keep the plan for GRACE_PERIOD. True if the grace period starts now."""
+def start_grace_period(*, user, invoice_id: str = "", event_at: dt.datetime | None = None) -> bool:
+    """A payment failed: keep the plan for GRACE_PERIOD. True if the grace period starts now.
+
+    Refused (False) when the invoice is already recorded as paid (a late failure notice), when a
+    subscription state newer than the failure has been applied, or when grace is already running.
+    """
     with transaction.atomic():
         account = _locked_account(user)
         if account.plan_status == PlanStatus.GRACE:
             return False
+        if invoice_id and _existing(invoice_key(invoice_id)):
+            return False
+        if event_at is not None and account.stripe_state_at and event_at < account.stripe_state_at:
+            return False
         account.plan_status = PlanStatus.GRACE
-        account.grace_until = timezone.now() + GRACE_PERIOD
+        # From when the payment failed (Stripe may deliver the event late), not from when we heard.
+        account.grace_until = min(event_at or timezone.now(), timezone.now()) + GRACE_PERIOD
         account.save(update_fields=["plan_status", "grace_until", "updated_at"])
         return True

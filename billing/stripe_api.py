@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import stripe
@@ -9,6 +10,8 @@ from djstripe.settings import djstripe_settings
 
 from billing import services
 from billing.plans import PLANS, Plan
+
+logger = logging.getLogger(__name__)
 
 
 class StripeNotConfigured(Exception):
@@ -19,18 +22,44 @@ def _api_key() -> str:
     return djstripe_settings.STRIPE_SECRET_KEY
 
 
-def ensure_customer(*, user) -> str:
+def ensure_customer(*, user, replacing: str = "") -> str:
+    """The user's Stripe customer id, created on first use (idempotent per user).
+
+    ``replacing``: the stored customer Stripe no longer knows; a new one is created under a new
+    idempotency key (the old key would make Stripe replay the dead customer for 24 hours).
+    """
     account = services.get_account(user)
     if account.stripe_customer_id:
         return account.stripe_customer_id
+    key = f"atelier-customer-{user.pk}" + (f"-after-{replacing}" if replacing else "")
     customer = stripe.Customer.create(
-        api_key=_api_key(),
-        email=user.email,
-        metadata={"user_id": str(user.pk)},
-        idempotency_key=f"atelier-customer-{user.pk}",
+        api_key=_api_key(), email=user.email, metadata={"user_id": str(user.pk)}, idempotency_key=key
     )
     services.link_stripe_customer(user=user, customer_id=customer.id)
     return customer.id
+
+
+def _customer_gone(error: stripe.StripeError, customer_id: str) -> bool:
+    """Stripe's answer when a request names a customer that was deleted: 400 resource_missing."""
+    return (
+        isinstance(error, stripe.InvalidRequestError)
+        and getattr(error, "code", None) == "resource_missing"
+        and (getattr(error, "param", None) == "customer" or customer_id in str(error))
+    )
+
+
+def _with_customer(user, call):
+    """Run ``call(customer_id)``; if Stripe says the stored customer is gone (deleted in the
+    dashboard and its customer.deleted not processed yet), forget it, create a new one, retry once."""
+    customer = ensure_customer(user=user)
+    try:
+        return call(customer)
+    except stripe.InvalidRequestError as error:
+        if not _customer_gone(error, customer):
+            raise
+        logger.warning("Stripe customer %s of user %s is gone; creating a new one", customer, user.pk)
+        services.forget_stripe_customer(user=user, customer_id=customer)
+        return call(ensure_customer(user=user, replacing=customer))
 
 
 def price_id_for(plan: Plan) -> str:
@@ -41,27 +70,37 @@ def price_id_for(plan: Plan) -> str:
 
 
 def create_checkout_session(*, user, plan: Plan, success_url: str, cancel_url: str) -> str:
-    """A hosted Checkout session for ``plan``; returns the URL to redirect to."""
-    customer = ensure_customer(user=user)
-    metadata = {"user_id": str(user.pk), "plan": plan.key}
-    session = stripe.checkout.Session.create(
-        api_key=_api_key(),
-        mode="subscription",
-        customer=customer,
-        client_reference_id=str(user.pk),
-        line_items=[{"price": price_id_for(plan), "quantity": 1}],
-        subscription_data={"metadata": metadata},
-        metadata=metadata,
-        success_url=success_url,
-        cancel_url=cancel_url,
-    )
-    return session.url
+    """A hosted Checkout session for ``plan``; returns the URL to redirect to.
+
+    Raises stripe.StripeError or StripeNotConfigured. A stored customer that Stripe no longer has
+    is replaced (issue 8, case 19), so a customer deleted in the dashboard never blocks upgrading.
+    """
+    metadata = {"user_id": str(user.pk), "plan": plan.key}  # for people reading the dashboard; never trusted
+    price = price_id_for(plan)
+
+    def create(customer: str):
+        return stripe.checkout.Session.create(
+            api_key=_api_key(),
+            mode="subscription",
+            customer=customer,
+            client_reference_id=str(user.pk),
+            line_items=[{"price": price, "quantity": 1}],
+            subscription_data={"metadata": metadata},
+            metadata=metadata,
+            success_url=success_url,
+            cancel_url=cancel_url,
+        )
+
+    return _with_customer(user, create).url
 
 
 def create_portal_session(*, user, return_url: str) -> str:
-    customer = ensure_customer(user=user)
-    session = stripe.billing_portal.Session.create(api_key=_api_key(), customer=customer, return_url=return_url)
-    return session.url
+    """A Customer Portal session URL (plan switching, cancellation, payment methods)."""
+
+    def create(customer: str):
+        return stripe.billing_portal.Session.create(api_key=_api_key(), customer=customer, return_url=return_url)
+
+    return _with_customer(user, create).url
 
 
 @dataclass

@@ -3,7 +3,11 @@
 dj-stripe's view checks the ``stripe-signature`` header against the WebhookEndpoint's secret with
 a 300 s tolerance and answers 400 otherwise; only verified triggers reach this callback. Every
 handler is idempotent on a Stripe id (``stripe:<invoice id>`` for credits), so replays,
-out-of-order and concurrent deliveries grant exactly once.
+out-of-order and concurrent deliveries grant exactly once. Events are applied by the object's
+state and the event's creation time, never by arrival order: a subscription event older than the
+last one applied is ignored, a payment failure for an invoice already paid is ignored, a paid
+invoice changes the plan only if no newer subscription state has been applied. The plan always
+comes from the prices paid for (billing.plans.plan_for_price), never from metadata.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from django.db import transaction
 from django.template.loader import render_to_string
 
 from billing import services
-from billing.plans import Plan, get_plan, plan_for_lookup_key
+from billing.plans import PERIOD_BILLING_REASONS, Plan, credits_for_invoice, plan_for_price
 
 logger = logging.getLogger(__name__)
 
@@ -51,25 +55,20 @@ def _ts(value) -> dt.datetime | None:
     return dt.datetime.fromtimestamp(int(value), tz=dt.UTC) if value else None
 
 
-def _metadata_plan(metadata: dict | None) -> Plan | None:
-    key = (metadata or {}).get("plan")
-    try:
-        return get_plan(key) if key else None
-    except ValueError:
-        return None
-
-
-def _price_plan(price) -> Plan | None:
-    """Plan from a Price object (lookup key or metadata) or a bare price id (dj-stripe's Price rows)."""
+def _price_plan(price, product: str = "") -> Plan | None:
+    """Plan from a Price object, or a bare price id (+ product) as invoice lines carry them."""
     if isinstance(price, dict):
-        return plan_for_lookup_key(price.get("lookup_key")) or _metadata_plan(price.get("metadata"))
-    if isinstance(price, str) and price:
-        from djstripe.models import Price
+        return plan_for_price(price)
+    if not isinstance(price, str) or not price:
+        return plan_for_price(product_id=product)
+    if product:
+        return plan_for_price(price_id=price, product_id=product)
+    from djstripe.models import Price  # a bare id: dj-stripe's mirror of our prices knows its product
 
-        row = Price.objects.filter(id=price).first()
-        if row is not None:
-            return plan_for_lookup_key(row.lookup_key) or _metadata_plan(row.metadata)
-    return None
+    row = Price.objects.filter(id=price).first()
+    if row is None:
+        return None
+    return plan_for_price({"lookup_key": row.lookup_key, "product": row.product_id})
 
 
 def _invoice_subscription(invoice: dict) -> tuple[str, dict]:
@@ -81,15 +80,21 @@ def _invoice_subscription(invoice: dict) -> tuple[str, dict]:
     return subscription, details.get("metadata") or {}
 
 
-def _invoice_plan(invoice: dict, metadata: dict) -> Plan | None:
-    plan = _metadata_plan(metadata)
-    if plan:
-        return plan
+def _invoice_plan(invoice: dict) -> Plan | None:
+    """The plan of the invoice's largest positive line (after a switch: the new plan's proration)."""
+    best: tuple[int, Plan] | None = None
     for line in (invoice.get("lines") or {}).get("data", []):
-        price = line.get("price") or ((line.get("pricing") or {}).get("price_details") or {}).get("price")
-        if plan := _price_plan(price):
-            return plan
-    return None
+        details = (line.get("pricing") or {}).get("price_details") or {}
+        plan = _price_plan(line.get("price") or details.get("price"), details.get("product") or "")
+        amount = int(line.get("amount") or 0)
+        if plan is not None and amount >= 0 and (best is None or amount > best[0]):
+            best = (amount, plan)
+    return best[1] if best else None
+
+
+def _event_at(event: dict) -> dt.datetime:
+    """When Stripe created the event: the order events are applied in (delivery order is arbitrary)."""
+    return _ts(event.get("created")) or dt.datetime.now(tz=dt.UTC)
 
 
 def _customer_id(obj: dict) -> str:
@@ -117,8 +122,10 @@ def on_checkout_completed(event: dict, session: dict) -> str:
     subscription = session.get("subscription") or ""
     if isinstance(subscription, dict):
         subscription = subscription.get("id", "")
-    services.link_stripe_customer(user=account.user, customer_id=_customer_id(session), subscription_id=subscription)
-    return "linked"
+    linked = services.link_stripe_customer(
+        user=account.user, customer_id=_customer_id(session), subscription_id=subscription, event_at=_event_at(event)
+    )
+    return "linked" if linked else "stale"
 
 
 def on_invoice_paid(event: dict, invoice: dict) -> str:
@@ -126,19 +133,28 @@ def on_invoice_paid(event: dict, invoice: dict) -> str:
     account = services.account_for_stripe(customer_id=_customer_id(invoice), user_id=metadata.get("user_id"))
     if account is None:
         return "unknown customer"
-    plan = _invoice_plan(invoice, metadata)
-    if plan is None or not plan.is_paid:
+    plan = _invoice_plan(invoice)  # from the prices paid for, never from metadata
+    if plan is None:
         return "no plan on invoice"
     period_end = None
     for line in (invoice.get("lines") or {}).get("data", []):
         period_end = _ts((line.get("period") or {}).get("end")) or period_end
+    billing_reason = invoice.get("billing_reason") or ""
+    amount_paid = int(invoice.get("amount_paid") or 0)
+    credits = credits_for_invoice(plan=plan, billing_reason=billing_reason, amount_paid_cents=amount_paid)
     granted = services.apply_paid_invoice(
         user=account.user,
         invoice_id=invoice["id"],
         plan=plan,
+        credits=credits,
+        starts_period=billing_reason in PERIOD_BILLING_REASONS,
         subscription_id=subscription,
         period_end=period_end,
-        description=f"{plan.name} plan credits, invoice {invoice.get('number') or invoice['id']}",
+        event_at=_event_at(event),
+        description=(
+            f"{plan.name} plan credits, invoice {invoice.get('number') or invoice['id']}"
+            f" ({billing_reason or 'invoice'}, ${amount_paid / 100:.2f} paid)"
+        ),
     )
     return "granted" if granted else "already granted"
 
@@ -148,8 +164,12 @@ def on_invoice_payment_failed(event: dict, invoice: dict) -> str:
     account = services.account_for_stripe(customer_id=_customer_id(invoice), user_id=metadata.get("user_id"))
     if account is None:
         return "unknown customer"
-    if not services.start_grace_period(user=account.user):
-        return "already in grace"
+    if invoice.get("status") in {"paid", "void"} or invoice.get("paid") is True:
+        return "invoice settled"
+    # Stripe delivers events unordered: a failure notice for an invoice we already saw paid (a retry
+    # succeeded first) is history, and so is one older than the subscription state we applied.
+    if not services.start_grace_period(user=account.user, invoice_id=invoice.get("id", ""), event_at=_event_at(event)):
+        return "stale or already in grace"
     user = account.user
     account.refresh_from_db()
     context = {"user": user, "account": account, "site_url": settings.SITE_URL}
@@ -164,16 +184,28 @@ def on_invoice_payment_failed(event: dict, invoice: dict) -> str:
     return "grace started"
 
 
+def on_customer_deleted(event: dict, customer: dict) -> str:
+    """The Stripe customer is gone (deleted in the dashboard): forget it, its subscriptions ended with it."""
+    customer_id = customer.get("id", "")
+    account = services.account_for_stripe(customer_id=customer_id)
+    if account is None:
+        return "unknown customer"
+    forgotten = services.forget_stripe_customer(user=account.user, customer_id=customer_id, event_at=_event_at(event))
+    return "forgotten" if forgotten else "not linked"
+
+
 def on_subscription_changed(event: dict, subscription: dict) -> str:
     metadata = subscription.get("metadata") or {}
     account = services.account_for_stripe(customer_id=_customer_id(subscription), user_id=metadata.get("user_id"))
     if account is None:
         return "unknown customer"
     items = (subscription.get("items") or {}).get("data", [])
-    plan = _metadata_plan(metadata)
+    plan = None  # from the items' prices only: the portal changes the price, never the metadata
     period_end = _ts(subscription.get("current_period_end"))
     for item in items:
-        plan = _price_plan(item.get("price")) or plan
+        item_plan = _price_plan(item.get("price"))
+        if item_plan is not None and (plan is None or item_plan.rank > plan.rank):
+            plan = item_plan
         period_end = _ts(item.get("current_period_end")) or period_end
     return services.apply_subscription_state(
         user=account.user,
@@ -182,7 +214,7 @@ def on_subscription_changed(event: dict, subscription: dict) -> str:
         status=subscription.get("status", ""),
         cancel_at_period_end=bool(subscription.get("cancel_at_period_end")),
         period_end=period_end,
-        event_at=_ts(event.get("created")) or dt.datetime.now(tz=dt.UTC),
+        event_at=_event_at(event),
         deleted=event.get("type") == "customer.subscription.deleted",
     )
 
@@ -195,4 +227,5 @@ HANDLERS = {
     "customer.subscription.created": on_subscription_changed,
     "customer.subscription.updated": on_subscription_changed,
     "customer.subscription.deleted": on_subscription_changed,
+    "customer.deleted": on_customer_deleted,
 }

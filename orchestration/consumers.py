@@ -22,6 +22,31 @@ from orchestration.live import render_fragments
 logger = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 4096
+MAX_NESTING = 8  # the protocol needs 1; JSON parsing recurses per level
+
+
+def _nesting_depth(text: str) -> int:
+    """The deepest [ / { nesting of a JSON text, outside strings (a linear scan, no recursion)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
 # Sequence numbers are 64-bit in the database; a larger `after` would pin this connection's position
 # past every future event, so the page would silently stop receiving pushes.
 MAX_SEQ = 2**63 - 1
@@ -55,10 +80,17 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
         if bytes_data is not None or text_data is None or len(text_data) > MAX_MESSAGE_BYTES:
             await self.send_json({"type": "error", "error": "Send small JSON text messages only."})
             return
+        if _nesting_depth(text_data) > MAX_NESTING:
+            # json.loads recurses once per level: "[" * 4000 (under the size cap) raised RecursionError
+            # and dropped the connection. Refuse before parsing.
+            await self.send_json({"type": "error", "error": f"Messages may nest at most {MAX_NESTING} levels."})
+            return
         try:
-            await super().receive(text_data=text_data)
-        except ValueError:
+            content = await self.decode_json(text_data)
+        except (ValueError, RecursionError):
             await self.send_json({"type": "error", "error": "Messages must be JSON."})
+            return
+        await self.receive_json(content)
 
     async def receive_json(self, content, **kwargs) -> None:
         if not isinstance(content, dict) or content.get("type") != "catch_up":

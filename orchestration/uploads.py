@@ -1,18 +1,49 @@
-"""Reference document uploads: .md, .txt and .docx turned into plain text, with clear refusals."""
+"""Reference document uploads: .md, .txt and .docx turned into plain text, with clear refusals.
+
+Every format is read under hard bounds so a small hostile file cannot pin a web process or eat
+its memory (issue 9, cases 1-2):
+
+- the upload itself: at most MAX_UPLOAD_BYTES, read with a cap (never trusting ``upload.size``);
+- a .docx is a zip archive: its entry count and declared uncompressed sizes are checked before
+  anything is decompressed, and each XML part is decompressed in chunks with a hard byte cap
+  (declared sizes can lie);
+- the XML is parsed incrementally (lxml's pull parser, no DTDs, no entities, no network), each
+  paragraph is released as soon as its text is taken, and the parse stops at DOCX_MAX_PARAGRAPHS,
+  at MAX_REFERENCE_CHARS of text, or after DOCX_MAX_PARSE_SECONDS of CPU time.
+
+With these bounds the worst case is well under a second of CPU and a few MB of memory, so the
+parse stays in the request (no task queue round-trip for the user to wait on).
+"""
 
 from __future__ import annotations
 
 import io
+import itertools
+import posixpath
+import time
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import PurePath
 
 from django.core.files.uploadedfile import UploadedFile
 
 MAX_UPLOAD_BYTES = 1024 * 1024  # 1 MB per file
-MAX_UPLOAD_FILES = 10
+MAX_UPLOAD_FILES = 10  # per request
 MAX_REFERENCE_CHARS = 200_000  # what a reference may hold once extracted (a .docx can expand a lot)
 ALLOWED_EXTENSIONS = (".md", ".markdown", ".txt", ".docx")
+
+# .docx (zip) bounds. A real document of 1 MB has tens of entries and a document.xml of a few MB.
+DOCX_MAX_ENTRIES = 1000
+DOCX_MAX_DECLARED_BYTES = 50 * 1024 * 1024  # sum of the archive's declared uncompressed sizes
+DOCX_MAX_PART_BYTES = 16 * 1024 * 1024  # one XML part, decompressed (enforced while streaming)
+DOCX_MAX_PARAGRAPHS = 20_000  # empty ones included: they cost parse time, not text
+DOCX_MAX_PARSE_SECONDS = 1.0  # CPU time for one file
+_CHUNK = 64 * 1024
+
+_W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
+_REL = "{http://schemas.openxmlformats.org/package/2006/relationships}"
+_OFFICE_DOCUMENT = "/officeDocument"
 
 
 class UploadError(Exception):
@@ -31,6 +62,12 @@ def _human_size(size: int) -> str:
 
 
 def parse_upload(upload: UploadedFile) -> ParsedUpload:
+    """Extract the text of one uploaded reference.
+
+    Returns ParsedUpload(title, content, filename). Raises UploadError (message names the file)
+    for an unsupported type, a file over MAX_UPLOAD_BYTES, an unreadable or hostile file, no
+    text, or more than MAX_REFERENCE_CHARS characters of text.
+    """
     filename = PurePath(upload.name or "file").name[:255]
     suffix = PurePath(filename).suffix.lower()
     if suffix not in ALLOWED_EXTENSIONS:
@@ -62,28 +99,191 @@ def _plain_text(raw: bytes, filename: str) -> str:
     raise UploadError(f"“{filename}” is not readable text (save it as UTF-8).")
 
 
-def _docx_text(raw: bytes, filename: str) -> str:
-    import docx  # python-docx
-    from docx.opc.exceptions import PackageNotFoundError
+# --- .docx ---------------------------------------------------------------------------------------
 
-    if not zipfile.is_zipfile(io.BytesIO(raw)):
-        raise UploadError(f"“{filename}” is not a valid .docx file (it may be corrupt or renamed).")
+
+class _Refused(Exception):
+    """Internal: a bound was hit; the message is completed with the file name by _docx_text."""
+
+
+def _docx_text(raw: bytes, filename: str) -> str:
+    invalid = f"“{filename}” is not a valid .docx file (it may be corrupt or renamed)."
     try:
-        document = docx.Document(io.BytesIO(raw))
-    except (PackageNotFoundError, zipfile.BadZipFile, KeyError, ValueError) as exc:
-        raise UploadError(f"“{filename}” is not a valid .docx file (it may be corrupt or renamed).") from exc
-    except Exception as exc:  # lxml and zip errors vary; a broken upload must never be a 500
+        archive = zipfile.ZipFile(io.BytesIO(raw))
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise UploadError(invalid) from exc
+    try:
+        with archive:
+            entries = archive.infolist()
+            if len(entries) > DOCX_MAX_ENTRIES:
+                raise UploadError(f"“{filename}” has too many parts ({len(entries):,}) to be a document.")
+            declared = sum(max(0, e.file_size) for e in entries)
+            if declared > DOCX_MAX_DECLARED_BYTES:
+                raise UploadError(
+                    f"“{filename}” would expand to {_human_size(declared)}; "
+                    f"the limit is {_human_size(DOCX_MAX_DECLARED_BYTES)}."
+                )
+            names = {e.filename for e in entries}
+            main = _main_part(archive, names)
+            if main is None:
+                raise UploadError(invalid)
+            deadline = time.process_time() + DOCX_MAX_PARSE_SECONDS
+            styles = _style_names(archive, names, posixpath.join(posixpath.dirname(main), "styles.xml"), deadline)
+            return "\n\n".join(p for p in _paragraphs(archive, main, styles, deadline) if p.strip())
+    except UploadError:
+        raise
+    except _Refused as exc:
+        raise UploadError(f"“{filename}” {exc}") from exc
+    except Exception as exc:  # zip, zlib, lxml and encryption errors vary; a broken upload is never a 500
         raise UploadError(f"“{filename}” could not be read as a .docx file.") from exc
-    parts: list[str] = []
-    for paragraph in document.paragraphs:
-        style = (paragraph.style.name or "").lower() if paragraph.style is not None else ""
-        text = paragraph.text
-        if style.startswith("heading") and text.strip():
-            level = style.removeprefix("heading").strip()
-            hashes = "#" * (int(level) if level.isdigit() and 0 < int(level) < 7 else 2)
-            text = f"{hashes} {text}"
-        parts.append(text)
-    for table in document.tables:
-        for row in table.rows:
-            parts.append(" | ".join(cell.text.strip() for cell in row.cells))
-    return "\n\n".join(p for p in parts if p.strip())
+
+
+def _stream(archive: zipfile.ZipFile, name: str) -> Iterator[bytes]:
+    """The decompressed bytes of one entry in chunks, refusing past DOCX_MAX_PART_BYTES."""
+    total = 0
+    with archive.open(name) as part:
+        while chunk := part.read(_CHUNK):
+            total += len(chunk)
+            if total > DOCX_MAX_PART_BYTES:
+                raise _Refused(f"expands to more than {_human_size(DOCX_MAX_PART_BYTES)} of XML.")
+            yield chunk
+
+
+def _pull_parser(tag: str | tuple[str, ...]):
+    from lxml import etree
+
+    # No DTD, no entity expansion, no network: a billion-laughs or external entity does nothing.
+    return etree.XMLPullParser(
+        events=("end",),
+        tag=tag,
+        resolve_entities=False,
+        load_dtd=False,
+        no_network=True,
+        huge_tree=False,
+        remove_comments=True,
+        remove_pis=True,
+    )
+
+
+def _events(archive: zipfile.ZipFile, name: str, tag, deadline: float) -> Iterator:
+    parser = _pull_parser(tag)
+    for chunk in _stream(archive, name):
+        if b"<!DOCTYPE" in chunk or b"<!ENTITY" in chunk:
+            raise _Refused("contains a document type declaration, which Word never writes.")
+        parser.feed(chunk)
+        yield from parser.read_events()
+        if time.process_time() > deadline:
+            raise _Refused("takes too long to read; save it again from your word processor or paste the text.")
+    parser.close()
+    yield from parser.read_events()
+
+
+def _main_part(archive: zipfile.ZipFile, names: set[str]) -> str | None:
+    """The officeDocument part named in _rels/.rels (usually word/document.xml)."""
+    if "_rels/.rels" in names:
+        deadline = time.process_time() + DOCX_MAX_PARSE_SECONDS
+        for _, rel in _events(archive, "_rels/.rels", f"{_REL}Relationship", deadline):
+            if (rel.get("Type") or "").endswith(_OFFICE_DOCUMENT):
+                target = (rel.get("Target") or "").lstrip("/")
+                if target in names:
+                    return target
+    return "word/document.xml" if "word/document.xml" in names else None
+
+
+def _style_names(archive: zipfile.ZipFile, names: set[str], path: str, deadline: float) -> dict[str, str]:
+    """styleId -> lowercase style name ("Heading1" -> "heading 1"), so localized ids still map."""
+    styles: dict[str, str] = {}
+    if path not in names:
+        return styles
+    for _, style in _events(archive, path, f"{_W}style", deadline):
+        name = style.find(f"{_W}name")
+        if style.get(f"{_W}styleId") and name is not None:
+            styles[style.get(f"{_W}styleId")] = (name.get(f"{_W}val") or "").lower()
+        style.clear()
+        if len(styles) > DOCX_MAX_PARAGRAPHS:
+            raise _Refused("has too many styles to be a document.")
+    return styles
+
+
+def _heading(style_id: str, text: str, styles: dict[str, str]) -> str:
+    name = styles.get(style_id, "") or style_id.lower().replace("heading", "heading ")
+    if name.startswith("heading") and text.strip():
+        level = name.removeprefix("heading").strip()
+        hashes = "#" * (int(level) if level.isdigit() and 0 < int(level) < 7 else 2)
+        return f"{hashes} {text}"
+    return text
+
+
+_P, _TC, _TR, _TBL, _BODY = (f"{_W}{t}" for t in ("p", "tc", "tr", "tbl", "body"))
+_TEXT = {f"{_W}t": None, f"{_W}tab": "\t", f"{_W}br": "\n", f"{_W}cr": "\n"}
+_KEY = "atelier-key"  # our own attribute: which buffer a paragraph, cell or row writes into
+
+
+def _paragraphs(archive: zipfile.ZipFile, main: str, styles: dict[str, str], deadline: float) -> Iterator[str]:
+    """Body paragraphs and table rows ("cell | cell") in document order, bounded.
+
+    Every element is handled at its end event and then released (cleared, earlier siblings
+    deleted), so the tree never holds more than the path of open elements: a single paragraph of
+    a million runs costs no more memory than a short one. Text goes into small buffers keyed by
+    the paragraph, cell or row it belongs to.
+    """
+    counter = itertools.count()
+    buffers: dict[str, list[str]] = {}
+    heading_style: dict[str, str] = {}
+
+    def key(element) -> str:
+        value = element.get(_KEY)
+        if value is None:
+            value = str(next(counter))
+            element.set(_KEY, value)
+        return value
+
+    paragraphs = 0
+    chars = 0
+    for _, element in _events(archive, main, None, deadline):
+        tag = element.tag
+        parent = element.getparent()
+        if tag in _TEXT:
+            if parent is not None and parent.tag == f"{_W}r":
+                paragraph = next(element.iterancestors(_P), None)
+                if paragraph is not None:
+                    text = (element.text or "") if _TEXT[tag] is None else _TEXT[tag]
+                    buffers.setdefault(key(paragraph), []).append(text)
+                    chars += len(text)
+        elif tag == f"{_W}pStyle" and parent is not None and parent.tag == f"{_W}pPr":
+            paragraph = parent.getparent()
+            if paragraph is not None and paragraph.tag == _P:
+                heading_style[key(paragraph)] = element.get(f"{_W}val") or ""
+        elif tag == _P:
+            paragraphs += 1
+            if paragraphs > DOCX_MAX_PARAGRAPHS:
+                raise _Refused(f"has more than {DOCX_MAX_PARAGRAPHS:,} paragraphs.")
+            own = element.get(_KEY)
+            text = "".join(buffers.pop(own, [])) if own else ""
+            style = heading_style.pop(own, "") if own else ""
+            if parent is not None and parent.tag == _BODY:
+                yield _heading(style, text, styles)
+            elif parent is not None and parent.tag == _TC:
+                buffers.setdefault(key(parent), []).append(text)
+            # else: a paragraph in a text box, not part of the body text (as python-docx reads it)
+        elif tag == _TC:
+            own = element.get(_KEY)
+            cell = "\n".join(buffers.pop(own, [])).strip() if own else ""
+            if parent is not None and parent.tag == _TR:
+                buffers.setdefault(key(parent), []).append(cell)
+        elif tag == _TR:
+            own = element.get(_KEY)
+            row = " | ".join(buffers.pop(own, [])) if own else ""
+            table = parent if parent is not None and parent.tag == _TBL else None
+            outer = table.getparent() if table is not None else None
+            if outer is not None and outer.tag == _BODY:
+                yield row
+            elif outer is not None and outer.tag == _TC:  # a nested table: its rows join the outer cell
+                buffers.setdefault(key(outer), []).append(row)
+        if chars > MAX_REFERENCE_CHARS + 2:
+            raise _Refused(f"has more than {MAX_REFERENCE_CHARS:,} characters of text.")
+        # Release it: what it held is in the buffers now.
+        element.clear()
+        if parent is not None:
+            while element.getprevious() is not None:
+                del parent[0]

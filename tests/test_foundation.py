@@ -93,6 +93,7 @@ def _production_env(**overrides: str) -> dict[str, str]:
         "SECRET_KEY": secrets.token_urlsafe(64),
         "ALLOWED_HOSTS": "example.com",
         "DJANGO_DEBUG": "0",
+        "EMAIL_HOST": "smtp.example.com",
     }
     values.update(overrides)
     return values
@@ -113,6 +114,24 @@ def test_production_refuses_to_start_with_a_missing_or_weak_secret_key(tmp_path,
     result = _manage("check", tmp_path=tmp_path, **_production_env(SECRET_KEY=secret_key))
     assert result.returncode != 0
     assert "SECRET_KEY is missing or weak" in result.stderr
+
+
+def test_production_refuses_to_start_with_the_console_email_backend(tmp_path):
+    # Password-reset links would go to the logs (issue 9, case 12).
+    environment = _production_env()
+    del environment["EMAIL_HOST"]
+    result = _manage("check", tmp_path=tmp_path, **environment)
+    assert result.returncode != 0
+    assert "Production has no mail server: set EMAIL_HOST" in result.stderr
+
+    result = _manage(
+        "check", tmp_path=tmp_path, **environment, EMAIL_BACKEND="django.core.mail.backends.filebased.EmailBackend"
+    )
+    assert result.returncode != 0 and "Production has no mail server" in result.stderr
+
+    allowed = _manage("check", tmp_path=tmp_path, **environment, ALLOW_CONSOLE_EMAIL="1")
+    assert allowed.returncode == 0, allowed.stderr
+    assert _manage("check", tmp_path=tmp_path, **_production_env()).returncode == 0
 
 
 def test_development_generates_a_secret_key_once_and_keeps_it_private(tmp_path):

@@ -24,6 +24,7 @@ from orchestration.providers.base import (
     estimate_tokens,
 )
 from orchestration.providers.errors import SDK_ERRORS, map_exception
+from orchestration.providers.think import ThinkTagSplitter
 
 # The check call lists models: it must be quick even when the generation timeout is long.
 CHECK_TIMEOUT_SECONDS = 15.0
@@ -216,7 +217,10 @@ class AnthropicAdapter(SDKAdapter):
             yield TextDelta(tail)
         result = self._usage(usage, estimated=False, thinking_chars=thinking_chars)
         if _impossible_usage(result.output_tokens, text_chars + thinking_chars):
+            # A gateway that reports zeros: estimate what it did not count, and say so.
             result.output_tokens = estimate_tokens("x" * (text_chars + thinking_chars))
+            if result.input_tokens + result.cached_input_tokens <= 0:
+                result.input_tokens = estimate_tokens(request.system) + estimate_tokens(request.user)
             result.estimated = True
         yield StreamEnd(usage=result, stop_reason=stop_reason or "end_turn", stop_detail=stop_detail)
 
@@ -263,7 +267,9 @@ def _merge_anthropic_usage(totals: dict[str, int], usage: Any) -> None:
 
 def _reasoning_tokens(reported: int | None, thinking_chars: int, output_tokens: int) -> int:
     """The provider's count of thinking tokens, or an estimate from the thinking text; never above output."""
-    if reported is None:
+    # A server that counts no reasoning while we saw its text (a <think> block sent as content) did not
+    # count it apart: estimate it from the text.
+    if reported is None or (reported == 0 and thinking_chars):
         reported = estimate_tokens("x" * thinking_chars)
     return max(0, min(reported, output_tokens))
 
@@ -312,6 +318,7 @@ class OpenAIAdapter(SDKAdapter):
         usage = None
         text_chars = 0
         joiner = SurrogateJoiner()
+        splitter = ThinkTagSplitter()  # a leading <think> block streams as reasoning
         refusal: list[str] = []
         reasoning_chars = 0
         try:
@@ -331,10 +338,13 @@ class OpenAIAdapter(SDKAdapter):
                             reasoning_chars += len(thought)
                             yield ReasoningDelta(thought)
                         if content:
-                            text = joiner.feed(content)
-                            if text:
-                                text_chars += len(text)
-                                yield TextDelta(text)
+                            for kind, piece in splitter.feed(joiner.feed(content)):
+                                if kind == "reasoning":
+                                    reasoning_chars += len(piece)
+                                    yield ReasoningDelta(piece)
+                                else:
+                                    text_chars += len(piece)
+                                    yield TextDelta(piece)
                         # A refusal comes as its own text, never as content: keep the provider's words.
                         words = getattr(delta, "refusal", None) if delta is not None else None
                         if words:
@@ -345,10 +355,13 @@ class OpenAIAdapter(SDKAdapter):
             raise self._error(exc, started=started) from exc
         if not finish_reason:
             raise self._broken()
-        tail = joiner.flush()
-        if tail:
-            text_chars += len(tail)
-            yield TextDelta(tail)
+        for kind, piece in [*splitter.feed(joiner.flush()), *splitter.flush()]:
+            if kind == "reasoning":
+                reasoning_chars += len(piece)
+                yield ReasoningDelta(piece)
+            else:
+                text_chars += len(piece)
+                yield TextDelta(piece)
         refusal_text = SurrogateJoiner().feed("".join(refusal)).strip()
         output_chars = text_chars + len(refusal_text)
         if usage is not None:

@@ -41,11 +41,11 @@ from orchestration.models import (
     TeamPreset,
     WritingSession,
 )
+from orchestration.services import MAX_REFERENCES
 from orchestration.uploads import MAX_UPLOAD_BYTES, MAX_UPLOAD_FILES, UploadError, parse_upload
 from orchestration.views.access import _get_agent_for_user, _get_project_for_user, _get_session_for_user
 
 PAGE = "orchestration/builder.html"
-MAX_REFERENCES = 20
 
 
 # --- helpers
@@ -240,8 +240,11 @@ def session_create(request: HttpRequest, pk: int) -> HttpResponse:
         if verdict is not None and not verdict.allowed:
             form.add_error("preset", verdict.reason or "This team's flow is not on your plan.")
         else:
+            from orchestration import services
+
             try:
                 with transaction.atomic():
+                    services.enforce_quota(user=request.user, action="create_session")
                     session = WritingSession.objects.create(project=project, title=form.cleaned_data["title"], brief="")
                     if preset:
                         presets.apply_preset(
@@ -249,6 +252,8 @@ def session_create(request: HttpRequest, pk: int) -> HttpResponse:
                         )
             except presets.PresetError as exc:
                 form.add_error("preset", str(exc))
+            except services.ServiceError as exc:
+                form.add_error("title", exc.message)
             else:
                 return redirect("session_edit", pk=session.pk)
     return render(request, "orchestration/session_new.html", {"project": project, "form": form})
@@ -265,6 +270,8 @@ def session_edit(request: HttpRequest, pk: int) -> HttpResponse:
     form = SessionSettingsForm(request.POST, instance=session, user=request.user)
     if form.is_valid():
         form.save()
+        if not form.saved:  # Start won the race while this autosave was on its way
+            return _late_autosave_response(request, session)
         if request.htmx:
             text = f"Draft saved at {_now()}"
             if request.POST.get("had_errors"):
@@ -575,7 +582,14 @@ def preset_save(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def session_duplicate(request: HttpRequest, pk: int) -> HttpResponse:
     session = _get_session_for_user(request, pk)
-    copy = presets.duplicate_session(session=session)
+    from orchestration import services
+
+    try:
+        copy = presets.duplicate_session(session=session)
+    except services.ServiceError as exc:
+        messages.error(request, exc.message)
+        url = reverse("session_detail", args=[session.pk])
+        return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
     messages.success(request, f"Created “{copy.title}”, a new draft with the same team and settings.")
     url = reverse("session_edit", args=[copy.pk])
     return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
@@ -609,17 +623,19 @@ def reference_add(request: HttpRequest, pk: int) -> HttpResponse:
     if not files and pasted is None and not errors and form.is_valid():
         errors.append("Paste some text or choose a file to add a reference.")
     new_count = len(parsed) + (1 if pasted else 0)
-    if existing + new_count > MAX_REFERENCES:
+    if existing + new_count > MAX_REFERENCES:  # a quick answer; the service re-checks under its locks
         errors.append(f"A session holds at most {MAX_REFERENCES} reference documents.")
         parsed, pasted = [], None
-    with transaction.atomic():
-        for item in parsed:
-            ReferenceDocument.objects.create(
-                session=session, title=item.title, content=item.content, source_filename=item.filename
-            )
-        if pasted:
-            ReferenceDocument.objects.create(session=session, title=pasted[0], content=pasted[1])
-    added = len(parsed) + (1 if pasted else 0)
+    items = [(item.title, item.content, item.filename) for item in parsed]
+    if pasted:
+        items.append((pasted[0], pasted[1], ""))
+    from orchestration import services
+
+    try:
+        added = services.add_references(session=session, user=request.user, items=items)
+    except services.ServiceError as exc:
+        errors.append(exc.message)
+        added = 0
     # Keep the pasted text when the paste itself failed validation; clear it once it is saved.
     keep_form = form if (not form.is_valid()) else None
     if not request.htmx:

@@ -12,7 +12,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from orchestration import presets
+from orchestration import presets, services
 from orchestration.forms import ProjectForm, credit_balance
 from orchestration.models import ACTIVE_STATUSES, Project, Status, TeamPreset, WritingSession
 from orchestration.views.access import _get_project_for_user
@@ -70,13 +70,18 @@ def demo_quickstart(request: HttpRequest) -> HttpResponse:
     if model is None:
         messages.error(request, "The demo model is not available right now. Please try again later.")
         return redirect("dashboard")
-    with transaction.atomic():
-        project = Project.objects.create(owner=request.user, name="My first project")
-        session = WritingSession.objects.create(
-            project=project, title="Demo: bike lanes essay", brief=presets.DEMO_BRIEF
-        )
-        # The demo runs offline on the Demo model whatever the user's default is: free and instant.
-        presets.apply_preset(session=session, preset=preset, default_model=model)
+    try:
+        with transaction.atomic():
+            project = services.create_project(owner=request.user, name="My first project")
+            services.enforce_quota(user=request.user, action="create_session")
+            session = WritingSession.objects.create(
+                project=project, title="Demo: bike lanes essay", brief=presets.DEMO_BRIEF
+            )
+            # The demo runs offline on the Demo model whatever the user's default is: free and instant.
+            presets.apply_preset(session=session, preset=preset, default_model=model)
+    except services.ServiceError as exc:
+        messages.error(request, exc.message)
+        return redirect("dashboard")
     messages.success(request, "Your demo team is ready. Press Start to watch it write.")
     return redirect("session_edit", pk=session.pk)
 
@@ -86,11 +91,15 @@ def demo_quickstart(request: HttpRequest) -> HttpResponse:
 def project_create(request: HttpRequest) -> HttpResponse:
     form = ProjectForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        project = form.save(commit=False)
-        project.owner = request.user
-        project.save()
-        messages.success(request, f"Created “{project.name}”.")
-        return redirect(project)
+        try:
+            project = services.create_project(
+                owner=request.user, name=form.cleaned_data["name"], description=form.cleaned_data["description"]
+            )
+        except services.ServiceError as exc:
+            form.add_error("name", exc.message)
+        else:
+            messages.success(request, f"Created “{project.name}”.")
+            return redirect(project)
     return render(request, "orchestration/project_form.html", {"form": form})
 
 

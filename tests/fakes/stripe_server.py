@@ -71,6 +71,15 @@ def parse_form(body: str) -> dict:
     return result
 
 
+class MissingParam(Exception):
+    """A request parameter names an object that does not exist (Stripe: 400 resource_missing)."""
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(message)
+        self.param = param
+        self.message = message
+
+
 class FakeStripe:
     def __init__(self) -> None:
         self.customers: dict[str, dict] = {}
@@ -193,6 +202,27 @@ class FakeStripe:
             results.append(self.send_event(event))
         return results
 
+    def delete_customer(self, customer_id: str) -> int:
+        """A customer deleted in the Stripe dashboard: gone from the API, then a signed customer.deleted."""
+        customer = self.customers.pop(customer_id)
+        event = {
+            "id": new_id("evt"),
+            "object": "event",
+            "api_version": "2026-05-27.dahlia",
+            "created": int(time.time()),
+            "livemode": False,
+            "pending_webhooks": 1,
+            "request": {"id": None, "idempotency_key": None},
+            "type": "customer.deleted",
+            "data": {"object": {**customer, "deleted": True}},
+        }
+        return self.send_event(event)
+
+    def _known_customer(self, customer_id: str | None) -> None:
+        # Stripe answers 400 resource_missing, param "customer", for a deleted or unknown customer.
+        if customer_id and customer_id not in self.customers:
+            raise MissingParam("customer", f"No such customer: '{customer_id}'")
+
     def send_event(self, event: dict) -> int:
         self.events[event["id"]] = event
         if not self.webhook_url:
@@ -235,7 +265,7 @@ class FakeStripe:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def _error(self, status: int, message: str, param: str = ""):
+            def _error(self, status: int, message: str, param: str = "", code: str | None = None):
                 self._send(
                     status,
                     {
@@ -243,7 +273,7 @@ class FakeStripe:
                             "type": "invalid_request_error",
                             "message": message,
                             "param": param,
-                            "code": "resource_missing" if status == 404 else None,
+                            "code": code or ("resource_missing" if status == 404 else None),
                         }
                     },
                 )
@@ -264,6 +294,8 @@ class FakeStripe:
                 try:
                     with fake.lock:
                         route = self._route(method, parts.path, params)
+                except MissingParam as missing:
+                    return self._error(400, missing.message, missing.param, "resource_missing")
                 except KeyError as missing:
                     return self._error(404, f"No such object: '{missing.args[0]}'", "id")
                 if route is None:
@@ -352,6 +384,7 @@ class FakeStripe:
                         price["active"] = params["active"] == "true"
                     return 200, price
                 if path == "/v1/checkout/sessions" and method == "POST":
+                    fake._known_customer(params.get("customer"))
                     for item in params.get("line_items", []):
                         if item["price"] not in fake.prices:
                             raise KeyError(item["price"])
@@ -392,7 +425,7 @@ class FakeStripe:
                 if re.fullmatch(r"/c/pay/([^/]+)/confirm", path) and method == "POST":
                     return "pay"
                 if path == "/v1/billing_portal/sessions" and method == "POST":
-                    fake.customers[params["customer"]]
+                    fake._known_customer(params["customer"])
                     return 200, {
                         "id": new_id("bps"),
                         "object": "billing_portal.session",

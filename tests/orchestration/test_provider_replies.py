@@ -212,23 +212,28 @@ def test_think_blocks_are_the_turns_reasoning_not_the_document(providers, enqueu
 # --- 4. Impossible usage ----------------------------------------------------------------------------------------
 
 
-def test_zero_usage_for_a_real_reply_is_estimated_charged_and_marked(providers, enqueued, rich_owner, client):
+@pytest.mark.parametrize("agent", ["Editor", "Writer"])  # an OpenAI-compatible server, an Anthropic gateway
+def test_zero_usage_for_a_real_reply_is_estimated_charged_and_marked(providers, enqueued, rich_owner, client, agent):
     session = two_agent_session(rich_owner, max_rounds=1)
     reply = scored_reply(EDITOR_DOC + "\n\n" + "Shade matters. " * 22, 8, 8)
     assert len(reply) > 500
-    providers.reply(scored_reply(WRITER_DOC, 7, 7))
-    providers.reply(reply, zero_usage=True)
+    if agent == "Editor":
+        providers.reply(scored_reply(WRITER_DOC, 7, 7))
+        providers.reply(reply, zero_usage=True)
+    else:
+        providers.reply(reply, zero_usage=True)
+        providers.reply(scored_reply(EDITOR_DOC, 8, 8))
     start(session, rich_owner)
 
     run(session)
 
-    editor = turn_of(session, "Editor")
-    assert editor.status == Turn.TurnStatus.COMPLETED
-    assert editor.usage_estimated is True
-    assert editor.output_tokens == -(-len(reply) // 4)  # ~4 characters a token, not 0
-    assert editor.input_tokens > 0 and editor.credits > 0
-    writer = turn_of(session, "Writer")
-    assert writer.usage_estimated is False
+    zeroed = turn_of(session, agent)
+    assert zeroed.status == Turn.TurnStatus.COMPLETED
+    assert zeroed.usage_estimated is True
+    assert zeroed.output_tokens == -(-len(reply) // 4)  # ~4 characters a token, not 0
+    assert zeroed.input_tokens > 0 and zeroed.credits > 0
+    other = turn_of(session, "Writer" if agent == "Editor" else "Editor")
+    assert other.usage_estimated is False
     client.force_login(rich_owner)
     page = card_html(client, session)
     assert page.count('data-testid="usage-estimated"') == 1

@@ -527,3 +527,82 @@ async def test_demo_streams_in_small_chunks(instant_demo):
     chunks = [e.text async for e in get_adapter("demo").stream(demo_request(1)) if isinstance(e, TextDelta)]
     assert len(chunks) > 20
     assert all(len(chunk.split()) <= 3 for chunk in chunks)
+
+
+# --- issue 8: a prompt too long, in each provider's own words ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "provider, status, body, counts",
+    [
+        (
+            "anthropic",
+            400,
+            {
+                "type": "error",
+                "error": {
+                    "type": "invalid_request_error",
+                    "message": "prompt is too long: 208310 tokens > 200000 maximum",
+                },
+            },
+            (208_310, 200_000),
+        ),
+        (
+            "anthropic",
+            400,
+            {
+                "type": "error",
+                "error": {
+                    "type": "invalid_request_error",
+                    "message": "input length and `max_tokens` exceed context limit: 188240 + 21333 > 200000, "
+                    "decrease input length or `max_tokens` and try again",
+                },
+            },
+            (188_240, 200_000),
+        ),
+        (
+            "openai",
+            400,
+            {
+                "error": {
+                    "message": "This model's maximum context length is 128000 tokens. However, your messages "
+                    "resulted in 130012 tokens. Please reduce the length of the messages.",
+                    "type": "invalid_request_error",
+                    "param": "messages",
+                    "code": "context_length_exceeded",
+                }
+            },
+            (130_012, 128_000),
+        ),
+        (
+            "openai",
+            400,
+            {
+                "error": {
+                    "message": "Your input exceeds the context window of this model. "
+                    "Please adjust your input and try again.",
+                    "type": "invalid_request_error",
+                    "param": "input",
+                    "code": "context_length_exceeded",
+                }
+            },
+            (None, None),
+        ),
+    ],
+)
+def test_a_prompt_too_long_is_its_own_kind_with_the_providers_numbers(provider, status, body, counts):
+    from orchestration.providers.errors import from_status
+
+    error = from_status(provider=provider, status=status, headers=None, body=body, api_key="sk-secret")
+
+    assert error.kind == "context_length" and error.retryable is False
+    assert (error.prompt_tokens, error.limit_tokens) == counts
+    assert "too long" in error.user_message
+
+
+def test_other_400s_stay_bad_requests():
+    from orchestration.providers.errors import from_status
+
+    body = {"type": "error", "error": {"type": "invalid_request_error", "message": "max_tokens: must be positive"}}
+    error = from_status(provider="anthropic", status=400, headers=None, body=body, api_key=None)
+    assert error.kind == "bad_request" and "max_tokens: must be positive" in error.user_message

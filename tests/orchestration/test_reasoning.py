@@ -490,3 +490,64 @@ async def test_the_fake_server_refuses_what_the_real_apis_refuse(sdk_providers):
     assert reply.usage.completion_tokens_details.reasoning_tokens == 6
     assert reply.usage.completion_tokens == 6 + 2
     assert reply.choices[0].message.content == "Hello."
+
+
+# --------------------------------------------------------------------------------------------------
+# <think> blocks of OpenAI-compatible models stream into the reasoning, live
+# --------------------------------------------------------------------------------------------------
+
+
+def _split_in_pieces(text: str, cut: int) -> tuple[str, str]:
+    from orchestration.providers.think import ThinkTagSplitter
+
+    splitter = ThinkTagSplitter()
+    parts = [text[i : i + cut] for i in range(0, len(text), cut)]
+    out = [pair for part in parts for pair in splitter.feed(part)] + splitter.flush()
+    return (
+        "".join(piece for kind, piece in out if kind == "reasoning"),
+        "".join(piece for kind, piece in out if kind == "text"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("reply", "reasoning", "text"),
+    [
+        ("<think>Plan it.</think>\n\n# Essay", "Plan it.", "# Essay"),
+        ("\n <THINK >Plan it.< /think>Answer", "Plan it.", "Answer"),
+        ("<thinking>a < b, so</thinking>Answer", "a < b, so", "Answer"),
+        ("<think>Cut off while thinking", "Cut off while thinking", ""),
+        ("<think>\n  Line one.\n\n  Line two.\n</think>\n\nAnswer", "Line one.\n\n  Line two.", "Answer"),
+        ("# Essay <think> in the middle stays text", "", "# Essay <think> in the middle stays text"),
+        ("<b>Bold start</b> is text", "", "<b>Bold start</b> is text"),
+        ("<", "", "<"),
+        ("", "", ""),
+    ],
+)
+def test_a_leading_think_block_is_split_whatever_the_chunk_boundaries(reply, reasoning, text):
+    for cut in range(1, len(reply) + 2):
+        assert _split_in_pieces(reply, cut) == (reasoning, text), f"chunks of {cut}"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_compatible_models_think_block_streams_into_the_reasoning_not_the_card(providers, rich_owner):
+    from orchestration.models import SessionEvent
+    from tests.orchestration.engine_helpers import priced_model
+
+    local = priced_model("compatible", "qwen3-local", max_output_tokens=8192)
+    session = _thinking_session(rich_owner, editor_model=local)
+    session.agents.filter(name="Editor").update(reasoning_effort="")
+    thought = "The writer's claim about cooling needs a number; I will add one."
+    providers.reply(_reply("# Trees\n\nOne."), thinking="")
+    providers.reply(f"<think>{thought}</think>\n" + _reply("# Trees\n\nShade cools streets by 2 degrees."))
+
+    _run(session, rich_owner)
+
+    editor_turn = Turn.objects.get(session=session, agent_name="Editor")
+    assert editor_turn.reasoning == thought
+    assert editor_turn.reasoning_tokens > 0
+    assert session.document == "# Trees\n\nShade cools streets by 2 degrees."
+    # It streamed live as reasoning; the card's text chunks never carried it.
+    events = SessionEvent.objects.filter(turn=editor_turn)
+    assert "".join(e.payload["text"] for e in events.filter(kind="reasoning")) == thought
+    chunks = "".join(e.payload["text"] for e in events.filter(kind="chunk"))
+    assert "think" not in chunks and "needs a number" not in chunks

@@ -386,6 +386,10 @@ BAD_INPUT = [
     ("text", json.dumps({"type": "catch_up", "after": 10**30})),
     ("text", json.dumps({"type": "catch_up", "after": 0, "pad": "x" * 100_000})),
     ("bytes", b"\x00\x01binary"),
+    # Deep nesting under the 4096-byte cap crashed the connection with a RecursionError (issue 9, case 11).
+    ("text", "[" * 4000),
+    ("text", '{"a":' * 800),
+    ("text", '{"type": "catch_up", "after": 0, "x": ' + "[" * 1500 + "]" * 1500 + "}"),
 ]
 
 
@@ -406,8 +410,8 @@ async def test_bad_websocket_input_gets_a_clear_error_and_the_connection_stays_o
         assert reply["type"] == "error", (data[:60], reply)
         assert reply["error"] and "Traceback" not in reply["error"]
 
-    # Still connected and still useful after all that.
-    await communicator.send_json_to({"type": "catch_up", "after": 0})
+    # Still connected and still useful after all that; brackets inside a string are just text.
+    await communicator.send_to(text_data='{"type": "catch_up", "after": 0, "note": "' + "[" * 3000 + '"}')
     reply = await communicator.receive_json_from(timeout=5)
-    assert reply["type"] == "events" and reply["last_seq"] == 4
+    assert reply["type"] == "events" and reply["last_seq"] == 4, reply
     await communicator.disconnect()

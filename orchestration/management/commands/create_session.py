@@ -14,7 +14,7 @@ from django.urls import reverse
 
 from orchestration import presets, services
 from orchestration.catalogue import validate_model_for_use
-from orchestration.models import LLMModel, Project, ReferenceDocument, TeamPreset, WritingSession
+from orchestration.models import LLMModel, Project, TeamPreset, WritingSession
 from orchestration.uploads import MAX_REFERENCE_CHARS, MAX_UPLOAD_FILES
 
 DEFAULT_PROJECT = "Command line"
@@ -140,6 +140,10 @@ class Command(BaseCommand):
         try:
             with transaction.atomic():
                 project, project_created = self._project(user, project_name)
+                try:
+                    services.enforce_quota(user=user, action="create_session")
+                except services.ServiceError as exc:
+                    raise CommandError(exc.message) from exc
                 session = WritingSession.objects.create(project=project, title=title, brief=brief, document=document)
                 try:
                     presets.apply_preset(
@@ -154,9 +158,10 @@ class Command(BaseCommand):
                 if rounds is not None:
                     session.max_rounds = rounds
                     session.save(update_fields=["max_rounds"])
-                ReferenceDocument.objects.bulk_create(
-                    ReferenceDocument(session=session, title=t, content=c, source_filename=f) for t, c, f in references
-                )
+                try:  # the same caps and quotas as the web builder
+                    services.add_references(session=session, user=user, items=references)
+                except services.ServiceError as exc:
+                    raise CommandError(exc.message) from exc
                 session.refresh_from_db()
                 self._report(session, project, project_created, dry_run=dry_run)
                 if dry_run:
@@ -200,7 +205,12 @@ class Command(BaseCommand):
         project = Project.objects.filter(owner=user, name=name, archived_at__isnull=True).order_by("pk").first()
         if project is not None:
             return project, False
-        return Project.objects.create(owner=user, name=name), True
+        from orchestration.services import ServiceError, create_project
+
+        try:
+            return create_project(owner=user, name=name), True
+        except ServiceError as exc:
+            raise CommandError(exc.message) from exc
 
     # --- output ----------------------------------------------------------------------------------
 
