@@ -11,6 +11,9 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 
+# The provider SDKs take one to several seconds to import, and the builder needs them (which models
+# take a temperature): the http_adapters import pays that while the server starts, not on a first page.
+import orchestration.providers.http_adapters  # noqa: E402, F401
 from orchestration.routing import websocket_urlpatterns  # noqa: E402
 
 _TOO_LARGE = b"Request body too large."

@@ -330,6 +330,8 @@ DEMO_TOKENS_PER_SECOND = env_float("DEMO_TOKENS_PER_SECOND", 60.0, minimum=0.0) 
 # The executor renews its lease every 0.5 s; a dead one is noticed within lease + watchdog seconds.
 ENGINE_LEASE_SECONDS = env_int("ENGINE_LEASE_SECONDS", 8, minimum=3)
 ENGINE_WATCHDOG_SECONDS = env_float("ENGINE_WATCHDOG_SECONDS", 2.0, minimum=0.2)
+# Names this machine in lease owners (default: hostname + pid namespace); must differ between machines.
+ENGINE_MACHINE_ID = env_str("ENGINE_MACHINE_ID")
 ENGINE_STREAM_FLUSH_MS = env_int("ENGINE_STREAM_FLUSH_MS", 40, minimum=5, maximum=1000)
 
 # --- Stripe (dj-stripe) ----------------------------------------------------------------------

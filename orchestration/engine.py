@@ -49,7 +49,9 @@ OUT_OF_CREDITS_DETAIL = (
 USER_STOP = "Stopped by you."
 # What an interrupted attempt says when the executor running it disappeared (crashed, killed,
 # frozen or cut off): the next executor cannot tell these apart, so it says what it knows.
-WORKER_LOST = "Interrupted: the worker running this turn stopped responding, so another worker ran it again."
+WORKER_LOST = (
+    "The worker running this turn stopped responding (crashed, killed or frozen); another worker ran it again."
+)
 
 _sleep = asyncio.sleep  # the retry waits (tests record them instead of waiting)
 

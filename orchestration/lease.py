@@ -10,7 +10,7 @@ On PostgreSQL the fencing UPDATE takes the session's row lock, so a concurrent c
 then sees a live lease; on SQLite it takes the database write lock. Either way a claim and a
 fenced write never interleave.
 
-Owners look like "<host>:<pid>:<random>". The watchdog hands a session to the queue by setting
+Owners look like "<host>~<pid namespace>:<pid>:<random>". The watchdog hands a session to the queue by setting
 the owner to "dispatch:<time>" (claimable by any executor), so it does not enqueue it again
 while the task waits for a worker.
 """
@@ -38,8 +38,23 @@ class LeaseLost(Exception):
     """Another executor holds this session's lease now: stand down without writing anything."""
 
 
+def _machine() -> str:
+    """This machine *and* pid namespace: containers can share a hostname but never see each other's pids.
+
+    ENGINE_MACHINE_ID overrides it (e.g. a pod name); the crash benchmark uses it to play two machines.
+    """
+    if settings.ENGINE_MACHINE_ID:
+        return settings.ENGINE_MACHINE_ID[:40]
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        namespace = 0
+    return f"{socket.gethostname()[:32]}~{namespace}"
+
+
 def new_owner_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    """<machine>:<pid>:<random> (at most 64 characters, the column's size)."""
+    return f"{_machine()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 def _expiry(seconds: float | None = None):
@@ -115,9 +130,9 @@ def owner_is_dead_here(owner: str) -> bool:
     by another process only makes us wait for the lease; a wrong "dead" would at worst start a
     second executor, and the fenced writes make the first one stand down.
     """
-    host, _, rest = owner.partition(":")
+    machine, _, rest = owner.partition(":")
     pid_text = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid_text.isdigit():
+    if machine != _machine() or not pid_text.isdigit():
         return False
     pid = int(pid_text)
     if pid == os.getpid():

@@ -184,12 +184,14 @@ def _turn_context(
     streamed: str | None,
     changes: TurnChanges | None = None,
     thought: str | None = None,
+    earlier: list[Turn] | None = None,
     *,
     flow: str = "",
     cache: dict | None = None,
 ) -> dict:
-    """A card's context. `thought` is the reasoning streamed so far (for a streaming turn); `flow` adds
-    what a parallel-flow card shows (issues, decisions) via live_flows."""
+    """A card's context. `thought` is the reasoning streamed so far (for a streaming turn); `earlier` the
+    interrupted or failed attempts of the same call, shown folded inside this card; `flow` adds what a
+    parallel-flow card shows (issues, decisions) via live_flows."""
     from orchestration import live_flows
 
     if turn.status != Turn.TurnStatus.STREAMING:
@@ -203,7 +205,38 @@ def _turn_context(
         "phase": live_flows.phase_of(turn.slot) if turn.slot else "",
         "reasoning_html": reasoning_html(thought or ""),
         "reasoning_label": output_label(turn.reasoning_output),
+        "earlier_attempts": earlier or [],
     }
+
+
+def _attempt_key(turn: Turn) -> tuple | None:
+    """Attempts of one call share (round, agent, slot); human turns are never collapsed."""
+    return (turn.round, turn.agent_id, turn.slot) if turn.kind == Turn.Kind.AGENT and turn.agent_id else None
+
+
+def collapse_attempts(turns: list[Turn]) -> tuple[list[Turn], dict[int, list[Turn]]]:
+    """Keep the latest attempt of each call; the earlier ones go under it ("attempt 3 of 3").
+
+    Returns (the turns to show as cards, in order; {shown turn id: its earlier attempts, oldest first}).
+    """
+    latest: dict[tuple, Turn] = {}
+    for turn in turns:
+        key = _attempt_key(turn)
+        if key is not None and (key not in latest or turn.attempt > latest[key].attempt):
+            latest[key] = turn
+    shown: list[Turn] = []
+    earlier: dict[int, list[Turn]] = {}
+    for turn in turns:
+        key = _attempt_key(turn)
+        if key is None or latest[key] is turn:
+            shown.append(turn)
+    for turn in turns:
+        key = _attempt_key(turn)
+        if key is not None and latest[key] is not turn:
+            earlier.setdefault(latest[key].pk, []).append(turn)
+    for attempts in earlier.values():
+        attempts.sort(key=lambda t: t.attempt)
+    return shown, earlier
 
 
 @dataclass
@@ -348,11 +381,18 @@ def page_context(session: WritingSession) -> dict:
     changes = _changes_by_turn(session.pk, turns)
     from orchestration import live_flows
 
+    shown, earlier = collapse_attempts(turns)
     items: OrderedDict[int, list[dict]] = OrderedDict()
     cache: dict = {}
-    for turn in turns:
+    for turn in shown:
         context = _turn_context(
-            turn, streamed.get(turn.pk), changes.get(turn.pk), thoughts.get(turn.pk), flow=session.flow, cache=cache
+            turn,
+            streamed.get(turn.pk),
+            changes.get(turn.pk),
+            thoughts.get(turn.pk),
+            earlier.get(turn.pk),
+            flow=session.flow,
+            cache=cache,
         )
         items.setdefault(turn.round, []).append(context)
     # Each round is a list of blocks: one turn, or the turns of a parallel phase shown side by side.
@@ -446,6 +486,16 @@ def render_fragments(
                     card_turns[sibling.pk] = None
         report = report or (session.flow == "roundtable" and any(t.status != "streaming" for t in turns.values()))
         review_cache: dict = {}
+        # Every attempt of the same calls: a card shows its earlier attempts folded, replaces their
+        # cards on the page, and an attempt that has a later one is not drawn on its own.
+        calls = Turn.objects.filter(
+            session_id=session_id,
+            kind=Turn.Kind.AGENT,
+            round__in={t.round for t in turns.values()},
+            agent_id__in={t.agent_id for t in turns.values() if t.agent_id},
+        ).only(*TURN_FIELDS)
+        _, earlier = collapse_attempts(sorted(calls, key=lambda t: t.pk))
+        superseded = {t.pk for attempts in earlier.values() for t in attempts}
         streaming = [pk for pk, t in turns.items() if t.status == Turn.TurnStatus.STREAMING]
         # Text up to *these* events only: later chunks are already committed but will arrive in their
         # own messages and be appended then; reading them now would show them twice.
@@ -454,13 +504,19 @@ def render_fragments(
         changes = _changes_by_turn(session_id, list(turns.values()))
         for pk in card_turns:
             turn = turns.get(pk)
-            if turn is None:
+            if turn is None or pk in superseded:
                 continue
             if pk in texts:
                 turn_text[pk] = texts[pk]
                 turn_text[("reasoning", pk)] = thoughts[pk]
             context = _turn_context(
-                turn, texts.get(pk), changes.get(pk), thoughts.get(pk), flow=session.flow, cache=review_cache
+                turn,
+                texts.get(pk),
+                changes.get(pk),
+                thoughts.get(pk),
+                earlier.get(pk),
+                flow=session.flow,
+                cache=review_cache,
             )
             fragment = {
                 "target": f"turn-{pk}",
@@ -468,6 +524,7 @@ def render_fragments(
                 "round": turn.round,
                 "round_html": render_to_string(ROUND_TEMPLATE, {"round_number": turn.round, "turns": []}),
                 "html": render_to_string(TURN_TEMPLATE, context),
+                "replaces": [f"turn-{t.pk}" for t in earlier.get(pk, [])],
             }
             if group := live_flows.parallel_group(turn):
                 fragment["group"] = live_flows.group_id(turn.round, group)

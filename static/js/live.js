@@ -109,6 +109,11 @@
     } else if (fragment.swap === "outer") {
       if (el) replaceOuter(el, fragment.html);
     } else if (fragment.swap === "upsert") {
+      // Earlier attempts of this call now live folded inside its card ("attempt 3 of 3").
+      (fragment.replaces || []).forEach(function (id) {
+        const stale = document.getElementById(id);
+        if (stale) stale.remove();
+      });
       if (el) { replaceOuter(el, fragment.html); }
       else {
         let container = ensureRound(fragment);

@@ -101,9 +101,19 @@ def test_build_a_session_from_the_preset_and_save_a_draft(page, live_app, studio
     assert [a.name for a in session.agents.order_by("order")] == ["Academic writer", "Critical editor"]
     assert session.agents.get(name="Academic writer").temperature == 0.4
 
+    # Screenshots for the README: desktop, phone and dark. (Full-page screenshots resize the page and
+    # leave style="" on textareas, so they come last, after every swap.)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.evaluate("() => window.scrollTo(0, 0)")
     page.screenshot(path=str(SCREENSHOTS / "builder.png"), full_page=True)
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.reload()
+    page.screenshot(path=str(SCREENSHOTS / "builder-phone.png"), full_page=True)
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.emulate_media(color_scheme="dark")
+    page.reload()
+    page.screenshot(path=str(SCREENSHOTS / "builder-dark.png"), full_page=True)
+    page.emulate_media(color_scheme="light")
     page.goto(base + "/dashboard/")
     assert "Bike lanes" in page.inner_text("#recent-sessions")
     page.screenshot(path=str(SCREENSHOTS / "dashboard.png"), full_page=True)

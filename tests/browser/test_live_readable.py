@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import re
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
+from django.conf import settings
 
 from tests.conftest import make_user
 from tests.live import LiveApp, start_web, start_worker
 
+SCREENSHOTS = Path(settings.BASE_DIR) / "docs" / "screenshots"
 PASSWORD = "correct horse battery staple"
 EMAIL = "reader@example.com"
 
@@ -182,6 +185,14 @@ def test_turns_show_their_changes_fold_and_the_document_is_beside_or_behind_a_ta
     page.evaluate("() => window.scrollTo(0, document.body.scrollHeight)")
     expect(page.get_by_test_id("document-current")).to_be_in_viewport()
 
+    # Screenshots for the README: a finished two-round run, desktop and dark.
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.evaluate("() => window.scrollTo(0, 0)")
+    page.screenshot(path=str(SCREENSHOTS / "live-session.png"), full_page=True)
+    page.emulate_media(color_scheme="dark")
+    page.screenshot(path=str(SCREENSHOTS / "live-session-dark.png"), full_page=True)
+    page.emulate_media(color_scheme="light")
+
     # Phone: one panel at a time, switched by tabs.
     page.set_viewport_size({"width": 390, "height": 844})
     page.evaluate("() => window.scrollTo(0, 0)")
@@ -195,6 +206,7 @@ def test_turns_show_their_changes_fold_and_the_document_is_beside_or_behind_a_ta
     assert page.evaluate("() => document.documentElement.scrollWidth") <= 390
     page.get_by_test_id("tab-transcript").click()
     expect(page.get_by_test_id("live-transcript")).to_be_visible()
+    page.screenshot(path=str(SCREENSHOTS / "live-session-phone.png"), full_page=True)
 
 
 def test_the_page_follows_the_streaming_card_until_the_user_scrolls_away(live_app, page, login):

@@ -7,16 +7,13 @@ from __future__ import annotations
 
 import html
 import re
-from pathlib import Path
 
 import pytest
-from django.conf import settings
 from django.utils.html import strip_tags
 
 from tests.conftest import make_user
 from tests.live import LiveApp, start_web, start_worker
 
-SCREENSHOTS = Path(settings.BASE_DIR) / "docs" / "screenshots"
 PASSWORD = "correct horse battery staple"
 EMAIL = "writer@example.com"
 TITLE = "Bike lanes, live"
@@ -150,15 +147,7 @@ def test_watch_a_session_stream_pause_resume_reload_and_stop(live_app, page, log
     continued = card_text(page, before["id"])
     assert continued.startswith(after) and continued.count(old) == 1
 
-    # Mid-run: one turn done with its scores, the next one well under way.
-    page.wait_for_function(f"() => document.getElementById('turn-{before['id']}-body').textContent.length > 400")
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / "live-session.png"), full_page=True)
-    page.set_viewport_size({"width": 375, "height": 812})
-    page.screenshot(path=str(SCREENSHOTS / "live-session-phone.png"), full_page=True)
-    page.set_viewport_size({"width": 1280, "height": 900})
-    # A full-page screenshot leaves style="" on textareas; htmx would copy it on the next swap and trip the CSP.
-    page.evaluate("() => document.querySelectorAll('[style]').forEach((el) => el.removeAttribute('style'))")
+    # (The live page's screenshots for the README are taken by test_live_readable.py on a finished run.)
 
     # Stop: the banner and the badge say so within a few seconds, and the title follows.
     streaming_card(page)

@@ -4,6 +4,8 @@ Driven through the real engine, the real SDKs and the wire-level fake provider. 
 simulated by another executor taking the lease over (the lease expired while it was frozen).
 """
 
+# ruff: noqa: F811 (the engine tests' fixtures are imported and used as parameters)
+
 from __future__ import annotations
 
 import threading
@@ -41,7 +43,7 @@ def drive_in_thread(session_id: int) -> tuple[threading.Thread, list[str]]:
     return runner, outcome
 
 
-def test_a_worker_that_loses_its_lease_mid_stream_stands_down_without_writing(providers, enqueued, rich_owner):
+def test_a_worker_that_loses_its_lease_mid_stream_stands_down_without_writing(providers, enqueued, rich_owner, client):
     providers.tokens_per_second = 20  # slow enough to take the lease away part-way through the turn
     providers.reply(scored_reply("word " * 300, 7, 7), *[counting_replies()] * 6)
     session = two_agent_session(rich_owner, max_rounds=1)
@@ -82,6 +84,13 @@ def test_a_worker_that_loses_its_lease_mid_stream_stands_down_without_writing(pr
     assert session.credits_used == sum(t.credits for t in turns)
     keys = list(CreditEntry.objects.filter(user=rich_owner).values_list("idempotency_key", flat=True))
     assert len(keys) == len(set(keys))
+    # The page folds the interrupted attempt under the one that completed, with the real cause.
+    from django.urls import reverse
+
+    client.force_login(rich_owner)
+    page = client.get(reverse("session_detail", args=[session.pk])).content.decode()
+    assert "attempt 2 of 2" in page
+    assert f"Attempt 1 of 2 · interrupted: {engine.WORKER_LOST}" in page
 
 
 def test_every_engine_write_of_a_stale_owner_is_refused_and_changes_nothing(providers, enqueued, rich_owner):
@@ -163,21 +172,23 @@ def test_stop_pressed_while_the_run_finishes_ends_it_as_stopped_at_once(provider
 
 def test_watchdog_redispatches_dead_and_expired_executors_once_and_leaves_live_ones(enqueued, rich_owner):
     import os
-    import socket
     import subprocess
 
+    from orchestration.lease import _machine
     from orchestration.tasks import watchdog
 
     finished = subprocess.Popen(["true"])
     finished.wait()  # a worker process on this machine that no longer exists
     now = timezone.now()
-    here = socket.gethostname()
+    here = _machine()
     sessions = {}
     for name, owner, expires in [
         ("expired", "elsewhere:1:a", now - timedelta(seconds=1)),
         ("dead_here", f"{here}:{finished.pid}:b", now + timedelta(seconds=30)),
         ("live_here", f"{here}:{os.getpid()}:c", now + timedelta(seconds=30)),
         ("live_elsewhere", "elsewhere:2:d", now + timedelta(seconds=30)),
+        # Same hostname, another container (pid namespace): its pids mean nothing here.
+        ("other_container", f"{here.partition('~')[0]}~1:{finished.pid}:e", now + timedelta(seconds=30)),
     ]:
         session = two_agent_session(rich_owner, max_rounds=1)
         WritingSession.objects.filter(pk=session.pk).update(

@@ -1,5 +1,7 @@
 """Termination conditions through the real engine, SDKs and fake provider."""
 
+# ruff: noqa: F811 (the engine tests' fixtures are imported and used as parameters)
+
 from __future__ import annotations
 
 import pytest
