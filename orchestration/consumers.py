@@ -71,8 +71,13 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
 
     @database_sync_to_async
     def _owns_session(self, user_id: int) -> bool:
+        from django.contrib.auth import get_user_model
+
         from orchestration.models import WritingSession
 
+        # The owner, or active staff (the read-only staff view of the live page): the socket only sends.
+        if get_user_model().objects.filter(pk=user_id, is_staff=True, is_active=True).exists():
+            return WritingSession.objects.filter(pk=self.session_id).exists()
         return WritingSession.objects.filter(pk=self.session_id, project__owner_id=user_id).exists()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:

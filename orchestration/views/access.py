@@ -22,3 +22,13 @@ def _get_session_for_user(request: HttpRequest, pk: int) -> WritingSession:
 def _get_agent_for_user(request: HttpRequest, session: WritingSession, pk: int) -> Agent:
     """An agent of a session the caller already owns (checked again here for safety)."""
     return get_object_or_404(Agent, pk=pk, session=session, session__project__owner_id=request.user.pk)
+
+
+def _get_session_for_viewer(request: HttpRequest, pk: int) -> tuple[WritingSession, bool]:
+    """(session, read_only) for pages that only show a session: its owner, or active staff read-only
+    (the admin's "View on site"). Anyone else gets a 404. Never use it for a view that writes."""
+    user = request.user
+    if user.is_active and user.is_staff:
+        session = get_object_or_404(WritingSession.objects.select_related("project"), pk=pk)
+        return session, session.project.owner_id != user.pk
+    return _get_session_for_user(request, pk), False

@@ -20,7 +20,7 @@ from django.views.decorators.http import require_POST, require_safe
 
 from orchestration import documents
 from orchestration.models import DocumentVersion, WritingSession
-from orchestration.views.access import _get_session_for_user
+from orchestration.views.access import _get_session_for_user, _get_session_for_viewer
 
 PANEL = "orchestration/documents/panel.html"
 PAGE = "orchestration/documents/page.html"
@@ -34,7 +34,11 @@ def _with_session(view: Callable[..., HttpResponse]) -> Callable[..., HttpRespon
 
     @wraps(view)
     def wrapper(request: HttpRequest, pk: int, *args, **kwargs) -> HttpResponse:
-        session = _get_session_for_user(request, pk)
+        if request.method in ("GET", "HEAD"):
+            # Reading is also open to staff (the read-only live page refreshes this panel); writing never.
+            session, request.atelier_read_only = _get_session_for_viewer(request, pk)
+        else:
+            session = _get_session_for_user(request, pk)
         return view(request, session, *args, **kwargs)
 
     return wrapper

@@ -12,7 +12,7 @@ from django.views.decorators.http import require_POST, require_safe
 
 from orchestration import events as ev
 from orchestration import live, services
-from orchestration.views.access import _get_session_for_user
+from orchestration.views.access import _get_session_for_user, _get_session_for_viewer
 
 PAGE = "orchestration/session_detail.html"
 
@@ -24,9 +24,10 @@ class ContinueForm(forms.Form):
 @login_required
 @require_safe
 def session_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    session = _get_session_for_user(request, pk)
+    session, read_only = _get_session_for_viewer(request, pk)
     context = live.page_context(session)
     context["continue_form"] = ContinueForm()
+    context["read_only"] = read_only  # staff looking at someone else's session: no controls, no edits
     return render(request, PAGE, context)
 
 
@@ -34,7 +35,7 @@ def session_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @require_safe
 def session_events(request: HttpRequest, pk: int) -> JsonResponse:
     """Catch-up over HTTP: every event after ?after=<seq> (the WebSocket does the same)."""
-    session = _get_session_for_user(request, pk)
+    session, _read_only = _get_session_for_viewer(request, pk)
     try:
         after = int(request.GET.get("after", "0"))
         if after < 0:

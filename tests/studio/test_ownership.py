@@ -415,3 +415,57 @@ async def test_bad_websocket_input_gets_a_clear_error_and_the_connection_stays_o
     reply = await communicator.receive_json_from(timeout=5)
     assert reply["type"] == "events" and reply["last_seq"] == 4, reply
     await communicator.disconnect()
+
+
+def test_staff_open_any_sessions_live_page_read_only_and_nobody_else_does(client, owner, outsider):
+    """The admin's "View on site" works for staff, without the owner's controls; outsiders still get 404."""
+    from django.urls import reverse
+
+    from tests.conftest import make_user
+
+    world = owned_world(owner, status=Status.RUNNING)
+    session = world["session"]
+    url = reverse("session_detail", args=[session.pk])
+    client.force_login(outsider)
+    assert client.get(url).status_code == 404
+    assert client.get(reverse("session_events", args=[session.pk])).status_code == 404
+
+    client.force_login(make_user("ops@example.com", is_staff=True))
+    response = client.get(url)
+    html = response.content.decode()
+    assert response.status_code == 200 and 'data-testid="staff-view"' in html
+    assert "Owner Secret Session" in html
+    for control in ('data-testid="pause"', 'data-testid="stop"', 'data-testid="human-edit-form"'):
+        assert control not in html
+    assert client.get(reverse("session_events", args=[session.pk])).status_code == 200
+    # Read-only means read-only: the owner's write endpoints stay closed to staff.
+    assert client.post(reverse("session_stop", args=[session.pk])).status_code == 404
+    session.refresh_from_db()
+    assert session.status == Status.RUNNING
+
+
+def test_staff_read_the_document_panel_but_cannot_edit_it(client, owner):
+    from django.urls import reverse
+
+    from tests.conftest import make_user
+
+    session = owned_world(owner, status=Status.PAUSED)["session"]
+    client.force_login(make_user("ops@example.com", is_staff=True))
+    page = client.get(reverse("document_page", args=[session.pk]))
+    assert page.status_code == 200 and 'data-testid="human-edit-form"' not in page.content.decode()
+    response = client.post(reverse("document_edit", args=[session.pk]), {"document": "Hacked", "note": "x"})
+    assert response.status_code == 404
+    session.refresh_from_db()
+    assert session.document != "Hacked"
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_staff_may_watch_a_session_over_the_websocket(owner):
+    from tests.conftest import make_user
+
+    session, _ = await sync_to_async(_streaming_session)(owner)
+    staff = await sync_to_async(make_user)("ops@example.com", is_staff=True)
+    communicator = _communicator(session.pk, await sync_to_async(_session_cookie)(staff))
+    connected, _code = await communicator.connect()
+    assert connected
+    await communicator.disconnect()
