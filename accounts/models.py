@@ -31,4 +31,4 @@ class Profile(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     def __str__(self) -> str:
-        return self.display_name or self.user.get_username()
+        return self.display_name or (self.user.email or "").split("@", 1)[0] or self.user.get_username()

@@ -31,3 +31,15 @@ def time_zone_for_request(request: HttpRequest) -> str:
     time_zone = Profile.objects.filter(user_id=user.pk).values_list("time_zone", flat=True).first() or "UTC"
     remember_time_zone(request, user_id=user.pk, time_zone=time_zone)
     return time_zone
+
+
+def display_name(user: AbstractBaseUser) -> str:
+    """How Atelier names a person on its pages (human turns, staff actions): the display name they set,
+    else the local part of their email address ("ada" for ada@example.com), never the username allauth
+    generated. Falls back to the username only for accounts without an email (e.g. `createsuperuser`)."""
+    profile = Profile.objects.filter(user_id=user.pk).values_list("display_name", flat=True).first()
+    if profile:
+        return profile
+    email = getattr(user, "email", "") or ""
+    local = email.split("@", 1)[0].strip()
+    return local or user.get_username()

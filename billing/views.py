@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from decimal import Decimal
 
 import stripe
 from django.contrib import messages
@@ -93,41 +94,74 @@ def _usage_chart(user) -> dict:
 
 
 def _usage_by_session(user) -> list[dict]:
-    from orchestration.models import WritingSession
+    """Credits per session from the ledger (settlements), with calls and provider cost from the turns.
+
+    Rows: {"session_id", "title", "url", "credits", "calls", "cost_usd"}; most credits first, top 20.
+    """
+    from orchestration.models import Turn, WritingSession
 
     rows = list(
         CreditEntry.objects.filter(user=user, kind=EntryKind.SETTLEMENT, session_id__isnull=False)
         .values("session_id")
         .annotate(credits=Sum("usage"), calls=Count("pk"))
-        .order_by("-credits")[:20]
+        .order_by("-credits", "-session_id")[:20]
     )
+    ids = [r["session_id"] for r in rows]
     # Scoped to the owner: a session id in someone's ledger never reveals another user's title.
-    titles = dict(
-        WritingSession.objects.filter(project__owner=user, pk__in=[r["session_id"] for r in rows]).values_list(
-            "pk", "title"
-        )
+    titles = dict(WritingSession.objects.filter(project__owner=user, pk__in=ids).values_list("pk", "title"))
+    costs = dict(
+        Turn.objects.filter(session__project__owner=user, session_id__in=ids)
+        .values("session_id")
+        .annotate(cost=Sum("provider_cost"))
+        .values_list("session_id", "cost")
     )
     for row in rows:
         row["title"] = titles.get(row["session_id"], f"Session #{row['session_id']} (deleted)")
         row["url"] = reverse("session_detail", args=[row["session_id"]]) if row["session_id"] in titles else ""
+        row["cost_usd"] = costs.get(row["session_id"]) or Decimal(0)
     return rows
 
 
-def _usage_by_model(user) -> list[dict]:
+def _usage_by_turn_field(user, field: str, label: str) -> list[dict]:
+    """Credits, calls and provider cost of the user's settled turns grouped by `field` (agent or model)."""
     from orchestration.models import Turn
 
-    per_turn = dict(
-        CreditEntry.objects.filter(user=user, kind=EntryKind.SETTLEMENT, turn_id__isnull=False).values_list(
-            "turn_id", "usage"
-        )
+    settled = CreditEntry.objects.filter(user=user, kind=EntryKind.SETTLEMENT, turn_id__isnull=False)
+    per_turn = dict(settled.values_list("turn_id", "usage"))
+    groups: dict[str, dict] = {}
+    turns = Turn.objects.filter(session__project__owner=user, pk__in=list(per_turn)).values_list(
+        "pk", field, "provider_cost"
     )
-    models: dict[str, dict] = {}
-    turns = Turn.objects.filter(session__project__owner=user, pk__in=list(per_turn)).values_list("pk", "model_used")
-    for turn_id, model in turns:
-        row = models.setdefault(model or "Unknown model", {"model": model or "Unknown model", "credits": 0, "calls": 0})
+    for turn_id, key, cost in turns:
+        name = key or f"Unknown {label}"
+        row = groups.setdefault(name, {"name": name, "credits": 0, "calls": 0, "cost_usd": Decimal(0)})
         row["credits"] += per_turn[turn_id]
         row["calls"] += 1
-    return sorted(models.values(), key=lambda r: -r["credits"])
+        row["cost_usd"] += cost or Decimal(0)
+    return sorted(groups.values(), key=lambda r: (-r["credits"], r["name"]))
+
+
+def _usage_by_model(user) -> list[dict]:
+    return _usage_by_turn_field(user, "model_used", "model")
+
+
+def _usage_by_agent(user) -> list[dict]:
+    return _usage_by_turn_field(user, "agent_name", "agent")
+
+
+def explain_entry(entry: CreditEntry) -> str:
+    """What a ledger line means in words, so a settlement's "+2" does not read like a refund."""
+    if entry.kind == EntryKind.RESERVATION:
+        return f"Held {-entry.amount} credits before a model call: the most it could cost. The unused part comes back."
+    if entry.kind == EntryKind.SETTLEMENT:
+        if entry.amount > 0:
+            return f"The call used {entry.usage} credits; the other {entry.amount} held credits came back."
+        if entry.amount < 0:
+            return f"The call used {entry.usage} credits, {-entry.amount} more than were held."
+        return f"The call used exactly the {entry.usage} credits held."
+    if entry.kind == EntryKind.RELEASE:
+        return f"The call did not finish: all {entry.amount} held credits came back."
+    return ""
 
 
 def _invoices(account) -> list:
@@ -158,7 +192,8 @@ def billing_page(request: HttpRequest) -> HttpResponse:
             "chart": _usage_chart(request.user),
             "by_session": _usage_by_session(request.user),
             "by_model": _usage_by_model(request.user),
-            "entries": CreditEntry.objects.filter(user=request.user)[:25],
+            "by_agent": _usage_by_agent(request.user),
+            "entries": [(entry, explain_entry(entry)) for entry in CreditEntry.objects.filter(user=request.user)[:25]],
             "invoices": _invoices(account),
             "purchases": CreditEntry.objects.filter(user=request.user, kind=EntryKind.PURCHASE)[:12],
         },

@@ -115,6 +115,7 @@ class LLMModelAdmin(admin.ModelAdmin):
         "reasoning",
         "enabled",
         "in_use",
+        "provider_state",
     )
     list_display_links = ("display_name",)
     list_editable = (
@@ -138,6 +139,14 @@ class LLMModelAdmin(admin.ModelAdmin):
         # Without this the changelist's inline editing would skip the form's price check.
         kwargs.setdefault("form", LLMModelForm)
         return super().get_changelist_form(request, **kwargs)
+
+    @admin.display(description="Provider on this server")
+    def provider_state(self, obj) -> str:
+        """Staff see the operator's detail (which setting is missing); users only see "not connected"."""
+        from orchestration.providers import provider_configured
+
+        ok, reason = provider_configured(obj.provider)
+        return ("✓ " if ok else "✗ ") + reason
 
     @admin.display(description="Used by agents", boolean=True, ordering="_in_use")
     def in_use(self, obj) -> bool:

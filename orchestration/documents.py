@@ -238,25 +238,61 @@ def export_html(session: WritingSession) -> str:
     )
 
 
+LIST_INDENT_CM = 0.63  # Word's own step between list levels
+
+
+def _add_hyperlink(paragraph, url: str, text: str, *, bold: bool, italic: bool) -> None:
+    """A real Word hyperlink (python-docx has no API for one): an external relationship + w:hyperlink."""
+    from docx.opc.constants import RELATIONSHIP_TYPE
+    from docx.oxml import OxmlElement
+    from docx.oxml.ns import qn
+
+    rel_id = paragraph.part.relate_to(url, RELATIONSHIP_TYPE.HYPERLINK, is_external=True)
+    link = OxmlElement("w:hyperlink")
+    link.set(qn("r:id"), rel_id)
+    run = OxmlElement("w:r")
+    props = OxmlElement("w:rPr")
+    color = OxmlElement("w:color")
+    color.set(qn("w:val"), "0563C1")
+    underline = OxmlElement("w:u")
+    underline.set(qn("w:val"), "single")
+    props.extend([color, underline])
+    for flag, tag in ((bold, "w:b"), (italic, "w:i")):
+        if flag:
+            props.append(OxmlElement(tag))
+    run.append(props)
+    node = OxmlElement("w:t")
+    node.text = text
+    node.set(qn("xml:space"), "preserve")
+    run.append(node)
+    link.append(run)
+    paragraph._p.append(link)
+
+
 class _DocxBuilder(HTMLParser):
-    """Walks the sanitized HTML of the document and writes python-docx paragraphs and runs.
+    """Walks the sanitized HTML of the document and writes python-docx paragraphs, runs and tables.
 
-    Good enough rather than perfect: headings, paragraphs, bullet and numbered lists (nested ones
-    flattened to their level's style), quotes, code blocks, bold, italic and inline code.
+    Headings, paragraphs, quotes, code blocks, bold, italic and inline code; links as real hyperlinks
+    (their URL kept); bullet and numbered lists nested to any depth (indented one step per level, each
+    numbered list restarting at 1); tables as Word tables with a bold header row.
     """
-
-    _BLOCKS = {"p", "h1", "h2", "h3", "h4", "h5", "h6", "li", "blockquote", "pre", "tr", "hr", "div"}
 
     def __init__(self, document) -> None:
         super().__init__(convert_charrefs=True)
         self.doc = document
         self.paragraph = None
         self.style: str | None = None
-        self.lists: list[str] = []
+        self.lists: list[dict] = []  # {"kind": "ul"|"ol", "num_id": int | None}
         self.bold = self.italic = self.code = 0
         self.in_pre = False
         self.in_quote = 0
         self.heading_level: int | None = None
+        self.link: str | None = None
+        # Tables are collected, then written at </table>: rows of cells of runs (text, bold, italic, link).
+        self.table: list[list[list[tuple[str, bool, bool, str | None]]]] | None = None
+        self.header_rows = 0
+        self.in_head = False
+        self.cell: list | None = None
 
     # Paragraphs are created lazily, on the first text, so empty tags leave no empty paragraphs.
     def _ensure_paragraph(self):
@@ -265,7 +301,42 @@ class _DocxBuilder(HTMLParser):
                 self.paragraph = self.doc.add_heading(level=min(self.heading_level, 9))
             else:
                 self.paragraph = self.doc.add_paragraph(style=self._current_style())
+                if self.style and self.lists:
+                    self._format_list_item(self.paragraph)
         return self.paragraph
+
+    def _format_list_item(self, paragraph) -> None:
+        from docx.shared import Cm
+
+        depth = len(self.lists)
+        paragraph.paragraph_format.left_indent = Cm(LIST_INDENT_CM * (depth + 1))
+        current = self.lists[-1]
+        if current["kind"] != "ol":
+            return
+        if current["num_id"] is None:
+            current["num_id"] = self._restarted_num(paragraph)
+        if current["num_id"] is not None:
+            num_pr = paragraph._p.get_or_add_pPr().get_or_add_numPr()
+            num_pr.get_or_add_numId().val = current["num_id"]
+            num_pr.get_or_add_ilvl().val = 0
+
+    def _restarted_num(self, paragraph) -> int | None:
+        """A new numbering instance of the list style's definition that starts at 1 (each <ol> restarts)."""
+        try:
+            style_num = paragraph.style.element.pPr.numPr.numId.val
+            numbering = self.doc.part.numbering_part.element
+            abstract_id = numbering.num_having_numId(style_num).abstractNumId.val
+            num = numbering.add_num(abstract_id)
+            num.add_lvlOverride(ilvl=0).add_startOverride(1)
+            return num.numId
+        except (AttributeError, KeyError):  # a template without list numbering: the style's own numbering
+            return None
+
+    def _list_style(self) -> str:
+        kind = self.lists[-1]["kind"] if self.lists else "ul"
+        depth = min(len(self.lists), 3)
+        base = "List Bullet" if kind == "ul" else "List Number"
+        return base if depth <= 1 else f"{base} {depth}"
 
     def _current_style(self) -> str | None:
         if self.style:
@@ -278,15 +349,15 @@ class _DocxBuilder(HTMLParser):
         self.paragraph = None
 
     def handle_starttag(self, tag: str, attrs) -> None:
+        if self.table is not None and tag not in ("table",):
+            self._table_start(tag, dict(attrs))
+            return
         if tag in ("ul", "ol"):
             self._close()
-            self.lists.append(tag)
+            self.lists.append({"kind": tag, "num_id": None})
         elif tag == "li":
             self._close()
-            kind = self.lists[-1] if self.lists else "ul"
-            depth = min(len(self.lists), 3)
-            base = "List Bullet" if kind == "ul" else "List Number"
-            self.style = base if depth <= 1 else f"{base} {depth}"
+            self.style = self._list_style()
         elif tag in ("h1", "h2", "h3", "h4", "h5", "h6"):
             self._close()
             self.heading_level = int(tag[1])
@@ -296,12 +367,17 @@ class _DocxBuilder(HTMLParser):
         elif tag == "pre":
             self._close()
             self.in_pre = True
-        elif tag in ("p", "div", "tr"):
+        elif tag in ("p", "div"):
             # A <p> inside a list item continues that item's paragraph style.
             self._close()
+        elif tag == "table":
+            self._close()
+            self.table, self.header_rows = [], 0
         elif tag == "hr":
             self._close()
             self.doc.add_paragraph("\u2014" * 3)
+        elif tag == "a":
+            self.link = dict(attrs).get("href") or None
         elif tag in ("strong", "b"):
             self.bold += 1
         elif tag in ("em", "i"):
@@ -311,19 +387,52 @@ class _DocxBuilder(HTMLParser):
         elif tag == "br" and self.paragraph is not None:
             self.paragraph.add_run().add_break()
 
+    def _table_start(self, tag: str, attrs: dict) -> None:
+        if tag == "thead":
+            self.in_head = True
+        elif tag == "tr":
+            self.table.append([])
+            if self.in_head:
+                self.header_rows += 1
+        elif tag in ("td", "th"):
+            if not self.table:
+                self.table.append([])
+            self.cell = []
+            self.table[-1].append(self.cell)
+        elif tag == "a":
+            self.link = attrs.get("href") or None
+        elif tag in ("strong", "b", "th"):
+            self.bold += 1
+        elif tag in ("em", "i"):
+            self.italic += 1
+        elif tag == "br" and self.cell is not None:
+            self.cell.append(("\n", False, False, None))
+
     def handle_endtag(self, tag: str) -> None:
+        if self.table is not None:
+            if tag == "table":
+                self._write_table()
+            elif tag == "thead":
+                self.in_head = False
+            elif tag in ("td", "th"):
+                self.cell = None
+                if tag == "th":
+                    self.bold = max(0, self.bold - 1)
+            elif tag == "a":
+                self.link = None
+            elif tag in ("strong", "b"):
+                self.bold = max(0, self.bold - 1)
+            elif tag in ("em", "i"):
+                self.italic = max(0, self.italic - 1)
+            return
         if tag in ("ul", "ol"):
             self._close()
             if self.lists:
                 self.lists.pop()
-            self.style = None
-            if self.lists:  # back in the outer item
-                kind, depth = self.lists[-1], min(len(self.lists), 3)
-                base = "List Bullet" if kind == "ul" else "List Number"
-                self.style = base if depth <= 1 else f"{base} {depth}"
+            self.style = self._list_style() if self.lists else None  # back in the outer item
         elif tag == "li":
             self._close()
-            self.style = None
+            self.style = self._list_style() if len(self.lists) > 1 else None
         elif tag in ("h1", "h2", "h3", "h4", "h5", "h6"):
             self._close()
             self.heading_level = None
@@ -333,18 +442,51 @@ class _DocxBuilder(HTMLParser):
         elif tag == "pre":
             self._close()
             self.in_pre = False
-        elif tag in ("p", "div", "tr"):
+        elif tag in ("p", "div"):
             self._close()
+        elif tag == "a":
+            self.link = None
         elif tag in ("strong", "b"):
             self.bold = max(0, self.bold - 1)
         elif tag in ("em", "i"):
             self.italic = max(0, self.italic - 1)
         elif tag == "code":
             self.code = max(0, self.code - 1)
-        elif tag in ("td", "th") and self.paragraph is not None:
-            self.paragraph.add_run("\t")
+
+    def _write_table(self) -> None:
+        rows = [row for row in (self.table or []) if row]
+        self.table, self.cell = None, None
+        if not rows:
+            return
+        columns = max(len(row) for row in rows)
+        table = self.doc.add_table(rows=len(rows), cols=columns)
+        try:
+            table.style = "Table Grid"
+        except (KeyError, ValueError):  # a template without it keeps the default look
+            pass
+        for r, row in enumerate(rows):
+            for c, runs in enumerate(row):
+                paragraph = table.cell(r, c).paragraphs[0]
+                for text, bold, italic, link in runs:
+                    if text == "\n":
+                        paragraph.add_run().add_break()
+                    elif link:
+                        _add_hyperlink(paragraph, link, text, bold=bold or r < self.header_rows, italic=italic)
+                    else:
+                        run = paragraph.add_run(text)
+                        run.bold = (bold or r < self.header_rows) or None
+                        run.italic = italic or None
+        self._close()
 
     def handle_data(self, data: str) -> None:
+        if self.table is not None:
+            if self.cell is not None:
+                data = re.sub(r"\s+", " ", data)
+                if not self.cell:
+                    data = data.lstrip()
+                if data:
+                    self.cell.append((data, bool(self.bold), bool(self.italic), self.link))
+            return
         if not self.in_pre:
             data = re.sub(r"\s+", " ", data)
             if self.paragraph is None:
@@ -356,6 +498,9 @@ class _DocxBuilder(HTMLParser):
             if not data:
                 return
         paragraph = self._ensure_paragraph()
+        if self.link and not self.in_pre:
+            _add_hyperlink(paragraph, self.link, data, bold=bool(self.bold), italic=bool(self.italic))
+            return
         lines = data.split("\n") if self.in_pre else [data]
         for index, line in enumerate(lines):
             if index:

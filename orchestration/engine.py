@@ -787,7 +787,7 @@ def _begin_turn(
                 amount=worst_case,
                 key=f"turn:{turn.pk}:reserve",
                 description=f"{session.title}: round {round_number}, {agent.name}",
-                session_id=session.pk,
+                session_id=session.pk,  # the settlement and release inherit it: usage by session
                 turn_id=turn.pk,
             )
         except InsufficientCredits:

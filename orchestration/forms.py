@@ -78,6 +78,7 @@ class ModelOption:
     locked: bool
     reason: str
     upgrade_url: str
+    unavailable: bool = False  # its provider is not connected on this server (not a plan matter)
 
 
 def _price(value: Decimal | None) -> str:
@@ -101,10 +102,20 @@ def model_label(model: LLMModel) -> str:
 
 
 def model_options(user) -> list[ModelOption]:
-    """Enabled catalogue models; those the plan does not include stay visible but locked."""
+    """Enabled catalogue models; those the plan does not include, or whose provider is not connected on
+    this server, stay visible but locked, with the reason (never an environment variable name)."""
+    from orchestration.providers import provider_available
+
     options = []
+    availability: dict[str, tuple[bool, str]] = {}
     for model in LLMModel.objects.filter(enabled=True):
         reason, upgrade_url = "", ""
+        if model.provider not in availability:
+            availability[model.provider] = provider_available(model.provider)
+        available, why = availability[model.provider]
+        if not available:
+            options.append(ModelOption(model, model_label(model), True, why, "", unavailable=True))
+            continue
         if not model.is_priced:
             reason = "This model has no price yet and cannot be used."
         else:

@@ -284,6 +284,21 @@ DEMO_BRIEF = (
 )
 
 
+# The demo's reference document: sample material, labelled as such, so the demo can show quoting.
+DEMO_REFERENCE_TITLE = "Street notes (sample material for the demo)"
+DEMO_REFERENCE = (
+    "These notes are sample material written for Atelier's demo; they are not a real study.\n\n"
+    "On the sample high street, cyclist injuries fell by a third in the two years after protected bike lanes "
+    "replaced one car lane in each direction. Shop owners had feared losing passing trade; takings were flat "
+    "in the first year and rose slightly in the second. Delivery drivers reported longer loading times "
+    "until two loading bays were added on side streets."
+)
+# What the "Try the demo team" run uses, stated on the dashboard. The demo model costs the provider nothing,
+# but its calls cost credits like any model (billing.pricing: 1 credit per started 1,000 tokens), so every
+# credit path runs offline. tests/studio/test_demo_path.py runs the demo and checks the ledger stays in range.
+DEMO_RUN_CREDITS = (15, 25)
+
+
 def seed_presets(apps=None, schema_editor=None) -> int:
     """Create or update the shipped presets (owner=None). Idempotent; usable from a data migration."""
     preset_model = apps.get_model("orchestration", "TeamPreset") if apps is not None else TeamPreset

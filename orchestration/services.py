@@ -82,7 +82,7 @@ def validate_for_start(session: WritingSession, *, extra_rounds: int = 0) -> lis
     from orchestration import reasoning
     from orchestration.catalogue import validate_model_for_use
     from orchestration.prompts import estimate_tokens
-    from orchestration.providers import provider_configured
+    from orchestration.providers import provider_available
 
     problems: list[str] = []
     if not session.brief.strip():
@@ -109,7 +109,7 @@ def validate_for_start(session: WritingSession, *, extra_rounds: int = 0) -> lis
                 problems.append(f"{agent.name}: {error}")
             if model.provider not in seen_providers:
                 seen_providers.add(model.provider)
-                ok, reason = provider_configured(model.provider)
+                ok, reason = provider_available(model.provider)  # user words: no environment variable names
                 if not ok:
                     problems.append(f"{agent.name}: {reason}")
         if not any(c.weight > 0 for c in agent.criteria.all()):
@@ -382,5 +382,27 @@ def apply_human_edit(*, session: WritingSession, user, document: str, note: str)
 
 
 def _display_name(user) -> str:
-    profile = getattr(user, "profile", None)
-    return (getattr(profile, "display_name", "") or user.get_username())[:80]
+    from accounts.services import display_name
+
+    return display_name(user)[:80]
+
+
+def delete_session(*, session: WritingSession, user) -> str:
+    """Delete a session with its agents, turns, versions, references and events; returns its title.
+
+    Refused (ServiceError) for anyone but the owner and while the session runs (queued, running,
+    pausing, stopping): stop or pause it first. The status is re-read under a row lock, so a Start
+    racing the delete cannot leave a worker driving a deleted session. The credit ledger keeps its
+    entries (append-only); the billing page lists their session as deleted.
+    """
+    from orchestration.models import ACTIVE_STATUSES
+
+    if session.project.owner_id != user.pk:
+        raise ServiceError("You can only delete your own sessions.")
+    with transaction.atomic():
+        locked = WritingSession.objects.select_for_update().get(pk=session.pk)
+        if locked.status in ACTIVE_STATUSES:
+            raise ServiceError("This session is running. Stop or pause it before deleting it.")
+        title = locked.title
+        locked.delete()
+    return title

@@ -44,6 +44,7 @@ __all__ = [
     "check_provider",
     "clear_adapter_cache",
     "get_adapter",
+    "provider_available",
     "provider_configured",
     "retry_delay",
 ]
@@ -74,6 +75,17 @@ def provider_configured(provider: str) -> tuple[bool, str]:
     if not config.get("api_key"):
         return False, f"{name} is not configured. Set {KEY_ENV_VARS[provider]}."
     return True, f"{name} has an API key."
+
+
+def provider_available(provider: str) -> tuple[bool, str]:
+    """(ok, reason) for users: whether models of `provider` can run on this server, in words a user can
+    act on. Never names an environment variable or a URL: that is operator detail, shown to staff by
+    `provider_configured` (the admin's model list, `manage.py check_providers`)."""
+    ok, _operator_reason = provider_configured(provider)
+    if ok:
+        return True, ""
+    name = PROVIDER_LABELS.get(provider, "This provider")
+    return False, f"{name} is not connected on this server, so its models cannot run. Choose another model."
 
 
 def get_adapter(provider: str, *, timeout: float | None = None) -> BaseAdapter:

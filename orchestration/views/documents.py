@@ -178,6 +178,13 @@ _EXPORTS: dict[str, tuple[str, str]] = {
 def document_export(request: HttpRequest, session: WritingSession, fmt: str) -> HttpResponse:
     if fmt not in _EXPORTS:
         raise Http404("Unknown export format.")
+    if not documents.current_document(session).strip():
+        # No empty files: the panel disables the buttons, and a direct request gets the same reason.
+        return HttpResponse(
+            "There is no document to export yet: the first turn writes it.",
+            status=409,
+            content_type="text/plain; charset=utf-8",
+        )
     if fmt == "md":
         body: str | bytes = documents.export_markdown(session)
     elif fmt == "html":

@@ -14,8 +14,8 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from orchestration import presets, services
 from orchestration.forms import ProjectForm, credit_balance
-from orchestration.models import ACTIVE_STATUSES, Project, Status, TeamPreset, WritingSession
-from orchestration.views.access import _get_project_for_user
+from orchestration.models import ACTIVE_STATUSES, Project, ReferenceDocument, Status, TeamPreset, WritingSession
+from orchestration.views.access import _get_project_for_user, _get_session_for_user
 
 RECENT_SESSIONS = 8
 
@@ -54,6 +54,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         balance=credit_balance(request.user),
         form=ProjectForm(),
         is_new_user=not projects and not archived_count and not recent,
+        demo_credits=presets.DEMO_RUN_CREDITS,
     )
     return render(request, "orchestration/dashboard.html", context)
 
@@ -77,13 +78,57 @@ def demo_quickstart(request: HttpRequest) -> HttpResponse:
             session = WritingSession.objects.create(
                 project=project, title="Demo: bike lanes essay", brief=presets.DEMO_BRIEF
             )
-            # The demo runs offline on the Demo model whatever the user's default is: free and instant.
+            # The demo runs offline on the Demo model whatever the user's default is: no provider cost.
             presets.apply_preset(session=session, preset=preset, default_model=model)
+            ReferenceDocument.objects.create(
+                session=session, title=presets.DEMO_REFERENCE_TITLE, content=presets.DEMO_REFERENCE
+            )
     except services.ServiceError as exc:
         messages.error(request, exc.message)
         return redirect("dashboard")
-    messages.success(request, "Your demo team is ready. Press Start to watch it write.")
-    return redirect("session_edit", pk=session.pk)
+    return redirect("demo_ready", pk=session.pk)
+
+
+def _demo_context(request: HttpRequest, session: WritingSession) -> dict:
+    from billing.pricing import estimate_session_credits
+
+    low, high = estimate_session_credits(session)
+    agents = list(session.agents.filter(active=True).select_related("model").prefetch_related("criteria"))
+    return {
+        "session": session,
+        "agents": agents,
+        "references": list(session.references.all()),
+        "estimate": (low, high),
+        "balance": credit_balance(request.user),
+        "threshold_agent": session.threshold_agent,
+    }
+
+
+@login_required
+@require_GET
+def demo_ready(request: HttpRequest, pk: int) -> HttpResponse:
+    """The short path after "Try the demo team": the brief, the team and Start on one screen."""
+    session = _get_session_for_user(request, pk)
+    if session.status != Status.DRAFT:
+        return redirect("session_detail", pk=session.pk)
+    return render(request, "orchestration/demo_ready.html", _demo_context(request, session))
+
+
+@login_required
+@require_POST
+def demo_start(request: HttpRequest, pk: int) -> HttpResponse:
+    """Start a draft as it is (no settings form: the short path changes nothing)."""
+    from orchestration import services
+
+    session = _get_session_for_user(request, pk)
+    if session.status != Status.DRAFT:
+        return redirect("session_detail", pk=session.pk)
+    try:
+        services.start_session(session=session, user=request.user)
+    except services.ServiceError as exc:
+        context = _demo_context(request, session) | {"start_problem": str(exc)}
+        return render(request, "orchestration/demo_ready.html", context, status=400)
+    return redirect("session_detail", pk=session.pk)
 
 
 @login_required
@@ -198,6 +243,78 @@ def project_archived(request: HttpRequest) -> HttpResponse:
     return render(request, "orchestration/project_archived.html", {"projects": projects})
 
 
+SEARCH_LIMIT = 50
+
+
+def search_sessions(user, query: str, status: str = "") -> list[WritingSession]:
+    """The user's sessions whose title, brief, document or project name contains every word of `query`."""
+    sessions = WritingSession.objects.filter(project__owner=user).select_related("project")
+    for word in query.split()[:8]:
+        sessions = sessions.filter(
+            Q(title__icontains=word)
+            | Q(brief__icontains=word)
+            | Q(project__name__icontains=word)
+            | Q(document__icontains=word)
+        )
+    if status == "active":
+        sessions = sessions.filter(status__in=ACTIVE_STATUSES)
+    elif status in Status.values:
+        sessions = sessions.filter(status=status)
+    return list(sessions.order_by("-updated_at")[:SEARCH_LIMIT])
+
+
+@login_required
+@require_GET
+def session_search(request: HttpRequest) -> HttpResponse:
+    query = request.GET.get("q", "").strip()[:200]
+    status = request.GET.get("status", "")
+    if status and status != "active" and status not in Status.values:
+        status = ""
+    context = {
+        "query": query,
+        "status": status,
+        "status_choices": [("", "All"), ("active", "Active"), *Status.choices],
+        "results": search_sessions(request.user, query, status) if (query or status) else [],
+        "searched": bool(query or status),
+        "limit": SEARCH_LIMIT,
+    }
+    if request.htmx and request.htmx.target == "search-results":
+        return render(request, "orchestration/session_search.html#search_results", context)
+    return render(request, "orchestration/session_search.html", context)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def session_delete(request: HttpRequest, pk: int) -> HttpResponse:
+    """Confirm, then delete a session (never while it runs)."""
+    from orchestration import services
+
+    session = _get_session_for_user(request, pk)
+    running = session.status in ACTIVE_STATUSES
+    if request.method == "POST":
+        if request.POST.get("confirm") != "yes":
+            messages.error(request, "Tick the box to confirm the deletion.")
+            return render(
+                request,
+                "orchestration/session_confirm_delete.html",
+                {"session": session, "running": running},
+                status=400,
+            )
+        project = session.project
+        try:
+            title = services.delete_session(session=session, user=request.user)
+        except services.ServiceError as exc:
+            messages.error(request, str(exc))
+            return redirect("session_delete", pk=pk)
+        messages.success(request, f"Deleted “{title}”.")
+        return redirect(project)
+    return render(
+        request,
+        "orchestration/session_confirm_delete.html",
+        {"session": session, "running": running, "turn_count": session.turns.count()},
+    )
+
+
 def project_url(project: Project) -> str:
     return reverse("project_detail", args=[project.pk])
 
@@ -205,6 +322,10 @@ def project_url(project: Project) -> str:
 urls = [
     path("dashboard/", dashboard, name="dashboard"),
     path("dashboard/demo/", demo_quickstart, name="demo_quickstart"),
+    path("sessions/", session_search, name="session_search"),
+    path("sessions/<int:pk>/delete/", session_delete, name="session_delete"),
+    path("sessions/<int:pk>/demo/", demo_ready, name="demo_ready"),
+    path("sessions/<int:pk>/demo/start/", demo_start, name="demo_start"),
     path("projects/new/", project_create, name="project_create"),
     path("projects/archived/", project_archived, name="project_archived"),
     path("projects/<int:pk>/", project_detail, name="project_detail"),

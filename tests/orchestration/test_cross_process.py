@@ -142,3 +142,58 @@ def test_worker_killed_mid_turn_the_session_resumes_by_itself_without_double_sav
     assert len(keys) == len(set(keys))
     ledger_total = CreditEntry.objects.filter(user=owner).aggregate(total=Sum("amount"))["total"]
     assert ledger_total == get_balance(owner)
+
+
+def test_worker_killed_mid_parallel_round_resumes_with_no_duplicated_or_lost_turn(app, owner):
+    """Issue 10: SIGKILL while three critics stream; the round resumes, each slot completes exactly once."""
+    from billing.plans import PRO
+    from billing.services import get_account, grant_credits
+    from orchestration import presets
+    from orchestration.catalogue import seed_catalogue
+    from orchestration.models import Project, StopReason, TeamPreset
+
+    seed_catalogue()
+    presets.seed_presets()
+    account = get_account(owner)
+    account.plan = PRO
+    account.save(update_fields=["plan"])
+    grant_credits(user=owner, amount=100_000, key="test:credits", description="test credits")
+    session = WritingSession.objects.create(
+        project=Project.objects.create(owner=owner, name="Specs"),
+        title="Checkout",
+        brief="A one-page spec for a faster checkout.",
+        document="# Checkout\n\nOne page. Payment stays as it is.\n",
+    )
+    presets.apply_preset(session=session, preset=TeamPreset.objects.get(owner=None, slug="product-roundtable"))
+    balance_before = get_balance(owner)
+    app.worker.stop()
+    app.worker = start_worker(DEMO_TOKENS_PER_SECOND="25")
+    services.start_session(session=session, user=owner)
+
+    def three_critics_streaming() -> bool:
+        streaming = Turn.objects.filter(session=session, status=Turn.TurnStatus.STREAMING)
+        return streaming.count() == 3 and all(
+            SessionEvent.objects.filter(turn=t, kind="chunk").exists() for t in streaming
+        )
+
+    wait_for(three_critics_streaming, timeout=60, message="three critics streaming")
+    app.worker.kill_group()
+    app.worker = start_worker(DEMO_TOKENS_PER_SECOND="400")
+    wait_for(
+        lambda: WritingSession.objects.get(pk=session.pk).status == Status.COMPLETED, timeout=120, message="completion"
+    )
+    session.refresh_from_db()
+    assert session.stop_reason == StopReason.NO_HIGH_ISSUES
+    turns = list(Turn.objects.filter(session=session))
+    completed = Counter((t.round, t.slot) for t in turns if t.status == Turn.TurnStatus.COMPLETED)
+    # Two rounds of three critics and a moderator, each slot saved once; nothing lost.
+    assert len(completed) == 8 and set(completed.values()) == {1}, completed
+    interrupted = [t for t in turns if t.status == Turn.TurnStatus.INCOMPLETE]
+    assert len(interrupted) == 3 and {t.slot for t in interrupted} == {
+        s for r, s in completed if r == 1 and s != "moderate"
+    }
+    assert all(t.credits == 0 for t in interrupted)
+    charged = sum(t.credits for t in turns)
+    assert session.credits_used == charged and get_balance(owner) == balance_before - charged
+    keys = list(CreditEntry.objects.filter(user=owner).values_list("idempotency_key", flat=True))
+    assert len(keys) == len(set(keys))

@@ -341,7 +341,9 @@ def test_invalid_configurations_are_refused_with_clear_messages(providers, enque
     assert "between 1 and 50" in problems
     assert "too long" in problems
     assert "no price" in problems
-    assert "COMPATIBLE_BASE_URL" in problems or "base URL" in problems
+    # Users are told the provider is not connected, never which setting is missing (issue 14, item 10).
+    assert "OpenAI-compatible server is not connected on this server" in problems
+    assert "COMPATIBLE_BASE_URL" not in problems
     with pytest.raises(services.ServiceError):
         services.start_session(session=session, user=rich_owner)
     session.refresh_from_db()

@@ -183,3 +183,39 @@ def test_the_new_presets_run_offline_on_the_demo_provider(slug, enqueued, rich_o
     assert session.final_document.startswith("# ")
     if preset.flow == "roundtable":
         assert session.stop_reason == StopReason.NO_HIGH_ISSUES
+
+
+def test_stop_cancels_every_parallel_call_in_flight_and_keeps_what_each_wrote(providers, enqueued, rich_owner):
+    import threading
+    import time
+
+    from orchestration import services
+    from tests.live import wait_for
+
+    providers.default_reply = lambda request: "A long review. " * 400  # ~6000 characters
+    providers.tokens_per_second = 40  # each stream would take more than a minute
+    session = roundtable_session(rich_owner, max_rounds=1)
+    start(session, rich_owner)
+    outcome: list[str] = []
+    driver = threading.Thread(target=lambda: outcome.append(engine.drive(session.pk)))
+    driver.start()
+
+    def three_streams_have_text() -> bool:
+        streaming = Turn.objects.filter(session=session, status=Turn.TurnStatus.STREAMING)
+        return streaming.count() == 3 and all(
+            SessionEvent.objects.filter(turn=t, kind="chunk").exists() for t in streaming
+        )
+
+    wait_for(three_streams_have_text, timeout=30, message="three critics streaming")
+    services.stop_session(session=session)
+    stopped_at = time.monotonic()
+    driver.join(timeout=30)
+    elapsed = time.monotonic() - stopped_at
+    assert outcome == ["stopped"]
+    assert elapsed < 3, f"Stop took {elapsed:.1f} s to cancel the calls in flight"  # the issue: about a second
+    session.refresh_from_db()
+    assert session.status == Status.STOPPED
+    reviews = Turn.objects.filter(session=session, slot__startswith="review:")
+    assert reviews.count() == 3
+    assert all(t.status == Turn.TurnStatus.CANCELLED and t.output_text.startswith("A long review.") for t in reviews)
+    assert not Turn.objects.filter(session=session, slot="moderate").exists()

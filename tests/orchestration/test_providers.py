@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import random
 
 import pytest
 
-from orchestration.evaluation import parse_reply
 from orchestration.providers import (
-    DEMO_LABEL,
     ModelRequest,
     ProviderError,
     StreamEnd,
@@ -433,100 +430,6 @@ def test_retry_delay_grows_is_capped_and_honours_retry_after():
     assert max(delays) <= 30.0
     assert retry_delay(1, 12.0, rng=rng) >= 12.0  # the server asked for longer than our backoff
     assert retry_delay(1, 10_000.0, rng=rng) <= 120.0  # but not forever
-
-
-# --- demo provider ----------------------------------------------------------------------------------------
-
-CRITERIA = ["Clarity", "Depth"]
-
-
-def demo_request(round_number: int, **metadata) -> ModelRequest:
-    meta = {"round": round_number, "agent_name": "Writer", "session_id": 42, "criteria": CRITERIA}
-    meta.update(metadata)
-    return make_request(
-        "demo", model_id="demo-writer", user="Brief: Urban beekeeping for schools\nKeep it short.", metadata=meta
-    )
-
-
-async def demo_text(round_number: int, **metadata) -> tuple[str, StreamEnd]:
-    text, end, error = await collect("demo", demo_request(round_number, **metadata))
-    assert error is None
-    return text, end
-
-
-@pytest.fixture
-def instant_demo(settings):
-    settings.DEMO_TOKENS_PER_SECOND = 0
-
-
-async def test_demo_is_labelled_as_not_a_language_model(instant_demo):
-    adapter = get_adapter("demo")
-    assert DEMO_LABEL == "Demo (offline, not a language model)"
-    assert adapter.label == DEMO_LABEL
-    assert adapter.display_name == DEMO_LABEL
-
-
-async def test_demo_is_deterministic_and_writes_about_the_brief(instant_demo):
-    first, end = await demo_text(2)
-    again, end_again = await demo_text(2)
-
-    assert first == again
-    assert end.usage == end_again.usage
-    assert first.startswith("# Urban beekeeping for schools\n")
-    assert "## Overview" in first
-    assert end.usage.output_tokens > 0 and end.usage.input_tokens > 0
-    other_session, _ = await demo_text(2, session_id=43)
-    assert other_session != first
-
-
-async def test_demo_uses_the_brief_from_metadata_when_given(instant_demo):
-    text, _ = await demo_text(1, brief="Tidal energy in small harbours\nMore detail here.")
-    assert text.startswith("# Tidal energy in small harbours\n")
-
-
-async def test_demo_document_changes_less_each_round_until_it_settles(instant_demo):
-    documents = []
-    for round_number in range(1, 9):
-        text, _ = await demo_text(round_number)
-        documents.append(parse_reply(text, [(c, 1.0) for c in CRITERIA])[0])
-
-    changed_sections = []
-    for before, after in itertools.pairwise(documents):
-        old = set(before.split("\n\n"))
-        changed_sections.append(sum(1 for block in after.split("\n\n") if block not in old))
-    assert documents[0] != documents[1]
-    assert changed_sections[0] > changed_sections[4] > 0  # big early changes, small later ones
-    assert documents[-1] == documents[-2]  # settled: convergence can trigger
-
-
-async def test_demo_evaluation_rotates_formats_and_scores_rise(instant_demo):
-    criteria = [(name, 1.0) for name in CRITERIA]
-    tiers, overalls = [], []
-    for round_number in range(1, 7):
-        text, _ = await demo_text(round_number)
-        document, evaluation = parse_reply(text, criteria)
-        assert "<evaluation>" not in document
-        assert set(evaluation.scores) == set(CRITERIA)
-        tiers.append(evaluation.tier)
-        overalls.append(evaluation.overall)
-
-    assert tiers[:3] == ["json", "natural", "fallback"]
-    assert tiers[3:] == tiers[:3]
-    assert overalls == sorted(overalls)
-    assert overalls[0] < 7.5
-    assert overalls[-1] >= 9.0  # a 9.0 threshold is reached
-
-
-async def test_demo_defaults_to_a_single_quality_criterion(instant_demo):
-    text, _, _ = await collect("demo", make_request("demo", metadata={"round": 1}))
-    _, evaluation = parse_reply(text, [("Quality", 1.0)])
-    assert set(evaluation.scores) == {"Quality"}
-
-
-async def test_demo_streams_in_small_chunks(instant_demo):
-    chunks = [e.text async for e in get_adapter("demo").stream(demo_request(1)) if isinstance(e, TextDelta)]
-    assert len(chunks) > 20
-    assert all(len(chunk.split()) <= 3 for chunk in chunks)
 
 
 # --- issue 8: a prompt too long, in each provider's own words ---------------------------------------------------

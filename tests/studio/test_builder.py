@@ -51,8 +51,11 @@ def test_create_a_blank_session(owner_client, project, demo_llm):
 
 
 def test_builder_page_shows_models_with_prices_and_multipliers_only_if_enabled(
-    owner_client, draft, disabled_llm, premium_llm
+    owner_client, draft, disabled_llm, premium_llm, settings
 ):
+    # Providers connected on this server, so what is shown is the plan's lock (test_model_availability
+    # covers models whose provider is not connected).
+    settings.PROVIDERS = {**settings.PROVIDERS, "anthropic": {"api_key": "k"}, "openai": {"api_key": "k"}}
     html = owner_client.get(reverse("session_edit", args=[draft.pk])).content.decode()
     assert "Studio Mini · $0.12 in / $0.60 out per Mtok · 2 credits per 1k in + 1k out (×1.5)" in html
     assert "Studio Retired" not in html

@@ -235,14 +235,89 @@ def test_docx_export_keeps_headings_lists_and_emphasis(owner_client, session):
     assert doc.core_properties.title == "Field Notes: a Draft!"
 
 
-def test_export_of_an_empty_session_still_downloads(owner_client, owner):
+def test_export_without_a_document_is_refused_with_a_reason_and_the_buttons_are_disabled(owner_client, owner):
     project = Project.objects.create(owner=owner, name="Empty")
     session = WritingSession.objects.create(project=project, title="???", brief="b")
 
     for fmt in ("md", "html", "docx"):
         response = owner_client.get(url("document_export", session, fmt))
+        assert response.status_code == 409  # never a 0-byte file
+        assert "no document to export yet" in response.content.decode()
+    html = owner_client.get(url("document_page", session)).content.decode()
+    assert 'data-testid="export-reason"' in html
+    for fmt in ("md", "html", "docx"):
+        assert f'data-testid="export-{fmt}" disabled' in html
+    assert url("document_export", session, "md") not in html
+
+
+def test_export_filename_falls_back_to_the_session_number(owner_client, owner):
+    project = Project.objects.create(owner=owner, name="Untitled")
+    session = WritingSession.objects.create(project=project, title="???", brief="b", document="# Notes\n")
+    for fmt in ("md", "html", "docx"):
+        response = owner_client.get(url("document_export", session, fmt))
         assert response.status_code == 200
         assert f'filename="session-{session.pk}.{fmt}"' in response["Content-Disposition"]
+
+
+RICH = """# Report
+
+See [the study](https://example.com/study?id=7) for **details**.
+
+- one
+    - one.a
+        - one.a.i
+- two
+
+1. first
+2. second
+    1. second.1
+
+| Criterion | Score |
+|-----------|-------|
+| Clarity | [8](https://example.com/c) |
+| Evidence | 7 |
+
+1. again
+"""
+
+
+def test_docx_export_renders_tables_link_urls_and_nested_lists(owner_client, owner):
+    from docx import Document
+    from docx.oxml.ns import qn
+
+    project = Project.objects.create(owner=owner, name="Reports")
+    session = WritingSession.objects.create(project=project, title="Report", brief="b", document=RICH)
+    doc = Document(io.BytesIO(owner_client.get(url("document_export", session, "docx")).content))
+
+    # Tables are Word tables (not tab-separated text), with a bold header row.
+    assert len(doc.tables) == 1
+    table = doc.tables[0]
+    assert [[cell.text for cell in row.cells] for row in table.rows] == [
+        ["Criterion", "Score"],
+        ["Clarity", "8"],
+        ["Evidence", "7"],
+    ]
+    assert all(run.bold for run in table.rows[0].cells[0].paragraphs[0].runs)
+    assert not any("\t" in p.text for p in doc.paragraphs)
+    # Links keep their URL as real hyperlinks, in the body and in table cells.
+    targets = {rel.target_ref for rel in doc.part.rels.values() if rel.is_external}
+    assert targets == {"https://example.com/study?id=7", "https://example.com/c"}
+    intro = next(p for p in doc.paragraphs if p.text.startswith("See "))
+    assert intro.text == "See the study for details."
+    assert len(intro._p.findall(qn("w:hyperlink"))) == 1
+    # Nested lists keep their depth: a deeper level is indented further, whatever the level.
+    items = {p.text: p for p in doc.paragraphs if p.style.name.startswith("List")}
+    indents = [items[t].paragraph_format.left_indent for t in ("one", "one.a", "one.a.i")]
+    assert indents[0] < indents[1] < indents[2]
+    assert items["two"].paragraph_format.left_indent == indents[0]
+    assert items["second.1"].paragraph_format.left_indent > items["second"].paragraph_format.left_indent
+    # Each numbered list starts again at 1: the list after the table does not continue the first one.
+
+    def num_id(paragraph):
+        return paragraph._p.pPr.numPr.numId.val
+
+    assert num_id(items["first"]) == num_id(items["second"])
+    assert num_id(items["again"]) != num_id(items["first"])
 
 
 def test_unknown_export_format_is_404(owner_client, session):

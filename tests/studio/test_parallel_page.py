@@ -46,7 +46,9 @@ def run_preset(owner, settings, monkeypatch):
 def test_editorial_page_shows_editors_side_by_side_with_their_edits_and_synthesis_links_back(owner_client, run_preset):
     session = run_preset("writer-two-editors-synthesizer")
     html = owner_client.get(reverse("session_detail", args=[session.pk])).content.decode()
-    assert html.count('data-testid="parallel-group"') == session.max_rounds
+    # One group per round that ran (the honest demo may reach the score threshold before max rounds).
+    assert session.current_round >= 2
+    assert html.count('data-testid="parallel-group"') == session.current_round
     group = html.split('id="round-1-reviewing"', 1)[1].split('data-slot="synthesize"', 1)[0]
     assert group.count('data-slot="review:') == 2  # both editors in the one group of columns
     assert 'data-testid="turn-issues"' in html and 'data-testid="issue-severity">high<' in html
@@ -67,7 +69,8 @@ def test_roundtable_page_has_phases_and_the_convergence_report_with_exports(owne
     text = md.content.decode()
     assert text.startswith("# Convergence report: Bike lanes") and "## Round 2" in text and "| Product critic |" in text
     data = json.loads(owner_client.get(reverse("session_report", args=[session.pk, "json"])).content)
-    assert data["stop_reason"] == "no_high_issues" and data["rounds"][0]["issue_counts"]["high"] == 3
+    # Each of the three critics raised at least one high-severity issue in round 1; none were left in round 2.
+    assert data["stop_reason"] == "no_high_issues" and data["rounds"][0]["issue_counts"]["high"] >= 3
     assert data["rounds"][1]["issue_counts"]["high"] == 0 and data["rounds"][0]["issues"][0]["resolution"]["verdict"]
     assert owner_client.get(reverse("session_report", args=[session.pk, "pdf"])).status_code == 404
 

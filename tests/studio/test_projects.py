@@ -19,7 +19,7 @@ def test_new_user_sees_one_demo_button_on_an_empty_dashboard(owner_client):
     assert html.count('data-testid="try-demo"') == 1
 
 
-def test_try_the_demo_team_creates_a_ready_session_and_opens_the_builder(owner_client, owner, demo_llm, cheap_llm):
+def test_try_the_demo_team_creates_a_ready_session_on_the_short_path(owner_client, owner, demo_llm, cheap_llm):
     from accounts.models import Profile
 
     # Even with a paid default model the demo runs on the offline Demo model.
@@ -27,7 +27,7 @@ def test_try_the_demo_team_creates_a_ready_session_and_opens_the_builder(owner_c
     response = owner_client.post(reverse("demo_quickstart"))
     session = WritingSession.objects.get(project__owner=owner)
     assert response.status_code == 302
-    assert response.url == reverse("session_edit", args=[session.pk])
+    assert response.url == reverse("demo_ready", args=[session.pk])
     assert session.status == Status.DRAFT
     assert session.brief.strip()
     agents = list(session.agents.all())
@@ -35,8 +35,11 @@ def test_try_the_demo_team_creates_a_ready_session_and_opens_the_builder(owner_c
     assert all(a.model == demo_llm for a in agents)
     assert all(a.criteria.count() >= 3 for a in agents)
     assert session.max_rounds == 4 and session.score_threshold == 8.5
-    builder = owner_client.get(response.url).content.decode()
-    assert "Academic writer" in builder and 'data-testid="start-session"' in builder
+    ready = owner_client.get(response.url).content.decode()
+    assert "Academic writer" in ready and 'data-testid="demo-start"' in ready
+    # The full builder is one click away.
+    assert reverse("session_edit", args=[session.pk]) in ready
+    assert session.references.count() == 1 and "sample material" in session.references.get().content
 
 
 def test_the_demo_session_passes_the_engines_start_checks(owner_client, owner, demo_llm):

@@ -1,0 +1,54 @@
+"""Housekeeping in real Chromium: export buttons without a document, search, and deleting a session.
+
+Run separately: DJANGO_ALLOW_ASYNC_UNSAFE=true pytest tests/browser/test_housekeeping.py
+"""
+
+from __future__ import annotations
+
+import re
+
+from tests.conftest import make_user
+
+PASSWORD = "correct horse battery staple"
+
+
+def test_exports_are_disabled_without_a_document_then_search_and_delete(page, live_app, login):
+    from playwright.sync_api import expect
+
+    from orchestration.models import Project, Status, WritingSession
+
+    owner = make_user("tidy@example.com", password=PASSWORD)
+    project = Project.objects.create(owner=owner, name="Birds")
+    empty = WritingSession.objects.create(project=project, title="Heron field notes", brief="b", status=Status.STOPPED)
+    running = WritingSession.objects.create(project=project, title="Heron census", brief="b", status=Status.RUNNING)
+    login(page, live_app, "tidy@example.com", PASSWORD)
+
+    # No document: the export buttons are disabled and say why.
+    page.goto(f"{live_app.url}/sessions/{empty.pk}/document/")
+    for fmt in ("md", "html", "docx"):
+        expect(page.get_by_test_id(f"export-{fmt}")).to_be_disabled()
+    expect(page.get_by_test_id("export-reason")).to_contain_text("once there is a document")
+
+    # Search from the navigation finds both sessions by a word of their title, as you type.
+    page.get_by_role("link", name="Sessions").click()
+    page.get_by_test_id("session-q").fill("heron")
+    expect(page.get_by_test_id("search-result")).to_have_count(2)
+    page.get_by_test_id("session-q").fill("heron census")
+    expect(page.get_by_test_id("search-result")).to_have_count(1)
+
+    # A running session cannot be deleted.
+    page.get_by_test_id("delete-session").click()
+    expect(page.get_by_test_id("delete-refused")).to_be_visible()
+    expect(page.get_by_test_id("confirm-delete")).to_have_count(0)
+
+    # A stopped one can, after confirming.
+    page.goto(f"{live_app.url}/sessions/?q=field+notes")
+    page.get_by_test_id("delete-session").click()
+    page.get_by_test_id("confirm-delete").click()  # the checkbox is required: nothing is sent yet
+    assert re.search(r"/sessions/\d+/delete/$", page.url)
+    page.get_by_test_id("confirm-checkbox").check()
+    page.get_by_test_id("confirm-delete").click()
+    page.wait_for_url(re.compile(rf".*/projects/{project.pk}/$"))
+    expect(page.locator(".flash-success")).to_contain_text("Deleted “Heron field notes”")
+    assert not WritingSession.objects.filter(pk=empty.pk).exists()
+    assert WritingSession.objects.filter(pk=running.pk).exists()
