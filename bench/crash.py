@@ -52,6 +52,24 @@ def cluster_started_at(worker) -> float:
     return datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
 
 
+def make_user():
+    """A fresh Pro user per run: sessions an interrupted earlier run left active do not count against its plan."""
+    from allauth.account.models import EmailAddress
+    from django.contrib.auth import get_user_model
+
+    from billing.plans import PRO
+    from billing.services import get_account, grant_credits
+
+    email = f"crash-{time.time_ns()}@example.com"
+    user = get_user_model().objects.create_user(username=email, email=email)
+    EmailAddress.objects.create(user=user, email=email, verified=True, primary=True)
+    account = get_account(user)
+    account.plan = PRO
+    account.save(update_fields=["plan"])
+    grant_credits(user=user, amount=10_000_000, key=f"bench:{email}", description="benchmark credits")
+    return user
+
+
 def main() -> int:
     from django.db.models import Count, Sum
 
@@ -65,7 +83,7 @@ def main() -> int:
     backend = "PostgreSQL + Redis" if os.environ.get("DATABASE_URL") else "SQLite + embedded Redis"
     print(f"# Atelier crash benchmark — {backend} — {SCENARIO}: {KILLS} SIGKILLs of a worker mid-stream", flush=True)
     harness.setup_database()
-    user = harness.make_user()
+    user = make_user()
     sessions: list[int] = []
     with FakeLLMServer() as fake:
         from django.conf import settings

@@ -59,7 +59,8 @@ def watchdog(stale_after_seconds: int = 30, *, resume_funded: bool = True) -> in
             session_id,
             seen_owner=owner,
             seen_expires_at=expires_at,
-            dispatch_seconds=max(60, settings.ENGINE_LEASE_SECONDS),
+            # A handed-over task can die with the worker that pulled it: try again after two leases.
+            dispatch_seconds=2 * settings.ENGINE_LEASE_SECONDS,
         ):
             enqueue_drive(session_id)
             count += 1
