@@ -52,3 +52,27 @@ def test_exports_are_disabled_without_a_document_then_search_and_delete(page, li
     expect(page.locator(".flash-success")).to_contain_text("Deleted “Heron field notes”")
     assert not WritingSession.objects.filter(pk=empty.pk).exists()
     assert WritingSession.objects.filter(pk=running.pk).exists()
+
+
+def test_staff_watch_someone_elses_session_read_only(page, live_app, login):
+    from playwright.sync_api import expect
+
+    from orchestration.models import Project, Status, WritingSession
+
+    owner = make_user("writer@example.com", password=PASSWORD)
+    session = WritingSession.objects.create(
+        project=Project.objects.create(owner=owner, name="Birds"),
+        title="Heron notes",
+        brief="b",
+        document="# Herons\n\nThey stand still.",
+        status=Status.PAUSED,
+    )
+    make_user("ops@example.com", password=PASSWORD, is_staff=True)
+    login(page, live_app, "ops@example.com", PASSWORD)
+    page.goto(f"{live_app.url}/sessions/{session.pk}/")
+    expect(page.get_by_test_id("staff-view")).to_contain_text("read-only")
+    expect(page.get_by_test_id("resume")).to_have_count(0)
+    expect(page.get_by_test_id("stop")).to_have_count(0)
+    expect(page.get_by_test_id("human-edit-form")).to_have_count(0)
+    expect(page.get_by_test_id("document-current")).to_contain_text("They stand still.")
+    page.wait_for_function("() => document.getElementById('live-session').dataset.connected === 'true'")
