@@ -65,6 +65,7 @@ def roundtable_draft(user):
 def test_three_critics_stream_side_by_side_survive_a_reload_and_the_report_exports(live_app, page, login):
     from playwright.sync_api import expect
 
+    from orchestration.flows.structured import severity_counts
     from orchestration.models import Status, StopReason, Turn
 
     user = make_user(EMAIL, password=PASSWORD)
@@ -123,12 +124,19 @@ def test_three_critics_stream_side_by_side_survive_a_reload_and_the_report_expor
     report = page.get_by_test_id("convergence-report")
     expect(report.get_by_test_id("report-verdict")).to_contain_text("no high-severity issues left", timeout=15_000)
     expect(report.get_by_test_id("report-round")).to_have_count(2)
-    expect(report.get_by_test_id("report-high").first).to_have_text("3")
+    # Round 1's high-severity count is what the critics' saved issues say (the demo raised at least one,
+    # or the run would have converged in round 1).
+    round_1_reviews = Turn.objects.filter(session=session, round=1, slot__startswith="review:").order_by("agent__order")
+    round_1_high = severity_counts([i for t in round_1_reviews for i in (t.result or {}).get("issues", [])])["high"]
+    assert round_1_high >= 1
+    expect(report.get_by_test_id("report-high").first).to_have_text(str(round_1_high))
 
     # Each critique reads as issues with severities; the moderator's resolutions link back to them.
-    first_review = Turn.objects.filter(session=session, round=1, slot__startswith="review:").order_by("agent__order")[0]
+    first_review = round_1_reviews[0]
+    raised = len(first_review.result["issues"])
+    assert raised >= 1
     card = page.locator(f"#turn-{first_review.pk}")
-    expect(card.get_by_test_id("issue")).to_have_count(3)
+    expect(card.get_by_test_id("issue")).to_have_count(raised)
     link = page.locator("[data-testid=decision-link]").first
     target = link.get_attribute("href")
     assert page.locator(target).count() == 1
