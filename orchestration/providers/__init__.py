@@ -93,8 +93,9 @@ def get_adapter(provider: str, *, timeout: float | None = None) -> BaseAdapter:
 
     Raises ProviderError(kind="not_configured") when the provider cannot be called.
     """
-    ok, reason = provider_configured(provider)
+    ok, _operator_reason = provider_configured(provider)
     if not ok:
+        _ok, reason = provider_available(provider)
         raise ProviderError(reason, kind="not_configured", retryable=False, provider=provider)
     if provider == "demo":
         key: tuple = ("demo", float(settings.DEMO_TOKENS_PER_SECOND))
@@ -123,9 +124,13 @@ def clear_adapter_cache() -> None:
 
 
 async def check_provider(provider: str) -> tuple[bool, str]:
-    """Whether the provider answers with this configuration, without spending tokens (lists models)."""
-    try:
-        adapter = get_adapter(provider)
-    except ProviderError as exc:
-        return False, exc.user_message
-    return await adapter.check()
+    """(ok, message) for operators (`manage.py check_providers`): whether the provider answers with this
+    configuration, without spending tokens (lists models). Unlike users' messages, it names the setting."""
+    configured, operator_reason = provider_configured(provider)
+    if not configured:
+        return False, operator_reason
+    adapter = get_adapter(provider)
+    ok, message = await adapter.check()
+    if not ok and provider in KEY_ENV_VARS and ("(401)" in message or "(403)" in message):
+        message = f"{message} Check {KEY_ENV_VARS[provider]}."
+    return ok, message

@@ -6,6 +6,7 @@ Both SDKs run with max_retries=0: this classification feeds the engine's single 
 from __future__ import annotations
 
 import email.utils
+import logging
 import re
 import time
 from typing import Any
@@ -20,6 +21,8 @@ STATUS_ERRORS = (anthropic.APIStatusError, openai.APIStatusError)
 TIMEOUT_ERRORS = (anthropic.APITimeoutError, openai.APITimeoutError, httpx2.TimeoutException)
 CONNECTION_ERRORS = (anthropic.APIConnectionError, openai.APIConnectionError, httpx2.TransportError)
 SDK_ERRORS = (anthropic.AnthropicError, openai.OpenAIError)
+
+logger = logging.getLogger(__name__)
 
 
 def parse_retry_after(headers: Any) -> float | None:
@@ -100,6 +103,9 @@ def context_overflow(*, code: str, message: str) -> tuple[int | None, int | None
 def from_status(*, provider: str, status: int, headers: Any, body: object, api_key: str | None) -> ProviderError:
     name = PROVIDER_LABELS.get(provider, provider)
     env_var = KEY_ENV_VARS.get(provider, "the API key setting")
+    # Users read these messages (stop details, turn cards): they say what happened in words a user can act
+    # on; the setting to fix is operator detail, logged here and shown to staff by `check_providers`.
+    operator_action = "the site's operator needs to fix it"
     err_type, code, message = _error_info(body)
     detail = _server_detail(message, api_key)
     retry_after = parse_retry_after(headers)
@@ -120,19 +126,19 @@ def from_status(*, provider: str, status: int, headers: Any, body: object, api_k
     if err_type == "rate_limit_error" or status == 429:
         if code == "insufficient_quota" or err_type == "insufficient_quota":
             return err(
-                "rate_limit", f"The {name} account has run out of quota (429). Check billing for {env_var}.", False
+                "rate_limit", f"The {name} account on this server has run out of quota (429); {operator_action}.", False
             )
         return err("rate_limit", f"{name} answered with its rate limit (429).", True)
     if err_type == "authentication_error" or status == 401:
-        return err("auth", f"The {name} API key was rejected (401). Check {env_var}.", False)
+        logger.warning("%s rejected the API key (401): check %s", name, env_var)
+        return err("auth", f"The {name} API key on this server was rejected (401); {operator_action}.", False)
     if err_type == "permission_error" or status == 403:
-        return err(
-            "auth",
-            f"The {name} API key is not allowed to do this (403). Check {env_var} and the model's access.",
-            False,
-        )
+        logger.warning("%s refused the API key for this model (403): check %s and the model's access", name, env_var)
+        return err("auth", f"The {name} API key on this server may not use this model (403); {operator_action}.", False)
     if status == 404:
-        hint = f" Check the model id and {BASE_URL_ENV_VARS.get(provider, 'the base URL')}."
+        base_url_var = BASE_URL_ENV_VARS.get(provider, "the base URL")
+        logger.warning("%s answered 404: check the model id and %s", name, base_url_var)
+        hint = " The model id or this server's connection to it is wrong; choose another model or tell the operator."
         return err("bad_request", f"{name} did not find the model or endpoint (404).{hint} {detail}".strip(), False)
     if status == 408:
         return err("timeout", f"{name} timed out handling the request (408).", True)

@@ -268,7 +268,9 @@ def test_broken_stream_marks_the_turn_incomplete_and_retries_it(providers, enque
     assert second.status == Turn.TurnStatus.COMPLETED and second.attempt == 2
 
 
-def test_bad_key_fails_the_session_naming_the_key_and_is_not_retried(providers, enqueued, rich_owner, settings):
+def test_bad_key_fails_the_session_telling_the_user_it_is_the_operators_to_fix_and_is_not_retried(
+    providers, enqueued, rich_owner, settings
+):
     settings.PROVIDERS = providers.provider_settings(api_key="wrong-key-123")
     providers.fail_next(401)
     session = two_agent_session(rich_owner, max_rounds=2)
@@ -276,7 +278,8 @@ def test_bad_key_fails_the_session_naming_the_key_and_is_not_retried(providers, 
     run_to_end(session)
     assert session.status == Status.FAILED
     assert session.stop_reason == StopReason.ERROR
-    assert "ANTHROPIC_API_KEY" in session.stop_detail
+    assert "rejected (401)" in session.stop_detail and "operator" in session.stop_detail
+    assert "ANTHROPIC_API_KEY" not in session.stop_detail
     assert "wrong-key-123" not in session.stop_detail
     assert len(providers.generation_requests()) == 1
 

@@ -210,7 +210,8 @@ async def test_exhausted_openai_quota_is_not_retried(providers):
 
     assert error.kind == "rate_limit"
     assert error.retryable is False  # waiting does not refill a quota
-    assert "OPENAI_API_KEY" in error.user_message
+    assert "quota" in error.user_message and "operator" in error.user_message
+    assert "OPENAI_API_KEY" not in error.user_message  # users never see a setting's name
 
 
 @pytest.mark.parametrize(
@@ -234,7 +235,9 @@ async def test_server_errors_and_overload_are_retryable(providers, provider, sta
 @pytest.mark.parametrize(
     ("provider", "env_var"), [("anthropic", "ANTHROPIC_API_KEY"), ("openai", "OPENAI_API_KEY"), ("xai", "XAI_API_KEY")]
 )
-async def test_rejected_key_is_an_auth_error_naming_the_env_var_without_the_key(providers, provider, env_var):
+async def test_rejected_key_is_an_auth_error_for_the_operator_without_the_key_or_setting_name(
+    providers, provider, env_var, caplog
+):
     providers.expected_api_key = "the-right-key"
 
     _, end, error = await collect(provider)
@@ -242,7 +245,9 @@ async def test_rejected_key_is_an_auth_error_naming_the_env_var_without_the_key(
     assert end is None
     assert error.kind == "auth"
     assert error.retryable is False
-    assert env_var in error.user_message
+    assert env_var not in error.user_message  # users never see a setting's name...
+    assert "operator" in error.user_message
+    assert env_var in caplog.text  # ...the operator's log says which one to fix
     assert "401" in error.user_message
     assert SECRET_KEY not in error.user_message
     assert SECRET_KEY not in str(error) and SECRET_KEY not in repr(error)
@@ -373,7 +378,8 @@ def test_unconfigured_provider_cannot_be_called(settings):
 
     assert caught.value.kind == "not_configured"
     assert caught.value.retryable is False
-    assert "ANTHROPIC_API_KEY" in caught.value.user_message
+    assert "not connected on this server" in caught.value.user_message
+    assert "ANTHROPIC_API_KEY" not in caught.value.user_message
 
 
 def test_adapters_are_cached_per_configuration(settings, fake_llm):
