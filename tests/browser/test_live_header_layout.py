@@ -184,7 +184,12 @@ def test_user_text_wraps_and_isolates_and_tables_fit(page, live_app, login, owne
         for path in ("/dashboard/", f"/sessions/{session.pk}/", f"/projects/{session.project_id}/"):
             page.goto(live_app.url + path)
             scroll_width = page.evaluate("() => document.documentElement.scrollWidth")
-            assert scroll_width <= width, f"{path} is {scroll_width}px wide at {width}px"
+            wide = page.evaluate(
+                "(w) => [...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > w)"
+                ".slice(0, 6).map(e => e.tagName + '.' + e.className)",
+                width,
+            )
+            assert scroll_width <= width, f"{path} is {scroll_width}px wide at {width}px: {wide}"
 
     # The builder: a long agent name stays in the main column, clear of the sidebar.
     page.set_viewport_size({"width": 1280, "height": 900})
