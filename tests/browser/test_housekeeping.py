@@ -31,6 +31,9 @@ def test_exports_are_disabled_without_a_document_then_search_and_delete(page, li
 
     # Search from the navigation finds both sessions by a word of their title, as you type.
     page.get_by_role("link", name="Sessions").click()
+    # Type only once the new page has loaded: before htmx has bound the form, typing searches nothing.
+    page.wait_for_url(re.compile(r"/sessions/$"))
+    page.wait_for_load_state("load")
     page.get_by_test_id("session-q").fill("heron")
     expect(page.get_by_test_id("search-result")).to_have_count(2)
     page.get_by_test_id("session-q").fill("heron census")
