@@ -25,6 +25,27 @@ from orchestration.models import Agent, StopReason, WritingSession
 WRITER, EDITOR, SYNTHESIZER = "writer", "editor", "synthesizer"
 
 
+def review_step(
+    state: dict, reviewers: list[int], round_number: int, *, inputs: tuple[int, ...] = ()
+) -> tuple[list[int], Step | None]:
+    """The parallel review phase shared by the editorial and roundtable flows.
+
+    Returns (ids of the completed review turns, the Step of reviews still to run or None when every
+    reviewer has completed or been given up). One completed review is enough for the round to go on.
+    """
+    done = [
+        state[f"review:{r}"].turn_id for r in reviewers if state.get(f"review:{r}") and state[f"review:{r}"].turn_id
+    ]
+    pending = [r for r in reviewers if not (s := state.get(f"review:{r}")) or not (s.turn_id or s.given_up)]
+    if not pending:
+        return done, None
+    calls = [
+        AgentCall(r, slot=f"review:{r}", recipe=Recipe.CRITIQUE, output=Output.NOTES, inputs=inputs, phase="reviewing")
+        for r in pending
+    ]
+    return done, Step(round=round_number, calls=calls, quorum=max(0, 1 - len(done)), phase="reviewing")
+
+
 class EditorialFlow:
     name = "editorial"
     description = (
@@ -50,26 +71,9 @@ class EditorialFlow:
             if write is None or write.turn_id is None:
                 call = AgentCall(writer, slot="write", recipe=Recipe.REVISE, output=Output.DOCUMENT, phase="writing")
                 return Step(round=round_number, calls=[call], phase="writing")
-            done = [
-                state[f"review:{e}"].turn_id
-                for e in editors
-                if state.get(f"review:{e}") and state[f"review:{e}"].turn_id
-            ]
-            pending = [e for e in editors if not (s := state.get(f"review:{e}")) or not (s.turn_id or s.given_up)]
-            if pending:
-                calls = [
-                    AgentCall(
-                        e,
-                        slot=f"review:{e}",
-                        recipe=Recipe.CRITIQUE,
-                        output=Output.NOTES,
-                        inputs=(write.turn_id,),
-                        phase="reviewing",
-                    )
-                    for e in pending
-                ]
-                # One editor is enough for the round to go on.
-                return Step(round=round_number, calls=calls, quorum=max(0, 1 - len(done)), phase="reviewing")
+            done, review = review_step(state, editors, round_number, inputs=(write.turn_id,))
+            if review is not None:
+                return review
             if not done:
                 return Finished(StopReason.ERROR, f"No editor could review the draft in round {round_number}.")
             synth = state.get("synthesize")

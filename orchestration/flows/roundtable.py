@@ -29,7 +29,7 @@ from orchestration.flows.base import (
     last_round_started,
     round_state,
 )
-from orchestration.flows.editorial import validate_roles
+from orchestration.flows.editorial import review_step, validate_roles
 from orchestration.flows.recipes import number_issues
 from orchestration.flows.structured import SEVERITIES, severity_counts
 from orchestration.models import Agent, DocumentVersion, StopReason, Turn, WritingSession
@@ -101,18 +101,9 @@ class RoundtableFlow:
                     moderator, slot="draft", recipe=Recipe.REVISE, output=Output.DOCUMENT, phase="drafting"
                 )
                 return Step(round=round_number, calls=[call], phase="drafting")
-            done = [
-                state[f"review:{c}"].turn_id
-                for c in critics
-                if state.get(f"review:{c}") and state[f"review:{c}"].turn_id
-            ]
-            pending = [c for c in critics if not (s := state.get(f"review:{c}")) or not (s.turn_id or s.given_up)]
-            if pending:
-                calls = [
-                    AgentCall(c, slot=f"review:{c}", recipe=Recipe.CRITIQUE, output=Output.NOTES, phase="reviewing")
-                    for c in pending
-                ]
-                return Step(round=round_number, calls=calls, quorum=max(0, 1 - len(done)), phase="reviewing")
+            done, review = review_step(state, critics, round_number)
+            if review is not None:
+                return review
             if not done:
                 return Finished(StopReason.ERROR, f"No critic could review the document in round {round_number}.")
             moderate = state.get("moderate")
