@@ -334,6 +334,10 @@ ENGINE_WATCHDOG_SECONDS = env_float("ENGINE_WATCHDOG_SECONDS", 2.0, minimum=0.2)
 # Names this machine in lease owners (default: hostname + pid namespace); must differ between machines.
 ENGINE_MACHINE_ID = env_str("ENGINE_MACHINE_ID")
 ENGINE_STREAM_FLUSH_MS = env_int("ENGINE_STREAM_FLUSH_MS", 40, minimum=5, maximum=1000)
+# Agent calls of one session streaming at once, overall and per provider; the user's plan may allow fewer
+# (billing/plans.py max_parallel_calls / max_calls_per_provider): the smaller number wins.
+ENGINE_MAX_PARALLEL_CALLS = env_int("ENGINE_MAX_PARALLEL_CALLS", 16, minimum=1, maximum=256)
+ENGINE_MAX_CALLS_PER_PROVIDER = env_int("ENGINE_MAX_CALLS_PER_PROVIDER", 8, minimum=1, maximum=256)
 
 # --- Stripe (dj-stripe) ----------------------------------------------------------------------
 STRIPE_LIVE_MODE = env_bool("STRIPE_LIVE_MODE", False)

@@ -41,6 +41,11 @@ class Plan:
     max_projects: int
     max_sessions: int  # drafts and finished sessions included
     max_reference_chars: int  # text of every stored reference document, summed
+    # Planned flows (orchestration/flows/planned.py): the largest task graph a planner may return, and how
+    # many agent calls of one session run at once, overall and against one provider (the engine's limits).
+    max_plan_tasks: int = 0
+    max_parallel_calls: int = 2
+    max_calls_per_provider: int = 2
 
     @property
     def rank(self) -> int:
@@ -89,6 +94,9 @@ PLANS: dict[str, Plan] = {
         max_projects=20,
         max_sessions=100,
         max_reference_chars=10_000_000,
+        max_plan_tasks=0,
+        max_parallel_calls=2,
+        max_calls_per_provider=2,
     ),
     STARTER: Plan(
         key=STARTER,
@@ -104,6 +112,9 @@ PLANS: dict[str, Plan] = {
         max_projects=200,
         max_sessions=2_000,
         max_reference_chars=100_000_000,
+        max_plan_tasks=8,
+        max_parallel_calls=4,
+        max_calls_per_provider=3,
     ),
     PRO: Plan(
         key=PRO,
@@ -119,6 +130,9 @@ PLANS: dict[str, Plan] = {
         max_projects=1_000,
         max_sessions=10_000,
         max_reference_chars=400_000_000,
+        max_plan_tasks=16,
+        max_parallel_calls=8,
+        max_calls_per_provider=4,
     ),
 }
 PLAN_ORDER = [FREE, STARTER, PRO]

@@ -10,6 +10,7 @@ guarded by its status, so a step re-run after a crash never saves or charges twi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from django.utils import timezone
 
 from orchestration import events as ev
 from orchestration import services
-from orchestration.flows import AgentCall, Finished, Step, get_policy
+from orchestration.flows import AgentCall, Finished, Step, Waiting, get_policy
 from orchestration.lease import (
     RENEW_INTERVAL,
     LeaseLost,
@@ -95,12 +96,13 @@ async def _drive(session_id: int, owner: str, budget_seconds: float) -> str:
     deadline = time.monotonic() + budget_seconds
     planned: Step | None = None
     agents: dict[int, Agent] = {}  # the team cannot change while the session runs
+    limiter = await db(CallLimiter.for_session, session_id)
     while True:
         outcome = await db(_prepare_step, session_id, owner, planned)
         if isinstance(outcome, str):
             return outcome
         session, step = outcome
-        result = await run_step(session, step, owner, agents)
+        result = await run_step(session, step, owner, agents, limiter=limiter)
         if result.lease_lost:
             raise LeaseLost(f"session {session_id}: lease lost during a step")
         outcome, planned = await db(_after_step, session_id, owner, step, result)
@@ -147,6 +149,9 @@ def _prepare_step(session_id: int, owner: str, planned: Step | None = None) -> s
         return "finished"
     # The previous step already asked the policy what comes next; the state has not changed since.
     decision = planned if planned is not None else get_policy(session.flow).next_step(session)
+    if isinstance(decision, Waiting):  # the next move is the user's (approve the plan)
+        _pause(session, Stop(decision.reason, decision.detail), owner=owner)
+        return "paused"
     if isinstance(decision, Finished):
         status = Status.FAILED if decision.reason == StopReason.ERROR else Status.COMPLETED
         _finish(session, status, Stop(decision.reason, decision.detail), owner=owner)
@@ -174,7 +179,7 @@ def _after_step(session_id: int, owner: str, step: Step, result: StepResult) -> 
     if not result.completed_turn_ids:
         return "continue", None
     next_decision = get_policy(session.flow).next_step(session)
-    round_complete = isinstance(next_decision, Finished) or next_decision.round > step.round
+    round_complete = not isinstance(next_decision, Step) or next_decision.round > step.round
     for turn in Turn.objects.filter(pk__in=result.completed_turn_ids).order_by("pk"):
         stop = check_after_turn(session, turn, round_complete)
         if stop:
@@ -212,6 +217,9 @@ def _finish(session: WritingSession, status: str, stop: Stop, *, owner: str) -> 
             final_document=session.document,
         )
         services.emit_status(session)
+        final_events = getattr(get_policy(session.flow), "final_events", None)
+        for kind, payload in final_events(session) if final_events else []:
+            ev.append_event(session_id=session.pk, kind=kind, payload=payload)
         transaction.on_commit(lambda: _notify_finished(session.pk))
 
 
@@ -275,6 +283,49 @@ def _recover_interrupted_turns(session: WritingSession, *, owner: str) -> None:
 
 
 # --- Running a step ------------------------------------------------------------------------------
+
+
+class CallLimiter:
+    """How many calls of one session stream at once: overall and per provider (asyncio semaphores).
+
+    The limits are the smaller of the engine's settings (ENGINE_MAX_PARALLEL_CALLS,
+    ENGINE_MAX_CALLS_PER_PROVIDER) and the owner's plan (billing/plans.py max_parallel_calls,
+    max_calls_per_provider). A call holds its slots from creating its turn to saving it, so a queued call
+    neither shows as streaming nor reserves credits. It also hands out attempt numbers to calls of one
+    agent running concurrently in one round (the planned flow's parallel tasks), so their turn keys differ.
+    """
+
+    def __init__(self, parallel: int | None = None, per_provider: int | None = None) -> None:
+        self.parallel = parallel or settings.ENGINE_MAX_PARALLEL_CALLS
+        self.per_provider = per_provider or settings.ENGINE_MAX_CALLS_PER_PROVIDER
+        self._global = asyncio.Semaphore(self.parallel)
+        self._providers: dict[str, asyncio.Semaphore] = {}
+        self._attempts: dict[tuple[int, int, int], int] = {}
+
+    @classmethod
+    def for_session(cls, session_id: int) -> CallLimiter:
+        from billing.services import effective_plan, get_account
+
+        owner = WritingSession.objects.select_related("project__owner").get(pk=session_id).project.owner
+        plan = effective_plan(get_account(owner))
+        return cls(
+            min(plan.max_parallel_calls, settings.ENGINE_MAX_PARALLEL_CALLS),
+            min(plan.max_calls_per_provider, settings.ENGINE_MAX_CALLS_PER_PROVIDER),
+        )
+
+    @contextlib.asynccontextmanager
+    async def hold(self, provider: str):
+        semaphore = self._providers.setdefault(provider, asyncio.Semaphore(self.per_provider))
+        async with self._global, semaphore:
+            yield
+
+    def next_attempt(self, session_id: int, round_number: int, agent_id: int, floor: int) -> int:
+        """The next attempt number of this agent in this round: above `floor` (the database's count) and
+        above every number already handed out by this limiter."""
+        key = (session_id, round_number, agent_id)
+        number = max(self._attempts.get(key, 0), floor) + 1
+        self._attempts[key] = number
+        return number
 
 
 @dataclass
@@ -345,15 +396,23 @@ class ChunkBatcher:
 
 
 async def run_step(
-    session: WritingSession, step: Step, owner: str, agents: dict[int, Agent] | None = None
+    session: WritingSession,
+    step: Step,
+    owner: str,
+    agents: dict[int, Agent] | None = None,
+    *,
+    limiter: CallLimiter | None = None,
 ) -> StepResult:
+    """Run a step's calls concurrently (within the limiter's global and per-provider limits)."""
     agents = {} if agents is None else agents
+    limiter = limiter or CallLimiter()
     result = StepResult()
     batcher = ChunkBatcher(session.pk, owner)
     done = asyncio.Event()
     flusher = asyncio.create_task(batcher.run(done))
     calls = [
-        asyncio.create_task(run_call(session, call, step.round, batcher, agents, owner=owner)) for call in step.calls
+        asyncio.create_task(run_call(session, call, step.round, batcher, agents, owner=owner, limiter=limiter))
+        for call in step.calls
     ]
 
     async def monitor() -> None:
@@ -466,9 +525,15 @@ async def run_call(
     agents: dict[int, Agent] | None = None,
     *,
     owner: str,
+    limiter: CallLimiter | None = None,
 ) -> CallOutcome:
-    """One agent call to its end: attempts, retries (docs/providers.md, "Errors"), then the fallback model."""
+    """One agent call to its end: attempts, retries (docs/providers.md, "Errors"), then the fallback model.
+
+    A call with `model_id` (the planned flow's router) uses that catalogue model only; the flow picks the
+    next one. Each attempt waits for a slot of the limiter (global and per provider) before it starts.
+    """
     agents = {} if agents is None else agents
+    limiter = limiter or CallLimiter()
     if call.agent_id not in agents:
         agents[call.agent_id] = await sync_to_async(_load_agent)(call.agent_id)
     agent = agents[call.agent_id]
@@ -476,32 +541,29 @@ async def run_call(
     if existing:  # this step already ran to completion before a crash: nothing to redo
         return CallOutcome("completed", existing)
 
-    models = [agent.model] + ([agent.fallback_model] if agent.fallback_model_id else [])
+    if call.model_id is not None:
+        models = [await sync_to_async(LLMModel.objects.get)(pk=call.model_id)]
+    else:
+        models = [agent.model] + ([agent.fallback_model] if agent.fallback_model_id else [])
     failures: list[str] = []  # one line per model that gave up, for the final message
     for model in models:
         state = _ModelState()
         while True:
-            attempts += 1
-            prepared = await db(
-                _begin_turn, session, agent, model, round_number, attempts, call, state.window, owner=owner
-            )
-            if isinstance(prepared, CallOutcome):
-                if prepared.status == "too_large":
-                    state.last_error = prepared.error
-                    break  # the fallback model may have a larger context window
-                return prepared
-            turn_id, request, estimated_tokens = prepared
-            attempt = _Attempt(turn_id=turn_id, request=request, estimated_tokens=estimated_tokens)
-            try:
-                decision = await _run_attempt(session, agent, model, call, batcher, attempt, state, owner=owner)
-            except LeaseLost:
-                raise  # another executor owns the session now: stand down without touching anything
-            except Exception:
-                # A bug or an unexpected library error: never leave the turn streaming or its credits held.
-                logger.exception("turn %s crashed", turn_id)
-                await batcher.flush()
-                await sync_to_async(_fail_turn)(session.pk, turn_id, "".join(attempt.received), owner=owner)
-                return CallOutcome("failed", turn_id, INTERNAL_ERROR)
+            # Calls of one agent in one round run concurrently in the planned flow: take the next attempt
+            # number from the step's shared counter, so the turn key (session, round, agent, attempt) stays unique.
+            attempts = limiter.next_attempt(session.pk, round_number, agent.pk, attempts)
+            async with limiter.hold(model.provider):
+                prepared = await db(
+                    _begin_turn, session, agent, model, round_number, attempts, call, state.window, owner=owner
+                )
+                if isinstance(prepared, CallOutcome):
+                    if prepared.status == "too_large":
+                        state.last_error = prepared.error
+                        break  # the fallback model may have a larger context window
+                    return prepared
+                turn_id, request, estimated_tokens = prepared
+                attempt = _Attempt(turn_id=turn_id, request=request, estimated_tokens=estimated_tokens)
+                decision = await _attempt_or_fail(session, agent, model, call, batcher, attempt, state, owner=owner)
             if isinstance(decision, CallOutcome):
                 return decision
             if decision == "next_model":
@@ -513,6 +575,20 @@ async def run_call(
         elif state.gave_up:
             failures.append(state.gave_up)
     return CallOutcome("failed", None, f"{agent.name} gave up. " + " Then ".join(failures))
+
+
+async def _attempt_or_fail(session, agent, model, call, batcher, attempt: _Attempt, state, *, owner: str):
+    """_run_attempt, with an unexpected exception turned into a FAILED turn whose credits are released."""
+    try:
+        return await _run_attempt(session, agent, model, call, batcher, attempt, state, owner=owner)
+    except LeaseLost:
+        raise  # another executor owns the session now: stand down without touching anything
+    except Exception:
+        # A bug or an unexpected library error: never leave the turn streaming or its credits held.
+        logger.exception("turn %s crashed", attempt.turn_id)
+        await batcher.flush()
+        await sync_to_async(_fail_turn)(session.pk, attempt.turn_id, "".join(attempt.received), owner=owner)
+        return CallOutcome("failed", attempt.turn_id, INTERNAL_ERROR)
 
 
 @dataclass
@@ -725,7 +801,8 @@ def _begin_turn(
     """
     from billing.pricing import credits_for_usage
     from billing.services import InsufficientCredits, reserve_credits
-    from orchestration.flows import Recipe, recipe_text, review_feedback
+    from orchestration.flows import Recipe, call_material, recipe_text, review_feedback
+    from orchestration.flows.planned import PLANNED_RECIPES
     from orchestration.prompts import PromptTooLarge, build_prompt
     from orchestration.providers import ModelRequest
     from orchestration.reasoning import plan_for_agent
@@ -736,6 +813,8 @@ def _begin_turn(
         feedback = review_feedback(call.recipe, call.inputs)
     elif call.recipe == Recipe.CRITIQUE:
         feedback = []  # reviewers work independently, on the same document
+    elif call.recipe in PLANNED_RECIPES:
+        feedback = call_material(call)  # its task, then only the results it depends on
     else:
         feedback = _feedback_for(session, agent)
     # Thinking shares the output allowance (and so the context window): fit and reserve for the total.
@@ -760,6 +839,7 @@ def _begin_turn(
             evaluation_lead=recipe.evaluation_lead,
             feedback_heading=recipe.inputs_heading,
             instruction=recipe.instruction,
+            show_document=recipe.show_document,
         )
     except PromptTooLarge as error:
         return CallOutcome("too_large", None, f"{model.display_name}: {error}")
@@ -793,11 +873,9 @@ def _begin_turn(
         except InsufficientCredits:
             transaction.set_rollback(True)
             return CallOutcome("out_of_credits")
-        ev.append_event(
-            session_id=session.pk,
-            kind="turn_started",
-            turn_id=turn.pk,
-            payload={
+        started = ev.NewEvent(
+            "turn_started",
+            {
                 "round": round_number,
                 "agent_id": agent.pk,
                 "agent_name": agent.name,
@@ -806,7 +884,11 @@ def _begin_turn(
                 "slot": call.slot,
                 "phase": call.phase,
             },
+            turn.pk,
         )
+        # What the flow journals with the call (the planned flow's routing decision, a repair's reason).
+        journal = [ev.NewEvent(kind, payload, turn.pk) for kind, payload in call.context.get("journal", ())]
+        ev.append_events(session_id=session.pk, events=[*journal, started])
     request = ModelRequest(
         provider=model.provider,
         model_id=model.model_id,
@@ -826,6 +908,7 @@ def _begin_turn(
             "brief": session.brief,
             "recipe": call.recipe,
             "slot": call.slot,
+            "task": call.task,
         },
     )
     return turn.pk, request, prompt.estimated_input_tokens
@@ -866,11 +949,12 @@ def _complete_turn(
     reasoning = "\n\n".join(part for part in (reasoning, thinking) if part)
     if outcome == "normal":
         document, evaluation, flow_result = parse_result(
-            call.recipe, answer, [(c.name, c.weight) for c in agent.criteria.all()], call.inputs
+            call.recipe, answer, [(c.name, c.weight) for c in agent.criteria.all()], call.inputs, call
         )
+        journal = flow_result.pop("_events", [])
         status, error = Turn.TurnStatus.COMPLETED, ""
     else:
-        document, evaluation, flow_result = "", Evaluation(raw=""), {}
+        document, evaluation, flow_result, journal = "", Evaluation(raw=""), {}, []
         status = Turn.TurnStatus.TRUNCATED if outcome == "truncated" else Turn.TurnStatus.REFUSED
         error = abnormal_end_message(model=model, agent=agent, end=end)
     evaluation_text = evaluation.raw
@@ -945,6 +1029,7 @@ def _complete_turn(
         if error:
             payload["error"] = error
         new_events = [ev.NewEvent("turn_finished", payload, turn_id)]
+        new_events += [ev.NewEvent(kind, data, turn_id) for kind, data in journal]
         if outcome == "normal" and call.writes_document and document.strip() and document != session.document:
             round_number = session.current_round
             version = record_version(

@@ -20,6 +20,7 @@ from django.utils.safestring import SafeString
 from orchestration import documents
 from orchestration import events as ev
 from orchestration.evaluation import split_output
+from orchestration.live_plan import PLAN_EVENT_KINDS
 from orchestration.models import DocumentVersion, Turn, WritingSession
 from orchestration.reasoning import output_label
 from orchestration.rendering import render_markdown
@@ -379,7 +380,7 @@ def page_context(session: WritingSession) -> dict:
     streamed = ev.streamed_text(streaming_ids, up_to_seq=last_seq)
     thoughts = ev.streamed_text(streaming_ids, up_to_seq=last_seq, kind="reasoning")
     changes = _changes_by_turn(session.pk, turns)
-    from orchestration import live_flows
+    from orchestration import live_flows, live_plan
 
     shown, earlier = collapse_attempts(turns)
     items: OrderedDict[int, list[dict]] = OrderedDict()
@@ -404,6 +405,7 @@ def page_context(session: WritingSession) -> dict:
         "rounds": rounds,
         "phases": live_flows.phases(session),
         "report_html": live_flows.report_html(session),
+        "plan_html": live_plan.plan_html(session),
         "last_seq": last_seq,
         "chart": score_chart(turns, session.max_rounds),
         "versions": versions_for_panel(session),
@@ -444,7 +446,7 @@ def render_fragments(
     chunk_turns: OrderedDict[int, list[str]] = OrderedDict()
     thought_turns: OrderedDict[int, list[str]] = OrderedDict()
     card_turns: OrderedDict[int, None] = OrderedDict()
-    header = chart = document = controls = report = False
+    header = chart = document = controls = report = plan = False
     for event in events:
         kind, turn_id = event["kind"], event.get("turn_id")
         if kind == "chunk" and turn_id:
@@ -463,6 +465,8 @@ def render_fragments(
             document = document or kind == "status"
         elif kind == "version":
             document = True
+        if kind in PLAN_EVENT_KINDS or (kind in ("turn_started", "turn_finished", "call_given_up", "status")):
+            plan = True
     session_detail_url = reverse("session_detail", args=[session_id])
     if card_turns:
         from orchestration import live_flows
@@ -565,6 +569,10 @@ def render_fragments(
         from orchestration import live_flows
 
         fragments.append({"target": "convergence-report", "swap": "outer", "html": live_flows.report_html(session)})
+    if plan and session.flow == "planned":
+        from orchestration import live_plan
+
+        fragments.append({"target": "plan-panel", "swap": "outer", "html": live_plan.plan_html(session)})
     if controls:
         fragments.append({"target": "session-controls", "swap": "refresh", "url": session_detail_url})
     if document:

@@ -117,6 +117,7 @@ class Flow(models.TextChoices):
     SEQUENTIAL = "sequential", "Sequential turns"
     EDITORIAL = "editorial", "Writer, parallel editors, synthesizer"
     ROUNDTABLE = "roundtable", "Roundtable: parallel critics and a moderator"
+    PLANNED = "planned", "Planner: a task graph run in parallel, verified and assembled"
 
 
 class Status(models.TextChoices):
@@ -160,6 +161,8 @@ class StopReason(models.TextChoices):
     SCORE_THRESHOLD = "score_threshold", "Reached the score threshold"
     CONVERGED = "converged", "The document converged"
     NO_HIGH_ISSUES = "no_high_issues", "No high-severity issues left"
+    PLAN_DONE = "plan_done", "Every task of the plan ran and the document was assembled"
+    AWAITING_APPROVAL = "awaiting_approval", "Waiting for you to approve the plan"
     BUDGET = "budget", "Spent the session's credit budget"
     OUT_OF_CREDITS = "out_of_credits", "Out of credits"
     USER_STOPPED = "user_stopped", "Stopped by you"

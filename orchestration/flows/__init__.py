@@ -9,8 +9,9 @@ of structured replies in structured.py. See docs/flows.md.
 from __future__ import annotations
 
 from orchestration.evaluation import Evaluation, parse_reply
-from orchestration.flows.base import AgentCall, Finished, FlowPolicy, Output, Recipe, Step
+from orchestration.flows.base import AgentCall, Finished, FlowPolicy, Output, Recipe, Step, Waiting
 from orchestration.flows.editorial import EditorialFlow
+from orchestration.flows.planned import PLANNED_RECIPES, PlannedFlow, call_material, parse_planned
 from orchestration.flows.recipes import id_prefix, number_issues, recipe_text, review_material
 from orchestration.flows.roundtable import RoundtableFlow
 from orchestration.flows.sequential import SequentialFlow
@@ -21,6 +22,7 @@ POLICIES: dict[str, FlowPolicy] = {
     Flow.SEQUENTIAL: SequentialFlow(),
     Flow.EDITORIAL: EditorialFlow(),
     Flow.ROUNDTABLE: RoundtableFlow(),
+    Flow.PLANNED: PlannedFlow(),
 }
 
 
@@ -35,7 +37,11 @@ _RESULT_KIND = {Recipe.SYNTHESIZE: "decisions", Recipe.MODERATE: "resolutions"}
 
 
 def parse_result(
-    recipe: str, text: str, criteria: list[tuple[str, float]], inputs: tuple[int, ...] = ()
+    recipe: str,
+    text: str,
+    criteria: list[tuple[str, float]],
+    inputs: tuple[int, ...] = (),
+    call: AgentCall | None = None,
 ) -> tuple[str, Evaluation, dict]:
     """Split a reply by its recipe: (document or "" for notes, evaluation, Turn.result). Never raises.
 
@@ -43,7 +49,11 @@ def parse_result(
     synthesize -> result {"decisions": [...], "tier", "inputs": [review turn ids]}
     moderate   -> result {"resolutions": [...], "tier", "inputs": [review turn ids]}
     revise     -> result {}
+    plan / task / verify / assemble (the planned flow, needs `call`) -> see planned.parse_planned; a
+        result's "_events" [(kind, payload)] are journalled by the engine with the turn.
     """
+    if call is not None and recipe in PLANNED_RECIPES:
+        return parse_planned(call, text, criteria)
     document, evaluation = parse_reply(text, criteria)
     if recipe == Recipe.CRITIQUE:
         issues, tier = parse_items(document, "issues")
@@ -78,6 +88,8 @@ __all__ = [
     "Output",
     "Recipe",
     "Step",
+    "Waiting",
+    "call_material",
     "get_policy",
     "parse_result",
     "recipe_text",

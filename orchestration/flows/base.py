@@ -19,6 +19,7 @@ class Output(StrEnum):
 
     DOCUMENT = "document"  # replaces the working document (writer, synthesizer, moderator)
     NOTES = "notes"  # critique: comments and structured issues, read by a later call
+    PLAN = "plan"  # a task graph, parsed into Turn.result (the planned flow)
 
 
 class Recipe(StrEnum):
@@ -28,6 +29,10 @@ class Recipe(StrEnum):
     CRITIQUE = "critique"  # review the document: comments + structured issues + scores; no document
     SYNTHESIZE = "synthesize"  # merge editors' feedback into the next version; say what was taken and why
     MODERATE = "moderate"  # resolve critics' issues in a revision; say issue by issue what was done
+    PLAN = "plan"  # turn the brief into a task graph (JSON), or repair an invalid one
+    TASK = "task"  # carry out one task of the plan from its dependencies' results
+    VERIFY = "verify"  # check one task's output against its expected output: a verdict and notes
+    ASSEMBLE = "assemble"  # merge the tasks' outputs into the document, in plan order
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,12 @@ class AgentCall:
     output: str = Output.DOCUMENT
     inputs: tuple[int, ...] = ()  # ids of completed turns this call reads (the critiques to act on)
     phase: str = ""  # what the live page calls this part of the round: "writing", "reviewing"...
+    # The planned flow (orchestration/flows/planned.py): per-call instructions, the model the router chose
+    # (a catalogue row id; None = the agent's model, then its fallback) and what the engine journals when
+    # the call starts and needs when it parses the reply ({"journal": [(kind, payload)], ...}).
+    task: str = ""
+    model_id: int | None = None
+    context: dict = field(default_factory=dict, compare=False)
 
     @property
     def writes_document(self) -> bool:
@@ -67,6 +78,14 @@ class Finished:
 
 
 @dataclass(frozen=True)
+class Waiting:
+    """The next move is the user's (approve the plan): the engine pauses with this reason."""
+
+    reason: str  # a StopReason value
+    detail: str = ""
+
+
+@dataclass(frozen=True)
 class CallShape:
     """How a flow spends calls per round, for the credit estimate (billing.pricing)."""
 
@@ -79,7 +98,7 @@ class CallShape:
 class FlowPolicy(Protocol):
     name: str
 
-    def next_step(self, session: WritingSession) -> Step | Finished:
+    def next_step(self, session: WritingSession) -> Step | Finished | Waiting:
         """The next calls to run, from the database alone; Finished when the flow is done."""
 
     def validate(self, session: WritingSession, agents: list[Agent]) -> list[str]:

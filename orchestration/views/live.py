@@ -99,6 +99,13 @@ def session_continue(request: HttpRequest, pk: int) -> HttpResponse:
     return _control(request, pk, act)
 
 
+@login_required
+@require_POST
+def session_approve_plan(request: HttpRequest, pk: int) -> HttpResponse:
+    """The planned flow's "approve plan" pause: approve the task graph shown on the page and run it."""
+    return _control(request, pk, lambda s: services.approve_plan(session=s, user=request.user))
+
+
 urls = [
     path("sessions/<int:pk>/", session_detail, name="session_detail"),
     path("sessions/<int:pk>/events/", session_events, name="session_events"),
@@ -106,4 +113,5 @@ urls = [
     path("sessions/<int:pk>/resume/", session_resume, name="session_resume"),
     path("sessions/<int:pk>/stop/", session_stop, name="session_stop"),
     path("sessions/<int:pk>/continue/", session_continue, name="session_continue"),
+    path("sessions/<int:pk>/approve-plan/", session_approve_plan, name="session_approve_plan"),
 ]
