@@ -195,7 +195,11 @@ class PipelineFlow:
         score, result = Turn.objects.filter(pk=review_id).values_list("overall_score", "result").first() or (None, {})
         applied = (result or {}).get("applied", 0)
         proposed = len((result or {}).get("edits") or [])
-        edits = f"{applied} of {proposed} proposed edit{'s' if proposed != 1 else ''} applied"
+        edits = (
+            f"{applied} of {proposed} proposed edit{'s' if proposed != 1 else ''} applied"
+            if proposed
+            else "the review proposed no edits"
+        )
         threshold = config["revise_below"]
         if threshold is None:
             return Finished(StopReason.PIPELINE_DONE, f"Researched, planned, built and reviewed; {edits}.")
