@@ -73,6 +73,8 @@ INSTALLED_APPS = [
     "accounts",
     "orchestration",
     "billing",
+    "ninja",  # django-ninja: its Swagger UI assets are served from our static files, not a CDN
+    "api",
 ]
 
 MIDDLEWARE = [
@@ -88,6 +90,7 @@ MIDDLEWARE = [
     "django_htmx.middleware.HtmxMiddleware",
     "allauth.account.middleware.AccountMiddleware",
     "accounts.middleware.UserTimezoneMiddleware",
+    "api.middleware.ApiJsonErrorsMiddleware",  # /api/ errors in one JSON shape (api/errors.py)
 ]
 
 ROOT_URLCONF = "atelier.urls"
