@@ -344,14 +344,17 @@ async def _next_events(cursor: _Cursor, inbox: asyncio.Queue, wait: float) -> li
     return await _db(cursor.catch_up)
 
 
-async def wait_for_run_end(source: EventSource, *, after: int, timeout: float) -> RunState:
-    """Wait until the run behind `source` ends (for blocking requests such as ``?wait=true``).
+async def wait_for_run_end(source: EventSource, *, timeout: float, after: int | None = None) -> RunState:
+    """Wait until the run behind `source` is no longer active (blocking requests: ``?wait=true``).
 
-    Follows the same stream as an SSE client (so it wakes on the run's final status push, and on
-    a dropped push within the poll interval) and returns the run's final RunState.
+    Follows the run like an SSE client from `after` (default: its current last event, so nothing
+    is replayed), so it wakes on the run's final status push, or within a second if that push was
+    lost. Returns the final RunState (``end["status"]``: completed, stopped, failed, paused...).
     Raises TimeoutError after `timeout` seconds; the run carries on regardless.
     """
     async with asyncio.timeout(timeout):
+        if after is None:
+            after = (await _db(source.state)).last_seq
         stream = follow(source, after=after, heartbeat_seconds=max(timeout, 1.0), poll_seconds=1.0)
         try:
             async for _ in stream:
@@ -359,6 +362,13 @@ async def wait_for_run_end(source: EventSource, *, after: int, timeout: float) -
         finally:
             await stream.aclose()
     return await _db(source.state)
+
+
+def wait_for_run_end_sync(source: EventSource, *, timeout: float, after: int | None = None) -> RunState:
+    """wait_for_run_end for synchronous views and commands (a ninja operation, a management command)."""
+    from asgiref.sync import async_to_sync
+
+    return async_to_sync(wait_for_run_end)(source, timeout=timeout, after=after)
 
 
 # --- Concurrent-stream limit -------------------------------------------------------------------
