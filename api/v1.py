@@ -12,7 +12,7 @@ from ninja import NinjaAPI, Swagger
 
 from api import errors
 from api.auth import AUTH, PlanRateThrottle
-from api.routes import account, projects
+from api.routes import account, projects, streams
 
 api = NinjaAPI(
     title="Atelier API",
@@ -28,3 +28,4 @@ api = NinjaAPI(
 errors.install(api)
 api.add_router("/", account.router)
 api.add_router("/projects", projects.router)
+api.add_router("/", streams.router)
