@@ -11,6 +11,7 @@ urlpatterns = [
     path("api/v1/", api_v1.urls),
     path("accounts/", include("allauth.urls")),
     path("accounts/", include("accounts.urls")),
+    path("settings/api-keys/", include("api.views")),
     path("billing/", include("billing.urls")),
     path("stripe/", include("djstripe.urls", namespace="djstripe")),
     path("", include("orchestration.urls")),
