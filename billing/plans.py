@@ -41,6 +41,10 @@ class Plan:
     max_projects: int
     max_sessions: int  # drafts and finished sessions included
     max_reference_chars: int  # text of every stored reference document, summed
+    # Public API (issue 13): requests per minute per API key (or per browser session), and Server-Sent
+    # Event streams a key may hold open at once.
+    api_requests_per_minute: int
+    api_concurrent_streams: int
     # Planned flows (orchestration/flows/planned.py): the largest task graph a planner may return, and how
     # many agent calls of one session run at once, overall and against one provider (the engine's limits).
     max_plan_tasks: int = 0
@@ -94,6 +98,8 @@ PLANS: dict[str, Plan] = {
         max_projects=20,
         max_sessions=100,
         max_reference_chars=10_000_000,
+        api_requests_per_minute=60,
+        api_concurrent_streams=2,
         max_plan_tasks=0,
         max_parallel_calls=2,
         max_calls_per_provider=2,
@@ -112,6 +118,8 @@ PLANS: dict[str, Plan] = {
         max_projects=200,
         max_sessions=2_000,
         max_reference_chars=100_000_000,
+        api_requests_per_minute=300,
+        api_concurrent_streams=5,
         max_plan_tasks=8,
         max_parallel_calls=4,
         max_calls_per_provider=3,
@@ -130,6 +138,8 @@ PLANS: dict[str, Plan] = {
         max_projects=1_000,
         max_sessions=10_000,
         max_reference_chars=400_000_000,
+        api_requests_per_minute=1200,
+        api_concurrent_streams=20,
         max_plan_tasks=16,
         max_parallel_calls=8,
         max_calls_per_provider=4,

@@ -11,9 +11,10 @@ from __future__ import annotations
 from orchestration.evaluation import Evaluation, parse_reply
 from orchestration.flows.base import AgentCall, Finished, FlowPolicy, Output, Recipe, Step, Waiting
 from orchestration.flows.editorial import EditorialFlow
+from orchestration.flows.pipeline import PipelineFlow
 from orchestration.flows.planned import PLANNED_RECIPES, PlannedFlow, call_material, parse_planned
 from orchestration.flows.recipes import id_prefix, number_issues, recipe_text, review_material
-from orchestration.flows.roundtable import RoundtableFlow
+from orchestration.flows.roundtable import RoundtableFlow, previous_resolutions
 from orchestration.flows.sequential import SequentialFlow
 from orchestration.flows.structured import parse_items, severity_counts, strip_blocks
 from orchestration.models import Flow, Turn
@@ -22,6 +23,7 @@ POLICIES: dict[str, FlowPolicy] = {
     Flow.SEQUENTIAL: SequentialFlow(),
     Flow.EDITORIAL: EditorialFlow(),
     Flow.ROUNDTABLE: RoundtableFlow(),
+    Flow.PIPELINE: PipelineFlow(),
     Flow.PLANNED: PlannedFlow(),
 }
 
@@ -36,11 +38,16 @@ def get_policy(flow: str) -> FlowPolicy:
 _RESULT_KIND = {Recipe.SYNTHESIZE: "decisions", Recipe.MODERATE: "resolutions"}
 
 
+PIPELINE_RECIPES = (Recipe.RESEARCH, Recipe.OUTLINE, Recipe.BUILD, Recipe.REVIEW)
+
+
 def parse_result(
     recipe: str,
     text: str,
     criteria: list[tuple[str, float]],
     inputs: tuple[int, ...] = (),
+    passages: tuple[int, ...] = (),
+    *,
     call: AgentCall | None = None,
 ) -> tuple[str, Evaluation, dict]:
     """Split a reply by its recipe: (document or "" for notes, evaluation, Turn.result). Never raises.
@@ -49,12 +56,18 @@ def parse_result(
     synthesize -> result {"decisions": [...], "tier", "inputs": [review turn ids]}
     moderate   -> result {"resolutions": [...], "tier", "inputs": [review turn ids]}
     revise     -> result {}
+    research, outline, build, review -> see flows.pipeline.parse_stage (review: the merged document)
     plan / task / verify / assemble (the planned flow, needs `call`) -> see planned.parse_planned; a
         result's "_events" [(kind, payload)] are journalled by the engine with the turn.
     """
     if call is not None and recipe in PLANNED_RECIPES:
         return parse_planned(call, text, criteria)
     document, evaluation = parse_reply(text, criteria)
+    if recipe in PIPELINE_RECIPES:
+        from orchestration.flows.pipeline import parse_stage
+
+        document, result = parse_stage(recipe, document, inputs, passages)
+        return document, evaluation, result
     if recipe == Recipe.CRITIQUE:
         issues, tier = parse_items(document, "issues")
         return "", evaluation, {"issues": issues, "tier": tier, "counts": severity_counts(issues)}
@@ -81,6 +94,14 @@ def review_feedback(recipe: str, inputs: tuple[int, ...]) -> list[tuple[str, str
     return feedback
 
 
+def critique_feedback(flow: str, inputs: tuple[int, ...]) -> list[tuple[str, str]]:
+    """What a reviewer reads besides the document: nothing, except a roundtable critic after round 1, who
+    reads the moderator's resolutions of the previous round (its call's inputs; see roundtable.next_step)."""
+    if flow != Flow.ROUNDTABLE or not inputs:
+        return []
+    return previous_resolutions(inputs)
+
+
 __all__ = [
     "AgentCall",
     "Finished",
@@ -90,6 +111,7 @@ __all__ = [
     "Step",
     "Waiting",
     "call_material",
+    "critique_feedback",
     "get_policy",
     "parse_result",
     "recipe_text",

@@ -29,6 +29,12 @@ class Recipe(StrEnum):
     CRITIQUE = "critique"  # review the document: comments + structured issues + scores; no document
     SYNTHESIZE = "synthesize"  # merge editors' feedback into the next version; say what was taken and why
     MODERATE = "moderate"  # resolve critics' issues in a revision; say issue by issue what was done
+    # The research -> plan -> build -> review pipeline (flows/pipeline.py):
+    RESEARCH = "research"  # a summary of retrieved passages with numbered citations; no document
+    OUTLINE = "outline"  # an outline and the sections with their goals; no document
+    BUILD = "build"  # the full draft, obeying the brief's tone, length and format settings
+    REVIEW = "review"  # scores, flags and find/replace edits; Atelier applies the edits (the merged version)
+    # The planned flow (flows/planned.py):
     PLAN = "plan"  # turn the brief into a task graph (JSON), or repair an invalid one
     TASK = "task"  # carry out one task of the plan from its dependencies' results
     VERIFY = "verify"  # check one task's output against its expected output: a verdict and notes
@@ -45,6 +51,7 @@ class AgentCall:
     output: str = Output.DOCUMENT
     inputs: tuple[int, ...] = ()  # ids of completed turns this call reads (the critiques to act on)
     phase: str = ""  # what the live page calls this part of the round: "writing", "reviewing"...
+    passages: tuple[int, ...] = ()  # retrieved Passage ids this call reads, numbered [1], [2]... (research)
     # The planned flow (orchestration/flows/planned.py): per-call instructions, the model the router chose
     # (a catalogue row id; None = the agent's model, then its fallback) and what the engine journals when
     # the call starts and needs when it parses the reply ({"journal": [(kind, payload)], ...}).
