@@ -383,7 +383,9 @@ _FLOW_ROLES = {
 def allowed_flows(user) -> list[str]:
     from billing.gating import check
 
-    return [value for value in Flow.values if check(user, "use_flow", flow=value).allowed]
+    # Only the flows a proposal can describe (_FLOW_ROLES); the pipeline and planned flows need settings and
+    # roles the proposal shape does not carry yet.
+    return [value for value in Flow.values if value in _FLOW_ROLES and check(user, "use_flow", flow=value).allowed]
 
 
 def estimate_credits(*, model: LLMModel, prompt: PlannerPrompt) -> int:
