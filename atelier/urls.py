@@ -2,10 +2,12 @@ from django.contrib import admin
 from django.urls import include, path
 
 from atelier.core import views as core_views
+from atelier.core.metrics_view import metrics_view
 
 urlpatterns = [
     path("", core_views.home, name="home"),
     path("healthz", core_views.healthz, name="healthz"),
+    path("metrics", metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
     path("accounts/", include("allauth.urls")),
     path("accounts/", include("accounts.urls")),
