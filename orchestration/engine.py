@@ -132,10 +132,10 @@ def _prepare_step(session_id: int, owner: str, planned: Step | None = None) -> s
     """
     session = _load(session_id)
     if session.status == Status.STOPPING:
-        _finish(session, Status.STOPPED, Stop(StopReason.USER_STOPPED, USER_STOP), owner=owner)
+        _finish(session, Status.STOPPED, services.requested_stop(session.stop_reason), owner=owner)
         return "stopped"
     if session.status == Status.PAUSING:
-        _pause(session, Stop(StopReason.USER_PAUSED, "Paused by you."), owner=owner)
+        _pause(session, services.requested_stop(session.stop_reason), owner=owner)
         return "paused"
     if session.status not in (Status.QUEUED, Status.RUNNING):
         return "idle"
@@ -174,7 +174,7 @@ def _after_step(session_id: int, owner: str, step: Step, result: StepResult) -> 
         _finish(session, Status.FAILED, Stop(StopReason.ERROR, result.fatal_error), owner=owner)
         return "failed", None
     if session.status == Status.STOPPING or result.cancelled:
-        _finish(session, Status.STOPPED, Stop(StopReason.USER_STOPPED, USER_STOP), owner=owner)
+        _finish(session, Status.STOPPED, services.requested_stop(session.stop_reason), owner=owner)
         return "stopped", None
     if not result.completed_turn_ids:
         return "continue", None
@@ -186,7 +186,7 @@ def _after_step(session_id: int, owner: str, step: Step, result: StepResult) -> 
             _finish(session, Status.COMPLETED, stop, owner=owner)
             return "finished", None
     if session.status == Status.PAUSING:
-        _pause(session, Stop(StopReason.USER_PAUSED, "Paused by you."), owner=owner)
+        _pause(session, services.requested_stop(session.stop_reason), owner=owner)
         return "paused", None
     return "continue", next_decision if isinstance(next_decision, Step) else None
 
@@ -207,7 +207,7 @@ def _finish(session: WritingSession, status: str, stop: Stop, *, owner: str) -> 
             if session.status != Status.STOPPING:
                 logger.info("session %s is already %s; not marking it %s", session.pk, session.status, status)
                 return
-            status, stop = Status.STOPPED, Stop(StopReason.USER_STOPPED, USER_STOP)
+            status, stop = Status.STOPPED, services.requested_stop(session.stop_reason)
         services.set_status(
             session,
             status,
@@ -225,11 +225,12 @@ def _pause(session: WritingSession, stop: Stop, *, owner: str) -> None:
         fence(session.pk, owner)
         session = WritingSession.objects.select_for_update().get(pk=session.pk)
         if session.status == Status.STOPPING:
+            stop = services.requested_stop(session.stop_reason)
             services.set_status(
                 session,
                 Status.STOPPED,
-                stop_reason=StopReason.USER_STOPPED,
-                stop_detail=USER_STOP,
+                stop_reason=stop.reason,
+                stop_detail=stop.detail,
                 finished_at=timezone.now(),
                 final_document=session.document,
             )
@@ -732,14 +733,20 @@ def _begin_turn(
     """
     from billing.pricing import credits_for_usage
     from billing.services import InsufficientCredits, reserve_credits
-    from orchestration.flows import Recipe, critique_feedback, recipe_text, review_feedback
+    from orchestration.flows import PIPELINE_RECIPES, Recipe, critique_feedback, recipe_text, review_feedback
+    from orchestration.flows.pipeline import material as pipeline_material
     from orchestration.prompts import PromptTooLarge, build_prompt
     from orchestration.providers import ModelRequest
     from orchestration.reasoning import plan_for_agent
 
     call = call or AgentCall(agent_id=agent.pk)
     recipe = recipe_text(call.recipe)
-    if call.recipe in (Recipe.SYNTHESIZE, Recipe.MODERATE):
+    instruction = recipe.instruction
+    references = None
+    if call.recipe in PIPELINE_RECIPES:  # numbered source passages and the earlier stages' output
+        stage = pipeline_material(session, call)
+        feedback, references, instruction = stage.feedback, stage.references, stage.instruction or instruction
+    elif call.recipe in (Recipe.SYNTHESIZE, Recipe.MODERATE):
         feedback = review_feedback(call.recipe, call.inputs)
     elif call.recipe == Recipe.CRITIQUE:
         # Reviewers work independently, on the same document; a roundtable critic after round 1 also reads how
@@ -749,7 +756,8 @@ def _begin_turn(
         feedback = _feedback_for(session, agent)
     # Thinking shares the output allowance (and so the context window): fit and reserve for the total.
     plan = plan_for_agent(agent, model)
-    references = [(r.title, r.content) for r in session.references.all()]
+    if references is None:
+        references = [(r.title, r.content) for r in session.references.all()]
     try:
         prompt = build_prompt(
             role_prompt=agent.role_prompt,
@@ -768,7 +776,7 @@ def _begin_turn(
             flow_rules=recipe.rules,
             evaluation_lead=recipe.evaluation_lead,
             feedback_heading=recipe.inputs_heading,
-            instruction=recipe.instruction,
+            instruction=instruction,
         )
     except PromptTooLarge as error:
         return CallOutcome("too_large", None, f"{model.display_name}: {error}")
@@ -875,7 +883,7 @@ def _complete_turn(
     reasoning = "\n\n".join(part for part in (reasoning, thinking) if part)
     if outcome == "normal":
         document, evaluation, flow_result = parse_result(
-            call.recipe, answer, [(c.name, c.weight) for c in agent.criteria.all()], call.inputs
+            call.recipe, answer, [(c.name, c.weight) for c in agent.criteria.all()], call.inputs, call.passages
         )
         status, error = Turn.TurnStatus.COMPLETED, ""
     else:
@@ -1062,6 +1070,8 @@ def _abandon_turn(
     with transaction.atomic():
         fence(session_id, owner)
         session = WritingSession.objects.select_related("project__owner").get(pk=session_id)
+        if status == Turn.TurnStatus.CANCELLED:  # say who stopped it: the owner or Atelier staff
+            error = services.requested_stop(session.stop_reason).detail
         updated = Turn.objects.filter(pk=turn_id, status=Turn.TurnStatus.STREAMING).update(
             status=status, output_text=text, reasoning=reasoning, error=error[:2000], finished_at=timezone.now()
         )

@@ -117,6 +117,7 @@ class Flow(models.TextChoices):
     SEQUENTIAL = "sequential", "Sequential turns"
     EDITORIAL = "editorial", "Writer, parallel editors, synthesizer"
     ROUNDTABLE = "roundtable", "Roundtable: parallel critics and a moderator"
+    PIPELINE = "pipeline", "Research, plan, build, review"
 
 
 class Status(models.TextChoices):
@@ -160,10 +161,13 @@ class StopReason(models.TextChoices):
     SCORE_THRESHOLD = "score_threshold", "Reached the score threshold"
     CONVERGED = "converged", "The document converged"
     NO_HIGH_ISSUES = "no_high_issues", "No high-severity issues left"
+    PIPELINE_DONE = "pipeline_done", "Researched, planned, built and reviewed"
     BUDGET = "budget", "Spent the session's credit budget"
     OUT_OF_CREDITS = "out_of_credits", "Out of credits"
     USER_STOPPED = "user_stopped", "Stopped by you"
     USER_PAUSED = "user_paused", "Paused by you"
+    STAFF_STOPPED = "staff_stopped", "Stopped by Atelier staff"
+    STAFF_PAUSED = "staff_paused", "Paused by Atelier staff"
     ERROR = "error", "Failed"
 
 
@@ -341,6 +345,11 @@ class Criterion(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+def turn_reservation_key(turn_id: int) -> str:
+    """The idempotency key of the credit reservation a turn makes when it starts (billing ledger)."""
+    return f"turn:{turn_id}:reserve"
 
 
 class Turn(models.Model):
