@@ -339,7 +339,8 @@ def build_planner_prompt(
     from orchestration.flows import get_policy
 
     flows = "\n".join(
-        f"- {value}: {get_policy(value).description} Roles: {_FLOW_ROLES[value]}" for value in allowed_flows
+        f"- {value}: {get_policy(value).description} Roles: {_FLOW_ROLES.get(value, 'see the flow')}"
+        for value in allowed_flows
     )
     system = (
         "You design a team of AI agents that will write and refine a document together in rounds.\n"
@@ -379,6 +380,7 @@ _FLOW_ROLES = {
     Flow.SEQUENTIAL: "any roles (writer, editor, critic...); each agent revises the whole document in turn.",
     Flow.EDITORIAL: "exactly one writer, one or more editors, exactly one synthesizer.",
     Flow.ROUNDTABLE: "one or more critics, exactly one moderator.",
+    Flow.PIPELINE: "exactly one researcher, one planner, one builder and one reviewer, in that order.",
 }
 
 
