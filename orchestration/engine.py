@@ -726,14 +726,20 @@ def _begin_turn(
     """
     from billing.pricing import credits_for_usage
     from billing.services import InsufficientCredits, reserve_credits
-    from orchestration.flows import Recipe, critique_feedback, recipe_text, review_feedback
+    from orchestration.flows import PIPELINE_RECIPES, Recipe, critique_feedback, recipe_text, review_feedback
+    from orchestration.flows.pipeline import material as pipeline_material
     from orchestration.prompts import PromptTooLarge, build_prompt
     from orchestration.providers import ModelRequest
     from orchestration.reasoning import plan_for_agent
 
     call = call or AgentCall(agent_id=agent.pk)
     recipe = recipe_text(call.recipe)
-    if call.recipe in (Recipe.SYNTHESIZE, Recipe.MODERATE):
+    instruction = recipe.instruction
+    references = None
+    if call.recipe in PIPELINE_RECIPES:  # numbered source passages and the earlier stages' output
+        stage = pipeline_material(session, call)
+        feedback, references, instruction = stage.feedback, stage.references, stage.instruction or instruction
+    elif call.recipe in (Recipe.SYNTHESIZE, Recipe.MODERATE):
         feedback = review_feedback(call.recipe, call.inputs)
     elif call.recipe == Recipe.CRITIQUE:
         # Reviewers work independently, on the same document; a roundtable critic after round 1 also reads how
@@ -743,7 +749,8 @@ def _begin_turn(
         feedback = _feedback_for(session, agent)
     # Thinking shares the output allowance (and so the context window): fit and reserve for the total.
     plan = plan_for_agent(agent, model)
-    references = [(r.title, r.content) for r in session.references.all()]
+    if references is None:
+        references = [(r.title, r.content) for r in session.references.all()]
     try:
         prompt = build_prompt(
             role_prompt=agent.role_prompt,
@@ -762,7 +769,7 @@ def _begin_turn(
             flow_rules=recipe.rules,
             evaluation_lead=recipe.evaluation_lead,
             feedback_heading=recipe.inputs_heading,
-            instruction=recipe.instruction,
+            instruction=instruction,
         )
     except PromptTooLarge as error:
         return CallOutcome("too_large", None, f"{model.display_name}: {error}")
@@ -869,7 +876,7 @@ def _complete_turn(
     reasoning = "\n\n".join(part for part in (reasoning, thinking) if part)
     if outcome == "normal":
         document, evaluation, flow_result = parse_result(
-            call.recipe, answer, [(c.name, c.weight) for c in agent.criteria.all()], call.inputs
+            call.recipe, answer, [(c.name, c.weight) for c in agent.criteria.all()], call.inputs, call.passages
         )
         status, error = Turn.TurnStatus.COMPLETED, ""
     else:

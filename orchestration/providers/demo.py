@@ -1139,6 +1139,12 @@ def demo_reply(request: ModelRequest) -> str:
     if str(request.metadata.get("recipe") or "") == "suggest_team":
         return team_reply(request)
     inputs = read_inputs(request)
+    if inputs.recipe in ("research", "outline", "build", "review"):
+        from orchestration.providers import demo_pipeline
+
+        if inputs.recipe == "build":
+            return demo_pipeline.build_reply(inputs, request.user)
+        return getattr(demo_pipeline, f"{inputs.recipe}_reply")(inputs)
     if inputs.recipe == "critique":
         return critique_reply(inputs)
     if inputs.recipe in ("synthesize", "moderate"):
