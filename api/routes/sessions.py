@@ -77,14 +77,30 @@ def _clean_agent(request: HttpRequest, session: WritingSession, spec: AgentIn, i
     return {**fields, "active": spec.active}, criteria
 
 
+def _flow_config_fields(flow: str, current: dict, requested: dict | None) -> dict[str, Any]:
+    """The settings form's per-flow fields (roundtable ``stop_*``, pipeline ``pipeline_*``) for
+    ``flow``: its defaults, then the session's config when it already has this flow, then the request's."""
+    from orchestration.flows import pipeline, roundtable
+
+    defaults, prefix = {
+        Flow.ROUNDTABLE: (roundtable.DEFAULT_CONFIG, ""),
+        Flow.PIPELINE: (pipeline.DEFAULT_CONFIG, "pipeline_"),
+    }.get(flow, ({}, ""))
+    unknown = sorted(set(requested or {}) - set(defaults))
+    if unknown:
+        allowed = ", ".join(defaults) or "none for this flow"
+        message = f"Unknown setting{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}. Allowed: {allowed}."
+        raise ApiError(422, "The request has invalid fields.", errors=[{"field": "flow_config", "message": message}])
+    config = {**defaults, **current, **(requested or {})}
+    return {f"{prefix}{key}": ("" if config.get(key) is None else config.get(key)) for key in defaults}
+
+
 def _settings_data(session: WritingSession, payload: SessionSettingsIn) -> dict[str, Any]:
     """The settings form's data: the session's current values overlaid with what the request sets."""
-    from orchestration.flows.roundtable import DEFAULT_CONFIG
-
     data: dict[str, Any] = model_to_dict(session, fields=SessionSettingsForm._meta.fields)
     changes = payload.dict(exclude_unset=True, include=set(SessionSettingsIn.model_fields))
     index = changes.pop("threshold_agent_index", "unset")
-    config = {**DEFAULT_CONFIG, **(session.flow_config or {}), **(changes.pop("flow_config", None) or {})}
+    requested_config = changes.pop("flow_config", None)
     data.update(changes)
     data = {k: ("" if v is None else v) for k, v in data.items()}
     if index != "unset":
@@ -96,9 +112,11 @@ def _settings_data(session: WritingSession, payload: SessionSettingsIn) -> dict[
                 errors=[{"field": "threshold_agent_index", "message": f"No agent at index {index} in this team."}],
             )
         data["threshold_agent"] = "" if index is None else agents[index]
-    data["stop_when_no_high_issues"] = bool(config.get("stop_when_no_high_issues"))
-    below = config.get("stop_below_change_percent")
-    data["stop_below_change_percent"] = "" if below is None else below
+    flow = data.get("flow") or session.flow
+    current = (session.flow_config or {}) if flow == session.flow else {}
+    data.update(_flow_config_fields(flow, current, requested_config))
+    if "stop_when_no_high_issues" in data:
+        data["stop_when_no_high_issues"] = bool(data["stop_when_no_high_issues"])
     return data
 
 
@@ -299,13 +317,20 @@ def list_turns(request: HttpRequest, session_id: int, round: int | None = None, 
     return paginate(turns, limit=limit, offset=offset)
 
 
-@router.get("/{int:session_id}/report", response={200: dict, **ERRORS}, summary="The flow's convergence report")
+@router.get("/{int:session_id}/report", response={200: dict, **ERRORS}, summary="The flow's report")
 def session_report(request: HttpRequest, session_id: int):
-    """The roundtable's convergence report (issues by round and severity, verdict); 404 for flows
+    """The roundtable's convergence report (issues by round and severity, verdict) or the pipeline's
+    run report (research sources, plan, builds, reviews): the page's report as JSON. 404 for flows
     that have none (sequential, editorial: their run summary is the session itself and its turns)."""
-    from orchestration.flows.roundtable import convergence_report
-
     session = owned_session(request, session_id)
-    if session.flow != Flow.ROUNDTABLE:
-        raise ApiError(404, f"The {session.get_flow_display()} flow has no convergence report.")
-    return {"session_id": session.pk, "title": session.title, **convergence_report(session).as_dict()}
+    if session.flow == Flow.PIPELINE:
+        from orchestration.pipeline_report import pipeline_report
+
+        report = pipeline_report(session).as_dict()
+    elif session.flow == Flow.ROUNDTABLE:
+        from orchestration.flows.roundtable import convergence_report
+
+        report = convergence_report(session).as_dict()
+    else:
+        raise ApiError(404, f"The {session.get_flow_display()} flow has no report.")
+    return {"session_id": session.pk, "title": session.title, "flow": session.flow, **report}

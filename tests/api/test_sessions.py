@@ -215,7 +215,7 @@ def test_pause_and_resume(api, project, demo_llm, instant_demo):
 def test_the_report_exists_only_for_the_roundtable(api, project, demo_llm):
     sid = new_session(api, project).json()["id"]
     body = assert_error(api.get(f"sessions/{sid}/report"), 404)
-    assert "no convergence report" in body["message"]
+    assert "has no report" in body["message"]
 
 
 def test_models_say_what_the_plan_allows_with_prices(api, demo_llm, cheap_llm, premium_llm, owner):
