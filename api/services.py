@@ -56,7 +56,8 @@ def create_api_key(*, owner, name: str) -> tuple[ApiKey, str]:
     name = name.strip()
     if not name:
         raise ApiKeyError("Give the key a name, e.g. the script or machine that will use it.")
-    if len(name) > ApiKey._meta.get_field("name").max_length:
+    limit = ApiKey._meta.get_field("name").max_length
+    if limit is not None and len(name) > limit:
         raise ApiKeyError("Key names are at most 80 characters.")
     hold_user_lock(user=owner)  # concurrent creates count one after another
     if ApiKey.objects.filter(owner=owner, revoked_at__isnull=True).count() >= MAX_ACTIVE_KEYS:

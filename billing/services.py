@@ -417,7 +417,7 @@ def release_orphaned_reservation(*, orphan: OrphanedReservation) -> None:
     """
     from django.contrib.auth import get_user_model
 
-    if orphan.turn_streaming and orphan.session_id is not None:
+    if orphan.turn_streaming and orphan.session_id is not None and orphan.turn_id is not None:
         from orchestration.engine import fail_turn
 
         fail_turn(session_id=orphan.session_id, turn_id=orphan.turn_id, text=None)

@@ -10,6 +10,7 @@ from typing import Any
 from django import forms
 from django.forms import inlineformset_factory
 
+from atelier.core.forms import field_of
 from orchestration import reasoning
 from orchestration.catalogue import temperature_help
 from orchestration.models import (
@@ -138,7 +139,7 @@ class FlowOption:
     roles: str = ""  # the roles the flow gives parts to, as the builder's role field expects them
 
 
-FLOW_ROLES = {
+FLOW_ROLES: dict[str, str] = {
     Flow.SEQUENTIAL: "any roles; every agent revises in turn",
     Flow.EDITORIAL: "one “writer”, one or more “editor”s, one “synthesizer”",
     Flow.ROUNDTABLE: "one or more “critic”s, one “moderator”",
@@ -185,7 +186,9 @@ class NewSessionForm(forms.Form):
     def __init__(self, *args: Any, presets=(), **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.presets = {str(p.pk): p for p in presets}
-        self.fields["preset"].choices = [("", "Blank team")] + [(pk, p.name) for pk, p in self.presets.items()]
+        field_of(self, "preset", forms.ChoiceField).choices = [("", "Blank team")] + [
+            (pk, p.name) for pk, p in self.presets.items()
+        ]
 
     def clean_preset(self):
         value = self.cleaned_data["preset"]
@@ -251,7 +254,8 @@ class SessionSettingsForm(forms.ModelForm):
         self.user = user
         # A draft may be incomplete; starting checks the brief (services.validate_for_start).
         self.fields["brief"].required = False
-        self.fields["brief"].needed_to_start = True  # shown as such, not as "optional"
+        # An attribute of our own, read by the field template: shown as needed to start, not as "optional".
+        self.fields["brief"].needed_to_start = True  # type: ignore[attr-defined]
         self.starting_document = None
         if self.instance.pk and self.instance.status != Status.DRAFT:
             # Once a session has run, WritingSession.document is the engine's working document: the
@@ -260,15 +264,17 @@ class SessionSettingsForm(forms.ModelForm):
 
             del self.fields["document"]
             self.starting_document = starting_document(self.instance)
-        self.fields["threshold_agent"].queryset = Agent.objects.filter(session=self.instance)
-        self.fields["threshold_agent"].empty_label = "Any agent"
+        threshold_agent = field_of(self, "threshold_agent", forms.ModelChoiceField)
+        threshold_agent.queryset = Agent.objects.filter(session=self.instance)
+        threshold_agent.empty_label = "Any agent"
         self.fields["score_threshold"].widget.attrs.update(step="0.1", min="0", max="10")
         self.fields["convergence_percent"].widget.attrs.update(step="0.5", min="0", max="100")
 
     def clean(self) -> dict[str, Any]:
         from orchestration.flows.roundtable import ConfigError, clean_config
 
-        cleaned = super().clean()
+        super().clean()
+        cleaned = self.cleaned_data  # what Form.clean() returns (django-stubs allows None)
         if cleaned.get("flow") == Flow.ROUNDTABLE and "stop_below_change_percent" not in self.errors:
             raw = {
                 "stop_when_no_high_issues": bool(cleaned.get("stop_when_no_high_issues")),
@@ -288,7 +294,7 @@ class SessionSettingsForm(forms.ModelForm):
 
         session = super().save(commit=False)
         if commit:
-            fields = [f for f in self._meta.fields if f in self.cleaned_data]
+            fields = [f for f in (self._meta.fields or ()) if f in self.cleaned_data]
             if self.cleaned_data.get("flow") == Flow.ROUNDTABLE:
                 fields.append("flow_config")  # set by clean() from the roundtable's own fields
             self.saved = save_session_settings(session=session, changes={f: getattr(session, f) for f in fields})
@@ -357,7 +363,9 @@ class AgentForm(forms.ModelForm):
         self.fields["thinking_budget_tokens"].widget.attrs.update(min="0", step="1024")
         # Temperature does not reach every model (Anthropic, OpenAI reasoning models): say so per model.
         current = self.instance.model if self.instance.pk and self.instance.model_id else None
-        offered = self.fields["model"].queryset.filter(enabled=True)
+        choosable = field_of(self, "model", forms.ModelChoiceField).queryset
+        assert choosable is not None  # a model form's foreign-key field always has one
+        offered = choosable.filter(enabled=True)
         self.fields["temperature"].help_text = temperature_help(current, offered)
 
     def _check_model(self, model: LLMModel | None) -> LLMModel | None:
@@ -374,14 +382,15 @@ class AgentForm(forms.ModelForm):
             )
         return model
 
-    def clean_model(self) -> LLMModel:
+    def clean_model(self) -> LLMModel | None:
         return self._check_model(self.cleaned_data.get("model"))
 
     def clean_fallback_model(self) -> LLMModel | None:
         return self._check_model(self.cleaned_data.get("fallback_model"))
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data  # what Form.clean() returns (django-stubs allows None)
         if data.get("fallback_model") and data.get("fallback_model") == data.get("model"):
             self.add_error("fallback_model", "The fallback must be a different model.")
         self._clean_reasoning(data)
@@ -443,7 +452,8 @@ class ReferenceForm(forms.Form):
         super().__init__(*args, **kwargs)
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data  # what Form.clean() returns (django-stubs allows None)
         if data.get("content", "").strip() and not data.get("title", "").strip():
             data["title"] = data["content"].strip().splitlines()[0][:80]
         return data

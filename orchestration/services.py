@@ -370,7 +370,7 @@ def requested_stop(reason: str) -> Stop:
     The engine reads the reason back from the session when it ends or pauses the run, so a staff stop
     reads "Stopped by Atelier staff." to the owner and never "Stopped by you.".
     """
-    details = {
+    details: dict[str, str] = {
         StopReason.STAFF_STOPPED: "Stopped by Atelier staff.",
         StopReason.STAFF_PAUSED: "Paused by Atelier staff. You can resume it.",
         StopReason.USER_PAUSED: "Paused by you.",

@@ -26,7 +26,6 @@ import logging
 import re
 import uuid
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -173,7 +172,8 @@ class TeamProposal(BaseModel):
         from orchestration.flows import get_policy
 
         team = [Agent(name=a.name, role=a.role) for a in self.agents]
-        problems = get_policy(self.flow).validate(SimpleNamespace(flow_config=self.flow_config()), team)
+        unsaved = WritingSession(flow=self.flow, flow_config=self.flow_config())  # never saved: validation only
+        problems = get_policy(self.flow).validate(unsaved, team)
         if problems:
             raise ValueError(" ".join(problems))
         return self
@@ -319,7 +319,8 @@ def default_planner(user) -> LLMModel | None:
     proposal; the Demo model (a rule-based planner, not a language model) when no language model is usable."""
     options = planner_options(user)
     capable = [m for m in options if not m.is_demo and m.max_output_tokens >= PLANNER_MAX_OUTPUT_TOKENS // 2]
-    return (capable or options or [None])[0]
+    choices = capable or options
+    return choices[0] if choices else None
 
 
 @dataclass(frozen=True)
@@ -373,7 +374,7 @@ def build_planner_prompt(
     return PlannerPrompt(system=system, user="\n\n".join(parts), max_tokens=max_tokens, metadata=metadata)
 
 
-_FLOW_ROLES = {
+_FLOW_ROLES: dict[str, str] = {
     Flow.SEQUENTIAL: "any roles (writer, editor, critic...); each agent revises the whole document in turn.",
     Flow.EDITORIAL: "exactly one writer, one or more editors, exactly one synthesizer.",
     Flow.ROUNDTABLE: "one or more critics, exactly one moderator.",

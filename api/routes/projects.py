@@ -6,6 +6,7 @@ from ninja import Router, Status
 from api.idempotency import idempotent
 from api.routes.common import form_error, get_owned, paginate, service_error
 from api.schemas import ERRORS, ProjectIn, ProjectOut, ProjectPage, ProjectPatch
+from atelier.core.http import AuthenticatedHttpRequest
 from orchestration import services
 from orchestration.forms import ProjectForm
 from orchestration.models import Project
@@ -19,7 +20,7 @@ def owned_project(request: HttpRequest, pk: int) -> Project:
 
 
 @router.get("", response={200: ProjectPage, **ERRORS}, summary="List your projects, newest activity first")
-def list_projects(request: HttpRequest, archived: bool = False, limit: int = 20, offset: int = 0):
+def list_projects(request: AuthenticatedHttpRequest, archived: bool = False, limit: int = 20, offset: int = 0):
     projects = Project.objects.filter(owner=request.user, archived_at__isnull=not archived).order_by("-updated_at")
     return paginate(projects, limit=limit, offset=offset)
 

@@ -110,8 +110,9 @@ class Command(BaseCommand):
         project_name = options["project"].strip()
         if not project_name:
             raise CommandError("--project must not be empty.")
-        if len(project_name) > Project._meta.get_field("name").max_length:
-            raise CommandError(f"--project is too long (at most {Project._meta.get_field('name').max_length}).")
+        name_limit = Project._meta.get_field("name").max_length
+        if name_limit is not None and len(project_name) > name_limit:
+            raise CommandError(f"--project is too long (at most {name_limit}).")
 
         brief_path = options["brief_file"]
         brief = read_text_file(brief_path, what="Brief", max_chars=MAX_BRIEF_CHARS).strip()
