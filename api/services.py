@@ -19,11 +19,15 @@ import hmac
 import secrets
 import string
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from django.db import transaction
 from django.utils import timezone
 
 from api.models import ApiKey
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 KEY_PREFIX = "atl_"
 PREFIX_LENGTH = len(KEY_PREFIX) + 8
@@ -47,7 +51,7 @@ def hash_key(raw: str) -> str:
 
 
 @transaction.atomic
-def create_api_key(*, owner, name: str) -> tuple[ApiKey, str]:
+def create_api_key(*, owner: User, name: str) -> tuple[ApiKey, str]:
     """A new key for ``owner`` named ``name``; returns (row, the full key). The full key exists only
     in this return value: show it once. Raises ApiKeyError for an empty or over-long name or beyond
     MAX_ACTIVE_KEYS active keys."""

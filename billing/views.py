@@ -3,6 +3,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 import stripe
 from django.contrib import messages
@@ -19,6 +20,9 @@ from atelier.core.http import AuthenticatedHttpRequest
 from billing import services, stripe_api
 from billing.models import CreditEntry, EntryKind, PlanStatus
 from billing.plans import PLAN_ORDER, PLANS, TIER_LABELS
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +60,7 @@ def pricing_page(request: HttpRequest) -> HttpResponse:
     )
 
 
-def _usage_chart(user) -> dict:
+def _usage_chart(user: User) -> dict:
     today = timezone.localdate()
     start = today - dt.timedelta(days=CHART_DAYS - 1)
     rows = dict(
@@ -94,7 +98,7 @@ def _usage_chart(user) -> dict:
     }
 
 
-def _usage_by_session(user) -> list[dict]:
+def _usage_by_session(user: User) -> list[dict]:
     """Credits per session from the ledger (settlements), with calls and provider cost from the turns.
 
     Rows: {"session_id", "title", "url", "credits", "calls", "cost_usd"}; most credits first, top 20.
@@ -132,7 +136,7 @@ def _usage_by_session(user) -> list[dict]:
     return usage
 
 
-def _usage_by_turn_field(user, field: str, label: str) -> list[dict]:
+def _usage_by_turn_field(user: User, field: str, label: str) -> list[dict]:
     """Credits, calls and provider cost of the user's settled turns grouped by `field` (agent or model)."""
     from orchestration.models import Turn
 
@@ -151,11 +155,11 @@ def _usage_by_turn_field(user, field: str, label: str) -> list[dict]:
     return sorted(groups.values(), key=lambda r: (-r["credits"], r["name"]))
 
 
-def _usage_by_model(user) -> list[dict]:
+def _usage_by_model(user: User) -> list[dict]:
     return _usage_by_turn_field(user, "model_used", "model")
 
 
-def _usage_by_agent(user) -> list[dict]:
+def _usage_by_agent(user: User) -> list[dict]:
     return _usage_by_turn_field(user, "agent_name", "agent")
 
 

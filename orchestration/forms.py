@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django import forms
 from django.forms import inlineformset_factory
@@ -26,6 +26,9 @@ from orchestration.models import (
 )
 from orchestration.uploads import MAX_UPLOAD_FILES
 
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
 logger = logging.getLogger(__name__)
 
 
@@ -40,7 +43,7 @@ class _OpenGate:
     upgrade_url: str = ""
 
 
-def gate(user, action: str, **context: Any):
+def gate(user: User, action: str, **context: Any):
     try:
         from billing.gating import check
     except ImportError:
@@ -61,7 +64,7 @@ def credit_estimate(session: WritingSession) -> tuple[int, int] | str | None:
         return str(exc) or "The team cannot be priced yet."
 
 
-def credit_balance(user) -> int | None:
+def credit_balance(user: User) -> int | None:
     try:
         from billing.services import get_balance
     except ImportError:
@@ -102,7 +105,7 @@ def model_label(model: LLMModel) -> str:
     return f"{model.display_name}{thinks} · {prices} · {per_call} ({multiplier})"
 
 
-def model_options(user) -> list[ModelOption]:
+def model_options(user: User) -> list[ModelOption]:
     """Enabled catalogue models; those the plan does not include, or whose provider is not connected on
     this server, stay visible but locked, with the reason (never an environment variable name)."""
     from orchestration.providers import provider_available
@@ -146,7 +149,7 @@ FLOW_ROLES: dict[str, str] = {
 }
 
 
-def flow_options(user) -> list[FlowOption]:
+def flow_options(user: User) -> list[FlowOption]:
     """Every flow with its one-line description, diagram, roles and whether the user's plan allows it."""
     from orchestration.flows import get_policy
 
@@ -259,7 +262,7 @@ class SessionSettingsForm(forms.ModelForm):
         help_text="Empty: never build again. Max rounds caps the builds.",
     )
 
-    def __init__(self, *args: Any, user, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, user: User, **kwargs: Any) -> None:
         from orchestration.flows.roundtable import DEFAULT_CONFIG, ConfigError, clean_config
 
         super().__init__(*args, **kwargs)
@@ -405,7 +408,7 @@ class AgentForm(forms.ModelForm):
         labels = {"max_output_tokens": "Max output tokens", "role_prompt": "Role prompt"}
         widgets = {"role_prompt": forms.Textarea(attrs={"rows": 5})}
 
-    def __init__(self, *args: Any, user, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, user: User, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.user = user
         self.fields["temperature"].widget.attrs.update(step="0.1", min="0", max="2")

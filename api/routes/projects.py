@@ -27,7 +27,7 @@ def list_projects(request: AuthenticatedHttpRequest, archived: bool = False, lim
 
 @router.post("", response={201: ProjectOut, **ERRORS}, summary="Create a project (Idempotency-Key supported)")
 @idempotent(ProjectOut)
-def create_project(request: HttpRequest, payload: ProjectIn):
+def create_project(request: AuthenticatedHttpRequest, payload: ProjectIn):
     form = ProjectForm(data=payload.dict())
     if not form.is_valid():
         raise form_error(form)

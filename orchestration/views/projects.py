@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db import transaction
@@ -18,10 +20,13 @@ from orchestration.models import ACTIVE_STATUSES, Project, ReferenceDocument, St
 from orchestration.retrieval import index_references
 from orchestration.views.access import _get_project_for_user, _get_session_for_user
 
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
 RECENT_SESSIONS = 8
 
 
-def _recent_sessions(user) -> list[WritingSession]:
+def _recent_sessions(user: User) -> list[WritingSession]:
     return list(
         WritingSession.objects.filter(project__owner=user)
         .select_related("project")
@@ -251,7 +256,7 @@ def project_archived(request: AuthenticatedHttpRequest) -> HttpResponse:
 SEARCH_LIMIT = 50
 
 
-def search_sessions(user, query: str, status: str = "") -> list[WritingSession]:
+def search_sessions(user: User, query: str, status: str = "") -> list[WritingSession]:
     """The user's sessions whose title, brief, document or project name contains every word of `query`."""
     sessions = WritingSession.objects.filter(project__owner=user).select_related("project")
     for word in query.split()[:8]:
