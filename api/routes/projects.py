@@ -1,6 +1,5 @@
 """Projects: list, create, read, update (rename, describe, archive), delete."""
 
-from django.http import HttpRequest
 from ninja import Router, Status
 
 from api.idempotency import idempotent
@@ -14,7 +13,7 @@ from orchestration.models import Project
 router = Router(tags=["projects"])
 
 
-def owned_project(request: HttpRequest, pk: int) -> Project:
+def owned_project(request: AuthenticatedHttpRequest, pk: int) -> Project:
     """The caller's project ``pk``, or a 404."""
     return get_owned(Project.objects.all(), pk=pk, what="project", owner_id=request.user.pk)
 
@@ -39,12 +38,12 @@ def create_project(request: AuthenticatedHttpRequest, payload: ProjectIn):
 
 
 @router.get("/{int:project_id}", response={200: ProjectOut, **ERRORS}, summary="Read a project")
-def get_project(request: HttpRequest, project_id: int):
+def get_project(request: AuthenticatedHttpRequest, project_id: int):
     return owned_project(request, project_id)
 
 
 @router.patch("/{int:project_id}", response={200: ProjectOut, **ERRORS}, summary="Rename, describe or archive")
-def update_project(request: HttpRequest, project_id: int, payload: ProjectPatch):
+def update_project(request: AuthenticatedHttpRequest, project_id: int, payload: ProjectPatch):
     project = owned_project(request, project_id)
     changes = payload.dict(exclude_unset=True)
     archived = changes.pop("archived", None)
@@ -59,7 +58,7 @@ def update_project(request: HttpRequest, project_id: int, payload: ProjectPatch)
 
 
 @router.delete("/{int:project_id}", response={204: None, **ERRORS}, summary="Delete a project and its sessions")
-def delete_project(request: HttpRequest, project_id: int):
+def delete_project(request: AuthenticatedHttpRequest, project_id: int):
     project = owned_project(request, project_id)
     try:
         services.delete_project(project=project)
