@@ -15,9 +15,10 @@ import logging
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
+from atelier.core import metrics
 from orchestration import events as ev
 from orchestration import lease
-from orchestration.live import render_fragments
+from orchestration.live import TurnTextCache, render_fragments
 
 logger = logging.getLogger(__name__)
 
@@ -60,13 +61,15 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=4403)
             return
         self.last_seq = 0
-        self.turn_text: dict[int, str] = {}
+        self.turn_text: TurnTextCache = {}
         self.group = ev.group_name(self.session_id)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
+        metrics.WEBSOCKETS.inc()
 
     async def disconnect(self, code: int) -> None:
         if hasattr(self, "group"):
+            metrics.WEBSOCKETS.dec()
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
     @database_sync_to_async

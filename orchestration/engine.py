@@ -14,6 +14,8 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
+from functools import partial
+from typing import TYPE_CHECKING
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -21,6 +23,9 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from atelier.core import metrics
+from atelier.core.logs import bind as bind_log
+from atelier.core.logs import bound
 from orchestration import events as ev
 from orchestration import services
 from orchestration.flows import AgentCall, Finished, Step, Waiting, get_policy
@@ -36,6 +41,9 @@ from orchestration.lease import (
 from orchestration.models import ALLOWED_TRANSITIONS, Agent, LLMModel, Status, StopReason, Turn, WritingSession
 from orchestration.termination import Stop, check_after_turn, check_before_step
 from orchestration.versions import record_version
+
+if TYPE_CHECKING:
+    from orchestration.providers import ModelRequest
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +92,8 @@ def drive(session_id: int, *, budget_seconds: float = DRIVE_BUDGET_SECONDS) -> s
     if not claim_lease(session_id, owner):
         return "busy"
     try:
-        return asyncio.run(_drive(session_id, owner, budget_seconds))
+        with bound(session_id=session_id):  # every record of this drive (asyncio.run copies the context)
+            return asyncio.run(_drive(session_id, owner, budget_seconds))
     except LeaseLost:
         logger.warning("session %s: lease lost to another executor; standing down", session_id)
         return "lease_lost"
@@ -454,6 +463,7 @@ async def run_step(
             logger.exception("agent call crashed", exc_info=outcome)
             result.fatal_error = "An internal error interrupted this turn. It has been logged."
         elif outcome.status == "completed":
+            assert outcome.turn_id is not None  # a completed call always has its turn
             result.completed_turn_ids.append(outcome.turn_id)
         elif outcome.status == "cancelled":
             result.cancelled = True
@@ -542,10 +552,11 @@ async def run_call(
     if existing:  # this step already ran to completion before a crash: nothing to redo
         return CallOutcome("completed", existing)
 
-    if call.model_id is not None:
+    if call.model_id is not None:  # the planned flow's router chose it; the flow picks the next one
         models = [await sync_to_async(LLMModel.objects.get)(pk=call.model_id)]
     else:
-        models = [agent.model] + ([agent.fallback_model] if agent.fallback_model_id else [])
+        fallback = agent.fallback_model if agent.fallback_model_id else None
+        models = [agent.model] + ([fallback] if fallback is not None else [])
     failures: list[str] = []  # one line per model that gave up, for the final message
     for model in models:
         state = _ModelState()
@@ -563,6 +574,7 @@ async def run_call(
                         break  # the fallback model may have a larger context window
                     return prepared
                 turn_id, request, estimated_tokens = prepared
+                bind_log(turn_id=turn_id)  # this call's own task: its records carry the turn being streamed
                 attempt = _Attempt(turn_id=turn_id, request=request, estimated_tokens=estimated_tokens)
                 decision = await _attempt_or_fail(session, agent, model, call, batcher, attempt, state, owner=owner)
             if isinstance(decision, CallOutcome):
@@ -607,7 +619,7 @@ class _ModelState:
 @dataclass
 class _Attempt:
     turn_id: int
-    request: object
+    request: ModelRequest
     estimated_tokens: int
     received: list[str] = field(default_factory=list)
     thought: list[str] = field(default_factory=list)  # the turn's reasoning, kept apart from its text
@@ -676,6 +688,7 @@ async def _run_attempt(
 
 async def _after_provider_error(session, agent, model, attempt: _Attempt, state: _ModelState, error, *, owner: str):
     """Save the failed attempt (charging what the provider reported) and decide what comes next."""
+    metrics.provider_error(provider=model.provider, model=model.model_id, kind=error.kind)
     message = error.user_message
     status = Turn.TurnStatus.INCOMPLETE if attempt.received else Turn.TurnStatus.FAILED
     text, reasoning = "".join(attempt.received), "".join(attempt.thought)
@@ -1078,6 +1091,18 @@ def _complete_turn(
             )
         )
         ev.append_events(session_id=session_id, events=new_events)
+        transaction.on_commit(  # counted once the turn is saved; no query (atelier/core/metrics.py)
+            partial(
+                metrics.turn_finished,
+                provider=model.provider,
+                model=model.model_id,
+                status=status,
+                usage=usage,
+                credits=charged,
+                latency_ms=timing[0],
+                ttft_ms=timing[1],
+            )
+        )
 
 
 def abnormal_end_message(*, model: LLMModel, agent: Agent, end) -> str:
@@ -1127,7 +1152,7 @@ def _abandon_turn(
     """
     from billing.pricing import credits_for_usage
     from billing.services import settle_credits
-    from orchestration.providers.base import estimate_tokens
+    from orchestration.providers.base import Usage, estimate_tokens
 
     reported = getattr(failure, "usage", None)
     reasoning_tokens = estimate_tokens(reasoning)
@@ -1179,6 +1204,17 @@ def _abandon_turn(
         )
         ev.append_event(
             session_id=session_id, kind="turn_finished", payload={"status": status, "error": error}, turn_id=turn_id
+        )
+        used = Usage(input_tokens, output_tokens, cached_tokens, reasoning_tokens=reasoning_tokens)
+        transaction.on_commit(
+            partial(
+                metrics.turn_finished,
+                provider=model.provider,
+                model=model.model_id,
+                status=status,
+                usage=used,
+                credits=charged,
+            )
         )
 
 

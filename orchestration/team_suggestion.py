@@ -24,16 +24,20 @@ import contextlib
 import json
 import logging
 import re
+import time
 import uuid
 from dataclasses import dataclass, field
-from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import async_to_sync
 from django.db import transaction
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from atelier.core import metrics
 from orchestration.models import ACTIVE_STATUSES, Agent, Flow, LLMModel, TeamPreset, WritingSession
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 logger = logging.getLogger(__name__)
 
@@ -173,7 +177,8 @@ class TeamProposal(BaseModel):
         from orchestration.flows import get_policy
 
         team = [Agent(name=a.name, role=a.role) for a in self.agents]
-        problems = get_policy(self.flow).validate(SimpleNamespace(flow_config=self.flow_config()), team)
+        unsaved = WritingSession(flow=self.flow, flow_config=self.flow_config())  # never saved: validation only
+        problems = get_policy(self.flow).validate(unsaved, team)
         if problems:
             raise ValueError(" ".join(problems))
         return self
@@ -235,7 +240,7 @@ PROPOSAL_EXAMPLE = {
 }
 
 
-def limits_for(user) -> ProposalLimits:
+def limits_for(user: User) -> ProposalLimits:
     """The models `user` may use now (enabled, priced, connected, on their plan) and their plan's limits."""
     from billing.services import effective_plan, get_account
     from orchestration.forms import model_options
@@ -300,7 +305,7 @@ def extract_json(text: str) -> Any:
 # --- Choosing the planner and pricing the call --------------------------------------------------------------
 
 
-def planner_options(user) -> list[LLMModel]:
+def planner_options(user: User) -> list[LLMModel]:
     """Models `user` may pick as the planner (unlocked catalogue models), cheapest first."""
     from orchestration.forms import model_options
 
@@ -314,12 +319,13 @@ def _typical_credits(model: LLMModel) -> int:
     return credits_for_usage(model=model, input_tokens=2000, cached_tokens=0, output_tokens=PLANNER_MAX_OUTPUT_TOKENS)
 
 
-def default_planner(user) -> LLMModel | None:
+def default_planner(user: User) -> LLMModel | None:
     """The cheapest capable planner: the cheapest language model the user may use whose output limit holds a
     proposal; the Demo model (a rule-based planner, not a language model) when no language model is usable."""
     options = planner_options(user)
     capable = [m for m in options if not m.is_demo and m.max_output_tokens >= PLANNER_MAX_OUTPUT_TOKENS // 2]
-    return (capable or options or [None])[0]
+    choices = capable or options
+    return choices[0] if choices else None
 
 
 @dataclass(frozen=True)
@@ -337,7 +343,8 @@ def build_planner_prompt(
     from orchestration.flows import get_policy
 
     flows = "\n".join(
-        f"- {value}: {get_policy(value).description} Roles: {_FLOW_ROLES[value]}" for value in allowed_flows
+        f"- {value}: {get_policy(value).description} Roles: {_FLOW_ROLES.get(value, 'see the flow')}"
+        for value in allowed_flows
     )
     system = (
         "You design a team of AI agents that will write and refine a document together in rounds.\n"
@@ -373,14 +380,15 @@ def build_planner_prompt(
     return PlannerPrompt(system=system, user="\n\n".join(parts), max_tokens=max_tokens, metadata=metadata)
 
 
-_FLOW_ROLES = {
+_FLOW_ROLES: dict[str, str] = {
     Flow.SEQUENTIAL: "any roles (writer, editor, critic...); each agent revises the whole document in turn.",
     Flow.EDITORIAL: "exactly one writer, one or more editors, exactly one synthesizer.",
     Flow.ROUNDTABLE: "one or more critics, exactly one moderator.",
+    Flow.PIPELINE: "exactly one researcher, one planner, one builder and one reviewer, in that order.",
 }
 
 
-def allowed_flows(user) -> list[str]:
+def allowed_flows(user: User) -> list[str]:
     from billing.gating import check
 
     # Only the flows a proposal can describe (_FLOW_ROLES); the pipeline and planned flows need settings and
@@ -445,7 +453,9 @@ async def _stream(model: LLMModel, request) -> tuple[str, Any]:
     return "".join(received), end
 
 
-def _call_planner(*, user, session: WritingSession, model: LLMModel, prompt: PlannerPrompt, key: str) -> _CallResult:
+def _call_planner(
+    *, user: User, session: WritingSession, model: LLMModel, prompt: PlannerPrompt, key: str
+) -> _CallResult:
     """One blocking planner call, reserved before and settled after (a failure charges only what was used)."""
     from billing.pricing import credits_for_usage
     from billing.services import InsufficientCredits, release_credits, reserve_credits
@@ -471,9 +481,11 @@ def _call_planner(*, user, session: WritingSession, model: LLMModel, prompt: Pla
         reasoning=model.reasoning,
         metadata={**prompt.metadata, "session_id": session.pk},
     )
+    started = time.monotonic()
     try:
         text, end = async_to_sync(_stream)(model, request)
     except ProviderError as error:
+        metrics.provider_error(provider=model.provider, model=model.model_id, kind=error.kind)
         used = _used_before_failure(model, request, getattr(error, "received_text", ""), error.usage)
         charged = _settle(user, reservation, key, used, description) if used else _release(user, reservation, key)
         logger.info("team suggestion call failed: provider=%s kind=%s", model.provider, error.kind)
@@ -498,6 +510,16 @@ def _call_planner(*, user, session: WritingSession, model: LLMModel, prompt: Pla
         output_tokens=usage.output_tokens,
     )
     charged = _settle(user, reservation, key, used, description)
+    # Not a turn: tokens, credits and latency count, the turn counter does not.
+    metrics.turn_finished(
+        provider=model.provider,
+        model=model.model_id,
+        status="",
+        usage=usage,
+        credits=charged,
+        latency_ms=int((time.monotonic() - started) * 1000),
+        purpose="team_suggestion",
+    )
     return _CallResult(text=text, charged=charged, stop_outcome=end.outcome)
 
 
@@ -516,7 +538,7 @@ def _used_before_failure(model: LLMModel, request, received: str, reported) -> i
     )
 
 
-def _settle(user, reservation: str, key: str, used: int, description: str) -> int:
+def _settle(user: User, reservation: str, key: str, used: int, description: str) -> int:
     from billing.services import settle_credits
 
     return settle_credits(
@@ -524,7 +546,7 @@ def _settle(user, reservation: str, key: str, used: int, description: str) -> in
     )
 
 
-def _release(user, reservation: str, key: str) -> int:
+def _release(user: User, reservation: str, key: str) -> int:
     from billing.services import release_credits
 
     release_credits(user=user, reservation_key=reservation, key=f"{key}:release")
@@ -551,7 +573,7 @@ def _agent_names(data: Any) -> list[str]:
     return [str(a.get("name") or "") if isinstance(a, dict) else "" for a in agents]
 
 
-def _refuse_flow(user, flow: Any, charged: int) -> None:
+def _refuse_flow(user: User, flow: Any, charged: int) -> None:
     """Raise SuggestionError with the plan's upgrade reason if the proposed flow is a known, locked one."""
     from billing.gating import check
 
@@ -567,7 +589,7 @@ def _refuse_flow(user, flow: Any, charged: int) -> None:
 
 
 def suggest_team(
-    *, session: WritingSession, user, model: LLMModel, brief: str, goal: str, document: str = ""
+    *, session: WritingSession, user: User, model: LLMModel, brief: str, goal: str, document: str = ""
 ) -> Suggestion:
     """Ask `model` to propose a team for `session`; nothing is written to the session.
 
@@ -628,7 +650,7 @@ def suggest_team(
 # --- Accepting ---------------------------------------------------------------------------------------------
 
 
-def accept_proposal(*, session: WritingSession, user, proposal: TeamProposal, brief: str = "") -> None:
+def accept_proposal(*, session: WritingSession, user: User, proposal: TeamProposal, brief: str = "") -> None:
     """Replace the draft session's team, flow and termination settings with the (edited) proposal.
 
     Re-checks everything on the server: the session is not running, every model is usable by `user`, the

@@ -224,8 +224,7 @@ def topic_of_brief(brief: str) -> Topic:
     subject = subject.strip().rstrip(".") or "the brief"
     if heading:
         title = heading
-    elif whether and re.match(r"^(\w+(?:\s+\w+)?)\s+(should|could|can|must|will|would)\s+(.+)$", clause):
-        parts = re.match(r"^(\w+(?:\s+\w+)?)\s+(should|could|can|must|will|would)\s+(.+)$", clause)
+    elif whether and (parts := re.match(r"^(\w+(?:\s+\w+)?)\s+(should|could|can|must|will|would)\s+(.+)$", clause)):
         title = f"{parts.group(2).capitalize()} {parts.group(1)} {parts.group(3)}?"
     elif lines and not _INSTRUCTION.match(sentence):
         title = sentence
@@ -638,12 +637,11 @@ def apply_issue(document: str, kind: str, inputs: Inputs) -> tuple[str, str]:
     elif kind == "filler":
         changed = document
         for phrase, replacement in FILLERS:
-            changed = re.sub(
-                rf"\b{re.escape(phrase)}",
-                lambda m, r=replacement: _cap(r) if m.group(0)[:1].isupper() else r,
-                changed,
-                flags=re.IGNORECASE,
-            )
+
+            def keep_case(m: re.Match[str], r: str = replacement) -> str:
+                return _cap(r) if m.group(0)[:1].isupper() else r
+
+            changed = re.sub(rf"\b{re.escape(phrase)}", keep_case, changed, flags=re.IGNORECASE)
         # "It is worth noting that x" -> "x": capitalise the sentence start it leaves behind.
         changed = re.sub(r"(^|[.!?]\s+)([a-z])", lambda m: m.group(1) + m.group(2).upper(), changed, flags=re.M)
         if changed != document:
@@ -771,13 +769,13 @@ def score_document(document: str, inputs: Inputs, criteria: list[str], family: s
     issues = {(i.kind, i.criterion): i for i in _all_issues(document, inputs, family)}
     scores = {}
     for name in criteria:
-        family = _family(name)
+        criterion_family = _family(name)
         penalty = 0.0
         for issue in issues.values():
             weight = PENALTY[issue.severity]
-            if family is None:
+            if criterion_family is None:
                 penalty += weight / 2  # a criterion the demo cannot map ("Quality"): every problem counts half
-            elif issue.criterion == family:
+            elif issue.criterion == criterion_family:
                 penalty += weight
         if not document.strip():
             penalty = SCORE_CEILING
@@ -909,7 +907,7 @@ def critique_reply(inputs: Inputs) -> str:
     focus = _focus(inputs)
     lens = f" with an eye on {focus}" if focus else ""
     if issues:
-        severities = ", ".join(sorted({i.severity for i in issues}, key=SEVERITY_ORDER.get))
+        severities = ", ".join(sorted({i.severity for i in issues}, key=lambda s: SEVERITY_ORDER.get(s, 3)))
         comments = (
             f"{inputs.agent_name} (demo reviewer, not a language model) read the document{lens} and found "
             f"{len(issues)} issue{'s' if len(issues) != 1 else ''} ({severities})."
@@ -931,10 +929,10 @@ def synthesize_reply(inputs: Inputs) -> str:
     document = inputs.document or draft_document(inputs)
     feedback = inputs.critiques + inputs.feedback
     applied: dict[str, str] = {}  # kind -> what was done
-    for _severity, kind, _quote, _name in _feedback_items(feedback):
-        document, what = apply_issue(document, kind, inputs)
+    for _severity, feedback_kind, _quote, _name in _feedback_items(feedback):
+        document, what = apply_issue(document, feedback_kind, inputs)
         if what:
-            applied[kind] = what
+            applied[feedback_kind] = what
     document, noted = apply_note(document, inputs.note, inputs)
     scores = score_document(document, inputs, inputs.criteria)
     moderate = inputs.recipe == "moderate"
@@ -1117,6 +1115,7 @@ def route_reply(inputs: Inputs) -> str:
 
 _ROUNDTABLE_WORDS = r"product|spec|proposal|launch|feature|roadmap|risk|rfc|design doc|decision|strategy|plan\b"
 _EDITORIAL_WORDS = r"essay|article|op-ed|post|story|newsletter|report|chapter|publish|polish|edit"
+_PIPELINE_WORDS = r"research|white paper|literature|survey|sources|report on|briefing"
 _EVIDENCE_WORDS = r"evidence|research|data|source|study|studies|citation|fact"
 _DEMO_MODEL = "demo:demo-writer"
 
@@ -1172,6 +1171,36 @@ def _suggested_agents(flow: str, topic: Topic, goal: str, text: str, room: int) 
             [_crit("Issues resolved", "High-severity issues fixed.", 1.5), _crit("Coherence", "One voice.", 1.0)],
         )
         return [*critics, moderator]
+    if flow == "pipeline":
+        return [
+            (
+                "Researcher",
+                "researcher",
+                f"You are the researcher. Find what the references say {about}, citing them.",
+                [_crit("Coverage", "Every relevant source is used.", 1.0)],
+            ),
+            (
+                "Planner",
+                "planner",
+                f"You are the planner. Outline the piece {about} from the research.{aim}",
+                [_crit("Structure", "Sections build on each other.", 1.0)],
+            ),
+            (
+                "Builder",
+                "builder",
+                f"You are the builder. Write the complete piece {about} from the outline.{aim}",
+                [
+                    _crit("Clarity", "Plain, precise sentences.", 1.0),
+                    _crit("Evidence", "Claims cite the research.", 1.5),
+                ],
+            ),
+            (
+                "Reviewer",
+                "reviewer",
+                "You are the reviewer. Score the draft, flag unsupported claims and propose exact find/replace edits.",
+                [_crit("Accuracy", "Claims match the sources.", 1.5)],
+            ),
+        ]
     if flow == "editorial":
         editors = [
             (
@@ -1228,7 +1257,12 @@ def team_reply(request: ModelRequest) -> str:
     text = f"{brief}\n{goal}".lower()
     topic = topic_of_brief(brief)
     flow, why = "sequential", "a writer and an editor take turns on the whole document"
-    if "roundtable" in flows and room >= 2 and re.search(_ROUNDTABLE_WORDS, text):
+    if "pipeline" in flows and room >= 4 and re.search(_PIPELINE_WORDS, text):
+        flow, why = (
+            "pipeline",
+            "the brief asks for researched work, so research, an outline, a draft and a review run in turn",
+        )
+    elif "roundtable" in flows and room >= 2 and re.search(_ROUNDTABLE_WORDS, text):
         flow, why = (
             "roundtable",
             "the brief asks for a decision document, so critics raise issues and a moderator resolves them",
@@ -1289,7 +1323,6 @@ def _word_count(text: str) -> int:
 
 class DemoAdapter(BaseAdapter):
     provider = "demo"
-    label = DEMO_LABEL
 
     def __init__(self, *, tokens_per_second: float = 0.0) -> None:
         self.tokens_per_second = tokens_per_second
