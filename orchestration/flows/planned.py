@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from orchestration.flows.base import AgentCall, CallShape, Finished, Output, Recipe, Step, Waiting, agents_by_role
 from orchestration.flows.editorial import validate_roles
-from orchestration.models import Agent, StopReason, Turn, WritingSession
+from orchestration.models import Agent, LLMModel, StopReason, Turn, WritingSession
 
 PLANNER, WORKER, VERIFIER, ASSEMBLER = "planner", "worker", "verifier", "assembler"
 ROUND = 1
@@ -182,7 +183,7 @@ def task_states(tasks: list[dict], slots: dict[str, Slot], config: dict, has_nex
             kind, notes = _try_state(slots, slot)
             turn = slots.get(slot)
             state.tries.append({"slot": slot, "state": kind, "notes": notes, "model": turn.model_used if turn else ""})
-            if kind in ("passed", "unverified"):
+            if kind in ("passed", "unverified") and turn is not None:
                 state.status, state.output = "passed", turn.pk
                 break
             if kind == "verify":
@@ -206,17 +207,17 @@ def task_states(tasks: list[dict], slots: dict[str, Slot], config: dict, has_nex
 # --- The policy ----------------------------------------------------------------------------------
 
 
-def _candidates(session: WritingSession) -> list[tuple[int, object]]:
+def _candidates(session: WritingSession) -> list[tuple[int, LLMModel]]:
     """(worker agent id, catalogue model) for every worker's model and fallback model, in builder order."""
     workers = (
         session.agents.filter(active=True, role__iexact=WORKER)
         .select_related("model", "fallback_model")
         .order_by("order", "pk")
     )
-    pairs = []
+    pairs: list[tuple[int, LLMModel]] = []
     for agent in workers:
         pairs.append((agent.pk, agent.model))
-        if agent.fallback_model_id:
+        if agent.fallback_model is not None:
             pairs.append((agent.pk, agent.fallback_model))
     return pairs
 
@@ -282,7 +283,7 @@ class PlannedFlow:
     # --- calls ---
 
     def _plan_step(self, session, slots, planner: int, limits: Limits, repair_of: Slot | None = None) -> Step:
-        context = {"max_tasks": limits.max_tasks}
+        context: dict[str, Any] = {"max_tasks": limits.max_tasks}
         task = f"Plan at most {limits.max_tasks} tasks."
         slot = "plan"
         if repair_of is not None:
@@ -606,14 +607,13 @@ def parse_planned(call: AgentCall, text: str, criteria: list[tuple[str, float]])
         result["_events"] = events
         return "", evaluation, result
     if call.recipe == Recipe.VERIFY:
-        verdict, notes, tier = parse_verdict(body)
-        result = {"task": tid, "try": attempt, "verdict": verdict, "notes": notes, "tier": tier}
+        verdict, verdict_notes, tier = parse_verdict(body)
+        result = {"task": tid, "try": attempt, "verdict": verdict, "notes": verdict_notes, "tier": tier}
         passed = verdict == "pass"
-        events = [
-            ("task_verified", {"task": tid, "try": attempt, "passed": passed, "by": "verifier", "notes": notes[:1000]})
-        ]
+        short = verdict_notes[:1000]
+        events = [("task_verified", {"task": tid, "try": attempt, "passed": passed, "by": "verifier", "notes": short})]
         if not passed and context.get("last_try"):
-            events.append(("task_failed", {"task": tid, "notes": notes[:1000]}))
+            events.append(("task_failed", {"task": tid, "notes": short}))
         result["_events"] = events
         return "", evaluation, result
     document = strip_blocks(body)

@@ -1009,7 +1009,7 @@ def plan_reply(inputs: Inputs) -> str:
             "title": "Conclusion",
             "kind": "summary",
             "instructions": f"Close the piece: what follows for {topic.subject}, and one recommendation.",
-            "depends_on": [t["id"] for t in tasks[1:]],
+            "depends_on": [str(t["id"]) for t in tasks[1:]],
             "expected_output": "One short Markdown section (60-100 words) with a heading.",
         }
     )
