@@ -100,6 +100,7 @@ class CallShape:
     reviewer_roles: tuple[str, ...] = ()  # their replies are notes, read by the reader roles
     reader_roles: tuple[str, ...] = ()  # their prompt carries every review of the round
     extra_first_round_calls: frozenset[int] = frozenset()  # agent ids with one more call in round 1
+    max_rounds: int | None = None  # the flow never runs more rounds than this (a planned run: 1)
 
 
 class FlowPolicy(Protocol):

@@ -414,8 +414,6 @@ class PlannedFlow:
             required={PLANNER: (1, 1), WORKER: (1, None), VERIFIER: (0, 1), ASSEMBLER: (0, 1)},
             flow_label="The planned flow",
         )
-        if session.max_rounds != 1:
-            problems.append("A planned run is one round (plan, tasks, assembly): set Rounds to 1.")
         try:
             clean_config(session.flow_config)
         except ConfigError as error:
@@ -439,7 +437,7 @@ class PlannedFlow:
             if role == PLANNER:
                 n = 2 + (0 if has_verifier else max_tasks * tries) + (0 if has_assembler else 1)
             calls.append(n)
-        return CallShape(calls_per_round=calls, reviewer_roles=(WORKER,), reader_roles=(ASSEMBLER,))
+        return CallShape(calls_per_round=calls, reviewer_roles=(WORKER,), reader_roles=(ASSEMBLER,), max_rounds=ROUND)
 
     def final_events(self, session: WritingSession) -> list[tuple[str, dict]]:
         """The journal's last entry: the run summary (orchestration/flows/planned.py run_summary)."""
@@ -619,3 +617,29 @@ def parse_planned(call: AgentCall, text: str, criteria: list[tuple[str, float]])
     document = strip_blocks(body)
     result = {"parts": context.get("parts", []), "missing": context.get("missing", [])}
     return document, evaluation, result
+
+
+def summary_markdown(session: WritingSession, summary: dict) -> str:
+    """The run summary as a Markdown export (the report download of a planned session)."""
+    lines = [f"# Run summary: {session.title}", ""]
+    if not summary:
+        return "\n".join([*lines, "No valid plan yet.", ""])
+    totals = summary["totals"]
+    lines += [
+        f"- Tasks done: {summary['done']} of {len(summary['tasks'])}"
+        + (f" (missing: {', '.join(summary['missing'])})" if summary["missing"] else ""),
+        f"- Critical path: {' → '.join(summary['critical_path'])} — {summary['critical_path_seconds']} s of calls"
+        + (f"; wall time {summary['wall_seconds']} s" if summary["wall_seconds"] is not None else ""),
+        f"- Tokens: {totals['input_tokens']:,} input, {totals['output_tokens']:,} output; "
+        f"credits {totals['credits']:,}; provider cost ${totals['cost_usd']:.4f}",
+        "",
+        "| Task | Kind | Status | Model | Tries | Seconds | Tokens in / out | Credits | Cost (USD) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in summary["tasks"]:
+        lines.append(
+            f"| {row['task']}: {row['title']} | {row['kind']} | {row['status']} | {row['model'] or '-'} | "
+            f"{row['tries']} | {row['seconds']} | {row['input_tokens']:,} / {row['output_tokens']:,} | "
+            f"{row['credits']:,} | {row['cost_usd']:.4f} |"
+        )
+    return "\n".join(lines) + "\n"

@@ -283,3 +283,23 @@ def test_run_session_prints_the_plan_routes_verdicts_and_summary(providers, enqu
     assert "[Round 1 · Worker · task:a]" in text and "[Task b] passed verifier check: checked b" in text
     assert "[Summary] 2 of 2 tasks done; critical path a → b" in text
     assert "Ended: Completed — Every task of the plan ran and the document was assembled (2 of 2 tasks done.)" in text
+
+
+def test_the_run_summary_exports_as_markdown_and_json_for_the_owner_only(providers, enqueued, rich_owner, client):
+    from django.contrib.auth import get_user_model
+
+    providers.default_reply = planned_replies()
+    session = planned_session(rich_owner)
+    start(session, rich_owner)
+    run_to_end(session)
+    client.force_login(rich_owner)
+    data = client.get(f"/sessions/{session.pk}/report.json").json()
+    assert data["done"] == 2 and [r["task"] for r in data["tasks"]] == ["a", "b"]
+    assert data["critical_path"] == ["a", "b"] and data["totals"]["credits"] == session.credits_used
+    markdown = client.get(f"/sessions/{session.pk}/report.md").content.decode()
+    assert "- Tasks done: 2 of 2" in markdown and "| a: Part A | research | passed | claude-test | 1 |" in markdown
+    page = client.get(f"/sessions/{session.pk}/").content.decode()
+    assert 'data-testid="plan-summary"' in page and "2 of 2 tasks done" in page
+    outsider = get_user_model().objects.create_user("outsider", "outsider@example.com", "pw-123456789")
+    client.force_login(outsider)
+    assert client.get(f"/sessions/{session.pk}/report.json").status_code == 404

@@ -130,11 +130,9 @@ def test_after_the_assembly_the_run_finishes_naming_what_is_missing(session):
 def test_the_team_and_settings_are_checked_in_words_the_user_can_act_on(session):
     agents = list(session.agents.all())
     assert POLICY.validate(session, agents) == []
-    session.max_rounds = 3
     session.flow_config = {"max_repairs": 9}
     problems = POLICY.validate(session, [a for a in agents if a.role != "worker"])
     assert "The planned flow needs a worker: set an agent's role to “worker”." in problems
-    assert "A planned run is one round (plan, tasks, assembly): set Rounds to 1." in problems
     assert "Max repairs must be between 0 and 3." in problems
     with pytest.raises(ConfigError):
         clean_config({"min_words": "many"})
@@ -211,3 +209,11 @@ def test_cold_start_ranks_by_the_catalogue(owner):
     plan_turn(session, tasks=TASKS[:1])
     route = POLICY.next_step(session).calls[0].context["journal"][0][1]
     assert route["chosen"] == "claude-test" and {c["source"] for c in route["candidates"]} == {"catalogue"}
+
+
+def test_the_estimate_counts_one_round_whatever_max_rounds_says(session):
+    from billing.pricing import estimate_session_credits
+
+    one = estimate_session_credits(session)
+    session.max_rounds = 5
+    assert estimate_session_credits(session) == one and one[1] > one[0] > 0
