@@ -151,6 +151,8 @@ def flow_options(user) -> list[FlowOption]:
 
     options = []
     for value, label in Flow.choices:
+        if value == Flow.CONVERSATION:  # a conversation's hidden session: started from the Conversations page
+            continue
         verdict = gate(user, "use_flow", flow=value)
         policy = get_policy(value)
         options.append(
@@ -241,6 +243,7 @@ class SessionSettingsForm(forms.ModelForm):
         from orchestration.flows.roundtable import DEFAULT_CONFIG, ConfigError, clean_config
 
         super().__init__(*args, **kwargs)
+        self.fields["flow"].choices = [c for c in Flow.choices if c[0] != Flow.CONVERSATION]
         try:
             config = clean_config(self.instance.flow_config)
         except ConfigError:
@@ -296,6 +299,8 @@ class SessionSettingsForm(forms.ModelForm):
 
     def clean_flow(self) -> str:
         flow = self.cleaned_data["flow"]
+        if flow == Flow.CONVERSATION:
+            raise forms.ValidationError("Conversations are started from a project's Conversations page.")
         if flow != self.instance.flow or self.instance.status == Status.DRAFT:
             verdict = gate(self.user, "use_flow", flow=flow)
             if not verdict.allowed:

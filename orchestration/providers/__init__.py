@@ -24,6 +24,7 @@ from orchestration.providers.base import (
     StreamEnd,
     StreamEvent,
     TextDelta,
+    ToolCall,
     Usage,
 )
 from orchestration.providers.demo import DEMO_LABEL, DemoAdapter
@@ -40,6 +41,7 @@ __all__ = [
     "StreamEnd",
     "StreamEvent",
     "TextDelta",
+    "ToolCall",
     "Usage",
     "check_provider",
     "clear_adapter_cache",
