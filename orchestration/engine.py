@@ -725,7 +725,7 @@ def _begin_turn(
     """
     from billing.pricing import credits_for_usage
     from billing.services import InsufficientCredits, reserve_credits
-    from orchestration.flows import Recipe, recipe_text, review_feedback
+    from orchestration.flows import Recipe, critique_feedback, recipe_text, review_feedback
     from orchestration.prompts import PromptTooLarge, build_prompt
     from orchestration.providers import ModelRequest
     from orchestration.reasoning import plan_for_agent
@@ -735,7 +735,9 @@ def _begin_turn(
     if call.recipe in (Recipe.SYNTHESIZE, Recipe.MODERATE):
         feedback = review_feedback(call.recipe, call.inputs)
     elif call.recipe == Recipe.CRITIQUE:
-        feedback = []  # reviewers work independently, on the same document
+        # Reviewers work independently, on the same document; a roundtable critic after round 1 also reads how
+        # the moderator resolved the previous round's issues (no query for the first round or for editors).
+        feedback = critique_feedback(session.flow, call.inputs)
     else:
         feedback = _feedback_for(session, agent)
     # Thinking shares the output allowance (and so the context window): fit and reserve for the total.

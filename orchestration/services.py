@@ -21,6 +21,7 @@ from orchestration.models import (
     Turn,
     WritingSession,
 )
+from orchestration.retrieval import index_references
 from orchestration.versions import record_version
 
 logger = logging.getLogger(__name__)
@@ -196,10 +197,11 @@ def add_references(*, session: WritingSession, user, items: list[tuple[str, str,
             f"A session holds at most {MAX_REFERENCES} reference documents (it has {existing}; you added {len(items)})."
         )
     enforce_quota(user=user, action="store_references", adding=sum(len(content) for _, content, _ in items))
-    ReferenceDocument.objects.bulk_create(
+    created = ReferenceDocument.objects.bulk_create(
         ReferenceDocument(session=locked, title=title, content=content, source_filename=filename)
         for title, content, filename in items
     )
+    index_references(created)  # chunked into searchable passages in the same transaction
     return len(items)
 
 

@@ -2,15 +2,14 @@
 
 Information tools run in the worker while the call's result is saved (they only read): `current_time`,
 `search_conversation` (this conversation's messages, full-text) and `search_references` (the project's
-reference documents: the shared retriever `orchestration.retrieval` when it is installed, otherwise a
-word-overlap search over their paragraphs). Handoff tools (`transfer_to_<agent>`) move the conversation
-to a teammate; agent-as-tool calls (`ask_<agent>`) ask a specialist and keep the conversation.
+reference documents, through the shared retriever `orchestration.retrieval`). Handoff tools
+(`transfer_to_<agent>`) move the conversation to a teammate; agent-as-tool calls (`ask_<agent>`) ask a
+specialist and keep the conversation.
 Tool names follow both APIs' rule ^[a-zA-Z0-9_-]{1,64}$.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,46 +81,15 @@ class Passage:
     text: str
 
 
-def _words(text: str) -> set[str]:
-    return {w for w in re.findall(r"[a-z0-9]+", text.lower()) if len(w) > 2}
-
-
 def search_references(*, project_id: int, query: str, limit: int = 3) -> list[Passage]:
-    """The `limit` passages of the project's reference documents that share the most words with `query`.
+    """The `limit` passages of the project's reference documents that best match `query` (the shared
+    retriever, orchestration.retrieval: FTS5 / PostgreSQL full-text search over chunked passages)."""
+    from orchestration import retrieval
 
-    Uses orchestration.retrieval.search_project_references when that module is installed (issue 11's
-    retriever); otherwise ranks the references' paragraphs by word overlap (ties: earlier first).
-    """
-    try:
-        from orchestration import retrieval  # type: ignore[attr-defined]
-
-        finder = getattr(retrieval, "search_project_references", None)
-    except ImportError:
-        finder = None
-    if finder is not None:
-        return [Passage(p.title, p.text) for p in finder(project_id=project_id, query=query, limit=limit)]
-    from orchestration.models import ReferenceDocument
-
-    wanted = _words(query)
-    if not wanted:
-        return []
-    scored: list[tuple[int, int, Passage]] = []
-    references = ReferenceDocument.objects.filter(session__project_id=project_id).values_list("title", "content")
-    for title, content in references:
-        for paragraph in re.split(r"\n\s*\n", content):
-            overlap = len(wanted & _words(paragraph))
-            if overlap:
-                scored.append((-overlap, len(scored), Passage(title, " ".join(paragraph.split())[:PASSAGE_CHARS])))
-    scored.sort(key=lambda row: row[:2])
-    seen: set[tuple[str, str]] = set()
-    passages = []
-    for _, _, passage in scored:
-        if (passage.title, passage.text) not in seen:
-            seen.add((passage.title, passage.text))
-            passages.append(passage)
-        if len(passages) == limit:
-            break
-    return passages
+    return [
+        Passage(hit.reference_title, " ".join(hit.text.split())[:PASSAGE_CHARS])
+        for hit in retrieval.search(query, project=project_id, k=limit)
+    ]
 
 
 def run_info_tool(name: str, arguments: dict[str, Any], *, conversation_id: int, project_id: int) -> str:

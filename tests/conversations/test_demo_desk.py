@@ -7,6 +7,7 @@ import pytest
 from orchestration.conversations import runner
 from orchestration.conversations import services as conversations
 from orchestration.models import ReferenceDocument, Status, Turn, WritingSession
+from orchestration.retrieval import index_references
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -22,9 +23,10 @@ def test_triage_hands_to_research_which_searches_the_references_and_answers(
 ):
     session = conversation.session
     source = WritingSession.objects.create(project=conversation.project, title="Essay", brief="Trees")
-    ReferenceDocument.objects.create(
+    reference = ReferenceDocument.objects.create(
         session=source, title="Shade study", content="Street trees cut summer surface temperatures by 11 degrees."
     )
+    index_references([reference])
     transcript = reply(conversation, funded_owner, "Can you find sources on street trees and summer temperatures?")
     roles = [(m.role, m.agent_name) for m in transcript]
     assert roles == [

@@ -9,7 +9,7 @@ import orchestration.conversations.search
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('orchestration', '0007_turn_stop_reason_usage_estimated'),
+        ('orchestration', '0008_passages'),
     ]
 
     operations = [
