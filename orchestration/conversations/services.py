@@ -24,6 +24,7 @@ from django.utils.text import slugify
 
 from orchestration.conversations import presets
 from orchestration.conversations.models import Conversation, Message, MessageRole, MessageStatus
+from orchestration.events import append_event
 from orchestration.models import ACTIVE_STATUSES, Agent, Flow, Project, Status, WritingSession
 from orchestration.services import ServiceError, emit_status, enqueue_run, set_status
 
@@ -189,9 +190,24 @@ def next_position(conversation_id: int) -> int:
     return (Message.objects.filter(conversation_id=conversation_id).aggregate(m=Max("position"))["m"] or 0) + 1
 
 
+def _announce(session: WritingSession, *, added: Message | None = None, superseded: list[int] = ()) -> None:
+    """Tell open chat pages (the event log: WebSocket push and catch-up) what changed in the transcript."""
+    if superseded:
+        append_event(session_id=session.pk, kind="superseded", payload={"message_ids": list(superseded)})
+    if added is not None:
+        append_event(session_id=session.pk, kind="message", payload={"message_id": added.pk, "role": added.role})
+
+
+def _supersede(conversation: Conversation, **filters) -> list[int]:
+    ids = list(conversation.messages.filter(superseded=False, **filters).values_list("pk", flat=True))
+    Message.objects.filter(pk__in=ids).update(superseded=True)
+    return ids
+
+
 def _queue_reply(session: WritingSession, conversation: Conversation) -> None:
-    """Hand the run to a worker after commit (status queued, event, task)."""
-    set_status(session, Status.QUEUED, stop_reason="", stop_detail="", started_at=session.started_at or timezone.now())
+    """Hand the run to a worker after commit (status queued, event, task). `started_at` marks when this
+    reply was asked for (the runner counts its calls from there)."""
+    set_status(session, Status.QUEUED, stop_reason="", stop_detail="", started_at=timezone.now())
     emit_status(session)
     enqueue_run(session.pk)
     now = timezone.now()
@@ -225,6 +241,7 @@ def send_message(*, conversation: Conversation, user, text: str) -> Message:
         Conversation.objects.filter(pk=conversation.pk).update(title=title)
         WritingSession.objects.filter(pk=session.pk).update(title=title)
         conversation.title = title
+    _announce(session, added=message)
     _queue_reply(session, conversation)
     return message
 
@@ -261,9 +278,8 @@ def regenerate_reply(*, conversation: Conversation, user) -> Message:
     _refuse_while_active(session)
     user_message = _last_exchange(conversation)
     _check_message_gate(conversation, user)
-    Message.objects.filter(
-        conversation=conversation, exchange=user_message.exchange, position__gt=user_message.position
-    ).update(superseded=True)
+    gone = _supersede(conversation, exchange=user_message.exchange, position__gt=user_message.position)
+    _announce(session, superseded=gone)
     _queue_reply(session, conversation)
     return user_message
 
@@ -277,9 +293,7 @@ def edit_last_message(*, conversation: Conversation, user, text: str) -> Message
     _refuse_while_active(session)
     old = _last_exchange(conversation)
     _check_message_gate(conversation, user)
-    Message.objects.filter(conversation=conversation, exchange=old.exchange, position__gte=old.position).update(
-        superseded=True
-    )
+    gone = _supersede(conversation, exchange=old.exchange, position__gte=old.position)
     message = Message.objects.create(
         conversation=conversation,
         exchange=old.exchange,
@@ -288,6 +302,7 @@ def edit_last_message(*, conversation: Conversation, user, text: str) -> Message
         content=text,
         data={"edited_from": old.pk},
     )
+    _announce(session, added=message, superseded=gone)
     _queue_reply(session, conversation)
     return message
 
