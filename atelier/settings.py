@@ -73,6 +73,8 @@ INSTALLED_APPS = [
     "accounts",
     "orchestration",
     "billing",
+    "ninja",  # django-ninja: its Swagger UI assets are served from our static files, not a CDN
+    "api",
 ]
 
 MIDDLEWARE = [
@@ -88,6 +90,7 @@ MIDDLEWARE = [
     "django_htmx.middleware.HtmxMiddleware",
     "allauth.account.middleware.AccountMiddleware",
     "accounts.middleware.UserTimezoneMiddleware",
+    "api.middleware.ApiJsonErrorsMiddleware",  # /api/ errors in one JSON shape (api/errors.py)
 ]
 
 ROOT_URLCONF = "atelier.urls"
@@ -328,6 +331,12 @@ PROVIDER_MAX_RETRIES = env_int("PROVIDER_MAX_RETRIES", 4, minimum=0, maximum=10)
 # A rate-limited call is retried until this many seconds of waiting (honouring Retry-After) have been spent.
 PROVIDER_RATE_LIMIT_WINDOW_SECONDS = env_float("PROVIDER_RATE_LIMIT_WINDOW_SECONDS", 60.0, minimum=0.0)
 DEMO_TOKENS_PER_SECOND = env_float("DEMO_TOKENS_PER_SECOND", 60.0, minimum=0.0)  # 0 = instant
+
+# Public API event streams (api/routes/streams.py, docs/api.md "Streaming"): a ": ping" comment after
+# this long without an event (proxies close idle connections; a stream's slot expires after three), and
+# how long a stream waits for a channel-layer push before it re-reads the run's state from the database.
+API_SSE_HEARTBEAT_SECONDS = env_float("API_SSE_HEARTBEAT_SECONDS", 15.0, minimum=0.1)
+API_SSE_POLL_SECONDS = env_float("API_SSE_POLL_SECONDS", 2.0, minimum=0.05)
 # The executor renews its lease every 0.5 s; a dead one is noticed within lease + watchdog seconds.
 ENGINE_LEASE_SECONDS = env_int("ENGINE_LEASE_SECONDS", 8, minimum=3)
 ENGINE_WATCHDOG_SECONDS = env_float("ENGINE_WATCHDOG_SECONDS", 2.0, minimum=0.2)

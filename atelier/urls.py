@@ -1,12 +1,14 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from api.v1 import api as api_v1
 from atelier.core import views as core_views
 
 urlpatterns = [
     path("", core_views.home, name="home"),
     path("healthz", core_views.healthz, name="healthz"),
     path("admin/", admin.site.urls),
+    path("api/v1/", api_v1.urls),
     path("accounts/", include("allauth.urls")),
     path("accounts/", include("accounts.urls")),
     path("billing/", include("billing.urls")),

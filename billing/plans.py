@@ -47,6 +47,10 @@ class Plan:
     max_specialists: int
     messages_per_minute: int
     concurrent_replies: int
+    # Public API (issue 13): requests per minute per API key (or per browser session), and Server-Sent
+    # Event streams a key may hold open at once.
+    api_requests_per_minute: int
+    api_concurrent_streams: int
 
     @property
     def rank(self) -> int:
@@ -99,6 +103,8 @@ PLANS: dict[str, Plan] = {
         max_specialists=3,
         messages_per_minute=6,
         concurrent_replies=1,
+        api_requests_per_minute=60,
+        api_concurrent_streams=2,
     ),
     STARTER: Plan(
         key=STARTER,
@@ -118,6 +124,8 @@ PLANS: dict[str, Plan] = {
         max_specialists=5,
         messages_per_minute=20,
         concurrent_replies=2,
+        api_requests_per_minute=300,
+        api_concurrent_streams=5,
     ),
     PRO: Plan(
         key=PRO,
@@ -137,6 +145,8 @@ PLANS: dict[str, Plan] = {
         max_specialists=10,
         messages_per_minute=60,
         concurrent_replies=4,
+        api_requests_per_minute=1200,
+        api_concurrent_streams=20,
     ),
 }
 PLAN_ORDER = [FREE, STARTER, PRO]

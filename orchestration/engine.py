@@ -127,10 +127,10 @@ def _prepare_step(session_id: int, owner: str, planned: Step | None = None) -> s
     """
     session = _load(session_id)
     if session.status == Status.STOPPING:
-        _finish(session, Status.STOPPED, Stop(StopReason.USER_STOPPED, USER_STOP), owner=owner)
+        _finish(session, Status.STOPPED, services.requested_stop(session.stop_reason), owner=owner)
         return "stopped"
     if session.status == Status.PAUSING:
-        _pause(session, Stop(StopReason.USER_PAUSED, "Paused by you."), owner=owner)
+        _pause(session, services.requested_stop(session.stop_reason), owner=owner)
         return "paused"
     if session.status not in (Status.QUEUED, Status.RUNNING):
         return "idle"
@@ -169,7 +169,7 @@ def _after_step(session_id: int, owner: str, step: Step, result: StepResult) -> 
         _finish(session, Status.FAILED, Stop(StopReason.ERROR, result.fatal_error), owner=owner)
         return "failed", None
     if session.status == Status.STOPPING or result.cancelled:
-        _finish(session, Status.STOPPED, Stop(StopReason.USER_STOPPED, USER_STOP), owner=owner)
+        _finish(session, Status.STOPPED, services.requested_stop(session.stop_reason), owner=owner)
         return "stopped", None
     if not result.completed_turn_ids:
         return "continue", None
@@ -181,7 +181,7 @@ def _after_step(session_id: int, owner: str, step: Step, result: StepResult) -> 
             _finish(session, Status.COMPLETED, stop, owner=owner)
             return "finished", None
     if session.status == Status.PAUSING:
-        _pause(session, Stop(StopReason.USER_PAUSED, "Paused by you."), owner=owner)
+        _pause(session, services.requested_stop(session.stop_reason), owner=owner)
         return "paused", None
     return "continue", next_decision if isinstance(next_decision, Step) else None
 
@@ -202,7 +202,7 @@ def _finish(session: WritingSession, status: str, stop: Stop, *, owner: str) -> 
             if session.status != Status.STOPPING:
                 logger.info("session %s is already %s; not marking it %s", session.pk, session.status, status)
                 return
-            status, stop = Status.STOPPED, Stop(StopReason.USER_STOPPED, USER_STOP)
+            status, stop = Status.STOPPED, services.requested_stop(session.stop_reason)
         services.set_status(
             session,
             status,
@@ -220,11 +220,12 @@ def _pause(session: WritingSession, stop: Stop, *, owner: str) -> None:
         fence(session.pk, owner)
         session = WritingSession.objects.select_for_update().get(pk=session.pk)
         if session.status == Status.STOPPING:
+            stop = services.requested_stop(session.stop_reason)
             services.set_status(
                 session,
                 Status.STOPPED,
-                stop_reason=StopReason.USER_STOPPED,
-                stop_detail=USER_STOP,
+                stop_reason=stop.reason,
+                stop_detail=stop.detail,
                 finished_at=timezone.now(),
                 final_document=session.document,
             )
@@ -1043,6 +1044,8 @@ def _abandon_turn(
     with transaction.atomic():
         fence(session_id, owner)
         session = WritingSession.objects.select_related("project__owner").get(pk=session_id)
+        if status == Turn.TurnStatus.CANCELLED:  # say who stopped it: the owner or Atelier staff
+            error = services.requested_stop(session.stop_reason).detail
         updated = Turn.objects.filter(pk=turn_id, status=Turn.TurnStatus.STREAMING).update(
             status=status, output_text=text, reasoning=reasoning, error=error[:2000], finished_at=timezone.now()
         )

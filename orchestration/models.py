@@ -170,6 +170,8 @@ class StopReason(models.TextChoices):
     OUT_OF_CREDITS = "out_of_credits", "Out of credits"
     USER_STOPPED = "user_stopped", "Stopped by you"
     USER_PAUSED = "user_paused", "Paused by you"
+    STAFF_STOPPED = "staff_stopped", "Stopped by Atelier staff"
+    STAFF_PAUSED = "staff_paused", "Paused by Atelier staff"
     ERROR = "error", "Failed"
 
 
@@ -347,6 +349,11 @@ class Criterion(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+def turn_reservation_key(turn_id: int) -> str:
+    """The idempotency key of the credit reservation a turn makes when it starts (billing ledger)."""
+    return f"turn:{turn_id}:reserve"
 
 
 class Turn(models.Model):

@@ -570,23 +570,3 @@ def starting_document(session: WritingSession) -> str:
     if first is not None and first.turn_id is None:
         return first.content
     return ""
-
-
-def renumber_agents(session: WritingSession) -> None:
-    for index, agent in enumerate(session.agents.order_by("order", "pk")):
-        if agent.order != index:
-            agent.order = index
-            agent.save(update_fields=["order"])
-
-
-@transaction.atomic
-def move_agent(*, agent: Agent, direction: int) -> None:
-    """Swap an agent with its neighbour (-1 = up, +1 = down)."""
-    session = agent.session
-    renumber_agents(session)
-    agents = list(session.agents.order_by("order", "pk"))
-    index = next(i for i, a in enumerate(agents) if a.pk == agent.pk)
-    other = index + direction
-    if 0 <= other < len(agents):
-        agents[index].order, agents[other].order = agents[other].order, agents[index].order
-        Agent.objects.bulk_update([agents[index], agents[other]], ["order"])

@@ -22,6 +22,7 @@ from orchestration.models import (
     WritingSession,
 )
 from orchestration.retrieval import index_references
+from orchestration.termination import Stop
 from orchestration.versions import record_version
 
 logger = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ MAX_REFERENCES = 20  # reference documents per session
 class ServiceError(Exception):
     """A refusal with a message meant for the user."""
 
-    def __init__(self, message: str, *, upgrade_url: str = "") -> None:
+    def __init__(self, message: str, *, upgrade_url: str = "") -> None:  # upgrade_url set: a plan limit
         super().__init__(message)
         self.message = message
         self.upgrade_url = upgrade_url
@@ -175,6 +176,36 @@ def create_project(*, owner, name: str, description: str = "") -> Project:
     return Project.objects.create(owner=owner, name=name, description=description)
 
 
+def update_project(*, project: Project, name: str | None = None, description: str | None = None) -> Project:
+    """Rename a project and/or change its description (values already validated by ProjectForm)."""
+    fields = {k: v for k, v in (("name", name), ("description", description)) if v is not None}
+    for key, value in fields.items():
+        setattr(project, key, value)
+    if fields:
+        project.save(update_fields=[*fields, "updated_at"])
+    return project
+
+
+def set_project_archived(*, project: Project, archived: bool) -> Project:
+    """Archive (hide from the dashboard, sessions kept) or restore a project; idempotent."""
+    if archived != (project.archived_at is not None):
+        project.archived_at = timezone.now() if archived else None
+        project.save(update_fields=["archived_at", "updated_at"])
+    return project
+
+
+@transaction.atomic
+def delete_project(*, project: Project) -> str:
+    """Delete a project with its sessions; returns its name. ServiceError while any session runs
+    (the sessions are locked first, so a Start cannot slip in between the check and the delete)."""
+    sessions = list(WritingSession.objects.select_for_update().filter(project=project).values_list("status", flat=True))
+    if any(status in ACTIVE_STATUSES for status in sessions):
+        raise ServiceError("Stop the project's running sessions before deleting it.")
+    name = project.name
+    project.delete()
+    return name
+
+
 @transaction.atomic
 def add_references(*, session: WritingSession, user, items: list[tuple[str, str, str]]) -> int:
     """Store reference documents ``items`` = [(title, content, source_filename)] on a session.
@@ -265,13 +296,21 @@ def start_session(*, session: WritingSession, user) -> WritingSession:
 
 
 @transaction.atomic
-def pause_session(*, session: WritingSession) -> WritingSession:
+def pause_session(*, session: WritingSession, by_staff=None) -> WritingSession:
+    """Ask the run to pause after the step in flight. Raises ServiceError unless it is queued or running.
+
+    `by_staff` (a staff user acting on someone else's session from the staff live view) makes the stop
+    reason "Paused by Atelier staff", which the owner sees, and records the action in the admin log.
+    """
     session = WritingSession.objects.select_for_update().get(pk=session.pk)
     if session.status not in (Status.QUEUED, Status.RUNNING):
         raise ServiceError("Only a running session can be paused.")
+    reason = StopReason.STAFF_PAUSED if by_staff is not None else StopReason.USER_PAUSED
     # The executor finishes the step in flight, then marks it paused.
-    set_status(session, Status.PAUSING, stop_reason=StopReason.USER_PAUSED, stop_detail="Pausing after this turn.")
+    set_status(session, Status.PAUSING, stop_reason=reason, stop_detail="Pausing after this turn.")
     emit_status(session)
+    if by_staff is not None:
+        _log_staff_action(staff=by_staff, session=session, message="Paused the run from the staff live view.")
     enqueue_run(session.pk)  # an idle queued session has no executor to notice; this one will
     return session
 
@@ -292,28 +331,69 @@ def resume_session(*, session: WritingSession, user=None) -> WritingSession:
 
 
 @transaction.atomic
-def stop_session(*, session: WritingSession) -> WritingSession:
+def stop_session(*, session: WritingSession, by_staff=None) -> WritingSession:
+    """Stop the run: at once if nothing is executing it, else within about a second (the executor cancels
+    the calls in flight and keeps what was written). Raises ServiceError if it is not running or paused.
+
+    `by_staff` (a staff user acting from the staff live view) makes the stop reason "Stopped by Atelier
+    staff", which the owner sees, and records the action in the admin log.
+    """
     session = WritingSession.objects.select_for_update().get(pk=session.pk)
     now = timezone.now()
     lease_live = session.lease_expires_at is not None and session.lease_expires_at > now
+    stop = requested_stop(StopReason.STAFF_STOPPED if by_staff is not None else StopReason.USER_STOPPED)
     if session.status == Status.PAUSED or (session.status == Status.QUEUED and not lease_live):
         set_status(
             session,
             Status.STOPPED,
-            stop_reason=StopReason.USER_STOPPED,
-            stop_detail="Stopped by you.",
+            stop_reason=stop.reason,
+            stop_detail=stop.detail,
             finished_at=now,
             final_document=session.document,
         )
         emit_status(session)
-        return session
-    if session.status not in (Status.QUEUED, Status.RUNNING, Status.PAUSING):
+    elif session.status in (Status.QUEUED, Status.RUNNING, Status.PAUSING):
+        # The executor cancels calls in flight within about a second and keeps what was written.
+        set_status(session, Status.STOPPING, stop_reason=stop.reason, stop_detail="Stopping…")
+        emit_status(session)
+        enqueue_run(session.pk)
+    else:
         raise ServiceError("This session is not running.")
-    # The executor cancels calls in flight within about a second and keeps what was written.
-    set_status(session, Status.STOPPING, stop_reason=StopReason.USER_STOPPED, stop_detail="Stopping…")
-    emit_status(session)
-    enqueue_run(session.pk)
+    if by_staff is not None:
+        _log_staff_action(staff=by_staff, session=session, message="Stopped the run from the staff live view.")
     return session
+
+
+def requested_stop(reason: str) -> Stop:
+    """The Stop a person asked for, by the reason the service recorded when they pressed Stop or Pause.
+
+    The engine reads the reason back from the session when it ends or pauses the run, so a staff stop
+    reads "Stopped by Atelier staff." to the owner and never "Stopped by you.".
+    """
+    details = {
+        StopReason.STAFF_STOPPED: "Stopped by Atelier staff.",
+        StopReason.STAFF_PAUSED: "Paused by Atelier staff. You can resume it.",
+        StopReason.USER_PAUSED: "Paused by you.",
+    }
+    if reason not in details:
+        reason = StopReason.USER_STOPPED
+    return Stop(reason, details.get(reason, "Stopped by you."))
+
+
+def _log_staff_action(*, staff, session: WritingSession, message: str) -> None:
+    """Record a staff action on a user's session in the admin log (the session's admin History)."""
+    from django.contrib.admin.models import CHANGE, LogEntry
+    from django.contrib.contenttypes.models import ContentType
+
+    LogEntry.objects.create(
+        user_id=staff.pk,
+        content_type=ContentType.objects.get_for_model(WritingSession),
+        object_id=str(session.pk),
+        object_repr=str(session)[:200],
+        action_flag=CHANGE,
+        change_message=message,
+    )
+    logger.info("staff user %s: %s (session %s)", staff.pk, message, session.pk)
 
 
 @transaction.atomic

@@ -9,7 +9,7 @@ import orchestration.conversations.search
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('orchestration', '0008_passages'),
+        ('orchestration', '0009_stop_reason_staff'),
     ]
 
     operations = [
