@@ -121,8 +121,14 @@ class Flow(models.TextChoices):
     SEQUENTIAL = "sequential", "Sequential turns"
     EDITORIAL = "editorial", "Writer, parallel editors, synthesizer"
     ROUNDTABLE = "roundtable", "Roundtable: parallel critics and a moderator"
+    PIPELINE = "pipeline", "Research, plan, build, review"
     # The hidden session behind a conversation (orchestration.conversations): never listed as a session.
     CONVERSATION = "conversation", "Conversation: triage with handoffs"
+
+
+# Flows a session is built with (builder, presets, team suggestions): all but a conversation's hidden run.
+SESSION_FLOW_CHOICES = [(value, label) for value, label in Flow.choices if value != Flow.CONVERSATION]
+SESSION_FLOWS = [value for value, _ in SESSION_FLOW_CHOICES]
 
 
 class Status(models.TextChoices):
@@ -166,6 +172,7 @@ class StopReason(models.TextChoices):
     SCORE_THRESHOLD = "score_threshold", "Reached the score threshold"
     CONVERGED = "converged", "The document converged"
     NO_HIGH_ISSUES = "no_high_issues", "No high-severity issues left"
+    PIPELINE_DONE = "pipeline_done", "Researched, planned, built and reviewed"
     BUDGET = "budget", "Spent the session's credit budget"
     OUT_OF_CREDITS = "out_of_credits", "Out of credits"
     USER_STOPPED = "user_stopped", "Stopped by you"

@@ -279,6 +279,68 @@ SHIPPED_PRESETS += [
     },
 ]
 
+SHIPPED_PRESETS += [
+    {
+        "slug": "researched-article",
+        "name": "Researched article",
+        "description": (
+            "A researcher summarises the passages found in your references, with citations; a planner outlines; "
+            "a builder writes the article to your tone, length and format; a reviewer scores it and proposes "
+            "edits that Atelier applies where the text matches. Builds again when the review scores under 8."
+        ),
+        "flow": Flow.PIPELINE,
+        "data": {
+            "agents": [
+                _agent(
+                    "Researcher",
+                    "researcher",
+                    "You are a careful researcher. Report only what the source passages say, cite every point, "
+                    "and say plainly what they do not cover.",
+                    [("Coverage", "The findings cover what the brief needs, each with a source.", 1.0)],
+                    0.2,
+                ),
+                _agent(
+                    "Planner",
+                    "planner",
+                    "You plan articles: a clear line of argument, one job per section, sources assigned.",
+                    [("Structure", "Every section has one clear goal; together they answer the brief.", 1.0)],
+                    0.4,
+                ),
+                _agent(
+                    "Builder",
+                    "builder",
+                    "You write clear, well-sourced articles that follow the outline and the owner's settings.",
+                    [("Fidelity", "Follows the outline, the sources and the tone, length and format set.", 1.0)],
+                    0.6,
+                ),
+                _agent(
+                    "Reviewer",
+                    "reviewer",
+                    "You are an exacting reviewer: every claim needs a source, every sentence must earn its place.",
+                    [
+                        ("Evidence", "Claims are supported by the cited sources.", 1.5),
+                        ("Clarity", "Plain, precise sentences; no filler.", 1.0),
+                        ("Structure", "Follows the outline; sections build on each other.", 1.0),
+                    ],
+                    0.2,
+                ),
+            ],
+            "max_rounds": 2,
+            "score_threshold": None,
+            "threshold_agent": None,
+            "convergence_percent": None,
+            "credit_budget": None,
+            "flow_config": {
+                "passages": 8,
+                "tone": "neutral",
+                "length_words": 800,
+                "format": "article",
+                "revise_below": 8.0,
+            },
+        },
+    },
+]
+
 DEMO_BRIEF = (
     "Write a short essay (about 600 words) arguing whether cities should replace car lanes with "
     "protected bike lanes. Use clear sections and end with a recommendation."

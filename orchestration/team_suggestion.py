@@ -24,6 +24,7 @@ import contextlib
 import json
 import logging
 import re
+import time
 import uuid
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -33,7 +34,16 @@ from asgiref.sync import async_to_sync
 from django.db import transaction
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from orchestration.models import ACTIVE_STATUSES, Agent, Flow, LLMModel, TeamPreset, WritingSession
+from atelier.core import metrics
+from orchestration.models import (
+    ACTIVE_STATUSES,
+    SESSION_FLOWS,
+    Agent,
+    Flow,
+    LLMModel,
+    TeamPreset,
+    WritingSession,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -152,8 +162,8 @@ class TeamProposal(BaseModel):
     @classmethod
     def _known_flow(cls, value: str) -> str:
         value = value.strip().lower()
-        if value not in Flow.values:
-            raise ValueError(f"unknown flow {value!r}; use one of: {', '.join(Flow.values)}")
+        if value not in SESSION_FLOWS:
+            raise ValueError(f"unknown flow {value!r}; use one of: {', '.join(SESSION_FLOWS)}")
         return value
 
     @field_validator("agents")
@@ -337,7 +347,8 @@ def build_planner_prompt(
     from orchestration.flows import get_policy
 
     flows = "\n".join(
-        f"- {value}: {get_policy(value).description} Roles: {_FLOW_ROLES[value]}" for value in allowed_flows
+        f"- {value}: {get_policy(value).description} Roles: {_FLOW_ROLES.get(value, 'see the flow')}"
+        for value in allowed_flows
     )
     system = (
         "You design a team of AI agents that will write and refine a document together in rounds.\n"
@@ -377,13 +388,14 @@ _FLOW_ROLES = {
     Flow.SEQUENTIAL: "any roles (writer, editor, critic...); each agent revises the whole document in turn.",
     Flow.EDITORIAL: "exactly one writer, one or more editors, exactly one synthesizer.",
     Flow.ROUNDTABLE: "one or more critics, exactly one moderator.",
+    Flow.PIPELINE: "exactly one researcher, one planner, one builder and one reviewer, in that order.",
 }
 
 
 def allowed_flows(user) -> list[str]:
     from billing.gating import check
 
-    return [value for value in Flow.values if check(user, "use_flow", flow=value).allowed]
+    return [value for value in SESSION_FLOWS if check(user, "use_flow", flow=value).allowed]
 
 
 def estimate_credits(*, model: LLMModel, prompt: PlannerPrompt) -> int:
@@ -469,9 +481,11 @@ def _call_planner(*, user, session: WritingSession, model: LLMModel, prompt: Pla
         reasoning=model.reasoning,
         metadata={**prompt.metadata, "session_id": session.pk},
     )
+    started = time.monotonic()
     try:
         text, end = async_to_sync(_stream)(model, request)
     except ProviderError as error:
+        metrics.provider_error(provider=model.provider, model=model.model_id, kind=error.kind)
         used = _used_before_failure(model, request, getattr(error, "received_text", ""), error.usage)
         charged = _settle(user, reservation, key, used, description) if used else _release(user, reservation, key)
         logger.info("team suggestion call failed: provider=%s kind=%s", model.provider, error.kind)
@@ -496,6 +510,16 @@ def _call_planner(*, user, session: WritingSession, model: LLMModel, prompt: Pla
         output_tokens=usage.output_tokens,
     )
     charged = _settle(user, reservation, key, used, description)
+    # Not a turn: tokens, credits and latency count, the turn counter does not.
+    metrics.turn_finished(
+        provider=model.provider,
+        model=model.model_id,
+        status="",
+        usage=usage,
+        credits=charged,
+        latency_ms=int((time.monotonic() - started) * 1000),
+        purpose="team_suggestion",
+    )
     return _CallResult(text=text, charged=charged, stop_outcome=end.outcome)
 
 
@@ -553,7 +577,7 @@ def _refuse_flow(user, flow: Any, charged: int) -> None:
     """Raise SuggestionError with the plan's upgrade reason if the proposed flow is a known, locked one."""
     from billing.gating import check
 
-    if not isinstance(flow, str) or flow.strip().lower() not in Flow.values:
+    if not isinstance(flow, str) or flow.strip().lower() not in SESSION_FLOWS:
         return
     verdict = check(user, "use_flow", flow=flow.strip().lower())
     if not verdict.allowed:

@@ -9,7 +9,7 @@ import orchestration.conversations.search
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('orchestration', '0009_stop_reason_staff'),
+        ('orchestration', '0010_pipeline_flow'),
     ]
 
     operations = [
@@ -21,12 +21,12 @@ class Migration(migrations.Migration):
         migrations.AlterField(
             model_name='teampreset',
             name='flow',
-            field=models.CharField(choices=[('sequential', 'Sequential turns'), ('editorial', 'Writer, parallel editors, synthesizer'), ('roundtable', 'Roundtable: parallel critics and a moderator'), ('conversation', 'Conversation: triage with handoffs')], default='sequential', max_length=30),
+            field=models.CharField(choices=[('sequential', 'Sequential turns'), ('editorial', 'Writer, parallel editors, synthesizer'), ('roundtable', 'Roundtable: parallel critics and a moderator'), ('pipeline', 'Research, plan, build, review'), ('conversation', 'Conversation: triage with handoffs')], default='sequential', max_length=30),
         ),
         migrations.AlterField(
             model_name='writingsession',
             name='flow',
-            field=models.CharField(choices=[('sequential', 'Sequential turns'), ('editorial', 'Writer, parallel editors, synthesizer'), ('roundtable', 'Roundtable: parallel critics and a moderator'), ('conversation', 'Conversation: triage with handoffs')], default='sequential', max_length=30),
+            field=models.CharField(choices=[('sequential', 'Sequential turns'), ('editorial', 'Writer, parallel editors, synthesizer'), ('roundtable', 'Roundtable: parallel critics and a moderator'), ('pipeline', 'Research, plan, build, review'), ('conversation', 'Conversation: triage with handoffs')], default='sequential', max_length=30),
         ),
         migrations.CreateModel(
             name='Conversation',
