@@ -149,7 +149,17 @@ async def run_call(prepared: Prepared, *, owner: str) -> str:
                 await engine.db(_fail_reply, session.pk, begun, owner=owner, out_of_credits=True)
                 return "out_of_credits"
             attempt = _Attempt(*begun)
-            result = await _stream(prepared, agent, model, attempt, owner=owner)
+            try:
+                result = await _stream(prepared, agent, model, attempt, owner=owner)
+            except (LeaseLost, asyncio.CancelledError):
+                raise
+            except Exception:
+                # A bug or an unexpected library error: never leave the call streaming or its credits held.
+                logger.exception("conversation turn %s crashed", attempt.turn_id)
+                text = "".join(attempt.received)
+                await sync_to_async(engine._fail_turn)(session.pk, attempt.turn_id, text, owner=owner)
+                await engine.db(_fail_reply, session.pk, engine.INTERNAL_ERROR, owner=owner)
+                return "failed"
             if not isinstance(result, Exception):
                 return result
             error = result
