@@ -12,7 +12,7 @@ from ninja import NinjaAPI, Swagger
 
 from api import errors
 from api.auth import AUTH, PlanRateThrottle
-from api.routes import account, projects, streams
+from api.routes import account, catalogue, documents, projects, sessions, streams
 
 api = NinjaAPI(
     title="Atelier API",
@@ -28,4 +28,7 @@ api = NinjaAPI(
 errors.install(api)
 api.add_router("/", account.router)
 api.add_router("/projects", projects.router)
+api.add_router("/sessions", sessions.router)
+api.add_router("/sessions", documents.router)
+api.add_router("/", catalogue.router)
 api.add_router("/", streams.router)

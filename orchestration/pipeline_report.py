@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from django.utils.html import escape
+
 from orchestration.flows import Recipe
 from orchestration.flows.merge import citations_in
 from orchestration.models import Passage, Turn, WritingSession
@@ -181,18 +183,20 @@ _TAG_SPLIT = re.compile(r"(<[^>]*>)")
 _CITATION = re.compile(r"\[(\d{1,3}(?:\s*[,;]\s*\d{1,3})*)\]")
 
 
-def link_citations(html: str, sources: list[dict[str, Any]]) -> str:
+def link_citations(html: str, sources: list[dict[str, Any]], *, base: str = "") -> str:
     """Turn [n] / [n, m] in already-sanitized HTML text into links to the passages on the page.
 
     Only text between tags is touched (never attributes); numbers that are not sources stay plain text
-    and are marked, so a made-up citation is visible. Each link is built here from integers only.
+    and are marked, so a made-up citation is visible. Each link is built here from integers only (and
+    ``base``, a path from reverse(), so the document page can link to the passages on the live page).
     """
     anchors = {s["n"]: s["passage_id"] for s in sources}
 
     def one(number: str) -> str:
         n = int(number)
         if n in anchors:
-            return f'<a class="citation" href="#passage-{anchors[n]}" data-testid="citation" title="Source {n}">{n}</a>'
+            href = f"{escape(base)}#passage-{anchors[n]}"
+            return f'<a class="citation" href="{href}" data-testid="citation" title="Source {n}">{n}</a>'
         return f'<span class="citation citation-unknown" title="No source has this number">{n}?</span>'
 
     def replace(match: re.Match[str]) -> str:

@@ -42,7 +42,7 @@ CATCH_UP_BATCH = 500  # events read from the database per query while catching u
 RETRY_MILLISECONDS = 2000  # how soon a browser's EventSource reconnects after a drop
 
 
-def _closing(fn, *args):
+def call_and_close(fn, *args):
     """Run fn, then close this thread's database connection: a stream waits far longer than it
     reads, and must not hold a connection (PostgreSQL's are few) while it waits, nor leave one
     behind in its request thread after the client goes (persistent connections, CONN_MAX_AGE)."""
@@ -56,7 +56,7 @@ def _closing(fn, *args):
 
 async def _db(fn, *args):
     """fn(*args) in the request's own thread (Django's thread-sensitive executor), no connection kept."""
-    return await sync_to_async(_closing)(fn, *args)
+    return await sync_to_async(call_and_close)(fn, *args)
 
 
 class InvalidPosition(ValueError):

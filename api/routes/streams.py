@@ -101,7 +101,8 @@ async def open_stream(request: HttpRequest, *, source: streams.EventSource, afte
 
     `last_seq_of(user) -> int` raises ApiError(404) unless the caller owns the run.
     """
-    position, limit = await sync_to_async(_prepare)(request, after, last_seq_of)
+    # call_and_close: no connection is left behind in this request's thread, refused or not.
+    position, limit = await sync_to_async(streams.call_and_close)(_prepare, request, after, last_seq_of)
     key = getattr(request, "api_key", None)
     heartbeat = settings.API_SSE_HEARTBEAT_SECONDS
     slot = streams.StreamSlot(

@@ -258,3 +258,40 @@ def redis_members(key: str) -> int:
         return client.zcard(key)
     finally:
         client.close()
+
+
+def _web_connections() -> int:
+    """Connections to the test database other than this test's own."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        return cursor.fetchone()[0]
+
+
+def test_streams_and_refusals_leave_no_database_connection_behind(web_only, owner):
+    """PostgreSQL: a waiting stream holds no connection, and none stays open after a stream or a refusal."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("counts server connections: PostgreSQL only")
+    session = demo_session(owner)
+    WritingSession.objects.filter(pk=session.pk).update(status=Status.QUEUED)
+    key = new_key(owner)
+    baseline = _web_connections()
+    for _ in range(5):
+        stream = Stream(web_only.url, events_path(session.pk), key)
+        stream.read(until=lambda b: b.get("comment") == "ping")
+        stream.close()
+        refused = Stream(web_only.url, events_path(session.pk + 10_000), key)
+        assert refused.status == 404
+        refused.close()
+    held = [Stream(web_only.url, events_path(session.pk), key) for _ in range(2)]
+    for stream in held:
+        stream.read(until=lambda b: b.get("comment") == "ping")  # idle, waiting for the run
+    assert _web_connections() <= baseline
+    for stream in held:
+        stream.close()
+    wait_for(lambda: _web_connections() <= baseline, timeout=10, message="no connection left behind")

@@ -96,6 +96,10 @@ def test_researched_article_runs_offline_with_real_citations_applied_edits_and_a
     assert "It is worth noting" not in session.document
 
 
+def turns_sources(session):
+    return Turn.objects.get(session=session, slot="research", status="completed").result["sources"]
+
+
 def test_the_page_shows_stages_links_citations_to_passages_and_exports_the_report(
     enqueued, rich_owner, settings, client, outsider
 ):
@@ -121,6 +125,10 @@ def test_the_page_shows_stages_links_citations_to_passages_and_exports_the_repor
         passage = Passage.objects.get(pk=pk, session=session)
         anchor = re.search(rf'<li id="passage-{pk}"[^>]*>(.*?)</li>', page, re.S)
         assert anchor and passage.text.splitlines()[-1] in html.unescape(anchor.group(1))
+    # The current version in the document panel links its citations to the same passages.
+    panel = page.split('data-testid="document-current"', 1)[1].split("</div>", 1)[0]
+    panel_links = set(re.findall(rf'href="/sessions/{session.pk}/#passage-(\d+)"', panel))
+    assert panel_links and panel_links <= {str(s["passage_id"]) for s in turns_sources(session)}
     assert 'data-testid="stage-usage"' in page and page.count('data-testid="stage-row"') == 6
     assert 'data-testid="review-edit" data-applied="true"' in page
 
