@@ -7,10 +7,16 @@ returned Gate to show locked options with an upgrade prompt.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from django.urls import reverse
 
 from billing.plans import TIER_LABELS, Plan, cheapest_plan_for, model_tier
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
+    from orchestration.models import Conversation
 
 ACTIONS = {
     "create_agent",
@@ -79,7 +85,7 @@ def _check_flow(plan: Plan, flow: str) -> Gate | None:
     return _deny(plan, f"does not include the {flow.replace('_', ' ')} flow", up, "to use every flow")
 
 
-def _check_concurrency(plan: Plan, user, exclude_session_id: int | None) -> Gate | None:
+def _check_concurrency(plan: Plan, user: User, exclude_session_id: int | None) -> Gate | None:
     from orchestration.models import ACTIVE_STATUSES, WritingSession
 
     # A conversation's reply has its own limit (concurrent_replies, see _check_message).
@@ -100,7 +106,7 @@ def _check_concurrency(plan: Plan, user, exclude_session_id: int | None) -> Gate
     )
 
 
-def _check_storage(plan: Plan, user, action: str, adding: int) -> Gate | None:
+def _check_storage(plan: Plan, user: User, action: str, adding: int) -> Gate | None:
     """Per-user quotas on what is stored (projects, sessions, reference text). Counted here; the
     caller holds billing.services.hold_user_lock so concurrent creations cannot all pass the count."""
     from django.db.models import Sum
@@ -129,7 +135,7 @@ def _check_storage(plan: Plan, user, action: str, adding: int) -> Gate | None:
     return _deny(plan, f"keeps up to {limit:,} {what}; delete some first", up, detail)
 
 
-def _check_session(plan: Plan, user, session, extra_rounds: int = 0) -> Gate | None:
+def _check_session(plan: Plan, user: User, session, extra_rounds: int = 0) -> Gate | None:
     agents = [a for a in session.agents.select_related("model", "fallback_model").all() if a.active]
     # Fallbacks too: the engine switches to them on errors, so a plan-locked fallback (from a preset saved
     # on a higher plan, a duplicate, or a downgrade) would otherwise run a model the plan does not include.
@@ -146,7 +152,7 @@ def _check_session(plan: Plan, user, session, extra_rounds: int = 0) -> Gate | N
     return None
 
 
-def _check_conversations(plan: Plan, user, specialists: int) -> Gate | None:
+def _check_conversations(plan: Plan, user: User, specialists: int) -> Gate | None:
     from orchestration.models import Conversation
 
     used = Conversation.objects.filter(project__owner=user).count()
@@ -161,7 +167,7 @@ def _check_conversations(plan: Plan, user, specialists: int) -> Gate | None:
     return None
 
 
-def _check_message(plan: Plan, user, conversation) -> Gate | None:
+def _check_message(plan: Plan, user: User, conversation: Conversation) -> Gate | None:
     """Messages per minute and replies streaming at once (plans.py), then the conversation's team."""
     from datetime import timedelta
 
@@ -204,7 +210,7 @@ def _check_message(plan: Plan, user, conversation) -> Gate | None:
     return None
 
 
-def check(user, action: str, **context) -> Gate:
+def check(user: User, action: str, **context) -> Gate:
     """Gate for ``action``: create_agent (agents=n), start_session / continue_session (session=...,
     extra_rounds=n for continue), use_model (model=...), use_flow (flow=...), run_concurrently,
     and the storage quotas create_project / create_session (adding=n) and store_references

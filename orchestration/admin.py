@@ -77,7 +77,8 @@ class LLMModelForm(forms.ModelForm):
         return self.cleaned_data.get("reasoning_output") or ReasoningOutput.FULL
 
     def clean(self):
-        cleaned = super().clean()
+        super().clean()
+        cleaned = self.cleaned_data  # what Form.clean() returns (django-stubs allows None)
         # Each control exists in one wire protocol only (docs/architecture.md, "Reasoning models").
         provider = cleaned.get("provider", self.instance.provider)
         reasoning = cleaned.get("reasoning", self.instance.reasoning)

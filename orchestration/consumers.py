@@ -18,7 +18,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from atelier.core import metrics
 from orchestration import events as ev
 from orchestration import lease
-from orchestration.live import render_fragments
+from orchestration.live import TurnTextCache, render_fragments
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=4403)
             return
         self.last_seq = 0
-        self.turn_text: dict[int, str] = {}
+        self.turn_text: TurnTextCache = {}
         self.group = ev.group_name(self.session_id)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()

@@ -27,8 +27,7 @@ import re
 import time
 import uuid
 from dataclasses import dataclass, field
-from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import async_to_sync
 from django.db import transaction
@@ -44,6 +43,9 @@ from orchestration.models import (
     TeamPreset,
     WritingSession,
 )
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 logger = logging.getLogger(__name__)
 
@@ -183,7 +185,8 @@ class TeamProposal(BaseModel):
         from orchestration.flows import get_policy
 
         team = [Agent(name=a.name, role=a.role) for a in self.agents]
-        problems = get_policy(self.flow).validate(SimpleNamespace(flow_config=self.flow_config()), team)
+        unsaved = WritingSession(flow=self.flow, flow_config=self.flow_config())  # never saved: validation only
+        problems = get_policy(self.flow).validate(unsaved, team)
         if problems:
             raise ValueError(" ".join(problems))
         return self
@@ -245,7 +248,7 @@ PROPOSAL_EXAMPLE = {
 }
 
 
-def limits_for(user) -> ProposalLimits:
+def limits_for(user: User) -> ProposalLimits:
     """The models `user` may use now (enabled, priced, connected, on their plan) and their plan's limits."""
     from billing.services import effective_plan, get_account
     from orchestration.forms import model_options
@@ -310,7 +313,7 @@ def extract_json(text: str) -> Any:
 # --- Choosing the planner and pricing the call --------------------------------------------------------------
 
 
-def planner_options(user) -> list[LLMModel]:
+def planner_options(user: User) -> list[LLMModel]:
     """Models `user` may pick as the planner (unlocked catalogue models), cheapest first."""
     from orchestration.forms import model_options
 
@@ -324,12 +327,13 @@ def _typical_credits(model: LLMModel) -> int:
     return credits_for_usage(model=model, input_tokens=2000, cached_tokens=0, output_tokens=PLANNER_MAX_OUTPUT_TOKENS)
 
 
-def default_planner(user) -> LLMModel | None:
+def default_planner(user: User) -> LLMModel | None:
     """The cheapest capable planner: the cheapest language model the user may use whose output limit holds a
     proposal; the Demo model (a rule-based planner, not a language model) when no language model is usable."""
     options = planner_options(user)
     capable = [m for m in options if not m.is_demo and m.max_output_tokens >= PLANNER_MAX_OUTPUT_TOKENS // 2]
-    return (capable or options or [None])[0]
+    choices = capable or options
+    return choices[0] if choices else None
 
 
 @dataclass(frozen=True)
@@ -384,7 +388,7 @@ def build_planner_prompt(
     return PlannerPrompt(system=system, user="\n\n".join(parts), max_tokens=max_tokens, metadata=metadata)
 
 
-_FLOW_ROLES = {
+_FLOW_ROLES: dict[str, str] = {
     Flow.SEQUENTIAL: "any roles (writer, editor, critic...); each agent revises the whole document in turn.",
     Flow.EDITORIAL: "exactly one writer, one or more editors, exactly one synthesizer.",
     Flow.ROUNDTABLE: "one or more critics, exactly one moderator.",
@@ -392,7 +396,7 @@ _FLOW_ROLES = {
 }
 
 
-def allowed_flows(user) -> list[str]:
+def allowed_flows(user: User) -> list[str]:
     from billing.gating import check
 
     return [value for value in SESSION_FLOWS if check(user, "use_flow", flow=value).allowed]
@@ -455,7 +459,9 @@ async def _stream(model: LLMModel, request) -> tuple[str, Any]:
     return "".join(received), end
 
 
-def _call_planner(*, user, session: WritingSession, model: LLMModel, prompt: PlannerPrompt, key: str) -> _CallResult:
+def _call_planner(
+    *, user: User, session: WritingSession, model: LLMModel, prompt: PlannerPrompt, key: str
+) -> _CallResult:
     """One blocking planner call, reserved before and settled after (a failure charges only what was used)."""
     from billing.pricing import credits_for_usage
     from billing.services import InsufficientCredits, release_credits, reserve_credits
@@ -538,7 +544,7 @@ def _used_before_failure(model: LLMModel, request, received: str, reported) -> i
     )
 
 
-def _settle(user, reservation: str, key: str, used: int, description: str) -> int:
+def _settle(user: User, reservation: str, key: str, used: int, description: str) -> int:
     from billing.services import settle_credits
 
     return settle_credits(
@@ -546,7 +552,7 @@ def _settle(user, reservation: str, key: str, used: int, description: str) -> in
     )
 
 
-def _release(user, reservation: str, key: str) -> int:
+def _release(user: User, reservation: str, key: str) -> int:
     from billing.services import release_credits
 
     release_credits(user=user, reservation_key=reservation, key=f"{key}:release")
@@ -573,7 +579,7 @@ def _agent_names(data: Any) -> list[str]:
     return [str(a.get("name") or "") if isinstance(a, dict) else "" for a in agents]
 
 
-def _refuse_flow(user, flow: Any, charged: int) -> None:
+def _refuse_flow(user: User, flow: Any, charged: int) -> None:
     """Raise SuggestionError with the plan's upgrade reason if the proposed flow is a known, locked one."""
     from billing.gating import check
 
@@ -589,7 +595,7 @@ def _refuse_flow(user, flow: Any, charged: int) -> None:
 
 
 def suggest_team(
-    *, session: WritingSession, user, model: LLMModel, brief: str, goal: str, document: str = ""
+    *, session: WritingSession, user: User, model: LLMModel, brief: str, goal: str, document: str = ""
 ) -> Suggestion:
     """Ask `model` to propose a team for `session`; nothing is written to the session.
 
@@ -650,7 +656,7 @@ def suggest_team(
 # --- Accepting ---------------------------------------------------------------------------------------------
 
 
-def accept_proposal(*, session: WritingSession, user, proposal: TeamProposal, brief: str = "") -> None:
+def accept_proposal(*, session: WritingSession, user: User, proposal: TeamProposal, brief: str = "") -> None:
     """Replace the draft session's team, flow and termination settings with the (edited) proposal.
 
     Re-checks everything on the server: the session is not running, every model is usable by `user`, the

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import Any
 
 # Names shown to users and the environment variables that configure each provider.
 PROVIDER_LABELS = {
@@ -218,23 +218,23 @@ class ProviderError(Exception):
         return f"ProviderError(kind={self.kind!r}, retryable={self.retryable}, status={self.status})"
 
 
-class ProviderAdapter(Protocol):
-    provider: str
-
-    def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]: ...
-
-    async def check(self) -> tuple[bool, str]: ...
-
-
 class BaseAdapter:
-    """Shared helpers; concrete adapters implement `stream` and `check`."""
+    """What every provider adapter offers (`stream`, `check`) plus shared helpers."""
 
     provider: str = ""
-    label: ClassVar[str] = ""
 
     @property
     def display_name(self) -> str:
         return PROVIDER_LABELS.get(self.provider, self.provider)
+
+    def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
+        """The reply as it arrives: TextDelta / ReasoningDelta events, then exactly one StreamEnd
+        (stop reason and usage). Raises ProviderError; implemented as an async generator."""
+        raise NotImplementedError
+
+    async def check(self) -> tuple[bool, str]:
+        """(ok, message): whether the provider answers with this configuration, spending no tokens."""
+        raise NotImplementedError
 
 
 def estimate_tokens(text: str) -> int:

@@ -272,7 +272,7 @@ def _refusal_words(details: Any) -> str:
     return explanation or (f"category: {category}" if category else "")
 
 
-def _merge_anthropic_usage(totals: dict[str, int], usage: Any) -> None:
+def _merge_anthropic_usage(totals: dict[str, int | None], usage: Any) -> None:
     """message_start carries input counts, message_delta the cumulative output (and sometimes input) counts."""
     if usage is None:
         return

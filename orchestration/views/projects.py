@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db import transaction
 from django.db.models import Count, Q
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import path, reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from atelier.core.http import AuthenticatedHttpRequest
 from orchestration import presets, services
 from orchestration.forms import ProjectForm, credit_balance
 from orchestration.models import (
@@ -25,10 +28,13 @@ from orchestration.models import (
 from orchestration.retrieval import index_references
 from orchestration.views.access import _get_project_for_user, _get_session_for_user
 
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
 RECENT_SESSIONS = 8
 
 
-def _recent_sessions(user) -> list[WritingSession]:
+def _recent_sessions(user: User) -> list[WritingSession]:
     return list(
         WritingSession.objects.filter(project__owner=user)
         .exclude(flow=Flow.CONVERSATION)
@@ -39,7 +45,7 @@ def _recent_sessions(user) -> list[WritingSession]:
 
 @login_required
 @require_GET
-def dashboard(request: HttpRequest) -> HttpResponse:
+def dashboard(request: AuthenticatedHttpRequest) -> HttpResponse:
     recent = _recent_sessions(request.user)
     context = {
         "recent_sessions": recent,
@@ -73,7 +79,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_POST
-def demo_quickstart(request: HttpRequest) -> HttpResponse:
+def demo_quickstart(request: AuthenticatedHttpRequest) -> HttpResponse:
     """One click from an empty dashboard to a ready-to-start session with the demo team."""
     preset = TeamPreset.objects.filter(owner=None, slug=presets.SHIPPED_PRESETS[0]["slug"]).first()
     if preset is None:
@@ -102,7 +108,7 @@ def demo_quickstart(request: HttpRequest) -> HttpResponse:
     return redirect("demo_ready", pk=session.pk)
 
 
-def _demo_context(request: HttpRequest, session: WritingSession) -> dict:
+def _demo_context(request: AuthenticatedHttpRequest, session: WritingSession) -> dict:
     from billing.pricing import estimate_session_credits
 
     low, high = estimate_session_credits(session)
@@ -119,7 +125,7 @@ def _demo_context(request: HttpRequest, session: WritingSession) -> dict:
 
 @login_required
 @require_GET
-def demo_ready(request: HttpRequest, pk: int) -> HttpResponse:
+def demo_ready(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     """The short path after "Try the demo team": the brief, the team and Start on one screen."""
     session = _get_session_for_user(request, pk)
     if session.status != Status.DRAFT:
@@ -129,7 +135,7 @@ def demo_ready(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def demo_start(request: HttpRequest, pk: int) -> HttpResponse:
+def demo_start(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     """Start a draft as it is (no settings form: the short path changes nothing)."""
     from orchestration import services
 
@@ -146,7 +152,7 @@ def demo_start(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def project_create(request: HttpRequest) -> HttpResponse:
+def project_create(request: AuthenticatedHttpRequest) -> HttpResponse:
     form = ProjectForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
@@ -172,7 +178,7 @@ def _project_sessions(project: Project, status: str) -> list[WritingSession]:
 
 @login_required
 @require_GET
-def project_detail(request: HttpRequest, pk: int) -> HttpResponse:
+def project_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     project = _get_project_for_user(request, pk)
     status = request.GET.get("status", "")
     if status and status != "active" and status not in Status.values:
@@ -191,7 +197,7 @@ def project_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def project_rename(request: HttpRequest, pk: int) -> HttpResponse:
+def project_rename(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     project = _get_project_for_user(request, pk)
     form = ProjectForm(request.POST, instance=project)
     if form.is_valid():
@@ -214,7 +220,7 @@ def project_rename(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def project_archive(request: HttpRequest, pk: int) -> HttpResponse:
+def project_archive(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     project = _get_project_for_user(request, pk)
     if project.archived_at:
         messages.success(request, f"“{project.name}” is back on your dashboard.")
@@ -226,7 +232,7 @@ def project_archive(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def project_delete(request: HttpRequest, pk: int) -> HttpResponse:
+def project_delete(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     project = _get_project_for_user(request, pk)
     active = project.sessions.filter(status__in=ACTIVE_STATUSES).count()
     if request.method == "POST":
@@ -258,7 +264,7 @@ def project_delete(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_GET
-def project_archived(request: HttpRequest) -> HttpResponse:
+def project_archived(request: AuthenticatedHttpRequest) -> HttpResponse:
     projects = Project.objects.filter(owner=request.user, archived_at__isnull=False).order_by("-archived_at")
     return render(request, "orchestration/project_archived.html", {"projects": projects})
 
@@ -266,7 +272,7 @@ def project_archived(request: HttpRequest) -> HttpResponse:
 SEARCH_LIMIT = 50
 
 
-def search_sessions(user, query: str, status: str = "") -> list[WritingSession]:
+def search_sessions(user: User, query: str, status: str = "") -> list[WritingSession]:
     """The user's sessions whose title, brief, document or project name contains every word of `query`."""
     sessions = WritingSession.objects.filter(project__owner=user).exclude(flow=Flow.CONVERSATION)
     sessions = sessions.select_related("project")
@@ -286,7 +292,7 @@ def search_sessions(user, query: str, status: str = "") -> list[WritingSession]:
 
 @login_required
 @require_GET
-def session_search(request: HttpRequest) -> HttpResponse:
+def session_search(request: AuthenticatedHttpRequest) -> HttpResponse:
     query = request.GET.get("q", "").strip()[:200]
     status = request.GET.get("status", "")
     if status and status != "active" and status not in Status.values:
@@ -306,7 +312,7 @@ def session_search(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def session_delete(request: HttpRequest, pk: int) -> HttpResponse:
+def session_delete(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     """Confirm, then delete a session (never while it runs)."""
     from orchestration import services
 
