@@ -34,7 +34,15 @@ from django.db import transaction
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from atelier.core import metrics
-from orchestration.models import ACTIVE_STATUSES, Agent, Flow, LLMModel, TeamPreset, WritingSession
+from orchestration.models import (
+    ACTIVE_STATUSES,
+    SESSION_FLOWS,
+    Agent,
+    Flow,
+    LLMModel,
+    TeamPreset,
+    WritingSession,
+)
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -157,8 +165,8 @@ class TeamProposal(BaseModel):
     @classmethod
     def _known_flow(cls, value: str) -> str:
         value = value.strip().lower()
-        if value not in Flow.values:
-            raise ValueError(f"unknown flow {value!r}; use one of: {', '.join(Flow.values)}")
+        if value not in SESSION_FLOWS:
+            raise ValueError(f"unknown flow {value!r}; use one of: {', '.join(SESSION_FLOWS)}")
         return value
 
     @field_validator("agents")
@@ -392,7 +400,7 @@ _FLOW_ROLES: dict[str, str] = {
 def allowed_flows(user: User) -> list[str]:
     from billing.gating import check
 
-    return [value for value in Flow.values if check(user, "use_flow", flow=value).allowed]
+    return [value for value in SESSION_FLOWS if check(user, "use_flow", flow=value).allowed]
 
 
 def estimate_credits(*, model: LLMModel, prompt: PlannerPrompt) -> int:
@@ -605,7 +613,7 @@ def _refuse_flow(user: User, flow: Any, charged: int) -> None:
     """Raise SuggestionError with the plan's upgrade reason if the proposed flow is a known, locked one."""
     from billing.gating import check
 
-    if not isinstance(flow, str) or flow.strip().lower() not in Flow.values:
+    if not isinstance(flow, str) or flow.strip().lower() not in SESSION_FLOWS:
         return
     verdict = check(user, "use_flow", flow=flow.strip().lower())
     if not verdict.allowed:
