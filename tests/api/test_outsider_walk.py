@@ -35,6 +35,9 @@ def test_every_operation_with_the_owners_ids_is_404_for_an_outsider(owner, outsi
     world = owned_world(owner, status=Status.PAUSED)
     outsider_api = ApiClient(new_key(outsider))
     ids = {"project_id": world["project"].pk, "session_id": world["session"].pk, "number": world["version"].number}
+    from orchestration.conversations.services import create_conversation
+
+    ids["conversation_id"] = create_conversation(project=world["project"], user=owner).pk
     # The one id in a body: a session in someone else's project.
     body = {"project_id": world["project"].pk, "title": "Planted", "brief": "b"}
     assert outsider_api.post("sessions", body).status_code == 404
