@@ -78,6 +78,7 @@ class SuggestionError(Exception):
         super().__init__(message)
         self.message = message
         self.agent_names = agent_names or []  # the reply's agent names, so errors can name them
+        self.retry_after: float | None = None  # a transient provider error that charged nothing: seconds to wait
         self.charged = charged
         self.errors = errors or []
         self.upgrade_url = upgrade_url
@@ -495,7 +496,9 @@ def _call_planner(
         used = _used_before_failure(model, request, getattr(error, "received_text", ""), error.usage)
         charged = _settle(user, reservation, key, used, description) if used else _release(user, reservation, key)
         logger.info("team suggestion call failed: provider=%s kind=%s", model.provider, error.kind)
-        raise SuggestionError(f"The planner could not answer: {error.user_message}", charged=charged) from None
+        failure = SuggestionError(f"The planner could not answer: {error.user_message}", charged=charged)
+        failure.retry_after = _retry_wait(error) if not used else None
+        raise failure from None
     except Exception:
         # A bug or an unexpected library error: never keep the credits held, never a 500 for the user.
         logger.exception("team suggestion call crashed: provider=%s", model.provider)
@@ -542,6 +545,33 @@ def _used_before_failure(model: LLMModel, request, received: str, reported) -> i
     return credits_for_usage(
         model=model, input_tokens=input_tokens, cached_tokens=cached, output_tokens=estimate_tokens(received)
     )
+
+
+RETRY_WAIT_CAP_SECONDS = 5.0  # the user is waiting on the page: one short wait, not the engine's minute
+
+
+def _retry_wait(error: Any) -> float | None:
+    """Seconds before retrying a transient provider error (rate limit, overload, server, connection), or None."""
+    from orchestration.providers.retry import retry_delay
+
+    if not getattr(error, "retryable", False):
+        return None
+    wait = retry_delay(0, getattr(error, "retry_after", None))
+    return wait if wait <= RETRY_WAIT_CAP_SECONDS else None
+
+
+def _call_with_retry(
+    *, user: User, session: WritingSession, model: LLMModel, prompt: PlannerPrompt, key: str
+) -> _CallResult:
+    """One planner call; a transient provider failure that charged nothing is retried once after a short wait
+    (its own ledger keys, `<key>:retry`), as the engine's retry layer does for turns."""
+    try:
+        return _call_planner(user=user, session=session, model=model, prompt=prompt, key=key)
+    except SuggestionError as error:
+        if error.retry_after is None:
+            raise
+        time.sleep(error.retry_after)
+    return _call_planner(user=user, session=session, model=model, prompt=prompt, key=f"{key}:retry")
 
 
 def _settle(user: User, reservation: str, key: str, used: int, description: str) -> int:
@@ -620,7 +650,7 @@ def suggest_team(
         model=model,
     )
     base_key = f"suggest:{session.pk}:{uuid.uuid4().hex}"
-    first = _call_planner(user=user, session=session, model=model, prompt=prompt, key=f"{base_key}:1")
+    first = _call_with_retry(user=user, session=session, model=model, prompt=prompt, key=f"{base_key}:1")
     if first.stop_outcome == "refused":
         raise SuggestionError("The planner refused to answer. Reword the brief or goal.", charged=first.charged)
     proposal, errors, data = _read_reply(first, limits)
@@ -638,7 +668,7 @@ def suggest_team(
         max_tokens=prompt.max_tokens,
         metadata={**prompt.metadata, "repair": True},
     )
-    second = _call_planner(user=user, session=session, model=model, prompt=repair, key=f"{base_key}:2")
+    second = _call_with_retry(user=user, session=session, model=model, prompt=repair, key=f"{base_key}:2")
     charged = first.charged + second.charged
     proposal, second_errors, data = _read_reply(second, limits)
     _refuse_flow(user, (data or {}).get("flow") if isinstance(data, dict) else None, charged)
