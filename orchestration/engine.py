@@ -14,6 +14,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from functools import partial
+from typing import TYPE_CHECKING
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -39,6 +40,9 @@ from orchestration.lease import (
 from orchestration.models import ALLOWED_TRANSITIONS, Agent, LLMModel, Status, StopReason, Turn, WritingSession
 from orchestration.termination import Stop, check_after_turn, check_before_step
 from orchestration.versions import record_version
+
+if TYPE_CHECKING:
+    from orchestration.providers import ModelRequest
 
 logger = logging.getLogger(__name__)
 
@@ -400,6 +404,7 @@ async def run_step(
             logger.exception("agent call crashed", exc_info=outcome)
             result.fatal_error = "An internal error interrupted this turn. It has been logged."
         elif outcome.status == "completed":
+            assert outcome.turn_id is not None  # a completed call always has its turn
             result.completed_turn_ids.append(outcome.turn_id)
         elif outcome.status == "cancelled":
             result.cancelled = True
@@ -482,7 +487,8 @@ async def run_call(
     if existing:  # this step already ran to completion before a crash: nothing to redo
         return CallOutcome("completed", existing)
 
-    models = [agent.model] + ([agent.fallback_model] if agent.fallback_model_id else [])
+    fallback = agent.fallback_model if agent.fallback_model_id else None
+    models = [agent.model] + ([fallback] if fallback is not None else [])
     failures: list[str] = []  # one line per model that gave up, for the final message
     for model in models:
         state = _ModelState()
@@ -537,7 +543,7 @@ class _ModelState:
 @dataclass
 class _Attempt:
     turn_id: int
-    request: object
+    request: ModelRequest
     estimated_tokens: int
     received: list[str] = field(default_factory=list)
     thought: list[str] = field(default_factory=list)  # the turn's reasoning, kept apart from its text

@@ -443,8 +443,12 @@ def credits_held(streaming_turn_ids: list[int]) -> int:
     return held(reservation_keys=[turn_reservation_key(pk) for pk in streaming_turn_ids])
 
 
+# A streaming turn's text is cached under its id, its reasoning under ("reasoning", id).
+TurnTextCache = dict[int | tuple[str, int], str]
+
+
 def render_fragments(
-    session_id: int, events: list[dict], turn_text: dict[int, str], *, full_text_for_chunks: bool = False
+    session_id: int, events: list[dict], turn_text: TurnTextCache, *, full_text_for_chunks: bool = False
 ) -> tuple[list[dict], int, str]:
     """Turn a batch of events into DOM fragments for the page. Returns (fragments, last seq, status).
 

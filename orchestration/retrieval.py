@@ -24,10 +24,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from django.db import connection
 from django.db.models import QuerySet
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 # Chunking: passages of about TARGET_CHARS, never over MAX_CHARS, cut at paragraph then sentence
 # then word boundaries. ~900 characters is about 200 tokens: eight passages fit any prompt comfortably.
@@ -305,7 +308,7 @@ def get_retriever() -> Retriever:
     return ScanRetriever()
 
 
-def _scope(*, session=None, project=None, owner=None):
+def _scope(*, session=None, project=None, owner: User | None = None):
     from orchestration.models import Passage
 
     if session is None and project is None and owner is None:
@@ -320,7 +323,7 @@ def _scope(*, session=None, project=None, owner=None):
     return qs
 
 
-def search(query: str, *, session=None, project=None, owner=None, k: int = 8) -> list[RetrievedPassage]:
+def search(query: str, *, session=None, project=None, owner: User | None = None, k: int = 8) -> list[RetrievedPassage]:
     """The passages best matching ``query`` within a scope, best first, at most ``k`` (1..MAX_K).
 
     Scope: ``session``, ``project`` and/or ``owner`` (model instances or ids; several narrow it).

@@ -9,6 +9,8 @@ position (400 when it is not an event id of this run) and the per-key concurrent
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
@@ -18,6 +20,9 @@ from api.auth import take_request
 from api.errors import ApiError
 from api.schemas import ERRORS
 from orchestration import streams
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 router = Router(tags=["streams"])
 
@@ -60,13 +65,13 @@ def _rate_limit(request: HttpRequest) -> None:
         )
 
 
-def _stream_limit(user) -> int:
+def _stream_limit(user: User) -> int:
     from billing.services import effective_plan, get_account
 
     return effective_plan(get_account(user)).api_concurrent_streams
 
 
-def _session_last_seq(user, session_id: int) -> int:
+def _session_last_seq(user: User, session_id: int) -> int:
     """The caller's session's last event sequence number; 404 for anyone else's or a missing id."""
     from orchestration.models import WritingSession
 
@@ -86,14 +91,16 @@ def _prepare(request: HttpRequest, after: str | None, last_seq_of) -> tuple[int,
     """Synchronous checks before a stream opens: rate limit, ownership, position. Returns
     (position, the stream limit of the caller's plan); raises ApiError."""
     _rate_limit(request)
-    last_seq = last_seq_of(request.user)
+    user = request.user
+    assert user.is_authenticated  # open_stream authenticates first
+    last_seq = last_seq_of(user)
     try:
         position = streams.parse_position(request.headers.get("Last-Event-ID"), after)
     except streams.InvalidPosition as exc:
         raise _bad_position(str(exc)) from None
     if position > last_seq:
         raise _bad_position(f"There is no event {position}: the latest is {last_seq}. Resume from an id it sent.")
-    return position, _stream_limit(request.user)
+    return position, _stream_limit(user)
 
 
 async def open_stream(request: HttpRequest, *, source: streams.EventSource, after: str | None, last_seq_of):

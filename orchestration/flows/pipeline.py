@@ -122,9 +122,10 @@ class PipelineFlow:
 
     def next_step(self, session: WritingSession) -> Step | Finished:
         roles = agents_by_role(session)
-        team = {role: (roles.get(role) or [None])[0] for role in self.roles}
-        if None in team.values():
+        members = {role: roles.get(role) or [] for role in self.roles}
+        if not all(members.values()):
             return Finished(StopReason.ERROR, "The pipeline needs a researcher, a planner, a builder and a reviewer.")
+        team = {role: ids[0] for role, ids in members.items()}
         try:
             config = clean_config(session.flow_config)
         except ConfigError as error:

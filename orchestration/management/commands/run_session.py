@@ -5,7 +5,9 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
@@ -53,7 +55,7 @@ def structured_summary(turn_id: int | None) -> str:
         )
     for kind in ("decisions", "resolutions"):
         if isinstance(result.get(kind), list):
-            verdicts = defaultdict(int)
+            verdicts: defaultdict[str, int] = defaultdict(int)
             for item in result[kind]:
                 verdicts[(item or {}).get("verdict") or "unclear"] += 1
             parts = ", ".join(f"{n} {verdict}" for verdict, n in verdicts.items()) or "none"
@@ -97,7 +99,7 @@ class EventPrinter:
     def __init__(self, command: BaseCommand, *, stream: bool) -> None:
         self.command = command
         self.stream = stream
-        self.labels: dict[int, str] = {}
+        self.labels: dict[int | None, str] = {}  # by turn id
         self.open_turn: int | None = None  # the turn whose text was printed last
         self.mid_line = False
         self.last_status = ""
@@ -122,7 +124,7 @@ class EventPrinter:
             return "[Session]"
         if turn_id not in self.labels:
             # Attached mid-run: the turn started before we were watching.
-            turn = Turn.objects.filter(pk=turn_id).values("round", "agent_name").first() or {}
+            turn: Mapping[str, Any] = Turn.objects.filter(pk=turn_id).values("round", "agent_name").first() or {}
             self.labels[turn_id] = f"[Round {turn.get('round', '?')} · {turn.get('agent_name') or 'Agent'}]"
         return self.labels[turn_id]
 
