@@ -418,14 +418,14 @@ class PlannedFlow:
             clean_config(session.flow_config)
         except ConfigError as error:
             problems.append(str(error))
-        if session.pk and limits_for(session).max_tasks < 1:
+        if getattr(session, "pk", None) and limits_for(session).max_tasks < 1:
             problems.append("Your plan does not include planned runs: upgrade to run a task graph.")
         return problems
 
     def call_shape(self, session: WritingSession, roles: list[str]) -> CallShape:
         """Worst case: the plan's largest graph, every task tried 1 + repairs + next-best, each verified."""
         config = session_config(session)
-        max_tasks = max(1, limits_for(session).max_tasks) if session.pk else 8
+        max_tasks = max(1, limits_for(session).max_tasks) if getattr(session, "pk", None) else 8
         tries = 2 + config["max_repairs"]
         roles = [(r or "").strip().lower() for r in roles]
         workers = max(1, roles.count(WORKER))

@@ -14,10 +14,16 @@ from django.urls import path, reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from atelier.core.http import AuthenticatedHttpRequest
-from orchestration import presets, services
+from orchestration import presets, services, team
 from orchestration.forms import ProjectForm, credit_balance
-from orchestration.models import ACTIVE_STATUSES, Project, ReferenceDocument, Status, TeamPreset, WritingSession
-from orchestration.retrieval import index_references
+from orchestration.models import (
+    ACTIVE_STATUSES,
+    Flow,
+    Project,
+    Status,
+    TeamPreset,
+    WritingSession,
+)
 from orchestration.views.access import _get_project_for_user, _get_session_for_user
 
 if TYPE_CHECKING:
@@ -29,6 +35,7 @@ RECENT_SESSIONS = 8
 def _recent_sessions(user: User) -> list[WritingSession]:
     return list(
         WritingSession.objects.filter(project__owner=user)
+        .exclude(flow=Flow.CONVERSATION)
         .select_related("project")
         .order_by("-updated_at")[:RECENT_SESSIONS]
     )
@@ -48,8 +55,11 @@ def dashboard(request: AuthenticatedHttpRequest) -> HttpResponse:
     projects = (
         Project.objects.filter(owner=request.user, archived_at__isnull=True)
         .annotate(
-            session_count=Count("sessions"),
-            active_count=Count("sessions", filter=Q(sessions__status__in=ACTIVE_STATUSES)),
+            session_count=Count("sessions", filter=~Q(sessions__flow=Flow.CONVERSATION)),
+            active_count=Count(
+                "sessions",
+                filter=Q(sessions__status__in=ACTIVE_STATUSES) & ~Q(sessions__flow=Flow.CONVERSATION),
+            ),
         )
         .order_by("-updated_at")
     )
@@ -80,16 +90,17 @@ def demo_quickstart(request: AuthenticatedHttpRequest) -> HttpResponse:
     try:
         with transaction.atomic():
             project = services.create_project(owner=request.user, name="My first project")
-            services.enforce_quota(user=request.user, action="create_session")
-            session = WritingSession.objects.create(
-                project=project, title="Demo: bike lanes essay", brief=presets.DEMO_BRIEF
-            )
             # The demo runs offline on the Demo model whatever the user's default is: no provider cost.
-            presets.apply_preset(session=session, preset=preset, default_model=model)
-            reference = ReferenceDocument.objects.create(
-                session=session, title=presets.DEMO_REFERENCE_TITLE, content=presets.DEMO_REFERENCE
+            session = team.create_session(
+                user=request.user,
+                project=project,
+                title="Demo: bike lanes essay",
+                brief=presets.DEMO_BRIEF,
+                preset=preset,
+                model=model,
             )
-            index_references([reference])
+            items = [(presets.DEMO_REFERENCE_TITLE, presets.DEMO_REFERENCE, "")]
+            services.add_references(session=session, user=request.user, items=items)  # indexed there too
     except services.ServiceError as exc:
         messages.error(request, exc.message)
         return redirect("dashboard")
@@ -156,7 +167,7 @@ def project_create(request: AuthenticatedHttpRequest) -> HttpResponse:
 
 
 def _project_sessions(project: Project, status: str) -> list[WritingSession]:
-    sessions = project.sessions.all().order_by("-created_at")
+    sessions = project.sessions.exclude(flow=Flow.CONVERSATION).order_by("-created_at")
     if status == "active":
         sessions = sessions.filter(status__in=ACTIVE_STATUSES)
     elif status in Status.values:
@@ -242,7 +253,11 @@ def project_delete(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     return render(
         request,
         "orchestration/project_confirm_delete.html",
-        {"project": project, "active": active, "session_count": project.sessions.count()},
+        {
+            "project": project,
+            "active": active,
+            "session_count": project.sessions.exclude(flow=Flow.CONVERSATION).count(),
+        },
     )
 
 
@@ -258,7 +273,8 @@ SEARCH_LIMIT = 50
 
 def search_sessions(user: User, query: str, status: str = "") -> list[WritingSession]:
     """The user's sessions whose title, brief, document or project name contains every word of `query`."""
-    sessions = WritingSession.objects.filter(project__owner=user).select_related("project")
+    sessions = WritingSession.objects.filter(project__owner=user).exclude(flow=Flow.CONVERSATION)
+    sessions = sessions.select_related("project")
     for word in query.split()[:8]:
         sessions = sessions.filter(
             Q(title__icontains=word)
