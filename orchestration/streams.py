@@ -157,12 +157,13 @@ def parse_position(last_event_id: str | None, after: str | None) -> int:
 def format_event(event: dict) -> bytes:
     """One stored event as an SSE message: ``id`` = seq, ``event`` = kind, ``data`` = the event as JSON."""
     data = json.dumps(event, ensure_ascii=False, separators=(",", ":"))  # one line: JSON escapes newlines
-    return f"id: {event['seq']}\nevent: {event['kind']}\ndata: {data}\n\n".encode()
+    # errors="replace": a lone surrogate in a model's text must not break the stream.
+    return f"id: {event['seq']}\nevent: {event['kind']}\ndata: {data}\n\n".encode(errors="replace")
 
 
 def format_end(end: dict, last_seq: int) -> bytes:
     data = json.dumps({**end, "last_seq": last_seq}, ensure_ascii=False, separators=(",", ":"))
-    return f"event: end\ndata: {data}\n\n".encode()
+    return f"event: end\ndata: {data}\n\n".encode(errors="replace")
 
 
 HEARTBEAT = b": ping\n\n"

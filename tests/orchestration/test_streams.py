@@ -180,3 +180,12 @@ def test_the_blocking_helper_works_from_synchronous_code(owner):
     threading.Timer(0.3, finish_later).start()
     state = streams.wait_for_run_end_sync(streams.SessionEvents(session.pk), timeout=20)
     assert not state.active and state.end["status"] == "stopped"
+
+
+def test_an_event_is_one_sse_message_whatever_its_text():
+    event = {"seq": 7, "kind": "chunk", "turn_id": 3, "payload": {"text": "two\nlines\r\n and a lone \ud800 surrogate"}}
+    raw = streams.format_event(event)
+    assert raw.startswith(b"id: 7\nevent: chunk\ndata: ") and raw.endswith(b"\n\n")
+    assert raw.count(b"\n") == 4  # id, event, data, blank: newlines inside the text are JSON-escaped
+    (parsed,) = parse_sse(raw)
+    assert parsed["data"]["payload"]["text"].startswith("two\nlines\r\n and a lone ")
