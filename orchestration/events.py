@@ -43,25 +43,36 @@ def append_events(
 
     With `lease_owner`, the events are written only while that executor holds the session's lease
     (the check is part of the sequence UPDATE, no extra statement); otherwise raises LeaseLost.
+    Joins the caller's transaction without a savepoint (a failure rolls the caller's work back too).
     """
     if not events:
         return []
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):
         last = _reserve_seqs(session_id, len(events), lease_owner)
         first = last - len(events) + 1
-        rows = SessionEvent.objects.bulk_create(
-            [
-                SessionEvent(session_id=session_id, seq=first + i, kind=e.kind, payload=e.payload, turn_id=e.turn_id)
-                for i, e in enumerate(events)
-            ]
-        )
-        if broadcast:
-            message = {"type": "session.events", "events": [serialize(row) for row in rows]}
-            collected = getattr(_collector, "messages", None)
-            if collected is not None:  # the async caller pushes them on its own event loop
-                transaction.on_commit(lambda: collected.append((session_id, message)))
-            else:
-                transaction.on_commit(lambda: broadcast_message(session_id, message))
+        return insert_events(session_id=session_id, first_seq=first, events=events, broadcast=broadcast)
+
+
+def insert_events(
+    *, session_id: int, first_seq: int, events: list[NewEvent], broadcast: bool = True
+) -> list[SessionEvent]:
+    """Insert events whose sequence numbers the caller reserved (first_seq, first_seq + 1, …) in one INSERT.
+
+    Call inside the transaction that reserved them; pushed to the session's group after it commits.
+    """
+    rows = SessionEvent.objects.bulk_create(
+        [
+            SessionEvent(session_id=session_id, seq=first_seq + i, kind=e.kind, payload=e.payload, turn_id=e.turn_id)
+            for i, e in enumerate(events)
+        ]
+    )
+    if broadcast:
+        message = {"type": "session.events", "events": [serialize(row) for row in rows]}
+        collected = getattr(_collector, "messages", None)
+        if collected is not None:  # the async caller pushes them on its own event loop
+            transaction.on_commit(lambda: collected.append((session_id, message)))
+        else:
+            transaction.on_commit(lambda: broadcast_message(session_id, message))
     return rows
 
 
