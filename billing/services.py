@@ -259,6 +259,23 @@ def _append_entry(*, user_id: int, balance_after: int, kind: str, amount: int, k
     )
 
 
+def credits_held(*, reservation_keys: list[str]) -> int:
+    """Credits held right now by the still-open reservations among `reservation_keys` (one query).
+
+    A reservation is open until a settlement or release names it (`reservation_key`); the live page shows
+    this as what the turns being written may cost at most, before each settles to its exact charge.
+    """
+    if not reservation_keys:
+        return 0
+    closed = CreditEntry.objects.filter(reservation_key__in=reservation_keys).values("reservation_key")
+    held = (
+        CreditEntry.objects.filter(idempotency_key__in=reservation_keys, kind=EntryKind.RESERVATION)
+        .exclude(idempotency_key__in=closed)
+        .aggregate(total=Sum("amount"))["total"]
+    )
+    return -(held or 0)
+
+
 def _held(reservation_key: str) -> tuple[int, CreditEntry | None]:
     reservation = CreditEntry.objects.filter(idempotency_key=reservation_key, kind=EntryKind.RESERVATION).first()
     return (-reservation.amount if reservation else 0), reservation

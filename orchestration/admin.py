@@ -290,7 +290,7 @@ class WritingSessionAdmin(admin.ModelAdmin):
         done = 0
         for session in queryset:
             try:
-                getattr(services, action)(session=session)
+                getattr(services, action)(session=session, by_staff=request.user)
             except services.ServiceError as exc:
                 self.message_user(request, f"“{session}”: {exc}", level=messages.WARNING)
             else:

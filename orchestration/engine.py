@@ -179,10 +179,10 @@ def _prepare_step(
     """
     session = session if session is not None else _load(session_id)
     if session.status == Status.STOPPING:
-        _finish(session, Status.STOPPED, Stop(StopReason.USER_STOPPED, USER_STOP), owner=owner)
+        _finish(session, Status.STOPPED, services.requested_stop(session.stop_reason), owner=owner)
         return "stopped"
     if session.status == Status.PAUSING:
-        _pause(session, Stop(StopReason.USER_PAUSED, "Paused by you."), owner=owner)
+        _pause(session, services.requested_stop(session.stop_reason), owner=owner)
         return "paused"
     if session.status not in (Status.QUEUED, Status.RUNNING):
         return "idle"
@@ -230,7 +230,7 @@ def _after_step(session_id: int, owner: str, step: Step, result: StepResult) -> 
         _finish(session, Status.FAILED, Stop(StopReason.ERROR, result.fatal_error), owner=owner)
         return "failed", None, session
     if session.status == Status.STOPPING or result.cancelled:
-        _finish(session, Status.STOPPED, Stop(StopReason.USER_STOPPED, USER_STOP), owner=owner)
+        _finish(session, Status.STOPPED, services.requested_stop(session.stop_reason), owner=owner)
         return "stopped", None, session
     if not result.completed_turn_ids:
         return "continue", None, session
@@ -243,7 +243,7 @@ def _after_step(session_id: int, owner: str, step: Step, result: StepResult) -> 
                 _finish(session, Status.COMPLETED, stop, owner=owner)
                 return "finished", None, session
     if session.status == Status.PAUSING:
-        _pause(session, Stop(StopReason.USER_PAUSED, "Paused by you."), owner=owner)
+        _pause(session, services.requested_stop(session.stop_reason), owner=owner)
         return "paused", None, session
     return "continue", next_decision if isinstance(next_decision, Step) else None, session
 
@@ -264,7 +264,7 @@ def _finish(session: WritingSession, status: str, stop: Stop, *, owner: str) -> 
             if session.status != Status.STOPPING:
                 logger.info("session %s is already %s; not marking it %s", session.pk, session.status, status)
                 return
-            status, stop = Status.STOPPED, Stop(StopReason.USER_STOPPED, USER_STOP)
+            status, stop = Status.STOPPED, services.requested_stop(session.stop_reason)
         services.set_status(
             session,
             status,
@@ -282,11 +282,12 @@ def _pause(session: WritingSession, stop: Stop, *, owner: str) -> None:
         fence(session.pk, owner)
         session = WritingSession.objects.select_for_update().get(pk=session.pk)
         if session.status == Status.STOPPING:
+            stop = services.requested_stop(session.stop_reason)
             services.set_status(
                 session,
                 Status.STOPPED,
-                stop_reason=StopReason.USER_STOPPED,
-                stop_detail=USER_STOP,
+                stop_reason=stop.reason,
+                stop_detail=stop.detail,
                 finished_at=timezone.now(),
                 final_document=session.document,
             )
@@ -843,7 +844,7 @@ def _begin_turn(
     """
     from billing.pricing import credits_for_usage
     from billing.services import InsufficientCredits, reserve_credits
-    from orchestration.flows import Recipe, recipe_text, review_feedback
+    from orchestration.flows import Recipe, critique_feedback, recipe_text, review_feedback
     from orchestration.prompts import PromptTooLarge, build_prompt
     from orchestration.providers import ModelRequest
     from orchestration.reasoning import plan_for_agent
@@ -853,7 +854,9 @@ def _begin_turn(
     if call.recipe in (Recipe.SYNTHESIZE, Recipe.MODERATE):
         feedback = review_feedback(call.recipe, call.inputs)
     elif call.recipe == Recipe.CRITIQUE:
-        feedback = []  # reviewers work independently, on the same document
+        # Reviewers work independently, on the same document; a roundtable critic after round 1 also reads how
+        # the moderator resolved the previous round's issues (no query for the first round or for editors).
+        feedback = critique_feedback(session.flow, call.inputs)
     else:
         feedback = _feedback_for(session, agent, cache)
     # Thinking shares the output allowance (and so the context window): fit and reserve for the total.
@@ -1205,6 +1208,8 @@ def _abandon_turn(
     with transaction.atomic():
         fence(session_id, owner)
         session = WritingSession.objects.select_related("project__owner").get(pk=session_id)
+        if status == Turn.TurnStatus.CANCELLED:  # say who stopped it: the owner or Atelier staff
+            error = services.requested_stop(session.stop_reason).detail
         updated = Turn.objects.filter(pk=turn_id, status=Turn.TurnStatus.STREAMING).update(
             status=status, output_text=text, reasoning=reasoning, error=error[:2000], finished_at=timezone.now()
         )

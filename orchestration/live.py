@@ -20,9 +20,10 @@ from django.utils.safestring import SafeString
 from orchestration import documents
 from orchestration import events as ev
 from orchestration.evaluation import split_output
-from orchestration.models import DocumentVersion, Turn, WritingSession
+from orchestration.models import DocumentVersion, Turn, WritingSession, turn_reservation_key
 from orchestration.reasoning import output_label
 from orchestration.rendering import render_markdown
+from orchestration.services import MAX_CONTINUE_ROUNDS
 
 TURN_TEMPLATE = "orchestration/partials/live_turn.html"
 ROUND_TEMPLATE = "orchestration/partials/live_round.html"
@@ -409,6 +410,8 @@ def page_context(session: WritingSession) -> dict:
         "versions": versions_for_panel(session),
         "progress_percent": session.progress_percent,
         "resume_blocked": resume_blocked(session),
+        "credits_held": credits_held(streaming_ids),
+        "max_continue_rounds": MAX_CONTINUE_ROUNDS,
         "active": active_time(
             [(t.started_at, None if t.status == Turn.TurnStatus.STREAMING else t.finished_at) for t in turns
              if t.kind == Turn.Kind.AGENT]
@@ -426,8 +429,18 @@ def header_html(session: WritingSession) -> str:
             "progress_percent": session.progress_percent,
             "phases": live_flows.phases(session),
             "active": session_active_time(session.pk),
+            "credits_held": credits_held(
+                list(session.turns.filter(status=Turn.TurnStatus.STREAMING).values_list("pk", flat=True))
+            ),
         },
     )
+
+
+def credits_held(streaming_turn_ids: list[int]) -> int:
+    """Credits the turns being written hold (their reservations) until each settles to its exact charge."""
+    from billing.services import credits_held as held
+
+    return held(reservation_keys=[turn_reservation_key(pk) for pk in streaming_turn_ids])
 
 
 def render_fragments(

@@ -164,6 +164,8 @@ class StopReason(models.TextChoices):
     OUT_OF_CREDITS = "out_of_credits", "Out of credits"
     USER_STOPPED = "user_stopped", "Stopped by you"
     USER_PAUSED = "user_paused", "Paused by you"
+    STAFF_STOPPED = "staff_stopped", "Stopped by Atelier staff"
+    STAFF_PAUSED = "staff_paused", "Paused by Atelier staff"
     ERROR = "error", "Failed"
 
 
@@ -277,6 +279,32 @@ class ReferenceDocument(models.Model):
         return self.title
 
 
+class Passage(models.Model):
+    """A chunk of a reference document, the unit the retriever searches and citations point at.
+
+    ``text`` is exactly ``reference.content[start:end]`` (character offsets), so a citation can be
+    shown in place. Rows are written only by orchestration.retrieval.index_references; the full-text
+    index (SQLite FTS5 table kept in sync by triggers, or a PostgreSQL tsvector column with a GIN
+    index) is created by migration 0008 and is not a Django field.
+    """
+
+    reference = models.ForeignKey(ReferenceDocument, on_delete=models.CASCADE, related_name="passages")
+    session = models.ForeignKey(WritingSession, on_delete=models.CASCADE, related_name="passages")
+    ordinal = models.PositiveIntegerField(help_text="Position within the reference, from 1.")
+    heading = models.CharField(max_length=200, blank=True, help_text="The nearest Markdown heading above it.")
+    text = models.TextField()
+    start = models.PositiveIntegerField(help_text="Character offset of the passage in the reference.")
+    end = models.PositiveIntegerField()
+
+    class Meta:
+        ordering = ["reference_id", "ordinal"]
+        constraints = [models.UniqueConstraint(fields=["reference", "ordinal"], name="unique_passage_ordinal")]
+        indexes = [models.Index(fields=["session", "reference"], name="passage_session_ref")]
+
+    def __str__(self) -> str:
+        return f"{self.reference_id}#{self.ordinal}"
+
+
 class Agent(models.Model):
     session = models.ForeignKey(WritingSession, on_delete=models.CASCADE, related_name="agents")
     order = models.PositiveIntegerField(default=0)
@@ -315,6 +343,11 @@ class Criterion(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+def turn_reservation_key(turn_id: int) -> str:
+    """The idempotency key of the credit reservation a turn makes when it starts (billing ledger)."""
+    return f"turn:{turn_id}:reserve"
 
 
 class Turn(models.Model):

@@ -26,6 +26,7 @@ from orchestration.models import (
     TeamPreset,
     WritingSession,
 )
+from orchestration.retrieval import index_references
 
 DEMO_MODEL_REF = "demo:demo-writer"
 
@@ -551,9 +552,11 @@ def duplicate_session(*, session: WritingSession) -> WritingSession:
     if session.threshold_agent_id in agent_map:
         copy.threshold_agent = agent_map[session.threshold_agent_id]
         copy.save(update_fields=["threshold_agent"])
-    ReferenceDocument.objects.bulk_create(
-        ReferenceDocument(session=copy, title=r.title, content=r.content, source_filename=r.source_filename)
-        for r in session.references.all()
+    index_references(
+        ReferenceDocument.objects.bulk_create(
+            ReferenceDocument(session=copy, title=r.title, content=r.content, source_filename=r.source_filename)
+            for r in session.references.all()
+        )
     )
     return copy
 

@@ -21,6 +21,8 @@ from orchestration.models import (
     Turn,
     WritingSession,
 )
+from orchestration.retrieval import index_references
+from orchestration.termination import Stop
 from orchestration.versions import record_version
 
 logger = logging.getLogger(__name__)
@@ -196,10 +198,11 @@ def add_references(*, session: WritingSession, user, items: list[tuple[str, str,
             f"A session holds at most {MAX_REFERENCES} reference documents (it has {existing}; you added {len(items)})."
         )
     enforce_quota(user=user, action="store_references", adding=sum(len(content) for _, content, _ in items))
-    ReferenceDocument.objects.bulk_create(
+    created = ReferenceDocument.objects.bulk_create(
         ReferenceDocument(session=locked, title=title, content=content, source_filename=filename)
         for title, content, filename in items
     )
+    index_references(created)  # chunked into searchable passages in the same transaction
     return len(items)
 
 
@@ -263,13 +266,21 @@ def start_session(*, session: WritingSession, user) -> WritingSession:
 
 
 @transaction.atomic
-def pause_session(*, session: WritingSession) -> WritingSession:
+def pause_session(*, session: WritingSession, by_staff=None) -> WritingSession:
+    """Ask the run to pause after the step in flight. Raises ServiceError unless it is queued or running.
+
+    `by_staff` (a staff user acting on someone else's session from the staff live view) makes the stop
+    reason "Paused by Atelier staff", which the owner sees, and records the action in the admin log.
+    """
     session = WritingSession.objects.select_for_update().get(pk=session.pk)
     if session.status not in (Status.QUEUED, Status.RUNNING):
         raise ServiceError("Only a running session can be paused.")
+    reason = StopReason.STAFF_PAUSED if by_staff is not None else StopReason.USER_PAUSED
     # The executor finishes the step in flight, then marks it paused.
-    set_status(session, Status.PAUSING, stop_reason=StopReason.USER_PAUSED, stop_detail="Pausing after this turn.")
+    set_status(session, Status.PAUSING, stop_reason=reason, stop_detail="Pausing after this turn.")
     emit_status(session)
+    if by_staff is not None:
+        _log_staff_action(staff=by_staff, session=session, message="Paused the run from the staff live view.")
     enqueue_run(session.pk)  # an idle queued session has no executor to notice; this one will
     return session
 
@@ -290,28 +301,69 @@ def resume_session(*, session: WritingSession, user=None) -> WritingSession:
 
 
 @transaction.atomic
-def stop_session(*, session: WritingSession) -> WritingSession:
+def stop_session(*, session: WritingSession, by_staff=None) -> WritingSession:
+    """Stop the run: at once if nothing is executing it, else within about a second (the executor cancels
+    the calls in flight and keeps what was written). Raises ServiceError if it is not running or paused.
+
+    `by_staff` (a staff user acting from the staff live view) makes the stop reason "Stopped by Atelier
+    staff", which the owner sees, and records the action in the admin log.
+    """
     session = WritingSession.objects.select_for_update().get(pk=session.pk)
     now = timezone.now()
     lease_live = session.lease_expires_at is not None and session.lease_expires_at > now
+    stop = requested_stop(StopReason.STAFF_STOPPED if by_staff is not None else StopReason.USER_STOPPED)
     if session.status == Status.PAUSED or (session.status == Status.QUEUED and not lease_live):
         set_status(
             session,
             Status.STOPPED,
-            stop_reason=StopReason.USER_STOPPED,
-            stop_detail="Stopped by you.",
+            stop_reason=stop.reason,
+            stop_detail=stop.detail,
             finished_at=now,
             final_document=session.document,
         )
         emit_status(session)
-        return session
-    if session.status not in (Status.QUEUED, Status.RUNNING, Status.PAUSING):
+    elif session.status in (Status.QUEUED, Status.RUNNING, Status.PAUSING):
+        # The executor cancels calls in flight within about a second and keeps what was written.
+        set_status(session, Status.STOPPING, stop_reason=stop.reason, stop_detail="Stopping…")
+        emit_status(session)
+        enqueue_run(session.pk)
+    else:
         raise ServiceError("This session is not running.")
-    # The executor cancels calls in flight within about a second and keeps what was written.
-    set_status(session, Status.STOPPING, stop_reason=StopReason.USER_STOPPED, stop_detail="Stopping…")
-    emit_status(session)
-    enqueue_run(session.pk)
+    if by_staff is not None:
+        _log_staff_action(staff=by_staff, session=session, message="Stopped the run from the staff live view.")
     return session
+
+
+def requested_stop(reason: str) -> Stop:
+    """The Stop a person asked for, by the reason the service recorded when they pressed Stop or Pause.
+
+    The engine reads the reason back from the session when it ends or pauses the run, so a staff stop
+    reads "Stopped by Atelier staff." to the owner and never "Stopped by you.".
+    """
+    details = {
+        StopReason.STAFF_STOPPED: "Stopped by Atelier staff.",
+        StopReason.STAFF_PAUSED: "Paused by Atelier staff. You can resume it.",
+        StopReason.USER_PAUSED: "Paused by you.",
+    }
+    if reason not in details:
+        reason = StopReason.USER_STOPPED
+    return Stop(reason, details.get(reason, "Stopped by you."))
+
+
+def _log_staff_action(*, staff, session: WritingSession, message: str) -> None:
+    """Record a staff action on a user's session in the admin log (the session's admin History)."""
+    from django.contrib.admin.models import CHANGE, LogEntry
+    from django.contrib.contenttypes.models import ContentType
+
+    LogEntry.objects.create(
+        user_id=staff.pk,
+        content_type=ContentType.objects.get_for_model(WritingSession),
+        object_id=str(session.pk),
+        object_repr=str(session)[:200],
+        action_flag=CHANGE,
+        change_message=message,
+    )
+    logger.info("staff user %s: %s (session %s)", staff.pk, message, session.pk)
 
 
 @transaction.atomic

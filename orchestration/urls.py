@@ -1,3 +1,3 @@
-from orchestration.views import builder, documents, live, projects, reports
+from orchestration.views import builder, documents, live, projects, reports, suggest
 
-urlpatterns = projects.urls + builder.urls + documents.urls + live.urls + reports.urls
+urlpatterns = projects.urls + builder.urls + documents.urls + live.urls + reports.urls + suggest.urls

@@ -12,7 +12,7 @@ from orchestration.evaluation import Evaluation, parse_reply
 from orchestration.flows.base import AgentCall, Finished, FlowPolicy, Output, Recipe, Step
 from orchestration.flows.editorial import EditorialFlow
 from orchestration.flows.recipes import id_prefix, number_issues, recipe_text, review_material
-from orchestration.flows.roundtable import RoundtableFlow
+from orchestration.flows.roundtable import RoundtableFlow, previous_resolutions
 from orchestration.flows.sequential import SequentialFlow
 from orchestration.flows.structured import parse_items, severity_counts, strip_blocks
 from orchestration.models import Flow, Turn
@@ -71,6 +71,14 @@ def review_feedback(recipe: str, inputs: tuple[int, ...]) -> list[tuple[str, str
     return feedback
 
 
+def critique_feedback(flow: str, inputs: tuple[int, ...]) -> list[tuple[str, str]]:
+    """What a reviewer reads besides the document: nothing, except a roundtable critic after round 1, who
+    reads the moderator's resolutions of the previous round (its call's inputs; see roundtable.next_step)."""
+    if flow != Flow.ROUNDTABLE or not inputs:
+        return []
+    return previous_resolutions(inputs)
+
+
 __all__ = [
     "AgentCall",
     "Finished",
@@ -78,6 +86,7 @@ __all__ = [
     "Output",
     "Recipe",
     "Step",
+    "critique_feedback",
     "get_policy",
     "parse_result",
     "recipe_text",

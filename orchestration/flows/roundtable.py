@@ -89,6 +89,7 @@ class RoundtableFlow:
         except ConfigError as error:
             return Finished(StopReason.ERROR, str(error))
         round_number = max(1, last_round_started(session))
+        last_moderation: int | None = None  # the previous round's moderation, once this loop has seen it
         while True:
             if round_number > session.max_rounds:
                 return Finished(
@@ -101,7 +102,11 @@ class RoundtableFlow:
                     moderator, slot="draft", recipe=Recipe.REVISE, output=Output.DOCUMENT, phase="drafting"
                 )
                 return Step(round=round_number, calls=[call], phase="drafting")
-            done, review = review_step(state, critics, round_number)
+            if last_moderation is None and round_number > 1:
+                last_moderation = _moderation_of(session, round_number - 1)
+            # Critics after round 1 read how the moderator resolved the previous round's issues.
+            inputs = (last_moderation,) if last_moderation else ()
+            done, review = review_step(state, critics, round_number, inputs=inputs)
             if review is not None:
                 return review
             if not done:
@@ -121,6 +126,7 @@ class RoundtableFlow:
                 stop = converged(session, round_number, done, moderate.turn_id, config)
                 if stop is not None:
                     return stop
+            last_moderation = moderate.turn_id
             round_number += 1
 
     def validate(self, session: WritingSession, agents: list[Agent]) -> list[str]:
@@ -141,6 +147,58 @@ class RoundtableFlow:
             reader_roles=(MODERATOR,),
             extra_first_round_calls=draft,
         )
+
+
+def _moderation_of(session: WritingSession, round_number: int) -> int | None:
+    """The completed moderation turn of a round, if any."""
+    return (
+        Turn.objects.filter(session=session, round=round_number, slot="moderate", status=Turn.TurnStatus.COMPLETED)
+        .order_by("-pk")
+        .values_list("pk", flat=True)
+        .first()
+    )
+
+
+RESOLUTION_LINES = 20  # the previous round's resolutions a critic reads, most severe first
+_SHORT = 140
+
+
+def _short(text: str, limit: int = _SHORT) -> str:
+    text = " ".join(str(text or "").split())
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def previous_resolutions(moderation_ids: tuple[int, ...]) -> list[tuple[str, str]]:
+    """[(moderator name, text)]: how the moderator resolved the previous round's issues, short, for critics.
+
+    One line per issue (at most RESOLUTION_LINES, most severe first): id, severity, critic, the problem and
+    the moderator's verdict with its reason. Empty when the ids are not completed moderation turns.
+    """
+    turns = Turn.objects.filter(pk__in=list(moderation_ids), slot="moderate", status=Turn.TurnStatus.COMPLETED)
+    feedback = []
+    for turn in turns.only("pk", "round", "agent_name", "result"):
+        result = turn.result if isinstance(turn.result, dict) else {}
+        resolutions = {r.get("id"): r for r in result.get("resolutions") or [] if isinstance(r, dict)}
+        issues = issues_for_inputs(list(result.get("inputs") or []))
+        issues.sort(key=lambda i: SEVERITIES.index(i["severity"]) if i.get("severity") in SEVERITIES else 9)
+        lines = [
+            f"Round {turn.round}: how the moderator resolved the critics' issues. Do not raise a fixed issue again "
+            "unless the document still shows it; raise a declined one again only if it still matters, and say why."
+        ]
+        for issue in issues[:RESOLUTION_LINES]:
+            resolution = resolutions.get(issue["id"]) or {}
+            verdict = resolution.get("verdict") or "no answer"
+            reason = f" ({_short(resolution['reason'], 100)})" if resolution.get("reason") else ""
+            lines.append(
+                f"- {issue['id']} [{issue.get('severity', 'medium')}] from {issue['reviewer']}: "
+                f"{_short(issue.get('problem', ''))} -> {verdict}{reason}"
+            )
+        if len(issues) > RESOLUTION_LINES:
+            lines.append(f"- …and {len(issues) - RESOLUTION_LINES} more, less severe.")
+        if len(lines) == 1:
+            lines.append("- The critics raised no issues.")
+        feedback.append((turn.agent_name, "\n".join(lines)))
+    return feedback
 
 
 def _issues_of(turn_ids: list[int]) -> list[dict]:

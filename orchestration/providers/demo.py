@@ -18,7 +18,8 @@ feedback and the owner's note, in the tags `orchestration.prompts` writes) and a
 
 The flows' other recipes get answers in their shapes: `critique` (no document; issues as JSON with
 severities), `synthesize` / `moderate` (the document with the critiques applied and a list of what was
-taken), `plan` (a JSON task list) and `route` (a JSON handoff). The recipe comes from
+taken), `plan` (a JSON task list), `route` (a JSON handoff) and `suggest_team` (a JSON team proposal
+derived from the brief and goal, among the flows and models the prompt allows). The recipe comes from
 ``request.metadata["recipe"]`` when the engine sends it, otherwise from the prompt's wording.
 
 Evaluations rotate through the formats `orchestration.evaluation` parses (round % 3 == 1 -> JSON,
@@ -989,8 +990,154 @@ def route_reply(inputs: Inputs) -> str:
     return "```json\n" + json.dumps({"handoff": target, "reason": reason}) + "\n```\n"
 
 
+# --------------------------------------------------------------------------------------------------
+# Suggest a team (orchestration.team_suggestion): a rule-based proposal derived from the brief and goal
+# --------------------------------------------------------------------------------------------------
+
+_ROUNDTABLE_WORDS = r"product|spec|proposal|launch|feature|roadmap|risk|rfc|design doc|decision|strategy|plan\b"
+_EDITORIAL_WORDS = r"essay|article|op-ed|post|story|newsletter|report|chapter|publish|polish|edit"
+_EVIDENCE_WORDS = r"evidence|research|data|source|study|studies|citation|fact"
+_DEMO_MODEL = "demo:demo-writer"
+
+
+def _crit(name: str, description: str, weight: float) -> dict:
+    return {"name": name, "description": description, "weight": weight}
+
+
+def _suggested_agents(flow: str, topic: Topic, goal: str, text: str, room: int) -> list[tuple[str, str, str, list]]:
+    """(name, role, role prompt, criteria) for each agent, at most `room` of them."""
+    about = f"on “{topic.title}”" if topic.title else "for the brief"
+    aim = f" The goal: {goal.rstrip('.')}." if goal else ""
+    evidence = bool(re.search(_EVIDENCE_WORDS, text))
+    writer = (
+        "Writer",
+        "writer",
+        f"You are the writer. Draft and revise a clear, well-argued piece {about}.{aim}",
+        [
+            _crit("Argument strength", "A clear thesis, defended.", 1.5),
+            _crit("Clarity", "Plain, precise sentences.", 1.0),
+        ],
+    )
+    if flow == "roundtable":
+        product = bool(re.search(r"product|spec|launch|feature|roadmap|rfc|design doc", text))
+        names = (
+            [
+                ("Product critic", "user value and scope"),
+                ("Engineering critic", "feasibility and cost"),
+                ("Risk critic", "what could go wrong"),
+            ]
+            if product
+            else [
+                ("Argument critic", "the logic of the case"),
+                ("Evidence critic", "support for each claim"),
+                ("Style critic", "readability"),
+            ]
+        )
+        critics = [
+            (
+                name,
+                "critic",
+                f"You are the {name.lower()}. Review the document {about} for {focus}; raise "
+                f"concrete issues with a severity.{aim}",
+                [_crit(focus.capitalize(), f"Judged on {focus}.", 1.0)],
+            )
+            for name, focus in names
+        ][: max(1, room - 1)]
+        moderator = (
+            "Moderator",
+            "moderator",
+            f"You are the moderator. Revise the document {about} to resolve the critics' issues, most severe "
+            f"first, and say what you did with each.{aim}",
+            [_crit("Issues resolved", "High-severity issues fixed.", 1.5), _crit("Coherence", "One voice.", 1.0)],
+        )
+        return [*critics, moderator]
+    if flow == "editorial":
+        editors = [
+            (
+                "Structural editor",
+                "editor",
+                f"You are the structural editor. Check the order and the argument of "
+                f"the draft {about}; suggest concrete moves and cuts.",
+                [_crit("Structure", "Sections build.", 1.0)],
+            ),
+            (
+                "Line editor",
+                "editor",
+                "You are the line editor. Tighten sentences, cut filler and fix wording.",
+                [_crit("Clarity", "Plain, precise sentences.", 1.0)],
+            ),
+        ][: max(1, room - 2)]
+        synthesizer = (
+            "Synthesizer",
+            "synthesizer",
+            f"You are the synthesizer. Merge the editors' suggestions into the next version {about}; say which "
+            "you took and why.",
+            [_crit("Coherence", "The edits read as one voice.", 1.0)],
+        )
+        return [writer, *editors, synthesizer]
+    second = (
+        (
+            "Evidence editor",
+            "editor",
+            f"You are the evidence editor. Check that every claim {about} is supported "
+            "and say where a source or example is missing.",
+            [_crit("Evidence", "Claims are supported.", 1.5)],
+        )
+        if evidence
+        else (
+            "Line editor",
+            "editor",
+            "You are the line editor. Tighten sentences, cut filler and keep the author's voice.",
+            [_crit("Clarity", "Plain, precise sentences.", 1.0)],
+        )
+    )
+    return [writer, second][:room]
+
+
+def team_reply(request: ModelRequest) -> str:
+    """A team proposal as JSON (the `suggest_team` recipe), derived from the brief and goal with fixed rules:
+    the words of the brief pick the flow among those the plan allows, the topic names the role prompts,
+    the first usable model (the demo's own when offered) runs every agent."""
+    meta = request.metadata
+    brief = str(meta.get("brief") or _tag(request.user, "brief") or "")
+    goal = str(meta.get("goal") or _tag(request.user, "goal") or "").strip()
+    flows = [str(f) for f in (meta.get("allowed_flows") or ["sequential"])]
+    models = [str(m) for m in (meta.get("models") or [_DEMO_MODEL])]
+    room = max(1, int(meta.get("max_agents") or 2))
+    text = f"{brief}\n{goal}".lower()
+    topic = topic_of_brief(brief)
+    flow, why = "sequential", "a writer and an editor take turns on the whole document"
+    if "roundtable" in flows and room >= 2 and re.search(_ROUNDTABLE_WORDS, text):
+        flow, why = (
+            "roundtable",
+            "the brief asks for a decision document, so critics raise issues and a moderator resolves them",
+        )
+    elif "editorial" in flows and room >= 3 and re.search(_EDITORIAL_WORDS, text):
+        flow, why = "editorial", "the brief asks for a finished piece, so editors review each draft in parallel"
+    model = _DEMO_MODEL if _DEMO_MODEL in models else models[0]
+    agents = [
+        {"name": name, "role": role, "model": model, "role_prompt": prompt, "criteria": criteria}
+        for name, role, prompt, criteria in _suggested_agents(flow, topic, goal, text, room)
+    ]
+    proposal = {
+        "flow": flow,
+        "rationale": f"Demo planner (fixed rules, not a language model): {why}; topic “{topic.title}”.",
+        "agents": agents,
+        "termination": {
+            "max_rounds": min(3, int(meta.get("max_rounds") or 3)),
+            "score_threshold": 8.5,
+            "convergence_percent": None if flow == "roundtable" else 5,
+            "stop_when_no_high_issues": True,
+            "stop_below_change_percent": 5,
+        },
+    }
+    return "Here is the proposed team:\n\n```json\n" + json.dumps(proposal, indent=1, ensure_ascii=False) + "\n```\n"
+
+
 def demo_reply(request: ModelRequest) -> str:
     """The demo's whole reply to `request` (deterministic)."""
+    if str(request.metadata.get("recipe") or "") == "suggest_team":
+        return team_reply(request)
     inputs = read_inputs(request)
     if inputs.recipe == "critique":
         return critique_reply(inputs)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import path
 from django.views.decorators.http import require_POST, require_safe
@@ -60,6 +60,37 @@ def _control(request: HttpRequest, pk: int, action) -> HttpResponse:
     return redirect(session.get_absolute_url())
 
 
+def _staff_control(request: HttpRequest, pk: int, action) -> HttpResponse:
+    """Stop or pause someone's session from the staff live view; anyone but active staff gets a 404."""
+    if not (request.user.is_active and request.user.is_staff):
+        raise Http404
+    session, read_only = _get_session_for_viewer(request, pk)
+    try:
+        action(session)
+    except services.ServiceError as error:
+        messages.error(request, error.message)
+    else:
+        messages.success(request, "Done: the owner sees that Atelier staff did it, and the admin log records it.")
+    session.refresh_from_db()
+    if request.htmx:
+        context = live.page_context(session)
+        context.update(continue_form=ContinueForm(), read_only=read_only)
+        return render(request, PAGE + "#controls", context)
+    return redirect(session.get_absolute_url())
+
+
+@login_required
+@require_POST
+def staff_session_pause(request: HttpRequest, pk: int) -> HttpResponse:
+    return _staff_control(request, pk, lambda s: services.pause_session(session=s, by_staff=request.user))
+
+
+@login_required
+@require_POST
+def staff_session_stop(request: HttpRequest, pk: int) -> HttpResponse:
+    return _staff_control(request, pk, lambda s: services.stop_session(session=s, by_staff=request.user))
+
+
 @login_required
 @require_POST
 def session_pause(request: HttpRequest, pk: int) -> HttpResponse:
@@ -106,4 +137,6 @@ urls = [
     path("sessions/<int:pk>/resume/", session_resume, name="session_resume"),
     path("sessions/<int:pk>/stop/", session_stop, name="session_stop"),
     path("sessions/<int:pk>/continue/", session_continue, name="session_continue"),
+    path("sessions/<int:pk>/staff/pause/", staff_session_pause, name="staff_session_pause"),
+    path("sessions/<int:pk>/staff/stop/", staff_session_stop, name="staff_session_stop"),
 ]

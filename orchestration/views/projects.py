@@ -15,6 +15,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from orchestration import presets, services
 from orchestration.forms import ProjectForm, credit_balance
 from orchestration.models import ACTIVE_STATUSES, Project, ReferenceDocument, Status, TeamPreset, WritingSession
+from orchestration.retrieval import index_references
 from orchestration.views.access import _get_project_for_user, _get_session_for_user
 
 RECENT_SESSIONS = 8
@@ -80,9 +81,10 @@ def demo_quickstart(request: HttpRequest) -> HttpResponse:
             )
             # The demo runs offline on the Demo model whatever the user's default is: no provider cost.
             presets.apply_preset(session=session, preset=preset, default_model=model)
-            ReferenceDocument.objects.create(
+            reference = ReferenceDocument.objects.create(
                 session=session, title=presets.DEMO_REFERENCE_TITLE, content=presets.DEMO_REFERENCE
             )
+            index_references([reference])
     except services.ServiceError as exc:
         messages.error(request, exc.message)
         return redirect("dashboard")

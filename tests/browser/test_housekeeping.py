@@ -79,3 +79,17 @@ def test_staff_watch_someone_elses_session_read_only(page, live_app, login):
     expect(page.get_by_test_id("human-edit-form")).to_have_count(0)
     expect(page.get_by_test_id("document-current")).to_contain_text("They stand still.")
     page.wait_for_function("() => document.getElementById('live-session').dataset.connected === 'true'")
+
+    # Staff may stop it from here (after confirming); the owner then reads who did it.
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.get_by_test_id("staff-stop").click()
+    expect(page.get_by_test_id("session-controls")).to_contain_text("owner sees that Atelier staff did it")
+    expect(page.get_by_test_id("staff-stop")).to_have_count(0)
+    session.refresh_from_db()
+    assert session.status == Status.STOPPED
+
+    page.context.clear_cookies()
+    login(page, live_app, "writer@example.com", PASSWORD)
+    page.goto(f"{live_app.url}/sessions/{session.pk}/")
+    expect(page.locator("#live-session")).to_contain_text("Stopped by Atelier staff")
+    expect(page.locator("#live-session")).not_to_contain_text("Stopped by you")

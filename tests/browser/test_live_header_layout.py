@@ -110,6 +110,11 @@ def test_a_streaming_turn_shows_in_the_totals_and_runs_the_clock(page, live_app,
         session, round_number=1, agent_name="Writer", start=timezone.now() - dt.timedelta(seconds=5), seconds=0,
         status="streaming",
     )  # fmt: skip
+    from billing.services import grant_credits, reserve_credits
+    from orchestration.models import turn_reservation_key
+
+    grant_credits(user=owner, amount=100, key="test:grant", description="test credits")
+    reserve_credits(user=owner, amount=12, key=turn_reservation_key(turn.pk), session_id=session.pk, turn_id=turn.pk)
     ev.append_events(
         session_id=session.pk,
         events=[
@@ -123,7 +128,9 @@ def test_a_streaming_turn_shows_in_the_totals_and_runs_the_clock(page, live_app,
     tokens = page.get_by_test_id("tokens-live")
     expect(tokens).to_be_visible()
     expect(tokens).to_contain_text("+≈250 being written")
+    # Credits are charged when the turn ends; meanwhile the page says how many it holds, never a bare 0.
     expect(page.get_by_test_id("credits-live")).to_be_visible()
+    expect(page.get_by_test_id("credits-live")).to_contain_text("+ up to 12 held for what is being written")
     clock = page.get_by_test_id("active-time")
     first = clock.inner_text()
     page.wait_for_function(f"() => document.querySelector('[data-testid=active-time]').textContent !== '{first}'")

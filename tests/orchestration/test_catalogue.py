@@ -367,7 +367,11 @@ def test_admin_stop_action_stops_the_session_through_the_service(admin_client, h
     assert "Stopped 1 session." in response.content.decode()
     history.refresh_from_db()
     assert history.status == Status.STOPPED
-    assert history.stop_reason == "user_stopped"
+    # The owner reads that Atelier staff stopped it, and the session's admin history says who.
+    assert history.stop_reason == "staff_stopped" and history.stop_detail == "Stopped by Atelier staff."
+    from django.contrib.admin.models import LogEntry
+
+    assert LogEntry.objects.get(object_id=str(history.pk)).change_message.startswith("Stopped the run")
 
 
 def test_admin_stop_action_reports_sessions_that_are_not_running(admin_client, history):

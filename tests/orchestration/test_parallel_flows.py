@@ -219,3 +219,26 @@ def test_stop_cancels_every_parallel_call_in_flight_and_keeps_what_each_wrote(pr
     assert reviews.count() == 3
     assert all(t.status == Turn.TurnStatus.CANCELLED and t.output_text.startswith("A long review.") for t in reviews)
     assert not Turn.objects.filter(session=session, slot="moderate").exists()
+
+
+def test_roundtable_critics_after_round_one_see_the_moderators_resolutions(providers, enqueued, rich_owner):
+    from tests.orchestration.flow_helpers import recipe_of
+
+    providers.default_reply = flow_replies(high_issues_by_round=lambda r: 1)
+    session = roundtable_session(rich_owner, max_rounds=2, flow_config={"stop_below_change_percent": None})
+    start(session, rich_owner)
+    run_to_end(session)
+    critiques = [r for r in providers.generation_requests() if recipe_of(r) == "critique"]
+    first = [r for r in critiques if "This is round 1 of" in r.user_text]
+    later = [r for r in critiques if "This is round 2 of" in r.user_text]
+    assert len(first) == 3 and len(later) == 3
+    heading = "The moderator's resolutions of the previous round"
+    assert not any(heading in r.user_text for r in first)
+    for request in later:
+        text = request.user_text
+        assert heading in text and "Round 1: how the moderator resolved the critics' issues" in text
+        # Most severe first, each with its critic, the problem and the moderator's verdict and note.
+        assert "- I1 [high] from Product: High 0 -> fixed (Done.)" in text
+        assert "- I5 [high] from Risk: High 0 -> fixed (Done.)" in text
+        assert text.index("I5 [high]") < text.index("I2 [low]")
+    assert session.stop_reason == StopReason.MAX_ROUNDS

@@ -1,0 +1,403 @@
+"""Resumable event streams for API clients: Server-Sent Events from the database event log.
+
+The same guarantee as the live page (orchestration/consumers.py): the database is the source of
+truth, the channel layer only the fast path. A stream
+
+1. joins the run's channel-layer group first (so nothing pushed from now on is missed),
+2. replays every stored event after the client's position (``Last-Event-ID`` or ``?after=``),
+3. then follows the live tail: pushed events are used as they arrive when they continue the
+   sequence exactly; a gap (a push dropped over capacity, pushes from two processes crossing) or a
+   quiet ``poll_seconds`` makes it read the database again. Every event is sent once, in ``seq``
+   order, because only events with ``seq`` above the last one sent are ever written out.
+4. ends with a final ``end`` event once the run is no longer active and every event up to the
+   run's ``last_seq`` has been sent (the run's status and ``last_seq`` are read together from one
+   row, and a status change is written in the same transaction as its ``status`` event, so "not
+   active and nothing after what was sent" means the run has ended and nothing is left).
+
+The wire format (https://html.spec.whatwg.org/multipage/server-sent-events.html):
+``id: <seq>`` / ``event: <kind>`` / ``data: <one line of JSON>``, a blank line after each event,
+``: ping`` comment lines while idle, and ``retry:`` once at the start. The ``end`` event carries no
+``id`` (it is not a stored event, so a client's resume position stays the last stored event).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+
+logger = logging.getLogger(__name__)
+
+MAX_SEQ = 2**63 - 1  # sequence numbers are 64-bit in the database
+CATCH_UP_BATCH = 500  # events read from the database per query while catching up
+RETRY_MILLISECONDS = 2000  # how soon a browser's EventSource reconnects after a drop
+
+
+class InvalidPosition(ValueError):
+    """The client's resume position (``Last-Event-ID`` / ``after``) is not a usable sequence number."""
+
+
+@dataclass(frozen=True)
+class RunState:
+    """One consistent read of a run: whether it is still going and its last stored sequence number."""
+
+    active: bool
+    last_seq: int
+    end: dict  # the final event's data: status, stop reason and detail
+
+
+class EventSource(Protocol):
+    """What a stream needs from a run's event log (a writing session's, a conversation's)."""
+
+    group: str  # the channel-layer group its events are pushed to
+    message_type: str  # the "type" of the pushed messages carrying {"events": [...]}
+
+    def events_after(self, after: int, limit: int) -> list[dict]:
+        """Stored events with seq > after, oldest first, at most `limit`: dicts {seq, kind, turn_id, payload}."""
+
+    def state(self) -> RunState:
+        """The run's status and last_seq, read together."""
+
+    def labels(self, turn_ids: set[int]) -> dict[int, dict]:
+        """For each turn id: {"agent": name, "round": n, "slot": s} to label its events for the client."""
+
+
+@dataclass
+class SessionEvents:
+    """The event log of one writing session (orchestration.events)."""
+
+    session_id: int
+    group: str = field(init=False)
+    message_type: str = "session.events"
+
+    def __post_init__(self) -> None:
+        from orchestration.events import group_name
+
+        self.group = group_name(self.session_id)
+
+    def events_after(self, after: int, limit: int) -> list[dict]:
+        from orchestration.events import events_after, serialize
+
+        return [serialize(event) for event in events_after(self.session_id, after, limit=limit)]
+
+    def state(self) -> RunState:
+        from orchestration.models import ACTIVE_STATUSES, WritingSession
+
+        row = (
+            WritingSession.objects.filter(pk=self.session_id)
+            .values("status", "last_seq", "stop_reason", "stop_detail", "current_round")
+            .first()
+        )
+        if row is None:  # deleted while streaming: nothing more will come
+            return RunState(active=False, last_seq=0, end={"status": "deleted", "stop_reason": "", "stop_detail": ""})
+        end = {
+            "status": row["status"],
+            "stop_reason": row["stop_reason"],
+            "stop_detail": row["stop_detail"],
+            "round": row["current_round"],
+        }
+        return RunState(active=row["status"] in ACTIVE_STATUSES, last_seq=row["last_seq"], end=end)
+
+    def labels(self, turn_ids: set[int]) -> dict[int, dict]:
+        from orchestration.models import Turn
+
+        rows = Turn.objects.filter(pk__in=turn_ids, session_id=self.session_id).values_list(
+            "pk", "agent_name", "round", "slot"
+        )
+        return {pk: {"agent": name, "round": round_, "slot": slot} for pk, name, round_, slot in rows}
+
+
+def parse_position(last_event_id: str | None, after: str | None) -> int:
+    """The sequence number to resume after: ``Last-Event-ID`` wins over ``?after=`` (a browser's
+    EventSource reconnects to the same URL and adds the header). Missing both means 0 (everything).
+
+    Raises InvalidPosition with a message for the client when the value is not an integer in
+    0..2**63-1.
+    """
+    for name, raw in (("Last-Event-ID", last_event_id), ("after", after)):
+        if raw is None or raw.strip() == "":
+            continue
+        text = raw.strip()
+        if not text.isdigit() or len(text) > 19 or int(text) > MAX_SEQ:
+            raise InvalidPosition(f"{name} must be an event id: a whole number from 0 (got {raw[:40]!r}).")
+        return int(text)
+    return 0
+
+
+def format_event(event: dict) -> bytes:
+    """One stored event as an SSE message: ``id`` = seq, ``event`` = kind, ``data`` = the event as JSON."""
+    data = json.dumps(event, ensure_ascii=False, separators=(",", ":"))  # one line: JSON escapes newlines
+    return f"id: {event['seq']}\nevent: {event['kind']}\ndata: {data}\n\n".encode()
+
+
+def format_end(end: dict, last_seq: int) -> bytes:
+    data = json.dumps({**end, "last_seq": last_seq}, ensure_ascii=False, separators=(",", ":"))
+    return f"event: end\ndata: {data}\n\n".encode()
+
+
+HEARTBEAT = b": ping\n\n"
+
+
+@dataclass
+class _Cursor:
+    """Where a stream is: the last seq written out, and the agent labels of the turns it has seen."""
+
+    source: EventSource
+    last_seq: int
+    labels: dict[int, dict] = field(default_factory=dict)
+
+    def fresh(self, events: list[dict]) -> list[dict]:
+        """The events after last_seq, once each, in seq order."""
+        seen: set[int] = set()
+        out = []
+        for event in sorted(events, key=lambda e: e["seq"]):
+            if event["seq"] > self.last_seq and event["seq"] not in seen:
+                seen.add(event["seq"])
+                out.append(event)
+        return out
+
+    def unlabelled(self, events: list[dict]) -> set[int]:
+        for event in events:
+            if event["kind"] == "turn_started" and event.get("turn_id"):
+                payload = event.get("payload") or {}
+                self.labels[event["turn_id"]] = {"agent": payload.get("agent_name", "")}
+        return {e["turn_id"] for e in events if e.get("turn_id") and e["turn_id"] not in self.labels}
+
+    def emit(self, events: list[dict]) -> list[dict]:
+        """Label the events with their agent's name and advance last_seq past them."""
+        out = []
+        for event in events:
+            label = self.labels.get(event.get("turn_id") or 0)
+            out.append({**event, "agent": label["agent"]} if label else event)
+            self.last_seq = event["seq"]
+        return out
+
+    def take_sync(self, events: list[dict]) -> list[dict]:
+        """fresh + labels (one query for turns not seen starting) + emit, from synchronous code."""
+        fresh = self.fresh(events)
+        missing = self.unlabelled(fresh)
+        if missing:
+            self.labels.update(self.source.labels(missing))
+        return self.emit(fresh)
+
+    async def take(self, events: list[dict]) -> list[dict]:
+        """take_sync without leaving the event loop unless a label must be read from the database."""
+        fresh = self.fresh(events)
+        missing = self.unlabelled(fresh)
+        if missing:
+            self.labels.update(await sync_to_async(self.source.labels)(missing))
+        return self.emit(fresh)
+
+    def catch_up(self) -> list[dict]:
+        """Every stored event after last_seq (database reads in batches), from synchronous code."""
+        out: list[dict] = []
+        while True:
+            batch = self.source.events_after(self.last_seq, CATCH_UP_BATCH)
+            out.extend(self.take_sync(batch))
+            if len(batch) < CATCH_UP_BATCH:
+                return out
+
+
+async def _relay(layer, channel: str, inbox: asyncio.Queue) -> None:
+    """Move messages from the stream's own channel to a local queue (cancelled when the stream closes)."""
+    while True:
+        message = await layer.receive(channel)
+        inbox.put_nowait(message)
+
+
+async def follow(
+    source: EventSource,
+    *,
+    after: int,
+    heartbeat_seconds: float = 15.0,
+    poll_seconds: float = 2.0,
+    on_heartbeat=None,
+) -> AsyncIterator[bytes]:
+    """Yield a run's events as SSE bytes: everything after `after`, then the live tail, then ``end``.
+
+    `heartbeat_seconds`: a ``: ping`` comment after this long without output (keeps proxies from
+    closing an idle stream); `on_heartbeat` (an async callable) runs at the same pace whether or
+    not events flow (the stream-slot refresh). `poll_seconds`: how long the live tail waits for a
+    push before it re-reads the run's state (a dropped push, a missed final status). Closing the
+    generator (the client went away) leaves the group and stops the relay task; database work runs
+    in the request's own thread (sync_to_async), whose connection Django closes with the request.
+    """
+    layer = get_channel_layer()
+    cursor = _Cursor(source, after)
+    channel = None
+    relay: asyncio.Task | None = None
+    inbox: asyncio.Queue = asyncio.Queue()
+    if layer is not None:
+        channel = await layer.new_channel()
+        await layer.group_add(source.group, channel)  # before the catch-up read: no push can fall between
+        relay = asyncio.create_task(_relay(layer, channel, inbox))
+    try:
+        yield f"retry: {RETRY_MILLISECONDS}\n\n".encode()
+        last_output = last_beat = time.monotonic()
+        pending: list[dict] = await sync_to_async(cursor.catch_up)()
+        check_state = True
+        while True:
+            if pending:
+                yield b"".join(format_event(e) for e in pending)
+                last_output = time.monotonic()
+                check_state = check_state or any(e["kind"] == "status" for e in pending)
+            if check_state:
+                state = await sync_to_async(source.state)()
+                if not state.active and cursor.last_seq >= state.last_seq:
+                    yield format_end(state.end, cursor.last_seq)
+                    return
+                if state.last_seq > cursor.last_seq:
+                    # Stored events no push brought (dropped, or the status push is still on its way).
+                    pending = await sync_to_async(cursor.catch_up)()
+                    if pending:
+                        continue
+                check_state = False
+            until_heartbeat = heartbeat_seconds - (time.monotonic() - last_output)
+            pending = await _next_events(cursor, inbox, min(poll_seconds, until_heartbeat))
+            if not pending:
+                check_state = True  # quiet for a while (or a gap the database filled with nothing new)
+            now = time.monotonic()
+            if not pending and now - last_output >= heartbeat_seconds:
+                yield HEARTBEAT
+                last_output = now
+            if on_heartbeat is not None and now - last_beat >= heartbeat_seconds:
+                await on_heartbeat()
+                last_beat = now
+    finally:
+        if relay is not None:
+            relay.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await relay
+        if layer is not None and channel is not None:
+            with contextlib.suppress(Exception):
+                await layer.group_discard(source.group, channel)
+
+
+def _pushed(message: dict, after: int) -> list[dict]:
+    events = message.get("events") if isinstance(message, dict) else None
+    return [e for e in events or [] if isinstance(e, dict) and isinstance(e.get("seq"), int) and e["seq"] > after]
+
+
+async def _next_events(cursor: _Cursor, inbox: asyncio.Queue, wait: float) -> list[dict]:
+    """Wait up to `wait` seconds for pushed events that continue the sequence; on a gap, read the
+    database instead. Returns [] when nothing new came.
+    """
+    try:
+        message = await asyncio.wait_for(inbox.get(), timeout=max(0.05, wait))
+    except TimeoutError:
+        return []
+    events = _pushed(message, cursor.last_seq)
+    while not inbox.empty():  # a burst arrived: write it out in one go
+        events.extend(_pushed(inbox.get_nowait(), cursor.last_seq))
+    events = cursor.fresh(events)
+    if not events:
+        return []
+    seqs = [e["seq"] for e in events]
+    if seqs[0] == cursor.last_seq + 1 and seqs[-1] - seqs[0] == len(seqs) - 1:
+        return await cursor.take(events)
+    # Something before these is missing (a push dropped over capacity, or crossing pushes): the
+    # database has everything up to the newest pushed event.
+    return await sync_to_async(cursor.catch_up)()
+
+
+async def wait_for_run_end(source: EventSource, *, after: int, timeout: float) -> RunState:
+    """Wait until the run behind `source` ends (for blocking requests such as ``?wait=true``).
+
+    Follows the same stream as an SSE client (so it wakes on the run's final status push, and on
+    a dropped push within the poll interval) and returns the run's final RunState.
+    Raises TimeoutError after `timeout` seconds; the run carries on regardless.
+    """
+    async with asyncio.timeout(timeout):
+        stream = follow(source, after=after, heartbeat_seconds=max(timeout, 1.0), poll_seconds=1.0)
+        try:
+            async for _ in stream:
+                pass
+        finally:
+            await stream.aclose()
+    return await sync_to_async(source.state)()
+
+
+# --- Concurrent-stream limit -------------------------------------------------------------------
+
+# Atomically: forget slots whose holder stopped refreshing them, count the rest, take one if the
+# count is under the limit. KEYS[1] = the holder's sorted set (member = stream id, score = expiry).
+# ARGV: now, expiry, limit, stream id, key ttl (s). Returns the slots in use after taking one,
+# or -1 (full: nothing taken).
+_ACQUIRE = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+local used = redis.call('ZCARD', KEYS[1])
+if used >= tonumber(ARGV[3]) then return -1 end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+return used + 1
+"""
+
+
+class StreamLimitReached(Exception):
+    """Every stream slot of this holder is in use. `retry_after` in seconds, `limit` the plan's."""
+
+    def __init__(self, limit: int, retry_after: int) -> None:
+        super().__init__(f"{limit} event streams are already open with this key (the plan allows {limit}).")
+        self.limit = limit
+        self.retry_after = retry_after
+
+
+class StreamSlot:
+    """One open stream counted against its holder's concurrent-stream limit, shared by every web
+    process through Redis (settings.REDIS_URL: the embedded Redis or the production one).
+
+    A slot is a member of a sorted set scored by its expiry. The stream refreshes it on every
+    heartbeat and removes it when it closes; a process that dies without closing frees its slots
+    when they expire (`ttl_seconds`, three heartbeats). Use ``async with StreamSlot(...)``; entering
+    raises StreamLimitReached when `limit` slots are taken.
+    """
+
+    def __init__(self, *, holder: str, limit: int, ttl_seconds: float, retry_after: int = 5) -> None:
+        import uuid
+
+        from django.conf import settings
+
+        self.key = f"{settings.CACHES['default'].get('KEY_PREFIX', 'atelier')}:api-streams:{holder}"
+        self.limit = limit
+        self.ttl = ttl_seconds
+        self.retry_after = retry_after
+        self.member = uuid.uuid4().hex
+        self.client = None
+
+    async def __aenter__(self) -> StreamSlot:
+        import redis.asyncio as aioredis
+        from django.conf import settings
+
+        self.client = aioredis.from_url(settings.REDIS_URL)
+        try:
+            now = time.time()
+            used = await self.client.eval(
+                _ACQUIRE, 1, self.key, now, now + self.ttl, self.limit, self.member, int(self.ttl) + 60
+            )
+        except BaseException:
+            await self.client.aclose()
+            raise
+        if int(used) < 0:
+            await self.client.aclose()
+            raise StreamLimitReached(self.limit, self.retry_after)
+        return self
+
+    async def refresh(self) -> None:
+        """Push this slot's expiry forward (called on each heartbeat)."""
+        with contextlib.suppress(Exception):  # a Redis hiccup must not end a healthy stream
+            await self.client.zadd(self.key, {self.member: time.time() + self.ttl}, xx=True)
+
+    async def __aexit__(self, *exc_info) -> None:
+        try:
+            with contextlib.suppress(Exception):
+                await self.client.zrem(self.key, self.member)
+        finally:
+            await self.client.aclose()
