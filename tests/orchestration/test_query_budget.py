@@ -38,10 +38,10 @@ class Recorder:
 
 @pytest.fixture
 def recorder(monkeypatch, settings):
-    # Streaming costs (a flush every ENGINE_STREAM_FLUSH_MS, a lease renewal every MONITOR_INTERVAL) depend on
+    # Streaming costs (a save every ENGINE_STREAM_SAVE_MS, a lease renewal every MONITOR_INTERVAL) depend on
     # how long a reply takes; they are measured in statements per second (bench/streaming.py). Here the fake
     # replies at once: make both slower than any turn so only the turn's own statements are counted.
-    settings.ENGINE_STREAM_FLUSH_MS = 1000
+    settings.ENGINE_STREAM_SAVE_MS = 5000
     monkeypatch.setattr("orchestration.engine.MONITOR_INTERVAL", 60)
     recorder = Recorder()
     original = CursorWrapper._execute_with_wrappers
