@@ -59,3 +59,25 @@ def env_list(name: str, default: list[str]) -> list[str]:
     if raw is None:
         return default
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def env_secret(name: str, default: str = "") -> str:
+    """A secret from the environment variable `name`, or from the file named by `name`_FILE.
+
+    As healthchecks does (and Docker / Kubernetes secrets expect): `SECRET_KEY_FILE=/run/secrets/key`
+    reads the key from that file, with surrounding whitespace (the trailing newline) stripped. Setting
+    both `name` and `name`_FILE is refused, and so is a file that cannot be read; the message names the
+    variable and the path, never the value.
+    """
+    path = os.environ.get(f"{name}_FILE", "").strip()
+    if not path:
+        return env_str(name, default)
+    if os.environ.get(name, "").strip():
+        raise ImproperlyConfigured(f"Set {name} or {name}_FILE, not both.")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read().strip()
+    except OSError as error:
+        raise ImproperlyConfigured(f"{name}_FILE={path} cannot be read: {error.strerror or error}.") from None
+    except UnicodeDecodeError:
+        raise ImproperlyConfigured(f"{name}_FILE={path} is not UTF-8 text.") from None

@@ -7,13 +7,14 @@ and the cache. DATABASE_URL and REDIS_URL switch to real PostgreSQL and Redis.
 
 from __future__ import annotations
 
+import os
 import secrets
 from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from atelier.env import env_bool, env_float, env_int, env_list, env_str
+from atelier.env import env_bool, env_float, env_int, env_list, env_secret, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("ATELIER_VAR_DIR", str(BASE_DIR / "var")))
@@ -27,7 +28,7 @@ DEBUG = env_bool("DJANGO_DEBUG", default=not PRODUCTION)
 
 
 def _secret_key() -> str:
-    key = env_str("SECRET_KEY")
+    key = env_secret("SECRET_KEY")
     if PRODUCTION:
         # Same rule as Django's security.W009: long, varied, not the insecure prefix.
         if len(key) < 50 or len(set(key)) < 5 or key.startswith("django-insecure-"):
@@ -73,6 +74,8 @@ INSTALLED_APPS = [
     "accounts",
     "orchestration",
     "billing",
+    "ninja",  # django-ninja: its Swagger UI assets are served from our static files, not a CDN
+    "api",
 ]
 
 MIDDLEWARE = [
@@ -82,12 +85,14 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "atelier.core.middleware.RequestContextMiddleware",  # request id + user id on every log record
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "allauth.account.middleware.AccountMiddleware",
     "accounts.middleware.UserTimezoneMiddleware",
+    "api.middleware.ApiJsonErrorsMiddleware",  # /api/ errors in one JSON shape (api/errors.py)
 ]
 
 ROOT_URLCONF = "atelier.urls"
@@ -112,7 +117,7 @@ TEMPLATES = [
 ]
 
 # --- Database ---------------------------------------------------------------------------
-DATABASE_URL = env_str("DATABASE_URL")
+DATABASE_URL = env_secret("DATABASE_URL")  # holds the password: DATABASE_URL_FILE works too
 if DATABASE_URL:
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 60))}
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
@@ -136,7 +141,7 @@ else:
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: channel layer, task broker, cache ---------------------------------------------
-REDIS_URL = env_str("REDIS_URL")
+REDIS_URL = env_secret("REDIS_URL")
 EMBEDDED_REDIS_SOCKET = VAR_DIR / "redis.sock"
 EMBEDDED_REDIS = not REDIS_URL
 if EMBEDDED_REDIS:
@@ -211,7 +216,7 @@ if EMAIL_HOST:
     EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
     EMAIL_PORT = env_int("EMAIL_PORT", 587)
     EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
-    EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD")
+    EMAIL_HOST_PASSWORD = env_secret("EMAIL_HOST_PASSWORD")
     EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", True)
 else:
     EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
@@ -311,23 +316,29 @@ CONTENT_SECURITY_POLICY = {
     }
 }
 
-# --- Providers (keys only from the environment) --------------------------------------------------
+# --- Providers (keys only from the environment, or *_API_KEY_FILE) --------------------------------------------------
 PROVIDERS = {
-    "anthropic": {"api_key": env_str("ANTHROPIC_API_KEY"), "base_url": env_str("ANTHROPIC_BASE_URL")},
-    "openai": {"api_key": env_str("OPENAI_API_KEY"), "base_url": env_str("OPENAI_BASE_URL")},
+    "anthropic": {"api_key": env_secret("ANTHROPIC_API_KEY"), "base_url": env_str("ANTHROPIC_BASE_URL")},
+    "openai": {"api_key": env_secret("OPENAI_API_KEY"), "base_url": env_str("OPENAI_BASE_URL")},
     "gemini": {
-        "api_key": env_str("GEMINI_API_KEY"),
+        "api_key": env_secret("GEMINI_API_KEY"),
         "base_url": env_str("GEMINI_BASE_URL", "https://generativelanguage.googleapis.com/v1beta/openai/"),
     },
-    "xai": {"api_key": env_str("XAI_API_KEY"), "base_url": env_str("XAI_BASE_URL", "https://api.x.ai/v1")},
+    "xai": {"api_key": env_secret("XAI_API_KEY"), "base_url": env_str("XAI_BASE_URL", "https://api.x.ai/v1")},
     # Ollama / vLLM / llama.cpp: any OpenAI-compatible server; a key is optional.
-    "compatible": {"api_key": env_str("COMPATIBLE_API_KEY"), "base_url": env_str("COMPATIBLE_BASE_URL")},
+    "compatible": {"api_key": env_secret("COMPATIBLE_API_KEY"), "base_url": env_str("COMPATIBLE_BASE_URL")},
 }
 PROVIDER_TIMEOUT_SECONDS = env_float("PROVIDER_TIMEOUT_SECONDS", 120.0, minimum=1.0)
 PROVIDER_MAX_RETRIES = env_int("PROVIDER_MAX_RETRIES", 4, minimum=0, maximum=10)
 # A rate-limited call is retried until this many seconds of waiting (honouring Retry-After) have been spent.
 PROVIDER_RATE_LIMIT_WINDOW_SECONDS = env_float("PROVIDER_RATE_LIMIT_WINDOW_SECONDS", 60.0, minimum=0.0)
 DEMO_TOKENS_PER_SECOND = env_float("DEMO_TOKENS_PER_SECOND", 60.0, minimum=0.0)  # 0 = instant
+
+# Public API event streams (api/routes/streams.py, docs/api.md "Streaming"): a ": ping" comment after
+# this long without an event (proxies close idle connections; a stream's slot expires after three), and
+# how long a stream waits for a channel-layer push before it re-reads the run's state from the database.
+API_SSE_HEARTBEAT_SECONDS = env_float("API_SSE_HEARTBEAT_SECONDS", 15.0, minimum=0.1)
+API_SSE_POLL_SECONDS = env_float("API_SSE_POLL_SECONDS", 2.0, minimum=0.05)
 # The executor renews its lease every 0.5 s; a dead one is noticed within lease + watchdog seconds.
 ENGINE_LEASE_SECONDS = env_int("ENGINE_LEASE_SECONDS", 8, minimum=3)
 ENGINE_WATCHDOG_SECONDS = env_float("ENGINE_WATCHDOG_SECONDS", 2.0, minimum=0.2)
@@ -342,8 +353,8 @@ ENGINE_COMPACT_AFTER_SECONDS = env_int("ENGINE_COMPACT_AFTER_SECONDS", 3600, min
 
 # --- Stripe (dj-stripe) ----------------------------------------------------------------------
 STRIPE_LIVE_MODE = env_bool("STRIPE_LIVE_MODE", False)
-STRIPE_LIVE_SECRET_KEY = env_str("STRIPE_LIVE_SECRET_KEY")
-STRIPE_TEST_SECRET_KEY = env_str("STRIPE_TEST_SECRET_KEY", "sk_test_not_configured")
+STRIPE_LIVE_SECRET_KEY = env_secret("STRIPE_LIVE_SECRET_KEY")
+STRIPE_TEST_SECRET_KEY = env_secret("STRIPE_TEST_SECRET_KEY", "sk_test_not_configured")
 STRIPE_API_BASE = env_str("STRIPE_API_BASE")  # a local fake in tests; Stripe's API otherwise
 DJSTRIPE_FOREIGN_KEY_TO_FIELD = "id"
 DJSTRIPE_USE_NATIVE_JSONFIELD = True
@@ -352,18 +363,39 @@ if ATELIER_ENV == "test":
     # Hashing cost is not what the tests measure.
     PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
-# --- Logging ------------------------------------------------------------------------------------
+# --- Metrics (atelier/core/metrics.py; docs/operations.md, "Metrics") ----------------------------
+# /metrics answers signed-in staff, or a scraper sending "Authorization: Bearer <METRICS_TOKEN>".
+METRICS_TOKEN = env_secret("METRICS_TOKEN")
+# Web and worker processes of one machine count into this directory (prometheus_client multiprocess
+# mode); it must be set before prometheus_client is imported, so it is set here, from the environment.
+METRICS_DIR = Path(env_str("PROMETHEUS_MULTIPROC_DIR", str(VAR_DIR / "metrics")))
+METRICS_DIR.mkdir(parents=True, exist_ok=True)
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(METRICS_DIR)
+
+# --- Logging (atelier/core/logs.py; docs/operations.md, "Logs") ------------------------------------
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
+# JSON lines in production (for a log pipeline), readable lines in development; both carry request_id,
+# user_id, session_id and turn_id, and both redact secrets.
+LOG_FORMAT = env_str("LOG_FORMAT", "json" if PRODUCTION else "plain")
+if LOG_FORMAT not in {"json", "plain"}:
+    raise ImproperlyConfigured(f"LOG_FORMAT must be json or plain, got {LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"context": {"()": "atelier.core.logs.ContextFilter"}},
+    "formatters": {
+        "plain": {"()": "atelier.core.logs.PlainFormatter"},
+        "json": {"()": "atelier.core.logs.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["context"]}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         # httpx logs full request URLs; keep them out of the logs at INFO.
         "httpx": {"level": "WARNING"},
         "httpx2": {"level": "WARNING"},
+        # The SDKs log whole requests (prompts: document text) at DEBUG: never below WARNING.
+        "anthropic": {"level": "WARNING"},
+        "openai": {"level": "WARNING"},
         "daphne": {"level": "WARNING"},
         "django_q": {"level": env_str("Q_LOG_LEVEL", "WARNING")},
     },

@@ -41,6 +41,10 @@ class Plan:
     max_projects: int
     max_sessions: int  # drafts and finished sessions included
     max_reference_chars: int  # text of every stored reference document, summed
+    # Public API (issue 13): requests per minute per API key (or per browser session), and Server-Sent
+    # Event streams a key may hold open at once.
+    api_requests_per_minute: int
+    api_concurrent_streams: int
 
     @property
     def rank(self) -> int:
@@ -89,6 +93,8 @@ PLANS: dict[str, Plan] = {
         max_projects=20,
         max_sessions=100,
         max_reference_chars=10_000_000,
+        api_requests_per_minute=60,
+        api_concurrent_streams=2,
     ),
     STARTER: Plan(
         key=STARTER,
@@ -104,6 +110,8 @@ PLANS: dict[str, Plan] = {
         max_projects=200,
         max_sessions=2_000,
         max_reference_chars=100_000_000,
+        api_requests_per_minute=300,
+        api_concurrent_streams=5,
     ),
     PRO: Plan(
         key=PRO,
@@ -119,6 +127,8 @@ PLANS: dict[str, Plan] = {
         max_projects=1_000,
         max_sessions=10_000,
         max_reference_chars=400_000_000,
+        api_requests_per_minute=1200,
+        api_concurrent_streams=20,
     ),
 }
 PLAN_ORDER = [FREE, STARTER, PRO]

@@ -18,6 +18,7 @@ import logging
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
+from atelier.core import metrics
 from orchestration import events as ev
 from orchestration import lease
 from orchestration.live import render_fragments, tail_fragments, tail_needs_text
@@ -67,9 +68,11 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
         self.group = ev.group_name(self.session_id)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
+        metrics.WEBSOCKETS.inc()
 
     async def disconnect(self, code: int) -> None:
         if hasattr(self, "group"):
+            metrics.WEBSOCKETS.dec()
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
     @database_sync_to_async

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
+from functools import partial
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -20,6 +21,9 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from atelier.core import metrics
+from atelier.core.logs import bind as bind_log
+from atelier.core.logs import bound
 from orchestration import events as ev
 from orchestration import services
 from orchestration.flows import AgentCall, Finished, Step, get_policy
@@ -93,7 +97,8 @@ def drive(session_id: int, *, budget_seconds: float = DRIVE_BUDGET_SECONDS) -> s
     if not claim_lease(session_id, owner):
         return "busy"
     try:
-        return asyncio.run(_drive(session_id, owner, budget_seconds))
+        with bound(session_id=session_id):  # every record of this drive (asyncio.run copies the context)
+            return asyncio.run(_drive(session_id, owner, budget_seconds))
     except LeaseLost:
         logger.warning("session %s: lease lost to another executor; standing down", session_id)
         return "lease_lost"
@@ -643,6 +648,7 @@ async def run_call(
                 return prepared
             turn_id, request, estimated_tokens = prepared
             cache.note_turn(round_number, agent.pk, (turn_id, Turn.TurnStatus.STREAMING, attempts, call.slot))
+            bind_log(turn_id=turn_id)  # this call's own task: its records carry the turn being streamed
             attempt = _Attempt(turn_id=turn_id, request=request, estimated_tokens=estimated_tokens)
             try:
                 decision = await _run_attempt(
@@ -770,6 +776,7 @@ async def _run_attempt(
 
 async def _after_provider_error(session, agent, model, attempt: _Attempt, state: _ModelState, error, *, owner: str):
     """Save the failed attempt (charging what the provider reported) and decide what comes next."""
+    metrics.provider_error(provider=model.provider, model=model.model_id, kind=error.kind)
     message = error.user_message
     status = Turn.TurnStatus.INCOMPLETE if attempt.received else Turn.TurnStatus.FAILED
     text, reasoning = "".join(attempt.received), "".join(attempt.thought)
@@ -915,14 +922,20 @@ def _begin_turn(
     """
     from billing.pricing import credits_for_usage
     from billing.services import InsufficientCredits, reserve_credits
-    from orchestration.flows import Recipe, critique_feedback, recipe_text, review_feedback
+    from orchestration.flows import PIPELINE_RECIPES, Recipe, critique_feedback, recipe_text, review_feedback
+    from orchestration.flows.pipeline import material as pipeline_material
     from orchestration.prompts import PromptTooLarge, build_prompt
     from orchestration.providers import ModelRequest
     from orchestration.reasoning import plan_for_agent
 
     call = call or AgentCall(agent_id=agent.pk)
     recipe = recipe_text(call.recipe)
-    if call.recipe in (Recipe.SYNTHESIZE, Recipe.MODERATE):
+    instruction = recipe.instruction
+    references = None
+    if call.recipe in PIPELINE_RECIPES:  # numbered source passages and the earlier stages' output
+        stage = pipeline_material(session, call)
+        feedback, references, instruction = stage.feedback, stage.references, stage.instruction or instruction
+    elif call.recipe in (Recipe.SYNTHESIZE, Recipe.MODERATE):
         feedback = review_feedback(call.recipe, call.inputs)
     elif call.recipe == Recipe.CRITIQUE:
         # Reviewers work independently, on the same document; a roundtable critic after round 1 also reads how
@@ -932,7 +945,9 @@ def _begin_turn(
         feedback = _feedback_for(session, agent, cache)
     # Thinking shares the output allowance (and so the context window): fit and reserve for the total.
     plan = plan_for_agent(agent, model)
-    if cache is None or cache.references is None:
+    if references is not None:
+        pass  # the pipeline's own passages for this stage
+    elif cache is None or cache.references is None:
         references = list(session.references.values_list("title", "content"))
         if cache is not None:
             cache.references = references
@@ -956,7 +971,7 @@ def _begin_turn(
             flow_rules=recipe.rules,
             evaluation_lead=recipe.evaluation_lead,
             feedback_heading=recipe.inputs_heading,
-            instruction=recipe.instruction,
+            instruction=instruction,
         )
     except PromptTooLarge as error:
         return CallOutcome("too_large", None, f"{model.display_name}: {error}")
@@ -1072,7 +1087,7 @@ def _complete_turn(
     reasoning = "\n\n".join(part for part in (reasoning, thinking) if part)
     if outcome == "normal":
         document, evaluation, flow_result = parse_result(
-            call.recipe, answer, [(c.name, c.weight) for c in agent.criteria.all()], call.inputs
+            call.recipe, answer, [(c.name, c.weight) for c in agent.criteria.all()], call.inputs, call.passages
         )
         status, error = Turn.TurnStatus.COMPLETED, ""
     else:
@@ -1204,6 +1219,18 @@ def _complete_turn(
             )
         )
         ev.insert_events(session_id=session.pk, first_seq=row["last_seq"] - seqs + 1, events=events)
+        transaction.on_commit(  # counted once the turn is saved; no query (atelier/core/metrics.py)
+            partial(
+                metrics.turn_finished,
+                provider=model.provider,
+                model=model.model_id,
+                status=status,
+                usage=usage,
+                credits=charged,
+                latency_ms=timing[0],
+                ttft_ms=timing[1],
+            )
+        )
     if cache is not None:
         cache.reserved.pop(turn_id, None)
         if status == Turn.TurnStatus.COMPLETED and evaluation.feedback and cache.feedback is not None:
@@ -1258,7 +1285,7 @@ def _abandon_turn(
     """
     from billing.pricing import credits_for_usage
     from billing.services import settle_credits
-    from orchestration.providers.base import estimate_tokens
+    from orchestration.providers.base import Usage, estimate_tokens
 
     reported = getattr(failure, "usage", None)
     reasoning_tokens = estimate_tokens(reasoning)
@@ -1310,6 +1337,17 @@ def _abandon_turn(
         )
         ev.append_event(
             session_id=session_id, kind="turn_finished", payload={"status": status, "error": error}, turn_id=turn_id
+        )
+        used = Usage(input_tokens, output_tokens, cached_tokens, reasoning_tokens=reasoning_tokens)
+        transaction.on_commit(
+            partial(
+                metrics.turn_finished,
+                provider=model.provider,
+                model=model.model_id,
+                status=status,
+                usage=used,
+                credits=charged,
+            )
         )
 
 

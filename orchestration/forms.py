@@ -237,6 +237,25 @@ class SessionSettingsForm(forms.ModelForm):
         help_text="Empty turns this rule off. Max rounds is the last rule.",
     )
 
+    # The pipeline's settings (flows/pipeline.py); always posted, used by that flow only.
+    pipeline_passages = forms.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=20,
+        label="Passages to research",
+        help_text="How many passages of your references the researcher reads (found by full-text search).",
+    )
+    pipeline_format = forms.ChoiceField(required=False, label="Format")
+    pipeline_tone = forms.ChoiceField(required=False, label="Tone")
+    pipeline_length_words = forms.IntegerField(required=False, min_value=100, max_value=10_000, label="Length (words)")
+    pipeline_revise_below = forms.FloatField(
+        required=False,
+        min_value=0.1,
+        max_value=10,
+        label="Build again when the review scores under",
+        help_text="Empty: never build again. Max rounds caps the builds.",
+    )
+
     def __init__(self, *args: Any, user, **kwargs: Any) -> None:
         from orchestration.flows.roundtable import DEFAULT_CONFIG, ConfigError, clean_config
 
@@ -248,6 +267,7 @@ class SessionSettingsForm(forms.ModelForm):
         self.fields["stop_when_no_high_issues"].initial = config["stop_when_no_high_issues"]
         self.fields["stop_below_change_percent"].initial = config["stop_below_change_percent"]
         self.fields["stop_below_change_percent"].widget.attrs.update(step="0.5", min="0.1", max="100")
+        self._init_pipeline_fields()
         self.user = user
         # A draft may be incomplete; starting checks the brief (services.validate_for_start).
         self.fields["brief"].required = False
@@ -265,10 +285,40 @@ class SessionSettingsForm(forms.ModelForm):
         self.fields["score_threshold"].widget.attrs.update(step="0.1", min="0", max="10")
         self.fields["convergence_percent"].widget.attrs.update(step="0.5", min="0", max="100")
 
+    def _init_pipeline_fields(self) -> None:
+        from orchestration.flows import pipeline
+
+        try:
+            config = pipeline.clean_config(self.instance.flow_config if self.instance.flow == Flow.PIPELINE else {})
+        except pipeline.ConfigError:
+            config = dict(pipeline.DEFAULT_CONFIG)
+        self.fields["pipeline_format"].choices = [(f, f.capitalize()) for f in pipeline.FORMATS]
+        self.fields["pipeline_tone"].choices = [(t, t.capitalize()) for t in pipeline.TONES]
+        for key in pipeline.DEFAULT_CONFIG:
+            self.fields[f"pipeline_{key}"].initial = config[key]
+        self.fields["pipeline_revise_below"].widget.attrs.update(step="0.1", min="0.1", max="10")
+
+    def _clean_pipeline(self, cleaned: dict[str, Any]) -> None:
+        from orchestration.flows import pipeline
+
+        names = [f"pipeline_{key}" for key in pipeline.DEFAULT_CONFIG]
+        if any(name in self.errors for name in names):
+            return
+        raw = {key: cleaned.get(f"pipeline_{key}") for key in pipeline.DEFAULT_CONFIG}
+        for key in ("passages", "length_words", "format", "tone"):  # empty means the default
+            if raw[key] in (None, ""):
+                raw[key] = pipeline.DEFAULT_CONFIG[key]
+        try:
+            self.instance.flow_config = pipeline.clean_config(raw)
+        except pipeline.ConfigError as error:
+            self.add_error(None, str(error))
+
     def clean(self) -> dict[str, Any]:
         from orchestration.flows.roundtable import ConfigError, clean_config
 
         cleaned = super().clean()
+        if cleaned.get("flow") == Flow.PIPELINE:
+            self._clean_pipeline(cleaned)
         if cleaned.get("flow") == Flow.ROUNDTABLE and "stop_below_change_percent" not in self.errors:
             raw = {
                 "stop_when_no_high_issues": bool(cleaned.get("stop_when_no_high_issues")),
@@ -289,8 +339,8 @@ class SessionSettingsForm(forms.ModelForm):
         session = super().save(commit=False)
         if commit:
             fields = [f for f in self._meta.fields if f in self.cleaned_data]
-            if self.cleaned_data.get("flow") == Flow.ROUNDTABLE:
-                fields.append("flow_config")  # set by clean() from the roundtable's own fields
+            if self.cleaned_data.get("flow") in (Flow.ROUNDTABLE, Flow.PIPELINE):
+                fields.append("flow_config")  # set by clean() from the flow's own fields
             self.saved = save_session_settings(session=session, changes={f: getattr(session, f) for f in fields})
         return session
 

@@ -197,7 +197,7 @@ def _turn_context(
 
     if turn.status != Turn.TurnStatus.STREAMING:
         thought = turn.reasoning
-    critique = live_flows.critique_body_html(turn)
+    critique = live_flows.critique_body_html(turn, cache)
     return {
         "turn": turn,
         "body_html": critique if critique is not None else turn_body_html(turn, streamed),
@@ -500,7 +500,9 @@ def render_fragments(
                 if sibling.slot.startswith("review:") or sibling.slot in ("synthesize", "moderate"):
                     turns[sibling.pk] = sibling
                     card_turns[sibling.pk] = None
-        report = report or (session.flow == "roundtable" and any(t.status != "streaming" for t in turns.values()))
+        report = report or (
+            session.flow in live_flows.REPORT_FLOWS and any(t.status != "streaming" for t in turns.values())
+        )
         review_cache: dict = {}
         # Every attempt of the same calls: a card shows its earlier attempts folded, replaces their
         # cards on the page, and an attempt that has a later one is not drawn on its own.
@@ -577,7 +579,7 @@ def render_fragments(
                 "html": render_to_string(CHART_TEMPLATE, {"chart": score_chart(turns_all, session.max_rounds)}),
             }
         )
-    if report or (controls and session.flow == "roundtable"):
+    if report or (controls and session.flow in ("roundtable", "pipeline")):
         from orchestration import live_flows
 
         fragments.append({"target": "convergence-report", "swap": "outer", "html": live_flows.report_html(session)})

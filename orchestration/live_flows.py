@@ -6,12 +6,15 @@ reads the database only; live.py's page and fragment rendering call into it.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from django.template.loader import render_to_string
+from django.utils.html import escape
+from django.utils.safestring import mark_safe
 
 from orchestration.evaluation import split_output
-from orchestration.flows import Recipe, get_policy
+from orchestration.flows import PIPELINE_RECIPES, Recipe, get_policy
 from orchestration.flows.recipes import id_prefix, number_issues
 from orchestration.flows.structured import strip_blocks
 from orchestration.models import Flow, Turn, WritingSession
@@ -27,6 +30,11 @@ _SLOT_PHASES = (
     ("synthesize", "synthesizing"),
     ("draft", "drafting"),
     ("moderate", "moderating"),
+    # the pipeline (flows/pipeline.py): one call per stage
+    ("research", "researching"),
+    ("outline", "planning"),
+    ("build", "building"),
+    ("review", "review"),
 )
 PARALLEL_PHASES = {"reviewing"}
 
@@ -105,6 +113,8 @@ def review_context(turn: Turn, flow: str, cache: dict | None = None) -> dict | N
         return {"missing": True, "error": result.get("error", "")}
     if turn.status != Turn.TurnStatus.COMPLETED or turn.recipe in ("", Recipe.REVISE):
         return None
+    if turn.recipe in PIPELINE_RECIPES:
+        return pipeline_context(turn, cache)
     key = (turn.session_id, turn.round)
     if key not in cache:
         cache[key] = _numbered_round_issues(turn.session_id, turn.round, _prefix_for(flow))
@@ -122,11 +132,51 @@ def review_context(turn: Turn, flow: str, cache: dict | None = None) -> dict | N
     return {"kind": kind, "items": items, "tier": result.get("tier", ""), "unanswered": unanswered}
 
 
-def critique_body_html(turn: Turn) -> str | None:
-    """A finished critique shows its comments; the issues are listed apart, never as raw JSON."""
-    if turn.recipe != Recipe.CRITIQUE or turn.status != Turn.TurnStatus.COMPLETED:
+def critique_body_html(turn: Turn, cache: dict | None = None) -> str | None:
+    """A finished critique shows its comments; the issues are listed apart, never as raw JSON.
+    A finished pipeline stage shows its text without the structured blocks, its citations linked."""
+    if turn.status != Turn.TurnStatus.COMPLETED:
+        return None
+    if turn.recipe in PIPELINE_RECIPES:
+        from orchestration.pipeline_report import link_citations
+
+        text = split_output(turn.output_text)[0]
+        if turn.recipe == Recipe.REVIEW:
+            text = (turn.result or {}).get("comments") or ""
+        html = render_markdown(strip_blocks(_strip_pipeline_blocks(text)))
+        return mark_safe(link_citations(str(html), _sources(turn.session_id, cache)))  # noqa: S308 (sanitized above)
+    if turn.recipe != Recipe.CRITIQUE:
         return None
     return render_markdown(strip_blocks(split_output(turn.output_text)[0]))
+
+
+def _strip_pipeline_blocks(text: str) -> str:
+    return re.sub(r"<(sections|edits|flags)>.*?</\1>", "", text, flags=re.S | re.I)
+
+
+def _sources(session_id: int, cache: dict | None) -> list[dict]:
+    from orchestration.pipeline_report import research_sources
+
+    cache = {} if cache is None else cache
+    key = ("sources", session_id)
+    if key not in cache:
+        cache[key] = research_sources(session_id)
+    return cache[key]
+
+
+def pipeline_context(turn: Turn, cache: dict | None = None) -> dict:
+    """What a pipeline stage's card shows besides its text (templates/.../live_pipeline.html)."""
+    from orchestration.pipeline_report import link_citations
+
+    result = turn.result if isinstance(turn.result, dict) else {}
+    context: dict = {"pipeline": True, "recipe": turn.recipe, **result}
+    if turn.recipe == Recipe.RESEARCH:
+        sources = result.get("sources") or []
+        context["findings"] = [
+            {**f, "html": mark_safe(link_citations(str(escape(f.get("text", ""))), sources))}  # noqa: S308 (escaped)
+            for f in result.get("findings") or []
+        ]
+    return context
 
 
 # --- Phases of the current round ------------------------------------------------------------------------
@@ -165,6 +215,8 @@ def phases(session: WritingSession) -> list[Phase] | None:
         slots = [t for t in turns if phase_of(t[0]) == key]
         if key == "drafting" and not slots:
             continue  # the roundtable drafts only when it starts without a document
+        if key in ("researching", "planning") and session.flow == Flow.PIPELINE and session.current_round > 1:
+            continue  # the pipeline researches and plans once; later rounds build and review again
         phase = Phase(key=key, label=label, planned=reviewers if key in PARALLEL_PHASES else 1)
         done_slots: set[str] = set()
         for slot, status, res, name in slots:
@@ -184,9 +236,18 @@ def phases(session: WritingSession) -> list[Phase] | None:
 # --- The convergence report ------------------------------------------------------------------------------
 
 
+REPORT_FLOWS = (Flow.ROUNDTABLE, Flow.PIPELINE)  # flows with a report under the transcript
+
+
 def report_html(session: WritingSession) -> str:
     from orchestration.flows.roundtable import convergence_report
 
+    if session.flow == Flow.PIPELINE:
+        from orchestration.pipeline_report import pipeline_report
+
+        return render_to_string(
+            "orchestration/partials/live_pipeline_report.html", {"session": session, "report": pipeline_report(session)}
+        )
     if session.flow != Flow.ROUNDTABLE:
         return ""
     return render_to_string(REPORT_TEMPLATE, {"session": session, "report": convergence_report(session)})

@@ -117,6 +117,7 @@ class Flow(models.TextChoices):
     SEQUENTIAL = "sequential", "Sequential turns"
     EDITORIAL = "editorial", "Writer, parallel editors, synthesizer"
     ROUNDTABLE = "roundtable", "Roundtable: parallel critics and a moderator"
+    PIPELINE = "pipeline", "Research, plan, build, review"
 
 
 class Status(models.TextChoices):
@@ -160,6 +161,7 @@ class StopReason(models.TextChoices):
     SCORE_THRESHOLD = "score_threshold", "Reached the score threshold"
     CONVERGED = "converged", "The document converged"
     NO_HIGH_ISSUES = "no_high_issues", "No high-severity issues left"
+    PIPELINE_DONE = "pipeline_done", "Researched, planned, built and reviewed"
     BUDGET = "budget", "Spent the session's credit budget"
     OUT_OF_CREDITS = "out_of_credits", "Out of credits"
     USER_STOPPED = "user_stopped", "Stopped by you"

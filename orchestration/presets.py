@@ -279,6 +279,68 @@ SHIPPED_PRESETS += [
     },
 ]
 
+SHIPPED_PRESETS += [
+    {
+        "slug": "researched-article",
+        "name": "Researched article",
+        "description": (
+            "A researcher summarises the passages found in your references, with citations; a planner outlines; "
+            "a builder writes the article to your tone, length and format; a reviewer scores it and proposes "
+            "edits that Atelier applies where the text matches. Builds again when the review scores under 8."
+        ),
+        "flow": Flow.PIPELINE,
+        "data": {
+            "agents": [
+                _agent(
+                    "Researcher",
+                    "researcher",
+                    "You are a careful researcher. Report only what the source passages say, cite every point, "
+                    "and say plainly what they do not cover.",
+                    [("Coverage", "The findings cover what the brief needs, each with a source.", 1.0)],
+                    0.2,
+                ),
+                _agent(
+                    "Planner",
+                    "planner",
+                    "You plan articles: a clear line of argument, one job per section, sources assigned.",
+                    [("Structure", "Every section has one clear goal; together they answer the brief.", 1.0)],
+                    0.4,
+                ),
+                _agent(
+                    "Builder",
+                    "builder",
+                    "You write clear, well-sourced articles that follow the outline and the owner's settings.",
+                    [("Fidelity", "Follows the outline, the sources and the tone, length and format set.", 1.0)],
+                    0.6,
+                ),
+                _agent(
+                    "Reviewer",
+                    "reviewer",
+                    "You are an exacting reviewer: every claim needs a source, every sentence must earn its place.",
+                    [
+                        ("Evidence", "Claims are supported by the cited sources.", 1.5),
+                        ("Clarity", "Plain, precise sentences; no filler.", 1.0),
+                        ("Structure", "Follows the outline; sections build on each other.", 1.0),
+                    ],
+                    0.2,
+                ),
+            ],
+            "max_rounds": 2,
+            "score_threshold": None,
+            "threshold_agent": None,
+            "convergence_percent": None,
+            "credit_budget": None,
+            "flow_config": {
+                "passages": 8,
+                "tone": "neutral",
+                "length_words": 800,
+                "format": "article",
+                "revise_below": 8.0,
+            },
+        },
+    },
+]
+
 DEMO_BRIEF = (
     "Write a short essay (about 600 words) arguing whether cities should replace car lanes with "
     "protected bike lanes. Use clear sections and end with a recommendation."
@@ -570,23 +632,3 @@ def starting_document(session: WritingSession) -> str:
     if first is not None and first.turn_id is None:
         return first.content
     return ""
-
-
-def renumber_agents(session: WritingSession) -> None:
-    for index, agent in enumerate(session.agents.order_by("order", "pk")):
-        if agent.order != index:
-            agent.order = index
-            agent.save(update_fields=["order"])
-
-
-@transaction.atomic
-def move_agent(*, agent: Agent, direction: int) -> None:
-    """Swap an agent with its neighbour (-1 = up, +1 = down)."""
-    session = agent.session
-    renumber_agents(session)
-    agents = list(session.agents.order_by("order", "pk"))
-    index = next(i for i, a in enumerate(agents) if a.pk == agent.pk)
-    other = index + direction
-    if 0 <= other < len(agents):
-        agents[index].order, agents[other].order = agents[other].order, agents[index].order
-        Agent.objects.bulk_update([agents[index], agents[other]], ["order"])

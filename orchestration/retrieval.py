@@ -210,16 +210,26 @@ def repair_index() -> None:
 # --- the read side -------------------------------------------------------------------------------
 
 
+# Words that match nearly every passage. OR-ing them in would make any passage a hit (PostgreSQL's
+# "english" configuration drops them itself; SQLite's FTS5 has no stop words).
+STOP_WORDS = frozenset(
+    """a about after all also an and any are as at be been but by can could do does for from had has have how
+    i if in into is it its may more most no not of on or our should so some such than that the their them then
+    there these they this those to too was we were what when where which who why will with would you your
+    write article essay piece brief about words word""".split()  # noqa: SIM905 (a word list reads best as text)
+)
+
+
 def query_terms(query: str) -> list[str]:
     """The words of a query as the search uses them: lowercase letters/digits runs, unique, in order,
-    at most MAX_TERMS. Everything else (quotes, operators, punctuation) is dropped."""
-    terms: list[str] = []
+    without STOP_WORDS (unless the query has nothing else), at most MAX_TERMS. Everything else (quotes,
+    operators, punctuation) is dropped."""
+    words: list[str] = []
     for word in _WORD_RE.findall((query or "").lower()):
-        if word not in terms:
-            terms.append(word[:64])
-        if len(terms) >= MAX_TERMS:
-            break
-    return terms
+        if word[:64] not in words:
+            words.append(word[:64])
+    terms = [w for w in words if w not in STOP_WORDS] or words
+    return terms[:MAX_TERMS]
 
 
 class Retriever(Protocol):

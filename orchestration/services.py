@@ -36,7 +36,7 @@ MAX_REFERENCES = 20  # reference documents per session
 class ServiceError(Exception):
     """A refusal with a message meant for the user."""
 
-    def __init__(self, message: str, *, upgrade_url: str = "") -> None:
+    def __init__(self, message: str, *, upgrade_url: str = "") -> None:  # upgrade_url set: a plan limit
         super().__init__(message)
         self.message = message
         self.upgrade_url = upgrade_url
@@ -174,6 +174,36 @@ def create_project(*, owner, name: str, description: str = "") -> Project:
     """A new project for ``owner``; raises ServiceError beyond the plan's project quota."""
     enforce_quota(user=owner, action="create_project")
     return Project.objects.create(owner=owner, name=name, description=description)
+
+
+def update_project(*, project: Project, name: str | None = None, description: str | None = None) -> Project:
+    """Rename a project and/or change its description (values already validated by ProjectForm)."""
+    fields = {k: v for k, v in (("name", name), ("description", description)) if v is not None}
+    for key, value in fields.items():
+        setattr(project, key, value)
+    if fields:
+        project.save(update_fields=[*fields, "updated_at"])
+    return project
+
+
+def set_project_archived(*, project: Project, archived: bool) -> Project:
+    """Archive (hide from the dashboard, sessions kept) or restore a project; idempotent."""
+    if archived != (project.archived_at is not None):
+        project.archived_at = timezone.now() if archived else None
+        project.save(update_fields=["archived_at", "updated_at"])
+    return project
+
+
+@transaction.atomic
+def delete_project(*, project: Project) -> str:
+    """Delete a project with its sessions; returns its name. ServiceError while any session runs
+    (the sessions are locked first, so a Start cannot slip in between the check and the delete)."""
+    sessions = list(WritingSession.objects.select_for_update().filter(project=project).values_list("status", flat=True))
+    if any(status in ACTIVE_STATUSES for status in sessions):
+        raise ServiceError("Stop the project's running sessions before deleting it.")
+    name = project.name
+    project.delete()
+    return name
 
 
 @transaction.atomic

@@ -33,12 +33,30 @@ from typing import Protocol
 
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
+from django.http import StreamingHttpResponse
 
 logger = logging.getLogger(__name__)
 
 MAX_SEQ = 2**63 - 1  # sequence numbers are 64-bit in the database
 CATCH_UP_BATCH = 500  # events read from the database per query while catching up
 RETRY_MILLISECONDS = 2000  # how soon a browser's EventSource reconnects after a drop
+
+
+def call_and_close(fn, *args):
+    """Run fn, then close this thread's database connection: a stream waits far longer than it
+    reads, and must not hold a connection (PostgreSQL's are few) while it waits, nor leave one
+    behind in its request thread after the client goes (persistent connections, CONN_MAX_AGE)."""
+    from django.db import connection
+
+    try:
+        return fn(*args)
+    finally:
+        connection.close()
+
+
+async def _db(fn, *args):
+    """fn(*args) in the request's own thread (Django's thread-sensitive executor), no connection kept."""
+    return await sync_to_async(call_and_close)(fn, *args)
 
 
 class InvalidPosition(ValueError):
@@ -193,7 +211,7 @@ class _Cursor:
         fresh = self.fresh(events)
         missing = self.unlabelled(fresh)
         if missing:
-            self.labels.update(await sync_to_async(self.source.labels)(missing))
+            self.labels.update(await _db(self.source.labels, missing))
         return self.emit(fresh)
 
     def catch_up(self) -> list[dict]:
@@ -206,11 +224,30 @@ class _Cursor:
                 return out
 
 
+_CLOSE = "stream.close"
+
+
 async def _relay(layer, channel: str, inbox: asyncio.Queue) -> None:
-    """Move messages from the stream's own channel to a local queue (cancelled when the stream closes)."""
+    """Move messages from the stream's own channel to a local queue, until told to stop.
+
+    It is stopped by a message, not cancelled: cancelling channels-redis's receive in the middle of
+    its blocking pop took up to ~10 s to unwind (measured), holding the process's receive lock.
+    """
     while True:
         message = await layer.receive(channel)
+        if message.get("type") == _CLOSE:
+            return
         inbox.put_nowait(message)
+
+
+async def _stop_relay(layer, channel: str, relay: asyncio.Task) -> None:
+    """Leave nothing running: ask the relay to stop; cancel it (without waiting) if it does not."""
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(layer.send(channel, {"type": _CLOSE}), timeout=2)
+    with contextlib.suppress(Exception):
+        await asyncio.wait({relay}, timeout=2)
+    if not relay.done():
+        relay.cancel()
 
 
 async def follow(
@@ -227,8 +264,9 @@ async def follow(
     closing an idle stream); `on_heartbeat` (an async callable) runs at the same pace whether or
     not events flow (the stream-slot refresh). `poll_seconds`: how long the live tail waits for a
     push before it re-reads the run's state (a dropped push, a missed final status). Closing the
-    generator (the client went away) leaves the group and stops the relay task; database work runs
-    in the request's own thread (sync_to_async), whose connection Django closes with the request.
+    generator (the client went away) leaves the group and stops the relay task; database reads run
+    in the request's own thread and close their connection at once (`_db`), so a waiting stream
+    holds none.
     """
     layer = get_channel_layer()
     cursor = _Cursor(source, after)
@@ -242,7 +280,7 @@ async def follow(
     try:
         yield f"retry: {RETRY_MILLISECONDS}\n\n".encode()
         last_output = last_beat = time.monotonic()
-        pending: list[dict] = await sync_to_async(cursor.catch_up)()
+        pending: list[dict] = await _db(cursor.catch_up)
         check_state = True
         while True:
             if pending:
@@ -250,13 +288,13 @@ async def follow(
                 last_output = time.monotonic()
                 check_state = check_state or any(e["kind"] == "status" for e in pending)
             if check_state:
-                state = await sync_to_async(source.state)()
+                state = await _db(source.state)
                 if not state.active and cursor.last_seq >= state.last_seq:
                     yield format_end(state.end, cursor.last_seq)
                     return
                 if state.last_seq > cursor.last_seq:
                     # Stored events no push brought (dropped, or the status push is still on its way).
-                    pending = await sync_to_async(cursor.catch_up)()
+                    pending = await _db(cursor.catch_up)
                     if pending:
                         continue
                 check_state = False
@@ -272,13 +310,11 @@ async def follow(
                 await on_heartbeat()
                 last_beat = now
     finally:
-        if relay is not None:
-            relay.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await relay
         if layer is not None and channel is not None:
             with contextlib.suppress(Exception):
                 await layer.group_discard(source.group, channel)
+        if relay is not None:
+            await _stop_relay(layer, channel, relay)
 
 
 def _pushed(message: dict, after: int) -> list[dict]:
@@ -305,24 +341,34 @@ async def _next_events(cursor: _Cursor, inbox: asyncio.Queue, wait: float) -> li
         return await cursor.take(events)
     # Something before these is missing (a push dropped over capacity, or crossing pushes): the
     # database has everything up to the newest pushed event.
-    return await sync_to_async(cursor.catch_up)()
+    return await _db(cursor.catch_up)
 
 
-async def wait_for_run_end(source: EventSource, *, after: int, timeout: float) -> RunState:
-    """Wait until the run behind `source` ends (for blocking requests such as ``?wait=true``).
+async def wait_for_run_end(source: EventSource, *, timeout: float, after: int | None = None) -> RunState:
+    """Wait until the run behind `source` is no longer active (blocking requests: ``?wait=true``).
 
-    Follows the same stream as an SSE client (so it wakes on the run's final status push, and on
-    a dropped push within the poll interval) and returns the run's final RunState.
+    Follows the run like an SSE client from `after` (default: its current last event, so nothing
+    is replayed), so it wakes on the run's final status push, or within a second if that push was
+    lost. Returns the final RunState (``end["status"]``: completed, stopped, failed, paused...).
     Raises TimeoutError after `timeout` seconds; the run carries on regardless.
     """
     async with asyncio.timeout(timeout):
+        if after is None:
+            after = (await _db(source.state)).last_seq
         stream = follow(source, after=after, heartbeat_seconds=max(timeout, 1.0), poll_seconds=1.0)
         try:
             async for _ in stream:
                 pass
         finally:
             await stream.aclose()
-    return await sync_to_async(source.state)()
+    return await _db(source.state)
+
+
+def wait_for_run_end_sync(source: EventSource, *, timeout: float, after: int | None = None) -> RunState:
+    """wait_for_run_end for synchronous views and commands (a ninja operation, a management command)."""
+    from asgiref.sync import async_to_sync
+
+    return async_to_sync(wait_for_run_end)(source, timeout=timeout, after=after)
 
 
 # --- Concurrent-stream limit -------------------------------------------------------------------
@@ -401,3 +447,27 @@ class StreamSlot:
                 await self.client.zrem(self.key, self.member)
         finally:
             await self.client.aclose()
+
+
+class EventStreamResponse(StreamingHttpResponse):
+    """A ``text/event-stream`` response that closes its stream the moment the client goes.
+
+    Django (5.2) consumes a streaming response through ``aclosing(aiter(response))``, but its own
+    wrapper generators do not close the iterator they wrap: without this, a stream whose client
+    disconnected kept its channel-layer membership, relay task and stream slot until the garbage
+    collector found it. Here closing the response's iterator closes `stream` (its ``finally``
+    blocks run at once).
+    """
+
+    def __init__(self, stream: AsyncIterator[bytes], **kwargs) -> None:
+        super().__init__(stream, content_type="text/event-stream; charset=utf-8", **kwargs)
+        self._stream = stream
+        self["Cache-Control"] = "no-cache"
+        self["X-Accel-Buffering"] = "no"  # nginx: pass each event on at once
+
+    async def __aiter__(self):
+        try:
+            async for part in self._stream:
+                yield part
+        finally:
+            await self._stream.aclose()

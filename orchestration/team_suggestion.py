@@ -24,6 +24,7 @@ import contextlib
 import json
 import logging
 import re
+import time
 import uuid
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -33,6 +34,7 @@ from asgiref.sync import async_to_sync
 from django.db import transaction
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from atelier.core import metrics
 from orchestration.models import ACTIVE_STATUSES, Agent, Flow, LLMModel, TeamPreset, WritingSession
 
 logger = logging.getLogger(__name__)
@@ -337,7 +339,8 @@ def build_planner_prompt(
     from orchestration.flows import get_policy
 
     flows = "\n".join(
-        f"- {value}: {get_policy(value).description} Roles: {_FLOW_ROLES[value]}" for value in allowed_flows
+        f"- {value}: {get_policy(value).description} Roles: {_FLOW_ROLES.get(value, 'see the flow')}"
+        for value in allowed_flows
     )
     system = (
         "You design a team of AI agents that will write and refine a document together in rounds.\n"
@@ -377,6 +380,7 @@ _FLOW_ROLES = {
     Flow.SEQUENTIAL: "any roles (writer, editor, critic...); each agent revises the whole document in turn.",
     Flow.EDITORIAL: "exactly one writer, one or more editors, exactly one synthesizer.",
     Flow.ROUNDTABLE: "one or more critics, exactly one moderator.",
+    Flow.PIPELINE: "exactly one researcher, one planner, one builder and one reviewer, in that order.",
 }
 
 
@@ -469,9 +473,11 @@ def _call_planner(*, user, session: WritingSession, model: LLMModel, prompt: Pla
         reasoning=model.reasoning,
         metadata={**prompt.metadata, "session_id": session.pk},
     )
+    started = time.monotonic()
     try:
         text, end = async_to_sync(_stream)(model, request)
     except ProviderError as error:
+        metrics.provider_error(provider=model.provider, model=model.model_id, kind=error.kind)
         used = _used_before_failure(model, request, getattr(error, "received_text", ""), error.usage)
         charged = _settle(user, reservation, key, used, description) if used else _release(user, reservation, key)
         logger.info("team suggestion call failed: provider=%s kind=%s", model.provider, error.kind)
@@ -496,6 +502,16 @@ def _call_planner(*, user, session: WritingSession, model: LLMModel, prompt: Pla
         output_tokens=usage.output_tokens,
     )
     charged = _settle(user, reservation, key, used, description)
+    # Not a turn: tokens, credits and latency count, the turn counter does not.
+    metrics.turn_finished(
+        provider=model.provider,
+        model=model.model_id,
+        status="",
+        usage=usage,
+        credits=charged,
+        latency_ms=int((time.monotonic() - started) * 1000),
+        purpose="team_suggestion",
+    )
     return _CallResult(text=text, charged=charged, stop_outcome=end.outcome)
 
 

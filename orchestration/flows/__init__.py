@@ -11,6 +11,7 @@ from __future__ import annotations
 from orchestration.evaluation import Evaluation, parse_reply
 from orchestration.flows.base import AgentCall, Finished, FlowPolicy, Output, Recipe, Step
 from orchestration.flows.editorial import EditorialFlow
+from orchestration.flows.pipeline import PipelineFlow
 from orchestration.flows.recipes import id_prefix, number_issues, recipe_text, review_material
 from orchestration.flows.roundtable import RoundtableFlow, previous_resolutions
 from orchestration.flows.sequential import SequentialFlow
@@ -21,6 +22,7 @@ POLICIES: dict[str, FlowPolicy] = {
     Flow.SEQUENTIAL: SequentialFlow(),
     Flow.EDITORIAL: EditorialFlow(),
     Flow.ROUNDTABLE: RoundtableFlow(),
+    Flow.PIPELINE: PipelineFlow(),
 }
 
 
@@ -34,8 +36,15 @@ def get_policy(flow: str) -> FlowPolicy:
 _RESULT_KIND = {Recipe.SYNTHESIZE: "decisions", Recipe.MODERATE: "resolutions"}
 
 
+PIPELINE_RECIPES = (Recipe.RESEARCH, Recipe.OUTLINE, Recipe.BUILD, Recipe.REVIEW)
+
+
 def parse_result(
-    recipe: str, text: str, criteria: list[tuple[str, float]], inputs: tuple[int, ...] = ()
+    recipe: str,
+    text: str,
+    criteria: list[tuple[str, float]],
+    inputs: tuple[int, ...] = (),
+    passages: tuple[int, ...] = (),
 ) -> tuple[str, Evaluation, dict]:
     """Split a reply by its recipe: (document or "" for notes, evaluation, Turn.result). Never raises.
 
@@ -43,8 +52,14 @@ def parse_result(
     synthesize -> result {"decisions": [...], "tier", "inputs": [review turn ids]}
     moderate   -> result {"resolutions": [...], "tier", "inputs": [review turn ids]}
     revise     -> result {}
+    research, outline, build, review -> see flows.pipeline.parse_stage (review: the merged document)
     """
     document, evaluation = parse_reply(text, criteria)
+    if recipe in PIPELINE_RECIPES:
+        from orchestration.flows.pipeline import parse_stage
+
+        document, result = parse_stage(recipe, document, inputs, passages)
+        return document, evaluation, result
     if recipe == Recipe.CRITIQUE:
         issues, tier = parse_items(document, "issues")
         return "", evaluation, {"issues": issues, "tier": tier, "counts": severity_counts(issues)}

@@ -28,6 +28,11 @@ class Recipe(StrEnum):
     CRITIQUE = "critique"  # review the document: comments + structured issues + scores; no document
     SYNTHESIZE = "synthesize"  # merge editors' feedback into the next version; say what was taken and why
     MODERATE = "moderate"  # resolve critics' issues in a revision; say issue by issue what was done
+    # The research -> plan -> build -> review pipeline (flows/pipeline.py):
+    RESEARCH = "research"  # a summary of retrieved passages with numbered citations; no document
+    OUTLINE = "outline"  # an outline and the sections with their goals; no document
+    BUILD = "build"  # the full draft, obeying the brief's tone, length and format settings
+    REVIEW = "review"  # scores, flags and find/replace edits; Atelier applies the edits (the merged version)
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,7 @@ class AgentCall:
     output: str = Output.DOCUMENT
     inputs: tuple[int, ...] = ()  # ids of completed turns this call reads (the critiques to act on)
     phase: str = ""  # what the live page calls this part of the round: "writing", "reviewing"...
+    passages: tuple[int, ...] = ()  # retrieved Passage ids this call reads, numbered [1], [2]... (research)
 
     @property
     def writes_document(self) -> bool:

@@ -996,6 +996,7 @@ def route_reply(inputs: Inputs) -> str:
 
 _ROUNDTABLE_WORDS = r"product|spec|proposal|launch|feature|roadmap|risk|rfc|design doc|decision|strategy|plan\b"
 _EDITORIAL_WORDS = r"essay|article|op-ed|post|story|newsletter|report|chapter|publish|polish|edit"
+_PIPELINE_WORDS = r"research|white paper|literature|survey|sources|report on|briefing"
 _EVIDENCE_WORDS = r"evidence|research|data|source|study|studies|citation|fact"
 _DEMO_MODEL = "demo:demo-writer"
 
@@ -1051,6 +1052,36 @@ def _suggested_agents(flow: str, topic: Topic, goal: str, text: str, room: int) 
             [_crit("Issues resolved", "High-severity issues fixed.", 1.5), _crit("Coherence", "One voice.", 1.0)],
         )
         return [*critics, moderator]
+    if flow == "pipeline":
+        return [
+            (
+                "Researcher",
+                "researcher",
+                f"You are the researcher. Find what the references say {about}, citing them.",
+                [_crit("Coverage", "Every relevant source is used.", 1.0)],
+            ),
+            (
+                "Planner",
+                "planner",
+                f"You are the planner. Outline the piece {about} from the research.{aim}",
+                [_crit("Structure", "Sections build on each other.", 1.0)],
+            ),
+            (
+                "Builder",
+                "builder",
+                f"You are the builder. Write the complete piece {about} from the outline.{aim}",
+                [
+                    _crit("Clarity", "Plain, precise sentences.", 1.0),
+                    _crit("Evidence", "Claims cite the research.", 1.5),
+                ],
+            ),
+            (
+                "Reviewer",
+                "reviewer",
+                "You are the reviewer. Score the draft, flag unsupported claims and propose exact find/replace edits.",
+                [_crit("Accuracy", "Claims match the sources.", 1.5)],
+            ),
+        ]
     if flow == "editorial":
         editors = [
             (
@@ -1107,7 +1138,12 @@ def team_reply(request: ModelRequest) -> str:
     text = f"{brief}\n{goal}".lower()
     topic = topic_of_brief(brief)
     flow, why = "sequential", "a writer and an editor take turns on the whole document"
-    if "roundtable" in flows and room >= 2 and re.search(_ROUNDTABLE_WORDS, text):
+    if "pipeline" in flows and room >= 4 and re.search(_PIPELINE_WORDS, text):
+        flow, why = (
+            "pipeline",
+            "the brief asks for researched work, so research, an outline, a draft and a review run in turn",
+        )
+    elif "roundtable" in flows and room >= 2 and re.search(_ROUNDTABLE_WORDS, text):
         flow, why = (
             "roundtable",
             "the brief asks for a decision document, so critics raise issues and a moderator resolves them",
@@ -1139,6 +1175,12 @@ def demo_reply(request: ModelRequest) -> str:
     if str(request.metadata.get("recipe") or "") == "suggest_team":
         return team_reply(request)
     inputs = read_inputs(request)
+    if inputs.recipe in ("research", "outline", "build", "review"):
+        from orchestration.providers import demo_pipeline
+
+        if inputs.recipe == "build":
+            return demo_pipeline.build_reply(inputs, request.user)
+        return getattr(demo_pipeline, f"{inputs.recipe}_reply")(inputs)
     if inputs.recipe == "critique":
         return critique_reply(inputs)
     if inputs.recipe in ("synthesize", "moderate"):

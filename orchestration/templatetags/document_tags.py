@@ -19,6 +19,21 @@ def markdown_filter(text: str | None) -> SafeString:
 
 
 @register.filter
+def cited_markdown(text: str | None, session: WritingSession) -> SafeString:
+    """Like ``markdown``; in a pipeline session, citations [n] also link to their passages on the live page."""
+    html = render_markdown(text or "")
+    if getattr(session, "flow", "") != "pipeline":
+        return html
+    from django.urls import reverse
+    from django.utils.safestring import mark_safe
+
+    from orchestration.pipeline_report import link_citations, research_sources
+
+    base = reverse("session_detail", args=[session.pk])
+    return mark_safe(link_citations(str(html), research_sources(session.pk), base=base))  # noqa: S308 (sanitized)
+
+
+@register.filter
 def percent(ratio: float | None) -> str:
     if ratio is None:
         return ""

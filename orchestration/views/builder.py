@@ -19,7 +19,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect, reswap, retarget, trigger_client_event
 
-from orchestration import presets
+from orchestration import presets, team
 from orchestration.forms import (
     AgentForm,
     CriterionFormSet,
@@ -33,15 +33,8 @@ from orchestration.forms import (
     gate,
     model_options,
 )
-from orchestration.models import (
-    ACTIVE_STATUSES,
-    Agent,
-    Criterion,
-    ReferenceDocument,
-    TeamPreset,
-    WritingSession,
-)
-from orchestration.services import MAX_REFERENCES
+from orchestration.models import ACTIVE_STATUSES, Agent, TeamPreset, WritingSession
+from orchestration.services import MAX_REFERENCES, ServiceError
 from orchestration.uploads import MAX_UPLOAD_BYTES, MAX_UPLOAD_FILES, UploadError, parse_upload
 from orchestration.views.access import _get_agent_for_user, _get_project_for_user, _get_session_for_user
 
@@ -208,6 +201,25 @@ def _now() -> str:
     return timezone.localtime().strftime("%H:%M:%S")
 
 
+def _save_agent(form: AgentForm, formset) -> bool:
+    """Write a valid agent card (its form and criteria formset) through the team service; True when
+    criterion rows were created or deleted. Raises ServiceError when the session started meanwhile."""
+    changes = {name: form.cleaned_data[name] for name in form._meta.fields if name in form.cleaned_data}
+    deleted_forms = {id(f) for f in formset.deleted_forms}
+    deleted = {f.instance.pk for f in formset.deleted_forms if f.instance.pk}
+    specs = [
+        team.CriterionSpec(
+            name=f.cleaned_data["name"],
+            weight=f.cleaned_data["weight"],
+            description=f.cleaned_data.get("description", ""),
+            id=f.instance.pk,
+        )
+        for f in formset.forms
+        if f.has_changed() and id(f) not in deleted_forms and f.cleaned_data
+    ]
+    return team.update_agent(agent=form.instance, changes=changes, criteria=specs, delete_criteria=deleted)
+
+
 def _error_labels(form, formset=None) -> list[str]:
     """The labels of the fields that hold errors, in form order ("Temperature", "Criterion 2 weight")."""
     labels = [str(form[name].label) if name in form.fields else "the form" for name in form.errors]
@@ -243,15 +255,11 @@ def session_create(request: HttpRequest, pk: int) -> HttpResponse:
             from orchestration import services
 
             try:
-                with transaction.atomic():
-                    services.enforce_quota(user=request.user, action="create_session")
-                    session = WritingSession.objects.create(project=project, title=form.cleaned_data["title"], brief="")
-                    if preset:
-                        presets.apply_preset(
-                            session=session, preset=preset, default_model=presets.default_model_for(request.user)
-                        )
-            except presets.PresetError as exc:
-                form.add_error("preset", str(exc))
+                session = team.create_session(
+                    user=request.user, project=project, title=form.cleaned_data["title"], preset=preset
+                )
+            except team.PresetUnusable as exc:
+                form.add_error("preset", exc.message)
             except services.ServiceError as exc:
                 form.add_error("title", exc.message)
             else:
@@ -320,12 +328,14 @@ def session_start(request: HttpRequest, pk: int) -> HttpResponse:
     settings_valid = form.is_valid()
     if not settings_valid:
         problems.insert(0, f"Session: fix {', '.join(_error_labels(form))}.")
-    with transaction.atomic():
-        if settings_valid:
-            form.save()
-        for agent_form, formset in valid_agents:
-            agent_form.save()
-            formset.save()
+    try:
+        with transaction.atomic():
+            if settings_valid:
+                form.save()
+            for agent_form, formset in valid_agents:
+                _save_agent(agent_form, formset)
+    except ServiceError:  # another Start won meanwhile
+        return _locked_response(request, session)
     if problems:
         problems.insert(0, "Not started: these fields are invalid, so they were not saved.")
         return _start_refused(request, session, form, problems, invalid_cards=invalid_cards)
@@ -398,26 +408,13 @@ def agent_add(request: HttpRequest, pk: int) -> HttpResponse:
     session = _editable_session(request, pk)
     if session.status in ACTIVE_STATUSES:
         return _locked_response(request, session)
-    count = session.agents.count()
-    verdict = gate(request.user, "create_agent", agents=count + 1)
+    from orchestration.services import ServiceError
+
     problem = ""
-    model = presets.default_model_for(request.user)
-    if not verdict.allowed:
-        problem = verdict.reason or "Your plan does not allow more agents in a session."
-    elif model is None:
-        problem = "No model is available for a new agent. Ask an administrator to enable one."
-    else:
-        with transaction.atomic():
-            presets.renumber_agents(session)
-            agent = Agent.objects.create(
-                session=session,
-                order=count,
-                name=f"Agent {count + 1}",
-                role="editor" if count else "writer",
-                model=model,
-                role_prompt="Improve the document according to the brief.",
-            )
-            Criterion.objects.create(agent=agent, name="Clarity", weight=1.0)
+    try:
+        team.add_default_agent(session=session, user=request.user)
+    except ServiceError as exc:
+        problem = exc.message
     return _team_response(request, session, problem=problem, agents_changed=not problem)
 
 
@@ -446,12 +443,12 @@ def agent_update(request: HttpRequest, pk: int, agent_pk: int) -> HttpResponse:
     add_row = action == "add_criterion"
     form, formset = _agent_forms(request, agent, data)
     if form.is_valid() and formset.is_valid():
-        with transaction.atomic():
-            form.save()
-            formset.save()
         # A criterion row that was just created must learn its id (and a deleted one must go), or the
         # next autosave of the same row would create it again: re-render the card in those cases.
-        rows_changed = bool(formset.new_objects or formset.deleted_objects)
+        try:
+            rows_changed = _save_agent(form, formset)
+        except ServiceError:  # Start won the race while this autosave was on its way
+            return _late_autosave_response(request, session)
         agent.refresh_from_db()
         if not request.htmx:  # without JavaScript: plain form posts, then back to the page
             messages.success(request, f"Saved {agent.name}.")
@@ -491,9 +488,10 @@ def agent_remove(request: HttpRequest, pk: int, agent_pk: int) -> HttpResponse:
     if session.status in ACTIVE_STATUSES:
         return _late_autosave_response(request, session)
     agent = _get_agent_for_user(request, session, agent_pk)
-    # Past turns keep the agent's name (Turn.agent_name), so deleting never breaks a transcript.
-    agent.delete()
-    presets.renumber_agents(session)
+    try:
+        team.remove_agent(agent=agent)
+    except ServiceError:
+        return _late_autosave_response(request, session)
     return _team_response(request, session)
 
 
@@ -505,7 +503,10 @@ def agent_move(request: HttpRequest, pk: int, agent_pk: int) -> HttpResponse:
         return _late_autosave_response(request, session)
     agent = _get_agent_for_user(request, session, agent_pk)
     direction = -1 if request.POST.get("direction") == "up" else 1
-    presets.move_agent(agent=agent, direction=direction)
+    try:
+        team.move_agent(agent=agent, direction=direction)
+    except ServiceError:
+        return _late_autosave_response(request, session)
     return _team_response(request, session)
 
 
@@ -517,25 +518,16 @@ def preset_apply(request: HttpRequest, pk: int) -> HttpResponse:
         return _locked_response(request, session)
     preset_pk = request.POST.get("preset", "")
     problem = ""
-    if preset_pk == "blank":
-        session.agents.all().delete()
-        session.threshold_agent = None
-        session.save(update_fields=["threshold_agent", "updated_at"])
-    else:
-        preset = presets.presets_for(request.user).filter(pk=preset_pk).first() if preset_pk.isdigit() else None
-        if preset is None:
+    preset = presets.presets_for(request.user).filter(pk=preset_pk).first() if preset_pk.isdigit() else None
+    try:
+        if preset_pk == "blank":
+            team.clear_team(session=session, user=request.user)
+        elif preset is None:
             problem = "Pick a preset team."
         else:
-            verdict = gate(request.user, "use_flow", flow=preset.flow)
-            if not verdict.allowed:
-                problem = verdict.reason or "This team's flow is not on your plan."
-            else:
-                try:
-                    presets.apply_preset(
-                        session=session, preset=preset, default_model=presets.default_model_for(request.user)
-                    )
-                except presets.PresetError as exc:
-                    problem = str(exc)
+            team.apply_preset(session=session, user=request.user, preset=preset)
+    except ServiceError as exc:
+        problem = exc.message
     session.refresh_from_db()
     if not request.htmx:
         if problem:
@@ -654,7 +646,10 @@ def reference_remove(request: HttpRequest, pk: int, ref_pk: int) -> HttpResponse
     session = _editable_session(request, pk)
     if session.status in ACTIVE_STATUSES:
         return _locked_response(request, session)
-    ReferenceDocument.objects.filter(session=session, pk=ref_pk).delete()
+    try:
+        team.remove_reference(session=session, reference_id=ref_pk)
+    except ServiceError:
+        return _locked_response(request, session)
     if not request.htmx:
         return redirect("session_edit", pk=session.pk)
     return _saved(render(request, PAGE + "#references", _references_context(session)), session)

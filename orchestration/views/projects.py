@@ -9,7 +9,6 @@ from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import path, reverse
-from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from orchestration import presets, services
@@ -184,7 +183,9 @@ def project_rename(request: HttpRequest, pk: int) -> HttpResponse:
     project = _get_project_for_user(request, pk)
     form = ProjectForm(request.POST, instance=project)
     if form.is_valid():
-        form.save()
+        services.update_project(
+            project=project, name=form.cleaned_data["name"], description=form.cleaned_data["description"]
+        )
         if request.htmx:
             return render(
                 request, "orchestration/project_detail.html#project_header", {"project": project, "rename_form": form}
@@ -204,12 +205,10 @@ def project_rename(request: HttpRequest, pk: int) -> HttpResponse:
 def project_archive(request: HttpRequest, pk: int) -> HttpResponse:
     project = _get_project_for_user(request, pk)
     if project.archived_at:
-        project.archived_at = None
         messages.success(request, f"“{project.name}” is back on your dashboard.")
     else:
-        project.archived_at = timezone.now()
         messages.success(request, f"Archived “{project.name}”. Its sessions are kept.")
-    project.save(update_fields=["archived_at", "updated_at"])
+    services.set_project_archived(project=project, archived=project.archived_at is None)
     return redirect(project)
 
 
@@ -227,8 +226,11 @@ def project_delete(request: HttpRequest, pk: int) -> HttpResponse:
             return render(
                 request, "orchestration/project_confirm_delete.html", {"project": project, "active": active}, status=400
             )
-        name = project.name
-        project.delete()
+        try:
+            name = services.delete_project(project=project)
+        except services.ServiceError as exc:
+            messages.error(request, exc.message)
+            return redirect(project)
         messages.success(request, f"Deleted “{name}” and its sessions.")
         return redirect("dashboard")
     return render(

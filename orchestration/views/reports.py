@@ -19,13 +19,23 @@ def session_report(request: HttpRequest, pk: int, fmt: str) -> HttpResponse:
     session = _get_session_for_user(request, pk)
     if fmt not in ("md", "json"):
         raise Http404("The report exports as .md or .json.")
+    name = slugify(session.title)[:60] or "session"
+    if session.flow == Flow.PIPELINE:
+        from orchestration.pipeline_report import pipeline_report
+        from orchestration.pipeline_report import report_markdown as pipeline_markdown
+
+        pipeline = pipeline_report(session)
+        if fmt == "json":
+            return JsonResponse({"session": session.pk, "title": session.title, **pipeline.as_dict()})
+        response = HttpResponse(pipeline_markdown(session, pipeline), content_type="text/markdown; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="{name}-pipeline-report.md"'
+        return response
     if session.flow != Flow.ROUNDTABLE:
-        raise Http404("Only roundtable sessions have a convergence report.")
+        raise Http404("Only roundtable and pipeline sessions have a report.")
     report = convergence_report(session)
     if fmt == "json":
         return JsonResponse({"session": session.pk, "title": session.title, **report.as_dict()})
     response = HttpResponse(report_markdown(session, report), content_type="text/markdown; charset=utf-8")
-    name = slugify(session.title)[:60] or "session"
     response["Content-Disposition"] = f'attachment; filename="{name}-convergence-report.md"'
     return response
 

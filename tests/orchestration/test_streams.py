@@ -152,13 +152,31 @@ async def test_waiting_for_a_run_returns_its_final_state_or_times_out(owner):
     session = await sync_to_async(make_session)(owner)
     source = streams.SessionEvents(session.pk)
     with pytest.raises(TimeoutError):
-        await streams.wait_for_run_end(source, after=0, timeout=0.5)
+        await streams.wait_for_run_end(source, timeout=0.5)
 
     async def finish_soon() -> None:
         await asyncio.sleep(0.3)
         await sync_to_async(finish)(session.pk)
 
     finisher = asyncio.create_task(finish_soon())
-    state = await streams.wait_for_run_end(source, after=0, timeout=20)
+    state = await streams.wait_for_run_end(source, timeout=20)
     await finisher
     assert not state.active and state.end["status"] == "completed"
+
+
+def test_the_blocking_helper_works_from_synchronous_code(owner):
+    import threading
+
+    from django.db import connection
+
+    session = make_session(owner)
+
+    def finish_later() -> None:
+        try:
+            finish(session.pk, Status.STOPPED)
+        finally:
+            connection.close()
+
+    threading.Timer(0.3, finish_later).start()
+    state = streams.wait_for_run_end_sync(streams.SessionEvents(session.pk), timeout=20)
+    assert not state.active and state.end["status"] == "stopped"

@@ -149,7 +149,11 @@ def test_decisions_and_resolutions_are_parsed_and_kept_out_of_the_document():
     assert result["tier"] == "json" and result["inputs"] == [11, 12]
 
     _, _, text = parse_result("synthesize", SYNTHESIS_TEXT, [])
-    assert [(d["id"], d["verdict"]) for d in text["decisions"]] == [("E1", "accepted"), ("E2", "rejected"), ("E3", "partly")]
+    assert [(d["id"], d["verdict"]) for d in text["decisions"]] == [
+        ("E1", "accepted"),
+        ("E2", "rejected"),
+        ("E3", "partly"),
+    ]
     assert text["tier"] == "text" and "key weakness" in text["decisions"][0]["reason"]
 
     document, _, moderation = parse_result("moderate", MODERATION, [])

@@ -327,3 +327,23 @@ def test_without_enough_credits_nothing_is_called_or_charged(owner_client, owner
     assert "Out of credits: a suggestion with Studio Mini may cost up to" in html
     assert fake_llm.generation_requests() == []
     assert get_balance(owner) == 0 and ledger(owner)["reserved"] == 0
+
+
+def test_the_demo_planner_proposes_the_pipeline_for_researched_work_and_it_can_be_accepted(
+    owner_client, starter, draft, demo_llm
+):
+    draft.brief = "Write a research report on bike-share usage, citing the sources."
+    draft.save()
+    html = suggest(owner_client, draft, demo_llm, goal="A report for the transport committee.").content.decode()
+    assert 'value="pipeline" selected' in html
+    for name in ("Researcher", "Planner", "Builder", "Reviewer"):
+        assert f'value="{name}"' in html
+    roles = ["researcher", "planner", "builder", "reviewer"]
+    data = proposal(flow="pipeline", model="demo:demo-writer")
+    data["agents"] = [
+        {**data["agents"][0], "name": role.title(), "role": role, "model": "demo:demo-writer"} for role in roles
+    ]
+    response = owner_client.post(reverse("team_suggest_accept", args=[draft.pk]), accept_data(data))
+    assert response.status_code == 302
+    draft.refresh_from_db()
+    assert draft.flow == "pipeline" and [r for _, r in team(draft)] == roles

@@ -39,6 +39,18 @@ def structured_summary(turn_id: int | None) -> str:
             f"issues: {counts.get('high', 0)} high, {counts.get('medium', 0)} medium, {counts.get('low', 0)} low"
             f" (parsed from {result.get('tier', 'nothing')})"
         )
+    if isinstance(result.get("sources"), list):  # pipeline research
+        unknown = result.get("unknown_citations") or []
+        return f"research: {len(result['sources'])} passages read, {len(result.get('cited') or [])} cited" + (
+            f", {len(unknown)} citation(s) to no source" if unknown else ""
+        )
+    if isinstance(result.get("sections"), list):  # pipeline outline
+        return f"outline: {len(result['sections'])} sections (parsed from {result.get('tier', 'nothing')})"
+    if isinstance(result.get("edits"), list):  # pipeline review
+        return (
+            f"review: {len(result.get('flags') or [])} flags, {result.get('applied', 0)} edits applied, "
+            f"{result.get('not_applied', 0)} not applied"
+        )
     for kind in ("decisions", "resolutions"):
         if isinstance(result.get(kind), list):
             verdicts = defaultdict(int)
@@ -187,7 +199,8 @@ class Command(BaseCommand):
         "(N more rounds). For a draft, --rounds N sets its maximum rounds before starting. "
         "Any flow runs: parallel calls (editors, critics) interleave, each switch prefixed by its agent; "
         "each phase of a round is announced ([Round N] reviewing), reviews print their issue counts and "
-        "syntheses their decisions, and a roundtable ends with its convergence report. "
+        "syntheses their decisions, and a roundtable ends with its convergence report, a pipeline with its "
+        "report (sources, reviews, usage per stage). "
         "--output FILE writes the final document (UTF-8 Markdown), also after Ctrl-C; without it the "
         "final document is printed at the end. Ctrl-C stops the session cleanly (what was written is "
         "kept, marked stopped); a second Ctrl-C quits without waiting and the session finishes stopping "
@@ -333,6 +346,12 @@ class Command(BaseCommand):
 
             out.write("")
             out.write(report_markdown(session, convergence_report(session)))
+        if session.flow == "pipeline":
+            from orchestration.pipeline_report import pipeline_report
+            from orchestration.pipeline_report import report_markdown as pipeline_markdown
+
+            out.write("")
+            out.write(pipeline_markdown(session, pipeline_report(session)))
         reason = session.get_stop_reason_display() if session.stop_reason else session.get_status_display()
         same = session.stop_detail.rstrip(".") == reason.rstrip(".")
         detail = f" ({session.stop_detail})" if session.stop_detail and not same else ""

@@ -1,0 +1,157 @@
+"""Server-Sent Events: a session's (and a conversation's) event log, live (docs/api.md "Streaming").
+
+Async operations (daphne serves each open stream without a thread); the stream itself is
+orchestration.streams.follow. This module adds the HTTP side: authentication (the API's usual
+auth, run by ninja), the per-minute rate limit, ownership (404 for anyone else's id), the resume
+position (400 when it is not an event id of this run) and the per-key concurrent-stream limit
+(429 + Retry-After beyond the plan's ``api_concurrent_streams``, billing/plans.py).
+"""
+
+from __future__ import annotations
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+from ninja import Router
+
+from api.auth import take_request
+from api.errors import ApiError
+from api.schemas import ERRORS
+from orchestration import streams
+
+router = Router(tags=["streams"])
+
+SLOT_RETRY_AFTER_SECONDS = 5  # a slot frees when a stream closes; a client retrying sooner wastes a request
+
+_SSE_DOC = {
+    "responses": {
+        200: {
+            "description": (
+                "text/event-stream: `id:` = event sequence number, `event:` = kind, `data:` = the event as JSON "
+                '({"seq", "kind", "turn_id", "payload", "agent"}); `: ping` comments while idle; a final '
+                '`end` event ({"status", "stop_reason", "stop_detail", "round", "last_seq"}), then the '
+                "stream closes. Resume with the `Last-Event-ID` header or `?after=`."
+            ),
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        }
+    },
+    "parameters": [
+        {
+            "in": "header",
+            "name": "Last-Event-ID",
+            "required": False,
+            "schema": {"type": "string"},
+            "description": "Resume after this event id (wins over `after`).",
+        }
+    ],
+}
+
+
+def _rate_limit(request: HttpRequest) -> None:
+    """The API's per-minute limit (api.auth.take_request); opening a stream is one request."""
+    wait = take_request(request)
+    if wait is not None:
+        seconds = int(wait)
+        raise ApiError(
+            429,
+            f"Rate limit reached for this key. Retry after {seconds} seconds.",
+            headers={"Retry-After": str(seconds)},
+            retry_after=seconds,
+        )
+
+
+def _stream_limit(user) -> int:
+    from billing.services import effective_plan, get_account
+
+    return effective_plan(get_account(user)).api_concurrent_streams
+
+
+def _session_last_seq(user, session_id: int) -> int:
+    """The caller's session's last event sequence number; 404 for anyone else's or a missing id."""
+    from orchestration.models import WritingSession
+
+    last_seq = (
+        WritingSession.objects.filter(pk=session_id, project__owner=user).values_list("last_seq", flat=True).first()
+    )
+    if last_seq is None:
+        raise ApiError(404, "No such session.")
+    return last_seq
+
+
+def _bad_position(message: str) -> ApiError:
+    return ApiError(400, message, code="invalid_position", errors=[{"field": "after", "message": message}])
+
+
+def _prepare(request: HttpRequest, after: str | None, last_seq_of) -> tuple[int, int]:
+    """Synchronous checks before a stream opens: rate limit, ownership, position. Returns
+    (position, the stream limit of the caller's plan); raises ApiError."""
+    _rate_limit(request)
+    last_seq = last_seq_of(request.user)
+    try:
+        position = streams.parse_position(request.headers.get("Last-Event-ID"), after)
+    except streams.InvalidPosition as exc:
+        raise _bad_position(str(exc)) from None
+    if position > last_seq:
+        raise _bad_position(f"There is no event {position}: the latest is {last_seq}. Resume from an id it sent.")
+    return position, _stream_limit(request.user)
+
+
+async def open_stream(request: HttpRequest, *, source: streams.EventSource, after: str | None, last_seq_of):
+    """Check, take a stream slot and return the streaming response for `source`.
+
+    `last_seq_of(user) -> int` raises ApiError(404) unless the caller owns the run.
+    """
+    # call_and_close: no connection is left behind in this request's thread, refused or not.
+    position, limit = await sync_to_async(streams.call_and_close)(_prepare, request, after, last_seq_of)
+    key = getattr(request, "api_key", None)
+    heartbeat = settings.API_SSE_HEARTBEAT_SECONDS
+    slot = streams.StreamSlot(
+        holder=f"key:{key.pk}" if key is not None else f"user:{request.user.pk}",
+        limit=limit,
+        ttl_seconds=3 * heartbeat,
+        retry_after=SLOT_RETRY_AFTER_SECONDS,
+    )
+    try:
+        await slot.__aenter__()
+    except streams.StreamLimitReached as exc:
+        raise ApiError(
+            429,
+            f"This key already has {exc.limit} event streams open, the most your plan allows. "
+            "Close one (streams also close when their run ends) and retry.",
+            code="too_many_streams",
+            headers={"Retry-After": str(exc.retry_after)},
+            retry_after=exc.retry_after,
+            limit=exc.limit,
+        ) from None
+
+    async def body():
+        try:
+            async for part in streams.follow(
+                source,
+                after=position,
+                heartbeat_seconds=heartbeat,
+                poll_seconds=settings.API_SSE_POLL_SECONDS,
+                on_heartbeat=slot.refresh,
+            ):
+                yield part
+        finally:
+            await slot.__aexit__(None, None, None)
+
+    return streams.EventStreamResponse(body())
+
+
+@router.get(
+    "/sessions/{int:session_id}/events",
+    response={200: None, **ERRORS},
+    throttle=[],  # rate-limited in _prepare: ninja's throttle hook is synchronous and reads the database
+    summary="Stream a session's events (Server-Sent Events, resumable)",
+    openapi_extra=_SSE_DOC,
+)
+async def session_events(request: HttpRequest, session_id: int, after: str | None = None) -> HttpResponse:
+    """Everything after `after` (or the Last-Event-ID header), then the live tail, then `end`."""
+    return await open_stream(
+        request,
+        source=streams.SessionEvents(session_id),
+        after=after,
+        last_seq_of=lambda user: _session_last_seq(user, session_id),
+    )

@@ -1,0 +1,86 @@
+"""SIGKILL of the worker in the middle of the pipeline's build stage: the run resumes by itself, and
+research and plan (finished before the crash) are neither repeated nor paid for twice."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from django.db.models import Sum
+
+from billing.models import CreditEntry
+from billing.services import get_balance
+from orchestration import services
+from orchestration.models import SessionEvent, Status, Turn, WritingSession
+from tests.live import LiveApp, start_web, start_worker, wait_for
+
+pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
+
+NOTES = """# Shade
+
+Street trees cool the pavement by several degrees in summer, which cities need.
+
+## Storm water
+
+Roots and crowns slow storm water, so drains in cities overflow less often.
+"""
+
+
+@pytest.fixture
+def app(transactional_db):
+    worker = start_worker(DEMO_TOKENS_PER_SECOND="400", ENGINE_LEASE_SECONDS="5")
+    web, url = start_web()
+    live = LiveApp(url=url, web=web, worker=worker)
+    yield live
+    live.stop()
+
+
+def test_worker_killed_mid_build_resumes_without_repeating_research_or_plan(app, owner):
+    from billing.plans import PRO
+    from billing.services import get_account, grant_credits
+    from orchestration import presets
+    from orchestration.catalogue import seed_catalogue
+    from orchestration.models import Project, TeamPreset
+
+    seed_catalogue()
+    presets.seed_presets()
+    account = get_account(owner)
+    account.plan = PRO
+    account.save(update_fields=["plan"])
+    grant_credits(user=owner, amount=100_000, key="test:credits", description="test credits")
+    session = WritingSession.objects.create(
+        project=Project.objects.create(owner=owner, name="Trees"),
+        title="Why cities need trees",
+        brief="An article on why cities need street trees for shade and storm water.",
+    )
+    presets.apply_preset(session=session, preset=TeamPreset.objects.get(owner=None, slug="researched-article"))
+    services.add_references(session=session, user=owner, items=[("Notes", NOTES, "notes.md")])
+    balance_before = get_balance(owner)
+    app.worker.stop()
+    app.worker = start_worker(DEMO_TOKENS_PER_SECOND="25")
+    services.start_session(session=session, user=owner)
+
+    def building() -> bool:
+        build = Turn.objects.filter(session=session, slot="build", status=Turn.TurnStatus.STREAMING).first()
+        return build is not None and SessionEvent.objects.filter(turn=build, kind="chunk").exists()
+
+    wait_for(building, timeout=120, message="the build stage streaming")
+    app.worker.kill_group()
+    app.worker = start_worker(DEMO_TOKENS_PER_SECOND="400")
+    wait_for(
+        lambda: WritingSession.objects.get(pk=session.pk).status == Status.COMPLETED, timeout=120, message="completion"
+    )
+    session.refresh_from_db()
+    turns = list(Turn.objects.filter(session=session))
+    completed = Counter((t.round, t.slot) for t in turns if t.status == Turn.TurnStatus.COMPLETED)
+    assert set(completed.values()) == {1}, completed  # every stage saved once
+    # Research and plan ran once, before the crash: one turn each, never attempted again.
+    assert [t.attempt for t in turns if t.slot in ("research", "outline")] == [1, 1]
+    interrupted = [t for t in turns if t.status == Turn.TurnStatus.INCOMPLETE]
+    assert [(t.round, t.slot) for t in interrupted] == [(1, "build")]
+    assert all(t.credits == 0 for t in interrupted)
+    charged = sum(t.credits for t in turns)
+    assert session.credits_used == charged and get_balance(owner) == balance_before - charged
+    keys = list(CreditEntry.objects.filter(user=owner).values_list("idempotency_key", flat=True))
+    assert len(keys) == len(set(keys))
+    assert CreditEntry.objects.filter(user=owner).aggregate(total=Sum("amount"))["total"] == get_balance(owner)
