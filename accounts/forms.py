@@ -7,6 +7,7 @@ from django import forms
 from django.db.models import Q
 
 from accounts.models import Profile
+from atelier.core.forms import field_of
 from orchestration.models import LLMModel
 
 
@@ -44,7 +45,9 @@ class PreferencesForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         current = self.instance.default_model_id
         # Keep a model the user chose earlier selectable even if staff disabled it since.
-        self.fields["default_model"].queryset = LLMModel.objects.filter(Q(enabled=True) | Q(pk=current))
+        field_of(self, "default_model", forms.ModelChoiceField).queryset = LLMModel.objects.filter(
+            Q(enabled=True) | Q(pk=current)
+        )
         self.fields["display_name"].widget.attrs.update({"autocomplete": "nickname", "maxlength": 80})
 
     def clean_display_name(self) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.http import HttpRequest
 
 from accounts.models import Profile
@@ -11,7 +12,7 @@ from accounts.models import Profile
 SESSION_TZ_KEY = "atelier_tz"
 
 
-def get_profile(user: AbstractBaseUser) -> Profile:
+def get_profile(user: User) -> Profile:
     """The user's profile, created with defaults on first access."""
     profile, _ = Profile.objects.get_or_create(user=user)
     return profile
@@ -22,14 +23,17 @@ def remember_time_zone(request: HttpRequest, *, user_id: int, time_zone: str) ->
 
 
 def time_zone_for_request(request: HttpRequest) -> str:
-    """The signed-in user's time zone: from the session, else one small query (then cached)."""
-    user = request.user
+    """The signed-in user's time zone: from the session, else one small query (then cached).
+    "UTC" for an anonymous request (no profile)."""
+    user_id = request.user.pk
+    if user_id is None:
+        return "UTC"
     cached = request.session.get(SESSION_TZ_KEY)
     # Keyed by user id: a session reused by someone else must not inherit the previous zone.
-    if isinstance(cached, list) and len(cached) == 2 and cached[0] == user.pk:
+    if isinstance(cached, list) and len(cached) == 2 and cached[0] == user_id:
         return str(cached[1])
-    time_zone = Profile.objects.filter(user_id=user.pk).values_list("time_zone", flat=True).first() or "UTC"
-    remember_time_zone(request, user_id=user.pk, time_zone=time_zone)
+    time_zone = Profile.objects.filter(user_id=user_id).values_list("time_zone", flat=True).first() or "UTC"
+    remember_time_zone(request, user_id=user_id, time_zone=time_zone)
     return time_zone
 
 

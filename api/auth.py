@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -38,6 +38,9 @@ from ninja.utils import check_csrf
 
 from api.errors import ApiError
 from api.services import ApiKeyError, authenticate_key
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 WINDOW_SECONDS = 60
 
@@ -80,7 +83,7 @@ def _bucket(request: HttpRequest) -> str:
     return f"api-rate:key:{key.pk}" if key is not None else f"api-rate:user:{request.user.pk}"
 
 
-def requests_per_minute(user) -> int:
+def requests_per_minute(user: User) -> int:
     """The caller's plan's API request limit per minute (billing/plans.py)."""
     from billing.services import effective_plan, get_account
 
@@ -98,7 +101,9 @@ def take_request(request: HttpRequest) -> float | None:
     except ValueError:  # evicted between add and incr: start the window again
         cache.set(name, 1, timeout=WINDOW_SECONDS + 5)
         count = 1
-    if count <= requests_per_minute(request.user):
+    user = request.user
+    assert user.is_authenticated  # counted only once authentication succeeded
+    if count <= requests_per_minute(user):
         return None
     return max(1.0, (window + 1) * WINDOW_SECONDS - now)
 

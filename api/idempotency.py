@@ -27,6 +27,7 @@ from ninja import Status
 
 from api.errors import ApiError
 from api.models import IdempotencyRecord
+from atelier.core.http import AuthenticatedHttpRequest
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
@@ -42,7 +43,7 @@ def request_hash(request: HttpRequest) -> str:
     return digest.hexdigest()
 
 
-def _claim(request: HttpRequest, key: str) -> IdempotencyRecord | HttpResponse:
+def _claim(request: AuthenticatedHttpRequest, key: str) -> IdempotencyRecord | HttpResponse:
     """Our new in-progress record, or the response a retry gets."""
     owner = request.user
     fingerprint = request_hash(request)
@@ -84,7 +85,7 @@ def idempotent(schema: Any) -> Callable:
 
     def decorator(view: Callable) -> Callable:
         @functools.wraps(view)
-        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+        def wrapper(request: AuthenticatedHttpRequest, *args: Any, **kwargs: Any) -> Any:
             key = request.headers.get(HEADER, "").strip()
             if not key:
                 return _respond(view(request, *args, **kwargs), schema)

@@ -19,11 +19,15 @@ import hmac
 import secrets
 import string
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from django.db import transaction
 from django.utils import timezone
 
 from api.models import ApiKey
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 KEY_PREFIX = "atl_"
 PREFIX_LENGTH = len(KEY_PREFIX) + 8
@@ -47,7 +51,7 @@ def hash_key(raw: str) -> str:
 
 
 @transaction.atomic
-def create_api_key(*, owner, name: str) -> tuple[ApiKey, str]:
+def create_api_key(*, owner: User, name: str) -> tuple[ApiKey, str]:
     """A new key for ``owner`` named ``name``; returns (row, the full key). The full key exists only
     in this return value: show it once. Raises ApiKeyError for an empty or over-long name or beyond
     MAX_ACTIVE_KEYS active keys."""
@@ -56,7 +60,8 @@ def create_api_key(*, owner, name: str) -> tuple[ApiKey, str]:
     name = name.strip()
     if not name:
         raise ApiKeyError("Give the key a name, e.g. the script or machine that will use it.")
-    if len(name) > ApiKey._meta.get_field("name").max_length:
+    limit = ApiKey._meta.get_field("name").max_length
+    if limit is not None and len(name) > limit:
         raise ApiKeyError("Key names are at most 80 characters.")
     hold_user_lock(user=owner)  # concurrent creates count one after another
     if ApiKey.objects.filter(owner=owner, revoked_at__isnull=True).count() >= MAX_ACTIVE_KEYS:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from django import forms
 from django.contrib import admin, messages
 from django.shortcuts import redirect, render
@@ -108,7 +110,13 @@ def _is_superuser(request) -> bool:
     return bool(request.user.is_active and request.user.is_superuser)
 
 
-class StripeSecretsAdminMixin:
+if TYPE_CHECKING:  # what the mixin is mixed into, for the type checker only
+    _ModelAdminBase = admin.ModelAdmin
+else:
+    _ModelAdminBase = object
+
+
+class StripeSecretsAdminMixin(_ModelAdminBase):
     """Mixed into every registered dj-stripe ModelAdmin by mask_djstripe_admin()."""
 
     def get_readonly_fields(self, request, obj=None):

@@ -11,6 +11,7 @@ import datetime as dt
 import logging
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Q, Sum
@@ -18,6 +19,9 @@ from django.utils import timezone
 
 from billing.models import CreditAccount, CreditEntry, EntryKind, PlanStatus
 from billing.plans import FREE, PLANS, Plan, get_plan
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +43,7 @@ def monthly_key(*, user_id: int, period: dt.date) -> str:
 # --- accounts ---------------------------------------------------------------------------------
 
 
-def get_account(user) -> CreditAccount:
+def get_account(user: User) -> CreditAccount:
     """The user's account; created on first access with the current period's Free credits."""
     account = CreditAccount.objects.filter(user=user).first()
     if account is not None:
@@ -54,7 +58,7 @@ def get_account(user) -> CreditAccount:
     return account
 
 
-def get_balance(user) -> int:
+def get_balance(user: User) -> int:
     return get_account(user).balance
 
 
@@ -66,7 +70,7 @@ def effective_plan(account: CreditAccount, *, now: dt.datetime | None = None) ->
     return get_plan(account.plan)
 
 
-def hold_user_lock(*, user) -> CreditAccount:
+def hold_user_lock(*, user: User) -> CreditAccount:
     """Lock the user's credit account row until the current transaction ends; returns it.
 
     Serializes one user's limit checks that count rows and then write (concurrent runs, quotas on
@@ -80,7 +84,7 @@ def hold_user_lock(*, user) -> CreditAccount:
     return _locked_account(user)
 
 
-def _locked_account(user) -> CreditAccount:
+def _locked_account(user: User) -> CreditAccount:
     try:  # the common case is one query: the account exists, lock it
         return CreditAccount.objects.select_for_update().get(user=user)
     except CreditAccount.DoesNotExist:
@@ -129,7 +133,7 @@ def _write(
     return entry
 
 
-def _add(*, user, kind: str, amount: int, key: str, description: str = "", created_by=None) -> bool:
+def _add(*, user: User, kind: str, amount: int, key: str, description: str = "", created_by=None) -> bool:
     """Credit-adding (or staff) entry; True if written, False if the key was already used."""
     with transaction.atomic():
         account = _locked_account(user)
@@ -142,13 +146,13 @@ def _add(*, user, kind: str, amount: int, key: str, description: str = "", creat
 # --- grants and purchases ---------------------------------------------------------------------
 
 
-def grant_credits(*, user, amount: int, key: str, description: str = "", kind: str = EntryKind.GRANT) -> bool:
+def grant_credits(*, user: User, amount: int, key: str, description: str = "", kind: str = EntryKind.GRANT) -> bool:
     if amount < 0:
         raise ValueError("A grant cannot be negative; use adjust_credits.")
     return _add(user=user, kind=kind, amount=amount, key=key, description=description)
 
 
-def grant_monthly_credits(*, user, period: dt.date | None = None) -> bool:
+def grant_monthly_credits(*, user: User, period: dt.date | None = None) -> bool:
     """The Free plan's monthly credits, once per user and calendar month. Paid plans get theirs
     from each paid invoice instead (handle_invoice_paid)."""
     period = period or timezone.now().date()
@@ -164,7 +168,7 @@ def grant_monthly_credits(*, user, period: dt.date | None = None) -> bool:
     )
 
 
-def adjust_credits(*, user, amount: int, reason: str, staff_user, key: str | None = None) -> CreditEntry:
+def adjust_credits(*, user: User, amount: int, reason: str, staff_user: User, key: str | None = None) -> CreditEntry:
     """A staff correction (positive or negative). Refused if it would take the balance below zero."""
     if not reason.strip():
         raise ValueError("A staff adjustment needs a reason.")
@@ -183,7 +187,7 @@ def adjust_credits(*, user, amount: int, reason: str, staff_user, key: str | Non
 
 def reserve_credits(
     *,
-    user,
+    user: User,
     amount: int,
     key: str,
     description: str = "",
@@ -283,7 +287,7 @@ def _held(reservation_key: str) -> tuple[int, CreditEntry | None]:
 
 def settle_credits(
     *,
-    user,
+    user: User,
     reservation_key: str,
     actual: int,
     key: str,
@@ -364,7 +368,7 @@ def settle_credits(
         return charged
 
 
-def release_credits(*, user, reservation_key: str, key: str) -> None:
+def release_credits(*, user: User, reservation_key: str, key: str) -> None:
     """Give back everything a reservation still holds (the call never happened or failed)."""
     with transaction.atomic():
         account = _locked_account(user)
@@ -439,10 +443,12 @@ FINISHED_SESSION_STATUSES = ("completed", "failed", "stopped")
 
 
 def find_orphaned_reservations() -> list[OrphanedReservation]:
-    """Open turn reservations whose turn is terminal, whose session has finished, or whose turn is gone.
+    """Open turn reservations whose turn is terminal, whose session has finished, or whose turn is gone;
+    and reservations of a blocking call outside a turn (a team suggestion) left open far longer than the
+    call could last.
 
     A reservation of a turn still streaming in a running session is not an orphan: its call is in flight
-    (or the engine's recovery will close it). Reservations that are not for a turn are left alone.
+    (or the engine's recovery will close it). Other reservations are left alone.
     """
     from django.apps import apps
 
@@ -457,6 +463,8 @@ def find_orphaned_reservations() -> list[OrphanedReservation]:
         if turn_id is None and (match := _TURN_KEY.match(reservation.idempotency_key)):
             turn_id = int(match.group(1))
         if turn_id is None:
+            if (orphan := _stale_call_reservation(reservation)) is not None:
+                orphans.append(orphan)
             continue
         turn = (
             Turn.objects.filter(pk=turn_id).values("status", "session_id", "session__status").first()
@@ -487,6 +495,32 @@ def find_orphaned_reservations() -> list[OrphanedReservation]:
     return orphans
 
 
+# Reservations held by a blocking call outside any turn (orchestration.team_suggestion): the web request
+# settles or releases them in the same request, so one still open long after the provider timeout means
+# the process died mid-call.
+CALL_RESERVATION_PREFIXES = ("suggest:",)
+
+
+def _stale_call_reservation(reservation: CreditEntry) -> OrphanedReservation | None:
+    from django.conf import settings
+
+    if not reservation.idempotency_key.startswith(CALL_RESERVATION_PREFIXES):
+        return None
+    # Longer than any call can last: the provider timeout, a repair call and margin.
+    grace = dt.timedelta(seconds=max(600.0, 3 * float(getattr(settings, "PROVIDER_TIMEOUT_SECONDS", 120))))
+    if reservation.created_at > timezone.now() - grace:
+        return None  # the call may still be running
+    return OrphanedReservation(
+        user_id=reservation.user_id,
+        reservation_key=reservation.idempotency_key,
+        held=-reservation.amount,
+        turn_id=None,
+        session_id=reservation.session_id,
+        reason="a team suggestion call never settled it (its web process stopped mid-call)",
+        turn_streaming=False,
+    )
+
+
 def release_orphaned_reservation(*, orphan: OrphanedReservation) -> None:
     """Give back what an orphaned reservation holds; a turn left streaming in a finished session ends failed.
 
@@ -494,7 +528,7 @@ def release_orphaned_reservation(*, orphan: OrphanedReservation) -> None:
     """
     from django.contrib.auth import get_user_model
 
-    if orphan.turn_streaming and orphan.session_id is not None:
+    if orphan.turn_streaming and orphan.session_id is not None and orphan.turn_id is not None:
         from orchestration.engine import fail_turn
 
         fail_turn(session_id=orphan.session_id, turn_id=orphan.turn_id, text=None)
@@ -547,7 +581,7 @@ def account_for_stripe(*, customer_id: str = "", user_id: str | int | None = Non
 
 
 def link_stripe_customer(
-    *, user, customer_id: str, subscription_id: str = "", event_at: dt.datetime | None = None
+    *, user: User, customer_id: str, subscription_id: str = "", event_at: dt.datetime | None = None
 ) -> bool:
     """Remember the user's Stripe customer (and subscription). False if ``event_at`` is older than
     the subscription state already applied: a late checkout.session.completed must not bring back
@@ -563,7 +597,7 @@ def link_stripe_customer(
         return True
 
 
-def forget_stripe_customer(*, user, customer_id: str, event_at: dt.datetime | None = None) -> bool:
+def forget_stripe_customer(*, user: User, customer_id: str, event_at: dt.datetime | None = None) -> bool:
     """The Stripe customer ``customer_id`` no longer exists (customer.deleted, or Stripe answered
     "No such customer"). Unlinks it; its subscriptions ended with it, so the account returns to
     Free (credits already granted stay). False if the account is linked to another customer."""
@@ -589,7 +623,7 @@ def invoice_key(invoice_id: str) -> str:
 
 def apply_paid_invoice(
     *,
-    user,
+    user: User,
     invoice_id: str,
     plan: Plan,
     credits: int,
@@ -642,7 +676,7 @@ ENDED_SUBSCRIPTION = {"canceled", "incomplete_expired"}
 
 def apply_subscription_state(
     *,
-    user,
+    user: User,
     subscription_id: str,
     plan: Plan | None,
     status: str,
@@ -698,7 +732,7 @@ def apply_subscription_state(
         return outcome
 
 
-def start_grace_period(*, user, invoice_id: str = "", event_at: dt.datetime | None = None) -> bool:
+def start_grace_period(*, user: User, invoice_id: str = "", event_at: dt.datetime | None = None) -> bool:
     """A payment failed: keep the plan for GRACE_PERIOD. True if the grace period starts now.
 
     Refused (False) when the invoice is already recorded as paid (a late failure notice), when a

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import stripe
 from djstripe.settings import djstripe_settings
 
 from billing import services
 from billing.plans import PLANS, Plan
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 logger = logging.getLogger(__name__)
 
@@ -22,7 +26,7 @@ def _api_key() -> str:
     return djstripe_settings.STRIPE_SECRET_KEY
 
 
-def ensure_customer(*, user, replacing: str = "") -> str:
+def ensure_customer(*, user: User, replacing: str = "") -> str:
     """The user's Stripe customer id, created on first use (idempotent per user).
 
     ``replacing``: the stored customer Stripe no longer knows; a new one is created under a new
@@ -48,7 +52,7 @@ def _customer_gone(error: stripe.StripeError, customer_id: str) -> bool:
     )
 
 
-def _with_customer(user, call):
+def _with_customer(user: User, call):
     """Run ``call(customer_id)``; if Stripe says the stored customer is gone (deleted in the
     dashboard and its customer.deleted not processed yet), forget it, create a new one, retry once."""
     customer = ensure_customer(user=user)
@@ -69,7 +73,7 @@ def price_id_for(plan: Plan) -> str:
     return prices.data[0].id
 
 
-def create_checkout_session(*, user, plan: Plan, success_url: str, cancel_url: str) -> str:
+def create_checkout_session(*, user: User, plan: Plan, success_url: str, cancel_url: str) -> str:
     """A hosted Checkout session for ``plan``; returns the URL to redirect to.
 
     Raises stripe.StripeError or StripeNotConfigured. A stored customer that Stripe no longer has
@@ -94,7 +98,7 @@ def create_checkout_session(*, user, plan: Plan, success_url: str, cancel_url: s
     return _with_customer(user, create).url
 
 
-def create_portal_session(*, user, return_url: str) -> str:
+def create_portal_session(*, user: User, return_url: str) -> str:
     """A Customer Portal session URL (plan switching, cancellation, payment methods)."""
 
     def create(customer: str):

@@ -3,6 +3,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 import stripe
 from django.contrib import messages
@@ -15,9 +16,13 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
+from atelier.core.http import AuthenticatedHttpRequest
 from billing import services, stripe_api
 from billing.models import CreditEntry, EntryKind, PlanStatus
 from billing.plans import PLAN_ORDER, PLANS, TIER_LABELS
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +60,7 @@ def pricing_page(request: HttpRequest) -> HttpResponse:
     )
 
 
-def _usage_chart(user) -> dict:
+def _usage_chart(user: User) -> dict:
     today = timezone.localdate()
     start = today - dt.timedelta(days=CHART_DAYS - 1)
     rows = dict(
@@ -93,7 +98,7 @@ def _usage_chart(user) -> dict:
     }
 
 
-def _usage_by_session(user) -> list[dict]:
+def _usage_by_session(user: User) -> list[dict]:
     """Credits per session from the ledger (settlements), with calls and provider cost from the turns.
 
     Rows: {"session_id", "title", "url", "credits", "calls", "cost_usd"}; most credits first, top 20.
@@ -106,7 +111,7 @@ def _usage_by_session(user) -> list[dict]:
         .annotate(credits=Sum("usage"), calls=Count("pk"))
         .order_by("-credits", "-session_id")[:20]
     )
-    ids = [r["session_id"] for r in rows]
+    ids = [r["session_id"] for r in rows if r["session_id"] is not None]  # never None: filtered above
     # Scoped to the owner: a session id in someone's ledger never reveals another user's title.
     titles = dict(WritingSession.objects.filter(project__owner=user, pk__in=ids).values_list("pk", "title"))
     costs = dict(
@@ -115,14 +120,23 @@ def _usage_by_session(user) -> list[dict]:
         .annotate(cost=Sum("provider_cost"))
         .values_list("session_id", "cost")
     )
+    usage: list[dict] = []
     for row in rows:
-        row["title"] = titles.get(row["session_id"], f"Session #{row['session_id']} (deleted)")
-        row["url"] = reverse("session_detail", args=[row["session_id"]]) if row["session_id"] in titles else ""
-        row["cost_usd"] = costs.get(row["session_id"]) or Decimal(0)
-    return rows
+        session_id = row["session_id"]
+        if session_id is None:  # filtered above; narrows the type
+            continue
+        usage.append(
+            {
+                **row,
+                "title": titles.get(session_id, f"Session #{session_id} (deleted)"),
+                "url": reverse("session_detail", args=[session_id]) if session_id in titles else "",
+                "cost_usd": costs.get(session_id) or Decimal(0),
+            }
+        )
+    return usage
 
 
-def _usage_by_turn_field(user, field: str, label: str) -> list[dict]:
+def _usage_by_turn_field(user: User, field: str, label: str) -> list[dict]:
     """Credits, calls and provider cost of the user's settled turns grouped by `field` (agent or model)."""
     from orchestration.models import Turn
 
@@ -141,11 +155,11 @@ def _usage_by_turn_field(user, field: str, label: str) -> list[dict]:
     return sorted(groups.values(), key=lambda r: (-r["credits"], r["name"]))
 
 
-def _usage_by_model(user) -> list[dict]:
+def _usage_by_model(user: User) -> list[dict]:
     return _usage_by_turn_field(user, "model_used", "model")
 
 
-def _usage_by_agent(user) -> list[dict]:
+def _usage_by_agent(user: User) -> list[dict]:
     return _usage_by_turn_field(user, "agent_name", "agent")
 
 
@@ -174,7 +188,7 @@ def _invoices(account) -> list:
 
 @login_required
 @require_GET
-def billing_page(request: HttpRequest) -> HttpResponse:
+def billing_page(request: AuthenticatedHttpRequest) -> HttpResponse:
     account = services.get_account(request.user)
     plan = services.effective_plan(account)
     checkout = request.GET.get("checkout", "")
@@ -202,7 +216,7 @@ def billing_page(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_POST
-def checkout_view(request: HttpRequest) -> HttpResponse:
+def checkout_view(request: AuthenticatedHttpRequest) -> HttpResponse:
     plan = PLANS.get(request.POST.get("plan", ""))
     if plan is None or not plan.is_paid:
         return HttpResponseBadRequest("Choose Starter or Pro.")
@@ -227,7 +241,7 @@ def checkout_view(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_POST
-def portal_view(request: HttpRequest) -> HttpResponse:
+def portal_view(request: AuthenticatedHttpRequest) -> HttpResponse:
     try:
         url = stripe_api.create_portal_session(
             user=request.user, return_url=request.build_absolute_uri(reverse("billing"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import re
 from html.parser import HTMLParser
+from typing import Literal
 
 import nh3
 from django.db import transaction
@@ -90,7 +91,7 @@ def _tokens(text: str) -> list[str]:
 
 def _word_opcodes(
     old: list[str], new: list[str], deadline: float | None = None
-) -> list[tuple[str, int, int, int, int]]:
+) -> list[tuple[Literal["replace", "delete", "insert", "equal"], int, int, int, int]]:
     if len(old) > _MAX_WORD_DIFF_TOKENS or len(new) > _MAX_WORD_DIFF_TOKENS:
         return [("replace", 0, len(old), 0, len(new))] if old != new else [("equal", 0, len(old), 0, len(new))]
     # One time budget per diff (see matching.py): a long document never pins a web worker for minutes.
@@ -388,6 +389,7 @@ class _DocxBuilder(HTMLParser):
             self.paragraph.add_run().add_break()
 
     def _table_start(self, tag: str, attrs: dict) -> None:
+        assert self.table is not None, "called only inside a <table> (handle_starttag checks)"
         if tag == "thead":
             self.in_head = True
         elif tag == "tr":

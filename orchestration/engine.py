@@ -14,6 +14,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from functools import partial
+from typing import TYPE_CHECKING
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -49,6 +50,9 @@ from orchestration.models import (
 )
 from orchestration.termination import Stop, check_after_turn, check_before_step, conditions_for
 from orchestration.versions import record_version
+
+if TYPE_CHECKING:
+    from orchestration.providers import ModelRequest
 
 logger = logging.getLogger(__name__)
 
@@ -510,6 +514,7 @@ async def run_step(session: WritingSession, step: Step, owner: str, cache: Drive
             except TimeoutError:
                 pass
             seen = batcher.status_seen
+            status: str | None
             if seen is not None and time.monotonic() - seen[0] < MONITOR_INTERVAL:
                 status = seen[1]  # a chunk save just renewed the lease and read the status: no statement
             else:
@@ -545,6 +550,7 @@ async def run_step(session: WritingSession, step: Step, owner: str, cache: Drive
             logger.exception("agent call crashed", exc_info=outcome)
             result.fatal_error = "An internal error interrupted this turn. It has been logged."
         elif outcome.status == "completed":
+            assert outcome.turn_id is not None  # a completed call always has its turn
             result.completed_turn_ids.append(outcome.turn_id)
         elif outcome.status == "cancelled":
             result.cancelled = True
@@ -632,7 +638,8 @@ async def run_call(
     if existing:  # this step already ran to completion before a crash: nothing to redo
         return CallOutcome("completed", existing)
 
-    models = [agent.model] + ([agent.fallback_model] if agent.fallback_model_id else [])
+    fallback = agent.fallback_model if agent.fallback_model_id else None
+    models = [agent.model] + ([fallback] if fallback is not None else [])
     failures: list[str] = []  # one line per model that gave up, for the final message
     for model in models:
         state = _ModelState()
@@ -693,7 +700,7 @@ class _ModelState:
 @dataclass
 class _Attempt:
     turn_id: int
-    request: object
+    request: ModelRequest
     estimated_tokens: int
     received: list[str] = field(default_factory=list)
     thought: list[str] = field(default_factory=list)  # the turn's reasoning, kept apart from its text
@@ -851,7 +858,7 @@ def _load_agent(agent_id: int) -> Agent:
 def _load_turn_keys(session_id: int) -> dict[tuple[int, int], list[tuple[int, str, int, str]]]:
     """Every agent turn of the session as (round, agent id) -> [(turn id, status, attempt, slot)], one query."""
     keys: dict[tuple[int, int], list[tuple[int, str, int, str]]] = {}
-    rows = Turn.objects.filter(session_id=session_id).exclude(agent_id=None)
+    rows = Turn.objects.filter(session_id=session_id, agent_id__isnull=False)
     for pk, round_number, agent_id, status, attempt, slot in rows.values_list(
         "pk", "round", "agent_id", "status", "attempt", "slot"
     ):
@@ -886,8 +893,9 @@ def _feedback_for(session: WritingSession, agent: Agent, cache: DriveCache | Non
     if cache.feedback is None:
         latest: dict[int, tuple[int, str, str]] = {}
         turns = (
-            Turn.objects.filter(session=session, kind=Turn.Kind.AGENT, status=Turn.TurnStatus.COMPLETED)
-            .exclude(agent_id=None)
+            Turn.objects.filter(
+                session=session, kind=Turn.Kind.AGENT, status=Turn.TurnStatus.COMPLETED, agent_id__isnull=False
+            )
             .exclude(feedback="")
             .order_by("-pk")
             .values_list("pk", "agent_id", "agent_name", "feedback")[:50]

@@ -5,14 +5,16 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django import forms
 from django.forms import inlineformset_factory
 
+from atelier.core.forms import field_of
 from orchestration import reasoning
 from orchestration.catalogue import temperature_help
 from orchestration.models import (
+    SESSION_FLOW_CHOICES,
     Agent,
     Criterion,
     Flow,
@@ -24,6 +26,9 @@ from orchestration.models import (
     WritingSession,
 )
 from orchestration.uploads import MAX_UPLOAD_FILES
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +44,7 @@ class _OpenGate:
     upgrade_url: str = ""
 
 
-def gate(user, action: str, **context: Any):
+def gate(user: User, action: str, **context: Any):
     try:
         from billing.gating import check
     except ImportError:
@@ -60,7 +65,7 @@ def credit_estimate(session: WritingSession) -> tuple[int, int] | str | None:
         return str(exc) or "The team cannot be priced yet."
 
 
-def credit_balance(user) -> int | None:
+def credit_balance(user: User) -> int | None:
     try:
         from billing.services import get_balance
     except ImportError:
@@ -101,7 +106,7 @@ def model_label(model: LLMModel) -> str:
     return f"{model.display_name}{thinks} · {prices} · {per_call} ({multiplier})"
 
 
-def model_options(user) -> list[ModelOption]:
+def model_options(user: User) -> list[ModelOption]:
     """Enabled catalogue models; those the plan does not include, or whose provider is not connected on
     this server, stay visible but locked, with the reason (never an environment variable name)."""
     from orchestration.providers import provider_available
@@ -138,19 +143,20 @@ class FlowOption:
     roles: str = ""  # the roles the flow gives parts to, as the builder's role field expects them
 
 
-FLOW_ROLES = {
+FLOW_ROLES: dict[str, str] = {
     Flow.SEQUENTIAL: "any roles; every agent revises in turn",
     Flow.EDITORIAL: "one “writer”, one or more “editor”s, one “synthesizer”",
     Flow.ROUNDTABLE: "one or more “critic”s, one “moderator”",
+    Flow.PIPELINE: "one “researcher”, one “planner”, one “builder”, one “reviewer”",
 }
 
 
-def flow_options(user) -> list[FlowOption]:
+def flow_options(user: User) -> list[FlowOption]:
     """Every flow with its one-line description, diagram, roles and whether the user's plan allows it."""
     from orchestration.flows import get_policy
 
     options = []
-    for value, label in Flow.choices:
+    for value, label in SESSION_FLOW_CHOICES:
         verdict = gate(user, "use_flow", flow=value)
         policy = get_policy(value)
         options.append(
@@ -185,7 +191,9 @@ class NewSessionForm(forms.Form):
     def __init__(self, *args: Any, presets=(), **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.presets = {str(p.pk): p for p in presets}
-        self.fields["preset"].choices = [("", "Blank team")] + [(pk, p.name) for pk, p in self.presets.items()]
+        field_of(self, "preset", forms.ChoiceField).choices = [("", "Blank team")] + [
+            (pk, p.name) for pk, p in self.presets.items()
+        ]
 
     def clean_preset(self):
         value = self.cleaned_data["preset"]
@@ -256,10 +264,11 @@ class SessionSettingsForm(forms.ModelForm):
         help_text="Empty: never build again. Max rounds caps the builds.",
     )
 
-    def __init__(self, *args: Any, user, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, user: User, **kwargs: Any) -> None:
         from orchestration.flows.roundtable import DEFAULT_CONFIG, ConfigError, clean_config
 
         super().__init__(*args, **kwargs)
+        field_of(self, "flow", forms.ChoiceField).choices = SESSION_FLOW_CHOICES
         try:
             config = clean_config(self.instance.flow_config)
         except ConfigError:
@@ -271,7 +280,8 @@ class SessionSettingsForm(forms.ModelForm):
         self.user = user
         # A draft may be incomplete; starting checks the brief (services.validate_for_start).
         self.fields["brief"].required = False
-        self.fields["brief"].needed_to_start = True  # shown as such, not as "optional"
+        # An attribute of our own, read by the field template: shown as needed to start, not as "optional".
+        self.fields["brief"].needed_to_start = True  # type: ignore[attr-defined]
         self.starting_document = None
         if self.instance.pk and self.instance.status != Status.DRAFT:
             # Once a session has run, WritingSession.document is the engine's working document: the
@@ -280,8 +290,9 @@ class SessionSettingsForm(forms.ModelForm):
 
             del self.fields["document"]
             self.starting_document = starting_document(self.instance)
-        self.fields["threshold_agent"].queryset = Agent.objects.filter(session=self.instance)
-        self.fields["threshold_agent"].empty_label = "Any agent"
+        threshold_agent = field_of(self, "threshold_agent", forms.ModelChoiceField)
+        threshold_agent.queryset = Agent.objects.filter(session=self.instance)
+        threshold_agent.empty_label = "Any agent"
         self.fields["score_threshold"].widget.attrs.update(step="0.1", min="0", max="10")
         self.fields["convergence_percent"].widget.attrs.update(step="0.5", min="0", max="100")
 
@@ -292,8 +303,8 @@ class SessionSettingsForm(forms.ModelForm):
             config = pipeline.clean_config(self.instance.flow_config if self.instance.flow == Flow.PIPELINE else {})
         except pipeline.ConfigError:
             config = dict(pipeline.DEFAULT_CONFIG)
-        self.fields["pipeline_format"].choices = [(f, f.capitalize()) for f in pipeline.FORMATS]
-        self.fields["pipeline_tone"].choices = [(t, t.capitalize()) for t in pipeline.TONES]
+        field_of(self, "pipeline_format", forms.ChoiceField).choices = [(f, f.capitalize()) for f in pipeline.FORMATS]
+        field_of(self, "pipeline_tone", forms.ChoiceField).choices = [(t, t.capitalize()) for t in pipeline.TONES]
         for key in pipeline.DEFAULT_CONFIG:
             self.fields[f"pipeline_{key}"].initial = config[key]
         self.fields["pipeline_revise_below"].widget.attrs.update(step="0.1", min="0.1", max="10")
@@ -316,7 +327,8 @@ class SessionSettingsForm(forms.ModelForm):
     def clean(self) -> dict[str, Any]:
         from orchestration.flows.roundtable import ConfigError, clean_config
 
-        cleaned = super().clean()
+        super().clean()
+        cleaned = self.cleaned_data  # what Form.clean() returns (django-stubs allows None)
         if cleaned.get("flow") == Flow.PIPELINE:
             self._clean_pipeline(cleaned)
         if cleaned.get("flow") == Flow.ROUNDTABLE and "stop_below_change_percent" not in self.errors:
@@ -338,7 +350,7 @@ class SessionSettingsForm(forms.ModelForm):
 
         session = super().save(commit=False)
         if commit:
-            fields = [f for f in self._meta.fields if f in self.cleaned_data]
+            fields = [f for f in (self._meta.fields or ()) if f in self.cleaned_data]
             if self.cleaned_data.get("flow") in (Flow.ROUNDTABLE, Flow.PIPELINE):
                 fields.append("flow_config")  # set by clean() from the flow's own fields
             self.saved = save_session_settings(session=session, changes={f: getattr(session, f) for f in fields})
@@ -346,6 +358,8 @@ class SessionSettingsForm(forms.ModelForm):
 
     def clean_flow(self) -> str:
         flow = self.cleaned_data["flow"]
+        if flow == Flow.CONVERSATION:
+            raise forms.ValidationError("Conversations are started from a project's Conversations page.")
         if flow != self.instance.flow or self.instance.status == Status.DRAFT:
             verdict = gate(self.user, "use_flow", flow=flow)
             if not verdict.allowed:
@@ -399,7 +413,7 @@ class AgentForm(forms.ModelForm):
         labels = {"max_output_tokens": "Max output tokens", "role_prompt": "Role prompt"}
         widgets = {"role_prompt": forms.Textarea(attrs={"rows": 5})}
 
-    def __init__(self, *args: Any, user, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, user: User, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.user = user
         self.fields["temperature"].widget.attrs.update(step="0.1", min="0", max="2")
@@ -407,7 +421,9 @@ class AgentForm(forms.ModelForm):
         self.fields["thinking_budget_tokens"].widget.attrs.update(min="0", step="1024")
         # Temperature does not reach every model (Anthropic, OpenAI reasoning models): say so per model.
         current = self.instance.model if self.instance.pk and self.instance.model_id else None
-        offered = self.fields["model"].queryset.filter(enabled=True)
+        choosable = field_of(self, "model", forms.ModelChoiceField).queryset
+        assert choosable is not None  # a model form's foreign-key field always has one
+        offered = choosable.filter(enabled=True)
         self.fields["temperature"].help_text = temperature_help(current, offered)
 
     def _check_model(self, model: LLMModel | None) -> LLMModel | None:
@@ -424,14 +440,15 @@ class AgentForm(forms.ModelForm):
             )
         return model
 
-    def clean_model(self) -> LLMModel:
+    def clean_model(self) -> LLMModel | None:
         return self._check_model(self.cleaned_data.get("model"))
 
     def clean_fallback_model(self) -> LLMModel | None:
         return self._check_model(self.cleaned_data.get("fallback_model"))
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data  # what Form.clean() returns (django-stubs allows None)
         if data.get("fallback_model") and data.get("fallback_model") == data.get("model"):
             self.add_error("fallback_model", "The fallback must be a different model.")
         self._clean_reasoning(data)
@@ -493,7 +510,8 @@ class ReferenceForm(forms.Form):
         super().__init__(*args, **kwargs)
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data  # what Form.clean() returns (django-stubs allows None)
         if data.get("content", "").strip() and not data.get("title", "").strip():
             data["title"] = data["content"].strip().splitlines()[0][:80]
         return data

@@ -116,21 +116,22 @@ def fenced_update(
     Raw SQL: the ORM cannot return updated values (Django 5.2), and this is the engine's hottest statement.
     """
     quote = connection.ops.quote_name
-    fields = {f.column: f for f in WritingSession._meta.concrete_fields}
+    fields = {str(f.column): f for f in WritingSession._meta.concrete_fields}
+    columns = ("last_seq", "status", *returning)
+    if unknown := {*columns, *(set_fields or {}), *(add_fields or {})} - set(fields):
+        raise ValueError(f"Not columns of the session table: {sorted(unknown)}")
     assignments = ["lease_expires_at = %s", "last_seq = last_seq + %s"]
     params: list = [connection.ops.adapt_datetimefield_value(_expiry()), seqs]
     for name, value in (set_fields or {}).items():
-        assignments.append(f"{quote(fields[name].column)} = %s")
+        assignments.append(f"{quote(name)} = %s")
         params.append(fields[name].get_db_prep_save(value, connection))
     for name, value in (add_fields or {}).items():
-        column = quote(fields[name].column)
-        assignments.append(f"{column} = {column} + %s")
+        assignments.append(f"{quote(name)} = {quote(name)} + %s")
         params.append(fields[name].get_db_prep_save(value, connection))
-    columns = ("last_seq", "status", *returning)
     table = quote(WritingSession._meta.db_table)
     sql = (
         f"UPDATE {table} SET {', '.join(assignments)} WHERE id = %s AND lease_owner = %s "  # noqa: S608 - no user input
-        f"RETURNING {', '.join(quote(fields[c].column) for c in columns)}"
+        f"RETURNING {', '.join(quote(c) for c in columns)}"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, [*params, session_id, owner])

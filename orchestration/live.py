@@ -443,8 +443,12 @@ def credits_held(streaming_turn_ids: list[int]) -> int:
     return held(reservation_keys=[turn_reservation_key(pk) for pk in streaming_turn_ids])
 
 
+# A streaming turn's text is cached under its id, its reasoning under ("reasoning", id).
+TurnTextCache = dict[int | tuple[str, int], str]
+
+
 def render_fragments(
-    session_id: int, events: list[dict], turn_text: dict[int, str], *, full_text_for_chunks: bool = False
+    session_id: int, events: list[dict], turn_text: TurnTextCache, *, full_text_for_chunks: bool = False
 ) -> tuple[list[dict], int, str]:
     """Turn a batch of events into DOM fragments for the page. Returns (fragments, last seq, status).
 
@@ -479,6 +483,8 @@ def render_fragments(
     # A push of streamed text alone needs no session row: no query per viewer for chunk pushes (issue 15).
     needs_session = full_text_for_chunks or any(e["kind"] not in ("chunk", "reasoning") for e in events)
     session = WritingSession.objects.select_related("project").get(pk=session_id) if needs_session else None
+    if session is None:  # text alone: nothing below needs the session
+        return _text_fragments(chunk_turns, thought_turns, turn_text, last_seq, full_text_for_chunks, {}), last_seq, ""
     session_detail_url = reverse("session_detail", args=[session_id])
     if card_turns:
         from orchestration import live_flows
@@ -548,26 +554,7 @@ def render_fragments(
                 fragment["group"] = live_flows.group_id(turn.round, group)
                 fragment["group_html"] = live_flows.group_html(turn.round, group)
             fragments.append(fragment)
-    for pk, parts in thought_turns.items():
-        if pk in card_turns:
-            continue  # its card was just rendered with the reasoning up to these events
-        key = ("reasoning", pk)
-        if full_text_for_chunks or key not in turn_text:
-            turn_text[key] = ev.streamed_text([pk], up_to_seq=last_seq, kind="reasoning")[pk]
-        elif not _merge_pieces(turn_text, key, parts):
-            continue  # the page already has it (pushed before it was saved)
-        fragments.append(
-            {"target": f"turn-{pk}-reasoning-body", "swap": "inner", "html": reasoning_html(turn_text[key])}
-        )
-    for pk, parts in chunk_turns.items():
-        if pk in card_turns:
-            continue  # its card was just rendered with the text up to these events
-        if full_text_for_chunks or pk not in turn_text:
-            turn_text[pk] = ev.streamed_text([pk], up_to_seq=last_seq)[pk]
-        elif not _merge_pieces(turn_text, pk, parts):
-            continue  # the page already has it (pushed before it was saved)
-        body = render_markdown(streaming_document(turn_text[pk]))
-        fragments.append({"target": f"turn-{pk}-body", "swap": "inner", "html": body})
+    fragments += _text_fragments(chunk_turns, thought_turns, turn_text, last_seq, full_text_for_chunks, card_turns)
     if header:
         fragments.append({"target": "session-header", "swap": "outer", "html": header_html(session)})
     if chart:
@@ -590,6 +577,39 @@ def render_fragments(
             {"target": "document-panel", "swap": "refresh", "url": reverse("document_page", args=[session_id])}
         )
     return fragments, last_seq, session.status if session is not None else ""
+
+
+def _text_fragments(
+    chunk_turns: dict,
+    thought_turns: dict,
+    turn_text: TurnTextCache,
+    last_seq: int,
+    full_text_for_chunks: bool,
+    card_turns: dict,
+) -> list[dict]:
+    """Body and reasoning fragments for streamed text (turns whose card was just rendered are skipped)."""
+    fragments: list[dict] = []
+    for pk, parts in thought_turns.items():
+        if pk in card_turns:
+            continue  # its card was just rendered with the reasoning up to these events
+        key = ("reasoning", pk)
+        if full_text_for_chunks or key not in turn_text:
+            turn_text[key] = ev.streamed_text([pk], up_to_seq=last_seq, kind="reasoning")[pk]
+        elif not _merge_pieces(turn_text, key, parts):
+            continue  # the page already has it (pushed before it was saved)
+        fragments.append(
+            {"target": f"turn-{pk}-reasoning-body", "swap": "inner", "html": reasoning_html(turn_text[key])}
+        )
+    for pk, parts in chunk_turns.items():
+        if pk in card_turns:
+            continue  # its card was just rendered with the text up to these events
+        if full_text_for_chunks or pk not in turn_text:
+            turn_text[pk] = ev.streamed_text([pk], up_to_seq=last_seq)[pk]
+        elif not _merge_pieces(turn_text, pk, parts):
+            continue  # the page already has it (pushed before it was saved)
+        body = render_markdown(streaming_document(turn_text[pk]))
+        fragments.append({"target": f"turn-{pk}-body", "swap": "inner", "html": body})
+    return fragments
 
 
 def _piece(payload: dict) -> tuple[int | None, str]:

@@ -26,6 +26,10 @@ def deadline_in(seconds: float = BUDGET_SECONDS) -> float:
 
 
 class BoundedMatcher(difflib.SequenceMatcher):
+    # Set by SequenceMatcher.set_seqs; typeshed does not declare them.
+    a: Sequence
+    b: Sequence
+
     def __init__(self, a: Sequence, b: Sequence, *, deadline: float | None = None) -> None:
         longest = max(len(a), len(b))
         # Over MAX_ITEMS the budget is spent before the first search.

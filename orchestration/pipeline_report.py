@@ -18,7 +18,7 @@ from orchestration.flows import Recipe
 from orchestration.flows.merge import citations_in
 from orchestration.models import Passage, Turn, WritingSession
 
-STAGE_LABELS = {
+STAGE_LABELS: dict[str, str] = {
     Recipe.RESEARCH: "Research",
     Recipe.OUTLINE: "Plan",
     Recipe.BUILD: "Build",
@@ -246,10 +246,10 @@ def report_markdown(session: WritingSession, report: PipelineReport) -> str:
         lines.append("")
     lines += ["## Usage per stage", "", "| Round | Stage | Agent | Status | Tokens in / out | Credits | Cost (USD) |"]
     lines.append("|---|---|---|---|---|---|---|")
-    for s in report.stages:
+    for st in report.stages:
         lines.append(
-            f"| {s.round} | {s.stage} | {s.agent} | {s.status} | {s.input_tokens} / {s.output_tokens} | "
-            f"{s.credits} | {s.cost:.6f} |"
+            f"| {st.round} | {st.stage} | {st.agent} | {st.status} | {st.input_tokens} / {st.output_tokens} | "
+            f"{st.credits} | {st.cost:.6f} |"
         )
     lines += ["", f"Total: {report.total_credits} credits, ${report.total_cost:.6f} provider cost.", ""]
     return "\n".join(lines)

@@ -11,7 +11,7 @@ Preset data format (TeamPreset.data):
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
 from django.utils.text import slugify
@@ -27,6 +27,9 @@ from orchestration.models import (
     WritingSession,
 )
 from orchestration.retrieval import index_references
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 DEMO_MODEL_REF = "demo:demo-writer"
 
@@ -395,7 +398,7 @@ def demo_model() -> LLMModel | None:
     return resolve_model_ref(DEMO_MODEL_REF) or LLMModel.objects.filter(provider="demo", enabled=True).first()
 
 
-def default_model_for(user) -> LLMModel | None:
+def default_model_for(user: User) -> LLMModel | None:
     """The model new agents start with: the user's preference if still enabled, else the Demo model."""
     from accounts.models import Profile
 
@@ -405,7 +408,7 @@ def default_model_for(user) -> LLMModel | None:
     return demo_model()
 
 
-def presets_for(user):
+def presets_for(user: User):
     """Shipped presets first, then the user's own."""
     from django.db.models import Q
 
@@ -538,7 +541,7 @@ class PresetNameTaken(PresetError):
 
 
 def save_team_as_preset(
-    *, session: WritingSession, user, name: str, description: str = "", replace: bool = False
+    *, session: WritingSession, user: User, name: str, description: str = "", replace: bool = False
 ) -> TeamPreset:
     """A personal preset (owner=user) holding the session's flow, team and criteria.
 

@@ -27,7 +27,8 @@ MIN_THINKING_BUDGET = 1024
 # Tokens of reasoning allowed on top of the answer for OpenAI reasoning models, per effort. OpenAI
 # advises leaving room for reasoning; these keep a high-effort turn from ending with no answer while
 # keeping reservations proportionate. "" is the model's default effort (medium).
-EFFORT_ALLOWANCE = {
+# Keyed by ReasoningEffort values (plain strings: the stored field value is looked up directly).
+EFFORT_ALLOWANCE: dict[str, int] = {
     ReasoningEffort.LOW: 4_096,
     ReasoningEffort.MEDIUM: 12_288,
     ReasoningEffort.HIGH: 32_768,

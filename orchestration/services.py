@@ -6,6 +6,7 @@ Views and commands call these; they write, then notify on commit (events, task e
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from django.db import transaction
 from django.utils import timezone
@@ -24,6 +25,9 @@ from orchestration.models import (
 from orchestration.retrieval import index_references
 from orchestration.termination import Stop
 from orchestration.versions import record_version
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 logger = logging.getLogger(__name__)
 
@@ -146,7 +150,7 @@ def validate_for_start(session: WritingSession, *, extra_rounds: int = 0) -> lis
     return problems
 
 
-def _check_gate(user, action: str, **context) -> None:
+def _check_gate(user: User, action: str, **context) -> None:
     from billing.gating import check
     from billing.services import hold_user_lock
 
@@ -161,7 +165,7 @@ def _check_gate(user, action: str, **context) -> None:
 # --- creating things: caps and per-user quotas are checked in the transaction that writes ----------
 
 
-def enforce_quota(*, user, action: str, adding: int = 1) -> None:
+def enforce_quota(*, user: User, action: str, adding: int = 1) -> None:
     """Hold the user's lock (until the caller's transaction ends) and check a storage quota:
     action is "create_project", "create_session" (adding = how many) or "store_references"
     (adding = characters). Raises ServiceError with the plan's reason. Call inside
@@ -170,7 +174,7 @@ def enforce_quota(*, user, action: str, adding: int = 1) -> None:
 
 
 @transaction.atomic
-def create_project(*, owner, name: str, description: str = "") -> Project:
+def create_project(*, owner: User, name: str, description: str = "") -> Project:
     """A new project for ``owner``; raises ServiceError beyond the plan's project quota."""
     enforce_quota(user=owner, action="create_project")
     return Project.objects.create(owner=owner, name=name, description=description)
@@ -207,7 +211,7 @@ def delete_project(*, project: Project) -> str:
 
 
 @transaction.atomic
-def add_references(*, session: WritingSession, user, items: list[tuple[str, str, str]]) -> int:
+def add_references(*, session: WritingSession, user: User, items: list[tuple[str, str, str]]) -> int:
     """Store reference documents ``items`` = [(title, content, source_filename)] on a session.
 
     All or nothing. The cap of MAX_REFERENCES per session and the user's quota of stored reference
@@ -272,7 +276,7 @@ def save_session_settings(*, session: WritingSession, changes: dict) -> bool:
 
 
 @transaction.atomic
-def start_session(*, session: WritingSession, user) -> WritingSession:
+def start_session(*, session: WritingSession, user: User) -> WritingSession:
     """Queue a draft for the engine; idempotent: starting a session that is already queued or
     running returns it unchanged. Raises ServiceError (a message for the user) otherwise."""
     session = WritingSession.objects.select_for_update().select_related("project").get(pk=session.pk)
@@ -316,7 +320,7 @@ def pause_session(*, session: WritingSession, by_staff=None) -> WritingSession:
 
 
 @transaction.atomic
-def resume_session(*, session: WritingSession, user=None) -> WritingSession:
+def resume_session(*, session: WritingSession, user: User | None = None) -> WritingSession:
     session = WritingSession.objects.select_for_update().select_related("project__owner").get(pk=session.pk)
     if session.status != Status.PAUSED:
         raise ServiceError("Only a paused session can be resumed.")
@@ -370,7 +374,7 @@ def requested_stop(reason: str) -> Stop:
     The engine reads the reason back from the session when it ends or pauses the run, so a staff stop
     reads "Stopped by Atelier staff." to the owner and never "Stopped by you.".
     """
-    details = {
+    details: dict[str, str] = {
         StopReason.STAFF_STOPPED: "Stopped by Atelier staff.",
         StopReason.STAFF_PAUSED: "Paused by Atelier staff. You can resume it.",
         StopReason.USER_PAUSED: "Paused by you.",
@@ -380,7 +384,7 @@ def requested_stop(reason: str) -> Stop:
     return Stop(reason, details.get(reason, "Stopped by you."))
 
 
-def _log_staff_action(*, staff, session: WritingSession, message: str) -> None:
+def _log_staff_action(*, staff: User, session: WritingSession, message: str) -> None:
     """Record a staff action on a user's session in the admin log (the session's admin History)."""
     from django.contrib.admin.models import CHANGE, LogEntry
     from django.contrib.contenttypes.models import ContentType
@@ -397,7 +401,7 @@ def _log_staff_action(*, staff, session: WritingSession, message: str) -> None:
 
 
 @transaction.atomic
-def continue_session(*, session: WritingSession, extra_rounds: int, user=None) -> WritingSession:
+def continue_session(*, session: WritingSession, extra_rounds: int, user: User | None = None) -> WritingSession:
     session = WritingSession.objects.select_for_update().select_related("project__owner").get(pk=session.pk)
     if session.status not in (Status.COMPLETED, Status.STOPPED, Status.FAILED):
         raise ServiceError("Only a finished session can be continued.")
@@ -425,7 +429,7 @@ def continue_session(*, session: WritingSession, extra_rounds: int, user=None) -
 
 
 @transaction.atomic
-def apply_human_edit(*, session: WritingSession, user, document: str, note: str) -> WritingSession:
+def apply_human_edit(*, session: WritingSession, user: User, document: str, note: str) -> WritingSession:
     """While paused, the owner edits the working document and/or leaves a note for the next turn."""
     session = WritingSession.objects.select_for_update().select_related("project").get(pk=session.pk)
     if session.project.owner_id != user.pk:
@@ -463,13 +467,13 @@ def apply_human_edit(*, session: WritingSession, user, document: str, note: str)
     return session
 
 
-def _display_name(user) -> str:
+def _display_name(user: User) -> str:
     from accounts.services import display_name
 
     return display_name(user)[:80]
 
 
-def delete_session(*, session: WritingSession, user) -> str:
+def delete_session(*, session: WritingSession, user: User) -> str:
     """Delete a session with its agents, turns, versions, references and events; returns its title.
 
     Refused (ServiceError) for anyone but the owner and while the session runs (queued, running,

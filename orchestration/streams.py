@@ -27,13 +27,16 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.http import StreamingHttpResponse
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +54,8 @@ def call_and_close(fn, *args):
     try:
         return fn(*args)
     finally:
-        connection.close()
+        if not connection.in_atomic_block:  # never under a caller's open transaction (a test's, say)
+            connection.close()
 
 
 async def _db(fn, *args):
@@ -257,7 +261,7 @@ async def follow(
     heartbeat_seconds: float = 15.0,
     poll_seconds: float = 2.0,
     on_heartbeat=None,
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """Yield a run's events as SSE bytes: everything after `after`, then the live tail, then ``end``.
 
     `heartbeat_seconds`: a ``: ping`` comment after this long without output (keeps proxies from
@@ -270,7 +274,7 @@ async def follow(
     """
     layer = get_channel_layer()
     cursor = _Cursor(source, after)
-    channel = None
+    channel: str | None = None
     relay: asyncio.Task | None = None
     inbox: asyncio.Queue = asyncio.Queue()
     if layer is not None:
@@ -313,7 +317,7 @@ async def follow(
         if layer is not None and channel is not None:
             with contextlib.suppress(Exception):
                 await layer.group_discard(source.group, channel)
-        if relay is not None:
+        if relay is not None and channel is not None:  # both or neither: set together above
             await _stop_relay(layer, channel, relay)
 
 
@@ -416,32 +420,36 @@ class StreamSlot:
         self.ttl = ttl_seconds
         self.retry_after = retry_after
         self.member = uuid.uuid4().hex
-        self.client = None
+        self.client: Redis | None = None  # connected on entry
 
     async def __aenter__(self) -> StreamSlot:
         import redis.asyncio as aioredis
         from django.conf import settings
 
-        self.client = aioredis.from_url(settings.REDIS_URL)
+        self.client = client = aioredis.from_url(settings.REDIS_URL)
         try:
             now = time.time()
-            used = await self.client.eval(
+            used = await client.eval(
                 _ACQUIRE, 1, self.key, now, now + self.ttl, self.limit, self.member, int(self.ttl) + 60
             )
         except BaseException:
-            await self.client.aclose()
+            await client.aclose()
             raise
         if int(used) < 0:
-            await self.client.aclose()
+            await client.aclose()
             raise StreamLimitReached(self.limit, self.retry_after)
         return self
 
     async def refresh(self) -> None:
         """Push this slot's expiry forward (called on each heartbeat)."""
+        if self.client is None:
+            return
         with contextlib.suppress(Exception):  # a Redis hiccup must not end a healthy stream
             await self.client.zadd(self.key, {self.member: time.time() + self.ttl}, xx=True)
 
     async def __aexit__(self, *exc_info) -> None:
+        if self.client is None:
+            return
         try:
             with contextlib.suppress(Exception):
                 await self.client.zrem(self.key, self.member)
@@ -459,7 +467,7 @@ class EventStreamResponse(StreamingHttpResponse):
     blocks run at once).
     """
 
-    def __init__(self, stream: AsyncIterator[bytes], **kwargs) -> None:
+    def __init__(self, stream: AsyncGenerator[bytes, None], **kwargs) -> None:
         super().__init__(stream, content_type="text/event-stream; charset=utf-8", **kwargs)
         self._stream = stream
         self["Cache-Control"] = "no-cache"

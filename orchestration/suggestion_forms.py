@@ -12,7 +12,8 @@ from typing import Any
 
 from django import forms
 
-from orchestration.models import Flow, LLMModel
+from atelier.core.forms import field_of
+from orchestration.models import SESSION_FLOW_CHOICES, LLMModel
 from orchestration.team_suggestion import MAX_BRIEF_CHARS, MAX_CRITERIA, MAX_GOAL_CHARS, TeamProposal
 
 MAX_EDITED_AGENTS = 10  # the largest plan's team; the plan's own limit is checked by the proposal model
@@ -35,7 +36,7 @@ class SuggestRequestForm(forms.Form):
     def __init__(self, *args: Any, planners: list[LLMModel], default: LLMModel | None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.planners = {str(m.pk): m for m in planners}
-        self.fields["planner"].choices = [(str(m.pk), m.display_name) for m in planners]
+        field_of(self, "planner", forms.ChoiceField).choices = [(str(m.pk), m.display_name) for m in planners]
         if default is not None:
             self.fields["planner"].initial = str(default.pk)
 
@@ -45,7 +46,7 @@ class SuggestRequestForm(forms.Form):
 
 
 class ProposalSettingsForm(forms.Form):
-    flow = forms.ChoiceField(choices=Flow.choices)
+    flow = forms.ChoiceField(choices=SESSION_FLOW_CHOICES)
     max_rounds = forms.IntegerField(min_value=1, max_value=50)
     score_threshold = forms.FloatField(required=False, min_value=0, max_value=10, label="Score threshold (0-10)")
     convergence_percent = forms.FloatField(required=False, label="Stop when a round changes less than (%)")
@@ -59,9 +60,9 @@ class ProposalSettingsForm(forms.Form):
     def __init__(self, *args: Any, allowed_flows: list[str] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if allowed_flows is not None:  # locked flows stay visible, labelled; the server refuses them anyway
-            self.fields["flow"].choices = [
+            field_of(self, "flow", forms.ChoiceField).choices = [
                 (value, label if value in allowed_flows else f"{label} (not on your plan)")
-                for value, label in Flow.choices
+                for value, label in SESSION_FLOW_CHOICES
             ]
 
 
@@ -74,7 +75,7 @@ class AgentProposalForm(forms.Form):
 
     def __init__(self, *args: Any, models: list[tuple[str, str]], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["model"].choices = models
+        field_of(self, "model", forms.ChoiceField).choices = models
 
 
 class CriterionProposalForm(forms.Form):

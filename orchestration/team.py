@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
 
@@ -32,6 +32,9 @@ from orchestration.models import (
     WritingSession,
 )
 from orchestration.services import ServiceError, enforce_quota
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 # What a caller may write on an agent; order, session and ids belong to these services.
 AGENT_FIELDS = (
@@ -65,7 +68,7 @@ class CriterionSpec:
     id: int | None = None
 
 
-def _lock_editable(session: WritingSession, *, user=None) -> WritingSession:
+def _lock_editable(session: WritingSession, *, user: User | None = None) -> WritingSession:
     """The session row, locked until the caller's transaction ends; refuses a running session (and,
     when ``user`` is given, anyone but its owner)."""
     locked = WritingSession.objects.select_for_update(of=("self",)).select_related("project").get(pk=session.pk)
@@ -76,7 +79,7 @@ def _lock_editable(session: WritingSession, *, user=None) -> WritingSession:
     return locked
 
 
-def _check_flow(user, flow: str) -> None:
+def _check_flow(user: User, flow: str) -> None:
     from billing.gating import check
 
     verdict = check(user, "use_flow", flow=flow)
@@ -90,7 +93,7 @@ def _check_flow(user, flow: str) -> None:
 @transaction.atomic
 def create_session(
     *,
-    user,
+    user: User,
     project: Project,
     title: str,
     brief: str = "",
@@ -120,7 +123,7 @@ def create_session(
 
 
 @transaction.atomic
-def apply_preset(*, session: WritingSession, user, preset: TeamPreset) -> WritingSession:
+def apply_preset(*, session: WritingSession, user: User, preset: TeamPreset) -> WritingSession:
     """Replace the draft's team and stop settings with ``preset``'s (a shipped one or the user's own).
 
     Raises ServiceError when the session runs, the preset's flow is not on the plan, or no model is
@@ -137,7 +140,7 @@ def apply_preset(*, session: WritingSession, user, preset: TeamPreset) -> Writin
 
 
 @transaction.atomic
-def clear_team(*, session: WritingSession, user=None) -> WritingSession:
+def clear_team(*, session: WritingSession, user: User | None = None) -> WritingSession:
     """The blank preset: remove every agent (past turns keep their names) and the score watcher."""
     locked = _lock_editable(session, user=user)
     locked.agents.all().delete()
@@ -158,7 +161,7 @@ def renumber_agents(session: WritingSession) -> None:
 
 
 @transaction.atomic
-def add_default_agent(*, session: WritingSession, user) -> Agent:
+def add_default_agent(*, session: WritingSession, user: User) -> Agent:
     """The builder's "Add agent": a writer first, editors after, on the user's default model, with
     one "Clarity" criterion. Raises ServiceError beyond the plan's agents per session (with the
     upgrade URL), when no model is available, or while the session runs."""
@@ -189,7 +192,7 @@ def add_default_agent(*, session: WritingSession, user) -> Agent:
 
 @transaction.atomic
 def add_agent(
-    *, session: WritingSession, user, fields: dict[str, Any], criteria: Sequence[CriterionSpec] = ()
+    *, session: WritingSession, user: User, fields: dict[str, Any], criteria: Sequence[CriterionSpec] = ()
 ) -> Agent:
     """Append an agent with ``fields`` (keys from AGENT_FIELDS, values already validated by AgentForm)
     and its criteria. Raises ServiceError beyond the plan's agents per session or while the session

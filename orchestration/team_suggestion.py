@@ -27,15 +27,25 @@ import re
 import time
 import uuid
 from dataclasses import dataclass, field
-from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import async_to_sync
 from django.db import transaction
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from atelier.core import metrics
-from orchestration.models import ACTIVE_STATUSES, Agent, Flow, LLMModel, TeamPreset, WritingSession
+from orchestration.models import (
+    ACTIVE_STATUSES,
+    SESSION_FLOWS,
+    Agent,
+    Flow,
+    LLMModel,
+    TeamPreset,
+    WritingSession,
+)
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +78,7 @@ class SuggestionError(Exception):
         super().__init__(message)
         self.message = message
         self.agent_names = agent_names or []  # the reply's agent names, so errors can name them
+        self.retry_after: float | None = None  # a transient provider error that charged nothing: seconds to wait
         self.charged = charged
         self.errors = errors or []
         self.upgrade_url = upgrade_url
@@ -154,8 +165,8 @@ class TeamProposal(BaseModel):
     @classmethod
     def _known_flow(cls, value: str) -> str:
         value = value.strip().lower()
-        if value not in Flow.values:
-            raise ValueError(f"unknown flow {value!r}; use one of: {', '.join(Flow.values)}")
+        if value not in SESSION_FLOWS:
+            raise ValueError(f"unknown flow {value!r}; use one of: {', '.join(SESSION_FLOWS)}")
         return value
 
     @field_validator("agents")
@@ -175,7 +186,8 @@ class TeamProposal(BaseModel):
         from orchestration.flows import get_policy
 
         team = [Agent(name=a.name, role=a.role) for a in self.agents]
-        problems = get_policy(self.flow).validate(SimpleNamespace(flow_config=self.flow_config()), team)
+        unsaved = WritingSession(flow=self.flow, flow_config=self.flow_config())  # never saved: validation only
+        problems = get_policy(self.flow).validate(unsaved, team)
         if problems:
             raise ValueError(" ".join(problems))
         return self
@@ -237,7 +249,7 @@ PROPOSAL_EXAMPLE = {
 }
 
 
-def limits_for(user) -> ProposalLimits:
+def limits_for(user: User) -> ProposalLimits:
     """The models `user` may use now (enabled, priced, connected, on their plan) and their plan's limits."""
     from billing.services import effective_plan, get_account
     from orchestration.forms import model_options
@@ -302,7 +314,7 @@ def extract_json(text: str) -> Any:
 # --- Choosing the planner and pricing the call --------------------------------------------------------------
 
 
-def planner_options(user) -> list[LLMModel]:
+def planner_options(user: User) -> list[LLMModel]:
     """Models `user` may pick as the planner (unlocked catalogue models), cheapest first."""
     from orchestration.forms import model_options
 
@@ -316,12 +328,13 @@ def _typical_credits(model: LLMModel) -> int:
     return credits_for_usage(model=model, input_tokens=2000, cached_tokens=0, output_tokens=PLANNER_MAX_OUTPUT_TOKENS)
 
 
-def default_planner(user) -> LLMModel | None:
+def default_planner(user: User) -> LLMModel | None:
     """The cheapest capable planner: the cheapest language model the user may use whose output limit holds a
     proposal; the Demo model (a rule-based planner, not a language model) when no language model is usable."""
     options = planner_options(user)
     capable = [m for m in options if not m.is_demo and m.max_output_tokens >= PLANNER_MAX_OUTPUT_TOKENS // 2]
-    return (capable or options or [None])[0]
+    choices = capable or options
+    return choices[0] if choices else None
 
 
 @dataclass(frozen=True)
@@ -376,7 +389,7 @@ def build_planner_prompt(
     return PlannerPrompt(system=system, user="\n\n".join(parts), max_tokens=max_tokens, metadata=metadata)
 
 
-_FLOW_ROLES = {
+_FLOW_ROLES: dict[str, str] = {
     Flow.SEQUENTIAL: "any roles (writer, editor, critic...); each agent revises the whole document in turn.",
     Flow.EDITORIAL: "exactly one writer, one or more editors, exactly one synthesizer.",
     Flow.ROUNDTABLE: "one or more critics, exactly one moderator.",
@@ -384,10 +397,10 @@ _FLOW_ROLES = {
 }
 
 
-def allowed_flows(user) -> list[str]:
+def allowed_flows(user: User) -> list[str]:
     from billing.gating import check
 
-    return [value for value in Flow.values if check(user, "use_flow", flow=value).allowed]
+    return [value for value in SESSION_FLOWS if check(user, "use_flow", flow=value).allowed]
 
 
 def estimate_credits(*, model: LLMModel, prompt: PlannerPrompt) -> int:
@@ -447,7 +460,9 @@ async def _stream(model: LLMModel, request) -> tuple[str, Any]:
     return "".join(received), end
 
 
-def _call_planner(*, user, session: WritingSession, model: LLMModel, prompt: PlannerPrompt, key: str) -> _CallResult:
+def _call_planner(
+    *, user: User, session: WritingSession, model: LLMModel, prompt: PlannerPrompt, key: str
+) -> _CallResult:
     """One blocking planner call, reserved before and settled after (a failure charges only what was used)."""
     from billing.pricing import credits_for_usage
     from billing.services import InsufficientCredits, release_credits, reserve_credits
@@ -481,7 +496,9 @@ def _call_planner(*, user, session: WritingSession, model: LLMModel, prompt: Pla
         used = _used_before_failure(model, request, getattr(error, "received_text", ""), error.usage)
         charged = _settle(user, reservation, key, used, description) if used else _release(user, reservation, key)
         logger.info("team suggestion call failed: provider=%s kind=%s", model.provider, error.kind)
-        raise SuggestionError(f"The planner could not answer: {error.user_message}", charged=charged) from None
+        failure = SuggestionError(f"The planner could not answer: {error.user_message}", charged=charged)
+        failure.retry_after = _retry_wait(error) if not used else None
+        raise failure from None
     except Exception:
         # A bug or an unexpected library error: never keep the credits held, never a 500 for the user.
         logger.exception("team suggestion call crashed: provider=%s", model.provider)
@@ -530,7 +547,34 @@ def _used_before_failure(model: LLMModel, request, received: str, reported) -> i
     )
 
 
-def _settle(user, reservation: str, key: str, used: int, description: str) -> int:
+RETRY_WAIT_CAP_SECONDS = 5.0  # the user is waiting on the page: one short wait, not the engine's minute
+
+
+def _retry_wait(error: Any) -> float | None:
+    """Seconds before retrying a transient provider error (rate limit, overload, server, connection), or None."""
+    from orchestration.providers.retry import retry_delay
+
+    if not getattr(error, "retryable", False):
+        return None
+    wait = retry_delay(0, getattr(error, "retry_after", None))
+    return wait if wait <= RETRY_WAIT_CAP_SECONDS else None
+
+
+def _call_with_retry(
+    *, user: User, session: WritingSession, model: LLMModel, prompt: PlannerPrompt, key: str
+) -> _CallResult:
+    """One planner call; a transient provider failure that charged nothing is retried once after a short wait
+    (its own ledger keys, `<key>:retry`), as the engine's retry layer does for turns."""
+    try:
+        return _call_planner(user=user, session=session, model=model, prompt=prompt, key=key)
+    except SuggestionError as error:
+        if error.retry_after is None:
+            raise
+        time.sleep(error.retry_after)
+    return _call_planner(user=user, session=session, model=model, prompt=prompt, key=f"{key}:retry")
+
+
+def _settle(user: User, reservation: str, key: str, used: int, description: str) -> int:
     from billing.services import settle_credits
 
     return settle_credits(
@@ -538,7 +582,7 @@ def _settle(user, reservation: str, key: str, used: int, description: str) -> in
     )
 
 
-def _release(user, reservation: str, key: str) -> int:
+def _release(user: User, reservation: str, key: str) -> int:
     from billing.services import release_credits
 
     release_credits(user=user, reservation_key=reservation, key=f"{key}:release")
@@ -565,11 +609,11 @@ def _agent_names(data: Any) -> list[str]:
     return [str(a.get("name") or "") if isinstance(a, dict) else "" for a in agents]
 
 
-def _refuse_flow(user, flow: Any, charged: int) -> None:
+def _refuse_flow(user: User, flow: Any, charged: int) -> None:
     """Raise SuggestionError with the plan's upgrade reason if the proposed flow is a known, locked one."""
     from billing.gating import check
 
-    if not isinstance(flow, str) or flow.strip().lower() not in Flow.values:
+    if not isinstance(flow, str) or flow.strip().lower() not in SESSION_FLOWS:
         return
     verdict = check(user, "use_flow", flow=flow.strip().lower())
     if not verdict.allowed:
@@ -581,7 +625,7 @@ def _refuse_flow(user, flow: Any, charged: int) -> None:
 
 
 def suggest_team(
-    *, session: WritingSession, user, model: LLMModel, brief: str, goal: str, document: str = ""
+    *, session: WritingSession, user: User, model: LLMModel, brief: str, goal: str, document: str = ""
 ) -> Suggestion:
     """Ask `model` to propose a team for `session`; nothing is written to the session.
 
@@ -606,7 +650,7 @@ def suggest_team(
         model=model,
     )
     base_key = f"suggest:{session.pk}:{uuid.uuid4().hex}"
-    first = _call_planner(user=user, session=session, model=model, prompt=prompt, key=f"{base_key}:1")
+    first = _call_with_retry(user=user, session=session, model=model, prompt=prompt, key=f"{base_key}:1")
     if first.stop_outcome == "refused":
         raise SuggestionError("The planner refused to answer. Reword the brief or goal.", charged=first.charged)
     proposal, errors, data = _read_reply(first, limits)
@@ -624,7 +668,7 @@ def suggest_team(
         max_tokens=prompt.max_tokens,
         metadata={**prompt.metadata, "repair": True},
     )
-    second = _call_planner(user=user, session=session, model=model, prompt=repair, key=f"{base_key}:2")
+    second = _call_with_retry(user=user, session=session, model=model, prompt=repair, key=f"{base_key}:2")
     charged = first.charged + second.charged
     proposal, second_errors, data = _read_reply(second, limits)
     _refuse_flow(user, (data or {}).get("flow") if isinstance(data, dict) else None, charged)
@@ -642,7 +686,7 @@ def suggest_team(
 # --- Accepting ---------------------------------------------------------------------------------------------
 
 
-def accept_proposal(*, session: WritingSession, user, proposal: TeamProposal, brief: str = "") -> None:
+def accept_proposal(*, session: WritingSession, user: User, proposal: TeamProposal, brief: str = "") -> None:
     """Replace the draft session's team, flow and termination settings with the (edited) proposal.
 
     Re-checks everything on the server: the session is not running, every model is usable by `user`, the

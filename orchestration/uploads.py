@@ -247,7 +247,8 @@ def _paragraphs(archive: zipfile.ZipFile, main: str, styles: dict[str, str], dea
             if parent is not None and parent.tag == f"{_W}r":
                 paragraph = next(element.iterancestors(_P), None)
                 if paragraph is not None:
-                    text = (element.text or "") if _TEXT[tag] is None else _TEXT[tag]
+                    fixed = _TEXT[tag]
+                    text = (element.text or "") if fixed is None else fixed
                     buffers.setdefault(key(paragraph), []).append(text)
                     chars += len(text)
         elif tag == f"{_W}pStyle" and parent is not None and parent.tag == f"{_W}pPr":

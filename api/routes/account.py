@@ -1,9 +1,9 @@
 """Who am I: the caller, their plan and its API limits."""
 
-from django.http import HttpRequest
 from ninja import Router, Schema
 
 from api.schemas import ERRORS
+from atelier.core.http import AuthenticatedHttpRequest
 
 router = Router(tags=["account"])
 
@@ -18,7 +18,7 @@ class MeOut(Schema):
 
 
 @router.get("/me", response={200: MeOut, **ERRORS}, summary="The authenticated user and their API limits")
-def me(request: HttpRequest):
+def me(request: AuthenticatedHttpRequest):
     from billing.services import effective_plan, get_account
 
     plan = effective_plan(get_account(request.user))

@@ -2,11 +2,11 @@
 
 from datetime import datetime
 
-from django.http import HttpRequest
 from ninja import Router, Schema
 
 from api.routes.common import paginate
 from api.schemas import ERRORS, Page
+from atelier.core.http import AuthenticatedHttpRequest
 
 router = Router(tags=["catalogue and billing"])
 
@@ -74,7 +74,7 @@ def _price(value) -> str | None:
 
 
 @router.get("/models", response={200: list[ModelOut], **ERRORS}, summary="Model catalogue, prices, plan access")
-def list_models(request: HttpRequest):
+def list_models(request: AuthenticatedHttpRequest):
     from billing.pricing import credits_for_usage
     from orchestration.forms import model_options
 
@@ -109,7 +109,7 @@ def list_models(request: HttpRequest):
 
 
 @router.get("/presets", response={200: list[PresetOut], **ERRORS}, summary="Preset teams: shipped and your own")
-def list_presets(request: HttpRequest):
+def list_presets(request: AuthenticatedHttpRequest):
     from billing.gating import check
     from orchestration.presets import presets_for
 
@@ -133,7 +133,7 @@ def list_presets(request: HttpRequest):
 
 
 @router.get("/balance", response={200: BalanceOut, **ERRORS}, summary="Credit balance and plan")
-def balance(request: HttpRequest):
+def balance(request: AuthenticatedHttpRequest):
     from billing.services import effective_plan, get_account
 
     account = get_account(request.user)
@@ -149,7 +149,7 @@ def balance(request: HttpRequest):
 
 
 @router.get("/usage", response={200: UsageOut, **ERRORS}, summary="Credit usage and the ledger, newest first")
-def usage(request: HttpRequest, limit: int = 25, offset: int = 0):
+def usage(request: AuthenticatedHttpRequest, limit: int = 25, offset: int = 0):
     """``by_session`` and ``by_model``: the billing page's tables (top 20 by credits); ``items``: ledger
     lines (reservations, settlements, releases, grants, purchases), paginated."""
     from billing.models import CreditEntry

@@ -25,7 +25,7 @@ def get_owned(queryset: QuerySet[M], *, pk: int, what: str = "object", **owner_f
 
 def form_error(form: BaseForm, *, prefix: str = "") -> ApiError:
     """A 422 naming every field the (already validated) Django form rejected."""
-    errors = []
+    errors: list[dict[str, str]] = []
     for name, messages in form.errors.items():
         field = f"{prefix}{name}" if name != "__all__" else (prefix.rstrip(".") or "body")
         errors.extend({"field": field, "message": str(m)} for m in messages)

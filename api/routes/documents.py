@@ -2,13 +2,14 @@
 
 import difflib
 
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from ninja import Router
 
 from api.errors import ApiError
 from api.routes.common import paginate
 from api.routes.sessions import owned_session
 from api.schemas import ERRORS, DiffOut, DocumentOut, Page, VersionOut, VersionSummary
+from atelier.core.http import AuthenticatedHttpRequest
 from orchestration import documents
 from orchestration.models import DocumentVersion
 
@@ -33,7 +34,7 @@ def _version(session, number: int) -> DocumentVersion:
 
 
 @router.get("/{int:session_id}/document", response={200: DocumentOut, **ERRORS}, summary="The current document")
-def get_document(request: HttpRequest, session_id: int):
+def get_document(request: AuthenticatedHttpRequest, session_id: int):
     session = owned_session(request, session_id)
     content = documents.current_document(session)
     latest = session.versions.order_by("-number").values_list("number", flat=True).first()
@@ -47,18 +48,18 @@ def get_document(request: HttpRequest, session_id: int):
 
 
 @router.get("/{int:session_id}/versions", response={200: VersionPage, **ERRORS}, summary="Document versions")
-def list_versions(request: HttpRequest, session_id: int, limit: int = 50, offset: int = 0):
+def list_versions(request: AuthenticatedHttpRequest, session_id: int, limit: int = 50, offset: int = 0):
     session = owned_session(request, session_id)
     return paginate(documents.versions_for_panel(session), limit=limit, offset=offset)
 
 
 @router.get("/{int:session_id}/versions/{int:number}", response={200: VersionOut, **ERRORS}, summary="One version")
-def get_version(request: HttpRequest, session_id: int, number: int):
+def get_version(request: AuthenticatedHttpRequest, session_id: int, number: int):
     return _version(owned_session(request, session_id), number)
 
 
 @router.get("/{int:session_id}/diff", response={200: DiffOut, **ERRORS}, summary="Diff two versions")
-def diff_versions(request: HttpRequest, session_id: int, from_version: int, to_version: int):
+def diff_versions(request: AuthenticatedHttpRequest, session_id: int, from_version: int, to_version: int):
     """``unified``: a unified diff of the lines; ``html``: the page's word-level inline diff (sanitized);
     ``stats``: words added / removed / unchanged, as the page shows."""
     session = owned_session(request, session_id)
@@ -93,7 +94,7 @@ def diff_versions(request: HttpRequest, session_id: int, from_version: int, to_v
         }
     },
 )
-def export_document(request: HttpRequest, session_id: int, format: str = "md"):
+def export_document(request: AuthenticatedHttpRequest, session_id: int, format: str = "md"):
     """The same files as the document page's export buttons. 409 while there is no document yet."""
     session = owned_session(request, session_id)
     if format not in EXPORTS:

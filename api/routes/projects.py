@@ -1,11 +1,11 @@
 """Projects: list, create, read, update (rename, describe, archive), delete."""
 
-from django.http import HttpRequest
 from ninja import Router, Status
 
 from api.idempotency import idempotent
 from api.routes.common import form_error, get_owned, paginate, service_error
 from api.schemas import ERRORS, ProjectIn, ProjectOut, ProjectPage, ProjectPatch
+from atelier.core.http import AuthenticatedHttpRequest
 from orchestration import services
 from orchestration.forms import ProjectForm
 from orchestration.models import Project
@@ -13,20 +13,20 @@ from orchestration.models import Project
 router = Router(tags=["projects"])
 
 
-def owned_project(request: HttpRequest, pk: int) -> Project:
+def owned_project(request: AuthenticatedHttpRequest, pk: int) -> Project:
     """The caller's project ``pk``, or a 404."""
     return get_owned(Project.objects.all(), pk=pk, what="project", owner_id=request.user.pk)
 
 
 @router.get("", response={200: ProjectPage, **ERRORS}, summary="List your projects, newest activity first")
-def list_projects(request: HttpRequest, archived: bool = False, limit: int = 20, offset: int = 0):
+def list_projects(request: AuthenticatedHttpRequest, archived: bool = False, limit: int = 20, offset: int = 0):
     projects = Project.objects.filter(owner=request.user, archived_at__isnull=not archived).order_by("-updated_at")
     return paginate(projects, limit=limit, offset=offset)
 
 
 @router.post("", response={201: ProjectOut, **ERRORS}, summary="Create a project (Idempotency-Key supported)")
 @idempotent(ProjectOut)
-def create_project(request: HttpRequest, payload: ProjectIn):
+def create_project(request: AuthenticatedHttpRequest, payload: ProjectIn):
     form = ProjectForm(data=payload.dict())
     if not form.is_valid():
         raise form_error(form)
@@ -38,12 +38,12 @@ def create_project(request: HttpRequest, payload: ProjectIn):
 
 
 @router.get("/{int:project_id}", response={200: ProjectOut, **ERRORS}, summary="Read a project")
-def get_project(request: HttpRequest, project_id: int):
+def get_project(request: AuthenticatedHttpRequest, project_id: int):
     return owned_project(request, project_id)
 
 
 @router.patch("/{int:project_id}", response={200: ProjectOut, **ERRORS}, summary="Rename, describe or archive")
-def update_project(request: HttpRequest, project_id: int, payload: ProjectPatch):
+def update_project(request: AuthenticatedHttpRequest, project_id: int, payload: ProjectPatch):
     project = owned_project(request, project_id)
     changes = payload.dict(exclude_unset=True)
     archived = changes.pop("archived", None)
@@ -58,7 +58,7 @@ def update_project(request: HttpRequest, project_id: int, payload: ProjectPatch)
 
 
 @router.delete("/{int:project_id}", response={204: None, **ERRORS}, summary="Delete a project and its sessions")
-def delete_project(request: HttpRequest, project_id: int):
+def delete_project(request: AuthenticatedHttpRequest, project_id: int):
     project = owned_project(request, project_id)
     try:
         services.delete_project(project=project)

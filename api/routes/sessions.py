@@ -8,7 +8,6 @@ from typing import Any
 from django.db import transaction
 from django.db.models import Q
 from django.forms.models import model_to_dict
-from django.http import HttpRequest
 from ninja import Router, Status
 
 from api.errors import ApiError
@@ -26,6 +25,7 @@ from api.schemas import (
     SessionUpdate,
     TurnPage,
 )
+from atelier.core.http import AuthenticatedHttpRequest
 from orchestration import presets, services, team
 from orchestration.forms import AgentForm, CriterionForm, SessionSettingsForm
 from orchestration.models import Agent, Flow, LLMModel, TeamPreset, Turn, WritingSession
@@ -34,11 +34,10 @@ from orchestration.models import Status as SessionStatus
 router = Router(tags=["sessions"])
 
 
-def owned_session(request: HttpRequest, pk: int) -> WritingSession:
-    """The caller's session ``pk`` (project loaded), or a 404."""
-    return get_owned(
-        WritingSession.objects.select_related("project"), pk=pk, what="session", project__owner_id=request.user.pk
-    )
+def owned_session(request: AuthenticatedHttpRequest, pk: int) -> WritingSession:
+    """The caller's session ``pk`` (project loaded), or a 404. A conversation's hidden run is not a session."""
+    sessions = WritingSession.objects.exclude(flow=Flow.CONVERSATION).select_related("project")
+    return get_owned(sessions, pk=pk, what="session", project__owner_id=request.user.pk)
 
 
 # --- validation through the builder's forms -------------------------------------------------------
@@ -58,7 +57,9 @@ def _model_pk(ref: str | None, field: str) -> str:
     return str(pk)
 
 
-def _clean_agent(request: HttpRequest, session: WritingSession, spec: AgentIn, index: int) -> tuple[dict, list]:
+def _clean_agent(
+    request: AuthenticatedHttpRequest, session: WritingSession, spec: AgentIn, index: int
+) -> tuple[dict, list]:
     """(agent fields, criteria) validated by AgentForm and CriterionForm, or a 422 naming agents.N.field."""
     prefix = f"agents.{index}."
     data = spec.dict(exclude={"criteria", "active"})
@@ -73,7 +74,7 @@ def _clean_agent(request: HttpRequest, session: WritingSession, spec: AgentIn, i
         if not c_form.is_valid():
             raise form_error(c_form, prefix=f"{prefix}criteria.{c_index}.")
         criteria.append(team.CriterionSpec(**c_form.cleaned_data))
-    fields = {name: form.cleaned_data[name] for name in form._meta.fields if name in form.cleaned_data}
+    fields = {name: form.cleaned_data[name] for name in (form._meta.fields or ()) if name in form.cleaned_data}
     return {**fields, "active": spec.active}, criteria
 
 
@@ -82,10 +83,11 @@ def _flow_config_fields(flow: str, current: dict, requested: dict | None) -> dic
     ``flow``: its defaults, then the session's config when it already has this flow, then the request's."""
     from orchestration.flows import pipeline, roundtable
 
-    defaults, prefix = {
+    per_flow: dict[str, tuple[dict[str, Any], str]] = {
         Flow.ROUNDTABLE: (roundtable.DEFAULT_CONFIG, ""),
         Flow.PIPELINE: (pipeline.DEFAULT_CONFIG, "pipeline_"),
-    }.get(flow, ({}, ""))
+    }
+    defaults, prefix = per_flow.get(flow, ({}, ""))
     unknown = sorted(set(requested or {}) - set(defaults))
     if unknown:
         allowed = ", ".join(defaults) or "none for this flow"
@@ -97,7 +99,7 @@ def _flow_config_fields(flow: str, current: dict, requested: dict | None) -> dic
 
 def _settings_data(session: WritingSession, payload: SessionSettingsIn) -> dict[str, Any]:
     """The settings form's data: the session's current values overlaid with what the request sets."""
-    data: dict[str, Any] = model_to_dict(session, fields=SessionSettingsForm._meta.fields)
+    data: dict[str, Any] = model_to_dict(session, fields=SessionSettingsForm.Meta.fields)
     changes = payload.dict(exclude_unset=True, include=set(SessionSettingsIn.model_fields))
     index = changes.pop("threshold_agent_index", "unset")
     requested_config = changes.pop("flow_config", None)
@@ -120,7 +122,7 @@ def _settings_data(session: WritingSession, payload: SessionSettingsIn) -> dict[
     return data
 
 
-def _save_settings(request: HttpRequest, session: WritingSession, payload: SessionSettingsIn) -> None:
+def _save_settings(request: AuthenticatedHttpRequest, session: WritingSession, payload: SessionSettingsIn) -> None:
     """Validate with the builder's SessionSettingsForm (plan gate on the flow included) and save."""
     form = SessionSettingsForm(data=_settings_data(session, payload), instance=session, user=request.user)
     if not form.is_valid():
@@ -130,14 +132,14 @@ def _save_settings(request: HttpRequest, session: WritingSession, payload: Sessi
         raise ApiError(409, team.RUNNING_MESSAGE, code="conflict")
 
 
-def _preset(request: HttpRequest, ref: str) -> TeamPreset:
+def _preset(request: AuthenticatedHttpRequest, ref: str) -> TeamPreset:
     found = presets.presets_for(request.user).filter(Q(slug=ref) | Q(pk=int(ref) if ref.isdigit() else None)).first()
     if found is None:
         raise ApiError(422, "Unknown preset.", errors=[{"field": "preset", "message": "See GET /presets."}])
     return found
 
 
-def _replace_team(request: HttpRequest, session: WritingSession, agents: list[AgentIn]) -> None:
+def _replace_team(request: AuthenticatedHttpRequest, session: WritingSession, agents: list[AgentIn]) -> None:
     cleaned = [_clean_agent(request, session, spec, i) for i, spec in enumerate(agents)]
     team.clear_team(session=session, user=request.user)
     for fields, criteria in cleaned:
@@ -149,18 +151,17 @@ def _replace_team(request: HttpRequest, session: WritingSession, agents: list[Ag
 
 @router.post("", response={201: SessionOut, **ERRORS}, summary="Create a session (Idempotency-Key supported)")
 @idempotent(SessionOut)
-def create_session(request: HttpRequest, payload: SessionCreate):
+def create_session(request: AuthenticatedHttpRequest, payload: SessionCreate):
     project = owned_project(request, payload.project_id)
     if payload.agents is not None and payload.preset:
         raise ApiError(422, "Send either agents or a preset, not both.", errors=[{"field": "preset", "message": ""}])
-    if not (payload.title or "").strip():
+    title = (payload.title or "").strip()
+    if not title:
         raise ApiError(422, "The request has invalid fields.", errors=[{"field": "title", "message": "Required."}])
     preset = _preset(request, payload.preset) if payload.preset else None
     try:
         with transaction.atomic():
-            session = team.create_session(
-                user=request.user, project=project, title=payload.title.strip()[:200], preset=preset
-            )
+            session = team.create_session(user=request.user, project=project, title=title[:200], preset=preset)
             if payload.agents:
                 _replace_team(request, session, payload.agents)
             _save_settings(request, session, payload)
@@ -173,7 +174,7 @@ def create_session(request: HttpRequest, payload: SessionCreate):
 
 @router.get("", response={200: SessionPage, **ERRORS}, summary="List your sessions, newest first, with filters")
 def list_sessions(
-    request: HttpRequest,
+    request: AuthenticatedHttpRequest,
     project_id: int | None = None,
     status: SessionStatus | None = None,
     flow: Flow | None = None,
@@ -181,7 +182,8 @@ def list_sessions(
     limit: int = 20,
     offset: int = 0,
 ):
-    sessions = WritingSession.objects.filter(project__owner=request.user).order_by("-created_at", "-pk")
+    sessions = WritingSession.objects.filter(project__owner=request.user).exclude(flow=Flow.CONVERSATION)
+    sessions = sessions.order_by("-created_at", "-pk")
     if project_id is not None:
         sessions = sessions.filter(project_id=project_id)
     if status:
@@ -194,12 +196,12 @@ def list_sessions(
 
 
 @router.get("/{int:session_id}", response={200: SessionOut, **ERRORS}, summary="Read a session with its team")
-def get_session(request: HttpRequest, session_id: int):
+def get_session(request: AuthenticatedHttpRequest, session_id: int):
     return owned_session(request, session_id)
 
 
 @router.patch("/{int:session_id}", response={200: SessionOut, **ERRORS}, summary="Update a session that is not running")
-def update_session(request: HttpRequest, session_id: int, payload: SessionUpdate):
+def update_session(request: AuthenticatedHttpRequest, session_id: int, payload: SessionUpdate):
     session = owned_session(request, session_id)
     if payload.agents is not None and payload.preset:
         raise ApiError(422, "Send either agents or a preset, not both.", errors=[{"field": "preset", "message": ""}])
@@ -219,7 +221,7 @@ def update_session(request: HttpRequest, session_id: int, payload: SessionUpdate
 
 
 @router.delete("/{int:session_id}", response={204: None, **ERRORS}, summary="Delete a session that is not running")
-def delete_session(request: HttpRequest, session_id: int):
+def delete_session(request: AuthenticatedHttpRequest, session_id: int):
     session = owned_session(request, session_id)
     try:
         services.delete_session(session=session, user=request.user)
@@ -233,7 +235,7 @@ def delete_session(request: HttpRequest, session_id: int):
 
 @router.post("/{int:session_id}/start", response={200: SessionOut, **ERRORS}, summary="Start a draft")
 @idempotent(SessionOut)
-def start_session(request: HttpRequest, session_id: int):
+def start_session(request: AuthenticatedHttpRequest, session_id: int):
     """Queue the draft. 422 ``not_ready`` lists every reason it cannot start (as the builder does);
     402 for a plan limit; starting a session that already runs returns it unchanged."""
     session = owned_session(request, session_id)
@@ -253,7 +255,7 @@ def start_session(request: HttpRequest, session_id: int):
     return owned_session(request, session_id)
 
 
-def _act(request: HttpRequest, session_id: int, action) -> WritingSession:
+def _act(request: AuthenticatedHttpRequest, session_id: int, action) -> WritingSession:
     session = owned_session(request, session_id)
     try:
         action(session)
@@ -263,12 +265,12 @@ def _act(request: HttpRequest, session_id: int, action) -> WritingSession:
 
 
 @router.post("/{int:session_id}/pause", response={200: SessionOut, **ERRORS}, summary="Pause after the turn in flight")
-def pause_session(request: HttpRequest, session_id: int):
+def pause_session(request: AuthenticatedHttpRequest, session_id: int):
     return _act(request, session_id, lambda s: services.pause_session(session=s))
 
 
 @router.post("/{int:session_id}/resume", response={200: SessionOut, **ERRORS}, summary="Resume a paused session")
-def resume_session(request: HttpRequest, session_id: int):
+def resume_session(request: AuthenticatedHttpRequest, session_id: int):
     from orchestration.live import resume_blocked
 
     def act(session: WritingSession) -> None:
@@ -281,7 +283,7 @@ def resume_session(request: HttpRequest, session_id: int):
 
 
 @router.post("/{int:session_id}/stop", response={200: SessionOut, **ERRORS}, summary="Stop; keeps what was written")
-def stop_session(request: HttpRequest, session_id: int):
+def stop_session(request: AuthenticatedHttpRequest, session_id: int):
     return _act(request, session_id, lambda s: services.stop_session(session=s))
 
 
@@ -291,7 +293,7 @@ def stop_session(request: HttpRequest, session_id: int):
     summary="Run a finished session for more rounds (Idempotency-Key supported)",
 )
 @idempotent(SessionOut)
-def continue_session(request: HttpRequest, session_id: int, payload: ContinueIn):
+def continue_session(request: AuthenticatedHttpRequest, session_id: int, payload: ContinueIn):
     if not 1 <= payload.rounds <= services.MAX_CONTINUE_ROUNDS:
         raise ApiError(
             422,
@@ -309,7 +311,9 @@ def continue_session(request: HttpRequest, session_id: int, payload: ContinueIn)
 
 
 @router.get("/{int:session_id}/turns", response={200: TurnPage, **ERRORS}, summary="Turns with scores, usage, credits")
-def list_turns(request: HttpRequest, session_id: int, round: int | None = None, limit: int = 50, offset: int = 0):
+def list_turns(
+    request: AuthenticatedHttpRequest, session_id: int, round: int | None = None, limit: int = 50, offset: int = 0
+):
     session = owned_session(request, session_id)
     turns = Turn.objects.filter(session=session).order_by("round", "pk")
     if round is not None:
@@ -318,7 +322,7 @@ def list_turns(request: HttpRequest, session_id: int, round: int | None = None, 
 
 
 @router.get("/{int:session_id}/report", response={200: dict, **ERRORS}, summary="The flow's report")
-def session_report(request: HttpRequest, session_id: int):
+def session_report(request: AuthenticatedHttpRequest, session_id: int):
     """The roundtable's convergence report (issues by round and severity, verdict) or the pipeline's
     run report (research sources, plan, builds, reviews): the page's report as JSON. 404 for flows
     that have none (sequential, editorial: their run summary is the session itself and its turns)."""

@@ -20,7 +20,8 @@ class RequestContextMiddleware:
 
     def __init__(self, get_response: Callable) -> None:
         self.get_response = get_response
-        if iscoroutinefunction(get_response):
+        self.async_mode = iscoroutinefunction(get_response)  # as Django's MiddlewareMixin
+        if self.async_mode:
             markcoroutinefunction(self)
 
     @staticmethod
@@ -31,7 +32,7 @@ class RequestContextMiddleware:
         return {"request_id": request_id, "user_id": user.pk if user is not None and user.is_authenticated else None}
 
     def __call__(self, request: HttpRequest) -> HttpResponse | Awaitable[HttpResponse]:
-        if iscoroutinefunction(self):
+        if self.async_mode:
             return self.__acall__(request)
         fields = self._fields(request)
         with bound(**fields):

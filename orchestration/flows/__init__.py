@@ -33,7 +33,7 @@ def get_policy(flow: str) -> FlowPolicy:
         raise ValueError(f"Unknown flow {flow!r}") from None
 
 
-_RESULT_KIND = {Recipe.SYNTHESIZE: "decisions", Recipe.MODERATE: "resolutions"}
+_RESULT_KIND: dict[str, str] = {Recipe.SYNTHESIZE: "decisions", Recipe.MODERATE: "resolutions"}
 
 
 PIPELINE_RECIPES = (Recipe.RESEARCH, Recipe.OUTLINE, Recipe.BUILD, Recipe.REVIEW)

@@ -85,6 +85,19 @@ class CallShape:
 class FlowPolicy(Protocol):
     name: str
 
+    # Read-only class attributes of each flow (properties here so a flow's literal tuples match).
+    @property
+    def description(self) -> str:
+        """One sentence for the flow picker."""
+
+    @property
+    def diagram(self) -> str:
+        """Who hands off to whom, in arrows."""
+
+    @property
+    def phases(self) -> tuple[tuple[str, str], ...]:
+        """(key, label) of each phase of a round, in order."""
+
     def next_step(self, session: WritingSession) -> Step | Finished:
         """The next calls to run, from the database alone; Finished when the flow is done."""
 

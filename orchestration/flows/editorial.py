@@ -117,8 +117,8 @@ def validate_roles(agents: list[Agent], *, required: dict[str, tuple[int, int | 
             need = f"{article} {role}" if low == 1 else f"{low} {role}s"
             problems.append(f"{flow_label} needs {need}: set an agent's role to “{role}”.")
         elif high is not None and have > high:
-            names = ", ".join(counts[role])
-            problems.append(f"{flow_label} takes only one {role}; {names} all have that role.")
+            holders = ", ".join(counts[role])
+            problems.append(f"{flow_label} takes only one {role}; {holders} all have that role.")
     for role, names in counts.items():
         if role not in required:
             allowed = ", ".join(f"“{r}”" for r in required)

@@ -122,9 +122,10 @@ class PipelineFlow:
 
     def next_step(self, session: WritingSession) -> Step | Finished:
         roles = agents_by_role(session)
-        team = {role: (roles.get(role) or [None])[0] for role in self.roles}
-        if None in team.values():
+        members = {role: roles.get(role) or [] for role in self.roles}
+        if not all(members.values()):
             return Finished(StopReason.ERROR, "The pipeline needs a researcher, a planner, a builder and a reviewer.")
+        team = {role: ids[0] for role, ids in members.items()}
         try:
             config = clean_config(session.flow_config)
         except ConfigError as error:
@@ -230,6 +231,18 @@ class PipelineFlow:
         except ConfigError as error:
             problems.append(str(error))
         return problems
+
+    def reference_tokens(self, session: WritingSession) -> int:
+        """At most what a call reads of the references: ``passages`` passages of at most MAX_CHARS
+        characters (for the credit estimate, billing.pricing)."""
+        from orchestration.prompts import estimate_tokens
+        from orchestration.retrieval import MAX_CHARS
+
+        try:
+            passages = clean_config(session.flow_config)["passages"]
+        except ConfigError:
+            passages = DEFAULT_CONFIG["passages"]
+        return passages * (estimate_tokens("x" * MAX_CHARS) + 16)
 
     def call_shape(self, session: WritingSession, roles: list[str]) -> CallShape:
         by_role = agents_by_role(session)

@@ -285,7 +285,10 @@ def convergence_report(session: WritingSession) -> ConvergenceReport:
         .order_by("round", "pk")
         .only("pk", "round", "slot", "status", "result", "agent_id", "agent_name", "overall_score", "scores", "error")
     )
-    order = {pk: i for i, pk in enumerate(session.agents.order_by("order", "pk").values_list("pk", flat=True))}
+    # Keyed by agent id; a turn whose agent was deleted has agent_id None and sorts last.
+    order: dict[int | None, int] = {
+        pk: i for i, pk in enumerate(session.agents.order_by("order", "pk").values_list("pk", flat=True))
+    }
     report = ConvergenceReport(stop_reason=session.stop_reason)
     by_round: dict[int, list[Turn]] = {}
     for turn in turns:

@@ -19,7 +19,7 @@ class SequentialFlow:
             return Finished(StopReason.ERROR, "The session has no active agents.")
         last = (
             Turn.objects.filter(session=session, kind=Turn.Kind.AGENT, status__in=Turn.DONE_STATUSES)
-            .exclude(agent_id=None)
+            .exclude(agent_id__isnull=True)
             .order_by("-round", "-pk")
             .values("round", "agent_id")
             .first()

@@ -174,7 +174,7 @@ def _list_from(value: Any, kind: str) -> list | None:
                 return [v for v in lowered[key] if isinstance(v, dict)]
         # {"high": [...], "medium": [...]} grouped by severity
         if kind == "issues" and any(severity_of(k) for k in lowered):
-            items = []
+            items: list[dict[str, Any]] = []
             for key, group in lowered.items():
                 if isinstance(group, list):
                     items.extend(

@@ -224,8 +224,7 @@ def topic_of_brief(brief: str) -> Topic:
     subject = subject.strip().rstrip(".") or "the brief"
     if heading:
         title = heading
-    elif whether and re.match(r"^(\w+(?:\s+\w+)?)\s+(should|could|can|must|will|would)\s+(.+)$", clause):
-        parts = re.match(r"^(\w+(?:\s+\w+)?)\s+(should|could|can|must|will|would)\s+(.+)$", clause)
+    elif whether and (parts := re.match(r"^(\w+(?:\s+\w+)?)\s+(should|could|can|must|will|would)\s+(.+)$", clause)):
         title = f"{parts.group(2).capitalize()} {parts.group(1)} {parts.group(3)}?"
     elif lines and not _INSTRUCTION.match(sentence):
         title = sentence
@@ -638,12 +637,11 @@ def apply_issue(document: str, kind: str, inputs: Inputs) -> tuple[str, str]:
     elif kind == "filler":
         changed = document
         for phrase, replacement in FILLERS:
-            changed = re.sub(
-                rf"\b{re.escape(phrase)}",
-                lambda m, r=replacement: _cap(r) if m.group(0)[:1].isupper() else r,
-                changed,
-                flags=re.IGNORECASE,
-            )
+
+            def keep_case(m: re.Match[str], r: str = replacement) -> str:
+                return _cap(r) if m.group(0)[:1].isupper() else r
+
+            changed = re.sub(rf"\b{re.escape(phrase)}", keep_case, changed, flags=re.IGNORECASE)
         # "It is worth noting that x" -> "x": capitalise the sentence start it leaves behind.
         changed = re.sub(r"(^|[.!?]\s+)([a-z])", lambda m: m.group(1) + m.group(2).upper(), changed, flags=re.M)
         if changed != document:
@@ -771,13 +769,13 @@ def score_document(document: str, inputs: Inputs, criteria: list[str], family: s
     issues = {(i.kind, i.criterion): i for i in _all_issues(document, inputs, family)}
     scores = {}
     for name in criteria:
-        family = _family(name)
+        criterion_family = _family(name)
         penalty = 0.0
         for issue in issues.values():
             weight = PENALTY[issue.severity]
-            if family is None:
+            if criterion_family is None:
                 penalty += weight / 2  # a criterion the demo cannot map ("Quality"): every problem counts half
-            elif issue.criterion == family:
+            elif issue.criterion == criterion_family:
                 penalty += weight
         if not document.strip():
             penalty = SCORE_CEILING
@@ -909,7 +907,7 @@ def critique_reply(inputs: Inputs) -> str:
     focus = _focus(inputs)
     lens = f" with an eye on {focus}" if focus else ""
     if issues:
-        severities = ", ".join(sorted({i.severity for i in issues}, key=SEVERITY_ORDER.get))
+        severities = ", ".join(sorted({i.severity for i in issues}, key=lambda s: SEVERITY_ORDER.get(s, 3)))
         comments = (
             f"{inputs.agent_name} (demo reviewer, not a language model) read the document{lens} and found "
             f"{len(issues)} issue{'s' if len(issues) != 1 else ''} ({severities})."
@@ -931,10 +929,10 @@ def synthesize_reply(inputs: Inputs) -> str:
     document = inputs.document or draft_document(inputs)
     feedback = inputs.critiques + inputs.feedback
     applied: dict[str, str] = {}  # kind -> what was done
-    for _severity, kind, _quote, _name in _feedback_items(feedback):
-        document, what = apply_issue(document, kind, inputs)
+    for _severity, feedback_kind, _quote, _name in _feedback_items(feedback):
+        document, what = apply_issue(document, feedback_kind, inputs)
         if what:
-            applied[kind] = what
+            applied[feedback_kind] = what
     document, noted = apply_note(document, inputs.note, inputs)
     scores = score_document(document, inputs, inputs.criteria)
     moderate = inputs.recipe == "moderate"
@@ -1198,13 +1196,18 @@ def _word_count(text: str) -> int:
 
 class DemoAdapter(BaseAdapter):
     provider = "demo"
-    label = DEMO_LABEL
 
     def __init__(self, *, tokens_per_second: float = 0.0) -> None:
         self.tokens_per_second = tokens_per_second
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
-        text = demo_reply(request)
+        calls: list = []
+        if request.metadata.get("recipe") == "conversation":  # triage, specialists, tools: conversations/demo.py
+            from orchestration.conversations.demo import conversation_reply
+
+            text, calls = conversation_reply(request)
+        else:
+            text = demo_reply(request)
         pieces = re.findall(r"\S+\s*", text)
         # Leading whitespace of the text is kept with the first chunk.
         lead = text[: len(text) - len(text.lstrip())]
@@ -1219,12 +1222,16 @@ class DemoAdapter(BaseAdapter):
             elif index and index % 50 == 0:
                 await asyncio.sleep(0)  # stay cancellable and fair to other streams when instant
             yield TextDelta(chunk)
+        for call in calls:
+            yield call
         yield StreamEnd(
             usage=Usage(
                 input_tokens=math.ceil(_word_count(request.system + " " + request.user) * TOKENS_PER_WORD),
-                output_tokens=math.ceil(_word_count(text) * TOKENS_PER_WORD),
+                output_tokens=max(1, math.ceil(_word_count(text) * TOKENS_PER_WORD))
+                if calls
+                else math.ceil(_word_count(text) * TOKENS_PER_WORD),
             ),
-            stop_reason="end_turn",
+            stop_reason="tool_use" if calls else "end_turn",
         )
 
     async def check(self) -> tuple[bool, str]:

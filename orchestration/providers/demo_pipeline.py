@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 from orchestration.providers.demo import (
     FILLERS,
@@ -99,7 +100,9 @@ def outline_reply(inputs: Inputs) -> str:
         key = headings.get(numbers[0]) or f"Source {numbers[0]}"
         groups.setdefault(key, [])
         groups[key] += [n for n in numbers if n not in groups[key]]
-    sections = [{"title": "Introduction", "goal": f"Set out the question: {topic.title}", "sources": []}]
+    sections: list[dict[str, Any]] = [
+        {"title": "Introduction", "goal": f"Set out the question: {topic.title}", "sources": []}
+    ]
     for heading, numbers in list(groups.items())[:4]:
         goal = f"Present what the sources say on {heading}"
         sections.append({"title": heading[:80], "goal": goal, "sources": numbers})

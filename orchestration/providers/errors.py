@@ -93,7 +93,7 @@ def context_overflow(*, code: str, message: str) -> tuple[int | None, int | None
     if code == "context_length_exceeded" or "maximum context length" in lowered or "context window" in lowered:
         window = _int(m.group(1)) if (m := _OPENAI_MAX.search(message)) else None
         if m := _OPENAI_OUTPUT.search(message):
-            prompt = _int(m.group(1))
+            prompt: int | None = _int(m.group(1))
         else:
             prompt = _int(m.group(1)) if (m := _OPENAI_RESULTED.search(message)) else None
         return prompt, window

@@ -11,7 +11,7 @@ from typing import Any
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db import transaction
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
 from django.urls import path, reverse
@@ -19,6 +19,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect, reswap, retarget, trigger_client_event
 
+from atelier.core.http import AuthenticatedHttpRequest
 from orchestration import presets, team
 from orchestration.forms import (
     AgentForm,
@@ -44,13 +45,13 @@ PAGE = "orchestration/builder.html"
 # --- helpers
 
 
-def _editable_session(request: HttpRequest, pk: int) -> WritingSession:
+def _editable_session(request: AuthenticatedHttpRequest, pk: int) -> WritingSession:
     """The owner's session; running ones are steered from the live page, not edited."""
     session = _get_session_for_user(request, pk)
     return session
 
 
-def _late_autosave_response(request: HttpRequest, session: WritingSession) -> HttpResponse:
+def _late_autosave_response(request: AuthenticatedHttpRequest, session: WritingSession) -> HttpResponse:
     """An autosave that fires after Start (its debounce outlived the click) has nothing left to do:
     Start saved the same form first. Answer 204 so htmx leaves the page alone, with no stray message."""
     if request.htmx and request.method == "POST":
@@ -58,7 +59,7 @@ def _late_autosave_response(request: HttpRequest, session: WritingSession) -> Ht
     return _locked_response(request, session)
 
 
-def _locked_response(request: HttpRequest, session: WritingSession) -> HttpResponse:
+def _locked_response(request: AuthenticatedHttpRequest, session: WritingSession) -> HttpResponse:
     messages.info(request, "This session is running. Pause or stop it from the live page first.")
     url = reverse("session_detail", args=[session.pk])
     return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
@@ -68,7 +69,7 @@ def _agent_prefix(agent: Agent) -> str:
     return f"agent-{agent.pk}"
 
 
-def _agent_forms(request: HttpRequest, agent: Agent, data=None, extra_criteria: int = 0):
+def _agent_forms(request: AuthenticatedHttpRequest, agent: Agent, data=None, extra_criteria: int = 0):
     prefix = _agent_prefix(agent)
     form = AgentForm(data, instance=agent, prefix=prefix, user=request.user)
     formset = CriterionFormSet(data, instance=agent, prefix=f"{prefix}-criteria")
@@ -78,7 +79,9 @@ def _agent_forms(request: HttpRequest, agent: Agent, data=None, extra_criteria: 
     return form, formset
 
 
-def _agent_card_context(request: HttpRequest, session: WritingSession, agent: Agent, form, formset, **extra) -> dict:
+def _agent_card_context(
+    request: AuthenticatedHttpRequest, session: WritingSession, agent: Agent, form, formset, **extra
+) -> dict:
     agents = list(session.agents.order_by("order", "pk").values_list("pk", flat=True))
     index = agents.index(agent.pk) if agent.pk in agents else 0
     return {
@@ -96,7 +99,7 @@ def _agent_card_context(request: HttpRequest, session: WritingSession, agent: Ag
     }
 
 
-def _team_context(request: HttpRequest, session: WritingSession) -> dict[str, Any]:
+def _team_context(request: AuthenticatedHttpRequest, session: WritingSession) -> dict[str, Any]:
     agents = list(session.agents.select_related("model", "fallback_model").prefetch_related("criteria"))
     cards = []
     for index, agent in enumerate(agents):
@@ -121,7 +124,7 @@ def _team_context(request: HttpRequest, session: WritingSession) -> dict[str, An
     }
 
 
-def _model_context(request: HttpRequest) -> dict[str, Any]:
+def _model_context(request: AuthenticatedHttpRequest) -> dict[str, Any]:
     options = model_options(request.user)
     upgrade = next((o.upgrade_url for o in options if o.locked and o.upgrade_url), "")
     return {"model_options": options, "model_upgrade_url": upgrade}
@@ -157,7 +160,7 @@ def _flow_check_context(session: WritingSession) -> dict[str, Any]:
     return {"session": session, "flow_problems": get_policy(session.flow).validate(session, agents) if agents else []}
 
 
-def _page_context(request: HttpRequest, session: WritingSession, settings_form=None) -> dict[str, Any]:
+def _page_context(request: AuthenticatedHttpRequest, session: WritingSession, settings_form=None) -> dict[str, Any]:
     return {
         "session": session,
         "project": session.project,
@@ -182,12 +185,14 @@ def _saved(response: HttpResponse, session: WritingSession, *, agents_changed: b
     return response
 
 
-def _status_only(request: HttpRequest, session: WritingSession, text: str) -> HttpResponse:
+def _status_only(request: AuthenticatedHttpRequest, session: WritingSession, text: str) -> HttpResponse:
     response = render(request, PAGE + "#save_status", {"session": session, "save_message": text, "oob": True})
     return reswap(response, "none")
 
 
-def _with_status(request: HttpRequest, response: HttpResponse, session: WritingSession, text: str) -> HttpResponse:
+def _with_status(
+    request: AuthenticatedHttpRequest, response: HttpResponse, session: WritingSession, text: str
+) -> HttpResponse:
     """Add the save status line (out of band) to a part's response: the server says what happened,
     the page never guesses it from the element the swap replaced."""
     status = render_to_string(
@@ -204,7 +209,7 @@ def _now() -> str:
 def _save_agent(form: AgentForm, formset) -> bool:
     """Write a valid agent card (its form and criteria formset) through the team service; True when
     criterion rows were created or deleted. Raises ServiceError when the session started meanwhile."""
-    changes = {name: form.cleaned_data[name] for name in form._meta.fields if name in form.cleaned_data}
+    changes = {name: form.cleaned_data[name] for name in (form._meta.fields or ()) if name in form.cleaned_data}
     deleted_forms = {id(f) for f in formset.deleted_forms}
     deleted = {f.instance.pk for f in formset.deleted_forms if f.instance.pk}
     specs = [
@@ -242,7 +247,7 @@ def _not_saved_text(subject: str, labels: list[str]) -> str:
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def session_create(request: HttpRequest, pk: int) -> HttpResponse:
+def session_create(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     project = _get_project_for_user(request, pk)
     preset_list = list(presets.presets_for(request.user))
     form = NewSessionForm(request.POST or None, presets=preset_list, initial={"title": "Untitled session"})
@@ -269,7 +274,7 @@ def session_create(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def session_edit(request: HttpRequest, pk: int) -> HttpResponse:
+def session_edit(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     session = _editable_session(request, pk)
     if session.status in ACTIVE_STATUSES:
         return _late_autosave_response(request, session)
@@ -305,7 +310,7 @@ def session_edit(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def session_start(request: HttpRequest, pk: int) -> HttpResponse:
+def session_start(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     """Save what the page shows, then start. Start comes with the settings form and every agent card
     (`hx-include`), so a run never starts with a value other than the one on screen: if any field is
     invalid, nothing starts and the reply names each one (the valid parts are saved, nothing typed is lost)."""
@@ -379,21 +384,21 @@ def _start_refused(request, session, form, problems, *, invalid_cards=(), upgrad
 
 @login_required
 @require_GET
-def session_estimate(request: HttpRequest, pk: int) -> HttpResponse:
+def session_estimate(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     session = _get_session_for_user(request, pk)
     return render(request, PAGE + "#estimate", _estimate_context(session))
 
 
 @login_required
 @require_GET
-def session_flow_check(request: HttpRequest, pk: int) -> HttpResponse:
+def session_flow_check(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     session = _get_session_for_user(request, pk)
     return render(request, PAGE + "#flow_check", _flow_check_context(session))
 
 
 @login_required
 @require_GET
-def threshold_field(request: HttpRequest, pk: int) -> HttpResponse:
+def threshold_field(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     session = _get_session_for_user(request, pk)
     form = SessionSettingsForm(instance=session, user=request.user)
     return render(request, PAGE + "#threshold_field", {"session": session, "settings_form": form})
@@ -404,7 +409,7 @@ def threshold_field(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def agent_add(request: HttpRequest, pk: int) -> HttpResponse:
+def agent_add(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     session = _editable_session(request, pk)
     if session.status in ACTIVE_STATUSES:
         return _locked_response(request, session)
@@ -418,7 +423,9 @@ def agent_add(request: HttpRequest, pk: int) -> HttpResponse:
     return _team_response(request, session, problem=problem, agents_changed=not problem)
 
 
-def _team_response(request: HttpRequest, session: WritingSession, *, problem: str = "", agents_changed: bool = True):
+def _team_response(
+    request: AuthenticatedHttpRequest, session: WritingSession, *, problem: str = "", agents_changed: bool = True
+):
     if not request.htmx:
         if problem:
             messages.error(request, problem)
@@ -430,7 +437,7 @@ def _team_response(request: HttpRequest, session: WritingSession, *, problem: st
 
 @login_required
 @require_POST
-def agent_update(request: HttpRequest, pk: int, agent_pk: int) -> HttpResponse:
+def agent_update(request: AuthenticatedHttpRequest, pk: int, agent_pk: int) -> HttpResponse:
     session = _editable_session(request, pk)
     if session.status in ACTIVE_STATUSES:
         return _late_autosave_response(request, session)
@@ -483,7 +490,7 @@ def agent_update(request: HttpRequest, pk: int, agent_pk: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def agent_remove(request: HttpRequest, pk: int, agent_pk: int) -> HttpResponse:
+def agent_remove(request: AuthenticatedHttpRequest, pk: int, agent_pk: int) -> HttpResponse:
     session = _editable_session(request, pk)
     if session.status in ACTIVE_STATUSES:
         return _late_autosave_response(request, session)
@@ -497,7 +504,7 @@ def agent_remove(request: HttpRequest, pk: int, agent_pk: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def agent_move(request: HttpRequest, pk: int, agent_pk: int) -> HttpResponse:
+def agent_move(request: AuthenticatedHttpRequest, pk: int, agent_pk: int) -> HttpResponse:
     session = _editable_session(request, pk)
     if session.status in ACTIVE_STATUSES:
         return _late_autosave_response(request, session)
@@ -512,7 +519,7 @@ def agent_move(request: HttpRequest, pk: int, agent_pk: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def preset_apply(request: HttpRequest, pk: int) -> HttpResponse:
+def preset_apply(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     session = _editable_session(request, pk)
     if session.status in ACTIVE_STATUSES:
         return _locked_response(request, session)
@@ -539,7 +546,7 @@ def preset_apply(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def preset_save(request: HttpRequest, pk: int) -> HttpResponse:
+def preset_save(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     session = _get_session_for_user(request, pk)
     form = PresetSaveForm(request.POST)
     saved = None
@@ -564,7 +571,7 @@ def preset_save(request: HttpRequest, pk: int) -> HttpResponse:
         if saved:
             messages.success(request, f"Saved the team as “{saved.name}”.")
         else:
-            messages.error(request, "; ".join(e for errors in form.errors.values() for e in errors))
+            messages.error(request, "; ".join(str(e) for errors in form.errors.values() for e in errors))
         return redirect("session_edit", pk=session.pk)
     context = {"session": session, "preset_form": PresetSaveForm() if saved else form, "saved_preset": saved}
     return render(request, PAGE + "#preset_save", context)
@@ -572,7 +579,7 @@ def preset_save(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def session_duplicate(request: HttpRequest, pk: int) -> HttpResponse:
+def session_duplicate(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     session = _get_session_for_user(request, pk)
     from orchestration import services
 
@@ -592,7 +599,7 @@ def session_duplicate(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def reference_add(request: HttpRequest, pk: int) -> HttpResponse:
+def reference_add(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     session = _editable_session(request, pk)
     if session.status in ACTIVE_STATUSES:
         return _locked_response(request, session)
@@ -642,7 +649,7 @@ def reference_add(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def reference_remove(request: HttpRequest, pk: int, ref_pk: int) -> HttpResponse:
+def reference_remove(request: AuthenticatedHttpRequest, pk: int, ref_pk: int) -> HttpResponse:
     session = _editable_session(request, pk)
     if session.status in ACTIVE_STATUSES:
         return _locked_response(request, session)
@@ -657,7 +664,7 @@ def reference_remove(request: HttpRequest, pk: int, ref_pk: int) -> HttpResponse
 
 @login_required
 @require_GET
-def preset_list(request: HttpRequest) -> HttpResponse:
+def preset_list(request: AuthenticatedHttpRequest) -> HttpResponse:
     """The user's personal presets, with a way to delete them."""
     own = TeamPreset.objects.filter(owner=request.user).order_by("name")
     return render(request, "orchestration/preset_list.html", {"presets": own})
@@ -665,7 +672,7 @@ def preset_list(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_POST
-def preset_delete(request: HttpRequest, preset_pk: int) -> HttpResponse:
+def preset_delete(request: AuthenticatedHttpRequest, preset_pk: int) -> HttpResponse:
     # Someone else's (or a shipped) preset is a 404, like every other object that is not yours.
     get_object_or_404(TeamPreset, owner=request.user, pk=preset_pk).delete()
     messages.success(request, "Preset deleted.")

@@ -12,12 +12,13 @@ from functools import wraps
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.urls import path, reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST, require_safe
 
+from atelier.core.http import AuthenticatedHttpRequest
 from orchestration import documents
 from orchestration.models import DocumentVersion, WritingSession
 from orchestration.views.access import _get_session_for_user, _get_session_for_viewer
@@ -33,7 +34,7 @@ def _with_session(view: Callable[..., HttpResponse]) -> Callable[..., HttpRespon
     """Resolve the owner's session before anything else, so another user's id is a 404 for every method."""
 
     @wraps(view)
-    def wrapper(request: HttpRequest, pk: int, *args, **kwargs) -> HttpResponse:
+    def wrapper(request: AuthenticatedHttpRequest, pk: int, *args, **kwargs) -> HttpResponse:
         if request.method in ("GET", "HEAD"):
             # Reading is also open to staff (the read-only live page refreshes this panel); writing never.
             session, request.atelier_read_only = _get_session_for_viewer(request, pk)
@@ -44,7 +45,7 @@ def _with_session(view: Callable[..., HttpResponse]) -> Callable[..., HttpRespon
     return wrapper
 
 
-def _next_url(request: HttpRequest, session: WritingSession) -> str:
+def _next_url(request: AuthenticatedHttpRequest, session: WritingSession) -> str:
     """Where to go after a POST: back to the page the panel was on (live page or document page)."""
     candidate = request.POST.get("next") or ""
     if candidate and url_has_allowed_host_and_scheme(
@@ -72,7 +73,8 @@ class DiffForm(forms.Form):
         self.session = session
 
     def clean(self) -> dict:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data  # what Form.clean() returns (django-stubs allows None)
         if self.errors:
             return data
         found = {
@@ -117,14 +119,14 @@ def _panel_context(session: WritingSession, **extra) -> dict:
 @login_required
 @_with_session
 @require_safe
-def document_page(request: HttpRequest, session: WritingSession) -> HttpResponse:
+def document_page(request: AuthenticatedHttpRequest, session: WritingSession) -> HttpResponse:
     return render(request, PAGE, _panel_context(session))
 
 
 @login_required
 @_with_session
 @require_safe
-def version_detail(request: HttpRequest, session: WritingSession, number: int) -> HttpResponse:
+def version_detail(request: AuthenticatedHttpRequest, session: WritingSession, number: int) -> HttpResponse:
     version = _get_version(session, number)
     if request.htmx:
         return render(request, f"{PANEL}#version-view", {"session": session, "shown_version": version})
@@ -134,7 +136,7 @@ def version_detail(request: HttpRequest, session: WritingSession, number: int) -
 @login_required
 @_with_session
 @require_safe
-def version_diff(request: HttpRequest, session: WritingSession) -> HttpResponse:
+def version_diff(request: AuthenticatedHttpRequest, session: WritingSession) -> HttpResponse:
     form = DiffForm(request.GET, session=session)
     context: dict = {"diff_form": form}
     if form.is_valid():
@@ -158,7 +160,7 @@ def version_diff(request: HttpRequest, session: WritingSession) -> HttpResponse:
 @login_required
 @_with_session
 @require_POST
-def version_restore(request: HttpRequest, session: WritingSession, number: int) -> HttpResponse:
+def version_restore(request: AuthenticatedHttpRequest, session: WritingSession, number: int) -> HttpResponse:
     version = _get_version(session, number)
     try:
         restored = documents.restore_version(session=session, version=version)
@@ -179,7 +181,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
 @login_required
 @_with_session
 @require_safe
-def document_export(request: HttpRequest, session: WritingSession, fmt: str) -> HttpResponse:
+def document_export(request: AuthenticatedHttpRequest, session: WritingSession, fmt: str) -> HttpResponse:
     if fmt not in _EXPORTS:
         raise Http404("Unknown export format.")
     if not documents.current_document(session).strip():
@@ -207,7 +209,7 @@ def document_export(request: HttpRequest, session: WritingSession, fmt: str) -> 
 @login_required
 @_with_session
 @require_POST
-def human_edit(request: HttpRequest, session: WritingSession) -> HttpResponse:
+def human_edit(request: AuthenticatedHttpRequest, session: WritingSession) -> HttpResponse:
     from orchestration import services  # lazily: the engine's services import the providers
 
     form = HumanEditForm(request.POST)

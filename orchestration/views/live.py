@@ -5,11 +5,12 @@ from __future__ import annotations
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import path
 from django.views.decorators.http import require_POST, require_safe
 
+from atelier.core.http import AuthenticatedHttpRequest
 from orchestration import events as ev
 from orchestration import live, services
 from orchestration.views.access import _get_session_for_user, _get_session_for_viewer
@@ -23,7 +24,7 @@ class ContinueForm(forms.Form):
 
 @login_required
 @require_safe
-def session_detail(request: HttpRequest, pk: int) -> HttpResponse:
+def session_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     session, read_only = _get_session_for_viewer(request, pk)
     context = live.page_context(session)
     context["continue_form"] = ContinueForm()
@@ -33,7 +34,7 @@ def session_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_safe
-def session_events(request: HttpRequest, pk: int) -> JsonResponse:
+def session_events(request: AuthenticatedHttpRequest, pk: int) -> JsonResponse:
     """Catch-up over HTTP: every event after ?after=<seq> (the WebSocket does the same)."""
     session, _read_only = _get_session_for_viewer(request, pk)
     try:
@@ -46,7 +47,7 @@ def session_events(request: HttpRequest, pk: int) -> JsonResponse:
     return JsonResponse({"events": events, "last_seq": events[-1]["seq"] if events else after})
 
 
-def _control(request: HttpRequest, pk: int, action) -> HttpResponse:
+def _control(request: AuthenticatedHttpRequest, pk: int, action) -> HttpResponse:
     session = _get_session_for_user(request, pk)
     try:
         action(session)
@@ -60,7 +61,7 @@ def _control(request: HttpRequest, pk: int, action) -> HttpResponse:
     return redirect(session.get_absolute_url())
 
 
-def _staff_control(request: HttpRequest, pk: int, action) -> HttpResponse:
+def _staff_control(request: AuthenticatedHttpRequest, pk: int, action) -> HttpResponse:
     """Stop or pause someone's session from the staff live view; anyone but active staff gets a 404."""
     if not (request.user.is_active and request.user.is_staff):
         raise Http404
@@ -81,25 +82,25 @@ def _staff_control(request: HttpRequest, pk: int, action) -> HttpResponse:
 
 @login_required
 @require_POST
-def staff_session_pause(request: HttpRequest, pk: int) -> HttpResponse:
+def staff_session_pause(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     return _staff_control(request, pk, lambda s: services.pause_session(session=s, by_staff=request.user))
 
 
 @login_required
 @require_POST
-def staff_session_stop(request: HttpRequest, pk: int) -> HttpResponse:
+def staff_session_stop(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     return _staff_control(request, pk, lambda s: services.stop_session(session=s, by_staff=request.user))
 
 
 @login_required
 @require_POST
-def session_pause(request: HttpRequest, pk: int) -> HttpResponse:
+def session_pause(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     return _control(request, pk, lambda s: services.pause_session(session=s))
 
 
 @login_required
 @require_POST
-def session_resume(request: HttpRequest, pk: int) -> HttpResponse:
+def session_resume(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     def act(session) -> None:
         blocked = live.resume_blocked(session)
         if blocked:  # it would pause again at once: say so instead of flipping the buttons back
@@ -111,13 +112,13 @@ def session_resume(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def session_stop(request: HttpRequest, pk: int) -> HttpResponse:
+def session_stop(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     return _control(request, pk, lambda s: services.stop_session(session=s))
 
 
 @login_required
 @require_POST
-def session_continue(request: HttpRequest, pk: int) -> HttpResponse:
+def session_continue(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     form = ContinueForm(request.POST)
 
     def act(session) -> None:

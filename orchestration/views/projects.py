@@ -2,27 +2,40 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db import transaction
 from django.db.models import Count, Q
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import path, reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from orchestration import presets, services
+from atelier.core.http import AuthenticatedHttpRequest
+from orchestration import presets, services, team
 from orchestration.forms import ProjectForm, credit_balance
-from orchestration.models import ACTIVE_STATUSES, Project, ReferenceDocument, Status, TeamPreset, WritingSession
-from orchestration.retrieval import index_references
+from orchestration.models import (
+    ACTIVE_STATUSES,
+    Flow,
+    Project,
+    Status,
+    TeamPreset,
+    WritingSession,
+)
 from orchestration.views.access import _get_project_for_user, _get_session_for_user
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 RECENT_SESSIONS = 8
 
 
-def _recent_sessions(user) -> list[WritingSession]:
+def _recent_sessions(user: User) -> list[WritingSession]:
     return list(
         WritingSession.objects.filter(project__owner=user)
+        .exclude(flow=Flow.CONVERSATION)
         .select_related("project")
         .order_by("-updated_at")[:RECENT_SESSIONS]
     )
@@ -30,7 +43,7 @@ def _recent_sessions(user) -> list[WritingSession]:
 
 @login_required
 @require_GET
-def dashboard(request: HttpRequest) -> HttpResponse:
+def dashboard(request: AuthenticatedHttpRequest) -> HttpResponse:
     recent = _recent_sessions(request.user)
     context = {
         "recent_sessions": recent,
@@ -42,8 +55,11 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     projects = (
         Project.objects.filter(owner=request.user, archived_at__isnull=True)
         .annotate(
-            session_count=Count("sessions"),
-            active_count=Count("sessions", filter=Q(sessions__status__in=ACTIVE_STATUSES)),
+            session_count=Count("sessions", filter=~Q(sessions__flow=Flow.CONVERSATION)),
+            active_count=Count(
+                "sessions",
+                filter=Q(sessions__status__in=ACTIVE_STATUSES) & ~Q(sessions__flow=Flow.CONVERSATION),
+            ),
         )
         .order_by("-updated_at")
     )
@@ -61,7 +77,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_POST
-def demo_quickstart(request: HttpRequest) -> HttpResponse:
+def demo_quickstart(request: AuthenticatedHttpRequest) -> HttpResponse:
     """One click from an empty dashboard to a ready-to-start session with the demo team."""
     preset = TeamPreset.objects.filter(owner=None, slug=presets.SHIPPED_PRESETS[0]["slug"]).first()
     if preset is None:
@@ -74,23 +90,24 @@ def demo_quickstart(request: HttpRequest) -> HttpResponse:
     try:
         with transaction.atomic():
             project = services.create_project(owner=request.user, name="My first project")
-            services.enforce_quota(user=request.user, action="create_session")
-            session = WritingSession.objects.create(
-                project=project, title="Demo: bike lanes essay", brief=presets.DEMO_BRIEF
-            )
             # The demo runs offline on the Demo model whatever the user's default is: no provider cost.
-            presets.apply_preset(session=session, preset=preset, default_model=model)
-            reference = ReferenceDocument.objects.create(
-                session=session, title=presets.DEMO_REFERENCE_TITLE, content=presets.DEMO_REFERENCE
+            session = team.create_session(
+                user=request.user,
+                project=project,
+                title="Demo: bike lanes essay",
+                brief=presets.DEMO_BRIEF,
+                preset=preset,
+                model=model,
             )
-            index_references([reference])
+            items = [(presets.DEMO_REFERENCE_TITLE, presets.DEMO_REFERENCE, "")]
+            services.add_references(session=session, user=request.user, items=items)  # indexed there too
     except services.ServiceError as exc:
         messages.error(request, exc.message)
         return redirect("dashboard")
     return redirect("demo_ready", pk=session.pk)
 
 
-def _demo_context(request: HttpRequest, session: WritingSession) -> dict:
+def _demo_context(request: AuthenticatedHttpRequest, session: WritingSession) -> dict:
     from billing.pricing import estimate_session_credits
 
     low, high = estimate_session_credits(session)
@@ -107,7 +124,7 @@ def _demo_context(request: HttpRequest, session: WritingSession) -> dict:
 
 @login_required
 @require_GET
-def demo_ready(request: HttpRequest, pk: int) -> HttpResponse:
+def demo_ready(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     """The short path after "Try the demo team": the brief, the team and Start on one screen."""
     session = _get_session_for_user(request, pk)
     if session.status != Status.DRAFT:
@@ -117,7 +134,7 @@ def demo_ready(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def demo_start(request: HttpRequest, pk: int) -> HttpResponse:
+def demo_start(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     """Start a draft as it is (no settings form: the short path changes nothing)."""
     from orchestration import services
 
@@ -134,7 +151,7 @@ def demo_start(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def project_create(request: HttpRequest) -> HttpResponse:
+def project_create(request: AuthenticatedHttpRequest) -> HttpResponse:
     form = ProjectForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
@@ -150,7 +167,7 @@ def project_create(request: HttpRequest) -> HttpResponse:
 
 
 def _project_sessions(project: Project, status: str) -> list[WritingSession]:
-    sessions = project.sessions.all().order_by("-created_at")
+    sessions = project.sessions.exclude(flow=Flow.CONVERSATION).order_by("-created_at")
     if status == "active":
         sessions = sessions.filter(status__in=ACTIVE_STATUSES)
     elif status in Status.values:
@@ -160,7 +177,7 @@ def _project_sessions(project: Project, status: str) -> list[WritingSession]:
 
 @login_required
 @require_GET
-def project_detail(request: HttpRequest, pk: int) -> HttpResponse:
+def project_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     project = _get_project_for_user(request, pk)
     status = request.GET.get("status", "")
     if status and status != "active" and status not in Status.values:
@@ -179,7 +196,7 @@ def project_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def project_rename(request: HttpRequest, pk: int) -> HttpResponse:
+def project_rename(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     project = _get_project_for_user(request, pk)
     form = ProjectForm(request.POST, instance=project)
     if form.is_valid():
@@ -202,7 +219,7 @@ def project_rename(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def project_archive(request: HttpRequest, pk: int) -> HttpResponse:
+def project_archive(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     project = _get_project_for_user(request, pk)
     if project.archived_at:
         messages.success(request, f"“{project.name}” is back on your dashboard.")
@@ -214,7 +231,7 @@ def project_archive(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def project_delete(request: HttpRequest, pk: int) -> HttpResponse:
+def project_delete(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     project = _get_project_for_user(request, pk)
     active = project.sessions.filter(status__in=ACTIVE_STATUSES).count()
     if request.method == "POST":
@@ -236,13 +253,17 @@ def project_delete(request: HttpRequest, pk: int) -> HttpResponse:
     return render(
         request,
         "orchestration/project_confirm_delete.html",
-        {"project": project, "active": active, "session_count": project.sessions.count()},
+        {
+            "project": project,
+            "active": active,
+            "session_count": project.sessions.exclude(flow=Flow.CONVERSATION).count(),
+        },
     )
 
 
 @login_required
 @require_GET
-def project_archived(request: HttpRequest) -> HttpResponse:
+def project_archived(request: AuthenticatedHttpRequest) -> HttpResponse:
     projects = Project.objects.filter(owner=request.user, archived_at__isnull=False).order_by("-archived_at")
     return render(request, "orchestration/project_archived.html", {"projects": projects})
 
@@ -250,9 +271,10 @@ def project_archived(request: HttpRequest) -> HttpResponse:
 SEARCH_LIMIT = 50
 
 
-def search_sessions(user, query: str, status: str = "") -> list[WritingSession]:
+def search_sessions(user: User, query: str, status: str = "") -> list[WritingSession]:
     """The user's sessions whose title, brief, document or project name contains every word of `query`."""
-    sessions = WritingSession.objects.filter(project__owner=user).select_related("project")
+    sessions = WritingSession.objects.filter(project__owner=user).exclude(flow=Flow.CONVERSATION)
+    sessions = sessions.select_related("project")
     for word in query.split()[:8]:
         sessions = sessions.filter(
             Q(title__icontains=word)
@@ -269,7 +291,7 @@ def search_sessions(user, query: str, status: str = "") -> list[WritingSession]:
 
 @login_required
 @require_GET
-def session_search(request: HttpRequest) -> HttpResponse:
+def session_search(request: AuthenticatedHttpRequest) -> HttpResponse:
     query = request.GET.get("q", "").strip()[:200]
     status = request.GET.get("status", "")
     if status and status != "active" and status not in Status.values:
@@ -289,7 +311,7 @@ def session_search(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def session_delete(request: HttpRequest, pk: int) -> HttpResponse:
+def session_delete(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     """Confirm, then delete a session (never while it runs)."""
     from orchestration import services
 

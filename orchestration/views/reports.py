@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpResponse, JsonResponse
 from django.urls import path
 from django.utils.text import slugify
 from django.views.decorators.http import require_safe
 
+from atelier.core.http import AuthenticatedHttpRequest
 from orchestration.flows.roundtable import convergence_report, report_markdown
 from orchestration.models import Flow
 from orchestration.views.access import _get_session_for_user
@@ -15,7 +16,7 @@ from orchestration.views.access import _get_session_for_user
 
 @login_required
 @require_safe
-def session_report(request: HttpRequest, pk: int, fmt: str) -> HttpResponse:
+def session_report(request: AuthenticatedHttpRequest, pk: int, fmt: str) -> HttpResponse:
     session = _get_session_for_user(request, pk)
     if fmt not in ("md", "json"):
         raise Http404("The report exports as .md or .json.")

@@ -11,11 +11,12 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import path
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from atelier.core.http import AuthenticatedHttpRequest
 from orchestration import team_suggestion as ts
 from orchestration.forms import credit_balance
 from orchestration.models import ACTIVE_STATUSES, WritingSession
@@ -25,13 +26,13 @@ from orchestration.views.access import _get_session_for_user
 PAGE = "orchestration/team_suggest.html"
 
 
-def _request_form(request: HttpRequest, session: WritingSession, data=None) -> SuggestRequestForm:
+def _request_form(request: AuthenticatedHttpRequest, session: WritingSession, data=None) -> SuggestRequestForm:
     planners = ts.planner_options(request.user)
     initial = {"brief": session.brief or session.document[:2000]}
     return SuggestRequestForm(data, initial=initial, planners=planners, default=ts.default_planner(request.user))
 
 
-def _estimate(request: HttpRequest, session: WritingSession, form: SuggestRequestForm) -> dict[str, Any]:
+def _estimate(request: AuthenticatedHttpRequest, session: WritingSession, form: SuggestRequestForm) -> dict[str, Any]:
     """The most one planner call can cost with what the form holds now (a repair may add one more call)."""
     model = form.planner_model() if form.is_bound else form.planners.get(str(form.fields["planner"].initial or ""))
     if model is None:
@@ -49,12 +50,12 @@ def _estimate(request: HttpRequest, session: WritingSession, form: SuggestReques
     return {"estimate": ts.estimate_credits(model=model, prompt=prompt), "planner": model}
 
 
-def _model_choices(request: HttpRequest) -> list[tuple[str, str]]:
+def _model_choices(request: AuthenticatedHttpRequest) -> list[tuple[str, str]]:
     names = {f"{m.provider}:{m.model_id}": m.display_name for m in ts.planner_options(request.user)}
     return [(ref, names.get(ref, ref)) for ref in ts.limits_for(request.user).models]
 
 
-def _context(request: HttpRequest, session: WritingSession, **extra: Any) -> dict[str, Any]:
+def _context(request: AuthenticatedHttpRequest, session: WritingSession, **extra: Any) -> dict[str, Any]:
     return {
         "session": session,
         "project": session.project,
@@ -64,14 +65,14 @@ def _context(request: HttpRequest, session: WritingSession, **extra: Any) -> dic
     }
 
 
-def _locked(request: HttpRequest, session: WritingSession) -> HttpResponse:
+def _locked(request: AuthenticatedHttpRequest, session: WritingSession) -> HttpResponse:
     messages.info(request, "This session is running. Pause or stop it from the live page first.")
     return redirect("session_detail", pk=session.pk)
 
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def suggest(request: HttpRequest, pk: int) -> HttpResponse:
+def suggest(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     """GET: the request form with the estimate. POST: ask the planner; show the editable proposal or the error."""
     session = _get_session_for_user(request, pk)
     if session.status in ACTIVE_STATUSES:
@@ -80,11 +81,13 @@ def suggest(request: HttpRequest, pk: int) -> HttpResponse:
     if request.method == "GET" or not form.is_valid() or form.planner_model() is None:
         return render(request, PAGE, _context(request, session, form=form, **_estimate(request, session, form)))
     data = form.cleaned_data
+    planner = form.planner_model()
+    assert planner is not None  # checked just above
     try:
         suggestion = ts.suggest_team(
             session=session,
             user=request.user,
-            model=form.planner_model(),
+            model=planner,
             brief=data["brief"],
             goal=data["goal"],
             document=session.document if data["include_document"] else "",
@@ -110,7 +113,7 @@ def suggest(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def accept(request: HttpRequest, pk: int) -> HttpResponse:
+def accept(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     """Validate the edited proposal again and replace the draft's team with it (after the user confirmed)."""
     session = _get_session_for_user(request, pk)
     if session.status in ACTIVE_STATUSES:
@@ -154,7 +157,7 @@ def accept(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_GET
-def estimate(request: HttpRequest, pk: int) -> HttpResponse:
+def estimate(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     """The estimate line for the request form as it stands (htmx, on change)."""
     session = _get_session_for_user(request, pk)
     form = _request_form(request, session, request.GET)

@@ -305,3 +305,62 @@ def test_metrics_count_turns_tokens_credits_latency_and_provider_errors(fake_llm
     assert _value(after, count, **labels) - _value(before, count, **labels) == 1
     editor = {"provider": "compatible", "model": "local-llama"}
     assert _value(after, turns, status="completed", **editor) - _value(before, turns, status="completed", **editor) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_metrics_count_open_websockets_and_refused_ones_do_not_count(owner, outsider):
+    from asgiref.sync import sync_to_async
+
+    from atelier.core import metrics
+    from tests.studio.test_ownership import _communicator, _session_cookie, _streaming_session
+
+    def open_sockets() -> float:
+        return samples(metrics.render().decode()).get(("atelier_websocket_connections", ()), 0.0)
+
+    session, _ = await sync_to_async(_streaming_session)(owner)
+    before = await sync_to_async(open_sockets)()
+    refused = _communicator(session.pk, await sync_to_async(_session_cookie)(outsider))
+    assert (await refused.connect())[0] is False
+    await refused.disconnect()
+    assert await sync_to_async(open_sockets)() == before
+    communicator = _communicator(session.pk, await sync_to_async(_session_cookie)(owner))
+    connected, _ = await communicator.connect()
+    assert connected
+    assert await sync_to_async(open_sockets)() == before + 1
+    await communicator.disconnect()
+    assert await sync_to_async(open_sockets)() == before
+
+
+def test_clearing_the_metrics_directory_starts_counters_from_zero(tmp_path, monkeypatch):
+    from atelier.core import metrics
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    (tmp_path / "counter_123.db").write_bytes(b"x")
+    (tmp_path / "gauge_livesum_123.db").write_bytes(b"x")
+    (tmp_path / "notes.txt").write_text("kept")
+    assert metrics.clear_multiprocess_dir() == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_chat_websockets_count_like_live_page_ones(owner):
+    from asgiref.sync import sync_to_async
+    from channels.testing import WebsocketCommunicator
+
+    from atelier.asgi import application
+    from atelier.core import metrics
+    from tests.studio.test_ownership import _session_cookie, owned_world
+
+    def open_sockets() -> float:
+        return samples(metrics.render().decode()).get(("atelier_websocket_connections", ()), 0.0)
+
+    world = await sync_to_async(owned_world)(owner, status="completed")
+    cookie = await sync_to_async(_session_cookie)(owner)
+    before = await sync_to_async(open_sockets)()
+    headers = [(b"origin", b"http://testserver"), (b"cookie", f"sessionid={cookie}".encode())]
+    chat = WebsocketCommunicator(application, f"/ws/conversations/{world['conversation'].pk}/", headers=headers)
+    connected, _ = await chat.connect()
+    assert connected
+    assert await sync_to_async(open_sockets)() == before + 1
+    await chat.disconnect()
+    assert await sync_to_async(open_sockets)() == before

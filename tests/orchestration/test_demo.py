@@ -87,7 +87,7 @@ def run_team(team, *, rounds: int, **kwargs):
 def test_demo_is_labelled_as_not_a_language_model():
     adapter = get_adapter("demo")
     assert DEMO_LABEL == "Demo (offline, not a language model)"
-    assert adapter.label == DEMO_LABEL and adapter.display_name == DEMO_LABEL
+    assert adapter.display_name == DEMO_LABEL
 
 
 def test_the_writer_drafts_around_the_briefs_topic_and_quotes_the_references():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -16,6 +17,9 @@ from orchestration import presets, services
 from orchestration.catalogue import validate_model_for_use
 from orchestration.models import LLMModel, Project, TeamPreset, WritingSession
 from orchestration.uploads import MAX_REFERENCE_CHARS, MAX_UPLOAD_FILES
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 DEFAULT_PROJECT = "Command line"
 # The brief's own limit (the builder form enforces the same), never above the engine's document limit.
@@ -110,8 +114,9 @@ class Command(BaseCommand):
         project_name = options["project"].strip()
         if not project_name:
             raise CommandError("--project must not be empty.")
-        if len(project_name) > Project._meta.get_field("name").max_length:
-            raise CommandError(f"--project is too long (at most {Project._meta.get_field('name').max_length}).")
+        name_limit = Project._meta.get_field("name").max_length
+        if name_limit is not None and len(project_name) > name_limit:
+            raise CommandError(f"--project is too long (at most {name_limit}).")
 
         brief_path = options["brief_file"]
         brief = read_text_file(brief_path, what="Brief", max_chars=MAX_BRIEF_CHARS).strip()
@@ -179,7 +184,7 @@ class Command(BaseCommand):
             raise CommandError(f"More than one user has email {email!r}; fix the accounts in the admin first.")
         return users[0]
 
-    def _preset(self, user, value: str) -> TeamPreset:
+    def _preset(self, user: User, value: str) -> TeamPreset:
         value = value.strip()
         matches = list(presets.presets_for(user).filter(Q(slug=value) | Q(name__iexact=value)))
         if not matches:
@@ -201,7 +206,7 @@ class Command(BaseCommand):
             raise CommandError(f"--model {ref!r}: {error}")
         return model
 
-    def _project(self, user, name: str) -> tuple[Project, bool]:
+    def _project(self, user: User, name: str) -> tuple[Project, bool]:
         project = Project.objects.filter(owner=user, name=name, archived_at__isnull=True).order_by("pk").first()
         if project is not None:
             return project, False

@@ -5,7 +5,9 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
@@ -53,7 +55,7 @@ def structured_summary(turn_id: int | None) -> str:
         )
     for kind in ("decisions", "resolutions"):
         if isinstance(result.get(kind), list):
-            verdicts = defaultdict(int)
+            verdicts: defaultdict[str, int] = defaultdict(int)
             for item in result[kind]:
                 verdicts[(item or {}).get("verdict") or "unclear"] += 1
             parts = ", ".join(f"{n} {verdict}" for verdict, n in verdicts.items()) or "none"
@@ -69,16 +71,17 @@ class Driver(threading.Thread):
     time: drive() then returns "busy", and we wait while the worker does the work (we still print it).
     """
 
-    def __init__(self, session_id: int) -> None:
+    def __init__(self, session_id: int, drive=None) -> None:
         super().__init__(name=f"run-session-{session_id}", daemon=True)
         self.session_id = session_id
+        self.drive = drive or engine.drive  # a conversation's run has its own driver (conversations.runner)
         self.error: BaseException | None = None
         self.outcomes: list[str] = []
 
     def run(self) -> None:
         try:
             while True:
-                outcome = engine.drive(self.session_id)
+                outcome = self.drive(self.session_id)
                 self.outcomes.append(outcome)
                 status = WritingSession.objects.filter(pk=self.session_id).values_list("status", flat=True).first()
                 if status not in ACTIVE_STATUSES:
@@ -97,7 +100,7 @@ class EventPrinter:
     def __init__(self, command: BaseCommand, *, stream: bool) -> None:
         self.command = command
         self.stream = stream
-        self.labels: dict[int, str] = {}
+        self.labels: dict[int | None, str] = {}  # by turn id
         self.open_turn: int | None = None  # the turn whose text was printed last
         self.mid_line = False
         self.last_status = ""
@@ -122,7 +125,7 @@ class EventPrinter:
             return "[Session]"
         if turn_id not in self.labels:
             # Attached mid-run: the turn started before we were watching.
-            turn = Turn.objects.filter(pk=turn_id).values("round", "agent_name").first() or {}
+            turn: Mapping[str, Any] = Turn.objects.filter(pk=turn_id).values("round", "agent_name").first() or {}
             self.labels[turn_id] = f"[Round {turn.get('round', '?')} · {turn.get('agent_name') or 'Agent'}]"
         return self.labels[turn_id]
 

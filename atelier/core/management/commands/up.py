@@ -37,6 +37,12 @@ class Child:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    @property
+    def process(self) -> subprocess.Popen:
+        """The process of the last start(); only valid once started."""
+        assert self.proc is not None, f"{self.name} was never started"
+        return self.proc
+
     def signal_group(self, sig: int) -> None:
         if self.proc is None:
             return
@@ -68,12 +74,14 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, host: str, port: int, no_worker: bool, shutdown_timeout: float, **options) -> None:
-        from atelier.core import embedded_redis
+        from atelier.core import embedded_redis, metrics
 
         if shutdown_timeout <= 0:
             raise CommandError("--shutdown-timeout must be a positive number of seconds.")
         if settings.EMBEDDED_REDIS:
             embedded_redis.ensure_running(settings.EMBEDDED_REDIS_SOCKET)
+        # Every process of the app starts below: the previous run's metric files would only inflate the counters.
+        metrics.clear_multiprocess_dir()
         python = sys.executable
         children = [Child("web", [python, "-m", "daphne", "-b", host, "-p", str(port), "atelier.asgi:application"])]
         if not no_worker:
@@ -89,7 +97,7 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, request_stop)
         for child in children:
             child.start()
-            self.stdout.write(f"{child.name} started (pid {child.proc.pid})")
+            self.stdout.write(f"{child.name} started (pid {child.process.pid})")
         self.stdout.write(self.style.SUCCESS(f"Atelier is running at http://{host}:{port}/  (Ctrl-C to stop)"))
         if settings.EMBEDDED_REDIS:
             self.stdout.write(
@@ -113,11 +121,11 @@ class Command(BaseCommand):
                     self._ensure_redis()
                     child.start()
                     child.restarts += 1
-                    self.stdout.write(f"{child.name} restarted (pid {child.proc.pid})")
+                    self.stdout.write(f"{child.name} restarted (pid {child.process.pid})")
                 continue
             if child.running():
                 continue
-            code = child.proc.returncode
+            code = child.process.returncode
             child.signal_group(signal.SIGKILL)  # whatever it left behind (qcluster's worker processes)
             if now - child.started_at >= HEALTHY_AFTER:
                 child.backoff = BACKOFF_START
@@ -137,15 +145,15 @@ class Command(BaseCommand):
         live = [c for c in children if c.running()]
         for child in live:
             # The leader only: qcluster then stops its own processes in order (tasks finish if they can).
-            child.proc.send_signal(signal.SIGTERM)
+            child.process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + timeout
         for child in live:
             try:
-                child.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+                child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 self.stderr.write(f"{child.name} did not stop within {timeout:g} s; killing it.")
             child.signal_group(signal.SIGKILL)  # the group: nothing it spawned outlives us
             try:
-                child.proc.wait(timeout=5)
+                child.process.wait(timeout=5)
             except subprocess.TimeoutExpired:
-                self.stderr.write(f"{child.name} (pid {child.proc.pid}) could not be killed.")
+                self.stderr.write(f"{child.name} (pid {child.process.pid}) could not be killed.")
