@@ -39,6 +39,7 @@ def test_pipeline_settings_are_saved_validated_and_shown(owner_client, draft, st
     url = reverse("session_edit", args=[draft.pk])
     html = owner_client.get(url).content.decode()
     assert 'data-testid="flow-pipeline"' in html and "Research → Plan → Build → Review" in html
+    assert "one “researcher”, one “planner”, one “builder”, one “reviewer”" in html
     owner_client.post(url, pipeline_data(draft), **HTMX)
     draft.refresh_from_db()
     assert draft.flow == Flow.PIPELINE
@@ -84,6 +85,12 @@ def test_the_pipeline_names_missing_roles_and_estimates_its_calls(owner_client, 
     draft.max_rounds = 3
     _, high3 = estimate_session_credits(draft)
     assert 0 < low <= high and high3 > high  # another round is another build and review
+    # The estimate counts the passages a call reads, not whole references: a huge reference barely moves it.
+    from orchestration import services
+
+    services.add_references(session=draft, user=starter, items=[("Big", "Words and more words. " * 9000, "big.md")])
+    _, high_big = estimate_session_credits(draft)
+    assert high_big < high3 * 2
 
 
 def test_free_plan_cannot_use_the_pipeline(owner_client, draft, owner):
