@@ -147,6 +147,7 @@ FLOW_ROLES: dict[str, str] = {
     Flow.SEQUENTIAL: "any roles; every agent revises in turn",
     Flow.EDITORIAL: "one “writer”, one or more “editor”s, one “synthesizer”",
     Flow.ROUNDTABLE: "one or more “critic”s, one “moderator”",
+    Flow.PIPELINE: "one “researcher”, one “planner”, one “builder”, one “reviewer”",
 }
 
 
@@ -267,7 +268,7 @@ class SessionSettingsForm(forms.ModelForm):
         from orchestration.flows.roundtable import DEFAULT_CONFIG, ConfigError, clean_config
 
         super().__init__(*args, **kwargs)
-        self.fields["flow"].choices = SESSION_FLOW_CHOICES
+        field_of(self, "flow", forms.ChoiceField).choices = SESSION_FLOW_CHOICES
         try:
             config = clean_config(self.instance.flow_config)
         except ConfigError:
