@@ -12,9 +12,14 @@ import secrets
 from pathlib import Path
 
 import dj_database_url
+import django_stubs_ext
 from django.core.exceptions import ImproperlyConfigured
 
 from atelier.env import env_bool, env_float, env_int, env_list, env_secret, env_str
+
+# Django's generic classes (ModelForm[Profile], ModelAdmin[User]...) subscriptable at run time, as the
+# type annotations write them (docs/architecture.md, "Types").
+django_stubs_ext.monkeypatch()
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("ATELIER_VAR_DIR", str(BASE_DIR / "var")))

@@ -168,8 +168,11 @@ def grant_monthly_credits(*, user: User, period: dt.date | None = None) -> bool:
     )
 
 
-def adjust_credits(*, user: User, amount: int, reason: str, staff_user: User, key: str | None = None) -> CreditEntry:
-    """A staff correction (positive or negative). Refused if it would take the balance below zero."""
+def adjust_credits(
+    *, user: User, amount: int, reason: str, staff_user: User | None, key: str | None = None
+) -> CreditEntry:
+    """A staff correction (positive or negative); `staff_user` None for a system adjustment. Refused if it
+    would take the balance below zero."""
     if not reason.strip():
         raise ValueError("A staff adjustment needs a reason.")
     key = key or f"adjust:{user.pk}:{timezone.now().timestamp():.6f}"
