@@ -16,6 +16,8 @@ from billing.plans import TIER_LABELS, Plan, cheapest_plan_for, model_tier
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
 
+    from orchestration.models import Conversation
+
 ACTIONS = {
     "create_agent",
     "start_session",
@@ -26,6 +28,8 @@ ACTIONS = {
     "create_project",
     "create_session",
     "store_references",
+    "create_conversation",
+    "send_message",
 }
 
 
@@ -84,7 +88,10 @@ def _check_flow(plan: Plan, flow: str) -> Gate | None:
 def _check_concurrency(plan: Plan, user: User, exclude_session_id: int | None) -> Gate | None:
     from orchestration.models import ACTIVE_STATUSES, WritingSession
 
-    running = WritingSession.objects.filter(project__owner=user, status__in=ACTIVE_STATUSES)
+    # A conversation's reply has its own limit (concurrent_replies, see _check_message).
+    running = WritingSession.objects.filter(project__owner=user, status__in=ACTIVE_STATUSES).exclude(
+        flow="conversation"
+    )
     if exclude_session_id is not None:
         running = running.exclude(pk=exclude_session_id)
     if running.count() < plan.concurrent_runs:
@@ -110,7 +117,8 @@ def _check_storage(plan: Plan, user: User, action: str, adding: int) -> Gate | N
     if action == "create_project":
         used, limit, what = Project.objects.filter(owner=user).count(), plan.max_projects, "projects"
     elif action == "create_session":
-        used, limit, what = WritingSession.objects.filter(project__owner=user).count(), plan.max_sessions, "sessions"
+        sessions = WritingSession.objects.filter(project__owner=user).exclude(flow="conversation")
+        used, limit, what = sessions.count(), plan.max_sessions, "sessions"
     else:
         used = (
             ReferenceDocument.objects.filter(session__project__owner=user).aggregate(total=Sum(Length("content")))[
@@ -144,11 +152,70 @@ def _check_session(plan: Plan, user: User, session, extra_rounds: int = 0) -> Ga
     return None
 
 
+def _check_conversations(plan: Plan, user: User, specialists: int) -> Gate | None:
+    from orchestration.models import Conversation
+
+    used = Conversation.objects.filter(project__owner=user).count()
+    if used >= plan.max_conversations:
+        up = cheapest_plan_for(lambda p: p.max_conversations > used)
+        detail = f"for {up.max_conversations:,}" if up else ""
+        return _deny(plan, f"keeps up to {plan.max_conversations:,} conversations; delete some first", up, detail)
+    if specialists > plan.max_specialists:
+        up = cheapest_plan_for(lambda p: p.max_specialists >= specialists)
+        detail = f"for up to {up.max_specialists}" if up else ""
+        return _deny(plan, f"allows up to {plan.max_specialists} specialists per conversation", up, detail)
+    return None
+
+
+def _check_message(plan: Plan, user: User, conversation: Conversation) -> Gate | None:
+    """Messages per minute and replies streaming at once (plans.py), then the conversation's team."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from orchestration.models import ACTIVE_STATUSES, Message, WritingSession
+
+    since = timezone.now() - timedelta(seconds=60)
+    sent = Message.objects.filter(conversation__project__owner=user, role="user", created_at__gte=since).count()
+    if sent >= plan.messages_per_minute:
+        up = cheapest_plan_for(lambda p: p.messages_per_minute > plan.messages_per_minute)
+        return _deny(
+            plan,
+            f"allows {plan.messages_per_minute} messages a minute; wait a moment and send it again",
+            up,
+            f"for {up.messages_per_minute}" if up else "",
+        )
+    streaming = WritingSession.objects.filter(
+        project__owner=user, flow="conversation", status__in=ACTIVE_STATUSES
+    ).exclude(pk=conversation.session_id)
+    if streaming.count() >= plan.concurrent_replies:
+        up = cheapest_plan_for(lambda p: p.concurrent_replies > plan.concurrent_replies)
+        replies = "reply" if plan.concurrent_replies == 1 else "replies"
+        return _deny(
+            plan,
+            f"streams {plan.concurrent_replies} {replies} at a time; wait for the other reply to finish",
+            up,
+            f"for {up.concurrent_replies}" if up else "",
+        )
+    agents = [a for a in conversation.session.agents.select_related("model", "fallback_model") if a.active]
+    specialists = len([a for a in agents if a.role != "triage"])
+    if specialists > plan.max_specialists:
+        up = cheapest_plan_for(lambda p: p.max_specialists >= specialists)
+        detail = f"for up to {up.max_specialists}" if up else ""
+        return _deny(plan, f"allows up to {plan.max_specialists} specialists per conversation", up, detail)
+    for model in [m for a in agents for m in (a.model, a.fallback_model) if m is not None]:
+        gate = _check_model(plan, model)
+        if gate is not None:
+            return gate
+    return None
+
+
 def check(user: User, action: str, **context) -> Gate:
     """Gate for ``action``: create_agent (agents=n), start_session / continue_session (session=...,
     extra_rounds=n for continue), use_model (model=...), use_flow (flow=...), run_concurrently,
     and the storage quotas create_project / create_session (adding=n) and store_references
-    (adding=characters)."""
+    (adding=characters); conversations: create_conversation (specialists=n) and send_message
+    (conversation=...: messages per minute, replies streaming at once, specialists and models)."""
     from billing.services import effective_plan, get_account
 
     if action not in ACTIONS:
@@ -162,6 +229,10 @@ def check(user: User, action: str, **context) -> Gate:
         gate = _check_flow(plan, str(context["flow"]))
     elif action in ("create_project", "create_session", "store_references"):
         gate = _check_storage(plan, user, action, int(context.get("adding", 1)))
+    elif action == "create_conversation":
+        gate = _check_conversations(plan, user, int(context.get("specialists", 0)))
+    elif action == "send_message":
+        gate = _check_message(plan, user, context["conversation"])
     elif action == "run_concurrently":
         gate = _check_concurrency(plan, user, context.get("exclude_session_id"))
     else:

@@ -41,6 +41,12 @@ class Plan:
     max_projects: int
     max_sessions: int  # drafts and finished sessions included
     max_reference_chars: int  # text of every stored reference document, summed
+    # Conversations (issue 12): how many a user keeps, specialists per conversation (the triage agent is
+    # not counted), user messages per minute, and replies streaming at once across all conversations.
+    max_conversations: int
+    max_specialists: int
+    messages_per_minute: int
+    concurrent_replies: int
     # Public API (issue 13): requests per minute per API key (or per browser session), and Server-Sent
     # Event streams a key may hold open at once.
     api_requests_per_minute: int
@@ -93,6 +99,10 @@ PLANS: dict[str, Plan] = {
         max_projects=20,
         max_sessions=100,
         max_reference_chars=10_000_000,
+        max_conversations=50,
+        max_specialists=3,
+        messages_per_minute=6,
+        concurrent_replies=1,
         api_requests_per_minute=60,
         api_concurrent_streams=2,
     ),
@@ -110,6 +120,10 @@ PLANS: dict[str, Plan] = {
         max_projects=200,
         max_sessions=2_000,
         max_reference_chars=100_000_000,
+        max_conversations=1_000,
+        max_specialists=5,
+        messages_per_minute=20,
+        concurrent_replies=2,
         api_requests_per_minute=300,
         api_concurrent_streams=5,
     ),
@@ -127,6 +141,10 @@ PLANS: dict[str, Plan] = {
         max_projects=1_000,
         max_sessions=10_000,
         max_reference_chars=400_000_000,
+        max_conversations=10_000,
+        max_specialists=10,
+        messages_per_minute=60,
+        concurrent_replies=4,
         api_requests_per_minute=1200,
         api_concurrent_streams=20,
     ),

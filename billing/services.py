@@ -375,10 +375,12 @@ FINISHED_SESSION_STATUSES = ("completed", "failed", "stopped")
 
 
 def find_orphaned_reservations() -> list[OrphanedReservation]:
-    """Open turn reservations whose turn is terminal, whose session has finished, or whose turn is gone.
+    """Open turn reservations whose turn is terminal, whose session has finished, or whose turn is gone;
+    and reservations of a blocking call outside a turn (a team suggestion) left open far longer than the
+    call could last.
 
     A reservation of a turn still streaming in a running session is not an orphan: its call is in flight
-    (or the engine's recovery will close it). Reservations that are not for a turn are left alone.
+    (or the engine's recovery will close it). Other reservations are left alone.
     """
     from django.apps import apps
 
@@ -393,6 +395,8 @@ def find_orphaned_reservations() -> list[OrphanedReservation]:
         if turn_id is None and (match := _TURN_KEY.match(reservation.idempotency_key)):
             turn_id = int(match.group(1))
         if turn_id is None:
+            if (orphan := _stale_call_reservation(reservation)) is not None:
+                orphans.append(orphan)
             continue
         turn = (
             Turn.objects.filter(pk=turn_id).values("status", "session_id", "session__status").first()
@@ -421,6 +425,32 @@ def find_orphaned_reservations() -> list[OrphanedReservation]:
             )
         )
     return orphans
+
+
+# Reservations held by a blocking call outside any turn (orchestration.team_suggestion): the web request
+# settles or releases them in the same request, so one still open long after the provider timeout means
+# the process died mid-call.
+CALL_RESERVATION_PREFIXES = ("suggest:",)
+
+
+def _stale_call_reservation(reservation: CreditEntry) -> OrphanedReservation | None:
+    from django.conf import settings
+
+    if not reservation.idempotency_key.startswith(CALL_RESERVATION_PREFIXES):
+        return None
+    # Longer than any call can last: the provider timeout, a repair call and margin.
+    grace = dt.timedelta(seconds=max(600.0, 3 * float(getattr(settings, "PROVIDER_TIMEOUT_SECONDS", 120))))
+    if reservation.created_at > timezone.now() - grace:
+        return None  # the call may still be running
+    return OrphanedReservation(
+        user_id=reservation.user_id,
+        reservation_key=reservation.idempotency_key,
+        held=-reservation.amount,
+        turn_id=None,
+        session_id=reservation.session_id,
+        reason="a team suggestion call never settled it (its web process stopped mid-call)",
+        turn_streaming=False,
+    )
 
 
 def release_orphaned_reservation(*, orphan: OrphanedReservation) -> None:

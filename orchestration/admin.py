@@ -14,9 +14,11 @@ from django.utils.translation import ngettext
 from orchestration.catalogue import unpriced_error
 from orchestration.models import (
     Agent,
+    Conversation,
     Criterion,
     DocumentVersion,
     LLMModel,
+    Message,
     Project,
     Provider,
     Reasoning,
@@ -114,6 +116,7 @@ class LLMModelAdmin(admin.ModelAdmin):
         "output_price_per_mtok",
         "credit_multiplier",
         "reasoning",
+        "supports_tools",
         "enabled",
         "in_use",
         "provider_state",
@@ -393,3 +396,41 @@ class TeamPresetAdmin(admin.ModelAdmin):
     def agent_count(self, obj) -> int:
         agents = obj.data.get("agents") if isinstance(obj.data, dict) else None
         return len(agents) if isinstance(agents, list) else 0
+
+
+# --------------------------------------------------------------------------------------------------
+# Conversations (issue 12): viewable by staff; users change them through their pages
+# --------------------------------------------------------------------------------------------------
+
+
+class MessageInline(ReadOnlyAdminMixin, admin.TabularInline):
+    model = Message
+    fields = ("position", "exchange", "role", "status", "agent_name", "content", "superseded", "created_at")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+
+@admin.register(Conversation)
+class ConversationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("title", "project", "owner", "message_count", "run_status", "last_message_at")
+    list_select_related = ("project__owner", "session")
+    list_filter = ("session__status",)
+    search_fields = ("title", "project__name", "project__owner__email")
+    readonly_fields = ("project", "title", "session", "max_handoffs", "created_at", "last_message_at")
+    inlines = [MessageInline]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(messages_total=Count("messages"))
+
+    @admin.display(description="Owner")
+    def owner(self, obj) -> str:
+        return obj.project.owner.email
+
+    @admin.display(description="Messages", ordering="messages_total")
+    def message_count(self, obj) -> int:
+        return obj.messages_total
+
+    @admin.display(description="Reply")
+    def run_status(self, obj) -> str:
+        return obj.session.get_status_display()

@@ -141,3 +141,51 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
         fragments, last_seq, status = render_fragments(self.session_id, events, self.turn_text)
         self.last_seq = max(self.last_seq, last_seq)
         return {"type": "events", "last_seq": self.last_seq, "status": status, "fragments": fragments}
+
+
+class ConversationConsumer(SessionConsumer):
+    """The chat page's WebSocket: the same protocol (catch_up by sequence, pushes) over the conversation's
+    run, rendering chat fragments (orchestration.conversations.live). Owner only."""
+
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        conversation_id = int(self.scope["url_route"]["kwargs"]["conversation_id"])
+        session_id = None
+        if user is not None and user.is_authenticated:
+            session_id = await self._conversation_session(conversation_id, user.pk)
+        if session_id is None:
+            await self.close(code=4403)
+            return
+        self.conversation_id = conversation_id
+        self.session_id = session_id
+        self.last_seq = 0
+        self.turn_text: dict[int, str] = {}
+        self.group = ev.group_name(self.session_id)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.accept()
+
+    @database_sync_to_async
+    def _conversation_session(self, conversation_id: int, user_id: int) -> int | None:
+        from orchestration.models import Conversation
+
+        return (
+            Conversation.objects.filter(pk=conversation_id, project__owner_id=user_id)
+            .values_list("session_id", flat=True)
+            .first()
+        )
+
+    def _catch_up_message(self, after: int) -> dict:
+        from orchestration.conversations.live import render_fragments as chat_fragments
+
+        events = [ev.serialize(e) for e in ev.events_after(self.session_id, after)]
+        fragments, last_seq, status = chat_fragments(self.conversation_id, events, full_text=True)
+        self.last_seq = max(self.last_seq, last_seq, after)
+        worker = lease.executor_state(self.session_id)
+        return {"type": "events", "last_seq": self.last_seq, "status": status, "worker": worker, "fragments": fragments}
+
+    def _live_message(self, events: list[dict]) -> dict:
+        from orchestration.conversations.live import render_fragments as chat_fragments
+
+        fragments, last_seq, status = chat_fragments(self.conversation_id, events)
+        self.last_seq = max(self.last_seq, last_seq)
+        return {"type": "events", "last_seq": self.last_seq, "status": status, "fragments": fragments}

@@ -14,6 +14,7 @@ from atelier.core.forms import field_of
 from orchestration import reasoning
 from orchestration.catalogue import temperature_help
 from orchestration.models import (
+    SESSION_FLOW_CHOICES,
     Agent,
     Criterion,
     Flow,
@@ -154,7 +155,7 @@ def flow_options(user: User) -> list[FlowOption]:
     from orchestration.flows import get_policy
 
     options = []
-    for value, label in Flow.choices:
+    for value, label in SESSION_FLOW_CHOICES:
         verdict = gate(user, "use_flow", flow=value)
         policy = get_policy(value)
         options.append(
@@ -266,6 +267,7 @@ class SessionSettingsForm(forms.ModelForm):
         from orchestration.flows.roundtable import DEFAULT_CONFIG, ConfigError, clean_config
 
         super().__init__(*args, **kwargs)
+        self.fields["flow"].choices = SESSION_FLOW_CHOICES
         try:
             config = clean_config(self.instance.flow_config)
         except ConfigError:
@@ -355,6 +357,8 @@ class SessionSettingsForm(forms.ModelForm):
 
     def clean_flow(self) -> str:
         flow = self.cleaned_data["flow"]
+        if flow == Flow.CONVERSATION:
+            raise forms.ValidationError("Conversations are started from a project's Conversations page.")
         if flow != self.instance.flow or self.instance.status == Status.DRAFT:
             verdict = gate(self.user, "use_flow", flow=flow)
             if not verdict.allowed:

@@ -74,6 +74,10 @@ class LLMModel(models.Model):
         default=ReasoningOutput.FULL,
         help_text="What the API returns of the reasoning (shown to the agent's owner, labelled).",
     )
+    supports_tools = models.BooleanField(
+        default=True,
+        help_text="Accepts tool / function calling. Conversations route by text for models without it.",
+    )
     enabled = models.BooleanField(default=True)
     sort_order = models.PositiveIntegerField(default=100)
 
@@ -118,6 +122,13 @@ class Flow(models.TextChoices):
     EDITORIAL = "editorial", "Writer, parallel editors, synthesizer"
     ROUNDTABLE = "roundtable", "Roundtable: parallel critics and a moderator"
     PIPELINE = "pipeline", "Research, plan, build, review"
+    # The hidden session behind a conversation (orchestration.conversations): never listed as a session.
+    CONVERSATION = "conversation", "Conversation: triage with handoffs"
+
+
+# Flows a session is built with (builder, presets, team suggestions): all but a conversation's hidden run.
+SESSION_FLOW_CHOICES = [(value, label) for value, label in Flow.choices if value != Flow.CONVERSATION]
+SESSION_FLOWS = [value for value, _ in SESSION_FLOW_CHOICES]
 
 
 class Status(models.TextChoices):
@@ -494,3 +505,7 @@ class TeamPreset(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+# Conversations live in their own module; imported here so Django registers them with this app.
+from orchestration.conversations.models import Conversation, Message  # noqa: E402, F401

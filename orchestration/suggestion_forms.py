@@ -13,7 +13,7 @@ from typing import Any
 from django import forms
 
 from atelier.core.forms import field_of
-from orchestration.models import Flow, LLMModel
+from orchestration.models import SESSION_FLOW_CHOICES, LLMModel
 from orchestration.team_suggestion import MAX_BRIEF_CHARS, MAX_CRITERIA, MAX_GOAL_CHARS, TeamProposal
 
 MAX_EDITED_AGENTS = 10  # the largest plan's team; the plan's own limit is checked by the proposal model
@@ -46,7 +46,7 @@ class SuggestRequestForm(forms.Form):
 
 
 class ProposalSettingsForm(forms.Form):
-    flow = forms.ChoiceField(choices=Flow.choices)
+    flow = forms.ChoiceField(choices=SESSION_FLOW_CHOICES)
     max_rounds = forms.IntegerField(min_value=1, max_value=50)
     score_threshold = forms.FloatField(required=False, min_value=0, max_value=10, label="Score threshold (0-10)")
     convergence_percent = forms.FloatField(required=False, label="Stop when a round changes less than (%)")
@@ -62,7 +62,7 @@ class ProposalSettingsForm(forms.Form):
         if allowed_flows is not None:  # locked flows stay visible, labelled; the server refuses them anyway
             field_of(self, "flow", forms.ChoiceField).choices = [
                 (value, label if value in allowed_flows else f"{label} (not on your plan)")
-                for value, label in Flow.choices
+                for value, label in SESSION_FLOW_CHOICES
             ]
 
 

@@ -24,7 +24,12 @@ def enqueue_drive(session_id: int) -> None:
 
 
 def drive_session(session_id: int) -> str:
-    from orchestration.engine import drive
+    # A conversation's hidden session is driven by the conversation runner (same lease, events and billing).
+    flow = WritingSession.objects.filter(pk=session_id).values_list("flow", flat=True).first()
+    if flow == "conversation":
+        from orchestration.conversations.runner import drive
+    else:
+        from orchestration.engine import drive
 
     outcome = drive(session_id)
     logger.info("session %s: %s", session_id, outcome)

@@ -34,7 +34,15 @@ from django.db import transaction
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from atelier.core import metrics
-from orchestration.models import ACTIVE_STATUSES, Agent, Flow, LLMModel, TeamPreset, WritingSession
+from orchestration.models import (
+    ACTIVE_STATUSES,
+    SESSION_FLOWS,
+    Agent,
+    Flow,
+    LLMModel,
+    TeamPreset,
+    WritingSession,
+)
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -70,6 +78,7 @@ class SuggestionError(Exception):
         super().__init__(message)
         self.message = message
         self.agent_names = agent_names or []  # the reply's agent names, so errors can name them
+        self.retry_after: float | None = None  # a transient provider error that charged nothing: seconds to wait
         self.charged = charged
         self.errors = errors or []
         self.upgrade_url = upgrade_url
@@ -156,8 +165,8 @@ class TeamProposal(BaseModel):
     @classmethod
     def _known_flow(cls, value: str) -> str:
         value = value.strip().lower()
-        if value not in Flow.values:
-            raise ValueError(f"unknown flow {value!r}; use one of: {', '.join(Flow.values)}")
+        if value not in SESSION_FLOWS:
+            raise ValueError(f"unknown flow {value!r}; use one of: {', '.join(SESSION_FLOWS)}")
         return value
 
     @field_validator("agents")
@@ -391,7 +400,7 @@ _FLOW_ROLES: dict[str, str] = {
 def allowed_flows(user: User) -> list[str]:
     from billing.gating import check
 
-    return [value for value in Flow.values if check(user, "use_flow", flow=value).allowed]
+    return [value for value in SESSION_FLOWS if check(user, "use_flow", flow=value).allowed]
 
 
 def estimate_credits(*, model: LLMModel, prompt: PlannerPrompt) -> int:
@@ -487,7 +496,9 @@ def _call_planner(
         used = _used_before_failure(model, request, getattr(error, "received_text", ""), error.usage)
         charged = _settle(user, reservation, key, used, description) if used else _release(user, reservation, key)
         logger.info("team suggestion call failed: provider=%s kind=%s", model.provider, error.kind)
-        raise SuggestionError(f"The planner could not answer: {error.user_message}", charged=charged) from None
+        failure = SuggestionError(f"The planner could not answer: {error.user_message}", charged=charged)
+        failure.retry_after = _retry_wait(error) if not used else None
+        raise failure from None
     except Exception:
         # A bug or an unexpected library error: never keep the credits held, never a 500 for the user.
         logger.exception("team suggestion call crashed: provider=%s", model.provider)
@@ -536,6 +547,33 @@ def _used_before_failure(model: LLMModel, request, received: str, reported) -> i
     )
 
 
+RETRY_WAIT_CAP_SECONDS = 5.0  # the user is waiting on the page: one short wait, not the engine's minute
+
+
+def _retry_wait(error: Any) -> float | None:
+    """Seconds before retrying a transient provider error (rate limit, overload, server, connection), or None."""
+    from orchestration.providers.retry import retry_delay
+
+    if not getattr(error, "retryable", False):
+        return None
+    wait = retry_delay(0, getattr(error, "retry_after", None))
+    return wait if wait <= RETRY_WAIT_CAP_SECONDS else None
+
+
+def _call_with_retry(
+    *, user: User, session: WritingSession, model: LLMModel, prompt: PlannerPrompt, key: str
+) -> _CallResult:
+    """One planner call; a transient provider failure that charged nothing is retried once after a short wait
+    (its own ledger keys, `<key>:retry`), as the engine's retry layer does for turns."""
+    try:
+        return _call_planner(user=user, session=session, model=model, prompt=prompt, key=key)
+    except SuggestionError as error:
+        if error.retry_after is None:
+            raise
+        time.sleep(error.retry_after)
+    return _call_planner(user=user, session=session, model=model, prompt=prompt, key=f"{key}:retry")
+
+
 def _settle(user: User, reservation: str, key: str, used: int, description: str) -> int:
     from billing.services import settle_credits
 
@@ -575,7 +613,7 @@ def _refuse_flow(user: User, flow: Any, charged: int) -> None:
     """Raise SuggestionError with the plan's upgrade reason if the proposed flow is a known, locked one."""
     from billing.gating import check
 
-    if not isinstance(flow, str) or flow.strip().lower() not in Flow.values:
+    if not isinstance(flow, str) or flow.strip().lower() not in SESSION_FLOWS:
         return
     verdict = check(user, "use_flow", flow=flow.strip().lower())
     if not verdict.allowed:
@@ -612,7 +650,7 @@ def suggest_team(
         model=model,
     )
     base_key = f"suggest:{session.pk}:{uuid.uuid4().hex}"
-    first = _call_planner(user=user, session=session, model=model, prompt=prompt, key=f"{base_key}:1")
+    first = _call_with_retry(user=user, session=session, model=model, prompt=prompt, key=f"{base_key}:1")
     if first.stop_outcome == "refused":
         raise SuggestionError("The planner refused to answer. Reword the brief or goal.", charged=first.charged)
     proposal, errors, data = _read_reply(first, limits)
@@ -630,7 +668,7 @@ def suggest_team(
         max_tokens=prompt.max_tokens,
         metadata={**prompt.metadata, "repair": True},
     )
-    second = _call_planner(user=user, session=session, model=model, prompt=repair, key=f"{base_key}:2")
+    second = _call_with_retry(user=user, session=session, model=model, prompt=repair, key=f"{base_key}:2")
     charged = first.charged + second.charged
     proposal, second_errors, data = _read_reply(second, limits)
     _refuse_flow(user, (data or {}).get("flow") if isinstance(data, dict) else None, charged)

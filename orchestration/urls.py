@@ -1,3 +1,5 @@
-from orchestration.views import builder, documents, live, projects, reports, suggest
+from orchestration.views import builder, conversations, documents, live, projects, reports, suggest
 
-urlpatterns = projects.urls + builder.urls + documents.urls + live.urls + reports.urls + suggest.urls
+urlpatterns = (
+    projects.urls + builder.urls + documents.urls + live.urls + reports.urls + suggest.urls + conversations.urls
+)

@@ -35,10 +35,9 @@ router = Router(tags=["sessions"])
 
 
 def owned_session(request: AuthenticatedHttpRequest, pk: int) -> WritingSession:
-    """The caller's session ``pk`` (project loaded), or a 404."""
-    return get_owned(
-        WritingSession.objects.select_related("project"), pk=pk, what="session", project__owner_id=request.user.pk
-    )
+    """The caller's session ``pk`` (project loaded), or a 404. A conversation's hidden run is not a session."""
+    sessions = WritingSession.objects.exclude(flow=Flow.CONVERSATION).select_related("project")
+    return get_owned(sessions, pk=pk, what="session", project__owner_id=request.user.pk)
 
 
 # --- validation through the builder's forms -------------------------------------------------------
@@ -183,7 +182,8 @@ def list_sessions(
     limit: int = 20,
     offset: int = 0,
 ):
-    sessions = WritingSession.objects.filter(project__owner=request.user).order_by("-created_at", "-pk")
+    sessions = WritingSession.objects.filter(project__owner=request.user).exclude(flow=Flow.CONVERSATION)
+    sessions = sessions.order_by("-created_at", "-pk")
     if project_id is not None:
         sessions = sessions.filter(project_id=project_id)
     if status:

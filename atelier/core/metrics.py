@@ -185,3 +185,15 @@ def mark_process_dead(pid: int) -> None:
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(pid)
+
+
+def clear_multiprocess_dir() -> int:
+    """Delete every process's metric files (`manage.py up` does it before starting its processes: nothing
+    else of this app runs then, so counters start from zero as Prometheus expects after a restart).
+    Returns how many files were removed."""
+    removed = 0
+    if multiprocess_dir():
+        for path in Path(multiprocess_dir()).glob("*.db"):
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed

@@ -23,6 +23,7 @@ from orchestration.providers.base import (
     StreamEnd,
     StreamEvent,
     TextDelta,
+    ToolCall,
     Usage,
 )
 from orchestration.providers.demo import DEMO_LABEL, DemoAdapter
@@ -38,6 +39,7 @@ __all__ = [
     "StreamEnd",
     "StreamEvent",
     "TextDelta",
+    "ToolCall",
     "Usage",
     "check_provider",
     "clear_adapter_cache",

@@ -52,6 +52,15 @@ class ModelRequest:
     thinking_budget: int = 0  # Anthropic extended thinking, tokens; 0 = off (>= 1024 and < max_tokens)
     reasoning_effort: str = ""  # OpenAI reasoning models: "low" | "medium" | "high"; "" = model default
     metadata: dict[str, Any] = field(default_factory=dict)  # round, agent_name, session_id, role, criteria...
+    # Multi-turn requests (conversations). When set, adapters send these instead of one `user` message, and
+    # `user` holds their text only for estimates. Neutral shape, converted per API by the adapters:
+    #   {"role": "user" | "assistant", "content": str}
+    #   {"role": "assistant", "content": str, "tool_calls": [{"id", "name", "arguments": dict}]}
+    #   {"role": "tool", "tool_call_id": str, "name": str, "content": str}
+    messages: list[dict[str, Any]] | None = None
+    # Tools the model may call: [{"name", "description", "parameters": JSON schema object}]. Adapters send
+    # them in the API's shape (Anthropic `tools` with input_schema; OpenAI `tools` of type function).
+    tools: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -87,6 +96,32 @@ class ReasoningDelta:
     `reasoning_content`, `<think>` text): shown to the owner, never part of the reply's text."""
 
     text: str
+
+
+@dataclass
+class ToolCall:
+    """A tool the model asked to call, yielded once complete, before StreamEnd (stop reason "tool_use" /
+    "tool_calls"). `arguments` is the parsed JSON object ({} when the model sent invalid JSON; then
+    `raw` holds what it sent and `invalid` is true)."""
+
+    id: str
+    name: str
+    arguments: dict[str, Any]
+    raw: str = ""
+    invalid: bool = False
+
+
+def parse_tool_arguments(raw: str) -> tuple[dict[str, Any], bool]:
+    """(arguments, invalid): a tool call's JSON arguments; an empty string is {} (a tool without inputs)."""
+    import json
+
+    if not raw.strip():
+        return {}, False
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return {}, True
+    return (value, False) if isinstance(value, dict) else ({}, True)
 
 
 @dataclass
@@ -127,7 +162,7 @@ def stop_outcome(stop_reason: str) -> str:
     return "truncated"
 
 
-StreamEvent = TextDelta | ReasoningDelta | StreamEnd
+StreamEvent = TextDelta | ReasoningDelta | ToolCall | StreamEnd
 
 ERROR_KINDS = frozenset(
     {

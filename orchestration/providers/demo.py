@@ -1201,7 +1201,13 @@ class DemoAdapter(BaseAdapter):
         self.tokens_per_second = tokens_per_second
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
-        text = demo_reply(request)
+        calls: list = []
+        if request.metadata.get("recipe") == "conversation":  # triage, specialists, tools: conversations/demo.py
+            from orchestration.conversations.demo import conversation_reply
+
+            text, calls = conversation_reply(request)
+        else:
+            text = demo_reply(request)
         pieces = re.findall(r"\S+\s*", text)
         # Leading whitespace of the text is kept with the first chunk.
         lead = text[: len(text) - len(text.lstrip())]
@@ -1216,12 +1222,16 @@ class DemoAdapter(BaseAdapter):
             elif index and index % 50 == 0:
                 await asyncio.sleep(0)  # stay cancellable and fair to other streams when instant
             yield TextDelta(chunk)
+        for call in calls:
+            yield call
         yield StreamEnd(
             usage=Usage(
                 input_tokens=math.ceil(_word_count(request.system + " " + request.user) * TOKENS_PER_WORD),
-                output_tokens=math.ceil(_word_count(text) * TOKENS_PER_WORD),
+                output_tokens=max(1, math.ceil(_word_count(text) * TOKENS_PER_WORD))
+                if calls
+                else math.ceil(_word_count(text) * TOKENS_PER_WORD),
             ),
-            stop_reason="end_turn",
+            stop_reason="tool_use" if calls else "end_turn",
         )
 
     async def check(self) -> tuple[bool, str]:

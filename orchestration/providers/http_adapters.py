@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import weakref
 from collections.abc import AsyncIterator
 from typing import Any
@@ -20,8 +21,10 @@ from orchestration.providers.base import (
     StreamEvent,
     SurrogateJoiner,
     TextDelta,
+    ToolCall,
     Usage,
     estimate_tokens,
+    parse_tool_arguments,
 )
 from orchestration.providers.errors import SDK_ERRORS, map_exception
 from orchestration.providers.think import ThinkTagSplitter
@@ -140,9 +143,18 @@ class AnthropicAdapter(SDKAdapter):
         params: dict[str, Any] = {
             "model": request.model_id,
             "max_tokens": request.max_tokens,
-            "messages": [{"role": "user", "content": request.user}],
+            "messages": (
+                anthropic_messages(request.messages)
+                if request.messages is not None
+                else [{"role": "user", "content": request.user}]
+            ),
             "stream": True,
         }
+        if request.tools:
+            params["tools"] = [
+                {"name": t["name"], "description": t.get("description", ""), "input_schema": t["parameters"]}
+                for t in request.tools
+            ]
         if request.system:
             system_block: dict[str, Any] = {"type": "text", "text": request.system}
             # The stable prefix is marked cacheable when it is long enough to be cached at all: later rounds
@@ -169,6 +181,7 @@ class AnthropicAdapter(SDKAdapter):
         joiner = SurrogateJoiner()
         text_chars = 0
         thinking_chars = 0
+        tool_blocks: dict[int, dict[str, Any]] = {}  # content block index -> {"id", "name", "json": [pieces]}
         try:
             stream = await self.client.messages.create(**params)
             started = True
@@ -182,14 +195,26 @@ class AnthropicAdapter(SDKAdapter):
                             if text:
                                 text_chars += len(text)
                                 yield TextDelta(text)
+                        elif delta_type == "input_json_delta" and event.index in tool_blocks:
+                            tool_blocks[event.index]["json"].append(event.delta.partial_json or "")
                         elif delta_type == "thinking_delta" and event.delta.thinking:
                             thinking_chars += len(event.delta.thinking)
                             yield ReasoningDelta(event.delta.thinking)
                         # signature_delta: only needed to send thinking back in a multi-turn
                         # conversation; every Atelier turn is a fresh single message.
                     elif kind == "content_block_start":
-                        if event.content_block.type == "redacted_thinking":
+                        block = event.content_block
+                        if block.type == "redacted_thinking":
                             yield ReasoningDelta(REDACTED_THINKING_NOTE)
+                        elif block.type == "tool_use":
+                            tool_blocks[event.index] = {"id": block.id, "name": block.name, "json": []}
+                    elif kind == "content_block_stop" and event.index in tool_blocks:
+                        block = tool_blocks.pop(event.index)
+                        raw = "".join(block["json"])
+                        arguments, invalid = parse_tool_arguments(raw)
+                        yield ToolCall(
+                            id=block["id"], name=block["name"], arguments=arguments, raw=raw, invalid=invalid
+                        )
                     elif kind == "message_start":
                         _merge_anthropic_usage(usage, event.message.usage)
                         reported = True
@@ -287,11 +312,14 @@ class OpenAIAdapter(SDKAdapter):
         )
 
     def _params(self, request: ModelRequest) -> dict[str, Any]:
-        messages = []
+        messages: list[dict[str, Any]] = []
         if request.system:
             # First and identical every round, so providers with automatic prefix caching hit it.
             messages.append({"role": "system", "content": request.system})
-        messages.append({"role": "user", "content": request.user})
+        if request.messages is not None:
+            messages.extend(openai_messages(request.messages))
+        else:
+            messages.append({"role": "user", "content": request.user})
         params: dict[str, Any] = {
             "model": request.model_id,
             "messages": messages,
@@ -307,6 +335,18 @@ class OpenAIAdapter(SDKAdapter):
             params["max_tokens"] = request.max_tokens  # what compatible servers understand
         if request.temperature is not None and not reasoning:
             params["temperature"] = request.temperature
+        if request.tools:
+            params["tools"] = [
+                {
+                    "type": "function",
+                    "function": {
+                        "name": t["name"],
+                        "description": t.get("description", ""),
+                        "parameters": t["parameters"],
+                    },
+                }
+                for t in request.tools
+            ]
         if request.reasoning == "effort" and request.reasoning_effort:
             # Only for models the catalogue marks as reasoning models: others answer 400.
             params["reasoning_effort"] = request.reasoning_effort
@@ -321,6 +361,7 @@ class OpenAIAdapter(SDKAdapter):
         splitter = ThinkTagSplitter()  # a leading <think> block streams as reasoning
         refusal: list[str] = []
         reasoning_chars = 0
+        tool_parts: dict[int, dict[str, Any]] = {}  # delta.tool_calls[].index -> {"id", "name", "args": [pieces]}
         try:
             stream = await self.client.chat.completions.create(**self._params(request))
             started = True
@@ -345,6 +386,8 @@ class OpenAIAdapter(SDKAdapter):
                                 else:
                                     text_chars += len(piece)
                                     yield TextDelta(piece)
+                        for piece in (getattr(delta, "tool_calls", None) or []) if delta is not None else []:
+                            _collect_tool_call(tool_parts, piece)
                         # A refusal comes as its own text, never as content: keep the provider's words.
                         words = getattr(delta, "refusal", None) if delta is not None else None
                         if words:
@@ -362,6 +405,13 @@ class OpenAIAdapter(SDKAdapter):
             else:
                 text_chars += len(piece)
                 yield TextDelta(piece)
+        for index in sorted(tool_parts):
+            part = tool_parts[index]
+            raw = "".join(part["args"])
+            arguments, invalid = parse_tool_arguments(raw)
+            yield ToolCall(
+                id=part["id"] or f"call_{index}", name=part["name"], arguments=arguments, raw=raw, invalid=invalid
+            )
         refusal_text = SurrogateJoiner().feed("".join(refusal)).strip()
         output_chars = text_chars + len(refusal_text)
         if usage is not None:
@@ -407,3 +457,76 @@ def _delta_reasoning(delta: Any) -> str:
         if isinstance(value, str) and value:
             return value
     return ""
+
+
+def _collect_tool_call(parts: dict[int, dict[str, Any]], piece: Any) -> None:
+    """One `delta.tool_calls[i]` piece: the first carries the id and the function name, the rest pieces of
+    the JSON arguments (OpenAI Chat Completions streaming)."""
+    index = getattr(piece, "index", None) or 0
+    part = parts.setdefault(index, {"id": "", "name": "", "args": []})
+    if getattr(piece, "id", None):
+        part["id"] = piece.id
+    function = getattr(piece, "function", None)
+    if function is not None:
+        if getattr(function, "name", None):
+            part["name"] += function.name
+        if getattr(function, "arguments", None):
+            part["args"].append(function.arguments)
+
+
+def anthropic_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Neutral multi-turn messages (ModelRequest.messages) as Anthropic Messages content blocks.
+
+    Consecutive entries of one role merge into one message (the API wants user / assistant turns);
+    tool results become `tool_result` blocks of the next user message, before any text in it.
+    """
+    out: list[dict[str, Any]] = []
+
+    def add(role: str, block: dict[str, Any]) -> None:
+        if out and out[-1]["role"] == role:
+            out[-1]["content"].append(block)
+        else:
+            out.append({"role": role, "content": [block]})
+
+    for message in messages:
+        role = message["role"]
+        if role == "tool":
+            add("user", {"type": "tool_result", "tool_use_id": message["tool_call_id"], "content": message["content"]})
+        elif role == "assistant":
+            if message.get("content"):
+                add("assistant", {"type": "text", "text": message["content"]})
+            for call in message.get("tool_calls") or []:
+                add(
+                    "assistant",
+                    {"type": "tool_use", "id": call["id"], "name": call["name"], "input": call["arguments"]},
+                )
+        else:
+            add("user", {"type": "text", "text": message.get("content") or "(empty)"})
+    return out
+
+
+def openai_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Neutral multi-turn messages as Chat Completions messages (assistant `tool_calls`, role "tool")."""
+    out: list[dict[str, Any]] = []
+    for message in messages:
+        role = message["role"]
+        if role == "tool":
+            out.append({"role": "tool", "tool_call_id": message["tool_call_id"], "content": message["content"]})
+        elif role == "assistant" and message.get("tool_calls"):
+            out.append(
+                {
+                    "role": "assistant",
+                    "content": message.get("content") or None,
+                    "tool_calls": [
+                        {
+                            "id": call["id"],
+                            "type": "function",
+                            "function": {"name": call["name"], "arguments": json.dumps(call["arguments"])},
+                        }
+                        for call in message["tool_calls"]
+                    ],
+                }
+            )
+        else:
+            out.append({"role": role, "content": message.get("content") or ""})
+    return out

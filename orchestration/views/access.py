@@ -15,8 +15,12 @@ def _get_project_for_user(request: AuthenticatedHttpRequest, pk: int) -> Project
     return get_object_or_404(Project, pk=pk, owner_id=request.user.pk)
 
 
+# A conversation's hidden session is reached through its conversation, never through the session pages.
+_SESSIONS = WritingSession.objects.exclude(flow="conversation").select_related("project")
+
+
 def _get_session_for_user(request: AuthenticatedHttpRequest, pk: int) -> WritingSession:
-    return get_object_or_404(WritingSession.objects.select_related("project"), pk=pk, project__owner_id=request.user.pk)
+    return get_object_or_404(_SESSIONS, pk=pk, project__owner_id=request.user.pk)
 
 
 def _get_agent_for_user(request: AuthenticatedHttpRequest, session: WritingSession, pk: int) -> Agent:
@@ -29,6 +33,6 @@ def _get_session_for_viewer(request: AuthenticatedHttpRequest, pk: int) -> tuple
     (the admin's "View on site"). Anyone else gets a 404. Never use it for a view that writes."""
     user = request.user
     if user.is_active and user.is_staff:
-        session = get_object_or_404(WritingSession.objects.select_related("project"), pk=pk)
+        session = get_object_or_404(_SESSIONS, pk=pk)
         return session, session.project.owner_id != user.pk
     return _get_session_for_user(request, pk), False

@@ -16,7 +16,15 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from atelier.core.http import AuthenticatedHttpRequest
 from orchestration import presets, services
 from orchestration.forms import ProjectForm, credit_balance
-from orchestration.models import ACTIVE_STATUSES, Project, ReferenceDocument, Status, TeamPreset, WritingSession
+from orchestration.models import (
+    ACTIVE_STATUSES,
+    Flow,
+    Project,
+    ReferenceDocument,
+    Status,
+    TeamPreset,
+    WritingSession,
+)
 from orchestration.retrieval import index_references
 from orchestration.views.access import _get_project_for_user, _get_session_for_user
 
@@ -29,6 +37,7 @@ RECENT_SESSIONS = 8
 def _recent_sessions(user: User) -> list[WritingSession]:
     return list(
         WritingSession.objects.filter(project__owner=user)
+        .exclude(flow=Flow.CONVERSATION)
         .select_related("project")
         .order_by("-updated_at")[:RECENT_SESSIONS]
     )
@@ -48,8 +57,11 @@ def dashboard(request: AuthenticatedHttpRequest) -> HttpResponse:
     projects = (
         Project.objects.filter(owner=request.user, archived_at__isnull=True)
         .annotate(
-            session_count=Count("sessions"),
-            active_count=Count("sessions", filter=Q(sessions__status__in=ACTIVE_STATUSES)),
+            session_count=Count("sessions", filter=~Q(sessions__flow=Flow.CONVERSATION)),
+            active_count=Count(
+                "sessions",
+                filter=Q(sessions__status__in=ACTIVE_STATUSES) & ~Q(sessions__flow=Flow.CONVERSATION),
+            ),
         )
         .order_by("-updated_at")
     )
@@ -156,7 +168,7 @@ def project_create(request: AuthenticatedHttpRequest) -> HttpResponse:
 
 
 def _project_sessions(project: Project, status: str) -> list[WritingSession]:
-    sessions = project.sessions.all().order_by("-created_at")
+    sessions = project.sessions.exclude(flow=Flow.CONVERSATION).order_by("-created_at")
     if status == "active":
         sessions = sessions.filter(status__in=ACTIVE_STATUSES)
     elif status in Status.values:
@@ -242,7 +254,11 @@ def project_delete(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     return render(
         request,
         "orchestration/project_confirm_delete.html",
-        {"project": project, "active": active, "session_count": project.sessions.count()},
+        {
+            "project": project,
+            "active": active,
+            "session_count": project.sessions.exclude(flow=Flow.CONVERSATION).count(),
+        },
     )
 
 
@@ -258,7 +274,8 @@ SEARCH_LIMIT = 50
 
 def search_sessions(user: User, query: str, status: str = "") -> list[WritingSession]:
     """The user's sessions whose title, brief, document or project name contains every word of `query`."""
-    sessions = WritingSession.objects.filter(project__owner=user).select_related("project")
+    sessions = WritingSession.objects.filter(project__owner=user).exclude(flow=Flow.CONVERSATION)
+    sessions = sessions.select_related("project")
     for word in query.split()[:8]:
         sessions = sessions.filter(
             Q(title__icontains=word)

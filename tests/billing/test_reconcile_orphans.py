@@ -101,3 +101,20 @@ def test_a_closed_reservation_and_a_deleted_turns_reservation(funded):
     assert "1 orphaned reservation(s)" in out.getvalue()
     assert "1 orphaned reservation(s), 1 released." in _run("--fix")
     assert services.get_balance(funded) == start - 10
+
+
+def test_a_team_suggestion_reservation_left_open_by_a_dead_process_is_released_only_when_stale(funded):
+    import datetime as dt
+
+    from django.utils import timezone
+
+    key = "suggest:7:deadbeef:1:reserve"
+    before = services.get_balance(funded)
+    services.reserve_credits(user=funded, amount=120, key=key, description="team suggestion")
+    assert services.get_balance(funded) == before - 120
+    assert "0 orphaned reservation(s)" in _run()  # the call may still be running
+    CreditEntry.objects.filter(idempotency_key=key).update(created_at=timezone.now() - dt.timedelta(hours=1))
+    report = _run("--fix")
+    assert f"reservation {key} holds 120 credits, but a team suggestion call never settled it" in report
+    assert services.get_balance(funded) == before
+    assert "0 orphaned reservation(s)" in _run()  # released once

@@ -329,3 +329,14 @@ async def test_metrics_count_open_websockets_and_refused_ones_do_not_count(owner
     assert await sync_to_async(open_sockets)() == before + 1
     await communicator.disconnect()
     assert await sync_to_async(open_sockets)() == before
+
+
+def test_clearing_the_metrics_directory_starts_counters_from_zero(tmp_path, monkeypatch):
+    from atelier.core import metrics
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    (tmp_path / "counter_123.db").write_bytes(b"x")
+    (tmp_path / "gauge_livesum_123.db").write_bytes(b"x")
+    (tmp_path / "notes.txt").write_text("kept")
+    assert metrics.clear_multiprocess_dir() == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]

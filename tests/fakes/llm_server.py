@@ -32,6 +32,13 @@ Reasoning (``fake_llm.reply("answer", thinking="step by step...")``), as the rea
   ``temperature`` (other than 1) and ``max_tokens``; other models refuse ``reasoning_effort``.
   With ``reasoning_field = "reasoning_content"`` the thinking streams in that delta field instead
   (DeepSeek / vLLM style). Thinking and text together stop at the request's max tokens.
+Tool calls (``fake_llm.reply("Let me check.", tool_calls=[{"name": "search", "arguments": {"q": "x"}}])``),
+streamed as the real APIs do: Anthropic a ``tool_use`` content block (``content_block_start`` with id and name,
+the JSON input in ``input_json_delta`` pieces, ``content_block_stop``) after the text block and
+``stop_reason: "tool_use"``; OpenAI ``delta.tool_calls[i]`` (the first piece carries index, id, type and the
+function name with empty arguments, the rest argument pieces) and ``finish_reason: "tool_calls"``.
+``arguments`` may be a dict (sent as JSON) or a raw string (e.g. invalid JSON). A model in
+``no_tool_models`` answers a request that offers ``tools`` with a 400, like servers without tool support.
 A system prompt seen before counts as a cache hit (Anthropic cache_read_input_tokens when the request
 asked for cache_control, OpenAI prompt_tokens_details.cached_tokens always, as OpenAI caches automatically).
 """
@@ -155,6 +162,8 @@ class Reply:
     zero_usage: bool = False
     chunks: list[str] | None = None
     thinking: str = ""  # the model's reasoning, sent only when the request enables it (see module doc)
+    # [{"name", "arguments": dict | str, "id" (optional)}], or a callable of the RecordedRequest returning that.
+    tool_calls: list[dict] | Callable[[RecordedRequest], list[dict]] | None = None
 
 
 @dataclass
@@ -190,6 +199,7 @@ class FakeLLMServer:
         self.openai_reasoning_prefixes: tuple[str, ...] = ("o1", "o3", "o4", "gpt-5")
         # "" (OpenAI: reasoning is only counted) or "reasoning_content" (streamed in that delta field).
         self.reasoning_field: str = ""
+        self.no_tool_models: set[str] = set()  # these refuse requests that offer tools (400)
         self.client_disconnects = 0  # streams the client closed before the server finished
         self.client_disconnected = threading.Event()
         self._seen_prefixes: set[tuple[str, str, str]] = set()
@@ -343,6 +353,13 @@ def default_reply(request: RecordedRequest) -> str:
         f"{first_line[:80]}. It is deterministic so tests can assert on it.\n\n"
         '<evaluation>\n```json\n{"scores": {"Quality": 7}, "overall": 7, "feedback": "Solid."}\n```\n</evaluation>\n'
     )
+
+
+def _tool_call(call: dict, n: int) -> dict:
+    """A scripted tool call with its id and its arguments as the JSON text the server streams."""
+    arguments = call.get("arguments", {})
+    raw = arguments if isinstance(arguments, str) else json.dumps(arguments)
+    return {"id": call.get("id") or f"toolu_fake_{n}", "name": call["name"], "raw": raw}
 
 
 def _chunks(text: str, size: int) -> list[str]:
@@ -508,11 +525,16 @@ def _make_handler(server: FakeLLMServer) -> type[BaseHTTPRequestHandler]:
                 self._send_too_long(anthropic, prompt_tokens, limit)
                 return
             assert reply is not None
+            if body.get("tools") and str(body.get("model")) in server.no_tool_models:
+                self._send_error(anthropic, 400, message="This model does not support tools.", retry_after=None)
+                return
             refusal = _refused_reasoning_params(body, anthropic, server.openai_reasoning_prefixes)
             if refusal:
                 self._send_error(anthropic, 400, message=refusal, retry_after=None)
                 return
             text = reply.text(request) if callable(reply.text) else reply.text
+            calls = reply.tool_calls(request) if callable(reply.tool_calls) else reply.tool_calls
+            calls = [_tool_call(call, n) for n, call in enumerate(calls or [])]
             pieces = list(reply.chunks) if reply.chunks is not None else _chunks(text, server.chunk_size)
             thoughts = _thinking_pieces(body, reply.thinking, anthropic, server)
             max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
@@ -525,14 +547,15 @@ def _make_handler(server: FakeLLMServer) -> type[BaseHTTPRequestHandler]:
                 pieces = pieces[:room]
             refusal_pieces = _chunks(reply.refusal, server.chunk_size) if reply.refusal and not anthropic else []
             output_tokens = len(thoughts) + len([p for p in pieces if p]) + len(refusal_pieces)
+            output_tokens += sum(count_tokens(call["raw"]) + 1 for call in calls)
             usage = _usage(request, cached=cached, output_tokens=output_tokens)
             usage["reasoning_tokens"] = len(thoughts)
             if reply.zero_usage:
                 usage = {"system_tokens": 0, "user_tokens": 0, "cached": 0, "output_tokens": 0, "reasoning_tokens": 0}
             if anthropic:
-                stop_reason = reply.stop_reason or ("max_tokens" if truncated else "end_turn")
+                stop_reason = reply.stop_reason or ("max_tokens" if truncated else "tool_use" if calls else "end_turn")
             else:
-                stop_reason = reply.stop_reason or ("length" if truncated else "stop")
+                stop_reason = reply.stop_reason or ("length" if truncated else "tool_calls" if calls else "stop")
             if not body.get("stream"):
                 self._send_json(
                     200, (_anthropic_message if anthropic else _openai_completion)(body, pieces, usage, stop_reason)
@@ -541,7 +564,13 @@ def _make_handler(server: FakeLLMServer) -> type[BaseHTTPRequestHandler]:
             streamed_thoughts = thoughts if (anthropic or server.reasoning_field) else []
             if anthropic:
                 events = _anthropic_events(
-                    body, pieces, usage, stop_reason, thoughts=streamed_thoughts, stop_details=reply.stop_details
+                    body,
+                    pieces,
+                    usage,
+                    stop_reason,
+                    thoughts=streamed_thoughts,
+                    stop_details=reply.stop_details,
+                    tool_calls=calls,
                 )
             else:
                 events = _openai_events(
@@ -552,6 +581,7 @@ def _make_handler(server: FakeLLMServer) -> type[BaseHTTPRequestHandler]:
                     thoughts=streamed_thoughts,
                     reasoning_field=server.reasoning_field,
                     refusal=refusal_pieces,
+                    tool_calls=calls,
                 )
             self._stream(events, fault)
 
@@ -725,6 +755,7 @@ def _anthropic_events(
     thoughts: list[str] = (),
     reasoning_field: str = "",
     stop_details: dict | None = None,
+    tool_calls: list[dict] = (),
 ):
     start = _anthropic_message(body, [], usage, stop_reason)
     start.update(content=[], stop_reason=None)
@@ -754,6 +785,15 @@ def _anthropic_events(
         delta = {"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": piece}}
         yield _sse("content_block_delta", delta), True
     yield _sse("content_block_stop", {"type": "content_block_stop", "index": index}), False
+    for call in tool_calls:
+        index += 1
+        block = {"type": "tool_use", "id": call["id"], "name": call["name"], "input": {}}
+        start_block = {"type": "content_block_start", "index": index, "content_block": block}
+        yield _sse("content_block_start", start_block), False
+        for piece in _chunks(call["raw"], 8) if call["raw"] else []:
+            delta = {"type": "input_json_delta", "partial_json": piece}
+            yield _sse("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}), True
+        yield _sse("content_block_stop", {"type": "content_block_stop", "index": index}), False
     final_usage: dict[str, Any] = {"output_tokens": usage["output_tokens"]}
     if usage.get("reasoning_tokens"):
         final_usage["output_tokens_details"] = {"thinking_tokens": usage["reasoning_tokens"]}
@@ -810,6 +850,7 @@ def _openai_events(
     thoughts: list[str] = (),
     reasoning_field: str = "",
     refusal: list[str] | None = None,
+    tool_calls: list[dict] = (),
 ):
     base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1735689600, "model": body.get("model")}
 
@@ -824,6 +865,11 @@ def _openai_events(
         yield chunk({"content": piece}, None), True
     for piece in refusal or []:
         yield chunk({"content": None, "refusal": piece}, None), True
+    for n, call in enumerate(tool_calls):
+        head = {"index": n, "id": call["id"], "type": "function", "function": {"name": call["name"], "arguments": ""}}
+        yield chunk({"tool_calls": [head]}, None), False
+        for piece in _chunks(call["raw"], 8) if call["raw"] else []:
+            yield chunk({"tool_calls": [{"index": n, "function": {"arguments": piece}}]}, None), True
     yield chunk({}, stop_reason), False
     if (body.get("stream_options") or {}).get("include_usage"):
         yield f"data: {json.dumps({**base, 'choices': [], 'usage': _openai_usage(usage)})}\n\n", False

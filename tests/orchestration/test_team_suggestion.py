@@ -347,3 +347,31 @@ def test_the_demo_planner_proposes_the_pipeline_for_researched_work_and_it_can_b
     assert response.status_code == 302
     draft.refresh_from_db()
     assert draft.flow == "pipeline" and [r for _, r in team(draft)] == roles
+
+
+def test_an_overloaded_provider_is_retried_once_and_only_the_answer_is_charged(
+    owner_client, owner, draft, planner, fake_llm, monkeypatch
+):
+    monkeypatch.setattr("orchestration.providers.retry.retry_delay", lambda attempt, retry_after=None: 0.01)
+    before = get_balance(owner)
+    fake_llm.fail_next(503)
+    fake_llm.reply(json.dumps(proposal()))
+    html = suggest(owner_client, draft, planner).content.decode()
+    assert 'value="Fact checker"' in html
+    assert len(fake_llm.generation_requests()) == 2
+    books = ledger(owner)
+    assert books["reserved"] == 2 and books["closed"] == 2
+    assert get_balance(owner) == before - books["charged"]
+    assert CreditEntry.objects.filter(user=owner, kind="release", idempotency_key__endswith=":1:release").exists()
+
+
+def test_a_provider_that_stays_down_fails_clearly_after_one_retry(
+    owner_client, owner, draft, planner, fake_llm, monkeypatch
+):
+    monkeypatch.setattr("orchestration.providers.retry.retry_delay", lambda attempt, retry_after=None: 0.01)
+    before = get_balance(owner)
+    fake_llm.fail_always(503)
+    html = suggest(owner_client, draft, planner).content.decode()
+    assert "The planner could not answer" in html and "Charged 0 credits" in html
+    assert len(fake_llm.generation_requests()) == 2
+    assert get_balance(owner) == before

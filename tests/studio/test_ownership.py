@@ -17,8 +17,10 @@ from django.urls import URLPattern, reverse
 from orchestration import events as ev
 from orchestration.models import (
     Agent,
+    Conversation,
     Criterion,
     DocumentVersion,
+    Message,
     Project,
     ReferenceDocument,
     SessionEvent,
@@ -31,7 +33,14 @@ from orchestration.urls import urlpatterns
 from orchestration.versions import record_version
 from tests.studio.studio_fixtures import catalogue_model
 
-SECRETS = ("Owner Secret Project", "Owner Secret Session", "Owner Secret Agent", "Owner secret preset", "OWNER-TEXT")
+SECRETS = (
+    "Owner Secret Project",
+    "Owner Secret Session",
+    "Owner Secret Agent",
+    "Owner secret preset",
+    "OWNER-TEXT",
+    "Owner Secret Conversation",
+)
 
 # What a form post might carry, so a view that forgot its owner check would act rather than just fail validation.
 HOSTILE_POST = {
@@ -79,7 +88,9 @@ def owned_world(owner, *, status: str, who: str = "Owner") -> dict:
     reference = ReferenceDocument.objects.create(session=session, title=f"{who} ref", content=f"{text} ref")
     preset = TeamPreset.objects.create(owner=owner, slug=f"{who.lower()}-secret", name=f"{who} secret preset", data={})
     ev.append_event(session_id=session.pk, kind="status", payload={"status": status})
+    conversation = _owned_conversation(project, model, status=status, who=who, text=text)
     return {
+        "conversation": conversation,
         "project": project,
         "session": session,
         "agent": agent,
@@ -88,6 +99,20 @@ def owned_world(owner, *, status: str, who: str = "Owner") -> dict:
         "reference": reference,
         "preset": preset,
     }
+
+
+def _owned_conversation(project, model, *, status: str, who: str, text: str) -> Conversation:
+    """A conversation (its hidden run in `status`) with a message, a handoff and a reply."""
+    run = WritingSession.objects.create(project=project, title=f"{who} Secret Conversation", flow="conversation")
+    WritingSession.objects.filter(pk=run.pk).update(status=status)
+    triage = Agent.objects.create(session=run, name="Triage", role="triage", model=model, role_prompt=text)
+    conversation = Conversation.objects.create(project=project, title=f"{who} Secret Conversation", session=run)
+    Message.objects.create(conversation=conversation, exchange=1, position=1, role="user", content=f"{text} asks")
+    reply = Message.objects.create(
+        conversation=conversation, exchange=1, position=2, role="assistant", agent=triage, content=f"{text} reply"
+    )
+    ev.append_event(session_id=run.pk, kind="message", payload={"message_id": reply.pk})
+    return conversation
 
 
 def url_kwargs(pattern: URLPattern, world: dict) -> dict:
@@ -106,6 +131,10 @@ def url_kwargs(pattern: URLPattern, world: dict) -> dict:
             kwargs[name] = world["project"].pk
         elif name == "pk" and route.startswith("sessions/<int:pk>"):
             kwargs[name] = world["session"].pk
+        elif name == "pk" and route.startswith("conversations/<int:pk>"):
+            kwargs[name] = world["conversation"].pk
+        elif name == "project_pk":
+            kwargs[name] = world["project"].pk
         elif name in fillers:
             kwargs[name] = fillers[name]
         else:
@@ -129,12 +158,15 @@ def owner_rows(owner) -> dict[str, list[dict]]:
         "events": SessionEvent.objects.filter(by_session),
         "presets": TeamPreset.objects.filter(Q(owner=owner) | Q(owner=None)),
         "credits": CreditEntry.objects.filter(user=owner),
+        "conversations": Conversation.objects.filter(project__owner=owner),
+        "messages": Message.objects.filter(conversation__project__owner=owner),
     }
     return {name: list(qs.order_by("pk").values()) for name, qs in querysets.items()}
 
 
 def table_sizes() -> dict[str, int]:
     models = [Project, WritingSession, Agent, Criterion, Turn, DocumentVersion, ReferenceDocument, SessionEvent]
+    models += [Conversation, Message]
     return {m.__name__: m.objects.count() for m in models + [TeamPreset]}
 
 
@@ -469,3 +501,43 @@ async def test_staff_may_watch_a_session_over_the_websocket(owner):
     connected, _code = await communicator.connect()
     assert connected
     await communicator.disconnect()
+
+
+def _conversation_communicator(conversation_id: int, cookie: str | None = None):
+    from channels.testing import WebsocketCommunicator
+
+    from atelier.asgi import application
+
+    headers = [(b"origin", b"http://testserver")]
+    if cookie:
+        headers.append((b"cookie", f"sessionid={cookie}".encode()))
+    return WebsocketCommunicator(application, f"/ws/conversations/{conversation_id}/", headers=headers)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_conversation_websocket_streams_to_the_owner_only(owner, outsider):
+    world = await sync_to_async(owned_world)(owner, status=Status.COMPLETED)
+    conversation = world["conversation"]
+    for user in (outsider, None):
+        cookie = await sync_to_async(_session_cookie)(user) if user else None
+        communicator = _conversation_communicator(conversation.pk, cookie)
+        assert await communicator.connect() == (False, 4403)
+        await communicator.disconnect()
+
+    communicator = _conversation_communicator(conversation.pk, await sync_to_async(_session_cookie)(owner))
+    connected, _ = await communicator.connect()
+    assert connected
+    await communicator.send_json_to({"type": "catch_up", "after": 0})
+    reply = await communicator.receive_json_from(timeout=5)
+    assert reply["type"] == "events" and reply["fragments"][-1]["op"] == "controls"
+    await communicator.disconnect()
+
+
+def test_an_outsider_cannot_find_the_owners_conversations_by_search(client, owner, outsider):
+    owned_world(owner, status=Status.COMPLETED)
+    for user, found in ((outsider, False), (owner, True)):
+        client.force_login(user)
+        body = client.get(reverse("conversation_list"), {"q": "Secret"}).content.decode()
+        assert ("Owner Secret Conversation" in body) is found
+        body = client.get(reverse("conversation_list"), {"q": "asks"}).content.decode()
+        assert ("Owner Secret Conversation" in body) is found

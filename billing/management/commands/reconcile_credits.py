@@ -9,7 +9,8 @@ class Command(BaseCommand):
     help = (
         "Compare every credit account's cached balance with the sum of its ledger entries, and find orphaned "
         "reservations: credits still held for a turn that has ended, whose session has finished, or that no "
-        "longer exists. The ledger is the truth: with --fix, orphaned reservations are released (a turn left "
+        "longer exists, or for a team suggestion call left open far longer than a call can last. The ledger "
+        "is the truth: with --fix, orphaned reservations are released (a turn left "
         "streaming in a finished session is marked failed) and drifted balances are set to the ledger sum "
         "(under the account lock). Without --fix (or with --dry-run) nothing is changed. Exits non-zero when "
         "something was found and not fixed."

@@ -74,12 +74,14 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, host: str, port: int, no_worker: bool, shutdown_timeout: float, **options) -> None:
-        from atelier.core import embedded_redis
+        from atelier.core import embedded_redis, metrics
 
         if shutdown_timeout <= 0:
             raise CommandError("--shutdown-timeout must be a positive number of seconds.")
         if settings.EMBEDDED_REDIS:
             embedded_redis.ensure_running(settings.EMBEDDED_REDIS_SOCKET)
+        # Every process of the app starts below: the previous run's metric files would only inflate the counters.
+        metrics.clear_multiprocess_dir()
         python = sys.executable
         children = [Child("web", [python, "-m", "daphne", "-b", host, "-p", str(port), "atelier.asgi:application"])]
         if not no_worker:

@@ -1,0 +1,61 @@
+"""The shipped conversation team, "Writing desk": a triage agent and three specialists.
+
+Agents are ordinary `Agent` rows on the conversation's session (role "triage" or "specialist"), so they
+are configured like any agent (model, fallback, prompt, max output tokens). Shipped on the Demo model,
+so a newcomer can try it without keys; a user's default model wins, as with session presets.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+TRIAGE = "triage"
+SPECIALIST = "specialist"
+
+TRIAGE_PROMPT = """You are the triage agent of a writing desk. You talk with the writer.
+Answer simple questions yourself, briefly. When a request needs a specialist's skill, hand the
+conversation to that specialist with a one-line reason the writer will see. You may also ask a
+specialist for a quick answer as a tool and keep the conversation yourself."""
+
+RESEARCH_PROMPT = """You are the research specialist of a writing desk.
+Find what the writer needs to know, grounded in the project's references (search them) and say plainly
+what the references do not cover. Quote short passages and name the reference they come from.
+When the writer's need is no longer research, hand the conversation back to triage."""
+
+EDITING_PROMPT = """You are the editing specialist of a writing desk.
+Improve the writer's text: clarity, structure, tone, concision. Show the revised passage, then list the
+main changes in a few bullets. Keep the writer's voice. Hand back to triage when the edit is done and
+the writer moves on to something else."""
+
+FACT_CHECK_PROMPT = """You are the fact-check specialist of a writing desk.
+Check each factual claim the writer gives you against the project's references (search them): say for
+each whether the references support it, contradict it, or do not cover it, quoting the evidence.
+Never invent sources. Hand back to triage when the check is done."""
+
+WRITING_DESK: dict[str, Any] = {
+    "slug": "writing-desk",
+    "name": "Writing desk",
+    "description": "A triage agent that answers or hands you to research, editing and fact-check specialists.",
+    "agents": [
+        {"name": "Triage", "role": TRIAGE, "prompt": TRIAGE_PROMPT, "description": "Routes the conversation."},
+        {
+            "name": "Research specialist",
+            "role": SPECIALIST,
+            "prompt": RESEARCH_PROMPT,
+            "description": "Finds sources and background in the project's references.",
+        },
+        {
+            "name": "Editing specialist",
+            "role": SPECIALIST,
+            "prompt": EDITING_PROMPT,
+            "description": "Rewrites and tightens the writer's text.",
+        },
+        {
+            "name": "Fact-check specialist",
+            "role": SPECIALIST,
+            "prompt": FACT_CHECK_PROMPT,
+            "description": "Checks claims against the project's references.",
+        },
+    ],
+}
+CONVERSATION_PRESETS = {WRITING_DESK["slug"]: WRITING_DESK}

@@ -1,0 +1,603 @@
+"""Drives one conversation reply: triage, handoffs, tools and agent-as-tool calls, to the final answer.
+
+Built on the engine's machinery rather than a copy of it: the per-session lease (`orchestration.lease`:
+claim, renew, fenced writes, the watchdog re-dispatching a dead worker's run), the numbered event log and
+its chunk batcher (`orchestration.events`, `engine.ChunkBatcher`), the engine's retry rules and failed-
+attempt accounting (`engine._retry_plan`, `engine._abandon_turn`, `engine._recover_interrupted_turns`), the
+provider adapters and the credit ledger (reserve before a call, settle after it). Each model call is a
+Turn of the conversation's hidden session; its messages (reply, handoff, tool calls) are written in the
+same transaction that settles it, guarded by the turn's status, so a call re-run after a crash never
+adds a message or a charge twice, and a call cut by a crash is re-run from the saved state
+(`flow.next_move`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from orchestration import engine
+from orchestration import events as ev
+from orchestration.conversations import flow
+from orchestration.conversations.models import Conversation, Message, MessageRole, MessageStatus
+from orchestration.lease import LeaseLost, claim_lease, fence, new_owner_id, release_lease, renew_lease
+from orchestration.models import Agent, LLMModel, Status, StopReason, Turn, WritingSession
+from orchestration.services import set_status, status_payload
+
+logger = logging.getLogger(__name__)
+
+DRIVE_BUDGET_SECONDS = 240
+
+
+def drive(session_id: int, *, budget_seconds: float = DRIVE_BUDGET_SECONDS) -> str:
+    """Write the conversation's pending reply. Outcomes as engine.drive: busy, idle, finished, stopped,
+    failed, requeued, lease_lost."""
+    owner = new_owner_id()
+    if not claim_lease(session_id, owner):
+        return "busy"
+    try:
+        return asyncio.run(_drive(session_id, owner, budget_seconds))
+    except LeaseLost:
+        logger.warning("conversation session %s: lease lost to another executor; standing down", session_id)
+        return "lease_lost"
+    except (WritingSession.DoesNotExist, Conversation.DoesNotExist):
+        return "idle"  # deleted while it ran
+    finally:
+        release_lease(session_id, owner)
+
+
+async def _drive(session_id: int, owner: str, budget_seconds: float) -> str:
+    deadline = time.monotonic() + budget_seconds
+    while True:
+        prepared = await engine.db(_prepare, session_id, owner)
+        if isinstance(prepared, str):
+            return prepared
+        outcome = await run_call(prepared, owner=owner)
+        if outcome in ("failed", "out_of_credits"):
+            return "failed"
+        if time.monotonic() > deadline:
+            await engine.db(_requeue, session_id, owner)
+            return "requeued"
+
+
+def _requeue(session_id: int, owner: str) -> None:
+    from orchestration.services import enqueue_run
+
+    if release_lease(session_id, owner):
+        enqueue_run(session_id)
+
+
+@dataclass
+class Prepared:
+    session: WritingSession
+    conversation: Conversation
+    agents: list[Agent]
+    call: flow.Call
+
+
+def _set(session: WritingSession, status: str, *, owner: str, **fields) -> None:
+    with transaction.atomic():
+        fence(session.pk, owner)
+        if set_status(session, status, **fields):
+            ev.append_event(session_id=session.pk, kind="status", payload=status_payload(session))
+
+
+def _prepare(session_id: int, owner: str) -> str | Prepared:
+    """Finish a stop, recover a call a dead worker left streaming, then plan the next call (fenced)."""
+    session = WritingSession.objects.select_related("project__owner").get(pk=session_id)
+    if session.status == Status.STOPPING:
+        _set(session, Status.STOPPED, owner=owner, finished_at=timezone.now())
+        return "stopped"
+    if session.status not in (Status.QUEUED, Status.RUNNING):
+        return "idle"
+    engine._recover_interrupted_turns(session, owner=owner)
+    if session.status == Status.QUEUED:
+        _set(session, Status.RUNNING, owner=owner)
+    conversation = Conversation.objects.select_related("project").get(session_id=session_id)
+    agents = list(session.agents.filter(active=True).select_related("model", "fallback_model"))
+    calls = Turn.objects.filter(
+        session=session, started_at__gte=session.started_at, status__in=Turn.DONE_STATUSES
+    ).count()
+    move = flow.next_move(conversation, agents, calls)
+    if isinstance(move, flow.Done):
+        if move.reason == "too_many_calls":
+            _fail_reply(session.pk, "The agents kept calling each other without answering; stopped.", owner=owner)
+            return "failed"
+        _set(session, Status.COMPLETED, owner=owner, finished_at=timezone.now())
+        return "finished"
+    return Prepared(session, conversation, agents, move)
+
+
+# --- One call ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Attempt:
+    turn_id: int
+    request: object
+    received: list[str] = field(default_factory=list)
+    thought: list[str] = field(default_factory=list)
+    calls: list = field(default_factory=list)
+
+
+async def run_call(prepared: Prepared, *, owner: str) -> str:
+    """One call to its end, with the engine's retry rules and the agent's fallback model.
+
+    Returns "saved" (its messages are written), "cancelled" (the user stopped it; text kept), "failed"
+    or "out_of_credits" (the reply ends with a note saying why)."""
+    session, call = prepared.session, prepared.call
+    agent = next(a for a in prepared.agents if a.pk == call.agent_id)
+    models = [agent.model] + ([agent.fallback_model] if agent.fallback_model_id else [])
+    failures: list[str] = []
+    for model in models:
+        retries, waited = 0, 0.0
+        while True:
+            begun = await engine.db(_begin, prepared, agent, model, owner=owner)
+            if isinstance(begun, str):
+                if begun.startswith("too_large:"):
+                    failures.append(begun.removeprefix("too_large:"))
+                    break
+                await engine.db(_fail_reply, session.pk, begun, owner=owner, out_of_credits=True)
+                return "out_of_credits"
+            attempt = _Attempt(*begun)
+            try:
+                result = await _stream(prepared, agent, model, attempt, owner=owner)
+            except (LeaseLost, asyncio.CancelledError):
+                raise
+            except Exception:
+                # A bug or an unexpected library error: never leave the call streaming or its credits held.
+                logger.exception("conversation turn %s crashed", attempt.turn_id)
+                text = "".join(attempt.received)
+                await sync_to_async(engine._fail_turn)(session.pk, attempt.turn_id, text, owner=owner)
+                await engine.db(_fail_reply, session.pk, engine.INTERNAL_ERROR, owner=owner)
+                return "failed"
+            if not isinstance(result, Exception):
+                return result
+            error = result
+            plan = engine._retry_plan(error, retries, waited, settings.PROVIDER_MAX_RETRIES)
+            note = f" Retrying in {plan:.1f} s." if plan is not None else ""
+            status = Turn.TurnStatus.INCOMPLETE if attempt.received else Turn.TurnStatus.FAILED
+            text, thought = "".join(attempt.received), "".join(attempt.thought)
+            await engine.db(
+                engine._abandon_turn,
+                *(session.pk, attempt.turn_id, model, text, attempt.request, status, error.user_message + note, error),
+                reasoning=thought,
+                owner=owner,
+            )
+            if plan is None:
+                failures.append(f"{model.display_name}: {error.user_message}")
+                break
+            retries, waited = retries + 1, waited + plan
+            await engine._sleep(plan)
+    await engine.db(_fail_reply, session.pk, f"{agent.name} could not answer. " + " Then ".join(failures), owner=owner)
+    return "failed"
+
+
+async def _stream(prepared: Prepared, agent: Agent, model: LLMModel, attempt: _Attempt, *, owner: str):
+    """Stream one attempt, watching for Stop and a lost lease. Returns an outcome string, or the
+    ProviderError to retry on."""
+    from orchestration.providers import ProviderError, ReasoningDelta, StreamEnd, TextDelta, ToolCall, get_adapter
+
+    session_id = prepared.session.pk
+    batcher = engine.ChunkBatcher(session_id, owner)
+    done = asyncio.Event()
+    flusher = asyncio.create_task(batcher.run(done))
+    started = time.monotonic()
+    first: list[float] = []
+
+    async def consume() -> StreamEnd:
+        end = None
+        async with contextlib.aclosing(get_adapter(model.provider).stream(attempt.request)) as items:
+            async for item in items:
+                if isinstance(item, TextDelta):
+                    first or first.append(time.monotonic())
+                    attempt.received.append(item.text)
+                    batcher.add(attempt.turn_id, item.text)
+                elif isinstance(item, ReasoningDelta):
+                    attempt.thought.append(item.text)
+                    batcher.add_reasoning(attempt.turn_id, item.text)
+                elif isinstance(item, ToolCall):
+                    attempt.calls.append(item)
+                elif isinstance(item, StreamEnd):
+                    end = item
+        if end is None:
+            raise ProviderError("The reply ended without a proper end.", kind="stream_broken", retryable=True)
+        return end
+
+    task = asyncio.create_task(consume())
+    stop_seen = lease_lost = False
+    while not task.done():
+        await asyncio.wait({task}, timeout=engine.MONITOR_INTERVAL)
+        if task.done():
+            break
+        status = await sync_to_async(renew_lease)(session_id, owner)
+        if status is None or batcher.lease_lost:
+            lease_lost = True
+            task.cancel()
+        elif status == Status.STOPPING:
+            stop_seen = True
+            task.cancel()
+    done.set()
+    await flusher
+    await batcher.flush()
+    if lease_lost or batcher.lease_lost:
+        raise LeaseLost(f"session {session_id}: lease lost during a call")
+    text, thought = "".join(attempt.received), "".join(attempt.thought)
+    try:
+        end = task.result()
+    except asyncio.CancelledError:
+        if not stop_seen:
+            raise
+        await engine.db(_stopped, prepared, agent, model, attempt, text, thought, owner=owner)
+        return "cancelled"
+    except ProviderError as error:
+        return error
+    timing = (int((time.monotonic() - started) * 1000), int((first[0] - started) * 1000) if first else None)
+    await engine.db(_complete, prepared, agent, model, attempt, text, thought, end, timing, owner=owner)
+    return "saved"
+
+
+def _begin(prepared: Prepared, agent: Agent, model: LLMModel, *, owner: str):
+    """Build the prompt, create the turn and reserve its worst case. Returns (turn id, request), or
+    "too_large:<why>" / "<out of credits message>"."""
+    from billing.pricing import credits_for_usage
+    from billing.services import InsufficientCredits, reserve_credits
+    from orchestration.providers import ModelRequest
+    from orchestration.reasoning import plan_for_agent
+
+    session, call = prepared.session, prepared.call
+    plan = plan_for_agent(agent, model)
+    conversation = Conversation.objects.select_related("project").get(pk=prepared.conversation.pk)
+    try:
+        prompt = flow.build_prompt(conversation, agent, model, prepared.agents, call, plan.max_tokens)
+    except flow.PromptTooLarge as error:
+        return f"too_large:{model.display_name}: {error}"
+    worst_case = credits_for_usage(
+        model=model, input_tokens=prompt.estimated_tokens, cached_tokens=0, output_tokens=plan.max_tokens
+    )
+    last = Turn.objects.filter(session=session).order_by("-round", "-attempt").first()
+    if last is not None and last.slot == call.slot and last.status not in Turn.DONE_STATUSES:
+        round_number, attempt = last.round, last.attempt + 1  # the same call again (retry, crash, stop)
+    else:
+        round_number, attempt = (last.round if last else 0) + 1, 1
+    with transaction.atomic():
+        fence(session.pk, owner)
+        turn = Turn.objects.create(
+            session=session,
+            round=round_number,
+            agent=agent,
+            agent_name=agent.name,
+            attempt=attempt,
+            model_used=model.model_id,
+            prompt_notes="\n".join(prompt.notes),
+            slot=call.slot,
+            recipe="conversation",
+            output_kind="reply" if call.purpose == "reply" else "notes",
+            reasoning_output=plan.output,
+        )
+        try:
+            reserve_credits(
+                user=session.project.owner,
+                amount=worst_case,
+                key=f"turn:{turn.pk}:reserve",
+                description=f"Conversation “{conversation.title}”: {agent.name}",
+                session_id=session.pk,
+                turn_id=turn.pk,
+            )
+        except InsufficientCredits:
+            transaction.set_rollback(True)
+            return engine.OUT_OF_CREDITS_DETAIL
+        WritingSession.objects.filter(pk=session.pk).update(current_round=round_number)
+        ev.append_event(
+            session_id=session.pk,
+            kind="turn_started",
+            turn_id=turn.pk,
+            payload={
+                "agent_id": agent.pk,
+                "agent_name": agent.name,
+                "model": model.display_name,
+                "attempt": attempt,
+                "purpose": call.purpose,
+                "message_id": call.message_id,
+                "notes": prompt.notes,
+            },
+        )
+    request = ModelRequest(
+        provider=model.provider,
+        model_id=model.model_id,
+        system=prompt.system,
+        user=prompt.text,
+        messages=prompt.messages,
+        tools=prompt.tools,
+        max_tokens=plan.max_tokens,
+        temperature=agent.temperature,
+        reasoning=plan.reasoning,
+        thinking_budget=plan.thinking_budget,
+        reasoning_effort=plan.reasoning_effort,
+        metadata={
+            "session_id": session.pk,
+            "recipe": "conversation",
+            "agent_name": agent.name,
+            "role": agent.role,
+            "purpose": call.purpose,
+            "project_id": conversation.project_id,
+        },
+    )
+    return turn.pk, request
+
+
+# --- Saving what a call produced ----------------------------------------------------------------------------
+
+
+class _Transcript:
+    """Appends messages to the conversation (positions allocated under the run's row lock) and collects
+    the events that announce them."""
+
+    def __init__(self, conversation_id: int, exchange: int, turn_id: int | None) -> None:
+        from orchestration.conversations.services import next_position
+
+        self.conversation_id = conversation_id
+        self.exchange = exchange
+        self.turn_id = turn_id
+        self.position = next_position(conversation_id)
+        self.events: list[ev.NewEvent] = []
+
+    def add(self, *, role: str, agent: Agent | None, content: str = "", status=MessageStatus.COMPLETED, data=None):
+        message = Message.objects.create(
+            conversation_id=self.conversation_id,
+            exchange=self.exchange,
+            position=self.position,
+            role=role,
+            status=status,
+            agent=agent,
+            agent_name=agent.name if agent else "",
+            content=content,
+            data=data or {},
+            turn_id=self.turn_id,
+        )
+        self.position += 1
+        self.events.append(ev.NewEvent("message", {"message_id": message.pk, "role": role}, self.turn_id))
+        return message
+
+    def updated(self, message: Message) -> None:
+        self.events.append(ev.NewEvent("message", {"message_id": message.pk, "role": message.role}, self.turn_id))
+
+
+def _tool_message(transcript: _Transcript, prepared: Prepared, agent: Agent, tool_call, text: str) -> None:
+    """Record one tool call: a handoff, an agent-as-tool question (pending) or an information tool's result."""
+    from orchestration.conversations import tools
+    from orchestration.conversations.services import tool_key
+
+    name = tool_call.name
+    data = {"name": name, "arguments": tool_call.arguments, "call_id": tool_call.id, "text": text}
+    others = {tool_key(a): a for a in prepared.agents if a.pk != agent.pk}
+    if tool_call.invalid:
+        data["result"] = f"The arguments were not valid JSON ({tool_call.raw[:200]!r}); nothing was run."
+    elif name.startswith(tools.ASK_PREFIX) and name.removeprefix(tools.ASK_PREFIX) in others:
+        target = others[name.removeprefix(tools.ASK_PREFIX)]
+        data.update(agent_tool=True, agent_id=target.pk, target_name=target.name, result="")
+        transcript.add(role=MessageRole.TOOL, agent=agent, status=MessageStatus.PENDING, data=data)
+        return
+    elif name in tools.INFO_TOOL_NAMES:
+        data["result"] = tools.run_info_tool(
+            name,
+            tool_call.arguments,
+            conversation_id=prepared.conversation.pk,
+            project_id=prepared.conversation.project_id,
+        )
+    else:
+        data["result"] = f"There is no tool called {name} here."
+    transcript.add(role=MessageRole.TOOL, agent=agent, data=data)
+
+
+def _handoff(transcript: _Transcript, prepared: Prepared, agent: Agent, target: Agent, reason: str, call_id="") -> None:
+    from orchestration.conversations.presets import TRIAGE
+
+    data = {
+        "from": agent.pk,
+        "to": target.pk,
+        "from_name": agent.name,
+        "to_name": target.name,
+        "reason": reason.strip()[:300] or "no reason given",
+        "back": target.role == TRIAGE,
+        "call_id": call_id,
+    }
+    transcript.add(role=MessageRole.HANDOFF, agent=agent, data=data)
+
+
+def _record_reply(transcript: _Transcript, prepared: Prepared, agent: Agent, model: LLMModel, text, calls, end) -> None:
+    """The messages of a finished "reply" call: a handoff, tool calls, or the final answer."""
+    from orchestration.conversations import tools
+    from orchestration.conversations.services import tool_key
+
+    call = prepared.call
+    transfers = {tool_key(a): a for a in prepared.agents if a.pk != agent.pk}
+    if not calls and not model.supports_tools and call.handoffs_left > 0:
+        routed = flow.parse_text_handoff(text, agent, prepared.agents)
+        if routed is not None:
+            _handoff(transcript, prepared, agent, routed[0], routed[1])
+            return
+    if calls:
+        handed = False
+        for tool_call in calls:
+            key = tool_call.name.removeprefix(tools.TRANSFER_PREFIX)
+            if tool_call.name.startswith(tools.TRANSFER_PREFIX) and key in transfers and not handed:
+                if call.handoffs_left > 0:
+                    if text.strip():
+                        transcript.add(role=MessageRole.ASSISTANT, agent=agent, content=text, data={"final": False})
+                    reason = str(tool_call.arguments.get("reason") or "")
+                    _handoff(transcript, prepared, agent, transfers[key], reason, tool_call.id)
+                    handed = True
+                    continue
+                # Offered no transfer tools once capped, a model may still call one: tell it, and it answers.
+                tool_call.invalid, tool_call.raw = False, ""
+                data = {"name": tool_call.name, "arguments": tool_call.arguments, "call_id": tool_call.id}
+                data.update(text=text, result="The handoff limit for this message is reached: answer yourself.")
+                transcript.add(role=MessageRole.TOOL, agent=agent, data=data)
+                continue
+            _tool_message(transcript, prepared, agent, tool_call, text)
+        if transcript.events:
+            return
+    outcome = end.outcome if not calls else "normal"
+    status = {"normal": MessageStatus.COMPLETED, "truncated": MessageStatus.CUT_OFF}.get(outcome, MessageStatus.REFUSED)
+    content = text if text.strip() or outcome == "normal" else (end.stop_detail or "")
+    transcript.add(
+        role=MessageRole.ASSISTANT,
+        agent=agent,
+        content=content,
+        status=status,
+        data={"final": True, "stop_reason": end.stop_reason, "model": model.display_name},
+    )
+
+
+def _record_consult(transcript: _Transcript, prepared: Prepared, text: str, end) -> None:
+    """A specialist's answer to an agent-as-tool question becomes that tool call's result."""
+    message = Message.objects.get(pk=prepared.call.message_id)
+    if message.status != MessageStatus.PENDING:
+        return
+    message.data["result"] = text if text.strip() else (end.stop_detail or "(no answer)")
+    outcome = end.outcome
+    message.status = {"normal": MessageStatus.COMPLETED, "truncated": MessageStatus.CUT_OFF}.get(
+        outcome, MessageStatus.REFUSED
+    )
+    message.save(update_fields=["data", "status"])
+    transcript.updated(message)
+
+
+def _complete(
+    prepared: Prepared, agent: Agent, model: LLMModel, attempt: _Attempt, text, thought, end, timing, *, owner
+):
+    """Settle the call and write its messages in one transaction, exactly once (guarded by the turn's status)."""
+    from billing.pricing import credits_for_usage, provider_cost_usd
+    from billing.services import settle_credits
+
+    usage, session_id, turn_id = end.usage, prepared.session.pk, attempt.turn_id
+    counts = {
+        "input_tokens": usage.input_tokens,
+        "cached_tokens": usage.cached_input_tokens,
+        "output_tokens": usage.output_tokens,
+    }
+    credits = credits_for_usage(model=model, **counts)
+    cost = provider_cost_usd(model=model, **counts)
+    normal = end.outcome == "normal" or bool(attempt.calls)
+    status = (
+        Turn.TurnStatus.COMPLETED
+        if normal
+        else {"truncated": Turn.TurnStatus.TRUNCATED}.get(end.outcome, Turn.TurnStatus.REFUSED)
+    )
+    with transaction.atomic():
+        fence(session_id, owner)
+        session = WritingSession.objects.select_for_update().select_related("project__owner").get(pk=session_id)
+        charged = settle_credits(
+            user=session.project.owner,
+            reservation_key=f"turn:{turn_id}:reserve",
+            actual=credits,
+            key=f"turn:{turn_id}:settle",
+            description=f"Conversation “{session.title}”: {agent.name}",
+        )
+        claimed = Turn.objects.filter(pk=turn_id, status=Turn.TurnStatus.STREAMING).update(
+            status=status,
+            output_text=text,
+            reasoning=thought,
+            stop_reason=end.stop_reason[:40],
+            result={"tool_calls": [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in attempt.calls]},
+            input_tokens=usage.input_tokens,
+            cached_tokens=usage.cached_input_tokens,
+            cache_write_tokens=usage.cache_write_tokens,
+            output_tokens=usage.output_tokens,
+            usage_estimated=usage.estimated,
+            reasoning_tokens=usage.reasoning_tokens,
+            credits=charged,
+            provider_cost=cost,
+            latency_ms=timing[0],
+            ttft_ms=timing[1],
+            finished_at=timezone.now(),
+        )
+        if not claimed:  # saved by an earlier run of this call
+            transaction.set_rollback(True)
+            return
+        WritingSession.objects.filter(pk=session_id).update(
+            input_tokens=F("input_tokens") + usage.input_tokens,
+            cached_tokens=F("cached_tokens") + usage.cached_input_tokens,
+            output_tokens=F("output_tokens") + usage.output_tokens,
+            reasoning_tokens=F("reasoning_tokens") + usage.reasoning_tokens,
+            credits_used=F("credits_used") + charged,
+            provider_cost=F("provider_cost") + cost,
+        )
+        transcript = _Transcript(prepared.conversation.pk, prepared.call.exchange, turn_id)
+        if prepared.call.purpose == "consult":
+            _record_consult(transcript, prepared, text, end)
+        else:
+            _record_reply(transcript, prepared, agent, model, text, attempt.calls, end)
+        payload = {"status": status, "credits": charged, "stop_reason": end.stop_reason}
+        totals = {"credits": session.credits_used + charged}
+        ev.append_events(
+            session_id=session_id,
+            events=[ev.NewEvent("turn_finished", payload, turn_id), *transcript.events, ev.NewEvent("totals", totals)],
+        )
+
+
+def _stopped(prepared: Prepared, agent: Agent, model: LLMModel, attempt: _Attempt, text: str, thought: str, *, owner):
+    """The user pressed Stop: the call is charged for what it used and its text so far is kept, marked stopped."""
+    session_id = prepared.session.pk
+    with transaction.atomic():
+        fence(session_id, owner)
+        WritingSession.objects.select_for_update().filter(pk=session_id).first()
+        if not Turn.objects.filter(pk=attempt.turn_id, status=Turn.TurnStatus.STREAMING).exists():
+            return
+        engine._abandon_turn(
+            session_id,
+            attempt.turn_id,
+            model,
+            text,
+            attempt.request,
+            Turn.TurnStatus.CANCELLED,
+            engine.USER_STOP,
+            reasoning=thought,
+            owner=owner,
+        )
+        transcript = _Transcript(prepared.conversation.pk, prepared.call.exchange, attempt.turn_id)
+        if prepared.call.purpose == "consult":
+            message = Message.objects.get(pk=prepared.call.message_id)
+            message.status, message.data["result"] = MessageStatus.STOPPED, text
+            message.save(update_fields=["status", "data"])
+            transcript.updated(message)
+        else:
+            transcript.add(
+                role=MessageRole.ASSISTANT,
+                agent=agent,
+                content=text,
+                status=MessageStatus.STOPPED,
+                data={"final": True, "stop_reason": "user_stopped", "model": model.display_name},
+            )
+        ev.append_events(session_id=session_id, events=transcript.events)
+
+
+def _fail_reply(session_id: int, error: str, *, owner: str, out_of_credits: bool = False) -> None:
+    """End the reply with a note saying why (kept in the transcript) and mark the run failed."""
+    with transaction.atomic():
+        fence(session_id, owner)
+        session = WritingSession.objects.select_for_update().get(pk=session_id)
+        conversation = Conversation.objects.get(session_id=session_id)
+        last_user = conversation.messages.filter(role=MessageRole.USER, superseded=False).order_by("-position").first()
+        transcript = _Transcript(conversation.pk, last_user.exchange if last_user else 0, None)
+        transcript.add(
+            role=MessageRole.NOTE,
+            agent=None,
+            content=error,
+            status=MessageStatus.FAILED,
+            data={"final": True, "kind": "out_of_credits" if out_of_credits else "failed"},
+        )
+        reason = StopReason.OUT_OF_CREDITS if out_of_credits else StopReason.ERROR
+        if set_status(session, Status.FAILED, stop_reason=reason, stop_detail=error[:2000], finished_at=timezone.now()):
+            transcript.events.append(ev.NewEvent("status", status_payload(session)))
+        ev.append_events(session_id=session_id, events=transcript.events)

@@ -1,0 +1,339 @@
+"""Every write to a conversation. Views, the public API and commands call these (keyword-only arguments).
+
+Shapes (the API builds its JSON from these models; see docs/conversations.md):
+- Conversation: id, project_id, title, created_at, updated_at, last_message_at, max_handoffs,
+  session_id (the hidden run: its events are the live stream; `status` of that session is the reply's
+  state: draft = no message yet, queued/running = a reply is being written, stopping, completed, stopped,
+  failed).
+- Message: id, exchange, position, role (user | assistant | handoff | tool | note), status (completed |
+  pending | stopped | cut_off | refused | failed), agent_name, content, data (see Message), created_at.
+
+Refusals raise ServiceError (orchestration.services) with a message for the user; limits raise its
+subclass RateLimited (an HTTP 429 for the API, a notice in the page). Nothing the user typed is lost on a
+refusal: the message is only saved when the run is accepted.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.db import transaction
+from django.db.models import Max, QuerySet
+from django.utils import timezone
+from django.utils.text import slugify
+
+from orchestration.conversations import presets
+from orchestration.conversations.models import Conversation, Message, MessageRole, MessageStatus
+from orchestration.events import append_event
+from orchestration.models import ACTIVE_STATUSES, Agent, Flow, Project, Status, WritingSession
+from orchestration.services import ServiceError, emit_status, enqueue_run, set_status
+
+logger = logging.getLogger(__name__)
+
+MAX_TITLE_CHARS = 200
+MAX_MESSAGE_CHARS = 20_000
+DEFAULT_TITLE = "New conversation"
+
+
+class RateLimited(ServiceError):
+    """A plan limit on messages per minute or replies streaming at once (HTTP 429 in the API)."""
+
+    status_code = 429
+
+
+# --- Reading ----------------------------------------------------------------------------------------
+
+
+def conversations_for(*, user, project: Project | None = None) -> QuerySet[Conversation]:
+    """The user's conversations (one project's, or all), most recently active first, with their run state."""
+    qs = Conversation.objects.filter(project__owner=user).select_related("project", "session")
+    if project is not None:
+        qs = qs.filter(project=project)
+    return qs.order_by("-updated_at", "-pk")
+
+
+def get_conversation(*, user, pk: int) -> Conversation:
+    """The user's conversation `pk`; raises Conversation.DoesNotExist for anyone else's (views: 404)."""
+    return Conversation.objects.select_related("project", "session").get(pk=pk, project__owner=user)
+
+
+def transcript(conversation: Conversation) -> list[Message]:
+    """The visible transcript, in order (superseded messages left out)."""
+    return list(conversation.messages.filter(superseded=False).order_by("position"))
+
+
+def team(conversation: Conversation) -> list[Agent]:
+    """The conversation's active agents, triage first."""
+    agents = list(conversation.session.agents.filter(active=True).select_related("model", "fallback_model"))
+    return sorted(agents, key=lambda a: (a.role != presets.TRIAGE, a.order, a.pk))
+
+
+# --- Creating, renaming, deleting ----------------------------------------------------------------------
+
+
+def _clean_title(title: str) -> str:
+    title = " ".join((title or "").split())
+    if len(title) > MAX_TITLE_CHARS:
+        raise ServiceError(f"A title can be at most {MAX_TITLE_CHARS} characters.")
+    return title
+
+
+@transaction.atomic
+def create_conversation(*, project: Project, user, title: str = "", preset: str = "writing-desk") -> Conversation:
+    """Start an empty conversation in `project` with a preset team (default "Writing desk").
+
+    Agents use the user's default model (the Demo model unless they chose another). Raises ServiceError
+    for someone else's or an archived project, an unknown preset, no usable model, or a plan limit.
+    """
+    from billing.gating import check
+    from billing.services import hold_user_lock
+    from orchestration.presets import default_model_for
+
+    if project.owner_id != user.pk:
+        raise ServiceError("You can only start conversations in your own projects.")
+    if project.archived_at is not None:
+        raise ServiceError("This project is archived. Restore it to start a conversation.")
+    spec = presets.CONVERSATION_PRESETS.get(preset)
+    if spec is None:
+        raise ServiceError(f"Unknown conversation preset {preset!r}.")
+    title = _clean_title(title) or DEFAULT_TITLE
+    hold_user_lock(user=user)  # concurrent creations cannot all pass the count
+    specialists = sum(1 for a in spec["agents"] if a["role"] == presets.SPECIALIST)
+    gate = check(user, "create_conversation", specialists=specialists)
+    if not gate.allowed:
+        raise ServiceError(gate.reason, upgrade_url=gate.upgrade_url)
+    model = default_model_for(user)
+    if model is None:
+        raise ServiceError("No model is available. Ask the operator to enable the Demo model.")
+    session = WritingSession.objects.create(project=project, title=title, flow=Flow.CONVERSATION, brief="")
+    for order, agent in enumerate(spec["agents"]):
+        Agent.objects.create(
+            session=session,
+            order=order,
+            name=agent["name"],
+            role=agent["role"],
+            model=model,
+            role_prompt=agent["prompt"],
+            temperature=0.5,
+            max_output_tokens=1024,
+        )
+    return Conversation.objects.create(project=project, title=title, session=session)
+
+
+@transaction.atomic
+def rename_conversation(*, conversation: Conversation, user, title: str) -> Conversation:
+    """Rename; the title must have text. Raises ServiceError otherwise or for someone else's conversation."""
+    _check_owner(conversation, user)
+    title = _clean_title(title)
+    if not title:
+        raise ServiceError("Give the conversation a title.")
+    Conversation.objects.filter(pk=conversation.pk).update(title=title, updated_at=timezone.now())
+    WritingSession.objects.filter(pk=conversation.session_id).update(title=title)
+    conversation.title = title
+    return conversation
+
+
+@transaction.atomic
+def delete_conversation(*, conversation: Conversation, user) -> None:
+    """Delete the conversation, its messages, its run and its events (credits already spent stay spent:
+    the ledger keeps its entries). A reply being written is cancelled: its worker finds the run gone."""
+    _check_owner(conversation, user)
+    session_id = conversation.session_id
+    Conversation.objects.filter(pk=conversation.pk).delete()
+    WritingSession.objects.filter(pk=session_id).delete()
+
+
+def _check_owner(conversation: Conversation, user) -> None:
+    owner_id = Project.objects.filter(pk=conversation.project_id).values_list("owner_id", flat=True).first()
+    if owner_id != user.pk:
+        raise ServiceError("You can only change your own conversations.")
+
+
+# --- Sending and controlling replies ---------------------------------------------------------------------
+
+
+def _lock(conversation: Conversation, user) -> WritingSession:
+    """Lock the conversation's run row (serialises sends, stops and the runner's writes) and check the owner."""
+    _check_owner(conversation, user)
+    return WritingSession.objects.select_for_update().select_related("project__owner").get(pk=conversation.session_id)
+
+
+def _refuse_while_active(session: WritingSession) -> None:
+    if session.status in ACTIVE_STATUSES:
+        raise ServiceError("A reply is still being written. Wait for it, or stop it first.")
+
+
+def _check_message_gate(conversation: Conversation, user) -> None:
+    from billing.gating import check
+    from billing.services import hold_user_lock
+
+    hold_user_lock(user=user)  # two tabs sending at once are counted one after the other
+    gate = check(user, "send_message", conversation=conversation)
+    if gate.allowed:
+        return
+    if "a minute" in gate.reason or "at a time" in gate.reason:
+        raise RateLimited(gate.reason, upgrade_url=gate.upgrade_url)
+    raise ServiceError(gate.reason, upgrade_url=gate.upgrade_url)
+
+
+def _clean_text(text: str) -> str:
+    text = (text or "").strip()
+    if not text:
+        raise ServiceError("Write a message first.")
+    if len(text) > MAX_MESSAGE_CHARS:
+        raise ServiceError(f"A message can be at most {MAX_MESSAGE_CHARS:,} characters (this one has {len(text):,}).")
+    return text
+
+
+def next_position(conversation_id: int) -> int:
+    """The next free transcript position (call with the run row locked)."""
+    return (Message.objects.filter(conversation_id=conversation_id).aggregate(m=Max("position"))["m"] or 0) + 1
+
+
+def _announce(session: WritingSession, *, added: Message | None = None, superseded: list[int] = ()) -> None:
+    """Tell open chat pages (the event log: WebSocket push and catch-up) what changed in the transcript."""
+    if superseded:
+        append_event(session_id=session.pk, kind="superseded", payload={"message_ids": list(superseded)})
+    if added is not None:
+        append_event(session_id=session.pk, kind="message", payload={"message_id": added.pk, "role": added.role})
+
+
+def _supersede(conversation: Conversation, **filters) -> list[int]:
+    ids = list(conversation.messages.filter(superseded=False, **filters).values_list("pk", flat=True))
+    Message.objects.filter(pk__in=ids).update(superseded=True)
+    return ids
+
+
+def _queue_reply(session: WritingSession, conversation: Conversation) -> None:
+    """Hand the run to a worker after commit (status queued, event, task). `started_at` marks when this
+    reply was asked for (the runner counts its calls from there)."""
+    set_status(session, Status.QUEUED, stop_reason="", stop_detail="", started_at=timezone.now())
+    emit_status(session)
+    enqueue_run(session.pk)
+    now = timezone.now()
+    Conversation.objects.filter(pk=conversation.pk).update(updated_at=now, last_message_at=now)
+
+
+@transaction.atomic
+def send_message(*, conversation: Conversation, user, text: str) -> Message:
+    """Save the user's message and start one run that answers it; returns the saved message.
+
+    Raises ServiceError (empty or too long text, a reply still streaming, the plan's team or models) or
+    RateLimited (messages per minute, replies streaming at once). On any refusal nothing is saved.
+    The first message of an untitled conversation becomes its title (first 60 characters).
+    """
+    session = _lock(conversation, user)
+    text = _clean_text(text)
+    _refuse_while_active(session)
+    _check_message_gate(conversation, user)
+    exchange = (
+        Message.objects.filter(conversation=conversation, role=MessageRole.USER).aggregate(m=Max("exchange"))["m"] or 0
+    ) + 1
+    message = Message.objects.create(
+        conversation=conversation,
+        exchange=exchange,
+        position=next_position(conversation.pk),
+        role=MessageRole.USER,
+        content=text,
+    )
+    if conversation.title == DEFAULT_TITLE and exchange == 1:
+        title = " ".join(text.split())[:60]
+        Conversation.objects.filter(pk=conversation.pk).update(title=title)
+        WritingSession.objects.filter(pk=session.pk).update(title=title)
+        conversation.title = title
+    _announce(session, added=message)
+    _queue_reply(session, conversation)
+    return message
+
+
+@transaction.atomic
+def stop_reply(*, conversation: Conversation, user) -> bool:
+    """Stop the reply being written: the call is cancelled within about a second and its text so far is
+    kept (marked stopped). Returns False when no reply was being written (nothing to stop)."""
+    session = _lock(conversation, user)
+    if session.status not in (Status.QUEUED, Status.RUNNING):
+        return False
+    set_status(session, Status.STOPPING, stop_reason="user_stopped", stop_detail="Stopped by you.")
+    emit_status(session)
+    enqueue_run(session.pk)  # a queued run has no executor yet to notice; this one will
+    return True
+
+
+def _last_exchange(conversation: Conversation) -> Message:
+    user_message = (
+        Message.objects.filter(conversation=conversation, role=MessageRole.USER, superseded=False)
+        .order_by("-position")
+        .first()
+    )
+    if user_message is None:
+        raise ServiceError("There is no message to answer yet.")
+    return user_message
+
+
+@transaction.atomic
+def regenerate_reply(*, conversation: Conversation, user) -> Message:
+    """Answer the last user message again: its earlier answer (reply, handoffs, tool calls) is superseded
+    (hidden, kept) and a new run starts. Returns the user message being answered. Charged like any reply."""
+    session = _lock(conversation, user)
+    _refuse_while_active(session)
+    user_message = _last_exchange(conversation)
+    _check_message_gate(conversation, user)
+    gone = _supersede(conversation, exchange=user_message.exchange, position__gt=user_message.position)
+    _announce(session, superseded=gone)
+    _queue_reply(session, conversation)
+    return user_message
+
+
+@transaction.atomic
+def edit_last_message(*, conversation: Conversation, user, text: str) -> Message:
+    """Replace the last user message with `text` and answer it again: the old message and its answer are
+    superseded (hidden, kept). Returns the new message."""
+    session = _lock(conversation, user)
+    text = _clean_text(text)
+    _refuse_while_active(session)
+    old = _last_exchange(conversation)
+    _check_message_gate(conversation, user)
+    gone = _supersede(conversation, exchange=old.exchange, position__gte=old.position)
+    message = Message.objects.create(
+        conversation=conversation,
+        exchange=old.exchange,
+        position=next_position(conversation.pk),
+        role=MessageRole.USER,
+        content=text,
+        data={"edited_from": old.pk},
+    )
+    _announce(session, added=message, superseded=gone)
+    _queue_reply(session, conversation)
+    return message
+
+
+def tool_key(agent: Agent) -> str:
+    """The agent's name as a tool-name part: lower-case letters, digits and underscores (both APIs accept
+    ^[a-zA-Z0-9_-]{1,64}$ for tool names; "transfer_to_" + 40 characters fits)."""
+    return (slugify(agent.name).replace("-", "_") or f"agent_{agent.pk}")[:40]
+
+
+def search(*, user, query: str, project: Project | None = None, limit: int = 50):
+    """Full-text search of the user's conversation titles and messages: see conversations.search.search."""
+    from orchestration.conversations.search import search as run_search
+
+    return run_search(user=user, query=query, project=project, limit=limit)
+
+
+__all__ = [
+    "MessageStatus",
+    "RateLimited",
+    "ServiceError",
+    "conversations_for",
+    "create_conversation",
+    "delete_conversation",
+    "edit_last_message",
+    "get_conversation",
+    "regenerate_reply",
+    "rename_conversation",
+    "search",
+    "send_message",
+    "stop_reply",
+    "team",
+    "transcript",
+]
