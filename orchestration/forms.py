@@ -267,7 +267,7 @@ class SessionSettingsForm(forms.ModelForm):
         from orchestration.flows.roundtable import DEFAULT_CONFIG, ConfigError, clean_config
 
         super().__init__(*args, **kwargs)
-        self.fields["flow"].choices = SESSION_FLOW_CHOICES
+        field_of(self, "flow", forms.ChoiceField).choices = SESSION_FLOW_CHOICES
         try:
             config = clean_config(self.instance.flow_config)
         except ConfigError:

@@ -18,6 +18,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -32,6 +33,9 @@ from orchestration.conversations.models import Conversation, Message, MessageRol
 from orchestration.lease import LeaseLost, claim_lease, fence, new_owner_id, release_lease, renew_lease
 from orchestration.models import Agent, LLMModel, Status, StopReason, Turn, WritingSession
 from orchestration.services import set_status, status_payload
+
+if TYPE_CHECKING:
+    from orchestration.providers import ModelRequest, ProviderError
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +127,7 @@ def _prepare(session_id: int, owner: str) -> str | Prepared:
 @dataclass
 class _Attempt:
     turn_id: int
-    request: object
+    request: ModelRequest
     received: list[str] = field(default_factory=list)
     thought: list[str] = field(default_factory=list)
     calls: list = field(default_factory=list)
@@ -136,7 +140,8 @@ async def run_call(prepared: Prepared, *, owner: str) -> str:
     or "out_of_credits" (the reply ends with a note saying why)."""
     session, call = prepared.session, prepared.call
     agent = next(a for a in prepared.agents if a.pk == call.agent_id)
-    models = [agent.model] + ([agent.fallback_model] if agent.fallback_model_id else [])
+    fallback = agent.fallback_model if agent.fallback_model_id else None
+    models = [agent.model] + ([fallback] if fallback is not None else [])
     failures: list[str] = []
     for model in models:
         retries, waited = 0, 0.0
@@ -182,7 +187,9 @@ async def run_call(prepared: Prepared, *, owner: str) -> str:
     return "failed"
 
 
-async def _stream(prepared: Prepared, agent: Agent, model: LLMModel, attempt: _Attempt, *, owner: str):
+async def _stream(
+    prepared: Prepared, agent: Agent, model: LLMModel, attempt: _Attempt, *, owner: str
+) -> str | ProviderError:
     """Stream one attempt, watching for Stop and a lost lease. Returns an outcome string, or the
     ProviderError to retry on."""
     from orchestration.providers import ProviderError, ReasoningDelta, StreamEnd, TextDelta, ToolCall, get_adapter
@@ -199,7 +206,8 @@ async def _stream(prepared: Prepared, agent: Agent, model: LLMModel, attempt: _A
         async with contextlib.aclosing(get_adapter(model.provider).stream(attempt.request)) as items:
             async for item in items:
                 if isinstance(item, TextDelta):
-                    first or first.append(time.monotonic())
+                    if not first:
+                        first.append(time.monotonic())
                     attempt.received.append(item.text)
                     batcher.add(attempt.turn_id, item.text)
                 elif isinstance(item, ReasoningDelta):
@@ -461,6 +469,7 @@ def _record_reply(transcript: _Transcript, prepared: Prepared, agent: Agent, mod
 
 def _record_consult(transcript: _Transcript, prepared: Prepared, text: str, end) -> None:
     """A specialist's answer to an agent-as-tool question becomes that tool call's result."""
+    assert prepared.call.message_id is not None  # a consult call always names its question
     message = Message.objects.get(pk=prepared.call.message_id)
     if message.status != MessageStatus.PENDING:
         return
@@ -567,6 +576,7 @@ def _stopped(prepared: Prepared, agent: Agent, model: LLMModel, attempt: _Attemp
         )
         transcript = _Transcript(prepared.conversation.pk, prepared.call.exchange, attempt.turn_id)
         if prepared.call.purpose == "consult":
+            assert prepared.call.message_id is not None  # a consult call always names its question
             message = Message.objects.get(pk=prepared.call.message_id)
             message.status, message.data["result"] = MessageStatus.STOPPED, text
             message.save(update_fields=["status", "data"])

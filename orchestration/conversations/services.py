@@ -16,6 +16,7 @@ refusal: the message is only saved when the run is accepted.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from django.db import transaction
 from django.db.models import Max, QuerySet
@@ -190,7 +191,7 @@ def next_position(conversation_id: int) -> int:
     return (Message.objects.filter(conversation_id=conversation_id).aggregate(m=Max("position"))["m"] or 0) + 1
 
 
-def _announce(session: WritingSession, *, added: Message | None = None, superseded: list[int] = ()) -> None:
+def _announce(session: WritingSession, *, added: Message | None = None, superseded: Sequence[int] = ()) -> None:
     """Tell open chat pages (the event log: WebSocket push and catch-up) what changed in the transcript."""
     if superseded:
         append_event(session_id=session.pk, kind="superseded", payload={"message_ids": list(superseded)})

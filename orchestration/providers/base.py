@@ -9,7 +9,7 @@ garbage collected; cancelling the task that iterates it closes the response too.
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -227,9 +227,9 @@ class BaseAdapter:
     def display_name(self) -> str:
         return PROVIDER_LABELS.get(self.provider, self.provider)
 
-    def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
+    def stream(self, request: ModelRequest) -> AsyncGenerator[StreamEvent, None]:
         """The reply as it arrives: TextDelta / ReasoningDelta events, then exactly one StreamEnd
-        (stop reason and usage). Raises ProviderError; implemented as an async generator."""
+        (stop reason and usage). Raises ProviderError. An async generator: callers may ``aclose()`` it."""
         raise NotImplementedError
 
     async def check(self) -> tuple[bool, str]:
