@@ -12,7 +12,7 @@ from ninja import NinjaAPI, Swagger
 
 from api import errors
 from api.auth import AUTH, PlanRateThrottle
-from api.routes import account, catalogue, documents, projects, sessions, streams
+from api.routes import account, catalogue, conversations, documents, projects, sessions, streams
 
 api = NinjaAPI(
     title="Atelier API",
@@ -30,5 +30,6 @@ api.add_router("/", account.router)
 api.add_router("/projects", projects.router)
 api.add_router("/sessions", sessions.router)
 api.add_router("/sessions", documents.router)
+api.add_router("/conversations", conversations.router)
 api.add_router("/", catalogue.router)
 api.add_router("/", streams.router)

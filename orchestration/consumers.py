@@ -64,12 +64,19 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
         self.turn_text: TurnTextCache = {}
         self.group = ev.group_name(self.session_id)
         await self.channel_layer.group_add(self.group, self.channel_name)
+        await self._accept_counted()
+
+    async def _accept_counted(self) -> None:
+        """Accept, and count the open socket for /metrics (disconnect uncounts only what was counted)."""
         await self.accept()
         metrics.WEBSOCKETS.inc()
+        self.counted = True
 
     async def disconnect(self, code: int) -> None:
-        if hasattr(self, "group"):
+        if getattr(self, "counted", False):
             metrics.WEBSOCKETS.dec()
+            self.counted = False
+        if hasattr(self, "group"):
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
     @database_sync_to_async
@@ -162,7 +169,7 @@ class ConversationConsumer(SessionConsumer):
         self.turn_text: TurnTextCache = {}
         self.group = ev.group_name(self.session_id)
         await self.channel_layer.group_add(self.group, self.channel_name)
-        await self.accept()
+        await self._accept_counted()
 
     @database_sync_to_async
     def _conversation_session(self, conversation_id: int, user_id: int) -> int | None:

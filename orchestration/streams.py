@@ -54,7 +54,8 @@ def call_and_close(fn, *args):
     try:
         return fn(*args)
     finally:
-        connection.close()
+        if not connection.in_atomic_block:  # never under a caller's open transaction (a test's, say)
+            connection.close()
 
 
 async def _db(fn, *args):

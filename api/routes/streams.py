@@ -71,45 +71,64 @@ def _stream_limit(user: User) -> int:
     return effective_plan(get_account(user)).api_concurrent_streams
 
 
-def _session_last_seq(user: User, session_id: int) -> int:
-    """The caller's session's last event sequence number; 404 for anyone else's or a missing id."""
-    from orchestration.models import WritingSession
+def _session_run(user: User, session_id: int) -> tuple[streams.EventSource, int]:
+    """The caller's session's event log and last sequence number; 404 for anyone else's, a missing id
+    or a conversation's hidden run (streamed as the conversation)."""
+    from orchestration.models import Flow, WritingSession
 
     last_seq = (
-        WritingSession.objects.filter(pk=session_id, project__owner=user).values_list("last_seq", flat=True).first()
+        WritingSession.objects.filter(pk=session_id, project__owner=user)
+        .exclude(flow=Flow.CONVERSATION)
+        .values_list("last_seq", flat=True)
+        .first()
     )
     if last_seq is None:
         raise ApiError(404, "No such session.")
-    return last_seq
+    return streams.SessionEvents(session_id), last_seq
+
+
+def _conversation_run(user: User, conversation_id: int) -> tuple[streams.EventSource, int]:
+    """The caller's conversation's event log (the log of the run behind it) and last sequence number;
+    404 for anyone else's or a missing id."""
+    from orchestration.conversations.models import Conversation
+
+    row = (
+        Conversation.objects.filter(pk=conversation_id, project__owner=user)
+        .values_list("session_id", "session__last_seq")
+        .first()
+    )
+    if row is None:
+        raise ApiError(404, "No such conversation.")
+    return streams.SessionEvents(row[0]), row[1]
 
 
 def _bad_position(message: str) -> ApiError:
     return ApiError(400, message, code="invalid_position", errors=[{"field": "after", "message": message}])
 
 
-def _prepare(request: HttpRequest, after: str | None, last_seq_of) -> tuple[int, int]:
+def _prepare(request: HttpRequest, after: str | None, resolve) -> tuple[streams.EventSource, int, int]:
     """Synchronous checks before a stream opens: rate limit, ownership, position. Returns
-    (position, the stream limit of the caller's plan); raises ApiError."""
+    (the run's event source, position, the stream limit of the caller's plan); raises ApiError."""
     _rate_limit(request)
     user = request.user
-    assert user.is_authenticated  # open_stream authenticates first
-    last_seq = last_seq_of(user)
+    assert user.is_authenticated  # ninja authenticated the request first
+    source, last_seq = resolve(user)
     try:
         position = streams.parse_position(request.headers.get("Last-Event-ID"), after)
     except streams.InvalidPosition as exc:
         raise _bad_position(str(exc)) from None
     if position > last_seq:
         raise _bad_position(f"There is no event {position}: the latest is {last_seq}. Resume from an id it sent.")
-    return position, _stream_limit(user)
+    return source, position, _stream_limit(user)
 
 
-async def open_stream(request: HttpRequest, *, source: streams.EventSource, after: str | None, last_seq_of):
-    """Check, take a stream slot and return the streaming response for `source`.
+async def open_stream(request: HttpRequest, *, after: str | None, resolve) -> HttpResponse:
+    """Check, take a stream slot and return the streaming response.
 
-    `last_seq_of(user) -> int` raises ApiError(404) unless the caller owns the run.
+    `resolve(user) -> (EventSource, last_seq)` raises ApiError(404) unless the caller owns the run.
     """
     # call_and_close: no connection is left behind in this request's thread, refused or not.
-    position, limit = await sync_to_async(streams.call_and_close)(_prepare, request, after, last_seq_of)
+    source, position, limit = await sync_to_async(streams.call_and_close)(_prepare, request, after, resolve)
     key = getattr(request, "api_key", None)
     heartbeat = settings.API_SSE_HEARTBEAT_SECONDS
     slot = streams.StreamSlot(
@@ -156,9 +175,18 @@ async def open_stream(request: HttpRequest, *, source: streams.EventSource, afte
 )
 async def session_events(request: HttpRequest, session_id: int, after: str | None = None) -> HttpResponse:
     """Everything after `after` (or the Last-Event-ID header), then the live tail, then `end`."""
-    return await open_stream(
-        request,
-        source=streams.SessionEvents(session_id),
-        after=after,
-        last_seq_of=lambda user: _session_last_seq(user, session_id),
-    )
+    return await open_stream(request, after=after, resolve=lambda user: _session_run(user, session_id))
+
+
+@router.get(
+    "/conversations/{int:conversation_id}/events",
+    response={200: None, **ERRORS},
+    throttle=[],
+    summary="Stream a conversation's events (Server-Sent Events, resumable)",
+    openapi_extra=_SSE_DOC,
+)
+async def conversation_events(request: HttpRequest, conversation_id: int, after: str | None = None) -> HttpResponse:
+    """The conversation's log: the reply to its latest message streaming (chunks labelled with the
+    answering agent, `message` events for each transcript entry: handoffs, tool calls, replies), then
+    `end` when that reply is done. A conversation with no reply running replays and ends at once."""
+    return await open_stream(request, after=after, resolve=lambda user: _conversation_run(user, conversation_id))

@@ -14,18 +14,16 @@ from django.urls import path, reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from atelier.core.http import AuthenticatedHttpRequest
-from orchestration import presets, services
+from orchestration import presets, services, team
 from orchestration.forms import ProjectForm, credit_balance
 from orchestration.models import (
     ACTIVE_STATUSES,
     Flow,
     Project,
-    ReferenceDocument,
     Status,
     TeamPreset,
     WritingSession,
 )
-from orchestration.retrieval import index_references
 from orchestration.views.access import _get_project_for_user, _get_session_for_user
 
 if TYPE_CHECKING:
@@ -92,16 +90,17 @@ def demo_quickstart(request: AuthenticatedHttpRequest) -> HttpResponse:
     try:
         with transaction.atomic():
             project = services.create_project(owner=request.user, name="My first project")
-            services.enforce_quota(user=request.user, action="create_session")
-            session = WritingSession.objects.create(
-                project=project, title="Demo: bike lanes essay", brief=presets.DEMO_BRIEF
-            )
             # The demo runs offline on the Demo model whatever the user's default is: no provider cost.
-            presets.apply_preset(session=session, preset=preset, default_model=model)
-            reference = ReferenceDocument.objects.create(
-                session=session, title=presets.DEMO_REFERENCE_TITLE, content=presets.DEMO_REFERENCE
+            session = team.create_session(
+                user=request.user,
+                project=project,
+                title="Demo: bike lanes essay",
+                brief=presets.DEMO_BRIEF,
+                preset=preset,
+                model=model,
             )
-            index_references([reference])
+            items = [(presets.DEMO_REFERENCE_TITLE, presets.DEMO_REFERENCE, "")]
+            services.add_references(session=session, user=request.user, items=items)  # indexed there too
     except services.ServiceError as exc:
         messages.error(request, exc.message)
         return redirect("dashboard")

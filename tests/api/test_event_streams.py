@@ -295,3 +295,46 @@ def test_streams_and_refusals_leave_no_database_connection_behind(web_only, owne
     for stream in held:
         stream.close()
     wait_for(lambda: _web_connections() <= baseline, timeout=10, message="no connection left behind")
+
+
+def test_a_conversation_streams_its_reply_with_handoffs_labelled_by_agent(app, owner, outsider):
+    """The Writing desk on the demo provider, run by the worker: triage hands off, the specialist answers."""
+    from billing.services import grant_credits
+    from orchestration.catalogue import seed_catalogue
+    from orchestration.conversations import services as conversations
+    from orchestration.conversations.models import Message
+    from orchestration.models import Project
+
+    seed_catalogue()
+    grant_credits(user=owner, amount=100_000, key="test:conversation", description="test credits")
+    conversation = conversations.create_conversation(
+        project=Project.objects.create(owner=owner, name="Desk"), user=owner
+    )
+    key = new_key(owner)
+    path = f"/api/v1/conversations/{conversation.pk}/events"
+    conversations.send_message(conversation=conversation, user=owner, text="Please tighten this paragraph for me.")
+
+    stream = Stream(app.url, path, key)
+    assert stream.status == 200
+    blocks = stream.read()
+    stream.close()
+    assert stream.closed_by_server and blocks[-1]["event"] == "end"
+    assert blocks[-1]["data"]["status"] == "completed"
+    events = data_events(blocks)
+    session_id = conversation.session_id
+    assert [int(e["id"]) for e in events] == list(range(1, WritingSession.objects.get(pk=session_id).last_seq + 1))
+    turns = list(Turn.objects.filter(session_id=session_id, kind=Turn.Kind.AGENT))
+    assert len(turns) >= 2, "triage and a specialist"
+    for turn in turns:
+        chunks = [e["data"] for e in events if e["event"] == "chunk" and e["data"]["turn_id"] == turn.pk]
+        assert "".join(c["payload"]["text"] for c in chunks) == turn.output_text
+        assert {c["agent"] for c in chunks} <= {turn.agent_name}
+    announced = {e["data"]["payload"]["message_id"] for e in events if e["event"] == "message"}
+    roles = set(Message.objects.filter(pk__in=announced).values_list("role", flat=True))
+    assert {"handoff", "assistant"} <= roles
+
+    # Another user's key, and the hidden run behind the conversation as a "session": 404.
+    for who, url_path in [(new_key(outsider), path), (key, events_path(session_id))]:
+        refused = Stream(app.url, url_path, who)
+        assert refused.status == 404 and refused.json()["code"] == "not_found"
+        refused.close()

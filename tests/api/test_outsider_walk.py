@@ -20,6 +20,8 @@ BODIES = {
     ("PATCH", "/api/v1/projects/{project_id}"): {"name": "Taken over"},
     ("PATCH", "/api/v1/sessions/{session_id}"): {"title": "Taken over"},
     ("POST", "/api/v1/sessions/{session_id}/continue"): {"rounds": 1},
+    ("PATCH", "/api/v1/conversations/{conversation_id}"): {"title": "Taken over"},
+    ("POST", "/api/v1/conversations/{conversation_id}/messages"): {"text": "Planted message"},
 }
 REQUIRED_QUERY = {"from_version": 1, "to_version": 2}
 
@@ -34,11 +36,22 @@ def _operations():
 def test_every_operation_with_the_owners_ids_is_404_for_an_outsider(owner, outsider):
     world = owned_world(owner, status=Status.PAUSED)
     outsider_api = ApiClient(new_key(outsider))
-    ids = {"project_id": world["project"].pk, "session_id": world["session"].pk, "number": world["version"].number}
+    from orchestration.conversations.models import Conversation, Message
+    from orchestration.conversations.services import create_conversation
+
+    conversation = create_conversation(project=world["project"], user=owner, title="Owner Secret Chat")
+    ids = {
+        "project_id": world["project"].pk,
+        "session_id": world["session"].pk,
+        "number": world["version"].number,
+        "conversation_id": conversation.pk,
+    }
     # The one id in a body: a session in someone else's project.
     body = {"project_id": world["project"].pk, "title": "Planted", "brief": "b"}
     assert outsider_api.post("sessions", body).status_code == 404
     assert not WritingSession.objects.filter(title="Planted").exists()
+    assert outsider_api.post("conversations", {"project_id": world["project"].pk}).status_code == 404
+    assert not Conversation.objects.filter(project__owner=outsider).exists()
     walked = 0
     # The stream endpoint goes last: it closes the calling thread's database connection (a stream must
     # not hold one), and under the test client that thread is the test's own.
@@ -62,11 +75,16 @@ def test_every_operation_with_the_owners_ids_is_404_for_an_outsider(owner, outsi
             session = WritingSession.objects.get(pk=world["session"].pk)
             assert (session.title, session.status) == ("Owner Secret Session", Status.PAUSED), (method, path)
             assert session.project.name == "Owner Secret Project", (method, path)
-    assert walked >= 19  # the schema was read (19 operations take ids today)
+            assert Conversation.objects.get(pk=conversation.pk).title == "Owner Secret Chat", (method, path)
+            assert not Message.objects.filter(content="Planted message").exists(), (method, path)
+    assert walked >= 26  # the schema was read (26 operations take ids today)
 
 
 def test_operations_without_ids_show_the_outsider_only_their_own_things(owner, outsider):
-    owned_world(owner, status=Status.COMPLETED)
+    from orchestration.conversations.services import create_conversation
+
+    world = owned_world(owner, status=Status.COMPLETED)
+    create_conversation(project=world["project"], user=owner, title="Owner Secret Chat")
     outsider_api = ApiClient(new_key(outsider))
     for method, path, _operation in _operations():
         if method != "GET" or "{" in path:

@@ -340,3 +340,27 @@ def test_clearing_the_metrics_directory_starts_counters_from_zero(tmp_path, monk
     (tmp_path / "notes.txt").write_text("kept")
     assert metrics.clear_multiprocess_dir() == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_chat_websockets_count_like_live_page_ones(owner):
+    from asgiref.sync import sync_to_async
+    from channels.testing import WebsocketCommunicator
+
+    from atelier.asgi import application
+    from atelier.core import metrics
+    from tests.studio.test_ownership import _session_cookie, owned_world
+
+    def open_sockets() -> float:
+        return samples(metrics.render().decode()).get(("atelier_websocket_connections", ()), 0.0)
+
+    world = await sync_to_async(owned_world)(owner, status="completed")
+    cookie = await sync_to_async(_session_cookie)(owner)
+    before = await sync_to_async(open_sockets)()
+    headers = [(b"origin", b"http://testserver"), (b"cookie", f"sessionid={cookie}".encode())]
+    chat = WebsocketCommunicator(application, f"/ws/conversations/{world['conversation'].pk}/", headers=headers)
+    connected, _ = await chat.connect()
+    assert connected
+    assert await sync_to_async(open_sockets)() == before + 1
+    await chat.disconnect()
+    assert await sync_to_async(open_sockets)() == before
