@@ -180,7 +180,7 @@ Q_CLUSTER = {
     "workers": env_int("Q_WORKERS", 2, minimum=1, maximum=64),
     # A step is at most one round of model calls; the engine re-enqueues itself well before this.
     "timeout": env_int("Q_TIMEOUT", 900, minimum=30),
-    "retry": env_int("Q_TIMEOUT", 900, minimum=30) + 60,  # must exceed timeout (STACK_NOTES)
+    "retry": env_int("Q_TIMEOUT", 900, minimum=30) + 60,  # above timeout, or a long task is started again mid-run
     "max_attempts": 3,
     "redis": REDIS_URL,
     "save_limit": 500,

@@ -22,13 +22,13 @@ credit multiplier 1.25, a call with 12,000 input, 8,000 cached and 1,500 output 
 
 from __future__ import annotations
 
-import math
 from decimal import ROUND_CEILING, Decimal
+
+from orchestration.tokens import estimate_tokens
 
 MILLION = Decimal(1_000_000)
 CREDITS_PER_USD = Decimal(1000)
 DEMO_TOKENS_PER_CREDIT = Decimal(1000)
-CHARS_PER_TOKEN = 4  # rough English average, only used for estimates
 PROMPT_OVERHEAD_TOKENS = 400  # system prompt, rubric and evaluation instructions
 
 
@@ -72,10 +72,6 @@ def credits_for_usage(*, model, input_tokens: int, cached_tokens: int, output_to
         )
         raw = cost * multiplier * CREDITS_PER_USD
     return int(raw.to_integral_value(rounding=ROUND_CEILING))
-
-
-def estimate_tokens(text: str) -> int:
-    return math.ceil(len(text or "") / CHARS_PER_TOKEN)
 
 
 def estimate_session_credits(session) -> tuple[int, int]:

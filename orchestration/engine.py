@@ -14,7 +14,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -61,6 +61,16 @@ WORKER_LOST = (
     "The worker running this turn stopped responding (crashed, killed or frozen); another worker ran it again."
 )
 
+# The engine's outcomes, named (a misspelt one is a type error):
+# what drive() reports for a run (docstring of drive),
+DriveOutcome = Literal["busy", "idle", "paused", "stopped", "finished", "failed", "requeued", "lease_lost"]
+# what the run does after a step,
+StepOutcome = Literal["continue", "paused", "failed", "stopped", "finished"]
+# how one agent call ended (CallOutcome.status),
+CallStatus = Literal["completed", "cancelled", "out_of_credits", "failed", "too_large"]
+# and what a failed attempt leads to: again after a delay, at once in a smaller window, or the fallback model.
+RetryDecision = Literal["retry", "refit", "next_model"]
+
 _sleep = asyncio.sleep  # the retry waits (tests record them instead of waiting)
 
 
@@ -81,7 +91,7 @@ async def db(fn, *args, **kwargs):
 # --- Driving ---------------------------------------------------------------------------------
 
 
-def drive(session_id: int, *, budget_seconds: float = DRIVE_BUDGET_SECONDS) -> str:
+def drive(session_id: int, *, budget_seconds: float = DRIVE_BUDGET_SECONDS) -> DriveOutcome:
     """Run the session until it pauses, stops, finishes or the time budget is used. Returns the outcome.
 
     Outcomes: busy (another executor holds it), idle, paused, stopped, finished, failed, requeued,
@@ -100,18 +110,19 @@ def drive(session_id: int, *, budget_seconds: float = DRIVE_BUDGET_SECONDS) -> s
         release_lease(session_id, owner)
 
 
-async def _drive(session_id: int, owner: str, budget_seconds: float) -> str:
+async def _drive(session_id: int, owner: str, budget_seconds: float) -> DriveOutcome:
     deadline = time.monotonic() + budget_seconds
     planned: Step | None = None
     agents: dict[int, Agent] = {}  # the team cannot change while the session runs
     while True:
-        outcome = await db(_prepare_step, session_id, owner, planned)
-        if isinstance(outcome, str):
-            return outcome
-        session, step = outcome
+        prepared: DriveOutcome | tuple[WritingSession, Step] = await db(_prepare_step, session_id, owner, planned)
+        if isinstance(prepared, str):
+            return prepared
+        session, step = prepared
         result = await run_step(session, step, owner, agents)
         if result.lease_lost:
             raise LeaseLost(f"session {session_id}: lease lost during a step")
+        outcome: StepOutcome
         outcome, planned = await db(_after_step, session_id, owner, step, result)
         if outcome != "continue":
             return outcome
@@ -129,7 +140,9 @@ def _load(session_id: int) -> WritingSession:
     return WritingSession.objects.select_related("project__owner").get(pk=session_id)
 
 
-def _prepare_step(session_id: int, owner: str, planned: Step | None = None) -> str | tuple[WritingSession, Step]:
+def _prepare_step(
+    session_id: int, owner: str, planned: Step | None = None
+) -> DriveOutcome | tuple[WritingSession, Step]:
     """Handle pending status changes, recover interrupted turns, and plan the next step.
 
     Every write is fenced by the lease (raises LeaseLost if another executor took over).
@@ -169,7 +182,7 @@ def _prepare_step(session_id: int, owner: str, planned: Step | None = None) -> s
     return session, decision
 
 
-def _after_step(session_id: int, owner: str, step: Step, result: StepResult) -> tuple[str, Step | None]:
+def _after_step(session_id: int, owner: str, step: Step, result: StepResult) -> tuple[StepOutcome, Step | None]:
     session = _load(session_id)
     if result.out_of_credits:
         _pause(session, Stop(StopReason.OUT_OF_CREDITS, OUT_OF_CREDITS_DETAIL), owner=owner)
@@ -464,7 +477,7 @@ def _give_up_call(
 
 @dataclass
 class CallOutcome:
-    status: str  # completed | cancelled | out_of_credits | failed
+    status: CallStatus
     turn_id: int | None = None
     error: str = ""
 
@@ -559,7 +572,7 @@ async def _run_attempt(
     state: _ModelState,
     *,
     owner: str,
-) -> CallOutcome | str:
+) -> CallOutcome | RetryDecision:
     """Stream one attempt and save how it ended. Returns a CallOutcome, or what to do next: "retry" (after
     state.delay), "refit" (at once, with state.window) or "next_model". Unexpected exceptions propagate."""
     from orchestration.providers import ProviderError, ReasoningDelta, StreamEnd, TextDelta, get_adapter
@@ -610,7 +623,9 @@ async def _run_attempt(
         return await _after_provider_error(session, agent, model, attempt, state, error, owner=owner)
 
 
-async def _after_provider_error(session, agent, model, attempt: _Attempt, state: _ModelState, error, *, owner: str):
+async def _after_provider_error(
+    session, agent, model, attempt: _Attempt, state: _ModelState, error, *, owner: str
+) -> CallOutcome | RetryDecision:
     """Save the failed attempt (charging what the provider reported) and decide what comes next."""
     metrics.provider_error(provider=model.provider, model=model.model_id, kind=error.kind)
     message = error.user_message

@@ -11,6 +11,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Literal
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -21,9 +22,25 @@ from orchestration.models import SessionEvent, WritingSession
 logger = logging.getLogger(__name__)
 
 
+# Every kind of event the log holds (docs/architecture.md, "Streaming"); a misspelt one is a type error.
+EventKind = Literal[
+    "status",
+    "turn_started",
+    "chunk",
+    "reasoning",
+    "turn_finished",
+    "call_given_up",
+    "version",
+    "totals",
+    "human",
+    "message",
+    "superseded",
+]
+
+
 @dataclass(frozen=True)
 class NewEvent:
-    kind: str
+    kind: EventKind
     payload: dict
     turn_id: int | None = None
 
@@ -85,7 +102,7 @@ def _reserve_seqs(session_id: int, count: int, lease_owner: str | None = None) -
     return int(row[0])
 
 
-def append_event(*, session_id: int, kind: str, payload: dict, turn_id: int | None = None) -> SessionEvent:
+def append_event(*, session_id: int, kind: EventKind, payload: dict, turn_id: int | None = None) -> SessionEvent:
     return append_events(session_id=session_id, events=[NewEvent(kind, payload, turn_id)])[0]
 
 

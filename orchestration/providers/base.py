@@ -8,10 +8,12 @@ garbage collected; cancelling the task that iterates it closes the response too.
 
 from __future__ import annotations
 
-import math
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
+
+# Re-exported: the adapters (and tests) reach the one estimate through this module.
+from orchestration.tokens import estimate_tokens as estimate_tokens
 
 # Names shown to users and the environment variables that configure each provider.
 PROVIDER_LABELS = {
@@ -235,11 +237,6 @@ class BaseAdapter:
     async def check(self) -> tuple[bool, str]:
         """(ok, message): whether the provider answers with this configuration, spending no tokens."""
         raise NotImplementedError
-
-
-def estimate_tokens(text: str) -> int:
-    """About four characters per token: only for providers that report no usage."""
-    return math.ceil(len(text) / 4) if text else 0
 
 
 class SurrogateJoiner:
