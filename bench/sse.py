@@ -142,6 +142,10 @@ def websocket_latency(markers: Markers, user, url: str) -> list[float]:
                     for fragment in message.get("fragments", []):
                         for match in re.finditer(r"w(\d{5})", fragment.get("html", "")):
                             received.setdefault(int(match.group(1)), now)
+                    if message.get("status") in ("completed", "failed", "stopped"):
+                        break  # a finished card shows its changes, not every chunk: count what never came
+            if len(received) < MARKERS:
+                print(f"WebSocket: {MARKERS - len(received)} of {MARKERS} markers never shown live", flush=True)
 
     asyncio.run(listen())
     return markers.latencies(received, connected_at)

@@ -91,6 +91,9 @@ def estimate_session_credits(session) -> tuple[int, int]:
     if not agents:
         return (0, 0)
     references = sum(estimate_tokens(r.content) for r in session.references.all())
+    reads = getattr(get_policy(session.flow), "reference_tokens", None)
+    if reads is not None:  # a flow that reads retrieved passages, not whole references (the pipeline)
+        references = min(references, reads(session))
     base = estimate_tokens(session.brief) + estimate_tokens(session.document) + references + PROMPT_OVERHEAD_TOKENS
     rounds = max(1, session.max_rounds - session.current_round)
 

@@ -251,11 +251,13 @@ class SQLiteFTS5Retriever:
         match = " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
         scope_sql, params = scope.values("pk").query.sql_with_params()
         # Only Django-compiled SQL is interpolated (the scope subquery); every value is a parameter.
+        # MATERIALIZED: run the MATCH once, then keep the scope's rows. Without it SQLite drives the query
+        # from the scope's rowids and runs the full-text match once per passage (measured 600 ms vs 4 ms
+        # for 358 passages and a 30-word query; bench/retrieval.py).
         sql = (
-            "SELECT f.rowid, bm25(orchestration_passage_fts, 2.0, 1.0) AS rank "  # noqa: S608
-            "FROM orchestration_passage_fts f "
-            f"WHERE orchestration_passage_fts MATCH %s AND f.rowid IN ({scope_sql}) "
-            "ORDER BY rank, f.rowid LIMIT %s"
+            "WITH hits AS MATERIALIZED (SELECT rowid AS id, bm25(orchestration_passage_fts, 2.0, 1.0) AS rank "  # noqa: S608
+            "FROM orchestration_passage_fts WHERE orchestration_passage_fts MATCH %s) "
+            f"SELECT id, rank FROM hits WHERE id IN ({scope_sql}) ORDER BY rank, id LIMIT %s"
         )
         with connection.cursor() as cursor:
             cursor.execute(sql, [match, *params, k])

@@ -232,6 +232,18 @@ class PipelineFlow:
             problems.append(str(error))
         return problems
 
+    def reference_tokens(self, session: WritingSession) -> int:
+        """At most what a call reads of the references: ``passages`` passages of at most MAX_CHARS
+        characters (for the credit estimate, billing.pricing)."""
+        from orchestration.prompts import estimate_tokens
+        from orchestration.retrieval import MAX_CHARS
+
+        try:
+            passages = clean_config(session.flow_config)["passages"]
+        except ConfigError:
+            passages = DEFAULT_CONFIG["passages"]
+        return passages * (estimate_tokens("x" * MAX_CHARS) + 16)
+
     def call_shape(self, session: WritingSession, roles: list[str]) -> CallShape:
         by_role = agents_by_role(session)
         first = (

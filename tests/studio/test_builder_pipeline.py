@@ -84,6 +84,12 @@ def test_the_pipeline_names_missing_roles_and_estimates_its_calls(owner_client, 
     draft.max_rounds = 3
     _, high3 = estimate_session_credits(draft)
     assert 0 < low <= high and high3 > high  # another round is another build and review
+    # The estimate counts the passages a call reads, not whole references: a huge reference barely moves it.
+    from orchestration import services
+
+    services.add_references(session=draft, user=starter, items=[("Big", "Words and more words. " * 9000, "big.md")])
+    _, high_big = estimate_session_credits(draft)
+    assert high_big < high3 * 2
 
 
 def test_free_plan_cannot_use_the_pipeline(owner_client, draft, owner):

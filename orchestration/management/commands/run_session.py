@@ -71,16 +71,17 @@ class Driver(threading.Thread):
     time: drive() then returns "busy", and we wait while the worker does the work (we still print it).
     """
 
-    def __init__(self, session_id: int) -> None:
+    def __init__(self, session_id: int, drive=None) -> None:
         super().__init__(name=f"run-session-{session_id}", daemon=True)
         self.session_id = session_id
+        self.drive = drive or engine.drive  # a conversation's run has its own driver (conversations.runner)
         self.error: BaseException | None = None
         self.outcomes: list[str] = []
 
     def run(self) -> None:
         try:
             while True:
-                outcome = engine.drive(self.session_id)
+                outcome = self.drive(self.session_id)
                 self.outcomes.append(outcome)
                 status = WritingSession.objects.filter(pk=self.session_id).values_list("status", flat=True).first()
                 if status not in ACTIVE_STATUSES:
