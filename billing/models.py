@@ -11,7 +11,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from billing.plans import FREE, PLAN_CHOICES, get_plan
+from billing.plans import FREE, PLAN_CHOICES, Plan, get_plan
 
 
 class PlanStatus(models.TextChoices):
@@ -44,7 +44,7 @@ class CreditAccount(models.Model):
         return f"{self.user} · {self.get_plan_display()} · {self.balance} credits"
 
     @property
-    def plan_obj(self):
+    def plan_obj(self) -> Plan:
         return get_plan(self.plan)
 
 

@@ -107,7 +107,7 @@ def _write(
     usage: int = 0,
     session_id: int | None = None,
     turn_id: int | None = None,
-    created_by=None,
+    created_by: User | None = None,
 ) -> CreditEntry:
     """Append one entry and move the cached balance; caller holds the account lock."""
     new_balance = account.balance + amount
@@ -133,7 +133,9 @@ def _write(
     return entry
 
 
-def _add(*, user: User, kind: str, amount: int, key: str, description: str = "", created_by=None) -> bool:
+def _add(
+    *, user: User, kind: str, amount: int, key: str, description: str = "", created_by: User | None = None
+) -> bool:
     """Credit-adding (or staff) entry; True if written, False if the key was already used."""
     with transaction.atomic():
         account = _locked_account(user)
