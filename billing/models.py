@@ -17,7 +17,6 @@ from billing.plans import FREE, PLAN_CHOICES, Plan, get_plan
 class PlanStatus(models.TextChoices):
     ACTIVE = "active", "Active"
     GRACE = "grace", "Payment failed (grace period)"
-    CANCELED = "canceled", "Canceled"
 
 
 class CreditAccount(models.Model):
@@ -54,7 +53,6 @@ class EntryKind(models.TextChoices):
     RESERVATION = "reservation", "Reservation"
     SETTLEMENT = "settlement", "Settlement"
     RELEASE = "release", "Release"
-    REFUND = "refund", "Refund"
     ADJUSTMENT = "adjustment", "Staff adjustment"
 
 
