@@ -138,6 +138,7 @@ FLOW_ROLES: dict[str, str] = {
     Flow.SEQUENTIAL: "any roles; every agent revises in turn",
     Flow.EDITORIAL: "one “writer”, one or more “editor”s, one “synthesizer”",
     Flow.ROUNDTABLE: "one or more “critic”s, one “moderator”",
+    Flow.PIPELINE: "one “researcher”, one “planner”, one “builder”, one “reviewer”",
 }
 
 

@@ -18,7 +18,6 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -32,10 +31,8 @@ from orchestration.conversations import flow
 from orchestration.conversations.models import Conversation, Message, MessageRole, MessageStatus
 from orchestration.lease import LeaseLost, claim_lease, fence, new_owner_id, release_lease, renew_lease
 from orchestration.models import Agent, LLMModel, Status, StopReason, Turn, WritingSession
+from orchestration.providers.base import ModelRequest, ProviderError
 from orchestration.services import set_status, status_payload
-
-if TYPE_CHECKING:
-    from orchestration.providers import ModelRequest, ProviderError
 
 logger = logging.getLogger(__name__)
 
@@ -140,8 +137,7 @@ async def run_call(prepared: Prepared, *, owner: str) -> str:
     or "out_of_credits" (the reply ends with a note saying why)."""
     session, call = prepared.session, prepared.call
     agent = next(a for a in prepared.agents if a.pk == call.agent_id)
-    fallback = agent.fallback_model if agent.fallback_model_id else None
-    models = [agent.model] + ([fallback] if fallback is not None else [])
+    models = [agent.model] + ([agent.fallback_model] if agent.fallback_model is not None else [])
     failures: list[str] = []
     for model in models:
         retries, waited = 0, 0.0
@@ -165,9 +161,9 @@ async def run_call(prepared: Prepared, *, owner: str) -> str:
                 await sync_to_async(engine._fail_turn)(session.pk, attempt.turn_id, text, owner=owner)
                 await engine.db(_fail_reply, session.pk, engine.INTERNAL_ERROR, owner=owner)
                 return "failed"
-            if not isinstance(result, Exception):
+            if isinstance(result, str):
                 return result
-            error = result
+            error = result  # a ProviderError to retry on
             plan = engine._retry_plan(error, retries, waited, settings.PROVIDER_MAX_RETRIES)
             note = f" Retrying in {plan:.1f} s." if plan is not None else ""
             status = Turn.TurnStatus.INCOMPLETE if attempt.received else Turn.TurnStatus.FAILED
@@ -192,7 +188,7 @@ async def _stream(
 ) -> str | ProviderError:
     """Stream one attempt, watching for Stop and a lost lease. Returns an outcome string, or the
     ProviderError to retry on."""
-    from orchestration.providers import ProviderError, ReasoningDelta, StreamEnd, TextDelta, ToolCall, get_adapter
+    from orchestration.providers import ReasoningDelta, StreamEnd, TextDelta, ToolCall, get_adapter
 
     session_id = prepared.session.pk
     batcher = engine.ChunkBatcher(session_id, owner)
@@ -203,7 +199,8 @@ async def _stream(
 
     async def consume() -> StreamEnd:
         end = None
-        async with contextlib.aclosing(get_adapter(model.provider).stream(attempt.request)) as items:
+        stream = get_adapter(model.provider).stream(attempt.request)
+        async with contextlib.aclosing(stream) as items:
             async for item in items:
                 if isinstance(item, TextDelta):
                     if not first:
@@ -467,10 +464,14 @@ def _record_reply(transcript: _Transcript, prepared: Prepared, agent: Agent, mod
     )
 
 
+def _question(prepared: Prepared) -> Message:
+    """The agent-as-tool question a "consult" call answers."""
+    return Message.objects.get(pk=prepared.call.message_id or 0, conversation_id=prepared.conversation.pk)
+
+
 def _record_consult(transcript: _Transcript, prepared: Prepared, text: str, end) -> None:
     """A specialist's answer to an agent-as-tool question becomes that tool call's result."""
-    assert prepared.call.message_id is not None  # a consult call always names its question
-    message = Message.objects.get(pk=prepared.call.message_id)
+    message = _question(prepared)
     if message.status != MessageStatus.PENDING:
         return
     message.data["result"] = text if text.strip() else (end.stop_detail or "(no answer)")
@@ -576,8 +577,7 @@ def _stopped(prepared: Prepared, agent: Agent, model: LLMModel, attempt: _Attemp
         )
         transcript = _Transcript(prepared.conversation.pk, prepared.call.exchange, attempt.turn_id)
         if prepared.call.purpose == "consult":
-            assert prepared.call.message_id is not None  # a consult call always names its question
-            message = Message.objects.get(pk=prepared.call.message_id)
+            message = _question(prepared)
             message.status, message.data["result"] = MessageStatus.STOPPED, text
             message.save(update_fields=["status", "data"])
             transcript.updated(message)
