@@ -11,7 +11,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -41,7 +41,7 @@ EventKind = Literal[
 @dataclass(frozen=True)
 class NewEvent:
     kind: EventKind
-    payload: dict
+    payload: dict[str, Any]
     turn_id: int | None = None
 
 
@@ -49,7 +49,7 @@ def group_name(session_id: int) -> str:
     return f"session-{session_id}"
 
 
-def serialize(event: SessionEvent) -> dict:
+def serialize(event: SessionEvent) -> dict[str, Any]:
     return {"seq": event.seq, "kind": event.kind, "turn_id": event.turn_id, "payload": event.payload}
 
 
@@ -86,7 +86,7 @@ def _reserve_seqs(session_id: int, count: int, lease_owner: str | None = None) -
     """Reserve a block of sequence numbers with one UPDATE … RETURNING; the row lock serialises writers."""
     table = connection.ops.quote_name(WritingSession._meta.db_table)
     sql = f"UPDATE {table} SET last_seq = last_seq + %s WHERE id = %s"  # noqa: S608 - no user input
-    params: list = [count, session_id]
+    params: list[int | str] = [count, session_id]
     if lease_owner is not None:
         sql += " AND lease_owner = %s"
         params.append(lease_owner)
@@ -102,7 +102,9 @@ def _reserve_seqs(session_id: int, count: int, lease_owner: str | None = None) -
     return int(row[0])
 
 
-def append_event(*, session_id: int, kind: EventKind, payload: dict, turn_id: int | None = None) -> SessionEvent:
+def append_event(
+    *, session_id: int, kind: EventKind, payload: dict[str, Any], turn_id: int | None = None
+) -> SessionEvent:
     return append_events(session_id=session_id, events=[NewEvent(kind, payload, turn_id)])[0]
 
 
@@ -110,7 +112,7 @@ _collector = threading.local()
 
 
 @contextmanager
-def collect_broadcasts() -> Iterator[list[tuple[int, dict]]]:
+def collect_broadcasts() -> Iterator[list[tuple[int, dict[str, Any]]]]:
     """Collect (session_id, message) pairs to push instead of pushing each from this thread.
 
     The engine's database work runs in a worker thread; pushing from there goes through
@@ -124,7 +126,7 @@ def collect_broadcasts() -> Iterator[list[tuple[int, dict]]]:
         _collector.messages = previous
 
 
-async def push_message(session_id: int, message: dict) -> None:
+async def push_message(session_id: int, message: dict[str, Any]) -> None:
     """Send to the session's group. The fast path may fail; clients catch up from the database."""
     layer = get_channel_layer()
     if layer is None:
@@ -135,7 +137,7 @@ async def push_message(session_id: int, message: dict) -> None:
         logger.warning("push to session %s failed", session_id, exc_info=True)
 
 
-def broadcast_message(session_id: int, message: dict) -> None:
+def broadcast_message(session_id: int, message: dict[str, Any]) -> None:
     """push_message from synchronous code (views, services)."""
     async_to_sync(push_message)(session_id, message)
 

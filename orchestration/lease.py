@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection
@@ -57,7 +57,7 @@ def new_owner_id() -> str:
     return f"{_machine()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-def _expiry(seconds: float | None = None):
+def _expiry(seconds: float | None = None) -> datetime:
     return timezone.now() + timedelta(seconds=settings.ENGINE_LEASE_SECONDS if seconds is None else seconds)
 
 
@@ -107,7 +107,9 @@ def release_lease(session_id: int, owner: str) -> bool:
     )
 
 
-def mark_dispatched(session_id: int, *, seen_owner: str, seen_expires_at, dispatch_seconds: float) -> bool:
+def mark_dispatched(
+    session_id: int, *, seen_owner: str, seen_expires_at: datetime | None, dispatch_seconds: float
+) -> bool:
     """Hand a stale session to the queue, once: True if this caller won it and must enqueue a drive.
 
     The update is conditional on the lease being exactly as the caller saw it, so two watchdogs
