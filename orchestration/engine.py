@@ -798,6 +798,7 @@ def _begin_turn(
             evaluation_lead=recipe.evaluation_lead,
             feedback_heading=recipe.inputs_heading,
             instruction=instruction,
+            no_document=recipe.no_document,
         )
     except PromptTooLarge as error:
         return CallOutcome("too_large", None, f"{model.display_name}: {error}")

@@ -130,12 +130,14 @@ def _user_text(
     max_rounds: int,
     feedback_heading: str | None = None,
     instruction: str | None = None,
+    no_document: str | None = None,
 ) -> str:
     parts = [f"This is round {round_number} of {max_rounds}."]
     if document.strip():
         parts.append("## The current document\n<document>\n" + _defuse(document, "document") + "\n</document>")
     else:
-        parts.append("## The current document\nThere is no draft yet: write the first draft from the brief.")
+        missing = no_document or "There is no draft yet: write the first draft from the brief."
+        parts.append("## The current document\n" + missing)
     if feedback:
         blocks = [
             feedback_heading
@@ -198,10 +200,11 @@ def build_prompt(
     evaluation_lead: str | None = None,
     feedback_heading: str | None = None,
     instruction: str | None = None,
+    no_document: str | None = None,
 ) -> PromptParts:
     """The system prefix and user message of one call, fitted to the model's context window.
 
-    The last four arguments come from the call's prompt recipe (orchestration/flows/recipes.py);
+    The last five arguments come from the call's prompt recipe (orchestration/flows/recipes.py);
     None keeps the sequential flow's wording.
     """
     notes: list[str] = []
@@ -229,6 +232,7 @@ def build_prompt(
             max_rounds=max_rounds,
             feedback_heading=feedback_heading,
             instruction=instruction,
+            no_document=no_document,
         )
         tokens = estimate_tokens(system) + estimate_tokens(user) + MESSAGE_OVERHEAD_TOKENS
         return PromptParts(system=system, user=user, estimated_input_tokens=tokens, notes=notes)
