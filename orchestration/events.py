@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -38,6 +39,11 @@ EventKind = Literal[
 ]
 
 
+# The two kinds that carry streamed text, and an unsaved piece of it: (kind, turn id, offset, text).
+TextKind = Literal["chunk", "reasoning"]
+Tail = tuple[TextKind, int, int, str]
+
+
 @dataclass(frozen=True)
 class NewEvent:
     kind: EventKind
@@ -60,25 +66,36 @@ def append_events(
 
     With `lease_owner`, the events are written only while that executor holds the session's lease
     (the check is part of the sequence UPDATE, no extra statement); otherwise raises LeaseLost.
+    Joins the caller's transaction without a savepoint (a failure rolls the caller's work back too).
     """
     if not events:
         return []
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):
         last = _reserve_seqs(session_id, len(events), lease_owner)
         first = last - len(events) + 1
-        rows = SessionEvent.objects.bulk_create(
-            [
-                SessionEvent(session_id=session_id, seq=first + i, kind=e.kind, payload=e.payload, turn_id=e.turn_id)
-                for i, e in enumerate(events)
-            ]
-        )
-        if broadcast:
-            message = {"type": "session.events", "events": [serialize(row) for row in rows]}
-            collected = getattr(_collector, "messages", None)
-            if collected is not None:  # the async caller pushes them on its own event loop
-                transaction.on_commit(lambda: collected.append((session_id, message)))
-            else:
-                transaction.on_commit(lambda: broadcast_message(session_id, message))
+        return insert_events(session_id=session_id, first_seq=first, events=events, broadcast=broadcast)
+
+
+def insert_events(
+    *, session_id: int, first_seq: int, events: list[NewEvent], broadcast: bool = True
+) -> list[SessionEvent]:
+    """Insert events whose sequence numbers the caller reserved (first_seq, first_seq + 1, …) in one INSERT.
+
+    Call inside the transaction that reserved them; pushed to the session's group after it commits.
+    """
+    rows = SessionEvent.objects.bulk_create(
+        [
+            SessionEvent(session_id=session_id, seq=first_seq + i, kind=e.kind, payload=e.payload, turn_id=e.turn_id)
+            for i, e in enumerate(events)
+        ]
+    )
+    if broadcast:
+        message = {"type": "session.events", "events": [serialize(row) for row in rows]}
+        collected = getattr(_collector, "messages", None)
+        if collected is not None:  # the async caller pushes them on its own event loop
+            transaction.on_commit(lambda: collected.append((session_id, message)))
+        else:
+            transaction.on_commit(lambda: broadcast_message(session_id, message))
     return rows
 
 
@@ -146,6 +163,34 @@ def events_after(session_id: int, after_seq: int, limit: int = 5000) -> list[Ses
     return list(SessionEvent.objects.filter(session_id=session_id, seq__gt=after_seq).order_by("seq")[:limit])
 
 
+def compact_streamed_text(*, older_than_seconds: float | None = None, limit: int = 50_000) -> int:
+    """Delete the chunk and reasoning events of turns that ended more than `older_than_seconds` ago.
+
+    A finished turn's text and reasoning are in its row (output_text, reasoning), and the page renders a
+    finished turn's card from the row, so catch-up after a reload shows exactly the same text without them;
+    the event table then grows by a few rows per turn instead of one per save. Default age:
+    settings.ENGINE_COMPACT_AFTER_SECONDS (an API client replaying older events gets the turns' cards and
+    totals, not their chunks). At most `limit` rows per call (the minute schedule calls it). Returns how many.
+    """
+    from datetime import timedelta
+
+    from django.conf import settings
+    from django.utils import timezone
+
+    from orchestration.models import Turn
+
+    age = settings.ENGINE_COMPACT_AFTER_SECONDS if older_than_seconds is None else older_than_seconds
+    cutoff = timezone.now() - timedelta(seconds=age)
+    ids = list(
+        SessionEvent.objects.filter(
+            kind__in=("chunk", "reasoning"), turn__status__in=Turn.TERMINAL_STATUSES, turn__finished_at__lt=cutoff
+        ).values_list("pk", flat=True)[:limit]
+    )
+    if not ids:
+        return 0
+    return SessionEvent.objects.filter(pk__in=ids).delete()[0]
+
+
 def streamed_text(turn_ids: list[int], up_to_seq: int | None = None, *, kind: str = "chunk") -> dict[int, str]:
     """Text of turns still streaming, rebuilt from their chunk events (one query).
 
@@ -156,7 +201,63 @@ def streamed_text(turn_ids: list[int], up_to_seq: int | None = None, *, kind: st
     qs = SessionEvent.objects.filter(turn_id__in=turn_ids, kind=kind).order_by("seq")
     if up_to_seq is not None:
         qs = qs.filter(seq__lte=up_to_seq)
-    texts: dict[int, list[str]] = {tid: [] for tid in turn_ids}
+    texts: dict[int, str] = dict.fromkeys(turn_ids, "")
     for turn_id, payload in qs.values_list("turn_id", "payload"):
-        texts[turn_id].append(payload.get("text", ""))
-    return {tid: "".join(parts) for tid, parts in texts.items()}
+        offset, text = payload.get("offset"), payload.get("text", "")
+        merged = merge_text(texts[turn_id], offset if isinstance(offset, int) else None, text)
+        texts[turn_id] = merged if merged is not None else texts[turn_id] + text
+    # What the engine pushed but has not saved yet (at most ENGINE_STREAM_SAVE_MS of it): a page that
+    # reloads shows everything it showed before. Placed by offset, so it never shows twice.
+    for tid, (offset, text) in unsaved_tails(turn_ids, kind).items():
+        texts[tid] = merge_text(texts[tid], offset, text) or texts[tid]
+    return texts
+
+
+TAIL_SECONDS = 120  # an unsaved tail outlives any save interval; a dead worker's is gone after this
+
+
+def _tail_key(kind: str, turn_id: int) -> str:
+    """Keyed by database too: two databases sharing a Redis (test workers, staging) never mix turns."""
+    from django.conf import settings
+
+    database = zlib.crc32(str(settings.DATABASES["default"].get("NAME", "")).encode())
+    return f"stream-tail:{database:x}:{kind}:{turn_id}"
+
+
+def store_unsaved_tails(tails: list[Tail]) -> None:
+    """Keep each streaming turn's unsaved text (kind, turn id, offset, text) in the cache (Redis), shared with
+    the web processes, so a page rendered now includes it. One round trip; a cache failure only means a
+    reload waits for the next push."""
+    from django.core.cache import cache
+
+    try:
+        cache.set_many({_tail_key(k, tid): (offset, text) for k, tid, offset, text in tails}, TAIL_SECONDS)
+    except Exception:
+        logger.warning("could not store the unsaved streamed text", exc_info=True)
+
+
+def unsaved_tails(turn_ids: list[int], kind: str = "chunk") -> dict[int, tuple[int, str]]:
+    """turn id -> (offset, text) the engine pushed but has not saved yet (see store_unsaved_tails)."""
+    from django.core.cache import cache
+
+    try:
+        found = cache.get_many([_tail_key(kind, tid) for tid in turn_ids])
+    except Exception:
+        logger.warning("could not read the unsaved streamed text", exc_info=True)
+        return {}
+    return {tid: tuple(found[_tail_key(kind, tid)]) for tid in turn_ids if _tail_key(kind, tid) in found}
+
+
+def merge_text(known: str, offset: int | None, text: str) -> str | None:
+    """`known` with `text` placed at character `offset` (None: appended). None if there is a gap before it.
+
+    Streamed text reaches a page twice, as unsaved tails pushed at once and as saved events later: placing
+    each piece at its offset makes the repeats harmless and never shows text twice.
+    """
+    if offset is None:
+        return known + text
+    if offset > len(known):
+        return None
+    if offset + len(text) <= len(known):
+        return known
+    return known[:offset] + text
