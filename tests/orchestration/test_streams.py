@@ -217,5 +217,5 @@ async def test_text_pushed_before_it_is_saved_streams_as_deltas_without_ids(owne
         (9, "ld"),
     ]
     stored = data_events(blocks)
-    assert [(e["event"], e["data"]["payload"].get("text")) for e in stored][0] == ("chunk", "Hello world")
+    assert next((e["event"], e["data"]["payload"].get("text")) for e in stored) == ("chunk", "Hello world")
     assert [int(e["id"]) for e in stored] == [1, 2]
