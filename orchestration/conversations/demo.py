@@ -79,7 +79,7 @@ def _writer_text(messages: list[dict]) -> str:
 
 
 def _tool_results(messages: list[dict]) -> list[dict]:
-    results = []
+    results: list[dict] = []
     for message in reversed(messages):
         if message.get("role") == "tool":
             results.insert(0, message)
@@ -108,7 +108,7 @@ def _call(name: str, arguments: dict, n: int) -> ToolCall:
 def _triage(request: ModelRequest, writer: str, results: list[dict]) -> tuple[str, list[ToolCall]]:
     domain = _domain_of(writer)
     target = _tool_named(request.tools, "transfer_to_", domain) if domain else None
-    if target and not results:
+    if domain and target and not results:
         matched = sorted(set(re.findall(r"[a-z]+", writer.lower())) & set(DOMAINS[domain]))
         return "", [_call(target, {"reason": f"you asked about {', '.join(matched)}"}, 1)]
     if any(w in writer.lower().split() for w in TIME_WORDS) and "current_time" in _names(request) and not results:

@@ -31,6 +31,7 @@ from orchestration.conversations import flow
 from orchestration.conversations.models import Conversation, Message, MessageRole, MessageStatus
 from orchestration.lease import LeaseLost, claim_lease, fence, new_owner_id, release_lease, renew_lease
 from orchestration.models import Agent, LLMModel, Status, StopReason, Turn, WritingSession
+from orchestration.providers.base import ModelRequest, ProviderError
 from orchestration.services import set_status, status_payload
 
 logger = logging.getLogger(__name__)
@@ -123,7 +124,7 @@ def _prepare(session_id: int, owner: str) -> str | Prepared:
 @dataclass
 class _Attempt:
     turn_id: int
-    request: object
+    request: ModelRequest
     received: list[str] = field(default_factory=list)
     thought: list[str] = field(default_factory=list)
     calls: list = field(default_factory=list)
@@ -136,7 +137,7 @@ async def run_call(prepared: Prepared, *, owner: str) -> str:
     or "out_of_credits" (the reply ends with a note saying why)."""
     session, call = prepared.session, prepared.call
     agent = next(a for a in prepared.agents if a.pk == call.agent_id)
-    models = [agent.model] + ([agent.fallback_model] if agent.fallback_model_id else [])
+    models = [agent.model] + ([agent.fallback_model] if agent.fallback_model is not None else [])
     failures: list[str] = []
     for model in models:
         retries, waited = 0, 0.0
@@ -160,9 +161,9 @@ async def run_call(prepared: Prepared, *, owner: str) -> str:
                 await sync_to_async(engine._fail_turn)(session.pk, attempt.turn_id, text, owner=owner)
                 await engine.db(_fail_reply, session.pk, engine.INTERNAL_ERROR, owner=owner)
                 return "failed"
-            if not isinstance(result, Exception):
+            if isinstance(result, str):
                 return result
-            error = result
+            error = result  # a ProviderError to retry on
             plan = engine._retry_plan(error, retries, waited, settings.PROVIDER_MAX_RETRIES)
             note = f" Retrying in {plan:.1f} s." if plan is not None else ""
             status = Turn.TurnStatus.INCOMPLETE if attempt.received else Turn.TurnStatus.FAILED
@@ -182,10 +183,12 @@ async def run_call(prepared: Prepared, *, owner: str) -> str:
     return "failed"
 
 
-async def _stream(prepared: Prepared, agent: Agent, model: LLMModel, attempt: _Attempt, *, owner: str):
+async def _stream(
+    prepared: Prepared, agent: Agent, model: LLMModel, attempt: _Attempt, *, owner: str
+) -> str | ProviderError:
     """Stream one attempt, watching for Stop and a lost lease. Returns an outcome string, or the
     ProviderError to retry on."""
-    from orchestration.providers import ProviderError, ReasoningDelta, StreamEnd, TextDelta, ToolCall, get_adapter
+    from orchestration.providers import ReasoningDelta, StreamEnd, TextDelta, ToolCall, get_adapter
 
     session_id = prepared.session.pk
     batcher = engine.ChunkBatcher(session_id, owner)
@@ -196,10 +199,12 @@ async def _stream(prepared: Prepared, agent: Agent, model: LLMModel, attempt: _A
 
     async def consume() -> StreamEnd:
         end = None
-        async with contextlib.aclosing(get_adapter(model.provider).stream(attempt.request)) as items:
+        stream = get_adapter(model.provider).stream(attempt.request)
+        async with contextlib.aclosing(stream) as items:
             async for item in items:
                 if isinstance(item, TextDelta):
-                    first or first.append(time.monotonic())
+                    if not first:
+                        first.append(time.monotonic())
                     attempt.received.append(item.text)
                     batcher.add(attempt.turn_id, item.text)
                 elif isinstance(item, ReasoningDelta):
@@ -459,9 +464,14 @@ def _record_reply(transcript: _Transcript, prepared: Prepared, agent: Agent, mod
     )
 
 
+def _question(prepared: Prepared) -> Message:
+    """The agent-as-tool question a "consult" call answers."""
+    return Message.objects.get(pk=prepared.call.message_id or 0, conversation_id=prepared.conversation.pk)
+
+
 def _record_consult(transcript: _Transcript, prepared: Prepared, text: str, end) -> None:
     """A specialist's answer to an agent-as-tool question becomes that tool call's result."""
-    message = Message.objects.get(pk=prepared.call.message_id)
+    message = _question(prepared)
     if message.status != MessageStatus.PENDING:
         return
     message.data["result"] = text if text.strip() else (end.stop_detail or "(no answer)")
@@ -567,7 +577,7 @@ def _stopped(prepared: Prepared, agent: Agent, model: LLMModel, attempt: _Attemp
         )
         transcript = _Transcript(prepared.conversation.pk, prepared.call.exchange, attempt.turn_id)
         if prepared.call.purpose == "consult":
-            message = Message.objects.get(pk=prepared.call.message_id)
+            message = _question(prepared)
             message.status, message.data["result"] = MessageStatus.STOPPED, text
             message.save(update_fields=["status", "data"])
             transcript.updated(message)

@@ -137,8 +137,16 @@ def rename_conversation(*, conversation: Conversation, user, title: str) -> Conv
 def delete_conversation(*, conversation: Conversation, user) -> None:
     """Delete the conversation, its messages, its run and its events (credits already spent stay spent:
     the ledger keeps its entries). A reply being written is cancelled: its worker finds the run gone."""
+    from billing.services import release_credits
+    from orchestration.models import Turn
+
     _check_owner(conversation, user)
     session_id = conversation.session_id
+    # A call still streaming holds a reservation: give it back (its turn is deleted with the run).
+    for turn_id in Turn.objects.filter(session_id=session_id, status=Turn.TurnStatus.STREAMING).values_list(
+        "pk", flat=True
+    ):
+        release_credits(user=user, reservation_key=f"turn:{turn_id}:reserve", key=f"turn:{turn_id}:release")
     Conversation.objects.filter(pk=conversation.pk).delete()
     WritingSession.objects.filter(pk=session_id).delete()
 
@@ -190,7 +198,7 @@ def next_position(conversation_id: int) -> int:
     return (Message.objects.filter(conversation_id=conversation_id).aggregate(m=Max("position"))["m"] or 0) + 1
 
 
-def _announce(session: WritingSession, *, added: Message | None = None, superseded: list[int] = ()) -> None:
+def _announce(session: WritingSession, *, added: Message | None = None, superseded: list[int] | tuple[()] = ()) -> None:
     """Tell open chat pages (the event log: WebSocket push and catch-up) what changed in the transcript."""
     if superseded:
         append_event(session_id=session.pk, kind="superseded", payload={"message_ids": list(superseded)})

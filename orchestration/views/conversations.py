@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import path
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from atelier.core.http import AuthenticatedHttpRequest
 from orchestration.conversations import live
 from orchestration.conversations import services as conversations
 from orchestration.conversations.models import Conversation
@@ -25,7 +26,7 @@ from orchestration.views.access import _get_project_for_user
 MAX_QUERY_CHARS = 200
 
 
-def _get_conversation_for_user(request: HttpRequest, pk: int) -> Conversation:
+def _get_conversation_for_user(request: AuthenticatedHttpRequest, pk: int) -> Conversation:
     try:
         return conversations.get_conversation(user=request.user, pk=pk)
     except Conversation.DoesNotExist:
@@ -34,7 +35,7 @@ def _get_conversation_for_user(request: HttpRequest, pk: int) -> Conversation:
 
 @login_required
 @require_GET
-def conversation_list(request: HttpRequest) -> HttpResponse:
+def conversation_list(request: AuthenticatedHttpRequest) -> HttpResponse:
     """Every conversation of the user, or search results for ?q= (titles and message text)."""
     query = request.GET.get("q", "").strip()[:MAX_QUERY_CHARS]
     project = None
@@ -53,7 +54,7 @@ def conversation_list(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_POST
-def conversation_create(request: HttpRequest, project_pk: int) -> HttpResponse:
+def conversation_create(request: AuthenticatedHttpRequest, project_pk: int) -> HttpResponse:
     project = _get_project_for_user(request, project_pk)
     try:
         conversation = conversations.create_conversation(
@@ -83,12 +84,14 @@ def _page_context(conversation: Conversation, **extra) -> dict:
 
 @login_required
 @require_GET
-def conversation_detail(request: HttpRequest, pk: int) -> HttpResponse:
+def conversation_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     conversation = _get_conversation_for_user(request, pk)
     return render(request, "conversations/detail.html", _page_context(conversation))
 
 
-def _composer(request: HttpRequest, conversation: Conversation, *, draft: str = "", error=None, status: int = 200):
+def _composer(
+    request: AuthenticatedHttpRequest, conversation: Conversation, *, draft: str = "", error=None, status: int = 200
+):
     """The composer after a post: cleared on success, the text kept with the reason on a refusal."""
     context = _page_context(conversation, draft=draft, error=error)
     if request.htmx:
@@ -104,7 +107,7 @@ def _refusal_status(error: ServiceError) -> int:
 
 @login_required
 @require_POST
-def conversation_send(request: HttpRequest, pk: int) -> HttpResponse:
+def conversation_send(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     conversation = _get_conversation_for_user(request, pk)
     text = request.POST.get("text", "")
     try:
@@ -116,7 +119,7 @@ def conversation_send(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def conversation_edit_last(request: HttpRequest, pk: int) -> HttpResponse:
+def conversation_edit_last(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     conversation = _get_conversation_for_user(request, pk)
     text = request.POST.get("text", "")
     try:
@@ -128,7 +131,7 @@ def conversation_edit_last(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def conversation_regenerate(request: HttpRequest, pk: int) -> HttpResponse:
+def conversation_regenerate(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     conversation = _get_conversation_for_user(request, pk)
     try:
         conversations.regenerate_reply(conversation=conversation, user=request.user)
@@ -139,7 +142,7 @@ def conversation_regenerate(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def conversation_stop(request: HttpRequest, pk: int) -> HttpResponse:
+def conversation_stop(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     conversation = _get_conversation_for_user(request, pk)
     conversations.stop_reply(conversation=conversation, user=request.user)
     if request.htmx:
@@ -151,7 +154,7 @@ def conversation_stop(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def conversation_rename(request: HttpRequest, pk: int) -> HttpResponse:
+def conversation_rename(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     conversation = _get_conversation_for_user(request, pk)
     try:
         conversations.rename_conversation(
@@ -164,7 +167,7 @@ def conversation_rename(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def conversation_delete(request: HttpRequest, pk: int) -> HttpResponse:
+def conversation_delete(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     conversation = _get_conversation_for_user(request, pk)
     if request.method == "POST":
         project_pk, title = conversation.project_id, conversation.title

@@ -107,3 +107,16 @@ def test_conversation_sessions_are_not_counted_as_sessions(conversation, funded_
 
     Project.objects.create(owner=funded_owner, name="Other")
     assert check(funded_owner, "run_concurrently").allowed
+
+
+def test_deleting_a_conversation_mid_reply_gives_back_the_held_credits(conversation, funded_owner):
+    from billing.services import get_balance, reserve_credits
+    from orchestration.models import Turn
+
+    before = get_balance(funded_owner)
+    triage = conversations.team(conversation)[0]
+    turn = Turn.objects.create(session=conversation.session, round=1, agent=triage, agent_name=triage.name)
+    reserve_credits(user=funded_owner, amount=250, key=f"turn:{turn.pk}:reserve", turn_id=turn.pk)
+    assert get_balance(funded_owner) == before - 250
+    conversations.delete_conversation(conversation=conversation, user=funded_owner)
+    assert get_balance(funded_owner) == before
