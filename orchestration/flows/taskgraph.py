@@ -182,11 +182,17 @@ def topological_waves(tasks: list[dict]) -> list[list[str]]:
 
 
 def critical_path(tasks: list[dict], seconds: dict[str, float]) -> tuple[float, list[str]]:
-    """(length in seconds, task ids) of the longest dependency chain, weighing each task by `seconds`."""
+    """(length in seconds, task ids) of the longest dependency chain, weighing each task by `seconds`
+    (ties: the chain with more tasks)."""
     best: dict[str, tuple[float, list[str]]] = {}
     for wave in topological_waves(tasks):
         for task_id in wave:
             task = next(t for t in tasks if t["id"] == task_id)
-            before = max((best[d] for d in task["depends_on"] if d in best), default=(0.0, []), key=lambda b: b[0])
+            before = max((best[d] for d in task["depends_on"] if d in best), default=(0.0, []), key=_weight)
             best[task_id] = (before[0] + seconds.get(task_id, 0.0), [*before[1], task_id])
-    return max(best.values(), default=(0.0, []), key=lambda b: b[0])
+    return max(best.values(), default=(0.0, []), key=_weight)
+
+
+def _weight(chain: tuple[float, list[str]]) -> tuple[float, int]:
+    """Longest by time; between chains of equal time, the one with more tasks."""
+    return chain[0], len(chain[1])
