@@ -12,9 +12,14 @@ import secrets
 from pathlib import Path
 
 import dj_database_url
+import django_stubs_ext
 from django.core.exceptions import ImproperlyConfigured
 
 from atelier.env import env_bool, env_float, env_int, env_list, env_secret, env_str
+
+# Django's generic classes (ModelForm[Profile], ModelAdmin[User]...) subscriptable at run time, as the
+# type annotations write them (docs/architecture.md, "Types").
+django_stubs_ext.monkeypatch()
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("ATELIER_VAR_DIR", str(BASE_DIR / "var")))
@@ -175,7 +180,7 @@ Q_CLUSTER = {
     "workers": env_int("Q_WORKERS", 2, minimum=1, maximum=64),
     # A step is at most one round of model calls; the engine re-enqueues itself well before this.
     "timeout": env_int("Q_TIMEOUT", 900, minimum=30),
-    "retry": env_int("Q_TIMEOUT", 900, minimum=30) + 60,  # must exceed timeout (STACK_NOTES)
+    "retry": env_int("Q_TIMEOUT", 900, minimum=30) + 60,  # above timeout, or a long task is started again mid-run
     "max_attempts": 3,
     "redis": REDIS_URL,
     "save_limit": 500,
@@ -344,7 +349,12 @@ ENGINE_LEASE_SECONDS = env_int("ENGINE_LEASE_SECONDS", 8, minimum=3)
 ENGINE_WATCHDOG_SECONDS = env_float("ENGINE_WATCHDOG_SECONDS", 2.0, minimum=0.2)
 # Names this machine in lease owners (default: hostname + pid namespace); must differ between machines.
 ENGINE_MACHINE_ID = env_str("ENGINE_MACHINE_ID")
-ENGINE_STREAM_FLUSH_MS = env_int("ENGINE_STREAM_FLUSH_MS", 40, minimum=5, maximum=1000)
+# Streamed text is pushed to the page every ENGINE_STREAM_FLUSH_MS (no database work) and saved every
+# ENGINE_STREAM_SAVE_MS (one fenced transaction per session: issue 15, a few statements per second).
+ENGINE_STREAM_FLUSH_MS = env_int("ENGINE_STREAM_FLUSH_MS", 30, minimum=5, maximum=1000)
+ENGINE_STREAM_SAVE_MS = env_int("ENGINE_STREAM_SAVE_MS", 1000, minimum=20, maximum=5000)
+# A finished turn's chunk events are deleted this long after it ended (its text is in the turn row).
+ENGINE_COMPACT_AFTER_SECONDS = env_int("ENGINE_COMPACT_AFTER_SECONDS", 3600, minimum=0)
 
 # --- Stripe (dj-stripe) ----------------------------------------------------------------------
 STRIPE_LIVE_MODE = env_bool("STRIPE_LIVE_MODE", False)

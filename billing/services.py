@@ -11,9 +11,9 @@ import datetime as dt
 import logging
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q, Sum
 from django.utils import timezone
 
@@ -107,7 +107,7 @@ def _write(
     usage: int = 0,
     session_id: int | None = None,
     turn_id: int | None = None,
-    created_by=None,
+    created_by: User | None = None,
 ) -> CreditEntry:
     """Append one entry and move the cached balance; caller holds the account lock."""
     new_balance = account.balance + amount
@@ -133,7 +133,9 @@ def _write(
     return entry
 
 
-def _add(*, user: User, kind: str, amount: int, key: str, description: str = "", created_by=None) -> bool:
+def _add(
+    *, user: User, kind: str, amount: int, key: str, description: str = "", created_by: User | None = None
+) -> bool:
     """Credit-adding (or staff) entry; True if written, False if the key was already used."""
     with transaction.atomic():
         account = _locked_account(user)
@@ -168,8 +170,11 @@ def grant_monthly_credits(*, user: User, period: dt.date | None = None) -> bool:
     )
 
 
-def adjust_credits(*, user: User, amount: int, reason: str, staff_user: User, key: str | None = None) -> CreditEntry:
-    """A staff correction (positive or negative). Refused if it would take the balance below zero."""
+def adjust_credits(
+    *, user: User, amount: int, reason: str, staff_user: User | None, key: str | None = None
+) -> CreditEntry:
+    """A staff correction (positive or negative); `staff_user` None for a system adjustment. Refused if it
+    would take the balance below zero."""
     if not reason.strip():
         raise ValueError("A staff adjustment needs a reason.")
     key = key or f"adjust:{user.pk}:{timezone.now().timestamp():.6f}"
@@ -193,13 +198,32 @@ def reserve_credits(
     description: str = "",
     session_id: int | None = None,
     turn_id: int | None = None,
+    new_key: bool = False,
 ) -> None:
     """Hold ``amount`` credits (the balance goes down now). Idempotent on ``key``.
 
+    ``new_key=True``: the caller guarantees ``key`` was never used (it names a row created in this very
+    transaction, like a new turn), so the idempotency lookup is skipped and the hold is two statements
+    (a conditional balance UPDATE … RETURNING, then the ledger entry), the engine's hot path (issue 15).
     Raises InsufficientCredits when the balance cannot cover it (nothing is held then).
     """
     if amount < 0:
         raise ValueError("A reservation cannot be negative.")
+    if new_key:
+        # Nothing in here raises on a short balance, so no savepoint is needed: a refusal falls through.
+        with transaction.atomic(savepoint=False):
+            if (balance := _move_balance(user_id=user.pk, amount=-amount)) is not None:
+                _append_entry(
+                    user_id=user.pk,
+                    balance_after=balance,
+                    kind=EntryKind.RESERVATION,
+                    amount=-amount,
+                    key=key,
+                    description=description,
+                    session_id=session_id,
+                    turn_id=turn_id,
+                )
+                return
     with transaction.atomic():
         account = _locked_account(user)
         if _existing(key):
@@ -213,6 +237,35 @@ def reserve_credits(
             session_id=session_id,
             turn_id=turn_id,
         )
+
+
+def _move_balance(*, user_id: int, amount: int) -> int | None:
+    """Add ``amount`` (negative: take) to the cached balance in one statement, never below zero.
+
+    Returns the new balance, or None when the account is missing or cannot cover it (nothing written).
+    The UPDATE takes the account's row lock like select_for_update() does. Raw SQL: the ORM cannot
+    return the updated value (Django 5.2 has no UPDATE … RETURNING).
+    """
+    table = connection.ops.quote_name(CreditAccount._meta.db_table)
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET balance = balance + %s, updated_at = %s "  # noqa: S608 - no user input
+            "WHERE user_id = %s AND balance + %s >= 0 RETURNING balance",
+            [amount, now, user_id, amount],
+        )
+        row = cursor.fetchone()
+    return None if row is None else int(row[0])
+
+
+def _append_entry(*, user_id: int, balance_after: int, kind: str, amount: int, key: str, **fields: Any) -> CreditEntry:
+    """The ledger row for a balance already moved by _move_balance (same transaction)."""
+    if fields.get("turn_id") is None and (match := _TURN_KEY.match(key)):
+        fields["turn_id"] = int(match.group(1))
+    fields["description"] = fields.get("description", "")[:500]
+    return CreditEntry.objects.create(
+        user_id=user_id, kind=kind, amount=amount, balance_after=balance_after, idempotency_key=key, **fields
+    )
 
 
 def credits_held(*, reservation_keys: list[str]) -> int:
@@ -246,6 +299,7 @@ def settle_credits(
     description: str = "",
     session_id: int | None = None,
     turn_id: int | None = None,
+    held: int | None = None,
 ) -> int:
     """Charge ``actual`` against a reservation and release the rest; returns credits charged.
 
@@ -253,9 +307,31 @@ def settle_credits(
     (the balance never goes negative) and the entry's description records the shortfall.
     Idempotent on ``key``, and a reservation is closed at most once (a second settle or release
     of the same reservation charges nothing more).
+
+    ``held``: the reserved amount, passed along by a caller that holds the reservation open itself (the
+    engine, having just claimed the turn from streaming in this transaction, so nothing else can have
+    settled or released it). Then, when ``actual`` fits in it, the settlement is two statements (balance
+    UPDATE … RETURNING, ledger entry) instead of a lock, a lookup, an insert and an update.
     """
     if actual < 0:
         raise ValueError("Actual usage cannot be negative.")
+    if held is not None and actual <= held:
+        with transaction.atomic(savepoint=False):
+            balance = _move_balance(user_id=user.pk, amount=held - actual)
+            if balance is not None:
+                _append_entry(
+                    user_id=user.pk,
+                    balance_after=balance,
+                    kind=EntryKind.SETTLEMENT,
+                    amount=held - actual,
+                    key=key,
+                    description=description,
+                    reservation_key=reservation_key,
+                    usage=actual,
+                    session_id=session_id,
+                    turn_id=turn_id,
+                )
+                return actual
     with transaction.atomic():
         account = _locked_account(user)
         # One query for the three things that decide what to do: this settlement already written

@@ -4,6 +4,9 @@ Protocol (JSON):
   client -> {"type": "catch_up", "after": <last seq the page has>}
   server -> {"type": "events", "last_seq": n, "status": "...", "fragments": [{"target", "swap", "html", ...}]}
             (answers to catch_up also carry "worker": "live" | "lost" | "idle", see lease.executor_state)
+  server -> {"type": "events", "live": true, "last_seq": n, "status": "", "fragments": [...]}
+            streamed text not saved yet (the engine saves it about once a second): shown at once, and
+            placed by its offset in the turn's text, so the saved copy arriving later never shows twice
 Fragments are server-rendered, sanitized HTML. Every message carries the sequence number it
 brings the page up to, so a page that reconnects asks for exactly what it missed.
 """
@@ -18,7 +21,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from atelier.core import metrics
 from orchestration import events as ev
 from orchestration import lease
-from orchestration.live import TurnTextCache, render_fragments
+from orchestration.live import TurnTextCache, render_fragments, tail_fragments, tail_needs_text
 
 logger = logging.getLogger(__name__)
 
@@ -144,6 +147,18 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
         payload = await database_sync_to_async(self._live_message)(events)
         await self.send_json(payload)
 
+    async def session_chunks(self, message: dict) -> None:
+        """Unsaved streamed text from the engine: rendered here, with no database query (issue 15)."""
+        chunks = message.get("chunks", [])
+        if tail_needs_text(self.turn_text, chunks):  # a turn this page has not seen stream yet: read it once
+            fragments = await database_sync_to_async(tail_fragments)(self.turn_text, chunks, load=True)
+        else:
+            fragments = tail_fragments(self.turn_text, chunks)
+        if fragments:
+            await self.send_json(
+                {"type": "events", "live": True, "last_seq": self.last_seq, "status": "", "fragments": fragments}
+            )
+
     def _live_message(self, events: list[dict]) -> dict:
         fragments, last_seq, status = render_fragments(self.session_id, events, self.turn_text)
         self.last_seq = max(self.last_seq, last_seq)
@@ -166,7 +181,7 @@ class ConversationConsumer(SessionConsumer):
         self.conversation_id = conversation_id
         self.session_id = session_id
         self.last_seq = 0
-        self.turn_text = {}
+        self.turn_text: TurnTextCache = {}
         self.group = ev.group_name(self.session_id)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self._accept_counted()

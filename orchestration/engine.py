@@ -14,7 +14,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -33,12 +33,22 @@ from orchestration.lease import (
     LeaseLost,
     claim_lease,
     fence,
+    fenced_update,
     new_owner_id,
     release_lease,
     renew_lease,
 )
-from orchestration.models import ALLOWED_TRANSITIONS, Agent, LLMModel, Status, StopReason, Turn, WritingSession
-from orchestration.termination import Stop, check_after_turn, check_before_step
+from orchestration.models import (
+    ALLOWED_TRANSITIONS,
+    Agent,
+    DocumentVersion,
+    LLMModel,
+    Status,
+    StopReason,
+    Turn,
+    WritingSession,
+)
+from orchestration.termination import Stop, check_after_turn, check_before_step, conditions_for
 from orchestration.versions import record_version
 
 if TYPE_CHECKING:
@@ -61,6 +71,16 @@ WORKER_LOST = (
     "The worker running this turn stopped responding (crashed, killed or frozen); another worker ran it again."
 )
 
+# The engine's outcomes, named (a misspelt one is a type error):
+# what drive() reports for a run (docstring of drive),
+DriveOutcome = Literal["busy", "idle", "paused", "stopped", "finished", "failed", "requeued", "lease_lost"]
+# what the run does after a step,
+StepOutcome = Literal["continue", "paused", "failed", "stopped", "finished"]
+# how one agent call ended (CallOutcome.status),
+CallStatus = Literal["completed", "cancelled", "out_of_credits", "failed", "too_large"]
+# and what a failed attempt leads to: again after a delay, at once in a smaller window, or the fallback model.
+RetryDecision = Literal["retry", "refit", "next_model"]
+
 _sleep = asyncio.sleep  # the retry waits (tests record them instead of waiting)
 
 
@@ -81,7 +101,7 @@ async def db(fn, *args, **kwargs):
 # --- Driving ---------------------------------------------------------------------------------
 
 
-def drive(session_id: int, *, budget_seconds: float = DRIVE_BUDGET_SECONDS) -> str:
+def drive(session_id: int, *, budget_seconds: float = DRIVE_BUDGET_SECONDS) -> DriveOutcome:
     """Run the session until it pauses, stops, finishes or the time budget is used. Returns the outcome.
 
     Outcomes: busy (another executor holds it), idle, paused, stopped, finished, failed, requeued,
@@ -100,24 +120,58 @@ def drive(session_id: int, *, budget_seconds: float = DRIVE_BUDGET_SECONDS) -> s
         release_lease(session_id, owner)
 
 
-async def _drive(session_id: int, owner: str, budget_seconds: float) -> str:
+@dataclass
+class DriveCache:
+    """What one drive reads once and then keeps up to date itself (issue 15: no re-reads per call).
+
+    Valid only while this executor holds the lease: the team, the references, the brief and the document
+    cannot change while a session is active (services refuse it), and every turn is created and finished
+    by the lease holder, so the drive knows each change it makes. A new drive starts a new cache.
+    """
+
+    agents: dict[int, Agent] = field(default_factory=dict)
+    references: list[tuple[str, str]] | None = None
+    # (round, agent id) -> [(turn id, status, attempt, slot)] of every turn of the session
+    turns: dict[tuple[int, int], list[tuple[int, str, int, str]]] | None = None
+    # agent id -> (turn id, agent name, feedback) of its latest completed turn with feedback
+    feedback: dict[int, tuple[int, str, str]] | None = None
+    last_version: int | None = None  # number of the session's latest version (0: none)
+    reserved: dict[int, int] = field(default_factory=dict)  # turn id -> credits its reservation holds
+    recovered: bool = False  # interrupted turns of earlier executors dealt with
+
+    def note_turn(self, round_number: int, agent_id: int, turn: tuple[int, str, int, str]) -> None:
+        """Record a turn this drive created or finished (replacing its earlier entry)."""
+        if self.turns is None:
+            return
+        rows = [row for row in self.turns.get((round_number, agent_id), []) if row[0] != turn[0]]
+        self.turns[(round_number, agent_id)] = [*rows, turn]
+
+
+async def _drive(session_id: int, owner: str, budget_seconds: float) -> DriveOutcome:
     deadline = time.monotonic() + budget_seconds
-    planned: Step | None = None
-    agents: dict[int, Agent] = {}  # the team cannot change while the session runs
+    cache = DriveCache()
+    outcome: DriveOutcome | tuple[WritingSession, Step] = await db(_prepare_step, session_id, owner, None, cache)
     while True:
-        outcome = await db(_prepare_step, session_id, owner, planned)
         if isinstance(outcome, str):
             return outcome
         session, step = outcome
-        result = await run_step(session, step, owner, agents)
+        result = await run_step(session, step, owner, cache)
         if result.lease_lost:
             raise LeaseLost(f"session {session_id}: lease lost during a step")
-        outcome, planned = await db(_after_step, session_id, owner, step, result)
-        if outcome != "continue":
-            return outcome
-        if time.monotonic() > deadline:
-            await db(_requeue, session_id, owner)
-            return "requeued"
+        outcome = await db(_between_steps, session_id, owner, step, result, cache, deadline)
+
+
+def _between_steps(
+    session_id: int, owner: str, step: Step, result: StepResult, cache: DriveCache, deadline: float
+) -> DriveOutcome | tuple[WritingSession, Step]:
+    """After a step, and before the next: one session load serves both (one thread hop, no gap for a Stop)."""
+    outcome, planned, session = _after_step(session_id, owner, step, result)
+    if outcome != "continue":
+        return outcome
+    if time.monotonic() > deadline:
+        _requeue(session_id, owner)
+        return "requeued"
+    return _prepare_step(session_id, owner, planned, cache, session=session)
 
 
 def _requeue(session_id: int, owner: str) -> None:
@@ -129,12 +183,20 @@ def _load(session_id: int) -> WritingSession:
     return WritingSession.objects.select_related("project__owner").get(pk=session_id)
 
 
-def _prepare_step(session_id: int, owner: str, planned: Step | None = None) -> str | tuple[WritingSession, Step]:
+def _prepare_step(
+    session_id: int,
+    owner: str,
+    planned: Step | None = None,
+    cache: DriveCache | None = None,
+    *,
+    session: WritingSession | None = None,
+) -> DriveOutcome | tuple[WritingSession, Step]:
     """Handle pending status changes, recover interrupted turns, and plan the next step.
 
+    `session`: the row as just loaded by the caller in this same call (else it is loaded here).
     Every write is fenced by the lease (raises LeaseLost if another executor took over).
     """
-    session = _load(session_id)
+    session = session if session is not None else _load(session_id)
     if session.status == Status.STOPPING:
         _finish(session, Status.STOPPED, services.requested_stop(session.stop_reason), owner=owner)
         return "stopped"
@@ -143,7 +205,10 @@ def _prepare_step(session_id: int, owner: str, planned: Step | None = None) -> s
         return "paused"
     if session.status not in (Status.QUEUED, Status.RUNNING):
         return "idle"
-    _recover_interrupted_turns(session, owner=owner)
+    if cache is None or not cache.recovered:  # only an earlier executor can have left a turn streaming
+        _recover_interrupted_turns(session, owner=owner)
+        if cache is not None:
+            cache.recovered = True
     if session.status == Status.QUEUED:
         with transaction.atomic():
             fence(session.pk, owner)
@@ -162,37 +227,46 @@ def _prepare_step(session_id: int, owner: str, planned: Step | None = None) -> s
         return "finished"
     if session.current_round != decision.round:
         with transaction.atomic():
-            fence(session.pk, owner)
-            WritingSession.objects.filter(pk=session.pk).update(current_round=decision.round)
+            # One statement renews the lease, moves the round and reserves the status event's number.
+            row = fenced_update(session.pk, owner, seqs=1, set_fields={"current_round": decision.round})
             session.current_round = decision.round
-            services.emit_status(session)
+            session.status = row["status"]
+            ev.insert_events(
+                session_id=session.pk,
+                first_seq=row["last_seq"],
+                events=[ev.NewEvent("status", services.status_payload(session))],
+            )
     return session, decision
 
 
-def _after_step(session_id: int, owner: str, step: Step, result: StepResult) -> tuple[str, Step | None]:
+def _after_step(
+    session_id: int, owner: str, step: Step, result: StepResult
+) -> tuple[StepOutcome, Step | None, WritingSession]:
+    """Decide what the finished step leads to: (outcome, the next step if already planned, the session)."""
     session = _load(session_id)
     if result.out_of_credits:
         _pause(session, Stop(StopReason.OUT_OF_CREDITS, OUT_OF_CREDITS_DETAIL), owner=owner)
-        return "paused", None
+        return "paused", None, session
     if result.fatal_error:
         _finish(session, Status.FAILED, Stop(StopReason.ERROR, result.fatal_error), owner=owner)
-        return "failed", None
+        return "failed", None, session
     if session.status == Status.STOPPING or result.cancelled:
         _finish(session, Status.STOPPED, services.requested_stop(session.stop_reason), owner=owner)
-        return "stopped", None
+        return "stopped", None, session
     if not result.completed_turn_ids:
-        return "continue", None
+        return "continue", None, session
     next_decision = get_policy(session.flow).next_step(session)
     round_complete = isinstance(next_decision, Finished) or next_decision.round > step.round
-    for turn in Turn.objects.filter(pk__in=result.completed_turn_ids).order_by("pk"):
-        stop = check_after_turn(session, turn, round_complete)
-        if stop:
-            _finish(session, Status.COMPLETED, stop, owner=owner)
-            return "finished", None
+    if conditions_for(session):  # no stop condition set: nothing to read the turns for
+        for turn in Turn.objects.filter(pk__in=result.completed_turn_ids).order_by("pk"):
+            stop = check_after_turn(session, turn, round_complete)
+            if stop:
+                _finish(session, Status.COMPLETED, stop, owner=owner)
+                return "finished", None, session
     if session.status == Status.PAUSING:
         _pause(session, services.requested_stop(session.stop_reason), owner=owner)
-        return "paused", None
-    return "continue", next_decision if isinstance(next_decision, Step) else None
+        return "paused", None, session
+    return "continue", next_decision if isinstance(next_decision, Step) else None, session
 
 
 def _finish(session: WritingSession, status: str, stop: Stop, *, owner: str) -> None:
@@ -297,46 +371,104 @@ class StepResult:
 
 
 class ChunkBatcher:
-    """Collects streamed text and flushes it every few tens of milliseconds: saved, then pushed.
+    """Streams text to the page at once and saves it in batches (issue 15: quiet streaming).
 
-    Saving is fenced by the lease (the sequence numbers are reserved only while `owner` holds it);
-    a batch from an executor that lost its lease is dropped and `lease_lost` is set.
+    Every ENGINE_STREAM_FLUSH_MS the text a turn received since its last save is pushed as an unsaved
+    tail, {turn id, kind, offset, text} (no database work: the consumer merges tails by offset, so a
+    page that reloaded gets everything since the last save from the next push). Every
+    ENGINE_STREAM_SAVE_MS the tails are saved, one chunk / reasoning event per turn carrying its offset,
+    in one fenced transaction that also renews the lease and reads the status (a Stop). A turn's last
+    tail is saved with the turn itself (take()).
+
+    Saving is fenced by the lease; a batch from an executor that lost its lease is dropped and
+    `lease_lost` is set.
     """
 
     def __init__(self, session_id: int, owner: str | None = None) -> None:
         self.session_id = session_id
         self.owner = owner
         self.lease_lost = False
-        self.pending: dict[int, list[str]] = {}
+        self.pending: dict[int, list[str]] = {}  # turn id -> text since its last save
         self.pending_reasoning: dict[int, list[str]] = {}
+        self.saved: dict[tuple[str, int], int] = {}  # (kind, turn id) -> characters saved so far
+        self.dirty: set[tuple[str, int]] = set()  # received text since the last push
         self.lock = asyncio.Lock()
+        self.last_save = time.monotonic()
+        self.status_seen: tuple[float, str] | None = None  # (when, status) read by the last save
+        self.wake = asyncio.Event()  # set when text arrives (and to stop run())
 
     def add(self, turn_id: int, text: str) -> None:
         self.pending.setdefault(turn_id, []).append(text)
+        self.dirty.add(("chunk", turn_id))
+        self.wake.set()
 
     def add_reasoning(self, turn_id: int, text: str) -> None:
         """Thinking text: its own event kind, so it never mixes with the reply's text."""
         self.pending_reasoning.setdefault(turn_id, []).append(text)
+        self.dirty.add(("reasoning", turn_id))
+        self.wake.set()
+
+    def _tails(self, kinds: set[tuple[str, int]] | None = None) -> list[ev.Tail]:
+        """(kind, turn id, offset, text) of the unsaved text, reasoning first (a turn thinks, then answers)."""
+        tails: list[ev.Tail] = []
+        sources: tuple[tuple[ev.TextKind, dict[int, list[str]]], ...] = (
+            ("reasoning", self.pending_reasoning),
+            ("chunk", self.pending),
+        )
+        for kind, pending in sources:
+            for turn_id, parts in pending.items():
+                if parts and (kinds is None or (kind, turn_id) in kinds):
+                    tails.append((kind, turn_id, self.saved.get((kind, turn_id), 0), "".join(parts)))
+        return tails
+
+    async def push_tails(self) -> None:
+        """Push what arrived since the last push (each turn's whole unsaved tail): no database work."""
+        if not self.dirty or self.lease_lost:
+            return
+        dirty, self.dirty = self.dirty, set()
+        tails = self._tails(dirty)
+        if not tails:
+            return
+        # Stored before it is pushed: whatever a page shows, a page rendered after it can show too.
+        await asyncio.to_thread(ev.store_unsaved_tails, tails)
+        chunks = [
+            {"turn_id": turn_id, "kind": kind, "offset": offset, "text": text} for kind, turn_id, offset, text in tails
+        ]
+        await ev.push_message(self.session_id, {"type": "session.chunks", "chunks": chunks})
+
+    def _taken(self, tails: list[ev.Tail]) -> list[ev.NewEvent]:
+        """Events for these tails, counted as saved (the caller saves them)."""
+        events = []
+        for kind, turn_id, offset, text in tails:
+            (self.pending_reasoning if kind == "reasoning" else self.pending).pop(turn_id, None)
+            self.saved[(kind, turn_id)] = offset + len(text)
+            events.append(ev.NewEvent(kind, {"text": text, "offset": offset}, turn_id))
+        return events
 
     async def flush(self) -> None:
+        """Save every unsaved tail now (one fenced transaction), then push the saved events."""
         async with self.lock:
-            if not self.pending and not self.pending_reasoning:
+            self.last_save = time.monotonic()
+            new = self._taken(self._tails())
+            if not new or self.lease_lost:
                 return
-            batch, self.pending = self.pending, {}
-            thoughts, self.pending_reasoning = self.pending_reasoning, {}
-            if self.lease_lost:
-                return
-            # A turn thinks before it answers: its reasoning events come first within a batch.
-            new = [ev.NewEvent("reasoning", {"text": "".join(parts)}, turn_id) for turn_id, parts in thoughts.items()]
-            new += [ev.NewEvent("chunk", {"text": "".join(parts)}, turn_id) for turn_id, parts in batch.items()]
             try:
-                rows = await sync_to_async(ev.append_events)(
-                    session_id=self.session_id, events=new, broadcast=False, lease_owner=self.owner
-                )
+                rows, status = await sync_to_async(_save_chunks)(self.session_id, self.owner, new)
             except LeaseLost:
                 self.lease_lost = True
                 return
+            if status is not None:
+                self.status_seen = (time.monotonic(), status)
             await self.push(rows)
+
+    async def take(self, turn_id: int) -> list[ev.NewEvent]:
+        """The turn's text not saved yet, as events, for the caller to save (its stream has ended).
+
+        Waits for a flush in flight, so everything earlier is saved first and the order is kept.
+        """
+        async with self.lock:
+            self.dirty -= {("chunk", turn_id), ("reasoning", turn_id)}
+            return self._taken(self._tails({("chunk", turn_id), ("reasoning", turn_id)}))
 
     async def push(self, rows) -> None:
         if rows:
@@ -345,25 +477,49 @@ class ChunkBatcher:
             )
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Push text as it arrives, at most every ENGINE_STREAM_FLUSH_MS; save every ENGINE_STREAM_SAVE_MS.
+
+        The first text after a quiet spell is pushed at once (leading edge), so a chunk waits at most one
+        push interval and usually less. Call stop.set() then self.wake.set() to end it.
+        """
         interval = settings.ENGINE_STREAM_FLUSH_MS / 1000
+        save_every = settings.ENGINE_STREAM_SAVE_MS / 1000
+        last_push = 0.0
         while not stop.is_set():
             try:
-                await asyncio.wait_for(stop.wait(), timeout=interval)
+                await asyncio.wait_for(self.wake.wait(), timeout=save_every)
             except TimeoutError:
                 pass
-            await self.flush()
+            self.wake.clear()
+            if stop.is_set():
+                return
+            if (wait := interval - (time.monotonic() - last_push)) > 0:
+                await asyncio.sleep(wait)  # text arriving meanwhile goes out with this push
+            last_push = time.monotonic()
+            await self.push_tails()
+            if time.monotonic() - self.last_save >= save_every:
+                await self.flush()
 
 
-async def run_step(
-    session: WritingSession, step: Step, owner: str, agents: dict[int, Agent] | None = None
-) -> StepResult:
-    agents = {} if agents is None else agents
+def _save_chunks(session_id: int, owner: str | None, events: list[ev.NewEvent]):
+    """Save a batch of streamed text: (rows, status). With an owner, one fenced UPDATE renews the lease too."""
+    if owner is None:
+        return ev.append_events(session_id=session_id, events=events, broadcast=False), None
+    with transaction.atomic():
+        row = fenced_update(session_id, owner, seqs=len(events))
+        first = row["last_seq"] - len(events) + 1
+        return ev.insert_events(session_id=session_id, first_seq=first, events=events, broadcast=False), row["status"]
+
+
+async def run_step(session: WritingSession, step: Step, owner: str, cache: DriveCache | None = None) -> StepResult:
+    """Run the step's calls concurrently, stream their chunks, watch the lease and Stop; say how it went."""
+    cache = DriveCache() if cache is None else cache
     result = StepResult()
     batcher = ChunkBatcher(session.pk, owner)
     done = asyncio.Event()
     flusher = asyncio.create_task(batcher.run(done))
     calls = [
-        asyncio.create_task(run_call(session, call, step.round, batcher, agents, owner=owner)) for call in step.calls
+        asyncio.create_task(run_call(session, call, step.round, batcher, cache, owner=owner)) for call in step.calls
     ]
 
     async def monitor() -> None:
@@ -373,7 +529,12 @@ async def run_step(
                 return
             except TimeoutError:
                 pass
-            status = await sync_to_async(renew_lease)(session.pk, owner)
+            seen = batcher.status_seen
+            status: str | None
+            if seen is not None and time.monotonic() - seen[0] < MONITOR_INTERVAL:
+                status = seen[1]  # a chunk save just renewed the lease and read the status: no statement
+            else:
+                status = await sync_to_async(renew_lease)(session.pk, owner)
             if status is None or batcher.lease_lost:
                 # Another executor owns the session now: stop streaming, write nothing more.
                 result.lease_lost = True
@@ -387,6 +548,7 @@ async def run_step(
     watcher = asyncio.create_task(monitor())
     outcomes = await asyncio.gather(*calls, return_exceptions=True)
     done.set()
+    batcher.wake.set()
     await watcher
     await flusher
     await batcher.flush()
@@ -418,6 +580,7 @@ async def run_step(
             try:
                 for call, outcome in failed:
                     await db(_give_up_call, session.pk, step.round, call, outcome.turn_id, outcome.error, owner=owner)
+                cache.turns = None  # a given-up call may have added a turn: read them afresh
             except LeaseLost:
                 result.lease_lost = True
         else:
@@ -464,7 +627,7 @@ def _give_up_call(
 
 @dataclass
 class CallOutcome:
-    status: str  # completed | cancelled | out_of_credits | failed
+    status: CallStatus
     turn_id: int | None = None
     error: str = ""
 
@@ -474,16 +637,20 @@ async def run_call(
     call: AgentCall,
     round_number: int,
     batcher: ChunkBatcher,
-    agents: dict[int, Agent] | None = None,
+    cache: DriveCache | None = None,
     *,
     owner: str,
 ) -> CallOutcome:
     """One agent call to its end: attempts, retries (docs/providers.md, "Errors"), then the fallback model."""
-    agents = {} if agents is None else agents
-    if call.agent_id not in agents:
-        agents[call.agent_id] = await sync_to_async(_load_agent)(call.agent_id)
-    agent = agents[call.agent_id]
-    existing, attempts = await sync_to_async(_earlier_attempts)(session.pk, round_number, agent.pk, call.slot)
+    cache = DriveCache() if cache is None else cache
+    if call.agent_id not in cache.agents:
+        cache.agents[call.agent_id] = await sync_to_async(_load_agent)(call.agent_id)
+    agent = cache.agents[call.agent_id]
+    if cache.turns is None:
+        turns = await sync_to_async(_load_turn_keys)(session.pk)
+        if cache.turns is None:  # a concurrent call of this step may have loaded (and noted) them first
+            cache.turns = turns
+    existing, attempts = _earlier_attempts(cache.turns.get((round_number, agent.pk), []), call.slot)
     if existing:  # this step already ran to completion before a crash: nothing to redo
         return CallOutcome("completed", existing)
 
@@ -495,7 +662,7 @@ async def run_call(
         while True:
             attempts += 1
             prepared = await db(
-                _begin_turn, session, agent, model, round_number, attempts, call, state.window, owner=owner
+                _begin_turn, session, agent, model, round_number, attempts, call, state.window, owner=owner, cache=cache
             )
             if isinstance(prepared, CallOutcome):
                 if prepared.status == "too_large":
@@ -503,10 +670,16 @@ async def run_call(
                     break  # the fallback model may have a larger context window
                 return prepared
             turn_id, request, estimated_tokens = prepared
+            cache.note_turn(round_number, agent.pk, (turn_id, Turn.TurnStatus.STREAMING, attempts, call.slot))
             bind_log(turn_id=turn_id)  # this call's own task: its records carry the turn being streamed
             attempt = _Attempt(turn_id=turn_id, request=request, estimated_tokens=estimated_tokens)
             try:
-                decision = await _run_attempt(session, agent, model, call, batcher, attempt, state, owner=owner)
+                decision = await _run_attempt(
+                    session, agent, model, call, batcher, attempt, state, owner=owner, cache=cache
+                )
+                if isinstance(decision, CallOutcome) and decision.status == "completed":
+                    # One of the DONE statuses (completed, truncated, refused): the call is done either way.
+                    cache.note_turn(round_number, agent.pk, (turn_id, Turn.TurnStatus.COMPLETED, attempts, call.slot))
             except LeaseLost:
                 raise  # another executor owns the session now: stand down without touching anything
             except Exception:
@@ -559,7 +732,8 @@ async def _run_attempt(
     state: _ModelState,
     *,
     owner: str,
-) -> CallOutcome | str:
+    cache: DriveCache | None = None,
+) -> CallOutcome | RetryDecision:
     """Stream one attempt and save how it ended. Returns a CallOutcome, or what to do next: "retry" (after
     state.delay), "refit" (at once, with state.window) or "next_model". Unexpected exceptions propagate."""
     from orchestration.providers import ProviderError, ReasoningDelta, StreamEnd, TextDelta, get_adapter
@@ -582,11 +756,24 @@ async def _run_attempt(
                 end = item
         if end is None:
             raise ProviderError("The reply ended without a proper end.", kind="stream_broken", retryable=True)
-        await batcher.flush()
+        # The turn's last chunks are saved with the turn itself: one transaction, not two.
+        unsaved = await batcher.take(turn_id)
         timing = (int((time.monotonic() - started) * 1000), _ms(started, first_token_at))
         text, reasoning = "".join(attempt.received), "".join(attempt.thought)
         await db(
-            _complete_turn, session.pk, turn_id, agent, model, text, end, timing, call, reasoning=reasoning, owner=owner
+            _complete_turn,
+            session,
+            turn_id,
+            agent,
+            model,
+            text,
+            end,
+            timing,
+            call,
+            reasoning=reasoning,
+            owner=owner,
+            cache=cache,
+            unsaved=unsaved,
         )
         return CallOutcome("completed", turn_id)
     except asyncio.CancelledError:
@@ -610,7 +797,9 @@ async def _run_attempt(
         return await _after_provider_error(session, agent, model, attempt, state, error, owner=owner)
 
 
-async def _after_provider_error(session, agent, model, attempt: _Attempt, state: _ModelState, error, *, owner: str):
+async def _after_provider_error(
+    session, agent, model, attempt: _Attempt, state: _ModelState, error, *, owner: str
+) -> CallOutcome | RetryDecision:
     """Save the failed attempt (charging what the provider reported) and decide what comes next."""
     metrics.provider_error(provider=model.provider, model=model.model_id, kind=error.kind)
     message = error.user_message
@@ -684,17 +873,24 @@ def _load_agent(agent_id: int) -> Agent:
     return Agent.objects.select_related("model", "fallback_model").prefetch_related("criteria").get(pk=agent_id)
 
 
-def _earlier_attempts(session_id: int, round_number: int, agent_id: int, slot: str = "") -> tuple[int | None, int]:
-    """(id of a completed turn for this call's slot, number of the agent's attempts this round), in one query.
+def _load_turn_keys(session_id: int) -> dict[tuple[int, int], list[tuple[int, str, int, str]]]:
+    """Every agent turn of the session as (round, agent id) -> [(turn id, status, attempt, slot)], one query."""
+    keys: dict[tuple[int, int], list[tuple[int, str, int, str]]] = {}
+    rows = Turn.objects.filter(session_id=session_id, agent_id__isnull=False)
+    for pk, round_number, agent_id, status, attempt, slot in rows.values_list(
+        "pk", "round", "agent_id", "status", "attempt", "slot"
+    ):
+        keys.setdefault((round_number, agent_id), []).append((pk, status, attempt, slot))
+    return keys
 
-    Attempts count across the agent's slots in the round (a roundtable moderator drafts, then moderates),
-    so the turn key (session, round, agent, attempt) stays unique.
+
+def _earlier_attempts(rows: list[tuple[int, str, int, str]], slot: str = "") -> tuple[int | None, int]:
+    """(id of a completed turn for this call's slot, number of the agent's attempts this round).
+
+    `rows`: the agent's turns this round, (turn id, status, attempt, slot). Attempts count across the
+    agent's slots in the round (a roundtable moderator drafts, then moderates), so the turn key
+    (session, round, agent, attempt) stays unique.
     """
-    rows = list(
-        Turn.objects.filter(session_id=session_id, round=round_number, agent_id=agent_id).values_list(
-            "pk", "status", "attempt", "slot"
-        )
-    )
     completed = next(
         (pk for pk, status, _, turn_slot in rows if status in Turn.DONE_STATUSES and turn_slot in (slot, "")),
         None,
@@ -706,19 +902,27 @@ def _criteria(agent: Agent) -> list[tuple[str, str, float]]:
     return [(c.name, c.description, c.weight) for c in agent.criteria.all()]
 
 
-def _feedback_for(session: WritingSession, agent: Agent) -> list[tuple[str, str]]:
-    """The latest evaluation comments of each *other* agent: what matters for this turn."""
-    latest: dict[int, tuple[str, str]] = {}
-    turns = (
-        Turn.objects.filter(session=session, kind=Turn.Kind.AGENT, status=Turn.TurnStatus.COMPLETED)
-        .exclude(agent_id=agent.pk)
-        .exclude(feedback="")
-        .order_by("-pk")
-        .values_list("agent_id", "agent_name", "feedback")[:20]
-    )
-    for agent_id, name, feedback in turns:
-        latest.setdefault(agent_id, (name, feedback))
-    return list(latest.values())
+def _feedback_for(session: WritingSession, agent: Agent, cache: DriveCache | None = None) -> list[tuple[str, str]]:
+    """The latest evaluation comments of each *other* agent, latest first: what matters for this turn.
+
+    Read once per drive (`cache`), then kept up to date by _complete_turn.
+    """
+    cache = DriveCache() if cache is None else cache
+    if cache.feedback is None:
+        latest: dict[int, tuple[int, str, str]] = {}
+        turns = (
+            Turn.objects.filter(
+                session=session, kind=Turn.Kind.AGENT, status=Turn.TurnStatus.COMPLETED, agent_id__isnull=False
+            )
+            .exclude(feedback="")
+            .order_by("-pk")
+            .values_list("pk", "agent_id", "agent_name", "feedback")[:50]
+        )
+        for pk, agent_id, name, feedback in turns:
+            latest.setdefault(agent_id, (pk, name, feedback))
+        cache.feedback = latest
+    others = sorted((v for k, v in cache.feedback.items() if k != agent.pk), reverse=True)
+    return [(name, feedback) for _, name, feedback in others]
 
 
 def _begin_turn(
@@ -731,8 +935,13 @@ def _begin_turn(
     context_window: int | None = None,
     *,
     owner: str,
+    cache: DriveCache | None = None,
 ):
     """Build the prompt, create the turn (next attempt) and reserve its worst-case credits.
+
+    One transaction of five statements: the fenced session UPDATE (lease + the event's number), the turn,
+    the balance, the ledger entry, the turn_started event. `cache` (the drive's) saves re-reading the
+    references and the other agents' feedback, and keeps the reserved amount for the settlement.
 
     Returns (turn id, ModelRequest, estimated prompt tokens), or a CallOutcome: "too_large" when the prompt
     cannot fit `context_window` (default: the model's), "out_of_credits" when the reservation is refused.
@@ -759,11 +968,17 @@ def _begin_turn(
         # the moderator resolved the previous round's issues (no query for the first round or for editors).
         feedback = critique_feedback(session.flow, call.inputs)
     else:
-        feedback = _feedback_for(session, agent)
+        feedback = _feedback_for(session, agent, cache)
     # Thinking shares the output allowance (and so the context window): fit and reserve for the total.
     plan = plan_for_agent(agent, model)
-    if references is None:
-        references = [(r.title, r.content) for r in session.references.all()]
+    if references is not None:
+        pass  # the pipeline's own passages for this stage
+    elif cache is None or cache.references is None:
+        references = list(session.references.values_list("title", "content"))
+        if cache is not None:
+            cache.references = references
+    else:
+        references = cache.references
     try:
         prompt = build_prompt(
             role_prompt=agent.role_prompt,
@@ -783,6 +998,7 @@ def _begin_turn(
             evaluation_lead=recipe.evaluation_lead,
             feedback_heading=recipe.inputs_heading,
             instruction=instruction,
+            no_document=recipe.no_document,
         )
     except PromptTooLarge as error:
         return CallOutcome("too_large", None, f"{model.display_name}: {error}")
@@ -790,7 +1006,7 @@ def _begin_turn(
         model=model, input_tokens=prompt.estimated_input_tokens, cached_tokens=0, output_tokens=plan.max_tokens
     )
     with transaction.atomic():
-        fence(session.pk, owner)
+        seq = fenced_update(session.pk, owner, seqs=1)["last_seq"]  # first: takes the session's row lock
         turn = Turn.objects.create(
             session=session,
             round=round_number,
@@ -812,13 +1028,15 @@ def _begin_turn(
                 description=f"{session.title}: round {round_number}, {agent.name}",
                 session_id=session.pk,  # the settlement and release inherit it: usage by session
                 turn_id=turn.pk,
+                new_key=True,  # the turn was created just now: its key cannot have been used
             )
         except InsufficientCredits:
             transaction.set_rollback(True)
             return CallOutcome("out_of_credits")
-        ev.append_event(
-            session_id=session.pk,
-            kind="turn_started",
+        if cache is not None:
+            cache.reserved[turn.pk] = worst_case
+        started = ev.NewEvent(
+            "turn_started",
             turn_id=turn.pk,
             payload={
                 "round": round_number,
@@ -830,6 +1048,7 @@ def _begin_turn(
                 "phase": call.phase,
             },
         )
+        ev.insert_events(session_id=session.pk, first_seq=seq, events=[started])
     request = ModelRequest(
         provider=model.provider,
         model_id=model.model_id,
@@ -855,7 +1074,7 @@ def _begin_turn(
 
 
 def _complete_turn(
-    session_id: int,
+    session: WritingSession,
     turn_id: int,
     agent: Agent,
     model: LLMModel,
@@ -866,7 +1085,9 @@ def _complete_turn(
     *,
     reasoning: str = "",
     owner: str,
-) -> None:
+    cache: DriveCache | None = None,
+    unsaved: list[ev.NewEvent] | None = None,
+) -> str | None:
     """Save the turn, its evaluation, usage and charge in one transaction, exactly once.
 
     A reply that did not end normally (cut off, refused, filtered: see docs/providers.md) is saved with its
@@ -875,6 +1096,10 @@ def _complete_turn(
 
     `text` is the reply only; `reasoning` (the model's thinking) is saved beside it and never parsed,
     versioned or passed on. Reasoning tokens are part of `end.usage.output_tokens` and billed with them.
+    `session` is the drive's copy (its document is the latest version's content); `unsaved` are the turn's
+    last chunk events, saved in this transaction. Six statements in the steady state (issue 15): the fenced
+    session UPDATE (lease, event numbers, totals, document), the turn claimed before anything is charged,
+    the balance, the settlement, the version, the events. Returns the turn's status, None if already saved.
     """
     from billing.pricing import credits_for_usage, provider_cost_usd
     from billing.services import settle_credits
@@ -896,7 +1121,6 @@ def _complete_turn(
         document, evaluation, flow_result = "", Evaluation(raw=""), {}
         status = Turn.TurnStatus.TRUNCATED if outcome == "truncated" else Turn.TurnStatus.REFUSED
         error = abnormal_end_message(model=model, agent=agent, end=end)
-    evaluation_text = evaluation.raw
     credits = credits_for_usage(
         model=model,
         input_tokens=usage.input_tokens,
@@ -909,17 +1133,44 @@ def _complete_turn(
         cached_tokens=usage.cached_input_tokens,
         output_tokens=usage.output_tokens,
     )
+    held = cache.reserved.get(turn_id) if cache is not None else None
+    charge_known = held is not None and credits <= held  # then the charge is the usage: fold it in now
+    new_version = outcome == "normal" and call.writes_document and document.strip() and document != session.document
+    payload = {
+        "status": status,
+        "scores": evaluation.scores,
+        "overall": evaluation.overall,
+        "tier": evaluation.tier,
+        "credits": credits,
+        "stop_reason": end.stop_reason,
+        "usage_estimated": usage.estimated,
+    }
+    if error:
+        payload["error"] = error
+    events = [*(unsaved or []), ev.NewEvent("turn_finished", payload, turn_id)]
+    seqs = len(events) + 1 + (1 if new_version else 0)  # + the version and the totals events
+    totals = {
+        "input_tokens": usage.input_tokens,
+        "cached_tokens": usage.cached_input_tokens,
+        "output_tokens": usage.output_tokens,
+        "reasoning_tokens": usage.reasoning_tokens,
+        "provider_cost": cost,
+        **({"credits_used": credits} if charge_known else {}),
+    }
+    changes = {"human_note": ""} if outcome == "normal" else {}
+    if new_version:
+        changes["document"] = document
     with transaction.atomic():
-        fence(session_id, owner)  # a worker that lost its lease saves and charges nothing
-        session = WritingSession.objects.select_for_update().select_related("project__owner").get(pk=session_id)
-        # Settling is idempotent on its key, and a reservation closes once: a replay charges nothing.
-        charged = settle_credits(
-            user=session.project.owner,
-            reservation_key=f"turn:{turn_id}:reserve",
-            actual=credits,
-            key=f"turn:{turn_id}:settle",
-            description=f"{session.title}: round {session.current_round}, {agent.name}",
+        # First the session row (the lease, like every fenced write, and the same lock order as before).
+        row = fenced_update(
+            session.pk,
+            owner,
+            seqs=seqs,
+            set_fields=changes,
+            add_fields=totals,
+            returning=("input_tokens", "output_tokens", "reasoning_tokens", "credits_used", "current_round"),
         )
+        # Claim before charging: only the executor that moves the turn out of streaming settles it.
         claimed = Turn.objects.filter(pk=turn_id, status=Turn.TurnStatus.STREAMING).update(
             status=status,
             output_text=answer,
@@ -928,7 +1179,7 @@ def _complete_turn(
             scores=evaluation.scores,
             overall_score=evaluation.overall,
             parse_tier=evaluation.tier if outcome == "normal" else "",
-            evaluation_raw=evaluation_text[:20000],
+            evaluation_raw=evaluation.raw[:20000],
             feedback=evaluation.feedback[:5000],
             result=flow_result,
             input_tokens=usage.input_tokens,
@@ -937,7 +1188,7 @@ def _complete_turn(
             output_tokens=usage.output_tokens,
             usage_estimated=usage.estimated,
             reasoning_tokens=usage.reasoning_tokens,
-            credits=charged,
+            credits=credits,
             provider_cost=cost,
             latency_ms=timing[0],
             ttft_ms=timing[1],
@@ -946,54 +1197,55 @@ def _complete_turn(
         )
         if not claimed:  # already saved by an earlier run of this step, or given up on meanwhile
             transaction.set_rollback(True)
-            return
-        WritingSession.objects.filter(pk=session_id).update(
-            input_tokens=F("input_tokens") + usage.input_tokens,
-            cached_tokens=F("cached_tokens") + usage.cached_input_tokens,
-            output_tokens=F("output_tokens") + usage.output_tokens,
-            reasoning_tokens=F("reasoning_tokens") + usage.reasoning_tokens,
-            credits_used=F("credits_used") + charged,
-            provider_cost=F("provider_cost") + cost,
-            **({"human_note": ""} if outcome == "normal" else {}),
+            return None
+        # Settling is idempotent on its key, and a reservation closes once: a replay charges nothing.
+        charged = settle_credits(
+            user=session.project.owner,
+            reservation_key=f"turn:{turn_id}:reserve",
+            actual=credits,
+            key=f"turn:{turn_id}:settle",
+            description=f"{session.title}: round {row['current_round']}, {agent.name}",
+            session_id=session.pk,
+            turn_id=turn_id,
+            held=held,
         )
-        payload = {
-            "status": status,
-            "scores": evaluation.scores,
-            "overall": evaluation.overall,
-            "tier": evaluation.tier,
-            "credits": charged,
-            "stop_reason": end.stop_reason,
-            "usage_estimated": usage.estimated,
-        }
-        if error:
-            payload["error"] = error
-        new_events = [ev.NewEvent("turn_finished", payload, turn_id)]
-        if outcome == "normal" and call.writes_document and document.strip() and document != session.document:
-            round_number = session.current_round
+        if not charge_known or charged != credits:  # rare: usage above the reservation, or no reservation known
+            Turn.objects.filter(pk=turn_id).update(credits=charged)
+            WritingSession.objects.filter(pk=session.pk).update(
+                credits_used=F("credits_used") + (charged - credits if charge_known else charged)
+            )
+            row["credits_used"] += charged - credits if charge_known else charged
+            payload["credits"] = charged
+        if new_version:
+            if cache is None or cache.last_version is None:
+                latest = DocumentVersion.objects.filter(session_id=session.pk).order_by("-number")
+                last_number = latest.values_list("number", flat=True).first() or 0
+            else:
+                last_number = cache.last_version
             version = record_version(
                 session=session,
                 content=document,
-                turn=Turn(pk=turn_id, session_id=session_id),
-                note=f"Round {round_number} · {agent.name}",
+                turn=Turn(pk=turn_id, session_id=session.pk),
+                note=f"Round {row['current_round']} · {agent.name}",
+                previous=(last_number, session.document),
+                save_document=False,  # written by the fenced UPDATE above
             )
-            new_events.append(ev.NewEvent("version", {"number": version.number, "change_ratio": version.change_ratio}))
-        # We hold the row lock: the totals are the locked values plus this turn.
-        session.input_tokens += usage.input_tokens
-        session.output_tokens += usage.output_tokens
-        session.reasoning_tokens += usage.reasoning_tokens
-        session.credits_used += charged
-        new_events.append(
+            if cache is not None:
+                cache.last_version = version.number
+            events.append(ev.NewEvent("version", {"number": version.number, "change_ratio": version.change_ratio}))
+        # The totals as updated under the row lock: the locked values plus this turn.
+        events.append(
             ev.NewEvent(
                 "totals",
                 {
-                    "input_tokens": session.input_tokens,
-                    "output_tokens": session.output_tokens,
-                    "reasoning_tokens": session.reasoning_tokens,
-                    "credits": session.credits_used,
+                    "input_tokens": row["input_tokens"],
+                    "output_tokens": row["output_tokens"],
+                    "reasoning_tokens": row["reasoning_tokens"],
+                    "credits": row["credits_used"],
                 },
             )
         )
-        ev.append_events(session_id=session_id, events=new_events)
+        ev.insert_events(session_id=session.pk, first_seq=row["last_seq"] - seqs + 1, events=events)
         transaction.on_commit(  # counted once the turn is saved; no query (atelier/core/metrics.py)
             partial(
                 metrics.turn_finished,
@@ -1006,6 +1258,11 @@ def _complete_turn(
                 ttft_ms=timing[1],
             )
         )
+    if cache is not None:
+        cache.reserved.pop(turn_id, None)
+        if status == Turn.TurnStatus.COMPLETED and evaluation.feedback and cache.feedback is not None:
+            cache.feedback[agent.pk] = (turn_id, agent.name, evaluation.feedback[:5000])
+    return status
 
 
 def abnormal_end_message(*, model: LLMModel, agent: Agent, end) -> str:

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import logging
 import threading
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any, Literal
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -21,10 +23,31 @@ from orchestration.models import SessionEvent, WritingSession
 logger = logging.getLogger(__name__)
 
 
+# Every kind of event the log holds (docs/architecture.md, "Streaming"); a misspelt one is a type error.
+EventKind = Literal[
+    "status",
+    "turn_started",
+    "chunk",
+    "reasoning",
+    "turn_finished",
+    "call_given_up",
+    "version",
+    "totals",
+    "human",
+    "message",
+    "superseded",
+]
+
+
+# The two kinds that carry streamed text, and an unsaved piece of it: (kind, turn id, offset, text).
+TextKind = Literal["chunk", "reasoning"]
+Tail = tuple[TextKind, int, int, str]
+
+
 @dataclass(frozen=True)
 class NewEvent:
-    kind: str
-    payload: dict
+    kind: EventKind
+    payload: dict[str, Any]
     turn_id: int | None = None
 
 
@@ -32,7 +55,7 @@ def group_name(session_id: int) -> str:
     return f"session-{session_id}"
 
 
-def serialize(event: SessionEvent) -> dict:
+def serialize(event: SessionEvent) -> dict[str, Any]:
     return {"seq": event.seq, "kind": event.kind, "turn_id": event.turn_id, "payload": event.payload}
 
 
@@ -43,25 +66,36 @@ def append_events(
 
     With `lease_owner`, the events are written only while that executor holds the session's lease
     (the check is part of the sequence UPDATE, no extra statement); otherwise raises LeaseLost.
+    Joins the caller's transaction without a savepoint (a failure rolls the caller's work back too).
     """
     if not events:
         return []
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):
         last = _reserve_seqs(session_id, len(events), lease_owner)
         first = last - len(events) + 1
-        rows = SessionEvent.objects.bulk_create(
-            [
-                SessionEvent(session_id=session_id, seq=first + i, kind=e.kind, payload=e.payload, turn_id=e.turn_id)
-                for i, e in enumerate(events)
-            ]
-        )
-        if broadcast:
-            message = {"type": "session.events", "events": [serialize(row) for row in rows]}
-            collected = getattr(_collector, "messages", None)
-            if collected is not None:  # the async caller pushes them on its own event loop
-                transaction.on_commit(lambda: collected.append((session_id, message)))
-            else:
-                transaction.on_commit(lambda: broadcast_message(session_id, message))
+        return insert_events(session_id=session_id, first_seq=first, events=events, broadcast=broadcast)
+
+
+def insert_events(
+    *, session_id: int, first_seq: int, events: list[NewEvent], broadcast: bool = True
+) -> list[SessionEvent]:
+    """Insert events whose sequence numbers the caller reserved (first_seq, first_seq + 1, …) in one INSERT.
+
+    Call inside the transaction that reserved them; pushed to the session's group after it commits.
+    """
+    rows = SessionEvent.objects.bulk_create(
+        [
+            SessionEvent(session_id=session_id, seq=first_seq + i, kind=e.kind, payload=e.payload, turn_id=e.turn_id)
+            for i, e in enumerate(events)
+        ]
+    )
+    if broadcast:
+        message = {"type": "session.events", "events": [serialize(row) for row in rows]}
+        collected = getattr(_collector, "messages", None)
+        if collected is not None:  # the async caller pushes them on its own event loop
+            transaction.on_commit(lambda: collected.append((session_id, message)))
+        else:
+            transaction.on_commit(lambda: broadcast_message(session_id, message))
     return rows
 
 
@@ -69,7 +103,7 @@ def _reserve_seqs(session_id: int, count: int, lease_owner: str | None = None) -
     """Reserve a block of sequence numbers with one UPDATE … RETURNING; the row lock serialises writers."""
     table = connection.ops.quote_name(WritingSession._meta.db_table)
     sql = f"UPDATE {table} SET last_seq = last_seq + %s WHERE id = %s"  # noqa: S608 - no user input
-    params: list = [count, session_id]
+    params: list[int | str] = [count, session_id]
     if lease_owner is not None:
         sql += " AND lease_owner = %s"
         params.append(lease_owner)
@@ -85,7 +119,9 @@ def _reserve_seqs(session_id: int, count: int, lease_owner: str | None = None) -
     return int(row[0])
 
 
-def append_event(*, session_id: int, kind: str, payload: dict, turn_id: int | None = None) -> SessionEvent:
+def append_event(
+    *, session_id: int, kind: EventKind, payload: dict[str, Any], turn_id: int | None = None
+) -> SessionEvent:
     return append_events(session_id=session_id, events=[NewEvent(kind, payload, turn_id)])[0]
 
 
@@ -93,7 +129,7 @@ _collector = threading.local()
 
 
 @contextmanager
-def collect_broadcasts() -> Iterator[list[tuple[int, dict]]]:
+def collect_broadcasts() -> Iterator[list[tuple[int, dict[str, Any]]]]:
     """Collect (session_id, message) pairs to push instead of pushing each from this thread.
 
     The engine's database work runs in a worker thread; pushing from there goes through
@@ -107,7 +143,7 @@ def collect_broadcasts() -> Iterator[list[tuple[int, dict]]]:
         _collector.messages = previous
 
 
-async def push_message(session_id: int, message: dict) -> None:
+async def push_message(session_id: int, message: dict[str, Any]) -> None:
     """Send to the session's group. The fast path may fail; clients catch up from the database."""
     layer = get_channel_layer()
     if layer is None:
@@ -118,13 +154,41 @@ async def push_message(session_id: int, message: dict) -> None:
         logger.warning("push to session %s failed", session_id, exc_info=True)
 
 
-def broadcast_message(session_id: int, message: dict) -> None:
+def broadcast_message(session_id: int, message: dict[str, Any]) -> None:
     """push_message from synchronous code (views, services)."""
     async_to_sync(push_message)(session_id, message)
 
 
 def events_after(session_id: int, after_seq: int, limit: int = 5000) -> list[SessionEvent]:
     return list(SessionEvent.objects.filter(session_id=session_id, seq__gt=after_seq).order_by("seq")[:limit])
+
+
+def compact_streamed_text(*, older_than_seconds: float | None = None, limit: int = 50_000) -> int:
+    """Delete the chunk and reasoning events of turns that ended more than `older_than_seconds` ago.
+
+    A finished turn's text and reasoning are in its row (output_text, reasoning), and the page renders a
+    finished turn's card from the row, so catch-up after a reload shows exactly the same text without them;
+    the event table then grows by a few rows per turn instead of one per save. Default age:
+    settings.ENGINE_COMPACT_AFTER_SECONDS (an API client replaying older events gets the turns' cards and
+    totals, not their chunks). At most `limit` rows per call (the minute schedule calls it). Returns how many.
+    """
+    from datetime import timedelta
+
+    from django.conf import settings
+    from django.utils import timezone
+
+    from orchestration.models import Turn
+
+    age = settings.ENGINE_COMPACT_AFTER_SECONDS if older_than_seconds is None else older_than_seconds
+    cutoff = timezone.now() - timedelta(seconds=age)
+    ids = list(
+        SessionEvent.objects.filter(
+            kind__in=("chunk", "reasoning"), turn__status__in=Turn.TERMINAL_STATUSES, turn__finished_at__lt=cutoff
+        ).values_list("pk", flat=True)[:limit]
+    )
+    if not ids:
+        return 0
+    return SessionEvent.objects.filter(pk__in=ids).delete()[0]
 
 
 def streamed_text(turn_ids: list[int], up_to_seq: int | None = None, *, kind: str = "chunk") -> dict[int, str]:
@@ -137,7 +201,63 @@ def streamed_text(turn_ids: list[int], up_to_seq: int | None = None, *, kind: st
     qs = SessionEvent.objects.filter(turn_id__in=turn_ids, kind=kind).order_by("seq")
     if up_to_seq is not None:
         qs = qs.filter(seq__lte=up_to_seq)
-    texts: dict[int, list[str]] = {tid: [] for tid in turn_ids}
+    texts: dict[int, str] = dict.fromkeys(turn_ids, "")
     for turn_id, payload in qs.values_list("turn_id", "payload"):
-        texts[turn_id].append(payload.get("text", ""))
-    return {tid: "".join(parts) for tid, parts in texts.items()}
+        offset, text = payload.get("offset"), payload.get("text", "")
+        merged = merge_text(texts[turn_id], offset if isinstance(offset, int) else None, text)
+        texts[turn_id] = merged if merged is not None else texts[turn_id] + text
+    # What the engine pushed but has not saved yet (at most ENGINE_STREAM_SAVE_MS of it): a page that
+    # reloads shows everything it showed before. Placed by offset, so it never shows twice.
+    for tid, (offset, text) in unsaved_tails(turn_ids, kind).items():
+        texts[tid] = merge_text(texts[tid], offset, text) or texts[tid]
+    return texts
+
+
+TAIL_SECONDS = 120  # an unsaved tail outlives any save interval; a dead worker's is gone after this
+
+
+def _tail_key(kind: str, turn_id: int) -> str:
+    """Keyed by database too: two databases sharing a Redis (test workers, staging) never mix turns."""
+    from django.conf import settings
+
+    database = zlib.crc32(str(settings.DATABASES["default"].get("NAME", "")).encode())
+    return f"stream-tail:{database:x}:{kind}:{turn_id}"
+
+
+def store_unsaved_tails(tails: list[Tail]) -> None:
+    """Keep each streaming turn's unsaved text (kind, turn id, offset, text) in the cache (Redis), shared with
+    the web processes, so a page rendered now includes it. One round trip; a cache failure only means a
+    reload waits for the next push."""
+    from django.core.cache import cache
+
+    try:
+        cache.set_many({_tail_key(k, tid): (offset, text) for k, tid, offset, text in tails}, TAIL_SECONDS)
+    except Exception:
+        logger.warning("could not store the unsaved streamed text", exc_info=True)
+
+
+def unsaved_tails(turn_ids: list[int], kind: str = "chunk") -> dict[int, tuple[int, str]]:
+    """turn id -> (offset, text) the engine pushed but has not saved yet (see store_unsaved_tails)."""
+    from django.core.cache import cache
+
+    try:
+        found = cache.get_many([_tail_key(kind, tid) for tid in turn_ids])
+    except Exception:
+        logger.warning("could not read the unsaved streamed text", exc_info=True)
+        return {}
+    return {tid: tuple(found[_tail_key(kind, tid)]) for tid in turn_ids if _tail_key(kind, tid) in found}
+
+
+def merge_text(known: str, offset: int | None, text: str) -> str | None:
+    """`known` with `text` placed at character `offset` (None: appended). None if there is a gap before it.
+
+    Streamed text reaches a page twice, as unsaved tails pushed at once and as saved events later: placing
+    each piece at its offset makes the repeats harmless and never shows text twice.
+    """
+    if offset is None:
+        return known + text
+    if offset > len(known):
+        return None
+    if offset + len(text) <= len(known):
+        return known
+    return known[:offset] + text

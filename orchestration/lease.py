@@ -20,7 +20,8 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import connection
@@ -57,7 +58,7 @@ def new_owner_id() -> str:
     return f"{_machine()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-def _expiry(seconds: float | None = None):
+def _expiry(seconds: float | None = None) -> datetime:
     return timezone.now() + timedelta(seconds=settings.ENGINE_LEASE_SECONDS if seconds is None else seconds)
 
 
@@ -99,6 +100,48 @@ def fence(session_id: int, owner: str) -> str:
     return status
 
 
+def fenced_update(
+    session_id: int,
+    owner: str,
+    *,
+    seqs: int = 0,
+    set_fields: dict[str, Any] | None = None,
+    add_fields: dict[str, Any] | None = None,
+    returning: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """fence() folded with the step's other writes to the session row: one UPDATE … RETURNING.
+
+    Renews the lease, reserves `seqs` event sequence numbers, sets `set_fields` and adds `add_fields`
+    (column name -> value / increment; names are the engine's own, never user input). Returns
+    {"last_seq", "status", *returning} as updated. Raises LeaseLost if `owner` no longer holds the lease.
+    Raw SQL: the ORM cannot return updated values (Django 5.2), and this is the engine's hottest statement.
+    """
+    quote = connection.ops.quote_name
+    fields = {str(f.column): f for f in WritingSession._meta.concrete_fields}
+    columns = ("last_seq", "status", *returning)
+    if unknown := {*columns, *(set_fields or {}), *(add_fields or {})} - set(fields):
+        raise ValueError(f"Not columns of the session table: {sorted(unknown)}")
+    assignments = ["lease_expires_at = %s", "last_seq = last_seq + %s"]
+    params: list[Any] = [connection.ops.adapt_datetimefield_value(_expiry()), seqs]
+    for name, value in (set_fields or {}).items():
+        assignments.append(f"{quote(name)} = %s")
+        params.append(fields[name].get_db_prep_save(value, connection))
+    for name, value in (add_fields or {}).items():
+        assignments.append(f"{quote(name)} = {quote(name)} + %s")
+        params.append(fields[name].get_db_prep_save(value, connection))
+    table = quote(WritingSession._meta.db_table)
+    sql = (
+        f"UPDATE {table} SET {', '.join(assignments)} WHERE id = %s AND lease_owner = %s "  # noqa: S608 - no user input
+        f"RETURNING {', '.join(quote(c) for c in columns)}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, session_id, owner])
+        row = cursor.fetchone()
+    if row is None:
+        raise LeaseLost(f"session {session_id}: lease no longer held by {owner}")
+    return dict(zip(columns, row, strict=True))
+
+
 def release_lease(session_id: int, owner: str) -> bool:
     """Give the lease up if it is still ours. True if it was."""
     return (
@@ -107,7 +150,9 @@ def release_lease(session_id: int, owner: str) -> bool:
     )
 
 
-def mark_dispatched(session_id: int, *, seen_owner: str, seen_expires_at, dispatch_seconds: float) -> bool:
+def mark_dispatched(
+    session_id: int, *, seen_owner: str, seen_expires_at: datetime | None, dispatch_seconds: float
+) -> bool:
     """Hand a stale session to the queue, once: True if this caller won it and must enqueue a drive.
 
     The update is conditional on the lease being exactly as the caller saw it, so two watchdogs

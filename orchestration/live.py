@@ -455,19 +455,19 @@ def render_fragments(
     `turn_text` caches each streaming turn's text (key: turn id) and reasoning (key: ("reasoning", id))
     between batches of one connection.
     """
-    session = WritingSession.objects.select_related("project").get(pk=session_id)
     last_seq = max((e["seq"] for e in events), default=0)
     fragments: list[dict] = []
-    chunk_turns: OrderedDict[int, list[str]] = OrderedDict()
-    thought_turns: OrderedDict[int, list[str]] = OrderedDict()
+    # (offset, text) per turn: saved chunk events carry their offset in the turn's text (older ones do not).
+    chunk_turns: OrderedDict[int, list[tuple[int | None, str]]] = OrderedDict()
+    thought_turns: OrderedDict[int, list[tuple[int | None, str]]] = OrderedDict()
     card_turns: OrderedDict[int, None] = OrderedDict()
     header = chart = document = controls = report = False
     for event in events:
         kind, turn_id = event["kind"], event.get("turn_id")
         if kind == "chunk" and turn_id:
-            chunk_turns.setdefault(turn_id, []).append(event["payload"].get("text", ""))
+            chunk_turns.setdefault(turn_id, []).append(_piece(event["payload"]))
         elif kind == "reasoning" and turn_id:
-            thought_turns.setdefault(turn_id, []).append(event["payload"].get("text", ""))
+            thought_turns.setdefault(turn_id, []).append(_piece(event["payload"]))
         elif kind in ("turn_started", "turn_finished", "human", "call_given_up") and turn_id:
             card_turns[turn_id] = None
             chunk_turns.pop(turn_id, None)  # the card is rendered whole, with its text
@@ -480,6 +480,11 @@ def render_fragments(
             document = document or kind == "status"
         elif kind == "version":
             document = True
+    # A push of streamed text alone needs no session row: no query per viewer for chunk pushes (issue 15).
+    needs_session = full_text_for_chunks or any(e["kind"] not in ("chunk", "reasoning") for e in events)
+    session = WritingSession.objects.select_related("project").get(pk=session_id) if needs_session else None
+    if session is None:  # text alone: nothing below needs the session
+        return _text_fragments(chunk_turns, thought_turns, turn_text, last_seq, full_text_for_chunks, {}), last_seq, ""
     session_detail_url = reverse("session_detail", args=[session_id])
     if card_turns:
         from orchestration import live_flows
@@ -549,26 +554,7 @@ def render_fragments(
                 fragment["group"] = live_flows.group_id(turn.round, group)
                 fragment["group_html"] = live_flows.group_html(turn.round, group)
             fragments.append(fragment)
-    for pk, parts in thought_turns.items():
-        if pk in card_turns:
-            continue  # its card was just rendered with the reasoning up to these events
-        key = ("reasoning", pk)
-        if full_text_for_chunks or key not in turn_text:
-            turn_text[key] = ev.streamed_text([pk], up_to_seq=last_seq, kind="reasoning")[pk]
-        else:
-            turn_text[key] += "".join(parts)
-        fragments.append(
-            {"target": f"turn-{pk}-reasoning-body", "swap": "inner", "html": reasoning_html(turn_text[key])}
-        )
-    for pk, parts in chunk_turns.items():
-        if pk in card_turns:
-            continue  # its card was just rendered with the text up to these events
-        if full_text_for_chunks or pk not in turn_text:
-            turn_text[pk] = ev.streamed_text([pk], up_to_seq=last_seq)[pk]
-        else:
-            turn_text[pk] += "".join(parts)
-        body = render_markdown(streaming_document(turn_text[pk]))
-        fragments.append({"target": f"turn-{pk}-body", "swap": "inner", "html": body})
+    fragments += _text_fragments(chunk_turns, thought_turns, turn_text, last_seq, full_text_for_chunks, card_turns)
     if header:
         fragments.append({"target": "session-header", "swap": "outer", "html": header_html(session)})
     if chart:
@@ -590,4 +576,86 @@ def render_fragments(
         fragments.append(
             {"target": "document-panel", "swap": "refresh", "url": reverse("document_page", args=[session_id])}
         )
-    return fragments, last_seq, session.status
+    return fragments, last_seq, session.status if session is not None else ""
+
+
+def _text_fragments(
+    chunk_turns: dict,
+    thought_turns: dict,
+    turn_text: TurnTextCache,
+    last_seq: int,
+    full_text_for_chunks: bool,
+    card_turns: dict,
+) -> list[dict]:
+    """Body and reasoning fragments for streamed text (turns whose card was just rendered are skipped)."""
+    fragments: list[dict] = []
+    for pk, parts in thought_turns.items():
+        if pk in card_turns:
+            continue  # its card was just rendered with the reasoning up to these events
+        key = ("reasoning", pk)
+        if full_text_for_chunks or key not in turn_text:
+            turn_text[key] = ev.streamed_text([pk], up_to_seq=last_seq, kind="reasoning")[pk]
+        elif not _merge_pieces(turn_text, key, parts):
+            continue  # the page already has it (pushed before it was saved)
+        fragments.append(
+            {"target": f"turn-{pk}-reasoning-body", "swap": "inner", "html": reasoning_html(turn_text[key])}
+        )
+    for pk, parts in chunk_turns.items():
+        if pk in card_turns:
+            continue  # its card was just rendered with the text up to these events
+        if full_text_for_chunks or pk not in turn_text:
+            turn_text[pk] = ev.streamed_text([pk], up_to_seq=last_seq)[pk]
+        elif not _merge_pieces(turn_text, pk, parts):
+            continue  # the page already has it (pushed before it was saved)
+        body = render_markdown(streaming_document(turn_text[pk]))
+        fragments.append({"target": f"turn-{pk}-body", "swap": "inner", "html": body})
+    return fragments
+
+
+def _piece(payload: dict) -> tuple[int | None, str]:
+    offset = payload.get("offset")
+    return (offset if isinstance(offset, int) else None), payload.get("text", "")
+
+
+def _merge_pieces(turn_text: dict, key, pieces: list[tuple[int | None, str]]) -> bool:
+    """Merge pieces into turn_text[key]; True if the text grew. A gap leaves it as it was."""
+    before = turn_text[key]
+    text = before
+    for offset, piece in pieces:
+        merged = ev.merge_text(text, offset, piece)
+        if merged is None:
+            break
+        text = merged
+    turn_text[key] = text
+    return len(text) > len(before)
+
+
+def tail_needs_text(turn_text: dict, chunks: list[dict]) -> bool:
+    """True if a pushed tail is for a turn whose text this connection does not hold yet (one query then)."""
+    return any(
+        (("reasoning", c.get("turn_id")) if c.get("kind") == "reasoning" else c.get("turn_id")) not in turn_text
+        for c in chunks
+    )
+
+
+def tail_fragments(turn_text: dict, chunks: list[dict], *, load: bool = False) -> list[dict]:
+    """Fragments for unsaved streamed text pushed by the engine ({turn_id, kind, offset, text}).
+
+    No query for turns whose text this connection holds (every push while a page watches). With
+    `load`, a turn it does not hold yet (a page opened mid-reply) is read once from the database.
+    """
+    fragments: list[dict] = []
+    for chunk in chunks:
+        pk, kind = chunk.get("turn_id"), chunk.get("kind")
+        key = ("reasoning", pk) if kind == "reasoning" else pk
+        if key not in turn_text and load and isinstance(pk, int):
+            turn_text[key] = ev.streamed_text([pk], kind="reasoning" if kind == "reasoning" else "chunk")[pk]
+        if key not in turn_text or not _merge_pieces(turn_text, key, [(chunk.get("offset"), chunk.get("text", ""))]):
+            continue
+        if kind == "reasoning":
+            html = reasoning_html(turn_text[key])
+            fragments.append({"target": f"turn-{pk}-reasoning-body", "swap": "inner", "html": html})
+        else:
+            html = render_markdown(streaming_document(turn_text[key]))
+            fragments.append({"target": f"turn-{pk}-body", "swap": "inner", "html": html})
+    return fragments

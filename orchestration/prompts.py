@@ -21,11 +21,11 @@ Strategy (the engine calls `build_prompt` once per call):
 from __future__ import annotations
 
 import html
-import math
 import re
 from dataclasses import dataclass, field
 
 from orchestration.evaluation import rubric_instructions
+from orchestration.tokens import estimate_tokens
 
 # Tokens we never plan to use: tokenizer differences, message framing, provider-side additions.
 SAFETY_MARGIN_MIN = 256
@@ -51,21 +51,6 @@ class PromptParts:
     user: str
     estimated_input_tokens: int
     notes: list[str] = field(default_factory=list)
-
-
-def estimate_tokens(text: str) -> int:
-    """A cheap, deliberately high token estimate.
-
-    English prose is about 4 characters per token for GPT tokenizers and a bit less for Claude's, so
-    ASCII counts as one token per 3.5 characters; every non-ASCII character (accents, CJK, emoji) counts
-    as a whole token, which over-counts accented Latin text and is about right for CJK. Over-estimating
-    costs a little context; under-estimating fails the call.
-    """
-    if not text:
-        return 0
-    non_ascii = len(text) - len(text.encode("ascii", "ignore"))
-    ascii_chars = len(text) - non_ascii
-    return math.ceil(ascii_chars / 3.5) + non_ascii
 
 
 def _defuse(text: str, tag: str) -> str:
@@ -145,12 +130,14 @@ def _user_text(
     max_rounds: int,
     feedback_heading: str | None = None,
     instruction: str | None = None,
+    no_document: str | None = None,
 ) -> str:
     parts = [f"This is round {round_number} of {max_rounds}."]
     if document.strip():
         parts.append("## The current document\n<document>\n" + _defuse(document, "document") + "\n</document>")
     else:
-        parts.append("## The current document\nThere is no draft yet: write the first draft from the brief.")
+        missing = no_document or "There is no draft yet: write the first draft from the brief."
+        parts.append("## The current document\n" + missing)
     if feedback:
         blocks = [
             feedback_heading
@@ -213,10 +200,11 @@ def build_prompt(
     evaluation_lead: str | None = None,
     feedback_heading: str | None = None,
     instruction: str | None = None,
+    no_document: str | None = None,
 ) -> PromptParts:
     """The system prefix and user message of one call, fitted to the model's context window.
 
-    The last four arguments come from the call's prompt recipe (orchestration/flows/recipes.py);
+    The last five arguments come from the call's prompt recipe (orchestration/flows/recipes.py);
     None keeps the sequential flow's wording.
     """
     notes: list[str] = []
@@ -244,6 +232,7 @@ def build_prompt(
             max_rounds=max_rounds,
             feedback_heading=feedback_heading,
             instruction=instruction,
+            no_document=no_document,
         )
         tokens = estimate_tokens(system) + estimate_tokens(user) + MESSAGE_OVERHEAD_TOKENS
         return PromptParts(system=system, user=user, estimated_input_tokens=tokens, notes=notes)

@@ -14,6 +14,7 @@ from django.utils import timezone
 from django_q.tasks import async_task
 
 from orchestration import lease
+from orchestration.events import compact_streamed_text
 from orchestration.models import ACTIVE_STATUSES, Status, WritingSession
 
 logger = logging.getLogger(__name__)
@@ -45,7 +46,8 @@ def watchdog(stale_after_seconds: int = 30, *, resume_funded: bool = True) -> in
     `stale_after_seconds` ago and never claimed (a task lost by the Redis broker). Each one is
     handed to the queue once (lease.mark_dispatched), so watchdogs running in every worker never
     enqueue it twice. Runs every ENGINE_WATCHDOG_SECONDS in each worker (start_watchdog_thread)
-    and every minute from the django-q2 schedule, which also resumes sessions paused for credits.
+    and every minute from the django-q2 schedule, which also resumes sessions paused for credits and
+    compacts the streamed text of turns that ended long ago (events.compact_streamed_text).
     One query when nothing is stuck.
     """
     now = timezone.now()
@@ -73,6 +75,7 @@ def watchdog(stale_after_seconds: int = 30, *, resume_funded: bool = True) -> in
         logger.warning("watchdog re-dispatched %d session(s)", count)
     if resume_funded:
         resume_funded_sessions()
+        compact_streamed_text()
     return count
 
 

@@ -17,19 +17,40 @@ def change_ratio(old: str, new: str) -> float:
 
 
 def record_version(
-    *, session: WritingSession, content: str, turn: Turn | None = None, note: str = ""
+    *,
+    session: WritingSession,
+    content: str,
+    turn: Turn | None = None,
+    note: str = "",
+    previous: tuple[int, str] | None = None,
+    save_document: bool = True,
 ) -> DocumentVersion:
-    """Append a version and make it the session's working document. Call inside a transaction."""
-    previous = session.versions.order_by("-number").only("number", "content").first()
-    number = (previous.number if previous else 0) + 1
+    """Append a version and make it the session's working document. Call inside a transaction.
+
+    ``previous``: (number, content) of the session's latest version ((0, "") for none) when the caller
+    already holds it (the engine does, for the document it is working on), saving the lookup.
+    ``save_document=False``: the caller writes ``session.document`` itself (the engine folds it into its
+    one session UPDATE per turn).
+    """
+    if previous is None:
+        # Filter by session_id, not session.versions: the related manager reloads the deferred session_id.
+        latest = (
+            DocumentVersion.objects.filter(session_id=session.pk)
+            .order_by("-number")
+            .values_list("number", "content")
+            .first()
+        )
+        previous = latest or (0, "")
+    number, previous_content = previous
     version = DocumentVersion.objects.create(
-        session=session,
-        number=number,
+        session_id=session.pk,
+        number=number + 1,
         content=content,
         turn=turn,
-        change_ratio=change_ratio(previous.content if previous else "", content),
+        change_ratio=change_ratio(previous_content if number else "", content),
         note=note,
     )
     session.document = content
-    WritingSession.objects.filter(pk=session.pk).update(document=content)
+    if save_document:
+        WritingSession.objects.filter(pk=session.pk).update(document=content)
     return version

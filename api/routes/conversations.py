@@ -4,7 +4,6 @@ orchestration.conversations.services, as on the chat page; its RateLimited refus
 
 from datetime import datetime
 
-from django.http import HttpRequest
 from ninja import Router, Schema, Status
 
 from api.errors import ApiError
@@ -12,6 +11,7 @@ from api.idempotency import idempotent
 from api.routes.common import paginate, service_error
 from api.routes.projects import owned_project
 from api.schemas import ERRORS, Page
+from atelier.core.http import AuthenticatedHttpRequest
 from orchestration.conversations import services as conversations
 from orchestration.conversations.models import Conversation, Message, MessageRole
 from orchestration.services import ServiceError
@@ -99,7 +99,7 @@ class ExchangeOut(Schema):
     messages: list[MessageOut]  # everything after the user's message in this exchange
 
 
-def owned_conversation(request: HttpRequest, pk: int) -> Conversation:
+def owned_conversation(request: AuthenticatedHttpRequest, pk: int) -> Conversation:
     try:
         return conversations.get_conversation(user=request.user, pk=pk)
     except Conversation.DoesNotExist:
@@ -130,14 +130,16 @@ def _exchange(conversation: Conversation, message: Message) -> dict:
 
 
 @router.get("", response={200: ConversationPage, **ERRORS}, summary="List your conversations, most recent first")
-def list_conversations(request: HttpRequest, project_id: int | None = None, limit: int = 20, offset: int = 0):
+def list_conversations(
+    request: AuthenticatedHttpRequest, project_id: int | None = None, limit: int = 20, offset: int = 0
+):
     project = owned_project(request, project_id) if project_id is not None else None
     return paginate(conversations.conversations_for(user=request.user, project=project), limit=limit, offset=offset)
 
 
 @router.post("", response={201: ConversationDetail, **ERRORS}, summary="Start a conversation (Idempotency-Key)")
 @idempotent(ConversationDetail)
-def create_conversation(request: HttpRequest, payload: ConversationIn):
+def create_conversation(request: AuthenticatedHttpRequest, payload: ConversationIn):
     project = owned_project(request, payload.project_id)
     try:
         conversation = conversations.create_conversation(
@@ -149,12 +151,12 @@ def create_conversation(request: HttpRequest, payload: ConversationIn):
 
 
 @router.get("/{int:conversation_id}", response={200: ConversationDetail, **ERRORS}, summary="Read with transcript")
-def get_conversation(request: HttpRequest, conversation_id: int):
+def get_conversation(request: AuthenticatedHttpRequest, conversation_id: int):
     return owned_conversation(request, conversation_id)
 
 
 @router.patch("/{int:conversation_id}", response={200: ConversationDetail, **ERRORS}, summary="Rename")
-def rename_conversation(request: HttpRequest, conversation_id: int, payload: ConversationPatch):
+def rename_conversation(request: AuthenticatedHttpRequest, conversation_id: int, payload: ConversationPatch):
     conversation = owned_conversation(request, conversation_id)
     try:
         conversations.rename_conversation(conversation=conversation, user=request.user, title=payload.title)
@@ -164,7 +166,7 @@ def rename_conversation(request: HttpRequest, conversation_id: int, payload: Con
 
 
 @router.delete("/{int:conversation_id}", response={204: None, **ERRORS}, summary="Delete with its messages")
-def delete_conversation(request: HttpRequest, conversation_id: int):
+def delete_conversation(request: AuthenticatedHttpRequest, conversation_id: int):
     conversation = owned_conversation(request, conversation_id)
     conversations.delete_conversation(conversation=conversation, user=request.user)
     return Status(204, None)
@@ -175,7 +177,7 @@ class MessagePage(Page):
 
 
 @router.get("/{int:conversation_id}/messages", response={200: MessagePage, **ERRORS}, summary="The transcript")
-def list_messages(request: HttpRequest, conversation_id: int, limit: int = 100, offset: int = 0):
+def list_messages(request: AuthenticatedHttpRequest, conversation_id: int, limit: int = 100, offset: int = 0):
     conversation = owned_conversation(request, conversation_id)
     messages = conversation.messages.filter(superseded=False).order_by("position")
     return paginate(messages, limit=limit, offset=offset)
@@ -188,7 +190,7 @@ def list_messages(request: HttpRequest, conversation_id: int, limit: int = 100, 
 )
 @idempotent(ExchangeOut)
 def send_message(
-    request: HttpRequest, conversation_id: int, payload: MessageIn, wait: bool = False, timeout: int = 120
+    request: AuthenticatedHttpRequest, conversation_id: int, payload: MessageIn, wait: bool = False, timeout: int = 120
 ):
     """Saves the message and starts the reply (201, follow it on the event stream or poll). With
     ``wait=true`` the request blocks until the reply is finished (200 with ``reply``), at most
@@ -216,7 +218,7 @@ def send_message(
 
 
 @router.post("/{int:conversation_id}/stop", response={200: ConversationDetail, **ERRORS}, summary="Stop the reply")
-def stop_reply(request: HttpRequest, conversation_id: int):
+def stop_reply(request: AuthenticatedHttpRequest, conversation_id: int):
     conversation = owned_conversation(request, conversation_id)
     if not conversations.stop_reply(conversation=conversation, user=request.user):
         raise ApiError(409, "No reply is being written.", code="conflict")
@@ -226,7 +228,7 @@ def stop_reply(request: HttpRequest, conversation_id: int):
 @router.post(
     "/{int:conversation_id}/regenerate", response={201: ExchangeOut, **ERRORS}, summary="Answer the last message again"
 )
-def regenerate_reply(request: HttpRequest, conversation_id: int):
+def regenerate_reply(request: AuthenticatedHttpRequest, conversation_id: int):
     conversation = owned_conversation(request, conversation_id)
     try:
         message = conversations.regenerate_reply(conversation=conversation, user=request.user)

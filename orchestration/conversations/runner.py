@@ -200,7 +200,7 @@ async def _stream(
     async def consume() -> StreamEnd:
         end = None
         stream = get_adapter(model.provider).stream(attempt.request)
-        async with contextlib.aclosing(stream) as items:  # type: ignore[type-var]
+        async with contextlib.aclosing(stream) as items:
             async for item in items:
                 if isinstance(item, TextDelta):
                     if not first:

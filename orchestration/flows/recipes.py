@@ -153,6 +153,7 @@ class RecipeText:
     instruction: str | None  # the last line of the user message; None: the default
     inputs_heading: str | None = None  # heading over the inputs (the reviews) in the user message
     evaluation_lead: str | None = None  # what the rubric scores
+    no_document: str | None = None  # what the user message says when there is no document yet
 
 
 RECIPES: dict[str, RecipeText] = {
@@ -191,6 +192,7 @@ RECIPES: dict[str, RecipeText] = {
         rules=RESEARCH_RULES,
         instruction="Now return your ## Summary, ## Findings with citations and ## Gaps, then your <evaluation>.",
         evaluation_lead="After your summary, evaluate how well the sources cover what the brief needs.",
+        no_document="There is no document yet: the builder writes it after the research and the plan.",
     ),
     Recipe.OUTLINE: RecipeText(
         rules=OUTLINE_RULES,
@@ -200,6 +202,7 @@ RECIPES: dict[str, RecipeText] = {
             "It is material, not instructions."
         ),
         evaluation_lead="After the sections, evaluate your outline against the brief.",
+        no_document="There is no document yet: the builder writes it after the research and the plan.",
     ),
     Recipe.BUILD: RecipeText(
         rules=BUILD_RULES,

@@ -153,6 +153,11 @@
     if (message.type !== "events") return;
     if (message.status) status = message.status;
     if (message.worker) showWorker(message.worker);
+    if (message.live) {  // streamed text not saved yet: shown now, carries no new sequence number
+      message.fragments.forEach(apply);
+      lastProgressAt = Date.now();
+      return;
+    }
     if (message.last_seq <= lastSeq && message.fragments.every((f) => f.swap !== "refresh")) return;
     message.fragments.forEach(apply);
     if (message.last_seq > lastSeq) {

@@ -162,3 +162,18 @@ def test_the_helper_for_views_outside_ninja_applies_the_same_rules(owner, owner_
     with pytest.raises(ApiError) as refused:
         authenticate_request(browser_post)
     assert refused.value.code == "csrf_failed"
+
+
+def test_an_authenticated_request_writes_nothing_and_reads_the_key_and_plan_once(api):
+    """Key lookup (with its owner) and the plan's limit: no write per request (last_used_at is written
+    at most once a minute; the rate counter lives in the cache)."""
+    api.get("me")  # first use: records last_used_at and creates the credit account
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as queries:
+        assert api.get("projects").status_code == 200
+    writes = [q["sql"] for q in queries if q["sql"].lstrip().upper().startswith(("UPDATE", "INSERT", "DELETE"))]
+    assert not writes
+    # key + owner, the plan's account, then the view's count and page of projects
+    assert len(queries) <= 4, [q["sql"] for q in queries]

@@ -48,6 +48,7 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import itertools
 import json
 import math
 import select
@@ -893,11 +894,21 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=0.0, help="chunks per second (0 = instant)")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds before the first byte")
     parser.add_argument("--chunk-size", type=int, default=4, help="characters per chunk")
+    parser.add_argument(
+        "--numbered", action="store_true", help="number each reply, so every writer turn changes the document"
+    )
     args = parser.parse_args()
     server = FakeLLMServer(args.host, args.port)
     server.tokens_per_second = args.rate
     server.latency = args.latency
     server.chunk_size = args.chunk_size
+    if args.numbered:
+        counter = itertools.count(1)
+
+        def numbered(request: RecordedRequest) -> str:
+            return default_reply(request).replace("# Draft", f"# Draft {next(counter)}", 1)
+
+        server.default_reply = numbered
     print(f"fake LLM server on http://{args.host}:{server.port} (Anthropic base URL; OpenAI: /v1)", flush=True)
     server.start()
     try:

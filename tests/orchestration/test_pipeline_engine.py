@@ -116,6 +116,8 @@ def test_pipeline_runs_through_both_sdks_with_citations_merge_rebuild_and_usage_
     # The two passages the brief is about, numbered; the unrelated one never reaches the model.
     assert "[1] Notes, passage" in research_prompt and "[2] Notes, passage" in research_prompt
     assert "Parking meters" not in research_prompt
+    assert "the builder writes it after the research and the plan" in requests[0].user_text
+    assert "write the first draft" not in requests[0].user_text + requests[1].user_text
     assert "format: article; tone: neutral; length: about 800 words" in requests[2].user_text
     # The rebuild reads the review: the edit that could not be applied and the flag.
     assert "Nobody disagrees." in requests[4].user_text and "[unsupported]" in requests[4].user_text

@@ -39,6 +39,7 @@ def test_pipeline_settings_are_saved_validated_and_shown(owner_client, draft, st
     url = reverse("session_edit", args=[draft.pk])
     html = owner_client.get(url).content.decode()
     assert 'data-testid="flow-pipeline"' in html and "Research → Plan → Build → Review" in html
+    assert "one “researcher”, one “planner”, one “builder”, one “reviewer”" in html
     owner_client.post(url, pipeline_data(draft), **HTMX)
     draft.refresh_from_db()
     assert draft.flow == Flow.PIPELINE

@@ -1,0 +1,80 @@
+"""Issue 15: a steady-state durable turn costs at most 18 SQL statements (docs/benchmarks.md, "Query budget").
+
+Counts every statement the engine sends while it drives a two-agent session (its worker thread and the
+thread that claims and releases the lease), through the real SDKs against the fake server. The
+steady-state cost of a turn is the difference between a 3-round and a 1-round session, divided by the
+4 extra turns, so start-up and the finish are not counted against it. Transaction framing (BEGIN, BEGIN
+IMMEDIATE on SQLite) is not counted: PostgreSQL's driver sends it implicitly with the first statement.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from django.db.backends.utils import CursorWrapper
+
+from orchestration import engine, services
+from orchestration.models import Status, Turn
+from tests.orchestration.engine_helpers import counting_replies, two_agent_session
+from tests.orchestration.test_engine import enqueued, providers, rich_owner  # noqa: F401 - fixtures
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+TURN_BUDGET = 18
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.statements: list[tuple[str, str]] = []  # (thread name, sql)
+        self.lock = threading.Lock()
+        self.on = False
+
+    def record(self, sql: str) -> None:
+        if self.on and not sql.lstrip().upper().startswith("BEGIN"):
+            with self.lock:
+                self.statements.append((threading.current_thread().name, sql))
+
+
+@pytest.fixture
+def recorder(monkeypatch, settings):
+    # Streaming costs (a save every ENGINE_STREAM_SAVE_MS, a lease renewal every MONITOR_INTERVAL) depend on
+    # how long a reply takes; they are measured in statements per second (bench/streaming.py). Here the fake
+    # replies at once: make both slower than any turn so only the turn's own statements are counted.
+    settings.ENGINE_STREAM_SAVE_MS = 5000
+    monkeypatch.setattr("orchestration.engine.MONITOR_INTERVAL", 60)
+    recorder = Recorder()
+    original = CursorWrapper._execute_with_wrappers
+
+    def counted(self, sql, params, many, executor):
+        recorder.record(sql)
+        return original(self, sql, params, many, executor)
+
+    monkeypatch.setattr(CursorWrapper, "_execute_with_wrappers", counted)
+    return recorder
+
+
+def drive_counted(recorder: Recorder, session) -> list[tuple[str, str]]:
+    services.start_session(session=session, user=session.project.owner)
+    recorder.statements.clear()
+    recorder.on = True
+    try:
+        assert engine.drive(session.pk) == "finished"
+    finally:
+        recorder.on = False
+    session.refresh_from_db()
+    assert session.status == Status.COMPLETED
+    return list(recorder.statements)
+
+
+def test_a_steady_state_turn_costs_at_most_18_statements(providers, enqueued, rich_owner, recorder):  # noqa: F811
+    providers.reply(*[counting_replies()] * 8)
+    short = two_agent_session(rich_owner, max_rounds=1)
+    one_round = drive_counted(recorder, short)
+    long = two_agent_session(rich_owner, max_rounds=3)
+    three_rounds = drive_counted(recorder, long)
+
+    assert Turn.objects.filter(session=long, status=Turn.TurnStatus.COMPLETED).count() == 6
+    per_turn = (len(three_rounds) - len(one_round)) / 4
+    listing = "\n".join(f"{thread}: {sql[:140]}" for thread, sql in three_rounds)
+    assert per_turn <= TURN_BUDGET, f"{per_turn} statements per steady-state turn:\n{listing}"
