@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import zoneinfo
 from functools import cache
+from typing import Any
 
 from django import forms
 from django.db.models import Q
@@ -20,12 +21,12 @@ def time_zone_choices() -> list[tuple[str, str]]:
     return [("UTC", "UTC"), *((name, name.replace("_", " ")) for name in names)]
 
 
-class ModelChoiceWithProvider(forms.ModelChoiceField):
+class ModelChoiceWithProvider(forms.ModelChoiceField[LLMModel]):
     def label_from_instance(self, obj: LLMModel) -> str:
         return f"{obj.get_provider_display()} · {obj.display_name}"
 
 
-class PreferencesForm(forms.ModelForm):
+class PreferencesForm(forms.ModelForm[Profile]):
     time_zone = forms.ChoiceField(choices=time_zone_choices, help_text="Times across Atelier are shown in this zone.")
     default_model = ModelChoiceWithProvider(
         queryset=LLMModel.objects.none(),
@@ -41,7 +42,7 @@ class PreferencesForm(forms.ModelForm):
         labels = {"display_name": "Display name", "email_on_run_finished": "Email me when a run finishes"}
         help_texts = {"display_name": "Shown in the app instead of your email address.", "email_on_run_finished": ""}
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         current = self.instance.default_model_id
         # Keep a model the user chose earlier selectable even if staff disabled it since.

@@ -1,4 +1,6 @@
 import os
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from django.core.asgi import get_asgi_application
 
@@ -18,6 +20,13 @@ from orchestration.routing import websocket_urlpatterns  # noqa: E402
 
 _TOO_LARGE = b"Request body too large."
 
+# The ASGI callables as Django's own handler types them (django-stubs).
+Scope = dict[str, Any]
+Message = Mapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+App = Callable[[Scope, Receive, Send], Awaitable[None]]
+
 
 class BodySizeLimit:
     """ASGI middleware: refuse HTTP request bodies over ``max_bytes`` with 413 before Django parses them.
@@ -30,11 +39,11 @@ class BodySizeLimit:
     Sized in settings.MAX_REQUEST_BODY_BYTES; the proxy in front should enforce the same cap.
     """
 
-    def __init__(self, app, max_bytes: int) -> None:
+    def __init__(self, app: App, max_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         for name, value in scope.get("headers", []):
@@ -43,7 +52,7 @@ class BodySizeLimit:
         received = 0
         refused = False
 
-        async def limited_receive():
+        async def limited_receive() -> Message:
             nonlocal received, refused
             if refused:
                 return {"type": "http.disconnect"}
@@ -56,14 +65,14 @@ class BodySizeLimit:
                     return {"type": "http.disconnect"}
             return message
 
-        async def guarded_send(message):
+        async def guarded_send(message: Message) -> None:
             if not refused:  # the 413 is the response; nothing from the application may follow it
                 await send(message)
 
         return await self.app(scope, limited_receive, guarded_send)
 
     @staticmethod
-    async def _refuse(send) -> None:
+    async def _refuse(send: Send) -> None:
         await send(
             {
                 "type": "http.response.start",

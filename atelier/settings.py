@@ -12,9 +12,14 @@ import secrets
 from pathlib import Path
 
 import dj_database_url
+import django_stubs_ext
 from django.core.exceptions import ImproperlyConfigured
 
 from atelier.env import env_bool, env_float, env_int, env_list, env_secret, env_str
+
+# Django's generic classes (ModelForm[Profile], ModelAdmin[User]...) subscriptable at run time, as the
+# type annotations write them (docs/architecture.md, "Types").
+django_stubs_ext.monkeypatch()
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("ATELIER_VAR_DIR", str(BASE_DIR / "var")))
@@ -175,7 +180,7 @@ Q_CLUSTER = {
     "workers": env_int("Q_WORKERS", 2, minimum=1, maximum=64),
     # A step is at most one round of model calls; the engine re-enqueues itself well before this.
     "timeout": env_int("Q_TIMEOUT", 900, minimum=30),
-    "retry": env_int("Q_TIMEOUT", 900, minimum=30) + 60,  # must exceed timeout (STACK_NOTES)
+    "retry": env_int("Q_TIMEOUT", 900, minimum=30) + 60,  # above timeout, or a long task is started again mid-run
     "max_attempts": 3,
     "redis": REDIS_URL,
     "save_limit": 500,

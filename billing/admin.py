@@ -1,11 +1,14 @@
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.db.models import Model, QuerySet
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 
+from atelier.core.http import AuthenticatedHttpRequest
 from billing import services
 from billing.models import CreditAccount, CreditEntry
 
@@ -16,7 +19,7 @@ class GrantCreditsForm(forms.Form):
 
 
 @admin.register(CreditAccount)
-class CreditAccountAdmin(admin.ModelAdmin):
+class CreditAccountAdmin(admin.ModelAdmin[CreditAccount]):
     list_display = ["user", "plan", "plan_status", "balance", "pending_plan", "current_period_end", "updated_at"]
     list_filter = ["plan", "plan_status"]
     list_select_related = ["user"]
@@ -38,11 +41,11 @@ class CreditAccountAdmin(admin.ModelAdmin):
     ]
     actions = ["grant_credits"]
 
-    def has_add_permission(self, request):
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
     @admin.action(description="Grant or adjust credits")
-    def grant_credits(self, request, queryset):
+    def grant_credits(self, request: AuthenticatedHttpRequest, queryset: QuerySet[CreditAccount]) -> HttpResponse:
         if "apply" in request.POST:
             form = GrantCreditsForm(request.POST)
             if form.is_valid():
@@ -72,7 +75,7 @@ class CreditAccountAdmin(admin.ModelAdmin):
 
 
 @admin.register(CreditEntry)
-class CreditEntryAdmin(admin.ModelAdmin):
+class CreditEntryAdmin(admin.ModelAdmin[CreditEntry]):
     """The ledger is append-only: visible, never editable."""
 
     list_display = ["created_at", "user", "kind", "amount", "balance_after", "usage", "idempotency_key", "session_id"]
@@ -81,13 +84,13 @@ class CreditEntryAdmin(admin.ModelAdmin):
     search_fields = ["user__email", "idempotency_key", "description"]
     date_hierarchy = "created_at"
 
-    def has_add_permission(self, request):
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None):
+    def has_change_permission(self, request: HttpRequest, obj: CreditEntry | None = None) -> bool:
         return False
 
-    def has_delete_permission(self, request, obj=None):
+    def has_delete_permission(self, request: HttpRequest, obj: CreditEntry | None = None) -> bool:
         return False
 
 
@@ -102,16 +105,16 @@ _SECRET_FIELD_WORDS = ("api_key", "secret")
 _SUPERUSER_ONLY_MODELS = {"apikey", "webhookendpoint", "webhookeventtrigger"}
 
 
-def _is_secret_field(name) -> bool:
+def _is_secret_field(name: object) -> bool:
     return isinstance(name, str) and any(word in name.lower() for word in _SECRET_FIELD_WORDS)
 
 
-def _is_superuser(request) -> bool:
+def _is_superuser(request: HttpRequest) -> bool:
     return bool(request.user.is_active and request.user.is_superuser)
 
 
 if TYPE_CHECKING:  # what the mixin is mixed into, for the type checker only
-    _ModelAdminBase = admin.ModelAdmin
+    _ModelAdminBase = admin.ModelAdmin[Any]
 else:
     _ModelAdminBase = object
 
@@ -119,20 +122,20 @@ else:
 class StripeSecretsAdminMixin(_ModelAdminBase):
     """Mixed into every registered dj-stripe ModelAdmin by mask_djstripe_admin()."""
 
-    def get_readonly_fields(self, request, obj=None):
+    def get_readonly_fields(self, request: HttpRequest, obj: Model | None = None) -> list[str]:
         fields = [f for f in super().get_readonly_fields(request, obj) if not _is_secret_field(f)]
         if obj is not None and _is_superuser(request) and hasattr(type(obj), "default_api_key"):
             fields.append("masked_api_key")
         return fields
 
-    def get_fields(self, request, obj=None):
+    def get_fields(self, request: HttpRequest, obj: Model | None = None) -> list[Any]:
         return [f for f in super().get_fields(request, obj) if not _is_secret_field(f) or f == "masked_api_key"]
 
-    def get_list_display(self, request):
+    def get_list_display(self, request: HttpRequest) -> list[Any]:
         return [f for f in super().get_list_display(request) if not _is_secret_field(f)]
 
     @admin.display(description="API key (masked)")
-    def masked_api_key(self, obj) -> str:
+    def masked_api_key(self, obj: Any) -> str:  # a dj-stripe model (untyped)
         from djstripe.models.api import redact_api_key
 
         try:
@@ -141,23 +144,23 @@ class StripeSecretsAdminMixin(_ModelAdminBase):
             return "—"
         return redact_api_key(key) if key else "—"
 
-    def _secrets_page(self, request) -> bool:
+    def _secrets_page(self, request: HttpRequest) -> bool:
         return self.model._meta.model_name not in _SUPERUSER_ONLY_MODELS or _is_superuser(request)
 
-    def has_view_permission(self, request, obj=None):
+    def has_view_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return self._secrets_page(request) and super().has_view_permission(request, obj)
 
-    def has_add_permission(self, request, *args):
+    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
         return self._secrets_page(request) and super().has_add_permission(request, *args)
 
-    def has_change_permission(self, request, obj=None):
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return self._secrets_page(request) and super().has_change_permission(request, obj)
 
-    def has_delete_permission(self, request, obj=None):
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return self._secrets_page(request) and super().has_delete_permission(request, obj)
 
 
-def mask_djstripe_admin(site=admin.site) -> int:
+def mask_djstripe_admin(site: admin.AdminSite = admin.site) -> int:
     """Re-register every dj-stripe ModelAdmin with StripeSecretsAdminMixin; returns how many."""
     count = 0
     for model, model_admin in list(site._registry.items()):

@@ -16,9 +16,10 @@ from __future__ import annotations
 import datetime as dt
 from collections import Counter, defaultdict
 from decimal import Decimal
+from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.db.models import Count, F, Sum
+from django.db.models import Aggregate, Count, F, QuerySet, Sum
 from django.db.models.functions import TruncDate
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
@@ -36,7 +37,7 @@ def _days(start: dt.date, count: int) -> list[dt.date]:
     return [start + dt.timedelta(days=i) for i in range(count)]
 
 
-def bar_chart(days: list[dt.date], values: dict[dt.date, float], *, unit: str) -> dict:
+def bar_chart(days: list[dt.date], values: dict[dt.date, float], *, unit: str) -> dict[str, Any]:
     """SVG bar geometry for one daily series: {"bars": [{x, y, width, height, day, value}], "total", "peak"}."""
     peak = max([float(values.get(d) or 0) for d in days] + [0])
     slot = CHART_WIDTH / max(1, len(days))
@@ -64,20 +65,20 @@ def bar_chart(days: list[dt.date], values: dict[dt.date, float], *, unit: str) -
     }
 
 
-def _per_day(queryset, date_field: str, value=None) -> dict[dt.date, float]:
+def _per_day(queryset: QuerySet[Any], date_field: str, value: Aggregate | None = None) -> dict[dt.date, float]:
     rows = queryset.annotate(day=TruncDate(date_field)).values("day")
     rows = rows.annotate(value=value if value is not None else Count("pk"))
     return {row["day"]: row["value"] or 0 for row in rows}
 
 
-def _revenue_by_plan(start: dt.datetime) -> list[dict]:
+def _revenue_by_plan(start: dt.datetime) -> list[dict[str, Any]]:
     """Paid invoices since `start`, grouped by plan (the webhooks' rule, from dj-stripe's stored data)."""
     from djstripe.models import Invoice
 
     from billing.webhooks import _invoice_plan
 
     totals: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
-    counts: Counter = Counter()
+    counts: Counter[tuple[str, str]] = Counter()
     for data in Invoice.objects.filter(created__gte=start).values_list("stripe_data", flat=True):
         data = data or {}
         if data.get("status") != "paid":
@@ -93,7 +94,7 @@ def _revenue_by_plan(start: dt.datetime) -> list[dict]:
     ]
 
 
-def analytics_context(days: int) -> dict:
+def analytics_context(days: int) -> dict[str, Any]:
     """Everything the page shows for the last `days` days (see the module docstring for the sources)."""
     from orchestration.models import Status, Turn, WritingSession
 
@@ -151,7 +152,7 @@ def analytics_context(days: int) -> dict:
     ]
 
     credits_by_turn = dict(settled.exclude(turn_id__isnull=True).values_list("turn_id", "usage"))
-    per_model: dict[str, dict] = {}
+    per_model: dict[str, dict[str, Any]] = {}
     for turn_id, model, tokens, cost in turns.values_list(
         "pk", "model_used", F("input_tokens") + F("cached_tokens") + F("output_tokens"), "provider_cost"
     ):

@@ -7,7 +7,7 @@ returned Gate to show locked options with an upgrade prompt.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from django.urls import reverse
 
@@ -16,7 +16,7 @@ from billing.plans import TIER_LABELS, Plan, cheapest_plan_for, model_tier
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
 
-    from orchestration.models import Conversation
+    from orchestration.models import Conversation, LLMModel, WritingSession
 
 ACTIONS = {
     "create_agent",
@@ -68,7 +68,7 @@ def _check_rounds(plan: Plan, rounds: int) -> Gate | None:
     )
 
 
-def _check_model(plan: Plan, model) -> Gate | None:
+def _check_model(plan: Plan, model: LLMModel) -> Gate | None:
     if not (model.is_demo or model.is_priced):
         return Gate(allowed=False, reason=f"{model.display_name} has no price in the catalogue yet.", plan=plan)
     tier = model_tier(model)
@@ -135,7 +135,7 @@ def _check_storage(plan: Plan, user: User, action: str, adding: int) -> Gate | N
     return _deny(plan, f"keeps up to {limit:,} {what}; delete some first", up, detail)
 
 
-def _check_session(plan: Plan, user: User, session, extra_rounds: int = 0) -> Gate | None:
+def _check_session(plan: Plan, user: User, session: WritingSession, extra_rounds: int = 0) -> Gate | None:
     agents = [a for a in session.agents.select_related("model", "fallback_model").all() if a.active]
     # Fallbacks too: the engine switches to them on errors, so a plan-locked fallback (from a preset saved
     # on a higher plan, a duplicate, or a downgrade) would otherwise run a model the plan does not include.
@@ -210,7 +210,7 @@ def _check_message(plan: Plan, user: User, conversation: Conversation) -> Gate |
     return None
 
 
-def check(user: User, action: str, **context) -> Gate:
+def check(user: User, action: str, **context: Any) -> Gate:
     """Gate for ``action``: create_agent (agents=n), start_session / continue_session (session=...,
     extra_rounds=n for continue), use_model (model=...), use_flow (flow=...), run_concurrently,
     and the storage quotas create_project / create_session (adding=n) and store_references

@@ -11,13 +11,12 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from billing.plans import FREE, PLAN_CHOICES, get_plan
+from billing.plans import FREE, PLAN_CHOICES, Plan, get_plan
 
 
 class PlanStatus(models.TextChoices):
     ACTIVE = "active", "Active"
     GRACE = "grace", "Payment failed (grace period)"
-    CANCELED = "canceled", "Canceled"
 
 
 class CreditAccount(models.Model):
@@ -44,7 +43,7 @@ class CreditAccount(models.Model):
         return f"{self.user} · {self.get_plan_display()} · {self.balance} credits"
 
     @property
-    def plan_obj(self):
+    def plan_obj(self) -> Plan:
         return get_plan(self.plan)
 
 
@@ -54,7 +53,6 @@ class EntryKind(models.TextChoices):
     RESERVATION = "reservation", "Reservation"
     SETTLEMENT = "settlement", "Settlement"
     RELEASE = "release", "Release"
-    REFUND = "refund", "Refund"
     ADJUSTMENT = "adjustment", "Staff adjustment"
 
 

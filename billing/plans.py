@@ -5,7 +5,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from orchestration.models import LLMModel
 
 FREE = "free"
 STARTER = "starter"
@@ -179,7 +184,7 @@ def plan_for_product(product_id: str | None) -> Plan | None:
     return None
 
 
-def plan_for_price(price: dict | None = None, *, price_id: str = "", product_id: str = "") -> Plan | None:
+def plan_for_price(price: dict[str, Any] | None = None, *, price_id: str = "", product_id: str = "") -> Plan | None:
     """The paid plan a Stripe Price stands for; None for a price that is not one of ours.
 
     ``price`` is a Price object (subscription items, older invoice lines); invoice lines of API
@@ -226,7 +231,7 @@ def next_plan_up(plan: Plan) -> Plan | None:
     return PLANS[PLAN_ORDER[index + 1]] if index + 1 < len(PLAN_ORDER) else None
 
 
-def model_tier(model) -> str:
+def model_tier(model: LLMModel) -> str:
     """The tier of a catalogue model (orchestration.models.LLMModel), from its output price."""
     if model.is_demo:
         return TIER_DEMO
@@ -240,7 +245,7 @@ def model_tier(model) -> str:
     return TIER_PREMIUM
 
 
-def cheapest_plan_for(predicate) -> Plan | None:
+def cheapest_plan_for(predicate: Callable[[Plan], bool]) -> Plan | None:
     for key in PLAN_ORDER:
         if predicate(PLANS[key]):
             return PLANS[key]

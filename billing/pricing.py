@@ -22,13 +22,17 @@ credit multiplier 1.25, a call with 12,000 input, 8,000 cached and 1,500 output 
 
 from __future__ import annotations
 
-import math
 from decimal import ROUND_CEILING, Decimal
+from typing import TYPE_CHECKING
+
+from orchestration.tokens import estimate_tokens as estimate_tokens  # re-exported for callers of billing
+
+if TYPE_CHECKING:
+    from orchestration.models import Agent, LLMModel, WritingSession
 
 MILLION = Decimal(1_000_000)
 CREDITS_PER_USD = Decimal(1000)
 DEMO_TOKENS_PER_CREDIT = Decimal(1000)
-CHARS_PER_TOKEN = 4  # rough English average, only used for estimates
 PROMPT_OVERHEAD_TOKENS = 400  # system prompt, rubric and evaluation instructions
 
 
@@ -42,25 +46,26 @@ def _check_tokens(**counts: int) -> None:
             raise ValueError(f"{name} must not be negative, got {value}")
 
 
-def provider_cost_usd(*, model, input_tokens: int, cached_tokens: int, output_tokens: int) -> Decimal:
+def provider_cost_usd(*, model: LLMModel, input_tokens: int, cached_tokens: int, output_tokens: int) -> Decimal:
     """What the provider charges for one call, in USD (exact Decimal). The demo model costs 0."""
     _check_tokens(input_tokens=input_tokens, cached_tokens=cached_tokens, output_tokens=output_tokens)
     if model.is_demo:
         return Decimal(0)
-    if not model.is_priced:
+    input_price, output_price = model.input_price_per_mtok, model.output_price_per_mtok
+    if input_price is None or output_price is None:  # model.is_priced, spelt out for the type checker
         raise UnpricedModel(f"{model} has no price in the model catalogue")
     cached_price = model.cached_input_price_per_mtok
     if cached_price is None:
-        cached_price = model.input_price_per_mtok
+        cached_price = input_price
     total = (
-        input_tokens * Decimal(model.input_price_per_mtok)
+        input_tokens * Decimal(input_price)
         + cached_tokens * Decimal(cached_price)
-        + output_tokens * Decimal(model.output_price_per_mtok)
+        + output_tokens * Decimal(output_price)
     )
     return total / MILLION
 
 
-def credits_for_usage(*, model, input_tokens: int, cached_tokens: int, output_tokens: int) -> int:
+def credits_for_usage(*, model: LLMModel, input_tokens: int, cached_tokens: int, output_tokens: int) -> int:
     """Credits charged for one call: integer, rounded up (see the module docstring)."""
     multiplier = Decimal(model.credit_multiplier)
     if model.is_demo:
@@ -74,11 +79,7 @@ def credits_for_usage(*, model, input_tokens: int, cached_tokens: int, output_to
     return int(raw.to_integral_value(rounding=ROUND_CEILING))
 
 
-def estimate_tokens(text: str) -> int:
-    return math.ceil(len(text or "") / CHARS_PER_TOKEN)
-
-
-def estimate_session_credits(session) -> tuple[int, int]:
+def estimate_session_credits(session: WritingSession) -> tuple[int, int]:
     """(low, high) credits for running a session from where it is to its max rounds.
 
     low: one round in which every active agent reads the brief, references and document and writes
@@ -101,7 +102,7 @@ def estimate_session_credits(session) -> tuple[int, int]:
     base = estimate_tokens(session.brief) + estimate_tokens(session.document) + references + PROMPT_OVERHEAD_TOKENS
     rounds = max(1, session.max_rounds - session.current_round)
 
-    def call(agent, prompt_tokens: int, output_tokens: int) -> int:
+    def call(agent: Agent, prompt_tokens: int, output_tokens: int) -> int:
         if not (agent.model.is_demo or agent.model.is_priced):
             return 0
         output_tokens = min(output_tokens, agent.model.max_output_tokens or output_tokens)
@@ -123,7 +124,7 @@ def estimate_session_credits(session) -> tuple[int, int]:
     def reviews(quarter: bool) -> int:
         return sum(max(1, outputs[r.pk] // 4) if quarter else outputs[r.pk] for r in reviewers)
 
-    def prompt(agent, document_tokens: int, quarter: bool) -> int:
+    def prompt(agent: Agent, document_tokens: int, quarter: bool) -> int:
         extra = reviews(quarter) if agent.pk in readers else 0
         return document_tokens + estimate_tokens(agent.role_prompt) + extra
 

@@ -11,7 +11,7 @@ import datetime as dt
 import logging
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Q, Sum
@@ -107,7 +107,7 @@ def _write(
     usage: int = 0,
     session_id: int | None = None,
     turn_id: int | None = None,
-    created_by=None,
+    created_by: User | None = None,
 ) -> CreditEntry:
     """Append one entry and move the cached balance; caller holds the account lock."""
     new_balance = account.balance + amount
@@ -133,7 +133,9 @@ def _write(
     return entry
 
 
-def _add(*, user: User, kind: str, amount: int, key: str, description: str = "", created_by=None) -> bool:
+def _add(
+    *, user: User, kind: str, amount: int, key: str, description: str = "", created_by: User | None = None
+) -> bool:
     """Credit-adding (or staff) entry; True if written, False if the key was already used."""
     with transaction.atomic():
         account = _locked_account(user)
@@ -168,8 +170,11 @@ def grant_monthly_credits(*, user: User, period: dt.date | None = None) -> bool:
     )
 
 
-def adjust_credits(*, user: User, amount: int, reason: str, staff_user: User, key: str | None = None) -> CreditEntry:
-    """A staff correction (positive or negative). Refused if it would take the balance below zero."""
+def adjust_credits(
+    *, user: User, amount: int, reason: str, staff_user: User | None, key: str | None = None
+) -> CreditEntry:
+    """A staff correction (positive or negative); `staff_user` None for a system adjustment. Refused if it
+    would take the balance below zero."""
     if not reason.strip():
         raise ValueError("A staff adjustment needs a reason.")
     key = key or f"adjust:{user.pk}:{timezone.now().timestamp():.6f}"
@@ -253,7 +258,7 @@ def _move_balance(*, user_id: int, amount: int) -> int | None:
     return None if row is None else int(row[0])
 
 
-def _append_entry(*, user_id: int, balance_after: int, kind: str, amount: int, key: str, **fields) -> CreditEntry:
+def _append_entry(*, user_id: int, balance_after: int, kind: str, amount: int, key: str, **fields: Any) -> CreditEntry:
     """The ledger row for a balance already moved by _move_balance (same transaction)."""
     if fields.get("turn_id") is None and (match := _TURN_KEY.match(key)):
         fields["turn_id"] = int(match.group(1))

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import stripe
 from djstripe.settings import djstripe_settings
@@ -18,12 +19,15 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+_T = TypeVar("_T")
+
+
 class StripeNotConfigured(Exception):
     pass
 
 
 def _api_key() -> str:
-    return djstripe_settings.STRIPE_SECRET_KEY
+    return str(djstripe_settings.STRIPE_SECRET_KEY)
 
 
 def ensure_customer(*, user: User, replacing: str = "") -> str:
@@ -52,7 +56,7 @@ def _customer_gone(error: stripe.StripeError, customer_id: str) -> bool:
     )
 
 
-def _with_customer(user: User, call):
+def _with_customer(user: User, call: Callable[[str], _T]) -> _T:
     """Run ``call(customer_id)``; if Stripe says the stored customer is gone (deleted in the
     dashboard and its customer.deleted not processed yet), forget it, create a new one, retry once."""
     customer = ensure_customer(user=user)
@@ -82,7 +86,7 @@ def create_checkout_session(*, user: User, plan: Plan, success_url: str, cancel_
     metadata = {"user_id": str(user.pk), "plan": plan.key}  # for people reading the dashboard; never trusted
     price = price_id_for(plan)
 
-    def create(customer: str):
+    def create(customer: str) -> stripe.checkout.Session:
         return stripe.checkout.Session.create(
             api_key=_api_key(),
             mode="subscription",
@@ -95,16 +99,20 @@ def create_checkout_session(*, user: User, plan: Plan, success_url: str, cancel_
             cancel_url=cancel_url,
         )
 
-    return _with_customer(user, create).url
+    url = _with_customer(user, create).url
+    assert url is not None  # Stripe returns the URL of every session it creates (hosted pages)
+    return url
 
 
 def create_portal_session(*, user: User, return_url: str) -> str:
     """A Customer Portal session URL (plan switching, cancellation, payment methods)."""
 
-    def create(customer: str):
+    def create(customer: str) -> stripe.billing_portal.Session:
         return stripe.billing_portal.Session.create(api_key=_api_key(), customer=customer, return_url=return_url)
 
-    return _with_customer(user, create).url
+    url = _with_customer(user, create).url
+    assert url is not None  # Stripe returns the URL of every session it creates (hosted pages)
+    return url
 
 
 @dataclass

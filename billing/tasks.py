@@ -8,7 +8,7 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from billing import services
-from billing.models import CreditAccount
+from billing.models import CreditAccount, CreditEntry
 from billing.plans import FREE
 
 logger = logging.getLogger(__name__)
@@ -23,7 +23,7 @@ def grant_monthly_credits(*, dry_run: bool = False) -> dict[str, int]:
     granted = skipped = 0
     for user in get_user_model().objects.filter(is_active=True).exclude(pk__in=paid).order_by("pk").iterator():
         key = services.monthly_key(user_id=user.pk, period=today)
-        if services.CreditEntry.objects.filter(idempotency_key=key).exists():
+        if CreditEntry.objects.filter(idempotency_key=key).exists():
             skipped += 1
             continue
         if not dry_run:

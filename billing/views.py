@@ -3,7 +3,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import stripe
 from django.contrib import messages
@@ -18,7 +18,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from atelier.core.http import AuthenticatedHttpRequest
 from billing import services, stripe_api
-from billing.models import CreditEntry, EntryKind, PlanStatus
+from billing.models import CreditAccount, CreditEntry, EntryKind, PlanStatus
 from billing.plans import PLAN_ORDER, PLANS, TIER_LABELS
 
 if TYPE_CHECKING:
@@ -31,7 +31,7 @@ CHART_WIDTH = 600
 CHART_HEIGHT = 120
 
 
-def _plan_rows(current_key: str | None) -> list[dict]:
+def _plan_rows(current_key: str | None) -> list[dict[str, Any]]:
     current_rank = PLAN_ORDER.index(current_key) if current_key else -1
     return [
         {
@@ -60,7 +60,7 @@ def pricing_page(request: HttpRequest) -> HttpResponse:
     )
 
 
-def _usage_chart(user: User) -> dict:
+def _usage_chart(user: User) -> dict[str, Any]:
     today = timezone.localdate()
     start = today - dt.timedelta(days=CHART_DAYS - 1)
     rows = dict(
@@ -98,7 +98,7 @@ def _usage_chart(user: User) -> dict:
     }
 
 
-def _usage_by_session(user: User) -> list[dict]:
+def _usage_by_session(user: User) -> list[dict[str, Any]]:
     """Credits per session from the ledger (settlements), with calls and provider cost from the turns.
 
     Rows: {"session_id", "title", "url", "credits", "calls", "cost_usd"}; most credits first, top 20.
@@ -120,7 +120,7 @@ def _usage_by_session(user: User) -> list[dict]:
         .annotate(cost=Sum("provider_cost"))
         .values_list("session_id", "cost")
     )
-    usage: list[dict] = []
+    usage: list[dict[str, Any]] = []
     for row in rows:
         session_id = row["session_id"]
         if session_id is None:  # filtered above; narrows the type
@@ -136,13 +136,13 @@ def _usage_by_session(user: User) -> list[dict]:
     return usage
 
 
-def _usage_by_turn_field(user: User, field: str, label: str) -> list[dict]:
+def _usage_by_turn_field(user: User, field: str, label: str) -> list[dict[str, Any]]:
     """Credits, calls and provider cost of the user's settled turns grouped by `field` (agent or model)."""
     from orchestration.models import Turn
 
     settled = CreditEntry.objects.filter(user=user, kind=EntryKind.SETTLEMENT, turn_id__isnull=False)
     per_turn = dict(settled.values_list("turn_id", "usage"))
-    groups: dict[str, dict] = {}
+    groups: dict[str, dict[str, Any]] = {}
     turns = Turn.objects.filter(session__project__owner=user, pk__in=list(per_turn)).values_list(
         "pk", field, "provider_cost"
     )
@@ -155,11 +155,11 @@ def _usage_by_turn_field(user: User, field: str, label: str) -> list[dict]:
     return sorted(groups.values(), key=lambda r: (-r["credits"], r["name"]))
 
 
-def _usage_by_model(user: User) -> list[dict]:
+def _usage_by_model(user: User) -> list[dict[str, Any]]:
     return _usage_by_turn_field(user, "model_used", "model")
 
 
-def _usage_by_agent(user: User) -> list[dict]:
+def _usage_by_agent(user: User) -> list[dict[str, Any]]:
     return _usage_by_turn_field(user, "agent_name", "agent")
 
 
@@ -178,7 +178,7 @@ def explain_entry(entry: CreditEntry) -> str:
     return ""
 
 
-def _invoices(account) -> list:
+def _invoices(account: CreditAccount) -> list[Any]:
     if not account.stripe_customer_id:
         return []
     from djstripe.models import Invoice

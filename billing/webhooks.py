@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from typing import Any
 
 from django.conf import settings
 from django.core.mail import send_mail
@@ -26,7 +27,7 @@ from billing.plans import PERIOD_BILLING_REASONS, Plan, credits_for_invoice, pla
 logger = logging.getLogger(__name__)
 
 
-def on_webhook_pre_process(sender, instance, **kwargs) -> None:
+def on_webhook_pre_process(sender: object, instance: Any, **kwargs: Any) -> None:
     """djstripe.signals.webhook_pre_process: run our processing in place of dj-stripe's.
 
     dj-stripe deprecated DJSTRIPE_WEBHOOK_EVENT_CALLBACK (its check warns under --deploy); the signal
@@ -37,7 +38,7 @@ def on_webhook_pre_process(sender, instance, **kwargs) -> None:
     instance.process = lambda save=True, api_key=None: None
 
 
-def handle_webhook_trigger(trigger, api_key: str | None = None) -> None:
+def handle_webhook_trigger(trigger: Any, api_key: str | None = None) -> None:
     """Our credit logic, then dj-stripe's own model sync (best effort)."""
     event = trigger.json_body
     process_event(event)
@@ -51,11 +52,11 @@ def handle_webhook_trigger(trigger, api_key: str | None = None) -> None:
     trigger.processed = True
 
 
-def _ts(value) -> dt.datetime | None:
+def _ts(value: int | str | None) -> dt.datetime | None:
     return dt.datetime.fromtimestamp(int(value), tz=dt.UTC) if value else None
 
 
-def _price_plan(price, product: str = "") -> Plan | None:
+def _price_plan(price: object, product: str = "") -> Plan | None:
     """Plan from a Price object, or a bare price id (+ product) as invoice lines carry them."""
     if isinstance(price, dict):
         return plan_for_price(price)
@@ -71,7 +72,7 @@ def _price_plan(price, product: str = "") -> Plan | None:
     return plan_for_price({"lookup_key": row.lookup_key, "product": row.product_id})
 
 
-def _invoice_subscription(invoice: dict) -> tuple[str, dict]:
+def _invoice_subscription(invoice: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     # API 2025-03-31 and later: parent.subscription_details; older: top-level subscription.
     details = ((invoice.get("parent") or {}).get("subscription_details")) or invoice.get("subscription_details") or {}
     subscription = details.get("subscription") or invoice.get("subscription") or ""
@@ -80,7 +81,7 @@ def _invoice_subscription(invoice: dict) -> tuple[str, dict]:
     return subscription, details.get("metadata") or {}
 
 
-def _invoice_plan(invoice: dict) -> Plan | None:
+def _invoice_plan(invoice: dict[str, Any]) -> Plan | None:
     """The plan of the invoice's largest positive line (after a switch: the new plan's proration)."""
     best: tuple[int, Plan] | None = None
     for line in (invoice.get("lines") or {}).get("data", []):
@@ -92,17 +93,17 @@ def _invoice_plan(invoice: dict) -> Plan | None:
     return best[1] if best else None
 
 
-def _event_at(event: dict) -> dt.datetime:
+def _event_at(event: dict[str, Any]) -> dt.datetime:
     """When Stripe created the event: the order events are applied in (delivery order is arbitrary)."""
     return _ts(event.get("created")) or dt.datetime.now(tz=dt.UTC)
 
 
-def _customer_id(obj: dict) -> str:
+def _customer_id(obj: dict[str, Any]) -> str:
     customer = obj.get("customer") or ""
     return customer.get("id", "") if isinstance(customer, dict) else customer
 
 
-def process_event(event: dict) -> str:
+def process_event(event: dict[str, Any]) -> str:
     kind = event.get("type", "")
     obj = (event.get("data") or {}).get("object") or {}
     handler = HANDLERS.get(kind)
@@ -113,7 +114,7 @@ def process_event(event: dict) -> str:
     return outcome
 
 
-def on_checkout_completed(event: dict, session: dict) -> str:
+def on_checkout_completed(event: dict[str, Any], session: dict[str, Any]) -> str:
     if session.get("mode") != "subscription":
         return "not a subscription"
     account = services.account_for_stripe(customer_id=_customer_id(session), user_id=session.get("client_reference_id"))
@@ -128,7 +129,7 @@ def on_checkout_completed(event: dict, session: dict) -> str:
     return "linked" if linked else "stale"
 
 
-def on_invoice_paid(event: dict, invoice: dict) -> str:
+def on_invoice_paid(event: dict[str, Any], invoice: dict[str, Any]) -> str:
     subscription, metadata = _invoice_subscription(invoice)
     account = services.account_for_stripe(customer_id=_customer_id(invoice), user_id=metadata.get("user_id"))
     if account is None:
@@ -159,7 +160,7 @@ def on_invoice_paid(event: dict, invoice: dict) -> str:
     return "granted" if granted else "already granted"
 
 
-def on_invoice_payment_failed(event: dict, invoice: dict) -> str:
+def on_invoice_payment_failed(event: dict[str, Any], invoice: dict[str, Any]) -> str:
     _, metadata = _invoice_subscription(invoice)
     account = services.account_for_stripe(customer_id=_customer_id(invoice), user_id=metadata.get("user_id"))
     if account is None:
@@ -184,7 +185,7 @@ def on_invoice_payment_failed(event: dict, invoice: dict) -> str:
     return "grace started"
 
 
-def on_customer_deleted(event: dict, customer: dict) -> str:
+def on_customer_deleted(event: dict[str, Any], customer: dict[str, Any]) -> str:
     """The Stripe customer is gone (deleted in the dashboard): forget it, its subscriptions ended with it."""
     customer_id = customer.get("id", "")
     account = services.account_for_stripe(customer_id=customer_id)
@@ -194,7 +195,7 @@ def on_customer_deleted(event: dict, customer: dict) -> str:
     return "forgotten" if forgotten else "not linked"
 
 
-def on_subscription_changed(event: dict, subscription: dict) -> str:
+def on_subscription_changed(event: dict[str, Any], subscription: dict[str, Any]) -> str:
     metadata = subscription.get("metadata") or {}
     account = services.account_for_stripe(customer_id=_customer_id(subscription), user_id=metadata.get("user_id"))
     if account is None:

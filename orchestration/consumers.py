@@ -181,7 +181,7 @@ class ConversationConsumer(SessionConsumer):
         self.conversation_id = conversation_id
         self.session_id = session_id
         self.last_seq = 0
-        self.turn_text = {}
+        self.turn_text: TurnTextCache = {}
         self.group = ev.group_name(self.session_id)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self._accept_counted()

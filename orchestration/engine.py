@@ -14,7 +14,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -71,6 +71,16 @@ WORKER_LOST = (
     "The worker running this turn stopped responding (crashed, killed or frozen); another worker ran it again."
 )
 
+# The engine's outcomes, named (a misspelt one is a type error):
+# what drive() reports for a run (docstring of drive),
+DriveOutcome = Literal["busy", "idle", "paused", "stopped", "finished", "failed", "requeued", "lease_lost"]
+# what the run does after a step,
+StepOutcome = Literal["continue", "paused", "failed", "stopped", "finished"]
+# how one agent call ended (CallOutcome.status),
+CallStatus = Literal["completed", "cancelled", "out_of_credits", "failed", "too_large"]
+# and what a failed attempt leads to: again after a delay, at once in a smaller window, or the fallback model.
+RetryDecision = Literal["retry", "refit", "next_model"]
+
 _sleep = asyncio.sleep  # the retry waits (tests record them instead of waiting)
 
 
@@ -91,7 +101,7 @@ async def db(fn, *args, **kwargs):
 # --- Driving ---------------------------------------------------------------------------------
 
 
-def drive(session_id: int, *, budget_seconds: float = DRIVE_BUDGET_SECONDS) -> str:
+def drive(session_id: int, *, budget_seconds: float = DRIVE_BUDGET_SECONDS) -> DriveOutcome:
     """Run the session until it pauses, stops, finishes or the time budget is used. Returns the outcome.
 
     Outcomes: busy (another executor holds it), idle, paused, stopped, finished, failed, requeued,
@@ -137,10 +147,10 @@ class DriveCache:
         self.turns[(round_number, agent_id)] = [*rows, turn]
 
 
-async def _drive(session_id: int, owner: str, budget_seconds: float) -> str:
+async def _drive(session_id: int, owner: str, budget_seconds: float) -> DriveOutcome:
     deadline = time.monotonic() + budget_seconds
     cache = DriveCache()
-    outcome = await db(_prepare_step, session_id, owner, None, cache)
+    outcome: DriveOutcome | tuple[WritingSession, Step] = await db(_prepare_step, session_id, owner, None, cache)
     while True:
         if isinstance(outcome, str):
             return outcome
@@ -153,7 +163,7 @@ async def _drive(session_id: int, owner: str, budget_seconds: float) -> str:
 
 def _between_steps(
     session_id: int, owner: str, step: Step, result: StepResult, cache: DriveCache, deadline: float
-) -> str | tuple[WritingSession, Step]:
+) -> DriveOutcome | tuple[WritingSession, Step]:
     """After a step, and before the next: one session load serves both (one thread hop, no gap for a Stop)."""
     outcome, planned, session = _after_step(session_id, owner, step, result)
     if outcome != "continue":
@@ -180,7 +190,7 @@ def _prepare_step(
     cache: DriveCache | None = None,
     *,
     session: WritingSession | None = None,
-) -> str | tuple[WritingSession, Step]:
+) -> DriveOutcome | tuple[WritingSession, Step]:
     """Handle pending status changes, recover interrupted turns, and plan the next step.
 
     `session`: the row as just loaded by the caller in this same call (else it is loaded here).
@@ -229,7 +239,9 @@ def _prepare_step(
     return session, decision
 
 
-def _after_step(session_id: int, owner: str, step: Step, result: StepResult) -> tuple[str, Step | None, WritingSession]:
+def _after_step(
+    session_id: int, owner: str, step: Step, result: StepResult
+) -> tuple[StepOutcome, Step | None, WritingSession]:
     """Decide what the finished step leads to: (outcome, the next step if already planned, the session)."""
     session = _load(session_id)
     if result.out_of_credits:
@@ -396,10 +408,14 @@ class ChunkBatcher:
         self.dirty.add(("reasoning", turn_id))
         self.wake.set()
 
-    def _tails(self, kinds: set[tuple[str, int]] | None = None) -> list[tuple[str, int, int, str]]:
+    def _tails(self, kinds: set[tuple[str, int]] | None = None) -> list[ev.Tail]:
         """(kind, turn id, offset, text) of the unsaved text, reasoning first (a turn thinks, then answers)."""
-        tails = []
-        for kind, pending in (("reasoning", self.pending_reasoning), ("chunk", self.pending)):
+        tails: list[ev.Tail] = []
+        sources: tuple[tuple[ev.TextKind, dict[int, list[str]]], ...] = (
+            ("reasoning", self.pending_reasoning),
+            ("chunk", self.pending),
+        )
+        for kind, pending in sources:
             for turn_id, parts in pending.items():
                 if parts and (kinds is None or (kind, turn_id) in kinds):
                     tails.append((kind, turn_id, self.saved.get((kind, turn_id), 0), "".join(parts)))
@@ -420,7 +436,7 @@ class ChunkBatcher:
         ]
         await ev.push_message(self.session_id, {"type": "session.chunks", "chunks": chunks})
 
-    def _taken(self, tails: list[tuple[str, int, int, str]]) -> list[ev.NewEvent]:
+    def _taken(self, tails: list[ev.Tail]) -> list[ev.NewEvent]:
         """Events for these tails, counted as saved (the caller saves them)."""
         events = []
         for kind, turn_id, offset, text in tails:
@@ -611,7 +627,7 @@ def _give_up_call(
 
 @dataclass
 class CallOutcome:
-    status: str  # completed | cancelled | out_of_credits | failed
+    status: CallStatus
     turn_id: int | None = None
     error: str = ""
 
@@ -717,7 +733,7 @@ async def _run_attempt(
     *,
     owner: str,
     cache: DriveCache | None = None,
-) -> CallOutcome | str:
+) -> CallOutcome | RetryDecision:
     """Stream one attempt and save how it ended. Returns a CallOutcome, or what to do next: "retry" (after
     state.delay), "refit" (at once, with state.window) or "next_model". Unexpected exceptions propagate."""
     from orchestration.providers import ProviderError, ReasoningDelta, StreamEnd, TextDelta, get_adapter
@@ -781,7 +797,9 @@ async def _run_attempt(
         return await _after_provider_error(session, agent, model, attempt, state, error, owner=owner)
 
 
-async def _after_provider_error(session, agent, model, attempt: _Attempt, state: _ModelState, error, *, owner: str):
+async def _after_provider_error(
+    session, agent, model, attempt: _Attempt, state: _ModelState, error, *, owner: str
+) -> CallOutcome | RetryDecision:
     """Save the failed attempt (charging what the provider reported) and decide what comes next."""
     metrics.provider_error(provider=model.provider, model=model.model_id, kind=error.kind)
     message = error.user_message

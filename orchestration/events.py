@@ -12,6 +12,7 @@ import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any, Literal
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -22,10 +23,31 @@ from orchestration.models import SessionEvent, WritingSession
 logger = logging.getLogger(__name__)
 
 
+# Every kind of event the log holds (docs/architecture.md, "Streaming"); a misspelt one is a type error.
+EventKind = Literal[
+    "status",
+    "turn_started",
+    "chunk",
+    "reasoning",
+    "turn_finished",
+    "call_given_up",
+    "version",
+    "totals",
+    "human",
+    "message",
+    "superseded",
+]
+
+
+# The two kinds that carry streamed text, and an unsaved piece of it: (kind, turn id, offset, text).
+TextKind = Literal["chunk", "reasoning"]
+Tail = tuple[TextKind, int, int, str]
+
+
 @dataclass(frozen=True)
 class NewEvent:
-    kind: str
-    payload: dict
+    kind: EventKind
+    payload: dict[str, Any]
     turn_id: int | None = None
 
 
@@ -33,7 +55,7 @@ def group_name(session_id: int) -> str:
     return f"session-{session_id}"
 
 
-def serialize(event: SessionEvent) -> dict:
+def serialize(event: SessionEvent) -> dict[str, Any]:
     return {"seq": event.seq, "kind": event.kind, "turn_id": event.turn_id, "payload": event.payload}
 
 
@@ -81,7 +103,7 @@ def _reserve_seqs(session_id: int, count: int, lease_owner: str | None = None) -
     """Reserve a block of sequence numbers with one UPDATE … RETURNING; the row lock serialises writers."""
     table = connection.ops.quote_name(WritingSession._meta.db_table)
     sql = f"UPDATE {table} SET last_seq = last_seq + %s WHERE id = %s"  # noqa: S608 - no user input
-    params: list = [count, session_id]
+    params: list[int | str] = [count, session_id]
     if lease_owner is not None:
         sql += " AND lease_owner = %s"
         params.append(lease_owner)
@@ -97,7 +119,9 @@ def _reserve_seqs(session_id: int, count: int, lease_owner: str | None = None) -
     return int(row[0])
 
 
-def append_event(*, session_id: int, kind: str, payload: dict, turn_id: int | None = None) -> SessionEvent:
+def append_event(
+    *, session_id: int, kind: EventKind, payload: dict[str, Any], turn_id: int | None = None
+) -> SessionEvent:
     return append_events(session_id=session_id, events=[NewEvent(kind, payload, turn_id)])[0]
 
 
@@ -105,7 +129,7 @@ _collector = threading.local()
 
 
 @contextmanager
-def collect_broadcasts() -> Iterator[list[tuple[int, dict]]]:
+def collect_broadcasts() -> Iterator[list[tuple[int, dict[str, Any]]]]:
     """Collect (session_id, message) pairs to push instead of pushing each from this thread.
 
     The engine's database work runs in a worker thread; pushing from there goes through
@@ -119,7 +143,7 @@ def collect_broadcasts() -> Iterator[list[tuple[int, dict]]]:
         _collector.messages = previous
 
 
-async def push_message(session_id: int, message: dict) -> None:
+async def push_message(session_id: int, message: dict[str, Any]) -> None:
     """Send to the session's group. The fast path may fail; clients catch up from the database."""
     layer = get_channel_layer()
     if layer is None:
@@ -130,7 +154,7 @@ async def push_message(session_id: int, message: dict) -> None:
         logger.warning("push to session %s failed", session_id, exc_info=True)
 
 
-def broadcast_message(session_id: int, message: dict) -> None:
+def broadcast_message(session_id: int, message: dict[str, Any]) -> None:
     """push_message from synchronous code (views, services)."""
     async_to_sync(push_message)(session_id, message)
 
@@ -200,7 +224,7 @@ def _tail_key(kind: str, turn_id: int) -> str:
     return f"stream-tail:{database:x}:{kind}:{turn_id}"
 
 
-def store_unsaved_tails(tails: list[tuple[str, int, int, str]]) -> None:
+def store_unsaved_tails(tails: list[Tail]) -> None:
     """Keep each streaming turn's unsaved text (kind, turn id, offset, text) in the cache (Redis), shared with
     the web processes, so a page rendered now includes it. One round trip; a cache failure only means a
     reload waits for the next push."""

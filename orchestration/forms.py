@@ -30,34 +30,26 @@ from orchestration.uploads import MAX_UPLOAD_FILES
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
 
+    from billing.gating import Gate
+
 logger = logging.getLogger(__name__)
 
 
-# --- Gating, pricing and balance: owned by billing, reached lazily so the studio keeps working
-# while billing is not installed yet (tests of either side can run alone).
+# --- Gating, pricing and balance: owned by billing (imported where used: billing's modules import
+# orchestration's models).
 
 
-@dataclass(frozen=True)
-class _OpenGate:
-    allowed: bool = True
-    reason: str = ""
-    upgrade_url: str = ""
+def gate(user: User, action: str, **context: Any) -> Gate:
+    """billing.gating.check: whether the user's plan allows `action` (with the reason and upgrade link)."""
+    from billing.gating import check
 
-
-def gate(user: User, action: str, **context: Any):
-    try:
-        from billing.gating import check
-    except ImportError:
-        return _OpenGate()
     return check(user, action, **context)
 
 
-def credit_estimate(session: WritingSession) -> tuple[int, int] | str | None:
-    """(low, high), or a message when the team cannot be priced yet, or None without billing."""
-    try:
-        from billing.pricing import estimate_session_credits
-    except ImportError:
-        return None
+def credit_estimate(session: WritingSession) -> tuple[int, int] | str:
+    """(low, high) credits for the run, or a message when the team cannot be priced yet."""
+    from billing.pricing import estimate_session_credits
+
     try:
         return estimate_session_credits(session)
     except Exception as exc:  # noqa: BLE001 - an unpriced model must not break the builder; say why instead
@@ -65,11 +57,10 @@ def credit_estimate(session: WritingSession) -> tuple[int, int] | str | None:
         return str(exc) or "The team cannot be priced yet."
 
 
-def credit_balance(user: User) -> int | None:
-    try:
-        from billing.services import get_balance
-    except ImportError:
-        return None
+def credit_balance(user: User) -> int:
+    """The user's credit balance (billing.services.get_balance)."""
+    from billing.services import get_balance
+
     return get_balance(user)
 
 

@@ -20,7 +20,8 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import connection
@@ -57,7 +58,7 @@ def new_owner_id() -> str:
     return f"{_machine()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-def _expiry(seconds: float | None = None):
+def _expiry(seconds: float | None = None) -> datetime:
     return timezone.now() + timedelta(seconds=settings.ENGINE_LEASE_SECONDS if seconds is None else seconds)
 
 
@@ -104,10 +105,10 @@ def fenced_update(
     owner: str,
     *,
     seqs: int = 0,
-    set_fields: dict | None = None,
-    add_fields: dict | None = None,
+    set_fields: dict[str, Any] | None = None,
+    add_fields: dict[str, Any] | None = None,
     returning: tuple[str, ...] = (),
-) -> dict:
+) -> dict[str, Any]:
     """fence() folded with the step's other writes to the session row: one UPDATE … RETURNING.
 
     Renews the lease, reserves `seqs` event sequence numbers, sets `set_fields` and adds `add_fields`
@@ -121,7 +122,7 @@ def fenced_update(
     if unknown := {*columns, *(set_fields or {}), *(add_fields or {})} - set(fields):
         raise ValueError(f"Not columns of the session table: {sorted(unknown)}")
     assignments = ["lease_expires_at = %s", "last_seq = last_seq + %s"]
-    params: list = [connection.ops.adapt_datetimefield_value(_expiry()), seqs]
+    params: list[Any] = [connection.ops.adapt_datetimefield_value(_expiry()), seqs]
     for name, value in (set_fields or {}).items():
         assignments.append(f"{quote(name)} = %s")
         params.append(fields[name].get_db_prep_save(value, connection))
@@ -149,7 +150,9 @@ def release_lease(session_id: int, owner: str) -> bool:
     )
 
 
-def mark_dispatched(session_id: int, *, seen_owner: str, seen_expires_at, dispatch_seconds: float) -> bool:
+def mark_dispatched(
+    session_id: int, *, seen_owner: str, seen_expires_at: datetime | None, dispatch_seconds: float
+) -> bool:
     """Hand a stale session to the queue, once: True if this caller won it and must enqueue a drive.
 
     The update is conditional on the lease being exactly as the caller saw it, so two watchdogs

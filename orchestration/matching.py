@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Sequence
 from time import monotonic
+from typing import Any
 
 # Up to this many items per side, match exactly (autojunk off): short texts keep their precise diffs.
 EXACT_ITEMS = 2_000
@@ -25,19 +26,21 @@ def deadline_in(seconds: float = BUDGET_SECONDS) -> float:
     return monotonic() + seconds
 
 
-class BoundedMatcher(difflib.SequenceMatcher):
+class BoundedMatcher(difflib.SequenceMatcher[Any]):
     # Set by SequenceMatcher.set_seqs; typeshed does not declare them.
-    a: Sequence
-    b: Sequence
+    a: Sequence[Any]
+    b: Sequence[Any]
 
-    def __init__(self, a: Sequence, b: Sequence, *, deadline: float | None = None) -> None:
+    def __init__(self, a: Sequence[Any], b: Sequence[Any], *, deadline: float | None = None) -> None:
         longest = max(len(a), len(b))
         # Over MAX_ITEMS the budget is spent before the first search.
         self.deadline = 0.0 if longest > MAX_ITEMS else (deadline if deadline is not None else deadline_in())
         # Past EXACT_ITEMS, difflib's popularity heuristic keeps each single search near-linear.
         super().__init__(None, a, b, autojunk=longest > EXACT_ITEMS)
 
-    def find_longest_match(self, alo: int = 0, ahi: int | None = None, blo: int = 0, bhi: int | None = None):
+    def find_longest_match(
+        self, alo: int = 0, ahi: int | None = None, blo: int = 0, bhi: int | None = None
+    ) -> difflib.Match:
         ahi = len(self.a) if ahi is None else ahi
         bhi = len(self.b) if bhi is None else bhi
         if monotonic() < self.deadline:

@@ -21,11 +21,11 @@ Strategy (the engine calls `build_prompt` once per call):
 from __future__ import annotations
 
 import html
-import math
 import re
 from dataclasses import dataclass, field
 
 from orchestration.evaluation import rubric_instructions
+from orchestration.tokens import estimate_tokens
 
 # Tokens we never plan to use: tokenizer differences, message framing, provider-side additions.
 SAFETY_MARGIN_MIN = 256
@@ -51,21 +51,6 @@ class PromptParts:
     user: str
     estimated_input_tokens: int
     notes: list[str] = field(default_factory=list)
-
-
-def estimate_tokens(text: str) -> int:
-    """A cheap, deliberately high token estimate.
-
-    English prose is about 4 characters per token for GPT tokenizers and a bit less for Claude's, so
-    ASCII counts as one token per 3.5 characters; every non-ASCII character (accents, CJK, emoji) counts
-    as a whole token, which over-counts accented Latin text and is about right for CJK. Over-estimating
-    costs a little context; under-estimating fails the call.
-    """
-    if not text:
-        return 0
-    non_ascii = len(text) - len(text.encode("ascii", "ignore"))
-    ascii_chars = len(text) - non_ascii
-    return math.ceil(ascii_chars / 3.5) + non_ascii
 
 
 def _defuse(text: str, tag: str) -> str:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from orchestration.models import Reasoning, ReasoningEffort, ReasoningOutput
+from orchestration.models import Agent, LLMModel, Reasoning, ReasoningEffort, ReasoningOutput
 
 MIN_THINKING_BUDGET = 1024
 # Tokens of reasoning allowed on top of the answer for OpenAI reasoning models, per effort. OpenAI
@@ -63,7 +63,7 @@ class ReasoningPlan:
         return self.thinking_budget > 0 or self.reasoning == Reasoning.EFFORT
 
 
-def plan_for(*, model, max_output_tokens: int, thinking_budget: int, reasoning_effort: str) -> ReasoningPlan:
+def plan_for(*, model: LLMModel, max_output_tokens: int, thinking_budget: int, reasoning_effort: str) -> ReasoningPlan:
     """The reasoning parameters and the total output allowance for one call of `model`.
 
     `max_output_tokens` is the agent's answer limit. A model without the capability gets no reasoning
@@ -88,7 +88,7 @@ def plan_for(*, model, max_output_tokens: int, thinking_budget: int, reasoning_e
     return ReasoningPlan(capability, 0, "", max_output_tokens, "")
 
 
-def plan_for_agent(agent, model=None) -> ReasoningPlan:
+def plan_for_agent(agent: Agent, model: LLMModel | None = None) -> ReasoningPlan:
     """plan_for with the agent's settings; `model` defaults to the agent's own (pass the fallback)."""
     return plan_for(
         model=model or agent.model,
@@ -99,7 +99,7 @@ def plan_for_agent(agent, model=None) -> ReasoningPlan:
 
 
 def validate(
-    *, model, max_output_tokens: int, thinking_budget: int, reasoning_effort: str, strict: bool = True
+    *, model: LLMModel, max_output_tokens: int, thinking_budget: int, reasoning_effort: str, strict: bool = True
 ) -> dict[str, str]:
     """Problems with an agent's reasoning settings for `model`, keyed by form field; empty = valid.
 

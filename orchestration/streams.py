@@ -157,12 +157,14 @@ def parse_position(last_event_id: str | None, after: str | None) -> int:
 def format_event(event: dict) -> bytes:
     """One stored event as an SSE message: ``id`` = seq, ``event`` = kind, ``data`` = the event as JSON."""
     data = json.dumps(event, ensure_ascii=False, separators=(",", ":"))  # one line: JSON escapes newlines
-    return f"id: {event['seq']}\nevent: {event['kind']}\ndata: {data}\n\n".encode()
+    # errors="replace": a lone surrogate in a model's text must not break the stream.
+    head = f"id: {event['seq']}\n" if event.get("seq") is not None else ""  # a live delta is not stored: no id
+    return f"{head}event: {event['kind']}\ndata: {data}\n\n".encode(errors="replace")
 
 
 def format_end(end: dict, last_seq: int) -> bytes:
     data = json.dumps({**end, "last_seq": last_seq}, ensure_ascii=False, separators=(",", ":"))
-    return f"event: end\ndata: {data}\n\n".encode()
+    return f"event: end\ndata: {data}\n\n".encode(errors="replace")
 
 
 HEARTBEAT = b": ping\n\n"
@@ -175,6 +177,41 @@ class _Cursor:
     source: EventSource
     last_seq: int
     labels: dict[int, dict] = field(default_factory=dict)
+    sent: dict[tuple[str, int], int] = field(default_factory=dict)  # (kind, turn) -> characters sent
+
+    def _advance(self, event: dict) -> None:
+        """Count a stored chunk / reasoning event's text as sent (its payload's offset when it has one)."""
+        if event["kind"] not in ("chunk", "reasoning") or not event.get("turn_id"):
+            return
+        payload = event.get("payload") or {}
+        key = (event["kind"], event["turn_id"])
+        offset = payload.get("offset")
+        start = offset if isinstance(offset, int) else self.sent.get(key, 0)
+        self.sent[key] = max(self.sent.get(key, 0), start + len(payload.get("text", "")))
+
+    def deltas(self, chunks: list) -> list[dict]:
+        """Live text the engine pushed before saving it (``session.chunks``), as ``delta`` /
+        ``reasoning_delta`` events without a seq: only the part not sent yet, with its offset."""
+        out = []
+        for chunk in chunks:
+            if not isinstance(chunk, dict) or not isinstance(chunk.get("offset"), int) or not chunk.get("turn_id"):
+                continue
+            kind, turn_id, offset, text = chunk.get("kind"), chunk["turn_id"], chunk["offset"], chunk.get("text", "")
+            if kind not in ("chunk", "reasoning") or not isinstance(text, str):
+                continue
+            key = (kind, turn_id)
+            start = max(self.sent.get(key, 0), offset)
+            if offset + len(text) <= start:
+                continue
+            self.sent[key] = offset + len(text)
+            event = {
+                "kind": "delta" if kind == "chunk" else "reasoning_delta",
+                "turn_id": turn_id,
+                "payload": {"offset": start, "text": text[start - offset :]},
+            }
+            label = self.labels.get(turn_id)
+            out.append({**event, "agent": label["agent"]} if label else event)
+        return out
 
     def fresh(self, events: list[dict]) -> list[dict]:
         """The events after last_seq, once each, in seq order."""
@@ -200,6 +237,7 @@ class _Cursor:
             label = self.labels.get(event.get("turn_id") or 0)
             out.append({**event, "agent": label["agent"]} if label else event)
             self.last_seq = event["seq"]
+            self._advance(event)
         return out
 
     def take_sync(self, events: list[dict]) -> list[dict]:
@@ -334,18 +372,26 @@ async def _next_events(cursor: _Cursor, inbox: asyncio.Queue, wait: float) -> li
         message = await asyncio.wait_for(inbox.get(), timeout=max(0.05, wait))
     except TimeoutError:
         return []
-    events = _pushed(message, cursor.last_seq)
+    messages = [message]
     while not inbox.empty():  # a burst arrived: write it out in one go
-        events.extend(_pushed(inbox.get_nowait(), cursor.last_seq))
+        messages.append(inbox.get_nowait())
+    events: list[dict] = []
+    chunks: list = []
+    for item in messages:
+        events.extend(_pushed(item, cursor.last_seq))
+        if isinstance(item, dict) and item.get("type") == "session.chunks":
+            chunks.extend(item.get("chunks") or [])
     events = cursor.fresh(events)
-    if not events:
-        return []
-    seqs = [e["seq"] for e in events]
-    if seqs[0] == cursor.last_seq + 1 and seqs[-1] - seqs[0] == len(seqs) - 1:
-        return await cursor.take(events)
-    # Something before these is missing (a push dropped over capacity, or crossing pushes): the
-    # database has everything up to the newest pushed event.
-    return await _db(cursor.catch_up)
+    stored: list[dict] = []
+    if events:
+        seqs = [e["seq"] for e in events]
+        if seqs[0] == cursor.last_seq + 1 and seqs[-1] - seqs[0] == len(seqs) - 1:
+            stored = await cursor.take(events)
+        else:
+            # Something before these is missing (a push dropped over capacity, or crossing pushes):
+            # the database has everything up to the newest pushed event.
+            stored = await _db(cursor.catch_up)
+    return stored + cursor.deltas(chunks)
 
 
 async def wait_for_run_end(source: EventSource, *, timeout: float, after: int | None = None) -> RunState:

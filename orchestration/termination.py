@@ -103,8 +103,12 @@ def _document_after_round(session: WritingSession, round_number: int) -> str | N
     )
 
 
-def conditions_for(session: WritingSession) -> list:
-    conditions: list = []
+# A stop condition; each answers at one moment (before_step, after_turn or end_of_round).
+Condition = ScoreThreshold | Convergence | CreditBudget
+
+
+def conditions_for(session: WritingSession) -> list[Condition]:
+    conditions: list[Condition] = []
     if session.score_threshold is not None:
         conditions.append(ScoreThreshold(session.score_threshold, session.threshold_agent_id))
     if session.convergence_percent is not None:

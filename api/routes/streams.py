@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest
+from django.http.response import HttpResponseBase
 from ninja import Router
 
 from api.auth import take_request
@@ -122,7 +123,7 @@ def _prepare(request: HttpRequest, after: str | None, resolve) -> tuple[streams.
     return source, position, _stream_limit(user)
 
 
-async def open_stream(request: HttpRequest, *, after: str | None, resolve) -> HttpResponse:
+async def open_stream(request: HttpRequest, *, after: str | None, resolve) -> HttpResponseBase:
     """Check, take a stream slot and return the streaming response.
 
     `resolve(user) -> (EventSource, last_seq)` raises ApiError(404) unless the caller owns the run.
@@ -173,7 +174,7 @@ async def open_stream(request: HttpRequest, *, after: str | None, resolve) -> Ht
     summary="Stream a session's events (Server-Sent Events, resumable)",
     openapi_extra=_SSE_DOC,
 )
-async def session_events(request: HttpRequest, session_id: int, after: str | None = None) -> HttpResponse:
+async def session_events(request: HttpRequest, session_id: int, after: str | None = None) -> HttpResponseBase:
     """Everything after `after` (or the Last-Event-ID header), then the live tail, then `end`."""
     return await open_stream(request, after=after, resolve=lambda user: _session_run(user, session_id))
 
@@ -185,7 +186,7 @@ async def session_events(request: HttpRequest, session_id: int, after: str | Non
     summary="Stream a conversation's events (Server-Sent Events, resumable)",
     openapi_extra=_SSE_DOC,
 )
-async def conversation_events(request: HttpRequest, conversation_id: int, after: str | None = None) -> HttpResponse:
+async def conversation_events(request: HttpRequest, conversation_id: int, after: str | None = None) -> HttpResponseBase:
     """The conversation's log: the reply to its latest message streaming (chunks labelled with the
     answering agent, `message` events for each transcript entry: handoffs, tool calls, replies), then
     `end` when that reply is done. A conversation with no reply running replays and ends at once."""

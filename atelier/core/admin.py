@@ -1,25 +1,29 @@
 """django-q2's admin is for superusers only: a Schedule's `func` runs any dotted path."""
 
+from typing import Any
+
 from django.contrib import admin
+from django.db.models import Model
+from django.http import HttpRequest
 from django_q import admin as q_admin
 from django_q import models as q_models
 
 
 class SuperuserOnlyMixin:
-    def has_module_permission(self, request):
-        return request.user.is_active and request.user.is_superuser
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return bool(request.user.is_active and request.user.is_superuser)
 
-    def has_view_permission(self, request, obj=None):
-        return request.user.is_active and request.user.is_superuser
+    def has_view_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return bool(request.user.is_active and request.user.is_superuser)
 
-    def has_add_permission(self, request, *args):
-        return request.user.is_active and request.user.is_superuser
+    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
+        return bool(request.user.is_active and request.user.is_superuser)
 
-    def has_change_permission(self, request, obj=None):
-        return request.user.is_active and request.user.is_superuser
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return bool(request.user.is_active and request.user.is_superuser)
 
-    def has_delete_permission(self, request, obj=None):
-        return request.user.is_active and request.user.is_superuser
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return bool(request.user.is_active and request.user.is_superuser)
 
 
 _REGISTRY = [

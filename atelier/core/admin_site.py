@@ -9,15 +9,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin
 from django.contrib.admin.apps import AdminConfig
-from django.urls import path, reverse
+from django.http import HttpRequest
+from django.urls import URLPattern, URLResolver, path, reverse
 
 GROUPED_APPS = {"djstripe": "Stripe records"}
 
 
 class AtelierAdminSite(admin.AdminSite):
-    def get_app_list(self, request, app_label=None):
+    def get_app_list(self, request: HttpRequest, app_label: str | None = None) -> list[Any]:
         app_list = super().get_app_list(request, app_label)
         if app_label is not None:
             return app_list
@@ -52,7 +55,7 @@ class AtelierAdminSite(admin.AdminSite):
         }
         return [console, *kept, *grouped]
 
-    def get_urls(self):
+    def get_urls(self) -> list[URLPattern | URLResolver]:
         from billing.analytics import analytics_view
 
         return [path("analytics/", self.admin_view(analytics_view), name="analytics"), *super().get_urls()]

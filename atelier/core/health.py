@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import time
 import uuid
+from typing import Any
 
 from asgiref.sync import async_to_sync
 from django.db import connection
 
 
-def check_database() -> dict:
+def check_database() -> dict[str, Any]:
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
@@ -19,7 +20,7 @@ def check_database() -> dict:
         return {"ok": False, "error": type(exc).__name__}
 
 
-def check_channel_layer() -> dict:
+def check_channel_layer() -> dict[str, Any]:
     from channels.layers import get_channel_layer
 
     try:
@@ -30,14 +31,14 @@ def check_channel_layer() -> dict:
             token = uuid.uuid4().hex
             await layer.send(channel, {"type": "health.ping", "token": token})
             message = await layer.receive(channel)
-            return message.get("token") == token
+            return bool(message.get("token") == token)
 
         return {"ok": bool(async_to_sync(roundtrip)())}
     except Exception as exc:  # noqa: BLE001
         return {"ok": False, "error": type(exc).__name__}
 
 
-def check_worker() -> dict:
+def check_worker() -> dict[str, Any]:
     """A django-q2 cluster reports its status to the broker every few seconds with a short expiry."""
     try:
         from django_q.status import Stat
@@ -51,5 +52,5 @@ def check_worker() -> dict:
         return {"ok": False, "error": type(exc).__name__}
 
 
-def check_all() -> dict:
+def check_all() -> dict[str, Any]:
     return {"database": check_database(), "channel_layer": check_channel_layer(), "worker": check_worker()}

@@ -23,10 +23,14 @@ import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from orchestration.providers import Usage
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +74,7 @@ def turn_finished(
     provider: str,
     model: str,
     status: str,
-    usage=None,
+    usage: Usage | None = None,
     credits: int = 0,
     latency_ms: int | None = None,
     ttft_ms: int | None = None,
@@ -131,7 +135,7 @@ class StateCollector(Collector):
         if depth is not None:
             yield GaugeMetricFamily("atelier_queue_depth", "Tasks waiting in the django-q2 broker.", value=depth)
 
-    def describe(self) -> list:
+    def describe(self) -> list[Metric]:
         return []
 
 

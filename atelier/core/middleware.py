@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponse
@@ -18,7 +19,7 @@ class RequestContextMiddleware:
     sync_capable = True
     async_capable = True
 
-    def __init__(self, get_response: Callable) -> None:
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
         self.get_response = get_response
         self.async_mode = iscoroutinefunction(get_response)  # as Django's MiddlewareMixin
         if self.async_mode:
@@ -36,8 +37,8 @@ class RequestContextMiddleware:
             return self.__acall__(request)
         fields = self._fields(request)
         with bound(**fields):
-            response = self.get_response(request)
-        response["X-Request-ID"] = fields["request_id"]
+            response: HttpResponse = self.get_response(request)
+        response["X-Request-ID"] = str(fields["request_id"])
         return response
 
     async def __acall__(self, request: HttpRequest) -> HttpResponse:
@@ -45,6 +46,6 @@ class RequestContextMiddleware:
 
         fields = await sync_to_async(self._fields)(request)  # the user is loaded from the database
         with bound(**fields):
-            response = await self.get_response(request)
-        response["X-Request-ID"] = fields["request_id"]
+            response: HttpResponse = await self.get_response(request)
+        response["X-Request-ID"] = str(fields["request_id"])
         return response

@@ -11,8 +11,12 @@ webhook secrets, provider API keys).
 from __future__ import annotations
 
 import re
+from collections.abc import ItemsView
+from types import FrameType
+from typing import Any
 
 from django.conf import settings
+from django.http import HttpRequest
 from django.views.debug import SafeExceptionReporterFilter
 
 # sk_/rk_/pk_ live and test keys, whsec_ webhook secrets, Anthropic/OpenAI style keys.
@@ -47,8 +51,8 @@ def mask_secrets(text: str) -> str:
 class SecretsFilter(SafeExceptionReporterFilter):
     """SafeExceptionReporterFilter that also cleans frame variables (names and values)."""
 
-    def get_traceback_frame_variables(self, request, tb_frame):
-        cleansed = []
+    def get_traceback_frame_variables(self, request: HttpRequest | None, tb_frame: FrameType) -> ItemsView[str, Any]:
+        cleansed: dict[str, Any] = {}
         for name, value in super().get_traceback_frame_variables(request, tb_frame):
             if self.hidden_settings.search(name):
                 value = self.cleansed_substitute
@@ -59,14 +63,14 @@ class SecretsFilter(SafeExceptionReporterFilter):
                     text = ""
                 if text and mask_secrets(text) != text:
                     value = mask_secrets(text)
-            cleansed.append((name, value))
-        return cleansed
+            cleansed[name] = value
+        return cleansed.items()  # what Django's own filter returns
 
-    def get_safe_settings(self):
+    def get_safe_settings(self) -> dict[str, Any]:
         safe = super().get_safe_settings()
         return {key: self._mask(value) for key, value in safe.items()}
 
-    def _mask(self, value):
+    def _mask(self, value: Any) -> Any:
         if isinstance(value, str):
             return mask_secrets(value)
         if isinstance(value, dict):

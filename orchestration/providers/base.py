@@ -8,10 +8,12 @@ garbage collected; cancelling the task that iterates it closes the response too.
 
 from __future__ import annotations
 
-import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
+
+# Re-exported: the adapters (and tests) reach the one estimate through this module.
+from orchestration.tokens import estimate_tokens as estimate_tokens
 
 # Names shown to users and the environment variables that configure each provider.
 PROVIDER_LABELS = {
@@ -227,19 +229,14 @@ class BaseAdapter:
     def display_name(self) -> str:
         return PROVIDER_LABELS.get(self.provider, self.provider)
 
-    def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
+    def stream(self, request: ModelRequest) -> AsyncGenerator[StreamEvent, None]:
         """The reply as it arrives: TextDelta / ReasoningDelta events, then exactly one StreamEnd
-        (stop reason and usage). Raises ProviderError; implemented as an async generator."""
+        (stop reason and usage). Raises ProviderError. An async generator: callers may ``aclose()`` it."""
         raise NotImplementedError
 
     async def check(self) -> tuple[bool, str]:
         """(ok, message): whether the provider answers with this configuration, spending no tokens."""
         raise NotImplementedError
-
-
-def estimate_tokens(text: str) -> int:
-    """About four characters per token: only for providers that report no usage."""
-    return math.ceil(len(text) / 4) if text else 0
 
 
 class SurrogateJoiner:

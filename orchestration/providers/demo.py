@@ -35,7 +35,7 @@ import html
 import json
 import math
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 
 from orchestration.providers.base import BaseAdapter, ModelRequest, StreamEnd, StreamEvent, TextDelta, Usage
@@ -1200,7 +1200,7 @@ class DemoAdapter(BaseAdapter):
     def __init__(self, *, tokens_per_second: float = 0.0) -> None:
         self.tokens_per_second = tokens_per_second
 
-    async def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
+    async def stream(self, request: ModelRequest) -> AsyncGenerator[StreamEvent, None]:
         calls: list = []
         if request.metadata.get("recipe") == "conversation":  # triage, specialists, tools: conversations/demo.py
             from orchestration.conversations.demo import conversation_reply

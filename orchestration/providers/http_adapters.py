@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import anthropic
@@ -139,7 +139,7 @@ class AnthropicAdapter(SDKAdapter):
             timeout=http_timeout(self.timeout),
         )
 
-    async def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
+    async def stream(self, request: ModelRequest) -> AsyncGenerator[StreamEvent, None]:
         params: dict[str, Any] = {
             "model": request.model_id,
             "max_tokens": request.max_tokens,
@@ -352,7 +352,7 @@ class OpenAIAdapter(SDKAdapter):
             params["reasoning_effort"] = request.reasoning_effort
         return params
 
-    async def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
+    async def stream(self, request: ModelRequest) -> AsyncGenerator[StreamEvent, None]:
         started = False
         finish_reason = ""
         usage = None

@@ -46,7 +46,8 @@ PAGE = "orchestration/builder.html"
 
 
 def _editable_session(request: AuthenticatedHttpRequest, pk: int) -> WritingSession:
-    """The owner's session; running ones are steered from the live page, not edited."""
+    """The owner's session (a 404 for anyone else's), whatever its status: it does not refuse a running
+    session. The writes do: they go through the team service, which raises ServiceError then."""
     session = _get_session_for_user(request, pk)
     return session
 

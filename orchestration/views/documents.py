@@ -21,13 +21,11 @@ from django.views.decorators.http import require_POST, require_safe
 from atelier.core.http import AuthenticatedHttpRequest
 from orchestration import documents
 from orchestration.models import DocumentVersion, WritingSession
+from orchestration.services import MAX_DOCUMENT_CHARS
 from orchestration.views.access import _get_session_for_user, _get_session_for_viewer
 
 PANEL = "orchestration/documents/panel.html"
 PAGE = "orchestration/documents/page.html"
-
-# Same bound as services.MAX_DOCUMENT_CHARS, checked here too so an oversized post is a form error.
-MAX_DOCUMENT_CHARS = 400_000
 
 
 def _with_session(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
@@ -98,7 +96,7 @@ class HumanEditForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 16}),
         required=False,
         strip=False,
-        max_length=MAX_DOCUMENT_CHARS,
+        max_length=MAX_DOCUMENT_CHARS,  # the service's bound, checked here too: an oversized post is a form error
         label="Working document (Markdown)",
     )
     note = forms.CharField(

@@ -10,7 +10,7 @@ from django.db import transaction
 from django.db.models import Count, Q
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
-from django.urls import path, reverse
+from django.urls import path
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from atelier.core.http import AuthenticatedHttpRequest
@@ -339,10 +339,6 @@ def session_delete(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
         "orchestration/session_confirm_delete.html",
         {"session": session, "running": running, "turn_count": session.turns.count()},
     )
-
-
-def project_url(project: Project) -> str:
-    return reverse("project_detail", args=[project.pk])
 
 
 urls = [

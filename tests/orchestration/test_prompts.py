@@ -40,6 +40,19 @@ def test_estimate_tokens_is_about_chars_over_four_and_never_low():
     assert 1_000 <= estimate_tokens(prose) <= len(prose) / 3
     # CJK is about a token per character; a chars/4 estimate would be four times too low.
     assert estimate_tokens("四日制の勤務" * 10) == 60
+    # ASCII rounds up per 4 characters; each non-ASCII character is a token of its own.
+    assert [estimate_tokens(t) for t in ("a", "abcd", "abcde", "café", "naïve text")] == [1, 1, 2, 2, 4]
+
+
+def test_one_token_estimate_serves_prompts_billing_and_missing_usage():
+    """The prompt fitter, the credit estimate and the adapters' usage fallback count alike: a session
+    estimated at N tokens before the run is fitted and, without provider usage, charged as N."""
+    from billing import pricing
+    from orchestration.providers import base, http_adapters
+    from orchestration.tokens import estimate_tokens as canonical
+
+    assert estimate_tokens is pricing.estimate_tokens is base.estimate_tokens is canonical
+    assert http_adapters.estimate_tokens is canonical
 
 
 def test_system_prefix_holds_role_rules_rubric_brief_and_references():

@@ -271,8 +271,10 @@ def test_prompt_fitting_leaves_room_for_the_thinking_budget(providers, rich_owne
         "anthropic", "claude-small-window", context_window=12_000, max_output_tokens=8_000, reasoning="thinking_budget"
     )
     session = _thinking_session(rich_owner, budget=4_000, max_output=1024, writer_model=small)
-    # Fits beside 1,024 output tokens, but not beside 1,024 + 4,000: it must be cut.
-    ReferenceDocument.objects.create(session=session, title="Field notes", content="Notes on street trees. " * 1020)
+    # Fits beside 1,024 output tokens, but not beside 1,024 + 4,000: it must be cut. (~6,700 tokens at
+    # orchestration.tokens' 4 characters a token: under the 12,000 - 5,024 = 6,976 the start check allows,
+    # over it once the prompt's own instructions are added.)
+    ReferenceDocument.objects.create(session=session, title="Field notes", content="Notes on street trees. " * 1166)
     providers.reply(_reply("# Trees\n\nOne."), _reply("# Trees\n\nTwo."))
 
     _run(session, rich_owner)

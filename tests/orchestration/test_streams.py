@@ -180,3 +180,42 @@ def test_the_blocking_helper_works_from_synchronous_code(owner):
     threading.Timer(0.3, finish_later).start()
     state = streams.wait_for_run_end_sync(streams.SessionEvents(session.pk), timeout=20)
     assert not state.active and state.end["status"] == "stopped"
+
+
+def test_an_event_is_one_sse_message_whatever_its_text():
+    event = {"seq": 7, "kind": "chunk", "turn_id": 3, "payload": {"text": "two\nlines\r\n and a lone \ud800 surrogate"}}
+    raw = streams.format_event(event)
+    assert raw.startswith(b"id: 7\nevent: chunk\ndata: ") and raw.endswith(b"\n\n")
+    assert raw.count(b"\n") == 4  # id, event, data, blank: newlines inside the text are JSON-escaped
+    (parsed,) = parse_sse(raw)
+    assert parsed["data"]["payload"]["text"].startswith("two\nlines\r\n and a lone ")
+
+
+async def test_text_pushed_before_it_is_saved_streams_as_deltas_without_ids(owner):
+    """The engine pushes a turn's unsaved tail at once (`session.chunks`, the whole tail each time) and
+    saves it later as a chunk event: the stream sends each new piece once as a `delta` (no id, with
+    its offset), then the stored chunk with its id."""
+    session = await sync_to_async(make_session)(owner)
+    stream = streams.follow(streams.SessionEvents(session.pk), after=0, poll_seconds=5)
+    task = asyncio.create_task(collect(stream))
+    await asyncio.sleep(0.5)
+    for tail in ["Hel", "Hello wor", "Hello world"]:  # the whole unsaved tail, growing
+        chunks = [{"turn_id": 99, "kind": "chunk", "offset": 0, "text": tail}]
+        await ev.push_message(session.pk, {"type": "session.chunks", "chunks": chunks})
+        await asyncio.sleep(0.1)
+    await sync_to_async(ev.append_events)(
+        session_id=session.pk, events=[ev.NewEvent("chunk", {"text": "Hello world", "offset": 0})]
+    )
+    await sync_to_async(finish)(session.pk)
+    blocks = await task
+
+    deltas = [b for b in blocks if b.get("event") == "delta"]
+    assert all("id" not in d for d in deltas)
+    assert [(d["data"]["payload"]["offset"], d["data"]["payload"]["text"]) for d in deltas] == [
+        (0, "Hel"),
+        (3, "lo wor"),
+        (9, "ld"),
+    ]
+    stored = data_events(blocks)
+    assert next((e["event"], e["data"]["payload"].get("text")) for e in stored) == ("chunk", "Hello world")
+    assert [int(e["id"]) for e in stored] == [1, 2]

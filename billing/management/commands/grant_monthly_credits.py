@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
 
 from billing import tasks
 
@@ -13,10 +15,10 @@ class Command(BaseCommand):
         "credits from paid Stripe invoices instead. Runs daily from the django-q2 schedule."
     )
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--dry-run", action="store_true", help="Count what would be granted; change nothing.")
 
-    def handle(self, *args, dry_run: bool, **options):
+    def handle(self, *args: Any, dry_run: bool, **options: Any) -> None:
         result = tasks.grant_monthly_credits(dry_run=dry_run)
         prefix = "Would grant" if dry_run else "Granted"
         self.stdout.write(

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandError
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from billing import services
 
@@ -16,11 +18,11 @@ class Command(BaseCommand):
         "something was found and not fixed."
     )
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--fix", action="store_true", help="Release orphans and repair drifted balances.")
         parser.add_argument("--dry-run", action="store_true", help="Report only (the default).")
 
-    def handle(self, *args, fix: bool, dry_run: bool, **options):
+    def handle(self, *args: Any, fix: bool, dry_run: bool, **options: Any) -> None:
         if fix and dry_run:
             raise CommandError("Use either --fix or --dry-run, not both.")
         orphans = services.find_orphaned_reservations()

@@ -27,7 +27,7 @@ class ChatPrinter:
     def __init__(self, command: BaseCommand, *, stream: bool) -> None:
         self.command = command
         self.stream = stream
-        self.labels: dict[int, str] = {}
+        self.labels: dict[int | None, str] = {}  # by turn id
         self.open_turn: int | None = None
         self.mid_line = False
 
@@ -60,7 +60,8 @@ class ChatPrinter:
             if text:
                 self.mid_line = not text.endswith("\n")
         elif event.kind == "message":
-            self.message(Message.objects.filter(pk=payload.get("message_id")).first())
+            message_id = payload.get("message_id")
+            self.message(Message.objects.filter(pk=message_id).first() if message_id is not None else None)
         elif event.kind == "turn_finished" and payload.get("error"):
             self.line(f"{self.labels.get(event.turn_id, '[Agent]')} {payload.get('status')}: {payload['error']}")
 

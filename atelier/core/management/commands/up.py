@@ -8,9 +8,11 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 BACKOFF_START = 1.0  # seconds before the first restart of a process that died
 BACKOFF_MAX = 30.0
@@ -23,7 +25,7 @@ class Child:
 
     name: str
     args: list[str]
-    proc: subprocess.Popen | None = None
+    proc: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     backoff: float = BACKOFF_START
     restart_at: float | None = None
@@ -38,7 +40,7 @@ class Child:
         return self.proc is not None and self.proc.poll() is None
 
     @property
-    def process(self) -> subprocess.Popen:
+    def process(self) -> subprocess.Popen[bytes]:
         """The process of the last start(); only valid once started."""
         assert self.proc is not None, f"{self.name} was never started"
         return self.proc
@@ -62,7 +64,7 @@ class Command(BaseCommand):
         "SIGKILL after --shutdown-timeout seconds (an interrupted turn is resumed on the next start)."
     )
 
-    def add_arguments(self, parser) -> None:
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
         parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
         parser.add_argument("--no-worker", action="store_true", help="Only start the web server.")
@@ -73,7 +75,9 @@ class Command(BaseCommand):
             help="Seconds to wait after SIGTERM before SIGKILLing what is left (default 15).",
         )
 
-    def handle(self, *args, host: str, port: int, no_worker: bool, shutdown_timeout: float, **options) -> None:
+    def handle(
+        self, *args: Any, host: str, port: int, no_worker: bool, shutdown_timeout: float, **options: Any
+    ) -> None:
         from atelier.core import embedded_redis, metrics
 
         if shutdown_timeout <= 0:
@@ -89,7 +93,7 @@ class Command(BaseCommand):
 
         stopping = False
 
-        def request_stop(signum, frame) -> None:
+        def request_stop(signum: int, frame: FrameType | None) -> None:
             nonlocal stopping
             stopping = True
 
