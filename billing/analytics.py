@@ -75,7 +75,7 @@ def _revenue_by_plan(start: dt.datetime) -> list[dict[str, Any]]:
     """Paid invoices since `start`, grouped by plan (the webhooks' rule, from dj-stripe's stored data)."""
     from djstripe.models import Invoice
 
-    from billing.webhooks import _invoice_plan
+    from billing.webhooks import invoice_plan
 
     totals: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
     counts: Counter[tuple[str, str]] = Counter()
@@ -83,7 +83,7 @@ def _revenue_by_plan(start: dt.datetime) -> list[dict[str, Any]]:
         data = data or {}
         if data.get("status") != "paid":
             continue
-        plan = _invoice_plan(data)  # the webhooks' own rule: the plan of the largest positive line
+        plan = invoice_plan(data)  # the webhooks' own rule: the plan of the largest positive line
         plan_name = plan.name if plan is not None else "Unknown plan"
         currency = str(data.get("currency") or "usd").upper()
         totals[(plan_name, currency)] += Decimal(int(data.get("amount_paid") or 0)) / 100

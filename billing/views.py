@@ -2,13 +2,12 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import stripe
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.db.models import Count, Sum
+from django.db.models import Sum
 from django.db.models.functions import TruncDate
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import redirect, render
@@ -17,7 +16,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from atelier.core.http import AuthenticatedHttpRequest
-from billing import services, stripe_api
+from billing import services, stripe_api, usage
 from billing.models import CreditAccount, CreditEntry, EntryKind, PlanStatus
 from billing.plans import PLAN_ORDER, PLANS, TIER_LABELS
 
@@ -98,71 +97,6 @@ def _usage_chart(user: User) -> dict[str, Any]:
     }
 
 
-def _usage_by_session(user: User) -> list[dict[str, Any]]:
-    """Credits per session from the ledger (settlements), with calls and provider cost from the turns.
-
-    Rows: {"session_id", "title", "url", "credits", "calls", "cost_usd"}; most credits first, top 20.
-    """
-    from orchestration.models import Turn, WritingSession
-
-    rows = list(
-        CreditEntry.objects.filter(user=user, kind=EntryKind.SETTLEMENT, session_id__isnull=False)
-        .values("session_id")
-        .annotate(credits=Sum("usage"), calls=Count("pk"))
-        .order_by("-credits", "-session_id")[:20]
-    )
-    ids = [r["session_id"] for r in rows if r["session_id"] is not None]  # never None: filtered above
-    # Scoped to the owner: a session id in someone's ledger never reveals another user's title.
-    titles = dict(WritingSession.objects.filter(project__owner=user, pk__in=ids).values_list("pk", "title"))
-    costs = dict(
-        Turn.objects.filter(session__project__owner=user, session_id__in=ids)
-        .values("session_id")
-        .annotate(cost=Sum("provider_cost"))
-        .values_list("session_id", "cost")
-    )
-    usage: list[dict[str, Any]] = []
-    for row in rows:
-        session_id = row["session_id"]
-        if session_id is None:  # filtered above; narrows the type
-            continue
-        usage.append(
-            {
-                **row,
-                "title": titles.get(session_id, f"Session #{session_id} (deleted)"),
-                "url": reverse("session_detail", args=[session_id]) if session_id in titles else "",
-                "cost_usd": costs.get(session_id) or Decimal(0),
-            }
-        )
-    return usage
-
-
-def _usage_by_turn_field(user: User, field: str, label: str) -> list[dict[str, Any]]:
-    """Credits, calls and provider cost of the user's settled turns grouped by `field` (agent or model)."""
-    from orchestration.models import Turn
-
-    settled = CreditEntry.objects.filter(user=user, kind=EntryKind.SETTLEMENT, turn_id__isnull=False)
-    per_turn = dict(settled.values_list("turn_id", "usage"))
-    groups: dict[str, dict[str, Any]] = {}
-    turns = Turn.objects.filter(session__project__owner=user, pk__in=list(per_turn)).values_list(
-        "pk", field, "provider_cost"
-    )
-    for turn_id, key, cost in turns:
-        name = key or f"Unknown {label}"
-        row = groups.setdefault(name, {"name": name, "credits": 0, "calls": 0, "cost_usd": Decimal(0)})
-        row["credits"] += per_turn[turn_id]
-        row["calls"] += 1
-        row["cost_usd"] += cost or Decimal(0)
-    return sorted(groups.values(), key=lambda r: (-r["credits"], r["name"]))
-
-
-def _usage_by_model(user: User) -> list[dict[str, Any]]:
-    return _usage_by_turn_field(user, "model_used", "model")
-
-
-def _usage_by_agent(user: User) -> list[dict[str, Any]]:
-    return _usage_by_turn_field(user, "agent_name", "agent")
-
-
 def explain_entry(entry: CreditEntry) -> str:
     """What a ledger line means in words, so a settlement's "+2" does not read like a refund."""
     if entry.kind == EntryKind.RESERVATION:
@@ -204,9 +138,9 @@ def billing_page(request: AuthenticatedHttpRequest) -> HttpResponse:
             "checkout": checkout if checkout in {"success", "cancelled"} else "",
             "plans": _plan_rows(account.plan),
             "chart": _usage_chart(request.user),
-            "by_session": _usage_by_session(request.user),
-            "by_model": _usage_by_model(request.user),
-            "by_agent": _usage_by_agent(request.user),
+            "by_session": usage.by_session(request.user),
+            "by_model": usage.by_model(request.user),
+            "by_agent": usage.by_agent(request.user),
             "entries": [(entry, explain_entry(entry)) for entry in CreditEntry.objects.filter(user=request.user)[:25]],
             "invoices": _invoices(account),
             "purchases": CreditEntry.objects.filter(user=request.user, kind=EntryKind.PURCHASE)[:12],

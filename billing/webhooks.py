@@ -81,7 +81,7 @@ def _invoice_subscription(invoice: dict[str, Any]) -> tuple[str, dict[str, Any]]
     return subscription, details.get("metadata") or {}
 
 
-def _invoice_plan(invoice: dict[str, Any]) -> Plan | None:
+def invoice_plan(invoice: dict[str, Any]) -> Plan | None:
     """The plan of the invoice's largest positive line (after a switch: the new plan's proration)."""
     best: tuple[int, Plan] | None = None
     for line in (invoice.get("lines") or {}).get("data", []):
@@ -134,7 +134,7 @@ def on_invoice_paid(event: dict[str, Any], invoice: dict[str, Any]) -> str:
     account = services.account_for_stripe(customer_id=_customer_id(invoice), user_id=metadata.get("user_id"))
     if account is None:
         return "unknown customer"
-    plan = _invoice_plan(invoice)  # from the prices paid for, never from metadata
+    plan = invoice_plan(invoice)  # from the prices paid for, never from metadata
     if plan is None:
         return "no plan on invoice"
     period_end = None

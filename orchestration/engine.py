@@ -53,7 +53,7 @@ from orchestration.termination import Stop, check_after_turn, check_before_step,
 from orchestration.versions import record_version
 
 if TYPE_CHECKING:
-    from orchestration.providers import ModelRequest
+    from orchestration.providers import ModelRequest, ProviderError, StreamEnd
 
 logger = logging.getLogger(__name__)
 
@@ -872,7 +872,14 @@ async def _run_attempt(
 
 
 async def _after_provider_error(
-    session, agent, model, attempt: _Attempt, state: _ModelState, error, *, owner: str
+    session: WritingSession,
+    agent: Agent,
+    model: LLMModel,
+    attempt: _Attempt,
+    state: _ModelState,
+    error: ProviderError,
+    *,
+    owner: str,
 ) -> CallOutcome | RetryDecision:
     """Save the failed attempt (charging what the provider reported) and decide what comes next."""
     metrics.provider_error(provider=model.provider, model=model.model_id, kind=error.kind)
@@ -1010,7 +1017,7 @@ def _begin_turn(
     *,
     owner: str,
     cache: DriveCache | None = None,
-):
+) -> tuple[int, ModelRequest, int] | CallOutcome:
     """Build the prompt, create the turn (next attempt) and reserve its worst-case credits.
 
     One transaction of five statements: the fenced session UPDATE (lease + the event's number), the turn,
@@ -1169,8 +1176,8 @@ def _complete_turn(
     agent: Agent,
     model: LLMModel,
     text: str,
-    end,
-    timing,
+    end: StreamEnd,
+    timing: tuple[int, int | None],  # (latency, time to first token) in milliseconds
     call: AgentCall,
     *,
     reasoning: str = "",

@@ -456,6 +456,7 @@ async def _stream(model: LLMModel, request) -> tuple[str, Any]:
                 elif isinstance(item, StreamEnd):
                     end = item
     except Exception as error:  # re-raised with what was received, for an honest charge
+        # Carried on the exception itself (read back with getattr by the caller that charges it).
         error.received_text = "".join(received)  # type: ignore[attr-defined]
         raise
     return "".join(received), end

@@ -152,15 +152,16 @@ def balance(request: AuthenticatedHttpRequest):
 def usage(request: AuthenticatedHttpRequest, limit: int = 25, offset: int = 0):
     """``by_session`` and ``by_model``: the billing page's tables (top 20 by credits); ``items``: ledger
     lines (reservations, settlements, releases, grants, purchases), paginated."""
+    from billing import usage as usage_queries
     from billing.models import CreditEntry
     from billing.services import get_account
-    from billing.views import _usage_by_model, _usage_by_session
 
     page = paginate(CreditEntry.objects.filter(user=request.user), limit=limit, offset=offset)
-    by_session = [{k: v for k, v in row.items() if k != "url"} for row in _usage_by_session(request.user)]
+    by_session = [{k: v for k, v in row.items() if k != "url"} for row in usage_queries.by_session(request.user)]
     for row in by_session:
         row["cost_usd"] = str(row.get("cost_usd", ""))
     by_model = [
-        {k: (str(v) if k.startswith("cost") else v) for k, v in row.items()} for row in _usage_by_model(request.user)
+        {k: (str(v) if k.startswith("cost") else v) for k, v in row.items()}
+        for row in usage_queries.by_model(request.user)
     ]
     return {**page, "balance": get_account(request.user).balance, "by_session": by_session, "by_model": by_model}

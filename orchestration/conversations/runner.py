@@ -335,6 +335,7 @@ def _begin(prepared: Prepared, agent: Agent, model: LLMModel, *, owner: str):
             "role": agent.role,
             "purpose": call.purpose,
             "project_id": conversation.project_id,
+            "notes": prompt.notes,  # what was cut to fit the context window: stated under the reply
         },
     )
     return turn.pk, request
@@ -419,7 +420,9 @@ def _handoff(transcript: _Transcript, prepared: Prepared, agent: Agent, target: 
     transcript.add(role=MessageRole.HANDOFF, agent=agent, data=data)
 
 
-def _record_reply(transcript: _Transcript, prepared: Prepared, agent: Agent, model: LLMModel, text, calls, end) -> None:
+def _record_reply(
+    transcript: _Transcript, prepared: Prepared, agent: Agent, model: LLMModel, text, calls, end, note: str = ""
+) -> None:
     """The messages of a finished "reply" call: a handoff, tool calls, or the final answer."""
     from orchestration.conversations import tools
     from orchestration.conversations.services import tool_key
@@ -460,7 +463,7 @@ def _record_reply(transcript: _Transcript, prepared: Prepared, agent: Agent, mod
         agent=agent,
         content=content,
         status=status,
-        data={"final": True, "stop_reason": end.stop_reason, "model": model.display_name},
+        data={"final": True, "stop_reason": end.stop_reason, "model": model.display_name, "context_note": note},
     )
 
 
@@ -547,7 +550,8 @@ def _complete(
         if prepared.call.purpose == "consult":
             _record_consult(transcript, prepared, text, end)
         else:
-            _record_reply(transcript, prepared, agent, model, text, attempt.calls, end)
+            note = " ".join(attempt.request.metadata.get("notes") or [])
+            _record_reply(transcript, prepared, agent, model, text, attempt.calls, end, note)
         payload = {"status": status, "credits": charged, "stop_reason": end.stop_reason}
         totals = {"credits": session.credits_used + charged}
         ev.append_events(

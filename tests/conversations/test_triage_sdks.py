@@ -208,6 +208,8 @@ def test_older_turns_are_cut_to_fit_the_context_and_the_cut_is_recorded(
     assert "Question 2" in json.dumps(last)  # the newest earlier exchange is kept
     turn = conversation.session.turns.order_by("-pk").first()
     assert "left out to fit the model's context window" in turn.prompt_notes
+    reply = conversations.transcript(conversation)[-1]  # the page states the cut under the reply
+    assert reply.content == "Short answer." and "left out to fit" in reply.data["context_note"]
 
 
 def test_regenerate_replaces_the_last_reply_and_keeps_the_old_one_hidden(
