@@ -54,6 +54,7 @@ class ApiKeyAuth(HttpBearer):
         except ApiKeyError as exc:
             raise ApiError(401, exc.message, code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"}) from None
         request.user = key.owner
+        # request.api_key: our own attribute (read with getattr), not in HttpRequest's type.
         request.api_key = key  # type: ignore[attr-defined]
         return key.owner
 
@@ -71,6 +72,7 @@ class SessionCookieAuth(APIKeyCookie):
     def authenticate(self, request: HttpRequest, key: str | None) -> Any:
         if key is None or not request.user.is_authenticated:
             return None
+        # request.api_key: our own attribute (read with getattr), not in HttpRequest's type.
         request.api_key = None  # type: ignore[attr-defined]
         return request.user
 
@@ -128,6 +130,7 @@ def authenticate_request(request: HttpRequest, *, rate_limit: bool = True) -> An
     elif request.user.is_authenticated:
         if request.method not in ("GET", "HEAD", "OPTIONS", "TRACE") and check_csrf(request):
             raise ApiError(403, "CSRF check failed: send the X-CSRFToken header.", code="csrf_failed")
+        # request.api_key: our own attribute (read with getattr), not in HttpRequest's type.
         request.api_key = None  # type: ignore[attr-defined]
         user = request.user
     else:

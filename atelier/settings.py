@@ -355,6 +355,10 @@ ENGINE_STREAM_FLUSH_MS = env_int("ENGINE_STREAM_FLUSH_MS", 30, minimum=5, maximu
 ENGINE_STREAM_SAVE_MS = env_int("ENGINE_STREAM_SAVE_MS", 1000, minimum=20, maximum=5000)
 # A finished turn's chunk events are deleted this long after it ended (its text is in the turn row).
 ENGINE_COMPACT_AFTER_SECONDS = env_int("ENGINE_COMPACT_AFTER_SECONDS", 3600, minimum=0)
+# Agent calls of one session streaming at once, overall and per provider; the user's plan may allow fewer
+# (billing/plans.py max_parallel_calls / max_calls_per_provider): the smaller number wins.
+ENGINE_MAX_PARALLEL_CALLS = env_int("ENGINE_MAX_PARALLEL_CALLS", 16, minimum=1, maximum=256)
+ENGINE_MAX_CALLS_PER_PROVIDER = env_int("ENGINE_MAX_CALLS_PER_PROVIDER", 8, minimum=1, maximum=256)
 
 # --- Stripe (dj-stripe) ----------------------------------------------------------------------
 STRIPE_LIVE_MODE = env_bool("STRIPE_LIVE_MODE", False)

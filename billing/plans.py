@@ -56,6 +56,11 @@ class Plan:
     # Event streams a key may hold open at once.
     api_requests_per_minute: int
     api_concurrent_streams: int
+    # Planned flows (orchestration/flows/planned.py): the largest task graph a planner may return, and how
+    # many agent calls of one session run at once, overall and against one provider (the engine's limits).
+    max_plan_tasks: int = 0
+    max_parallel_calls: int = 2
+    max_calls_per_provider: int = 2
 
     @property
     def rank(self) -> int:
@@ -110,6 +115,9 @@ PLANS: dict[str, Plan] = {
         concurrent_replies=1,
         api_requests_per_minute=60,
         api_concurrent_streams=2,
+        max_plan_tasks=0,
+        max_parallel_calls=2,
+        max_calls_per_provider=2,
     ),
     STARTER: Plan(
         key=STARTER,
@@ -131,6 +139,9 @@ PLANS: dict[str, Plan] = {
         concurrent_replies=2,
         api_requests_per_minute=300,
         api_concurrent_streams=5,
+        max_plan_tasks=8,
+        max_parallel_calls=4,
+        max_calls_per_provider=3,
     ),
     PRO: Plan(
         key=PRO,
@@ -152,6 +163,9 @@ PLANS: dict[str, Plan] = {
         concurrent_replies=4,
         api_requests_per_minute=1200,
         api_concurrent_streams=20,
+        max_plan_tasks=16,
+        max_parallel_calls=8,
+        max_calls_per_provider=4,
     ),
 }
 PLAN_ORDER = [FREE, STARTER, PRO]

@@ -117,6 +117,8 @@ def estimate_session_credits(session: WritingSession) -> tuple[int, int]:
     # of its own; an agent whose role the flow does not use makes none; the synthesizer or moderator also
     # reads every review; a roundtable without a starting document adds the moderator's first draft.
     shape = get_policy(session.flow).call_shape(session, [a.role for a in agents])
+    if shape.max_rounds is not None:  # e.g. a planned run is one round whatever max_rounds says
+        rounds = min(rounds, max(1, shape.max_rounds - session.current_round))
     calls = dict(zip([a.pk for a in agents], shape.calls_per_round, strict=True))
     reviewers = [a for a in agents if calls[a.pk] and (a.role or "").strip().lower() in shape.reviewer_roles]
     readers = {a.pk for a in agents if calls[a.pk] and (a.role or "").strip().lower() in shape.reader_roles}

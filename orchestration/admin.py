@@ -120,6 +120,7 @@ class LLMModelAdmin(admin.ModelAdmin):
         "enabled",
         "in_use",
         "provider_state",
+        "router_telemetry",
     )
     list_display_links = ("display_name",)
     list_editable = (
@@ -151,6 +152,24 @@ class LLMModelAdmin(admin.ModelAdmin):
 
         ok, reason = provider_configured(obj.provider)
         return ("✓ " if ok else "✗ ") + reason
+
+    @admin.display(description="Router telemetry (14 days)")
+    def router_telemetry(self, obj) -> str:
+        """What the planned flow's router measures for this model (orchestration/model_router.py): success
+        rate, median latency, cost per 1,000 output tokens and the calls behind them, across every session."""
+        from orchestration import model_router
+
+        t = model_router.telemetry([obj.model_id]).get(obj.model_id)
+        if t is None or not t.samples:
+            return "No calls yet (the router uses the catalogue)"
+        parts = [f"{t.success_rate:.0%} ok of {t.samples} calls ({t.failures} failed)"]
+        if t.median_latency_s is not None:
+            parts.append(f"median {t.median_latency_s:.1f} s")
+        if t.usd_per_1k_output is not None:
+            parts.append(f"${t.usd_per_1k_output:.4f} / 1k output tokens")
+        if t.samples < model_router.MIN_SAMPLES:
+            parts.append("too few calls: the router uses the catalogue")
+        return "; ".join(parts)
 
     @admin.display(description="Used by agents", boolean=True, ordering="_in_use")
     def in_use(self, obj) -> bool:

@@ -10,6 +10,7 @@ guarded by its status, so a step re-run after a crash never saves or charges twi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from atelier.core.logs import bind as bind_log
 from atelier.core.logs import bound
 from orchestration import events as ev
 from orchestration import services
-from orchestration.flows import AgentCall, Finished, Step, get_policy
+from orchestration.flows import AgentCall, Finished, Step, Waiting, get_policy
 from orchestration.lease import (
     RENEW_INTERVAL,
     LeaseLost,
@@ -52,7 +53,7 @@ from orchestration.termination import Stop, check_after_turn, check_before_step,
 from orchestration.versions import record_version
 
 if TYPE_CHECKING:
-    from orchestration.providers import ModelRequest
+    from orchestration.providers import ModelRequest, ProviderError, StreamEnd
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +121,50 @@ def drive(session_id: int, *, budget_seconds: float = DRIVE_BUDGET_SECONDS) -> D
         release_lease(session_id, owner)
 
 
+class CallLimiter:
+    """How many calls of one session stream at once: overall and per provider (asyncio semaphores).
+
+    The limits are the smaller of the engine's settings (ENGINE_MAX_PARALLEL_CALLS,
+    ENGINE_MAX_CALLS_PER_PROVIDER) and the owner's plan (billing/plans.py max_parallel_calls,
+    max_calls_per_provider). A call holds its slots from creating its turn to saving it, so a queued call
+    neither shows as streaming nor reserves credits. It also hands out attempt numbers to calls of one
+    agent running concurrently in one round (the planned flow's parallel tasks), so their turn keys differ.
+    """
+
+    def __init__(self, parallel: int | None = None, per_provider: int | None = None) -> None:
+        self.parallel = parallel or settings.ENGINE_MAX_PARALLEL_CALLS
+        self.per_provider = per_provider or settings.ENGINE_MAX_CALLS_PER_PROVIDER
+        self._global = asyncio.Semaphore(self.parallel)
+        self._providers: dict[str, asyncio.Semaphore] = {}
+        self._attempts: dict[tuple[int, int, int], int] = {}
+
+    @classmethod
+    def for_session(cls, session_id: int) -> CallLimiter:
+        """The limiter for this session's owner's plan (one query for the account)."""
+        from billing.services import effective_plan, get_account
+
+        owner = WritingSession.objects.select_related("project__owner").get(pk=session_id).project.owner
+        plan = effective_plan(get_account(owner))
+        return cls(
+            min(plan.max_parallel_calls, settings.ENGINE_MAX_PARALLEL_CALLS),
+            min(plan.max_calls_per_provider, settings.ENGINE_MAX_CALLS_PER_PROVIDER),
+        )
+
+    @contextlib.asynccontextmanager
+    async def hold(self, provider: str):
+        semaphore = self._providers.setdefault(provider, asyncio.Semaphore(self.per_provider))
+        async with self._global, semaphore:
+            yield
+
+    def next_attempt(self, session_id: int, round_number: int, agent_id: int, floor: int) -> int:
+        """The next attempt number of this agent in this round: above `floor` (what the caller knows was used)
+        and above every number this limiter already handed out."""
+        key = (session_id, round_number, agent_id)
+        number = max(self._attempts.get(key, 0), floor) + 1
+        self._attempts[key] = number
+        return number
+
+
 @dataclass
 class DriveCache:
     """What one drive reads once and then keeps up to date itself (issue 15: no re-reads per call).
@@ -138,6 +183,8 @@ class DriveCache:
     last_version: int | None = None  # number of the session's latest version (0: none)
     reserved: dict[int, int] = field(default_factory=dict)  # turn id -> credits its reservation holds
     recovered: bool = False  # interrupted turns of earlier executors dealt with
+    # The session's call limits (global, per provider) and the attempt numbers handed out (CallLimiter).
+    limiter: CallLimiter = field(default_factory=lambda: CallLimiter())
 
     def note_turn(self, round_number: int, agent_id: int, turn: tuple[int, str, int, str]) -> None:
         """Record a turn this drive created or finished (replacing its earlier entry)."""
@@ -149,7 +196,7 @@ class DriveCache:
 
 async def _drive(session_id: int, owner: str, budget_seconds: float) -> DriveOutcome:
     deadline = time.monotonic() + budget_seconds
-    cache = DriveCache()
+    cache = DriveCache(limiter=await db(CallLimiter.for_session, session_id))
     outcome: DriveOutcome | tuple[WritingSession, Step] = await db(_prepare_step, session_id, owner, None, cache)
     while True:
         if isinstance(outcome, str):
@@ -221,6 +268,9 @@ def _prepare_step(
         return "finished"
     # The previous step already asked the policy what comes next; the state has not changed since.
     decision = planned if planned is not None else get_policy(session.flow).next_step(session)
+    if isinstance(decision, Waiting):  # the next move is the user's (approve the plan)
+        _pause(session, Stop(decision.reason, decision.detail), owner=owner)
+        return "paused"
     if isinstance(decision, Finished):
         status = Status.FAILED if decision.reason == StopReason.ERROR else Status.COMPLETED
         _finish(session, status, Stop(decision.reason, decision.detail), owner=owner)
@@ -256,7 +306,7 @@ def _after_step(
     if not result.completed_turn_ids:
         return "continue", None, session
     next_decision = get_policy(session.flow).next_step(session)
-    round_complete = isinstance(next_decision, Finished) or next_decision.round > step.round
+    round_complete = not isinstance(next_decision, Step) or next_decision.round > step.round
     if conditions_for(session):  # no stop condition set: nothing to read the turns for
         for turn in Turn.objects.filter(pk__in=result.completed_turn_ids).order_by("pk"):
             stop = check_after_turn(session, turn, round_complete)
@@ -295,6 +345,9 @@ def _finish(session: WritingSession, status: str, stop: Stop, *, owner: str) -> 
             final_document=session.document,
         )
         services.emit_status(session)
+        final_events = getattr(get_policy(session.flow), "final_events", None)
+        for kind, payload in final_events(session) if final_events else []:
+            ev.append_event(session_id=session.pk, kind=kind, payload=payload)
         transaction.on_commit(lambda: _notify_finished(session.pk))
 
 
@@ -641,7 +694,11 @@ async def run_call(
     *,
     owner: str,
 ) -> CallOutcome:
-    """One agent call to its end: attempts, retries (docs/providers.md, "Errors"), then the fallback model."""
+    """One agent call to its end: attempts, retries (docs/providers.md, "Errors"), then the fallback model.
+
+    A call with `model_id` (the planned flow's router) uses that catalogue model only; the flow picks the
+    next one. Each attempt waits for a slot of the drive's CallLimiter (global and per provider).
+    """
     cache = DriveCache() if cache is None else cache
     if call.agent_id not in cache.agents:
         cache.agents[call.agent_id] = await sync_to_async(_load_agent)(call.agent_id)
@@ -654,40 +711,57 @@ async def run_call(
     if existing:  # this step already ran to completion before a crash: nothing to redo
         return CallOutcome("completed", existing)
 
-    fallback = agent.fallback_model if agent.fallback_model_id else None
-    models = [agent.model] + ([fallback] if fallback is not None else [])
+    if call.model_id is not None:  # the planned flow's router chose it; the flow picks the next one
+        models = [await sync_to_async(LLMModel.objects.get)(pk=call.model_id)]
+    else:
+        fallback = agent.fallback_model if agent.fallback_model_id else None
+        models = [agent.model] + ([fallback] if fallback is not None else [])
     failures: list[str] = []  # one line per model that gave up, for the final message
     for model in models:
         state = _ModelState()
         while True:
-            attempts += 1
-            prepared = await db(
-                _begin_turn, session, agent, model, round_number, attempts, call, state.window, owner=owner, cache=cache
-            )
-            if isinstance(prepared, CallOutcome):
-                if prepared.status == "too_large":
-                    state.last_error = prepared.error
-                    break  # the fallback model may have a larger context window
-                return prepared
-            turn_id, request, estimated_tokens = prepared
-            cache.note_turn(round_number, agent.pk, (turn_id, Turn.TurnStatus.STREAMING, attempts, call.slot))
-            bind_log(turn_id=turn_id)  # this call's own task: its records carry the turn being streamed
-            attempt = _Attempt(turn_id=turn_id, request=request, estimated_tokens=estimated_tokens)
-            try:
-                decision = await _run_attempt(
-                    session, agent, model, call, batcher, attempt, state, owner=owner, cache=cache
+            # Calls of one agent in one round run concurrently in the planned flow: take the next attempt
+            # number from the drive's shared counter, so the turn key (session, round, agent, attempt) stays unique.
+            attempts = cache.limiter.next_attempt(session.pk, round_number, agent.pk, attempts)
+            async with cache.limiter.hold(model.provider):
+                prepared = await db(
+                    _begin_turn,
+                    session,
+                    agent,
+                    model,
+                    round_number,
+                    attempts,
+                    call,
+                    state.window,
+                    owner=owner,
+                    cache=cache,
                 )
-                if isinstance(decision, CallOutcome) and decision.status == "completed":
-                    # One of the DONE statuses (completed, truncated, refused): the call is done either way.
-                    cache.note_turn(round_number, agent.pk, (turn_id, Turn.TurnStatus.COMPLETED, attempts, call.slot))
-            except LeaseLost:
-                raise  # another executor owns the session now: stand down without touching anything
-            except Exception:
-                # A bug or an unexpected library error: never leave the turn streaming or its credits held.
-                logger.exception("turn %s crashed", turn_id)
-                await batcher.flush()
-                await sync_to_async(_fail_turn)(session.pk, turn_id, "".join(attempt.received), owner=owner)
-                return CallOutcome("failed", turn_id, INTERNAL_ERROR)
+                if isinstance(prepared, CallOutcome):
+                    if prepared.status == "too_large":
+                        state.last_error = prepared.error
+                        break  # the fallback model may have a larger context window
+                    return prepared
+                turn_id, request, estimated_tokens = prepared
+                cache.note_turn(round_number, agent.pk, (turn_id, Turn.TurnStatus.STREAMING, attempts, call.slot))
+                bind_log(turn_id=turn_id)  # this call's own task: its records carry the turn being streamed
+                attempt = _Attempt(turn_id=turn_id, request=request, estimated_tokens=estimated_tokens)
+                try:
+                    decision = await _run_attempt(
+                        session, agent, model, call, batcher, attempt, state, owner=owner, cache=cache
+                    )
+                    if isinstance(decision, CallOutcome) and decision.status == "completed":
+                        # One of the DONE statuses (completed, truncated, refused): the call is done either way.
+                        cache.note_turn(
+                            round_number, agent.pk, (turn_id, Turn.TurnStatus.COMPLETED, attempts, call.slot)
+                        )
+                except LeaseLost:
+                    raise  # another executor owns the session now: stand down without touching anything
+                except Exception:
+                    # A bug or an unexpected library error: never leave the turn streaming or its credits held.
+                    logger.exception("turn %s crashed", turn_id)
+                    await batcher.flush()
+                    await sync_to_async(_fail_turn)(session.pk, turn_id, "".join(attempt.received), owner=owner)
+                    return CallOutcome("failed", turn_id, INTERNAL_ERROR)
             if isinstance(decision, CallOutcome):
                 return decision
             if decision == "next_model":
@@ -798,7 +872,14 @@ async def _run_attempt(
 
 
 async def _after_provider_error(
-    session, agent, model, attempt: _Attempt, state: _ModelState, error, *, owner: str
+    session: WritingSession,
+    agent: Agent,
+    model: LLMModel,
+    attempt: _Attempt,
+    state: _ModelState,
+    error: ProviderError,
+    *,
+    owner: str,
 ) -> CallOutcome | RetryDecision:
     """Save the failed attempt (charging what the provider reported) and decide what comes next."""
     metrics.provider_error(provider=model.provider, model=model.model_id, kind=error.kind)
@@ -936,7 +1017,7 @@ def _begin_turn(
     *,
     owner: str,
     cache: DriveCache | None = None,
-):
+) -> tuple[int, ModelRequest, int] | CallOutcome:
     """Build the prompt, create the turn (next attempt) and reserve its worst-case credits.
 
     One transaction of five statements: the fenced session UPDATE (lease + the event's number), the turn,
@@ -948,8 +1029,16 @@ def _begin_turn(
     """
     from billing.pricing import credits_for_usage
     from billing.services import InsufficientCredits, reserve_credits
-    from orchestration.flows import PIPELINE_RECIPES, Recipe, critique_feedback, recipe_text, review_feedback
+    from orchestration.flows import (
+        PIPELINE_RECIPES,
+        Recipe,
+        call_material,
+        critique_feedback,
+        recipe_text,
+        review_feedback,
+    )
     from orchestration.flows.pipeline import material as pipeline_material
+    from orchestration.flows.planned import PLANNED_RECIPES
     from orchestration.prompts import PromptTooLarge, build_prompt
     from orchestration.providers import ModelRequest
     from orchestration.reasoning import plan_for_agent
@@ -967,6 +1056,8 @@ def _begin_turn(
         # Reviewers work independently, on the same document; a roundtable critic after round 1 also reads how
         # the moderator resolved the previous round's issues (no query for the first round or for editors).
         feedback = critique_feedback(session.flow, call.inputs)
+    elif call.recipe in PLANNED_RECIPES:
+        feedback = call_material(call)  # its task, then only the results it depends on
     else:
         feedback = _feedback_for(session, agent, cache)
     # Thinking shares the output allowance (and so the context window): fit and reserve for the total.
@@ -999,6 +1090,7 @@ def _begin_turn(
             feedback_heading=recipe.inputs_heading,
             instruction=instruction,
             no_document=recipe.no_document,
+            show_document=recipe.show_document,
         )
     except PromptTooLarge as error:
         return CallOutcome("too_large", None, f"{model.display_name}: {error}")
@@ -1006,7 +1098,10 @@ def _begin_turn(
         model=model, input_tokens=prompt.estimated_input_tokens, cached_tokens=0, output_tokens=plan.max_tokens
     )
     with transaction.atomic():
-        seq = fenced_update(session.pk, owner, seqs=1)["last_seq"]  # first: takes the session's row lock
+        # What the flow journals with the call (the planned flow's routing decision, a repair's reason).
+        journal = list(call.context.get("journal", ()))
+        # First: takes the session's row lock; reserves the numbers of the journal and turn_started events.
+        seq = fenced_update(session.pk, owner, seqs=1 + len(journal))["last_seq"] - len(journal)
         turn = Turn.objects.create(
             session=session,
             round=round_number,
@@ -1048,7 +1143,8 @@ def _begin_turn(
                 "phase": call.phase,
             },
         )
-        ev.insert_events(session_id=session.pk, first_seq=seq, events=[started])
+        journalled = [ev.NewEvent(kind, payload, turn.pk) for kind, payload in journal]
+        ev.insert_events(session_id=session.pk, first_seq=seq, events=[*journalled, started])
     request = ModelRequest(
         provider=model.provider,
         model_id=model.model_id,
@@ -1068,6 +1164,7 @@ def _begin_turn(
             "brief": session.brief,
             "recipe": call.recipe,
             "slot": call.slot,
+            "task": call.task,
         },
     )
     return turn.pk, request, prompt.estimated_input_tokens
@@ -1079,8 +1176,8 @@ def _complete_turn(
     agent: Agent,
     model: LLMModel,
     text: str,
-    end,
-    timing,
+    end: StreamEnd,
+    timing: tuple[int, int | None],  # (latency, time to first token) in milliseconds
     call: AgentCall,
     *,
     reasoning: str = "",
@@ -1114,11 +1211,17 @@ def _complete_turn(
     reasoning = "\n\n".join(part for part in (reasoning, thinking) if part)
     if outcome == "normal":
         document, evaluation, flow_result = parse_result(
-            call.recipe, answer, [(c.name, c.weight) for c in agent.criteria.all()], call.inputs, call.passages
+            call.recipe,
+            answer,
+            [(c.name, c.weight) for c in agent.criteria.all()],
+            call.inputs,
+            call.passages,
+            call=call,
         )
+        journal = flow_result.pop("_events", [])  # the flow's journal entries about this reply
         status, error = Turn.TurnStatus.COMPLETED, ""
     else:
-        document, evaluation, flow_result = "", Evaluation(raw=""), {}
+        document, evaluation, flow_result, journal = "", Evaluation(raw=""), {}, []
         status = Turn.TurnStatus.TRUNCATED if outcome == "truncated" else Turn.TurnStatus.REFUSED
         error = abnormal_end_message(model=model, agent=agent, end=end)
     credits = credits_for_usage(
@@ -1148,6 +1251,7 @@ def _complete_turn(
     if error:
         payload["error"] = error
     events = [*(unsaved or []), ev.NewEvent("turn_finished", payload, turn_id)]
+    events += [ev.NewEvent(kind, data, turn_id) for kind, data in journal]
     seqs = len(events) + 1 + (1 if new_version else 0)  # + the version and the totals events
     totals = {
         "input_tokens": usage.input_tokens,

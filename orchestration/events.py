@@ -36,6 +36,17 @@ EventKind = Literal[
     "human",
     "message",
     "superseded",
+    # The planned flow's journal (orchestration/flows/planned.py, docs/flows.md).
+    "plan",
+    "plan_repair",
+    "plan_approved",
+    "route",
+    "task_repair",
+    "task_output",
+    "task_verified",
+    "task_failed",
+    "assembly",
+    "run_summary",
 ]
 
 

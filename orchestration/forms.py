@@ -254,12 +254,37 @@ class SessionSettingsForm(forms.ModelForm):
         label="Build again when the review scores under",
         help_text="Empty: never build again. Max rounds caps the builds.",
     )
+    # The planned flow's settings (WritingSession.flow_config; orchestration/flows/planned.py clean_config).
+    approve_plan = forms.BooleanField(
+        required=False, initial=False, label="Pause for me to approve the plan before the tasks run"
+    )
+    max_repairs = forms.IntegerField(
+        required=False,
+        min_value=0,
+        max_value=3,
+        initial=1,
+        label="Repairs per task",
+        help_text="Repair calls with the verifier's notes before the next-best model is tried.",
+    )
+    min_words = forms.IntegerField(
+        required=False,
+        min_value=0,
+        max_value=5000,
+        initial=20,
+        label="Minimum words per task",
+        help_text="A task output shorter than this fails the rule check before the verifier reads it.",
+    )
 
     def __init__(self, *args: Any, user: User, **kwargs: Any) -> None:
+        from orchestration.flows import planned
         from orchestration.flows.roundtable import DEFAULT_CONFIG, ConfigError, clean_config
 
         super().__init__(*args, **kwargs)
         field_of(self, "flow", forms.ChoiceField).choices = SESSION_FLOW_CHOICES
+        planned_config = planned.session_config(self.instance) if self.instance.flow == Flow.PLANNED else {}
+        planned_config = {**planned.DEFAULT_CONFIG, **planned_config}
+        for name in ("approve_plan", "max_repairs", "min_words"):
+            self.fields[name].initial = planned_config[name]
         try:
             config = clean_config(self.instance.flow_config)
         except ConfigError:
@@ -331,6 +356,18 @@ class SessionSettingsForm(forms.ModelForm):
                 self.instance.flow_config = clean_config(raw)
             except ConfigError as error:
                 self.add_error("stop_below_change_percent", str(error))
+        if cleaned.get("flow") == Flow.PLANNED and not {"max_repairs", "min_words"} & set(self.errors):
+            from orchestration.flows import planned
+
+            raw = {
+                "approve_plan": bool(cleaned.get("approve_plan")),
+                "max_repairs": 1 if cleaned.get("max_repairs") is None else cleaned["max_repairs"],
+                "min_words": 20 if cleaned.get("min_words") is None else cleaned["min_words"],
+            }
+            try:
+                self.instance.flow_config = planned.clean_config(raw)
+            except planned.ConfigError as error:
+                self.add_error("max_repairs", str(error))
         return cleaned
 
     def save(self, commit: bool = True) -> WritingSession:
@@ -342,7 +379,7 @@ class SessionSettingsForm(forms.ModelForm):
         session = super().save(commit=False)
         if commit:
             fields = [f for f in (self._meta.fields or ()) if f in self.cleaned_data]
-            if self.cleaned_data.get("flow") in (Flow.ROUNDTABLE, Flow.PIPELINE):
+            if self.cleaned_data.get("flow") in (Flow.ROUNDTABLE, Flow.PIPELINE, Flow.PLANNED):
                 fields.append("flow_config")  # set by clean() from the flow's own fields
             self.saved = save_session_settings(session=session, changes={f: getattr(session, f) for f in fields})
         return session

@@ -20,6 +20,7 @@ from django.utils.safestring import SafeString
 from orchestration import documents
 from orchestration import events as ev
 from orchestration.evaluation import split_output
+from orchestration.live_plan import PLAN_EVENT_KINDS
 from orchestration.models import DocumentVersion, Turn, WritingSession, turn_reservation_key
 from orchestration.reasoning import output_label
 from orchestration.rendering import render_markdown
@@ -380,7 +381,7 @@ def page_context(session: WritingSession) -> dict:
     streamed = ev.streamed_text(streaming_ids, up_to_seq=last_seq)
     thoughts = ev.streamed_text(streaming_ids, up_to_seq=last_seq, kind="reasoning")
     changes = _changes_by_turn(session.pk, turns)
-    from orchestration import live_flows
+    from orchestration import live_flows, live_plan
 
     shown, earlier = collapse_attempts(turns)
     items: OrderedDict[int, list[dict]] = OrderedDict()
@@ -405,6 +406,7 @@ def page_context(session: WritingSession) -> dict:
         "rounds": rounds,
         "phases": live_flows.phases(session),
         "report_html": live_flows.report_html(session),
+        "plan_html": live_plan.plan_html(session),
         "last_seq": last_seq,
         "chart": score_chart(turns, session.max_rounds),
         "versions": versions_for_panel(session),
@@ -461,7 +463,7 @@ def render_fragments(
     chunk_turns: OrderedDict[int, list[tuple[int | None, str]]] = OrderedDict()
     thought_turns: OrderedDict[int, list[tuple[int | None, str]]] = OrderedDict()
     card_turns: OrderedDict[int, None] = OrderedDict()
-    header = chart = document = controls = report = False
+    header = chart = document = controls = report = plan = False
     for event in events:
         kind, turn_id = event["kind"], event.get("turn_id")
         if kind == "chunk" and turn_id:
@@ -480,6 +482,8 @@ def render_fragments(
             document = document or kind == "status"
         elif kind == "version":
             document = True
+        if kind in PLAN_EVENT_KINDS or (kind in ("turn_started", "turn_finished", "call_given_up", "status")):
+            plan = True
     # A push of streamed text alone needs no session row: no query per viewer for chunk pushes (issue 15).
     needs_session = full_text_for_chunks or any(e["kind"] not in ("chunk", "reasoning") for e in events)
     session = WritingSession.objects.select_related("project").get(pk=session_id) if needs_session else None
@@ -570,6 +574,10 @@ def render_fragments(
         from orchestration import live_flows
 
         fragments.append({"target": "convergence-report", "swap": "outer", "html": live_flows.report_html(session)})
+    if plan and session.flow == "planned":
+        from orchestration import live_plan
+
+        fragments.append({"target": "plan-panel", "swap": "outer", "html": live_plan.plan_html(session)})
     if controls:
         fragments.append({"target": "session-controls", "swap": "refresh", "url": session_detail_url})
     if document:

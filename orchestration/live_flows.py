@@ -15,6 +15,7 @@ from django.utils.safestring import mark_safe
 
 from orchestration.evaluation import split_output
 from orchestration.flows import PIPELINE_RECIPES, Recipe, get_policy
+from orchestration.flows.planned import PLANNED_RECIPES
 from orchestration.flows.recipes import id_prefix, number_issues
 from orchestration.flows.structured import strip_blocks
 from orchestration.models import Flow, Turn, WritingSession
@@ -35,8 +36,15 @@ _SLOT_PHASES = (
     ("outline", "planning"),
     ("build", "building"),
     ("review", "review"),
+    # The planned flow (orchestration/flows/planned.py): tasks and their checks run side by side.
+    ("plan", "planning"),
+    ("task:", "working"),
+    ("repair:", "working"),
+    ("next:", "working"),
+    ("verify:", "working"),
+    ("assemble", "assembling"),
 )
-PARALLEL_PHASES = {"reviewing"}
+PARALLEL_PHASES = {"reviewing", "working"}
 
 
 def phase_of(slot: str) -> str:
@@ -111,7 +119,7 @@ def review_context(turn: Turn, flow: str, cache: dict | None = None) -> dict | N
     cache = {} if cache is None else cache
     if result.get("given_up"):
         return {"missing": True, "error": result.get("error", "")}
-    if turn.status != Turn.TurnStatus.COMPLETED or turn.recipe in ("", Recipe.REVISE):
+    if turn.status != Turn.TurnStatus.COMPLETED or turn.recipe in ("", Recipe.REVISE, *PLANNED_RECIPES):
         return None
     if turn.recipe in PIPELINE_RECIPES:
         return pipeline_context(turn, cache)
@@ -137,6 +145,8 @@ def critique_body_html(turn: Turn, cache: dict | None = None) -> str | None:
     A finished pipeline stage shows its text without the structured blocks, its citations linked."""
     if turn.status != Turn.TurnStatus.COMPLETED:
         return None
+    if turn.recipe in (Recipe.PLAN, Recipe.VERIFY):  # the planned flow: what it decided, in words
+        return planned_body_html(turn)
     if turn.recipe in PIPELINE_RECIPES:
         from orchestration.pipeline_report import link_citations
 
@@ -179,6 +189,22 @@ def pipeline_context(turn: Turn, cache: dict | None = None) -> dict:
     return context
 
 
+def planned_body_html(turn: Turn) -> str:
+    from django.utils.html import format_html, format_html_join
+
+    result = turn.result if isinstance(turn.result, dict) else {}
+    if turn.recipe == Recipe.VERIFY:
+        verdict = "Pass" if result.get("verdict") == "pass" else "Fail"
+        return format_html("<p><strong>{}</strong> — {}</p>", verdict, result.get("notes", ""))
+    if result.get("valid"):
+        items = format_html_join("", "<li>{} — {}</li>", ((t["id"], t["title"]) for t in result.get("tasks", [])))
+        return format_html(
+            "<p>A task graph of {} tasks (shown in the plan above):</p><ul>{}</ul>", len(result["tasks"]), items
+        )
+    errors = format_html_join("", "<li>{}</li>", ((e,) for e in result.get("errors") or []))
+    return format_html("<p>The task graph was invalid:</p><ul>{}</ul>", errors)
+
+
 # --- Phases of the current round ------------------------------------------------------------------------
 
 
@@ -202,6 +228,10 @@ def phases(session: WritingSession) -> list[Phase] | None:
     """The current round's phases with progress (writing -> reviewing (2 of 3 done) -> synthesizing)."""
     if session.flow == Flow.SEQUENTIAL or session.current_round < 1:
         return None
+    if session.flow == Flow.PLANNED:
+        from orchestration.live_plan import planned_phases
+
+        return planned_phases(session)
     policy = get_policy(session.flow)
     roles = list(session.agents.filter(active=True).values_list("role", flat=True))
     reviewers = sum(1 for r in roles if (r or "").strip().lower() in ("editor", "critic"))

@@ -122,6 +122,7 @@ class Flow(models.TextChoices):
     EDITORIAL = "editorial", "Writer, parallel editors, synthesizer"
     ROUNDTABLE = "roundtable", "Roundtable: parallel critics and a moderator"
     PIPELINE = "pipeline", "Research, plan, build, review"
+    PLANNED = "planned", "Planner: a task graph run in parallel, verified and assembled"
     # The hidden session behind a conversation (orchestration.conversations): never listed as a session.
     CONVERSATION = "conversation", "Conversation: triage with handoffs"
 
@@ -173,6 +174,8 @@ class StopReason(models.TextChoices):
     CONVERGED = "converged", "The document converged"
     NO_HIGH_ISSUES = "no_high_issues", "No high-severity issues left"
     PIPELINE_DONE = "pipeline_done", "Researched, planned, built and reviewed"
+    PLAN_DONE = "plan_done", "Every task of the plan ran and the document was assembled"
+    AWAITING_APPROVAL = "awaiting_approval", "Waiting for you to approve the plan"
     BUDGET = "budget", "Spent the session's credit budget"
     OUT_OF_CREDITS = "out_of_credits", "Out of credits"
     USER_STOPPED = "user_stopped", "Stopped by you"

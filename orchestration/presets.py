@@ -344,6 +344,60 @@ SHIPPED_PRESETS += [
     },
 ]
 
+SHIPPED_PRESETS += [
+    {
+        "slug": "planned-report",
+        "name": "Planned report",
+        "description": (
+            "A planner splits the brief into a task graph; workers write the parts in parallel, each checked by "
+            "a verifier (repaired or re-run on the next-best model when it falls short); an assembler merges them."
+        ),
+        "flow": Flow.PLANNED,
+        "data": {
+            "agents": [
+                _agent(
+                    "Planner",
+                    "planner",
+                    "You plan reports: research first, then sections that can be written independently, then a "
+                    "conclusion that depends on them. Precise instructions and checkable expected outputs.",
+                    [("Coverage", "The tasks cover the whole brief.", 1.0)],
+                    0.2,
+                ),
+                _agent(
+                    "Worker",
+                    "worker",
+                    "You write one part of a report at a time: exactly what the task asks, grounded in the results "
+                    "you are given, in plain and precise prose.",
+                    [("Task fit", "Meets the task's expected output.", 2.0), ("Clarity", "Plain and precise.", 1.0)],
+                    0.5,
+                ),
+                _agent(
+                    "Verifier",
+                    "verifier",
+                    "You check each part against its task strictly but fairly: missing content, wrong scope or an "
+                    "unfinished output fail; matters of taste do not.",
+                    [("Rigour", "Real gaps found, no false alarms.", 1.0)],
+                    0.0,
+                ),
+                _agent(
+                    "Assembler",
+                    "assembler",
+                    "You merge the parts into one report in plan order, smoothing transitions and removing "
+                    "repetition without adding new claims.",
+                    _WRITING_CRITERIA,
+                    0.3,
+                ),
+            ],
+            "max_rounds": 1,
+            "score_threshold": None,
+            "threshold_agent": None,
+            "convergence_percent": None,
+            "credit_budget": None,
+            "flow_config": {"approve_plan": False, "max_repairs": 1, "min_words": 20},
+        },
+    },
+]
+
 DEMO_BRIEF = (
     "Write a short essay (about 600 words) arguing whether cities should replace car lanes with "
     "protected bike lanes. Use clear sections and end with a recommendation."

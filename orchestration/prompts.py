@@ -131,9 +131,12 @@ def _user_text(
     feedback_heading: str | None = None,
     instruction: str | None = None,
     no_document: str | None = None,
+    show_document: bool = True,
 ) -> str:
     parts = [f"This is round {round_number} of {max_rounds}."]
-    if document.strip():
+    if not show_document:
+        pass
+    elif document.strip():
         parts.append("## The current document\n<document>\n" + _defuse(document, "document") + "\n</document>")
     else:
         missing = no_document or "There is no draft yet: write the first draft from the brief."
@@ -201,11 +204,13 @@ def build_prompt(
     feedback_heading: str | None = None,
     instruction: str | None = None,
     no_document: str | None = None,
+    show_document: bool = True,
 ) -> PromptParts:
     """The system prefix and user message of one call, fitted to the model's context window.
 
     The last five arguments come from the call's prompt recipe (orchestration/flows/recipes.py);
-    None keeps the sequential flow's wording.
+    None keeps the sequential flow's wording. show_document=False leaves the document out (a planned
+    task sees only its dependencies' results).
     """
     notes: list[str] = []
     references = list(references or [])
@@ -233,6 +238,7 @@ def build_prompt(
             feedback_heading=feedback_heading,
             instruction=instruction,
             no_document=no_document,
+            show_document=show_document,
         )
         tokens = estimate_tokens(system) + estimate_tokens(user) + MESSAGE_OVERHEAD_TOKENS
         return PromptParts(system=system, user=user, estimated_input_tokens=tokens, notes=notes)

@@ -324,6 +324,8 @@ def resume_session(*, session: WritingSession, user: User | None = None) -> Writ
     session = WritingSession.objects.select_for_update().select_related("project__owner").get(pk=session.pk)
     if session.status != Status.PAUSED:
         raise ServiceError("Only a paused session can be resumed.")
+    if session.stop_reason == StopReason.AWAITING_APPROVAL:
+        raise ServiceError("The plan is waiting for your approval: approve it to run the tasks, or stop the session.")
     problems = validate_for_start(session)
     if problems:
         raise ServiceError(" ".join(problems))
@@ -332,6 +334,29 @@ def resume_session(*, session: WritingSession, user: User | None = None) -> Writ
     emit_status(session)
     enqueue_run(session.pk)
     return session
+
+
+@transaction.atomic
+def approve_plan(*, session: WritingSession, user) -> WritingSession:
+    """Approve the task graph of a planned run waiting for approval, and resume it (the tasks start).
+
+    Raises ServiceError when the session is not waiting for an approval (nothing to approve, or already
+    approved) or cannot be resumed. The approval is recorded on the plan's turn (approved_at, approved_by)
+    and in the event log ("plan_approved"), so the flow never asks again for this plan.
+    """
+    from orchestration.flows.planned import current_plan, load_slots
+
+    session = WritingSession.objects.select_for_update().select_related("project__owner").get(pk=session.pk)
+    if session.status != Status.PAUSED or session.stop_reason != StopReason.AWAITING_APPROVAL:
+        raise ServiceError("This session is not waiting for a plan approval.")
+    plan = current_plan(load_slots(session))
+    if plan is None or not plan.result.get("valid"):
+        raise ServiceError("There is no valid plan to approve.")
+    result = {**plan.result, "approved_at": timezone.now().isoformat(), "approved_by": user.pk}
+    Turn.objects.filter(pk=plan.pk).update(result=result)
+    WritingSession.objects.filter(pk=session.pk).update(stop_reason="")
+    append_event(session_id=session.pk, kind="plan_approved", turn_id=plan.pk, payload={"tasks": len(result["tasks"])})
+    return resume_session(session=session, user=user)
 
 
 @transaction.atomic

@@ -394,13 +394,14 @@ _FLOW_ROLES: dict[str, str] = {
     Flow.EDITORIAL: "exactly one writer, one or more editors, exactly one synthesizer.",
     Flow.ROUNDTABLE: "one or more critics, exactly one moderator.",
     Flow.PIPELINE: "exactly one researcher, one planner, one builder and one reviewer, in that order.",
+    Flow.PLANNED: "exactly one planner, one or more workers, at most one verifier and at most one assembler.",
 }
 
 
 def allowed_flows(user: User) -> list[str]:
     from billing.gating import check
 
-    return [value for value in SESSION_FLOWS if check(user, "use_flow", flow=value).allowed]
+    return [value for value in SESSION_FLOWS if value in _FLOW_ROLES and check(user, "use_flow", flow=value).allowed]
 
 
 def estimate_credits(*, model: LLMModel, prompt: PlannerPrompt) -> int:
@@ -455,6 +456,7 @@ async def _stream(model: LLMModel, request) -> tuple[str, Any]:
                 elif isinstance(item, StreamEnd):
                     end = item
     except Exception as error:  # re-raised with what was received, for an honest charge
+        # Carried on the exception itself (read back with getattr by the caller that charges it).
         error.received_text = "".join(received)  # type: ignore[attr-defined]
         raise
     return "".join(received), end

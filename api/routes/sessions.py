@@ -324,7 +324,8 @@ def list_turns(
 @router.get("/{int:session_id}/report", response={200: dict, **ERRORS}, summary="The flow's report")
 def session_report(request: AuthenticatedHttpRequest, session_id: int):
     """The roundtable's convergence report (issues by round and severity, verdict) or the pipeline's
-    run report (research sources, plan, builds, reviews): the page's report as JSON. 404 for flows
+    run report (research sources, plan, builds, reviews) or the planned flow's run summary (per task: status,
+    model, tries, seconds, tokens, credits, cost; totals; critical path): the page's report as JSON. 404 for flows
     that have none (sequential, editorial: their run summary is the session itself and its turns)."""
     session = owned_session(request, session_id)
     if session.flow == Flow.PIPELINE:
@@ -335,6 +336,10 @@ def session_report(request: AuthenticatedHttpRequest, session_id: int):
         from orchestration.flows.roundtable import convergence_report
 
         report = convergence_report(session).as_dict()
+    elif session.flow == Flow.PLANNED:
+        from orchestration.flows.planned import run_summary
+
+        report = run_summary(session)
     else:
         raise ApiError(404, f"The {session.get_flow_display()} flow has no report.")
     return {"session_id": session.pk, "title": session.title, "flow": session.flow, **report}

@@ -28,6 +28,7 @@ class RequestContextMiddleware:
     @staticmethod
     def _fields(request: HttpRequest) -> dict[str, object]:
         request_id = request_id_for(request.headers.get("X-Request-ID"))
+        # An attribute of our own on the request (views read it with getattr): not in HttpRequest's type.
         request.request_id = request_id  # type: ignore[attr-defined]
         user = getattr(request, "user", None)
         return {"request_id": request_id, "user_id": user.pk if user is not None and user.is_authenticated else None}

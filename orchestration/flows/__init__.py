@@ -9,9 +9,10 @@ of structured replies in structured.py. See docs/flows.md.
 from __future__ import annotations
 
 from orchestration.evaluation import Evaluation, parse_reply
-from orchestration.flows.base import AgentCall, Finished, FlowPolicy, Output, Recipe, Step
+from orchestration.flows.base import AgentCall, Finished, FlowPolicy, Output, Recipe, Step, Waiting
 from orchestration.flows.editorial import EditorialFlow
 from orchestration.flows.pipeline import PipelineFlow
+from orchestration.flows.planned import PLANNED_RECIPES, PlannedFlow, call_material, parse_planned
 from orchestration.flows.recipes import id_prefix, number_issues, recipe_text, review_material
 from orchestration.flows.roundtable import RoundtableFlow, previous_resolutions
 from orchestration.flows.sequential import SequentialFlow
@@ -23,6 +24,7 @@ POLICIES: dict[str, FlowPolicy] = {
     Flow.EDITORIAL: EditorialFlow(),
     Flow.ROUNDTABLE: RoundtableFlow(),
     Flow.PIPELINE: PipelineFlow(),
+    Flow.PLANNED: PlannedFlow(),
 }
 
 
@@ -45,6 +47,8 @@ def parse_result(
     criteria: list[tuple[str, float]],
     inputs: tuple[int, ...] = (),
     passages: tuple[int, ...] = (),
+    *,
+    call: AgentCall | None = None,
 ) -> tuple[str, Evaluation, dict]:
     """Split a reply by its recipe: (document or "" for notes, evaluation, Turn.result). Never raises.
 
@@ -53,7 +57,11 @@ def parse_result(
     moderate   -> result {"resolutions": [...], "tier", "inputs": [review turn ids]}
     revise     -> result {}
     research, outline, build, review -> see flows.pipeline.parse_stage (review: the merged document)
+    plan / task / verify / assemble (the planned flow, needs `call`) -> see planned.parse_planned; a
+        result's "_events" [(kind, payload)] are journalled by the engine with the turn.
     """
+    if call is not None and recipe in PLANNED_RECIPES:
+        return parse_planned(call, text, criteria)
     document, evaluation = parse_reply(text, criteria)
     if recipe in PIPELINE_RECIPES:
         from orchestration.flows.pipeline import parse_stage
@@ -101,6 +109,8 @@ __all__ = [
     "Output",
     "Recipe",
     "Step",
+    "Waiting",
+    "call_material",
     "critique_feedback",
     "get_policy",
     "parse_result",

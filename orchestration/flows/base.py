@@ -19,6 +19,7 @@ class Output(StrEnum):
 
     DOCUMENT = "document"  # replaces the working document (writer, synthesizer, moderator)
     NOTES = "notes"  # critique: comments and structured issues, read by a later call
+    PLAN = "plan"  # a task graph, parsed into Turn.result (the planned flow)
 
 
 class Recipe(StrEnum):
@@ -33,6 +34,11 @@ class Recipe(StrEnum):
     OUTLINE = "outline"  # an outline and the sections with their goals; no document
     BUILD = "build"  # the full draft, obeying the brief's tone, length and format settings
     REVIEW = "review"  # scores, flags and find/replace edits; Atelier applies the edits (the merged version)
+    # The planned flow (flows/planned.py):
+    PLAN = "plan"  # turn the brief into a task graph (JSON), or repair an invalid one
+    TASK = "task"  # carry out one task of the plan from its dependencies' results
+    VERIFY = "verify"  # check one task's output against its expected output: a verdict and notes
+    ASSEMBLE = "assemble"  # merge the tasks' outputs into the document, in plan order
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,12 @@ class AgentCall:
     inputs: tuple[int, ...] = ()  # ids of completed turns this call reads (the critiques to act on)
     phase: str = ""  # what the live page calls this part of the round: "writing", "reviewing"...
     passages: tuple[int, ...] = ()  # retrieved Passage ids this call reads, numbered [1], [2]... (research)
+    # The planned flow (orchestration/flows/planned.py): per-call instructions, the model the router chose
+    # (a catalogue row id; None = the agent's model, then its fallback) and what the engine journals when
+    # the call starts and needs when it parses the reply ({"journal": [(kind, payload)], ...}).
+    task: str = ""
+    model_id: int | None = None
+    context: dict = field(default_factory=dict, compare=False)
 
     @property
     def writes_document(self) -> bool:
@@ -73,6 +85,14 @@ class Finished:
 
 
 @dataclass(frozen=True)
+class Waiting:
+    """The next move is the user's (approve the plan): the engine pauses with this reason."""
+
+    reason: str  # a StopReason value
+    detail: str = ""
+
+
+@dataclass(frozen=True)
 class CallShape:
     """How a flow spends calls per round, for the credit estimate (billing.pricing)."""
 
@@ -80,6 +100,7 @@ class CallShape:
     reviewer_roles: tuple[str, ...] = ()  # their replies are notes, read by the reader roles
     reader_roles: tuple[str, ...] = ()  # their prompt carries every review of the round
     extra_first_round_calls: frozenset[int] = frozenset()  # agent ids with one more call in round 1
+    max_rounds: int | None = None  # the flow never runs more rounds than this (a planned run: 1)
 
 
 class FlowPolicy(Protocol):
@@ -98,7 +119,7 @@ class FlowPolicy(Protocol):
     def phases(self) -> tuple[tuple[str, str], ...]:
         """(key, label) of each phase of a round, in order."""
 
-    def next_step(self, session: WritingSession) -> Step | Finished:
+    def next_step(self, session: WritingSession) -> Step | Finished | Waiting:
         """The next calls to run, from the database alone; Finished when the flow is done."""
 
     def validate(self, session: WritingSession, agents: list[Agent]) -> list[str]:

@@ -966,19 +966,140 @@ def _declined(kind: str | None) -> str:
     return "Another reviewer's point already covers it, or the passage has changed since."
 
 
+PLAN_SECTIONS = [
+    ("context", "section", "The context", "why {subject} matters now"),
+    ("case", "section", "The case", "the strongest arguments that {claim}"),
+    ("objections", "section", "The objections", "the best objections to {subject} and answers to them"),
+]
+
+
 def plan_reply(inputs: Inputs) -> str:
-    """A small task graph for the document, as JSON."""
+    """A task graph derived from the brief, in <plan> tags: research first, three sections that depend on it,
+    a conclusion that depends on the sections (two levels of dependencies). Honours "Plan at most N tasks"."""
     topic = topic_of_brief(inputs.brief)
-    sections = ["Introduction", "The case", "Objections", "Conclusion"]
+    limit = re.search(r"Plan at most (\d+) tasks", inputs.task or "")
+    cap = int(limit.group(1)) if limit else 8
+    sources = ", ".join(f"“{title}”" for title, _ in inputs.references) or "the brief"
     tasks = [
         {
-            "id": f"t{i + 1}",
-            "title": f"Write “{name}” on {topic.subject}",
-            "depends_on": [] if i < 3 else ["t1", "t2", "t3"],
+            "id": "research",
+            "title": f"Key facts on {topic.subject}"[:120],
+            "kind": "research",
+            "instructions": f"Collect the facts and figures on {topic.subject} the piece needs, from {sources}.",
+            "depends_on": [],
+            "expected_output": "A list of five or more facts, each with where it comes from.",
         }
-        for i, name in enumerate(sections)
     ]
-    return "```json\n" + json.dumps({"tasks": tasks}, ensure_ascii=False) + "\n```\n"
+    for task_id, kind, title, what in PLAN_SECTIONS:
+        tasks.append(
+            {
+                "id": task_id,
+                "title": title,
+                "kind": kind,
+                "instructions": f"Write the section “{title}”: "
+                + what.format(subject=topic.subject, claim=topic.claim)
+                + ".",
+                "depends_on": ["research"],
+                "expected_output": "One Markdown section of 80-150 words with a heading.",
+            }
+        )
+    tasks.append(
+        {
+            "id": "conclusion",
+            "title": "Conclusion",
+            "kind": "summary",
+            "instructions": f"Close the piece: what follows for {topic.subject}, and one recommendation.",
+            "depends_on": [str(t["id"]) for t in tasks[1:]],
+            "expected_output": "One short Markdown section (60-100 words) with a heading.",
+        }
+    )
+    tasks = tasks[: max(1, cap)]
+    keep = {t["id"] for t in tasks}
+    for task in tasks:
+        task["depends_on"] = [d for d in task["depends_on"] if d in keep]
+    body = "<plan>\n" + json.dumps({"tasks": tasks}, indent=1, ensure_ascii=False) + "\n</plan>\n\n"
+    scores = dict.fromkeys(inputs.criteria, 8.0)
+    return body + _evaluation(
+        scores, [f"{len(tasks)} tasks; independent sections run in parallel."], 1, force_json=True
+    )
+
+
+def _task_block(inputs: Inputs) -> tuple[str, list[tuple[str, str]]]:
+    """(the task's text, [(label, result)] of the other blocks) from a planned call's prompt."""
+    blocks = [(name, text) for name, text in inputs.feedback]
+    task = next((text for name, text in blocks if name == "Task"), inputs.task)
+    return task, [(name, text) for name, text in blocks if name != "Task"]
+
+
+def task_reply(inputs: Inputs) -> str:
+    """A planned task's result: a section built from its title, its instructions and its inputs' first lines."""
+    task, results = _task_block(inputs)
+    topic = topic_of_brief(inputs.brief)
+    header = re.match(r"Task (\S+) \((\w+)\): (.+)", task)
+    title = header.group(3).strip() if header else "Result"
+    kind = header.group(2) if header else "section"
+    instructions = task.split("\n\n")[1].strip() if task.count("\n\n") >= 1 else task
+    lines = []
+    if kind == "research":
+        facts = [_best_sentence(body, topic) for _, body in inputs.references] or [_first_sentence(inputs.brief)]
+        lines.append(f"## {title}\n")
+        lines += [
+            f"- {fact} (source: {name})"
+            for fact, (name, _) in zip(facts, inputs.references or [("the brief", "")], strict=False)
+        ]
+        lines.append(
+            f"- The brief asks for a piece on {topic.subject}; the facts above are what the sections can cite."
+        )
+        lines.append(f"- Open questions: what {topic.subject} costs, who benefits first, and how progress is measured.")
+    else:
+        lines.append(f"## {title}\n")
+        lines.append(f"{instructions} This section keeps to the brief and argues that {topic.claim}.")
+        for label, body in results:
+            first = next((ln.strip("-# ").strip() for ln in body.splitlines() if ln.strip("-# ").strip()), "")
+            if first and not label.startswith("Your earlier attempt"):
+                lines.append(f"Building on {label.split(':', 1)[-1].strip()}: {first}")
+        lines.append(
+            f"Taken together, the evidence points one way: {topic.subject} repays the effort, and the details "
+            "above show where to start and what to measure along the way."
+        )
+    text = "\n".join(lines) + "\n\n"
+    words = len(text.split())
+    scores = dict.fromkeys(inputs.criteria, 8.0 if words >= 40 else 5.0)
+    return text + _evaluation(scores, [f"{words} words for task “{title}”."], 1, force_json=True)
+
+
+def verify_reply(inputs: Inputs) -> str:
+    """A verdict on a planned task's output: pass when it has a heading or list and 40+ words, else fail."""
+    _task, results = _task_block(inputs)
+    output = results[0][1] if results else ""
+    words = len(output.split())
+    problems = []
+    if words < 40:
+        problems.append(f"The output has only {words} words; the expected output asks for more.")
+    if not re.search(r"^(#|- )", output, re.M):
+        problems.append("The output has no heading or list, so it cannot stand as a part of the document.")
+    verdict = {
+        "verdict": "fail" if problems else "pass",
+        "notes": " ".join(problems) or f"{words} words, structured as asked.",
+    }
+    scores = dict.fromkeys(inputs.criteria, 4.0 if problems else 8.0)
+    body = "<verdict>\n" + json.dumps(verdict, ensure_ascii=False) + "\n</verdict>\n\n"
+    return body + _evaluation(scores, [verdict["notes"]], 1, force_json=True)
+
+
+def assemble_reply(inputs: Inputs) -> str:
+    """The document: a title from the brief, then every task result in the given order; a missing-parts line."""
+    task, results = _task_block(inputs)
+    topic = topic_of_brief(inputs.brief)
+    parts = [f"# {topic.title}\n"]
+    for _, body in results:
+        parts.append(body.strip() + "\n")
+    missing = re.search(r"These tasks failed, so their parts are missing: (.+?)\. Say", task, re.S)
+    if missing:
+        parts.append(f"*Missing from this draft: {missing.group(1)}.*\n")
+    document = "\n".join(parts)
+    scores = dict.fromkeys(inputs.criteria, 6.0 if missing else 8.0)
+    return document + "\n" + _evaluation(scores, ["Assembled in plan order."], 1, force_json=True)
 
 
 def route_reply(inputs: Inputs) -> str:
@@ -1185,6 +1306,12 @@ def demo_reply(request: ModelRequest) -> str:
         return synthesize_reply(inputs)
     if inputs.recipe == "plan":
         return plan_reply(inputs)
+    if inputs.recipe == "task":
+        return task_reply(inputs)
+    if inputs.recipe == "verify":
+        return verify_reply(inputs)
+    if inputs.recipe == "assemble":
+        return assemble_reply(inputs)
     if inputs.recipe == "route":
         return route_reply(inputs)
     return revise_reply(inputs)

@@ -131,6 +131,13 @@ def session_continue(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse
     return _control(request, pk, act)
 
 
+@login_required
+@require_POST
+def session_approve_plan(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
+    """The planned flow's "approve plan" pause: approve the task graph shown on the page and run it."""
+    return _control(request, pk, lambda s: services.approve_plan(session=s, user=request.user))
+
+
 urls = [
     path("sessions/<int:pk>/", session_detail, name="session_detail"),
     path("sessions/<int:pk>/events/", session_events, name="session_events"),
@@ -140,4 +147,5 @@ urls = [
     path("sessions/<int:pk>/continue/", session_continue, name="session_continue"),
     path("sessions/<int:pk>/staff/pause/", staff_session_pause, name="staff_session_pause"),
     path("sessions/<int:pk>/staff/stop/", staff_session_stop, name="staff_session_stop"),
+    path("sessions/<int:pk>/approve-plan/", session_approve_plan, name="session_approve_plan"),
 ]

@@ -1,4 +1,5 @@
-"""The roundtable's convergence report: Markdown export and JSON, for the session's owner only."""
+"""Flow reports as Markdown exports and JSON, for the session's owner only: the roundtable's convergence
+report, the pipeline's run report and the planned flow's run summary."""
 
 from __future__ import annotations
 
@@ -31,8 +32,17 @@ def session_report(request: AuthenticatedHttpRequest, pk: int, fmt: str) -> Http
         response = HttpResponse(pipeline_markdown(session, pipeline), content_type="text/markdown; charset=utf-8")
         response["Content-Disposition"] = f'attachment; filename="{name}-pipeline-report.md"'
         return response
+    if session.flow == Flow.PLANNED:
+        from orchestration.flows.planned import run_summary, summary_markdown
+
+        summary = run_summary(session)
+        if fmt == "json":
+            return JsonResponse({"session": session.pk, "title": session.title, **summary})
+        response = HttpResponse(summary_markdown(session, summary), content_type="text/markdown; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="{name}-run-summary.md"'
+        return response
     if session.flow != Flow.ROUNDTABLE:
-        raise Http404("Only roundtable and pipeline sessions have a report.")
+        raise Http404("Only roundtable, pipeline and planned sessions have a report.")
     report = convergence_report(session)
     if fmt == "json":
         return JsonResponse({"session": session.pk, "title": session.title, **report.as_dict()})

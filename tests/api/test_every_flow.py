@@ -21,7 +21,7 @@ Street trees cool the pavement by several degrees in summer, and shade lowers th
 
 A tree's roots and crown slow storm water, so drains overflow less often during heavy rain in cities.
 """
-FLOWS_WITH_REPORTS = {Flow.ROUNDTABLE, Flow.PIPELINE}
+FLOWS_WITH_REPORTS = {Flow.ROUNDTABLE, Flow.PIPELINE, Flow.PLANNED}
 
 
 @pytest.fixture

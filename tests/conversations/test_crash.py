@@ -19,7 +19,9 @@ pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
 def test_worker_killed_mid_reply_resumes_without_a_duplicated_or_lost_message(conversation, funded_owner):
     balance_before = get_balance(funded_owner)
-    worker = start_worker(DEMO_TOKENS_PER_SECOND="20", ENGINE_LEASE_SECONDS="5")
+    # Slow: streamed text is saved about once a second (quiet streaming), so three saved chunk events
+    # take ~3 s and the reply must still be streaming then.
+    worker = start_worker(DEMO_TOKENS_PER_SECOND="5", ENGINE_LEASE_SECONDS="5")
     try:
         conversations.send_message(conversation=conversation, user=funded_owner, text="Hello, what can the desk do?")
         session = conversation.session

@@ -202,6 +202,10 @@ class FakeLLMServer:
         self.reasoning_field: str = ""
         self.no_tool_models: set[str] = set()  # these refuse requests that offer tools (400)
         self.client_disconnects = 0  # streams the client closed before the server finished
+        # Generation requests being answered right now, and the most ever at once, by key: "all", the API
+        # ("anthropic" / "openai") and "model:<id>". A test reads peak_concurrency(...) after a run.
+        self.in_flight: collections.Counter[str] = collections.Counter()
+        self.peak_in_flight: collections.Counter[str] = collections.Counter()
         self.client_disconnected = threading.Event()
         self._seen_prefixes: set[tuple[str, str, str]] = set()
         self._stop = threading.Event()
@@ -299,11 +303,29 @@ class FakeLLMServer:
             self._seen_prefixes.clear()
             self.client_disconnects = 0
             self.client_disconnected.clear()
+            self.in_flight.clear()
+            self.peak_in_flight.clear()
 
     # --- inspection ---------------------------------------------------------------------------
     def generation_requests(self) -> list[RecordedRequest]:
         with self.lock:
             return [r for r in self.requests if r.path in GENERATION_PATHS]
+
+    def peak_concurrency(self, key: str = "all") -> int:
+        """The most generation requests answered at the same time: "all", "anthropic", "openai" or "model:<id>"."""
+        with self.lock:
+            return self.peak_in_flight[key]
+
+    def _enter(self, keys: list[str]) -> None:
+        with self.lock:
+            for key in keys:
+                self.in_flight[key] += 1
+                self.peak_in_flight[key] = max(self.peak_in_flight[key], self.in_flight[key])
+
+    def _leave(self, keys: list[str]) -> None:
+        with self.lock:
+            for key in keys:
+                self.in_flight[key] -= 1
 
     @property
     def last_request(self) -> RecordedRequest:
@@ -501,6 +523,18 @@ def _make_handler(server: FakeLLMServer) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             path = self.path.split("?")[0]
             request = RecordedRequest("POST", path, self._headers_dict(), self._read_json())
+            if path not in GENERATION_PATHS:
+                self._post(path, request)
+                return
+            body = request.json if isinstance(request.json, dict) else {}
+            keys = ["all", "anthropic" if path == ANTHROPIC_PATH else "openai", f"model:{body.get('model')}"]
+            server._enter(keys)
+            try:
+                self._post(path, request)
+            finally:
+                server._leave(keys)
+
+        def _post(self, path: str, request: RecordedRequest) -> None:
             fault, reply, cached = server._record(request)
             anthropic = path == ANTHROPIC_PATH
             if path not in GENERATION_PATHS:

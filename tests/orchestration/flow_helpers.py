@@ -121,4 +121,19 @@ def flow_replies(*, high_issues_by_round=None, document_by_round=None):
     return reply
 
 
-__all__ = ["Decimal", "editorial_session", "flow_replies", "roundtable_session", "team_session"]
+def planned_session(owner, *, models=None, workers=("Worker",), **fields):
+    """A planned-flow session: a planner, workers, a verifier and an assembler (one round)."""
+    fields.setdefault("max_rounds", 1)
+    roles = [("Planner", "planner"), *[(name, "worker") for name in workers], ("Verifier", "verifier")]
+    roles.append(("Assembler", "assembler"))
+    return team_session(owner, Flow.PLANNED, roles, models=models, **fields)
+
+
+def demo_model():
+    return priced_model(
+        "demo", "demo-writer", input_price_per_mtok=Decimal("0"), output_price_per_mtok=Decimal("0"),
+        cached_input_price_per_mtok=Decimal("0"),
+    )  # fmt: skip
+
+
+__all__ = ["Decimal", "editorial_session", "flow_replies", "planned_session", "roundtable_session", "team_session"]

@@ -73,7 +73,9 @@ def test_every_flow_runs_from_the_command_line_with_labelled_streams(
     turns = list(Turn.objects.filter(session=session, kind=Turn.Kind.AGENT).order_by("pk"))
     assert turns, "no turn ran"
     for turn in turns:  # every call streamed under its own label, its text on the terminal
-        label = f"[Round {turn.round} · {turn.agent_name}] "
+        # A planned run's worker runs several tasks at once: its labels also name the task's slot.
+        working = flow == "planned" and turn.slot.split(":", 1)[0] in ("task", "repair", "next", "verify")
+        label = f"[Round {turn.round} · {turn.agent_name}" + (f" · {turn.slot}" if working else "") + "] "
         assert label in out, f"{label!r} missing from the output"
     assert output.read_text(encoding="utf-8").strip() == (session.final_document or session.document).strip()
     assert f"Session {session_id}: completed after 1 round(s)" in out

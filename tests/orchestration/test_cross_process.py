@@ -197,3 +197,59 @@ def test_worker_killed_mid_parallel_round_resumes_with_no_duplicated_or_lost_tur
     assert session.credits_used == charged and get_balance(owner) == balance_before - charged
     keys = list(CreditEntry.objects.filter(user=owner).values_list("idempotency_key", flat=True))
     assert len(keys) == len(set(keys))
+
+
+def test_worker_killed_mid_wave_of_a_planned_run_resumes_without_repeating_finished_tasks(app, owner):
+    """Issue 11: SIGKILL while wave 2's tasks stream; finished tasks are neither re-run nor re-paid."""
+    from billing.plans import PRO
+    from billing.services import get_account, grant_credits
+    from orchestration import presets
+    from orchestration.catalogue import seed_catalogue
+    from orchestration.models import Project, StopReason, TeamPreset
+
+    seed_catalogue()
+    presets.seed_presets()
+    account = get_account(owner)
+    account.plan = PRO
+    account.save(update_fields=["plan"])
+    grant_credits(user=owner, amount=100_000, key="test:credits", description="test credits")
+    session = WritingSession.objects.create(
+        project=Project.objects.create(owner=owner, name="Reports"),
+        title="Street trees",
+        brief="Write a short report arguing that cities should plant more street trees.",
+    )
+    presets.apply_preset(session=session, preset=TeamPreset.objects.get(owner=None, slug="planned-report"))
+    balance_before = get_balance(owner)
+    app.worker.stop()
+    app.worker = start_worker(DEMO_TOKENS_PER_SECOND="25")
+    services.start_session(session=session, user=owner)
+
+    def wave_two_streaming() -> bool:
+        streaming = Turn.objects.filter(session=session, status=Turn.TurnStatus.STREAMING, slot__startswith="task:")
+        return streaming.count() >= 2 and all(
+            SessionEvent.objects.filter(turn=t, kind="chunk").exists() for t in streaming
+        )
+
+    wait_for(wave_two_streaming, timeout=90, message="wave 2's tasks streaming")
+    finished_before = {t.slot: t.pk for t in Turn.objects.filter(session=session, status=Turn.TurnStatus.COMPLETED)}
+    assert {"plan", "task:research", "verify:task:research"} <= set(finished_before)
+    app.worker.kill_group()
+    app.worker = start_worker(DEMO_TOKENS_PER_SECOND="400")
+    wait_for(
+        lambda: WritingSession.objects.get(pk=session.pk).status == Status.COMPLETED, timeout=120, message="completion"
+    )
+    session.refresh_from_db()
+    assert session.stop_reason == StopReason.PLAN_DONE, session.stop_detail
+    turns = list(Turn.objects.filter(session=session))
+    completed = Counter(t.slot for t in turns if t.status == Turn.TurnStatus.COMPLETED)
+    assert set(completed.values()) == {1}, completed  # every call saved once
+    # What had finished before the kill is the very same turn afterwards: not run, not paid again.
+    for slot, pk in finished_before.items():
+        assert next(t.pk for t in turns if t.slot == slot and t.status == Turn.TurnStatus.COMPLETED) == pk
+    interrupted = [t for t in turns if t.status == Turn.TurnStatus.INCOMPLETE]
+    assert interrupted and all(t.slot.startswith("task:") and t.credits == 0 for t in interrupted)
+    assert all(completed[t.slot] == 1 for t in interrupted)  # each interrupted task completed on the rerun
+    charged = sum(t.credits for t in turns)
+    assert session.credits_used == charged and get_balance(owner) == balance_before - charged
+    keys = list(CreditEntry.objects.filter(user=owner).values_list("idempotency_key", flat=True))
+    assert len(keys) == len(set(keys))

@@ -245,8 +245,12 @@ def test_synthesis_and_moderation_apply_numbered_issues_and_say_what_they_did():
 
 def test_plans_and_handoffs_are_json():
     _, draft, _ = reply(WRITER)
-    plan = json.loads(re.search(r"```json\n(.*?)\n```", demo_reply(request_for(WRITER, recipe="plan")), re.S).group(1))
-    assert [task["id"] for task in plan["tasks"]] == ["t1", "t2", "t3", "t4"]
+    from orchestration.flows.taskgraph import parse_plan
+
+    plan = parse_plan(demo_reply(request_for(WRITER, recipe="plan")), max_tasks=8)
+    assert plan["valid"], plan["errors"]
+    assert [task["id"] for task in plan["tasks"]] == ["research", "context", "case", "objections", "conclusion"]
+    assert plan["waves"] == [["research"], ["context", "case", "objections"], ["conclusion"]]
     route = demo_reply(request_for(WRITER, document=draft, recipe="route"))
     assert json.loads(re.search(r"```json\n(.*?)\n```", route, re.S).group(1))["handoff"] == "editor"
 

@@ -94,6 +94,11 @@ class Driver(threading.Thread):
             connections.close_all()  # this thread's own connections
 
 
+PLANNED_EVENTS = frozenset(
+    {"plan", "plan_repair", "route", "task_verified", "task_repair", "task_failed", "assembly", "run_summary"}
+)
+
+
 class EventPrinter:
     """Turns session events into terminal output: tokens with agent labels, scores, status changes."""
 
@@ -132,8 +137,13 @@ class EventPrinter:
     def handle(self, event: SessionEvent) -> None:
         payload = event.payload or {}
         kind = event.kind
-        if kind == "turn_started":
-            self.labels[event.turn_id] = f"[Round {payload.get('round')} · {payload.get('agent_name')}]"
+        if kind in PLANNED_EVENTS:
+            self.planned_event(kind, payload)
+        elif kind == "turn_started":
+            slot = payload.get("slot") or ""
+            # The planned flow's calls name their task: one worker runs many tasks at once.
+            what = f" · {slot}" if payload.get("phase") in ("working",) and slot else ""
+            self.labels[event.turn_id] = f"[Round {payload.get('round')} · {payload.get('agent_name')}{what}]"
             self.announce_phase(payload.get("round"), payload.get("phase") or "")
             attempt = f", attempt {payload['attempt']}" if payload.get("attempt", 1) > 1 else ""
             if self.stream:
@@ -177,6 +187,44 @@ class EventPrinter:
         elif kind == "human":
             self.line(f"[Session] Human intervention{': ' + payload['note'] if payload.get('note') else ''}")
 
+    def planned_event(self, kind: str, payload: dict) -> None:
+        """The planned flow's journal: the plan's waves, routing decisions, verdicts, repairs, the summary."""
+        task = payload.get("task", "")
+        if kind == "plan":
+            if payload.get("valid"):
+                waves = " ; ".join(", ".join(wave) for wave in payload.get("waves", []))
+                self.line(f"[Plan] {len(payload.get('tasks', []))} tasks in waves: {waves}")
+            else:
+                self.line("[Plan] invalid: " + " ".join(payload.get("errors", [])))
+        elif kind == "plan_repair":
+            self.line("[Plan] asking the planner to repair its plan")
+        elif kind == "route":
+            scores = ", ".join(f"{c['model']} {c['score']}" for c in payload.get("candidates", []))
+            self.line(f"[Task {task}] routed to {payload.get('chosen')} ({payload.get('why')} Scores: {scores})")
+        elif kind == "task_verified":
+            verdict = "passed" if payload.get("passed") else "failed"
+            self.line(f"[Task {task}] {verdict} {payload.get('by')} check: {payload.get('notes', '')}")
+        elif kind == "task_repair":
+            self.line(f"[Task {task}] repairing ({payload.get('try')})")
+        elif kind == "task_failed":
+            self.line(f"[Task {task}] failed for good: {payload.get('notes', '')}")
+        elif kind == "assembly":
+            missing = ", ".join(m["task"] for m in payload.get("missing", []))
+            parts = ", ".join(p["task"] for p in payload.get("parts", []))
+            self.line(f"[Assembly] merging {parts}" + (f"; missing: {missing}" if missing else ""))
+        elif kind == "run_summary" and payload:
+            path = " → ".join(payload.get("critical_path", []))
+            self.line(
+                f"[Summary] {payload.get('done')} of {len(payload.get('tasks', []))} tasks done; critical path "
+                f"{path} ({payload.get('critical_path_seconds')} s of calls, wall {payload.get('wall_seconds')} s)"
+            )
+            for row in payload.get("tasks", []):
+                tries = f"{row['tries']} tr{'y' if row['tries'] == 1 else 'ies'}"
+                self.line(
+                    f"  {row['task']}: {row['status']} on {row['model'] or '-'} after {tries}, {row['seconds']} s, "
+                    f"{row['input_tokens']}/{row['output_tokens']} tokens, {row['credits']} credit(s)"
+                )
+
     def announce_phase(self, round_number, phase: str) -> None:
         """Parallel flows: say when the round moves to its next phase (writing, reviewing, synthesizing...)."""
         if not phase or self.last_phase == (round_number, phase):
@@ -202,8 +250,10 @@ class Command(BaseCommand):
         "(N more rounds). For a draft, --rounds N sets its maximum rounds before starting. "
         "Any flow runs: parallel calls (editors, critics) interleave, each switch prefixed by its agent; "
         "each phase of a round is announced ([Round N] reviewing), reviews print their issue counts and "
-        "syntheses their decisions, and a roundtable ends with its convergence report, a pipeline with its "
-        "report (sources, reviews, usage per stage). "
+        "syntheses their decisions, a roundtable ends with its convergence report, a pipeline with its "
+        "report (sources, reviews, usage per stage). A planned run prints its plan's waves, each routing "
+        "decision with its scores, verdicts and repairs, and a run summary; when it pauses for plan "
+        "approval, run it again with --approve-plan. "
         "--output FILE writes the final document (UTF-8 Markdown), also after Ctrl-C; without it the "
         "final document is printed at the end. Ctrl-C stops the session cleanly (what was written is "
         "kept, marked stopped); a second Ctrl-C quits without waiting and the session finishes stopping "
@@ -218,6 +268,11 @@ class Command(BaseCommand):
         parser.add_argument(
             "--rounds", type=int, metavar="N", help="Draft: maximum rounds. Finished session: continue N more rounds."
         )
+        parser.add_argument(
+            "--approve-plan",
+            action="store_true",
+            help="A planned run waiting for approval: approve its plan and run the tasks.",
+        )
 
     def handle(self, *args, session_id: int, output: str | None, no_stream: bool, rounds: int | None, **options):
         session = WritingSession.objects.select_related("project__owner").filter(pk=session_id).first()
@@ -225,7 +280,7 @@ class Command(BaseCommand):
             raise CommandError(f"No session with id {session_id}.")
         output_path = self._output_path(output)
         self.after_seq = session.last_seq  # only what happens from now on is printed
-        self._begin(session, rounds)
+        self._begin(session, rounds, approve=bool(options.get("approve_plan")))
 
         printer = EventPrinter(self, stream=not no_stream)
         driver = Driver(session.pk)
@@ -275,7 +330,7 @@ class Command(BaseCommand):
             raise CommandError(f"--output {output!r}: the directory {str(path.parent)!r} does not exist.")
         return path
 
-    def _begin(self, session: WritingSession, rounds: int | None) -> None:
+    def _begin(self, session: WritingSession, rounds: int | None, approve: bool = False) -> None:
         """Start, resume or continue the session as its status requires; refusals become CommandErrors."""
         owner = session.project.owner
         status = session.status
@@ -292,6 +347,9 @@ class Command(BaseCommand):
                     session.max_rounds = rounds
                 services.start_session(session=session, user=owner)
                 verb = "Started"
+            elif status == Status.PAUSED and approve and session.stop_reason == "awaiting_approval":
+                services.approve_plan(session=session, user=owner)
+                verb = "Approved the plan of"
             elif status == Status.PAUSED:
                 services.resume_session(session=session, user=owner)
                 verb = "Resumed"
