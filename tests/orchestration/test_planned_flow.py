@@ -303,3 +303,13 @@ def test_the_run_summary_exports_as_markdown_and_json_for_the_owner_only(provide
     outsider = get_user_model().objects.create_user("outsider", "outsider@example.com", "pw-123456789")
     client.force_login(outsider)
     assert client.get(f"/sessions/{session.pk}/report.json").status_code == 404
+
+
+def test_the_live_page_shows_no_template_comment_text(providers, enqueued, rich_owner, client):
+    providers.default_reply = planned_replies()
+    session = planned_session(rich_owner)
+    start(session, rich_owner)
+    run_to_end(session)
+    client.force_login(rich_owner)
+    page = client.get(f"/sessions/{session.pk}/").content.decode()
+    assert "One turn of the transcript" not in page and "{#" not in page
