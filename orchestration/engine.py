@@ -48,6 +48,7 @@ from orchestration.models import (
     StopReason,
     Turn,
     WritingSession,
+    turn_reservation_key,
 )
 from orchestration.termination import Stop, check_after_turn, check_before_step, conditions_for
 from orchestration.versions import record_version
@@ -401,7 +402,9 @@ def _recover_interrupted_turns(session: WritingSession, *, owner: str) -> None:
             )
             if updated:
                 release_credits(
-                    user=session.project.owner, reservation_key=f"turn:{turn.pk}:reserve", key=f"turn:{turn.pk}:release"
+                    user=session.project.owner,
+                    reservation_key=turn_reservation_key(turn.pk),
+                    key=f"turn:{turn.pk}:release",
                 )
                 ev.append_event(
                     session_id=session.pk,
@@ -1119,7 +1122,7 @@ def _begin_turn(
             reserve_credits(
                 user=session.project.owner,
                 amount=worst_case,
-                key=f"turn:{turn.pk}:reserve",
+                key=turn_reservation_key(turn.pk),
                 description=f"{session.title}: round {round_number}, {agent.name}",
                 session_id=session.pk,  # the settlement and release inherit it: usage by session
                 turn_id=turn.pk,
@@ -1305,7 +1308,7 @@ def _complete_turn(
         # Settling is idempotent on its key, and a reservation closes once: a replay charges nothing.
         charged = settle_credits(
             user=session.project.owner,
-            reservation_key=f"turn:{turn_id}:reserve",
+            reservation_key=turn_reservation_key(turn_id),
             actual=credits,
             key=f"turn:{turn_id}:settle",
             description=f"{session.title}: round {row['current_round']}, {agent.name}",
@@ -1446,7 +1449,7 @@ def _abandon_turn(
             return
         charged = settle_credits(
             user=session.project.owner,
-            reservation_key=f"turn:{turn_id}:reserve",
+            reservation_key=turn_reservation_key(turn_id),
             actual=credits,
             key=f"turn:{turn_id}:settle",
             description=f"{session.title}: interrupted turn",
@@ -1511,7 +1514,7 @@ def _fail_turn(session_id: int, turn_id: int, text: str, *, owner: str | None = 
             )
             session = WritingSession.objects.select_related("project__owner").get(pk=session_id)
             release_credits(
-                user=session.project.owner, reservation_key=f"turn:{turn_id}:reserve", key=f"turn:{turn_id}:release"
+                user=session.project.owner, reservation_key=turn_reservation_key(turn_id), key=f"turn:{turn_id}:release"
             )
     except LeaseLost:
         return

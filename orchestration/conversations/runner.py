@@ -30,7 +30,7 @@ from orchestration import events as ev
 from orchestration.conversations import flow
 from orchestration.conversations.models import Conversation, Message, MessageRole, MessageStatus
 from orchestration.lease import LeaseLost, claim_lease, fence, new_owner_id, release_lease, renew_lease
-from orchestration.models import Agent, LLMModel, Status, StopReason, Turn, WritingSession
+from orchestration.models import Agent, LLMModel, Status, StopReason, Turn, WritingSession, turn_reservation_key
 from orchestration.providers.base import ModelRequest, ProviderError
 from orchestration.services import set_status, status_payload
 
@@ -293,7 +293,7 @@ def _begin(prepared: Prepared, agent: Agent, model: LLMModel, *, owner: str):
             reserve_credits(
                 user=session.project.owner,
                 amount=worst_case,
-                key=f"turn:{turn.pk}:reserve",
+                key=turn_reservation_key(turn.pk),
                 description=f"Conversation “{conversation.title}”: {agent.name}",
                 session_id=session.pk,
                 turn_id=turn.pk,
@@ -512,7 +512,7 @@ def _complete(
         session = WritingSession.objects.select_for_update().select_related("project__owner").get(pk=session_id)
         charged = settle_credits(
             user=session.project.owner,
-            reservation_key=f"turn:{turn_id}:reserve",
+            reservation_key=turn_reservation_key(turn_id),
             actual=credits,
             key=f"turn:{turn_id}:settle",
             description=f"Conversation “{session.title}”: {agent.name}",

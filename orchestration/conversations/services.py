@@ -25,7 +25,7 @@ from django.utils.text import slugify
 from orchestration.conversations import presets
 from orchestration.conversations.models import Conversation, Message, MessageRole, MessageStatus
 from orchestration.events import append_event
-from orchestration.models import ACTIVE_STATUSES, Agent, Flow, Project, Status, WritingSession
+from orchestration.models import ACTIVE_STATUSES, Agent, Flow, Project, Status, WritingSession, turn_reservation_key
 from orchestration.services import ServiceError, emit_status, enqueue_run, set_status
 
 logger = logging.getLogger(__name__)
@@ -146,7 +146,7 @@ def delete_conversation(*, conversation: Conversation, user) -> None:
     for turn_id in Turn.objects.filter(session_id=session_id, status=Turn.TurnStatus.STREAMING).values_list(
         "pk", flat=True
     ):
-        release_credits(user=user, reservation_key=f"turn:{turn_id}:reserve", key=f"turn:{turn_id}:release")
+        release_credits(user=user, reservation_key=turn_reservation_key(turn_id), key=f"turn:{turn_id}:release")
     Conversation.objects.filter(pk=conversation.pk).delete()
     WritingSession.objects.filter(pk=session_id).delete()
 
