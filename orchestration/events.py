@@ -154,6 +154,26 @@ def collect_broadcasts() -> Iterator[list[tuple[int, dict[str, Any]]]]:
         _collector.messages = previous
 
 
+def coalesce_messages(messages: list[tuple[int, dict[str, Any]]]) -> list[tuple[int, dict[str, Any]]]:
+    """Fold consecutive session.events messages of one session into one, events in order (one push).
+
+    `messages`: (session id, channel-layer message) as collect_broadcasts() gathered them. Other messages
+    keep their place, so a session's events never overtake another of its messages.
+    """
+    folded: list[tuple[int, dict[str, Any]]] = []
+    for session_id, message in messages:
+        last = folded[-1] if folded else None
+        if (
+            last is not None
+            and last[0] == session_id
+            and last[1].get("type") == message.get("type") == "session.events"
+        ):
+            folded[-1] = (session_id, {**last[1], "events": [*last[1]["events"], *message["events"]]})
+        else:
+            folded.append((session_id, message))
+    return folded
+
+
 async def push_message(session_id: int, message: dict[str, Any]) -> None:
     """Send to the session's group. The fast path may fail; clients catch up from the database."""
     layer = get_channel_layer()

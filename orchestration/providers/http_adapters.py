@@ -452,8 +452,11 @@ def _delta_reasoning(delta: Any) -> str:
     """Reasoning text in a chunk's delta under the names compatible servers use (extra fields)."""
     if delta is None:
         return ""
+    # The SDK keeps the fields it does not declare in model_extra: a dict lookup, where getattr on a missing
+    # attribute goes through pydantic's __getattr__ and raises AttributeError, for every chunk.
+    extra = getattr(delta, "model_extra", None)
     for name in ("reasoning_content", "reasoning"):
-        value = getattr(delta, name, None)
+        value = extra.get(name) if isinstance(extra, dict) else getattr(delta, name, None)
         if isinstance(value, str) and value:
             return value
     return ""
