@@ -404,6 +404,21 @@ class CatalogueModelField(forms.ModelChoiceField):
         return model_label(obj)
 
 
+def check_model_choice(user: User, model: LLMModel | None) -> LLMModel | None:
+    """A picked model, or a ValidationError saying why it cannot be used: disabled, unpriced, or not on
+    the user's plan (the same rule as the builder's pickers; None passes for an optional field)."""
+    if model is None:
+        return None
+    if not model.enabled:
+        raise forms.ValidationError(f"{model.display_name} is disabled. Pick another model.")
+    if not model.is_priced:
+        raise forms.ValidationError(f"{model.display_name} has no price yet and cannot be used.")
+    verdict = gate(user, "use_model", model=model)
+    if not verdict.allowed:
+        raise forms.ValidationError(verdict.reason or f"{model.display_name} is not on your plan. Upgrade to use it.")
+    return model
+
+
 class AgentForm(forms.ModelForm):
     model = CatalogueModelField(queryset=LLMModel.objects.all(), empty_label=None)
     fallback_model = CatalogueModelField(
@@ -455,18 +470,7 @@ class AgentForm(forms.ModelForm):
         self.fields["temperature"].help_text = temperature_help(current, offered)
 
     def _check_model(self, model: LLMModel | None) -> LLMModel | None:
-        if model is None:
-            return None
-        if not model.enabled:
-            raise forms.ValidationError(f"{model.display_name} is disabled. Pick another model.")
-        if not model.is_priced:
-            raise forms.ValidationError(f"{model.display_name} has no price yet and cannot be used.")
-        verdict = gate(self.user, "use_model", model=model)
-        if not verdict.allowed:
-            raise forms.ValidationError(
-                verdict.reason or f"{model.display_name} is not on your plan. Upgrade to use it."
-            )
-        return model
+        return check_model_choice(self.user, model)
 
     def clean_model(self) -> LLMModel | None:
         return self._check_model(self.cleaned_data.get("model"))

@@ -339,6 +339,9 @@ class Agent(models.Model):
         max_length=10, choices=ReasoningEffort.choices, blank=True, default=ReasoningEffort.DEFAULT
     )
     active = models.BooleanField(default=True)
+    # Conversation agents only: the information tools (orchestration/conversations/tools.py INFO_TOOLS
+    # names) the agent may call; None = all of them. Handoff and ask_ tools come from the team, not this.
+    tools = models.JSONField(null=True, blank=True, default=None)
 
     class Meta:
         ordering = ["order", "pk"]
