@@ -353,6 +353,7 @@ def conversation_team_remove(request: AuthenticatedHttpRequest, pk: int, agent_p
     except ServiceError as error:
         context = _team_context(request, conversation)
         context["card"] = _card(request, agent, conversations.team(conversation), error=error.message)
+        context["cards"] = [context["card"] if c["agent"].pk == agent.pk else c for c in context["cards"]]
         return _team_partial(request, conversation, "agent", context, status=_team_status(error))
     if not request.htmx:
         messages.success(request, f"Removed {agent.name}.")
