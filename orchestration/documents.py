@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import re
 from html.parser import HTMLParser
-from typing import Literal
+from typing import Any, Literal
 
 import nh3
 from django.db import transaction
@@ -283,7 +283,7 @@ class _DocxBuilder(HTMLParser):
         self.doc = document
         self.paragraph = None
         self.style: str | None = None
-        self.lists: list[dict] = []  # {"kind": "ul"|"ol", "num_id": int | None}
+        self.lists: list[dict[str, Any]] = []  # {"kind": "ul"|"ol", "num_id": int | None}
         self.bold = self.italic = self.code = 0
         self.in_pre = False
         self.in_quote = 0
@@ -388,7 +388,7 @@ class _DocxBuilder(HTMLParser):
         elif tag == "br" and self.paragraph is not None:
             self.paragraph.add_run().add_break()
 
-    def _table_start(self, tag: str, attrs: dict) -> None:
+    def _table_start(self, tag: str, attrs: dict[str, Any]) -> None:
         assert self.table is not None, "called only inside a <table> (handle_starttag checks)"
         if tag == "thead":
             self.in_head = True

@@ -30,6 +30,7 @@ from orchestration.retrieval import index_references
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
+    from django.db.models import QuerySet
 
 DEMO_MODEL_REF = "demo:demo-writer"
 
@@ -462,7 +463,7 @@ def default_model_for(user: User) -> LLMModel | None:
     return demo_model()
 
 
-def presets_for(user: User):
+def presets_for(user: User) -> QuerySet[TeamPreset]:
     """Shipped presets first, then the user's own."""
     from django.db.models import Q
 

@@ -6,7 +6,7 @@ Views and commands call these; they write, then notify on commit (events, task e
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
 from django.utils import timezone
@@ -62,7 +62,7 @@ def set_status(session: WritingSession, to: str, **fields) -> bool:
     return True
 
 
-def status_payload(session: WritingSession) -> dict:
+def status_payload(session: WritingSession) -> dict[str, Any]:
     return {
         "status": session.status,
         "round": session.current_round,
@@ -256,7 +256,7 @@ SETTINGS_FIELDS = (
 )
 
 
-def save_session_settings(*, session: WritingSession, changes: dict) -> bool:
+def save_session_settings(*, session: WritingSession, changes: dict[str, Any]) -> bool:
     """Write the builder's settings (only SETTINGS_FIELDS) unless the session is running.
 
     One conditional UPDATE of just these columns: a form holding a stale copy of the row can never

@@ -8,6 +8,8 @@ composer with the text kept; limits answer 429.
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpResponse
@@ -66,7 +68,7 @@ def conversation_create(request: AuthenticatedHttpRequest, project_pk: int) -> H
     return redirect(conversation)
 
 
-def _page_context(conversation: Conversation, **extra) -> dict:
+def _page_context(conversation: Conversation, **extra) -> dict[str, Any]:
     session = conversation.session
     session.refresh_from_db()
     return {

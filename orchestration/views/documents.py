@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import wraps
+from typing import Any
 
 from django import forms
 from django.contrib import messages
@@ -70,7 +71,7 @@ class DiffForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.session = session
 
-    def clean(self) -> dict:
+    def clean(self) -> dict[str, Any]:
         super().clean()
         data = self.cleaned_data  # what Form.clean() returns (django-stubs allows None)
         if self.errors:
@@ -108,7 +109,7 @@ class HumanEditForm(forms.Form):
     )
 
 
-def _panel_context(session: WritingSession, **extra) -> dict:
+def _panel_context(session: WritingSession, **extra) -> dict[str, Any]:
     context = {"session": session, "versions": documents.versions_for_panel(session)}
     context.update(extra)
     return context
@@ -136,7 +137,7 @@ def version_detail(request: AuthenticatedHttpRequest, session: WritingSession, n
 @require_safe
 def version_diff(request: AuthenticatedHttpRequest, session: WritingSession) -> HttpResponse:
     form = DiffForm(request.GET, session=session)
-    context: dict = {"diff_form": form}
+    context: dict[str, Any] = {"diff_form": form}
     if form.is_valid():
         a, b = form.cleaned_data["version_a"], form.cleaned_data["version_b"]
         context["diff"] = {

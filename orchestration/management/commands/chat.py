@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -172,7 +173,7 @@ class Command(BaseCommand):
             raise CommandError(f"No user with email {email!r}." if not users else f"More than one user has {email!r}.")
         return users[0]
 
-    def _conversation(self, user, options: dict) -> Conversation:
+    def _conversation(self, user, options: dict[str, Any]) -> Conversation:
         if options["conversation"] is not None:
             try:
                 return conversations.get_conversation(user=user, pk=options["conversation"])

@@ -24,7 +24,7 @@ def _number(value: float | None) -> str:
     return "–" if value is None else f"{round(float(value), 1):g}"
 
 
-def format_scores(overall: float | None, scores: dict | None) -> str:
+def format_scores(overall: float | None, scores: dict[str, Any] | None) -> str:
     parts = ", ".join(f"{name} {_number(value)}" for name, value in (scores or {}).items())
     text = f"overall {_number(overall)}"
     return f"{text} ({parts})" if parts else text
@@ -187,7 +187,7 @@ class EventPrinter:
         elif kind == "human":
             self.line(f"[Session] Human intervention{': ' + payload['note'] if payload.get('note') else ''}")
 
-    def planned_event(self, kind: str, payload: dict) -> None:
+    def planned_event(self, kind: str, payload: dict[str, Any]) -> None:
         """The planned flow's journal: the plan's waves, routing decisions, verdicts, repairs, the summary."""
         task = payload.get("task", "")
         if kind == "plan":
