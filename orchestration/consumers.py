@@ -111,7 +111,7 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
             return
         await self.receive_json(content)
 
-    async def receive_json(self, content, **kwargs) -> None:
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:  # any JSON a client sent
         if not isinstance(content, dict) or content.get("type") != "catch_up":
             await self.send_json(
                 {"type": "error", "error": 'Unknown message; expected {"type": "catch_up", "after": n}.'}

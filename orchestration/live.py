@@ -23,6 +23,7 @@ from orchestration import documents
 from orchestration import events as ev
 from orchestration.evaluation import split_output
 from orchestration.live_plan import PLAN_EVENT_KINDS
+from orchestration.matching import deadline_in
 from orchestration.models import DocumentVersion, Turn, WritingSession, turn_reservation_key
 from orchestration.reasoning import output_label
 from orchestration.rendering import render_markdown
@@ -85,14 +86,16 @@ class TurnChanges:
     more_hunks: int = 0
 
 
-def compact_diff(old: str, new: str, *, context: int = CONTEXT_TOKENS, max_hunks: int = MAX_HUNKS):
+def compact_diff(
+    old: str, new: str, *, context: int = CONTEXT_TOKENS, max_hunks: int = MAX_HUNKS
+) -> tuple[SafeString, int]:
     """(html, changes left out): the changed words of old -> new with a little context, gaps elided.
 
     Tokens are escaped before they are wrapped in <ins>/<del>, and the result goes through the
     document panel's diff sanitizer as well, so model text can never become markup here.
     """
     old_tokens, new_tokens = documents._tokens(old), documents._tokens(new)
-    opcodes = documents._word_opcodes(old_tokens, new_tokens, documents.deadline_in())
+    opcodes = documents._word_opcodes(old_tokens, new_tokens, deadline_in())
     changes = [i for i, op in enumerate(opcodes) if op[0] != "equal"]
     shown = set(changes[:max_hunks])
     parts: list[str] = []
@@ -216,7 +219,7 @@ def _turn_context(
     }
 
 
-def _attempt_key(turn: Turn) -> tuple | None:
+def _attempt_key(turn: Turn) -> tuple[int, int, str] | None:
     """Attempts of one call share (round, agent, slot); human turns are never collapsed."""
     return (turn.round, turn.agent_id, turn.slot) if turn.kind == Turn.Kind.AGENT and turn.agent_id else None
 
@@ -226,7 +229,7 @@ def collapse_attempts(turns: list[Turn]) -> tuple[list[Turn], dict[int, list[Tur
 
     Returns (the turns to show as cards, in order; {shown turn id: its earlier attempts, oldest first}).
     """
-    latest: dict[tuple, Turn] = {}
+    latest: dict[tuple[int, int, str], Turn] = {}
     for turn in turns:
         key = _attempt_key(turn)
         if key is not None and (key not in latest or turn.attempt > latest[key].attempt):
@@ -280,7 +283,7 @@ def active_time(intervals: list[tuple[dt.datetime, dt.datetime | None]], now: dt
     spans = sorted((start, end or now, end is None) for start, end in intervals if start)
     total = 0.0
     open_start: dt.datetime | None = None
-    current: list | None = None  # [start, end, open]
+    current: list[Any] | None = None  # [start, end, open]
     for start, end, is_open in spans:
         if current and start <= current[1]:
             current[1] = max(current[1], end)

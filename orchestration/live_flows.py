@@ -176,7 +176,8 @@ def _sources(session_id: int, cache: ReviewCache | None) -> list[dict[str, Any]]
     key = ("sources", session_id)
     if key not in cache:
         cache[key] = research_sources(session_id)
-    return cache[key]
+    sources: list[dict[str, Any]] = cache[key]
+    return sources
 
 
 def pipeline_context(turn: Turn, cache: ReviewCache | None = None) -> dict[str, Any]:

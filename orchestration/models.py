@@ -511,4 +511,5 @@ class TeamPreset(models.Model):
 
 
 # Conversations live in their own module; imported here so Django registers them with this app.
-from orchestration.conversations.models import Conversation, Message  # noqa: E402, F401
+from orchestration.conversations.models import Conversation as Conversation  # noqa: E402
+from orchestration.conversations.models import Message as Message  # noqa: E402

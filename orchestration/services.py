@@ -46,7 +46,7 @@ class ServiceError(Exception):
         self.upgrade_url = upgrade_url
 
 
-def set_status(session: WritingSession, to: str, **fields) -> bool:
+def set_status(session: WritingSession, to: str, **fields: Any) -> bool:
     """Compare-and-swap the status. Refuses transitions outside ALLOWED_TRANSITIONS."""
     current = session.status
     if to != current and to not in ALLOWED_TRANSITIONS.get(current, set()):
@@ -87,8 +87,8 @@ def validate_for_start(session: WritingSession, *, extra_rounds: int = 0) -> lis
     """Every reason this session cannot run, in words the user can act on. Empty means ready."""
     from orchestration import reasoning
     from orchestration.catalogue import validate_model_for_use
-    from orchestration.prompts import estimate_tokens
     from orchestration.providers import provider_available
+    from orchestration.tokens import estimate_tokens
 
     problems: list[str] = []
     if not session.brief.strip():
@@ -150,7 +150,7 @@ def validate_for_start(session: WritingSession, *, extra_rounds: int = 0) -> lis
     return problems
 
 
-def _check_gate(user: User, action: str, **context) -> None:
+def _check_gate(user: User, action: str, **context: Any) -> None:
     from billing.gating import check
     from billing.services import hold_user_lock
 
@@ -300,7 +300,7 @@ def start_session(*, session: WritingSession, user: User) -> WritingSession:
 
 
 @transaction.atomic
-def pause_session(*, session: WritingSession, by_staff=None) -> WritingSession:
+def pause_session(*, session: WritingSession, by_staff: User | None = None) -> WritingSession:
     """Ask the run to pause after the step in flight. Raises ServiceError unless it is queued or running.
 
     `by_staff` (a staff user acting on someone else's session from the staff live view) makes the stop
@@ -337,7 +337,7 @@ def resume_session(*, session: WritingSession, user: User | None = None) -> Writ
 
 
 @transaction.atomic
-def approve_plan(*, session: WritingSession, user) -> WritingSession:
+def approve_plan(*, session: WritingSession, user: User) -> WritingSession:
     """Approve the task graph of a planned run waiting for approval, and resume it (the tasks start).
 
     Raises ServiceError when the session is not waiting for an approval (nothing to approve, or already
@@ -360,7 +360,7 @@ def approve_plan(*, session: WritingSession, user) -> WritingSession:
 
 
 @transaction.atomic
-def stop_session(*, session: WritingSession, by_staff=None) -> WritingSession:
+def stop_session(*, session: WritingSession, by_staff: User | None = None) -> WritingSession:
     """Stop the run: at once if nothing is executing it, else within about a second (the executor cancels
     the calls in flight and keeps what was written). Raises ServiceError if it is not running or paused.
 

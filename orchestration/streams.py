@@ -27,12 +27,12 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, TypeVarTuple
 
 from asgiref.sync import sync_to_async
-from channels.layers import get_channel_layer
+from channels.layers import BaseChannelLayer, get_channel_layer
 from django.http import StreamingHttpResponse
 
 if TYPE_CHECKING:
@@ -44,8 +44,11 @@ MAX_SEQ = 2**63 - 1  # sequence numbers are 64-bit in the database
 CATCH_UP_BATCH = 500  # events read from the database per query while catching up
 RETRY_MILLISECONDS = 2000  # how soon a browser's EventSource reconnects after a drop
 
+T = TypeVar("T")
+Args = TypeVarTuple("Args")
 
-def call_and_close(fn, *args):
+
+def call_and_close(fn: Callable[[*Args], T], *args: *Args) -> T:
     """Run fn, then close this thread's database connection: a stream waits far longer than it
     reads, and must not hold a connection (PostgreSQL's are few) while it waits, nor leave one
     behind in its request thread after the client goes (persistent connections, CONN_MAX_AGE)."""
@@ -58,7 +61,7 @@ def call_and_close(fn, *args):
             connection.close()
 
 
-async def _db(fn, *args):
+async def _db(fn: Callable[[*Args], T], *args: *Args) -> T:
     """fn(*args) in the request's own thread (Django's thread-sensitive executor), no connection kept."""
     return await sync_to_async(call_and_close)(fn, *args)
 
@@ -189,7 +192,7 @@ class _Cursor:
         start = offset if isinstance(offset, int) else self.sent.get(key, 0)
         self.sent[key] = max(self.sent.get(key, 0), start + len(payload.get("text", "")))
 
-    def deltas(self, chunks: list) -> list[dict[str, Any]]:
+    def deltas(self, chunks: list[Any]) -> list[dict[str, Any]]:
         """Live text the engine pushed before saving it (``session.chunks``), as ``delta`` /
         ``reasoning_delta`` events without a seq: only the part not sent yet, with its offset."""
         out = []
@@ -269,7 +272,7 @@ class _Cursor:
 _CLOSE = "stream.close"
 
 
-async def _relay(layer, channel: str, inbox: asyncio.Queue) -> None:
+async def _relay(layer: BaseChannelLayer, channel: str, inbox: asyncio.Queue[dict[str, Any]]) -> None:
     """Move messages from the stream's own channel to a local queue, until told to stop.
 
     It is stopped by a message, not cancelled: cancelling channels-redis's receive in the middle of
@@ -282,7 +285,7 @@ async def _relay(layer, channel: str, inbox: asyncio.Queue) -> None:
         inbox.put_nowait(message)
 
 
-async def _stop_relay(layer, channel: str, relay: asyncio.Task) -> None:
+async def _stop_relay(layer: BaseChannelLayer, channel: str, relay: asyncio.Task[None]) -> None:
     """Leave nothing running: ask the relay to stop; cancel it (without waiting) if it does not."""
     with contextlib.suppress(Exception):
         await asyncio.wait_for(layer.send(channel, {"type": _CLOSE}), timeout=2)
@@ -298,7 +301,7 @@ async def follow(
     after: int,
     heartbeat_seconds: float = 15.0,
     poll_seconds: float = 2.0,
-    on_heartbeat=None,
+    on_heartbeat: Callable[[], Awaitable[None]] | None = None,
 ) -> AsyncGenerator[bytes, None]:
     """Yield a run's events as SSE bytes: everything after `after`, then the live tail, then ``end``.
 
@@ -313,8 +316,8 @@ async def follow(
     layer = get_channel_layer()
     cursor = _Cursor(source, after)
     channel: str | None = None
-    relay: asyncio.Task | None = None
-    inbox: asyncio.Queue = asyncio.Queue()
+    relay: asyncio.Task[None] | None = None
+    inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     if layer is not None:
         channel = await layer.new_channel()
         await layer.group_add(source.group, channel)  # before the catch-up read: no push can fall between
@@ -364,7 +367,7 @@ def _pushed(message: dict[str, Any], after: int) -> list[dict[str, Any]]:
     return [e for e in events or [] if isinstance(e, dict) and isinstance(e.get("seq"), int) and e["seq"] > after]
 
 
-async def _next_events(cursor: _Cursor, inbox: asyncio.Queue, wait: float) -> list[dict[str, Any]]:
+async def _next_events(cursor: _Cursor, inbox: asyncio.Queue[dict[str, Any]], wait: float) -> list[dict[str, Any]]:
     """Wait up to `wait` seconds for pushed events that continue the sequence; on a gap, read the
     database instead. Returns [] when nothing new came.
     """
@@ -376,7 +379,7 @@ async def _next_events(cursor: _Cursor, inbox: asyncio.Queue, wait: float) -> li
     while not inbox.empty():  # a burst arrived: write it out in one go
         messages.append(inbox.get_nowait())
     events: list[dict[str, Any]] = []
-    chunks: list = []
+    chunks: list[Any] = []
     for item in messages:
         events.extend(_pushed(item, cursor.last_seq))
         if isinstance(item, dict) and item.get("type") == "session.chunks":
@@ -493,7 +496,7 @@ class StreamSlot:
         with contextlib.suppress(Exception):  # a Redis hiccup must not end a healthy stream
             await self.client.zadd(self.key, {self.member: time.time() + self.ttl}, xx=True)
 
-    async def __aexit__(self, *exc_info) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         if self.client is None:
             return
         try:
@@ -513,13 +516,13 @@ class EventStreamResponse(StreamingHttpResponse):
     blocks run at once).
     """
 
-    def __init__(self, stream: AsyncGenerator[bytes, None], **kwargs) -> None:
+    def __init__(self, stream: AsyncGenerator[bytes, None], **kwargs: Any) -> None:
         super().__init__(stream, content_type="text/event-stream; charset=utf-8", **kwargs)
         self._stream = stream
         self["Cache-Control"] = "no-cache"
         self["X-Accel-Buffering"] = "no"  # nginx: pass each event on at once
 
-    async def __aiter__(self):
+    async def __aiter__(self) -> AsyncIterator[bytes]:
         try:
             async for part in self._stream:
                 yield part

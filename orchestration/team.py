@@ -26,6 +26,7 @@ from orchestration.models import (
     ACTIVE_STATUSES,
     Agent,
     Criterion,
+    LLMModel,
     Project,
     ReferenceDocument,
     TeamPreset,
@@ -99,7 +100,7 @@ def create_session(
     brief: str = "",
     document: str = "",
     preset: TeamPreset | None = None,
-    model=None,
+    model: LLMModel | None = None,
 ) -> WritingSession:
     """A new draft in ``project`` (which must be ``user``'s), optionally with ``preset``'s team.
 

@@ -241,7 +241,7 @@ class PipelineFlow:
         from orchestration.tokens import estimate_tokens
 
         try:
-            passages = clean_config(session.flow_config)["passages"]
+            passages: int = clean_config(session.flow_config)["passages"]
         except ConfigError:
             passages = DEFAULT_CONFIG["passages"]
         return passages * (estimate_tokens("x" * MAX_CHARS) + 16)

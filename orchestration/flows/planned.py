@@ -324,7 +324,7 @@ class PlannedFlow:
         task = state.task
         tid = task["id"]
         brief = _task_text(task)
-        deps = tuple(states[d].output for d in task["depends_on"] if states[d].output)
+        deps = tuple(output for d in task["depends_on"] if (output := states[d].output))
         labels = {states[d].output: f"{d}: {states[d].task['title']}" for d in task["depends_on"] if states[d].output}
         last_try = state.next_slot == state.all_slots[-1]
         if state.next_call == "verify":

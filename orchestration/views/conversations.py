@@ -68,7 +68,7 @@ def conversation_create(request: AuthenticatedHttpRequest, project_pk: int) -> H
     return redirect(conversation)
 
 
-def _page_context(conversation: Conversation, **extra) -> dict[str, Any]:
+def _page_context(conversation: Conversation, **extra: Any) -> dict[str, Any]:
     session = conversation.session
     session.refresh_from_db()
     return {
