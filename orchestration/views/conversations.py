@@ -92,8 +92,13 @@ def conversation_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpRespo
 
 
 def _composer(
-    request: AuthenticatedHttpRequest, conversation: Conversation, *, draft: str = "", error=None, status: int = 200
-):
+    request: AuthenticatedHttpRequest,
+    conversation: Conversation,
+    *,
+    draft: str = "",
+    error: ServiceError | None = None,
+    status: int = 200,
+) -> HttpResponse:
     """The composer after a post: cleared on success, the text kept with the reason on a refusal."""
     context = _page_context(conversation, draft=draft, error=error)
     if request.htmx:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -13,6 +15,7 @@ from django.views.decorators.http import require_POST, require_safe
 from atelier.core.http import AuthenticatedHttpRequest
 from orchestration import events as ev
 from orchestration import live, services
+from orchestration.models import WritingSession
 from orchestration.views.access import _get_session_for_user, _get_session_for_viewer
 
 PAGE = "orchestration/session_detail.html"
@@ -47,7 +50,7 @@ def session_events(request: AuthenticatedHttpRequest, pk: int) -> JsonResponse:
     return JsonResponse({"events": events, "last_seq": events[-1]["seq"] if events else after})
 
 
-def _control(request: AuthenticatedHttpRequest, pk: int, action) -> HttpResponse:
+def _control(request: AuthenticatedHttpRequest, pk: int, action: Callable[[WritingSession], object]) -> HttpResponse:
     session = _get_session_for_user(request, pk)
     try:
         action(session)
@@ -61,7 +64,9 @@ def _control(request: AuthenticatedHttpRequest, pk: int, action) -> HttpResponse
     return redirect(session.get_absolute_url())
 
 
-def _staff_control(request: AuthenticatedHttpRequest, pk: int, action) -> HttpResponse:
+def _staff_control(
+    request: AuthenticatedHttpRequest, pk: int, action: Callable[[WritingSession], object]
+) -> HttpResponse:
     """Stop or pause someone's session from the staff live view; anyone but active staff gets a 404."""
     if not (request.user.is_active and request.user.is_staff):
         raise Http404
@@ -101,7 +106,7 @@ def session_pause(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_POST
 def session_resume(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
-    def act(session) -> None:
+    def act(session: WritingSession) -> None:
         blocked = live.resume_blocked(session)
         if blocked:  # it would pause again at once: say so instead of flipping the buttons back
             raise services.ServiceError(f"{blocked} Get more credits on the billing page, then resume.")
@@ -121,7 +126,7 @@ def session_stop(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
 def session_continue(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     form = ContinueForm(request.POST)
 
-    def act(session) -> None:
+    def act(session: WritingSession) -> None:
         if not form.is_valid():
             raise services.ServiceError(
                 f"Continue for a whole number of rounds between 1 and {services.MAX_CONTINUE_ROUNDS}."

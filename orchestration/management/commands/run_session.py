@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +71,7 @@ class Driver(threading.Thread):
     time: drive() then returns "busy", and we wait while the worker does the work (we still print it).
     """
 
-    def __init__(self, session_id: int, drive=None) -> None:
+    def __init__(self, session_id: int, drive: Callable[[int], str] | None = None) -> None:
         super().__init__(name=f"run-session-{session_id}", daemon=True)
         self.session_id = session_id
         self.drive = drive or engine.drive  # a conversation's run has its own driver (conversations.runner)
@@ -109,7 +109,7 @@ class EventPrinter:
         self.open_turn: int | None = None  # the turn whose text was printed last
         self.mid_line = False
         self.last_status = ""
-        self.last_phase: tuple[int, str] | None = None  # (round, phase) announced last
+        self.last_phase: tuple[int | None, str] | None = None  # (round, phase) announced last
 
     def write(self, text: str) -> None:
         self.command.stdout.write(text, ending="")
@@ -225,7 +225,7 @@ class EventPrinter:
                     f"{row['input_tokens']}/{row['output_tokens']} tokens, {row['credits']} credit(s)"
                 )
 
-    def announce_phase(self, round_number, phase: str) -> None:
+    def announce_phase(self, round_number: int | None, phase: str) -> None:
         """Parallel flows: say when the round moves to its next phase (writing, reviewing, synthesizing...)."""
         if not phase or self.last_phase == (round_number, phase):
             return
@@ -274,7 +274,9 @@ class Command(BaseCommand):
             help="A planned run waiting for approval: approve its plan and run the tasks.",
         )
 
-    def handle(self, *args, session_id: int, output: str | None, no_stream: bool, rounds: int | None, **options):
+    def handle(
+        self, *args: Any, session_id: int, output: str | None, no_stream: bool, rounds: int | None, **options: Any
+    ) -> None:
         session = WritingSession.objects.select_related("project__owner").filter(pk=session_id).first()
         if session is None:
             raise CommandError(f"No session with id {session_id}.")
