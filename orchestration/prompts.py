@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass, field, replace
 
 from orchestration.evaluation import rubric_instructions
-from orchestration.tokens import estimate_tokens
+from orchestration.tokens import estimate_tokens as estimate_tokens  # re-exported: the one estimator
 
 # Tokens we never plan to use: tokenizer differences, message framing, provider-side additions.
 SAFETY_MARGIN_MIN = 256

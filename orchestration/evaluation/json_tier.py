@@ -26,7 +26,7 @@ class _JsonCollector:
         self.overall: float | None = None
         self.feedback: list[str] = []
 
-    def _scale_of(self, obj: dict) -> float | None:
+    def _scale_of(self, obj: dict[Any, Any]) -> float | None:
         for key, value in obj.items():
             if (
                 _norm_key(key) in _SCALE_NORM

@@ -10,6 +10,9 @@ keeps a running session's builder read-only, contexts, save helpers). `urls` lis
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db import transaction
@@ -22,8 +25,8 @@ from django_htmx.http import reswap, retarget
 
 from atelier.core.http import AuthenticatedHttpRequest, htmx_redirect
 from orchestration import presets, team
-from orchestration.forms import NewSessionForm, SessionSettingsForm, flow_options, gate
-from orchestration.models import WritingSession
+from orchestration.forms import AgentForm, NewSessionForm, SessionSettingsForm, flow_options, gate
+from orchestration.models import Agent, WritingSession
 from orchestration.services import ServiceError
 from orchestration.views import builder_references, builder_team
 from orchestration.views.access import _get_project_for_user, _get_session_for_user
@@ -45,6 +48,9 @@ from orchestration.views.builder_common import (
     draft_only,
     running_response,
 )
+
+if TYPE_CHECKING:
+    from orchestration.views.builder_common import CriteriaFormSet
 
 # --- pages
 
@@ -154,7 +160,15 @@ def session_start(request: AuthenticatedHttpRequest, session: WritingSession) ->
     return htmx_redirect(request, url)
 
 
-def _start_refused(request, session, form, problems, *, invalid_cards=(), upgrade_url: str = "") -> HttpResponse:
+def _start_refused(
+    request: AuthenticatedHttpRequest,
+    session: WritingSession,
+    form: SessionSettingsForm | None,
+    problems: list[str],
+    *,
+    invalid_cards: Iterable[tuple[Agent, AgentForm, CriteriaFormSet]] = (),
+    upgrade_url: str = "",
+) -> HttpResponse:
     """Start said no: show why next to the Start button (and re-render the parts that hold errors)."""
     session.refresh_from_db()
     if not request.htmx:

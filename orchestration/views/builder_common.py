@@ -8,11 +8,13 @@ builder_team.py (agents and presets), builder_references.py (reference documents
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, cast
 
 from django.contrib import messages
-from django.http import HttpResponse
+from django.forms import BaseForm
+from django.forms.utils import ErrorDict
+from django.http import HttpResponse, QueryDict
 from django.shortcuts import render
 from django.template.loader import render_to_string
 from django.urls import reverse
@@ -36,6 +38,14 @@ from orchestration.forms import (
 from orchestration.models import ACTIVE_STATUSES, Agent, WritingSession
 from orchestration.uploads import MAX_UPLOAD_BYTES, MAX_UPLOAD_FILES
 from orchestration.views.access import _get_session_for_user
+
+if TYPE_CHECKING:
+    from django.forms.models import BaseInlineFormSet
+
+    from orchestration.forms import CriterionForm
+    from orchestration.models import Criterion
+
+    CriteriaFormSet = BaseInlineFormSet[Criterion, Agent, CriterionForm]
 
 PAGE = "orchestration/builder.html"
 
@@ -87,7 +97,11 @@ def _agent_prefix(agent: Agent) -> str:
     return f"agent-{agent.pk}"
 
 
-def _agent_forms(request: AuthenticatedHttpRequest, agent: Agent, data=None, extra_criteria: int = 0):
+def _agent_forms(
+    request: AuthenticatedHttpRequest, agent: Agent, data: QueryDict | None = None, extra_criteria: int = 0
+) -> tuple[AgentForm, CriteriaFormSet]:
+    """The agent card's form and criteria formset, bound to `data` if given; unbound with `extra_criteria`
+    blank rows otherwise."""
     prefix = _agent_prefix(agent)
     form = AgentForm(data, instance=agent, prefix=prefix, user=request.user)
     formset = CriterionFormSet(data, instance=agent, prefix=f"{prefix}-criteria")
@@ -97,7 +111,7 @@ def _agent_forms(request: AuthenticatedHttpRequest, agent: Agent, data=None, ext
     return form, formset
 
 
-def _card(agent: Agent, form: AgentForm, formset: Any, *, index: int, count: int) -> dict[str, Any]:
+def _card(agent: Agent, form: AgentForm, formset: CriteriaFormSet, *, index: int, count: int) -> dict[str, Any]:
     """What the agent card partial renders: the agent, its forms, and its place among `count` cards."""
     return {
         "agent": agent,
@@ -110,8 +124,13 @@ def _card(agent: Agent, form: AgentForm, formset: Any, *, index: int, count: int
 
 
 def _agent_card_context(
-    request: AuthenticatedHttpRequest, session: WritingSession, agent: Agent, form, formset, **extra
-) -> dict:
+    request: AuthenticatedHttpRequest,
+    session: WritingSession,
+    agent: Agent,
+    form: AgentForm,
+    formset: CriteriaFormSet,
+    **extra: Any,
+) -> dict[str, Any]:
     agents = list(session.agents.order_by("order", "pk").values_list("pk", flat=True))
     index = agents.index(agent.pk) if agent.pk in agents else 0
     return {
@@ -154,7 +173,9 @@ def _estimate_context(session: WritingSession) -> dict[str, Any]:
     }
 
 
-def _references_context(session: WritingSession, form: ReferenceForm | None = None, errors=(), added=0) -> dict:
+def _references_context(
+    session: WritingSession, form: ReferenceForm | None = None, errors: Iterable[str] = (), added: int = 0
+) -> dict[str, Any]:
     return {
         "session": session,
         "references": list(session.references.all()),
@@ -174,7 +195,9 @@ def _flow_check_context(session: WritingSession) -> dict[str, Any]:
     return {"session": session, "flow_problems": get_policy(session.flow).validate(session, agents) if agents else []}
 
 
-def _page_context(request: AuthenticatedHttpRequest, session: WritingSession, settings_form=None) -> dict[str, Any]:
+def _page_context(
+    request: AuthenticatedHttpRequest, session: WritingSession, settings_form: SessionSettingsForm | None = None
+) -> dict[str, Any]:
     return {
         "session": session,
         "project": session.project,
@@ -220,7 +243,7 @@ def _now() -> str:
     return timezone.localtime().strftime("%H:%M:%S")
 
 
-def _save_agent(form: AgentForm, formset) -> bool:
+def _save_agent(form: AgentForm, formset: CriteriaFormSet) -> bool:
     """Write a valid agent card (its form and criteria formset) through the team service; True when
     criterion rows were created or deleted. Raises ServiceError when the session started meanwhile."""
     changes = {name: form.cleaned_data[name] for name in (form._meta.fields or ()) if name in form.cleaned_data}
@@ -239,11 +262,16 @@ def _save_agent(form: AgentForm, formset) -> bool:
     return team.update_agent(agent=form.instance, changes=changes, criteria=specs, delete_criteria=deleted)
 
 
-def _error_labels(form, formset=None) -> list[str]:
+def form_errors(formset: CriteriaFormSet) -> list[ErrorDict]:
+    """`formset.errors`: one ErrorDict per form (django-stubs types it as a list of ErrorList)."""
+    return cast("list[ErrorDict]", formset.errors)
+
+
+def _error_labels(form: BaseForm, formset: CriteriaFormSet | None = None) -> list[str]:
     """The labels of the fields that hold errors, in form order ("Temperature", "Criterion 2 weight")."""
     labels = [str(form[name].label) if name in form.fields else "the form" for name in form.errors]
     if formset is not None:
-        for index, errors in enumerate(formset.errors):
+        for index, errors in enumerate(form_errors(formset)):
             for name in errors:
                 field = formset.forms[index].fields.get(name)
                 labels.append(f"criterion {index + 1} {str(field.label).lower() if field else name}")

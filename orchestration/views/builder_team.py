@@ -30,6 +30,7 @@ from orchestration.views.builder_common import (
     _team_context,
     _with_status,
     draft_only,
+    form_errors,
     running_response,
 )
 
@@ -50,7 +51,7 @@ def agent_add(request: AuthenticatedHttpRequest, session: WritingSession) -> Htt
 
 def _team_response(
     request: AuthenticatedHttpRequest, session: WritingSession, *, problem: str = "", agents_changed: bool = True
-):
+) -> HttpResponse:
     if not request.htmx:
         if problem:
             messages.error(request, problem)
@@ -94,8 +95,8 @@ def agent_update(request: AuthenticatedHttpRequest, session: WritingSession, age
         problems = [
             f"{form[name].label if name in form.fields else name}: {e}" for name, es in form.errors.items() for e in es
         ]
-        problems += [e for errors in formset.errors for es in errors.values() for e in es]
-        problems += list(formset.non_form_errors())
+        problems += [str(e) for errors in form_errors(formset) for es in errors.values() for e in es]
+        problems += [str(e) for e in formset.non_form_errors()]
         for problem in problems:
             messages.error(request, f"{agent.name} was not saved. {problem}")
         return redirect("session_edit", pk=session.pk)
