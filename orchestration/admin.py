@@ -22,7 +22,6 @@ from orchestration.models import (
     DocumentVersion,
     LLMModel,
     Project,
-    Provider,
     Reasoning,
     ReasoningOutput,
     ReferenceDocument,
@@ -31,6 +30,7 @@ from orchestration.models import (
     Turn,
     WritingSession,
 )
+from orchestration.provider_table import provider_spec
 
 
 class ReadOnlyAdminMixin:
@@ -90,9 +90,10 @@ class LLMModelForm(forms.ModelForm[LLMModel]):
         # Each control exists in one wire protocol only (docs/architecture.md, "Reasoning models").
         provider = cleaned.get("provider", self.instance.provider)
         reasoning = cleaned.get("reasoning", self.instance.reasoning)
-        if reasoning == Reasoning.THINKING_BUDGET and provider != Provider.ANTHROPIC:
+        spec = provider_spec(provider)
+        if reasoning == Reasoning.THINKING_BUDGET and not (spec and spec.thinking_budget):
             self.add_error("reasoning", "Extended thinking with a budget is an Anthropic parameter.")
-        if reasoning == Reasoning.EFFORT and provider in (Provider.ANTHROPIC, Provider.DEMO):
+        if reasoning == Reasoning.EFFORT and not (spec is None or spec.reasoning_effort):
             self.add_error("reasoning", "Reasoning effort is an OpenAI-protocol parameter.")
         enabled = cleaned.get("enabled", self.instance.enabled)
         if enabled:

@@ -420,7 +420,7 @@ DEMO_REFERENCE = (
 )
 # What the "Try the demo team" run uses, stated on the dashboard. The demo model costs the provider nothing,
 # but its calls cost credits like any model (billing.pricing: 1 credit per started 1,000 tokens), so every
-# credit path runs offline. tests/studio/test_demo_path.py runs the demo and checks the ledger stays in range.
+# credit path runs offline. tests/orchestration/test_demo_path.py runs the demo and checks the ledger stays in range.
 DEMO_RUN_CREDITS = (15, 25)
 
 

@@ -51,17 +51,8 @@ def session_events(request: AuthenticatedHttpRequest, pk: int) -> JsonResponse:
 
 
 def _control(request: AuthenticatedHttpRequest, pk: int, action: Callable[[WritingSession], object]) -> HttpResponse:
-    session = _get_session_for_user(request, pk)
-    try:
-        action(session)
-    except services.ServiceError as error:
-        messages.error(request, error.message)
-    session.refresh_from_db()
-    if request.htmx:
-        context = live.page_context(session)
-        context["continue_form"] = ContinueForm()
-        return render(request, PAGE + "#controls", context)
-    return redirect(session.get_absolute_url())
+    """Run `action` on the owner's session (a 404 for anyone else's) and answer with the controls."""
+    return _run_control(request, _get_session_for_user(request, pk), action)
 
 
 def _staff_control(
@@ -71,12 +62,27 @@ def _staff_control(
     if not (request.user.is_active and request.user.is_staff):
         raise Http404
     session, read_only = _get_session_for_viewer(request, pk)
+    done = "Done: the owner sees that Atelier staff did it, and the admin log records it."
+    return _run_control(request, session, action, read_only=read_only, success=done)
+
+
+def _run_control(
+    request: AuthenticatedHttpRequest,
+    session: WritingSession,
+    action: Callable[[WritingSession], object],
+    *,
+    read_only: bool = False,
+    success: str = "",
+) -> HttpResponse:
+    """Run a control; a ServiceError becomes an error message (and `success`, if any, the message when it
+    worked). htmx gets the page's controls part re-rendered, a plain form post a redirect to the page."""
     try:
         action(session)
     except services.ServiceError as error:
         messages.error(request, error.message)
     else:
-        messages.success(request, "Done: the owner sees that Atelier staff did it, and the admin log records it.")
+        if success:
+            messages.success(request, success)
     session.refresh_from_db()
     if request.htmx:
         context = live.page_context(session)
