@@ -48,7 +48,8 @@ __all__ = [
     "retry_delay",
 ]
 
-_cache: dict[tuple, BaseAdapter] = {}
+# Adapters by configuration: ("demo", tokens per second) or (provider, key, base URL, timeout seconds).
+_cache: dict[tuple[object, ...], BaseAdapter] = {}
 _cache_lock = threading.Lock()
 
 
@@ -96,7 +97,7 @@ def get_adapter(provider: str, *, timeout: float | None = None) -> BaseAdapter:
         _ok, reason = provider_available(provider)
         raise ProviderError(reason, kind="not_configured", retryable=False, provider=provider)
     if provider == DEMO:
-        key: tuple = (DEMO, float(settings.DEMO_TOKENS_PER_SECOND))
+        key: tuple[object, ...] = (DEMO, float(settings.DEMO_TOKENS_PER_SECOND))
     else:
         config = _config(provider)
         seconds = float(timeout if timeout is not None else settings.PROVIDER_TIMEOUT_SECONDS)
@@ -108,14 +109,16 @@ def get_adapter(provider: str, *, timeout: float | None = None) -> BaseAdapter:
     return adapter
 
 
-def _build(provider: str, key: tuple) -> BaseAdapter:
+def _build(provider: str, key: tuple[object, ...]) -> BaseAdapter:
     spec = provider_spec(provider)
     assert spec is not None  # provider_configured refused unknown providers
     cls = import_string(spec.adapter)
     if spec.offline:
-        return cls(tokens_per_second=key[1])
+        adapter: BaseAdapter = cls(tokens_per_second=key[1])
+        return adapter
     _, api_key, base_url, seconds = key
-    return cls(provider=provider, api_key=api_key, base_url=base_url, timeout=seconds)
+    adapter = cls(provider=provider, api_key=api_key, base_url=base_url, timeout=seconds)
+    return adapter
 
 
 def clear_adapter_cache() -> None:
