@@ -26,6 +26,7 @@ from orchestration.models import (
     TeamPreset,
     WritingSession,
 )
+from orchestration.provider_table import DEMO as DEMO_PROVIDER
 from orchestration.retrieval import index_references
 
 if TYPE_CHECKING:
@@ -454,7 +455,7 @@ def resolve_model_ref(ref: str | None) -> LLMModel | None:
 
 
 def demo_model() -> LLMModel | None:
-    return resolve_model_ref(DEMO_MODEL_REF) or LLMModel.objects.filter(provider="demo", enabled=True).first()
+    return resolve_model_ref(DEMO_MODEL_REF) or LLMModel.objects.filter(provider=DEMO_PROVIDER, enabled=True).first()
 
 
 def default_model_for(user: User) -> LLMModel | None:

@@ -14,7 +14,7 @@ import threading
 from django.conf import settings
 from django.utils.module_loading import import_string
 
-from orchestration.provider_table import DEMO, KNOWN_PROVIDERS, PROVIDER_LABELS, provider_spec
+from orchestration.provider_table import DEMO, KNOWN_PROVIDERS, provider_spec
 from orchestration.providers.base import (
     BaseAdapter,
     ModelRequest,
@@ -48,7 +48,8 @@ __all__ = [
     "retry_delay",
 ]
 
-_cache: dict[tuple, BaseAdapter] = {}
+# Adapters by configuration: ("demo", tokens per second) or (provider, key, base URL, timeout seconds).
+_cache: dict[tuple[object, ...], BaseAdapter] = {}
 _cache_lock = threading.Lock()
 
 
@@ -82,7 +83,8 @@ def provider_available(provider: str) -> tuple[bool, str]:
     ok, _operator_reason = provider_configured(provider)
     if ok:
         return True, ""
-    name = PROVIDER_LABELS.get(provider, "This provider")
+    spec = provider_spec(provider)
+    name = spec.label if spec else "This provider"
     return False, f"{name} is not connected on this server, so its models cannot run. Choose another model."
 
 
@@ -96,7 +98,7 @@ def get_adapter(provider: str, *, timeout: float | None = None) -> BaseAdapter:
         _ok, reason = provider_available(provider)
         raise ProviderError(reason, kind="not_configured", retryable=False, provider=provider)
     if provider == DEMO:
-        key: tuple = (DEMO, float(settings.DEMO_TOKENS_PER_SECOND))
+        key: tuple[object, ...] = (DEMO, float(settings.DEMO_TOKENS_PER_SECOND))
     else:
         config = _config(provider)
         seconds = float(timeout if timeout is not None else settings.PROVIDER_TIMEOUT_SECONDS)
@@ -108,14 +110,16 @@ def get_adapter(provider: str, *, timeout: float | None = None) -> BaseAdapter:
     return adapter
 
 
-def _build(provider: str, key: tuple) -> BaseAdapter:
+def _build(provider: str, key: tuple[object, ...]) -> BaseAdapter:
     spec = provider_spec(provider)
     assert spec is not None  # provider_configured refused unknown providers
     cls = import_string(spec.adapter)
     if spec.offline:
-        return cls(tokens_per_second=key[1])
+        adapter: BaseAdapter = cls(tokens_per_second=key[1])
+        return adapter
     _, api_key, base_url, seconds = key
-    return cls(provider=provider, api_key=api_key, base_url=base_url, timeout=seconds)
+    adapter = cls(provider=provider, api_key=api_key, base_url=base_url, timeout=seconds)
+    return adapter
 
 
 def clear_adapter_cache() -> None:
