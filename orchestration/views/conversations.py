@@ -8,6 +8,8 @@ composer with the text kept; limits answer 429.
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpResponse
@@ -70,7 +72,7 @@ def conversation_create(request: AuthenticatedHttpRequest, project_pk: int) -> H
     return redirect(conversation)
 
 
-def _page_context(conversation: Conversation, **extra) -> dict:
+def _page_context(conversation: Conversation, **extra: Any) -> dict[str, Any]:
     session = conversation.session
     session.refresh_from_db()
     return {
@@ -94,8 +96,13 @@ def conversation_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpRespo
 
 
 def _composer(
-    request: AuthenticatedHttpRequest, conversation: Conversation, *, draft: str = "", error=None, status: int = 200
-):
+    request: AuthenticatedHttpRequest,
+    conversation: Conversation,
+    *,
+    draft: str = "",
+    error: ServiceError | None = None,
+    status: int = 200,
+) -> HttpResponse:
     """The composer after a post: cleared on success, the text kept with the reason on a refusal."""
     context = _page_context(conversation, draft=draft, error=error)
     if request.htmx:
