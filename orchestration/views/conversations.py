@@ -203,7 +203,9 @@ def _team_agent_for(conversation: Conversation, agent_pk: int) -> Agent:
     return agent
 
 
-def _card(request: AuthenticatedHttpRequest, agent: Agent, team: list[Agent], form=None, **extra) -> dict:
+def _card(
+    request: AuthenticatedHttpRequest, agent: Agent, team: list[Agent], form: TeamAgentForm | None = None, **extra: Any
+) -> dict[str, Any]:
     return {
         "agent": agent,
         "form": form or TeamAgentForm(user=request.user, agent=agent, team=team),
@@ -212,7 +214,7 @@ def _card(request: AuthenticatedHttpRequest, agent: Agent, team: list[Agent], fo
     }
 
 
-def _add_context(request: AuthenticatedHttpRequest, team: list[Agent], **extra) -> dict:
+def _add_context(request: AuthenticatedHttpRequest, team: list[Agent], **extra: Any) -> dict[str, Any]:
     from billing.services import effective_plan, get_account
 
     specialists = sum(1 for a in team if a.role != TRIAGE)
@@ -225,7 +227,7 @@ def _add_context(request: AuthenticatedHttpRequest, team: list[Agent], **extra) 
     }
 
 
-def _team_context(request: AuthenticatedHttpRequest, conversation: Conversation, **extra) -> dict:
+def _team_context(request: AuthenticatedHttpRequest, conversation: Conversation, **extra: Any) -> dict[str, Any]:
     session = conversation.session
     session.refresh_from_db()
     team = conversations.team(conversation)
@@ -244,7 +246,9 @@ def _team_context(request: AuthenticatedHttpRequest, conversation: Conversation,
     }
 
 
-def _team_partial(request, conversation: Conversation, partial: str, context: dict, *, status: int) -> HttpResponse:
+def _team_partial(
+    request: AuthenticatedHttpRequest, conversation: Conversation, partial: str, context: dict[str, Any], *, status: int
+) -> HttpResponse:
     """htmx: the named partial (always 200, so htmx swaps it in with its errors); without JavaScript: the
     whole page with `status` (400 for a form error, 409 while a reply is being written)."""
     if request.htmx:
