@@ -133,13 +133,13 @@ def describe(agent: Agent) -> str:
 
 def tools_for(agent: Agent, agents: list[Agent], call: Call, *, native: bool) -> list[dict]:
     """The tools offered on this call: none for a model without tool calling or a summary; a consult (a
-    specialist asked as a tool) gets the information tools only, never handoff or ask tools."""
+    specialist asked as a tool) gets its information tools only, never handoff or ask tools."""
     from orchestration.conversations.services import tool_key
 
     if not native or call.purpose == "summary":
         return []
     if call.purpose == "consult":
-        return list(conversation_tools.INFO_TOOLS) if call.tool_calls_left > 0 else []
+        return conversation_tools.info_tools_for(agent) if call.tool_calls_left > 0 else []
     offered: list[dict] = []
     if call.tool_calls_left > 0:
         offered += conversation_tools.info_tools_for(agent)  # the agent's own choice (team page)

@@ -599,14 +599,14 @@ def _record_consult(transcript: _Transcript, prepared: Prepared, agent: Agent, t
             data["consult_of"] = message.pk
             if tool_call.invalid:
                 data["result"] = f"The arguments were not valid JSON ({tool_call.raw[:200]!r}); nothing was run."
-            elif tool_call.name in tools.INFO_TOOL_NAMES:
+            elif tool_call.name in {t["name"] for t in tools.info_tools_for(agent)}:
                 data["result"] = tools.run_info_tool(
                     tool_call.name,
                     tool_call.arguments,
                     conversation_id=prepared.conversation.pk,
                     project_id=prepared.conversation.project_id,
                 )
-            else:  # handoff and ask tools are not offered to a consulted specialist
+            else:  # handoff and ask tools are not offered to a consulted specialist, nor tools it was not given
                 data["result"] = f"There is no tool called {tool_call.name} here: answer the question."
             transcript.add(role=MessageRole.TOOL, agent=agent, data=data)
         return

@@ -8,7 +8,7 @@ import orchestration.conversations.search
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('orchestration', '0012_planned_flow'),
+        ('orchestration', '0013_agent_tools'),
     ]
 
     # SQLite rebuilds the conversation table to add a column, dropping its full-text search triggers: they are
