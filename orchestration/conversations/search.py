@@ -75,6 +75,20 @@ def drop_schema(apps, schema_editor) -> None:
         schema_editor.execute(sql)
 
 
+def restore_sqlite_triggers(apps, schema_editor) -> None:
+    """Migration step after changing the message or conversation table's columns: on SQLite, Django adds a
+    column by rebuilding the table, which drops its triggers and would leave the FTS tables silently out of
+    date. Re-creates the six sync triggers (idempotent; nothing to do on PostgreSQL, whose indexes survive)."""
+    if schema_editor.connection.vendor != "sqlite":
+        return
+    for sql in SQLITE_DROP:
+        if sql.startswith("DROP TRIGGER"):
+            schema_editor.execute(sql)
+    for sql in SQLITE_SCHEMA:
+        if sql.startswith("CREATE TRIGGER"):
+            schema_editor.execute(sql)
+
+
 def terms(query: str) -> list[str]:
     """The words of a query (letters and digits), at most 12; punctuation and operators are dropped."""
     return re.findall(r"\w+", query[:MAX_QUERY_CHARS])[:12]

@@ -191,7 +191,9 @@ class PipelineFlow:
             previous_review = review.turn_id
             round_number += 1
 
-    def _after_review(self, session: WritingSession, config: dict, round_number: int, review_id: int):
+    def _after_review(
+        self, session: WritingSession, config: dict[str, Any], round_number: int, review_id: int
+    ) -> Finished | None:
         """Finished when the pipeline is done after this round's review; None to build again."""
         score, result = Turn.objects.filter(pk=review_id).values_list("overall_score", "result").first() or (None, {})
         applied = (result or {}).get("applied", 0)
@@ -235,11 +237,11 @@ class PipelineFlow:
     def reference_tokens(self, session: WritingSession) -> int:
         """At most what a call reads of the references: ``passages`` passages of at most MAX_CHARS
         characters (for the credit estimate, billing.pricing)."""
-        from orchestration.prompts import estimate_tokens
         from orchestration.retrieval import MAX_CHARS
+        from orchestration.tokens import estimate_tokens
 
         try:
-            passages = clean_config(session.flow_config)["passages"]
+            passages: int = clean_config(session.flow_config)["passages"]
         except ConfigError:
             passages = DEFAULT_CONFIG["passages"]
         return passages * (estimate_tokens("x" * MAX_CHARS) + 16)
@@ -365,7 +367,9 @@ def material(session: WritingSession, call: AgentCall) -> Material:
 # --- parsing the stages' replies (flows.parse_result) ---------------------------------------------
 
 
-def parse_stage(recipe: str, body: str, inputs: tuple[int, ...], passages: tuple[int, ...]) -> tuple[str, dict]:
+def parse_stage(
+    recipe: str, body: str, inputs: tuple[int, ...], passages: tuple[int, ...]
+) -> tuple[str, dict[str, Any]]:
     """(document or "", Turn.result) for a pipeline reply whose evaluation is already split off. Never raises.
 
     research -> ("", {"summary", "findings": [{text, citations}], "sources": [...], "cited", "unknown_citations"})

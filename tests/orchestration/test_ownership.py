@@ -31,7 +31,7 @@ from orchestration.models import (
 )
 from orchestration.urls import urlpatterns
 from orchestration.versions import record_version
-from tests.studio.studio_fixtures import catalogue_model
+from tests.studio_fixtures import catalogue_model
 
 SECRETS = (
     "Owner Secret Project",
@@ -133,6 +133,8 @@ def url_kwargs(pattern: URLPattern, world: dict) -> dict:
             kwargs[name] = world["session"].pk
         elif name == "pk" and route.startswith("conversations/<int:pk>"):
             kwargs[name] = world["conversation"].pk
+        elif name == "agent_pk" and route.startswith("conversations/"):
+            kwargs[name] = world["conversation"].session.agents.get(role="triage").pk  # the team page's agents
         elif name == "project_pk":
             kwargs[name] = world["project"].pk
         elif name in fillers:
