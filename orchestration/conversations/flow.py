@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from orchestration.conversations import tools as conversation_tools
 from orchestration.conversations.models import Conversation, Message, MessageRole, MessageStatus
@@ -131,7 +132,7 @@ def describe(agent: Agent) -> str:
     return (re.split(r"(?<=[.!?])\s", text)[0])[:200]
 
 
-def tools_for(agent: Agent, agents: list[Agent], call: Call, *, native: bool) -> list[dict]:
+def tools_for(agent: Agent, agents: list[Agent], call: Call, *, native: bool) -> list[dict[str, Any]]:
     """The tools offered on this call: none for a model without tool calling or a summary; a consult (a
     specialist asked as a tool) gets its information tools only, never handoff or ask tools."""
     from orchestration.conversations.services import tool_key
@@ -140,7 +141,7 @@ def tools_for(agent: Agent, agents: list[Agent], call: Call, *, native: bool) ->
         return []
     if call.purpose == "consult":
         return conversation_tools.info_tools_for(agent) if call.tool_calls_left > 0 else []
-    offered: list[dict] = []
+    offered: list[dict[str, Any]] = []
     if call.tool_calls_left > 0:
         offered += conversation_tools.info_tools_for(agent)  # the agent's own choice (team page)
     if call.handoffs_left > 0:
@@ -203,11 +204,11 @@ def _note_for(message: Message, agent: Agent) -> str | None:
     return None
 
 
-def current_exchange_messages(state: Exchange, agent: Agent) -> list[dict]:
+def current_exchange_messages(state: Exchange, agent: Agent) -> list[dict[str, Any]]:
     """The current exchange as neutral messages for `agent`: its own tool calls since it took the
     conversation go natively (call + result pairs), everything else as bracketed context lines."""
     assert state.user_message is not None
-    out: list[dict] = [{"role": "user", "content": state.user_message.content}]
+    out: list[dict[str, Any]] = [{"role": "user", "content": state.user_message.content}]
     since = 0  # entries before the agent last took the conversation are context, not its own calls
     for index, message in enumerate(state.entries):
         if message.role == MessageRole.HANDOFF and message.data.get("to") == agent.pk:
@@ -239,12 +240,12 @@ def current_exchange_messages(state: Exchange, agent: Agent) -> list[dict]:
 
 def history_messages(
     conversation: Conversation, before_exchange: int, messages: list[Message] | None = None
-) -> list[tuple[int, list[dict]]]:
+) -> list[tuple[int, list[dict[str, Any]]]]:
     """Earlier exchanges, oldest first: (exchange number, [user message, final reply]) with handoffs and
     tools left out. `messages`: visible_messages(conversation), read here when None."""
     if messages is None:
         messages = visible_messages(conversation)
-    exchanges: dict[int, list[dict]] = {}
+    exchanges: dict[int, list[dict[str, Any]]] = {}
     for message in messages:
         if message.exchange >= before_exchange or message.role not in (MessageRole.USER, MessageRole.ASSISTANT):
             continue
@@ -258,8 +259,8 @@ def history_messages(
 @dataclass
 class Prompt:
     system: str
-    messages: list[dict]
-    tools: list[dict]
+    messages: list[dict[str, Any]]
+    tools: list[dict[str, Any]]
     estimated_tokens: int
     notes: list[str]
     text: str  # the messages as plain text (estimates and the demo provider's reading)
@@ -272,13 +273,15 @@ class PromptTooLarge(Exception):
     pass
 
 
-def _tokens(messages: list[dict]) -> int:
+def _tokens(messages: list[dict[str, Any]]) -> int:
     return sum(estimate_tokens(json.dumps(m, ensure_ascii=False)) for m in messages)
 
 
-def _newest_that_fit(history: list[tuple[int, list[dict]]], budget: int) -> tuple[list[tuple[int, list[dict]]], int]:
+def _newest_that_fit(
+    history: list[tuple[int, list[dict[str, Any]]]], budget: int
+) -> tuple[list[tuple[int, list[dict[str, Any]]]], int]:
     """The newest exchanges whose estimated tokens fit `budget` (oldest first), and the budget left."""
-    kept: list[tuple[int, list[dict]]] = []
+    kept: list[tuple[int, list[dict[str, Any]]]] = []
     for number, exchange in reversed(history):
         cost = _tokens(exchange)
         if cost > budget:
@@ -288,7 +291,7 @@ def _newest_that_fit(history: list[tuple[int, list[dict]]], budget: int) -> tupl
     return kept, budget
 
 
-def summary_message(summary: str, count: int) -> dict:
+def summary_message(summary: str, count: int) -> dict[str, Any]:
     """The stored summary as the first message of a prompt (`count`: the messages it stands for)."""
     return {
         "role": "user",
@@ -307,9 +310,9 @@ def summary_note(count: int) -> str:
 def fit_prompt(
     *,
     system: str,
-    tools: list[dict],
-    history: list[tuple[int, list[dict]]],
-    current: list[dict],
+    tools: list[dict[str, Any]],
+    history: list[tuple[int, list[dict[str, Any]]]],
+    current: list[dict[str, Any]],
     window: int,
     max_tokens: int,
     summary: str = "",
@@ -332,7 +335,7 @@ def fit_prompt(
         )
     covered = [(n, x) for n, x in history if summary and n <= summary_through]
     newer = [(n, x) for n, x in history if not (summary and n <= summary_through)]
-    head: list[dict] = []
+    head: list[dict[str, Any]] = []
     covered_count = sum(len(x) for _, x in covered)
     if covered:
         head = [summary_message(summary, covered_count)]
@@ -359,12 +362,12 @@ def fit_prompt(
     return Prompt(system, messages, tools, used, notes, text, summarise_through)
 
 
-def consult_messages(question_message: Message, state: Exchange) -> list[dict]:
+def consult_messages(question_message: Message, state: Exchange) -> list[dict[str, Any]]:
     """A consult's messages: the question (with the writer's message), then the consulted specialist's own
     tool calls for it so far, natively (call + result pairs)."""
     question = (question_message.data.get("arguments") or {}).get("question") or ""
     writer = state.user_message.content if state.user_message else ""
-    out: list[dict] = [
+    out: list[dict[str, Any]] = [
         {
             "role": "user",
             "content": f"{question_message.agent_name} asks you: {question}\n\n[The writer's message: {writer}]",
