@@ -16,6 +16,7 @@ import django_stubs_ext
 from django.core.exceptions import ImproperlyConfigured
 
 from atelier.env import env_bool, env_float, env_int, env_list, env_secret, env_str
+from orchestration.provider_table import PROVIDER_SPECS
 
 # Django's generic classes (ModelForm[Profile], ModelAdmin[User]...) subscriptable at run time, as the
 # type annotations write them (docs/architecture.md, "Types").
@@ -123,9 +124,22 @@ TEMPLATES = [
 
 # --- Database ---------------------------------------------------------------------------
 DATABASE_URL = env_secret("DATABASE_URL")  # holds the password: DATABASE_URL_FILE works too
+# The web process (daphne) serves each HTTP request and each WebSocket database call on a thread of
+# its own: a persistent connection per thread (CONN_MAX_AGE) would be left open in every thread that
+# ever served a request. It borrows from a psycopg pool instead, per process, returned at the end of
+# each request / call (atelier/asgi.py turns DB_POOL on; issue 15). Workers keep persistent
+# connections: django-q2 forks its processes, and a pool's threads and sockets must not cross a fork.
+DB_POOL = env_bool("DB_POOL", False)
 if DATABASE_URL:
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 60))}
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    if DB_POOL and DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        DATABASES["default"]["CONN_MAX_AGE"] = 0  # Django: pooling replaces persistent connections
+        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+            "min_size": env_int("DB_POOL_MIN_SIZE", 2, minimum=0),
+            "max_size": env_int("DB_POOL_MAX_SIZE", 10, minimum=1),
+            "timeout": env_float("DB_POOL_TIMEOUT", 10.0, minimum=0.5),  # seconds a request waits for one
+        }
 else:
     DATABASES = {
         "default": {
@@ -178,6 +192,10 @@ CACHES = {
 Q_CLUSTER = {
     "name": env_str("Q_CLUSTER_NAME", "atelier"),
     "workers": env_int("Q_WORKERS", 2, minimum=1, maximum=64),
+    # Tasks a cluster pulls from Redis beyond the ones its processes run (django-q2's default is
+    # workers squared): a session's drive task occupies a process for minutes, so a busy cluster that
+    # prefetched would hold runs back while another cluster sits idle, and lose them if killed (issue 15).
+    "queue_limit": env_int("Q_QUEUE_LIMIT", 1, minimum=1),
     # A step is at most one round of model calls; the engine re-enqueues itself well before this.
     "timeout": env_int("Q_TIMEOUT", 900, minimum=30),
     "retry": env_int("Q_TIMEOUT", 900, minimum=30) + 60,  # above timeout, or a long task is started again mid-run
@@ -322,22 +340,20 @@ CONTENT_SECURITY_POLICY = {
 }
 
 # --- Providers (keys only from the environment, or *_API_KEY_FILE) --------------------------------------------------
+# One entry per provider of the table (orchestration/provider_table.py): its key and base URL variables.
 PROVIDERS = {
-    "anthropic": {"api_key": env_secret("ANTHROPIC_API_KEY"), "base_url": env_str("ANTHROPIC_BASE_URL")},
-    "openai": {"api_key": env_secret("OPENAI_API_KEY"), "base_url": env_str("OPENAI_BASE_URL")},
-    "gemini": {
-        "api_key": env_secret("GEMINI_API_KEY"),
-        "base_url": env_str("GEMINI_BASE_URL", "https://generativelanguage.googleapis.com/v1beta/openai/"),
-    },
-    "xai": {"api_key": env_secret("XAI_API_KEY"), "base_url": env_str("XAI_BASE_URL", "https://api.x.ai/v1")},
-    # Ollama / vLLM / llama.cpp: any OpenAI-compatible server; a key is optional.
-    "compatible": {"api_key": env_secret("COMPATIBLE_API_KEY"), "base_url": env_str("COMPATIBLE_BASE_URL")},
+    spec.name: {"api_key": env_secret(spec.key_env), "base_url": env_str(spec.base_url_env, spec.default_base_url)}
+    for spec in PROVIDER_SPECS
+    if not spec.offline
 }
 PROVIDER_TIMEOUT_SECONDS = env_float("PROVIDER_TIMEOUT_SECONDS", 120.0, minimum=1.0)
 PROVIDER_MAX_RETRIES = env_int("PROVIDER_MAX_RETRIES", 4, minimum=0, maximum=10)
 # A rate-limited call is retried until this many seconds of waiting (honouring Retry-After) have been spent.
 PROVIDER_RATE_LIMIT_WINDOW_SECONDS = env_float("PROVIDER_RATE_LIMIT_WINDOW_SECONDS", 60.0, minimum=0.0)
 DEMO_TOKENS_PER_SECOND = env_float("DEMO_TOKENS_PER_SECOND", 60.0, minimum=0.0)  # 0 = instant
+# Conversations (docs/conversations.md "Context"): the model that writes the rolling summary of exchanges cut
+# to fit a context window, as "provider:model_id" of an enabled catalogue model; empty = the triage agent's.
+CONVERSATION_SUMMARY_MODEL = env_str("CONVERSATION_SUMMARY_MODEL", "")
 
 # Public API event streams (api/routes/streams.py, docs/api.md "Streaming"): a ": ping" comment after
 # this long without an event (proxies close idle connections; a stream's slot expires after three), and

@@ -9,7 +9,9 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from django.template.loader import render_to_string
 from django.urls import reverse
@@ -21,10 +23,14 @@ from orchestration import documents
 from orchestration import events as ev
 from orchestration.evaluation import split_output
 from orchestration.live_plan import PLAN_EVENT_KINDS
+from orchestration.matching import deadline_in
 from orchestration.models import DocumentVersion, Turn, WritingSession, turn_reservation_key
 from orchestration.reasoning import output_label
 from orchestration.rendering import render_markdown
 from orchestration.services import MAX_CONTINUE_ROUNDS
+
+if TYPE_CHECKING:
+    from orchestration.live_flows import ReviewCache
 
 TURN_TEMPLATE = "orchestration/partials/live_turn.html"
 ROUND_TEMPLATE = "orchestration/partials/live_round.html"
@@ -80,14 +86,16 @@ class TurnChanges:
     more_hunks: int = 0
 
 
-def compact_diff(old: str, new: str, *, context: int = CONTEXT_TOKENS, max_hunks: int = MAX_HUNKS):
+def compact_diff(
+    old: str, new: str, *, context: int = CONTEXT_TOKENS, max_hunks: int = MAX_HUNKS
+) -> tuple[SafeString, int]:
     """(html, changes left out): the changed words of old -> new with a little context, gaps elided.
 
     Tokens are escaped before they are wrapped in <ins>/<del>, and the result goes through the
     document panel's diff sanitizer as well, so model text can never become markup here.
     """
     old_tokens, new_tokens = documents._tokens(old), documents._tokens(new)
-    opcodes = documents._word_opcodes(old_tokens, new_tokens, documents.deadline_in())
+    opcodes = documents._word_opcodes(old_tokens, new_tokens, deadline_in())
     changes = [i for i, op in enumerate(opcodes) if op[0] != "equal"]
     shown = set(changes[:max_hunks])
     parts: list[str] = []
@@ -189,8 +197,8 @@ def _turn_context(
     earlier: list[Turn] | None = None,
     *,
     flow: str = "",
-    cache: dict | None = None,
-) -> dict:
+    cache: ReviewCache | None = None,
+) -> dict[str, Any]:
     """A card's context. `thought` is the reasoning streamed so far (for a streaming turn); `earlier` the
     interrupted or failed attempts of the same call, shown folded inside this card; `flow` adds what a
     parallel-flow card shows (issues, decisions) via live_flows."""
@@ -211,7 +219,7 @@ def _turn_context(
     }
 
 
-def _attempt_key(turn: Turn) -> tuple | None:
+def _attempt_key(turn: Turn) -> tuple[int, int, str] | None:
     """Attempts of one call share (round, agent, slot); human turns are never collapsed."""
     return (turn.round, turn.agent_id, turn.slot) if turn.kind == Turn.Kind.AGENT and turn.agent_id else None
 
@@ -221,7 +229,7 @@ def collapse_attempts(turns: list[Turn]) -> tuple[list[Turn], dict[int, list[Tur
 
     Returns (the turns to show as cards, in order; {shown turn id: its earlier attempts, oldest first}).
     """
-    latest: dict[tuple, Turn] = {}
+    latest: dict[tuple[int, int, str], Turn] = {}
     for turn in turns:
         key = _attempt_key(turn)
         if key is not None and (key not in latest or turn.attempt > latest[key].attempt):
@@ -275,7 +283,7 @@ def active_time(intervals: list[tuple[dt.datetime, dt.datetime | None]], now: dt
     spans = sorted((start, end or now, end is None) for start, end in intervals if start)
     total = 0.0
     open_start: dt.datetime | None = None
-    current: list | None = None  # [start, end, open]
+    current: list[Any] | None = None  # [start, end, open]
     for start, end, is_open in spans:
         if current and start <= current[1]:
             current[1] = max(current[1], end)
@@ -304,9 +312,9 @@ class Chart:
     width: int
     height: int
     rounds: int
-    series: list[dict]
-    y_ticks: list[dict]
-    x_ticks: list[dict]
+    series: list[dict[str, Any]]
+    y_ticks: list[dict[str, Any]]
+    x_ticks: list[dict[str, Any]]
 
 
 def score_chart(turns: list[Turn], max_rounds: int) -> Chart | None:
@@ -371,7 +379,7 @@ def resume_blocked(session: WritingSession) -> str:
     return RESUME_BLOCKED if get_balance(session.project.owner) <= 0 else ""
 
 
-def page_context(session: WritingSession) -> dict:
+def page_context(session: WritingSession) -> dict[str, Any]:
     """Everything session_detail renders, in a constant number of queries."""
     from orchestration.documents import versions_for_panel
 
@@ -384,8 +392,8 @@ def page_context(session: WritingSession) -> dict:
     from orchestration import live_flows, live_plan
 
     shown, earlier = collapse_attempts(turns)
-    items: OrderedDict[int, list[dict]] = OrderedDict()
-    cache: dict = {}
+    items: OrderedDict[int, list[dict[str, Any]]] = OrderedDict()
+    cache: ReviewCache = {}
     for turn in shown:
         context = _turn_context(
             turn,
@@ -449,154 +457,189 @@ def credits_held(streaming_turn_ids: list[int]) -> int:
 TurnTextCache = dict[int | tuple[str, int], str]
 
 
+@dataclass
+class _Batch:
+    """What one batch of events asks the page to redraw: streamed text per turn, whole cards, and panels."""
+
+    # (offset, text) per turn: saved chunk events carry their offset in the turn's text (older ones do not).
+    chunk_turns: OrderedDict[int, list[tuple[int | None, str]]]
+    thought_turns: OrderedDict[int, list[tuple[int | None, str]]]
+    card_turns: OrderedDict[int, None]
+    header: bool = False
+    chart: bool = False
+    document: bool = False
+    controls: bool = False
+    report: bool = False
+    plan: bool = False
+
+
+def _classify(events: list[dict[str, Any]]) -> _Batch:
+    """Sort a batch of events into the turns and panels they touch (no queries)."""
+    batch = _Batch(OrderedDict(), OrderedDict(), OrderedDict())
+    for event in events:
+        kind, turn_id = event["kind"], event.get("turn_id")
+        if kind == "chunk" and turn_id:
+            batch.chunk_turns.setdefault(turn_id, []).append(_piece(event["payload"]))
+        elif kind == "reasoning" and turn_id:
+            batch.thought_turns.setdefault(turn_id, []).append(_piece(event["payload"]))
+        elif kind in ("turn_started", "turn_finished", "human", "call_given_up") and turn_id:
+            batch.card_turns[turn_id] = None
+            batch.chunk_turns.pop(turn_id, None)  # the card is rendered whole, with its text
+            batch.thought_turns.pop(turn_id, None)
+            batch.chart = batch.chart or kind == "turn_finished"
+            batch.header = True
+        elif kind in ("status", "totals"):
+            batch.header = True
+            batch.controls = batch.controls or kind == "status"
+            batch.document = batch.document or kind == "status"
+        elif kind == "version":
+            batch.document = True
+        if kind in PLAN_EVENT_KINDS or (kind in ("turn_started", "turn_finished", "call_given_up", "status")):
+            batch.plan = True
+    return batch
+
+
 def render_fragments(
-    session_id: int, events: list[dict], turn_text: TurnTextCache, *, full_text_for_chunks: bool = False
-) -> tuple[list[dict], int, str]:
+    session_id: int, events: list[dict[str, Any]], turn_text: TurnTextCache, *, full_text_for_chunks: bool = False
+) -> tuple[list[dict[str, Any]], int, str]:
     """Turn a batch of events into DOM fragments for the page. Returns (fragments, last seq, status).
 
     `turn_text` caches each streaming turn's text (key: turn id) and reasoning (key: ("reasoning", id))
     between batches of one connection.
     """
     last_seq = max((e["seq"] for e in events), default=0)
-    fragments: list[dict] = []
-    # (offset, text) per turn: saved chunk events carry their offset in the turn's text (older ones do not).
-    chunk_turns: OrderedDict[int, list[tuple[int | None, str]]] = OrderedDict()
-    thought_turns: OrderedDict[int, list[tuple[int | None, str]]] = OrderedDict()
-    card_turns: OrderedDict[int, None] = OrderedDict()
-    header = chart = document = controls = report = plan = False
-    for event in events:
-        kind, turn_id = event["kind"], event.get("turn_id")
-        if kind == "chunk" and turn_id:
-            chunk_turns.setdefault(turn_id, []).append(_piece(event["payload"]))
-        elif kind == "reasoning" and turn_id:
-            thought_turns.setdefault(turn_id, []).append(_piece(event["payload"]))
-        elif kind in ("turn_started", "turn_finished", "human", "call_given_up") and turn_id:
-            card_turns[turn_id] = None
-            chunk_turns.pop(turn_id, None)  # the card is rendered whole, with its text
-            thought_turns.pop(turn_id, None)
-            chart = chart or kind == "turn_finished"
-            header = True
-        elif kind in ("status", "totals"):
-            header = True
-            controls = controls or kind == "status"
-            document = document or kind == "status"
-        elif kind == "version":
-            document = True
-        if kind in PLAN_EVENT_KINDS or (kind in ("turn_started", "turn_finished", "call_given_up", "status")):
-            plan = True
+    batch = _classify(events)
     # A push of streamed text alone needs no session row: no query per viewer for chunk pushes (issue 15).
     needs_session = full_text_for_chunks or any(e["kind"] not in ("chunk", "reasoning") for e in events)
-    session = WritingSession.objects.select_related("project").get(pk=session_id) if needs_session else None
-    if session is None:  # text alone: nothing below needs the session
-        return _text_fragments(chunk_turns, thought_turns, turn_text, last_seq, full_text_for_chunks, {}), last_seq, ""
-    session_detail_url = reverse("session_detail", args=[session_id])
-    if card_turns:
-        from orchestration import live_flows
+    if not needs_session:  # text alone: nothing below needs the session
+        text = _text_fragments(batch.chunk_turns, batch.thought_turns, turn_text, last_seq, full_text_for_chunks, {})
+        return text, last_seq, ""
+    session = WritingSession.objects.select_related("project").get(pk=session_id)
+    fragments: list[dict[str, Any]] = []
+    if batch.card_turns:
+        fragments += _card_fragments(session, batch, turn_text, last_seq)
+    fragments += _text_fragments(
+        batch.chunk_turns, batch.thought_turns, turn_text, last_seq, full_text_for_chunks, batch.card_turns
+    )
+    return fragments + _panel_fragments(session, batch), last_seq, session.status
 
-        turns = {
-            t.pk: t for t in Turn.objects.filter(pk__in=list(card_turns), session_id=session_id).only(*TURN_FIELDS)
+
+def _cards_to_draw(session_id: int, card_turns: OrderedDict[int, None]) -> dict[int, Turn]:
+    """The turns whose cards the batch redraws, by id; adds to `card_turns` the siblings a finished review renumbers."""
+    turns = {t.pk: t for t in Turn.objects.filter(pk__in=list(card_turns), session_id=session_id).only(*TURN_FIELDS)}
+    # A finished review renumbers its round's issues (E1, E2... in team order): re-render its siblings,
+    # and the synthesizer or moderator whose decisions point at them.
+    finished_rounds = {t.round for t in turns.values() if t.slot.startswith("review:") and t.status != "streaming"}
+    if finished_rounds:
+        siblings = (
+            Turn.objects.filter(session_id=session_id, round__in=finished_rounds, status=Turn.TurnStatus.COMPLETED)
+            .exclude(pk__in=list(turns))
+            .exclude(slot="")
+            .only(*TURN_FIELDS)
+        )
+        for sibling in siblings:
+            if sibling.slot.startswith("review:") or sibling.slot in ("synthesize", "moderate"):
+                turns[sibling.pk] = sibling
+                card_turns[sibling.pk] = None
+    return turns
+
+
+def _card_fragments(
+    session: WritingSession, batch: _Batch, turn_text: TurnTextCache, last_seq: int
+) -> list[dict[str, Any]]:
+    """One upsert fragment per turn card of the batch (sets `batch.report` when a report flow's turn ended)."""
+    from orchestration import live_flows
+
+    session_id = session.pk
+    turns = _cards_to_draw(session_id, batch.card_turns)
+    batch.report = batch.report or (
+        session.flow in live_flows.REPORT_FLOWS and any(t.status != "streaming" for t in turns.values())
+    )
+    review_cache: ReviewCache = {}
+    # Every attempt of the same calls: a card shows its earlier attempts folded, replaces their
+    # cards on the page, and an attempt that has a later one is not drawn on its own.
+    calls = Turn.objects.filter(
+        session_id=session_id,
+        kind=Turn.Kind.AGENT,
+        round__in={t.round for t in turns.values()},
+        agent_id__in={t.agent_id for t in turns.values() if t.agent_id},
+    ).only(*TURN_FIELDS)
+    _, earlier = collapse_attempts(sorted(calls, key=lambda t: t.pk))
+    superseded = {t.pk for attempts in earlier.values() for t in attempts}
+    streaming = [pk for pk, t in turns.items() if t.status == Turn.TurnStatus.STREAMING]
+    # Text up to *these* events only: later chunks are already committed but will arrive in their
+    # own messages and be appended then; reading them now would show them twice.
+    texts = ev.streamed_text(streaming, up_to_seq=last_seq)
+    thoughts = ev.streamed_text(streaming, up_to_seq=last_seq, kind="reasoning")
+    changes = _changes_by_turn(session_id, list(turns.values()))
+    fragments: list[dict[str, Any]] = []
+    for pk in batch.card_turns:
+        turn = turns.get(pk)
+        if turn is None or pk in superseded:
+            continue
+        if pk in texts:
+            turn_text[pk] = texts[pk]
+            turn_text[("reasoning", pk)] = thoughts[pk]
+        context = _turn_context(
+            turn,
+            texts.get(pk),
+            changes.get(pk),
+            thoughts.get(pk),
+            earlier.get(pk),
+            flow=session.flow,
+            cache=review_cache,
+        )
+        fragment = {
+            "target": f"turn-{pk}",
+            "swap": "upsert",
+            "round": turn.round,
+            "round_html": render_to_string(ROUND_TEMPLATE, {"round_number": turn.round, "turns": []}),
+            "html": render_to_string(TURN_TEMPLATE, context),
+            "replaces": [f"turn-{t.pk}" for t in earlier.get(pk, [])],
         }
-        # A finished review renumbers its round's issues (E1, E2... in team order): re-render its siblings,
-        # and the synthesizer or moderator whose decisions point at them.
-        finished_rounds = {t.round for t in turns.values() if t.slot.startswith("review:") and t.status != "streaming"}
-        if finished_rounds:
-            siblings = (
-                Turn.objects.filter(session_id=session_id, round__in=finished_rounds, status=Turn.TurnStatus.COMPLETED)
-                .exclude(pk__in=list(turns))
-                .exclude(slot="")
-                .only(*TURN_FIELDS)
-            )
-            for sibling in siblings:
-                if sibling.slot.startswith("review:") or sibling.slot in ("synthesize", "moderate"):
-                    turns[sibling.pk] = sibling
-                    card_turns[sibling.pk] = None
-        report = report or (
-            session.flow in live_flows.REPORT_FLOWS and any(t.status != "streaming" for t in turns.values())
-        )
-        review_cache: dict = {}
-        # Every attempt of the same calls: a card shows its earlier attempts folded, replaces their
-        # cards on the page, and an attempt that has a later one is not drawn on its own.
-        calls = Turn.objects.filter(
-            session_id=session_id,
-            kind=Turn.Kind.AGENT,
-            round__in={t.round for t in turns.values()},
-            agent_id__in={t.agent_id for t in turns.values() if t.agent_id},
-        ).only(*TURN_FIELDS)
-        _, earlier = collapse_attempts(sorted(calls, key=lambda t: t.pk))
-        superseded = {t.pk for attempts in earlier.values() for t in attempts}
-        streaming = [pk for pk, t in turns.items() if t.status == Turn.TurnStatus.STREAMING]
-        # Text up to *these* events only: later chunks are already committed but will arrive in their
-        # own messages and be appended then; reading them now would show them twice.
-        texts = ev.streamed_text(streaming, up_to_seq=last_seq)
-        thoughts = ev.streamed_text(streaming, up_to_seq=last_seq, kind="reasoning")
-        changes = _changes_by_turn(session_id, list(turns.values()))
-        for pk in card_turns:
-            turn = turns.get(pk)
-            if turn is None or pk in superseded:
-                continue
-            if pk in texts:
-                turn_text[pk] = texts[pk]
-                turn_text[("reasoning", pk)] = thoughts[pk]
-            context = _turn_context(
-                turn,
-                texts.get(pk),
-                changes.get(pk),
-                thoughts.get(pk),
-                earlier.get(pk),
-                flow=session.flow,
-                cache=review_cache,
-            )
-            fragment = {
-                "target": f"turn-{pk}",
-                "swap": "upsert",
-                "round": turn.round,
-                "round_html": render_to_string(ROUND_TEMPLATE, {"round_number": turn.round, "turns": []}),
-                "html": render_to_string(TURN_TEMPLATE, context),
-                "replaces": [f"turn-{t.pk}" for t in earlier.get(pk, [])],
-            }
-            if group := live_flows.parallel_group(turn):
-                fragment["group"] = live_flows.group_id(turn.round, group)
-                fragment["group_html"] = live_flows.group_html(turn.round, group)
-            fragments.append(fragment)
-    fragments += _text_fragments(chunk_turns, thought_turns, turn_text, last_seq, full_text_for_chunks, card_turns)
-    if header:
+        if group := live_flows.parallel_group(turn):
+            fragment["group"] = live_flows.group_id(turn.round, group)
+            fragment["group_html"] = live_flows.group_html(turn.round, group)
+        fragments.append(fragment)
+    return fragments
+
+
+def _panel_fragments(session: WritingSession, batch: _Batch) -> list[dict[str, Any]]:
+    """Fragments for the panels around the turns: header, score chart, report, plan, controls, document."""
+    fragments: list[dict[str, Any]] = []
+    if batch.header:
         fragments.append({"target": "session-header", "swap": "outer", "html": header_html(session)})
-    if chart:
-        turns_all = list(Turn.objects.filter(session_id=session_id).only(*TURN_FIELDS))
-        fragments.append(
-            {
-                "target": "score-chart",
-                "swap": "outer",
-                "html": render_to_string(CHART_TEMPLATE, {"chart": score_chart(turns_all, session.max_rounds)}),
-            }
-        )
-    if report or (controls and session.flow in ("roundtable", "pipeline")):
+    if batch.chart:
+        turns_all = list(Turn.objects.filter(session_id=session.pk).only(*TURN_FIELDS))
+        chart = render_to_string(CHART_TEMPLATE, {"chart": score_chart(turns_all, session.max_rounds)})
+        fragments.append({"target": "score-chart", "swap": "outer", "html": chart})
+    if batch.report or (batch.controls and session.flow in ("roundtable", "pipeline")):
         from orchestration import live_flows
 
         fragments.append({"target": "convergence-report", "swap": "outer", "html": live_flows.report_html(session)})
-    if plan and session.flow == "planned":
+    if batch.plan and session.flow == "planned":
         from orchestration import live_plan
 
         fragments.append({"target": "plan-panel", "swap": "outer", "html": live_plan.plan_html(session)})
-    if controls:
-        fragments.append({"target": "session-controls", "swap": "refresh", "url": session_detail_url})
-    if document:
-        fragments.append(
-            {"target": "document-panel", "swap": "refresh", "url": reverse("document_page", args=[session_id])}
-        )
-    return fragments, last_seq, session.status if session is not None else ""
+    if batch.controls:
+        url = reverse("session_detail", args=[session.pk])
+        fragments.append({"target": "session-controls", "swap": "refresh", "url": url})
+    if batch.document:
+        url = reverse("document_page", args=[session.pk])
+        fragments.append({"target": "document-panel", "swap": "refresh", "url": url})
+    return fragments
 
 
 def _text_fragments(
-    chunk_turns: dict,
-    thought_turns: dict,
+    chunk_turns: Mapping[int, list[tuple[int | None, str]]],
+    thought_turns: Mapping[int, list[tuple[int | None, str]]],
     turn_text: TurnTextCache,
     last_seq: int,
     full_text_for_chunks: bool,
-    card_turns: dict,
-) -> list[dict]:
+    card_turns: Mapping[int, object],
+) -> list[dict[str, Any]]:
     """Body and reasoning fragments for streamed text (turns whose card was just rendered are skipped)."""
-    fragments: list[dict] = []
+    fragments: list[dict[str, Any]] = []
     for pk, parts in thought_turns.items():
         if pk in card_turns:
             continue  # its card was just rendered with the reasoning up to these events
@@ -620,12 +663,12 @@ def _text_fragments(
     return fragments
 
 
-def _piece(payload: dict) -> tuple[int | None, str]:
+def _piece(payload: dict[str, Any]) -> tuple[int | None, str]:
     offset = payload.get("offset")
     return (offset if isinstance(offset, int) else None), payload.get("text", "")
 
 
-def _merge_pieces(turn_text: dict, key, pieces: list[tuple[int | None, str]]) -> bool:
+def _merge_pieces(turn_text: TurnTextCache, key: int | tuple[str, int], pieces: list[tuple[int | None, str]]) -> bool:
     """Merge pieces into turn_text[key]; True if the text grew. A gap leaves it as it was."""
     before = turn_text[key]
     text = before
@@ -638,7 +681,7 @@ def _merge_pieces(turn_text: dict, key, pieces: list[tuple[int | None, str]]) ->
     return len(text) > len(before)
 
 
-def tail_needs_text(turn_text: dict, chunks: list[dict]) -> bool:
+def tail_needs_text(turn_text: TurnTextCache, chunks: list[dict[str, Any]]) -> bool:
     """True if a pushed tail is for a turn whose text this connection does not hold yet (one query then)."""
     return any(
         (("reasoning", c.get("turn_id")) if c.get("kind") == "reasoning" else c.get("turn_id")) not in turn_text
@@ -646,17 +689,21 @@ def tail_needs_text(turn_text: dict, chunks: list[dict]) -> bool:
     )
 
 
-def tail_fragments(turn_text: dict, chunks: list[dict], *, load: bool = False) -> list[dict]:
+def tail_fragments(
+    turn_text: TurnTextCache, chunks: list[dict[str, Any]], *, load: bool = False
+) -> list[dict[str, Any]]:
     """Fragments for unsaved streamed text pushed by the engine ({turn_id, kind, offset, text}).
 
     No query for turns whose text this connection holds (every push while a page watches). With
     `load`, a turn it does not hold yet (a page opened mid-reply) is read once from the database.
     """
-    fragments: list[dict] = []
+    fragments: list[dict[str, Any]] = []
     for chunk in chunks:
         pk, kind = chunk.get("turn_id"), chunk.get("kind")
-        key = ("reasoning", pk) if kind == "reasoning" else pk
-        if key not in turn_text and load and isinstance(pk, int):
+        if not isinstance(pk, int):
+            continue  # not a turn's text (never pushed without one)
+        key: int | tuple[str, int] = ("reasoning", pk) if kind == "reasoning" else pk
+        if key not in turn_text and load:
             turn_text[key] = ev.streamed_text([pk], kind="reasoning" if kind == "reasoning" else "chunk")[pk]
         if key not in turn_text or not _merge_pieces(turn_text, key, [(chunk.get("offset"), chunk.get("text", ""))]):
             continue

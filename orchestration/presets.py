@@ -26,10 +26,14 @@ from orchestration.models import (
     TeamPreset,
     WritingSession,
 )
+from orchestration.provider_table import DEMO as DEMO_PROVIDER
 from orchestration.retrieval import index_references
 
 if TYPE_CHECKING:
+    from django.apps.registry import Apps
     from django.contrib.auth.models import User
+    from django.db.backends.base.schema import BaseDatabaseSchemaEditor
+    from django.db.models import QuerySet
 
 DEMO_MODEL_REF = "demo:demo-writer"
 
@@ -99,7 +103,9 @@ SHIPPED_PRESETS: list[dict[str, Any]] = [
 ]
 
 
-def _agent(name: str, role: str, prompt: str, criteria: list[tuple[str, str, float]], temperature: float = 0.5):
+def _agent(
+    name: str, role: str, prompt: str, criteria: list[tuple[str, str, float]], temperature: float = 0.5
+) -> dict[str, Any]:
     return {
         "name": name,
         "role": role,
@@ -415,11 +421,11 @@ DEMO_REFERENCE = (
 )
 # What the "Try the demo team" run uses, stated on the dashboard. The demo model costs the provider nothing,
 # but its calls cost credits like any model (billing.pricing: 1 credit per started 1,000 tokens), so every
-# credit path runs offline. tests/studio/test_demo_path.py runs the demo and checks the ledger stays in range.
+# credit path runs offline. tests/orchestration/test_demo_path.py runs the demo and checks the ledger stays in range.
 DEMO_RUN_CREDITS = (15, 25)
 
 
-def seed_presets(apps=None, schema_editor=None) -> int:
+def seed_presets(apps: Apps | None = None, schema_editor: BaseDatabaseSchemaEditor | None = None) -> int:
     """Create or update the shipped presets (owner=None). Idempotent; usable from a data migration."""
     preset_model = apps.get_model("orchestration", "TeamPreset") if apps is not None else TeamPreset
     for spec in SHIPPED_PRESETS:
@@ -449,7 +455,7 @@ def resolve_model_ref(ref: str | None) -> LLMModel | None:
 
 
 def demo_model() -> LLMModel | None:
-    return resolve_model_ref(DEMO_MODEL_REF) or LLMModel.objects.filter(provider="demo", enabled=True).first()
+    return resolve_model_ref(DEMO_MODEL_REF) or LLMModel.objects.filter(provider=DEMO_PROVIDER, enabled=True).first()
 
 
 def default_model_for(user: User) -> LLMModel | None:
@@ -462,7 +468,7 @@ def default_model_for(user: User) -> LLMModel | None:
     return demo_model()
 
 
-def presets_for(user: User):
+def presets_for(user: User) -> QuerySet[TeamPreset]:
     """Shipped presets first, then the user's own."""
     from django.db.models import Q
 
@@ -492,30 +498,7 @@ def apply_preset(*, session: WritingSession, preset: TeamPreset, default_model: 
         model = model or resolve_model_ref(spec.get("model")) or fallback
         if model is None:
             raise PresetError("No model is available for this team. Ask an administrator to enable one.")
-        agent = Agent.objects.create(
-            session=session,
-            order=index,
-            name=spec.get("name", f"Agent {index + 1}")[:80],
-            role=spec.get("role", "writer")[:40],
-            model=model,
-            fallback_model=resolve_model_ref(spec.get("fallback_model")),
-            role_prompt=spec.get("role_prompt", ""),
-            temperature=float(spec.get("temperature", 0.7)),
-            max_output_tokens=int(spec.get("max_output_tokens", 2048)),
-            thinking_budget_tokens=_thinking_budget(spec.get("thinking_budget_tokens")),
-            reasoning_effort=_effort(spec.get("reasoning_effort")),
-        )
-        Criterion.objects.bulk_create(
-            Criterion(
-                agent=agent,
-                order=i,
-                name=c.get("name", "")[:60],
-                description=c.get("description", "")[:500],
-                weight=float(c.get("weight", 1.0)),
-            )
-            for i, c in enumerate(spec.get("criteria", []))
-        )
-        agents.append(agent)
+        agents.append(_create_preset_agent(session=session, index=index, spec=spec, model=model))
     session.flow = preset.flow
     session.max_rounds = int(data.get("max_rounds", session.max_rounds))
     session.score_threshold = data.get("score_threshold")
@@ -539,6 +522,34 @@ def apply_preset(*, session: WritingSession, preset: TeamPreset, default_model: 
             "updated_at",
         ]
     )
+
+
+def _create_preset_agent(*, session: WritingSession, index: int, spec: dict[str, Any], model: LLMModel) -> Agent:
+    """Create the agent at position `index` from one preset agent spec, with its criteria (text capped to fit)."""
+    agent = Agent.objects.create(
+        session=session,
+        order=index,
+        name=spec.get("name", f"Agent {index + 1}")[:80],
+        role=spec.get("role", "writer")[:40],
+        model=model,
+        fallback_model=resolve_model_ref(spec.get("fallback_model")),
+        role_prompt=spec.get("role_prompt", ""),
+        temperature=float(spec.get("temperature", 0.7)),
+        max_output_tokens=int(spec.get("max_output_tokens", 2048)),
+        thinking_budget_tokens=_thinking_budget(spec.get("thinking_budget_tokens")),
+        reasoning_effort=_effort(spec.get("reasoning_effort")),
+    )
+    Criterion.objects.bulk_create(
+        Criterion(
+            agent=agent,
+            order=i,
+            name=c.get("name", "")[:60],
+            description=c.get("description", "")[:500],
+            weight=float(c.get("weight", 1.0)),
+        )
+        for i, c in enumerate(spec.get("criteria", []))
+    )
+    return agent
 
 
 def _thinking_budget(value: Any) -> int:

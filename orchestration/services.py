@@ -6,7 +6,7 @@ Views and commands call these; they write, then notify on commit (events, task e
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
 from django.utils import timezone
@@ -15,6 +15,7 @@ from orchestration.events import append_event
 from orchestration.models import (
     ACTIVE_STATUSES,
     ALLOWED_TRANSITIONS,
+    Agent,
     Project,
     ReferenceDocument,
     Status,
@@ -46,7 +47,7 @@ class ServiceError(Exception):
         self.upgrade_url = upgrade_url
 
 
-def set_status(session: WritingSession, to: str, **fields) -> bool:
+def set_status(session: WritingSession, to: str, **fields: Any) -> bool:
     """Compare-and-swap the status. Refuses transitions outside ALLOWED_TRANSITIONS."""
     current = session.status
     if to != current and to not in ALLOWED_TRANSITIONS.get(current, set()):
@@ -62,7 +63,7 @@ def set_status(session: WritingSession, to: str, **fields) -> bool:
     return True
 
 
-def status_payload(session: WritingSession) -> dict:
+def status_payload(session: WritingSession) -> dict[str, Any]:
     return {
         "status": session.status,
         "round": session.current_round,
@@ -85,10 +86,7 @@ def enqueue_run(session_id: int) -> None:
 
 def validate_for_start(session: WritingSession, *, extra_rounds: int = 0) -> list[str]:
     """Every reason this session cannot run, in words the user can act on. Empty means ready."""
-    from orchestration import reasoning
-    from orchestration.catalogue import validate_model_for_use
     from orchestration.prompts import estimate_tokens
-    from orchestration.providers import provider_available
 
     problems: list[str] = []
     if not session.brief.strip():
@@ -108,39 +106,11 @@ def validate_for_start(session: WritingSession, *, extra_rounds: int = 0) -> lis
     )
     if not agents:
         problems.append("Add at least one active agent.")
+    # What every prompt carries, in tokens: each agent's model must fit it beside its reply.
+    fixed = estimate_tokens(session.brief + session.document + "".join(r.content for r in references))
     seen_providers: set[str] = set()
     for agent in agents:
-        for model in filter(None, [agent.model, agent.fallback_model]):
-            if error := validate_model_for_use(model):
-                problems.append(f"{agent.name}: {error}")
-            if model.provider not in seen_providers:
-                seen_providers.add(model.provider)
-                ok, reason = provider_available(model.provider)  # user words: no environment variable names
-                if not ok:
-                    problems.append(f"{agent.name}: {reason}")
-        if not any(c.weight > 0 for c in agent.criteria.all()):
-            problems.append(f"{agent.name}: add at least one evaluation criterion with a weight.")
-        if not agent.role_prompt.strip():
-            problems.append(f"{agent.name}: write a role prompt.")
-        for message in reasoning.validate(
-            model=agent.model,
-            max_output_tokens=agent.max_output_tokens,
-            thinking_budget=agent.thinking_budget_tokens,
-            reasoning_effort=agent.reasoning_effort,
-            strict=False,
-        ).values():
-            problems.append(f"{agent.name}: {message}")
-        # Thinking shares the context window with the reply: the plan's total is what must fit.
-        output = reasoning.plan_for_agent(agent).max_tokens
-        fixed = estimate_tokens(session.brief + session.document + "".join(r.content for r in references))
-        budget = agent.model.context_window - output
-        if fixed > budget:
-            thinking = " and its reasoning" if output > agent.max_output_tokens else ""
-            problems.append(
-                f"{agent.name}: the brief, document and references (~{fixed:,} tokens) do not fit "
-                f"{agent.model.display_name}'s context window ({agent.model.context_window:,} tokens "
-                f"minus {output:,} for the reply{thinking})."
-            )
+        problems.extend(_agent_problems(agent, fixed_tokens=fixed, seen_providers=seen_providers))
     if agents:
         from orchestration.flows import get_policy
 
@@ -150,7 +120,49 @@ def validate_for_start(session: WritingSession, *, extra_rounds: int = 0) -> lis
     return problems
 
 
-def _check_gate(user: User, action: str, **context) -> None:
+def _agent_problems(agent: Agent, *, fixed_tokens: int, seen_providers: set[str]) -> list[str]:
+    """Why `agent` cannot run: its models (usable, provider connected; each provider is checked once per
+    `seen_providers`, which this adds to), criteria, role prompt, reasoning settings, and whether
+    `fixed_tokens` (brief, document, references) fit its model's context window beside its reply."""
+    from orchestration import reasoning
+    from orchestration.catalogue import validate_model_for_use
+    from orchestration.providers import provider_available
+
+    problems: list[str] = []
+    for model in filter(None, [agent.model, agent.fallback_model]):
+        if error := validate_model_for_use(model):
+            problems.append(f"{agent.name}: {error}")
+        if model.provider not in seen_providers:
+            seen_providers.add(model.provider)
+            ok, reason = provider_available(model.provider)  # user words: no environment variable names
+            if not ok:
+                problems.append(f"{agent.name}: {reason}")
+    if not any(c.weight > 0 for c in agent.criteria.all()):
+        problems.append(f"{agent.name}: add at least one evaluation criterion with a weight.")
+    if not agent.role_prompt.strip():
+        problems.append(f"{agent.name}: write a role prompt.")
+    for message in reasoning.validate(
+        model=agent.model,
+        max_output_tokens=agent.max_output_tokens,
+        thinking_budget=agent.thinking_budget_tokens,
+        reasoning_effort=agent.reasoning_effort,
+        strict=False,
+    ).values():
+        problems.append(f"{agent.name}: {message}")
+    # Thinking shares the context window with the reply: the plan's total is what must fit.
+    output = reasoning.plan_for_agent(agent).max_tokens
+    budget = agent.model.context_window - output
+    if fixed_tokens > budget:
+        thinking = " and its reasoning" if output > agent.max_output_tokens else ""
+        problems.append(
+            f"{agent.name}: the brief, document and references (~{fixed_tokens:,} tokens) do not fit "
+            f"{agent.model.display_name}'s context window ({agent.model.context_window:,} tokens "
+            f"minus {output:,} for the reply{thinking})."
+        )
+    return problems
+
+
+def _check_gate(user: User, action: str, **context: Any) -> None:
     from billing.gating import check
     from billing.services import hold_user_lock
 
@@ -256,7 +268,7 @@ SETTINGS_FIELDS = (
 )
 
 
-def save_session_settings(*, session: WritingSession, changes: dict) -> bool:
+def save_session_settings(*, session: WritingSession, changes: dict[str, Any]) -> bool:
     """Write the builder's settings (only SETTINGS_FIELDS) unless the session is running.
 
     One conditional UPDATE of just these columns: a form holding a stale copy of the row can never
@@ -300,7 +312,7 @@ def start_session(*, session: WritingSession, user: User) -> WritingSession:
 
 
 @transaction.atomic
-def pause_session(*, session: WritingSession, by_staff=None) -> WritingSession:
+def pause_session(*, session: WritingSession, by_staff: User | None = None) -> WritingSession:
     """Ask the run to pause after the step in flight. Raises ServiceError unless it is queued or running.
 
     `by_staff` (a staff user acting on someone else's session from the staff live view) makes the stop
@@ -337,7 +349,7 @@ def resume_session(*, session: WritingSession, user: User | None = None) -> Writ
 
 
 @transaction.atomic
-def approve_plan(*, session: WritingSession, user) -> WritingSession:
+def approve_plan(*, session: WritingSession, user: User) -> WritingSession:
     """Approve the task graph of a planned run waiting for approval, and resume it (the tasks start).
 
     Raises ServiceError when the session is not waiting for an approval (nothing to approve, or already
@@ -360,7 +372,7 @@ def approve_plan(*, session: WritingSession, user) -> WritingSession:
 
 
 @transaction.atomic
-def stop_session(*, session: WritingSession, by_staff=None) -> WritingSession:
+def stop_session(*, session: WritingSession, by_staff: User | None = None) -> WritingSession:
     """Stop the run: at once if nothing is executing it, else within about a second (the executor cancels
     the calls in flight and keeps what was written). Raises ServiceError if it is not running or paused.
 

@@ -47,6 +47,8 @@ from orchestration.models import (
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
 
+    from orchestration.providers.base import BaseAdapter, ModelRequest, StreamEnd, Usage
+
 logger = logging.getLogger(__name__)
 
 RECIPE = "suggest_team"  # request.metadata["recipe"]: the demo provider answers it with a rule-based proposal
@@ -433,7 +435,7 @@ class _CallResult:
     stop_outcome: str  # "normal", "truncated" or "refused"
 
 
-def _adapter_for(model: LLMModel):
+def _adapter_for(model: LLMModel) -> BaseAdapter:
     from orchestration.providers import get_adapter
     from orchestration.providers.demo import DemoAdapter
 
@@ -443,11 +445,11 @@ def _adapter_for(model: LLMModel):
     return get_adapter(model.provider)
 
 
-async def _stream(model: LLMModel, request) -> tuple[str, Any]:
+async def _stream(model: LLMModel, request: ModelRequest) -> tuple[str, StreamEnd | None]:
     from orchestration.providers import StreamEnd, TextDelta
 
     received: list[str] = []
-    end = None
+    end: StreamEnd | None = None
     try:
         async with contextlib.aclosing(_adapter_for(model).stream(request)) as events:
             async for item in events:
@@ -467,29 +469,13 @@ def _call_planner(
 ) -> _CallResult:
     """One blocking planner call, reserved before and settled after (a failure charges only what was used)."""
     from billing.pricing import credits_for_usage
-    from billing.services import InsufficientCredits, release_credits, reserve_credits
-    from orchestration.providers import ModelRequest, ProviderError
+    from billing.services import release_credits
+    from orchestration.providers import ProviderError
 
-    worst = estimate_credits(model=model, prompt=prompt)
     reservation = f"{key}:reserve"
     description = f"{session.title}: team suggestion ({model.display_name})"
-    try:
-        reserve_credits(user=user, amount=worst, key=reservation, description=description, session_id=session.pk)
-    except InsufficientCredits as error:
-        raise SuggestionError(
-            f"Out of credits: a suggestion with {model.display_name} may cost up to {error.needed} credits and "
-            f"{error.available} are available. Pick a cheaper planner or add credits."
-        ) from None
-    request = ModelRequest(
-        provider=model.provider,
-        model_id=model.model_id,
-        system=prompt.system,
-        user=prompt.user,
-        max_tokens=prompt.max_tokens,
-        temperature=PLANNER_TEMPERATURE,
-        reasoning=model.reasoning,
-        metadata={**prompt.metadata, "session_id": session.pk},
-    )
+    _reserve(user=user, session=session, model=model, prompt=prompt, key=reservation, description=description)
+    request = _planner_request(session=session, model=model, prompt=prompt)
     started = time.monotonic()
     try:
         text, end = async_to_sync(_stream)(model, request)
@@ -534,7 +520,39 @@ def _call_planner(
     return _CallResult(text=text, charged=charged, stop_outcome=end.outcome)
 
 
-def _used_before_failure(model: LLMModel, request, received: str, reported) -> int:
+def _reserve(
+    *, user: User, session: WritingSession, model: LLMModel, prompt: PlannerPrompt, key: str, description: str
+) -> None:
+    """Hold the call's worst-case credits under `key`. Raises SuggestionError (nothing held) when they are short."""
+    from billing.services import InsufficientCredits, reserve_credits
+
+    worst = estimate_credits(model=model, prompt=prompt)
+    try:
+        reserve_credits(user=user, amount=worst, key=key, description=description, session_id=session.pk)
+    except InsufficientCredits as error:
+        raise SuggestionError(
+            f"Out of credits: a suggestion with {model.display_name} may cost up to {error.needed} credits and "
+            f"{error.available} are available. Pick a cheaper planner or add credits."
+        ) from None
+
+
+def _planner_request(*, session: WritingSession, model: LLMModel, prompt: PlannerPrompt) -> ModelRequest:
+    """The provider request for one planner call (the planner's fixed temperature, the model's reasoning)."""
+    from orchestration.providers import ModelRequest
+
+    return ModelRequest(
+        provider=model.provider,
+        model_id=model.model_id,
+        system=prompt.system,
+        user=prompt.user,
+        max_tokens=prompt.max_tokens,
+        temperature=PLANNER_TEMPERATURE,
+        reasoning=model.reasoning,
+        metadata={**prompt.metadata, "session_id": session.pk},
+    )
+
+
+def _used_before_failure(model: LLMModel, request: ModelRequest, received: str, reported: Usage | None) -> int:
     """Credits for a call that failed: what the provider reported, plus the text it streamed (estimated).
     With no report and no text, providers did not bill the call: nothing. The same rule as a failed turn."""
     from billing.pricing import credits_for_usage

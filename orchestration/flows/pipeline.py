@@ -27,6 +27,7 @@ from orchestration.flows.base import (
     Finished,
     Output,
     Recipe,
+    SlotState,
     Step,
     agents_by_role,
     last_round_started,
@@ -132,27 +133,8 @@ class PipelineFlow:
             return Finished(StopReason.ERROR, str(error))
         first = round_state(session, 1)
         research, outline = first.get("research"), first.get("outline")
-        if research is None or research.turn_id is None:
-            passages = research_passages(session, config["passages"])
-            call = AgentCall(
-                team[RESEARCHER],
-                slot="research",
-                recipe=Recipe.RESEARCH,
-                output=Output.NOTES,
-                phase="researching",
-                passages=passages,
-            )
-            return Step(round=1, calls=[call], phase="researching")
-        if outline is None or outline.turn_id is None:
-            call = AgentCall(
-                team[PLANNER],
-                slot="outline",
-                recipe=Recipe.OUTLINE,
-                output=Output.NOTES,
-                inputs=(research.turn_id,),
-                phase="planning",
-            )
-            return Step(round=1, calls=[call], phase="planning")
+        if research is None or research.turn_id is None or outline is None or outline.turn_id is None:
+            return self._groundwork(session, config, team, research)
         round_number = max(1, last_round_started(session))
         previous_review: int | None = None
         if round_number > 1:
@@ -191,7 +173,34 @@ class PipelineFlow:
             previous_review = review.turn_id
             round_number += 1
 
-    def _after_review(self, session: WritingSession, config: dict, round_number: int, review_id: int):
+    def _groundwork(
+        self, session: WritingSession, config: dict[str, Any], team: dict[str, int], research: SlotState | None
+    ) -> Step:
+        """Round 1's groundwork still to write: the research, or (once it is written) the outline."""
+        if research is None or research.turn_id is None:
+            passages = research_passages(session, config["passages"])
+            call = AgentCall(
+                team[RESEARCHER],
+                slot="research",
+                recipe=Recipe.RESEARCH,
+                output=Output.NOTES,
+                phase="researching",
+                passages=passages,
+            )
+            return Step(round=1, calls=[call], phase="researching")
+        call = AgentCall(
+            team[PLANNER],
+            slot="outline",
+            recipe=Recipe.OUTLINE,
+            output=Output.NOTES,
+            inputs=(research.turn_id,),
+            phase="planning",
+        )
+        return Step(round=1, calls=[call], phase="planning")
+
+    def _after_review(
+        self, session: WritingSession, config: dict[str, Any], round_number: int, review_id: int
+    ) -> Finished | None:
         """Finished when the pipeline is done after this round's review; None to build again."""
         score, result = Turn.objects.filter(pk=review_id).values_list("overall_score", "result").first() or (None, {})
         applied = (result or {}).get("applied", 0)
@@ -235,11 +244,11 @@ class PipelineFlow:
     def reference_tokens(self, session: WritingSession) -> int:
         """At most what a call reads of the references: ``passages`` passages of at most MAX_CHARS
         characters (for the credit estimate, billing.pricing)."""
-        from orchestration.prompts import estimate_tokens
         from orchestration.retrieval import MAX_CHARS
+        from orchestration.tokens import estimate_tokens
 
         try:
-            passages = clean_config(session.flow_config)["passages"]
+            passages: int = clean_config(session.flow_config)["passages"]
         except ConfigError:
             passages = DEFAULT_CONFIG["passages"]
         return passages * (estimate_tokens("x" * MAX_CHARS) + 16)
@@ -365,7 +374,9 @@ def material(session: WritingSession, call: AgentCall) -> Material:
 # --- parsing the stages' replies (flows.parse_result) ---------------------------------------------
 
 
-def parse_stage(recipe: str, body: str, inputs: tuple[int, ...], passages: tuple[int, ...]) -> tuple[str, dict]:
+def parse_stage(
+    recipe: str, body: str, inputs: tuple[int, ...], passages: tuple[int, ...]
+) -> tuple[str, dict[str, Any]]:
     """(document or "", Turn.result) for a pipeline reply whose evaluation is already split off. Never raises.
 
     research -> ("", {"summary", "findings": [{text, citations}], "sources": [...], "cited", "unknown_citations"})

@@ -12,32 +12,12 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
+# Re-exported for the engine's failure messages; everything else asks the provider table itself.
+from orchestration.provider_table import PROVIDER_LABELS as PROVIDER_LABELS
+from orchestration.provider_table import provider_label
+
 # Re-exported: the adapters (and tests) reach the one estimate through this module.
 from orchestration.tokens import estimate_tokens as estimate_tokens
-
-# Names shown to users and the environment variables that configure each provider.
-PROVIDER_LABELS = {
-    "anthropic": "Anthropic",
-    "openai": "OpenAI",
-    "gemini": "Google Gemini",
-    "xai": "xAI",
-    "compatible": "OpenAI-compatible server",
-    "demo": "Demo (offline, not a language model)",
-}
-KEY_ENV_VARS = {
-    "anthropic": "ANTHROPIC_API_KEY",
-    "openai": "OPENAI_API_KEY",
-    "gemini": "GEMINI_API_KEY",
-    "xai": "XAI_API_KEY",
-    "compatible": "COMPATIBLE_API_KEY",
-}
-BASE_URL_ENV_VARS = {
-    "anthropic": "ANTHROPIC_BASE_URL",
-    "openai": "OPENAI_BASE_URL",
-    "gemini": "GEMINI_BASE_URL",
-    "xai": "XAI_BASE_URL",
-    "compatible": "COMPATIBLE_BASE_URL",
-}
 
 
 @dataclass
@@ -227,7 +207,7 @@ class BaseAdapter:
 
     @property
     def display_name(self) -> str:
-        return PROVIDER_LABELS.get(self.provider, self.provider)
+        return provider_label(self.provider)
 
     def stream(self, request: ModelRequest) -> AsyncGenerator[StreamEvent, None]:
         """The reply as it arrives: TextDelta / ReasoningDelta events, then exactly one StreamEnd

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-import time
+from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -11,54 +11,32 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from orchestration.conversations import runner
 from orchestration.conversations import services as conversations
 from orchestration.conversations.models import Conversation, Message, MessageRole
-from orchestration.events import events_after
-from orchestration.management.commands.run_session import POLL_SECONDS, Driver
+from orchestration.management.commands.run_session import Driver
+from orchestration.management.terminal import EventFollower, TerminalPrinter
 from orchestration.models import FINISHED_STATUSES, Project, SessionEvent, Status, WritingSession
 from orchestration.services import ServiceError, create_project
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 DEFAULT_PROJECT = "Command line"
 RESULT_CHARS = 300  # a tool result is printed up to this many characters
 
 
-class ChatPrinter:
+class ChatPrinter(TerminalPrinter):
     """Prints a reply's events: its text as it streams, under the label of the agent writing it (the
     label changes when triage hands the conversation to a specialist), handoffs and tool calls as lines."""
 
     def __init__(self, command: BaseCommand, *, stream: bool) -> None:
-        self.command = command
-        self.stream = stream
+        super().__init__(command, stream=stream)
         self.labels: dict[int | None, str] = {}  # by turn id
-        self.open_turn: int | None = None
-        self.mid_line = False
-
-    def write(self, text: str) -> None:
-        self.command.stdout.write(text, ending="")
-        self.command.stdout.flush()
-
-    def line(self, text: str) -> None:
-        self.end_line()
-        self.write(text + "\n")
-
-    def end_line(self) -> None:
-        if self.mid_line:
-            self.write("\n")
-            self.mid_line = False
-        self.open_turn = None
 
     def handle(self, event: SessionEvent) -> None:
         payload = event.payload or {}
         if event.kind == "turn_started":
             self.labels[event.turn_id] = f"[{payload.get('agent_name') or 'Agent'}]"
         elif event.kind == "chunk" and self.stream:
-            if self.open_turn != event.turn_id:
-                self.end_line()
-                self.write(self.labels.get(event.turn_id, "[Agent]") + " ")
-                self.open_turn = event.turn_id
-                self.mid_line = True
-            text = payload.get("text", "")
-            self.write(text)
-            if text:
-                self.mid_line = not text.endswith("\n")
+            self.stream_text(event.turn_id, payload.get("text", ""), self.labels.get(event.turn_id, "[Agent]"))
         elif event.kind == "message":
             message_id = payload.get("message_id")
             self.message(Message.objects.filter(pk=message_id).first() if message_id is not None else None)
@@ -105,7 +83,7 @@ class Command(BaseCommand):
         parser.add_argument("--preset", default="writing-desk", metavar="SLUG", help="Team of a new conversation.")
         parser.add_argument("--no-stream", action="store_true", help="Print each reply when done, not every token.")
 
-    def handle(self, *args, message: list[str], **options) -> None:
+    def handle(self, *args: Any, message: list[str], **options: Any) -> None:
         user = self._user(options["user"])
         conversation = self._conversation(user, options)
         self.stdout.write(f"Conversation {conversation.pk} {conversation.title!r} ({conversation.project.name}).")
@@ -128,9 +106,11 @@ class Command(BaseCommand):
             )
         )
 
-    def _exchange(self, conversation: Conversation, user, text: str, *, stream: bool) -> None:
+    def _exchange(self, conversation: Conversation, user: User, text: str, *, stream: bool) -> None:
         """Send one message and print its reply until the run behind the conversation ends."""
-        after = WritingSession.objects.get(pk=conversation.session_id).last_seq
+        follower = EventFollower(
+            conversation.session_id, after=WritingSession.objects.get(pk=conversation.session_id).last_seq
+        )
         try:
             conversations.send_message(conversation=conversation, user=user, text=text)
         except ServiceError as exc:
@@ -139,12 +119,12 @@ class Command(BaseCommand):
         driver = Driver(conversation.session_id, drive=runner.drive)
         driver.start()
         try:
-            after = self._follow(conversation.session_id, after, driver, printer)
+            follower.follow(driver, printer)
         except KeyboardInterrupt:
             printer.end_line()
             self.stderr.write("Stopping the reply…")
             conversations.stop_reply(conversation=conversation, user=user)
-            self._follow(conversation.session_id, after, driver, printer)
+            follower.follow(driver, printer)
             raise CommandError("Stopped with Ctrl-C.", returncode=130) from None
         printer.end_line()
         if driver.error is not None:
@@ -154,25 +134,13 @@ class Command(BaseCommand):
             reason = session.stop_detail or session.get_status_display()
             raise CommandError(f"The reply did not finish: {reason}")
 
-    def _follow(self, session_id: int, after: int, driver: Driver, printer: ChatPrinter) -> int:
-        while True:
-            alive = driver.is_alive()
-            batch = events_after(session_id, after)
-            for event in batch:
-                printer.handle(event)
-                after = event.seq
-            if not alive and not batch:
-                return after
-            if not batch:
-                time.sleep(POLL_SECONDS)
-
-    def _user(self, email: str):
+    def _user(self, email: str) -> User:
         users = list(get_user_model().objects.filter(email__iexact=email.strip())[:2])
         if len(users) != 1:
             raise CommandError(f"No user with email {email!r}." if not users else f"More than one user has {email!r}.")
         return users[0]
 
-    def _conversation(self, user, options: dict) -> Conversation:
+    def _conversation(self, user: User, options: dict[str, Any]) -> Conversation:
         if options["conversation"] is not None:
             try:
                 return conversations.get_conversation(user=user, pk=options["conversation"])
