@@ -12,6 +12,10 @@ fixed rules, so a newcomer without keys sees triage, handoffs, hand-backs and to
 * The **editing** specialist tightens the text it is given (filler words out) and lists the changes.
 * A specialist given a message outside its domain hands back to triage ("the writer moved on").
 * Asked as a tool (`ask_<specialist>`), a specialist answers the question in one short paragraph.
+
+A **pipeline** conversation's stages get the session pipeline's demo answers (providers/demo_pipeline.py:
+findings quoted from the retrieved passages with their numbers, an outline from them, a draft, a review whose
+edits quote the draft exactly); the draft, which becomes the reply, opens with the same honest label.
 """
 
 from __future__ import annotations
@@ -188,3 +192,14 @@ def conversation_reply(request: ModelRequest) -> tuple[str, list[ToolCall]]:
         for m in messages[-6:]
     )
     return _specialist(request, writer, results, handed)
+
+
+def stage_reply(request: ModelRequest) -> str:
+    """A pipeline conversation's stage (request.metadata["recipe"]: research, outline, build or review), answered
+    as the session pipeline's demo answers it; the built draft (the reply) says it is the offline demo."""
+    from orchestration.providers.demo import demo_reply
+
+    text = demo_reply(request)
+    if request.metadata.get("recipe") == "build":
+        return f"{LABEL} Assembled by fixed rules from the research and the outline.\n\n{text}"
+    return text

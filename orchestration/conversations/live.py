@@ -24,7 +24,10 @@ def message_html(message: Message) -> str:
 
 
 def stream_html(turn: Turn, text: str = "", purpose: str = "reply") -> str:
-    return render_to_string("conversations/partials/stream.html", {"turn": turn, "text": text, "purpose": purpose})
+    from orchestration.conversations.pipeline import stage_label
+
+    context = {"turn": turn, "text": text, "purpose": purpose, "stage": stage_label(turn.recipe)}
+    return render_to_string("conversations/partials/stream.html", context)
 
 
 def controls_html(conversation: Conversation, session: WritingSession) -> str:

@@ -27,7 +27,7 @@ from django.utils import timezone
 
 from orchestration import engine
 from orchestration import events as ev
-from orchestration.conversations import flow
+from orchestration.conversations import flow, pipeline
 from orchestration.conversations.models import Conversation, Message, MessageRole, MessageStatus
 from orchestration.lease import LeaseLost, claim_lease, fence, new_owner_id, release_lease, renew_lease
 from orchestration.models import Agent, LLMModel, Status, StopReason, Turn, WritingSession, turn_reservation_key
@@ -82,7 +82,7 @@ class Prepared:
     session: WritingSession
     conversation: Conversation
     agents: list[Agent]
-    call: flow.Call
+    call: flow.Call | pipeline.StageCall
 
 
 def _set(session: WritingSession, status: str, *, owner: str, **fields) -> None:
@@ -108,7 +108,8 @@ def _prepare(session_id: int, owner: str) -> str | Prepared:
     calls = Turn.objects.filter(
         session=session, started_at__gte=session.started_at, status__in=Turn.DONE_STATUSES
     ).count()
-    move = flow.next_move(conversation, agents, calls)
+    next_move = pipeline.next_move if conversation.flow == "pipeline" else flow.next_move
+    move = next_move(conversation, agents, calls)
     if isinstance(move, flow.Done):
         if move.reason == "too_many_calls":
             _fail_reply(session.pk, "The agents kept calling each other without answering; stopped.", owner=owner)
@@ -259,6 +260,8 @@ def _begin(prepared: Prepared, agent: Agent, model: LLMModel, *, owner: str):
     from orchestration.providers import ModelRequest
     from orchestration.reasoning import plan_for_agent
 
+    if isinstance(prepared.call, pipeline.StageCall):  # a pipeline stage (conversations/pipeline.py)
+        return pipeline.begin(prepared, agent, model, owner=owner)
     session, call = prepared.session, prepared.call
     plan = plan_for_agent(agent, model)
     conversation = Conversation.objects.select_related("project").get(pk=prepared.conversation.pk)
@@ -493,6 +496,8 @@ def _complete(
     from billing.pricing import credits_for_usage, provider_cost_usd
     from billing.services import settle_credits
 
+    if isinstance(prepared.call, pipeline.StageCall):  # a pipeline stage: recorded by conversations/pipeline.py
+        return pipeline.complete(prepared, agent, model, attempt, text, thought, end, timing, owner=owner)
     usage, session_id, turn_id = end.usage, prepared.session.pk, attempt.turn_id
     counts = {
         "input_tokens": usage.input_tokens,
@@ -562,6 +567,8 @@ def _complete(
 
 def _stopped(prepared: Prepared, agent: Agent, model: LLMModel, attempt: _Attempt, text: str, thought: str, *, owner):
     """The user pressed Stop: the call is charged for what it used and its text so far is kept, marked stopped."""
+    if isinstance(prepared.call, pipeline.StageCall):
+        return pipeline.stopped(prepared, agent, model, attempt, text, thought, owner=owner)
     session_id = prepared.session.pk
     with transaction.atomic():
         fence(session_id, owner)
