@@ -16,6 +16,7 @@ import django_stubs_ext
 from django.core.exceptions import ImproperlyConfigured
 
 from atelier.env import env_bool, env_float, env_int, env_list, env_secret, env_str
+from orchestration.provider_table import PROVIDER_SPECS
 
 # Django's generic classes (ModelForm[Profile], ModelAdmin[User]...) subscriptable at run time, as the
 # type annotations write them (docs/architecture.md, "Types").
@@ -322,16 +323,11 @@ CONTENT_SECURITY_POLICY = {
 }
 
 # --- Providers (keys only from the environment, or *_API_KEY_FILE) --------------------------------------------------
+# One entry per provider of the table (orchestration/provider_table.py): its key and base URL variables.
 PROVIDERS = {
-    "anthropic": {"api_key": env_secret("ANTHROPIC_API_KEY"), "base_url": env_str("ANTHROPIC_BASE_URL")},
-    "openai": {"api_key": env_secret("OPENAI_API_KEY"), "base_url": env_str("OPENAI_BASE_URL")},
-    "gemini": {
-        "api_key": env_secret("GEMINI_API_KEY"),
-        "base_url": env_str("GEMINI_BASE_URL", "https://generativelanguage.googleapis.com/v1beta/openai/"),
-    },
-    "xai": {"api_key": env_secret("XAI_API_KEY"), "base_url": env_str("XAI_BASE_URL", "https://api.x.ai/v1")},
-    # Ollama / vLLM / llama.cpp: any OpenAI-compatible server; a key is optional.
-    "compatible": {"api_key": env_secret("COMPATIBLE_API_KEY"), "base_url": env_str("COMPATIBLE_BASE_URL")},
+    spec.name: {"api_key": env_secret(spec.key_env), "base_url": env_str(spec.base_url_env, spec.default_base_url)}
+    for spec in PROVIDER_SPECS
+    if not spec.offline
 }
 PROVIDER_TIMEOUT_SECONDS = env_float("PROVIDER_TIMEOUT_SECONDS", 120.0, minimum=1.0)
 PROVIDER_MAX_RETRIES = env_int("PROVIDER_MAX_RETRIES", 4, minimum=0, maximum=10)

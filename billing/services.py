@@ -315,23 +315,44 @@ def settle_credits(
     """
     if actual < 0:
         raise ValueError("Actual usage cannot be negative.")
-    if held is not None and actual <= held:
-        with transaction.atomic(savepoint=False):
-            balance = _move_balance(user_id=user.pk, amount=held - actual)
-            if balance is not None:
-                _append_entry(
-                    user_id=user.pk,
-                    balance_after=balance,
-                    kind=EntryKind.SETTLEMENT,
-                    amount=held - actual,
-                    key=key,
-                    description=description,
-                    reservation_key=reservation_key,
-                    usage=actual,
-                    session_id=session_id,
-                    turn_id=turn_id,
-                )
-                return actual
+    if (
+        held is not None
+        and actual <= held
+        and _settle_within_hold(
+            user_id=user.pk,
+            held=held,
+            actual=actual,
+            key=key,
+            description=description,
+            reservation_key=reservation_key,
+            session_id=session_id,
+            turn_id=turn_id,
+        )
+    ):
+        return actual
+    return _settle_under_lock(
+        user=user,
+        reservation_key=reservation_key,
+        actual=actual,
+        key=key,
+        description=description,
+        session_id=session_id,
+        turn_id=turn_id,
+    )
+
+
+def _settle_under_lock(
+    *,
+    user: User,
+    reservation_key: str,
+    actual: int,
+    key: str,
+    description: str,
+    session_id: int | None,
+    turn_id: int | None,
+) -> int:
+    """`settle_credits` under the account's row lock: idempotent on ``key``, a reservation closed at most
+    once, the extra over the hold charged only up to the balance. Returns credits charged."""
     with transaction.atomic():
         account = _locked_account(user)
         # One query for the three things that decide what to do: this settlement already written
@@ -371,6 +392,39 @@ def settle_credits(
             turn_id=turn_id,
         )
         return charged
+
+
+def _settle_within_hold(
+    *,
+    user_id: int,
+    held: int,
+    actual: int,
+    key: str,
+    description: str,
+    reservation_key: str,
+    session_id: int | None,
+    turn_id: int | None,
+) -> bool:
+    """`settle_credits`' fast path, for a caller that holds the reservation open itself and charges no more
+    than it holds: give back ``held - actual`` and write the settlement, two statements. False (nothing
+    written) when the balance row could not be moved; the caller then takes the locked path."""
+    with transaction.atomic(savepoint=False):
+        balance = _move_balance(user_id=user_id, amount=held - actual)
+        if balance is None:
+            return False
+        _append_entry(
+            user_id=user_id,
+            balance_after=balance,
+            kind=EntryKind.SETTLEMENT,
+            amount=held - actual,
+            key=key,
+            description=description,
+            reservation_key=reservation_key,
+            usage=actual,
+            session_id=session_id,
+            turn_id=turn_id,
+        )
+        return True
 
 
 def release_credits(*, user: User, reservation_key: str, key: str) -> None:

@@ -20,7 +20,6 @@ from orchestration.models import (
     LLMModel,
     Message,
     Project,
-    Provider,
     Reasoning,
     ReasoningOutput,
     ReferenceDocument,
@@ -29,6 +28,7 @@ from orchestration.models import (
     Turn,
     WritingSession,
 )
+from orchestration.provider_table import provider_spec
 
 
 class ReadOnlyAdminMixin:
@@ -82,9 +82,10 @@ class LLMModelForm(forms.ModelForm):
         # Each control exists in one wire protocol only (docs/architecture.md, "Reasoning models").
         provider = cleaned.get("provider", self.instance.provider)
         reasoning = cleaned.get("reasoning", self.instance.reasoning)
-        if reasoning == Reasoning.THINKING_BUDGET and provider != Provider.ANTHROPIC:
+        spec = provider_spec(provider)
+        if reasoning == Reasoning.THINKING_BUDGET and not (spec and spec.thinking_budget):
             self.add_error("reasoning", "Extended thinking with a budget is an Anthropic parameter.")
-        if reasoning == Reasoning.EFFORT and provider in (Provider.ANTHROPIC, Provider.DEMO):
+        if reasoning == Reasoning.EFFORT and not (spec is None or spec.reasoning_effort):
             self.add_error("reasoning", "Reasoning effort is an OpenAI-protocol parameter.")
         enabled = cleaned.get("enabled", self.instance.enabled)
         if enabled:

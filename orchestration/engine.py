@@ -1042,7 +1042,7 @@ def _begin_turn(
     )
     from orchestration.flows.pipeline import material as pipeline_material
     from orchestration.flows.planned import PLANNED_RECIPES
-    from orchestration.prompts import PromptTooLarge, build_prompt
+    from orchestration.prompts import PromptInputs, PromptTooLarge, build_prompt
     from orchestration.providers import ModelRequest
     from orchestration.reasoning import plan_for_agent
 
@@ -1075,25 +1075,27 @@ def _begin_turn(
         references = cache.references
     try:
         prompt = build_prompt(
-            role_prompt=agent.role_prompt,
-            agent_name=agent.name,
-            role=agent.role,
-            criteria=_criteria(agent),
-            brief=session.brief,
-            references=references,
-            document=session.document,
-            feedback=feedback,
-            human_note=session.human_note,
-            round_number=round_number,
-            max_rounds=session.max_rounds,
-            context_window=context_window or model.context_window,
-            max_output_tokens=plan.max_tokens,
-            flow_rules=recipe.rules,
-            evaluation_lead=recipe.evaluation_lead,
-            feedback_heading=recipe.inputs_heading,
-            instruction=instruction,
-            no_document=recipe.no_document,
-            show_document=recipe.show_document,
+            PromptInputs(
+                role_prompt=agent.role_prompt,
+                agent_name=agent.name,
+                role=agent.role,
+                criteria=_criteria(agent),
+                brief=session.brief,
+                references=references,
+                document=session.document,
+                feedback=feedback,
+                human_note=session.human_note,
+                round_number=round_number,
+                max_rounds=session.max_rounds,
+                context_window=context_window or model.context_window,
+                max_output_tokens=plan.max_tokens,
+                flow_rules=recipe.rules,
+                evaluation_lead=recipe.evaluation_lead,
+                feedback_heading=recipe.inputs_heading,
+                instruction=instruction,
+                no_document=recipe.no_document,
+                show_document=recipe.show_document,
+            )
         )
     except PromptTooLarge as error:
         return CallOutcome("too_large", None, f"{model.display_name}: {error}")

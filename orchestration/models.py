@@ -12,14 +12,11 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.urls import reverse
 
+from orchestration.provider_table import DEMO as DEMO_PROVIDER
+from orchestration.provider_table import PROVIDER_SPECS
 
-class Provider(models.TextChoices):
-    DEMO = "demo", "Demo (offline, not a language model)"
-    ANTHROPIC = "anthropic", "Anthropic"
-    OPENAI = "openai", "OpenAI"
-    GEMINI = "gemini", "Google Gemini"
-    XAI = "xai", "xAI"
-    COMPATIBLE = "compatible", "OpenAI-compatible server (Ollama, vLLM, llama.cpp)"
+# The catalogue's provider choices come from the one provider table (orchestration/provider_table.py).
+PROVIDER_CHOICES = [(spec.name, spec.long_label) for spec in PROVIDER_SPECS]
 
 
 class Reasoning(models.TextChoices):
@@ -49,7 +46,7 @@ class ReasoningEffort(models.TextChoices):
 class LLMModel(models.Model):
     """One row of the model catalogue. Staff edit prices and multipliers in the admin."""
 
-    provider = models.CharField(max_length=20, choices=Provider.choices)
+    provider = models.CharField(max_length=20, choices=PROVIDER_CHOICES)
     model_id = models.CharField(max_length=120, help_text="The id sent to the provider's API.")
     display_name = models.CharField(max_length=120)
     context_window = models.PositiveIntegerField(help_text="Tokens of input + output the model accepts.")
@@ -95,7 +92,7 @@ class LLMModel(models.Model):
 
     @property
     def is_demo(self) -> bool:
-        return self.provider == Provider.DEMO
+        return self.provider == DEMO_PROVIDER
 
 
 class Project(models.Model):

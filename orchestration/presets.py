@@ -26,6 +26,7 @@ from orchestration.models import (
     TeamPreset,
     WritingSession,
 )
+from orchestration.provider_table import DEMO as DEMO_PROVIDER
 from orchestration.retrieval import index_references
 
 if TYPE_CHECKING:
@@ -415,7 +416,7 @@ DEMO_REFERENCE = (
 )
 # What the "Try the demo team" run uses, stated on the dashboard. The demo model costs the provider nothing,
 # but its calls cost credits like any model (billing.pricing: 1 credit per started 1,000 tokens), so every
-# credit path runs offline. tests/studio/test_demo_path.py runs the demo and checks the ledger stays in range.
+# credit path runs offline. tests/orchestration/test_demo_path.py runs the demo and checks the ledger stays in range.
 DEMO_RUN_CREDITS = (15, 25)
 
 
@@ -449,7 +450,7 @@ def resolve_model_ref(ref: str | None) -> LLMModel | None:
 
 
 def demo_model() -> LLMModel | None:
-    return resolve_model_ref(DEMO_MODEL_REF) or LLMModel.objects.filter(provider="demo", enabled=True).first()
+    return resolve_model_ref(DEMO_MODEL_REF) or LLMModel.objects.filter(provider=DEMO_PROVIDER, enabled=True).first()
 
 
 def default_model_for(user: User) -> LLMModel | None:

@@ -1,6 +1,6 @@
 """Building the prompt of one agent call.
 
-Strategy (the engine calls `build_prompt` once per call):
+Strategy (the engine calls `build_prompt(PromptInputs(...))` once per call):
 
 * **system** is the stable prefix: who the agent is (its role prompt), the rules of the flow, the rubric,
   the brief and the reference documents. It is identical from round to round, so providers' prompt
@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import html
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from orchestration.evaluation import rubric_instructions
-from orchestration.tokens import estimate_tokens
+from orchestration.tokens import estimate_tokens as estimate_tokens  # re-exported: the one estimator
 
 # Tokens we never plan to use: tokenizer differences, message framing, provider-side additions.
 SAFETY_MARGIN_MIN = 256
@@ -184,126 +184,155 @@ def _fit_lengths(lengths: list[int], budget_chars: int) -> list[int]:
     return [min(n, low) for n in lengths]
 
 
-def build_prompt(
-    *,
-    role_prompt: str,
-    agent_name: str,
-    role: str,
-    criteria: list[tuple[str, str, float]],
-    brief: str,
-    references: list[tuple[str, str]],
-    document: str,
-    feedback: list[tuple[str, str]],
-    human_note: str,
-    round_number: int,
-    max_rounds: int,
-    context_window: int,
-    max_output_tokens: int,
-    flow_rules: str | None = None,
-    evaluation_lead: str | None = None,
-    feedback_heading: str | None = None,
-    instruction: str | None = None,
-    no_document: str | None = None,
-    show_document: bool = True,
-) -> PromptParts:
+@dataclass(frozen=True)
+class PromptInputs:
+    """Everything one call's prompt is built from.
+
+    role_prompt, agent_name, role: the agent. criteria: its rubric as (name, description, weight).
+    brief, references (title, content), document: the session's material; the document is never cut.
+    feedback: (agent name, text) oldest first. human_note: the owner's note ("" for none).
+    round_number / max_rounds: "round k of N". context_window / max_output_tokens: the model's window and
+    the reply's allowance (thinking included), in tokens.
+    The rest comes from the call's prompt recipe (orchestration/flows/recipes.py); None keeps the
+    sequential flow's wording. show_document=False leaves the document out (a planned task sees only its
+    dependencies' results).
+    """
+
+    role_prompt: str
+    agent_name: str
+    role: str
+    criteria: list[tuple[str, str, float]]
+    brief: str
+    references: list[tuple[str, str]]
+    document: str
+    feedback: list[tuple[str, str]]
+    human_note: str
+    round_number: int
+    max_rounds: int
+    context_window: int
+    max_output_tokens: int
+    flow_rules: str | None = None
+    evaluation_lead: str | None = None
+    feedback_heading: str | None = None
+    instruction: str | None = None
+    no_document: str | None = None
+    show_document: bool = True
+
+
+def _assemble(inputs: PromptInputs, notes: list[str]) -> PromptParts:
+    """The prompt of `inputs` as they stand, with its token estimate; `notes` is shared, not copied."""
+    system = _system_text(
+        role_prompt=inputs.role_prompt,
+        agent_name=inputs.agent_name,
+        role=inputs.role,
+        criteria=inputs.criteria,
+        brief=inputs.brief,
+        references=inputs.references,
+        flow_rules=inputs.flow_rules,
+        evaluation_lead=inputs.evaluation_lead,
+    )
+    user = _user_text(
+        document=inputs.document,
+        feedback=inputs.feedback,
+        human_note=inputs.human_note,
+        round_number=inputs.round_number,
+        max_rounds=inputs.max_rounds,
+        feedback_heading=inputs.feedback_heading,
+        instruction=inputs.instruction,
+        no_document=inputs.no_document,
+        show_document=inputs.show_document,
+    )
+    tokens = estimate_tokens(system) + estimate_tokens(user) + MESSAGE_OVERHEAD_TOKENS
+    return PromptParts(system=system, user=user, estimated_input_tokens=tokens, notes=notes)
+
+
+def build_prompt(inputs: PromptInputs) -> PromptParts:
     """The system prefix and user message of one call, fitted to the model's context window.
 
-    The last five arguments come from the call's prompt recipe (orchestration/flows/recipes.py);
-    None keeps the sequential flow's wording. show_document=False leaves the document out (a planned
-    task sees only its dependencies' results).
+    Over budget, cuts in order (each cut said in `notes`): older feedback beyond each agent's latest,
+    reference documents from their end (largest first), the tail of the brief. Raises PromptTooLarge
+    when even that does not fit: the current document is never cut.
     """
     notes: list[str] = []
-    references = list(references or [])
-    feedback = list(feedback or [])
-    margin = max(SAFETY_MARGIN_MIN, int(context_window * SAFETY_MARGIN_SHARE))
-    budget = context_window - max_output_tokens - margin
+    fitted = replace(inputs, references=list(inputs.references or []), feedback=list(inputs.feedback or []))
+    margin = max(SAFETY_MARGIN_MIN, int(inputs.context_window * SAFETY_MARGIN_SHARE))
+    budget = inputs.context_window - inputs.max_output_tokens - margin
 
-    def assemble(refs: list[tuple[str, str]], fb: list[tuple[str, str]], brief_text: str) -> PromptParts:
-        system = _system_text(
-            role_prompt=role_prompt,
-            agent_name=agent_name,
-            role=role,
-            criteria=criteria,
-            brief=brief_text,
-            references=refs,
-            flow_rules=flow_rules,
-            evaluation_lead=evaluation_lead,
-        )
-        user = _user_text(
-            document=document,
-            feedback=fb,
-            human_note=human_note,
-            round_number=round_number,
-            max_rounds=max_rounds,
-            feedback_heading=feedback_heading,
-            instruction=instruction,
-            no_document=no_document,
-            show_document=show_document,
-        )
-        tokens = estimate_tokens(system) + estimate_tokens(user) + MESSAGE_OVERHEAD_TOKENS
-        return PromptParts(system=system, user=user, estimated_input_tokens=tokens, notes=notes)
-
-    parts = assemble(references, feedback, brief)
+    parts = _assemble(fitted, notes)
     if parts.estimated_input_tokens <= budget:
         return parts
 
     # 1. Older feedback beyond the latest per agent.
-    latest = _latest_per_agent(feedback)
-    if len(latest) < len(feedback):
-        dropped = len(feedback) - len(latest)
+    latest = _latest_per_agent(fitted.feedback)
+    if len(latest) < len(fitted.feedback):
+        dropped = len(fitted.feedback) - len(latest)
         notes.append(f"Dropped {dropped} older feedback item{'s' if dropped != 1 else ''}; kept each agent's latest.")
-        feedback = latest
-        parts = assemble(references, feedback, brief)
+        fitted = replace(fitted, feedback=latest)
+        parts = _assemble(fitted, notes)
         if parts.estimated_input_tokens <= budget:
             return parts
 
     # 2. Reference documents, cut from their end, largest first.
-    if references:
-        without_refs = assemble([(title, "") for title, _ in references], feedback, brief)
-        # Characters we can spend on reference content. The estimate is not linear in characters
-        # (non-ASCII counts more), so re-check and shrink until it agrees.
-        spare_chars = int((budget - without_refs.estimated_input_tokens) * 3.5)
-        lengths = [len(content) for _, content in references]
-        for _ in range(10):
-            caps = _fit_lengths(lengths, max(0, spare_chars))
-            cuts = [
-                (content, len(content)) if cap >= len(content) else _truncate(content, cap - _MARKER_ALLOWANCE)
-                for (_, content), cap in zip(references, caps, strict=True)
-            ]
-            trimmed = [(title, text) for (title, _), (text, _) in zip(references, cuts, strict=True)]
-            parts = assemble(trimmed, feedback, brief)
-            if parts.estimated_input_tokens <= budget or spare_chars <= 0:
-                break
-            spare_chars -= (parts.estimated_input_tokens - budget) * 4 + 200
-        for (title, content), (_, kept) in zip(references, cuts, strict=True):
-            if kept < len(content):
-                notes.append(
-                    f"Reference “{title}” truncated from {len(content):,} to {kept:,} characters "
-                    "to fit the context window."
-                )
-        references = trimmed
+    if fitted.references:
+        fitted, parts = _fit_references(fitted, budget, notes)
         if parts.estimated_input_tokens <= budget:
             return parts
 
     # 3. The tail of the brief, down to its first MIN_BRIEF_CHARS characters.
-    if len(brief) > MIN_BRIEF_CHARS:
-        keep = len(brief)
-        kept = keep
-        for _ in range(10):
-            keep = max(MIN_BRIEF_CHARS, keep - ((parts.estimated_input_tokens - budget) * 4 + 200))
-            cut_brief, kept = _truncate(brief, keep)
-            parts = assemble(references, feedback, cut_brief)
-            if parts.estimated_input_tokens <= budget or keep == MIN_BRIEF_CHARS:
-                break
-        notes.append(f"The brief was truncated from {len(brief):,} to {kept:,} characters to fit the context window.")
+    if len(fitted.brief) > MIN_BRIEF_CHARS:
+        parts = _fit_brief(fitted, parts, budget, notes)
         if parts.estimated_input_tokens <= budget:
             return parts
 
-    document_tokens = estimate_tokens(document)
+    document_tokens = estimate_tokens(inputs.document)
     raise PromptTooLarge(
         f"This turn's prompt needs about {parts.estimated_input_tokens:,} tokens, but only {max(budget, 0):,} fit "
-        f"(a context window of {context_window:,} tokens minus {max_output_tokens:,} reserved for the reply and "
-        f"{margin:,} as a safety margin), even with the reference documents and the brief cut down. "
+        f"(a context window of {inputs.context_window:,} tokens minus {inputs.max_output_tokens:,} reserved for the "
+        f"reply and {margin:,} as a safety margin), even with the reference documents and the brief cut down. "
         f"The current document alone is about {document_tokens:,} tokens and is never cut. "
         "Shorten the document, lower the agent's max output tokens, or choose a model with a larger context window."
     )
+
+
+def _fit_references(inputs: PromptInputs, budget: int, notes: list[str]) -> tuple[PromptInputs, PromptParts]:
+    """Cut the reference documents from their end, largest first, until the prompt fits `budget` tokens
+    (or nothing is left to cut); a note per truncated reference. Returns the inputs with the cut references."""
+    references = inputs.references
+    without_refs = _assemble(replace(inputs, references=[(title, "") for title, _ in references]), notes)
+    # Characters we can spend on reference content. The estimate is not linear in characters
+    # (non-ASCII counts more), so re-check and shrink until it agrees.
+    spare_chars = int((budget - without_refs.estimated_input_tokens) * 3.5)
+    lengths = [len(content) for _, content in references]
+    for _ in range(10):
+        caps = _fit_lengths(lengths, max(0, spare_chars))
+        cuts = [
+            (content, len(content)) if cap >= len(content) else _truncate(content, cap - _MARKER_ALLOWANCE)
+            for (_, content), cap in zip(references, caps, strict=True)
+        ]
+        trimmed = [(title, text) for (title, _), (text, _) in zip(references, cuts, strict=True)]
+        parts = _assemble(replace(inputs, references=trimmed), notes)
+        if parts.estimated_input_tokens <= budget or spare_chars <= 0:
+            break
+        spare_chars -= (parts.estimated_input_tokens - budget) * 4 + 200
+    for (title, content), (_, kept) in zip(references, cuts, strict=True):
+        if kept < len(content):
+            notes.append(
+                f"Reference “{title}” truncated from {len(content):,} to {kept:,} characters to fit the context window."
+            )
+    return replace(inputs, references=trimmed), parts
+
+
+def _fit_brief(inputs: PromptInputs, parts: PromptParts, budget: int, notes: list[str]) -> PromptParts:
+    """Cut the tail of the brief, never below its first MIN_BRIEF_CHARS characters, until the prompt fits
+    `budget` tokens; `parts` is the prompt so far. Notes the cut."""
+    brief = inputs.brief
+    keep = len(brief)
+    kept = keep
+    for _ in range(10):
+        keep = max(MIN_BRIEF_CHARS, keep - ((parts.estimated_input_tokens - budget) * 4 + 200))
+        cut_brief, kept = _truncate(brief, keep)
+        parts = _assemble(replace(inputs, brief=cut_brief), notes)
+        if parts.estimated_input_tokens <= budget or keep == MIN_BRIEF_CHARS:
+            break
+    notes.append(f"The brief was truncated from {len(brief):,} to {kept:,} characters to fit the context window.")
+    return parts

@@ -15,6 +15,7 @@ from orchestration.events import append_event
 from orchestration.models import (
     ACTIVE_STATUSES,
     ALLOWED_TRANSITIONS,
+    Agent,
     Project,
     ReferenceDocument,
     Status,
@@ -85,10 +86,7 @@ def enqueue_run(session_id: int) -> None:
 
 def validate_for_start(session: WritingSession, *, extra_rounds: int = 0) -> list[str]:
     """Every reason this session cannot run, in words the user can act on. Empty means ready."""
-    from orchestration import reasoning
-    from orchestration.catalogue import validate_model_for_use
     from orchestration.prompts import estimate_tokens
-    from orchestration.providers import provider_available
 
     problems: list[str] = []
     if not session.brief.strip():
@@ -108,45 +106,59 @@ def validate_for_start(session: WritingSession, *, extra_rounds: int = 0) -> lis
     )
     if not agents:
         problems.append("Add at least one active agent.")
+    # What every prompt carries, in tokens: each agent's model must fit it beside its reply.
+    fixed = estimate_tokens(session.brief + session.document + "".join(r.content for r in references))
     seen_providers: set[str] = set()
     for agent in agents:
-        for model in filter(None, [agent.model, agent.fallback_model]):
-            if error := validate_model_for_use(model):
-                problems.append(f"{agent.name}: {error}")
-            if model.provider not in seen_providers:
-                seen_providers.add(model.provider)
-                ok, reason = provider_available(model.provider)  # user words: no environment variable names
-                if not ok:
-                    problems.append(f"{agent.name}: {reason}")
-        if not any(c.weight > 0 for c in agent.criteria.all()):
-            problems.append(f"{agent.name}: add at least one evaluation criterion with a weight.")
-        if not agent.role_prompt.strip():
-            problems.append(f"{agent.name}: write a role prompt.")
-        for message in reasoning.validate(
-            model=agent.model,
-            max_output_tokens=agent.max_output_tokens,
-            thinking_budget=agent.thinking_budget_tokens,
-            reasoning_effort=agent.reasoning_effort,
-            strict=False,
-        ).values():
-            problems.append(f"{agent.name}: {message}")
-        # Thinking shares the context window with the reply: the plan's total is what must fit.
-        output = reasoning.plan_for_agent(agent).max_tokens
-        fixed = estimate_tokens(session.brief + session.document + "".join(r.content for r in references))
-        budget = agent.model.context_window - output
-        if fixed > budget:
-            thinking = " and its reasoning" if output > agent.max_output_tokens else ""
-            problems.append(
-                f"{agent.name}: the brief, document and references (~{fixed:,} tokens) do not fit "
-                f"{agent.model.display_name}'s context window ({agent.model.context_window:,} tokens "
-                f"minus {output:,} for the reply{thinking})."
-            )
+        problems.extend(_agent_problems(agent, fixed_tokens=fixed, seen_providers=seen_providers))
     if agents:
         from orchestration.flows import get_policy
 
         problems.extend(get_policy(session.flow).validate(session, agents))
     if session.threshold_agent_id and session.threshold_agent_id not in {a.pk for a in agents}:
         problems.append("The score threshold watches an agent that is not active in this session.")
+    return problems
+
+
+def _agent_problems(agent: Agent, *, fixed_tokens: int, seen_providers: set[str]) -> list[str]:
+    """Why `agent` cannot run: its models (usable, provider connected; each provider is checked once per
+    `seen_providers`, which this adds to), criteria, role prompt, reasoning settings, and whether
+    `fixed_tokens` (brief, document, references) fit its model's context window beside its reply."""
+    from orchestration import reasoning
+    from orchestration.catalogue import validate_model_for_use
+    from orchestration.providers import provider_available
+
+    problems: list[str] = []
+    for model in filter(None, [agent.model, agent.fallback_model]):
+        if error := validate_model_for_use(model):
+            problems.append(f"{agent.name}: {error}")
+        if model.provider not in seen_providers:
+            seen_providers.add(model.provider)
+            ok, reason = provider_available(model.provider)  # user words: no environment variable names
+            if not ok:
+                problems.append(f"{agent.name}: {reason}")
+    if not any(c.weight > 0 for c in agent.criteria.all()):
+        problems.append(f"{agent.name}: add at least one evaluation criterion with a weight.")
+    if not agent.role_prompt.strip():
+        problems.append(f"{agent.name}: write a role prompt.")
+    for message in reasoning.validate(
+        model=agent.model,
+        max_output_tokens=agent.max_output_tokens,
+        thinking_budget=agent.thinking_budget_tokens,
+        reasoning_effort=agent.reasoning_effort,
+        strict=False,
+    ).values():
+        problems.append(f"{agent.name}: {message}")
+    # Thinking shares the context window with the reply: the plan's total is what must fit.
+    output = reasoning.plan_for_agent(agent).max_tokens
+    budget = agent.model.context_window - output
+    if fixed_tokens > budget:
+        thinking = " and its reasoning" if output > agent.max_output_tokens else ""
+        problems.append(
+            f"{agent.name}: the brief, document and references (~{fixed_tokens:,} tokens) do not fit "
+            f"{agent.model.display_name}'s context window ({agent.model.context_window:,} tokens "
+            f"minus {output:,} for the reply{thinking})."
+        )
     return problems
 
 

@@ -26,6 +26,7 @@ from orchestration.models import (
     ACTIVE_STATUSES,
     Agent,
     Criterion,
+    LLMModel,
     Project,
     ReferenceDocument,
     TeamPreset,
@@ -99,14 +100,18 @@ def create_session(
     brief: str = "",
     document: str = "",
     preset: TeamPreset | None = None,
-    model=None,
+    model: LLMModel | None = None,
+    every_agent: bool = False,
+    max_rounds: int | None = None,
 ) -> WritingSession:
     """A new draft in ``project`` (which must be ``user``'s), optionally with ``preset``'s team.
 
     Checks the preset's flow against the plan and the user's session quota under the user's lock
     (ServiceError with the plan's reason and upgrade URL), then applies the preset: ``model`` (an
-    LLMModel) overrides the models of a shipped preset, defaulting to the user's default model.
-    Raises PresetUnusable (a ServiceError) when no model is available for the preset's team.
+    LLMModel) overrides the models of a shipped preset, defaulting to the user's default model; with
+    ``every_agent`` it replaces every agent's model, the user's own presets' too, and drops their fallback
+    models (``manage.py create_session --model``). ``max_rounds`` overrides the preset's (the caller checks
+    its range). Raises PresetUnusable (a ServiceError) when no model is available for the preset's team.
     """
     if project.owner_id != user.pk:
         raise ServiceError("You can only add sessions to your own projects.")
@@ -119,6 +124,11 @@ def create_session(
             presets.apply_preset(session=session, preset=preset, default_model=model or presets.default_model_for(user))
         except presets.PresetError as exc:
             raise PresetUnusable(str(exc)) from exc
+    if model is not None and every_agent:
+        session.agents.update(model=model, fallback_model=None)
+    if max_rounds is not None:
+        session.max_rounds = max_rounds
+        session.save(update_fields=["max_rounds"])
     return session
 
 

@@ -8,12 +8,15 @@ checked at run time (the classes are never instantiated).
 - ``HtmxHttpRequest``: any request that went through ``django_htmx.middleware.HtmxMiddleware``.
 - ``AuthenticatedHttpRequest``: the request of a ``login_required`` view (or one behind a check that
   refused anonymous users): ``request.user`` is the User model.
+
+``htmx_redirect`` is the one "HX-Redirect for htmx, 302 otherwise" answer.
 """
 
 from __future__ import annotations
 
 from django.contrib.auth.models import User
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django_htmx.http import HttpResponseClientRedirect
 from django_htmx.middleware import HtmxDetails
 
 
@@ -25,3 +28,11 @@ class HtmxHttpRequest(HttpRequest):
 
 class AuthenticatedHttpRequest(HtmxHttpRequest):
     user: User
+
+
+def htmx_redirect(request: HtmxHttpRequest, url: str) -> HttpResponse:
+    """Send the browser to ``url``: an htmx request gets ``HX-Redirect`` (htmx loads the page; a plain 302
+    would be followed by the XHR and swapped into the page), any other request a 302."""
+    if request.htmx:
+        return HttpResponseClientRedirect(url)
+    return HttpResponseRedirect(url)

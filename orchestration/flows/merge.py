@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from orchestration.evaluation import _json_candidates, _try_load
+from orchestration.evaluation.json_scan import json_candidates, try_load
 
 MAX_EDITS = 40
 MAX_FIELD = 2_000
@@ -121,8 +121,8 @@ def _tagged(text: str, tag: str) -> str | None:
 
 
 def _json_list(block: str, keys: tuple[str, ...]) -> list | None:
-    value = _try_load(block.strip())
-    values = [value] if value is not None else _json_candidates(block)
+    value = try_load(block.strip())
+    values = [value] if value is not None else json_candidates(block)
     for value in values:
         if isinstance(value, dict):
             for key in keys:

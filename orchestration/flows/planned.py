@@ -545,11 +545,11 @@ def parse_verdict(text: str) -> tuple[str, str, str]:
     json: a <verdict> block or JSON object with "verdict"; text: a line starting PASS or FAIL (or
     "verdict: pass"); none: unreadable, read as a fail so a task is never passed on a reply nobody understood.
     """
-    from orchestration.evaluation import _json_candidates, _try_load
+    from orchestration.evaluation.json_scan import json_candidates, try_load
 
     tagged = _VERDICT_TAG.search(text or "")
     body = tagged.group(1) if tagged else (text or "")
-    values = [v for v in [_try_load(body.strip())] if v is not None] + _json_candidates(body)
+    values = [v for v in [try_load(body.strip())] if v is not None] + json_candidates(body)
     for value in values:
         if isinstance(value, dict) and str(value.get("verdict", "")).strip().lower() in ("pass", "fail"):
             return str(value["verdict"]).strip().lower(), str(value.get("notes") or "")[:2000], "json"

@@ -14,7 +14,8 @@ class SequentialFlow:
     phases = (("writing", "Writing"),)
 
     def next_step(self, session: WritingSession) -> Step | Finished:
-        agent_ids = list(session.agents.filter(active=True).order_by("order", "pk").values_list("pk", flat=True))
+        team = list(session.agents.order_by("order", "pk").values_list("pk", "active"))
+        agent_ids = [pk for pk, active in team if active]
         if not agent_ids:
             return Finished(StopReason.ERROR, "The session has no active agents.")
         last = (
@@ -25,18 +26,20 @@ class SequentialFlow:
             .first()
         )
         if last is None:
-            round_number, index = 1, 0
+            round_number, agent_id = 1, agent_ids[0]
         else:
             round_number = last["round"]
-            try:
-                index = agent_ids.index(last["agent_id"]) + 1
-            except ValueError:  # the agent was deactivated since; start the next round
-                index = len(agent_ids)
-            if index >= len(agent_ids):
-                round_number, index = round_number + 1, 0
+            # The next active agent after the last one in the team's order, counting agents deactivated
+            # since (their place in the order still says who comes after them in this round).
+            order = [pk for pk, _active in team]
+            position = order.index(last["agent_id"]) if last["agent_id"] in order else len(order)
+            after = [pk for pk, active in team[position + 1 :] if active]
+            if after:
+                agent_id = after[0]
+            else:
+                round_number, agent_id = round_number + 1, agent_ids[0]
         if round_number > session.max_rounds:
             return Finished(StopReason.MAX_ROUNDS, f"Completed {session.max_rounds} rounds.")
-        agent_id = agent_ids[index]
         return Step(
             round=round_number,
             calls=[AgentCall(agent_id=agent_id, slot=f"turn:{agent_id}", phase="writing")],

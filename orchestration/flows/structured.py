@@ -16,7 +16,7 @@ import logging
 import re
 from typing import Any
 
-from orchestration.evaluation import _json_candidates, _repair_truncated, _try_load
+from orchestration.evaluation.json_scan import json_candidates, repair_truncated, try_load
 
 logger = logging.getLogger(__name__)
 
@@ -343,12 +343,12 @@ def _parse_items(text: str, kind: str) -> tuple[list[dict], str]:
     # Tier 1: JSON in the block, or anywhere in the reply when there is no block.
     candidates = []
     if block is not None:
-        loaded = _try_load(block)
+        loaded = try_load(block)
         if loaded is None and block.startswith("["):
-            loaded = _repair_truncated(block)  # a list cut off mid-stream
-        candidates = [loaded] if loaded is not None else _json_candidates(block)
+            loaded = repair_truncated(block)  # a list cut off mid-stream
+        candidates = [loaded] if loaded is not None else json_candidates(block)
     else:
-        candidates = _json_candidates(text)
+        candidates = json_candidates(text)
     for value in candidates:
         items = _list_from(value, kind)
         if items is not None:

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from orchestration.evaluation import _json_candidates, _try_load
+from orchestration.evaluation.json_scan import json_candidates, try_load
 
 KINDS = ("research", "outline", "section", "edit", "summary", "other")
 TASK_ID = r"^[A-Za-z0-9_-]{1,16}$"
@@ -48,10 +48,10 @@ def _extract(text: str) -> Any:
     sources.append(text or "")
     for source in sources:
         candidates = []
-        loaded = _try_load(source.strip()) if source.strip().startswith(("{", "[")) else None
+        loaded = try_load(source.strip()) if source.strip().startswith(("{", "[")) else None
         if loaded is not None:
             candidates.append(loaded)
-        candidates += _json_candidates(source)
+        candidates += json_candidates(source)
         for value in candidates:
             if isinstance(value, dict) and "tasks" in value:
                 return value

@@ -12,10 +12,10 @@ from __future__ import annotations
 import threading
 
 from django.conf import settings
+from django.utils.module_loading import import_string
 
+from orchestration.provider_table import DEMO, KNOWN_PROVIDERS, PROVIDER_LABELS, provider_spec
 from orchestration.providers.base import (
-    KEY_ENV_VARS,
-    PROVIDER_LABELS,
     BaseAdapter,
     ModelRequest,
     ProviderError,
@@ -26,8 +26,7 @@ from orchestration.providers.base import (
     ToolCall,
     Usage,
 )
-from orchestration.providers.demo import DEMO_LABEL, DemoAdapter
-from orchestration.providers.http_adapters import AnthropicAdapter, OpenAIAdapter
+from orchestration.providers.demo import DEMO_LABEL
 from orchestration.providers.retry import retry_delay
 
 __all__ = [
@@ -49,10 +48,8 @@ __all__ = [
     "retry_delay",
 ]
 
-OPENAI_STYLE = {"openai", "gemini", "xai", "compatible"}
-KNOWN_PROVIDERS = ("demo", "anthropic", *sorted(OPENAI_STYLE))
-
-_cache: dict[tuple, BaseAdapter] = {}
+# Adapters by configuration: ("demo", tokens per second) or (provider, key, base URL, timeout seconds).
+_cache: dict[tuple[object, ...], BaseAdapter] = {}
 _cache_lock = threading.Lock()
 
 
@@ -62,19 +59,21 @@ def _config(provider: str) -> dict[str, str]:
 
 def provider_configured(provider: str) -> tuple[bool, str]:
     """(ok, reason): whether a call could be attempted at all. Says nothing about the key being valid."""
-    if provider == "demo":
-        return True, "The demo provider works offline and needs no key."
-    if provider not in KNOWN_PROVIDERS:
+    spec = provider_spec(provider)
+    if spec is None:
         return False, f"Unknown provider {provider!r}."
+    if spec.offline:
+        return True, "The demo provider works offline and needs no key."
     config = _config(provider)
-    name = PROVIDER_LABELS[provider]
-    if provider == "compatible":
+    if not spec.needs_key:
         if not config.get("base_url"):
-            return False, f"{name} has no base URL. Set COMPATIBLE_BASE_URL (for example http://127.0.0.1:11434/v1)."
-        return True, f"{name} at its configured base URL (a key is optional)."
+            return False, (
+                f"{spec.label} has no base URL. Set {spec.base_url_env} (for example http://127.0.0.1:11434/v1)."
+            )
+        return True, f"{spec.label} at its configured base URL (a key is optional)."
     if not config.get("api_key"):
-        return False, f"{name} is not configured. Set {KEY_ENV_VARS[provider]}."
-    return True, f"{name} has an API key."
+        return False, f"{spec.label} is not configured. Set {spec.key_env}."
+    return True, f"{spec.label} has an API key."
 
 
 def provider_available(provider: str) -> tuple[bool, str]:
@@ -97,8 +96,8 @@ def get_adapter(provider: str, *, timeout: float | None = None) -> BaseAdapter:
     if not ok:
         _ok, reason = provider_available(provider)
         raise ProviderError(reason, kind="not_configured", retryable=False, provider=provider)
-    if provider == "demo":
-        key: tuple = ("demo", float(settings.DEMO_TOKENS_PER_SECOND))
+    if provider == DEMO:
+        key: tuple[object, ...] = (DEMO, float(settings.DEMO_TOKENS_PER_SECOND))
     else:
         config = _config(provider)
         seconds = float(timeout if timeout is not None else settings.PROVIDER_TIMEOUT_SECONDS)
@@ -110,12 +109,16 @@ def get_adapter(provider: str, *, timeout: float | None = None) -> BaseAdapter:
     return adapter
 
 
-def _build(provider: str, key: tuple) -> BaseAdapter:
-    if provider == "demo":
-        return DemoAdapter(tokens_per_second=key[1])
+def _build(provider: str, key: tuple[object, ...]) -> BaseAdapter:
+    spec = provider_spec(provider)
+    assert spec is not None  # provider_configured refused unknown providers
+    cls = import_string(spec.adapter)
+    if spec.offline:
+        adapter: BaseAdapter = cls(tokens_per_second=key[1])
+        return adapter
     _, api_key, base_url, seconds = key
-    cls = AnthropicAdapter if provider == "anthropic" else OpenAIAdapter
-    return cls(provider=provider, api_key=api_key, base_url=base_url, timeout=seconds)
+    adapter = cls(provider=provider, api_key=api_key, base_url=base_url, timeout=seconds)
+    return adapter
 
 
 def clear_adapter_cache() -> None:
@@ -131,6 +134,7 @@ async def check_provider(provider: str) -> tuple[bool, str]:
         return False, operator_reason
     adapter = get_adapter(provider)
     ok, message = await adapter.check()
-    if not ok and provider in KEY_ENV_VARS and ("(401)" in message or "(403)" in message):
-        message = f"{message} Check {KEY_ENV_VARS[provider]}."
+    spec = provider_spec(provider)
+    if not ok and spec and spec.key_env and ("(401)" in message or "(403)" in message):
+        message = f"{message} Check {spec.key_env}."
     return ok, message

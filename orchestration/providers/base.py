@@ -12,32 +12,14 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
+# Names shown to users and the environment variables that configure each provider: views of the one
+# provider table (orchestration/provider_table.py), re-exported for the adapters and error messages.
+from orchestration.provider_table import BASE_URL_ENV_VARS as BASE_URL_ENV_VARS
+from orchestration.provider_table import KEY_ENV_VARS as KEY_ENV_VARS
+from orchestration.provider_table import PROVIDER_LABELS as PROVIDER_LABELS
+
 # Re-exported: the adapters (and tests) reach the one estimate through this module.
 from orchestration.tokens import estimate_tokens as estimate_tokens
-
-# Names shown to users and the environment variables that configure each provider.
-PROVIDER_LABELS = {
-    "anthropic": "Anthropic",
-    "openai": "OpenAI",
-    "gemini": "Google Gemini",
-    "xai": "xAI",
-    "compatible": "OpenAI-compatible server",
-    "demo": "Demo (offline, not a language model)",
-}
-KEY_ENV_VARS = {
-    "anthropic": "ANTHROPIC_API_KEY",
-    "openai": "OPENAI_API_KEY",
-    "gemini": "GEMINI_API_KEY",
-    "xai": "XAI_API_KEY",
-    "compatible": "COMPATIBLE_API_KEY",
-}
-BASE_URL_ENV_VARS = {
-    "anthropic": "ANTHROPIC_BASE_URL",
-    "openai": "OPENAI_BASE_URL",
-    "gemini": "GEMINI_BASE_URL",
-    "xai": "XAI_BASE_URL",
-    "compatible": "COMPATIBLE_BASE_URL",
-}
 
 
 @dataclass

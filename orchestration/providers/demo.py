@@ -35,12 +35,14 @@ import html
 import json
 import math
 import re
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-from orchestration.providers.base import BaseAdapter, ModelRequest, StreamEnd, StreamEvent, TextDelta, Usage
+from orchestration.provider_table import DEMO, PROVIDER_LABELS
+from orchestration.providers.base import BaseAdapter, ModelRequest, StreamEnd, StreamEvent, TextDelta, ToolCall, Usage
 
-DEMO_LABEL = "Demo (offline, not a language model)"
+DEMO_LABEL = PROVIDER_LABELS[DEMO]  # the provider table's label
 WORDS_PER_CHUNK = 3
 TOKENS_PER_WORD = 1 / 0.75  # the usual rule of thumb for English
 FIXES_PER_TURN = 1  # feedback items a writer applies per turn: progress is visible over several rounds
@@ -1120,11 +1122,13 @@ _EVIDENCE_WORDS = r"evidence|research|data|source|study|studies|citation|fact"
 _DEMO_MODEL = "demo:demo-writer"
 
 
-def _crit(name: str, description: str, weight: float) -> dict:
+def _crit(name: str, description: str, weight: float) -> dict[str, Any]:
     return {"name": name, "description": description, "weight": weight}
 
 
-def _suggested_agents(flow: str, topic: Topic, goal: str, text: str, room: int) -> list[tuple[str, str, str, list]]:
+def _suggested_agents(
+    flow: str, topic: Topic, goal: str, text: str, room: int
+) -> list[tuple[str, str, str, list[dict[str, Any]]]]:
     """(name, role, role prompt, criteria) for each agent, at most `room` of them."""
     about = f"on “{topic.title}”" if topic.title else "for the brief"
     aim = f" The goal: {goal.rstrip('.')}." if goal else ""
@@ -1299,7 +1303,8 @@ def demo_reply(request: ModelRequest) -> str:
 
         if inputs.recipe == "build":
             return demo_pipeline.build_reply(inputs, request.user)
-        return getattr(demo_pipeline, f"{inputs.recipe}_reply")(inputs)
+        stage_reply: Callable[[Inputs], str] = getattr(demo_pipeline, f"{inputs.recipe}_reply")
+        return stage_reply(inputs)
     if inputs.recipe == "critique":
         return critique_reply(inputs)
     if inputs.recipe in ("synthesize", "moderate"):
@@ -1322,13 +1327,13 @@ def _word_count(text: str) -> int:
 
 
 class DemoAdapter(BaseAdapter):
-    provider = "demo"
+    provider = DEMO
 
     def __init__(self, *, tokens_per_second: float = 0.0) -> None:
         self.tokens_per_second = tokens_per_second
 
     async def stream(self, request: ModelRequest) -> AsyncGenerator[StreamEvent, None]:
-        calls: list = []
+        calls: list[ToolCall] = []
         if request.metadata.get("recipe") == "conversation":  # triage, specialists, tools: conversations/demo.py
             from orchestration.conversations.demo import conversation_reply
 

@@ -121,7 +121,7 @@ def _settings(user: str) -> tuple[str, str, int]:
     return match.group(1), match.group(2), int(match.group(3).replace(",", ""))
 
 
-def _sections_of(outline: str) -> list[dict]:
+def _sections_of(outline: str) -> list[dict[str, Any]]:
     match = re.search(r"<sections>(.*?)</sections>", outline, re.S)
     try:
         value = json.loads(match.group(1)) if match else []

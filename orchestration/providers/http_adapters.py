@@ -12,6 +12,8 @@ import anthropic
 import httpx2
 import openai
 
+from orchestration.provider_table import provider_spec
+from orchestration.provider_table import sends_temperature as table_sends_temperature
 from orchestration.providers.base import (
     BaseAdapter,
     ModelRequest,
@@ -66,9 +68,7 @@ def sends_temperature(provider: str, model_id: str) -> bool:
     reasoning models (gpt-5, o-series reject a non-default temperature); every other OpenAI-style model gets it.
     The demo provider is not a language model and ignores it.
     """
-    if provider in ("anthropic", "demo"):
-        return False
-    return not (provider == "openai" and model_id.startswith(OPENAI_REASONING_PREFIXES))
+    return table_sends_temperature(provider, model_id, reasoning_prefixes=OPENAI_REASONING_PREFIXES)
 
 
 def _impossible_usage(output_tokens: int, text_chars: int) -> bool:
@@ -326,10 +326,11 @@ class OpenAIAdapter(SDKAdapter):
             "stream": True,
             "stream_options": {"include_usage": True},
         }
+        serves_openai_reasoning = bool((spec := provider_spec(self.provider)) and spec.openai_reasoning_models)
         reasoning = request.reasoning == "effort" or (
-            self.provider == "openai" and request.model_id.startswith(OPENAI_REASONING_PREFIXES)
+            serves_openai_reasoning and request.model_id.startswith(OPENAI_REASONING_PREFIXES)
         )
-        if self.provider == "openai":
+        if serves_openai_reasoning:
             params["max_completion_tokens"] = request.max_tokens
         else:
             params["max_tokens"] = request.max_tokens  # what compatible servers understand

@@ -26,7 +26,7 @@ def retry_delay(
     """
     rng = rng or random.Random()  # jitter, not security
     exponent = max(0, attempt)
-    ceiling = min(cap, base * (2 ** min(exponent, 30)))
+    ceiling = min(cap, base * float(2 ** min(exponent, 30)))
     delay = ceiling / 2 + rng.uniform(0, ceiling / 2)
     if retry_after is not None and retry_after >= 0:
         delay = max(delay, min(retry_after, MAX_RETRY_AFTER_SECONDS))

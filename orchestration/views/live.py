@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -13,6 +15,7 @@ from django.views.decorators.http import require_POST, require_safe
 from atelier.core.http import AuthenticatedHttpRequest
 from orchestration import events as ev
 from orchestration import live, services
+from orchestration.models import WritingSession
 from orchestration.views.access import _get_session_for_user, _get_session_for_viewer
 
 PAGE = "orchestration/session_detail.html"
@@ -47,31 +50,39 @@ def session_events(request: AuthenticatedHttpRequest, pk: int) -> JsonResponse:
     return JsonResponse({"events": events, "last_seq": events[-1]["seq"] if events else after})
 
 
-def _control(request: AuthenticatedHttpRequest, pk: int, action) -> HttpResponse:
-    session = _get_session_for_user(request, pk)
-    try:
-        action(session)
-    except services.ServiceError as error:
-        messages.error(request, error.message)
-    session.refresh_from_db()
-    if request.htmx:
-        context = live.page_context(session)
-        context["continue_form"] = ContinueForm()
-        return render(request, PAGE + "#controls", context)
-    return redirect(session.get_absolute_url())
+def _control(request: AuthenticatedHttpRequest, pk: int, action: Callable[[WritingSession], object]) -> HttpResponse:
+    """Run `action` on the owner's session (a 404 for anyone else's) and answer with the controls."""
+    return _run_control(request, _get_session_for_user(request, pk), action)
 
 
-def _staff_control(request: AuthenticatedHttpRequest, pk: int, action) -> HttpResponse:
+def _staff_control(
+    request: AuthenticatedHttpRequest, pk: int, action: Callable[[WritingSession], object]
+) -> HttpResponse:
     """Stop or pause someone's session from the staff live view; anyone but active staff gets a 404."""
     if not (request.user.is_active and request.user.is_staff):
         raise Http404
     session, read_only = _get_session_for_viewer(request, pk)
+    done = "Done: the owner sees that Atelier staff did it, and the admin log records it."
+    return _run_control(request, session, action, read_only=read_only, success=done)
+
+
+def _run_control(
+    request: AuthenticatedHttpRequest,
+    session: WritingSession,
+    action: Callable[[WritingSession], object],
+    *,
+    read_only: bool = False,
+    success: str = "",
+) -> HttpResponse:
+    """Run a control; a ServiceError becomes an error message (and `success`, if any, the message when it
+    worked). htmx gets the page's controls part re-rendered, a plain form post a redirect to the page."""
     try:
         action(session)
     except services.ServiceError as error:
         messages.error(request, error.message)
     else:
-        messages.success(request, "Done: the owner sees that Atelier staff did it, and the admin log records it.")
+        if success:
+            messages.success(request, success)
     session.refresh_from_db()
     if request.htmx:
         context = live.page_context(session)

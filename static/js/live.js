@@ -5,55 +5,9 @@
   const root = document.getElementById("live-session");
   if (!root) return;
 
-  let lastSeq = parseInt(root.dataset.lastSeq || "0", 10);
-  let socket = null;
-  let retryMs = 500;
-  let reconnectTimer = null;
-  const statusLine = document.getElementById("connection-status");
-
-  function setConnection(text) { if (statusLine) statusLine.textContent = text; }
-
-  // Channels delivers at most once: a full channel drops messages silently, and a gap is only
-  // noticed when a later message arrives. So while the run is active, a page that has heard no new
-  // event for SILENCE_MS asks the server for everything after its last sequence (catch-up), and it
-  // asks again whenever the tab comes back into view. The answer says whether a worker is driving
-  // the session; if none is (it died and the watchdog is handing the run to another), say so.
   const ACTIVE = ["queued", "running", "pausing", "stopping"];
-  const SILENCE_MS = 4000;
-  const WORKER_HINT = "Reconnecting to a worker…";
   const header = document.getElementById("session-header");
   let status = (header && header.dataset.status) || "";
-  let lastProgressAt = Date.now();
-  let lastAskedAt = 0;
-
-  function askForCatchUp() {
-    if (!socket || socket.readyState !== WebSocket.OPEN) return false;
-    lastAskedAt = Date.now();
-    socket.send(JSON.stringify({ type: "catch_up", after: lastSeq }));
-    return true;
-  }
-
-  function showWorker(state) {
-    const lost = state === "lost" && ACTIVE.includes(status);
-    root.dataset.worker = lost ? "lost" : "live";
-    if (lost) setConnection(WORKER_HINT);
-    else if (statusLine && statusLine.textContent === WORKER_HINT) setConnection("");
-  }
-
-  function checkSilence() {
-    if (!ACTIVE.includes(status)) { showWorker("idle"); return; }
-    const now = Date.now();
-    if (now - lastProgressAt >= SILENCE_MS && now - lastAskedAt >= SILENCE_MS) askForCatchUp();
-  }
-
-  function recheckNow() {
-    if (askForCatchUp()) return;
-    if (reconnectTimer !== null && socket && socket.readyState === WebSocket.CLOSED) {
-      clearTimeout(reconnectTimer);
-      reconnectTimer = null;
-      connect();
-    }
-  }
 
   function updateTitle() {
     const header = document.getElementById("session-header");
@@ -148,54 +102,18 @@
     });
   }
 
-  function handle(message) {
-    if (message.type === "error") { console.warn("live:", message.error); return; }
-    if (message.type !== "events") return;
-    if (message.status) status = message.status;
-    if (message.worker) showWorker(message.worker);
-    if (message.live) {  // streamed text not saved yet: shown now, carries no new sequence number
-      message.fragments.forEach(apply);
-      lastProgressAt = Date.now();
-      return;
-    }
-    if (message.last_seq <= lastSeq && message.fragments.every((f) => f.swap !== "refresh")) return;
-    message.fragments.forEach(apply);
-    if (message.last_seq > lastSeq) {
-      lastProgressAt = Date.now();
-      if (!message.worker) showWorker("live");  // events are flowing again
-    }
-    lastSeq = Math.max(lastSeq, message.last_seq);
-    root.dataset.lastSeq = String(lastSeq);
-    updateTitle();
-  }
-
-  function connect() {
-    const scheme = window.location.protocol === "https:" ? "wss://" : "ws://";
-    socket = new WebSocket(scheme + window.location.host + root.dataset.wsPath);
-    socket.addEventListener("open", function () {
-      retryMs = 500;
-      setConnection("");
-      root.dataset.connected = "true";
-      askForCatchUp();
-    });
-    socket.addEventListener("message", function (event) {
-      try { handle(JSON.parse(event.data)); } catch (err) { console.warn("live: bad message", err); }
-    });
-    socket.addEventListener("close", function (event) {
-      root.dataset.connected = "false";
-      if (event.code === 4403) { setConnection("You no longer have access to this session."); return; }
-      setConnection("Reconnecting…");
-      reconnectTimer = setTimeout(function () { reconnectTimer = null; connect(); }, retryMs);
-      retryMs = Math.min(retryMs * 2, 8000);
-    });
-  }
-
-  // The active-time clock and the live totals are in live_view.js (display only).
+  // The connection, catch-up and silence check are shared with the chat page (event_socket.js).
+  // A refresh fragment is applied even from an old message: it re-fetches the part as it is now.
   updateTitle();
-  connect();
-  setInterval(checkSilence, 1000);
-  document.addEventListener("visibilitychange", function () {
-    if (document.visibilityState === "visible") recheckNow();
+  window.atelierEventSocket(root, {
+    name: "live",
+    deniedText: "You no longer have access to this session.",
+    isActive: function () { return ACTIVE.includes(status); },
+    replayable: function (message) { return message.fragments.some((f) => f.swap === "refresh"); },
+    observe: function (message) { if (message.status) status = message.status; },
+    apply: function (message) {
+      message.fragments.forEach(apply);
+      if (!message.live) updateTitle();
+    },
   });
-  window.addEventListener("focus", recheckNow);
 })();

@@ -14,7 +14,7 @@ import pytest
 from django.urls import reverse
 
 from tests.conftest import make_user
-from tests.test_foundation import _manage
+from tests.core.test_settings import _manage
 
 PROXY = "10.0.0.2"
 LIMITED = "Too many failed login attempts"

@@ -9,7 +9,7 @@ from orchestration.conversations import runner
 from orchestration.conversations.models import Conversation, Message
 from tests.api.conftest import ApiClient, assert_error, new_key
 from tests.live import LiveApp, start_web, start_worker
-from tests.studio.studio_fixtures import catalogue_model
+from tests.studio_fixtures import catalogue_model
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the runner works in threads
 

@@ -14,7 +14,7 @@ from django.conf import settings
 from orchestration.models import Status, WritingSession
 from tests.api.conftest import new_key
 from tests.live import LiveApp, start_web, start_worker
-from tests.studio.studio_fixtures import catalogue_model
+from tests.studio_fixtures import catalogue_model
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -10,7 +10,7 @@ import pytest
 from api.v1 import api as api_v1
 from orchestration.models import Status, WritingSession
 from tests.api.conftest import ApiClient, new_key
-from tests.studio.test_ownership import owned_world
+from tests.orchestration.test_ownership import owned_world
 
 pytestmark = pytest.mark.django_db
 

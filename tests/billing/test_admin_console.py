@@ -17,7 +17,7 @@ from billing import services
 from billing.models import CreditAccount
 from orchestration.models import Agent, Project, Status, Turn, WritingSession
 from tests.conftest import make_user
-from tests.studio.studio_fixtures import catalogue_model
+from tests.studio_fixtures import catalogue_model
 
 pytestmark = pytest.mark.django_db
 INVOICE = Path(__file__).resolve().parents[1] / "fixtures" / "stripe" / "invoice.paid.json"

@@ -12,7 +12,7 @@ import pytest
 from django.conf import settings
 
 from tests.conftest import make_user
-from tests.studio.studio_fixtures import catalogue_model
+from tests.studio_fixtures import catalogue_model
 
 SCREENSHOTS = Path(settings.BASE_DIR) / "docs" / "screenshots"
 PASSWORD = "correct horse battery staple"

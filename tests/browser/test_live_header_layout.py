@@ -16,7 +16,7 @@ from playwright.sync_api import expect
 
 from tests.conftest import make_user
 from tests.live import LiveApp, start_web
-from tests.studio.studio_fixtures import catalogue_model
+from tests.studio_fixtures import catalogue_model
 
 PASSWORD = "correct horse battery staple"
 EMAIL = "header@example.com"

@@ -312,7 +312,7 @@ async def test_metrics_count_open_websockets_and_refused_ones_do_not_count(owner
     from asgiref.sync import sync_to_async
 
     from atelier.core import metrics
-    from tests.studio.test_ownership import _communicator, _session_cookie, _streaming_session
+    from tests.orchestration.test_ownership import _communicator, _session_cookie, _streaming_session
 
     def open_sockets() -> float:
         return samples(metrics.render().decode()).get(("atelier_websocket_connections", ()), 0.0)
@@ -349,7 +349,7 @@ async def test_chat_websockets_count_like_live_page_ones(owner):
 
     from atelier.asgi import application
     from atelier.core import metrics
-    from tests.studio.test_ownership import _session_cookie, owned_world
+    from tests.orchestration.test_ownership import _session_cookie, owned_world
 
     def open_sockets() -> float:
         return samples(metrics.render().decode()).get(("atelier_websocket_connections", ()), 0.0)

@@ -405,7 +405,7 @@ def test_run_session_continues_a_finished_session_for_more_rounds(writer, brief_
 def test_run_session_ctrl_c_stops_the_session_and_still_writes_the_document(
     writer, brief_file, tmp_path, enqueued, settings, monkeypatch
 ):
-    from orchestration.management.commands import run_session as command
+    from orchestration.management import terminal as command  # where run_session reads its events
     from orchestration.providers import clear_adapter_cache
 
     # Slow enough that a turn is still streaming when the user presses Ctrl-C.

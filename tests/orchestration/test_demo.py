@@ -12,7 +12,7 @@ import re
 import pytest
 
 from orchestration.evaluation import parse_reply
-from orchestration.prompts import build_prompt
+from orchestration.prompts import PromptInputs, build_prompt
 from orchestration.providers import DEMO_LABEL, ModelRequest, StreamEnd, TextDelta, get_adapter
 from orchestration.providers.demo import demo_reply
 
@@ -43,19 +43,21 @@ def request_for(
 ) -> ModelRequest:
     name, role, criteria = agent
     prompt = build_prompt(
-        role_prompt=f"You are the {role}.",
-        agent_name=name,
-        role=role,
-        criteria=[(c, "", 1.0) for c in criteria],
-        brief=brief,
-        references=list(references),
-        document=document,
-        feedback=list(feedback),
-        human_note=note,
-        round_number=round_number,
-        max_rounds=6,
-        context_window=200_000,
-        max_output_tokens=2048,
+        PromptInputs(
+            role_prompt=f"You are the {role}.",
+            agent_name=name,
+            role=role,
+            criteria=[(c, "", 1.0) for c in criteria],
+            brief=brief,
+            references=list(references),
+            document=document,
+            feedback=list(feedback),
+            human_note=note,
+            round_number=round_number,
+            max_rounds=6,
+            context_window=200_000,
+            max_output_tokens=2048,
+        )
     )
     meta = {"round": round_number, "agent_name": name, "role": role, "criteria": criteria, "session_id": 7}
     meta.update(metadata)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from orchestration.prompts import (
+    PromptInputs,
     PromptParts,
     PromptTooLarge,
     build_prompt,
@@ -31,7 +32,7 @@ def make(**overrides) -> PromptParts:
         "max_output_tokens": 4_000,
     }
     kwargs.update(overrides)
-    return build_prompt(**kwargs)
+    return build_prompt(PromptInputs(**kwargs))
 
 
 def test_estimate_tokens_is_about_chars_over_four_and_never_low():

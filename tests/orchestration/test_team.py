@@ -7,7 +7,7 @@ import pytest
 from orchestration import team
 from orchestration.models import Agent, Criterion, ReferenceDocument, Status, WritingSession
 from orchestration.services import ServiceError
-from tests.studio.studio_fixtures import *  # noqa: F403 - fixtures
+from tests.studio_fixtures import *  # noqa: F403 - fixtures
 
 pytestmark = pytest.mark.django_db
 

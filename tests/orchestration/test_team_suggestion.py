@@ -14,7 +14,7 @@ from billing.models import CreditEntry
 from billing.services import get_balance
 from orchestration.models import Agent, Flow
 from orchestration.team_suggestion import extract_json
-from tests.studio.studio_fixtures import *  # noqa: F403 - fixtures
+from tests.studio_fixtures import *  # noqa: F403 - fixtures
 
 MINI = "openai:studio-mini"
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import time
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -11,8 +10,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from orchestration.conversations import runner
 from orchestration.conversations import services as conversations
 from orchestration.conversations.models import Conversation, Message, MessageRole
-from orchestration.events import events_after
-from orchestration.management.commands.run_session import POLL_SECONDS, Driver
+from orchestration.management.commands.run_session import Driver
+from orchestration.management.terminal import EventFollower, TerminalPrinter
 from orchestration.models import FINISHED_STATUSES, Project, SessionEvent, Status, WritingSession
 from orchestration.services import ServiceError, create_project
 
@@ -20,45 +19,20 @@ DEFAULT_PROJECT = "Command line"
 RESULT_CHARS = 300  # a tool result is printed up to this many characters
 
 
-class ChatPrinter:
+class ChatPrinter(TerminalPrinter):
     """Prints a reply's events: its text as it streams, under the label of the agent writing it (the
     label changes when triage hands the conversation to a specialist), handoffs and tool calls as lines."""
 
     def __init__(self, command: BaseCommand, *, stream: bool) -> None:
-        self.command = command
-        self.stream = stream
+        super().__init__(command, stream=stream)
         self.labels: dict[int | None, str] = {}  # by turn id
-        self.open_turn: int | None = None
-        self.mid_line = False
-
-    def write(self, text: str) -> None:
-        self.command.stdout.write(text, ending="")
-        self.command.stdout.flush()
-
-    def line(self, text: str) -> None:
-        self.end_line()
-        self.write(text + "\n")
-
-    def end_line(self) -> None:
-        if self.mid_line:
-            self.write("\n")
-            self.mid_line = False
-        self.open_turn = None
 
     def handle(self, event: SessionEvent) -> None:
         payload = event.payload or {}
         if event.kind == "turn_started":
             self.labels[event.turn_id] = f"[{payload.get('agent_name') or 'Agent'}]"
         elif event.kind == "chunk" and self.stream:
-            if self.open_turn != event.turn_id:
-                self.end_line()
-                self.write(self.labels.get(event.turn_id, "[Agent]") + " ")
-                self.open_turn = event.turn_id
-                self.mid_line = True
-            text = payload.get("text", "")
-            self.write(text)
-            if text:
-                self.mid_line = not text.endswith("\n")
+            self.stream_text(event.turn_id, payload.get("text", ""), self.labels.get(event.turn_id, "[Agent]"))
         elif event.kind == "message":
             message_id = payload.get("message_id")
             self.message(Message.objects.filter(pk=message_id).first() if message_id is not None else None)
@@ -130,7 +104,9 @@ class Command(BaseCommand):
 
     def _exchange(self, conversation: Conversation, user, text: str, *, stream: bool) -> None:
         """Send one message and print its reply until the run behind the conversation ends."""
-        after = WritingSession.objects.get(pk=conversation.session_id).last_seq
+        follower = EventFollower(
+            conversation.session_id, after=WritingSession.objects.get(pk=conversation.session_id).last_seq
+        )
         try:
             conversations.send_message(conversation=conversation, user=user, text=text)
         except ServiceError as exc:
@@ -139,12 +115,12 @@ class Command(BaseCommand):
         driver = Driver(conversation.session_id, drive=runner.drive)
         driver.start()
         try:
-            after = self._follow(conversation.session_id, after, driver, printer)
+            follower.follow(driver, printer)
         except KeyboardInterrupt:
             printer.end_line()
             self.stderr.write("Stopping the reply…")
             conversations.stop_reply(conversation=conversation, user=user)
-            self._follow(conversation.session_id, after, driver, printer)
+            follower.follow(driver, printer)
             raise CommandError("Stopped with Ctrl-C.", returncode=130) from None
         printer.end_line()
         if driver.error is not None:
@@ -153,18 +129,6 @@ class Command(BaseCommand):
         if session.status not in FINISHED_STATUSES or session.status == Status.FAILED:
             reason = session.stop_detail or session.get_status_display()
             raise CommandError(f"The reply did not finish: {reason}")
-
-    def _follow(self, session_id: int, after: int, driver: Driver, printer: ChatPrinter) -> int:
-        while True:
-            alive = driver.is_alive()
-            batch = events_after(session_id, after)
-            for event in batch:
-                printer.handle(event)
-                after = event.seq
-            if not alive and not batch:
-                return after
-            if not batch:
-                time.sleep(POLL_SECONDS)
 
     def _user(self, email: str):
         users = list(get_user_model().objects.filter(email__iexact=email.strip())[:2])

@@ -9,11 +9,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from orchestration.models import LLMModel
-from orchestration.providers import KNOWN_PROVIDERS, check_provider, clear_adapter_cache, provider_configured
-from orchestration.providers.base import BASE_URL_ENV_VARS, KEY_ENV_VARS, PROVIDER_LABELS
-
-# What the SDKs use when no base URL is set (shown so nobody has to guess where calls go).
-SDK_DEFAULT_URLS = {"anthropic": "https://api.anthropic.com", "openai": "https://api.openai.com/v1"}
+from orchestration.provider_table import KNOWN_PROVIDERS, SPECS_BY_NAME
+from orchestration.providers import check_provider, clear_adapter_cache, provider_configured
 
 
 def safe_url(url: str) -> str:
@@ -61,22 +58,21 @@ class Command(BaseCommand):
         for provider in KNOWN_PROVIDERS:
             ok, reason = provider_configured(provider)
             configured += ok
-            label = PROVIDER_LABELS.get(provider, provider)
+            spec = SPECS_BY_NAME[provider]
+            label = spec.label
             state = self.style.SUCCESS("configured") if ok else self.style.WARNING("not configured")
             self.stdout.write(f"{label} [{provider}]: {state}. {reason}")
-            if provider != "demo":
+            if not spec.offline:
                 config = providers_config.get(provider) or {}
                 base_url = config.get("base_url") or ""
-                env = BASE_URL_ENV_VARS.get(provider, "")
                 if base_url:
                     shown = safe_url(base_url)
-                elif provider in SDK_DEFAULT_URLS:
-                    shown = f"{SDK_DEFAULT_URLS[provider]} (SDK default)"
+                elif spec.sdk_default_url:  # where the SDK sends calls: nobody has to guess
+                    shown = f"{spec.sdk_default_url} (SDK default)"
                 else:
                     shown = "(none)"
-                key_env = KEY_ENV_VARS.get(provider, "")
                 key_state = "set" if config.get("api_key") else "not set"
-                self.stdout.write(f"  Base URL: {shown}  [{env}]; API key: {key_state}  [{key_env}]")
+                self.stdout.write(f"  Base URL: {shown}  [{spec.base_url_env}]; API key: {key_state}  [{spec.key_env}]")
             if live:
                 if ok:
                     checked += 1

@@ -13,7 +13,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.urls import reverse
 
-from orchestration import presets, services
+from orchestration import presets, services, team
 from orchestration.catalogue import validate_model_for_use
 from orchestration.models import LLMModel, Project, TeamPreset, WritingSession
 from orchestration.uploads import MAX_REFERENCE_CHARS, MAX_UPLOAD_FILES
@@ -135,38 +135,26 @@ class Command(BaseCommand):
             references.append((Path(path).stem[:200] or Path(path).name, content, Path(path).name[:255]))
         title = (options["title"] or "").strip()[:MAX_TITLE_CHARS] or title_from_brief(brief, Path(brief_path).stem)
 
-        from billing.gating import check
-
-        flow_gate = check(user, "use_flow", flow=preset.flow)
-        if not flow_gate.allowed:
-            raise CommandError(flow_gate.reason)
-
         dry_run = options["dry_run"]
         try:
             with transaction.atomic():
                 project, project_created = self._project(user, project_name)
+                # The same services, plan gates, caps and quotas as the web builder.
                 try:
-                    services.enforce_quota(user=user, action="create_session")
-                except services.ServiceError as exc:
-                    raise CommandError(exc.message) from exc
-                session = WritingSession.objects.create(project=project, title=title, brief=brief, document=document)
-                try:
-                    presets.apply_preset(
-                        session=session,
+                    session = team.create_session(
+                        user=user,
+                        project=project,
+                        title=title,
+                        brief=brief,
+                        document=document,
                         preset=preset,
-                        default_model=model or presets.default_model_for(user),
+                        model=model,
+                        every_agent=True,
+                        max_rounds=rounds,
                     )
-                except presets.PresetError as exc:
-                    raise CommandError(str(exc)) from None
-                if model is not None:
-                    session.agents.update(model=model, fallback_model=None)
-                if rounds is not None:
-                    session.max_rounds = rounds
-                    session.save(update_fields=["max_rounds"])
-                try:  # the same caps and quotas as the web builder
                     services.add_references(session=session, user=user, items=references)
                 except services.ServiceError as exc:
-                    raise CommandError(exc.message) from exc
+                    raise CommandError(exc.message) from None
                 session.refresh_from_db()
                 self._report(session, project, project_created, dry_run=dry_run)
                 if dry_run:

@@ -13,10 +13,9 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 
 from orchestration import engine, services
-from orchestration.events import events_after
+from orchestration.management.terminal import POLL_SECONDS, EventFollower, TerminalPrinter
 from orchestration.models import ACTIVE_STATUSES, FINISHED_STATUSES, SessionEvent, Status, Turn, WritingSession
 
-POLL_SECONDS = 0.05  # how often the printer looks for new events: chunks arrive in ~40 ms batches
 BUSY_RETRY_SECONDS = 0.5  # another executor holds the lease: look again this often
 
 
@@ -99,31 +98,14 @@ PLANNED_EVENTS = frozenset(
 )
 
 
-class EventPrinter:
+class EventPrinter(TerminalPrinter):
     """Turns session events into terminal output: tokens with agent labels, scores, status changes."""
 
     def __init__(self, command: BaseCommand, *, stream: bool) -> None:
-        self.command = command
-        self.stream = stream
+        super().__init__(command, stream=stream)
         self.labels: dict[int | None, str] = {}  # by turn id
-        self.open_turn: int | None = None  # the turn whose text was printed last
-        self.mid_line = False
         self.last_status = ""
         self.last_phase: tuple[int, str] | None = None  # (round, phase) announced last
-
-    def write(self, text: str) -> None:
-        self.command.stdout.write(text, ending="")
-        self.command.stdout.flush()
-
-    def line(self, text: str) -> None:
-        self.end_line()
-        self.write(text + "\n")
-
-    def end_line(self) -> None:
-        if self.mid_line:
-            self.write("\n")
-            self.mid_line = False
-        self.open_turn = None
 
     def label(self, turn_id: int | None) -> str:
         if turn_id is None:
@@ -147,18 +129,12 @@ class EventPrinter:
             self.announce_phase(payload.get("round"), payload.get("phase") or "")
             attempt = f", attempt {payload['attempt']}" if payload.get("attempt", 1) > 1 else ""
             if self.stream:
-                self.begin_turn(event.turn_id)
+                self.begin_turn(event.turn_id, self.label(event.turn_id))
             else:
                 self.line(f"{self.label(event.turn_id)} writing with {payload.get('model')}{attempt}…")
         elif kind == "chunk":
-            if not self.stream:
-                return
-            if self.open_turn != event.turn_id:
-                self.begin_turn(event.turn_id)  # parallel turns interleave: label each switch
-            text = payload.get("text", "")
-            self.write(text)
-            if text:
-                self.mid_line = not text.endswith("\n")
+            if self.stream:
+                self.stream_text(event.turn_id, payload.get("text", ""), self.label(event.turn_id))
         elif kind == "turn_finished":
             status = payload.get("status", "")
             if status == Turn.TurnStatus.COMPLETED:
@@ -232,12 +208,6 @@ class EventPrinter:
         self.last_phase = (round_number, phase)
         self.line(f"[Round {round_number}] {phase}")
 
-    def begin_turn(self, turn_id: int | None) -> None:
-        self.end_line()
-        self.write(self.label(turn_id) + " ")
-        self.open_turn = turn_id
-        self.mid_line = True
-
 
 class Command(BaseCommand):
     help = (
@@ -279,7 +249,7 @@ class Command(BaseCommand):
         if session is None:
             raise CommandError(f"No session with id {session_id}.")
         output_path = self._output_path(output)
-        self.after_seq = session.last_seq  # only what happens from now on is printed
+        follower = EventFollower(session.pk, after=session.last_seq)  # only what happens from now on is printed
         self._begin(session, rounds, approve=bool(options.get("approve_plan")))
 
         printer = EventPrinter(self, stream=not no_stream)
@@ -287,7 +257,7 @@ class Command(BaseCommand):
         driver.start()
         interrupted = False
         try:
-            self._follow(session.pk, driver, printer)
+            follower.follow(driver, printer)
         except KeyboardInterrupt:
             interrupted = True
             printer.end_line()
@@ -297,7 +267,7 @@ class Command(BaseCommand):
             except services.ServiceError:
                 pass  # it finished on its own in the meantime
             try:
-                self._follow(session.pk, driver, printer)
+                follower.follow(driver, printer)
             except KeyboardInterrupt:
                 raise CommandError(
                     f"Quit without waiting; session {session.pk} finishes stopping in the background.",
@@ -370,23 +340,6 @@ class Command(BaseCommand):
         self.stdout.write(
             f"{verb} session {session.pk} {session.title!r} ({session.max_rounds} round(s) at most). Ctrl-C stops it."
         )
-
-    def _follow(self, session_id: int, driver: Driver, printer: EventPrinter) -> None:
-        """Print events as they arrive until the driver is done.
-
-        The last printed sequence lives on self, so after a Ctrl-C in the middle of a batch
-        following resumes exactly where printing stopped.
-        """
-        while True:
-            alive = driver.is_alive()
-            batch = events_after(session_id, self.after_seq)
-            for event in batch:
-                printer.handle(event)
-                self.after_seq = event.seq
-            if not alive and not batch:
-                return  # the driver ended before this read: nothing more will come
-            if not batch:
-                time.sleep(POLL_SECONDS)
 
     def _summary(self, session: WritingSession, output_path: Path | None) -> None:
         from billing.services import get_balance

@@ -9,7 +9,7 @@ from django.urls import reverse
 
 from orchestration.services import validate_for_start
 from tests.conftest import make_user
-from tests.studio.studio_fixtures import *  # noqa: F403 - fixtures
+from tests.studio_fixtures import *  # noqa: F403 - fixtures
 
 ENV_NAME = re.compile(r"\b[A-Z][A-Z0-9]*_(?:API_KEY|BASE_URL)\b")
 

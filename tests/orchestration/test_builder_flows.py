@@ -7,8 +7,8 @@ from django.urls import reverse
 
 from billing.gating import check
 from orchestration.models import Agent, Criterion, Flow
-from tests.studio.studio_fixtures import *  # noqa: F403 - fixtures
-from tests.studio.studio_fixtures import settings_post_data
+from tests.studio_fixtures import *  # noqa: F403 - fixtures
+from tests.studio_fixtures import settings_post_data
 
 HTMX = {"HTTP_HX_REQUEST": "true"}
 

@@ -6,7 +6,7 @@ import pytest
 
 from orchestration import presets
 from orchestration.models import Agent, Flow, TeamPreset, WritingSession
-from tests.studio.studio_fixtures import *  # noqa: F403 - fixtures
+from tests.studio_fixtures import *  # noqa: F403 - fixtures
 
 
 def test_seed_presets_is_idempotent_and_ships_the_academic_team(db, demo_llm):

@@ -18,8 +18,8 @@ from django.urls import reverse
 
 from orchestration import services
 from orchestration.models import Agent, Criterion, Project, ReferenceDocument, SessionEvent, Status, WritingSession
-from tests.studio.studio_fixtures import *  # noqa: F403 - fixtures
-from tests.studio.studio_fixtures import settings_post_data
+from tests.studio_fixtures import *  # noqa: F403 - fixtures
+from tests.studio_fixtures import settings_post_data
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -6,7 +6,7 @@ import pytest
 from django.urls import reverse
 
 from orchestration.models import Agent, Criterion, DocumentVersion, Project, Status, WritingSession
-from tests.studio.studio_fixtures import catalogue_model
+from tests.studio_fixtures import catalogue_model
 
 HUGE = str(10**30)
 

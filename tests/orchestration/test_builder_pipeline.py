@@ -6,8 +6,8 @@ import pytest
 from django.urls import reverse
 
 from orchestration.models import Flow, TeamPreset
-from tests.studio.studio_fixtures import *  # noqa: F403 - fixtures
-from tests.studio.studio_fixtures import settings_post_data
+from tests.studio_fixtures import *  # noqa: F403 - fixtures
+from tests.studio_fixtures import settings_post_data
 
 HTMX = {"HTTP_HX_REQUEST": "true"}
 

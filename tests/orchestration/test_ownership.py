@@ -31,7 +31,7 @@ from orchestration.models import (
 )
 from orchestration.urls import urlpatterns
 from orchestration.versions import record_version
-from tests.studio.studio_fixtures import catalogue_model
+from tests.studio_fixtures import catalogue_model
 
 SECRETS = (
     "Owner Secret Project",

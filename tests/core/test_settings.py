@@ -1,4 +1,4 @@
-"""Foundation promises: health reporting, production safety, security headers, error pages, admin access."""
+"""Production safety: settings refuse weak secrets and unsafe defaults; the environment helpers fail loudly."""
 
 from __future__ import annotations
 
@@ -11,58 +11,11 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Permission
 from django.core.exceptions import ImproperlyConfigured
-from django.test import Client, RequestFactory
 
 from atelier import env
-from tests.conftest import make_user
 
 BASE_DIR = Path(settings.BASE_DIR)
-
-
-# --- /healthz --------------------------------------------------------------------------------
-
-
-def _health(client) -> tuple[int, dict]:
-    response = client.get("/healthz")
-    assert response["Content-Type"] == "application/json"
-    return response.status_code, response.json()
-
-
-def test_healthz_is_503_and_says_why_when_no_worker_runs(transactional_db, client):
-    from tests.live import wait_for
-
-    # A worker stopped by an earlier test keeps reporting for a few seconds; wait until it expires.
-    _status, body = wait_for(lambda: (r := _health(client))[0] == 503 and r, message="healthz to report 503")
-
-    assert body["status"] == "degraded"
-    assert body["checks"]["worker"]["ok"] is False
-    assert "no worker" in body["checks"]["worker"]["error"]
-    # The other dependencies are still reported, and are up.
-    assert body["checks"]["database"] == {"ok": True}
-    assert body["checks"]["channel_layer"] == {"ok": True}
-
-
-def test_healthz_is_200_while_a_worker_runs_and_503_after_it_stops(transactional_db, client):
-    from tests.live import start_worker, wait_for
-
-    worker = start_worker()
-    try:
-        _status, body = wait_for(lambda: (r := _health(client))[0] == 200 and r, timeout=60, message="a healthy worker")
-        assert body["status"] == "ok"
-        assert body["checks"]["worker"]["ok"] is True
-        assert body["checks"]["worker"]["clusters"] >= 1
-        assert body["checks"]["database"]["ok"] and body["checks"]["channel_layer"]["ok"]
-    finally:
-        worker.stop()
-
-    wait_for(lambda: _health(client)[0] == 503, timeout=30, message="healthz to notice the worker is gone")
-
-
-def test_healthz_only_answers_get(client, db):
-    assert client.post("/healthz").status_code == 405
 
 
 # --- production configuration (subprocesses: settings are read once per process) ---------------
@@ -232,142 +185,3 @@ def test_env_helpers_fail_loudly_on_bad_values(monkeypatch, helper, raw, kwargs,
 def test_env_list_splits_and_trims(monkeypatch):
     monkeypatch.setenv("ATELIER_T_LIST", " a.com , b.com,, ")
     assert env.env_list("ATELIER_T_LIST", []) == ["a.com", "b.com"]
-
-
-# --- security headers ---------------------------------------------------------------------------
-
-
-def _csp_directives(response) -> dict[str, list[str]]:
-    header = response["Content-Security-Policy"]
-    directives = {}
-    for part in header.split(";"):
-        name, *values = part.strip().split()
-        directives[name] = values
-    return directives
-
-
-def test_pages_send_a_csp_without_unsafe_inline_scripts(client, db):
-    response = client.get("/accounts/login/")
-    directives = _csp_directives(response)
-    assert directives["script-src"] == ["'self'"]
-    assert "'unsafe-inline'" not in response["Content-Security-Policy"]
-    assert "'unsafe-eval'" not in response["Content-Security-Policy"]
-    assert directives["object-src"] == ["'none'"]
-    assert directives["frame-ancestors"] == ["'none'"]
-
-
-def test_pages_refuse_framing_and_sniffing(client, db):
-    response = client.get("/accounts/login/")
-    assert response["X-Frame-Options"] == "DENY"
-    assert response["X-Content-Type-Options"] == "nosniff"
-    assert response["Referrer-Policy"] == "same-origin"
-
-
-def test_hsts_header_is_sent_over_https_when_configured(client, db, settings):
-    settings.SECURE_HSTS_SECONDS = 31536000
-    settings.SECURE_HSTS_INCLUDE_SUBDOMAINS = True
-    response = client.get("/accounts/login/", secure=True)
-    assert response["Strict-Transport-Security"] == "max-age=31536000; includeSubDomains"
-
-
-# --- django-q2 admin is for superusers only ---------------------------------------------------------
-
-Q_ADMIN_URLS = [
-    "/admin/django_q/schedule/",
-    "/admin/django_q/schedule/add/",
-    "/admin/django_q/success/",
-    "/admin/django_q/failure/",
-]
-
-
-@pytest.fixture
-def staff_client(db):
-    user = make_user("staff@example.com", is_staff=True)
-    # Even every django_q permission must not open it: a Schedule's `func` runs any dotted path.
-    user.user_permissions.set(Permission.objects.filter(content_type__app_label="django_q"))
-    client = Client()
-    client.force_login(user)
-    return client
-
-
-@pytest.fixture
-def superuser_client(db):
-    user = get_user_model().objects.create_superuser("root@example.com", "root@example.com", "x" * 20)
-    client = Client()
-    client.force_login(user)
-    return client
-
-
-@pytest.mark.parametrize("url", Q_ADMIN_URLS)
-def test_task_queue_admin_is_closed_to_staff_who_are_not_superusers(staff_client, url):
-    response = staff_client.get(url)
-    assert response.status_code in (302, 403)
-
-
-def test_task_queue_admin_is_not_listed_for_staff(staff_client):
-    response = staff_client.get("/admin/")
-    assert response.status_code == 200
-    assert "/admin/django_q/" not in response.content.decode()
-
-
-@pytest.mark.parametrize("url", Q_ADMIN_URLS)
-def test_task_queue_admin_is_open_to_superusers(superuser_client, url):
-    assert superuser_client.get(url).status_code == 200
-
-
-def test_admin_requires_staff(client, db):
-    client.force_login(make_user("plain@example.com"))
-    response = client.get("/admin/")
-    assert response.status_code == 302
-    assert "/admin/login/" in response["Location"]
-
-
-# --- error pages -------------------------------------------------------------------------------------
-
-
-def test_unknown_url_shows_the_styled_404_page(client, db, settings):
-    settings.DEBUG = False
-    response = client.get("/there-is-nothing-here/")
-    html = response.content.decode()
-    assert response.status_code == 404
-    assert 'class="topbar"' in html
-    assert "We couldn&#x27;t find that page" in html or "We couldn't find that page" in html
-    assert "css/app.css" in html
-
-
-def test_csrf_failure_shows_the_styled_403_page(db):
-    client = Client(enforce_csrf_checks=True)
-    response = client.post("/accounts/login/", {"login": "a@example.com", "password": "x"})
-    html = response.content.decode()
-    assert response.status_code == 403
-    assert 'class="topbar"' in html
-    assert "This form expired" in html
-
-
-@pytest.mark.parametrize(
-    ("handler", "status", "text"),
-    [("error_400", 400, "understand that request"), ("error_403", 403, "have access to this")],
-)
-def test_400_and_403_pages_are_styled(db, handler, status, text):
-    from django.contrib.auth.models import AnonymousUser
-
-    from atelier.core import views
-
-    request = RequestFactory().get("/")
-    request.user = AnonymousUser()
-    response = getattr(views, handler)(request, Exception("x"))
-    html = response.content.decode()
-    assert response.status_code == status
-    assert text in html.replace("&#x27;", "'")
-    assert 'class="topbar"' in html
-
-
-def test_500_page_renders_without_the_database():
-    from atelier.core.views import error_500
-
-    # No `db` fixture: pytest-django makes any query raise here, which is the point.
-    response = error_500(RequestFactory().get("/"))
-    html = response.content.decode()
-    assert response.status_code == 500
-    assert "Something went wrong" in html
-    assert "css/app.css" in html

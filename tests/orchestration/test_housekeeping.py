@@ -8,7 +8,7 @@ from django.urls import reverse
 from billing import services as billing
 from billing.models import CreditEntry
 from orchestration.models import ACTIVE_STATUSES, Agent, Project, Status, Turn, WritingSession
-from tests.studio.studio_fixtures import *  # noqa: F403 - fixtures
+from tests.studio_fixtures import *  # noqa: F403 - fixtures
 
 
 def _session(owner, title: str, *, status: str = Status.DRAFT, project: Project | None = None, **fields):

@@ -10,7 +10,7 @@ from billing.models import CreditEntry
 from orchestration import engine
 from orchestration.models import Status, WritingSession
 from orchestration.presets import DEMO_RUN_CREDITS
-from tests.studio.studio_fixtures import *  # noqa: F403 - fixtures
+from tests.studio_fixtures import *  # noqa: F403 - fixtures
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from orchestration.models import Agent, Criterion, ReferenceDocument, Status, TeamPreset, WritingSession
-from tests.studio.studio_fixtures import *  # noqa: F403 - fixtures
-from tests.studio.studio_fixtures import agent_post_data, settings_post_data
+from tests.studio_fixtures import *  # noqa: F403 - fixtures
+from tests.studio_fixtures import agent_post_data, settings_post_data
 
 HTMX = {"HTTP_HX_REQUEST": "true"}
 

@@ -23,7 +23,7 @@ from orchestration.models import (
     Turn,
     WritingSession,
 )
-from tests.studio.studio_fixtures import catalogue_model
+from tests.studio_fixtures import catalogue_model
 
 
 @pytest.fixture(autouse=True)

@@ -12,8 +12,8 @@ import pytest
 from django.urls import reverse
 
 from orchestration.models import Criterion, DocumentVersion, Status, TeamPreset, WritingSession
-from tests.studio.studio_fixtures import *  # noqa: F403 - fixtures
-from tests.studio.studio_fixtures import agent_post_data, settings_post_data
+from tests.studio_fixtures import *  # noqa: F403 - fixtures
+from tests.studio_fixtures import agent_post_data, settings_post_data
 
 HTMX = {"HTTP_HX_REQUEST": "true"}
 

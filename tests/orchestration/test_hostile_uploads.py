@@ -14,7 +14,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from tests.resources import measure
-from tests.studio.studio_fixtures import *  # noqa: F403 - fixtures
+from tests.studio_fixtures import *  # noqa: F403 - fixtures
 
 HTMX = {"HTTP_HX_REQUEST": "true"}
 CPU_BOUND_S = 2.0

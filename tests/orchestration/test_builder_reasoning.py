@@ -6,8 +6,8 @@ import pytest
 from django.urls import reverse
 
 from orchestration.models import Reasoning, ReasoningOutput
-from tests.studio.studio_fixtures import *  # noqa: F403 - fixtures
-from tests.studio.studio_fixtures import agent_post_data, catalogue_model
+from tests.studio_fixtures import *  # noqa: F403 - fixtures
+from tests.studio_fixtures import agent_post_data, catalogue_model
 
 HTMX = {"HTTP_HX_REQUEST": "true"}
 

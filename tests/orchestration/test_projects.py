@@ -6,7 +6,7 @@ import pytest
 from django.urls import reverse
 
 from orchestration.models import Agent, Project, Status, WritingSession
-from tests.studio.studio_fixtures import *  # noqa: F403 - fixtures
+from tests.studio_fixtures import *  # noqa: F403 - fixtures
 
 HTMX = {"HTTP_HX_REQUEST": "true"}
 

@@ -1,0 +1,54 @@
+"""List functions longer than 60 lines in the services and views, unless a comment gives the reason.
+
+    .venv/bin/python bin/long_functions.py            # the default areas below
+    .venv/bin/python bin/long_functions.py FILE ...   # any files
+
+A function's length is `end_lineno - lineno + 1` (signature, docstring and body). A comment containing
+"long:" on the lines just above it or on its first lines is its reason. Exit status 1 when one is listed.
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+LIMIT = 60
+ROOT = Path(__file__).resolve().parent.parent
+AREAS = [
+    "orchestration/services.py",
+    "orchestration/team.py",
+    "orchestration/views/*.py",
+    "billing/services.py",
+    "billing/views.py",
+    "accounts/views.py",
+    "accounts/services.py",
+    "api/services.py",
+    "api/routes/*.py",
+]
+
+
+def long_functions(path: Path) -> list[str]:
+    """`path:line name length` for each function over LIMIT lines without a reason."""
+    source = path.read_text(encoding="utf-8")
+    lines = source.splitlines()
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) or node.end_lineno is None:
+            continue
+        length = node.end_lineno - node.lineno + 1
+        first = node.decorator_list[0].lineno if node.decorator_list else node.lineno
+        if length > LIMIT and not any("long:" in line for line in lines[max(0, first - 4) : node.lineno + 2]):
+            found.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} {length} lines")
+    return found
+
+
+def main(argv: list[str]) -> int:
+    paths = [Path(a).resolve() for a in argv] or sorted(p for area in AREAS for p in ROOT.glob(area))
+    found = [line for path in paths for line in long_functions(path)]
+    print("\n".join(found) if found else f"No function over {LIMIT} lines without a reason.")
+    return 1 if found else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
