@@ -198,7 +198,7 @@ def build_stage_prompt(conversation: Conversation, agent: Agent, model: LLMModel
     (its recipe, material and rubric), with the conversation as the brief. Raises prompts.PromptTooLarge."""
     from orchestration.flows import recipe_text
     from orchestration.flows.pipeline import material
-    from orchestration.prompts import build_prompt
+    from orchestration.prompts import PromptInputs, build_prompt
 
     session = conversation.session
     user_message = (
@@ -218,25 +218,27 @@ def build_stage_prompt(conversation: Conversation, agent: Agent, model: LLMModel
         document = _body(Turn.objects.filter(pk=call.inputs[0]).first() if call.inputs else None)
     brief, notes = conversation_brief(conversation, user_message, int(model.context_window * HISTORY_SHARE))
     prompt = build_prompt(
-        role_prompt=agent.role_prompt,
-        agent_name=agent.name,
-        role=agent.role,
-        criteria=[(c.name, c.description, c.weight) for c in agent.criteria.all()],
-        brief=brief,
-        references=stage.references,
-        document=document,
-        feedback=stage.feedback,
-        human_note="",
-        round_number=1,
-        max_rounds=1,
-        context_window=model.context_window,
-        max_output_tokens=max_tokens,
-        flow_rules=recipe.rules,
-        evaluation_lead=recipe.evaluation_lead,
-        feedback_heading=recipe.inputs_heading,
-        instruction=stage.instruction or recipe.instruction,
-        no_document=recipe.no_document,
-        show_document=recipe.show_document,
+        PromptInputs(
+            role_prompt=agent.role_prompt,
+            agent_name=agent.name,
+            role=agent.role,
+            criteria=[(c.name, c.description, c.weight) for c in agent.criteria.all()],
+            brief=brief,
+            references=stage.references,
+            document=document,
+            feedback=stage.feedback,
+            human_note="",
+            round_number=1,
+            max_rounds=1,
+            context_window=model.context_window,
+            max_output_tokens=max_tokens,
+            flow_rules=recipe.rules,
+            evaluation_lead=recipe.evaluation_lead,
+            feedback_heading=recipe.inputs_heading,
+            instruction=stage.instruction or recipe.instruction,
+            no_document=recipe.no_document,
+            show_document=recipe.show_document,
+        )
     )
     prompt.notes = notes + prompt.notes
     return prompt, brief
