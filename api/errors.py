@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterable
 from typing import Any
 
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
@@ -66,7 +67,9 @@ class ApiError(Exception):
         self.extra = extra
 
 
-def error_body(status: int, message: str = "", *, code: str = "", errors=None, **extra: Any) -> dict[str, Any]:
+def error_body(
+    status: int, message: str = "", *, code: str = "", errors: Iterable[dict[str, str]] | None = None, **extra: Any
+) -> dict[str, Any]:
     """The error document for ``status`` (message and code default from the status)."""
     return {
         "status": status,

@@ -18,12 +18,12 @@ import functools
 import hashlib
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, Concatenate, ParamSpec
 
 from django.db import IntegrityError, transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
-from ninja import Status
+from ninja import Schema, Status
 
 from api.errors import ApiError
 from api.models import IdempotencyRecord
@@ -33,6 +33,10 @@ HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
 KEEP = timedelta(hours=24)
 STALE = timedelta(minutes=5)
+
+P = ParamSpec("P")
+# A ninja operation: the request first, then its parameters; returns Status(code, obj) or obj.
+Operation = Callable[Concatenate[AuthenticatedHttpRequest, P], object]
 
 
 def request_hash(request: HttpRequest) -> str:
@@ -79,13 +83,15 @@ def _claim(request: AuthenticatedHttpRequest, key: str) -> IdempotencyRecord | H
     return response
 
 
-def idempotent(schema: Any) -> Callable:
+def idempotent(
+    schema: type[Schema],
+) -> Callable[[Operation[P]], Callable[Concatenate[AuthenticatedHttpRequest, P], HttpResponse]]:
     """Decorate a ninja POST operation returning ``Status(code, obj)`` or ``obj``; ``schema`` serializes ``obj``
     (the same one as its ``response=``). Without the header the operation runs as usual."""
 
-    def decorator(view: Callable) -> Callable:
+    def decorator(view: Operation[P]) -> Callable[Concatenate[AuthenticatedHttpRequest, P], HttpResponse]:
         @functools.wraps(view)
-        def wrapper(request: AuthenticatedHttpRequest, *args: Any, **kwargs: Any) -> Any:
+        def wrapper(request: AuthenticatedHttpRequest, /, *args: P.args, **kwargs: P.kwargs) -> HttpResponse:
             key = request.headers.get(HEADER, "").strip()
             if not key:
                 return _respond(view(request, *args, **kwargs), schema)
@@ -117,7 +123,7 @@ class _Response(JsonResponse):
     data: Any
 
 
-def _respond(result: Any, schema: Any) -> _Response:
+def _respond(result: object, schema: type[Schema]) -> _Response:
     status, obj = (result.status_code, result.value) if isinstance(result, Status) else (200, result)
     data = schema.from_orm(obj).model_dump(mode="json") if obj is not None else None
     response = _Response(data, status=status, safe=False)

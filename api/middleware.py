@@ -7,6 +7,8 @@ Sync and async capable, so async views (the SSE streams) run without a thread ho
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponse
@@ -34,19 +36,22 @@ class ApiJsonErrorsMiddleware:
     sync_capable = True
     async_capable = True
 
-    def __init__(self, get_response) -> None:
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
+        # A sync or an async callable (Django passes either); each branch below says what it returns.
         self.get_response = get_response
         self.is_async = iscoroutinefunction(get_response)
         if self.is_async:
             markcoroutinefunction(self)
 
-    def __call__(self, request: HttpRequest):
+    def __call__(self, request: HttpRequest) -> HttpResponse | Awaitable[HttpResponse]:
         if self.is_async:
             return self._acall(request)
-        return _json_error(request, self.get_response(request))
+        response: HttpResponse = self.get_response(request)
+        return _json_error(request, response)
 
     async def _acall(self, request: HttpRequest) -> HttpResponse:
-        return _json_error(request, await self.get_response(request))
+        response: HttpResponse = await self.get_response(request)
+        return _json_error(request, response)
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if not request.path.startswith(API_PREFIX):

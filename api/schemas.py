@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from ninja import Schema
+
+if TYPE_CHECKING:
+    from orchestration.models import Agent, Criterion, Project, ReferenceDocument, Turn, WritingSession
 
 
 class FieldError(Schema):
@@ -37,7 +41,7 @@ class ProjectOut(Schema):
     updated_at: datetime
 
     @staticmethod
-    def resolve_archived(obj) -> bool:
+    def resolve_archived(obj: Project) -> bool:
         return obj.archived_at is not None
 
 
@@ -96,7 +100,7 @@ class SessionSettingsIn(Schema):
     brief: str | None = None
     document: str | None = None
     flow: str | None = None
-    flow_config: dict | None = None
+    flow_config: dict[str, Any] | None = None
     max_rounds: int | None = None
     score_threshold: float | None = None
     threshold_agent_index: int | None = None
@@ -144,15 +148,16 @@ class AgentOut(Schema):
     criteria: list[CriterionOut]
 
     @staticmethod
-    def resolve_model(obj) -> str:
+    def resolve_model(obj: Agent) -> str:
         return f"{obj.model.provider}:{obj.model.model_id}"
 
     @staticmethod
-    def resolve_fallback_model(obj) -> str | None:
-        return f"{obj.fallback_model.provider}:{obj.fallback_model.model_id}" if obj.fallback_model_id else None
+    def resolve_fallback_model(obj: Agent) -> str | None:
+        fallback = obj.fallback_model
+        return f"{fallback.provider}:{fallback.model_id}" if fallback is not None else None
 
     @staticmethod
-    def resolve_criteria(obj) -> list:
+    def resolve_criteria(obj: Agent) -> list[Criterion]:
         return list(obj.criteria.all())
 
 
@@ -181,7 +186,7 @@ class SessionSummary(Schema):
     finished_at: datetime | None
 
     @staticmethod
-    def resolve_round(obj) -> int:
+    def resolve_round(obj: WritingSession) -> int:
         return obj.current_round
 
 
@@ -192,14 +197,14 @@ class ReferenceOut(Schema):
     source_filename: str
 
     @staticmethod
-    def resolve_characters(obj) -> int:
+    def resolve_characters(obj: ReferenceDocument) -> int:
         return len(obj.content)
 
 
 class SessionOut(SessionSummary):
     brief: str
     document: str
-    flow_config: dict
+    flow_config: dict[str, Any]
     score_threshold: float | None
     threshold_agent_id: int | None
     convergence_percent: float | None
@@ -210,17 +215,17 @@ class SessionOut(SessionSummary):
     references: list[ReferenceOut]
 
     @staticmethod
-    def resolve_document(obj) -> str:
+    def resolve_document(obj: WritingSession) -> str:
         from orchestration.documents import current_document
 
         return current_document(obj)
 
     @staticmethod
-    def resolve_provider_cost_usd(obj) -> str:
+    def resolve_provider_cost_usd(obj: WritingSession) -> str:
         return str(obj.provider_cost)
 
     @staticmethod
-    def resolve_usage(obj) -> dict:
+    def resolve_usage(obj: WritingSession) -> dict[str, int]:
         return {
             "input_tokens": obj.input_tokens,
             "cached_tokens": obj.cached_tokens,
@@ -229,11 +234,11 @@ class SessionOut(SessionSummary):
         }
 
     @staticmethod
-    def resolve_agents(obj) -> list:
+    def resolve_agents(obj: WritingSession) -> list[Agent]:
         return list(obj.agents.select_related("model", "fallback_model").prefetch_related("criteria"))
 
     @staticmethod
-    def resolve_references(obj) -> list:
+    def resolve_references(obj: WritingSession) -> list[ReferenceDocument]:
         return list(obj.references.all())
 
 
@@ -268,11 +273,11 @@ class TurnOut(Schema):
     model_used: str
     output_text: str
     reasoning: str
-    scores: dict
+    scores: dict[str, Any]
     overall_score: float | None
     parse_tier: str
     feedback: str
-    result: dict
+    result: dict[str, Any]
     usage: TurnUsage
     credits: int
     provider_cost_usd: str
@@ -284,7 +289,7 @@ class TurnOut(Schema):
     finished_at: datetime | None
 
     @staticmethod
-    def resolve_usage(obj) -> dict:
+    def resolve_usage(obj: Turn) -> dict[str, int | bool]:
         return {
             "input_tokens": obj.input_tokens,
             "cached_tokens": obj.cached_tokens,
@@ -295,7 +300,7 @@ class TurnOut(Schema):
         }
 
     @staticmethod
-    def resolve_provider_cost_usd(obj) -> str:
+    def resolve_provider_cost_usd(obj: Turn) -> str:
         return str(obj.provider_cost)
 
 
@@ -326,6 +331,6 @@ class VersionOut(VersionSummary):
 class DiffOut(Schema):
     from_version: int
     to_version: int
-    stats: dict
+    stats: dict[str, Any]
     unified: str
     html: str

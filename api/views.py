@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpResponse
@@ -16,7 +18,7 @@ from atelier.core.http import AuthenticatedHttpRequest
 PAGE = "api/keys.html"
 
 
-def _context(request: AuthenticatedHttpRequest, **extra) -> dict:
+def _context(request: AuthenticatedHttpRequest, **extra: Any) -> dict[str, Any]:
     keys = ApiKey.objects.filter(owner=request.user).order_by("revoked_at", "-created_at")
     return {"keys": keys, "max_keys": services.MAX_ACTIVE_KEYS, **extra}
 

@@ -30,6 +30,7 @@ ACTIONS = {
     "store_references",
     "create_conversation",
     "send_message",
+    "team_specialists",
 }
 
 
@@ -160,6 +161,10 @@ def _check_conversations(plan: Plan, user: User, specialists: int) -> Gate | Non
         up = cheapest_plan_for(lambda p: p.max_conversations > used)
         detail = f"for {up.max_conversations:,}" if up else ""
         return _deny(plan, f"keeps up to {plan.max_conversations:,} conversations; delete some first", up, detail)
+    return _check_specialists(plan, specialists)
+
+
+def _check_specialists(plan: Plan, specialists: int) -> Gate | None:
     if specialists > plan.max_specialists:
         up = cheapest_plan_for(lambda p: p.max_specialists >= specialists)
         detail = f"for up to {up.max_specialists}" if up else ""
@@ -224,7 +229,8 @@ def check(user: User, action: str, **context: Any) -> Gate:
     extra_rounds=n for continue), use_model (model=...), use_flow (flow=...), run_concurrently,
     and the storage quotas create_project / create_session (adding=n) and store_references
     (adding=characters); conversations: create_conversation (specialists=n) and send_message
-    (conversation=...: messages per minute, replies streaming at once, specialists and models)."""
+    (conversation=...: messages per minute, replies streaming at once, specialists and models), and
+    team_specialists (specialists=n: a conversation's team after adding one, on the team page)."""
     from billing.services import effective_plan, get_account
 
     if action not in ACTIONS:
@@ -240,6 +246,8 @@ def check(user: User, action: str, **context: Any) -> Gate:
         gate = _check_storage(plan, user, action, int(context.get("adding", 1)))
     elif action == "create_conversation":
         gate = _check_conversations(plan, user, int(context.get("specialists", 0)))
+    elif action == "team_specialists":
+        gate = _check_specialists(plan, int(context.get("specialists", 0)))
     elif action == "send_message":
         gate = _check_message(plan, user, context["conversation"])
     elif action == "run_concurrently":

@@ -6,19 +6,21 @@ Actions that change a session go through orchestration.services, like every othe
 
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import Count, Exists, OuterRef, Q
+from django.db.models import Count, Exists, Model, OuterRef, Q, QuerySet
+from django.http import HttpRequest
 from django.utils.translation import ngettext
 
 from orchestration.catalogue import unpriced_error
+from orchestration.conversations.models import Conversation, Message
 from orchestration.models import (
     Agent,
-    Conversation,
     Criterion,
     DocumentVersion,
     LLMModel,
-    Message,
     Project,
     Reasoning,
     ReasoningOutput,
@@ -34,11 +36,17 @@ from orchestration.provider_table import provider_spec
 class ReadOnlyAdminMixin:
     """Viewable, never editable or addable by hand."""
 
-    def has_add_permission(self, request, obj=None) -> bool:
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None) -> bool:
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
+
+
+def _annotated(obj: Model, name: str) -> int:
+    """A count or flag that the changelist's queryset annotated on ``obj`` (see each get_queryset)."""
+    value: int = getattr(obj, name)
+    return value
 
 
 # --------------------------------------------------------------------------------------------------
@@ -46,7 +54,7 @@ class ReadOnlyAdminMixin:
 # --------------------------------------------------------------------------------------------------
 
 
-class LLMModelForm(forms.ModelForm):
+class LLMModelForm(forms.ModelForm[LLMModel]):
     """Refuses to enable a model without prices: an unpriced model must never be chosen by a user."""
 
     class Meta:
@@ -67,16 +75,16 @@ class LLMModelForm(forms.ModelForm):
             "sort_order",
         )
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if "reasoning_output" in self.fields:
             # Only meaningful with a reasoning control; left empty it means the full text.
             self.fields["reasoning_output"].required = False
 
-    def clean_reasoning_output(self):
-        return self.cleaned_data.get("reasoning_output") or ReasoningOutput.FULL
+    def clean_reasoning_output(self) -> str:
+        return str(self.cleaned_data.get("reasoning_output") or ReasoningOutput.FULL)
 
-    def clean(self):
+    def clean(self) -> dict[str, Any]:
         super().clean()
         cleaned = self.cleaned_data  # what Form.clean() returns (django-stubs allows None)
         # Each control exists in one wire protocol only (docs/architecture.md, "Reasoning models").
@@ -105,7 +113,7 @@ class LLMModelForm(forms.ModelForm):
 
 
 @admin.register(LLMModel)
-class LLMModelAdmin(admin.ModelAdmin):
+class LLMModelAdmin(admin.ModelAdmin[LLMModel]):
     form = LLMModelForm
     list_display = (
         "display_name",
@@ -136,18 +144,18 @@ class LLMModelAdmin(admin.ModelAdmin):
     ordering = ("provider", "sort_order", "display_name")
     actions = ("disable_models",)
 
-    def get_queryset(self, request):
+    def get_queryset(self, request: HttpRequest) -> QuerySet[LLMModel]:
         # Agent.model has no reverse accessor (related_name="+"), so ask with a subquery.
         in_use = Agent.objects.filter(Q(model=OuterRef("pk")) | Q(fallback_model=OuterRef("pk")))
         return super().get_queryset(request).annotate(_in_use=Exists(in_use))
 
-    def get_changelist_form(self, request, **kwargs):
+    def get_changelist_form(self, request: HttpRequest, **kwargs: Any) -> type[forms.ModelForm[LLMModel]]:
         # Without this the changelist's inline editing would skip the form's price check.
         kwargs.setdefault("form", LLMModelForm)
         return super().get_changelist_form(request, **kwargs)
 
     @admin.display(description="Provider on this server")
-    def provider_state(self, obj) -> str:
+    def provider_state(self, obj: LLMModel) -> str:
         """Staff see the operator's detail (which setting is missing); users only see "not connected"."""
         from orchestration.providers import provider_configured
 
@@ -155,7 +163,7 @@ class LLMModelAdmin(admin.ModelAdmin):
         return ("✓ " if ok else "✗ ") + reason
 
     @admin.display(description="Router telemetry (14 days)")
-    def router_telemetry(self, obj) -> str:
+    def router_telemetry(self, obj: LLMModel) -> str:
         """What the planned flow's router measures for this model (orchestration/model_router.py): success
         rate, median latency, cost per 1,000 output tokens and the calls behind them, across every session."""
         from orchestration import model_router
@@ -173,11 +181,11 @@ class LLMModelAdmin(admin.ModelAdmin):
         return "; ".join(parts)
 
     @admin.display(description="Used by agents", boolean=True, ordering="_in_use")
-    def in_use(self, obj) -> bool:
-        return obj._in_use
+    def in_use(self, obj: LLMModel) -> bool:
+        return bool(_annotated(obj, "_in_use"))
 
     @admin.action(description="Disable selected models (existing agents keep them until edited)")
-    def disable_models(self, request, queryset):
+    def disable_models(self, request: HttpRequest, queryset: QuerySet[LLMModel]) -> None:
         count = queryset.filter(enabled=True).update(enabled=False)
         self.message_user(request, ngettext("Disabled %d model.", "Disabled %d models.", count) % count)
 
@@ -188,7 +196,7 @@ class LLMModelAdmin(admin.ModelAdmin):
 
 
 @admin.register(Project)
-class ProjectAdmin(admin.ModelAdmin):
+class ProjectAdmin(admin.ModelAdmin[Project]):
     list_display = ("name", "owner", "session_count", "archived_at", "updated_at")
     list_select_related = ("owner",)
     list_filter = (("archived_at", admin.EmptyFieldListFilter),)
@@ -196,15 +204,15 @@ class ProjectAdmin(admin.ModelAdmin):
     raw_id_fields = ("owner",)
     readonly_fields = ("created_at", "updated_at")
 
-    def get_queryset(self, request):
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Project]:
         return super().get_queryset(request).annotate(_session_count=Count("sessions"))
 
     @admin.display(description="Sessions", ordering="_session_count")
-    def session_count(self, obj) -> int:
-        return obj._session_count
+    def session_count(self, obj: Project) -> int:
+        return _annotated(obj, "_session_count")
 
 
-class AgentInline(admin.TabularInline):
+class AgentInline(admin.TabularInline[Agent, WritingSession]):
     model = Agent
     fields = ("order", "name", "role", "model", "fallback_model", "temperature", "max_output_tokens", "active")
     extra = 0
@@ -212,23 +220,23 @@ class AgentInline(admin.TabularInline):
     raw_id_fields = ("model", "fallback_model")
 
 
-class ReferenceDocumentInline(admin.TabularInline):
+class ReferenceDocumentInline(admin.TabularInline[ReferenceDocument, WritingSession]):
     model = ReferenceDocument
     fields = ("title", "source_filename", "size")
     readonly_fields = ("title", "source_filename", "size")
     extra = 0
     can_delete = False
 
-    def has_add_permission(self, request, obj=None) -> bool:
+    def has_add_permission(self, request: HttpRequest, obj: WritingSession | None = None) -> bool:
         return False
 
     @admin.display(description="Characters")
-    def size(self, obj) -> str:
+    def size(self, obj: ReferenceDocument) -> str:
         return f"{len(obj.content):,}"
 
 
 @admin.register(WritingSession)
-class WritingSessionAdmin(admin.ModelAdmin):
+class WritingSessionAdmin(admin.ModelAdmin[WritingSession]):
     list_display = (
         "title",
         "owner",
@@ -293,22 +301,22 @@ class WritingSessionAdmin(admin.ModelAdmin):
     )
     actions = ("stop_sessions", "pause_sessions")
 
-    def get_queryset(self, request):
+    def get_queryset(self, request: HttpRequest) -> QuerySet[WritingSession]:
         return super().get_queryset(request).annotate(_agent_count=Count("agents"))
 
     @admin.display(description="Owner", ordering="project__owner__email")
-    def owner(self, obj) -> str:
+    def owner(self, obj: WritingSession) -> str:
         return obj.project.owner.email or obj.project.owner.get_username()
 
     @admin.display(description="Round", ordering="current_round")
-    def round_display(self, obj) -> str:
+    def round_display(self, obj: WritingSession) -> str:
         return f"{obj.current_round} / {obj.max_rounds}"
 
     @admin.display(description="Agents", ordering="_agent_count")
-    def agent_count(self, obj) -> int:
-        return obj._agent_count
+    def agent_count(self, obj: WritingSession) -> int:
+        return _annotated(obj, "_agent_count")
 
-    def _run_service(self, request, queryset, action: str, verb: str) -> None:
+    def _run_service(self, request: HttpRequest, queryset: QuerySet[WritingSession], action: str, verb: str) -> None:
         from orchestration import services  # lazy: services imports the engine and providers
 
         done = 0
@@ -323,22 +331,22 @@ class WritingSessionAdmin(admin.ModelAdmin):
             self.message_user(request, ngettext(f"{verb} %d session.", f"{verb} %d sessions.", done) % done)
 
     @admin.action(description="Stop selected sessions (keeps what was written)")
-    def stop_sessions(self, request, queryset):
+    def stop_sessions(self, request: HttpRequest, queryset: QuerySet[WritingSession]) -> None:
         self._run_service(request, queryset, "stop_session", "Stopped")
 
     @admin.action(description="Pause selected sessions after the turn in flight")
-    def pause_sessions(self, request, queryset):
+    def pause_sessions(self, request: HttpRequest, queryset: QuerySet[WritingSession]) -> None:
         self._run_service(request, queryset, "pause_session", "Pausing")
 
 
-class CriterionInline(admin.TabularInline):
+class CriterionInline(admin.TabularInline[Criterion, Agent]):
     model = Criterion
     fields = ("order", "name", "description", "weight")
     extra = 0
 
 
 @admin.register(Agent)
-class AgentAdmin(admin.ModelAdmin):
+class AgentAdmin(admin.ModelAdmin[Agent]):
     list_display = ("name", "session", "role", "model", "order", "active", "criterion_count")
     list_select_related = ("session", "model")
     list_filter = ("active", "role", "model__provider")
@@ -346,12 +354,12 @@ class AgentAdmin(admin.ModelAdmin):
     raw_id_fields = ("session", "model", "fallback_model")
     inlines = (CriterionInline,)
 
-    def get_queryset(self, request):
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Agent]:
         return super().get_queryset(request).annotate(_criterion_count=Count("criteria"))
 
     @admin.display(description="Criteria", ordering="_criterion_count")
-    def criterion_count(self, obj) -> int:
-        return obj._criterion_count
+    def criterion_count(self, obj: Agent) -> int:
+        return _annotated(obj, "_criterion_count")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -360,7 +368,7 @@ class AgentAdmin(admin.ModelAdmin):
 
 
 @admin.register(Turn)
-class TurnAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class TurnAdmin(ReadOnlyAdminMixin, admin.ModelAdmin[Turn]):
     list_display = (
         "session",
         "round",
@@ -383,19 +391,19 @@ class TurnAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(DocumentVersion)
-class DocumentVersionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class DocumentVersionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin[DocumentVersion]):
     list_display = ("session", "number", "change_percent", "turn", "note", "created_at")
     list_select_related = ("session", "turn")
     search_fields = ("session__title", "note")
     raw_id_fields = ("session", "turn")
 
     @admin.display(description="Changed", ordering="change_ratio")
-    def change_percent(self, obj) -> str:
+    def change_percent(self, obj: DocumentVersion) -> str:
         return f"{obj.change_ratio:.0%}"
 
 
 @admin.register(SessionEvent)
-class SessionEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class SessionEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin[SessionEvent]):
     list_display = ("session", "seq", "kind", "turn", "created_at")
     list_select_related = ("session", "turn")
     list_filter = ("kind",)
@@ -404,7 +412,7 @@ class SessionEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(TeamPreset)
-class TeamPresetAdmin(admin.ModelAdmin):
+class TeamPresetAdmin(admin.ModelAdmin[TeamPreset]):
     list_display = ("name", "slug", "owner", "flow", "agent_count", "created_at")
     list_select_related = ("owner",)
     list_filter = ("flow", ("owner", admin.EmptyFieldListFilter))
@@ -413,7 +421,7 @@ class TeamPresetAdmin(admin.ModelAdmin):
     prepopulated_fields = {"slug": ("name",)}
 
     @admin.display(description="Agents")
-    def agent_count(self, obj) -> int:
+    def agent_count(self, obj: TeamPreset) -> int:
         agents = obj.data.get("agents") if isinstance(obj.data, dict) else None
         return len(agents) if isinstance(agents, list) else 0
 
@@ -423,7 +431,7 @@ class TeamPresetAdmin(admin.ModelAdmin):
 # --------------------------------------------------------------------------------------------------
 
 
-class MessageInline(ReadOnlyAdminMixin, admin.TabularInline):
+class MessageInline(ReadOnlyAdminMixin, admin.TabularInline[Message, Conversation]):
     model = Message
     fields = ("position", "exchange", "role", "status", "agent_name", "content", "superseded", "created_at")
     readonly_fields = fields
@@ -432,7 +440,7 @@ class MessageInline(ReadOnlyAdminMixin, admin.TabularInline):
 
 
 @admin.register(Conversation)
-class ConversationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class ConversationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin[Conversation]):
     list_display = ("title", "project", "owner", "message_count", "run_status", "last_message_at")
     list_select_related = ("project__owner", "session")
     list_filter = ("session__status",)
@@ -440,17 +448,17 @@ class ConversationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     readonly_fields = ("project", "title", "session", "max_handoffs", "created_at", "last_message_at")
     inlines = [MessageInline]
 
-    def get_queryset(self, request):
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Conversation]:
         return super().get_queryset(request).annotate(messages_total=Count("messages"))
 
     @admin.display(description="Owner")
-    def owner(self, obj) -> str:
+    def owner(self, obj: Conversation) -> str:
         return obj.project.owner.email
 
     @admin.display(description="Messages", ordering="messages_total")
-    def message_count(self, obj) -> int:
-        return obj.messages_total
+    def message_count(self, obj: Conversation) -> int:
+        return _annotated(obj, "messages_total")
 
     @admin.display(description="Reply")
-    def run_status(self, obj) -> str:
+    def run_status(self, obj: Conversation) -> str:
         return obj.session.get_status_display()

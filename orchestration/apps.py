@@ -1,3 +1,5 @@
+from typing import Any
+
 from django.apps import AppConfig
 
 
@@ -19,7 +21,7 @@ class OrchestrationConfig(AppConfig):
             post_spawn.connect(_start_watchdog, dispatch_uid="atelier-watchdog")
 
 
-def _start_watchdog(sender, proc_name: str = "", **kwargs) -> None:
+def _start_watchdog(sender: object, proc_name: str = "", **kwargs: Any) -> None:
     """Each django-q2 worker process, once forked, watches for sessions whose executor died."""
     from orchestration.tasks import start_watchdog_thread
 

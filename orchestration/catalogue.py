@@ -17,8 +17,14 @@ into credits with them (see billing/pricing.py).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from django.apps.registry import Apps
+
+    from orchestration.models import LLMModel
 
 D = Decimal
 
@@ -231,16 +237,17 @@ CATALOGUE: list[dict[str, Any]] = [
 PRICE_FIELDS = ("input_price_per_mtok", "cached_input_price_per_mtok", "output_price_per_mtok")
 
 
-def _model_class(apps=None):
+def _model_class(apps: Apps | None = None) -> type[LLMModel]:
     if apps is not None:
-        # A data migration passes its historical app registry.
+        # A data migration passes its historical app registry; its LLMModel has the fields the
+        # callers touch (seed_catalogue skips the ones an older migration's model lacks).
         return apps.get_model("orchestration", "LLMModel")
     from orchestration.models import LLMModel
 
     return LLMModel
 
 
-def seed_catalogue(apps=None, *, update_existing: bool = False) -> int:
+def seed_catalogue(apps: Apps | None = None, *, update_existing: bool = False) -> int:
     """Create the catalogue's rows; returns how many rows were created or changed. Idempotent.
 
     Rows are matched on (provider, model_id). An existing row only gets prices it is missing, so
@@ -268,7 +275,7 @@ def seed_catalogue(apps=None, *, update_existing: bool = False) -> int:
     return changed
 
 
-def seed_reasoning(apps=None) -> int:
+def seed_reasoning(apps: Apps | None = None) -> int:
     """Give seeded rows that have no reasoning control yet the catalogue's one; returns rows changed.
 
     Used by the migration that added the reasoning fields. A row staff already configured (reasoning
@@ -285,18 +292,18 @@ def seed_reasoning(apps=None) -> int:
     return changed
 
 
-def _name(model) -> str:
+def _name(model: LLMModel) -> str:
     return getattr(model, "display_name", "") or getattr(model, "model_id", "") or "This model"
 
 
-def unpriced_error(model) -> str | None:
+def unpriced_error(model: LLMModel) -> str | None:
     """The error for a model without input or output price (cached input may stay empty: no discount)."""
     if model.input_price_per_mtok is None or model.output_price_per_mtok is None:
         return f"{_name(model)} has no price in the catalogue; ask staff to set it before using it."
     return None
 
 
-def validate_model_for_use(model) -> str | None:
+def validate_model_for_use(model: LLMModel | None) -> str | None:
     """Why this catalogue model cannot be used right now, in words for the user; None when it can."""
     if model is None:
         return "Choose a model from the catalogue."
@@ -305,14 +312,14 @@ def validate_model_for_use(model) -> str | None:
     return unpriced_error(model)
 
 
-def takes_temperature(model) -> bool:
+def takes_temperature(model: LLMModel) -> bool:
     """Whether an agent's temperature is sent to this catalogue model (see docs/providers.md)."""
     from orchestration.providers.http_adapters import sends_temperature
 
     return sends_temperature(model.provider, model.model_id)
 
 
-def temperature_help(model, offered) -> str:
+def temperature_help(model: LLMModel | None, offered: Iterable[LLMModel]) -> str:
     """The builder's words under the temperature field: which models ignore it, and whether this agent's does.
 
     `model`: the agent's current model (or None); `offered`: the catalogue models the form offers.

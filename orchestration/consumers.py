@@ -14,6 +14,7 @@ brings the page up to, so a page that reconnects asks for exactly what it missed
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
@@ -110,7 +111,7 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
             return
         await self.receive_json(content)
 
-    async def receive_json(self, content, **kwargs) -> None:
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:  # any JSON a client sent
         if not isinstance(content, dict) or content.get("type") != "catch_up":
             await self.send_json(
                 {"type": "error", "error": 'Unknown message; expected {"type": "catch_up", "after": n}.'}
@@ -126,7 +127,7 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
         message = await database_sync_to_async(self._catch_up_message)(after)
         await self.send_json(message)
 
-    def _catch_up_message(self, after: int) -> dict:
+    def _catch_up_message(self, after: int) -> dict[str, Any]:
         events = [ev.serialize(e) for e in ev.events_after(self.session_id, after)]
         fragments, last_seq, status = render_fragments(
             self.session_id, events, self.turn_text, full_text_for_chunks=True
@@ -136,7 +137,7 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
         worker = lease.executor_state(self.session_id)
         return {"type": "events", "last_seq": self.last_seq, "status": status, "worker": worker, "fragments": fragments}
 
-    async def session_events(self, message: dict) -> None:
+    async def session_events(self, message: dict[str, Any]) -> None:
         events = [e for e in message.get("events", []) if e["seq"] > self.last_seq]
         if not events:
             return
@@ -147,7 +148,7 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
         payload = await database_sync_to_async(self._live_message)(events)
         await self.send_json(payload)
 
-    async def session_chunks(self, message: dict) -> None:
+    async def session_chunks(self, message: dict[str, Any]) -> None:
         """Unsaved streamed text from the engine: rendered here, with no database query (issue 15)."""
         chunks = message.get("chunks", [])
         if tail_needs_text(self.turn_text, chunks):  # a turn this page has not seen stream yet: read it once
@@ -159,7 +160,7 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
                 {"type": "events", "live": True, "last_seq": self.last_seq, "status": "", "fragments": fragments}
             )
 
-    def _live_message(self, events: list[dict]) -> dict:
+    def _live_message(self, events: list[dict[str, Any]]) -> dict[str, Any]:
         fragments, last_seq, status = render_fragments(self.session_id, events, self.turn_text)
         self.last_seq = max(self.last_seq, last_seq)
         return {"type": "events", "last_seq": self.last_seq, "status": status, "fragments": fragments}
@@ -196,7 +197,7 @@ class ConversationConsumer(SessionConsumer):
             .first()
         )
 
-    def _catch_up_message(self, after: int) -> dict:
+    def _catch_up_message(self, after: int) -> dict[str, Any]:
         from orchestration.conversations.live import render_fragments as chat_fragments
 
         events = [ev.serialize(e) for e in ev.events_after(self.session_id, after)]
@@ -205,7 +206,7 @@ class ConversationConsumer(SessionConsumer):
         worker = lease.executor_state(self.session_id)
         return {"type": "events", "last_seq": self.last_seq, "status": status, "worker": worker, "fragments": fragments}
 
-    def _live_message(self, events: list[dict]) -> dict:
+    def _live_message(self, events: list[dict[str, Any]]) -> dict[str, Any]:
         from orchestration.conversations.live import render_fragments as chat_fragments
 
         fragments, last_seq, status = chat_fragments(self.conversation_id, events)

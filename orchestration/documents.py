@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import re
 from html.parser import HTMLParser
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import nh3
 from django.db import transaction
@@ -23,6 +23,10 @@ from orchestration.matching import BoundedMatcher, deadline_in
 from orchestration.models import DocumentVersion, Status, WritingSession
 from orchestration.rendering import render_markdown
 from orchestration.versions import record_version
+
+if TYPE_CHECKING:
+    from docx.document import Document as DocxDocument
+    from docx.text.paragraph import Paragraph
 
 # Restoring rewrites the working document; while an agent is writing it, that would race the engine.
 RESTORE_ALLOWED_STATUSES = frozenset({Status.DRAFT, Status.PAUSED, Status.STOPPED, Status.COMPLETED, Status.FAILED})
@@ -242,7 +246,7 @@ def export_html(session: WritingSession) -> str:
 LIST_INDENT_CM = 0.63  # Word's own step between list levels
 
 
-def _add_hyperlink(paragraph, url: str, text: str, *, bold: bool, italic: bool) -> None:
+def _add_hyperlink(paragraph: Paragraph, url: str, text: str, *, bold: bool, italic: bool) -> None:
     """A real Word hyperlink (python-docx has no API for one): an external relationship + w:hyperlink."""
     from docx.opc.constants import RELATIONSHIP_TYPE
     from docx.oxml import OxmlElement
@@ -278,12 +282,12 @@ class _DocxBuilder(HTMLParser):
     numbered list restarting at 1); tables as Word tables with a bold header row.
     """
 
-    def __init__(self, document) -> None:
+    def __init__(self, document: DocxDocument) -> None:
         super().__init__(convert_charrefs=True)
         self.doc = document
-        self.paragraph = None
+        self.paragraph: Paragraph | None = None
         self.style: str | None = None
-        self.lists: list[dict] = []  # {"kind": "ul"|"ol", "num_id": int | None}
+        self.lists: list[dict[str, Any]] = []  # {"kind": "ul"|"ol", "num_id": int | None}
         self.bold = self.italic = self.code = 0
         self.in_pre = False
         self.in_quote = 0
@@ -293,10 +297,10 @@ class _DocxBuilder(HTMLParser):
         self.table: list[list[list[tuple[str, bool, bool, str | None]]]] | None = None
         self.header_rows = 0
         self.in_head = False
-        self.cell: list | None = None
+        self.cell: list[tuple[str, bool, bool, str | None]] | None = None
 
     # Paragraphs are created lazily, on the first text, so empty tags leave no empty paragraphs.
-    def _ensure_paragraph(self):
+    def _ensure_paragraph(self) -> Paragraph:
         if self.paragraph is None:
             if self.heading_level is not None:
                 self.paragraph = self.doc.add_heading(level=min(self.heading_level, 9))
@@ -306,7 +310,7 @@ class _DocxBuilder(HTMLParser):
                     self._format_list_item(self.paragraph)
         return self.paragraph
 
-    def _format_list_item(self, paragraph) -> None:
+    def _format_list_item(self, paragraph: Paragraph) -> None:
         from docx.shared import Cm
 
         depth = len(self.lists)
@@ -321,15 +325,18 @@ class _DocxBuilder(HTMLParser):
             num_pr.get_or_add_numId().val = current["num_id"]
             num_pr.get_or_add_ilvl().val = 0
 
-    def _restarted_num(self, paragraph) -> int | None:
+    def _restarted_num(self, paragraph: Paragraph) -> int | None:
         """A new numbering instance of the list style's definition that starts at 1 (each <ol> restarts)."""
+        if paragraph.style is None:
+            return None  # no list style: the style's own numbering
         try:
             style_num = paragraph.style.element.pPr.numPr.numId.val
             numbering = self.doc.part.numbering_part.element
             abstract_id = numbering.num_having_numId(style_num).abstractNumId.val
             num = numbering.add_num(abstract_id)
             num.add_lvlOverride(ilvl=0).add_startOverride(1)
-            return num.numId
+            num_id: int = num.numId
+            return num_id
         except (AttributeError, KeyError):  # a template without list numbering: the style's own numbering
             return None
 
@@ -349,7 +356,7 @@ class _DocxBuilder(HTMLParser):
     def _close(self) -> None:
         self.paragraph = None
 
-    def handle_starttag(self, tag: str, attrs) -> None:
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if self.table is not None and tag not in ("table",):
             self._table_start(tag, dict(attrs))
             return
@@ -388,7 +395,7 @@ class _DocxBuilder(HTMLParser):
         elif tag == "br" and self.paragraph is not None:
             self.paragraph.add_run().add_break()
 
-    def _table_start(self, tag: str, attrs: dict) -> None:
+    def _table_start(self, tag: str, attrs: dict[str, Any]) -> None:
         assert self.table is not None, "called only inside a <table> (handle_starttag checks)"
         if tag == "thead":
             self.in_head = True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,7 @@ from orchestration.models import (
     Reasoning,
     ReasoningEffort,
     Status,
+    TeamPreset,
     WritingSession,
 )
 from orchestration.uploads import MAX_UPLOAD_FILES
@@ -168,7 +170,7 @@ def flow_options(user: User) -> list[FlowOption]:
 # --- Projects
 
 
-class ProjectForm(forms.ModelForm):
+class ProjectForm(forms.ModelForm[Project]):
     class Meta:
         model = Project
         fields = ["name", "description"]
@@ -179,14 +181,14 @@ class NewSessionForm(forms.Form):
     title = forms.CharField(max_length=200)
     preset = forms.ChoiceField(required=False, label="Team", help_text="Start from a preset or with a blank team.")
 
-    def __init__(self, *args: Any, presets=(), **kwargs: Any) -> None:
+    def __init__(self, *args: Any, presets: Iterable[TeamPreset] = (), **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.presets = {str(p.pk): p for p in presets}
         field_of(self, "preset", forms.ChoiceField).choices = [("", "Blank team")] + [
             (pk, p.name) for pk, p in self.presets.items()
         ]
 
-    def clean_preset(self):
+    def clean_preset(self) -> TeamPreset | None:
         value = self.cleaned_data["preset"]
         return self.presets.get(value) if value else None
 
@@ -194,7 +196,7 @@ class NewSessionForm(forms.Form):
 # --- The session builder
 
 
-class SessionSettingsForm(forms.ModelForm):
+class SessionSettingsForm(forms.ModelForm[WritingSession]):
     class Meta:
         model = WritingSession
         fields = [
@@ -385,7 +387,7 @@ class SessionSettingsForm(forms.ModelForm):
         return session
 
     def clean_flow(self) -> str:
-        flow = self.cleaned_data["flow"]
+        flow: str = self.cleaned_data["flow"]
         if flow == Flow.CONVERSATION:
             raise forms.ValidationError("Conversations are started from a project's Conversations page.")
         if flow != self.instance.flow or self.instance.status == Status.DRAFT:
@@ -395,7 +397,7 @@ class SessionSettingsForm(forms.ModelForm):
         return flow
 
 
-class CatalogueModelField(forms.ModelChoiceField):
+class CatalogueModelField(forms.ModelChoiceField[LLMModel]):
     """Any catalogue row, so a disabled or unpriced model gets a precise error instead of "invalid choice"."""
 
     default_error_messages = {"invalid_choice": "Unknown model. Pick one from the list."}
@@ -404,7 +406,22 @@ class CatalogueModelField(forms.ModelChoiceField):
         return model_label(obj)
 
 
-class AgentForm(forms.ModelForm):
+def check_model_choice(user: User, model: LLMModel | None) -> LLMModel | None:
+    """A picked model, or a ValidationError saying why it cannot be used: disabled, unpriced, or not on
+    the user's plan (the same rule as the builder's pickers; None passes for an optional field)."""
+    if model is None:
+        return None
+    if not model.enabled:
+        raise forms.ValidationError(f"{model.display_name} is disabled. Pick another model.")
+    if not model.is_priced:
+        raise forms.ValidationError(f"{model.display_name} has no price yet and cannot be used.")
+    verdict = gate(user, "use_model", model=model)
+    if not verdict.allowed:
+        raise forms.ValidationError(verdict.reason or f"{model.display_name} is not on your plan. Upgrade to use it.")
+    return model
+
+
+class AgentForm(forms.ModelForm[Agent]):
     model = CatalogueModelField(queryset=LLMModel.objects.all(), empty_label=None)
     fallback_model = CatalogueModelField(
         queryset=LLMModel.objects.all(),
@@ -455,18 +472,7 @@ class AgentForm(forms.ModelForm):
         self.fields["temperature"].help_text = temperature_help(current, offered)
 
     def _check_model(self, model: LLMModel | None) -> LLMModel | None:
-        if model is None:
-            return None
-        if not model.enabled:
-            raise forms.ValidationError(f"{model.display_name} is disabled. Pick another model.")
-        if not model.is_priced:
-            raise forms.ValidationError(f"{model.display_name} has no price yet and cannot be used.")
-        verdict = gate(self.user, "use_model", model=model)
-        if not verdict.allowed:
-            raise forms.ValidationError(
-                verdict.reason or f"{model.display_name} is not on your plan. Upgrade to use it."
-            )
-        return model
+        return check_model_choice(self.user, model)
 
     def clean_model(self) -> LLMModel | None:
         return self._check_model(self.cleaned_data.get("model"))
@@ -505,7 +511,7 @@ class AgentForm(forms.ModelForm):
             self.add_error(field, message)
 
 
-class CriterionForm(forms.ModelForm):
+class CriterionForm(forms.ModelForm[Criterion]):
     class Meta:
         model = Criterion
         fields = ["name", "weight", "description"]

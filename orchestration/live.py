@@ -9,7 +9,9 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from django.template.loader import render_to_string
 from django.urls import reverse
@@ -21,10 +23,14 @@ from orchestration import documents
 from orchestration import events as ev
 from orchestration.evaluation import split_output
 from orchestration.live_plan import PLAN_EVENT_KINDS
+from orchestration.matching import deadline_in
 from orchestration.models import DocumentVersion, Turn, WritingSession, turn_reservation_key
 from orchestration.reasoning import output_label
 from orchestration.rendering import render_markdown
 from orchestration.services import MAX_CONTINUE_ROUNDS
+
+if TYPE_CHECKING:
+    from orchestration.live_flows import ReviewCache
 
 TURN_TEMPLATE = "orchestration/partials/live_turn.html"
 ROUND_TEMPLATE = "orchestration/partials/live_round.html"
@@ -80,14 +86,16 @@ class TurnChanges:
     more_hunks: int = 0
 
 
-def compact_diff(old: str, new: str, *, context: int = CONTEXT_TOKENS, max_hunks: int = MAX_HUNKS):
+def compact_diff(
+    old: str, new: str, *, context: int = CONTEXT_TOKENS, max_hunks: int = MAX_HUNKS
+) -> tuple[SafeString, int]:
     """(html, changes left out): the changed words of old -> new with a little context, gaps elided.
 
     Tokens are escaped before they are wrapped in <ins>/<del>, and the result goes through the
     document panel's diff sanitizer as well, so model text can never become markup here.
     """
     old_tokens, new_tokens = documents._tokens(old), documents._tokens(new)
-    opcodes = documents._word_opcodes(old_tokens, new_tokens, documents.deadline_in())
+    opcodes = documents._word_opcodes(old_tokens, new_tokens, deadline_in())
     changes = [i for i, op in enumerate(opcodes) if op[0] != "equal"]
     shown = set(changes[:max_hunks])
     parts: list[str] = []
@@ -189,8 +197,8 @@ def _turn_context(
     earlier: list[Turn] | None = None,
     *,
     flow: str = "",
-    cache: dict | None = None,
-) -> dict:
+    cache: ReviewCache | None = None,
+) -> dict[str, Any]:
     """A card's context. `thought` is the reasoning streamed so far (for a streaming turn); `earlier` the
     interrupted or failed attempts of the same call, shown folded inside this card; `flow` adds what a
     parallel-flow card shows (issues, decisions) via live_flows."""
@@ -211,7 +219,7 @@ def _turn_context(
     }
 
 
-def _attempt_key(turn: Turn) -> tuple | None:
+def _attempt_key(turn: Turn) -> tuple[int, int, str] | None:
     """Attempts of one call share (round, agent, slot); human turns are never collapsed."""
     return (turn.round, turn.agent_id, turn.slot) if turn.kind == Turn.Kind.AGENT and turn.agent_id else None
 
@@ -221,7 +229,7 @@ def collapse_attempts(turns: list[Turn]) -> tuple[list[Turn], dict[int, list[Tur
 
     Returns (the turns to show as cards, in order; {shown turn id: its earlier attempts, oldest first}).
     """
-    latest: dict[tuple, Turn] = {}
+    latest: dict[tuple[int, int, str], Turn] = {}
     for turn in turns:
         key = _attempt_key(turn)
         if key is not None and (key not in latest or turn.attempt > latest[key].attempt):
@@ -275,7 +283,7 @@ def active_time(intervals: list[tuple[dt.datetime, dt.datetime | None]], now: dt
     spans = sorted((start, end or now, end is None) for start, end in intervals if start)
     total = 0.0
     open_start: dt.datetime | None = None
-    current: list | None = None  # [start, end, open]
+    current: list[Any] | None = None  # [start, end, open]
     for start, end, is_open in spans:
         if current and start <= current[1]:
             current[1] = max(current[1], end)
@@ -304,9 +312,9 @@ class Chart:
     width: int
     height: int
     rounds: int
-    series: list[dict]
-    y_ticks: list[dict]
-    x_ticks: list[dict]
+    series: list[dict[str, Any]]
+    y_ticks: list[dict[str, Any]]
+    x_ticks: list[dict[str, Any]]
 
 
 def score_chart(turns: list[Turn], max_rounds: int) -> Chart | None:
@@ -371,7 +379,7 @@ def resume_blocked(session: WritingSession) -> str:
     return RESUME_BLOCKED if get_balance(session.project.owner) <= 0 else ""
 
 
-def page_context(session: WritingSession) -> dict:
+def page_context(session: WritingSession) -> dict[str, Any]:
     """Everything session_detail renders, in a constant number of queries."""
     from orchestration.documents import versions_for_panel
 
@@ -384,8 +392,8 @@ def page_context(session: WritingSession) -> dict:
     from orchestration import live_flows, live_plan
 
     shown, earlier = collapse_attempts(turns)
-    items: OrderedDict[int, list[dict]] = OrderedDict()
-    cache: dict = {}
+    items: OrderedDict[int, list[dict[str, Any]]] = OrderedDict()
+    cache: ReviewCache = {}
     for turn in shown:
         context = _turn_context(
             turn,
@@ -450,15 +458,15 @@ TurnTextCache = dict[int | tuple[str, int], str]
 
 
 def render_fragments(
-    session_id: int, events: list[dict], turn_text: TurnTextCache, *, full_text_for_chunks: bool = False
-) -> tuple[list[dict], int, str]:
+    session_id: int, events: list[dict[str, Any]], turn_text: TurnTextCache, *, full_text_for_chunks: bool = False
+) -> tuple[list[dict[str, Any]], int, str]:
     """Turn a batch of events into DOM fragments for the page. Returns (fragments, last seq, status).
 
     `turn_text` caches each streaming turn's text (key: turn id) and reasoning (key: ("reasoning", id))
     between batches of one connection.
     """
     last_seq = max((e["seq"] for e in events), default=0)
-    fragments: list[dict] = []
+    fragments: list[dict[str, Any]] = []
     # (offset, text) per turn: saved chunk events carry their offset in the turn's text (older ones do not).
     chunk_turns: OrderedDict[int, list[tuple[int | None, str]]] = OrderedDict()
     thought_turns: OrderedDict[int, list[tuple[int | None, str]]] = OrderedDict()
@@ -513,7 +521,7 @@ def render_fragments(
         report = report or (
             session.flow in live_flows.REPORT_FLOWS and any(t.status != "streaming" for t in turns.values())
         )
-        review_cache: dict = {}
+        review_cache: ReviewCache = {}
         # Every attempt of the same calls: a card shows its earlier attempts folded, replaces their
         # cards on the page, and an attempt that has a later one is not drawn on its own.
         calls = Turn.objects.filter(
@@ -588,15 +596,15 @@ def render_fragments(
 
 
 def _text_fragments(
-    chunk_turns: dict,
-    thought_turns: dict,
+    chunk_turns: Mapping[int, list[tuple[int | None, str]]],
+    thought_turns: Mapping[int, list[tuple[int | None, str]]],
     turn_text: TurnTextCache,
     last_seq: int,
     full_text_for_chunks: bool,
-    card_turns: dict,
-) -> list[dict]:
+    card_turns: Mapping[int, object],
+) -> list[dict[str, Any]]:
     """Body and reasoning fragments for streamed text (turns whose card was just rendered are skipped)."""
-    fragments: list[dict] = []
+    fragments: list[dict[str, Any]] = []
     for pk, parts in thought_turns.items():
         if pk in card_turns:
             continue  # its card was just rendered with the reasoning up to these events
@@ -620,12 +628,12 @@ def _text_fragments(
     return fragments
 
 
-def _piece(payload: dict) -> tuple[int | None, str]:
+def _piece(payload: dict[str, Any]) -> tuple[int | None, str]:
     offset = payload.get("offset")
     return (offset if isinstance(offset, int) else None), payload.get("text", "")
 
 
-def _merge_pieces(turn_text: dict, key, pieces: list[tuple[int | None, str]]) -> bool:
+def _merge_pieces(turn_text: TurnTextCache, key: int | tuple[str, int], pieces: list[tuple[int | None, str]]) -> bool:
     """Merge pieces into turn_text[key]; True if the text grew. A gap leaves it as it was."""
     before = turn_text[key]
     text = before
@@ -638,7 +646,7 @@ def _merge_pieces(turn_text: dict, key, pieces: list[tuple[int | None, str]]) ->
     return len(text) > len(before)
 
 
-def tail_needs_text(turn_text: dict, chunks: list[dict]) -> bool:
+def tail_needs_text(turn_text: TurnTextCache, chunks: list[dict[str, Any]]) -> bool:
     """True if a pushed tail is for a turn whose text this connection does not hold yet (one query then)."""
     return any(
         (("reasoning", c.get("turn_id")) if c.get("kind") == "reasoning" else c.get("turn_id")) not in turn_text
@@ -646,17 +654,21 @@ def tail_needs_text(turn_text: dict, chunks: list[dict]) -> bool:
     )
 
 
-def tail_fragments(turn_text: dict, chunks: list[dict], *, load: bool = False) -> list[dict]:
+def tail_fragments(
+    turn_text: TurnTextCache, chunks: list[dict[str, Any]], *, load: bool = False
+) -> list[dict[str, Any]]:
     """Fragments for unsaved streamed text pushed by the engine ({turn_id, kind, offset, text}).
 
     No query for turns whose text this connection holds (every push while a page watches). With
     `load`, a turn it does not hold yet (a page opened mid-reply) is read once from the database.
     """
-    fragments: list[dict] = []
+    fragments: list[dict[str, Any]] = []
     for chunk in chunks:
         pk, kind = chunk.get("turn_id"), chunk.get("kind")
-        key = ("reasoning", pk) if kind == "reasoning" else pk
-        if key not in turn_text and load and isinstance(pk, int):
+        if not isinstance(pk, int):
+            continue  # not a turn's text (never pushed without one)
+        key: int | tuple[str, int] = ("reasoning", pk) if kind == "reasoning" else pk
+        if key not in turn_text and load:
             turn_text[key] = ev.streamed_text([pk], kind="reasoning" if kind == "reasoning" else "chunk")[pk]
         if key not in turn_text or not _merge_pieces(turn_text, key, [(chunk.get("offset"), chunk.get("text", ""))]):
             continue

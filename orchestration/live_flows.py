@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.template.loader import render_to_string
 from django.utils.html import escape
@@ -46,6 +47,10 @@ _SLOT_PHASES = (
 )
 PARALLEL_PHASES = {"reviewing", "working"}
 
+# What one page render shares between cards: (session id, round) -> that round's numbered issues;
+# ("sources", session id) -> the research sources.
+ReviewCache = dict[tuple[int | str, int], Any]
+
 
 def phase_of(slot: str) -> str:
     for prefix, phase in _SLOT_PHASES:
@@ -70,9 +75,9 @@ def group_html(round_number: int, phase: str) -> str:
     )
 
 
-def round_blocks(round_number: int, items: list[dict]) -> list[dict]:
+def round_blocks(round_number: int, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Consecutive turns of one parallel phase become one block shown as columns; others stay single."""
-    blocks: list[dict] = []
+    blocks: list[dict[str, Any]] = []
     for item in items:
         group = parallel_group(item["turn"])
         if group and blocks and blocks[-1]["group"] == group:
@@ -87,7 +92,7 @@ def round_blocks(round_number: int, items: list[dict]) -> list[dict]:
 # --- Readable critiques, and decisions that link back to them ---------------------------------------
 
 
-def _numbered_round_issues(session_id: int, round_number: int, recipe_prefix: str) -> dict[int, list[dict]]:
+def _numbered_round_issues(session_id: int, round_number: int, recipe_prefix: str) -> dict[int, list[dict[str, Any]]]:
     """Review turn id -> its numbered issues, numbered over the round's completed reviews in team order."""
     reviews = list(
         Turn.objects.filter(
@@ -103,7 +108,7 @@ def _numbered_round_issues(session_id: int, round_number: int, recipe_prefix: st
     numbered = number_issues(
         [(t.pk, t.agent_name, list((t.result or {}).get("issues") or [])) for t in reviews], recipe_prefix
     )
-    by_turn: dict[int, list[dict]] = {}
+    by_turn: dict[int, list[dict[str, Any]]] = {}
     for issue in numbered:
         by_turn.setdefault(issue["turn_id"], []).append(issue)
     return by_turn
@@ -113,7 +118,7 @@ def _prefix_for(session_flow: str) -> str:
     return id_prefix(Recipe.SYNTHESIZE if session_flow == Flow.EDITORIAL else Recipe.MODERATE)
 
 
-def review_context(turn: Turn, flow: str, cache: dict | None = None) -> dict | None:
+def review_context(turn: Turn, flow: str, cache: ReviewCache | None = None) -> dict[str, Any] | None:
     """What a parallel-flow card shows besides its text: issues, decisions/resolutions, or 'missing'."""
     result = turn.result if isinstance(turn.result, dict) else {}
     cache = {} if cache is None else cache
@@ -140,7 +145,7 @@ def review_context(turn: Turn, flow: str, cache: dict | None = None) -> dict | N
     return {"kind": kind, "items": items, "tier": result.get("tier", ""), "unanswered": unanswered}
 
 
-def critique_body_html(turn: Turn, cache: dict | None = None) -> str | None:
+def critique_body_html(turn: Turn, cache: ReviewCache | None = None) -> str | None:
     """A finished critique shows its comments; the issues are listed apart, never as raw JSON.
     A finished pipeline stage shows its text without the structured blocks, its citations linked."""
     if turn.status != Turn.TurnStatus.COMPLETED:
@@ -164,22 +169,23 @@ def _strip_pipeline_blocks(text: str) -> str:
     return re.sub(r"<(sections|edits|flags)>.*?</\1>", "", text, flags=re.S | re.I)
 
 
-def _sources(session_id: int, cache: dict | None) -> list[dict]:
+def _sources(session_id: int, cache: ReviewCache | None) -> list[dict[str, Any]]:
     from orchestration.pipeline_report import research_sources
 
     cache = {} if cache is None else cache
     key = ("sources", session_id)
     if key not in cache:
         cache[key] = research_sources(session_id)
-    return cache[key]
+    sources: list[dict[str, Any]] = cache[key]
+    return sources
 
 
-def pipeline_context(turn: Turn, cache: dict | None = None) -> dict:
+def pipeline_context(turn: Turn, cache: ReviewCache | None = None) -> dict[str, Any]:
     """What a pipeline stage's card shows besides its text (templates/.../live_pipeline.html)."""
     from orchestration.pipeline_report import link_citations
 
     result = turn.result if isinstance(turn.result, dict) else {}
-    context: dict = {"pipeline": True, "recipe": turn.recipe, **result}
+    context: dict[str, Any] = {"pipeline": True, "recipe": turn.recipe, **result}
     if turn.recipe == Recipe.RESEARCH:
         sources = result.get("sources") or []
         context["findings"] = [

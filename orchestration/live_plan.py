@@ -3,9 +3,14 @@ decision with its scores, and the run summary. Reads the database only (the plan
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from django.template.loader import render_to_string
 
 from orchestration.models import Flow, SessionEvent, Status, StopReason, Turn, WritingSession
+
+if TYPE_CHECKING:
+    from orchestration.live_flows import Phase
 
 PLAN_TEMPLATE = "orchestration/partials/live_plan.html"
 # Events after which the plan panel is drawn again (they all carry the turn they are about).
@@ -24,7 +29,7 @@ STATUS_LABELS = {
 }
 
 
-def plan_view(session: WritingSession) -> dict | None:
+def plan_view(session: WritingSession) -> dict[str, Any] | None:
     """What the panel shows, or None for other flows. Keys: state (planning | invalid | ready | approval |
     running | done), errors, waves [[task rows]], summary, tasks total/passed."""
     from orchestration.flows import planned
@@ -33,7 +38,7 @@ def plan_view(session: WritingSession) -> dict | None:
         return None
     slots = planned.load_slots(session)
     plan = planned.current_plan(slots)
-    view: dict = {"session": session, "waves": [], "errors": [], "summary": None}
+    view: dict[str, Any] = {"session": session, "waves": [], "errors": [], "summary": None}
     if plan is None:
         view["state"] = "planning"
         return view
@@ -51,7 +56,7 @@ def plan_view(session: WritingSession) -> dict | None:
             "slot", flat=True
         )
     )
-    routes: dict[str, dict] = {}
+    routes: dict[str, dict[str, Any]] = {}
     for payload in (
         SessionEvent.objects.filter(session=session, kind="route").order_by("seq").values_list("payload", flat=True)
     ):
@@ -90,7 +95,7 @@ def plan_html(session: WritingSession) -> str:
     return render_to_string(PLAN_TEMPLATE, {"plan": view, "session": session}) if view is not None else ""
 
 
-def planned_phases(session: WritingSession) -> list:
+def planned_phases(session: WritingSession) -> list[Phase]:
     """The header's phases for a planned run: Planning -> Tasks (n of N finished) -> Assembling."""
     from orchestration.flows import planned
     from orchestration.live_flows import Phase

@@ -20,12 +20,16 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from django.utils import timezone
 
 from orchestration.models import LLMModel, Turn
+
+# One finished turn: (model_used, status, latency_ms, provider_cost, output_tokens, recipe, result).
+_Row = tuple[str, str, int | None, Decimal | None, int, str, Any]
 
 WINDOW_DAYS = 14
 WINDOW_TURNS = 200
@@ -69,7 +73,7 @@ class Scored:
     samples: int
     source: str  # "history" or "catalogue"
 
-    def as_reason(self) -> dict:
+    def as_reason(self) -> dict[str, Any]:
         return {
             "model": self.model.display_name,
             "model_pk": self.model.pk,
@@ -82,13 +86,13 @@ class Scored:
         }
 
 
-def telemetry(model_ids: list[str] | None = None, *, now=None) -> dict[str, Telemetry]:
+def telemetry(model_ids: list[str] | None = None, *, now: datetime | None = None) -> dict[str, Telemetry]:
     """Per-model numbers (keyed by the provider's model id) over the recent window, in one query."""
     since = (now or timezone.now()) - timedelta(days=WINDOW_DAYS)
     rows = Turn.objects.filter(kind=Turn.Kind.AGENT, finished_at__gte=since).exclude(model_used="")
     if model_ids is not None:
         rows = rows.filter(model_used__in=model_ids)
-    per: dict[str, list[tuple]] = {}
+    per: dict[str, list[_Row]] = {}
     for row in rows.order_by("-pk").values_list(
         "model_used", "status", "latency_ms", "provider_cost", "output_tokens", "recipe", "result"
     )[: WINDOW_TURNS * max(1, len(model_ids or [])) * 2]:
@@ -98,7 +102,7 @@ def telemetry(model_ids: list[str] | None = None, *, now=None) -> dict[str, Tele
     return {model_id: _summarise(model_id, rows) for model_id, rows in per.items()}
 
 
-def _summarise(model_id: str, rows: list[tuple]) -> Telemetry:
+def _summarise(model_id: str, rows: list[_Row]) -> Telemetry:
     good = bad = 0
     latencies: list[float] = []
     cost, tokens = Decimal("0"), 0
@@ -131,7 +135,7 @@ def catalogue_cost(model: LLMModel) -> float:
     return float((model.input_price_per_mtok or 0) + (model.output_price_per_mtok or 0)) / 1000
 
 
-def rank(candidates: list[tuple[int, LLMModel]], kind: str, *, now=None) -> list[Scored]:
+def rank(candidates: list[tuple[int, LLMModel]], kind: str, *, now: datetime | None = None) -> list[Scored]:
     """Candidates [(agent id, model)] best first, each with its score and the numbers behind it."""
     unique: list[tuple[int, LLMModel]] = []
     for agent_id, model in candidates:
@@ -173,7 +177,7 @@ def rank(candidates: list[tuple[int, LLMModel]], kind: str, *, now=None) -> list
     return sorted(scored, key=lambda s: (-round(s.score, 9), order[id(s)]))
 
 
-def decision(task_id: str, kind: str, ranked: list[Scored], chosen: Scored, why: str) -> dict:
+def decision(task_id: str, kind: str, ranked: list[Scored], chosen: Scored, why: str) -> dict[str, Any]:
     """The journal entry of one routing decision: what was chosen, why, and every candidate's scores."""
     weights = WEIGHTS.get(kind, WEIGHTS["other"])
     return {

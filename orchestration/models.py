@@ -336,6 +336,9 @@ class Agent(models.Model):
         max_length=10, choices=ReasoningEffort.choices, blank=True, default=ReasoningEffort.DEFAULT
     )
     active = models.BooleanField(default=True)
+    # Conversation agents only: the information tools (orchestration/conversations/tools.py INFO_TOOLS
+    # names) the agent may call; None = all of them. Handoff and ask_ tools come from the team, not this.
+    tools = models.JSONField(null=True, blank=True, default=None)
 
     class Meta:
         ordering = ["order", "pk"]
@@ -508,4 +511,5 @@ class TeamPreset(models.Model):
 
 
 # Conversations live in their own module; imported here so Django registers them with this app.
-from orchestration.conversations.models import Conversation, Message  # noqa: E402, F401
+from orchestration.conversations.models import Conversation as Conversation  # noqa: E402
+from orchestration.conversations.models import Message as Message  # noqa: E402

@@ -30,7 +30,10 @@ from orchestration.provider_table import DEMO as DEMO_PROVIDER
 from orchestration.retrieval import index_references
 
 if TYPE_CHECKING:
+    from django.apps.registry import Apps
     from django.contrib.auth.models import User
+    from django.db.backends.base.schema import BaseDatabaseSchemaEditor
+    from django.db.models import QuerySet
 
 DEMO_MODEL_REF = "demo:demo-writer"
 
@@ -100,7 +103,9 @@ SHIPPED_PRESETS: list[dict[str, Any]] = [
 ]
 
 
-def _agent(name: str, role: str, prompt: str, criteria: list[tuple[str, str, float]], temperature: float = 0.5):
+def _agent(
+    name: str, role: str, prompt: str, criteria: list[tuple[str, str, float]], temperature: float = 0.5
+) -> dict[str, Any]:
     return {
         "name": name,
         "role": role,
@@ -420,7 +425,7 @@ DEMO_REFERENCE = (
 DEMO_RUN_CREDITS = (15, 25)
 
 
-def seed_presets(apps=None, schema_editor=None) -> int:
+def seed_presets(apps: Apps | None = None, schema_editor: BaseDatabaseSchemaEditor | None = None) -> int:
     """Create or update the shipped presets (owner=None). Idempotent; usable from a data migration."""
     preset_model = apps.get_model("orchestration", "TeamPreset") if apps is not None else TeamPreset
     for spec in SHIPPED_PRESETS:
@@ -463,7 +468,7 @@ def default_model_for(user: User) -> LLMModel | None:
     return demo_model()
 
 
-def presets_for(user: User):
+def presets_for(user: User) -> QuerySet[TeamPreset]:
     """Shipped presets first, then the user's own."""
     from django.db.models import Q
 

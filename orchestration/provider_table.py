@@ -138,6 +138,12 @@ def provider_spec(name: str) -> ProviderSpec | None:
     return SPECS_BY_NAME.get(name)
 
 
+def provider_label(name: str) -> str:
+    """The label users see for provider `name`; the name itself for a provider the table does not know."""
+    spec = SPECS_BY_NAME.get(name)
+    return spec.label if spec else name
+
+
 def sends_temperature(provider: str, model_id: str, *, reasoning_prefixes: tuple[str, ...]) -> bool:
     """Whether an agent's temperature reaches `model_id` of `provider`: never for providers that refuse it,
     nor for OpenAI's reasoning models (ids starting with one of `reasoning_prefixes`). Unknown providers

@@ -32,6 +32,8 @@ from django.db.models import QuerySet
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
 
+    from orchestration.models import Passage, Project, ReferenceDocument, WritingSession
+
 # Chunking: passages of about TARGET_CHARS, never over MAX_CHARS, cut at paragraph then sentence
 # then word boundaries. ~900 characters is about 200 tokens: eight passages fit any prompt comfortably.
 TARGET_CHARS = 900
@@ -150,7 +152,7 @@ def chunk_text(content: str) -> list[Chunk]:
 # --- the write side ------------------------------------------------------------------------------
 
 
-def index_references(references: Iterable) -> int:
+def index_references(references: Iterable[ReferenceDocument]) -> int:
     """(Re)build the passages of ``references`` (ReferenceDocument rows with pk, session_id, content).
 
     Replaces any passages they had; the full-text index follows by trigger (SQLite) or generated
@@ -238,12 +240,12 @@ def query_terms(query: str) -> list[str]:
 class Retriever(Protocol):
     """What a retrieval backend implements (a vector store would implement this too)."""
 
-    def search(self, query: str, *, scope: QuerySet, k: int) -> list[tuple[int, float]]:
+    def search(self, query: str, *, scope: QuerySet[Passage], k: int) -> list[tuple[int, float]]:
         """(passage id, score higher-is-better) among the Passage rows of ``scope``, best first, at most k."""
 
 
 class SQLiteFTS5Retriever:
-    def search(self, query: str, *, scope: QuerySet, k: int) -> list[tuple[int, float]]:
+    def search(self, query: str, *, scope: QuerySet[Passage], k: int) -> list[tuple[int, float]]:
         terms = query_terms(query)
         if not terms:
             return []
@@ -265,7 +267,7 @@ class SQLiteFTS5Retriever:
 
 
 class PostgresFTSRetriever:
-    def search(self, query: str, *, scope: QuerySet, k: int) -> list[tuple[int, float]]:
+    def search(self, query: str, *, scope: QuerySet[Passage], k: int) -> list[tuple[int, float]]:
         terms = query_terms(query)
         if not terms:
             return []
@@ -287,7 +289,7 @@ class PostgresFTSRetriever:
 class ScanRetriever:
     """Fallback for databases without a supported full-text search: counts term hits in Python."""
 
-    def search(self, query: str, *, scope: QuerySet, k: int) -> list[tuple[int, float]]:
+    def search(self, query: str, *, scope: QuerySet[Passage], k: int) -> list[tuple[int, float]]:
         terms = query_terms(query)
         if not terms:
             return []
@@ -310,7 +312,9 @@ def get_retriever() -> Retriever:
     return ScanRetriever()
 
 
-def _scope(*, session=None, project=None, owner: User | None = None):
+def _scope(
+    *, session: WritingSession | int | None = None, project: Project | int | None = None, owner: User | None = None
+) -> QuerySet[Passage]:
     from orchestration.models import Passage
 
     if session is None and project is None and owner is None:
@@ -325,7 +329,14 @@ def _scope(*, session=None, project=None, owner: User | None = None):
     return qs
 
 
-def search(query: str, *, session=None, project=None, owner: User | None = None, k: int = 8) -> list[RetrievedPassage]:
+def search(
+    query: str,
+    *,
+    session: WritingSession | int | None = None,
+    project: Project | int | None = None,
+    owner: User | None = None,
+    k: int = 8,
+) -> list[RetrievedPassage]:
     """The passages best matching ``query`` within a scope, best first, at most ``k`` (1..MAX_K).
 
     Scope: ``session``, ``project`` and/or ``owner`` (model instances or ids; several narrow it).
@@ -351,7 +362,7 @@ def hydrate(ranked: list[tuple[int, float]]) -> list[RetrievedPassage]:
     return [to_retrieved(rows[pk], score) for pk, score in ranked if pk in rows]
 
 
-def to_retrieved(passage, score: float = 0.0) -> RetrievedPassage:
+def to_retrieved(passage: Passage, score: float = 0.0) -> RetrievedPassage:
     """A stored Passage (with its reference loaded) as a RetrievedPassage."""
     return RetrievedPassage(
         passage_id=passage.pk,

@@ -6,7 +6,7 @@ Views and commands call these; they write, then notify on commit (events, task e
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
 from django.utils import timezone
@@ -47,7 +47,7 @@ class ServiceError(Exception):
         self.upgrade_url = upgrade_url
 
 
-def set_status(session: WritingSession, to: str, **fields) -> bool:
+def set_status(session: WritingSession, to: str, **fields: Any) -> bool:
     """Compare-and-swap the status. Refuses transitions outside ALLOWED_TRANSITIONS."""
     current = session.status
     if to != current and to not in ALLOWED_TRANSITIONS.get(current, set()):
@@ -63,7 +63,7 @@ def set_status(session: WritingSession, to: str, **fields) -> bool:
     return True
 
 
-def status_payload(session: WritingSession) -> dict:
+def status_payload(session: WritingSession) -> dict[str, Any]:
     return {
         "status": session.status,
         "round": session.current_round,
@@ -162,7 +162,7 @@ def _agent_problems(agent: Agent, *, fixed_tokens: int, seen_providers: set[str]
     return problems
 
 
-def _check_gate(user: User, action: str, **context) -> None:
+def _check_gate(user: User, action: str, **context: Any) -> None:
     from billing.gating import check
     from billing.services import hold_user_lock
 
@@ -268,7 +268,7 @@ SETTINGS_FIELDS = (
 )
 
 
-def save_session_settings(*, session: WritingSession, changes: dict) -> bool:
+def save_session_settings(*, session: WritingSession, changes: dict[str, Any]) -> bool:
     """Write the builder's settings (only SETTINGS_FIELDS) unless the session is running.
 
     One conditional UPDATE of just these columns: a form holding a stale copy of the row can never
@@ -312,7 +312,7 @@ def start_session(*, session: WritingSession, user: User) -> WritingSession:
 
 
 @transaction.atomic
-def pause_session(*, session: WritingSession, by_staff=None) -> WritingSession:
+def pause_session(*, session: WritingSession, by_staff: User | None = None) -> WritingSession:
     """Ask the run to pause after the step in flight. Raises ServiceError unless it is queued or running.
 
     `by_staff` (a staff user acting on someone else's session from the staff live view) makes the stop
@@ -349,7 +349,7 @@ def resume_session(*, session: WritingSession, user: User | None = None) -> Writ
 
 
 @transaction.atomic
-def approve_plan(*, session: WritingSession, user) -> WritingSession:
+def approve_plan(*, session: WritingSession, user: User) -> WritingSession:
     """Approve the task graph of a planned run waiting for approval, and resume it (the tasks start).
 
     Raises ServiceError when the session is not waiting for an approval (nothing to approve, or already
@@ -372,7 +372,7 @@ def approve_plan(*, session: WritingSession, user) -> WritingSession:
 
 
 @transaction.atomic
-def stop_session(*, session: WritingSession, by_staff=None) -> WritingSession:
+def stop_session(*, session: WritingSession, by_staff: User | None = None) -> WritingSession:
     """Stop the run: at once if nothing is executing it, else within about a second (the executor cancels
     the calls in flight and keeps what was written). Raises ServiceError if it is not running or paused.
 

@@ -27,12 +27,12 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, TypeVarTuple
 
 from asgiref.sync import sync_to_async
-from channels.layers import get_channel_layer
+from channels.layers import BaseChannelLayer, get_channel_layer
 from django.http import StreamingHttpResponse
 
 if TYPE_CHECKING:
@@ -44,8 +44,11 @@ MAX_SEQ = 2**63 - 1  # sequence numbers are 64-bit in the database
 CATCH_UP_BATCH = 500  # events read from the database per query while catching up
 RETRY_MILLISECONDS = 2000  # how soon a browser's EventSource reconnects after a drop
 
+T = TypeVar("T")
+Args = TypeVarTuple("Args")
 
-def call_and_close(fn, *args):
+
+def call_and_close(fn: Callable[[*Args], T], *args: *Args) -> T:
     """Run fn, then close this thread's database connection: a stream waits far longer than it
     reads, and must not hold a connection (PostgreSQL's are few) while it waits, nor leave one
     behind in its request thread after the client goes (persistent connections, CONN_MAX_AGE)."""
@@ -58,7 +61,7 @@ def call_and_close(fn, *args):
             connection.close()
 
 
-async def _db(fn, *args):
+async def _db(fn: Callable[[*Args], T], *args: *Args) -> T:
     """fn(*args) in the request's own thread (Django's thread-sensitive executor), no connection kept."""
     return await sync_to_async(call_and_close)(fn, *args)
 
@@ -73,7 +76,7 @@ class RunState:
 
     active: bool
     last_seq: int
-    end: dict  # the final event's data: status, stop reason and detail
+    end: dict[str, Any]  # the final event's data: status, stop reason and detail
 
 
 class EventSource(Protocol):
@@ -82,13 +85,13 @@ class EventSource(Protocol):
     group: str  # the channel-layer group its events are pushed to
     message_type: str  # the "type" of the pushed messages carrying {"events": [...]}
 
-    def events_after(self, after: int, limit: int) -> list[dict]:
+    def events_after(self, after: int, limit: int) -> list[dict[str, Any]]:
         """Stored events with seq > after, oldest first, at most `limit`: dicts {seq, kind, turn_id, payload}."""
 
     def state(self) -> RunState:
         """The run's status and last_seq, read together."""
 
-    def labels(self, turn_ids: set[int]) -> dict[int, dict]:
+    def labels(self, turn_ids: set[int]) -> dict[int, dict[str, Any]]:
         """For each turn id: {"agent": name, "round": n, "slot": s} to label its events for the client."""
 
 
@@ -105,7 +108,7 @@ class SessionEvents:
 
         self.group = group_name(self.session_id)
 
-    def events_after(self, after: int, limit: int) -> list[dict]:
+    def events_after(self, after: int, limit: int) -> list[dict[str, Any]]:
         from orchestration.events import events_after, serialize
 
         return [serialize(event) for event in events_after(self.session_id, after, limit=limit)]
@@ -128,7 +131,7 @@ class SessionEvents:
         }
         return RunState(active=row["status"] in ACTIVE_STATUSES, last_seq=row["last_seq"], end=end)
 
-    def labels(self, turn_ids: set[int]) -> dict[int, dict]:
+    def labels(self, turn_ids: set[int]) -> dict[int, dict[str, Any]]:
         from orchestration.models import Turn
 
         rows = Turn.objects.filter(pk__in=turn_ids, session_id=self.session_id).values_list(
@@ -154,7 +157,7 @@ def parse_position(last_event_id: str | None, after: str | None) -> int:
     return 0
 
 
-def format_event(event: dict) -> bytes:
+def format_event(event: dict[str, Any]) -> bytes:
     """One stored event as an SSE message: ``id`` = seq, ``event`` = kind, ``data`` = the event as JSON."""
     data = json.dumps(event, ensure_ascii=False, separators=(",", ":"))  # one line: JSON escapes newlines
     # errors="replace": a lone surrogate in a model's text must not break the stream.
@@ -162,7 +165,7 @@ def format_event(event: dict) -> bytes:
     return f"{head}event: {event['kind']}\ndata: {data}\n\n".encode(errors="replace")
 
 
-def format_end(end: dict, last_seq: int) -> bytes:
+def format_end(end: dict[str, Any], last_seq: int) -> bytes:
     data = json.dumps({**end, "last_seq": last_seq}, ensure_ascii=False, separators=(",", ":"))
     return f"event: end\ndata: {data}\n\n".encode(errors="replace")
 
@@ -176,10 +179,10 @@ class _Cursor:
 
     source: EventSource
     last_seq: int
-    labels: dict[int, dict] = field(default_factory=dict)
+    labels: dict[int, dict[str, Any]] = field(default_factory=dict)
     sent: dict[tuple[str, int], int] = field(default_factory=dict)  # (kind, turn) -> characters sent
 
-    def _advance(self, event: dict) -> None:
+    def _advance(self, event: dict[str, Any]) -> None:
         """Count a stored chunk / reasoning event's text as sent (its payload's offset when it has one)."""
         if event["kind"] not in ("chunk", "reasoning") or not event.get("turn_id"):
             return
@@ -189,7 +192,7 @@ class _Cursor:
         start = offset if isinstance(offset, int) else self.sent.get(key, 0)
         self.sent[key] = max(self.sent.get(key, 0), start + len(payload.get("text", "")))
 
-    def deltas(self, chunks: list) -> list[dict]:
+    def deltas(self, chunks: list[Any]) -> list[dict[str, Any]]:
         """Live text the engine pushed before saving it (``session.chunks``), as ``delta`` /
         ``reasoning_delta`` events without a seq: only the part not sent yet, with its offset."""
         out = []
@@ -213,7 +216,7 @@ class _Cursor:
             out.append({**event, "agent": label["agent"]} if label else event)
         return out
 
-    def fresh(self, events: list[dict]) -> list[dict]:
+    def fresh(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The events after last_seq, once each, in seq order."""
         seen: set[int] = set()
         out = []
@@ -223,14 +226,14 @@ class _Cursor:
                 out.append(event)
         return out
 
-    def unlabelled(self, events: list[dict]) -> set[int]:
+    def unlabelled(self, events: list[dict[str, Any]]) -> set[int]:
         for event in events:
             if event["kind"] == "turn_started" and event.get("turn_id"):
                 payload = event.get("payload") or {}
                 self.labels[event["turn_id"]] = {"agent": payload.get("agent_name", "")}
         return {e["turn_id"] for e in events if e.get("turn_id") and e["turn_id"] not in self.labels}
 
-    def emit(self, events: list[dict]) -> list[dict]:
+    def emit(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Label the events with their agent's name and advance last_seq past them."""
         out = []
         for event in events:
@@ -240,7 +243,7 @@ class _Cursor:
             self._advance(event)
         return out
 
-    def take_sync(self, events: list[dict]) -> list[dict]:
+    def take_sync(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """fresh + labels (one query for turns not seen starting) + emit, from synchronous code."""
         fresh = self.fresh(events)
         missing = self.unlabelled(fresh)
@@ -248,7 +251,7 @@ class _Cursor:
             self.labels.update(self.source.labels(missing))
         return self.emit(fresh)
 
-    async def take(self, events: list[dict]) -> list[dict]:
+    async def take(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """take_sync without leaving the event loop unless a label must be read from the database."""
         fresh = self.fresh(events)
         missing = self.unlabelled(fresh)
@@ -256,9 +259,9 @@ class _Cursor:
             self.labels.update(await _db(self.source.labels, missing))
         return self.emit(fresh)
 
-    def catch_up(self) -> list[dict]:
+    def catch_up(self) -> list[dict[str, Any]]:
         """Every stored event after last_seq (database reads in batches), from synchronous code."""
-        out: list[dict] = []
+        out: list[dict[str, Any]] = []
         while True:
             batch = self.source.events_after(self.last_seq, CATCH_UP_BATCH)
             out.extend(self.take_sync(batch))
@@ -269,7 +272,7 @@ class _Cursor:
 _CLOSE = "stream.close"
 
 
-async def _relay(layer, channel: str, inbox: asyncio.Queue) -> None:
+async def _relay(layer: BaseChannelLayer, channel: str, inbox: asyncio.Queue[dict[str, Any]]) -> None:
     """Move messages from the stream's own channel to a local queue, until told to stop.
 
     It is stopped by a message, not cancelled: cancelling channels-redis's receive in the middle of
@@ -282,7 +285,7 @@ async def _relay(layer, channel: str, inbox: asyncio.Queue) -> None:
         inbox.put_nowait(message)
 
 
-async def _stop_relay(layer, channel: str, relay: asyncio.Task) -> None:
+async def _stop_relay(layer: BaseChannelLayer, channel: str, relay: asyncio.Task[None]) -> None:
     """Leave nothing running: ask the relay to stop; cancel it (without waiting) if it does not."""
     with contextlib.suppress(Exception):
         await asyncio.wait_for(layer.send(channel, {"type": _CLOSE}), timeout=2)
@@ -298,7 +301,7 @@ async def follow(
     after: int,
     heartbeat_seconds: float = 15.0,
     poll_seconds: float = 2.0,
-    on_heartbeat=None,
+    on_heartbeat: Callable[[], Awaitable[None]] | None = None,
 ) -> AsyncGenerator[bytes, None]:
     """Yield a run's events as SSE bytes: everything after `after`, then the live tail, then ``end``.
 
@@ -313,8 +316,8 @@ async def follow(
     layer = get_channel_layer()
     cursor = _Cursor(source, after)
     channel: str | None = None
-    relay: asyncio.Task | None = None
-    inbox: asyncio.Queue = asyncio.Queue()
+    relay: asyncio.Task[None] | None = None
+    inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     if layer is not None:
         channel = await layer.new_channel()
         await layer.group_add(source.group, channel)  # before the catch-up read: no push can fall between
@@ -322,7 +325,7 @@ async def follow(
     try:
         yield f"retry: {RETRY_MILLISECONDS}\n\n".encode()
         last_output = last_beat = time.monotonic()
-        pending: list[dict] = await _db(cursor.catch_up)
+        pending: list[dict[str, Any]] = await _db(cursor.catch_up)
         check_state = True
         while True:
             if pending:
@@ -359,12 +362,12 @@ async def follow(
             await _stop_relay(layer, channel, relay)
 
 
-def _pushed(message: dict, after: int) -> list[dict]:
+def _pushed(message: dict[str, Any], after: int) -> list[dict[str, Any]]:
     events = message.get("events") if isinstance(message, dict) else None
     return [e for e in events or [] if isinstance(e, dict) and isinstance(e.get("seq"), int) and e["seq"] > after]
 
 
-async def _next_events(cursor: _Cursor, inbox: asyncio.Queue, wait: float) -> list[dict]:
+async def _next_events(cursor: _Cursor, inbox: asyncio.Queue[dict[str, Any]], wait: float) -> list[dict[str, Any]]:
     """Wait up to `wait` seconds for pushed events that continue the sequence; on a gap, read the
     database instead. Returns [] when nothing new came.
     """
@@ -375,14 +378,14 @@ async def _next_events(cursor: _Cursor, inbox: asyncio.Queue, wait: float) -> li
     messages = [message]
     while not inbox.empty():  # a burst arrived: write it out in one go
         messages.append(inbox.get_nowait())
-    events: list[dict] = []
-    chunks: list = []
+    events: list[dict[str, Any]] = []
+    chunks: list[Any] = []
     for item in messages:
         events.extend(_pushed(item, cursor.last_seq))
         if isinstance(item, dict) and item.get("type") == "session.chunks":
             chunks.extend(item.get("chunks") or [])
     events = cursor.fresh(events)
-    stored: list[dict] = []
+    stored: list[dict[str, Any]] = []
     if events:
         seqs = [e["seq"] for e in events]
         if seqs[0] == cursor.last_seq + 1 and seqs[-1] - seqs[0] == len(seqs) - 1:
@@ -493,7 +496,7 @@ class StreamSlot:
         with contextlib.suppress(Exception):  # a Redis hiccup must not end a healthy stream
             await self.client.zadd(self.key, {self.member: time.time() + self.ttl}, xx=True)
 
-    async def __aexit__(self, *exc_info) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         if self.client is None:
             return
         try:
@@ -513,13 +516,13 @@ class EventStreamResponse(StreamingHttpResponse):
     blocks run at once).
     """
 
-    def __init__(self, stream: AsyncGenerator[bytes, None], **kwargs) -> None:
+    def __init__(self, stream: AsyncGenerator[bytes, None], **kwargs: Any) -> None:
         super().__init__(stream, content_type="text/event-stream; charset=utf-8", **kwargs)
         self._stream = stream
         self["Cache-Control"] = "no-cache"
         self["X-Accel-Buffering"] = "no"  # nginx: pass each event on at once
 
-    async def __aiter__(self):
+    async def __aiter__(self) -> AsyncIterator[bytes]:
         try:
             async for part in self._stream:
                 yield part

@@ -11,6 +11,7 @@ import re
 from typing import Any
 
 from django import forms
+from django.http import QueryDict
 
 from atelier.core.forms import field_of
 from orchestration.models import SESSION_FLOW_CHOICES, LLMModel
@@ -90,7 +91,7 @@ class ProposalForms:
     def __init__(
         self,
         *,
-        data=None,
+        data: QueryDict | None = None,
         proposal: TeamProposal | None = None,
         brief: str = "",
         model_choices: list[tuple[str, str]],
@@ -108,6 +109,7 @@ class ProposalForms:
             self.settings = ProposalSettingsForm(initial=initial, allowed_flows=allowed_flows)
             count = len(proposal.agents)
         else:
+            assert data is not None, "ProposalForms needs the posted data or a proposal"
             self.settings = ProposalSettingsForm(data, allowed_flows=allowed_flows)
             count = _bounded(data.get("agent_count"), MAX_EDITED_AGENTS)
         self.agents: list[tuple[AgentProposalForm, list[CriterionProposalForm]]] = []
@@ -115,7 +117,11 @@ class ProposalForms:
             spec = proposal.agents[i] if data is None and proposal is not None else None
             agent_initial = {"keep": True, **spec.model_dump(exclude={"criteria"})} if spec else None
             agent = AgentProposalForm(data, prefix=f"a{i}", initial=agent_initial, models=model_choices)
-            rows = len(spec.criteria) + 1 if spec else _bounded(data.get(f"a{i}-criteria_count"), MAX_CRITERIA + 1)
+            if spec:
+                rows = len(spec.criteria) + 1
+            else:
+                assert data is not None  # no spec: the forms are bound to the posted data (asserted above)
+                rows = _bounded(data.get(f"a{i}-criteria_count"), MAX_CRITERIA + 1)
             criteria = [
                 CriterionProposalForm(
                     data,

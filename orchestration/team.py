@@ -49,6 +49,7 @@ AGENT_FIELDS = (
     "thinking_budget_tokens",
     "reasoning_effort",
     "active",
+    "tools",
 )
 CRITERION_FIELDS = ("name", "weight", "description")
 

@@ -47,6 +47,8 @@ from orchestration.models import (
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
 
+    from orchestration.providers.base import BaseAdapter, ModelRequest, StreamEnd, Usage
+
 logger = logging.getLogger(__name__)
 
 RECIPE = "suggest_team"  # request.metadata["recipe"]: the demo provider answers it with a rule-based proposal
@@ -433,7 +435,7 @@ class _CallResult:
     stop_outcome: str  # "normal", "truncated" or "refused"
 
 
-def _adapter_for(model: LLMModel):
+def _adapter_for(model: LLMModel) -> BaseAdapter:
     from orchestration.providers import get_adapter
     from orchestration.providers.demo import DemoAdapter
 
@@ -443,11 +445,11 @@ def _adapter_for(model: LLMModel):
     return get_adapter(model.provider)
 
 
-async def _stream(model: LLMModel, request) -> tuple[str, Any]:
+async def _stream(model: LLMModel, request: ModelRequest) -> tuple[str, StreamEnd | None]:
     from orchestration.providers import StreamEnd, TextDelta
 
     received: list[str] = []
-    end = None
+    end: StreamEnd | None = None
     try:
         async with contextlib.aclosing(_adapter_for(model).stream(request)) as events:
             async for item in events:
@@ -534,7 +536,7 @@ def _call_planner(
     return _CallResult(text=text, charged=charged, stop_outcome=end.outcome)
 
 
-def _used_before_failure(model: LLMModel, request, received: str, reported) -> int:
+def _used_before_failure(model: LLMModel, request: ModelRequest, received: str, reported: Usage | None) -> int:
     """Credits for a call that failed: what the provider reported, plus the text it streamed (estimated).
     With no report and no text, providers did not bill the call: nothing. The same rule as a failed turn."""
     from billing.pricing import credits_for_usage

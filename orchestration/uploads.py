@@ -25,6 +25,7 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import PurePath
+from typing import Any
 
 from django.core.files.uploadedfile import UploadedFile
 
@@ -61,7 +62,7 @@ def _human_size(size: int) -> str:
     return f"{size / (1024 * 1024):.1f} MB" if size >= 1024 * 1024 else f"{max(1, size // 1024)} KB"
 
 
-def parse_upload(upload: UploadedFile) -> ParsedUpload:
+def parse_upload(upload: UploadedFile[bytes]) -> ParsedUpload:
     """Extract the text of one uploaded reference.
 
     Returns ParsedUpload(title, content, filename). Raises UploadError (message names the file)
@@ -149,7 +150,7 @@ def _stream(archive: zipfile.ZipFile, name: str) -> Iterator[bytes]:
             yield chunk
 
 
-def _pull_parser(tag: str | tuple[str, ...]):
+def _pull_parser(tag: str | tuple[str, ...] | None) -> Any:  # an lxml XMLPullParser (lxml ships no types)
     from lxml import etree
 
     # No DTD, no entity expansion, no network: a billion-laughs or external entity does nothing.
@@ -165,7 +166,10 @@ def _pull_parser(tag: str | tuple[str, ...]):
     )
 
 
-def _events(archive: zipfile.ZipFile, name: str, tag, deadline: float) -> Iterator:
+def _events(
+    archive: zipfile.ZipFile, name: str, tag: str | tuple[str, ...] | None, deadline: float
+) -> Iterator[tuple[str, Any]]:
+    """(event, lxml element) pairs of part ``name``; raises _Refused past ``deadline`` (process time)."""
     parser = _pull_parser(tag)
     for chunk in _stream(archive, name):
         if b"<!DOCTYPE" in chunk or b"<!ENTITY" in chunk:
@@ -231,8 +235,8 @@ def _paragraphs(archive: zipfile.ZipFile, main: str, styles: dict[str, str], dea
     buffers: dict[str, list[str]] = {}
     heading_style: dict[str, str] = {}
 
-    def key(element) -> str:
-        value = element.get(_KEY)
+    def key(element: Any) -> str:  # an lxml element
+        value: str | None = element.get(_KEY)
         if value is None:
             value = str(next(counter))
             element.set(_KEY, value)

@@ -18,7 +18,7 @@ class MeOut(Schema):
 
 
 @router.get("/me", response={200: MeOut, **ERRORS}, summary="The authenticated user and their API limits")
-def me(request: AuthenticatedHttpRequest):
+def me(request: AuthenticatedHttpRequest) -> dict[str, object]:
     from billing.services import effective_plan, get_account
 
     plan = effective_plan(get_account(request.user))

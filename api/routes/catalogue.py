@@ -1,6 +1,8 @@
 """What the caller may use: the model catalogue with prices and plan access, presets, balance and usage."""
 
 from datetime import datetime
+from decimal import Decimal
+from typing import Any
 
 from ninja import Router, Schema
 
@@ -64,21 +66,21 @@ class EntryOut(Schema):
 
 class UsageOut(Page):
     balance: int
-    by_session: list[dict]
-    by_model: list[dict]
+    by_session: list[dict[str, Any]]
+    by_model: list[dict[str, Any]]
     items: list[EntryOut]
 
 
-def _price(value) -> str | None:
+def _price(value: Decimal | None) -> str | None:
     return None if value is None else str(value)
 
 
 @router.get("/models", response={200: list[ModelOut], **ERRORS}, summary="Model catalogue, prices, plan access")
-def list_models(request: AuthenticatedHttpRequest):
+def list_models(request: AuthenticatedHttpRequest) -> list[dict[str, Any]]:
     from billing.pricing import credits_for_usage
     from orchestration.forms import model_options
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for option in model_options(request.user):
         model = option.model
         typical = (
@@ -109,11 +111,11 @@ def list_models(request: AuthenticatedHttpRequest):
 
 
 @router.get("/presets", response={200: list[PresetOut], **ERRORS}, summary="Preset teams: shipped and your own")
-def list_presets(request: AuthenticatedHttpRequest):
+def list_presets(request: AuthenticatedHttpRequest) -> list[dict[str, Any]]:
     from billing.gating import check
     from orchestration.presets import presets_for
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for preset in presets_for(request.user):
         verdict = check(request.user, "use_flow", flow=preset.flow)
         rows.append(
@@ -133,7 +135,7 @@ def list_presets(request: AuthenticatedHttpRequest):
 
 
 @router.get("/balance", response={200: BalanceOut, **ERRORS}, summary="Credit balance and plan")
-def balance(request: AuthenticatedHttpRequest):
+def balance(request: AuthenticatedHttpRequest) -> dict[str, Any]:
     from billing.services import effective_plan, get_account
 
     account = get_account(request.user)
@@ -149,7 +151,7 @@ def balance(request: AuthenticatedHttpRequest):
 
 
 @router.get("/usage", response={200: UsageOut, **ERRORS}, summary="Credit usage and the ledger, newest first")
-def usage(request: AuthenticatedHttpRequest, limit: int = 25, offset: int = 0):
+def usage(request: AuthenticatedHttpRequest, limit: int = 25, offset: int = 0) -> dict[str, Any]:
     """``by_session`` and ``by_model``: the billing page's tables (top 20 by credits); ``items``: ledger
     lines (reservations, settlements, releases, grants, purchases), paginated."""
     from billing import usage as usage_queries

@@ -3,6 +3,7 @@
 orchestration.conversations.services, as on the chat page; its RateLimited refusals are 429."""
 
 from datetime import datetime
+from typing import Any
 
 from ninja import Router, Schema, Status
 
@@ -29,7 +30,7 @@ class MessageOut(Schema):
     status: str
     agent_name: str
     content: str
-    data: dict
+    data: dict[str, Any]
     turn_id: int | None
     created_at: datetime
 
@@ -48,27 +49,27 @@ class ConversationOut(Schema):
     last_message_at: datetime | None
 
     @staticmethod
-    def resolve_status(obj) -> str:
-        return obj.session.status
+    def resolve_status(obj: Conversation) -> str:
+        return str(obj.session.status)
 
     @staticmethod
-    def resolve_last_seq(obj) -> int:
-        return obj.session.last_seq
+    def resolve_last_seq(obj: Conversation) -> int:
+        return int(obj.session.last_seq)
 
 
 class ConversationDetail(ConversationOut):
-    agents: list[dict]
+    agents: list[dict[str, Any]]
     messages: list[MessageOut]
 
     @staticmethod
-    def resolve_agents(obj) -> list[dict]:
+    def resolve_agents(obj: Conversation) -> list[dict[str, Any]]:
         return [
             {"id": a.pk, "name": a.name, "role": a.role, "model": f"{a.model.provider}:{a.model.model_id}"}
             for a in conversations.team(obj)
         ]
 
     @staticmethod
-    def resolve_messages(obj) -> list:
+    def resolve_messages(obj: Conversation) -> list[Message]:
         return conversations.transcript(obj)
 
 
@@ -113,7 +114,7 @@ def _refusal(exc: ServiceError) -> ApiError:
     return service_error(exc)
 
 
-def _exchange(conversation: Conversation, message: Message) -> dict:
+def _exchange(conversation: Conversation, message: Message) -> dict[str, Any]:
     conversation.session.refresh_from_db(fields=["status", "last_seq"])
     answers = list(
         Message.objects.filter(
@@ -133,14 +134,14 @@ def _exchange(conversation: Conversation, message: Message) -> dict:
 @router.get("", response={200: ConversationPage, **ERRORS}, summary="List your conversations, most recent first")
 def list_conversations(
     request: AuthenticatedHttpRequest, project_id: int | None = None, limit: int = 20, offset: int = 0
-):
+) -> dict[str, Any]:
     project = owned_project(request, project_id) if project_id is not None else None
     return paginate(conversations.conversations_for(user=request.user, project=project), limit=limit, offset=offset)
 
 
 @router.post("", response={201: ConversationDetail, **ERRORS}, summary="Start a conversation (Idempotency-Key)")
 @idempotent(ConversationDetail)
-def create_conversation(request: AuthenticatedHttpRequest, payload: ConversationIn):
+def create_conversation(request: AuthenticatedHttpRequest, payload: ConversationIn) -> Status[Conversation]:
     project = owned_project(request, payload.project_id)
     try:
         conversation = conversations.create_conversation(
@@ -152,12 +153,14 @@ def create_conversation(request: AuthenticatedHttpRequest, payload: Conversation
 
 
 @router.get("/{int:conversation_id}", response={200: ConversationDetail, **ERRORS}, summary="Read with transcript")
-def get_conversation(request: AuthenticatedHttpRequest, conversation_id: int):
+def get_conversation(request: AuthenticatedHttpRequest, conversation_id: int) -> Conversation:
     return owned_conversation(request, conversation_id)
 
 
 @router.patch("/{int:conversation_id}", response={200: ConversationDetail, **ERRORS}, summary="Rename")
-def rename_conversation(request: AuthenticatedHttpRequest, conversation_id: int, payload: ConversationPatch):
+def rename_conversation(
+    request: AuthenticatedHttpRequest, conversation_id: int, payload: ConversationPatch
+) -> Conversation:
     conversation = owned_conversation(request, conversation_id)
     try:
         conversations.rename_conversation(conversation=conversation, user=request.user, title=payload.title)
@@ -167,7 +170,7 @@ def rename_conversation(request: AuthenticatedHttpRequest, conversation_id: int,
 
 
 @router.delete("/{int:conversation_id}", response={204: None, **ERRORS}, summary="Delete with its messages")
-def delete_conversation(request: AuthenticatedHttpRequest, conversation_id: int):
+def delete_conversation(request: AuthenticatedHttpRequest, conversation_id: int) -> Status[None]:
     conversation = owned_conversation(request, conversation_id)
     conversations.delete_conversation(conversation=conversation, user=request.user)
     return Status(204, None)
@@ -178,7 +181,9 @@ class MessagePage(Page):
 
 
 @router.get("/{int:conversation_id}/messages", response={200: MessagePage, **ERRORS}, summary="The transcript")
-def list_messages(request: AuthenticatedHttpRequest, conversation_id: int, limit: int = 100, offset: int = 0):
+def list_messages(
+    request: AuthenticatedHttpRequest, conversation_id: int, limit: int = 100, offset: int = 0
+) -> dict[str, Any]:
     conversation = owned_conversation(request, conversation_id)
     messages = conversation.messages.filter(superseded=False).order_by("position")
     return paginate(messages, limit=limit, offset=offset)
@@ -192,7 +197,7 @@ def list_messages(request: AuthenticatedHttpRequest, conversation_id: int, limit
 @idempotent(ExchangeOut)
 def send_message(
     request: AuthenticatedHttpRequest, conversation_id: int, payload: MessageIn, wait: bool = False, timeout: int = 120
-):
+) -> Status[dict[str, Any]]:
     """Saves the message and starts the reply (201, follow it on the event stream or poll). With
     ``wait=true`` the request blocks until the reply is finished (200 with ``reply``), at most
     ``timeout`` seconds (1-300); if it is still being written then, 202 with what exists so far.
@@ -219,7 +224,7 @@ def send_message(
 
 
 @router.post("/{int:conversation_id}/stop", response={200: ConversationDetail, **ERRORS}, summary="Stop the reply")
-def stop_reply(request: AuthenticatedHttpRequest, conversation_id: int):
+def stop_reply(request: AuthenticatedHttpRequest, conversation_id: int) -> Conversation:
     conversation = owned_conversation(request, conversation_id)
     if not conversations.stop_reply(conversation=conversation, user=request.user):
         raise ApiError(409, "No reply is being written.", code="conflict")
@@ -229,7 +234,7 @@ def stop_reply(request: AuthenticatedHttpRequest, conversation_id: int):
 @router.post(
     "/{int:conversation_id}/regenerate", response={201: ExchangeOut, **ERRORS}, summary="Answer the last message again"
 )
-def regenerate_reply(request: AuthenticatedHttpRequest, conversation_id: int):
+def regenerate_reply(request: AuthenticatedHttpRequest, conversation_id: int) -> Status[dict[str, Any]]:
     conversation = owned_conversation(request, conversation_id)
     try:
         message = conversations.regenerate_reply(conversation=conversation, user=request.user)

@@ -1,6 +1,7 @@
 """A session's document: the current text, its versions, a diff between two, and exports."""
 
 import difflib
+from typing import Any
 
 from django.http import HttpResponse
 from ninja import Router
@@ -11,7 +12,7 @@ from api.routes.sessions import owned_session
 from api.schemas import ERRORS, DiffOut, DocumentOut, Page, VersionOut, VersionSummary
 from atelier.core.http import AuthenticatedHttpRequest
 from orchestration import documents
-from orchestration.models import DocumentVersion
+from orchestration.models import DocumentVersion, WritingSession
 
 router = Router(tags=["documents"])
 
@@ -26,7 +27,7 @@ class VersionPage(Page):
     items: list[VersionSummary]
 
 
-def _version(session, number: int) -> DocumentVersion:
+def _version(session: WritingSession, number: int) -> DocumentVersion:
     version = session.versions.filter(number=number).first()
     if version is None:
         raise ApiError(404, f"This session has no version {number}.")
@@ -34,7 +35,7 @@ def _version(session, number: int) -> DocumentVersion:
 
 
 @router.get("/{int:session_id}/document", response={200: DocumentOut, **ERRORS}, summary="The current document")
-def get_document(request: AuthenticatedHttpRequest, session_id: int):
+def get_document(request: AuthenticatedHttpRequest, session_id: int) -> dict[str, Any]:
     session = owned_session(request, session_id)
     content = documents.current_document(session)
     latest = session.versions.order_by("-number").values_list("number", flat=True).first()
@@ -48,18 +49,22 @@ def get_document(request: AuthenticatedHttpRequest, session_id: int):
 
 
 @router.get("/{int:session_id}/versions", response={200: VersionPage, **ERRORS}, summary="Document versions")
-def list_versions(request: AuthenticatedHttpRequest, session_id: int, limit: int = 50, offset: int = 0):
+def list_versions(
+    request: AuthenticatedHttpRequest, session_id: int, limit: int = 50, offset: int = 0
+) -> dict[str, Any]:
     session = owned_session(request, session_id)
     return paginate(documents.versions_for_panel(session), limit=limit, offset=offset)
 
 
 @router.get("/{int:session_id}/versions/{int:number}", response={200: VersionOut, **ERRORS}, summary="One version")
-def get_version(request: AuthenticatedHttpRequest, session_id: int, number: int):
+def get_version(request: AuthenticatedHttpRequest, session_id: int, number: int) -> DocumentVersion:
     return _version(owned_session(request, session_id), number)
 
 
 @router.get("/{int:session_id}/diff", response={200: DiffOut, **ERRORS}, summary="Diff two versions")
-def diff_versions(request: AuthenticatedHttpRequest, session_id: int, from_version: int, to_version: int):
+def diff_versions(
+    request: AuthenticatedHttpRequest, session_id: int, from_version: int, to_version: int
+) -> dict[str, Any]:
     """``unified``: a unified diff of the lines; ``html``: the page's word-level inline diff (sanitized);
     ``stats``: words added / removed / unchanged, as the page shows."""
     session = owned_session(request, session_id)
@@ -94,7 +99,7 @@ def diff_versions(request: AuthenticatedHttpRequest, session_id: int, from_versi
         }
     },
 )
-def export_document(request: AuthenticatedHttpRequest, session_id: int, format: str = "md"):
+def export_document(request: AuthenticatedHttpRequest, session_id: int, format: str = "md") -> HttpResponse:
     """The same files as the document page's export buttons. 409 while there is no document yet."""
     session = owned_session(request, session_id)
     if format not in EXPORTS:

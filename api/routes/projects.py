@@ -1,5 +1,7 @@
 """Projects: list, create, read, update (rename, describe, archive), delete."""
 
+from typing import Any
+
 from ninja import Router, Status
 
 from api.idempotency import idempotent
@@ -19,14 +21,16 @@ def owned_project(request: AuthenticatedHttpRequest, pk: int) -> Project:
 
 
 @router.get("", response={200: ProjectPage, **ERRORS}, summary="List your projects, newest activity first")
-def list_projects(request: AuthenticatedHttpRequest, archived: bool = False, limit: int = 20, offset: int = 0):
+def list_projects(
+    request: AuthenticatedHttpRequest, archived: bool = False, limit: int = 20, offset: int = 0
+) -> dict[str, Any]:
     projects = Project.objects.filter(owner=request.user, archived_at__isnull=not archived).order_by("-updated_at")
     return paginate(projects, limit=limit, offset=offset)
 
 
 @router.post("", response={201: ProjectOut, **ERRORS}, summary="Create a project (Idempotency-Key supported)")
 @idempotent(ProjectOut)
-def create_project(request: AuthenticatedHttpRequest, payload: ProjectIn):
+def create_project(request: AuthenticatedHttpRequest, payload: ProjectIn) -> Status[Project]:
     form = ProjectForm(data=payload.dict())
     if not form.is_valid():
         raise form_error(form)
@@ -38,12 +42,12 @@ def create_project(request: AuthenticatedHttpRequest, payload: ProjectIn):
 
 
 @router.get("/{int:project_id}", response={200: ProjectOut, **ERRORS}, summary="Read a project")
-def get_project(request: AuthenticatedHttpRequest, project_id: int):
+def get_project(request: AuthenticatedHttpRequest, project_id: int) -> Project:
     return owned_project(request, project_id)
 
 
 @router.patch("/{int:project_id}", response={200: ProjectOut, **ERRORS}, summary="Rename, describe or archive")
-def update_project(request: AuthenticatedHttpRequest, project_id: int, payload: ProjectPatch):
+def update_project(request: AuthenticatedHttpRequest, project_id: int, payload: ProjectPatch) -> Project:
     project = owned_project(request, project_id)
     changes = payload.dict(exclude_unset=True)
     archived = changes.pop("archived", None)
@@ -58,7 +62,7 @@ def update_project(request: AuthenticatedHttpRequest, project_id: int, payload: 
 
 
 @router.delete("/{int:project_id}", response={204: None, **ERRORS}, summary="Delete a project and its sessions")
-def delete_project(request: AuthenticatedHttpRequest, project_id: int):
+def delete_project(request: AuthenticatedHttpRequest, project_id: int) -> Status[None]:
     project = owned_project(request, project_id)
     try:
         services.delete_project(project=project)

@@ -3,6 +3,7 @@ while not running, delete; start / pause / resume / stop / continue; turns with 
 credits; the convergence report. Validation is the builder's own forms; writes are the team service
 and orchestration.services, exactly as the pages call them."""
 
+from collections.abc import Callable
 from typing import Any
 
 from django.db import transaction
@@ -59,7 +60,7 @@ def _model_pk(ref: str | None, field: str) -> str:
 
 def _clean_agent(
     request: AuthenticatedHttpRequest, session: WritingSession, spec: AgentIn, index: int
-) -> tuple[dict, list]:
+) -> tuple[dict[str, Any], list[team.CriterionSpec]]:
     """(agent fields, criteria) validated by AgentForm and CriterionForm, or a 422 naming agents.N.field."""
     prefix = f"agents.{index}."
     data = spec.dict(exclude={"criteria", "active"})
@@ -78,7 +79,7 @@ def _clean_agent(
     return {**fields, "active": spec.active}, criteria
 
 
-def _flow_config_fields(flow: str, current: dict, requested: dict | None) -> dict[str, Any]:
+def _flow_config_fields(flow: str, current: dict[str, Any], requested: dict[str, Any] | None) -> dict[str, Any]:
     """The settings form's per-flow fields (roundtable ``stop_*``, pipeline ``pipeline_*``) for
     ``flow``: its defaults, then the session's config when it already has this flow, then the request's."""
     from orchestration.flows import pipeline, roundtable
@@ -151,7 +152,7 @@ def _replace_team(request: AuthenticatedHttpRequest, session: WritingSession, ag
 
 @router.post("", response={201: SessionOut, **ERRORS}, summary="Create a session (Idempotency-Key supported)")
 @idempotent(SessionOut)
-def create_session(request: AuthenticatedHttpRequest, payload: SessionCreate):
+def create_session(request: AuthenticatedHttpRequest, payload: SessionCreate) -> Status[WritingSession]:
     project = owned_project(request, payload.project_id)
     if payload.agents is not None and payload.preset:
         raise ApiError(422, "Send either agents or a preset, not both.", errors=[{"field": "preset", "message": ""}])
@@ -181,7 +182,7 @@ def list_sessions(
     q: str = "",
     limit: int = 20,
     offset: int = 0,
-):
+) -> dict[str, Any]:
     sessions = WritingSession.objects.filter(project__owner=request.user).exclude(flow=Flow.CONVERSATION)
     sessions = sessions.order_by("-created_at", "-pk")
     if project_id is not None:
@@ -196,12 +197,12 @@ def list_sessions(
 
 
 @router.get("/{int:session_id}", response={200: SessionOut, **ERRORS}, summary="Read a session with its team")
-def get_session(request: AuthenticatedHttpRequest, session_id: int):
+def get_session(request: AuthenticatedHttpRequest, session_id: int) -> WritingSession:
     return owned_session(request, session_id)
 
 
 @router.patch("/{int:session_id}", response={200: SessionOut, **ERRORS}, summary="Update a session that is not running")
-def update_session(request: AuthenticatedHttpRequest, session_id: int, payload: SessionUpdate):
+def update_session(request: AuthenticatedHttpRequest, session_id: int, payload: SessionUpdate) -> WritingSession:
     session = owned_session(request, session_id)
     if payload.agents is not None and payload.preset:
         raise ApiError(422, "Send either agents or a preset, not both.", errors=[{"field": "preset", "message": ""}])
@@ -221,7 +222,7 @@ def update_session(request: AuthenticatedHttpRequest, session_id: int, payload: 
 
 
 @router.delete("/{int:session_id}", response={204: None, **ERRORS}, summary="Delete a session that is not running")
-def delete_session(request: AuthenticatedHttpRequest, session_id: int):
+def delete_session(request: AuthenticatedHttpRequest, session_id: int) -> Status[None]:
     session = owned_session(request, session_id)
     try:
         services.delete_session(session=session, user=request.user)
@@ -235,7 +236,7 @@ def delete_session(request: AuthenticatedHttpRequest, session_id: int):
 
 @router.post("/{int:session_id}/start", response={200: SessionOut, **ERRORS}, summary="Start a draft")
 @idempotent(SessionOut)
-def start_session(request: AuthenticatedHttpRequest, session_id: int):
+def start_session(request: AuthenticatedHttpRequest, session_id: int) -> WritingSession:
     """Queue the draft. 422 ``not_ready`` lists every reason it cannot start (as the builder does);
     402 for a plan limit; starting a session that already runs returns it unchanged."""
     session = owned_session(request, session_id)
@@ -255,7 +256,9 @@ def start_session(request: AuthenticatedHttpRequest, session_id: int):
     return owned_session(request, session_id)
 
 
-def _act(request: AuthenticatedHttpRequest, session_id: int, action) -> WritingSession:
+def _act(
+    request: AuthenticatedHttpRequest, session_id: int, action: Callable[[WritingSession], object]
+) -> WritingSession:
     session = owned_session(request, session_id)
     try:
         action(session)
@@ -265,12 +268,12 @@ def _act(request: AuthenticatedHttpRequest, session_id: int, action) -> WritingS
 
 
 @router.post("/{int:session_id}/pause", response={200: SessionOut, **ERRORS}, summary="Pause after the turn in flight")
-def pause_session(request: AuthenticatedHttpRequest, session_id: int):
+def pause_session(request: AuthenticatedHttpRequest, session_id: int) -> WritingSession:
     return _act(request, session_id, lambda s: services.pause_session(session=s))
 
 
 @router.post("/{int:session_id}/resume", response={200: SessionOut, **ERRORS}, summary="Resume a paused session")
-def resume_session(request: AuthenticatedHttpRequest, session_id: int):
+def resume_session(request: AuthenticatedHttpRequest, session_id: int) -> WritingSession:
     from orchestration.live import resume_blocked
 
     def act(session: WritingSession) -> None:
@@ -283,7 +286,7 @@ def resume_session(request: AuthenticatedHttpRequest, session_id: int):
 
 
 @router.post("/{int:session_id}/stop", response={200: SessionOut, **ERRORS}, summary="Stop; keeps what was written")
-def stop_session(request: AuthenticatedHttpRequest, session_id: int):
+def stop_session(request: AuthenticatedHttpRequest, session_id: int) -> WritingSession:
     return _act(request, session_id, lambda s: services.stop_session(session=s))
 
 
@@ -293,7 +296,7 @@ def stop_session(request: AuthenticatedHttpRequest, session_id: int):
     summary="Run a finished session for more rounds (Idempotency-Key supported)",
 )
 @idempotent(SessionOut)
-def continue_session(request: AuthenticatedHttpRequest, session_id: int, payload: ContinueIn):
+def continue_session(request: AuthenticatedHttpRequest, session_id: int, payload: ContinueIn) -> WritingSession:
     if not 1 <= payload.rounds <= services.MAX_CONTINUE_ROUNDS:
         raise ApiError(
             422,
@@ -313,7 +316,7 @@ def continue_session(request: AuthenticatedHttpRequest, session_id: int, payload
 @router.get("/{int:session_id}/turns", response={200: TurnPage, **ERRORS}, summary="Turns with scores, usage, credits")
 def list_turns(
     request: AuthenticatedHttpRequest, session_id: int, round: int | None = None, limit: int = 50, offset: int = 0
-):
+) -> dict[str, Any]:
     session = owned_session(request, session_id)
     turns = Turn.objects.filter(session=session).order_by("round", "pk")
     if round is not None:
@@ -322,7 +325,7 @@ def list_turns(
 
 
 @router.get("/{int:session_id}/report", response={200: dict, **ERRORS}, summary="The flow's report")
-def session_report(request: AuthenticatedHttpRequest, session_id: int):
+def session_report(request: AuthenticatedHttpRequest, session_id: int) -> dict[str, Any]:
     """The roundtable's convergence report (issues by round and severity, verdict) or the pipeline's
     run report (research sources, plan, builds, reviews) or the planned flow's run summary (per task: status,
     model, tries, seconds, tokens, credits, cost; totals; critical path): the page's report as JSON. 404 for flows

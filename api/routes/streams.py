@@ -9,6 +9,7 @@ position (400 when it is not an event id of this run) and the per-key concurrent
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator, Callable
 from typing import TYPE_CHECKING
 
 from asgiref.sync import sync_to_async
@@ -107,7 +108,11 @@ def _bad_position(message: str) -> ApiError:
     return ApiError(400, message, code="invalid_position", errors=[{"field": "after", "message": message}])
 
 
-def _prepare(request: HttpRequest, after: str | None, resolve) -> tuple[streams.EventSource, int, int]:
+# Given the authenticated user: the run's event source and its last sequence number (ApiError(404) if not theirs).
+Resolver = Callable[["User"], tuple[streams.EventSource, int]]
+
+
+def _prepare(request: HttpRequest, after: str | None, resolve: Resolver) -> tuple[streams.EventSource, int, int]:
     """Synchronous checks before a stream opens: rate limit, ownership, position. Returns
     (the run's event source, position, the stream limit of the caller's plan); raises ApiError."""
     _rate_limit(request)
@@ -123,7 +128,7 @@ def _prepare(request: HttpRequest, after: str | None, resolve) -> tuple[streams.
     return source, position, _stream_limit(user)
 
 
-async def open_stream(request: HttpRequest, *, after: str | None, resolve) -> HttpResponseBase:
+async def open_stream(request: HttpRequest, *, after: str | None, resolve: Resolver) -> HttpResponseBase:
     """Check, take a stream slot and return the streaming response.
 
     `resolve(user) -> (EventSource, last_seq)` raises ApiError(404) unless the caller owns the run.
@@ -151,7 +156,7 @@ async def open_stream(request: HttpRequest, *, after: str | None, resolve) -> Ht
             limit=exc.limit,
         ) from None
 
-    async def body():
+    async def body() -> AsyncGenerator[bytes, None]:
         try:
             async for part in streams.follow(
                 source,

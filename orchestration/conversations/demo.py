@@ -10,6 +10,8 @@ fixed rules, so a newcomer without keys sees triage, handoffs, hand-backs and to
 * **Research** and **fact-check** specialists call `search_references`, then quote what the project's
   references say (or say they say nothing); fact-check marks each claim supported or not covered.
 * The **editing** specialist tightens the text it is given (filler words out) and lists the changes.
+* **Data** (data / numbers / table ...) and **code** (code / script / bug ...) specialists, added on the
+  team page, are handed their messages the same way and say plainly they are the demo.
 * A specialist given a message outside its domain hands back to triage ("the writer moved on").
 * Asked as a tool (`ask_<specialist>`), a specialist answers the question in one short paragraph.
 
@@ -29,6 +31,8 @@ DOMAINS = {
     "research": ("source", "sources", "research", "background", "evidence", "cite", "citation", "history", "find"),
     "editing": ("edit", "rewrite", "shorten", "tighten", "polish", "proofread", "grammar", "rephrase", "clearer"),
     "fact": ("fact", "check", "true", "accurate", "verify", "correct", "claim", "claims"),
+    "data": ("data", "numbers", "figures", "statistics", "table", "chart", "spreadsheet", "percent", "average"),
+    "code": ("code", "script", "function", "python", "javascript", "bug", "program", "snippet", "regex"),
 }
 TIME_WORDS = ("time", "date", "today", "day")
 FILLERS = ("very ", "really ", "actually ", "basically ", "just ", "in order to ", "it is worth noting that ")

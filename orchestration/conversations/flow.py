@@ -125,7 +125,7 @@ def tools_for(agent: Agent, agents: list[Agent], call: Call, *, native: bool) ->
         return []
     offered: list[dict] = []
     if call.tool_calls_left > 0:
-        offered += conversation_tools.INFO_TOOLS
+        offered += conversation_tools.info_tools_for(agent)  # the agent's own choice (team page)
     if call.handoffs_left > 0:
         for other in agents:
             if other.pk == agent.pk or (agent.role != TRIAGE and other.role != TRIAGE):

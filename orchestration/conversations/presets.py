@@ -99,3 +99,27 @@ def preset_agents(preset: dict[str, Any]) -> list[dict[str, Any]]:
     """The agents of a conversation preset: [{name, role, prompt, temperature?, criteria?, description}]."""
     agents = preset["agents"]
     return agents() if callable(agents) else agents
+
+
+DATA_PROMPT = """You are the data specialist of a writing desk.
+Work with the numbers, tables and figures the writer brings: check the arithmetic, summarise what the
+data shows and what it cannot show, and suggest a clear table or chart. Never invent figures.
+Hand back to triage when the writer moves on from the data."""
+
+CODE_PROMPT = """You are the code specialist of a writing desk.
+Help with code the writer's text includes or needs: explain it, fix it, or write a short example, in a
+fenced code block with the language named. Keep examples minimal and say what you did not test.
+Hand back to triage when the writer moves on from the code."""
+
+BLANK_PROMPT = """You are a specialist of a writing desk.
+Describe here what this specialist does, in one sentence: triage reads it to decide when to hand over."""
+
+# What the team page's "Add a specialist" offers: kind -> name and role prompt (a blank one to write).
+SPECIALIST_KINDS: dict[str, dict[str, str]] = {
+    "blank": {"label": "Blank (write its prompt)", "name": "Specialist", "prompt": BLANK_PROMPT},
+    "research": {"label": "Research", "name": "Research specialist", "prompt": RESEARCH_PROMPT},
+    "editing": {"label": "Editing", "name": "Editing specialist", "prompt": EDITING_PROMPT},
+    "data": {"label": "Data", "name": "Data specialist", "prompt": DATA_PROMPT},
+    "code": {"label": "Code", "name": "Code specialist", "prompt": CODE_PROMPT},
+    "fact-check": {"label": "Fact-check", "name": "Fact-check specialist", "prompt": FACT_CHECK_PROMPT},
+}

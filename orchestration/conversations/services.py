@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Max, QuerySet
 from django.utils import timezone
@@ -169,7 +170,6 @@ def switch_flow(*, conversation: Conversation, user, flow: str) -> Conversation:
     Raises ServiceError while a reply is being written, for an unknown flow, or when the plan does not
     include the pipeline flow.
     """
-    from orchestration.conversations.pipeline import PIPELINE_ROLES
     from orchestration.presets import default_model_for
 
     session = _lock(conversation, user)
@@ -399,6 +399,172 @@ def tool_key(agent: Agent) -> str:
     return (slugify(agent.name).replace("-", "_") or f"agent_{agent.pk}")[:40]
 
 
+# --- The team (the team page and, later, the API) ---------------------------------------------------------
+
+MAX_HANDOFFS_LIMIT = 10
+# What the team page may write on an agent (validated by conversations.forms.TeamAgentForm first).
+TEAM_AGENT_FIELDS = ("name", "model", "fallback_model", "role_prompt", "tools")
+TEAM_BUSY = (
+    "A reply is being written. Change the team when it has finished, or stop it first "
+    "(what you save applies from your next message)."
+)
+
+
+def _lock_team(conversation: Conversation, user) -> WritingSession:
+    """Lock the run row, check the owner, and refuse while a reply is being written (a reply in flight
+    keeps the team it started with; a saved change applies from the next message)."""
+    session = _lock(conversation, user)
+    if session.status in ACTIVE_STATUSES:
+        raise ServiceError(TEAM_BUSY)
+    return session
+
+
+PIPELINE_ROLES = ("researcher", "planner", "builder", "reviewer")
+PIPELINE_TEAM = (
+    "A pipeline conversation's team is its four stages (researcher, planner, builder, reviewer): change an "
+    "agent's prompt or model instead, or switch the conversation to the triage flow to add or remove specialists."
+)
+
+
+def _team_agent(conversation: Conversation, agent_id: int) -> Agent:
+    agent = Agent.objects.filter(session_id=conversation.session_id, pk=agent_id, active=True).first()
+    if agent is None:
+        raise ServiceError("That agent is not in this conversation's team.")
+    return agent
+
+
+def _check_unique_name(conversation: Conversation, name: str, *, agent_id: int | None) -> None:
+    key = tool_key(Agent(name=name, pk=agent_id))
+    others = Agent.objects.filter(session_id=conversation.session_id, active=True)
+    if agent_id is not None:
+        others = others.exclude(pk=agent_id)
+    for other in others:
+        if tool_key(other) == key:
+            raise ServiceError(f"“{other.name}” already has that name in this team. Pick another name.")
+
+
+@transaction.atomic
+def update_settings(*, conversation: Conversation, user, title: str, max_handoffs: int) -> Conversation:
+    """Rename the conversation and set its handoff limit per message (0..MAX_HANDOFFS_LIMIT).
+
+    Raises ServiceError for an empty or too long title, a limit out of range, someone else's
+    conversation, or while a reply is being written (TEAM_BUSY). Returns the conversation as saved."""
+    _lock_team(conversation, user)
+    if not isinstance(max_handoffs, int) or not 0 <= max_handoffs <= MAX_HANDOFFS_LIMIT:
+        raise ServiceError(f"Handoffs per message must be a whole number from 0 to {MAX_HANDOFFS_LIMIT}.")
+    title = _clean_title(title)
+    if not title:
+        raise ServiceError("Give the conversation a title.")
+    Conversation.objects.filter(pk=conversation.pk).update(
+        title=title, max_handoffs=max_handoffs, updated_at=timezone.now()
+    )
+    WritingSession.objects.filter(pk=conversation.session_id).update(title=title)
+    conversation.title, conversation.max_handoffs = title, max_handoffs
+    return conversation
+
+
+@transaction.atomic
+def update_team_agent(*, conversation: Conversation, user, agent_id: int, changes: dict) -> Agent:
+    """Write `changes` on one agent of the conversation (keys from TEAM_AGENT_FIELDS: name str,
+    model / fallback_model LLMModel or None, role_prompt str, tools list of INFO_TOOLS names).
+
+    The next model call uses them (the reply being written keeps its team: refused meanwhile).
+    Raises ServiceError for an agent outside this conversation, a name another agent already has, a model
+    the plan does not include, or while a reply is being written; ValueError for other keys."""
+    from orchestration import team as team_service
+    from orchestration.conversations.tools import INFO_TOOL_NAMES
+    from orchestration.forms import check_model_choice
+
+    unknown = set(changes) - set(TEAM_AGENT_FIELDS)
+    if unknown:
+        raise ValueError(f"Not writable here: {sorted(unknown)}")
+    _lock_team(conversation, user)
+    agent = _team_agent(conversation, agent_id)
+    if "name" in changes:
+        name = " ".join(str(changes["name"] or "").split())
+        if not name or len(name) > 80:
+            raise ServiceError("An agent's name needs 1 to 80 characters.")
+        _check_unique_name(conversation, name, agent_id=agent.pk)
+        changes = {**changes, "name": name}
+    if "role_prompt" in changes and not str(changes["role_prompt"] or "").strip():
+        raise ServiceError("Write the agent's role prompt.")
+    if "tools" in changes:
+        changes = {**changes, "tools": sorted(set(changes["tools"] or ()) & INFO_TOOL_NAMES)}
+    model = changes.get("model", agent.model)
+    fallback = changes.get("fallback_model", agent.fallback_model)
+    if model is None:
+        raise ServiceError("Pick a model.")
+    if fallback is not None and fallback.pk == model.pk:
+        raise ServiceError("The fallback must be a different model.")
+    for picked in (changes.get("model"), changes.get("fallback_model")):
+        try:
+            check_model_choice(user, picked)
+        except ValidationError as error:
+            raise ServiceError(" ".join(error.messages)) from None
+    team_service.update_agent(agent=agent, changes=changes)
+    Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())
+    return agent
+
+
+@transaction.atomic
+def add_specialist(*, conversation: Conversation, user, kind: str = "blank") -> Agent:
+    """Add a specialist of `kind` (presets.SPECIALIST_KINDS: blank, research, editing, data, code,
+    fact-check) on the user's default model, named after its kind ("Data specialist", then
+    "Data specialist 2", ...). Raises ServiceError (with the upgrade URL) beyond the plan's specialists
+    per conversation, for an unknown kind, with no usable model, or while a reply is being written."""
+    from billing.gating import check
+    from orchestration.presets import default_model_for
+
+    spec = presets.SPECIALIST_KINDS.get(kind)
+    if spec is None:
+        raise ServiceError("Pick a kind of specialist from the list.")
+    session = _lock_team(conversation, user)
+    if conversation.flow == "pipeline":
+        raise ServiceError(PIPELINE_TEAM)
+    agents = list(session.agents.filter(active=True))
+    specialists = sum(1 for a in agents if a.role != presets.TRIAGE)
+    gate = check(user, "team_specialists", specialists=specialists + 1)
+    if not gate.allowed:
+        raise ServiceError(gate.reason, upgrade_url=gate.upgrade_url)
+    model = default_model_for(user)
+    if model is None:
+        raise ServiceError("No model is available. Ask the operator to enable the Demo model.")
+    name, n = spec["name"], 1
+    taken = {tool_key(a) for a in agents}
+    while tool_key(Agent(name=name)) in taken:
+        n += 1
+        name = f"{spec['name']} {n}"
+    agent = Agent.objects.create(
+        session=session,
+        order=max((a.order for a in agents), default=-1) + 1,
+        name=name,
+        role=presets.SPECIALIST,
+        model=model,
+        role_prompt=spec["prompt"],
+        temperature=0.5,
+        max_output_tokens=1024,
+    )
+    Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())
+    return agent
+
+
+@transaction.atomic
+def remove_specialist(*, conversation: Conversation, user, agent_id: int) -> None:
+    """Remove a specialist from the team (earlier messages keep its name). The triage agent cannot be
+    removed. If it held the conversation, triage answers the next message. Raises ServiceError for the
+    triage agent, an agent outside this conversation, or while a reply is being written."""
+    from orchestration import team as team_service
+
+    _lock_team(conversation, user)
+    agent = _team_agent(conversation, agent_id)
+    if agent.role in PIPELINE_ROLES:
+        raise ServiceError(PIPELINE_TEAM)
+    if agent.role == presets.TRIAGE:
+        raise ServiceError("The triage agent answers first and cannot be removed; change its prompt or model instead.")
+    team_service.remove_agent(agent=agent)
+    Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())
+
+
 def search(*, user, query: str, project: Project | None = None, limit: int = 50):
     """Full-text search of the user's conversation titles and messages: see conversations.search.search."""
     from orchestration.conversations.search import search as run_search
@@ -410,12 +576,14 @@ __all__ = [
     "MessageStatus",
     "RateLimited",
     "ServiceError",
+    "add_specialist",
     "conversations_for",
     "create_conversation",
     "delete_conversation",
     "edit_last_message",
     "get_conversation",
     "regenerate_reply",
+    "remove_specialist",
     "rename_conversation",
     "search",
     "send_message",
@@ -423,4 +591,6 @@ __all__ = [
     "switch_flow",
     "team",
     "transcript",
+    "update_settings",
+    "update_team_agent",
 ]

@@ -47,6 +47,21 @@ SEARCH_REFERENCES = {
 }
 INFO_TOOLS = [CURRENT_TIME, SEARCH_CONVERSATION, SEARCH_REFERENCES]
 INFO_TOOL_NAMES = frozenset(t["name"] for t in INFO_TOOLS)
+# What the team page offers per agent: (tool name, what the writer reads).
+INFO_TOOL_CHOICES = [
+    ("current_time", "Current time"),
+    ("search_conversation", "Search this conversation"),
+    ("search_references", "Search the project's references"),
+]
+
+
+def info_tools_for(agent: Any) -> list[dict[str, Any]]:
+    """The information tools `agent` (an orchestration Agent) may call: those named in `agent.tools`,
+    or all of them when it is None (the presets' default). Unknown names are ignored."""
+    allowed = getattr(agent, "tools", None)
+    if allowed is None:
+        return list(INFO_TOOLS)
+    return [t for t in INFO_TOOLS if t["name"] in allowed]
 
 
 def transfer_tool(key: str, name: str, description: str) -> dict[str, Any]:

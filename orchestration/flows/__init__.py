@@ -8,6 +8,8 @@ of structured replies in structured.py. See docs/flows.md.
 
 from __future__ import annotations
 
+from typing import Any
+
 from orchestration.evaluation import Evaluation, parse_reply
 from orchestration.flows.base import AgentCall, Finished, FlowPolicy, Output, Recipe, Step, Waiting
 from orchestration.flows.editorial import EditorialFlow
@@ -49,7 +51,7 @@ def parse_result(
     passages: tuple[int, ...] = (),
     *,
     call: AgentCall | None = None,
-) -> tuple[str, Evaluation, dict]:
+) -> tuple[str, Evaluation, dict[str, Any]]:
     """Split a reply by its recipe: (document or "" for notes, evaluation, Turn.result). Never raises.
 
     critique   -> result {"issues": [...], "tier", "counts": {high, medium, low}}; no document

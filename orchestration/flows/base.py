@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 from orchestration.models import Agent, Turn, WritingSession
 
@@ -57,7 +57,7 @@ class AgentCall:
     # the call starts and needs when it parses the reply ({"journal": [(kind, payload)], ...}).
     task: str = ""
     model_id: int | None = None
-    context: dict = field(default_factory=dict, compare=False)
+    context: dict[str, Any] = field(default_factory=dict[str, Any], compare=False)
 
     @property
     def writes_document(self) -> bool:

@@ -9,6 +9,8 @@ round goes on with the others; the session fails only if no editor succeeded.
 
 from __future__ import annotations
 
+from typing import Any
+
 from orchestration.flows.base import (
     AgentCall,
     CallShape,
@@ -26,7 +28,7 @@ WRITER, EDITOR, SYNTHESIZER = "writer", "editor", "synthesizer"
 
 
 def review_step(
-    state: dict, reviewers: list[int], round_number: int, *, inputs: tuple[int, ...] = ()
+    state: dict[str, Any], reviewers: list[int], round_number: int, *, inputs: tuple[int, ...] = ()
 ) -> tuple[list[int], Step | None]:
     """The parallel review phase shared by the editorial and roundtable flows.
 

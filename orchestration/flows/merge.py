@@ -77,7 +77,9 @@ def apply_edits(document: str, edits: list[dict[str, str]]) -> tuple[str, list[E
         replace = str(edit.get("replace") or "")
         reason = str(edit.get("reason") or "")
 
-        def report(applied: bool, why_not: str = "", *, _i=index, _f=find, _r=replace, _why=reason) -> None:
+        def report(
+            applied: bool, why_not: str = "", *, _i: int = index, _f: str = find, _r: str = replace, _why: str = reason
+        ) -> None:
             results.append(EditResult(_i, _f, _r, _why, applied, why_not))
 
         if not find.strip():
@@ -120,14 +122,15 @@ def _tagged(text: str, tag: str) -> str | None:
     return match.group(1) if match else None
 
 
-def _json_list(block: str, keys: tuple[str, ...]) -> list | None:
+def _json_list(block: str, keys: tuple[str, ...]) -> list[Any] | None:
     value = try_load(block.strip())
     values = [value] if value is not None else json_candidates(block)
     for value in values:
         if isinstance(value, dict):
             for key in keys:
-                if isinstance(value.get(key), list):
-                    return value[key]
+                found = value.get(key)
+                if isinstance(found, list):
+                    return found
         if isinstance(value, list):
             return value
     return None

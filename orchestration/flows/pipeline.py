@@ -102,7 +102,9 @@ def research_passages(session: WritingSession, k: int) -> tuple[int, ...]:
     return find_passages(retrieval_query(session), k=k, session=session)
 
 
-def find_passages(query: str, *, k: int, session=None, project=None) -> tuple[int, ...]:
+def find_passages(
+    query: str, *, k: int, session: WritingSession | None = None, project: int | None = None
+) -> tuple[int, ...]:
     """Up to `k` passage ids for `query` among one session's references (`session`) or every reference of a
     project's sessions (`project`, a pipeline conversation), best first; when nothing matches, the opening
     passages of the references instead. A read only: the same references give the same passages."""
@@ -203,7 +205,9 @@ class PipelineFlow:
             previous_review = review.turn_id
             round_number += 1
 
-    def _after_review(self, session: WritingSession, config: dict, round_number: int, review_id: int):
+    def _after_review(
+        self, session: WritingSession, config: dict[str, Any], round_number: int, review_id: int
+    ) -> Finished | None:
         """Finished when the pipeline is done after this round's review; None to build again."""
         score, result = Turn.objects.filter(pk=review_id).values_list("overall_score", "result").first() or (None, {})
         applied = (result or {}).get("applied", 0)
@@ -247,11 +251,11 @@ class PipelineFlow:
     def reference_tokens(self, session: WritingSession) -> int:
         """At most what a call reads of the references: ``passages`` passages of at most MAX_CHARS
         characters (for the credit estimate, billing.pricing)."""
-        from orchestration.prompts import estimate_tokens
         from orchestration.retrieval import MAX_CHARS
+        from orchestration.tokens import estimate_tokens
 
         try:
-            passages = clean_config(session.flow_config)["passages"]
+            passages: int = clean_config(session.flow_config)["passages"]
         except ConfigError:
             passages = DEFAULT_CONFIG["passages"]
         return passages * (estimate_tokens("x" * MAX_CHARS) + 16)
@@ -377,7 +381,9 @@ def material(session: WritingSession, call: AgentCall) -> Material:
 # --- parsing the stages' replies (flows.parse_result) ---------------------------------------------
 
 
-def parse_stage(recipe: str, body: str, inputs: tuple[int, ...], passages: tuple[int, ...]) -> tuple[str, dict]:
+def parse_stage(
+    recipe: str, body: str, inputs: tuple[int, ...], passages: tuple[int, ...]
+) -> tuple[str, dict[str, Any]]:
     """(document or "", Turn.result) for a pipeline reply whose evaluation is already split off. Never raises.
 
     research -> ("", {"summary", "findings": [{text, citations}], "sources": [...], "cited", "unknown_citations"})

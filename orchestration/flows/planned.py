@@ -22,11 +22,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestration.flows.base import AgentCall, CallShape, Finished, Output, Recipe, Step, Waiting, agents_by_role
 from orchestration.flows.editorial import validate_roles
 from orchestration.models import Agent, LLMModel, StopReason, Turn, WritingSession
+
+if TYPE_CHECKING:
+    from orchestration.evaluation import Evaluation
 
 PLANNER, WORKER, VERIFIER, ASSEMBLER = "planner", "worker", "verifier", "assembler"
 ROUND = 1
@@ -38,7 +41,7 @@ class ConfigError(ValueError):
     """A planned-flow setting out of range, in words for the builder."""
 
 
-def clean_config(raw: dict | None) -> dict:
+def clean_config(raw: dict[str, Any] | None) -> dict[str, Any]:
     """The planned flow's settings with defaults filled in. Raises ConfigError on a value out of range.
 
     approve_plan (bool): pause after planning until the owner approves; max_repairs (0-3, default 1):
@@ -59,7 +62,7 @@ def clean_config(raw: dict | None) -> dict:
     return config
 
 
-def session_config(session: WritingSession) -> dict:
+def session_config(session: WritingSession) -> dict[str, Any]:
     try:
         return clean_config(session.flow_config)
     except ConfigError:
@@ -94,7 +97,7 @@ def limits_for(session: WritingSession) -> Limits:
 class Slot:
     pk: int
     status: str
-    result: dict
+    result: dict[str, Any]
     model_used: str
     agent_id: int | None
     given_up: bool = False
@@ -138,10 +141,10 @@ def current_plan(slots: dict[str, Slot]) -> Slot | None:
 
 @dataclass
 class TaskState:
-    task: dict
+    task: dict[str, Any]
     status: str = "waiting"  # waiting | ready | running | passed | failed | blocked
     output: int | None = None  # the turn whose output passed
-    tries: list[dict] = field(default_factory=list)  # [{slot, state, notes, model}]
+    tries: list[dict[str, Any]] = field(default_factory=list)  # [{slot, state, notes, model}]
     next_call: str = ""  # "try" or "verify"
     next_slot: str = ""
     all_slots: list[str] = field(default_factory=list)  # every try this task may get, in order
@@ -174,7 +177,9 @@ def _try_state(slots: dict[str, Slot], slot: str) -> tuple[str, str]:
     return "failed", verify.result.get("notes", "") or "The verifier rejected the output."
 
 
-def task_states(tasks: list[dict], slots: dict[str, Slot], config: dict, has_next: bool) -> dict[str, TaskState]:
+def task_states(
+    tasks: list[dict[str, Any]], slots: dict[str, Slot], config: dict[str, Any], has_next: bool
+) -> dict[str, TaskState]:
     """Every task's state in plan order, from the slots alone."""
     states: dict[str, TaskState] = {}
     for task in tasks:
@@ -282,7 +287,14 @@ class PlannedFlow:
 
     # --- calls ---
 
-    def _plan_step(self, session, slots, planner: int, limits: Limits, repair_of: Slot | None = None) -> Step:
+    def _plan_step(
+        self,
+        session: WritingSession,
+        slots: dict[str, Slot],
+        planner: int,
+        limits: Limits,
+        repair_of: Slot | None = None,
+    ) -> Step:
         context: dict[str, Any] = {"max_tasks": limits.max_tasks}
         task = f"Plan at most {limits.max_tasks} tasks."
         slot = "plan"
@@ -298,13 +310,21 @@ class PlannedFlow:
         )
         return Step(round=ROUND, calls=[call], phase="planning")
 
-    def _call(self, state: TaskState, slots, states, candidates, verifier: int, config: dict) -> AgentCall | None:
+    def _call(
+        self,
+        state: TaskState,
+        slots: dict[str, Slot],
+        states: dict[str, TaskState],
+        candidates: list[tuple[int, LLMModel]],
+        verifier: int,
+        config: dict[str, Any],
+    ) -> AgentCall | None:
         from orchestration import model_router
 
         task = state.task
         tid = task["id"]
         brief = _task_text(task)
-        deps = tuple(states[d].output for d in task["depends_on"] if states[d].output)
+        deps = tuple(output for d in task["depends_on"] if (output := states[d].output))
         labels = {states[d].output: f"{d}: {states[d].task['title']}" for d in task["depends_on"] if states[d].output}
         last_try = state.next_slot == state.all_slots[-1]
         if state.next_call == "verify":
@@ -439,19 +459,19 @@ class PlannedFlow:
             calls.append(n)
         return CallShape(calls_per_round=calls, reviewer_roles=(WORKER,), reader_roles=(ASSEMBLER,), max_rounds=ROUND)
 
-    def final_events(self, session: WritingSession) -> list[tuple[str, dict]]:
+    def final_events(self, session: WritingSession) -> list[tuple[str, dict[str, Any]]]:
         """The journal's last entry: the run summary (orchestration/flows/planned.py run_summary)."""
         return [("run_summary", run_summary(session))]
 
 
-def _task_text(task: dict) -> str:
+def _task_text(task: dict[str, Any]) -> str:
     return (
         f"Task {task['id']} ({task['kind']}): {task['title']}\n\n{task['instructions']}\n\n"
         f"Expected output: {task['expected_output']}"
     )
 
 
-def run_summary(session: WritingSession) -> dict:
+def run_summary(session: WritingSession) -> dict[str, Any]:
     """The run's stats from its turns: per task (status, model, tries, seconds, tokens, credits, cost),
     totals, and the critical path (the longest dependency chain by task seconds). Empty before a plan."""
     from orchestration.flows.taskgraph import critical_path
@@ -560,7 +580,9 @@ def parse_verdict(text: str) -> tuple[str, str, str]:
     return "fail", "The verifier's reply had no verdict Atelier could read.", "none"
 
 
-def parse_planned(call: AgentCall, text: str, criteria: list[tuple[str, float]]):
+def parse_planned(
+    call: AgentCall, text: str, criteria: list[tuple[str, float]]
+) -> tuple[str, Evaluation, dict[str, Any]]:
     """(document, evaluation, Turn.result) of a planned call; result["_events"] are journalled. Never raises."""
     from orchestration.evaluation import parse_reply
     from orchestration.flows.structured import strip_blocks
@@ -619,7 +641,7 @@ def parse_planned(call: AgentCall, text: str, criteria: list[tuple[str, float]])
     return document, evaluation, result
 
 
-def summary_markdown(session: WritingSession, summary: dict) -> str:
+def summary_markdown(session: WritingSession, summary: dict[str, Any]) -> str:
     """The run summary as a Markdown export (the report download of a planned session)."""
     lines = [f"# Run summary: {session.title}", ""]
     if not summary:

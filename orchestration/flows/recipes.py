@@ -10,6 +10,7 @@ moderator's decisions can point back at them, on the page and in the convergence
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from orchestration.flows.base import Recipe
 
@@ -322,20 +323,20 @@ def id_prefix(recipe: str) -> str:
     return "E" if recipe == Recipe.SYNTHESIZE else "I"
 
 
-def number_issues(reviews: list[tuple[int, str, list[dict]]], prefix: str) -> list[dict]:
+def number_issues(reviews: list[tuple[int, str, list[dict[str, Any]]]], prefix: str) -> list[dict[str, Any]]:
     """Number the round's issues in review order: [{id, turn_id, reviewer, severity, passage, problem, fix}].
 
     `reviews` is [(turn id, reviewer name, issues)] in the order the reviewers sit in the team; the
     page, the prompts and the report all number with this one function, so E3 means the same everywhere.
     """
-    numbered: list[dict] = []
+    numbered: list[dict[str, Any]] = []
     for turn_id, reviewer, issues in reviews:
         for issue in issues:
             numbered.append({**issue, "id": f"{prefix}{len(numbered) + 1}", "turn_id": turn_id, "reviewer": reviewer})
     return numbered
 
 
-def review_material(comments: str, issues: list[dict]) -> str:
+def review_material(comments: str, issues: list[dict[str, Any]]) -> str:
     """One review as the synthesizer or moderator reads it: the comments, then the numbered issues."""
     lines = [comments.strip()] if comments.strip() else []
     if issues:

@@ -201,8 +201,8 @@ def previous_resolutions(moderation_ids: tuple[int, ...]) -> list[tuple[str, str
     return feedback
 
 
-def _issues_of(turn_ids: list[int]) -> list[dict]:
-    issues: list[dict] = []
+def _issues_of(turn_ids: list[int]) -> list[dict[str, Any]]:
+    issues: list[dict[str, Any]] = []
     for result in Turn.objects.filter(pk__in=turn_ids).values_list("result", flat=True):
         if isinstance(result, dict) and isinstance(result.get("issues"), list):
             issues.extend(result["issues"])
@@ -216,7 +216,7 @@ def moderator_change_percent(moderate_turn_id: int) -> float:
 
 
 def converged(
-    session: WritingSession, round_number: int, review_ids: list[int], moderate_id: int, config: dict
+    session: WritingSession, round_number: int, review_ids: list[int], moderate_id: int, config: dict[str, Any]
 ) -> Finished | None:
     """The first convergence rule that fires for a complete round, or None."""
     if config["stop_when_no_high_issues"]:
@@ -246,8 +246,8 @@ class ReportRound:
     number: int
     counts: dict[str, int]
     change_percent: float | None  # None: the moderator has not finished this round
-    critics: list[dict]  # [{name, turn_id, overall, scores, counts, missing, error}]
-    issues: list[dict]  # numbered, with each resolution attached
+    critics: list[dict[str, Any]]  # [{name, turn_id, overall, scores, counts, missing, error}]
+    issues: list[dict[str, Any]]  # numbered, with each resolution attached
     resolutions_tier: str = ""
 
 
@@ -258,7 +258,7 @@ class ConvergenceReport:
     stop_reason: str = ""
     remaining: dict[str, int] = field(default_factory=dict)  # issues of the last round not fixed, by severity
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "rounds": [
                 {
@@ -357,7 +357,7 @@ def convergence_report(session: WritingSession) -> ConvergenceReport:
     return report
 
 
-def issues_for_inputs(input_ids: list[int], reviews: dict[int, Turn] | None = None) -> list[dict]:
+def issues_for_inputs(input_ids: list[int], reviews: dict[int, Turn] | None = None) -> list[dict[str, Any]]:
     """The numbered issues of the given review turns, in the given order (I1, I2...)."""
     if reviews is None or any(pk not in reviews for pk in input_ids):
         reviews = {t.pk: t for t in Turn.objects.filter(pk__in=input_ids).only("pk", "agent_name", "result")}

@@ -135,7 +135,7 @@ def _norm_id(value: Any) -> str:
     return f"{match.group(1)}{int(match.group(2))}" if match else _clip(value)[:20]
 
 
-def _get(obj: dict, field: str) -> Any:
+def _get(obj: dict[str, Any], field: str) -> Any:
     lowered = {str(k).strip().lower().replace("-", "_"): v for k, v in obj.items()}
     for key in _FIELD_KEYS[field]:
         key = key.replace("-", "_")
@@ -164,7 +164,7 @@ def strip_blocks(text: str, tags: tuple[str, ...] = ("issues", "decisions", "res
 # --- tier 1: JSON ---------------------------------------------------------------------------------
 
 
-def _list_from(value: Any, kind: str) -> list | None:
+def _list_from(value: Any, kind: str) -> list[Any] | None:
     if isinstance(value, list):
         return value if all(isinstance(v, dict) for v in value) else None
     if isinstance(value, dict):
@@ -185,7 +185,7 @@ def _list_from(value: Any, kind: str) -> list | None:
     return None
 
 
-def _item_from_dict(obj: dict, kind: str) -> dict | None:
+def _item_from_dict(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:
     if kind == "issues":
         problem = _clip(_get(obj, "problem"))
         fix = _clip(_get(obj, "fix"))
@@ -263,7 +263,7 @@ def _clean_marker(item: str) -> str:
     return re.sub(r"\*\*|__|`", "", item).strip()
 
 
-def _issue_from_text(item: str, strict: bool) -> dict | None:
+def _issue_from_text(item: str, strict: bool) -> dict[str, Any] | None:
     body = _clean_marker(item)
     labels = _labelled(body)
     severity = severity_of(labels.get("severity")) or severity_of(body[:60])
@@ -299,7 +299,7 @@ def _issue_from_text(item: str, strict: bool) -> dict | None:
     }
 
 
-def _verdict_from_text(item: str, kind: str, strict: bool) -> dict | None:
+def _verdict_from_text(item: str, kind: str, strict: bool) -> dict[str, Any] | None:
     body = _clean_marker(item)
     labels = _labelled(body)
     verdict = _verdict_of(labels.get("verdict")) or _verdict_of(body)
@@ -322,7 +322,7 @@ def _verdict_from_text(item: str, kind: str, strict: bool) -> dict | None:
 # --- entry point --------------------------------------------------------------------------------------
 
 
-def parse_items(text: str, kind: str) -> tuple[list[dict], str]:
+def parse_items(text: str, kind: str) -> tuple[list[dict[str, Any]], str]:
     """(items, tier) for kind in {"issues", "decisions", "resolutions"}. Never raises.
 
     issues:      [{"severity": "high"|"medium"|"low", "passage", "problem", "fix"}]
@@ -336,7 +336,7 @@ def parse_items(text: str, kind: str) -> tuple[list[dict], str]:
         return [], "none"
 
 
-def _parse_items(text: str, kind: str) -> tuple[list[dict], str]:
+def _parse_items(text: str, kind: str) -> tuple[list[dict[str, Any]], str]:
     text = text[-MAX_PARSE_CHARS:]
     block = _block(text, kind)
     source = block if block is not None else text
@@ -376,7 +376,7 @@ def _parse_items(text: str, kind: str) -> tuple[list[dict], str]:
     return [], "none"
 
 
-def severity_counts(issues: list[dict]) -> dict[str, int]:
+def severity_counts(issues: list[dict[str, Any]]) -> dict[str, int]:
     counts = dict.fromkeys(SEVERITIES, 0)
     for issue in issues:
         severity = issue.get("severity") if isinstance(issue, dict) else None

@@ -60,7 +60,7 @@ def _extract(text: str) -> Any:
     return None
 
 
-def _pydantic_errors(error: ValidationError, raw: dict) -> list[str]:
+def _pydantic_errors(error: ValidationError, raw: dict[str, Any]) -> list[str]:
     messages = []
     for item in error.errors()[:12]:
         loc = list(item["loc"])
@@ -81,7 +81,7 @@ def _pydantic_errors(error: ValidationError, raw: dict) -> list[str]:
     return messages
 
 
-def find_cycle(tasks: list[dict]) -> list[str]:
+def find_cycle(tasks: list[dict[str, Any]]) -> list[str]:
     """One cycle of the graph as [a, b, ..., a], or [] when it has none (depth-first search)."""
     deps = {t["id"]: list(t["depends_on"]) for t in tasks}
     colour: dict[str, int] = {}
@@ -109,7 +109,7 @@ def find_cycle(tasks: list[dict]) -> list[str]:
     return []
 
 
-def graph_errors(tasks: list[dict], *, max_tasks: int) -> list[str]:
+def graph_errors(tasks: list[dict[str, Any]], *, max_tasks: int) -> list[str]:
     """What is wrong with a schema-valid task list as a graph, in sentences for the planner."""
     if not tasks:
         return ["The plan has no tasks: list at least one."]
@@ -134,7 +134,7 @@ def graph_errors(tasks: list[dict], *, max_tasks: int) -> list[str]:
     return errors
 
 
-def parse_plan(text: str, *, max_tasks: int) -> dict:
+def parse_plan(text: str, *, max_tasks: int) -> dict[str, Any]:
     """Turn.result of a plan call: {"tasks": [...], "waves": [[ids]], "errors": [...], "valid": bool, "tier"}.
 
     tier: "json" (a graph was found and parsed), "none" (no JSON task list in the reply). Never raises.
@@ -161,7 +161,7 @@ def parse_plan(text: str, *, max_tasks: int) -> dict:
     return {"tasks": tasks, "waves": waves, "valid": not errors, "tier": "json", "errors": errors}
 
 
-def topological_waves(tasks: list[dict]) -> list[list[str]]:
+def topological_waves(tasks: list[dict[str, Any]]) -> list[list[str]]:
     """Levels of a valid DAG: wave 0 has no dependencies, wave k depends only on earlier waves (plan order kept)."""
     level: dict[str, int] = {}
     remaining = list(tasks)
@@ -181,7 +181,7 @@ def topological_waves(tasks: list[dict]) -> list[list[str]]:
     return waves
 
 
-def critical_path(tasks: list[dict], seconds: dict[str, float]) -> tuple[float, list[str]]:
+def critical_path(tasks: list[dict[str, Any]], seconds: dict[str, float]) -> tuple[float, list[str]]:
     """(length in seconds, task ids) of the longest dependency chain, weighing each task by `seconds`
     (ties: the chain with more tasks)."""
     best: dict[str, tuple[float, list[str]]] = {}

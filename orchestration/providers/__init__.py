@@ -14,7 +14,7 @@ import threading
 from django.conf import settings
 from django.utils.module_loading import import_string
 
-from orchestration.provider_table import DEMO, KNOWN_PROVIDERS, PROVIDER_LABELS, provider_spec
+from orchestration.provider_table import DEMO, KNOWN_PROVIDERS, provider_spec
 from orchestration.providers.base import (
     BaseAdapter,
     ModelRequest,
@@ -83,7 +83,8 @@ def provider_available(provider: str) -> tuple[bool, str]:
     ok, _operator_reason = provider_configured(provider)
     if ok:
         return True, ""
-    name = PROVIDER_LABELS.get(provider, "This provider")
+    spec = provider_spec(provider)
+    name = spec.label if spec else "This provider"
     return False, f"{name} is not connected on this server, so its models cannot run. Choose another model."
 
 

@@ -12,11 +12,9 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
-# Names shown to users and the environment variables that configure each provider: views of the one
-# provider table (orchestration/provider_table.py), re-exported for the adapters and error messages.
-from orchestration.provider_table import BASE_URL_ENV_VARS as BASE_URL_ENV_VARS
-from orchestration.provider_table import KEY_ENV_VARS as KEY_ENV_VARS
+# Re-exported for the engine's failure messages; everything else asks the provider table itself.
 from orchestration.provider_table import PROVIDER_LABELS as PROVIDER_LABELS
+from orchestration.provider_table import provider_label
 
 # Re-exported: the adapters (and tests) reach the one estimate through this module.
 from orchestration.tokens import estimate_tokens as estimate_tokens
@@ -209,7 +207,7 @@ class BaseAdapter:
 
     @property
     def display_name(self) -> str:
-        return PROVIDER_LABELS.get(self.provider, self.provider)
+        return provider_label(self.provider)
 
     def stream(self, request: ModelRequest) -> AsyncGenerator[StreamEvent, None]:
         """The reply as it arrives: TextDelta / ReasoningDelta events, then exactly one StreamEnd

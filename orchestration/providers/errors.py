@@ -15,7 +15,8 @@ import anthropic
 import httpx2
 import openai
 
-from orchestration.providers.base import BASE_URL_ENV_VARS, KEY_ENV_VARS, PROVIDER_LABELS, ProviderError, redact
+from orchestration.provider_table import provider_label, provider_spec
+from orchestration.providers.base import ProviderError, redact
 
 STATUS_ERRORS = (anthropic.APIStatusError, openai.APIStatusError)
 TIMEOUT_ERRORS = (anthropic.APITimeoutError, openai.APITimeoutError, httpx2.TimeoutException)
@@ -101,8 +102,9 @@ def context_overflow(*, code: str, message: str) -> tuple[int | None, int | None
 
 
 def from_status(*, provider: str, status: int, headers: Any, body: object, api_key: str | None) -> ProviderError:
-    name = PROVIDER_LABELS.get(provider, provider)
-    env_var = KEY_ENV_VARS.get(provider, "the API key setting")
+    name = provider_label(provider)
+    spec = provider_spec(provider)
+    env_var = (spec and spec.key_env) or "the API key setting"
     # Users read these messages (stop details, turn cards): they say what happened in words a user can act
     # on; the setting to fix is operator detail, logged here and shown to staff by `check_providers`.
     operator_action = "the site's operator needs to fix it"
@@ -136,7 +138,7 @@ def from_status(*, provider: str, status: int, headers: Any, body: object, api_k
         logger.warning("%s refused the API key for this model (403): check %s and the model's access", name, env_var)
         return err("auth", f"The {name} API key on this server may not use this model (403); {operator_action}.", False)
     if status == 404:
-        base_url_var = BASE_URL_ENV_VARS.get(provider, "the base URL")
+        base_url_var = _base_url_env(provider)
         logger.warning("%s answered 404: check the model id and %s", name, base_url_var)
         hint = " The model id or this server's connection to it is wrong; choose another model or tell the operator."
         return err("bad_request", f"{name} did not find the model or endpoint (404).{hint} {detail}".strip(), False)
@@ -157,9 +159,15 @@ def from_status(*, provider: str, status: int, headers: Any, body: object, api_k
     return err("server", f"{name} reported an error mid-stream: {detail or err_type or 'unknown error'}", True)
 
 
+def _base_url_env(provider: str) -> str:
+    """The environment variable that sets `provider`'s base URL, for operators' messages."""
+    spec = provider_spec(provider)
+    return (spec and spec.base_url_env) or "the base URL"
+
+
 def map_exception(exc: BaseException, *, provider: str, api_key: str | None, started: bool) -> ProviderError:
     """Classify any exception raised while calling a provider. `started`: the response had begun."""
-    name = PROVIDER_LABELS.get(provider, provider)
+    name = provider_label(provider)
     if isinstance(exc, ProviderError):
         return exc
     if isinstance(exc, STATUS_ERRORS):
@@ -177,7 +185,7 @@ def map_exception(exc: BaseException, *, provider: str, api_key: str | None, sta
                 f"The connection to {name} broke mid-reply.", kind="stream_broken", retryable=True, provider=provider
             )
         return ProviderError(
-            f"Could not connect to {name}. Check the network and {BASE_URL_ENV_VARS.get(provider, 'the base URL')}.",
+            f"Could not connect to {name}. Check the network and {_base_url_env(provider)}.",
             kind="connection",
             retryable=True,
             provider=provider,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from django import template
+from django.template.context import Context
 from django.utils.safestring import SafeString
+from django_htmx.middleware import HtmxDetails
 
 from orchestration import documents
 from orchestration.models import Status, WritingSession
@@ -59,13 +61,14 @@ def current_document(session: WritingSession) -> str:
 
 
 @register.simple_tag(takes_context=True)
-def panel_return_url(context) -> str:
+def panel_return_url(context: Context) -> str:
     """Where the panel's forms return to: the page showing the panel, also when the live page refreshed
     the panel over htmx from the document page (then the browser's URL is in HX-Current-URL)."""
     request = context.get("request")
     if request is None:
         return ""
-    htmx = getattr(request, "htmx", None)
+    htmx: HtmxDetails | None = getattr(request, "htmx", None)
     if htmx and htmx.current_url_abs_path:
         return htmx.current_url_abs_path
-    return request.get_full_path()
+    path: str = request.get_full_path()
+    return path

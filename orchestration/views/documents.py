@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import wraps
+from typing import Any
 
 from django import forms
 from django.contrib import messages
@@ -32,7 +33,7 @@ def _with_session(view: Callable[..., HttpResponse]) -> Callable[..., HttpRespon
     """Resolve the owner's session before anything else, so another user's id is a 404 for every method."""
 
     @wraps(view)
-    def wrapper(request: AuthenticatedHttpRequest, pk: int, *args, **kwargs) -> HttpResponse:
+    def wrapper(request: AuthenticatedHttpRequest, pk: int, *args: Any, **kwargs: Any) -> HttpResponse:
         if request.method in ("GET", "HEAD"):
             # Reading is also open to staff (the read-only live page refreshes this panel); writing never.
             session, request.atelier_read_only = _get_session_for_viewer(request, pk)
@@ -66,11 +67,11 @@ class DiffForm(forms.Form):
     b = forms.IntegerField(min_value=1, max_value=MAX_VERSION_NUMBER, label="To version")
     mode = forms.ChoiceField(choices=[("inline", "Inline"), ("side", "Side by side")], required=False, initial="inline")
 
-    def __init__(self, *args, session: WritingSession, **kwargs) -> None:
+    def __init__(self, *args: Any, session: WritingSession, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.session = session
 
-    def clean(self) -> dict:
+    def clean(self) -> dict[str, Any]:
         super().clean()
         data = self.cleaned_data  # what Form.clean() returns (django-stubs allows None)
         if self.errors:
@@ -108,7 +109,7 @@ class HumanEditForm(forms.Form):
     )
 
 
-def _panel_context(session: WritingSession, **extra) -> dict:
+def _panel_context(session: WritingSession, **extra: Any) -> dict[str, Any]:
     context = {"session": session, "versions": documents.versions_for_panel(session)}
     context.update(extra)
     return context
@@ -136,7 +137,7 @@ def version_detail(request: AuthenticatedHttpRequest, session: WritingSession, n
 @require_safe
 def version_diff(request: AuthenticatedHttpRequest, session: WritingSession) -> HttpResponse:
     form = DiffForm(request.GET, session=session)
-    context: dict = {"diff_form": form}
+    context: dict[str, Any] = {"diff_form": form}
     if form.is_valid():
         a, b = form.cleaned_data["version_a"], form.cleaned_data["version_b"]
         context["diff"] = {

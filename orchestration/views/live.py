@@ -112,7 +112,7 @@ def session_pause(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_POST
 def session_resume(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
-    def act(session) -> None:
+    def act(session: WritingSession) -> None:
         blocked = live.resume_blocked(session)
         if blocked:  # it would pause again at once: say so instead of flipping the buttons back
             raise services.ServiceError(f"{blocked} Get more credits on the billing page, then resume.")
@@ -132,7 +132,7 @@ def session_stop(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
 def session_continue(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     form = ContinueForm(request.POST)
 
-    def act(session) -> None:
+    def act(session: WritingSession) -> None:
         if not form.is_valid():
             raise services.ServiceError(
                 f"Continue for a whole number of rounds between 1 and {services.MAX_CONTINUE_ROUNDS}."

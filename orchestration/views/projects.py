@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -107,7 +107,7 @@ def demo_quickstart(request: AuthenticatedHttpRequest) -> HttpResponse:
     return redirect("demo_ready", pk=session.pk)
 
 
-def _demo_context(request: AuthenticatedHttpRequest, session: WritingSession) -> dict:
+def _demo_context(request: AuthenticatedHttpRequest, session: WritingSession) -> dict[str, Any]:
     from billing.pricing import estimate_session_credits
 
     low, high = estimate_session_credits(session)

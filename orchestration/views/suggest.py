@@ -11,7 +11,7 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpResponse
+from django.http import HttpResponse, QueryDict
 from django.shortcuts import redirect, render
 from django.urls import path
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -26,7 +26,9 @@ from orchestration.views.access import _get_session_for_user
 PAGE = "orchestration/team_suggest.html"
 
 
-def _request_form(request: AuthenticatedHttpRequest, session: WritingSession, data=None) -> SuggestRequestForm:
+def _request_form(
+    request: AuthenticatedHttpRequest, session: WritingSession, data: QueryDict | None = None
+) -> SuggestRequestForm:
     planners = ts.planner_options(request.user)
     initial = {"brief": session.brief or session.document[:2000]}
     return SuggestRequestForm(data, initial=initial, planners=planners, default=ts.default_planner(request.user))

@@ -252,5 +252,13 @@ def test_the_pipeline_flow_is_gated_by_plan_and_switching_keeps_the_transcript(
     conversations.send_message(conversation=chat, user=funded_owner, text="Thanks, what else?")
     assert runner.drive(chat.session_id) == "finished"
     assert conversations.transcript(chat)[-1].agent_name == "Triage"
+    pipeline_agent = conversations.team(chat)[0]
+    conversations.switch_flow(conversation=chat, user=funded_owner, flow="pipeline")
+    with pytest.raises(ServiceError, match="four stages"):  # the team page cannot break the pipeline's team
+        conversations.add_specialist(conversation=chat, user=funded_owner, kind="data")
+    reviewer = next(a for a in conversations.team(chat) if a.role == "reviewer")
+    with pytest.raises(ServiceError, match="four stages"):
+        conversations.remove_specialist(conversation=chat, user=funded_owner, agent_id=reviewer.pk)
+    assert pipeline_agent.role == "triage"
     with pytest.raises(ServiceError, match="triage flow or the pipeline flow"):
         conversations.switch_flow(conversation=chat, user=funded_owner, flow="roundtable")

@@ -133,6 +133,8 @@ def url_kwargs(pattern: URLPattern, world: dict) -> dict:
             kwargs[name] = world["session"].pk
         elif name == "pk" and route.startswith("conversations/<int:pk>"):
             kwargs[name] = world["conversation"].pk
+        elif name == "agent_pk" and route.startswith("conversations/"):
+            kwargs[name] = world["conversation"].session.agents.get(role="triage").pk  # the team page's agents
         elif name == "project_pk":
             kwargs[name] = world["project"].pk
         elif name in fillers:

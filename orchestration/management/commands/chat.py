@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -14,6 +15,9 @@ from orchestration.management.commands.run_session import Driver
 from orchestration.management.terminal import EventFollower, TerminalPrinter
 from orchestration.models import FINISHED_STATUSES, Project, SessionEvent, Status, WritingSession
 from orchestration.services import ServiceError, create_project
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 DEFAULT_PROJECT = "Command line"
 RESULT_CHARS = 300  # a tool result is printed up to this many characters
@@ -79,7 +83,7 @@ class Command(BaseCommand):
         parser.add_argument("--preset", default="writing-desk", metavar="SLUG", help="Team of a new conversation.")
         parser.add_argument("--no-stream", action="store_true", help="Print each reply when done, not every token.")
 
-    def handle(self, *args, message: list[str], **options) -> None:
+    def handle(self, *args: Any, message: list[str], **options: Any) -> None:
         user = self._user(options["user"])
         conversation = self._conversation(user, options)
         self.stdout.write(f"Conversation {conversation.pk} {conversation.title!r} ({conversation.project.name}).")
@@ -102,7 +106,7 @@ class Command(BaseCommand):
             )
         )
 
-    def _exchange(self, conversation: Conversation, user, text: str, *, stream: bool) -> None:
+    def _exchange(self, conversation: Conversation, user: User, text: str, *, stream: bool) -> None:
         """Send one message and print its reply until the run behind the conversation ends."""
         follower = EventFollower(
             conversation.session_id, after=WritingSession.objects.get(pk=conversation.session_id).last_seq
@@ -130,13 +134,13 @@ class Command(BaseCommand):
             reason = session.stop_detail or session.get_status_display()
             raise CommandError(f"The reply did not finish: {reason}")
 
-    def _user(self, email: str):
+    def _user(self, email: str) -> User:
         users = list(get_user_model().objects.filter(email__iexact=email.strip())[:2])
         if len(users) != 1:
             raise CommandError(f"No user with email {email!r}." if not users else f"More than one user has {email!r}.")
         return users[0]
 
-    def _conversation(self, user, options: dict) -> Conversation:
+    def _conversation(self, user: User, options: dict[str, Any]) -> Conversation:
         if options["conversation"] is not None:
             try:
                 return conversations.get_conversation(user=user, pk=options["conversation"])

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from decimal import Decimal
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from django.conf import settings
@@ -26,7 +28,7 @@ def safe_url(url: str) -> str:
     return urlunsplit(parts._replace(query="", fragment=""))
 
 
-def _price(value) -> str:
+def _price(value: Decimal | None) -> str:
     return "–" if value is None else f"${value.normalize():f}"
 
 
@@ -45,7 +47,7 @@ class Command(BaseCommand):
             "--live", action="store_true", help="Call each configured provider's model list (no tokens spent)."
         )
 
-    def handle(self, *args, live: bool, **options) -> None:
+    def handle(self, *args: Any, live: bool, **options: Any) -> None:
         providers_config = getattr(settings, "PROVIDERS", {}) or {}
         models_by_provider: dict[str, list[LLMModel]] = {}
         for model in LLMModel.objects.order_by("provider", "sort_order", "display_name"):

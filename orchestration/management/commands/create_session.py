@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -104,7 +104,7 @@ class Command(BaseCommand):
         )
         parser.add_argument("--dry-run", action="store_true", help="Check everything; save nothing.")
 
-    def handle(self, *args, **options) -> None:
+    def handle(self, *args: Any, **options: Any) -> None:
         user = self._user(options["user"])
         preset = self._preset(user, options["preset"])
         model = self._model(options["model"])
@@ -164,7 +164,7 @@ class Command(BaseCommand):
 
     # --- lookups ---------------------------------------------------------------------------------
 
-    def _user(self, email: str):
+    def _user(self, email: str) -> User:
         users = list(get_user_model().objects.filter(email__iexact=email.strip())[:2])
         if not users:
             raise CommandError(f"No user with email {email!r}.")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import transaction
 
@@ -24,7 +26,7 @@ class Command(BaseCommand):
         parser.add_argument("--session", type=int, help="Only this session's references (its id).")
         parser.add_argument("--dry-run", action="store_true", help="Count what would be chunked; change nothing.")
 
-    def handle(self, *args, rebuild: bool, session: int | None, dry_run: bool, **options) -> None:
+    def handle(self, *args: Any, rebuild: bool, session: int | None, dry_run: bool, **options: Any) -> None:
         references = ReferenceDocument.objects.order_by("pk").only("pk", "session_id", "content")
         if session is not None:
             references = references.filter(session_id=session)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ def _number(value: float | None) -> str:
     return "–" if value is None else f"{round(float(value), 1):g}"
 
 
-def format_scores(overall: float | None, scores: dict | None) -> str:
+def format_scores(overall: float | None, scores: dict[str, Any] | None) -> str:
     parts = ", ".join(f"{name} {_number(value)}" for name, value in (scores or {}).items())
     text = f"overall {_number(overall)}"
     return f"{text} ({parts})" if parts else text
@@ -70,7 +70,7 @@ class Driver(threading.Thread):
     time: drive() then returns "busy", and we wait while the worker does the work (we still print it).
     """
 
-    def __init__(self, session_id: int, drive=None) -> None:
+    def __init__(self, session_id: int, drive: Callable[[int], str] | None = None) -> None:
         super().__init__(name=f"run-session-{session_id}", daemon=True)
         self.session_id = session_id
         self.drive = drive or engine.drive  # a conversation's run has its own driver (conversations.runner)
@@ -105,7 +105,7 @@ class EventPrinter(TerminalPrinter):
         super().__init__(command, stream=stream)
         self.labels: dict[int | None, str] = {}  # by turn id
         self.last_status = ""
-        self.last_phase: tuple[int, str] | None = None  # (round, phase) announced last
+        self.last_phase: tuple[int | None, str] | None = None  # (round, phase) announced last
 
     def label(self, turn_id: int | None) -> str:
         if turn_id is None:
@@ -163,7 +163,7 @@ class EventPrinter(TerminalPrinter):
         elif kind == "human":
             self.line(f"[Session] Human intervention{': ' + payload['note'] if payload.get('note') else ''}")
 
-    def planned_event(self, kind: str, payload: dict) -> None:
+    def planned_event(self, kind: str, payload: dict[str, Any]) -> None:
         """The planned flow's journal: the plan's waves, routing decisions, verdicts, repairs, the summary."""
         task = payload.get("task", "")
         if kind == "plan":
@@ -201,7 +201,7 @@ class EventPrinter(TerminalPrinter):
                     f"{row['input_tokens']}/{row['output_tokens']} tokens, {row['credits']} credit(s)"
                 )
 
-    def announce_phase(self, round_number, phase: str) -> None:
+    def announce_phase(self, round_number: int | None, phase: str) -> None:
         """Parallel flows: say when the round moves to its next phase (writing, reviewing, synthesizing...)."""
         if not phase or self.last_phase == (round_number, phase):
             return
@@ -244,7 +244,9 @@ class Command(BaseCommand):
             help="A planned run waiting for approval: approve its plan and run the tasks.",
         )
 
-    def handle(self, *args, session_id: int, output: str | None, no_stream: bool, rounds: int | None, **options):
+    def handle(
+        self, *args: Any, session_id: int, output: str | None, no_stream: bool, rounds: int | None, **options: Any
+    ) -> None:
         session = WritingSession.objects.select_related("project__owner").filter(pk=session_id).first()
         if session is None:
             raise CommandError(f"No session with id {session_id}.")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import transaction
 
@@ -53,7 +55,7 @@ class Command(BaseCommand):
         )
         parser.add_argument("--dry-run", action="store_true", help="List what would change; save nothing.")
 
-    def handle(self, *args, update_prices: bool, dry_run: bool, **options) -> None:
+    def handle(self, *args: Any, update_prices: bool, dry_run: bool, **options: Any) -> None:
         changes = planned_changes(update_existing=update_prices)
         for ref, action, fields in changes:
             detail = f" ({', '.join(fields)})" if fields else ""
