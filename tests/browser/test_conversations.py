@@ -12,7 +12,7 @@ import re
 import pytest
 
 from tests.conftest import make_user
-from tests.live import LiveApp, start_web, start_worker
+from tests.live import start_app
 
 PASSWORD = "correct horse battery staple"
 EMAIL = "chatter@example.com"
@@ -25,12 +25,7 @@ STREAM_JS = """() => {
 @pytest.fixture
 def live_app(transactional_db):
     """Daphne and a worker whose Demo model writes slowly (~8 tokens a second): a reply lasts several seconds."""
-    from orchestration.catalogue import seed_catalogue
-
-    seed_catalogue()
-    worker = start_worker(DEMO_TOKENS_PER_SECOND="8")
-    web, url = start_web()
-    app = LiveApp(url=url, web=web, worker=worker)
+    app = start_app(DEMO_TOKENS_PER_SECOND="8")
     yield app
     app.stop()
 

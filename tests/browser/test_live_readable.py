@@ -19,7 +19,7 @@ import pytest
 from django.conf import settings
 
 from tests.conftest import make_user
-from tests.live import LiveApp, start_web, start_worker
+from tests.live import start_app
 
 SCREENSHOTS = Path(settings.BASE_DIR) / "docs" / "screenshots"
 PASSWORD = "correct horse battery staple"
@@ -39,14 +39,7 @@ RAW_EVALUATION = re.compile(r'"scores"|\{\s*"|evaluation>|^\s*\w[\w ]*:\s*\d+(?:
 
 @pytest.fixture
 def live_app(transactional_db):
-    from orchestration.catalogue import seed_catalogue
-    from orchestration.presets import seed_presets
-
-    seed_catalogue()
-    seed_presets()
-    worker = start_worker(DEMO_TOKENS_PER_SECOND="60")
-    web, url = start_web()
-    app = LiveApp(url=url, web=web, worker=worker)
+    app = start_app(DEMO_TOKENS_PER_SECOND="60")
     yield app
     app.stop()
 

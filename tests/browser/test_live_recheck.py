@@ -13,7 +13,7 @@ import re
 import pytest
 
 from tests.conftest import make_user
-from tests.live import LiveApp, start_web, start_worker, wait_for
+from tests.live import start_app, start_worker, wait_for
 
 PASSWORD = "correct horse battery staple"
 EMAIL = "watcher@example.com"
@@ -21,12 +21,7 @@ EMAIL = "watcher@example.com"
 
 @pytest.fixture
 def live_app(transactional_db):
-    from orchestration.catalogue import seed_catalogue
-
-    seed_catalogue()
-    worker = start_worker(DEMO_TOKENS_PER_SECOND="30")
-    web, url = start_web()
-    app = LiveApp(url=url, web=web, worker=worker)
+    app = start_app(DEMO_TOKENS_PER_SECOND="30")
     yield app
     app.stop()
 

@@ -12,7 +12,7 @@ import pytest
 from django.utils.html import strip_tags
 
 from tests.conftest import make_user
-from tests.live import LiveApp, start_web, start_worker
+from tests.live import start_app
 
 PASSWORD = "correct horse battery staple"
 EMAIL = "writer@example.com"
@@ -33,15 +33,7 @@ STREAMING_CARD_JS = """() => {
 @pytest.fixture
 def live_app(transactional_db):
     """Daphne and a worker whose demo model writes ~40 tokens a second, so one turn lasts a few seconds."""
-    from orchestration.catalogue import seed_catalogue
-    from orchestration.presets import seed_presets
-
-    # Transactional tests flush the database: the shipped catalogue and presets must be put back.
-    seed_catalogue()
-    seed_presets()
-    worker = start_worker(DEMO_TOKENS_PER_SECOND="40")
-    web, url = start_web()
-    app = LiveApp(url=url, web=web, worker=worker)
+    app = start_app(DEMO_TOKENS_PER_SECOND="40")
     yield app
     app.stop()
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import make_user
-from tests.live import LiveApp, start_web, start_worker
+from tests.live import preset_session, start_app
 
 PASSWORD = "correct horse battery staple"
 EMAIL = "critic-watcher@example.com"
@@ -26,14 +26,7 @@ STREAMS_JS = """() => Array.from(
 @pytest.fixture
 def live_app(transactional_db):
     """Daphne and a worker whose demo model writes ~40 tokens a second, so a critique lasts a few seconds."""
-    from orchestration.catalogue import seed_catalogue
-    from orchestration.presets import seed_presets
-
-    seed_catalogue()
-    seed_presets()
-    worker = start_worker(DEMO_TOKENS_PER_SECOND="40")
-    web, url = start_web()
-    app = LiveApp(url=url, web=web, worker=worker)
+    app = start_app(DEMO_TOKENS_PER_SECOND="40")
     yield app
     app.stop()
 
@@ -43,23 +36,14 @@ def squash(text: str) -> str:
 
 
 def roundtable_draft(user):
-    from billing.plans import PRO
-    from billing.services import get_account, grant_credits
-    from orchestration import presets
-    from orchestration.models import Project, TeamPreset, WritingSession
-
-    account = get_account(user)
-    account.plan = PRO
-    account.save(update_fields=["plan"])
-    grant_credits(user=user, amount=100_000, key="test:credits", description="test credits")
-    session = WritingSession.objects.create(
-        project=Project.objects.create(owner=user, name="Specs"),
+    return preset_session(
+        user,
+        "product-roundtable",
+        project="Specs",
         title="Checkout redesign",
         brief="A one-page spec for a faster checkout.",
         document="# Checkout redesign\n\nWe will cut checkout to one page. Payment stays as it is.\n",
     )
-    presets.apply_preset(session=session, preset=TeamPreset.objects.get(owner=None, slug="product-roundtable"))
-    return session
 
 
 def test_three_critics_stream_side_by_side_survive_a_reload_and_the_report_exports(live_app, page, login):

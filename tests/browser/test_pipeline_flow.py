@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import make_user
-from tests.live import LiveApp, start_web, start_worker
+from tests.live import preset_session, start_app
 
 PASSWORD = "correct horse battery staple"
 EMAIL = "pipeline-watcher@example.com"
@@ -35,36 +35,20 @@ Watering young street trees for their first three years is the largest cost for 
 @pytest.fixture
 def live_app(transactional_db):
     """Daphne and a worker whose demo model writes ~60 tokens a second, so each stage lasts a few seconds."""
-    from orchestration.catalogue import seed_catalogue
-    from orchestration.presets import seed_presets
-
-    seed_catalogue()
-    seed_presets()
-    worker = start_worker(DEMO_TOKENS_PER_SECOND="60")
-    web, url = start_web()
-    app = LiveApp(url=url, web=web, worker=worker)
+    app = start_app(DEMO_TOKENS_PER_SECOND="60")
     yield app
     app.stop()
 
 
 def pipeline_draft(user):
-    from billing.plans import PRO
-    from billing.services import get_account, grant_credits
-    from orchestration import presets, services
-    from orchestration.models import Project, TeamPreset, WritingSession
-
-    account = get_account(user)
-    account.plan = PRO
-    account.save(update_fields=["plan"])
-    grant_credits(user=user, amount=100_000, key="test:credits", description="test credits")
-    session = WritingSession.objects.create(
-        project=Project.objects.create(owner=user, name="Trees"),
+    return preset_session(
+        user,
+        "researched-article",
+        project="Trees",
         title="Why cities need street trees",
         brief="An article on why cities need street trees: shade, storm water and what they cost.",
+        references=[("Tree notes", NOTES, "trees.md")],
     )
-    presets.apply_preset(session=session, preset=TeamPreset.objects.get(owner=None, slug="researched-article"))
-    services.add_references(session=session, user=user, items=[("Tree notes", NOTES, "trees.md")])
-    return session
 
 
 def test_the_pipeline_shows_its_stages_live_and_citations_open_their_passages(live_app, page, login):

@@ -11,6 +11,7 @@ import re
 
 from tests.browser.test_parallel_flows import live_app  # noqa: F401 - the daphne + worker fixture
 from tests.conftest import make_user
+from tests.live import preset_session
 
 PASSWORD = "correct horse battery staple"
 EMAIL = "planner-watcher@example.com"
@@ -21,21 +22,15 @@ STREAMS_JS = """() => Array.from(
 
 
 def planned_draft(user):
-    from billing.plans import PRO
-    from billing.services import get_account, grant_credits
-    from orchestration import presets
-    from orchestration.models import Project, TeamPreset, WritingSession
+    from orchestration.models import WritingSession
 
-    account = get_account(user)
-    account.plan = PRO
-    account.save(update_fields=["plan"])
-    grant_credits(user=user, amount=100_000, key="test:credits", description="test credits")
-    session = WritingSession.objects.create(
-        project=Project.objects.create(owner=user, name="Reports"),
+    session = preset_session(
+        user,
+        "planned-report",
+        project="Reports",
         title="Street trees report",
         brief="Write a short report arguing that cities should plant more street trees.",
     )
-    presets.apply_preset(session=session, preset=TeamPreset.objects.get(owner=None, slug="planned-report"))
     WritingSession.objects.filter(pk=session.pk).update(flow_config={**session.flow_config, "approve_plan": True})
     return session
 

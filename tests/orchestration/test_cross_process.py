@@ -11,13 +11,11 @@ import urllib.request
 from collections import Counter
 
 import pytest
-from django.db.models import Sum
 
-from billing.models import CreditEntry
 from billing.services import get_balance
 from orchestration import services
 from orchestration.models import LLMModel, SessionEvent, Status, Turn, WritingSession
-from tests.live import LiveApp, start_web, start_worker, wait_for
+from tests.live import assert_each_charge_once, preset_session, start_app, start_worker, wait_for
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
@@ -60,9 +58,7 @@ async def _collect_ws(url: str, cookie: str, session_id: int, until, timeout: fl
 
 @pytest.fixture
 def app(transactional_db):
-    worker = start_worker(DEMO_TOKENS_PER_SECOND="400", ENGINE_LEASE_SECONDS="5")
-    web, url = start_web()
-    live = LiveApp(url=url, web=web, worker=worker)
+    live = start_app(DEMO_TOKENS_PER_SECOND="400", ENGINE_LEASE_SECONDS="5")
     yield live
     live.stop()
 
@@ -135,36 +131,21 @@ def test_worker_killed_mid_turn_the_session_resumes_by_itself_without_double_sav
     interrupted = [t for t in turns if t.status == Turn.TurnStatus.INCOMPLETE]
     assert len(interrupted) == 1 and interrupted[0].credits == 0
     assert "stopped responding" in interrupted[0].error  # the real cause, not a provider error
-    charged = sum(t.credits for t in turns)
-    assert session.credits_used == charged
-    assert get_balance(owner) == balance_before - charged
-    keys = list(CreditEntry.objects.filter(user=owner).values_list("idempotency_key", flat=True))
-    assert len(keys) == len(set(keys))
-    ledger_total = CreditEntry.objects.filter(user=owner).aggregate(total=Sum("amount"))["total"]
-    assert ledger_total == get_balance(owner)
+    assert_each_charge_once(owner, session, balance_before=balance_before)
 
 
 def test_worker_killed_mid_parallel_round_resumes_with_no_duplicated_or_lost_turn(app, owner):
     """Issue 10: SIGKILL while three critics stream; the round resumes, each slot completes exactly once."""
-    from billing.plans import PRO
-    from billing.services import get_account, grant_credits
-    from orchestration import presets
-    from orchestration.catalogue import seed_catalogue
-    from orchestration.models import Project, StopReason, TeamPreset
+    from orchestration.models import StopReason
 
-    seed_catalogue()
-    presets.seed_presets()
-    account = get_account(owner)
-    account.plan = PRO
-    account.save(update_fields=["plan"])
-    grant_credits(user=owner, amount=100_000, key="test:credits", description="test credits")
-    session = WritingSession.objects.create(
-        project=Project.objects.create(owner=owner, name="Specs"),
+    session = preset_session(
+        owner,
+        "product-roundtable",
+        project="Specs",
         title="Checkout",
         brief="A one-page spec for a faster checkout.",
         document="# Checkout\n\nOne page. Payment stays as it is.\n",
     )
-    presets.apply_preset(session=session, preset=TeamPreset.objects.get(owner=None, slug="product-roundtable"))
     balance_before = get_balance(owner)
     app.worker.stop()
     app.worker = start_worker(DEMO_TOKENS_PER_SECOND="25")
@@ -193,32 +174,20 @@ def test_worker_killed_mid_parallel_round_resumes_with_no_duplicated_or_lost_tur
         s for r, s in completed if r == 1 and s != "moderate"
     }
     assert all(t.credits == 0 for t in interrupted)
-    charged = sum(t.credits for t in turns)
-    assert session.credits_used == charged and get_balance(owner) == balance_before - charged
-    keys = list(CreditEntry.objects.filter(user=owner).values_list("idempotency_key", flat=True))
-    assert len(keys) == len(set(keys))
+    assert_each_charge_once(owner, session, balance_before=balance_before)
 
 
 def test_worker_killed_mid_wave_of_a_planned_run_resumes_without_repeating_finished_tasks(app, owner):
     """Issue 11: SIGKILL while wave 2's tasks stream; finished tasks are neither re-run nor re-paid."""
-    from billing.plans import PRO
-    from billing.services import get_account, grant_credits
-    from orchestration import presets
-    from orchestration.catalogue import seed_catalogue
-    from orchestration.models import Project, StopReason, TeamPreset
+    from orchestration.models import StopReason
 
-    seed_catalogue()
-    presets.seed_presets()
-    account = get_account(owner)
-    account.plan = PRO
-    account.save(update_fields=["plan"])
-    grant_credits(user=owner, amount=100_000, key="test:credits", description="test credits")
-    session = WritingSession.objects.create(
-        project=Project.objects.create(owner=owner, name="Reports"),
+    session = preset_session(
+        owner,
+        "planned-report",
+        project="Reports",
         title="Street trees",
         brief="Write a short report arguing that cities should plant more street trees.",
     )
-    presets.apply_preset(session=session, preset=TeamPreset.objects.get(owner=None, slug="planned-report"))
     balance_before = get_balance(owner)
     app.worker.stop()
     app.worker = start_worker(DEMO_TOKENS_PER_SECOND="25")
@@ -249,7 +218,4 @@ def test_worker_killed_mid_wave_of_a_planned_run_resumes_without_repeating_finis
     interrupted = [t for t in turns if t.status == Turn.TurnStatus.INCOMPLETE]
     assert interrupted and all(t.slot.startswith("task:") and t.credits == 0 for t in interrupted)
     assert all(completed[t.slot] == 1 for t in interrupted)  # each interrupted task completed on the rerun
-    charged = sum(t.credits for t in turns)
-    assert session.credits_used == charged and get_balance(owner) == balance_before - charged
-    keys = list(CreditEntry.objects.filter(user=owner).values_list("idempotency_key", flat=True))
-    assert len(keys) == len(set(keys))
+    assert_each_charge_once(owner, session, balance_before=balance_before)

@@ -6,13 +6,11 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-from django.db.models import Sum
 
-from billing.models import CreditEntry
 from billing.services import get_balance
 from orchestration import services
 from orchestration.models import SessionEvent, Status, Turn, WritingSession
-from tests.live import LiveApp, start_web, start_worker, wait_for
+from tests.live import assert_each_charge_once, preset_session, start_app, start_worker, wait_for
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
@@ -28,33 +26,20 @@ Roots and crowns slow storm water, so drains in cities overflow less often.
 
 @pytest.fixture
 def app(transactional_db):
-    worker = start_worker(DEMO_TOKENS_PER_SECOND="400", ENGINE_LEASE_SECONDS="5")
-    web, url = start_web()
-    live = LiveApp(url=url, web=web, worker=worker)
+    live = start_app(DEMO_TOKENS_PER_SECOND="400", ENGINE_LEASE_SECONDS="5")
     yield live
     live.stop()
 
 
 def test_worker_killed_mid_build_resumes_without_repeating_research_or_plan(app, owner):
-    from billing.plans import PRO
-    from billing.services import get_account, grant_credits
-    from orchestration import presets
-    from orchestration.catalogue import seed_catalogue
-    from orchestration.models import Project, TeamPreset
-
-    seed_catalogue()
-    presets.seed_presets()
-    account = get_account(owner)
-    account.plan = PRO
-    account.save(update_fields=["plan"])
-    grant_credits(user=owner, amount=100_000, key="test:credits", description="test credits")
-    session = WritingSession.objects.create(
-        project=Project.objects.create(owner=owner, name="Trees"),
+    session = preset_session(
+        owner,
+        "researched-article",
+        project="Trees",
         title="Why cities need trees",
         brief="An article on why cities need street trees for shade and storm water.",
+        references=[("Notes", NOTES, "notes.md")],
     )
-    presets.apply_preset(session=session, preset=TeamPreset.objects.get(owner=None, slug="researched-article"))
-    services.add_references(session=session, user=owner, items=[("Notes", NOTES, "notes.md")])
     balance_before = get_balance(owner)
     app.worker.stop()
     app.worker = start_worker(DEMO_TOKENS_PER_SECOND="25")
@@ -79,8 +64,4 @@ def test_worker_killed_mid_build_resumes_without_repeating_research_or_plan(app,
     interrupted = [t for t in turns if t.status == Turn.TurnStatus.INCOMPLETE]
     assert [(t.round, t.slot) for t in interrupted] == [(1, "build")]
     assert all(t.credits == 0 for t in interrupted)
-    charged = sum(t.credits for t in turns)
-    assert session.credits_used == charged and get_balance(owner) == balance_before - charged
-    keys = list(CreditEntry.objects.filter(user=owner).values_list("idempotency_key", flat=True))
-    assert len(keys) == len(set(keys))
-    assert CreditEntry.objects.filter(user=owner).aggregate(total=Sum("amount"))["total"] == get_balance(owner)
+    assert_each_charge_once(owner, session, balance_before=balance_before)
