@@ -98,7 +98,8 @@ PRESET_FOR_FLOW = {"triage": WRITING_DESK["slug"], "pipeline": PIPELINE_DESK["sl
 def preset_agents(preset: dict[str, Any]) -> list[dict[str, Any]]:
     """The agents of a conversation preset: [{name, role, prompt, temperature?, criteria?, description}]."""
     agents = preset["agents"]
-    return agents() if callable(agents) else agents
+    found: list[dict[str, Any]] = agents() if callable(agents) else agents
+    return found
 
 
 DATA_PROMPT = """You are the data specialist of a writing desk.
