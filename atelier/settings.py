@@ -334,6 +334,9 @@ PROVIDER_MAX_RETRIES = env_int("PROVIDER_MAX_RETRIES", 4, minimum=0, maximum=10)
 # A rate-limited call is retried until this many seconds of waiting (honouring Retry-After) have been spent.
 PROVIDER_RATE_LIMIT_WINDOW_SECONDS = env_float("PROVIDER_RATE_LIMIT_WINDOW_SECONDS", 60.0, minimum=0.0)
 DEMO_TOKENS_PER_SECOND = env_float("DEMO_TOKENS_PER_SECOND", 60.0, minimum=0.0)  # 0 = instant
+# Conversations (docs/conversations.md "Context"): the model that writes the rolling summary of exchanges cut
+# to fit a context window, as "provider:model_id" of an enabled catalogue model; empty = the triage agent's.
+CONVERSATION_SUMMARY_MODEL = env_str("CONVERSATION_SUMMARY_MODEL", "")
 
 # Public API event streams (api/routes/streams.py, docs/api.md "Streaming"): a ": ping" comment after
 # this long without an event (proxies close idle connections; a stream's slot expires after three), and

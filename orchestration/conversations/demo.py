@@ -181,9 +181,32 @@ def _specialist(request: ModelRequest, writer: str, results: list[dict], handed:
     return f"{LABEL} {request.metadata.get('agent_name')} here. You wrote: “{writer[:200]}”.", []
 
 
+def _first_sentence(text: str, limit: int = 120) -> str:
+    sentence = re.split(r"(?<=[.!?])\s", " ".join(text.split()), maxsplit=1)[0]
+    return sentence if len(sentence) <= limit else sentence[: limit - 1].rstrip() + "…"
+
+
+def summary_reply(text: str) -> str:
+    """An honest offline summary: no understanding, just the first sentence of each message it was given
+    (the earlier summary's lines are kept), labelled as the Demo's."""
+    lines: list[str] = []
+    previous = re.search(r"Summary so far \(messages 1–\d+\):\n(.*?)\n\nNew messages", text, re.S)
+    if previous:
+        lines += [line for line in previous.group(1).splitlines() if line.startswith("- ")]
+    for number, who, content in re.findall(r"^(\d+)\. (Writer|Desk): (.*)$", text, re.M):
+        if who == "Writer":
+            lines.append(f"- {number}. The writer said: “{_first_sentence(content.removeprefix(LABEL).strip())}”")
+        else:
+            lines.append(f"- {number}. The desk replied: “{_first_sentence(content.replace(LABEL, '').strip())}”")
+    head = "Demo summary (offline, not a language model): the first sentence of each earlier message."
+    return head + "\n" + "\n".join(lines[-24:])
+
+
 def conversation_reply(request: ModelRequest) -> tuple[str, list[ToolCall]]:
     """(text, tool calls) for a conversation request (ModelRequest.metadata["recipe"] == "conversation")."""
     messages = request.messages or [{"role": "user", "content": request.user}]
+    if request.metadata.get("purpose") == "summary":
+        return summary_reply(str(messages[-1].get("content") or "")), []
     writer = _writer_text(messages)
     if request.metadata.get("purpose") == "consult":
         question = str(messages[-1].get("content") or "").split("\n\n")[0]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from orchestration.conversations import tools as conversation_tools
 from orchestration.conversations.models import Conversation, Message, MessageRole, MessageStatus
@@ -22,6 +23,7 @@ from orchestration.providers.base import estimate_tokens
 MAX_TOOL_CALLS = 8  # information and agent-as-tool calls per user message; then the agent must answer
 MAX_CALLS = 16  # model calls per user message, whatever happens (a last guard against loops)
 CONTEXT_SPARE_TOKENS = 256
+SUMMARY_MAX_TOKENS = 400  # the rolling summary's reply limit (it replaces the summarised messages)
 HANDOFF_LINE = re.compile(r"^\s*HANDOFF\s*:\s*(?P<target>[^|\n—–-]+?)\s*(?:[|—–-]+\s*(?P<reason>.*))?$", re.I)
 
 
@@ -30,7 +32,8 @@ class Call:
     """One model call of the current reply.
 
     purpose "reply": `agent_id` holds the conversation and answers (or hands off / calls tools);
-    purpose "consult": `agent_id` answers the agent-as-tool question in message `message_id`.
+    purpose "consult": `agent_id` answers the agent-as-tool question in message `message_id`;
+    purpose "summary": `agent_id` (triage) writes the rolling summary through exchange `summary_through`.
     """
 
     agent_id: int
@@ -39,6 +42,7 @@ class Call:
     handoffs_left: int
     tool_calls_left: int
     message_id: int | None = None
+    summary_through: int = 0
 
     @property
     def slot(self) -> str:
@@ -63,8 +67,16 @@ class Exchange:
     tool_calls: int = 0
 
 
-def read_exchange(conversation: Conversation, triage_id: int) -> Exchange:
-    messages = list(conversation.messages.filter(superseded=False).order_by("position"))
+def visible_messages(conversation: Conversation) -> list[Message]:
+    """The conversation's messages that count (not superseded), in transcript order: one query, shared by
+    the policy and the prompt of a call (the runner reads them once per call)."""
+    return list(conversation.messages.filter(superseded=False).order_by("position"))
+
+
+def read_exchange(conversation: Conversation, triage_id: int, messages: list[Message] | None = None) -> Exchange:
+    """The current exchange's state. `messages`: visible_messages(conversation), read here when None."""
+    if messages is None:
+        messages = visible_messages(conversation)
     users = [m for m in messages if m.role == MessageRole.USER]
     if not users:
         return Exchange(number=0, user_message=None)
@@ -84,12 +96,15 @@ def read_exchange(conversation: Conversation, triage_id: int) -> Exchange:
     return state
 
 
-def next_move(conversation: Conversation, agents: list[Agent], calls_so_far: int) -> Call | Done:
-    """The next call of the current reply, or Done when it is complete (or must end)."""
+def next_move(
+    conversation: Conversation, agents: list[Agent], calls_so_far: int, messages: list[Message] | None = None
+) -> Call | Done:
+    """The next call of the current reply, or Done when it is complete (or must end). `messages`:
+    visible_messages(conversation), read here when None."""
     triage = next((a for a in agents if a.role == TRIAGE), agents[0] if agents else None)
     if triage is None:
         return Done("nothing_to_answer")
-    state = read_exchange(conversation, triage.pk)
+    state = read_exchange(conversation, triage.pk, messages)
     if state.user_message is None:
         return Done("nothing_to_answer")
     ended = [m for m in state.entries if m.role in (MessageRole.ASSISTANT, MessageRole.NOTE) and m.data.get("final")]
@@ -117,13 +132,16 @@ def describe(agent: Agent) -> str:
     return (re.split(r"(?<=[.!?])\s", text)[0])[:200]
 
 
-def tools_for(agent: Agent, agents: list[Agent], call: Call, *, native: bool) -> list[dict]:
-    """The tools offered on this call (none for a model without tool calling, or for a consult)."""
+def tools_for(agent: Agent, agents: list[Agent], call: Call, *, native: bool) -> list[dict[str, Any]]:
+    """The tools offered on this call: none for a model without tool calling or a summary; a consult (a
+    specialist asked as a tool) gets its information tools only, never handoff or ask tools."""
     from orchestration.conversations.services import tool_key
 
-    if not native or call.purpose == "consult":
+    if not native or call.purpose == "summary":
         return []
-    offered: list[dict] = []
+    if call.purpose == "consult":
+        return conversation_tools.info_tools_for(agent) if call.tool_calls_left > 0 else []
+    offered: list[dict[str, Any]] = []
     if call.tool_calls_left > 0:
         offered += conversation_tools.info_tools_for(agent)  # the agent's own choice (team page)
     if call.handoffs_left > 0:
@@ -165,7 +183,7 @@ def system_prompt(conversation: Conversation, agent: Agent, agents: list[Agent],
             "HANDOFF: <teammate name> | <short reason>\n"
             f"Teammates: {names}. Otherwise answer the writer directly."
         )
-    if call.tool_calls_left <= 0 and call.purpose != "consult":
+    if call.tool_calls_left <= 0:
         parts.append("You have used the tools enough for this message: answer with what you have.")
     return "\n\n".join(parts)
 
@@ -186,11 +204,11 @@ def _note_for(message: Message, agent: Agent) -> str | None:
     return None
 
 
-def current_exchange_messages(state: Exchange, agent: Agent) -> list[dict]:
+def current_exchange_messages(state: Exchange, agent: Agent) -> list[dict[str, Any]]:
     """The current exchange as neutral messages for `agent`: its own tool calls since it took the
     conversation go natively (call + result pairs), everything else as bracketed context lines."""
     assert state.user_message is not None
-    out: list[dict] = [{"role": "user", "content": state.user_message.content}]
+    out: list[dict[str, Any]] = [{"role": "user", "content": state.user_message.content}]
     since = 0  # entries before the agent last took the conversation are context, not its own calls
     for index, message in enumerate(state.entries):
         if message.role == MessageRole.HANDOFF and message.data.get("to") == agent.pk:
@@ -220,44 +238,94 @@ def current_exchange_messages(state: Exchange, agent: Agent) -> list[dict]:
     return out
 
 
-def history_messages(conversation: Conversation, before_exchange: int) -> list[list[dict]]:
-    """Earlier exchanges, oldest first: each [user message, final reply] (handoffs and tools left out)."""
-    rows = conversation.messages.filter(
-        superseded=False, exchange__lt=before_exchange, role__in=(MessageRole.USER, MessageRole.ASSISTANT)
-    ).order_by("position")
-    exchanges: dict[int, list[dict]] = {}
-    for message in rows:
+def history_messages(
+    conversation: Conversation, before_exchange: int, messages: list[Message] | None = None
+) -> list[tuple[int, list[dict[str, Any]]]]:
+    """Earlier exchanges, oldest first: (exchange number, [user message, final reply]) with handoffs and
+    tools left out. `messages`: visible_messages(conversation), read here when None."""
+    if messages is None:
+        messages = visible_messages(conversation)
+    exchanges: dict[int, list[dict[str, Any]]] = {}
+    for message in messages:
+        if message.exchange >= before_exchange or message.role not in (MessageRole.USER, MessageRole.ASSISTANT):
+            continue
         if message.role == MessageRole.ASSISTANT and not message.data.get("final"):
             continue
         role = "user" if message.role == MessageRole.USER else "assistant"
         exchanges.setdefault(message.exchange, []).append({"role": role, "content": message.content or "(empty)"})
-    return list(exchanges.values())
+    return list(exchanges.items())
 
 
 @dataclass
 class Prompt:
     system: str
-    messages: list[dict]
-    tools: list[dict]
+    messages: list[dict[str, Any]]
+    tools: list[dict[str, Any]]
     estimated_tokens: int
     notes: list[str]
     text: str  # the messages as plain text (estimates and the demo provider's reading)
+    # Exchanges were cut that the stored summary does not cover: a summary through this exchange would let
+    # the model see them (0 = nothing to summarise). The prompt as built (cut, with its note) is the fallback.
+    summarise_through: int = 0
 
 
 class PromptTooLarge(Exception):
     pass
 
 
-def _tokens(messages: list[dict]) -> int:
+def _tokens(messages: list[dict[str, Any]]) -> int:
     return sum(estimate_tokens(json.dumps(m, ensure_ascii=False)) for m in messages)
 
 
+def _newest_that_fit(
+    history: list[tuple[int, list[dict[str, Any]]]], budget: int
+) -> tuple[list[tuple[int, list[dict[str, Any]]]], int]:
+    """The newest exchanges whose estimated tokens fit `budget` (oldest first), and the budget left."""
+    kept: list[tuple[int, list[dict[str, Any]]]] = []
+    for number, exchange in reversed(history):
+        cost = _tokens(exchange)
+        if cost > budget:
+            break
+        budget -= cost
+        kept.insert(0, (number, exchange))
+    return kept, budget
+
+
+def summary_message(summary: str, count: int) -> dict[str, Any]:
+    """The stored summary as the first message of a prompt (`count`: the messages it stands for)."""
+    return {
+        "role": "user",
+        "content": f"[Summary of the earlier conversation (messages 1–{count}), written by the desk: {summary}]",
+    }
+
+
+def summary_note(count: int) -> str:
+    """What the page says under a reply whose prompt carried the summary."""
+    return (
+        f"Messages 1–{count} (your first {count // 2 or 1} message{'s' if count // 2 != 1 else ''} and the replies) "
+        "summarised to fit the model's context window; the model sees the summary and the newer messages."
+    )
+
+
 def fit_prompt(
-    *, system: str, tools: list[dict], history: list[list[dict]], current: list[dict], window: int, max_tokens: int
+    *,
+    system: str,
+    tools: list[dict[str, Any]],
+    history: list[tuple[int, list[dict[str, Any]]]],
+    current: list[dict[str, Any]],
+    window: int,
+    max_tokens: int,
+    summary: str = "",
+    summary_through: int = 0,
 ) -> Prompt:
-    """Keep the newest earlier exchanges that fit `window` beside the system prompt, tools, the current
-    exchange and the reply's `max_tokens`; say how many were left out. Raises PromptTooLarge when even the
-    current exchange does not fit."""
+    """Fit the conversation so far into `window` beside the system prompt, tools, the current exchange and
+    the reply's `max_tokens`.
+
+    `history`: earlier exchanges, oldest first, as (exchange number, messages). A stored `summary` of
+    exchanges 1..`summary_through` replaces them; the newest later exchanges that fit go in full. Exchanges
+    that are neither summarised nor fit are cut (the note says how many) and `summarise_through` names the
+    exchange a new summary should reach — with headroom, so the next messages fit too without another
+    summary call. Raises PromptTooLarge when even the current exchange does not fit."""
     fixed = estimate_tokens(system) + estimate_tokens(json.dumps(tools)) + _tokens(current)
     budget = window - max_tokens - CONTEXT_SPARE_TOKENS - fixed
     if budget < 0:
@@ -265,51 +333,84 @@ def fit_prompt(
             f"This message and its context need about {fixed:,} tokens, more than the model's context window "
             f"({window:,}) leaves beside a {max_tokens:,}-token reply. Shorten the message."
         )
-    kept: list[list[dict]] = []
-    for exchange in reversed(history):
-        cost = _tokens(exchange)
-        if cost > budget:
-            break
-        budget -= cost
-        kept.insert(0, exchange)
+    covered = [(n, x) for n, x in history if summary and n <= summary_through]
+    newer = [(n, x) for n, x in history if not (summary and n <= summary_through)]
+    head: list[dict[str, Any]] = []
+    covered_count = sum(len(x) for _, x in covered)
+    if covered:
+        head = [summary_message(summary, covered_count)]
+        if _tokens(head) > budget:
+            head, newer = [], history  # a summary too large for this model: cut instead
+    kept, left = _newest_that_fit(newer, budget - _tokens(head))
     notes = []
-    left_out = len(history) - len(kept)
-    if left_out:
+    if head:
+        notes.append(summary_note(covered_count))
+    cut = newer[: len(newer) - len(kept)]
+    summarise_through = 0
+    if cut:
         notes.append(
-            f"The {left_out} earliest exchange{'s were' if left_out != 1 else ' was'} left out to fit the model's "
+            f"The {len(cut)} earliest exchange{'s were' if len(cut) != 1 else ' was'} left out to fit the model's "
             "context window; the model sees the newer ones."
         )
-    messages = [m for exchange in kept for m in exchange] + current
+        # Summarise enough that the kept exchanges use at most half of what is left beside a new summary.
+        room = budget - SUMMARY_MAX_TOKENS - 64
+        half, _ = _newest_that_fit(newer, max(0, room // 2))
+        summarise_through = max(n for n, _ in newer[: len(newer) - len(half)])
+    messages = head + [m for _, exchange in kept for m in exchange] + current
     text = "\n\n".join(str(m.get("content") or "") for m in messages)
-    used = window - max_tokens - CONTEXT_SPARE_TOKENS - budget
-    return Prompt(system, messages, tools, used, notes, text)
+    used = window - max_tokens - CONTEXT_SPARE_TOKENS - left
+    return Prompt(system, messages, tools, used, notes, text, summarise_through)
 
 
-def consult_messages(question_message: Message, state: Exchange) -> list[dict]:
+def consult_messages(question_message: Message, state: Exchange) -> list[dict[str, Any]]:
+    """A consult's messages: the question (with the writer's message), then the consulted specialist's own
+    tool calls for it so far, natively (call + result pairs)."""
     question = (question_message.data.get("arguments") or {}).get("question") or ""
     writer = state.user_message.content if state.user_message else ""
-    return [
+    out: list[dict[str, Any]] = [
         {
             "role": "user",
             "content": f"{question_message.agent_name} asks you: {question}\n\n[The writer's message: {writer}]",
         }
     ]
+    for message in state.entries:
+        if message.role != MessageRole.TOOL or message.data.get("consult_of") != question_message.pk:
+            continue
+        call = {"id": message.data["call_id"], "name": message.data["name"], "arguments": message.data["arguments"]}
+        if out[-1]["role"] == "assistant" and "tool_calls" in out[-1]:
+            out[-1]["tool_calls"].append(call)
+        else:
+            out.append({"role": "assistant", "content": message.data.get("text", ""), "tool_calls": [call]})
+        out.append(
+            {"role": "tool", "tool_call_id": call["id"], "name": call["name"], "content": message.data["result"]}
+        )
+    return out
 
 
 def build_prompt(
-    conversation: Conversation, agent: Agent, model: LLMModel, agents: list[Agent], call: Call, max_tokens: int
+    conversation: Conversation,
+    agent: Agent,
+    model: LLMModel,
+    agents: list[Agent],
+    call: Call,
+    max_tokens: int,
+    messages: list[Message] | None = None,
 ) -> Prompt:
-    """The whole prompt for `call` on `model` (raises PromptTooLarge)."""
+    """The whole prompt for `call` on `model` (raises PromptTooLarge). `messages`:
+    visible_messages(conversation), read here when None."""
+    if messages is None:
+        messages = visible_messages(conversation)
     native = model.supports_tools
     triage = next((a for a in agents if a.role == TRIAGE), agent)
-    state = read_exchange(conversation, triage.pk)
+    state = read_exchange(conversation, triage.pk, messages)
     system = system_prompt(conversation, agent, agents, call, native=native)
     offered = tools_for(agent, agents, call, native=native)
     if call.purpose == "consult":
         question = next(m for m in state.entries if m.pk == call.message_id)
         current, history = consult_messages(question, state), []
     else:
-        current, history = current_exchange_messages(state, agent), history_messages(conversation, state.number)
+        current = current_exchange_messages(state, agent)
+        history = history_messages(conversation, state.number, messages)
     return fit_prompt(
         system=system,
         tools=offered,
@@ -317,6 +418,50 @@ def build_prompt(
         current=current,
         window=model.context_window,
         max_tokens=max_tokens,
+        summary=conversation.summary,
+        summary_through=conversation.summary_through,
+    )
+
+
+# --- The rolling summary of cut exchanges -----------------------------------------------------------------
+
+SUMMARY_SYSTEM = (
+    "You keep the running summary of a conversation between a writer and their writing desk (a triage agent "
+    "and specialists), so the desk can carry on without the old messages. Merge the summary so far with the "
+    "new messages into one summary of at most 200 words: the writer's project and goals, facts, names, "
+    "numbers, decisions and open questions, in plain sentences. Only what the messages say; no greeting, "
+    "no advice, no headings."
+)
+
+
+def build_summary_prompt(
+    conversation: Conversation, through: int, model: LLMModel, max_tokens: int, messages: list[Message] | None = None
+) -> Prompt:
+    """The summariser's prompt: the stored summary (if any) plus the exchanges after it up to `through`,
+    shortened from the oldest end to fit `model`'s context window beside a `max_tokens` reply."""
+    history = history_messages(conversation, through + 1, messages)
+    start = conversation.summary_through if conversation.summary else 0
+    earlier = sum(len(x) for n, x in history if n <= start)
+    lines = []
+    number = earlier
+    for n, exchange in history:
+        if n <= start:
+            continue
+        for message in exchange:
+            number += 1
+            who = "Writer" if message["role"] == "user" else "Desk"
+            lines.append(f"{number}. {who}: {message['content']}")
+    new = "\n\n".join(lines)
+    budget = model.context_window - max_tokens - CONTEXT_SPARE_TOKENS - estimate_tokens(SUMMARY_SYSTEM) - 64
+    previous = conversation.summary if start else ""
+    budget -= estimate_tokens(previous)
+    while new and estimate_tokens(new) > max(budget, 0):
+        new = "" if len(new) < 200 else "[…]" + new[len(new) // 5 :]  # drop the oldest fifth until it fits
+    head = f"Summary so far (messages 1–{earlier}):\n{previous}\n\n" if previous else ""
+    text = f"{head}New messages ({earlier + 1}–{number}):\n\n{new}\n\nWrite the updated summary."
+    request_messages = [{"role": "user", "content": text}]
+    return Prompt(
+        SUMMARY_SYSTEM, request_messages, [], estimate_tokens(SUMMARY_SYSTEM) + _tokens(request_messages), [], text
     )
 
 

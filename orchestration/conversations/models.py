@@ -33,6 +33,11 @@ class Conversation(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     last_message_at = models.DateTimeField(null=True, blank=True)
+    # A rolling summary of the earliest exchanges, written by a model call when they no longer fit the
+    # context window (conversations/flow.py): it covers exchanges 1..summary_through, and later prompts send
+    # it instead of those messages. Extended (not rewritten from scratch) when more exchanges must go.
+    summary = models.TextField(blank=True)
+    summary_through = models.PositiveIntegerField(default=0)
 
     class Meta:
         ordering = ["-updated_at"]

@@ -67,6 +67,7 @@ class StageCall:
     message_id: int | None = None
     handoffs_left: int = 0
     tool_calls_left: int = 0
+    summary_through: int = 0  # unused: the stages' brief fits the conversation itself (conversation_brief)
 
     @property
     def slot(self) -> str:
@@ -161,7 +162,7 @@ def conversation_brief(conversation: Conversation, user_message: Message, budget
     history = flow.history_messages(conversation, user_message.exchange)
     budget = budget_tokens - estimate_tokens(user_message.content)
     kept: list[str] = []
-    for exchange in reversed(history):
+    for _number, exchange in reversed(history):
         lines = [
             ("Writer: " if m["role"] == "user" else "Reply: ") + str(m.get("content") or "").strip() for m in exchange
         ]
@@ -382,10 +383,11 @@ def _stage_view(recipe: str, body: str, result: dict, overall: float | None) -> 
     return "\n".join(line for line in lines if line).strip(), summary
 
 
-def complete(prepared, agent: Agent, model: LLMModel, attempt, text, thought, end, timing, *, owner: str) -> None:
+def complete(prepared, agent: Agent, model: LLMModel, attempt, text, thought, end, timing, *, owner: str) -> str:
     """Settle the stage and write its messages in one transaction, exactly once (guarded by the turn's status):
     the stage line, and after the review the final reply (the reviewed text and the sources it cites). A stage
-    cut off or refused ends the reply with its line marked so."""
+    cut off or refused ends the reply with its line marked so. Returns "saved" (the runner's next planning
+    step completes the run once the reply is final)."""
     from billing.pricing import credits_for_usage, provider_cost_usd
     from billing.services import settle_credits
     from orchestration.conversations.runner import _Transcript
@@ -445,7 +447,7 @@ def complete(prepared, agent: Agent, model: LLMModel, attempt, text, thought, en
         )
         if not claimed:  # saved by an earlier run of this stage
             transaction.set_rollback(True)
-            return
+            return "saved"
         WritingSession.objects.filter(pk=session_id).update(
             input_tokens=F("input_tokens") + usage.input_tokens,
             cached_tokens=F("cached_tokens") + usage.cached_input_tokens,
@@ -463,6 +465,7 @@ def complete(prepared, agent: Agent, model: LLMModel, attempt, text, thought, en
             session_id=session_id,
             events=[ev.NewEvent("turn_finished", payload, turn_id), *transcript.events, ev.NewEvent("totals", totals)],
         )
+    return "saved"
 
 
 def _record(transcript, prepared, agent, model, answer, document, result, overall, end, note: str) -> None:

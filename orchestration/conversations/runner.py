@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -58,11 +59,16 @@ def drive(session_id: int, *, budget_seconds: float = DRIVE_BUDGET_SECONDS) -> s
 
 async def _drive(session_id: int, owner: str, budget_seconds: float) -> str:
     deadline = time.monotonic() + budget_seconds
+    drive_state = _DriveState()
     while True:
-        prepared = await engine.db(_prepare, session_id, owner)
+        prepared = await engine.db(_prepare, session_id, owner, drive_state)
         if isinstance(prepared, str):
             return prepared
         outcome = await run_call(prepared, owner=owner)
+        if outcome == "finished":  # the final answer was saved and the run completed in the same transaction
+            return "finished"
+        if outcome == "saved":
+            drive_state.calls += 1
         if outcome in ("failed", "out_of_credits"):
             return "failed"
         if time.monotonic() > deadline:
@@ -83,6 +89,17 @@ class Prepared:
     conversation: Conversation
     agents: list[Agent]
     call: flow.Call | pipeline.StageCall
+    messages: list[Message] = field(default_factory=list)  # flow.visible_messages, read when the call was planned
+
+
+@dataclass
+class _DriveState:
+    """What one drive reads once and keeps between its calls (it holds the lease: nobody else runs them)."""
+
+    recovered: bool = False  # a dead worker's streaming call was dealt with
+    conversation: Conversation | None = None
+    agents: list[Agent] | None = None
+    calls: int = -1  # model calls of this reply that ended (counted once, then kept up to date)
 
 
 def _set(session: WritingSession, status: str, *, owner: str, **fields) -> None:
@@ -92,31 +109,43 @@ def _set(session: WritingSession, status: str, *, owner: str, **fields) -> None:
             ev.append_event(session_id=session.pk, kind="status", payload=status_payload(session))
 
 
-def _prepare(session_id: int, owner: str) -> str | Prepared:
-    """Finish a stop, recover a call a dead worker left streaming, then plan the next call (fenced)."""
+def _prepare(session_id: int, owner: str, drive_state: _DriveState | None = None) -> str | Prepared:
+    """Finish a stop, recover a call a dead worker left streaming, then plan the next call (fenced).
+    `drive_state` keeps what does not change between the calls of one drive (read on its first call)."""
+    drive_state = drive_state or _DriveState()
     session = WritingSession.objects.select_related("project__owner").get(pk=session_id)
     if session.status == Status.STOPPING:
         _set(session, Status.STOPPED, owner=owner, finished_at=timezone.now())
         return "stopped"
     if session.status not in (Status.QUEUED, Status.RUNNING):
         return "idle"
-    engine._recover_interrupted_turns(session, owner=owner)
+    if not drive_state.recovered:
+        engine._recover_interrupted_turns(session, owner=owner)
+        drive_state.recovered = True
     if session.status == Status.QUEUED:
         _set(session, Status.RUNNING, owner=owner)
-    conversation = Conversation.objects.select_related("project").get(session_id=session_id)
-    agents = list(session.agents.filter(active=True).select_related("model", "fallback_model"))
-    calls = Turn.objects.filter(
-        session=session, started_at__gte=session.started_at, status__in=Turn.DONE_STATUSES
-    ).count()
-    next_move = pipeline.next_move if conversation.flow == "pipeline" else flow.next_move
-    move = next_move(conversation, agents, calls)
+    if drive_state.conversation is None or drive_state.agents is None:
+        drive_state.conversation = Conversation.objects.select_related("project").get(session_id=session_id)
+        drive_state.agents = list(session.agents.filter(active=True).select_related("model", "fallback_model"))
+    if drive_state.calls < 0:
+        drive_state.calls = Turn.objects.filter(
+            session=session, started_at__gte=session.started_at, status__in=Turn.DONE_STATUSES
+        ).count()
+    conversation, agents = drive_state.conversation, drive_state.agents
+    move: flow.Call | pipeline.StageCall | flow.Done
+    if conversation.flow == "pipeline":  # research -> plan -> build -> review per message (conversations/pipeline.py)
+        messages: list[Message] = []
+        move = pipeline.next_move(conversation, agents, drive_state.calls)
+    else:
+        messages = flow.visible_messages(conversation)
+        move = flow.next_move(conversation, agents, drive_state.calls, messages)
     if isinstance(move, flow.Done):
         if move.reason == "too_many_calls":
             _fail_reply(session.pk, "The agents kept calling each other without answering; stopped.", owner=owner)
             return "failed"
         _set(session, Status.COMPLETED, owner=owner, finished_at=timezone.now())
         return "finished"
-    return Prepared(session, conversation, agents, move)
+    return Prepared(session, conversation, agents, move, messages)
 
 
 # --- One call ---------------------------------------------------------------------------------------------
@@ -134,16 +163,23 @@ class _Attempt:
 async def run_call(prepared: Prepared, *, owner: str) -> str:
     """One call to its end, with the engine's retry rules and the agent's fallback model.
 
-    Returns "saved" (its messages are written), "cancelled" (the user stopped it; text kept), "failed"
+    Returns "saved" (its messages are written), "finished" (saved, and it was the final answer: the run
+    completed), "cancelled" (the user stopped it; text kept), "failed"
     or "out_of_credits" (the reply ends with a note saying why)."""
     session, call = prepared.session, prepared.call
     agent = next(a for a in prepared.agents if a.pk == call.agent_id)
     models = [agent.model] + ([agent.fallback_model] if agent.fallback_model is not None else [])
     failures: list[str] = []
+    summarised = False  # one summary call per call at most: a second need is met by cutting
     for model in models:
         retries, waited = 0, 0.0
         while True:
-            begun = await engine.db(_begin, prepared, agent, model, owner=owner)
+            begun = await engine.db(_begin, prepared, agent, model, owner=owner, summarise=not summarised)
+            if isinstance(begun, _SummaryNeeded):
+                summarised = True
+                if await _summarise(prepared, begun.through, owner=owner) == "cancelled":
+                    return "cancelled"
+                continue
             if isinstance(begun, str):
                 if begun.startswith("too_large:"):
                     failures.append(begun.removeprefix("too_large:"))
@@ -248,13 +284,30 @@ async def _stream(
     except ProviderError as error:
         return error
     timing = (int((time.monotonic() - started) * 1000), int((first[0] - started) * 1000) if first else None)
-    await engine.db(_complete, prepared, agent, model, attempt, text, thought, end, timing, owner=owner)
-    return "saved"
+    return await engine.db(_complete, prepared, agent, model, attempt, text, thought, end, timing, owner=owner)
 
 
-def _begin(prepared: Prepared, agent: Agent, model: LLMModel, *, owner: str):
-    """Build the prompt, create the turn and reserve its worst case. Returns (turn id, request), or
-    "too_large:<why>" / "<out of credits message>"."""
+@dataclass(frozen=True)
+class _SummaryNeeded:
+    through: int  # exchanges 1..through should be summarised before this call's prompt is sent
+
+
+def _summary_tried(session: WritingSession, exchange: int) -> bool:
+    """A summary call of this exchange already ended in this run (failed, refused or done): do not repeat it.
+    One interrupted by a crash (incomplete) is re-run."""
+    return (
+        Turn.objects.filter(
+            session=session, started_at__gte=session.started_at, slot__startswith=f"x{exchange}:summary:"
+        )
+        .exclude(status__in=(Turn.TurnStatus.STREAMING, Turn.TurnStatus.INCOMPLETE))
+        .exists()
+    )
+
+
+def _begin(prepared: Prepared, agent: Agent, model: LLMModel, *, owner: str, summarise: bool = False):
+    """Build the prompt, create the turn and reserve its worst case. Returns (turn id, request),
+    _SummaryNeeded (older exchanges do not fit and a summary call should run first; only when `summarise`),
+    or "too_large:<why>" / "<out of credits message>"."""
     from billing.pricing import credits_for_usage
     from billing.services import InsufficientCredits, reserve_credits
     from orchestration.providers import ModelRequest
@@ -264,13 +317,24 @@ def _begin(prepared: Prepared, agent: Agent, model: LLMModel, *, owner: str):
         return pipeline.begin(prepared, agent, model, owner=owner)
     session, call = prepared.session, prepared.call
     plan = plan_for_agent(agent, model)
-    conversation = Conversation.objects.select_related("project").get(pk=prepared.conversation.pk)
+    conversation = prepared.conversation  # its summary fields are kept current by _complete
+    max_tokens = plan.max_tokens
     try:
-        prompt = flow.build_prompt(conversation, agent, model, prepared.agents, call, plan.max_tokens)
+        if call.purpose == "summary":
+            max_tokens = flow.SUMMARY_MAX_TOKENS
+            prompt = flow.build_summary_prompt(
+                conversation, call.summary_through, model, max_tokens, prepared.messages or None
+            )
+        else:
+            prompt = flow.build_prompt(
+                conversation, agent, model, prepared.agents, call, max_tokens, prepared.messages or None
+            )
     except flow.PromptTooLarge as error:
         return f"too_large:{model.display_name}: {error}"
+    if summarise and prompt.summarise_through and not _summary_tried(session, call.exchange):
+        return _SummaryNeeded(prompt.summarise_through)
     worst_case = credits_for_usage(
-        model=model, input_tokens=prompt.estimated_tokens, cached_tokens=0, output_tokens=plan.max_tokens
+        model=model, input_tokens=prompt.estimated_tokens, cached_tokens=0, output_tokens=max_tokens
     )
     last = Turn.objects.filter(session=session).order_by("-round", "-attempt").first()
     if last is not None and last.slot == call.slot and last.status not in Turn.DONE_STATUSES:
@@ -289,7 +353,7 @@ def _begin(prepared: Prepared, agent: Agent, model: LLMModel, *, owner: str):
             prompt_notes="\n".join(prompt.notes),
             slot=call.slot,
             recipe="conversation",
-            output_kind="reply" if call.purpose == "reply" else "notes",
+            output_kind="reply" if call.purpose == "reply" else "notes",  # consult, summary
             reasoning_output=plan.output,
         )
         try:
@@ -319,6 +383,7 @@ def _begin(prepared: Prepared, agent: Agent, model: LLMModel, *, owner: str):
                 "notes": prompt.notes,
             },
         )
+    summary = call.purpose == "summary"  # no thinking and the provider's default sampling for a summary
     request = ModelRequest(
         provider=model.provider,
         model_id=model.model_id,
@@ -326,11 +391,11 @@ def _begin(prepared: Prepared, agent: Agent, model: LLMModel, *, owner: str):
         user=prompt.text,
         messages=prompt.messages,
         tools=prompt.tools,
-        max_tokens=plan.max_tokens,
-        temperature=agent.temperature,
+        max_tokens=max_tokens,
+        temperature=None if summary else agent.temperature,
         reasoning=plan.reasoning,
-        thinking_budget=plan.thinking_budget,
-        reasoning_effort=plan.reasoning_effort,
+        thinking_budget=0 if summary else plan.thinking_budget,
+        reasoning_effort=("low" if plan.reasoning == "effort" else "") if summary else plan.reasoning_effort,
         metadata={
             "session_id": session.pk,
             "recipe": "conversation",
@@ -339,9 +404,58 @@ def _begin(prepared: Prepared, agent: Agent, model: LLMModel, *, owner: str):
             "purpose": call.purpose,
             "project_id": conversation.project_id,
             "notes": prompt.notes,  # what was cut to fit the context window: stated under the reply
+            "summary_through": call.summary_through,
         },
     )
     return turn.pk, request
+
+
+def _summariser(prepared: Prepared) -> tuple[Agent, LLMModel]:
+    """Who writes the rolling summary: the triage agent, on settings.CONVERSATION_SUMMARY_MODEL
+    ("provider:model_id", an enabled catalogue model) when set, else on triage's own model."""
+    from orchestration.conversations.presets import TRIAGE
+
+    triage = next((a for a in prepared.agents if a.role == TRIAGE), prepared.agents[0])
+    configured = getattr(settings, "CONVERSATION_SUMMARY_MODEL", "")
+    if configured and ":" in configured:
+        provider, model_id = configured.split(":", 1)
+        model = LLMModel.objects.filter(provider=provider, model_id=model_id, enabled=True).first()
+        if model is not None:
+            return triage, model
+    return triage, triage.model
+
+
+async def _summarise(prepared: Prepared, through: int, *, owner: str) -> str:
+    """One summary call (a Turn, reserved and settled like any call) that stores the rolling summary of
+    exchanges 1..`through` on the conversation. One attempt: on failure the turn ends failed (charged for
+    what it used) and the reply goes ahead with the older exchanges cut, as stated under it.
+    Returns "saved", "cancelled" (the user stopped the reply), "failed" or "skipped" (no credits / no room)."""
+    agent, model = await engine.db(_summariser, prepared)
+    call = dataclasses.replace(prepared.call, agent_id=agent.pk, purpose="summary", summary_through=through)
+    summary = dataclasses.replace(prepared, call=dataclasses.replace(call, message_id=None))
+    begun = await engine.db(_begin, summary, agent, model, owner=owner)
+    if not isinstance(begun, tuple):
+        return "skipped"
+    attempt = _Attempt(*begun)
+    try:
+        result = await _stream(summary, agent, model, attempt, owner=owner)
+    except (LeaseLost, asyncio.CancelledError):
+        raise
+    except Exception:
+        logger.exception("conversation summary turn %s crashed", attempt.turn_id)
+        await sync_to_async(engine._fail_turn)(summary.session.pk, attempt.turn_id, "", owner=owner)
+        return "failed"
+    if isinstance(result, str):
+        return result
+    text, thought = "".join(attempt.received), "".join(attempt.thought)
+    detail = f"{result.user_message} The earliest exchanges are cut instead."
+    await engine.db(
+        engine._abandon_turn,
+        *(summary.session.pk, attempt.turn_id, model, text, attempt.request, Turn.TurnStatus.FAILED, detail, result),
+        reasoning=thought,
+        owner=owner,
+    )
+    return "failed"
 
 
 # --- Saving what a call produced ----------------------------------------------------------------------------
@@ -359,6 +473,7 @@ class _Transcript:
         self.turn_id = turn_id
         self.position = next_position(conversation_id)
         self.events: list[ev.NewEvent] = []
+        self.final = False  # a final answer (or final note) was added
 
     def add(self, *, role: str, agent: Agent | None, content: str = "", status=MessageStatus.COMPLETED, data=None):
         message = Message.objects.create(
@@ -374,6 +489,7 @@ class _Transcript:
             turn_id=self.turn_id,
         )
         self.position += 1
+        self.final = self.final or bool(message.data.get("final"))
         self.events.append(ev.NewEvent("message", {"message_id": message.pk, "role": role}, self.turn_id))
         return message
 
@@ -475,10 +591,31 @@ def _question(prepared: Prepared) -> Message:
     return Message.objects.get(pk=prepared.call.message_id or 0, conversation_id=prepared.conversation.pk)
 
 
-def _record_consult(transcript: _Transcript, prepared: Prepared, text: str, end) -> None:
-    """A specialist's answer to an agent-as-tool question becomes that tool call's result."""
+def _record_consult(transcript: _Transcript, prepared: Prepared, agent: Agent, text: str, calls, end) -> None:
+    """A specialist's answer to an agent-as-tool question becomes that tool call's result. If it called
+    information tools instead, they are recorded (under the question, `consult_of`) and the question stays
+    pending: the specialist is called again with their results."""
+    from orchestration.conversations import tools
+
     message = _question(prepared)
     if message.status != MessageStatus.PENDING:
+        return
+    if calls:
+        for tool_call in calls:
+            data = {"name": tool_call.name, "arguments": tool_call.arguments, "call_id": tool_call.id, "text": text}
+            data["consult_of"] = message.pk
+            if tool_call.invalid:
+                data["result"] = f"The arguments were not valid JSON ({tool_call.raw[:200]!r}); nothing was run."
+            elif tool_call.name in {t["name"] for t in tools.info_tools_for(agent)}:
+                data["result"] = tools.run_info_tool(
+                    tool_call.name,
+                    tool_call.arguments,
+                    conversation_id=prepared.conversation.pk,
+                    project_id=prepared.conversation.project_id,
+                )
+            else:  # handoff and ask tools are not offered to a consulted specialist, nor tools it was not given
+                data["result"] = f"There is no tool called {tool_call.name} here: answer the question."
+            transcript.add(role=MessageRole.TOOL, agent=agent, data=data)
         return
     message.data["result"] = text if text.strip() else (end.stop_detail or "(no answer)")
     outcome = end.outcome
@@ -542,7 +679,7 @@ def _complete(
         )
         if not claimed:  # saved by an earlier run of this call
             transaction.set_rollback(True)
-            return
+            return "saved"
         WritingSession.objects.filter(pk=session_id).update(
             input_tokens=F("input_tokens") + usage.input_tokens,
             cached_tokens=F("cached_tokens") + usage.cached_input_tokens,
@@ -552,17 +689,28 @@ def _complete(
             provider_cost=F("provider_cost") + cost,
         )
         transcript = _Transcript(prepared.conversation.pk, prepared.call.exchange, turn_id)
-        if prepared.call.purpose == "consult":
-            _record_consult(transcript, prepared, text, end)
+        if prepared.call.purpose == "summary":
+            if text.strip() and status != Turn.TurnStatus.REFUSED:  # a refusal leaves the cut as the fallback
+                Conversation.objects.filter(pk=prepared.conversation.pk).update(
+                    summary=text.strip(), summary_through=prepared.call.summary_through
+                )
+                prepared.conversation.summary = text.strip()  # the drive's copy, read by the next prompt
+                prepared.conversation.summary_through = prepared.call.summary_through
+        elif prepared.call.purpose == "consult":
+            _record_consult(transcript, prepared, agent, text, attempt.calls, end)
         else:
             note = " ".join(attempt.request.metadata.get("notes") or [])
             _record_reply(transcript, prepared, agent, model, text, attempt.calls, end, note)
         payload = {"status": status, "credits": charged, "stop_reason": end.stop_reason}
         totals = {"credits": session.credits_used + charged}
-        ev.append_events(
-            session_id=session_id,
-            events=[ev.NewEvent("turn_finished", payload, turn_id), *transcript.events, ev.NewEvent("totals", totals)],
-        )
+        events = [ev.NewEvent("turn_finished", payload, turn_id), *transcript.events, ev.NewEvent("totals", totals)]
+        # The final answer completes the run here, in the same transaction (no separate planning round trip);
+        # a run being stopped is left to _prepare, which finishes the stop.
+        finished = transcript.final and session.status == Status.RUNNING
+        if finished and set_status(session, Status.COMPLETED, finished_at=timezone.now()):
+            events.append(ev.NewEvent("status", status_payload(session)))
+        ev.append_events(session_id=session_id, events=events)
+    return "finished" if finished else "saved"
 
 
 def _stopped(prepared: Prepared, agent: Agent, model: LLMModel, attempt: _Attempt, text: str, thought: str, *, owner):
@@ -596,7 +744,7 @@ def _stopped(prepared: Prepared, agent: Agent, model: LLMModel, attempt: _Attemp
             transcript.add(
                 role=MessageRole.ASSISTANT,
                 agent=agent,
-                content=text,
+                content="" if prepared.call.purpose == "summary" else text,
                 status=MessageStatus.STOPPED,
                 data={"final": True, "stop_reason": "user_stopped", "model": model.display_name},
             )

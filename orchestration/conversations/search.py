@@ -9,9 +9,18 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from django.db import connection
 from django.db.models.expressions import RawSQL
+
+if TYPE_CHECKING:
+    from django.apps.registry import Apps
+    from django.contrib.auth.models import User
+    from django.db.backends.base.schema import BaseDatabaseSchemaEditor
+
+    from orchestration.conversations.models import Message
+    from orchestration.models import Project
 
 MAX_QUERY_CHARS = 200
 SNIPPET_CHARS = 160
@@ -62,17 +71,31 @@ POSTGRES_DROP = [
 ]
 
 
-def create_schema(apps, schema_editor) -> None:
+def create_schema(apps: Apps, schema_editor: BaseDatabaseSchemaEditor) -> None:
     """Migration step: the vendor's full-text objects (other vendors fall back to LIKE, see _ids)."""
     vendor = schema_editor.connection.vendor
     for sql in {"sqlite": SQLITE_SCHEMA, "postgresql": POSTGRES_SCHEMA}.get(vendor, []):
         schema_editor.execute(sql)
 
 
-def drop_schema(apps, schema_editor) -> None:
+def drop_schema(apps: Apps, schema_editor: BaseDatabaseSchemaEditor) -> None:
     vendor = schema_editor.connection.vendor
     for sql in {"sqlite": SQLITE_DROP, "postgresql": POSTGRES_DROP}.get(vendor, []):
         schema_editor.execute(sql)
+
+
+def restore_sqlite_triggers(apps: Apps, schema_editor: BaseDatabaseSchemaEditor) -> None:
+    """Migration step after changing the message or conversation table's columns: on SQLite, Django adds a
+    column by rebuilding the table, which drops its triggers and would leave the FTS tables silently out of
+    date. Re-creates the six sync triggers (idempotent; nothing to do on PostgreSQL, whose indexes survive)."""
+    if schema_editor.connection.vendor != "sqlite":
+        return
+    for sql in SQLITE_DROP:
+        if sql.startswith("DROP TRIGGER"):
+            schema_editor.execute(sql)
+    for sql in SQLITE_SCHEMA:
+        if sql.startswith("CREATE TRIGGER"):
+            schema_editor.execute(sql)
 
 
 def terms(query: str) -> list[str]:
@@ -123,7 +146,7 @@ def snippet(text: str, query: str, width: int = SNIPPET_CHARS) -> str:
     return ("…" if start else "") + piece + ("…" if start + width < len(text) else "")
 
 
-def search(*, user, query: str, project=None, limit: int = 50) -> list[Hit]:
+def search(*, user: User, query: str, project: Project | None = None, limit: int = 50) -> list[Hit]:
     """Conversations of `user` (optionally one project's) whose title or visible messages match `query`.
 
     Every word must match (English stemming; prefixes on SQLite). Title matches come first, then
@@ -165,7 +188,7 @@ def search(*, user, query: str, project=None, limit: int = 50) -> list[Hit]:
     return hits
 
 
-def search_messages(*, conversation_id: int, query: str, limit: int = 5):
+def search_messages(*, conversation_id: int, query: str, limit: int = 5) -> list[Message]:
     """Visible messages of one conversation whose text matches every word of `query`, newest first."""
     from orchestration.conversations.models import Message
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpResponse
@@ -117,11 +119,7 @@ def agent_update(request: AuthenticatedHttpRequest, session: WritingSession, age
 @draft_only(autosave=True)
 def agent_remove(request: AuthenticatedHttpRequest, session: WritingSession, agent_pk: int) -> HttpResponse:
     agent = _get_agent_for_user(request, session, agent_pk)
-    try:
-        team.remove_agent(agent=agent)
-    except ServiceError:
-        return running_response(request, session, autosave=True)
-    return _team_response(request, session)
+    return _team_write(request, session, lambda: team.remove_agent(agent=agent))
 
 
 @login_required
@@ -130,8 +128,15 @@ def agent_remove(request: AuthenticatedHttpRequest, session: WritingSession, age
 def agent_move(request: AuthenticatedHttpRequest, session: WritingSession, agent_pk: int) -> HttpResponse:
     agent = _get_agent_for_user(request, session, agent_pk)
     direction = -1 if request.POST.get("direction") == "up" else 1
+    return _team_write(request, session, lambda: team.move_agent(agent=agent, direction=direction))
+
+
+def _team_write(
+    request: AuthenticatedHttpRequest, session: WritingSession, write: Callable[[], object]
+) -> HttpResponse:
+    """Run a team service call and answer with the team part; a ServiceError means Start won the race."""
     try:
-        team.move_agent(agent=agent, direction=direction)
+        write()
     except ServiceError:
         return running_response(request, session, autosave=True)
     return _team_response(request, session)

@@ -10,7 +10,7 @@ DROP_FLOW = "ALTER TABLE orchestration_conversation DROP COLUMN flow"
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("orchestration", "0013_agent_tools"),
+        ("orchestration", "0014_conversation_summary"),
     ]
 
     operations = [
