@@ -5,7 +5,14 @@ from typing import Any
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "atelier.settings")
+# The web process borrows PostgreSQL connections from a pool (atelier/settings.py, DB_POOL), unless
+# DB_POOL says otherwise; only while the settings load, so no process started from here inherits it.
+_set_pool = "DB_POOL" not in os.environ
+if _set_pool:
+    os.environ["DB_POOL"] = "1"
 django_asgi_app = get_asgi_application()
+if _set_pool:
+    del os.environ["DB_POOL"]
 
 # Imported after Django is set up (consumers import models).
 from channels.auth import AuthMiddlewareStack  # noqa: E402

@@ -124,9 +124,22 @@ TEMPLATES = [
 
 # --- Database ---------------------------------------------------------------------------
 DATABASE_URL = env_secret("DATABASE_URL")  # holds the password: DATABASE_URL_FILE works too
+# The web process (daphne) serves each HTTP request and each WebSocket database call on a thread of
+# its own: a persistent connection per thread (CONN_MAX_AGE) would be left open in every thread that
+# ever served a request. It borrows from a psycopg pool instead, per process, returned at the end of
+# each request / call (atelier/asgi.py turns DB_POOL on; issue 15). Workers keep persistent
+# connections: django-q2 forks its processes, and a pool's threads and sockets must not cross a fork.
+DB_POOL = env_bool("DB_POOL", False)
 if DATABASE_URL:
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 60))}
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    if DB_POOL and DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        DATABASES["default"]["CONN_MAX_AGE"] = 0  # Django: pooling replaces persistent connections
+        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+            "min_size": env_int("DB_POOL_MIN_SIZE", 2, minimum=0),
+            "max_size": env_int("DB_POOL_MAX_SIZE", 10, minimum=1),
+            "timeout": env_float("DB_POOL_TIMEOUT", 10.0, minimum=0.5),  # seconds a request waits for one
+        }
 else:
     DATABASES = {
         "default": {
@@ -179,6 +192,10 @@ CACHES = {
 Q_CLUSTER = {
     "name": env_str("Q_CLUSTER_NAME", "atelier"),
     "workers": env_int("Q_WORKERS", 2, minimum=1, maximum=64),
+    # Tasks a cluster pulls from Redis beyond the ones its processes run (django-q2's default is
+    # workers squared): a session's drive task occupies a process for minutes, so a busy cluster that
+    # prefetched would hold runs back while another cluster sits idle, and lose them if killed (issue 15).
+    "queue_limit": env_int("Q_QUEUE_LIMIT", 1, minimum=1),
     # A step is at most one round of model calls; the engine re-enqueues itself well before this.
     "timeout": env_int("Q_TIMEOUT", 900, minimum=30),
     "retry": env_int("Q_TIMEOUT", 900, minimum=30) + 60,  # above timeout, or a long task is started again mid-run

@@ -102,69 +102,12 @@ def analytics_context(days: int) -> dict[str, Any]:
     start_day = today - dt.timedelta(days=days - 1)
     start = timezone.make_aware(dt.datetime.combine(start_day, dt.time.min))
     day_list = _days(start_day, days)
-    users = get_user_model().objects.all()
     turns = Turn.objects.filter(started_at__gte=start, kind=Turn.Kind.AGENT)
     settled = CreditEntry.objects.filter(kind=EntryKind.SETTLEMENT, created_at__gte=start)
     sessions = WritingSession.objects.all()
 
-    active = defaultdict(set)
-    for day, owner in (
-        turns.annotate(day=TruncDate("started_at")).values_list("day", "session__project__owner_id").distinct()
-    ):
-        active[day].add(owner)
-
-    charts = [
-        ("Sign-ups", bar_chart(day_list, _per_day(users.filter(date_joined__gte=start), "date_joined"), unit="users")),
-        ("Active users", bar_chart(day_list, {d: len(o) for d, o in active.items()}, unit="users")),
-        (
-            "Sessions started",
-            bar_chart(day_list, _per_day(sessions.filter(started_at__gte=start), "started_at"), unit="sessions"),
-        ),
-        (
-            "Sessions completed",
-            bar_chart(
-                day_list,
-                _per_day(sessions.filter(finished_at__gte=start, status=Status.COMPLETED), "finished_at"),
-                unit="sessions",
-            ),
-        ),
-        (
-            "Sessions failed",
-            bar_chart(
-                day_list,
-                _per_day(sessions.filter(finished_at__gte=start, status=Status.FAILED), "finished_at"),
-                unit="sessions",
-            ),
-        ),
-        (
-            "Tokens",
-            bar_chart(
-                day_list,
-                _per_day(turns, "started_at", Sum(F("input_tokens") + F("cached_tokens") + F("output_tokens"))),
-                unit="tokens",
-            ),
-        ),
-        ("Credits charged", bar_chart(day_list, _per_day(settled, "created_at", Sum("usage")), unit="credits")),
-        (
-            "Provider cost",
-            bar_chart(day_list, _per_day(turns, "started_at", Sum("provider_cost")), unit="USD"),
-        ),
-    ]
-
-    credits_by_turn = dict(settled.exclude(turn_id__isnull=True).values_list("turn_id", "usage"))
-    per_model: dict[str, dict[str, Any]] = {}
-    for turn_id, model, tokens, cost in turns.values_list(
-        "pk", "model_used", F("input_tokens") + F("cached_tokens") + F("output_tokens"), "provider_cost"
-    ):
-        row = per_model.setdefault(
-            model or "Unknown model",
-            {"model": model or "Unknown model", "calls": 0, "tokens": 0, "credits": 0, "cost": Decimal(0)},
-        )
-        row["calls"] += 1
-        row["tokens"] += tokens or 0
-        row["credits"] += credits_by_turn.get(turn_id, 0)
-        row["cost"] += cost or Decimal(0)
-
+    charts = _charts(day_list, start, turns=turns, settled=settled, sessions=sessions)
+    per_model = _per_model(turns, settled)
     top_users = list(
         settled.values("user_id", "user__email")
         .annotate(credits=Sum("usage"), calls=Count("pk"))
@@ -186,12 +129,73 @@ def analytics_context(days: int) -> dict[str, Any]:
         "start": start_day,
         "end": today,
         "charts": charts,
-        "per_model": sorted(per_model.values(), key=lambda r: (-r["credits"], r["model"])),
+        "per_model": per_model,
         "top_users": top_users,
         "session_failures": failures.most_common(TOP),
         "turn_errors": turn_errors.most_common(TOP),
         "revenue": _revenue_by_plan(start),
     }
+
+
+def _charts(
+    day_list: list[dt.date],
+    start: dt.datetime,
+    *,
+    turns: QuerySet[Any],
+    settled: QuerySet[Any],
+    sessions: QuerySet[Any],
+) -> list[tuple[str, dict[str, Any]]]:
+    """The page's daily charts as (title, bar chart) pairs, oldest day first: users, sessions, tokens, money.
+
+    `turns`: agent turns started since `start`; `settled`: settlement entries since `start`; `sessions`: all.
+    """
+    from orchestration.models import Status
+
+    users = get_user_model().objects.all()
+    active = defaultdict(set)
+    for day, owner in (
+        turns.annotate(day=TruncDate("started_at")).values_list("day", "session__project__owner_id").distinct()
+    ):
+        active[day].add(owner)
+    finished = sessions.filter(finished_at__gte=start)
+    all_tokens = Sum(F("input_tokens") + F("cached_tokens") + F("output_tokens"))
+    return [
+        ("Sign-ups", bar_chart(day_list, _per_day(users.filter(date_joined__gte=start), "date_joined"), unit="users")),
+        ("Active users", bar_chart(day_list, {d: len(o) for d, o in active.items()}, unit="users")),
+        (
+            "Sessions started",
+            bar_chart(day_list, _per_day(sessions.filter(started_at__gte=start), "started_at"), unit="sessions"),
+        ),
+        (
+            "Sessions completed",
+            bar_chart(day_list, _per_day(finished.filter(status=Status.COMPLETED), "finished_at"), unit="sessions"),
+        ),
+        (
+            "Sessions failed",
+            bar_chart(day_list, _per_day(finished.filter(status=Status.FAILED), "finished_at"), unit="sessions"),
+        ),
+        ("Tokens", bar_chart(day_list, _per_day(turns, "started_at", all_tokens), unit="tokens")),
+        ("Credits charged", bar_chart(day_list, _per_day(settled, "created_at", Sum("usage")), unit="credits")),
+        ("Provider cost", bar_chart(day_list, _per_day(turns, "started_at", Sum("provider_cost")), unit="USD")),
+    ]
+
+
+def _per_model(turns: QuerySet[Any], settled: QuerySet[Any]) -> list[dict[str, Any]]:
+    """Per model used: calls, tokens, credits charged and provider cost (USD), most credits first."""
+    credits_by_turn = dict(settled.exclude(turn_id__isnull=True).values_list("turn_id", "usage"))
+    per_model: dict[str, dict[str, Any]] = {}
+    for turn_id, model, tokens, cost in turns.values_list(
+        "pk", "model_used", F("input_tokens") + F("cached_tokens") + F("output_tokens"), "provider_cost"
+    ):
+        row = per_model.setdefault(
+            model or "Unknown model",
+            {"model": model or "Unknown model", "calls": 0, "tokens": 0, "credits": 0, "cost": Decimal(0)},
+        )
+        row["calls"] += 1
+        row["tokens"] += tokens or 0
+        row["credits"] += credits_by_turn.get(turn_id, 0)
+        row["cost"] += cost or Decimal(0)
+    return sorted(per_model.values(), key=lambda r: (-r["credits"], r["model"]))
 
 
 def analytics_view(request: HttpRequest) -> HttpResponse:

@@ -79,6 +79,16 @@ def credits_for_usage(*, model: LLMModel, input_tokens: int, cached_tokens: int,
     return int(raw.to_integral_value(rounding=ROUND_CEILING))
 
 
+def _call_credits(agent: Agent, prompt_tokens: int, output_tokens: int) -> int:
+    """Credits for one call of `agent` (output capped at its model's limit); 0 when its model has no price."""
+    if not (agent.model.is_demo or agent.model.is_priced):
+        return 0
+    output_tokens = min(output_tokens, agent.model.max_output_tokens or output_tokens)
+    return credits_for_usage(
+        model=agent.model, input_tokens=prompt_tokens, cached_tokens=0, output_tokens=output_tokens
+    )
+
+
 def estimate_session_credits(session: WritingSession) -> tuple[int, int]:
     """(low, high) credits for running a session from where it is to its max rounds.
 
@@ -102,14 +112,6 @@ def estimate_session_credits(session: WritingSession) -> tuple[int, int]:
     base = estimate_tokens(session.brief) + estimate_tokens(session.document) + references + PROMPT_OVERHEAD_TOKENS
     rounds = max(1, session.max_rounds - session.current_round)
 
-    def call(agent: Agent, prompt_tokens: int, output_tokens: int) -> int:
-        if not (agent.model.is_demo or agent.model.is_priced):
-            return 0
-        output_tokens = min(output_tokens, agent.model.max_output_tokens or output_tokens)
-        return credits_for_usage(
-            model=agent.model, input_tokens=prompt_tokens, cached_tokens=0, output_tokens=output_tokens
-        )
-
     # Thinking / reasoning tokens are billed as output: a call may generate its answer limit plus its
     # thinking budget (orchestration.reasoning), and that total is what the engine reserves per turn.
     outputs = {a.pk: plan_for_agent(a).max_tokens for a in agents}
@@ -131,13 +133,13 @@ def estimate_session_credits(session: WritingSession) -> tuple[int, int]:
         return document_tokens + estimate_tokens(agent.role_prompt) + extra
 
     extra_first = [a for a in agents if a.pk in shape.extra_first_round_calls]
-    low = sum(calls[a.pk] * call(a, prompt(a, base, True), max(1, outputs[a.pk] // 4)) for a in agents)
-    low += sum(call(a, base + estimate_tokens(a.role_prompt), max(1, outputs[a.pk] // 4)) for a in extra_first)
-    high = sum(call(a, base + estimate_tokens(a.role_prompt), outputs[a.pk]) for a in extra_first)
+    low = sum(calls[a.pk] * _call_credits(a, prompt(a, base, True), max(1, outputs[a.pk] // 4)) for a in agents)
+    low += sum(_call_credits(a, base + estimate_tokens(a.role_prompt), max(1, outputs[a.pk] // 4)) for a in extra_first)
+    high = sum(_call_credits(a, base + estimate_tokens(a.role_prompt), outputs[a.pk]) for a in extra_first)
     document = base
     writers = [a for a in agents if calls[a.pk] and a not in reviewers] or agents
     growth = max(a.max_output_tokens for a in writers)  # reviews and thinking never enter the document
     for _ in range(rounds):
-        high += sum(calls[a.pk] * call(a, prompt(a, document, False), outputs[a.pk]) for a in agents)
+        high += sum(calls[a.pk] * _call_credits(a, prompt(a, document, False), outputs[a.pk]) for a in agents)
         document += growth
     return (low, high)

@@ -1,6 +1,6 @@
-"""List functions longer than 60 lines in the services and views, unless a comment gives the reason.
+"""List functions longer than 60 lines in the project's Python packages, unless a comment gives the reason.
 
-    .venv/bin/python bin/long_functions.py            # the default areas below
+    .venv/bin/python bin/long_functions.py            # the default areas below (bin/test runs this)
     .venv/bin/python bin/long_functions.py FILE ...   # any files
 
 A function's length is `end_lineno - lineno + 1` (signature, docstring and body). A comment containing
@@ -15,17 +15,9 @@ from pathlib import Path
 
 LIMIT = 60
 ROOT = Path(__file__).resolve().parent.parent
-AREAS = [
-    "orchestration/services.py",
-    "orchestration/team.py",
-    "orchestration/views/*.py",
-    "billing/services.py",
-    "billing/views.py",
-    "accounts/views.py",
-    "accounts/services.py",
-    "api/services.py",
-    "api/routes/*.py",
-]
+AREAS = [f"{package}/**/*.py" for package in ("accounts", "billing", "api", "atelier", "orchestration")]
+# Being split; added when done: the engine and the conversations (their rewrite is under way).
+EXCLUDED = ["orchestration/engine.py", "orchestration/conversations/*.py", "orchestration/conversations/**/*.py"]
 
 
 def long_functions(path: Path) -> list[str]:
@@ -43,8 +35,14 @@ def long_functions(path: Path) -> list[str]:
     return found
 
 
+def default_paths() -> list[Path]:
+    """Every module of AREAS except those EXCLUDED, sorted."""
+    excluded = {p for pattern in EXCLUDED for p in ROOT.glob(pattern)}
+    return sorted({p for area in AREAS for p in ROOT.glob(area)} - excluded)
+
+
 def main(argv: list[str]) -> int:
-    paths = [Path(a).resolve() for a in argv] or sorted(p for area in AREAS for p in ROOT.glob(area))
+    paths = [Path(a).resolve() for a in argv] or default_paths()
     found = [line for path in paths for line in long_functions(path)]
     print("\n".join(found) if found else f"No function over {LIMIT} lines without a reason.")
     return 1 if found else 0

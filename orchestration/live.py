@@ -457,6 +457,48 @@ def credits_held(streaming_turn_ids: list[int]) -> int:
 TurnTextCache = dict[int | tuple[str, int], str]
 
 
+@dataclass
+class _Batch:
+    """What one batch of events asks the page to redraw: streamed text per turn, whole cards, and panels."""
+
+    # (offset, text) per turn: saved chunk events carry their offset in the turn's text (older ones do not).
+    chunk_turns: OrderedDict[int, list[tuple[int | None, str]]]
+    thought_turns: OrderedDict[int, list[tuple[int | None, str]]]
+    card_turns: OrderedDict[int, None]
+    header: bool = False
+    chart: bool = False
+    document: bool = False
+    controls: bool = False
+    report: bool = False
+    plan: bool = False
+
+
+def _classify(events: list[dict[str, Any]]) -> _Batch:
+    """Sort a batch of events into the turns and panels they touch (no queries)."""
+    batch = _Batch(OrderedDict(), OrderedDict(), OrderedDict())
+    for event in events:
+        kind, turn_id = event["kind"], event.get("turn_id")
+        if kind == "chunk" and turn_id:
+            batch.chunk_turns.setdefault(turn_id, []).append(_piece(event["payload"]))
+        elif kind == "reasoning" and turn_id:
+            batch.thought_turns.setdefault(turn_id, []).append(_piece(event["payload"]))
+        elif kind in ("turn_started", "turn_finished", "human", "call_given_up") and turn_id:
+            batch.card_turns[turn_id] = None
+            batch.chunk_turns.pop(turn_id, None)  # the card is rendered whole, with its text
+            batch.thought_turns.pop(turn_id, None)
+            batch.chart = batch.chart or kind == "turn_finished"
+            batch.header = True
+        elif kind in ("status", "totals"):
+            batch.header = True
+            batch.controls = batch.controls or kind == "status"
+            batch.document = batch.document or kind == "status"
+        elif kind == "version":
+            batch.document = True
+        if kind in PLAN_EVENT_KINDS or (kind in ("turn_started", "turn_finished", "call_given_up", "status")):
+            batch.plan = True
+    return batch
+
+
 def render_fragments(
     session_id: int, events: list[dict[str, Any]], turn_text: TurnTextCache, *, full_text_for_chunks: bool = False
 ) -> tuple[list[dict[str, Any]], int, str]:
@@ -466,133 +508,126 @@ def render_fragments(
     between batches of one connection.
     """
     last_seq = max((e["seq"] for e in events), default=0)
-    fragments: list[dict[str, Any]] = []
-    # (offset, text) per turn: saved chunk events carry their offset in the turn's text (older ones do not).
-    chunk_turns: OrderedDict[int, list[tuple[int | None, str]]] = OrderedDict()
-    thought_turns: OrderedDict[int, list[tuple[int | None, str]]] = OrderedDict()
-    card_turns: OrderedDict[int, None] = OrderedDict()
-    header = chart = document = controls = report = plan = False
-    for event in events:
-        kind, turn_id = event["kind"], event.get("turn_id")
-        if kind == "chunk" and turn_id:
-            chunk_turns.setdefault(turn_id, []).append(_piece(event["payload"]))
-        elif kind == "reasoning" and turn_id:
-            thought_turns.setdefault(turn_id, []).append(_piece(event["payload"]))
-        elif kind in ("turn_started", "turn_finished", "human", "call_given_up") and turn_id:
-            card_turns[turn_id] = None
-            chunk_turns.pop(turn_id, None)  # the card is rendered whole, with its text
-            thought_turns.pop(turn_id, None)
-            chart = chart or kind == "turn_finished"
-            header = True
-        elif kind in ("status", "totals"):
-            header = True
-            controls = controls or kind == "status"
-            document = document or kind == "status"
-        elif kind == "version":
-            document = True
-        if kind in PLAN_EVENT_KINDS or (kind in ("turn_started", "turn_finished", "call_given_up", "status")):
-            plan = True
+    batch = _classify(events)
     # A push of streamed text alone needs no session row: no query per viewer for chunk pushes (issue 15).
     needs_session = full_text_for_chunks or any(e["kind"] not in ("chunk", "reasoning") for e in events)
-    session = WritingSession.objects.select_related("project").get(pk=session_id) if needs_session else None
-    if session is None:  # text alone: nothing below needs the session
-        return _text_fragments(chunk_turns, thought_turns, turn_text, last_seq, full_text_for_chunks, {}), last_seq, ""
-    session_detail_url = reverse("session_detail", args=[session_id])
-    if card_turns:
-        from orchestration import live_flows
+    if not needs_session:  # text alone: nothing below needs the session
+        text = _text_fragments(batch.chunk_turns, batch.thought_turns, turn_text, last_seq, full_text_for_chunks, {})
+        return text, last_seq, ""
+    session = WritingSession.objects.select_related("project").get(pk=session_id)
+    fragments: list[dict[str, Any]] = []
+    if batch.card_turns:
+        fragments += _card_fragments(session, batch, turn_text, last_seq)
+    fragments += _text_fragments(
+        batch.chunk_turns, batch.thought_turns, turn_text, last_seq, full_text_for_chunks, batch.card_turns
+    )
+    return fragments + _panel_fragments(session, batch), last_seq, session.status
 
-        turns = {
-            t.pk: t for t in Turn.objects.filter(pk__in=list(card_turns), session_id=session_id).only(*TURN_FIELDS)
+
+def _cards_to_draw(session_id: int, card_turns: OrderedDict[int, None]) -> dict[int, Turn]:
+    """The turns whose cards the batch redraws, by id; adds to `card_turns` the siblings a finished review renumbers."""
+    turns = {t.pk: t for t in Turn.objects.filter(pk__in=list(card_turns), session_id=session_id).only(*TURN_FIELDS)}
+    # A finished review renumbers its round's issues (E1, E2... in team order): re-render its siblings,
+    # and the synthesizer or moderator whose decisions point at them.
+    finished_rounds = {t.round for t in turns.values() if t.slot.startswith("review:") and t.status != "streaming"}
+    if finished_rounds:
+        siblings = (
+            Turn.objects.filter(session_id=session_id, round__in=finished_rounds, status=Turn.TurnStatus.COMPLETED)
+            .exclude(pk__in=list(turns))
+            .exclude(slot="")
+            .only(*TURN_FIELDS)
+        )
+        for sibling in siblings:
+            if sibling.slot.startswith("review:") or sibling.slot in ("synthesize", "moderate"):
+                turns[sibling.pk] = sibling
+                card_turns[sibling.pk] = None
+    return turns
+
+
+def _card_fragments(
+    session: WritingSession, batch: _Batch, turn_text: TurnTextCache, last_seq: int
+) -> list[dict[str, Any]]:
+    """One upsert fragment per turn card of the batch (sets `batch.report` when a report flow's turn ended)."""
+    from orchestration import live_flows
+
+    session_id = session.pk
+    turns = _cards_to_draw(session_id, batch.card_turns)
+    batch.report = batch.report or (
+        session.flow in live_flows.REPORT_FLOWS and any(t.status != "streaming" for t in turns.values())
+    )
+    review_cache: ReviewCache = {}
+    # Every attempt of the same calls: a card shows its earlier attempts folded, replaces their
+    # cards on the page, and an attempt that has a later one is not drawn on its own.
+    calls = Turn.objects.filter(
+        session_id=session_id,
+        kind=Turn.Kind.AGENT,
+        round__in={t.round for t in turns.values()},
+        agent_id__in={t.agent_id for t in turns.values() if t.agent_id},
+    ).only(*TURN_FIELDS)
+    _, earlier = collapse_attempts(sorted(calls, key=lambda t: t.pk))
+    superseded = {t.pk for attempts in earlier.values() for t in attempts}
+    streaming = [pk for pk, t in turns.items() if t.status == Turn.TurnStatus.STREAMING]
+    # Text up to *these* events only: later chunks are already committed but will arrive in their
+    # own messages and be appended then; reading them now would show them twice.
+    texts = ev.streamed_text(streaming, up_to_seq=last_seq)
+    thoughts = ev.streamed_text(streaming, up_to_seq=last_seq, kind="reasoning")
+    changes = _changes_by_turn(session_id, list(turns.values()))
+    fragments: list[dict[str, Any]] = []
+    for pk in batch.card_turns:
+        turn = turns.get(pk)
+        if turn is None or pk in superseded:
+            continue
+        if pk in texts:
+            turn_text[pk] = texts[pk]
+            turn_text[("reasoning", pk)] = thoughts[pk]
+        context = _turn_context(
+            turn,
+            texts.get(pk),
+            changes.get(pk),
+            thoughts.get(pk),
+            earlier.get(pk),
+            flow=session.flow,
+            cache=review_cache,
+        )
+        fragment = {
+            "target": f"turn-{pk}",
+            "swap": "upsert",
+            "round": turn.round,
+            "round_html": render_to_string(ROUND_TEMPLATE, {"round_number": turn.round, "turns": []}),
+            "html": render_to_string(TURN_TEMPLATE, context),
+            "replaces": [f"turn-{t.pk}" for t in earlier.get(pk, [])],
         }
-        # A finished review renumbers its round's issues (E1, E2... in team order): re-render its siblings,
-        # and the synthesizer or moderator whose decisions point at them.
-        finished_rounds = {t.round for t in turns.values() if t.slot.startswith("review:") and t.status != "streaming"}
-        if finished_rounds:
-            siblings = (
-                Turn.objects.filter(session_id=session_id, round__in=finished_rounds, status=Turn.TurnStatus.COMPLETED)
-                .exclude(pk__in=list(turns))
-                .exclude(slot="")
-                .only(*TURN_FIELDS)
-            )
-            for sibling in siblings:
-                if sibling.slot.startswith("review:") or sibling.slot in ("synthesize", "moderate"):
-                    turns[sibling.pk] = sibling
-                    card_turns[sibling.pk] = None
-        report = report or (
-            session.flow in live_flows.REPORT_FLOWS and any(t.status != "streaming" for t in turns.values())
-        )
-        review_cache: ReviewCache = {}
-        # Every attempt of the same calls: a card shows its earlier attempts folded, replaces their
-        # cards on the page, and an attempt that has a later one is not drawn on its own.
-        calls = Turn.objects.filter(
-            session_id=session_id,
-            kind=Turn.Kind.AGENT,
-            round__in={t.round for t in turns.values()},
-            agent_id__in={t.agent_id for t in turns.values() if t.agent_id},
-        ).only(*TURN_FIELDS)
-        _, earlier = collapse_attempts(sorted(calls, key=lambda t: t.pk))
-        superseded = {t.pk for attempts in earlier.values() for t in attempts}
-        streaming = [pk for pk, t in turns.items() if t.status == Turn.TurnStatus.STREAMING]
-        # Text up to *these* events only: later chunks are already committed but will arrive in their
-        # own messages and be appended then; reading them now would show them twice.
-        texts = ev.streamed_text(streaming, up_to_seq=last_seq)
-        thoughts = ev.streamed_text(streaming, up_to_seq=last_seq, kind="reasoning")
-        changes = _changes_by_turn(session_id, list(turns.values()))
-        for pk in card_turns:
-            turn = turns.get(pk)
-            if turn is None or pk in superseded:
-                continue
-            if pk in texts:
-                turn_text[pk] = texts[pk]
-                turn_text[("reasoning", pk)] = thoughts[pk]
-            context = _turn_context(
-                turn,
-                texts.get(pk),
-                changes.get(pk),
-                thoughts.get(pk),
-                earlier.get(pk),
-                flow=session.flow,
-                cache=review_cache,
-            )
-            fragment = {
-                "target": f"turn-{pk}",
-                "swap": "upsert",
-                "round": turn.round,
-                "round_html": render_to_string(ROUND_TEMPLATE, {"round_number": turn.round, "turns": []}),
-                "html": render_to_string(TURN_TEMPLATE, context),
-                "replaces": [f"turn-{t.pk}" for t in earlier.get(pk, [])],
-            }
-            if group := live_flows.parallel_group(turn):
-                fragment["group"] = live_flows.group_id(turn.round, group)
-                fragment["group_html"] = live_flows.group_html(turn.round, group)
-            fragments.append(fragment)
-    fragments += _text_fragments(chunk_turns, thought_turns, turn_text, last_seq, full_text_for_chunks, card_turns)
-    if header:
+        if group := live_flows.parallel_group(turn):
+            fragment["group"] = live_flows.group_id(turn.round, group)
+            fragment["group_html"] = live_flows.group_html(turn.round, group)
+        fragments.append(fragment)
+    return fragments
+
+
+def _panel_fragments(session: WritingSession, batch: _Batch) -> list[dict[str, Any]]:
+    """Fragments for the panels around the turns: header, score chart, report, plan, controls, document."""
+    fragments: list[dict[str, Any]] = []
+    if batch.header:
         fragments.append({"target": "session-header", "swap": "outer", "html": header_html(session)})
-    if chart:
-        turns_all = list(Turn.objects.filter(session_id=session_id).only(*TURN_FIELDS))
-        fragments.append(
-            {
-                "target": "score-chart",
-                "swap": "outer",
-                "html": render_to_string(CHART_TEMPLATE, {"chart": score_chart(turns_all, session.max_rounds)}),
-            }
-        )
-    if report or (controls and session.flow in ("roundtable", "pipeline")):
+    if batch.chart:
+        turns_all = list(Turn.objects.filter(session_id=session.pk).only(*TURN_FIELDS))
+        chart = render_to_string(CHART_TEMPLATE, {"chart": score_chart(turns_all, session.max_rounds)})
+        fragments.append({"target": "score-chart", "swap": "outer", "html": chart})
+    if batch.report or (batch.controls and session.flow in ("roundtable", "pipeline")):
         from orchestration import live_flows
 
         fragments.append({"target": "convergence-report", "swap": "outer", "html": live_flows.report_html(session)})
-    if plan and session.flow == "planned":
+    if batch.plan and session.flow == "planned":
         from orchestration import live_plan
 
         fragments.append({"target": "plan-panel", "swap": "outer", "html": live_plan.plan_html(session)})
-    if controls:
-        fragments.append({"target": "session-controls", "swap": "refresh", "url": session_detail_url})
-    if document:
-        fragments.append(
-            {"target": "document-panel", "swap": "refresh", "url": reverse("document_page", args=[session_id])}
-        )
-    return fragments, last_seq, session.status if session is not None else ""
+    if batch.controls:
+        url = reverse("session_detail", args=[session.pk])
+        fragments.append({"target": "session-controls", "swap": "refresh", "url": url})
+    if batch.document:
+        url = reverse("document_page", args=[session.pk])
+        fragments.append({"target": "document-panel", "swap": "refresh", "url": url})
+    return fragments
 
 
 def _text_fragments(

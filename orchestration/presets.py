@@ -498,30 +498,7 @@ def apply_preset(*, session: WritingSession, preset: TeamPreset, default_model: 
         model = model or resolve_model_ref(spec.get("model")) or fallback
         if model is None:
             raise PresetError("No model is available for this team. Ask an administrator to enable one.")
-        agent = Agent.objects.create(
-            session=session,
-            order=index,
-            name=spec.get("name", f"Agent {index + 1}")[:80],
-            role=spec.get("role", "writer")[:40],
-            model=model,
-            fallback_model=resolve_model_ref(spec.get("fallback_model")),
-            role_prompt=spec.get("role_prompt", ""),
-            temperature=float(spec.get("temperature", 0.7)),
-            max_output_tokens=int(spec.get("max_output_tokens", 2048)),
-            thinking_budget_tokens=_thinking_budget(spec.get("thinking_budget_tokens")),
-            reasoning_effort=_effort(spec.get("reasoning_effort")),
-        )
-        Criterion.objects.bulk_create(
-            Criterion(
-                agent=agent,
-                order=i,
-                name=c.get("name", "")[:60],
-                description=c.get("description", "")[:500],
-                weight=float(c.get("weight", 1.0)),
-            )
-            for i, c in enumerate(spec.get("criteria", []))
-        )
-        agents.append(agent)
+        agents.append(_create_preset_agent(session=session, index=index, spec=spec, model=model))
     session.flow = preset.flow
     session.max_rounds = int(data.get("max_rounds", session.max_rounds))
     session.score_threshold = data.get("score_threshold")
@@ -545,6 +522,34 @@ def apply_preset(*, session: WritingSession, preset: TeamPreset, default_model: 
             "updated_at",
         ]
     )
+
+
+def _create_preset_agent(*, session: WritingSession, index: int, spec: dict[str, Any], model: LLMModel) -> Agent:
+    """Create the agent at position `index` from one preset agent spec, with its criteria (text capped to fit)."""
+    agent = Agent.objects.create(
+        session=session,
+        order=index,
+        name=spec.get("name", f"Agent {index + 1}")[:80],
+        role=spec.get("role", "writer")[:40],
+        model=model,
+        fallback_model=resolve_model_ref(spec.get("fallback_model")),
+        role_prompt=spec.get("role_prompt", ""),
+        temperature=float(spec.get("temperature", 0.7)),
+        max_output_tokens=int(spec.get("max_output_tokens", 2048)),
+        thinking_budget_tokens=_thinking_budget(spec.get("thinking_budget_tokens")),
+        reasoning_effort=_effort(spec.get("reasoning_effort")),
+    )
+    Criterion.objects.bulk_create(
+        Criterion(
+            agent=agent,
+            order=i,
+            name=c.get("name", "")[:60],
+            description=c.get("description", "")[:500],
+            weight=float(c.get("weight", 1.0)),
+        )
+        for i, c in enumerate(spec.get("criteria", []))
+    )
+    return agent
 
 
 def _thinking_budget(value: Any) -> int:

@@ -315,13 +315,8 @@ async def follow(
     """
     layer = get_channel_layer()
     cursor = _Cursor(source, after)
-    channel: str | None = None
-    relay: asyncio.Task[None] | None = None
     inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    if layer is not None:
-        channel = await layer.new_channel()
-        await layer.group_add(source.group, channel)  # before the catch-up read: no push can fall between
-        relay = asyncio.create_task(_relay(layer, channel, inbox))
+    channel, relay = await _join(layer, source.group, inbox)
     try:
         yield f"retry: {RETRY_MILLISECONDS}\n\n".encode()
         last_output = last_beat = time.monotonic()
@@ -355,11 +350,32 @@ async def follow(
                 await on_heartbeat()
                 last_beat = now
     finally:
-        if layer is not None and channel is not None:
-            with contextlib.suppress(Exception):
-                await layer.group_discard(source.group, channel)
-        if relay is not None and channel is not None:  # both or neither: set together above
-            await _stop_relay(layer, channel, relay)
+        await _leave(layer, source.group, channel, relay)
+
+
+async def _join(
+    layer: BaseChannelLayer | None, group: str, inbox: asyncio.Queue[dict[str, Any]]
+) -> tuple[str | None, asyncio.Task[None] | None]:
+    """Join `group` on a new channel and start relaying its pushes into `inbox`: (channel, relay task).
+
+    (None, None) without a channel layer: the stream then polls the database alone.
+    """
+    if layer is None:
+        return None, None
+    channel: str = await layer.new_channel()
+    await layer.group_add(group, channel)  # before the catch-up read: no push can fall between
+    return channel, asyncio.create_task(_relay(layer, channel, inbox))
+
+
+async def _leave(
+    layer: BaseChannelLayer | None, group: str, channel: str | None, relay: asyncio.Task[None] | None
+) -> None:
+    """Undo `_join`: leave the group and stop the relay task (errors of a closing layer are ignored)."""
+    if layer is not None and channel is not None:
+        with contextlib.suppress(Exception):
+            await layer.group_discard(group, channel)
+    if relay is not None and channel is not None:  # both or neither: set together by _join
+        await _stop_relay(layer, channel, relay)
 
 
 def _pushed(message: dict[str, Any], after: int) -> list[dict[str, Any]]:

@@ -469,29 +469,13 @@ def _call_planner(
 ) -> _CallResult:
     """One blocking planner call, reserved before and settled after (a failure charges only what was used)."""
     from billing.pricing import credits_for_usage
-    from billing.services import InsufficientCredits, release_credits, reserve_credits
-    from orchestration.providers import ModelRequest, ProviderError
+    from billing.services import release_credits
+    from orchestration.providers import ProviderError
 
-    worst = estimate_credits(model=model, prompt=prompt)
     reservation = f"{key}:reserve"
     description = f"{session.title}: team suggestion ({model.display_name})"
-    try:
-        reserve_credits(user=user, amount=worst, key=reservation, description=description, session_id=session.pk)
-    except InsufficientCredits as error:
-        raise SuggestionError(
-            f"Out of credits: a suggestion with {model.display_name} may cost up to {error.needed} credits and "
-            f"{error.available} are available. Pick a cheaper planner or add credits."
-        ) from None
-    request = ModelRequest(
-        provider=model.provider,
-        model_id=model.model_id,
-        system=prompt.system,
-        user=prompt.user,
-        max_tokens=prompt.max_tokens,
-        temperature=PLANNER_TEMPERATURE,
-        reasoning=model.reasoning,
-        metadata={**prompt.metadata, "session_id": session.pk},
-    )
+    _reserve(user=user, session=session, model=model, prompt=prompt, key=reservation, description=description)
+    request = _planner_request(session=session, model=model, prompt=prompt)
     started = time.monotonic()
     try:
         text, end = async_to_sync(_stream)(model, request)
@@ -534,6 +518,38 @@ def _call_planner(
         purpose="team_suggestion",
     )
     return _CallResult(text=text, charged=charged, stop_outcome=end.outcome)
+
+
+def _reserve(
+    *, user: User, session: WritingSession, model: LLMModel, prompt: PlannerPrompt, key: str, description: str
+) -> None:
+    """Hold the call's worst-case credits under `key`. Raises SuggestionError (nothing held) when they are short."""
+    from billing.services import InsufficientCredits, reserve_credits
+
+    worst = estimate_credits(model=model, prompt=prompt)
+    try:
+        reserve_credits(user=user, amount=worst, key=key, description=description, session_id=session.pk)
+    except InsufficientCredits as error:
+        raise SuggestionError(
+            f"Out of credits: a suggestion with {model.display_name} may cost up to {error.needed} credits and "
+            f"{error.available} are available. Pick a cheaper planner or add credits."
+        ) from None
+
+
+def _planner_request(*, session: WritingSession, model: LLMModel, prompt: PlannerPrompt) -> ModelRequest:
+    """The provider request for one planner call (the planner's fixed temperature, the model's reasoning)."""
+    from orchestration.providers import ModelRequest
+
+    return ModelRequest(
+        provider=model.provider,
+        model_id=model.model_id,
+        system=prompt.system,
+        user=prompt.user,
+        max_tokens=prompt.max_tokens,
+        temperature=PLANNER_TEMPERATURE,
+        reasoning=model.reasoning,
+        metadata={**prompt.metadata, "session_id": session.pk},
+    )
 
 
 def _used_before_failure(model: LLMModel, request: ModelRequest, received: str, reported: Usage | None) -> int:

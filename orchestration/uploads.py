@@ -223,69 +223,104 @@ _TEXT = {f"{_W}t": None, f"{_W}tab": "\t", f"{_W}br": "\n", f"{_W}cr": "\n"}
 _KEY = "atelier-key"  # our own attribute: which buffer a paragraph, cell or row writes into
 
 
+class _DocxText:
+    """The buffers `_paragraphs` fills: text keyed by the paragraph, cell or row it belongs to, and counts."""
+
+    def __init__(self) -> None:
+        self.counter = itertools.count()
+        self.buffers: dict[str, list[str]] = {}
+        self.heading_style: dict[str, str] = {}
+        self.paragraphs = 0
+        self.chars = 0
+
+    def key(self, element: Any) -> str:  # an lxml element
+        """The element's buffer key, given it on first use (our own attribute on the element)."""
+        value: str | None = element.get(_KEY)
+        if value is None:
+            value = str(next(self.counter))
+            element.set(_KEY, value)
+        return value
+
+    def take(self, element: Any, sep: str) -> str:
+        """Pop what the element's buffer holds, joined with `sep` ("" when it has none)."""
+        own = element.get(_KEY)
+        return sep.join(self.buffers.pop(own, [])) if own else ""
+
+    def add(self, element: Any, text: str) -> None:
+        """Append `text` to the element's buffer."""
+        self.buffers.setdefault(self.key(element), []).append(text)
+
+    def run_text(self, element: Any, parent: Any) -> None:
+        """A `w:t`, `w:tab` or `w:br` inside a run: its text goes to the run's paragraph."""
+        if parent is None or parent.tag != f"{_W}r":
+            return
+        paragraph = next(element.iterancestors(_P), None)
+        if paragraph is not None:
+            fixed = _TEXT[element.tag]
+            text = (element.text or "") if fixed is None else fixed
+            self.add(paragraph, text)
+            self.chars += len(text)
+
+    def paragraph(self, element: Any, parent: Any, styles: dict[str, str]) -> str | None:
+        """A finished `w:p`: its text for the body (a heading gets `#`s), or None when it went into a cell.
+
+        Raises _Refused past DOCX_MAX_PARAGRAPHS.
+        """
+        self.paragraphs += 1
+        if self.paragraphs > DOCX_MAX_PARAGRAPHS:
+            raise _Refused(f"has more than {DOCX_MAX_PARAGRAPHS:,} paragraphs.")
+        own = element.get(_KEY)
+        text = self.take(element, "")
+        style = self.heading_style.pop(own, "") if own else ""
+        if parent is not None and parent.tag == _BODY:
+            return _heading(style, text, styles)
+        if parent is not None and parent.tag == _TC:
+            self.add(parent, text)
+        # else: a paragraph in a text box, not part of the body text (as python-docx reads it)
+        return None
+
+    def row(self, element: Any, parent: Any) -> str | None:
+        """A finished `w:tr`: "cell | cell" for the body, or None when it joined an outer cell (nested table)."""
+        row = self.take(element, " | ")
+        table = parent if parent is not None and parent.tag == _TBL else None
+        outer = table.getparent() if table is not None else None
+        if outer is not None and outer.tag == _BODY:
+            return row
+        if outer is not None and outer.tag == _TC:  # a nested table: its rows join the outer cell
+            self.add(outer, row)
+        return None
+
+
 def _paragraphs(archive: zipfile.ZipFile, main: str, styles: dict[str, str], deadline: float) -> Iterator[str]:
     """Body paragraphs and table rows ("cell | cell") in document order, bounded.
 
     Every element is handled at its end event and then released (cleared, earlier siblings
     deleted), so the tree never holds more than the path of open elements: a single paragraph of
     a million runs costs no more memory than a short one. Text goes into small buffers keyed by
-    the paragraph, cell or row it belongs to.
+    the paragraph, cell or row it belongs to (`_DocxText`).
     """
-    counter = itertools.count()
-    buffers: dict[str, list[str]] = {}
-    heading_style: dict[str, str] = {}
-
-    def key(element: Any) -> str:  # an lxml element
-        value: str | None = element.get(_KEY)
-        if value is None:
-            value = str(next(counter))
-            element.set(_KEY, value)
-        return value
-
-    paragraphs = 0
-    chars = 0
+    found = _DocxText()
     for _, element in _events(archive, main, None, deadline):
         tag = element.tag
         parent = element.getparent()
+        line: str | None = None
         if tag in _TEXT:
-            if parent is not None and parent.tag == f"{_W}r":
-                paragraph = next(element.iterancestors(_P), None)
-                if paragraph is not None:
-                    fixed = _TEXT[tag]
-                    text = (element.text or "") if fixed is None else fixed
-                    buffers.setdefault(key(paragraph), []).append(text)
-                    chars += len(text)
+            found.run_text(element, parent)
         elif tag == f"{_W}pStyle" and parent is not None and parent.tag == f"{_W}pPr":
             paragraph = parent.getparent()
             if paragraph is not None and paragraph.tag == _P:
-                heading_style[key(paragraph)] = element.get(f"{_W}val") or ""
+                found.heading_style[found.key(paragraph)] = element.get(f"{_W}val") or ""
         elif tag == _P:
-            paragraphs += 1
-            if paragraphs > DOCX_MAX_PARAGRAPHS:
-                raise _Refused(f"has more than {DOCX_MAX_PARAGRAPHS:,} paragraphs.")
-            own = element.get(_KEY)
-            text = "".join(buffers.pop(own, [])) if own else ""
-            style = heading_style.pop(own, "") if own else ""
-            if parent is not None and parent.tag == _BODY:
-                yield _heading(style, text, styles)
-            elif parent is not None and parent.tag == _TC:
-                buffers.setdefault(key(parent), []).append(text)
-            # else: a paragraph in a text box, not part of the body text (as python-docx reads it)
+            line = found.paragraph(element, parent, styles)
         elif tag == _TC:
-            own = element.get(_KEY)
-            cell = "\n".join(buffers.pop(own, [])).strip() if own else ""
+            cell = found.take(element, "\n").strip()
             if parent is not None and parent.tag == _TR:
-                buffers.setdefault(key(parent), []).append(cell)
+                found.add(parent, cell)
         elif tag == _TR:
-            own = element.get(_KEY)
-            row = " | ".join(buffers.pop(own, [])) if own else ""
-            table = parent if parent is not None and parent.tag == _TBL else None
-            outer = table.getparent() if table is not None else None
-            if outer is not None and outer.tag == _BODY:
-                yield row
-            elif outer is not None and outer.tag == _TC:  # a nested table: its rows join the outer cell
-                buffers.setdefault(key(outer), []).append(row)
-        if chars > MAX_REFERENCE_CHARS + 2:
+            line = found.row(element, parent)
+        if line is not None:
+            yield line
+        if found.chars > MAX_REFERENCE_CHARS + 2:
             raise _Refused(f"has more than {MAX_REFERENCE_CHARS:,} characters of text.")
         # Release it: what it held is in the buffers now.
         element.clear()

@@ -90,7 +90,8 @@ def _spawn(name: str, args: list[str], env: dict[str, str]) -> Process:
     return Process(name, proc, log_path)
 
 
-def start_web(port: int | None = None, **env: str) -> tuple[Process, str]:
+def start_web(port: int | None = None, *, timeout: float = 60, **env: str) -> tuple[Process, str]:
+    """Start daphne on the test database; returns once it answers /healthz (within `timeout` seconds)."""
     port = port or free_port()
     process = _spawn(
         "web",
@@ -98,7 +99,7 @@ def start_web(port: int | None = None, **env: str) -> tuple[Process, str]:
         subprocess_env(**env),
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60  # a loaded 2-core machine can take half a minute to import Django
+    deadline = time.monotonic() + timeout  # a loaded 2-core machine can take half a minute to import Django
     while True:
         try:
             urllib.request.urlopen(url + "/healthz", timeout=2)

@@ -27,6 +27,7 @@ from orchestration.flows.base import (
     Finished,
     Output,
     Recipe,
+    SlotState,
     Step,
     agents_by_role,
     last_round_started,
@@ -146,27 +147,8 @@ class PipelineFlow:
             return Finished(StopReason.ERROR, str(error))
         first = round_state(session, 1)
         research, outline = first.get("research"), first.get("outline")
-        if research is None or research.turn_id is None:
-            passages = research_passages(session, config["passages"])
-            call = AgentCall(
-                team[RESEARCHER],
-                slot="research",
-                recipe=Recipe.RESEARCH,
-                output=Output.NOTES,
-                phase="researching",
-                passages=passages,
-            )
-            return Step(round=1, calls=[call], phase="researching")
-        if outline is None or outline.turn_id is None:
-            call = AgentCall(
-                team[PLANNER],
-                slot="outline",
-                recipe=Recipe.OUTLINE,
-                output=Output.NOTES,
-                inputs=(research.turn_id,),
-                phase="planning",
-            )
-            return Step(round=1, calls=[call], phase="planning")
+        if research is None or research.turn_id is None or outline is None or outline.turn_id is None:
+            return self._groundwork(session, config, team, research)
         round_number = max(1, last_round_started(session))
         previous_review: int | None = None
         if round_number > 1:
@@ -204,6 +186,31 @@ class PipelineFlow:
                 return decision
             previous_review = review.turn_id
             round_number += 1
+
+    def _groundwork(
+        self, session: WritingSession, config: dict[str, Any], team: dict[str, int], research: SlotState | None
+    ) -> Step:
+        """Round 1's groundwork still to write: the research, or (once it is written) the outline."""
+        if research is None or research.turn_id is None:
+            passages = research_passages(session, config["passages"])
+            call = AgentCall(
+                team[RESEARCHER],
+                slot="research",
+                recipe=Recipe.RESEARCH,
+                output=Output.NOTES,
+                phase="researching",
+                passages=passages,
+            )
+            return Step(round=1, calls=[call], phase="researching")
+        call = AgentCall(
+            team[PLANNER],
+            slot="outline",
+            recipe=Recipe.OUTLINE,
+            output=Output.NOTES,
+            inputs=(research.turn_id,),
+            phase="planning",
+        )
+        return Step(round=1, calls=[call], phase="planning")
 
     def _after_review(
         self, session: WritingSession, config: dict[str, Any], round_number: int, review_id: int

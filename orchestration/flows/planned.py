@@ -30,6 +30,7 @@ from orchestration.models import Agent, LLMModel, StopReason, Turn, WritingSessi
 
 if TYPE_CHECKING:
     from orchestration.evaluation import Evaluation
+    from orchestration.model_router import Scored
 
 PLANNER, WORKER, VERIFIER, ASSEMBLER = "planner", "worker", "verifier", "assembler"
 ROUND = 1
@@ -328,17 +329,7 @@ class PlannedFlow:
         labels = {states[d].output: f"{d}: {states[d].task['title']}" for d in task["depends_on"] if states[d].output}
         last_try = state.next_slot == state.all_slots[-1]
         if state.next_call == "verify":
-            turn = slots[state.next_slot]
-            return AgentCall(
-                verifier,
-                slot=f"verify:{state.next_slot}",
-                recipe=Recipe.VERIFY,
-                output=Output.NOTES,
-                inputs=(turn.pk,),
-                phase="working",
-                task=brief,
-                context={"task_id": tid, "try": state.next_slot, "last_try": last_try, "labels": {turn.pk: tid}},
-            )
+            return _verify_call(state, slots[state.next_slot], verifier, brief, last_try=last_try)
         if not candidates:
             return None
         failed = [t for t in state.tries if t["state"] == "failed"]
@@ -351,16 +342,7 @@ class PlannedFlow:
             "labels": labels,
         }
         ranked = model_router.rank(candidates, task["kind"])
-        if state.next_slot.startswith("task:"):
-            chosen, why = ranked[0], "Highest score for this kind of task."
-        elif state.next_slot.startswith("repair:"):
-            used = failed[-1]["model"] if failed else ""
-            chosen = next((s for s in ranked if s.model.model_id == used), ranked[0])
-            why = "Repair on the same model, with the verifier's notes."
-        else:
-            used = {t["model"] for t in failed}
-            chosen = next((s for s in ranked if s.model.model_id not in used), ranked[-1])
-            why = "Next-best model after the repairs failed."
+        chosen, why = _route(state.next_slot, ranked, failed)
         context["journal"] = [("route", model_router.decision(tid, task["kind"], ranked, chosen, why))]
         inputs = deps
         if failed:
@@ -665,3 +647,37 @@ def summary_markdown(session: WritingSession, summary: dict[str, Any]) -> str:
             f"{row['credits']:,} | {row['cost_usd']:.4f} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _route(slot: str, ranked: list[Scored], failed: list[dict[str, Any]]) -> tuple[Scored, str]:
+    """The model for a task's try `slot` (ranked best first, never empty) and why, for the routing journal.
+
+    A first try takes the best; a repair stays on the model whose output failed; a later try takes the
+    best model not yet failed (the last-ranked when every one has).
+    """
+    if slot.startswith("task:"):
+        return ranked[0], "Highest score for this kind of task."
+    if slot.startswith("repair:"):
+        used = failed[-1]["model"] if failed else ""
+        return next((s for s in ranked if s.model.model_id == used), ranked[0]), (
+            "Repair on the same model, with the verifier's notes."
+        )
+    tried = {t["model"] for t in failed}
+    return next((s for s in ranked if s.model.model_id not in tried), ranked[-1]), (
+        "Next-best model after the repairs failed."
+    )
+
+
+def _verify_call(state: TaskState, turn: Slot, verifier: int, brief: str, *, last_try: bool) -> AgentCall:
+    """The verifier's call on the output `turn` of the task's current try (`state.next_slot`)."""
+    tid = state.task["id"]
+    return AgentCall(
+        verifier,
+        slot=f"verify:{state.next_slot}",
+        recipe=Recipe.VERIFY,
+        output=Output.NOTES,
+        inputs=(turn.pk,),
+        phase="working",
+        task=brief,
+        context={"task_id": tid, "try": state.next_slot, "last_try": last_try, "labels": {turn.pk: tid}},
+    )

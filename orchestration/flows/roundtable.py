@@ -294,67 +294,73 @@ def convergence_report(session: WritingSession) -> ConvergenceReport:
     for turn in turns:
         by_round.setdefault(turn.round, []).append(turn)
     for number, round_turns in sorted(by_round.items()):
-        reviews = sorted(
-            [t for t in round_turns if t.slot.startswith("review:") and t.status == Turn.TurnStatus.COMPLETED],
-            key=lambda t: order.get(t.agent_id, 999),
-        )
-        given_up = [
-            t
-            for t in round_turns
-            if t.slot.startswith("review:") and isinstance(t.result, dict) and t.result.get("given_up")
-        ]
-        moderate = next(
-            (t for t in round_turns if t.slot == "moderate" and t.status == Turn.TurnStatus.COMPLETED), None
-        )
-        numbered = issues_for_inputs(
-            [t.pk for t in reviews]
-            if moderate is None
-            else (moderate.result or {}).get("inputs") or [t.pk for t in reviews],
-            {t.pk: t for t in reviews},
-        )
-        resolutions = {r.get("id"): r for r in ((moderate.result or {}).get("resolutions") or [])} if moderate else {}
-        for issue in numbered:
-            issue["resolution"] = resolutions.get(issue["id"])
-        critics = [
-            {
-                "name": t.agent_name,
-                "turn_id": t.pk,
-                "overall": t.overall_score,
-                "scores": t.scores or {},
-                "counts": severity_counts((t.result or {}).get("issues") or []),
-                "tier": (t.result or {}).get("tier", ""),
-                "missing": False,
-            }
-            for t in reviews
-        ] + [
-            {
-                "name": t.agent_name,
-                "turn_id": t.pk,
-                "overall": None,
-                "scores": {},
-                "counts": {},
-                "missing": True,
-                "error": t.error,
-            }
-            for t in given_up
-            if not any(r.agent_id == t.agent_id for r in reviews)
-        ]
-        report.rounds.append(
-            ReportRound(
-                number=number,
-                counts=severity_counts(numbered),
-                change_percent=moderator_change_percent(moderate.pk) if moderate else None,
-                critics=critics,
-                issues=numbered,
-                resolutions_tier=(moderate.result or {}).get("tier", "") if moderate else "",
-            )
-        )
+        report.rounds.append(_report_round(number, round_turns, order))
     if report.rounds:
         last = report.rounds[-1]
         remaining = [i for i in last.issues if not (i.get("resolution") and i["resolution"].get("verdict") == "fixed")]
         report.remaining = severity_counts(remaining)
     report.verdict = _verdict(session, report)
     return report
+
+
+def _report_round(number: int, round_turns: list[Turn], order: dict[int | None, int]) -> ReportRound:
+    """One round of the convergence report from its turns; `order` ranks agent ids in team order."""
+    reviews = sorted(
+        [t for t in round_turns if t.slot.startswith("review:") and t.status == Turn.TurnStatus.COMPLETED],
+        key=lambda t: order.get(t.agent_id, 999),
+    )
+    given_up = [
+        t
+        for t in round_turns
+        if t.slot.startswith("review:") and isinstance(t.result, dict) and t.result.get("given_up")
+    ]
+    moderate = next((t for t in round_turns if t.slot == "moderate" and t.status == Turn.TurnStatus.COMPLETED), None)
+    numbered = issues_for_inputs(
+        [t.pk for t in reviews]
+        if moderate is None
+        else (moderate.result or {}).get("inputs") or [t.pk for t in reviews],
+        {t.pk: t for t in reviews},
+    )
+    resolutions = {r.get("id"): r for r in ((moderate.result or {}).get("resolutions") or [])} if moderate else {}
+    for issue in numbered:
+        issue["resolution"] = resolutions.get(issue["id"])
+    return ReportRound(
+        number=number,
+        counts=severity_counts(numbered),
+        change_percent=moderator_change_percent(moderate.pk) if moderate else None,
+        critics=_critics(reviews, given_up),
+        issues=numbered,
+        resolutions_tier=(moderate.result or {}).get("tier", "") if moderate else "",
+    )
+
+
+def _critics(reviews: list[Turn], given_up: list[Turn]) -> list[dict[str, Any]]:
+    """A round's critics: each completed review's scores and issue counts, then each critic that gave up
+    (and has no completed review that round) marked missing, with its error."""
+    return [
+        {
+            "name": t.agent_name,
+            "turn_id": t.pk,
+            "overall": t.overall_score,
+            "scores": t.scores or {},
+            "counts": severity_counts((t.result or {}).get("issues") or []),
+            "tier": (t.result or {}).get("tier", ""),
+            "missing": False,
+        }
+        for t in reviews
+    ] + [
+        {
+            "name": t.agent_name,
+            "turn_id": t.pk,
+            "overall": None,
+            "scores": {},
+            "counts": {},
+            "missing": True,
+            "error": t.error,
+        }
+        for t in given_up
+        if not any(r.agent_id == t.agent_id for r in reviews)
+    ]
 
 
 def issues_for_inputs(input_ids: list[int], reviews: dict[int, Turn] | None = None) -> list[dict[str, Any]]:

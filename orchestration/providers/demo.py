@@ -398,46 +398,78 @@ def _body_sentences(document: str) -> list[str]:
     return [s for p in _paragraphs(document) if _is_prose(p) for s in _sentences(p)]
 
 
+@dataclass(frozen=True)
+class _Reading:
+    """What `find_issues` reads of a document once: its prose, sentences and headings."""
+
+    document: str
+    inputs: Inputs
+    role_family: str
+    sentences: list[str]
+    paragraphs: list[str]
+    headings: list[str]
+    lower: str
+
+
 def find_issues(document: str, inputs: Inputs, *, role_family: str) -> list[Issue]:
     """The problems a role notices in `document`, most severe first. Deterministic and finite:
     each kind of problem has a fix (`apply_issue`) that removes it."""
-    topic = topic_of_brief(inputs.brief)
-    issues: list[Issue] = []
-    sentences = _body_sentences(document)
-    paragraphs = [p for p in _paragraphs(document) if _is_prose(p)]
-    headings = [h.lower() for h in _headings(document)]
-    lower = document.lower()
+    reading = _Reading(
+        document=document,
+        inputs=inputs,
+        role_family=role_family,
+        sentences=_body_sentences(document),
+        paragraphs=[p for p in _paragraphs(document) if _is_prose(p)],
+        headings=[h.lower() for h in _headings(document)],
+        lower=document.lower(),
+    )
+    issues = [
+        *_argument_issues(reading),
+        *_evidence_issues(reading),
+        *_ending_and_claim_issues(reading),
+        *_clarity_issues(reading),
+    ]
+    issues.sort(key=lambda issue: SEVERITY_ORDER[issue.severity])
+    return issues
 
-    # Argument: a thesis up front, and an answer to the obvious objection.
-    if paragraphs and not re.search(r"\b(argues?|should|must|recommend|thesis)\b", paragraphs[0], re.IGNORECASE):
+
+def _argument_issues(r: _Reading) -> list[Issue]:
+    """Argument: a thesis up front, and an answer to the obvious objection."""
+    issues: list[Issue] = []
+    if r.paragraphs and not re.search(r"\b(argues?|should|must|recommend|thesis)\b", r.paragraphs[0], re.IGNORECASE):
         issues.append(
             Issue(
                 "thesis",
                 "medium",
                 "argument",
-                _short(_sentences(paragraphs[0])[0]),
+                _short(_sentences(r.paragraphs[0])[0]),
                 "The opening does not say what the piece argues.",
                 "State the thesis in the first paragraph.",
             )
         )
-    if document.strip() and not re.search(
-        r"\b(objection|critics?|counter-?argument|opponents?|on the other hand|however)\b", lower
+    if r.document.strip() and not re.search(
+        r"\b(objection|critics?|counter-?argument|opponents?|on the other hand|however)\b", r.lower
     ):
-        thesis = next((s for s in sentences if re.search(r"\bargues?\b", s)), sentences[0] if sentences else "")
+        thesis = next((s for s in r.sentences if re.search(r"\bargues?\b", s)), r.sentences[0] if r.sentences else "")
         issues.append(
             Issue(
                 "objection",
-                "high" if role_family == "critic" else "medium",
+                "high" if r.role_family == "critic" else "medium",
                 "argument",
                 _short(thesis),
                 "The argument never meets the strongest objection, so a sceptical reader is not persuaded.",
                 "Add a section that states the best counter-argument and answers it.",
             )
         )
-    # Evidence: a claim paragraph of the body with no source, when sources exist.
-    if inputs.references:
-        cited = [title.lower() for title, _ in inputs.references]
-        for paragraph in _claim_paragraphs(document):
+    return issues
+
+
+def _evidence_issues(r: _Reading) -> list[Issue]:
+    """Evidence: a claim paragraph of the body with no source (when sources exist), and no concrete example."""
+    issues: list[Issue] = []
+    if r.inputs.references:
+        cited = [title.lower() for title, _ in r.inputs.references]
+        for paragraph in _claim_paragraphs(r.document):
             if "“" in paragraph or '"' in paragraph or any(t in paragraph.lower() for t in cited):
                 continue
             first = _sentences(paragraph)[0]
@@ -449,11 +481,11 @@ def find_issues(document: str, inputs: Inputs, *, role_family: str) -> list[Issu
                         "evidence",
                         _short(first),
                         "This claim has no support, although the references have some.",
-                        f"Quote “{inputs.references[0][0]}” here.",
+                        f"Quote “{r.inputs.references[0][0]}” here.",
                     )
                 )
                 break
-    elif document.strip() and role_family == "critic":
+    elif r.document.strip() and r.role_family == "critic":
         issues.append(
             Issue(
                 "no_sources",
@@ -464,9 +496,9 @@ def find_issues(document: str, inputs: Inputs, *, role_family: str) -> list[Issu
                 "Add references to the session if the claims must be supported.",
             )
         )
-    # Evidence: one concrete example makes a case checkable.
-    if paragraphs and not re.search(r"\b(for example|for instance|consider|such as)\b", lower):
-        body = _claim_paragraphs(document) or paragraphs
+    # One concrete example makes a case checkable.
+    if r.paragraphs and not re.search(r"\b(for example|for instance|consider|such as)\b", r.lower):
+        body = _claim_paragraphs(r.document) or r.paragraphs
         issues.append(
             Issue(
                 "example",
@@ -477,9 +509,14 @@ def find_issues(document: str, inputs: Inputs, *, role_family: str) -> list[Issu
                 "Add an example a reader can picture.",
             )
         )
-    # Structure: the ending the brief asks for.
-    if re.search(r"recommend", inputs.brief, re.IGNORECASE) and not any("recommend" in h for h in headings):
-        last = paragraphs[-1] if paragraphs else ""
+    return issues
+
+
+def _ending_and_claim_issues(r: _Reading) -> list[Issue]:
+    """Structure: the ending the brief asks for. Argument: sweeping claims no evidence can carry (a critic's eye)."""
+    issues: list[Issue] = []
+    if re.search(r"recommend", r.inputs.brief, re.IGNORECASE) and not any("recommend" in h for h in r.headings):
+        last = r.paragraphs[-1] if r.paragraphs else ""
         issues.append(
             Issue(
                 "ending",
@@ -490,9 +527,8 @@ def find_issues(document: str, inputs: Inputs, *, role_family: str) -> list[Issu
                 "End with a section titled Recommendation that says what to do.",
             )
         )
-    # Argument: sweeping claims no evidence can carry (the critic's eye).
-    if role_family == "critic":
-        match = re.search(rf"[^.!?\n]*\b(?:{_OVERCLAIM})\b[^.!?\n]*[.!?]?", document)
+    if r.role_family == "critic":
+        match = re.search(rf"[^.!?\n]*\b(?:{_OVERCLAIM})\b[^.!?\n]*[.!?]?", r.document)
         if match:
             issues.append(
                 Issue(
@@ -504,13 +540,18 @@ def find_issues(document: str, inputs: Inputs, *, role_family: str) -> list[Issu
                     "Qualify it (most, often) or support it.",
                 )
             )
-    # Clarity: overlong sentences and filler.
-    for sentence in sentences:
+    return issues
+
+
+def _clarity_issues(r: _Reading) -> list[Issue]:
+    """Clarity: the first overlong sentence, and (for an editor) the first filler phrase."""
+    issues: list[Issue] = []
+    for sentence in r.sentences:
         if len(sentence.split()) > LONG_SENTENCE_WORDS:
             issues.append(
                 Issue(
                     "long_sentence",
-                    "medium" if role_family == "editor" else "low",
+                    "medium" if r.role_family == "editor" else "low",
                     "clarity",
                     _short(sentence),
                     f"This sentence runs to {len(sentence.split())} words and loses the reader.",
@@ -519,8 +560,8 @@ def find_issues(document: str, inputs: Inputs, *, role_family: str) -> list[Issu
             )
             break
     for phrase, _ in FILLERS:
-        match = re.search(rf"[^.!?\n]*\b{re.escape(phrase.strip())}\b[^.!?\n]*[.!?]?", document, re.IGNORECASE)
-        if match and role_family == "editor":
+        match = re.search(rf"[^.!?\n]*\b{re.escape(phrase.strip())}\b[^.!?\n]*[.!?]?", r.document, re.IGNORECASE)
+        if match and r.role_family == "editor":
             issues.append(
                 Issue(
                     "filler",
@@ -532,8 +573,6 @@ def find_issues(document: str, inputs: Inputs, *, role_family: str) -> list[Issu
                 )
             )
             break
-    _ = topic
-    issues.sort(key=lambda issue: SEVERITY_ORDER[issue.severity])
     return issues
 
 
@@ -637,15 +676,7 @@ def apply_issue(document: str, kind: str, inputs: Inputs) -> tuple[str, str]:
                     f"split the long sentence “{_short(sentence, 8)}”"
                 )
     elif kind == "filler":
-        changed = document
-        for phrase, replacement in FILLERS:
-
-            def keep_case(m: re.Match[str], r: str = replacement) -> str:
-                return _cap(r) if m.group(0)[:1].isupper() else r
-
-            changed = re.sub(rf"\b{re.escape(phrase)}", keep_case, changed, flags=re.IGNORECASE)
-        # "It is worth noting that x" -> "x": capitalise the sentence start it leaves behind.
-        changed = re.sub(r"(^|[.!?]\s+)([a-z])", lambda m: m.group(1) + m.group(2).upper(), changed, flags=re.M)
+        changed = _cut_fillers(document)
         if changed != document:
             return changed, "cut filler phrases (“very”, “in order to”, “it is worth noting that”)"
     elif kind == "overclaim":
@@ -653,18 +684,9 @@ def apply_issue(document: str, kind: str, inputs: Inputs) -> tuple[str, str]:
         if changed != document:
             return changed, "qualified a sweeping claim"
     elif kind == "evidence" and inputs.references:
-        cited = [title.lower() for title, _ in inputs.references]
-        claims = _claim_paragraphs(document)
-        for index, paragraph in enumerate(paragraphs):
-            if paragraph not in claims:
-                continue
-            if "“" in paragraph or '"' in paragraph or any(t in paragraph.lower() for t in cited):
-                continue
-            if len(_sentences(paragraph)[0].split()) < 8:
-                continue
-            title, content = inputs.references[(index - 1) % len(inputs.references)]
-            paragraphs[index] = paragraph.rstrip() + f" As {title} puts it: “{_best_sentence(content, topic)}”"
-            return "\n\n".join(paragraphs) + "\n", f"added evidence from “{title}”"
+        fixed = _add_evidence(document, paragraphs, inputs, topic)
+        if fixed is not None:
+            return fixed
     elif kind == "example":
         example = (
             "For example, picture one street before and after the change: who uses it at eight in the morning, "
@@ -696,6 +718,40 @@ def apply_issue(document: str, kind: str, inputs: Inputs) -> tuple[str, str]:
                 paragraphs[index] = f"This piece argues that {topic.claim}. " + paragraph
                 return "\n\n".join(paragraphs) + "\n", "stated the thesis in the opening"
     return document, ""
+
+
+def _cut_fillers(document: str) -> str:
+    """`document` with every filler phrase replaced (keeping a capital), sentence starts re-capitalised."""
+    changed = document
+    for phrase, replacement in FILLERS:
+
+        def keep_case(m: re.Match[str], r: str = replacement) -> str:
+            return _cap(r) if m.group(0)[:1].isupper() else r
+
+        changed = re.sub(rf"\b{re.escape(phrase)}", keep_case, changed, flags=re.IGNORECASE)
+    # "It is worth noting that x" -> "x": capitalise the sentence start it leaves behind.
+    return re.sub(r"(^|[.!?]\s+)([a-z])", lambda m: m.group(1) + m.group(2).upper(), changed, flags=re.M)
+
+
+def _add_evidence(document: str, paragraphs: list[str], inputs: Inputs, topic: Topic) -> tuple[str, str] | None:
+    """Quote a reference after the first unsupported claim paragraph: (document, what was done), or None.
+
+    `paragraphs` are `document`'s paragraphs (the one changed is replaced in place); `inputs.references`
+    is not empty.
+    """
+    cited = [title.lower() for title, _ in inputs.references]
+    claims = _claim_paragraphs(document)
+    for index, paragraph in enumerate(paragraphs):
+        if paragraph not in claims:
+            continue
+        if "“" in paragraph or '"' in paragraph or any(t in paragraph.lower() for t in cited):
+            continue
+        if len(_sentences(paragraph)[0].split()) < 8:
+            continue
+        title, content = inputs.references[(index - 1) % len(inputs.references)]
+        paragraphs[index] = paragraph.rstrip() + f" As {title} puts it: “{_best_sentence(content, topic)}”"
+        return "\n\n".join(paragraphs) + "\n", f"added evidence from “{title}”"
+    return None
 
 
 def _insert_before_ending(document: str, section: str) -> str:
@@ -1143,92 +1199,11 @@ def _suggested_agents(
         ],
     )
     if flow == "roundtable":
-        product = bool(re.search(r"product|spec|launch|feature|roadmap|rfc|design doc", text))
-        names = (
-            [
-                ("Product critic", "user value and scope"),
-                ("Engineering critic", "feasibility and cost"),
-                ("Risk critic", "what could go wrong"),
-            ]
-            if product
-            else [
-                ("Argument critic", "the logic of the case"),
-                ("Evidence critic", "support for each claim"),
-                ("Style critic", "readability"),
-            ]
-        )
-        critics = [
-            (
-                name,
-                "critic",
-                f"You are the {name.lower()}. Review the document {about} for {focus}; raise "
-                f"concrete issues with a severity.{aim}",
-                [_crit(focus.capitalize(), f"Judged on {focus}.", 1.0)],
-            )
-            for name, focus in names
-        ][: max(1, room - 1)]
-        moderator = (
-            "Moderator",
-            "moderator",
-            f"You are the moderator. Revise the document {about} to resolve the critics' issues, most severe "
-            f"first, and say what you did with each.{aim}",
-            [_crit("Issues resolved", "High-severity issues fixed.", 1.5), _crit("Coherence", "One voice.", 1.0)],
-        )
-        return [*critics, moderator]
+        return _roundtable_team(about, aim, text, room)
     if flow == "pipeline":
-        return [
-            (
-                "Researcher",
-                "researcher",
-                f"You are the researcher. Find what the references say {about}, citing them.",
-                [_crit("Coverage", "Every relevant source is used.", 1.0)],
-            ),
-            (
-                "Planner",
-                "planner",
-                f"You are the planner. Outline the piece {about} from the research.{aim}",
-                [_crit("Structure", "Sections build on each other.", 1.0)],
-            ),
-            (
-                "Builder",
-                "builder",
-                f"You are the builder. Write the complete piece {about} from the outline.{aim}",
-                [
-                    _crit("Clarity", "Plain, precise sentences.", 1.0),
-                    _crit("Evidence", "Claims cite the research.", 1.5),
-                ],
-            ),
-            (
-                "Reviewer",
-                "reviewer",
-                "You are the reviewer. Score the draft, flag unsupported claims and propose exact find/replace edits.",
-                [_crit("Accuracy", "Claims match the sources.", 1.5)],
-            ),
-        ]
+        return _pipeline_team(about, aim)
     if flow == "editorial":
-        editors = [
-            (
-                "Structural editor",
-                "editor",
-                f"You are the structural editor. Check the order and the argument of "
-                f"the draft {about}; suggest concrete moves and cuts.",
-                [_crit("Structure", "Sections build.", 1.0)],
-            ),
-            (
-                "Line editor",
-                "editor",
-                "You are the line editor. Tighten sentences, cut filler and fix wording.",
-                [_crit("Clarity", "Plain, precise sentences.", 1.0)],
-            ),
-        ][: max(1, room - 2)]
-        synthesizer = (
-            "Synthesizer",
-            "synthesizer",
-            f"You are the synthesizer. Merge the editors' suggestions into the next version {about}; say which "
-            "you took and why.",
-            [_crit("Coherence", "The edits read as one voice.", 1.0)],
-        )
-        return [writer, *editors, synthesizer]
+        return [writer, *_editorial_team(about, room)]
     second = (
         (
             "Evidence editor",
@@ -1246,6 +1221,102 @@ def _suggested_agents(
         )
     )
     return [writer, second][:room]
+
+
+def _roundtable_team(about: str, aim: str, text: str, room: int) -> list[tuple[str, str, str, list[dict[str, Any]]]]:
+    """Critics suited to the brief (a product brief gets product, engineering and risk critics), then the moderator."""
+    product = bool(re.search(r"product|spec|launch|feature|roadmap|rfc|design doc", text))
+    names = (
+        [
+            ("Product critic", "user value and scope"),
+            ("Engineering critic", "feasibility and cost"),
+            ("Risk critic", "what could go wrong"),
+        ]
+        if product
+        else [
+            ("Argument critic", "the logic of the case"),
+            ("Evidence critic", "support for each claim"),
+            ("Style critic", "readability"),
+        ]
+    )
+    critics = [
+        (
+            name,
+            "critic",
+            f"You are the {name.lower()}. Review the document {about} for {focus}; raise "
+            f"concrete issues with a severity.{aim}",
+            [_crit(focus.capitalize(), f"Judged on {focus}.", 1.0)],
+        )
+        for name, focus in names
+    ][: max(1, room - 1)]
+    moderator = (
+        "Moderator",
+        "moderator",
+        f"You are the moderator. Revise the document {about} to resolve the critics' issues, most severe "
+        f"first, and say what you did with each.{aim}",
+        [_crit("Issues resolved", "High-severity issues fixed.", 1.5), _crit("Coherence", "One voice.", 1.0)],
+    )
+    return [*critics, moderator]
+
+
+def _pipeline_team(about: str, aim: str) -> list[tuple[str, str, str, list[dict[str, Any]]]]:
+    """The pipeline's four stages: researcher, planner, builder, reviewer."""
+    return [
+        (
+            "Researcher",
+            "researcher",
+            f"You are the researcher. Find what the references say {about}, citing them.",
+            [_crit("Coverage", "Every relevant source is used.", 1.0)],
+        ),
+        (
+            "Planner",
+            "planner",
+            f"You are the planner. Outline the piece {about} from the research.{aim}",
+            [_crit("Structure", "Sections build on each other.", 1.0)],
+        ),
+        (
+            "Builder",
+            "builder",
+            f"You are the builder. Write the complete piece {about} from the outline.{aim}",
+            [
+                _crit("Clarity", "Plain, precise sentences.", 1.0),
+                _crit("Evidence", "Claims cite the research.", 1.5),
+            ],
+        ),
+        (
+            "Reviewer",
+            "reviewer",
+            "You are the reviewer. Score the draft, flag unsupported claims and propose exact find/replace edits.",
+            [_crit("Accuracy", "Claims match the sources.", 1.5)],
+        ),
+    ]
+
+
+def _editorial_team(about: str, room: int) -> list[tuple[str, str, str, list[dict[str, Any]]]]:
+    """The editors that fit in `room` beside the writer, then the synthesizer."""
+    editors = [
+        (
+            "Structural editor",
+            "editor",
+            f"You are the structural editor. Check the order and the argument of "
+            f"the draft {about}; suggest concrete moves and cuts.",
+            [_crit("Structure", "Sections build.", 1.0)],
+        ),
+        (
+            "Line editor",
+            "editor",
+            "You are the line editor. Tighten sentences, cut filler and fix wording.",
+            [_crit("Clarity", "Plain, precise sentences.", 1.0)],
+        ),
+    ][: max(1, room - 2)]
+    synthesizer = (
+        "Synthesizer",
+        "synthesizer",
+        f"You are the synthesizer. Merge the editors' suggestions into the next version {about}; say which "
+        "you took and why.",
+        [_crit("Coherence", "The edits read as one voice.", 1.0)],
+    )
+    return [*editors, synthesizer]
 
 
 def team_reply(request: ModelRequest) -> str:

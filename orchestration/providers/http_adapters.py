@@ -71,6 +71,17 @@ def sends_temperature(provider: str, model_id: str) -> bool:
     return table_sends_temperature(provider, model_id, reasoning_prefixes=OPENAI_REASONING_PREFIXES)
 
 
+def _unless_impossible(result: Usage, request: ModelRequest, output_chars: int) -> Usage:
+    """`result` as reported, or (a gateway that reports zeros for text it streamed) with the output, and the
+    input when none was reported either, estimated from the text and marked estimated. Changes `result`."""
+    if _impossible_usage(result.output_tokens, output_chars):
+        result.output_tokens = estimate_tokens("x" * output_chars)
+        if result.input_tokens + result.cached_input_tokens <= 0:
+            result.input_tokens = estimate_tokens(request.system) + estimate_tokens(request.user)
+        result.estimated = True
+    return result
+
+
 def _impossible_usage(output_tokens: int, text_chars: int) -> bool:
     """No output tokens for a non-empty reply: a server that reports zeros (vLLM-style), not a free reply."""
     return text_chars > 0 and output_tokens <= 0
@@ -130,6 +141,69 @@ class SDKAdapter(BaseAdapter):
         return True, f"{self.display_name} is reachable ({count} model{'s' if count != 1 else ''} listed)."
 
 
+class _AnthropicReader:
+    """Turns the Messages API's stream events into Atelier's, keeping what the end of the call needs:
+    the usage counts (`reported` once message_start gave the input), the stop reason and the characters
+    streamed (text and thinking, for a gateway that reports zeros)."""
+
+    def __init__(self) -> None:
+        self.usage: dict[str, Any] = {"input": 0, "output": 0, "cache_read": 0, "cache_write": 0, "thinking": None}
+        self.reported = False  # message_start arrived: the input counts are the provider's
+        self.stop_reason = ""
+        self.stop_detail = ""
+        self.finished = False
+        self.joiner = SurrogateJoiner()
+        self.text_chars = 0
+        self.thinking_chars = 0
+        self.tool_blocks: dict[int, dict[str, Any]] = {}  # content block index -> {"id", "name", "json": [pieces]}
+
+    def read(self, event: Any) -> list[StreamEvent]:
+        """What one SDK stream event yields (often nothing: usage and stop events only update the state)."""
+        kind = event.type
+        if kind == "content_block_delta":
+            return self._delta(event)
+        if kind == "content_block_start":
+            block = event.content_block
+            if block.type == "redacted_thinking":
+                return [ReasoningDelta(REDACTED_THINKING_NOTE)]
+            if block.type == "tool_use":
+                self.tool_blocks[event.index] = {"id": block.id, "name": block.name, "json": []}
+        elif kind == "content_block_stop" and event.index in self.tool_blocks:
+            block = self.tool_blocks.pop(event.index)
+            raw = "".join(block["json"])
+            arguments, invalid = parse_tool_arguments(raw)
+            return [ToolCall(id=block["id"], name=block["name"], arguments=arguments, raw=raw, invalid=invalid)]
+        elif kind == "message_start":
+            _merge_anthropic_usage(self.usage, event.message.usage)
+            self.reported = True
+        elif kind == "message_delta":
+            _merge_anthropic_usage(self.usage, event.usage)
+            self.stop_reason = event.delta.stop_reason or self.stop_reason
+            details = getattr(event.delta, "stop_details", None)
+            if details is not None:
+                self.stop_detail = _refusal_words(details) or self.stop_detail
+        elif kind == "message_stop":
+            self.finished = True
+        return []
+
+    def _delta(self, event: Any) -> list[StreamEvent]:
+        """A content_block_delta: text, a piece of a tool call's JSON, or thinking."""
+        delta_type = event.delta.type
+        if delta_type == "text_delta" and event.delta.text:
+            text = self.joiner.feed(event.delta.text)
+            if text:
+                self.text_chars += len(text)
+                return [TextDelta(text)]
+        elif delta_type == "input_json_delta" and event.index in self.tool_blocks:
+            self.tool_blocks[event.index]["json"].append(event.delta.partial_json or "")
+        elif delta_type == "thinking_delta" and event.delta.thinking:
+            self.thinking_chars += len(event.delta.thinking)
+            return [ReasoningDelta(event.delta.thinking)]
+        # signature_delta: only needed to send thinking back in a multi-turn
+        # conversation; every Atelier turn is a fresh single message.
+        return []
+
+
 class AnthropicAdapter(SDKAdapter):
     def _make_client(self) -> anthropic.AsyncAnthropic:
         return anthropic.AsyncAnthropic(
@@ -139,7 +213,10 @@ class AnthropicAdapter(SDKAdapter):
             timeout=http_timeout(self.timeout),
         )
 
-    async def stream(self, request: ModelRequest) -> AsyncGenerator[StreamEvent, None]:
+    @staticmethod
+    def _params(request: ModelRequest) -> dict[str, Any]:
+        """The Messages API arguments for `request` (streamed; the system prompt marked cacheable when long
+        enough; thinking on when the request has a usable budget)."""
         params: dict[str, Any] = {
             "model": request.model_id,
             "max_tokens": request.max_tokens,
@@ -171,83 +248,37 @@ class AnthropicAdapter(SDKAdapter):
             and request.thinking_budget < request.max_tokens
         ):
             params["thinking"] = {"type": "enabled", "budget_tokens": request.thinking_budget}
+        return params
 
+    async def stream(self, request: ModelRequest) -> AsyncGenerator[StreamEvent, None]:
+        params = self._params(request)
         started = False
-        usage = {"input": 0, "output": 0, "cache_read": 0, "cache_write": 0, "thinking": None}
-        reported = False  # message_start arrived: the input counts are the provider's
-        stop_reason = ""
-        stop_detail = ""
-        finished = False
-        joiner = SurrogateJoiner()
-        text_chars = 0
-        thinking_chars = 0
-        tool_blocks: dict[int, dict[str, Any]] = {}  # content block index -> {"id", "name", "json": [pieces]}
+        reader = _AnthropicReader()
         try:
             stream = await self.client.messages.create(**params)
             started = True
             async with stream:  # closes the response on cancel, error or early exit
                 async for event in stream:
-                    kind = event.type
-                    if kind == "content_block_delta":
-                        delta_type = event.delta.type
-                        if delta_type == "text_delta" and event.delta.text:
-                            text = joiner.feed(event.delta.text)
-                            if text:
-                                text_chars += len(text)
-                                yield TextDelta(text)
-                        elif delta_type == "input_json_delta" and event.index in tool_blocks:
-                            tool_blocks[event.index]["json"].append(event.delta.partial_json or "")
-                        elif delta_type == "thinking_delta" and event.delta.thinking:
-                            thinking_chars += len(event.delta.thinking)
-                            yield ReasoningDelta(event.delta.thinking)
-                        # signature_delta: only needed to send thinking back in a multi-turn
-                        # conversation; every Atelier turn is a fresh single message.
-                    elif kind == "content_block_start":
-                        block = event.content_block
-                        if block.type == "redacted_thinking":
-                            yield ReasoningDelta(REDACTED_THINKING_NOTE)
-                        elif block.type == "tool_use":
-                            tool_blocks[event.index] = {"id": block.id, "name": block.name, "json": []}
-                    elif kind == "content_block_stop" and event.index in tool_blocks:
-                        block = tool_blocks.pop(event.index)
-                        raw = "".join(block["json"])
-                        arguments, invalid = parse_tool_arguments(raw)
-                        yield ToolCall(
-                            id=block["id"], name=block["name"], arguments=arguments, raw=raw, invalid=invalid
-                        )
-                    elif kind == "message_start":
-                        _merge_anthropic_usage(usage, event.message.usage)
-                        reported = True
-                    elif kind == "message_delta":
-                        _merge_anthropic_usage(usage, event.usage)
-                        stop_reason = event.delta.stop_reason or stop_reason
-                        details = getattr(event.delta, "stop_details", None)
-                        if details is not None:
-                            stop_detail = _refusal_words(details) or stop_detail
-                    elif kind == "message_stop":
-                        finished = True
+                    for out in reader.read(event):
+                        yield out
         except (*SDK_ERRORS, httpx2.HTTPError) as exc:
             error = self._error(exc, started=started)
-            if reported and error.usage is None:
-                error.usage = self._usage(usage, estimated=False)
+            if reader.reported and error.usage is None:
+                error.usage = self._usage(reader.usage, estimated=False)
             raise error from exc
-        if not finished:
+        if not reader.finished:
             error = self._broken()
-            if reported:
-                error.usage = self._usage(usage, estimated=False)
+            if reader.reported:
+                error.usage = self._usage(reader.usage, estimated=False)
             raise error
-        tail = joiner.flush()
+        tail = reader.joiner.flush()
         if tail:
-            text_chars += len(tail)
+            reader.text_chars += len(tail)
             yield TextDelta(tail)
-        result = self._usage(usage, estimated=False, thinking_chars=thinking_chars)
-        if _impossible_usage(result.output_tokens, text_chars + thinking_chars):
-            # A gateway that reports zeros: estimate what it did not count, and say so.
-            result.output_tokens = estimate_tokens("x" * (text_chars + thinking_chars))
-            if result.input_tokens + result.cached_input_tokens <= 0:
-                result.input_tokens = estimate_tokens(request.system) + estimate_tokens(request.user)
-            result.estimated = True
-        yield StreamEnd(usage=result, stop_reason=stop_reason or "end_turn", stop_detail=stop_detail)
+        output_chars = reader.text_chars + reader.thinking_chars
+        result = self._usage(reader.usage, estimated=False, thinking_chars=reader.thinking_chars)
+        result = _unless_impossible(result, request, output_chars)
+        yield StreamEnd(usage=result, stop_reason=reader.stop_reason or "end_turn", stop_detail=reader.stop_detail)
 
     @staticmethod
     def _usage(usage: dict[str, Any], *, estimated: bool, thinking_chars: int = 0) -> Usage:
@@ -355,98 +386,131 @@ class OpenAIAdapter(SDKAdapter):
 
     async def stream(self, request: ModelRequest) -> AsyncGenerator[StreamEvent, None]:
         started = False
-        finish_reason = ""
-        usage = None
-        text_chars = 0
-        joiner = SurrogateJoiner()
-        splitter = ThinkTagSplitter()  # a leading <think> block streams as reasoning
-        refusal: list[str] = []
-        reasoning_chars = 0
-        tool_parts: dict[int, dict[str, Any]] = {}  # delta.tool_calls[].index -> {"id", "name", "args": [pieces]}
+        reader = _ChatReader()
         try:
             stream = await self.client.chat.completions.create(**self._params(request))
             started = True
             async with stream:
                 async for chunk in stream:
-                    if chunk.usage is not None:
-                        usage = chunk.usage
-                    for choice in chunk.choices:
-                        delta = choice.delta
-                        content = delta.content if delta is not None else None
-                        # DeepSeek, vLLM's reasoning parsers and others stream the thinking in an
-                        # extra delta field; OpenAI's Chat Completions return none of it.
-                        thought = _delta_reasoning(delta)
-                        if thought:
-                            reasoning_chars += len(thought)
-                            yield ReasoningDelta(thought)
-                        if content:
-                            for kind, piece in splitter.feed(joiner.feed(content)):
-                                if kind == "reasoning":
-                                    reasoning_chars += len(piece)
-                                    yield ReasoningDelta(piece)
-                                else:
-                                    text_chars += len(piece)
-                                    yield TextDelta(piece)
-                        for piece in (getattr(delta, "tool_calls", None) or []) if delta is not None else []:
-                            _collect_tool_call(tool_parts, piece)
-                        # A refusal comes as its own text, never as content: keep the provider's words.
-                        words = getattr(delta, "refusal", None) if delta is not None else None
-                        if words:
-                            refusal.append(words)
-                        if choice.finish_reason:
-                            finish_reason = choice.finish_reason
+                    for out in reader.read(chunk):
+                        yield out
         except (*SDK_ERRORS, httpx2.HTTPError) as exc:
             raise self._error(exc, started=started) from exc
-        if not finish_reason:
+        if not reader.finish_reason:
             raise self._broken()
-        for kind, piece in [*splitter.feed(joiner.flush()), *splitter.flush()]:
-            if kind == "reasoning":
-                reasoning_chars += len(piece)
-                yield ReasoningDelta(piece)
-            else:
-                text_chars += len(piece)
-                yield TextDelta(piece)
-        for index in sorted(tool_parts):
-            part = tool_parts[index]
-            raw = "".join(part["args"])
-            arguments, invalid = parse_tool_arguments(raw)
-            yield ToolCall(
-                id=part["id"] or f"call_{index}", name=part["name"], arguments=arguments, raw=raw, invalid=invalid
-            )
-        refusal_text = SurrogateJoiner().feed("".join(refusal)).strip()
-        output_chars = text_chars + len(refusal_text)
-        if usage is not None:
-            details = getattr(usage, "prompt_tokens_details", None)
-            cached = min((getattr(details, "cached_tokens", None) or 0) if details else 0, usage.prompt_tokens or 0)
-            completion = getattr(usage, "completion_tokens_details", None)
-            reported_reasoning = getattr(completion, "reasoning_tokens", None) if completion else None
-            result = Usage(
-                # OpenAI's prompt_tokens includes the cached ones; ours is the uncached part.
-                input_tokens=(usage.prompt_tokens or 0) - cached,
-                output_tokens=usage.completion_tokens or 0,
-                cached_input_tokens=cached,
-                # completion_tokens already includes the reasoning tokens (billed as output).
-                reasoning_tokens=_reasoning_tokens(reported_reasoning, reasoning_chars, usage.completion_tokens or 0),
-            )
-            if _impossible_usage(result.output_tokens, output_chars + reasoning_chars):
-                # A vLLM-style server that reports zeros: estimate what it did not count, and say so.
-                result.reasoning_tokens = estimate_tokens("x" * reasoning_chars)
-                result.output_tokens = estimate_tokens("x" * output_chars) + result.reasoning_tokens
-                if result.input_tokens + cached <= 0:
-                    result.input_tokens = estimate_tokens(request.system) + estimate_tokens(request.user)
-                result.estimated = True
-        else:
-            # Some compatible servers ignore include_usage: estimate rather than bill nothing.
-            reasoning_estimate = estimate_tokens("x" * reasoning_chars)
-            result = Usage(
-                input_tokens=estimate_tokens(request.system) + estimate_tokens(request.user),
-                output_tokens=max(1, estimate_tokens("x" * output_chars)) + reasoning_estimate,
-                estimated=True,
-                reasoning_tokens=reasoning_estimate,
-            )
+        for out in reader.flush():
+            yield out
+        refusal_text = SurrogateJoiner().feed("".join(reader.refusal)).strip()
+        output_chars = reader.text_chars + len(refusal_text)
+        result = _chat_usage(reader.usage, request, output_chars=output_chars, reasoning_chars=reader.reasoning_chars)
+        finish_reason = reader.finish_reason
         if refusal_text and finish_reason not in ("content_filter",):
             finish_reason = "refusal"
         yield StreamEnd(usage=result, stop_reason=finish_reason, stop_detail=refusal_text)
+
+
+class _ChatReader:
+    """Turns Chat Completions chunks into Atelier's stream events, keeping what the end of the call needs:
+    the finish reason, the reported usage (None until a chunk carries it), a refusal's words, the tool
+    calls' pieces and the characters streamed (text and reasoning, for a server that reports zeros)."""
+
+    def __init__(self) -> None:
+        self.finish_reason = ""
+        self.usage: Any = None
+        self.text_chars = 0
+        self.reasoning_chars = 0
+        self.joiner = SurrogateJoiner()
+        self.splitter = ThinkTagSplitter()  # a leading <think> block streams as reasoning
+        self.refusal: list[str] = []
+        self.tool_parts: dict[int, dict[str, Any]] = {}  # delta.tool_calls[].index -> {"id", "name", "args": [...]}
+
+    def read(self, chunk: Any) -> list[StreamEvent]:
+        """What one chunk yields: reasoning and text deltas (tool calls come whole, at `flush`)."""
+        out: list[StreamEvent] = []
+        if chunk.usage is not None:
+            self.usage = chunk.usage
+        for choice in chunk.choices:
+            delta = choice.delta
+            content = delta.content if delta is not None else None
+            # DeepSeek, vLLM's reasoning parsers and others stream the thinking in an
+            # extra delta field; OpenAI's Chat Completions return none of it.
+            thought = _delta_reasoning(delta)
+            if thought:
+                self.reasoning_chars += len(thought)
+                out.append(ReasoningDelta(thought))
+            if content:
+                out += self._pieces(self.splitter.feed(self.joiner.feed(content)))
+            for piece in (getattr(delta, "tool_calls", None) or []) if delta is not None else []:
+                _collect_tool_call(self.tool_parts, piece)
+            # A refusal comes as its own text, never as content: keep the provider's words.
+            words = getattr(delta, "refusal", None) if delta is not None else None
+            if words:
+                self.refusal.append(words)
+            if choice.finish_reason:
+                self.finish_reason = choice.finish_reason
+        return out
+
+    def flush(self) -> list[StreamEvent]:
+        """At the end of the stream: the text still held back, then each tool call, in index order."""
+        out = self._pieces([*self.splitter.feed(self.joiner.flush()), *self.splitter.flush()])
+        for index in sorted(self.tool_parts):
+            part = self.tool_parts[index]
+            raw = "".join(part["args"])
+            arguments, invalid = parse_tool_arguments(raw)
+            out.append(
+                ToolCall(
+                    id=part["id"] or f"call_{index}", name=part["name"], arguments=arguments, raw=raw, invalid=invalid
+                )
+            )
+        return out
+
+    def _pieces(self, pieces: list[tuple[str, str]]) -> list[StreamEvent]:
+        """The splitter's (kind, text) pieces as reasoning or text deltas, counted."""
+        out: list[StreamEvent] = []
+        for kind, piece in pieces:
+            if kind == "reasoning":
+                self.reasoning_chars += len(piece)
+                out.append(ReasoningDelta(piece))
+            else:
+                self.text_chars += len(piece)
+                out.append(TextDelta(piece))
+        return out
+
+
+def _chat_usage(usage: Any, request: ModelRequest, *, output_chars: int, reasoning_chars: int) -> Usage:
+    """Usage from a Chat Completions usage object (None when the server sent none: then all estimated).
+
+    Counts it reports as zero despite streamed text are estimated too, and the result says so.
+    """
+    if usage is None:
+        # Some compatible servers ignore include_usage: estimate rather than bill nothing.
+        reasoning_estimate = estimate_tokens("x" * reasoning_chars)
+        return Usage(
+            input_tokens=estimate_tokens(request.system) + estimate_tokens(request.user),
+            output_tokens=max(1, estimate_tokens("x" * output_chars)) + reasoning_estimate,
+            estimated=True,
+            reasoning_tokens=reasoning_estimate,
+        )
+    details = getattr(usage, "prompt_tokens_details", None)
+    cached = min((getattr(details, "cached_tokens", None) or 0) if details else 0, usage.prompt_tokens or 0)
+    completion = getattr(usage, "completion_tokens_details", None)
+    reported_reasoning = getattr(completion, "reasoning_tokens", None) if completion else None
+    result = Usage(
+        # OpenAI's prompt_tokens includes the cached ones; ours is the uncached part.
+        input_tokens=(usage.prompt_tokens or 0) - cached,
+        output_tokens=usage.completion_tokens or 0,
+        cached_input_tokens=cached,
+        # completion_tokens already includes the reasoning tokens (billed as output).
+        reasoning_tokens=_reasoning_tokens(reported_reasoning, reasoning_chars, usage.completion_tokens or 0),
+    )
+    if _impossible_usage(result.output_tokens, output_chars + reasoning_chars):
+        # A vLLM-style server that reports zeros: estimate what it did not count, and say so.
+        result.reasoning_tokens = estimate_tokens("x" * reasoning_chars)
+        result.output_tokens = estimate_tokens("x" * output_chars) + result.reasoning_tokens
+        if result.input_tokens + cached <= 0:
+            result.input_tokens = estimate_tokens(request.system) + estimate_tokens(request.user)
+        result.estimated = True
+    return result
 
 
 def _delta_reasoning(delta: Any) -> str:

@@ -61,51 +61,17 @@ class Command(BaseCommand):
             ok, reason = provider_configured(provider)
             configured += ok
             spec = SPECS_BY_NAME[provider]
-            label = spec.label
             state = self.style.SUCCESS("configured") if ok else self.style.WARNING("not configured")
-            self.stdout.write(f"{label} [{provider}]: {state}. {reason}")
+            self.stdout.write(f"{spec.label} [{provider}]: {state}. {reason}")
             if not spec.offline:
-                config = providers_config.get(provider) or {}
-                base_url = config.get("base_url") or ""
-                if base_url:
-                    shown = safe_url(base_url)
-                elif spec.sdk_default_url:  # where the SDK sends calls: nobody has to guess
-                    shown = f"{spec.sdk_default_url} (SDK default)"
-                else:
-                    shown = "(none)"
-                key_state = "set" if config.get("api_key") else "not set"
-                self.stdout.write(f"  Base URL: {shown}  [{spec.base_url_env}]; API key: {key_state}  [{spec.key_env}]")
-            if live:
-                if ok:
-                    checked += 1
-                    try:
-                        good, message = asyncio.run(check_provider(provider))
-                    except Exception as exc:  # noqa: BLE001 - a check must report, never crash the command
-                        good, message = False, f"The check itself failed: {type(exc).__name__}."
-                    if good:
-                        self.stdout.write(f"  Live check: {self.style.SUCCESS('OK')}. {message}")
-                    else:
-                        failed += 1
-                        self.stdout.write(f"  Live check: {self.style.ERROR('FAILED')}. {message}")
-                else:
-                    self.stdout.write("  Live check: skipped (not configured).")
-            models = models_by_provider.get(provider, [])
-            if not models:
-                self.stdout.write("  Catalogue: no models.")
-            for model in models:
-                flags = []
-                if not model.is_priced:
-                    flags.append(self.style.ERROR("NO PRICE: cannot be used"))
-                if not model.enabled:
-                    flags.append("disabled")
-                elif not ok or not model.is_priced:
-                    unusable_models += 1
-                prices = (
-                    f"in {_price(model.input_price_per_mtok)} / cached {_price(model.cached_input_price_per_mtok)} "
-                    f"/ out {_price(model.output_price_per_mtok)} per Mtok, ×{model.credit_multiplier}"
-                )
-                flag_text = f"  [{'; '.join(flags)}]" if flags else ""
-                self.stdout.write(f"  - {model.model_id}: {model.display_name}; {prices}{flag_text}")
+                self._write_connection(provider, providers_config.get(provider) or {})
+            if live and ok:
+                checked += 1
+                if not self._live_check(provider):
+                    failed += 1
+            elif live:
+                self.stdout.write("  Live check: skipped (not configured).")
+            unusable_models += self._write_models(models_by_provider.get(provider, []), configured=ok)
 
         unknown = sorted(set(models_by_provider) - set(KNOWN_PROVIDERS))
         for provider in unknown:
@@ -124,3 +90,50 @@ class Command(BaseCommand):
         self.stdout.write(summary + ".")
         if live and failed:
             raise CommandError(f"{failed} configured provider(s) failed the live check.", returncode=1)
+
+    def _write_connection(self, provider: str, config: dict[str, Any]) -> None:
+        """The provider's base URL (credentials masked) and whether its API key is set (never the key)."""
+        spec = SPECS_BY_NAME[provider]
+        base_url = config.get("base_url") or ""
+        if base_url:
+            shown = safe_url(base_url)
+        elif spec.sdk_default_url:  # where the SDK sends calls: nobody has to guess
+            shown = f"{spec.sdk_default_url} (SDK default)"
+        else:
+            shown = "(none)"
+        key_state = "set" if config.get("api_key") else "not set"
+        self.stdout.write(f"  Base URL: {shown}  [{spec.base_url_env}]; API key: {key_state}  [{spec.key_env}]")
+
+    def _live_check(self, provider: str) -> bool:
+        """Ask the provider for its model list (no tokens spent) and write the outcome; True when it answered."""
+        try:
+            good, message = asyncio.run(check_provider(provider))
+        except Exception as exc:  # noqa: BLE001 - a check must report, never crash the command
+            good, message = False, f"The check itself failed: {type(exc).__name__}."
+        if good:
+            self.stdout.write(f"  Live check: {self.style.SUCCESS('OK')}. {message}")
+        else:
+            self.stdout.write(f"  Live check: {self.style.ERROR('FAILED')}. {message}")
+        return good
+
+    def _write_models(self, models: list[LLMModel], *, configured: bool) -> int:
+        """One line per catalogue model with its prices and flags; returns how many enabled ones are unusable
+        (no price, or their provider not configured)."""
+        unusable = 0
+        if not models:
+            self.stdout.write("  Catalogue: no models.")
+        for model in models:
+            flags = []
+            if not model.is_priced:
+                flags.append(self.style.ERROR("NO PRICE: cannot be used"))
+            if not model.enabled:
+                flags.append("disabled")
+            elif not configured or not model.is_priced:
+                unusable += 1
+            prices = (
+                f"in {_price(model.input_price_per_mtok)} / cached {_price(model.cached_input_price_per_mtok)} "
+                f"/ out {_price(model.output_price_per_mtok)} per Mtok, ×{model.credit_multiplier}"
+            )
+            flag_text = f"  [{'; '.join(flags)}]" if flags else ""
+            self.stdout.write(f"  - {model.model_id}: {model.display_name}; {prices}{flag_text}")
+        return unusable
