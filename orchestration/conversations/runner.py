@@ -505,7 +505,7 @@ def _tool_message(transcript: _Transcript, prepared: Prepared, agent: Agent, too
         data.update(agent_tool=True, agent_id=target.pk, target_name=target.name, result="")
         transcript.add(role=MessageRole.TOOL, agent=agent, status=MessageStatus.PENDING, data=data)
         return
-    elif name in tools.INFO_TOOL_NAMES:
+    elif name in tools.INFO_TOOL_NAMES and tools.may_use(agent, name):  # not one it was denied on the team page
         data["result"] = tools.run_info_tool(
             name,
             tool_call.arguments,

@@ -55,6 +55,13 @@ INFO_TOOL_CHOICES = [
 ]
 
 
+def may_use(agent: Any, name: str) -> bool:
+    """Whether `agent` may run the information tool `name` (a model calling a tool it was not offered
+    gets "There is no tool called ..." instead of its result)."""
+    allowed = getattr(agent, "tools", None)
+    return allowed is None or name in allowed
+
+
 def info_tools_for(agent: Any) -> list[dict[str, Any]]:
     """The information tools `agent` (an orchestration Agent) may call: those named in `agent.tools`,
     or all of them when it is None (the presets' default). Unknown names are ignored."""

@@ -376,3 +376,26 @@ def test_the_next_reply_uses_the_saved_model_prompt_and_tools(
     assert "transfer_to_research_specialist" in names  # handoffs stay
     assert not {"current_time", "search_conversation", "search_references"} & set(names)  # no tools chosen
     assert conversations.transcript(conversation)[-1].content == "Hedges it is."
+
+
+def test_a_tool_the_agent_was_denied_is_not_run_even_if_the_model_calls_it(
+    providers, enqueued, conversation, funded_owner
+):
+    from orchestration.models import ReferenceDocument, WritingSession
+    from orchestration.retrieval import index_references
+
+    source = WritingSession.objects.create(project=conversation.project, title="Essay", brief="Trees")
+    reference = ReferenceDocument.objects.create(session=source, title="Shade", content="Hornbeams shade streets.")
+    index_references([reference])
+    model = priced("openai", "gpt-4.1-test", "4")
+    triage = by_name(conversation, "Triage")
+    conversations.update_team_agent(
+        conversation=conversation, user=funded_owner, agent_id=triage.pk, changes={"model": model, "tools": []}
+    )
+    providers.reply("", tool_calls=[{"name": "search_references", "arguments": {"query": "hornbeams"}}])
+    providers.reply("I cannot search the references.")
+    conversations.send_message(conversation=conversation, user=funded_owner, text="What shades streets?")
+    assert runner.drive(conversation.session_id) == "finished"
+    tool = next(m for m in conversations.transcript(conversation) if m.role == "tool")
+    assert tool.data["result"] == "There is no tool called search_references here."
+    assert "Hornbeams" not in str(providers.generation_requests()[-1].json)
