@@ -204,7 +204,16 @@ def _check_message(plan: Plan, user: User, conversation: Conversation) -> Gate |
         )
     agents = [a for a in conversation.session.agents.select_related("model", "fallback_model") if a.active]
     specialists = len([a for a in agents if a.role != "triage"])
-    if specialists > plan.max_specialists:
+    if conversation.flow == "pipeline":
+        # A pipeline conversation is gated like a pipeline session: the plan must include the flow, and
+        # its team is the four stages (not specialists).
+        gate = _check_flow(plan, "pipeline")
+        if gate is not None:
+            return gate
+        missing = {"researcher", "planner", "builder", "reviewer"} - {a.role for a in agents}
+        if missing:
+            return Gate(False, "The pipeline needs a researcher, a planner, a builder and a reviewer.")
+    elif specialists > plan.max_specialists:
         up = cheapest_plan_for(lambda p: p.max_specialists >= specialists)
         detail = f"for up to {up.max_specialists}" if up else ""
         return _deny(plan, f"allows up to {plan.max_specialists} specialists per conversation", up, detail)

@@ -31,7 +31,8 @@ def long_functions(path: Path) -> list[str]:
         length = node.end_lineno - node.lineno + 1
         first = node.decorator_list[0].lineno if node.decorator_list else node.lineno
         if length > LIMIT and not any("long:" in line for line in lines[max(0, first - 4) : node.lineno + 2]):
-            found.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} {length} lines")
+            shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+            found.append(f"{shown}:{node.lineno} {node.name} {length} lines")
     return found
 
 

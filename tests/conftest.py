@@ -50,10 +50,8 @@ def owner_client(client, owner):
 @pytest.fixture
 def live_app(transactional_db):
     """The real daphne server and a django-q2 worker against the test database."""
-    from tests.live import LiveApp, start_web, start_worker
+    from tests.live import start_app
 
-    worker = start_worker()
-    web, url = start_web()
-    app = LiveApp(url=url, web=web, worker=worker)
+    app = start_app(seed=False)
     yield app
     app.stop()

@@ -108,6 +108,7 @@ def start_web(port: int | None = None, *, timeout: float = 60, **env: str) -> tu
             break  # 503 is fine: the server answers
         except OSError:
             if process.proc.poll() is not None or time.monotonic() > deadline:
+                process.stop()  # never leave a half-started server behind
                 raise RuntimeError(f"web server did not start:\n{process.log()}") from None
             time.sleep(0.1)
     return process, url
@@ -141,20 +142,28 @@ class LiveApp:
                 process.stop()
 
 
-def start_app(*, worker: bool = True, **worker_env: str) -> LiveApp:
+def start_app(*, worker: bool = True, seed: bool = True, **worker_env: str) -> LiveApp:
     """Daphne and (unless `worker=False`) a django-q2 worker with `worker_env` (e.g. DEMO_TOKENS_PER_SECOND).
 
-    Seeds the shipped model catalogue and presets first: a transactional test flushes the database, and
-    the processes read both. Stop it with `app.stop()` (fixtures: yield it, then stop).
+    With `seed`, seeds the shipped model catalogue and presets first: a transactional test flushes the
+    database, and the processes read both. Stop it with `app.stop()` (fixtures: yield it, then stop).
+    Raises RuntimeError if daphne does not start (nothing is left running then).
     """
     from orchestration.catalogue import seed_catalogue
     from orchestration.presets import seed_presets
 
-    seed_catalogue()
-    seed_presets()
+    if seed:
+        seed_catalogue()
+        seed_presets()
     # The worker first: it boots while daphne does, so it is taking tasks by the time the test starts one.
     worker_process = start_worker(**worker_env) if worker else None
-    web, url = start_web()
+    try:
+        web, url = start_web()
+    except BaseException:
+        # A worker left behind would take the next tests' runs from their own workers (lease_lost).
+        if worker_process is not None:
+            worker_process.stop()
+        raise
     return LiveApp(url=url, web=web, worker=worker_process)
 
 

@@ -42,6 +42,7 @@ class ConversationOut(Schema):
     session_id: int  # its hidden run, whose event log carries the reply's live events
     status: str  # the reply's state: draft (no message yet), queued/running (writing), completed, stopped, failed
     max_handoffs: int
+    flow: str  # what answers each message: "triage" (handoffs) or "pipeline" (research -> plan -> build -> review)
     last_seq: int
     created_at: datetime
     updated_at: datetime

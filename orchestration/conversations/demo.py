@@ -14,11 +14,16 @@ fixed rules, so a newcomer without keys sees triage, handoffs, hand-backs and to
   team page, are handed their messages the same way and say plainly they are the demo.
 * A specialist given a message outside its domain hands back to triage ("the writer moved on").
 * Asked as a tool (`ask_<specialist>`), a specialist answers the question in one short paragraph.
+
+A **pipeline** conversation's stages get the session pipeline's demo answers (providers/demo_pipeline.py:
+findings quoted from the retrieved passages with their numbers, an outline from them, a draft, a review whose
+edits quote the draft exactly); the draft, which becomes the reply, opens with the same honest label.
 """
 
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from orchestration.providers.base import ModelRequest, ToolCall
 
@@ -73,7 +78,7 @@ def _own_domain(agent_name: str) -> str | None:
     return next((d for d in DOMAINS if d in name), None)
 
 
-def _writer_text(messages: list[dict]) -> str:
+def _writer_text(messages: list[dict[str, Any]]) -> str:
     """The writer's latest message (context lines in brackets are the desk's own notes)."""
     for message in reversed(messages):
         content = str(message.get("content") or "")
@@ -82,8 +87,8 @@ def _writer_text(messages: list[dict]) -> str:
     return ""
 
 
-def _tool_results(messages: list[dict]) -> list[dict]:
-    results: list[dict] = []
+def _tool_results(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    results: list[dict[str, Any]] = []
     for message in reversed(messages):
         if message.get("role") == "tool":
             results.insert(0, message)
@@ -97,19 +102,19 @@ def _keywords(text: str) -> str:
     return " ".join(words[:6])
 
 
-def _tool_named(tools: list[dict], prefix: str, domain: str | None = None) -> str | None:
+def _tool_named(tools: list[dict[str, Any]], prefix: str, domain: str | None = None) -> str | None:
     for tool in tools:
-        name = tool["name"]
+        name: str = tool["name"]
         if name.startswith(prefix) and (domain is None or domain in name):
             return name
     return None
 
 
-def _call(name: str, arguments: dict, n: int) -> ToolCall:
+def _call(name: str, arguments: dict[str, Any], n: int) -> ToolCall:
     return ToolCall(id=f"demo_call_{n}", name=name, arguments=arguments)
 
 
-def _triage(request: ModelRequest, writer: str, results: list[dict]) -> tuple[str, list[ToolCall]]:
+def _triage(request: ModelRequest, writer: str, results: list[dict[str, Any]]) -> tuple[str, list[ToolCall]]:
     domain = _domain_of(writer)
     target = _tool_named(request.tools, "transfer_to_", domain) if domain else None
     if domain and target and not results:
@@ -133,7 +138,7 @@ def _names(request: ModelRequest) -> set[str]:
     return {t["name"] for t in request.tools}
 
 
-def _search_answer(own: str, writer: str, results: list[dict]) -> str:
+def _search_answer(own: str, writer: str, results: list[dict[str, Any]]) -> str:
     found = str(results[-1].get("content") or "")
     if own == "research":
         return f"{LABEL} I searched the project's references for “{_keywords(writer)}”:\n\n{found}"
@@ -161,7 +166,9 @@ def _edit(writer: str) -> str:
     return f"{LABEL} Tightened version:\n\n> {edited}\n\n- {changes}\n- A real model would also restructure."
 
 
-def _specialist(request: ModelRequest, writer: str, results: list[dict], handed: bool) -> tuple[str, list[ToolCall]]:
+def _specialist(
+    request: ModelRequest, writer: str, results: list[dict[str, Any]], handed: bool
+) -> tuple[str, list[ToolCall]]:
     own = _own_domain(str(request.metadata.get("agent_name") or ""))
     back = _tool_named(request.tools, "transfer_to_triage")
     if not handed and _domain_of(writer) != own and back:
@@ -215,3 +222,14 @@ def conversation_reply(request: ModelRequest) -> tuple[str, list[ToolCall]]:
         for m in messages[-6:]
     )
     return _specialist(request, writer, results, handed)
+
+
+def stage_reply(request: ModelRequest) -> str:
+    """A pipeline conversation's stage (request.metadata["recipe"]: research, outline, build or review), answered
+    as the session pipeline's demo answers it; the built draft (the reply) says it is the offline demo."""
+    from orchestration.providers.demo import demo_reply
+
+    text = demo_reply(request)
+    if request.metadata.get("recipe") == "build":
+        return f"{LABEL} Assembled by fixed rules from the research and the outline.\n\n{text}"
+    return text

@@ -12,6 +12,8 @@ Every HTML fragment is rendered from the database by a template (model text thro
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.template.loader import render_to_string
 
 from orchestration import events as ev
@@ -24,7 +26,10 @@ def message_html(message: Message) -> str:
 
 
 def stream_html(turn: Turn, text: str = "", purpose: str = "reply") -> str:
-    return render_to_string("conversations/partials/stream.html", {"turn": turn, "text": text, "purpose": purpose})
+    from orchestration.conversations.pipeline import stage_label
+
+    context = {"turn": turn, "text": text, "purpose": purpose, "stage": stage_label(turn.recipe)}
+    return render_to_string("conversations/partials/stream.html", context)
 
 
 def controls_html(conversation: Conversation, session: WritingSession) -> str:
@@ -41,11 +46,13 @@ def streaming_turns(session_id: int) -> list[tuple[Turn, str]]:
     return [(turn, texts.get(turn.pk, "")) for turn in turns]
 
 
-def render_fragments(conversation_id: int, events: list[dict], *, full_text: bool = False) -> tuple[list, int, str]:
+def render_fragments(
+    conversation_id: int, events: list[dict[str, Any]], *, full_text: bool = False
+) -> tuple[list[dict[str, Any]], int, str]:
     """(fragments, last seq, run status) for serialized events (events.serialize)."""
     conversation = Conversation.objects.select_related("session", "project").get(pk=conversation_id)
     session = conversation.session
-    fragments: list[dict] = []
+    fragments: list[dict[str, Any]] = []
     last_seq = 0
     texts: dict[int, list[str]] = {}
     message_ids = [e["payload"].get("message_id") for e in events if e["kind"] in ("message", "superseded")]

@@ -12,12 +12,21 @@ from django.db import models
 from django.urls import reverse
 
 
+class ConversationFlow(models.TextChoices):
+    """What answers each user message: the triage desk (handoffs) or the research -> plan -> build -> review
+    pipeline (orchestration/conversations/pipeline.py)."""
+
+    TRIAGE = "triage", "Triage with handoffs"
+    PIPELINE = "pipeline", "Research, plan, build, review"
+
+
 class Conversation(models.Model):
     project = models.ForeignKey("orchestration.Project", on_delete=models.CASCADE, related_name="conversations")
     title = models.CharField(max_length=200)
     session = models.OneToOneField(
         "orchestration.WritingSession", on_delete=models.CASCADE, related_name="conversation"
     )
+    flow = models.CharField(max_length=12, choices=ConversationFlow.choices, default=ConversationFlow.TRIAGE)
     max_handoffs = models.PositiveSmallIntegerField(
         default=3, help_text="Handoffs allowed per user message; then the current agent answers."
     )
@@ -51,6 +60,7 @@ class MessageRole(models.TextChoices):
     HANDOFF = "handoff", "Handoff"
     TOOL = "tool", "Tool call"
     NOTE = "note", "Note"
+    STAGE = "stage", "Pipeline stage"  # one stage of a pipeline reply: research, plan, build or review
 
 
 class MessageStatus(models.TextChoices):
@@ -70,7 +80,8 @@ class Message(models.Model):
     message and what answered it) are hidden from the page and from later prompts but kept.
     `data`: role "handoff" {"from", "to", "from_name", "to_name", "reason", "back": bool, "capped": bool};
     role "tool" {"name", "arguments", "result", "call_id", "agent_tool": bool}; role "assistant"
-    {"final": bool, "stop_reason"}; role "note" {"kind"}.
+    {"final": bool, "stop_reason"} (a pipeline's final reply adds "sources" [{n, title, ordinal, heading}],
+    "reviewed_by", "applied"); role "note" {"kind"}; role "stage" {"stage", "label", "summary", "final"}.
     """
 
     conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")

@@ -1,4 +1,5 @@
-"""The shipped conversation team, "Writing desk": a triage agent and three specialists.
+"""The shipped conversation teams: "Writing desk" (a triage agent and three specialists) and "Pipeline desk"
+(researcher, planner, builder and reviewer: each message runs research -> plan -> build -> review).
 
 Agents are ordinary `Agent` rows on the conversation's session (role "triage" or "specialist"), so they
 are configured like any agent (model, fallback, prompt, max output tokens). Shipped on the Demo model,
@@ -34,6 +35,7 @@ Never invent sources. Hand back to triage when the check is done."""
 
 WRITING_DESK: dict[str, Any] = {
     "slug": "writing-desk",
+    "flow": "triage",
     "name": "Writing desk",
     "description": "A triage agent that answers or hands you to research, editing and fact-check specialists.",
     "agents": [
@@ -58,7 +60,47 @@ WRITING_DESK: dict[str, Any] = {
         },
     ],
 }
-CONVERSATION_PRESETS = {WRITING_DESK["slug"]: WRITING_DESK}
+
+
+def _pipeline_agents() -> list[dict[str, Any]]:
+    """The session pipeline's shipped team ("Researched article": its role prompts and rubrics), reused so
+    the chat's stages are prompted and scored exactly like a session's."""
+    from orchestration.presets import SHIPPED_PRESETS
+
+    article = next(p for p in SHIPPED_PRESETS if p["slug"] == "researched-article")
+    return [
+        {
+            "name": agent["name"],
+            "role": agent["role"],
+            "prompt": agent["role_prompt"],
+            "temperature": agent["temperature"],
+            "criteria": agent["criteria"],
+            "description": agent["role_prompt"].split(".")[0] + ".",
+        }
+        for agent in article["data"]["agents"]
+    ]
+
+
+PIPELINE_DESK: dict[str, Any] = {
+    "slug": "pipeline-desk",
+    "flow": "pipeline",
+    "name": "Pipeline desk",
+    "description": (
+        "Each message is researched in your project's references, planned, built into an answer with citations "
+        "and reviewed (the reviewer's edits are applied) before it becomes the reply."
+    ),
+    "agents": _pipeline_agents,  # a callable: the session presets module is imported when it is needed
+}
+CONVERSATION_PRESETS = {WRITING_DESK["slug"]: WRITING_DESK, PIPELINE_DESK["slug"]: PIPELINE_DESK}
+PRESET_FOR_FLOW = {"triage": WRITING_DESK["slug"], "pipeline": PIPELINE_DESK["slug"]}
+
+
+def preset_agents(preset: dict[str, Any]) -> list[dict[str, Any]]:
+    """The agents of a conversation preset: [{name, role, prompt, temperature?, criteria?, description}]."""
+    agents = preset["agents"]
+    found: list[dict[str, Any]] = agents() if callable(agents) else agents
+    return found
+
 
 DATA_PROMPT = """You are the data specialist of a writing desk.
 Work with the numbers, tables and figures the writer brings: check the arithmetic, summarise what the

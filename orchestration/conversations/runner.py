@@ -28,7 +28,7 @@ from django.utils import timezone
 
 from orchestration import engine
 from orchestration import events as ev
-from orchestration.conversations import flow
+from orchestration.conversations import flow, pipeline
 from orchestration.conversations.models import Conversation, Message, MessageRole, MessageStatus
 from orchestration.lease import LeaseLost, claim_lease, fence, new_owner_id, release_lease, renew_lease
 from orchestration.models import Agent, LLMModel, Status, StopReason, Turn, WritingSession, turn_reservation_key
@@ -88,7 +88,7 @@ class Prepared:
     session: WritingSession
     conversation: Conversation
     agents: list[Agent]
-    call: flow.Call
+    call: flow.Call | pipeline.StageCall
     messages: list[Message] = field(default_factory=list)  # flow.visible_messages, read when the call was planned
 
 
@@ -132,8 +132,13 @@ def _prepare(session_id: int, owner: str, drive_state: _DriveState | None = None
             session=session, started_at__gte=session.started_at, status__in=Turn.DONE_STATUSES
         ).count()
     conversation, agents = drive_state.conversation, drive_state.agents
-    messages = flow.visible_messages(conversation)
-    move = flow.next_move(conversation, agents, drive_state.calls, messages)
+    move: flow.Call | pipeline.StageCall | flow.Done
+    if conversation.flow == "pipeline":  # research -> plan -> build -> review per message (conversations/pipeline.py)
+        messages: list[Message] = []
+        move = pipeline.next_move(conversation, agents, drive_state.calls)
+    else:
+        messages = flow.visible_messages(conversation)
+        move = flow.next_move(conversation, agents, drive_state.calls, messages)
     if isinstance(move, flow.Done):
         if move.reason == "too_many_calls":
             _fail_reply(session.pk, "The agents kept calling each other without answering; stopped.", owner=owner)
@@ -308,6 +313,8 @@ def _begin(prepared: Prepared, agent: Agent, model: LLMModel, *, owner: str, sum
     from orchestration.providers import ModelRequest
     from orchestration.reasoning import plan_for_agent
 
+    if isinstance(prepared.call, pipeline.StageCall):  # a pipeline stage (conversations/pipeline.py)
+        return pipeline.begin(prepared, agent, model, owner=owner)
     session, call = prepared.session, prepared.call
     plan = plan_for_agent(agent, model)
     conversation = prepared.conversation  # its summary fields are kept current by _complete
@@ -626,6 +633,8 @@ def _complete(
     from billing.pricing import credits_for_usage, provider_cost_usd
     from billing.services import settle_credits
 
+    if isinstance(prepared.call, pipeline.StageCall):  # a pipeline stage: recorded by conversations/pipeline.py
+        return pipeline.complete(prepared, agent, model, attempt, text, thought, end, timing, owner=owner)
     usage, session_id, turn_id = end.usage, prepared.session.pk, attempt.turn_id
     counts = {
         "input_tokens": usage.input_tokens,
@@ -706,6 +715,8 @@ def _complete(
 
 def _stopped(prepared: Prepared, agent: Agent, model: LLMModel, attempt: _Attempt, text: str, thought: str, *, owner):
     """The user pressed Stop: the call is charged for what it used and its text so far is kept, marked stopped."""
+    if isinstance(prepared.call, pipeline.StageCall):
+        return pipeline.stopped(prepared, agent, model, attempt, text, thought, owner=owner)
     session_id = prepared.session.pk
     with transaction.atomic():
         fence(session_id, owner)

@@ -27,7 +27,7 @@ from orchestration.conversations import presets
 from orchestration.conversations.models import Conversation, Message, MessageRole, MessageStatus
 from orchestration.events import append_event
 from orchestration.models import ACTIVE_STATUSES, Agent, Flow, Project, Status, WritingSession, turn_reservation_key
-from orchestration.services import ServiceError, emit_status, enqueue_run, set_status
+from orchestration.services import ServiceError, emit_status, enqueue_run, set_status, status_payload
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def transcript(conversation: Conversation) -> list[Message]:
 
 
 def team(conversation: Conversation) -> list[Agent]:
-    """The conversation's active agents, triage first."""
+    """The conversation's active agents, triage first (a pipeline conversation's: in stage order)."""
     agents = list(conversation.session.agents.filter(active=True).select_related("model", "fallback_model"))
     return sorted(agents, key=lambda a: (a.role != presets.TRIAGE, a.order, a.pk))
 
@@ -79,12 +79,55 @@ def _clean_title(title: str) -> str:
     return title
 
 
+PIPELINE_CHAT_CONFIG = {
+    "passages": 6,
+    "tone": "neutral",
+    "length_words": 400,
+    "format": "article",
+    "revise_below": None,
+}
+
+
+def _check_flow_gate(user, flow: str) -> None:
+    """A pipeline conversation needs a plan with the pipeline flow (as a pipeline session does)."""
+    from billing.gating import check
+
+    if flow != "pipeline":
+        return
+    gate = check(user, "use_flow", flow="pipeline")
+    if not gate.allowed:
+        raise ServiceError(gate.reason, upgrade_url=gate.upgrade_url)
+
+
+def _add_team(session: WritingSession, spec: dict, model, *, first_order: int = 0) -> None:
+    """Create a preset's agents (and their rubrics) on the conversation's run."""
+    from orchestration.models import Criterion
+
+    for order, agent in enumerate(presets.preset_agents(spec), start=first_order):
+        row = Agent.objects.create(
+            session=session,
+            order=order,
+            name=agent["name"],
+            role=agent["role"],
+            model=model,
+            role_prompt=agent["prompt"],
+            temperature=agent.get("temperature", 0.5),
+            max_output_tokens=1024 if spec["flow"] == "triage" else 2048,
+        )
+        Criterion.objects.bulk_create(
+            Criterion(agent=row, order=i, name=c["name"], description=c["description"], weight=c["weight"])
+            for i, c in enumerate(agent.get("criteria") or [])
+        )
+
+
 @transaction.atomic
 def create_conversation(*, project: Project, user, title: str = "", preset: str = "writing-desk") -> Conversation:
-    """Start an empty conversation in `project` with a preset team (default "Writing desk").
+    """Start an empty conversation in `project` with a preset team: "writing-desk" (default; the triage flow)
+    or "pipeline-desk" (the pipeline flow: research -> plan -> build -> review per message).
 
     Agents use the user's default model (the Demo model unless they chose another). Raises ServiceError
-    for someone else's or an archived project, an unknown preset, no usable model, or a plan limit.
+    for someone else's or an archived project, an unknown preset, no usable model, or a plan limit (the
+    pipeline flow needs a plan that includes it).
     """
     from billing.gating import check
     from billing.services import hold_user_lock
@@ -99,26 +142,60 @@ def create_conversation(*, project: Project, user, title: str = "", preset: str 
         raise ServiceError(f"Unknown conversation preset {preset!r}.")
     title = _clean_title(title) or DEFAULT_TITLE
     hold_user_lock(user=user)  # concurrent creations cannot all pass the count
-    specialists = sum(1 for a in spec["agents"] if a["role"] == presets.SPECIALIST)
+    specialists = sum(1 for a in presets.preset_agents(spec) if a["role"] == presets.SPECIALIST)
     gate = check(user, "create_conversation", specialists=specialists)
     if not gate.allowed:
         raise ServiceError(gate.reason, upgrade_url=gate.upgrade_url)
+    _check_flow_gate(user, spec["flow"])
     model = default_model_for(user)
     if model is None:
         raise ServiceError("No model is available. Ask the operator to enable the Demo model.")
-    session = WritingSession.objects.create(project=project, title=title, flow=Flow.CONVERSATION, brief="")
-    for order, agent in enumerate(spec["agents"]):
-        Agent.objects.create(
-            session=session,
-            order=order,
-            name=agent["name"],
-            role=agent["role"],
-            model=model,
-            role_prompt=agent["prompt"],
-            temperature=0.5,
-            max_output_tokens=1024,
-        )
-    return Conversation.objects.create(project=project, title=title, session=session)
+    session = WritingSession.objects.create(
+        project=project,
+        title=title,
+        flow=Flow.CONVERSATION,
+        brief="",
+        flow_config=dict(PIPELINE_CHAT_CONFIG) if spec["flow"] == "pipeline" else {},
+    )
+    _add_team(session, spec, model)
+    return Conversation.objects.create(project=project, title=title, session=session, flow=spec["flow"])
+
+
+@transaction.atomic
+def switch_flow(*, conversation: Conversation, user, flow: str) -> Conversation:
+    """Switch what answers the next messages: "triage" (the Writing desk) or "pipeline" (the Pipeline desk).
+
+    The other flow's agents are set inactive (kept, with their settings) and this flow's are made active,
+    created from the preset on the first switch. The transcript is kept: follow-ups in the new flow see it.
+    Raises ServiceError while a reply is being written, for an unknown flow, or when the plan does not
+    include the pipeline flow.
+    """
+    from orchestration.presets import default_model_for
+
+    session = _lock(conversation, user)
+    _refuse_while_active(session)
+    spec = presets.CONVERSATION_PRESETS.get(presets.PRESET_FOR_FLOW.get(flow, ""))
+    if spec is None:
+        raise ServiceError("Choose the triage flow or the pipeline flow.")
+    if conversation.flow == flow:
+        return conversation
+    _check_flow_gate(user, flow)
+    roles = set(PIPELINE_ROLES) if flow == "pipeline" else {presets.TRIAGE, presets.SPECIALIST}
+    agents = session.agents.all()
+    agents.exclude(role__in=roles).update(active=False)
+    if agents.filter(role__in=roles).exists():
+        agents.filter(role__in=roles).update(active=True)
+    else:
+        model = default_model_for(user)
+        if model is None:
+            raise ServiceError("No model is available. Ask the operator to enable the Demo model.")
+        _add_team(session, spec, model, first_order=agents.count())
+    if flow == "pipeline" and not session.flow_config:
+        WritingSession.objects.filter(pk=session.pk).update(flow_config=dict(PIPELINE_CHAT_CONFIG))
+    Conversation.objects.filter(pk=conversation.pk).update(flow=flow, updated_at=timezone.now())
+    conversation.flow = flow
+    append_event(session_id=session.pk, kind="status", payload={**status_payload(session), "flow": flow})
+    return conversation
 
 
 @transaction.atomic
@@ -342,6 +419,13 @@ def _lock_team(conversation: Conversation, user) -> WritingSession:
     return session
 
 
+PIPELINE_ROLES = ("researcher", "planner", "builder", "reviewer")
+PIPELINE_TEAM = (
+    "A pipeline conversation's team is its four stages (researcher, planner, builder, reviewer): change an "
+    "agent's prompt or model instead, or switch the conversation to the triage flow to add or remove specialists."
+)
+
+
 def _team_agent(conversation: Conversation, agent_id: int) -> Agent:
     agent = Agent.objects.filter(session_id=conversation.session_id, pk=agent_id, active=True).first()
     if agent is None:
@@ -435,6 +519,8 @@ def add_specialist(*, conversation: Conversation, user, kind: str = "blank") -> 
     if spec is None:
         raise ServiceError("Pick a kind of specialist from the list.")
     session = _lock_team(conversation, user)
+    if conversation.flow == "pipeline":
+        raise ServiceError(PIPELINE_TEAM)
     agents = list(session.agents.filter(active=True))
     specialists = sum(1 for a in agents if a.role != presets.TRIAGE)
     gate = check(user, "team_specialists", specialists=specialists + 1)
@@ -471,6 +557,8 @@ def remove_specialist(*, conversation: Conversation, user, agent_id: int) -> Non
 
     _lock_team(conversation, user)
     agent = _team_agent(conversation, agent_id)
+    if agent.role in PIPELINE_ROLES:
+        raise ServiceError(PIPELINE_TEAM)
     if agent.role == presets.TRIAGE:
         raise ServiceError("The triage agent answers first and cannot be removed; change its prompt or model instead.")
     team_service.remove_agent(agent=agent)
@@ -500,6 +588,7 @@ __all__ = [
     "search",
     "send_message",
     "stop_reply",
+    "switch_flow",
     "team",
     "transcript",
     "update_settings",

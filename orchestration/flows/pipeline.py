@@ -100,13 +100,27 @@ def retrieval_query(session: WritingSession) -> str:
 def research_passages(session: WritingSession, k: int) -> tuple[int, ...]:
     """The passage ids the researcher reads, best first: the retriever's hits for the brief; when nothing
     matches (a brief in another language, say), the opening passages of each reference instead."""
+    return find_passages(retrieval_query(session), k=k, session=session)
+
+
+def find_passages(
+    query: str, *, k: int, session: WritingSession | None = None, project: int | None = None
+) -> tuple[int, ...]:
+    """Up to `k` passage ids for `query` among one session's references (`session`) or every reference of a
+    project's sessions (`project`, a pipeline conversation), best first; when nothing matches, the opening
+    passages of the references instead. A read only: the same references give the same passages."""
     from orchestration.models import Passage
     from orchestration.retrieval import search
 
-    hits = [hit.passage_id for hit in search(retrieval_query(session), session=session, k=k)]
+    hits = [hit.passage_id for hit in search(query, session=session, project=project, k=k)]
     if hits:
         return tuple(hits)
-    openings = Passage.objects.filter(session=session).order_by("ordinal", "reference_id").values_list("pk", flat=True)
+    scope = (
+        Passage.objects.filter(session=session)
+        if session is not None
+        else Passage.objects.filter(session__project=project)
+    )
+    openings = scope.order_by("ordinal", "reference_id").values_list("pk", flat=True)
     return tuple(openings[:k])
 
 

@@ -1409,6 +1409,10 @@ class DemoAdapter(BaseAdapter):
             from orchestration.conversations.demo import conversation_reply
 
             text, calls = conversation_reply(request)
+        elif request.metadata.get("purpose") == "stage":  # a pipeline conversation's stage: conversations/demo.py
+            from orchestration.conversations.demo import stage_reply
+
+            text = stage_reply(request)
         else:
             text = demo_reply(request)
         pieces = re.findall(r"\S+\s*", text)

@@ -22,8 +22,8 @@ from atelier.core.http import AuthenticatedHttpRequest
 from orchestration.conversations import live
 from orchestration.conversations import services as conversations
 from orchestration.conversations.forms import AddSpecialistForm, ConversationSettingsForm, TeamAgentForm
-from orchestration.conversations.models import Conversation
-from orchestration.conversations.presets import TRIAGE
+from orchestration.conversations.models import Conversation, ConversationFlow
+from orchestration.conversations.presets import CONVERSATION_PRESETS, TRIAGE
 from orchestration.forms import gate, model_options
 from orchestration.models import ACTIVE_STATUSES, Agent
 from orchestration.services import ServiceError
@@ -52,6 +52,7 @@ def conversation_list(request: AuthenticatedHttpRequest) -> HttpResponse:
         "project": project,
         "hits": conversations.search(user=request.user, query=query, project=project) if query else None,
         "conversations": conversations.conversations_for(user=request.user, project=project)[:200],
+        "presets": CONVERSATION_PRESETS,
     }
     if request.htmx and request.htmx.target == "conversation-results":
         return render(request, "conversations/list.html#results", context)
@@ -64,7 +65,10 @@ def conversation_create(request: AuthenticatedHttpRequest, project_pk: int) -> H
     project = _get_project_for_user(request, project_pk)
     try:
         conversation = conversations.create_conversation(
-            project=project, user=request.user, title=request.POST.get("title", "")
+            project=project,
+            user=request.user,
+            title=request.POST.get("title", ""),
+            preset=request.POST.get("preset", "writing-desk")[:40],
         )
     except ServiceError as error:
         messages.error(request, error.message)
@@ -84,6 +88,7 @@ def _page_context(conversation: Conversation, **extra: Any) -> dict[str, Any]:
         "active": session.status in ACTIVE_STATUSES,
         "last_seq": session.last_seq,
         "draft": "",
+        "flows": ConversationFlow.choices,
         **extra,
     }
 
@@ -160,6 +165,18 @@ def conversation_stop(request: AuthenticatedHttpRequest, pk: int) -> HttpRespons
         session = conversation.session
         session.refresh_from_db()
         return HttpResponse(live.controls_html(conversation, session))
+    return redirect(conversation)
+
+
+@login_required
+@require_POST
+def conversation_flow(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
+    """Switch the flow that answers the next messages (triage | pipeline); refused while a reply streams."""
+    conversation = _get_conversation_for_user(request, pk)
+    try:
+        conversations.switch_flow(conversation=conversation, user=request.user, flow=request.POST.get("flow", ""))
+    except ServiceError as error:
+        messages.error(request, error.message)
     return redirect(conversation)
 
 
@@ -381,6 +398,7 @@ urls = [
     path("conversations/<int:pk>/edit-last/", conversation_edit_last, name="conversation_edit_last"),
     path("conversations/<int:pk>/regenerate/", conversation_regenerate, name="conversation_regenerate"),
     path("conversations/<int:pk>/stop/", conversation_stop, name="conversation_stop"),
+    path("conversations/<int:pk>/flow/", conversation_flow, name="conversation_flow"),
     path("conversations/<int:pk>/rename/", conversation_rename, name="conversation_rename"),
     path("conversations/<int:pk>/delete/", conversation_delete, name="conversation_delete"),
     path("conversations/<int:pk>/team/", conversation_team, name="conversation_team"),

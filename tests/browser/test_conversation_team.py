@@ -13,7 +13,7 @@ import pytest
 from django.conf import settings
 
 from tests.conftest import make_user
-from tests.live import LiveApp, start_web, start_worker
+from tests.live import start_app
 
 PASSWORD = "correct horse battery staple"
 EMAIL = "teamlead@example.com"
@@ -22,12 +22,7 @@ SCREENSHOTS = Path(settings.BASE_DIR) / "docs" / "screenshots"
 
 @pytest.fixture
 def live_app(transactional_db):
-    from orchestration.catalogue import seed_catalogue
-
-    seed_catalogue()
-    worker = start_worker(DEMO_TOKENS_PER_SECOND="200")
-    web, url = start_web()
-    app = LiveApp(url=url, web=web, worker=worker)
+    app = start_app(DEMO_TOKENS_PER_SECOND="200")
     yield app
     app.stop()
 

@@ -65,6 +65,11 @@ def test_cut_exchanges_are_summarised_once_and_the_summary_is_sent_instead(
     assert reply.data["context_note"].startswith(f"Messages 1–{count} ")
     assert "summarised" in reply.data["context_note"]
     assert SUMMARY not in reply.content  # the summary is context, not a message
+    # As the page renders them: the note under the saved reply, the summary call's line while it streams.
+    from orchestration.conversations import live
+
+    assert f"Messages 1–{count} " in live.message_html(reply)
+    assert "summarising the earlier messages" in live.stream_html(summary_turn, "", "summary")
 
     # The next message reuses the stored summary: no second summariser call.
     before = len(providers.generation_requests())
