@@ -1405,6 +1405,43 @@ def _complete_turn(
     return status
 
 
+def complete_turn(
+    *,
+    session: WritingSession,
+    turn_id: int,
+    agent: Agent,
+    model: LLMModel,
+    text: str,
+    end: StreamEnd,
+    timing: tuple[int, int | None],
+    call: AgentCall,
+    reasoning: str = "",
+    owner: str,
+    cache: DriveCache | None = None,
+    unsaved: list[ev.NewEvent] | None = None,
+) -> str | None:
+    """The engine's one path for completing and settling a streamed turn (keyword-only; see _complete_turn).
+
+    Saves the turn, its evaluation, usage, charge (settled against its reservation), version and events in
+    one fenced transaction, exactly once. `timing` is (latency, time to first token) in milliseconds.
+    Returns the turn's status, or None if it was already saved. Raises LeaseLost if `owner` lost the lease.
+    """
+    return _complete_turn(
+        session,
+        turn_id,
+        agent,
+        model,
+        text,
+        end,
+        timing,
+        call,
+        reasoning=reasoning,
+        owner=owner,
+        cache=cache,
+        unsaved=unsaved,
+    )
+
+
 def abnormal_end_message(*, model: LLMModel, agent: Agent, end) -> str:
     """What the turn's card says about a reply that did not end normally, in the provider's words where given."""
     from orchestration.providers.base import PROVIDER_LABELS
