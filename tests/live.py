@@ -6,9 +6,7 @@ Used by browser tests and cross-process tests. The test must use `transactional_
 
 from __future__ import annotations
 
-import ctypes
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -93,23 +91,8 @@ def _spawn(name: str, args: list[str], env: dict[str, str]) -> Process:
         stdout=handle,
         stderr=subprocess.STDOUT,
         start_new_session=True,
-        preexec_fn=_exit_with_parent,
     )
     return Process(name, proc, log_path)
-
-
-def _exit_with_parent() -> None:
-    """In the child before exec: SIGTERM it when the test process dies (Linux prctl PR_SET_PDEATHSIG).
-
-    A pytest killed by a timeout runs no fixture teardown; a worker left running on the test database
-    would take later runs' tasks and make their tests fail with lease_lost.
-    """
-    if _prctl is not None:
-        _prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
-
-
-# Looked up once here, not in the forked child (no dynamic loading between fork and exec).
-_prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
 
 
 def start_web(port: int | None = None, *, timeout: float = 60, **env: str) -> tuple[Process, str]:
