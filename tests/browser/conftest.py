@@ -111,17 +111,31 @@ def console_errors() -> ConsoleLog:
 
 
 @pytest.fixture
-def page(browser, request: pytest.FixtureRequest, console_errors: ConsoleLog) -> Iterator:
-    context = browser.new_context(viewport=VIEWPORT)
-    context.add_init_script(_CSP_LISTENER)
-    context.set_default_timeout(15_000)
-    page = context.new_page()
-    page.on("console", lambda message: message.type == "error" and console_errors.add(message.text))
-    page.on("pageerror", lambda error: console_errors.add(f"uncaught: {error}"))
-    yield page
-    context.close()
+def open_page(browser, request: pytest.FixtureRequest, console_errors: ConsoleLog) -> Iterator[Callable[[], object]]:
+    """open_page() -> a new page in its own browser context (its own cookies), as a second person
+    on a second machine would have. Console errors on any of them fail the test."""
+    contexts = []
+
+    def open_one():
+        context = browser.new_context(viewport=VIEWPORT)
+        context.add_init_script(_CSP_LISTENER)
+        context.set_default_timeout(15_000)
+        contexts.append(context)
+        page = context.new_page()
+        page.on("console", lambda message: message.type == "error" and console_errors.add(message.text))
+        page.on("pageerror", lambda error: console_errors.add(f"uncaught: {error}"))
+        return page
+
+    yield open_one
+    for context in contexts:
+        context.close()
     if console_errors and request.node.get_closest_marker("allow_console_errors") is None:
         pytest.fail("the page logged console errors:\n" + "\n".join(console_errors), pytrace=False)
+
+
+@pytest.fixture
+def page(open_page) -> object:
+    return open_page()
 
 
 @pytest.fixture

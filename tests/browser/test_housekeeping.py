@@ -57,7 +57,7 @@ def test_exports_are_disabled_without_a_document_then_search_and_delete(page, li
     assert WritingSession.objects.filter(pk=running.pk).exists()
 
 
-def test_staff_watch_someone_elses_session_read_only(page, live_app, login):
+def test_staff_watch_someone_elses_session_read_only(page, open_page, live_app, login):
     from playwright.sync_api import expect
 
     from orchestration.models import Project, Status, WritingSession
@@ -88,8 +88,10 @@ def test_staff_watch_someone_elses_session_read_only(page, live_app, login):
     session.refresh_from_db()
     assert session.status == Status.STOPPED
 
-    page.context.clear_cookies()
-    login(page, live_app, "writer@example.com", PASSWORD)
-    page.goto(f"{live_app.url}/sessions/{session.pk}/")
-    expect(page.locator("#live-session")).to_contain_text("Stopped by Atelier staff")
-    expect(page.locator("#live-session")).not_to_contain_text("Stopped by you")
+    # The owner, in their own browser (clearing this page's cookies instead raced the staff page's
+    # in-flight requests for a fresh CSRF cookie and failed the login with a 403).
+    owner_page = open_page()
+    login(owner_page, live_app, "writer@example.com", PASSWORD)
+    owner_page.goto(f"{live_app.url}/sessions/{session.pk}/")
+    expect(owner_page.locator("#live-session")).to_contain_text("Stopped by Atelier staff")
+    expect(owner_page.locator("#live-session")).not_to_contain_text("Stopped by you")
