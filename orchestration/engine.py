@@ -153,6 +153,14 @@ def drive(session_id: int, *, budget_seconds: float = DRIVE_BUDGET_SECONDS) -> D
         release_lease(session_id, owner)
 
 
+async def drive_leased(session_id: int, owner: str, budget_seconds: float = DRIVE_BUDGET_SECONDS) -> DriveOutcome:
+    """The drive coroutine of a session whose lease `owner` already holds (orchestration.host runs many in one loop).
+
+    Outcomes as drive(). Raises LeaseLost if another executor takes the session over; the caller releases the lease.
+    """
+    return await _drive(session_id, owner, budget_seconds)
+
+
 class CallLimiter:
     """How many calls of one session stream at once: overall and per provider (asyncio semaphores).
 
