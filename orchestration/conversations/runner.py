@@ -3,7 +3,7 @@
 Built on the engine's machinery rather than a copy of it: the per-session lease (`orchestration.lease`:
 claim, renew, fenced writes, the watchdog re-dispatching a dead worker's run), the numbered event log and
 its chunk batcher (`orchestration.events`, `engine.ChunkBatcher`), the engine's retry rules and failed-
-attempt accounting (`engine._retry_plan`, `engine._abandon_turn`, `engine._recover_interrupted_turns`), the
+attempt accounting (`calls.retry_plan`, `turns.abandon_turn`, `turns.recover_interrupted_turns`), the
 provider adapters and the credit ledger (reserve before a call, settle after it). Each model call is a
 Turn of the conversation's hidden session; its messages (reply, handoff, tool calls) are written in the
 same transaction that settles it, guarded by the turn's status, so a call re-run after a crash never
@@ -26,11 +26,13 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from orchestration import engine
+from orchestration import calls, engine
 from orchestration import events as ev
+from orchestration import turns as engine_turns
 from orchestration.conversations import flow, pipeline, turns
 from orchestration.conversations.models import Conversation, Message, MessageRole, MessageStatus
 from orchestration.conversations.turns import Attempt, Prepared, Transcript
+from orchestration.db_thread import db
 from orchestration.lease import LeaseLost, claim_lease, fence, new_owner_id, release_lease, renew_lease
 from orchestration.models import Agent, LLMModel, Status, StopReason, Turn, WritingSession
 from orchestration.providers.base import ModelRequest, ProviderError, StreamEnd, ToolCall
@@ -65,7 +67,7 @@ async def _drive(session_id: int, owner: str, budget_seconds: float) -> str:
     deadline = time.monotonic() + budget_seconds
     drive_state = _DriveState()
     while True:
-        prepared = await engine.db(_prepare, session_id, owner, drive_state)
+        prepared = await db(_prepare, session_id, owner, drive_state)
         if isinstance(prepared, str):
             return prepared
         outcome = await run_call(prepared, owner=owner)
@@ -76,7 +78,7 @@ async def _drive(session_id: int, owner: str, budget_seconds: float) -> str:
         if outcome in ("failed", "out_of_credits"):
             return "failed"
         if time.monotonic() > deadline:
-            await engine.db(_requeue, session_id, owner)
+            await db(_requeue, session_id, owner)
             return "requeued"
 
 
@@ -116,7 +118,7 @@ def _prepare(session_id: int, owner: str, drive_state: _DriveState | None = None
     if session.status not in (Status.QUEUED, Status.RUNNING):
         return "idle"
     if not drive_state.recovered:
-        engine._recover_interrupted_turns(session, owner=owner)
+        engine_turns.recover_interrupted_turns(session, owner=owner)
         drive_state.recovered = True
     if session.status == Status.QUEUED:
         _set(session, Status.RUNNING, owner=owner)
@@ -161,7 +163,7 @@ async def run_call(prepared: Prepared, *, owner: str) -> str:
     for model in models:
         retries, waited = 0, 0.0
         while True:
-            begun = await engine.db(_begin, prepared, agent, model, owner=owner, summarise=not summarised)
+            begun = await db(_begin, prepared, agent, model, owner=owner, summarise=not summarised)
             if isinstance(begun, _SummaryNeeded):
                 summarised = True
                 if await _summarise(prepared, begun.through, owner=owner) == "cancelled":
@@ -171,7 +173,7 @@ async def run_call(prepared: Prepared, *, owner: str) -> str:
                 if begun.startswith("too_large:"):
                     failures.append(begun.removeprefix("too_large:"))
                     break
-                await engine.db(_fail_reply, session.pk, begun, owner=owner, out_of_credits=True)
+                await db(_fail_reply, session.pk, begun, owner=owner, out_of_credits=True)
                 return "out_of_credits"
             attempt = Attempt(*begun)
             try:
@@ -182,18 +184,20 @@ async def run_call(prepared: Prepared, *, owner: str) -> str:
                 # A bug or an unexpected library error: never leave the call streaming or its credits held.
                 logger.exception("conversation turn %s crashed", attempt.turn_id)
                 text = "".join(attempt.received)
-                await sync_to_async(engine._fail_turn)(session.pk, attempt.turn_id, text, owner=owner)
-                await engine.db(_fail_reply, session.pk, engine.INTERNAL_ERROR, owner=owner)
+                await sync_to_async(engine_turns.fail_turn)(
+                    session_id=session.pk, turn_id=attempt.turn_id, text=text, owner=owner
+                )
+                await db(_fail_reply, session.pk, engine_turns.INTERNAL_ERROR, owner=owner)
                 return "failed"
             if isinstance(result, str):
                 return result
             error = result  # a ProviderError to retry on
-            plan = engine._retry_plan(error, retries, waited, settings.PROVIDER_MAX_RETRIES)
+            plan = calls.retry_plan(error, retries, waited, settings.PROVIDER_MAX_RETRIES)
             note = f" Retrying in {plan:.1f} s." if plan is not None else ""
             status = Turn.TurnStatus.INCOMPLETE if attempt.received else Turn.TurnStatus.FAILED
             text, thought = "".join(attempt.received), "".join(attempt.thought)
-            await engine.db(
-                engine._abandon_turn,
+            await db(
+                engine_turns.abandon_turn,
                 *(session.pk, attempt.turn_id, model, text, attempt.request, status, error.user_message + note, error),
                 reasoning=thought,
                 owner=owner,
@@ -202,8 +206,8 @@ async def run_call(prepared: Prepared, *, owner: str) -> str:
                 failures.append(f"{model.display_name}: {error.user_message}")
                 break
             retries, waited = retries + 1, waited + plan
-            await engine._sleep(plan)
-    await engine.db(_fail_reply, session.pk, f"{agent.name} could not answer. " + " Then ".join(failures), owner=owner)
+            await calls.wait_before_retry(plan)
+    await db(_fail_reply, session.pk, f"{agent.name} could not answer. " + " Then ".join(failures), owner=owner)
     return "failed"
 
 
@@ -231,12 +235,12 @@ async def _stream(
     except asyncio.CancelledError:
         if not stop_seen:
             raise
-        await engine.db(_stopped, prepared, agent, model, attempt, text, thought, owner=owner)
+        await db(_stopped, prepared, agent, model, attempt, text, thought, owner=owner)
         return "cancelled"
     except ProviderError as error:
         return error
     timing = (int((time.monotonic() - started) * 1000), int((first[0] - started) * 1000) if first else None)
-    return await engine.db(_complete, prepared, agent, model, attempt, text, thought, end, timing, owner=owner)
+    return await db(_complete, prepared, agent, model, attempt, text, thought, end, timing, owner=owner)
 
 
 async def _consume(model: LLMModel, attempt: Attempt, batcher: engine.ChunkBatcher, first: list[float]) -> StreamEnd:
@@ -404,10 +408,10 @@ async def _summarise(prepared: Prepared, through: int, *, owner: str) -> str:
     exchanges 1..`through` on the conversation. One attempt: on failure the turn ends failed (charged for
     what it used) and the reply goes ahead with the older exchanges cut, as stated under it.
     Returns "saved", "cancelled" (the user stopped the reply), "failed" or "skipped" (no credits / no room)."""
-    agent, model = await engine.db(_summariser, prepared)
+    agent, model = await db(_summariser, prepared)
     call = dataclasses.replace(prepared.call, agent_id=agent.pk, purpose="summary", summary_through=through)
     summary = dataclasses.replace(prepared, call=dataclasses.replace(call, message_id=None))
-    begun = await engine.db(_begin, summary, agent, model, owner=owner)
+    begun = await db(_begin, summary, agent, model, owner=owner)
     if not isinstance(begun, tuple):
         return "skipped"
     attempt = Attempt(*begun)
@@ -417,14 +421,16 @@ async def _summarise(prepared: Prepared, through: int, *, owner: str) -> str:
         raise
     except Exception:
         logger.exception("conversation summary turn %s crashed", attempt.turn_id)
-        await sync_to_async(engine._fail_turn)(summary.session.pk, attempt.turn_id, "", owner=owner)
+        await sync_to_async(engine_turns.fail_turn)(
+            session_id=summary.session.pk, turn_id=attempt.turn_id, text="", owner=owner
+        )
         return "failed"
     if isinstance(result, str):
         return result
     text, thought = "".join(attempt.received), "".join(attempt.thought)
     detail = f"{result.user_message} The earliest exchanges are cut instead."
-    await engine.db(
-        engine._abandon_turn,
+    await db(
+        engine_turns.abandon_turn,
         *(summary.session.pk, attempt.turn_id, model, text, attempt.request, Turn.TurnStatus.FAILED, detail, result),
         reasoning=thought,
         owner=owner,

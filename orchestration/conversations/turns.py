@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from orchestration import engine
 from orchestration import events as ev
+from orchestration import turns as engine_turns
 from orchestration.conversations.models import Conversation, Message, MessageStatus
 from orchestration.lease import fence
 from orchestration.models import Agent, LLMModel, Turn, WritingSession, turn_reservation_key
@@ -218,14 +219,14 @@ def stop_turn(prepared: Prepared, model: LLMModel, attempt: Attempt, text: str, 
     WritingSession.objects.select_for_update().filter(pk=session_id).first()
     if not Turn.objects.filter(pk=attempt.turn_id, status=Turn.TurnStatus.STREAMING).exists():
         return False
-    engine._abandon_turn(
+    engine_turns.abandon_turn(
         session_id,
         attempt.turn_id,
         model,
         text,
         attempt.request,
         Turn.TurnStatus.CANCELLED,
-        engine.USER_STOP,
+        engine_turns.USER_STOP,
         reasoning=thought,
         owner=owner,
     )
