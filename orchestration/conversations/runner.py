@@ -2,7 +2,7 @@
 
 Built on the engine's machinery rather than a copy of it: the per-session lease (`orchestration.lease`:
 claim, renew, fenced writes, the watchdog re-dispatching a dead worker's run), the numbered event log and
-its chunk batcher (`orchestration.events`, `engine.ChunkBatcher`), the engine's retry rules and failed-
+its chunk batcher (`orchestration.events`, `chunks.ChunkBatcher`), the engine's retry rules and failed-
 attempt accounting (`engine._retry_plan`, `engine._abandon_turn`, `engine._recover_interrupted_turns`), the
 provider adapters and the credit ledger (reserve before a call, settle after it). Each model call is a
 Turn of the conversation's hidden session; its messages (reply, handoff, tool calls) are written in the
@@ -28,6 +28,7 @@ from django.utils import timezone
 
 from orchestration import engine
 from orchestration import events as ev
+from orchestration.chunks import ChunkBatcher
 from orchestration.conversations import flow, pipeline
 from orchestration.conversations.models import Conversation, Message, MessageRole, MessageStatus
 from orchestration.lease import LeaseLost, claim_lease, fence, new_owner_id, release_lease, renew_lease
@@ -228,7 +229,7 @@ async def _stream(
     from orchestration.providers import ReasoningDelta, StreamEnd, TextDelta, ToolCall, get_adapter
 
     session_id = prepared.session.pk
-    batcher = engine.ChunkBatcher(session_id, owner)
+    batcher = ChunkBatcher(session_id, owner)
     done = asyncio.Event()
     flusher = asyncio.create_task(batcher.run(done))
     started = time.monotonic()
