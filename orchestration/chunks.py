@@ -8,17 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
-from typing import Any, TypeVar
 
 from django.conf import settings
 from django.db import transaction
 
 from orchestration import events as ev
+from orchestration.db_thread import in_db_thread
 from orchestration.lease import LeaseLost, fenced_update
 from orchestration.models import SessionEvent
-
-T = TypeVar("T")
 
 
 class ChunkBatcher:
@@ -104,7 +101,7 @@ class ChunkBatcher:
             if not new or self.lease_lost:
                 return
             try:
-                rows, status = await _in_db_thread(_save_chunks, self.session_id, self.owner, new)
+                rows, status = await in_db_thread(_save_chunks, self.session_id, self.owner, new)
             except LeaseLost:
                 self.lease_lost = True
                 return
@@ -162,10 +159,3 @@ def _save_chunks(
         row = fenced_update(session_id, owner, seqs=len(events))
         first = row["last_seq"] - len(events) + 1
         return ev.insert_events(session_id=session_id, first_seq=first, events=events, broadcast=False), row["status"]
-
-
-async def _in_db_thread(fn: Callable[..., T], *args: Any) -> T:
-    """engine.in_db_thread, imported when first used (the engine imports this module)."""
-    from orchestration.engine import in_db_thread
-
-    return await in_db_thread(fn, *args)
