@@ -17,7 +17,7 @@ LIMIT = 60
 ROOT = Path(__file__).resolve().parent.parent
 AREAS = [f"{package}/**/*.py" for package in ("accounts", "billing", "api", "atelier", "orchestration")]
 # Being split; added when done: the engine and the conversations (their rewrite is under way).
-EXCLUDED = ["orchestration/engine.py", "orchestration/conversations/*.py", "orchestration/conversations/**/*.py"]
+EXCLUDED = ["orchestration/engine.py", "orchestration/calls.py", "orchestration/turns.py"]
 
 
 def long_functions(path: Path) -> list[str]:

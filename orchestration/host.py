@@ -11,7 +11,7 @@ the queue and returns "host_full".
 What stays as it was:
 - Leases, fencing and Stop: the drive coroutine is the engine's own, renewing its lease every
   `lease.RENEW_INTERVAL` and fencing every write; the host releases the lease when the coroutine ends.
-- Database work: every drive of the process shares the engine's one database thread (`engine.in_db_thread`),
+- Database work: every drive of the process shares the engine's one database thread (`db_thread.in_db_thread`),
   so a worker process holds the same few PostgreSQL connections however many sessions it drives (the task's,
   the engine thread's, the watchdog's).
 - Crash recovery: a SIGKILLed worker takes its host and every drive in it down; the lease owners name the
@@ -123,7 +123,7 @@ class SessionHost:
         self._slots.release()
 
     async def _drive(self, session_id: int, owner: str, driver: Driver) -> str:
-        from orchestration.engine import in_db_thread
+        from orchestration.db_thread import in_db_thread
 
         with bound(session_id=session_id):
             try:

@@ -1,0 +1,632 @@
+"""A turn's bookkeeping, from its start to its end, exactly once.
+
+begin_turn builds the prompt, creates the turn and reserves its worst-case credits; complete_turn saves a
+streamed reply with its evaluation, usage, charge, version and events; abandon_turn keeps what an interrupted
+turn streamed and charges what it consumed; fail_turn ends a turn an unexpected exception left streaming;
+recover_interrupted_turns ends the turns a lost executor left streaming. Every write is fenced by the lease
+when an owner is given (raises LeaseLost if another executor took over).
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+from typing import TYPE_CHECKING
+
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from atelier.core import metrics
+from orchestration import events as ev
+from orchestration import services
+from orchestration.drive_state import CallOutcome, DriveCache
+from orchestration.flows import AgentCall
+from orchestration.lease import LeaseLost, fence, fenced_update
+from orchestration.models import (
+    Agent,
+    DocumentVersion,
+    LLMModel,
+    Turn,
+    WritingSession,
+    turn_reservation_key,
+)
+from orchestration.versions import record_version
+
+if TYPE_CHECKING:
+    from orchestration.providers import ModelRequest, ProviderError, StreamEnd
+
+logger = logging.getLogger(__name__)
+
+USER_STOP = "Stopped by you."
+# What an interrupted attempt says when the executor running it disappeared (crashed, killed, frozen or cut
+# off): the next executor cannot tell these apart, so it says what it knows.
+WORKER_LOST = (
+    "The worker running this turn stopped responding (crashed, killed or frozen); another worker ran it again."
+)
+INTERNAL_ERROR = "An internal error interrupted this turn. It has been logged."
+
+
+def recover_interrupted_turns(session: WritingSession, *, owner: str) -> None:
+    """Turns left streaming by a lost executor: mark incomplete and release their reservation.
+
+    Only the lease holder does this (fenced), so a stale worker never marks the live owner's turn.
+    """
+    from billing.services import release_credits
+
+    stale = Turn.objects.filter(session=session, status=Turn.TurnStatus.STREAMING)
+    for turn in stale:
+        with transaction.atomic():
+            fence(session.pk, owner)
+            text = ev.streamed_text([turn.pk]).get(turn.pk, "")
+            reasoning = ev.streamed_text([turn.pk], kind="reasoning").get(turn.pk, "")
+            updated = Turn.objects.filter(pk=turn.pk, status=Turn.TurnStatus.STREAMING).update(
+                status=Turn.TurnStatus.INCOMPLETE,
+                output_text=text,
+                reasoning=reasoning,
+                error=WORKER_LOST,
+                finished_at=timezone.now(),
+            )
+            if updated:
+                release_credits(
+                    user=session.project.owner,
+                    reservation_key=turn_reservation_key(turn.pk),
+                    key=f"turn:{turn.pk}:release",
+                )
+                ev.append_event(
+                    session_id=session.pk,
+                    kind="turn_finished",
+                    payload={"status": Turn.TurnStatus.INCOMPLETE},
+                    turn_id=turn.pk,
+                )
+
+
+# --- Running a step ------------------------------------------------------------------------------
+
+
+def _criteria(agent: Agent) -> list[tuple[str, str, float]]:
+    return [(c.name, c.description, c.weight) for c in agent.criteria.all()]
+
+
+def _feedback_for(session: WritingSession, agent: Agent, cache: DriveCache | None = None) -> list[tuple[str, str]]:
+    """The latest evaluation comments of each *other* agent, latest first: what matters for this turn.
+
+    Read once per drive (`cache`), then kept up to date by complete_turn.
+    """
+    cache = DriveCache() if cache is None else cache
+    if cache.feedback is None:
+        latest: dict[int, tuple[int, str, str]] = {}
+        turns = (
+            Turn.objects.filter(
+                session=session, kind=Turn.Kind.AGENT, status=Turn.TurnStatus.COMPLETED, agent_id__isnull=False
+            )
+            .exclude(feedback="")
+            .order_by("-pk")
+            .values_list("pk", "agent_id", "agent_name", "feedback")[:50]
+        )
+        for pk, agent_id, name, feedback in turns:
+            latest.setdefault(agent_id, (pk, name, feedback))
+        cache.feedback = latest
+    others = sorted((v for k, v in cache.feedback.items() if k != agent.pk), reverse=True)
+    return [(name, feedback) for _, name, feedback in others]
+
+
+def begin_turn(
+    session: WritingSession,
+    agent: Agent,
+    model: LLMModel,
+    round_number: int,
+    attempt: int,
+    call: AgentCall | None = None,
+    context_window: int | None = None,
+    *,
+    owner: str,
+    cache: DriveCache | None = None,
+) -> tuple[int, ModelRequest, int] | CallOutcome:
+    """Build the prompt, create the turn (next attempt) and reserve its worst-case credits.
+
+    One transaction of five statements: the fenced session UPDATE (lease + the event's number), the turn,
+    the balance, the ledger entry, the turn_started event. `cache` (the drive's) saves re-reading the
+    references and the other agents' feedback, and keeps the reserved amount for the settlement.
+
+    Returns (turn id, ModelRequest, estimated prompt tokens), or a CallOutcome: "too_large" when the prompt
+    cannot fit `context_window` (default: the model's), "out_of_credits" when the reservation is refused.
+    """
+    from billing.pricing import credits_for_usage
+    from billing.services import InsufficientCredits, reserve_credits
+    from orchestration.flows import (
+        PIPELINE_RECIPES,
+        Recipe,
+        call_material,
+        critique_feedback,
+        recipe_text,
+        review_feedback,
+    )
+    from orchestration.flows.pipeline import material as pipeline_material
+    from orchestration.flows.planned import PLANNED_RECIPES
+    from orchestration.prompts import PromptInputs, PromptTooLarge, build_prompt
+    from orchestration.providers import ModelRequest
+    from orchestration.reasoning import plan_for_agent
+
+    call = call or AgentCall(agent_id=agent.pk)
+    recipe = recipe_text(call.recipe)
+    instruction = recipe.instruction
+    references = None
+    if call.recipe in PIPELINE_RECIPES:  # numbered source passages and the earlier stages' output
+        stage = pipeline_material(session, call)
+        feedback, references, instruction = stage.feedback, stage.references, stage.instruction or instruction
+    elif call.recipe in (Recipe.SYNTHESIZE, Recipe.MODERATE):
+        feedback = review_feedback(call.recipe, call.inputs)
+    elif call.recipe == Recipe.CRITIQUE:
+        # Reviewers work independently, on the same document; a roundtable critic after round 1 also reads how
+        # the moderator resolved the previous round's issues (no query for the first round or for editors).
+        feedback = critique_feedback(session.flow, call.inputs)
+    elif call.recipe in PLANNED_RECIPES:
+        feedback = call_material(call)  # its task, then only the results it depends on
+    else:
+        feedback = _feedback_for(session, agent, cache)
+    # Thinking shares the output allowance (and so the context window): fit and reserve for the total.
+    plan = plan_for_agent(agent, model)
+    if references is not None:
+        pass  # the pipeline's own passages for this stage
+    elif cache is None or cache.references is None:
+        references = list(session.references.values_list("title", "content"))
+        if cache is not None:
+            cache.references = references
+    else:
+        references = cache.references
+    try:
+        prompt = build_prompt(
+            PromptInputs(
+                role_prompt=agent.role_prompt,
+                agent_name=agent.name,
+                role=agent.role,
+                criteria=_criteria(agent),
+                brief=session.brief,
+                references=references,
+                document=session.document,
+                feedback=feedback,
+                human_note=session.human_note,
+                round_number=round_number,
+                max_rounds=session.max_rounds,
+                context_window=context_window or model.context_window,
+                max_output_tokens=plan.max_tokens,
+                flow_rules=recipe.rules,
+                evaluation_lead=recipe.evaluation_lead,
+                feedback_heading=recipe.inputs_heading,
+                instruction=instruction,
+                no_document=recipe.no_document,
+                show_document=recipe.show_document,
+            )
+        )
+    except PromptTooLarge as error:
+        return CallOutcome("too_large", None, f"{model.display_name}: {error}")
+    worst_case = credits_for_usage(
+        model=model, input_tokens=prompt.estimated_input_tokens, cached_tokens=0, output_tokens=plan.max_tokens
+    )
+    with transaction.atomic():
+        # What the flow journals with the call (the planned flow's routing decision, a repair's reason).
+        journal = list(call.context.get("journal", ()))
+        # First: takes the session's row lock; reserves the numbers of the journal and turn_started events.
+        seq = fenced_update(session.pk, owner, seqs=1 + len(journal))["last_seq"] - len(journal)
+        turn = Turn.objects.create(
+            session=session,
+            round=round_number,
+            agent=agent,
+            agent_name=agent.name,
+            attempt=attempt,
+            model_used=model.model_id,
+            prompt_notes="\n".join(prompt.notes),
+            slot=call.slot,
+            recipe=call.recipe,
+            output_kind=call.output,
+            reasoning_output=plan.output,
+        )
+        try:
+            reserve_credits(
+                user=session.project.owner,
+                amount=worst_case,
+                key=turn_reservation_key(turn.pk),
+                description=f"{session.title}: round {round_number}, {agent.name}",
+                session_id=session.pk,  # the settlement and release inherit it: usage by session
+                turn_id=turn.pk,
+                new_key=True,  # the turn was created just now: its key cannot have been used
+            )
+        except InsufficientCredits:
+            transaction.set_rollback(True)
+            return CallOutcome("out_of_credits")
+        if cache is not None:
+            cache.reserved[turn.pk] = worst_case
+        started = ev.NewEvent(
+            "turn_started",
+            turn_id=turn.pk,
+            payload={
+                "round": round_number,
+                "agent_id": agent.pk,
+                "agent_name": agent.name,
+                "model": model.display_name,
+                "attempt": attempt,
+                "slot": call.slot,
+                "phase": call.phase,
+            },
+        )
+        journalled = [ev.NewEvent(kind, payload, turn.pk) for kind, payload in journal]
+        ev.insert_events(session_id=session.pk, first_seq=seq, events=[*journalled, started])
+    request = ModelRequest(
+        provider=model.provider,
+        model_id=model.model_id,
+        system=prompt.system,
+        user=prompt.user,
+        max_tokens=plan.max_tokens,
+        temperature=agent.temperature,
+        reasoning=plan.reasoning,
+        thinking_budget=plan.thinking_budget,
+        reasoning_effort=plan.reasoning_effort,
+        metadata={
+            "session_id": session.pk,
+            "round": round_number,
+            "agent_name": agent.name,
+            "role": agent.role,
+            "criteria": [c[0] for c in _criteria(agent)],
+            "brief": session.brief,
+            "recipe": call.recipe,
+            "slot": call.slot,
+            "task": call.task,
+        },
+    )
+    return turn.pk, request, prompt.estimated_input_tokens
+
+
+def complete_turn(
+    *,
+    session: WritingSession,
+    turn_id: int,
+    agent: Agent,
+    model: LLMModel,
+    text: str,
+    end: StreamEnd,
+    timing: tuple[int, int | None],  # (latency, time to first token) in milliseconds
+    call: AgentCall,
+    reasoning: str = "",
+    owner: str,
+    cache: DriveCache | None = None,
+    unsaved: list[ev.NewEvent] | None = None,
+) -> str | None:
+    """The engine's one path for completing and settling a streamed turn: saves the turn, its evaluation,
+    usage and charge (settled against its reservation), version and events in one fenced transaction, exactly
+    once. Raises LeaseLost if `owner` lost the lease.
+
+    A reply that did not end normally (cut off, refused, filtered: see docs/providers.md) is saved with its
+    stop reason and the provider's words, charged for what the provider reported, and never becomes a
+    version of the document, nor a score, nor feedback for the next agent.
+
+    `text` is the reply only; `reasoning` (the model's thinking) is saved beside it and never parsed,
+    versioned or passed on. Reasoning tokens are part of `end.usage.output_tokens` and billed with them.
+    `session` is the drive's copy (its document is the latest version's content); `unsaved` are the turn's
+    last chunk events, saved in this transaction. Six statements in the steady state (issue 15): the fenced
+    session UPDATE (lease, event numbers, totals, document), the turn claimed before anything is charged,
+    the balance, the settlement, the version, the events. Returns the turn's status, None if already saved.
+    """
+    from billing.pricing import credits_for_usage, provider_cost_usd
+    from billing.services import settle_credits
+    from orchestration.evaluation import Evaluation, split_reasoning
+    from orchestration.flows import parse_result
+
+    usage = end.usage
+    outcome = end.outcome
+    # OpenAI-compatible reasoning models stream <think>...</think> as content: the turn's reasoning, shown to
+    # the owner, never the document, the evaluation or the next prompt.
+    answer, thinking = split_reasoning(text)
+    reasoning = "\n\n".join(part for part in (reasoning, thinking) if part)
+    if outcome == "normal":
+        document, evaluation, flow_result = parse_result(
+            call.recipe,
+            answer,
+            [(c.name, c.weight) for c in agent.criteria.all()],
+            call.inputs,
+            call.passages,
+            call=call,
+        )
+        journal = flow_result.pop("_events", [])  # the flow's journal entries about this reply
+        status, error = Turn.TurnStatus.COMPLETED, ""
+    else:
+        document, evaluation, flow_result, journal = "", Evaluation(raw=""), {}, []
+        status = Turn.TurnStatus.TRUNCATED if outcome == "truncated" else Turn.TurnStatus.REFUSED
+        error = abnormal_end_message(model=model, agent=agent, end=end)
+    credits = credits_for_usage(
+        model=model,
+        input_tokens=usage.input_tokens,
+        cached_tokens=usage.cached_input_tokens,
+        output_tokens=usage.output_tokens,
+    )
+    cost = provider_cost_usd(
+        model=model,
+        input_tokens=usage.input_tokens,
+        cached_tokens=usage.cached_input_tokens,
+        output_tokens=usage.output_tokens,
+    )
+    held = cache.reserved.get(turn_id) if cache is not None else None
+    charge_known = held is not None and credits <= held  # then the charge is the usage: fold it in now
+    new_version = outcome == "normal" and call.writes_document and document.strip() and document != session.document
+    payload = {
+        "status": status,
+        "scores": evaluation.scores,
+        "overall": evaluation.overall,
+        "tier": evaluation.tier,
+        "credits": credits,
+        "stop_reason": end.stop_reason,
+        "usage_estimated": usage.estimated,
+    }
+    if error:
+        payload["error"] = error
+    events = [*(unsaved or []), ev.NewEvent("turn_finished", payload, turn_id)]
+    events += [ev.NewEvent(kind, data, turn_id) for kind, data in journal]
+    seqs = len(events) + 1 + (1 if new_version else 0)  # + the version and the totals events
+    totals = {
+        "input_tokens": usage.input_tokens,
+        "cached_tokens": usage.cached_input_tokens,
+        "output_tokens": usage.output_tokens,
+        "reasoning_tokens": usage.reasoning_tokens,
+        "provider_cost": cost,
+        **({"credits_used": credits} if charge_known else {}),
+    }
+    changes = {"human_note": ""} if outcome == "normal" else {}
+    if new_version:
+        changes["document"] = document
+    with transaction.atomic():
+        # First the session row (the lease, like every fenced write, and the same lock order as before).
+        row = fenced_update(
+            session.pk,
+            owner,
+            seqs=seqs,
+            set_fields=changes,
+            add_fields=totals,
+            returning=("input_tokens", "output_tokens", "reasoning_tokens", "credits_used", "current_round"),
+        )
+        # Claim before charging: only the executor that moves the turn out of streaming settles it.
+        claimed = Turn.objects.filter(pk=turn_id, status=Turn.TurnStatus.STREAMING).update(
+            status=status,
+            output_text=answer,
+            error=error,
+            stop_reason=end.stop_reason[:40],
+            scores=evaluation.scores,
+            overall_score=evaluation.overall,
+            parse_tier=evaluation.tier if outcome == "normal" else "",
+            evaluation_raw=evaluation.raw[:20000],
+            feedback=evaluation.feedback[:5000],
+            result=flow_result,
+            input_tokens=usage.input_tokens,
+            cached_tokens=usage.cached_input_tokens,
+            cache_write_tokens=usage.cache_write_tokens,
+            output_tokens=usage.output_tokens,
+            usage_estimated=usage.estimated,
+            reasoning_tokens=usage.reasoning_tokens,
+            credits=credits,
+            provider_cost=cost,
+            latency_ms=timing[0],
+            ttft_ms=timing[1],
+            finished_at=timezone.now(),
+            reasoning=reasoning,
+        )
+        if not claimed:  # already saved by an earlier run of this step, or given up on meanwhile
+            transaction.set_rollback(True)
+            return None
+        # Settling is idempotent on its key, and a reservation closes once: a replay charges nothing.
+        charged = settle_credits(
+            user=session.project.owner,
+            reservation_key=turn_reservation_key(turn_id),
+            actual=credits,
+            key=f"turn:{turn_id}:settle",
+            description=f"{session.title}: round {row['current_round']}, {agent.name}",
+            session_id=session.pk,
+            turn_id=turn_id,
+            held=held,
+        )
+        if not charge_known or charged != credits:  # rare: usage above the reservation, or no reservation known
+            Turn.objects.filter(pk=turn_id).update(credits=charged)
+            WritingSession.objects.filter(pk=session.pk).update(
+                credits_used=F("credits_used") + (charged - credits if charge_known else charged)
+            )
+            row["credits_used"] += charged - credits if charge_known else charged
+            payload["credits"] = charged
+        if new_version:
+            if cache is None or cache.last_version is None:
+                latest = DocumentVersion.objects.filter(session_id=session.pk).order_by("-number")
+                last_number = latest.values_list("number", flat=True).first() or 0
+            else:
+                last_number = cache.last_version
+            version = record_version(
+                session=session,
+                content=document,
+                turn=Turn(pk=turn_id, session_id=session.pk),
+                note=f"Round {row['current_round']} · {agent.name}",
+                previous=(last_number, session.document),
+                save_document=False,  # written by the fenced UPDATE above
+            )
+            if cache is not None:
+                cache.last_version = version.number
+            events.append(ev.NewEvent("version", {"number": version.number, "change_ratio": version.change_ratio}))
+        # The totals as updated under the row lock: the locked values plus this turn.
+        events.append(
+            ev.NewEvent(
+                "totals",
+                {
+                    "input_tokens": row["input_tokens"],
+                    "output_tokens": row["output_tokens"],
+                    "reasoning_tokens": row["reasoning_tokens"],
+                    "credits": row["credits_used"],
+                },
+            )
+        )
+        ev.insert_events(session_id=session.pk, first_seq=row["last_seq"] - seqs + 1, events=events)
+        transaction.on_commit(  # counted once the turn is saved; no query (atelier/core/metrics.py)
+            partial(
+                metrics.turn_finished,
+                provider=model.provider,
+                model=model.model_id,
+                status=status,
+                usage=usage,
+                credits=charged,
+                latency_ms=timing[0],
+                ttft_ms=timing[1],
+            )
+        )
+    if cache is not None:
+        cache.reserved.pop(turn_id, None)
+        if status == Turn.TurnStatus.COMPLETED and evaluation.feedback and cache.feedback is not None:
+            cache.feedback[agent.pk] = (turn_id, agent.name, evaluation.feedback[:5000])
+    return status
+
+
+def abnormal_end_message(*, model: LLMModel, agent: Agent, end: StreamEnd) -> str:
+    """What the turn's card says about a reply that did not end normally, in the provider's words where given."""
+    from orchestration.providers.base import PROVIDER_LABELS
+
+    provider = PROVIDER_LABELS.get(model.provider, model.provider)
+    reason = end.stop_reason or "none"
+    kept = "The document was kept as it was; the session carries on with the next agent."
+    words = f" {provider} said: “{end.stop_detail}”." if end.stop_detail else ""
+    if reason in ("max_tokens", "length"):
+        return (
+            f"The reply was cut off at {agent.name}'s output limit of {agent.max_output_tokens:,} tokens "
+            f"(stop reason “{reason}”). {kept} Raise the agent's max output tokens for a document this long."
+        )
+    if reason == "model_context_window_exceeded":
+        return f"The reply filled {model.display_name}'s context window (stop reason “{reason}”). {kept}"
+    if reason == "refusal":
+        return f"{model.display_name} refused this turn (stop reason “refusal”).{words} {kept}"
+    if reason == "content_filter":
+        return f"{provider}'s content filter stopped this reply (finish reason “content_filter”).{words} {kept}"
+    return (
+        f"{model.display_name} stopped with “{reason}”, which Atelier does not ask for: the reply is unfinished."
+        f"{words} {kept}"
+    )
+
+
+def abandon_turn(
+    session_id: int,
+    turn_id: int,
+    model: LLMModel,
+    text: str,
+    request: ModelRequest,
+    status: str,
+    error: str,
+    failure: ProviderError | None = None,
+    *,
+    reasoning: str = "",
+    owner: str,
+) -> None:
+    """A turn that did not complete: keep its text, charge what was consumed, release the rest.
+
+    What the provider reported before the failure (Anthropic's input count in message_start, kept on the
+    ProviderError) is charged as reported; only the rest is estimated, and the turn says so. Providers bill
+    input once a stream starts; with no text and no report they usually did not. Thinking streamed before
+    the break was generated (and billed as output) too: it is kept and counted.
+    """
+    from billing.pricing import credits_for_usage
+    from billing.services import settle_credits
+    from orchestration.providers.base import Usage, estimate_tokens
+
+    reported = getattr(failure, "usage", None)
+    reasoning_tokens = estimate_tokens(reasoning)
+    generated = bool(text or reasoning)
+    output_tokens = estimate_tokens(text) + reasoning_tokens
+    if reported is not None:
+        input_tokens, cached_tokens = reported.input_tokens, reported.cached_input_tokens
+        estimated = generated
+    elif generated:
+        input_tokens, cached_tokens = estimate_tokens(request.system) + estimate_tokens(request.user), 0
+        estimated = True
+    else:
+        input_tokens = cached_tokens = 0
+        estimated = False
+    credits = credits_for_usage(
+        model=model, input_tokens=input_tokens, cached_tokens=cached_tokens, output_tokens=output_tokens
+    )
+    with transaction.atomic():
+        fence(session_id, owner)
+        session = WritingSession.objects.select_related("project__owner").get(pk=session_id)
+        if status == Turn.TurnStatus.CANCELLED:  # say who stopped it: the owner or Atelier staff
+            error = services.requested_stop(session.stop_reason).detail
+        updated = Turn.objects.filter(pk=turn_id, status=Turn.TurnStatus.STREAMING).update(
+            status=status, output_text=text, reasoning=reasoning, error=error[:2000], finished_at=timezone.now()
+        )
+        if not updated:
+            return
+        charged = settle_credits(
+            user=session.project.owner,
+            reservation_key=turn_reservation_key(turn_id),
+            actual=credits,
+            key=f"turn:{turn_id}:settle",
+            description=f"{session.title}: interrupted turn",
+        )
+        Turn.objects.filter(pk=turn_id).update(
+            credits=charged,
+            input_tokens=input_tokens,
+            cached_tokens=cached_tokens,
+            output_tokens=output_tokens,
+            usage_estimated=estimated,
+            reasoning_tokens=reasoning_tokens,
+        )
+        WritingSession.objects.filter(pk=session_id).update(
+            credits_used=F("credits_used") + charged,
+            input_tokens=F("input_tokens") + input_tokens,
+            cached_tokens=F("cached_tokens") + cached_tokens,
+            output_tokens=F("output_tokens") + output_tokens,
+            reasoning_tokens=F("reasoning_tokens") + reasoning_tokens,
+        )
+        ev.append_event(
+            session_id=session_id, kind="turn_finished", payload={"status": status, "error": error}, turn_id=turn_id
+        )
+        used = Usage(input_tokens, output_tokens, cached_tokens, reasoning_tokens=reasoning_tokens)
+        transaction.on_commit(
+            partial(
+                metrics.turn_finished,
+                provider=model.provider,
+                model=model.model_id,
+                status=status,
+                usage=used,
+                credits=charged,
+            )
+        )
+
+
+def fail_turn(*, session_id: int, turn_id: int, text: str | None, owner: str | None = None) -> None:
+    """After an unexpected exception: the turn ends FAILED and its reservation is released, whatever broke.
+
+    `text`: what the turn streamed, or None to take it from the turn's chunk events (`manage.py
+    reconcile_credits --fix`). `owner`: the lease holder, whose lease fences the write (None: unfenced).
+    Each part runs on its own so one broken part (the event log, say) cannot keep the others from running.
+    A reservation the settle path already closed stays closed (release is a no-op then). Anything left
+    behind is found by `manage.py reconcile_credits`.
+    """
+    from billing.services import release_credits
+
+    if text is None:
+        text = ev.streamed_text([turn_id]).get(turn_id, "")
+    try:
+        with transaction.atomic():
+            if owner is not None:
+                fence(session_id, owner)  # a worker that lost its lease leaves the turn to the new owner
+            updated = Turn.objects.filter(pk=turn_id, status=Turn.TurnStatus.STREAMING).update(
+                status=Turn.TurnStatus.FAILED, output_text=text, error=INTERNAL_ERROR, finished_at=timezone.now()
+            )
+            session = WritingSession.objects.select_related("project__owner").get(pk=session_id)
+            release_credits(
+                user=session.project.owner, reservation_key=turn_reservation_key(turn_id), key=f"turn:{turn_id}:release"
+            )
+    except LeaseLost:
+        return
+    except Exception:
+        logger.exception("could not fail turn %s cleanly", turn_id)
+        return
+    if updated:
+        try:
+            ev.append_event(
+                session_id=session_id,
+                kind="turn_finished",
+                payload={"status": Turn.TurnStatus.FAILED, "error": INTERNAL_ERROR},
+                turn_id=turn_id,
+            )
+        except Exception:
+            logger.exception("could not record the end of turn %s", turn_id)
