@@ -26,7 +26,7 @@ from orchestration.models import Agent, LLMModel, Turn, WritingSession
 from orchestration.turns import INTERNAL_ERROR, USER_STOP, abandon_turn, begin_turn, complete_turn, fail_turn
 
 if TYPE_CHECKING:
-    from orchestration.engine import ChunkBatcher
+    from orchestration.chunks import ChunkBatcher
     from orchestration.providers import ModelRequest, ProviderError, StreamEnd
 
 logger = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 Built on the engine's machinery rather than a copy of it: the per-session lease (`orchestration.lease`:
 claim, renew, fenced writes, the watchdog re-dispatching a dead worker's run), the numbered event log and
-its chunk batcher (`orchestration.events`, `engine.ChunkBatcher`), the engine's retry rules and failed-
+its chunk batcher (`orchestration.events`, `chunks.ChunkBatcher`), the engine's retry rules and failed-
 attempt accounting (`calls.retry_plan`, `turns.abandon_turn`, `turns.recover_interrupted_turns`), the
 provider adapters and the credit ledger (reserve before a call, settle after it). Each model call is a
 Turn of the conversation's hidden session; its messages (reply, handoff, tool calls) are written in the
@@ -29,6 +29,7 @@ from django.utils import timezone
 from orchestration import calls, engine
 from orchestration import events as ev
 from orchestration import turns as engine_turns
+from orchestration.chunks import ChunkBatcher
 from orchestration.conversations import flow, pipeline, turns
 from orchestration.conversations.models import Conversation, Message, MessageRole, MessageStatus
 from orchestration.conversations.turns import Attempt, Prepared, Transcript
@@ -61,6 +62,18 @@ def drive(session_id: int, *, budget_seconds: float = DRIVE_BUDGET_SECONDS) -> s
         return "idle"  # deleted while it ran
     finally:
         release_lease(session_id, owner)
+
+
+async def drive_leased(session_id: int, owner: str, budget_seconds: float = DRIVE_BUDGET_SECONDS) -> str:
+    """The drive coroutine of a conversation session whose lease `owner` already holds (orchestration.host).
+
+    Outcomes as drive(); "idle" if the session or its conversation was deleted. Raises LeaseLost if another
+    executor takes the session over; the caller releases the lease.
+    """
+    try:
+        return await _drive(session_id, owner, budget_seconds)
+    except (WritingSession.DoesNotExist, Conversation.DoesNotExist):
+        return "idle"  # deleted while it ran
 
 
 async def _drive(session_id: int, owner: str, budget_seconds: float) -> str:
@@ -217,7 +230,7 @@ async def _stream(
     """Stream one attempt, watching for Stop and a lost lease. Returns an outcome string, or the
     ProviderError to retry on. Raises LeaseLost."""
     session_id = prepared.session.pk
-    batcher = engine.ChunkBatcher(session_id, owner)
+    batcher = ChunkBatcher(session_id, owner)
     done = asyncio.Event()
     flusher = asyncio.create_task(batcher.run(done))
     started = time.monotonic()
@@ -243,7 +256,7 @@ async def _stream(
     return await db(_complete, prepared, agent, model, attempt, text, thought, end, timing, owner=owner)
 
 
-async def _consume(model: LLMModel, attempt: Attempt, batcher: engine.ChunkBatcher, first: list[float]) -> StreamEnd:
+async def _consume(model: LLMModel, attempt: Attempt, batcher: ChunkBatcher, first: list[float]) -> StreamEnd:
     """Read the provider's stream into `attempt` (text and thinking also to `batcher`, tool calls kept) and
     return its end; the time of the first text goes to `first`. Raises ProviderError (a stream that ends
     without its end is retryable)."""
@@ -271,7 +284,7 @@ async def _consume(model: LLMModel, attempt: Attempt, batcher: engine.ChunkBatch
 
 
 async def _watch(
-    task: asyncio.Task[StreamEnd], batcher: engine.ChunkBatcher, session_id: int, owner: str
+    task: asyncio.Task[StreamEnd], batcher: ChunkBatcher, session_id: int, owner: str
 ) -> tuple[bool, bool]:
     """Renew the lease every engine.MONITOR_INTERVAL while `task` streams; cancel it on Stop or a lost
     lease. Returns (Stop seen, lease lost)."""
