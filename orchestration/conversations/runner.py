@@ -64,6 +64,18 @@ def drive(session_id: int, *, budget_seconds: float = DRIVE_BUDGET_SECONDS) -> s
         release_lease(session_id, owner)
 
 
+async def drive_leased(session_id: int, owner: str, budget_seconds: float = DRIVE_BUDGET_SECONDS) -> str:
+    """The drive coroutine of a conversation session whose lease `owner` already holds (orchestration.host).
+
+    Outcomes as drive(); "idle" if the session or its conversation was deleted. Raises LeaseLost if another
+    executor takes the session over; the caller releases the lease.
+    """
+    try:
+        return await _drive(session_id, owner, budget_seconds)
+    except (WritingSession.DoesNotExist, Conversation.DoesNotExist):
+        return "idle"  # deleted while it ran
+
+
 async def _drive(session_id: int, owner: str, budget_seconds: float) -> str:
     deadline = time.monotonic() + budget_seconds
     drive_state = _DriveState()
