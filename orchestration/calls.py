@@ -27,7 +27,7 @@ from orchestration.turns import INTERNAL_ERROR, USER_STOP, abandon_turn, begin_t
 
 if TYPE_CHECKING:
     from orchestration.chunks import ChunkBatcher
-    from orchestration.providers import ModelRequest, ProviderError
+    from orchestration.providers import ModelRequest, ProviderError, StreamEnd
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +50,7 @@ async def run_call(
 
     A call with `model_id` (the planned flow's router) uses that catalogue model only; the flow picks the
     next one. Each attempt waits for a slot of the drive's CallLimiter (global and per provider).
+    Raises LeaseLost if another executor took the session over.
     """
     cache = DriveCache() if cache is None else cache
     if call.agent_id not in cache.agents:
@@ -62,71 +63,101 @@ async def run_call(
     existing, attempts = _earlier_attempts(cache.turns.get((round_number, agent.pk), []), call.slot)
     if existing:  # this step already ran to completion before a crash: nothing to redo
         return CallOutcome("completed", existing)
-
-    if call.model_id is not None:  # the planned flow's router chose it; the flow picks the next one
-        models = [await in_db_thread(LLMModel.objects.get, pk=call.model_id)]
-    else:
-        fallback = agent.fallback_model if agent.fallback_model_id else None
-        models = [agent.model] + ([fallback] if fallback is not None else [])
+    running = _Call(session, agent, call, round_number, batcher, cache, owner, attempts)
     failures: list[str] = []  # one line per model that gave up, for the final message
-    for model in models:
-        state = _ModelState()
-        while True:
-            # Calls of one agent in one round run concurrently in the planned flow: take the next attempt
-            # number from the drive's shared counter, so the turn key (session, round, agent, attempt) stays unique.
-            attempts = cache.limiter.next_attempt(session.pk, round_number, agent.pk, attempts)
-            async with cache.limiter.hold(model.provider):
-                prepared = await db(
-                    begin_turn,
-                    session,
-                    agent,
-                    model,
-                    round_number,
-                    attempts,
-                    call,
-                    state.window,
-                    owner=owner,
-                    cache=cache,
-                )
-                if isinstance(prepared, CallOutcome):
-                    if prepared.status == "too_large":
-                        state.last_error = prepared.error
-                        break  # the fallback model may have a larger context window
-                    return prepared
-                turn_id, request, estimated_tokens = prepared
-                cache.note_turn(round_number, agent.pk, (turn_id, Turn.TurnStatus.STREAMING, attempts, call.slot))
-                bind_log(turn_id=turn_id)  # this call's own task: its records carry the turn being streamed
-                attempt = _Attempt(turn_id=turn_id, request=request, estimated_tokens=estimated_tokens)
-                try:
-                    decision = await _run_attempt(
-                        session, agent, model, call, batcher, attempt, state, owner=owner, cache=cache
-                    )
-                    if isinstance(decision, CallOutcome) and decision.status == "completed":
-                        # One of the DONE statuses (completed, truncated, refused): the call is done either way.
-                        cache.note_turn(
-                            round_number, agent.pk, (turn_id, Turn.TurnStatus.COMPLETED, attempts, call.slot)
-                        )
-                except LeaseLost:
-                    raise  # another executor owns the session now: stand down without touching anything
-                except Exception:
-                    # A bug or an unexpected library error: never leave the turn streaming or its credits held.
-                    logger.exception("turn %s crashed", turn_id)
-                    await batcher.flush()
-                    await in_db_thread(
-                        fail_turn, session_id=session.pk, turn_id=turn_id, text="".join(attempt.received), owner=owner
-                    )
-                    return CallOutcome("failed", turn_id, INTERNAL_ERROR)
-            if isinstance(decision, CallOutcome):
-                return decision
-            if decision == "next_model":
-                break
-            if decision != "refit":  # "retry" after state.delay seconds
-                await wait_before_retry(state.delay)
-        if state.last_error:
-            failures.append(f"{model.display_name}: {state.last_error}")
-        elif state.gave_up:
-            failures.append(state.gave_up)
+    for model in await _models_for(call, agent):
+        outcome = await _on_model(running, model)
+        if isinstance(outcome, CallOutcome):
+            return outcome
+        if outcome:
+            failures.append(outcome)
     return CallOutcome("failed", None, f"{agent.name} gave up. " + " Then ".join(failures))
+
+
+@dataclass
+class _Call:
+    """One agent call being made: what every attempt of it needs."""
+
+    session: WritingSession
+    agent: Agent
+    call: AgentCall
+    round_number: int
+    batcher: ChunkBatcher
+    cache: DriveCache
+    owner: str
+    attempts: int  # the agent's attempts this round so far (the last attempt number handed out)
+
+
+async def _models_for(call: AgentCall, agent: Agent) -> list[LLMModel]:
+    """The models to try in order: the router's choice alone, else the agent's model then its fallback."""
+    if call.model_id is not None:  # the planned flow's router chose it; the flow picks the next one
+        return [await in_db_thread(LLMModel.objects.get, pk=call.model_id)]
+    fallback = agent.fallback_model if agent.fallback_model_id else None
+    return [agent.model] + ([fallback] if fallback is not None else [])
+
+
+async def _on_model(running: _Call, model: LLMModel) -> CallOutcome | str:
+    """Attempts on one model until the call ends (a CallOutcome) or the model is given up on (why, or "")."""
+    state = _ModelState()
+    while True:
+        # Calls of one agent in one round run concurrently in the planned flow: take the next attempt
+        # number from the drive's shared counter, so the turn key (session, round, agent, attempt) stays unique.
+        running.attempts = running.cache.limiter.next_attempt(
+            running.session.pk, running.round_number, running.agent.pk, running.attempts
+        )
+        decision = await _attempt_on(running, model, state)
+        if isinstance(decision, CallOutcome):
+            return decision
+        if decision == "next_model":
+            break
+        if decision != "refit":  # "retry" after state.delay seconds
+            await wait_before_retry(state.delay)
+    if state.last_error:
+        return f"{model.display_name}: {state.last_error}"
+    return state.gave_up
+
+
+async def _attempt_on(running: _Call, model: LLMModel, state: _ModelState) -> CallOutcome | RetryDecision:
+    """One attempt, holding its limiter slots from creating its turn to saving it; what comes next."""
+    session, agent, call, cache, owner = running.session, running.agent, running.call, running.cache, running.owner
+    number = running.attempts
+    async with cache.limiter.hold(model.provider):
+        prepared = await db(
+            begin_turn,
+            session,
+            agent,
+            model,
+            running.round_number,
+            number,
+            call,
+            state.window,
+            owner=owner,
+            cache=cache,
+        )
+        if isinstance(prepared, CallOutcome):
+            if prepared.status == "too_large":
+                state.last_error = prepared.error
+                return "next_model"  # the fallback model may have a larger context window
+            return prepared
+        turn_id, request, estimated_tokens = prepared
+        cache.note_turn(running.round_number, agent.pk, (turn_id, Turn.TurnStatus.STREAMING, number, call.slot))
+        bind_log(turn_id=turn_id)  # this call's own task: its records carry the turn being streamed
+        attempt = _Attempt(turn_id=turn_id, request=request, estimated_tokens=estimated_tokens)
+        try:
+            decision = await _run_attempt(running, model, attempt, state)
+            if isinstance(decision, CallOutcome) and decision.status == "completed":
+                # One of the DONE statuses (completed, truncated, refused): the call is done either way.
+                cache.note_turn(running.round_number, agent.pk, (turn_id, Turn.TurnStatus.COMPLETED, number, call.slot))
+        except LeaseLost:
+            raise  # another executor owns the session now: stand down without touching anything
+        except Exception:
+            # A bug or an unexpected library error: never leave the turn streaming or its credits held.
+            logger.exception("turn %s crashed", turn_id)
+            await running.batcher.flush()
+            text = "".join(attempt.received)
+            await in_db_thread(fail_turn, session_id=session.pk, turn_id=turn_id, text=text, owner=owner)
+            return CallOutcome("failed", turn_id, INTERNAL_ERROR)
+    return decision
 
 
 @dataclass
@@ -151,96 +182,82 @@ class _Attempt:
 
 
 async def _run_attempt(
-    session: WritingSession,
-    agent: Agent,
-    model: LLMModel,
-    call: AgentCall,
-    batcher: ChunkBatcher,
-    attempt: _Attempt,
-    state: _ModelState,
-    *,
-    owner: str,
-    cache: DriveCache | None = None,
+    running: _Call, model: LLMModel, attempt: _Attempt, state: _ModelState
 ) -> CallOutcome | RetryDecision:
     """Stream one attempt and save how it ended. Returns a CallOutcome, or what to do next: "retry" (after
     state.delay), "refit" (at once, with state.window) or "next_model". Unexpected exceptions propagate."""
-    from orchestration.providers import ProviderError, ReasoningDelta, StreamEnd, TextDelta, get_adapter
+    from orchestration.providers import ProviderError
 
-    turn_id, request = attempt.turn_id, attempt.request
-    started = time.monotonic()
-    first_token_at: float | None = None
+    turn_id, batcher = attempt.turn_id, running.batcher
     try:
-        end: StreamEnd | None = None
-        async for item in get_adapter(model.provider).stream(request):
-            if isinstance(item, TextDelta):
-                if first_token_at is None:
-                    first_token_at = time.monotonic()
-                attempt.received.append(item.text)
-                batcher.add(turn_id, item.text)
-            elif isinstance(item, ReasoningDelta):
-                attempt.thought.append(item.text)
-                batcher.add_reasoning(turn_id, item.text)
-            elif isinstance(item, StreamEnd):
-                end = item
-        if end is None:
-            raise ProviderError("The reply ended without a proper end.", kind="stream_broken", retryable=True)
+        end, timing = await _stream(model, attempt, batcher)
         # The turn's last chunks are saved with the turn itself: one transaction, not two.
         unsaved = await batcher.take(turn_id)
-        timing = (int((time.monotonic() - started) * 1000), _ms(started, first_token_at))
-        text, reasoning = "".join(attempt.received), "".join(attempt.thought)
         await db(
             complete_turn,
-            session=session,
+            session=running.session,
             turn_id=turn_id,
-            agent=agent,
+            agent=running.agent,
             model=model,
-            text=text,
+            text="".join(attempt.received),
             end=end,
             timing=timing,
-            call=call,
-            reasoning=reasoning,
-            owner=owner,
-            cache=cache,
+            call=running.call,
+            reasoning="".join(attempt.thought),
+            owner=running.owner,
+            cache=running.cache,
             unsaved=unsaved,
         )
         return CallOutcome("completed", turn_id)
     except asyncio.CancelledError:
         await batcher.flush()
         text, reasoning = "".join(attempt.received), "".join(attempt.thought)
-        await db(
-            abandon_turn,
-            session.pk,
-            turn_id,
-            model,
-            text,
-            request,
-            Turn.TurnStatus.CANCELLED,
-            USER_STOP,
-            reasoning=reasoning,
-            owner=owner,
-        )
+        cancelled = Turn.TurnStatus.CANCELLED
+        args = (running.session.pk, turn_id, model, text, attempt.request, cancelled, USER_STOP)
+        await db(abandon_turn, *args, reasoning=reasoning, owner=running.owner)
         return CallOutcome("cancelled", turn_id)
     except ProviderError as error:
         await batcher.flush()
-        return await _after_provider_error(session, agent, model, attempt, state, error, owner=owner)
+        return await _after_provider_error(running, model, attempt, state, error)
+
+
+async def _stream(
+    model: LLMModel, attempt: _Attempt, batcher: ChunkBatcher
+) -> tuple[StreamEnd, tuple[int, int | None]]:
+    """Stream the attempt's reply into `attempt` and the batcher: (its end, (latency, time to first token) in ms).
+
+    Raises ProviderError, also when the stream stops without its end."""
+    from orchestration.providers import ProviderError, ReasoningDelta, StreamEnd, TextDelta, get_adapter
+
+    started = time.monotonic()
+    first_token_at: float | None = None
+    end: StreamEnd | None = None
+    async for item in get_adapter(model.provider).stream(attempt.request):
+        if isinstance(item, TextDelta):
+            if first_token_at is None:
+                first_token_at = time.monotonic()
+            attempt.received.append(item.text)
+            batcher.add(attempt.turn_id, item.text)
+        elif isinstance(item, ReasoningDelta):
+            attempt.thought.append(item.text)
+            batcher.add_reasoning(attempt.turn_id, item.text)
+        elif isinstance(item, StreamEnd):
+            end = item
+    if end is None:
+        raise ProviderError("The reply ended without a proper end.", kind="stream_broken", retryable=True)
+    return end, (int((time.monotonic() - started) * 1000), _ms(started, first_token_at))
 
 
 async def _after_provider_error(
-    session: WritingSession,
-    agent: Agent,
-    model: LLMModel,
-    attempt: _Attempt,
-    state: _ModelState,
-    error: ProviderError,
-    *,
-    owner: str,
+    running: _Call, model: LLMModel, attempt: _Attempt, state: _ModelState, error: ProviderError
 ) -> CallOutcome | RetryDecision:
     """Save the failed attempt (charging what the provider reported) and decide what comes next."""
+    owner = running.owner
     metrics.provider_error(provider=model.provider, model=model.model_id, kind=error.kind)
     message = error.user_message
     status = Turn.TurnStatus.INCOMPLETE if attempt.received else Turn.TurnStatus.FAILED
     text, reasoning = "".join(attempt.received), "".join(attempt.thought)
-    args = (session.pk, attempt.turn_id, model)
+    args = (running.session.pk, attempt.turn_id, model)
     if error.kind == "context_length":
         # Re-fit once with the provider's own numbers; still too long: the fallback model, if any.
         refit = state.window is None
@@ -253,7 +270,7 @@ async def _after_provider_error(
     turn_error = message + (f" Retrying in {plan:.1f} s." if plan is not None else "")
     await db(abandon_turn, *args, text, attempt.request, status, turn_error, error, reasoning=reasoning, owner=owner)
     if not error.retryable:
-        return CallOutcome("failed", attempt.turn_id, f"{agent.name}: {message}")
+        return CallOutcome("failed", attempt.turn_id, f"{running.agent.name}: {message}")
     if plan is None:
         retries = state.retries
         what = f"{retries + 1} attempt{'s' if retries else ''} ({retries} retr{'y' if retries == 1 else 'ies'}"

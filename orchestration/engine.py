@@ -80,6 +80,14 @@ def drive(session_id: int, *, budget_seconds: float = DRIVE_BUDGET_SECONDS) -> D
         release_lease(session_id, owner)
 
 
+async def drive_leased(session_id: int, owner: str, budget_seconds: float = DRIVE_BUDGET_SECONDS) -> DriveOutcome:
+    """The drive coroutine of a session whose lease `owner` already holds (orchestration.host runs many in one loop).
+
+    Outcomes as drive(). Raises LeaseLost if another executor takes the session over; the caller releases the lease.
+    """
+    return await _drive(session_id, owner, budget_seconds)
+
+
 async def _drive(session_id: int, owner: str, budget_seconds: float) -> DriveOutcome:
     deadline = time.monotonic() + budget_seconds
     cache = DriveCache(limiter=await db(CallLimiter.for_session, session_id))
@@ -284,31 +292,7 @@ async def run_step(session: WritingSession, step: Step, owner: str, cache: Drive
     calls = [
         asyncio.create_task(run_call(session, call, step.round, batcher, cache, owner=owner)) for call in step.calls
     ]
-
-    async def monitor() -> None:
-        while not done.is_set():
-            try:
-                await asyncio.wait_for(done.wait(), timeout=MONITOR_INTERVAL)
-                return
-            except TimeoutError:
-                pass
-            seen = batcher.status_seen
-            status: str | None
-            if seen is not None and time.monotonic() - seen[0] < MONITOR_INTERVAL:
-                status = seen[1]  # a chunk save just renewed the lease and read the status: no statement
-            else:
-                status = await in_db_thread(renew_lease, session.pk, owner)
-            if status is None or batcher.lease_lost:
-                # Another executor owns the session now: stop streaming, write nothing more.
-                result.lease_lost = True
-            elif status != Status.STOPPING:
-                continue
-            result.cancelled = True
-            for task in calls:
-                task.cancel()
-            return
-
-    watcher = asyncio.create_task(monitor())
+    watcher = asyncio.create_task(_watch_step(session.pk, owner, batcher, calls, done, result))
     outcomes = await asyncio.gather(*calls, return_exceptions=True)
     done.set()
     batcher.wake.set()
@@ -316,6 +300,57 @@ async def run_step(session: WritingSession, step: Step, owner: str, cache: Drive
     await flusher
     await batcher.flush()
     result.lease_lost = result.lease_lost or batcher.lease_lost
+    failed = _tally(step, outcomes, result)
+    if failed and not (result.cancelled or result.out_of_credits or result.fatal_error or result.lease_lost):
+        if len(result.completed_turn_ids) >= step.needed:
+            # Enough calls completed: the round goes on without these, and the flow never plans them again.
+            try:
+                for call, outcome in failed:
+                    await db(_give_up_call, session.pk, step.round, call, outcome.turn_id, outcome.error, owner=owner)
+                cache.turns = None  # a given-up call may have added a turn: read them afresh
+            except LeaseLost:
+                result.lease_lost = True
+        else:
+            result.fatal_error = " ".join(outcome.error for _, outcome in failed)
+    return result
+
+
+async def _watch_step(
+    session_id: int,
+    owner: str,
+    batcher: ChunkBatcher,
+    calls: list[asyncio.Task[CallOutcome]],
+    done: asyncio.Event,
+    result: StepResult,
+) -> None:
+    """Until `done`: renew the lease every MONITOR_INTERVAL and cancel the calls on a Stop or a lost lease."""
+    while not done.is_set():
+        try:
+            await asyncio.wait_for(done.wait(), timeout=MONITOR_INTERVAL)
+            return
+        except TimeoutError:
+            pass
+        seen = batcher.status_seen
+        status: str | None
+        if seen is not None and time.monotonic() - seen[0] < MONITOR_INTERVAL:
+            status = seen[1]  # a chunk save just renewed the lease and read the status: no statement
+        else:
+            status = await in_db_thread(renew_lease, session_id, owner)
+        if status is None or batcher.lease_lost:
+            # Another executor owns the session now: stop streaming, write nothing more.
+            result.lease_lost = True
+        elif status != Status.STOPPING:
+            continue
+        result.cancelled = True
+        for task in calls:
+            task.cancel()
+        return
+
+
+def _tally(
+    step: Step, outcomes: list[CallOutcome | BaseException], result: StepResult
+) -> list[tuple[AgentCall, CallOutcome]]:
+    """Record in `result` how the step's calls ended; return the failed ones a quorum step may go on without."""
     failed: list[tuple[AgentCall, CallOutcome]] = []
     for call, outcome in zip(step.calls, outcomes, strict=True):
         if isinstance(outcome, CallOutcome) and outcome.status == "failed" and step.quorum is not None:
@@ -337,18 +372,7 @@ async def run_step(session: WritingSession, step: Step, owner: str, cache: Drive
             result.out_of_credits = True
         elif outcome.status == "failed":
             result.fatal_error = outcome.error
-    if failed and not (result.cancelled or result.out_of_credits or result.fatal_error or result.lease_lost):
-        if len(result.completed_turn_ids) >= step.needed:
-            # Enough calls completed: the round goes on without these, and the flow never plans them again.
-            try:
-                for call, outcome in failed:
-                    await db(_give_up_call, session.pk, step.round, call, outcome.turn_id, outcome.error, owner=owner)
-                cache.turns = None  # a given-up call may have added a turn: read them afresh
-            except LeaseLost:
-                result.lease_lost = True
-        else:
-            result.fatal_error = " ".join(outcome.error for _, outcome in failed)
-    return result
+    return failed
 
 
 def _give_up_call(
