@@ -196,9 +196,8 @@ async def run_call(prepared: Prepared, *, owner: str) -> str:
             except Exception:
                 # A bug or an unexpected library error: never leave the call streaming or its credits held.
                 logger.exception("conversation turn %s crashed", attempt.turn_id)
-                text = "".join(attempt.received)
                 await sync_to_async(engine_turns.fail_turn)(
-                    session_id=session.pk, turn_id=attempt.turn_id, text=text, owner=owner
+                    session_id=session.pk, turn_id=attempt.turn_id, text=attempt.text, owner=owner
                 )
                 await db(_fail_reply, session.pk, engine_turns.INTERNAL_ERROR, owner=owner)
                 return "failed"
@@ -208,13 +207,7 @@ async def run_call(prepared: Prepared, *, owner: str) -> str:
             plan = calls.retry_plan(error, retries, waited, settings.PROVIDER_MAX_RETRIES)
             note = f" Retrying in {plan:.1f} s." if plan is not None else ""
             status = Turn.TurnStatus.INCOMPLETE if attempt.received else Turn.TurnStatus.FAILED
-            text, thought = "".join(attempt.received), "".join(attempt.thought)
-            await db(
-                engine_turns.abandon_turn,
-                *(session.pk, attempt.turn_id, model, text, attempt.request, status, error.user_message + note, error),
-                reasoning=thought,
-                owner=owner,
-            )
+            await _abandon(prepared, model, attempt, status, error.user_message + note, error, owner=owner)
             if plan is None:
                 failures.append(f"{model.display_name}: {error.user_message}")
                 break
@@ -238,22 +231,22 @@ async def _stream(
     task = asyncio.create_task(_consume(model, attempt, batcher, first))
     stop_seen, lease_lost = await _watch(task, batcher, session_id, owner)
     done.set()
+    batcher.wake.set()  # run() ends now, not at its next save interval
     await flusher
     await batcher.flush()
     if lease_lost or batcher.lease_lost:
         raise LeaseLost(f"session {session_id}: lease lost during a call")
-    text, thought = "".join(attempt.received), "".join(attempt.thought)
     try:
         end = task.result()
     except asyncio.CancelledError:
         if not stop_seen:
             raise
-        await db(_stopped, prepared, agent, model, attempt, text, thought, owner=owner)
+        await db(_stopped, prepared, agent, model, attempt, owner=owner)
         return "cancelled"
     except ProviderError as error:
         return error
     timing = (int((time.monotonic() - started) * 1000), int((first[0] - started) * 1000) if first else None)
-    return await db(_complete, prepared, agent, model, attempt, text, thought, end, timing, owner=owner)
+    return await db(_complete, prepared, agent, model, attempt, end, timing, owner=owner)
 
 
 async def _consume(model: LLMModel, attempt: Attempt, batcher: ChunkBatcher, first: list[float]) -> StreamEnd:
@@ -440,15 +433,29 @@ async def _summarise(prepared: Prepared, through: int, *, owner: str) -> str:
         return "failed"
     if isinstance(result, str):
         return result
-    text, thought = "".join(attempt.received), "".join(attempt.thought)
     detail = f"{result.user_message} The earliest exchanges are cut instead."
+    await _abandon(summary, model, attempt, Turn.TurnStatus.FAILED, detail, result, owner=owner)
+    return "failed"
+
+
+async def _abandon(
+    prepared: Prepared,
+    model: LLMModel,
+    attempt: Attempt,
+    status: str,
+    detail: str,
+    error: ProviderError,
+    *,
+    owner: str,
+) -> None:
+    """End an attempt the provider failed with `status` (incomplete or failed) and `detail` on its card: its
+    text and thinking kept, charged for what the provider reported, the rest of its reservation released."""
     await db(
         engine_turns.abandon_turn,
-        *(summary.session.pk, attempt.turn_id, model, text, attempt.request, Turn.TurnStatus.FAILED, detail, result),
-        reasoning=thought,
+        *(prepared.session.pk, attempt.turn_id, model, attempt.text, attempt.request, status, detail, error),
+        reasoning=attempt.thinking,
         owner=owner,
     )
-    return "failed"
 
 
 # --- Saving what a call produced ----------------------------------------------------------------------------
@@ -605,8 +612,6 @@ def _complete(
     agent: Agent,
     model: LLMModel,
     attempt: Attempt,
-    text: str,
-    thought: str,
     end: StreamEnd,
     timing: tuple[int, int | None],
     *,
@@ -616,8 +621,8 @@ def _complete(
     `timing` is (latency, time to first token) in milliseconds. Returns "finished" (the final answer was
     saved and the run completed) or "saved". Raises LeaseLost."""
     if isinstance(prepared.call, pipeline.StageCall):  # a pipeline stage: recorded by conversations/pipeline.py
-        return pipeline.complete(prepared, agent, model, attempt, text, thought, end, timing, owner=owner)
-    call, session_id, turn_id = prepared.call, prepared.session.pk, attempt.turn_id
+        return pipeline.complete(prepared, agent, model, attempt, end, timing, owner=owner)
+    call, session_id, turn_id, text = prepared.call, prepared.session.pk, attempt.turn_id, attempt.text
     normal = end.outcome == "normal" or bool(attempt.calls)
     status = (
         Turn.TurnStatus.COMPLETED
@@ -627,7 +632,7 @@ def _complete(
     fields = {
         "status": status,
         "output_text": text,
-        "reasoning": thought,
+        "reasoning": attempt.thinking,
         "result": {"tool_calls": [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in attempt.calls]},
     }
     with transaction.atomic():
@@ -676,16 +681,14 @@ def _record_call(
         _record_reply(transcript, prepared, agent, model, text, attempt.calls, end, note)
 
 
-def _stopped(
-    prepared: Prepared, agent: Agent, model: LLMModel, attempt: Attempt, text: str, thought: str, *, owner: str
-) -> None:
+def _stopped(prepared: Prepared, agent: Agent, model: LLMModel, attempt: Attempt, *, owner: str) -> None:
     """The user pressed Stop: the call is charged for what it used and its text so far is kept, marked stopped."""
     if isinstance(prepared.call, pipeline.StageCall):
-        pipeline.stopped(prepared, agent, model, attempt, text, thought, owner=owner)
+        pipeline.stopped(prepared, agent, model, attempt, owner=owner)
         return
-    call = prepared.call
+    call, text = prepared.call, attempt.text
     with transaction.atomic():
-        if not turns.stop_turn(prepared, model, attempt, text, thought, owner=owner):
+        if not turns.stop_turn(prepared, model, attempt, owner=owner):
             return
         transcript = Transcript(prepared.conversation.pk, call.exchange, attempt.turn_id)
         if call.purpose == "consult":
