@@ -90,13 +90,12 @@ class SessionHost:
         drives it) or "host_full" (no slot freed within `wait_seconds`: the caller should queue it again).
         Runs in the django-q2 task's thread; the claim uses that thread's connection.
         """
+        with self._live_lock:
+            if session_id in self._live:
+                return "busy"
         if not self._slots.acquire(timeout=wait_seconds):
             return "host_full"
         try:
-            with self._live_lock:
-                if session_id in self._live:
-                    self._slots.release()
-                    return "busy"
             owner = new_owner_id()
             if not claim_lease(session_id, owner):
                 self._slots.release()

@@ -378,8 +378,6 @@ def complete(
     agent: Agent,
     model: LLMModel,
     attempt: Attempt,
-    text: str,
-    thought: str,
     end: StreamEnd,
     timing: tuple[int, int | None],
     *,
@@ -395,7 +393,7 @@ def complete(
     from orchestration.flows import parse_result
 
     call, turn_id = _stage(prepared), attempt.turn_id
-    answer, thinking = split_reasoning(text)
+    answer, thinking = split_reasoning(attempt.text)
     normal = end.outcome == "normal"
     if normal:
         criteria = [(c.name, c.weight) for c in agent.criteria.all()]
@@ -407,7 +405,7 @@ def complete(
     fields = {
         "status": status,
         "output_text": answer,
-        "reasoning": "\n\n".join(part for part in (thought, thinking) if part),
+        "reasoning": "\n\n".join(part for part in (attempt.thinking, thinking) if part),
         "result": result,
         "scores": evaluation.scores,
         "overall_score": evaluation.overall,
@@ -506,27 +504,19 @@ def _citations(text: str) -> list[int]:
 
 
 def stopped(
-    prepared: Prepared,
-    agent: Agent,
-    model: LLMModel,
-    attempt: Attempt,
-    text: str,
-    thought: str,
-    *,
-    owner: str,
-    outbox: ev.Outbox | None,
+    prepared: Prepared, agent: Agent, model: LLMModel, attempt: Attempt, *, owner: str, outbox: ev.Outbox | None
 ) -> None:
     """The user pressed Stop mid-stage: the stage is charged for what it used, its text so far is kept on its
     line (marked stopped) and the reply ends there. Raises LeaseLost."""
     call = _stage(prepared)
     with transaction.atomic():
-        if not turns.stop_turn(prepared, model, attempt, text, thought, owner=owner, outbox=outbox):
+        if not turns.stop_turn(prepared, model, attempt, owner=owner, outbox=outbox):
             return
         transcript = Transcript(prepared.conversation.pk, call.exchange, attempt.turn_id)
         transcript.add(
             role=MessageRole.STAGE,
             agent=agent,
-            content=text,
+            content=attempt.text,
             status=MessageStatus.STOPPED,
             data={"stage": call.stage, "label": call.label, "summary": "stopped by you", "final": True},
         )

@@ -91,12 +91,11 @@ async def _drive(session_id: int, owner: str, budget_seconds: float) -> str:
         if outcome in ("failed", "out_of_credits"):
             return "failed"
         if time.monotonic() > deadline:
-            await db(_requeue, session_id, owner)
+            await in_db_thread(_requeue, session_id, owner)
             return "requeued"
 
 
-def _requeue(session_id: int, owner: str, *, outbox: ev.Outbox | None = None) -> None:
-    """Hand the run to a fresh task (it writes no event: `outbox` is db()'s, unused)."""
+def _requeue(session_id: int, owner: str) -> None:
     from orchestration.services import enqueue_run
 
     if release_lease(session_id, owner):
@@ -200,9 +199,8 @@ async def run_call(prepared: Prepared, *, owner: str) -> str:
             except Exception:
                 # A bug or an unexpected library error: never leave the call streaming or its credits held.
                 logger.exception("conversation turn %s crashed", attempt.turn_id)
-                text = "".join(attempt.received)
                 await sync_to_async(engine_turns.fail_turn)(
-                    session_id=session.pk, turn_id=attempt.turn_id, text=text, owner=owner
+                    session_id=session.pk, turn_id=attempt.turn_id, text=attempt.text, owner=owner
                 )
                 await db(_fail_reply, session.pk, engine_turns.INTERNAL_ERROR, owner=owner)
                 return "failed"
@@ -212,13 +210,7 @@ async def run_call(prepared: Prepared, *, owner: str) -> str:
             plan = calls.retry_plan(error, retries, waited, settings.PROVIDER_MAX_RETRIES)
             note = f" Retrying in {plan:.1f} s." if plan is not None else ""
             status = Turn.TurnStatus.INCOMPLETE if attempt.received else Turn.TurnStatus.FAILED
-            text, thought = "".join(attempt.received), "".join(attempt.thought)
-            await db(
-                engine_turns.abandon_turn,
-                *(session.pk, attempt.turn_id, model, text, attempt.request, status, error.user_message + note, error),
-                reasoning=thought,
-                owner=owner,
-            )
+            await _abandon(prepared, model, attempt, status, error.user_message + note, error, owner=owner)
             if plan is None:
                 failures.append(f"{model.display_name}: {error.user_message}")
                 break
@@ -246,18 +238,17 @@ async def _stream(
     await batcher.flush()
     if lease_lost or batcher.lease_lost:
         raise LeaseLost(f"session {session_id}: lease lost during a call")
-    text, thought = "".join(attempt.received), "".join(attempt.thought)
     try:
         end = task.result()
     except asyncio.CancelledError:
         if not stop_seen:
             raise
-        await db(_stopped, prepared, agent, model, attempt, text, thought, owner=owner)
+        await db(_stopped, prepared, agent, model, attempt, owner=owner)
         return "cancelled"
     except ProviderError as error:
         return error
     timing = (int((time.monotonic() - started) * 1000), int((first[0] - started) * 1000) if first else None)
-    return await db(_complete, prepared, agent, model, attempt, text, thought, end, timing, owner=owner)
+    return await db(_complete, prepared, agent, model, attempt, end, timing, owner=owner)
 
 
 async def _consume(model: LLMModel, attempt: Attempt, batcher: ChunkBatcher, first: list[float]) -> StreamEnd:
@@ -450,15 +441,29 @@ async def _summarise(prepared: Prepared, through: int, *, owner: str) -> str:
         return "failed"
     if isinstance(result, str):
         return result
-    text, thought = "".join(attempt.received), "".join(attempt.thought)
     detail = f"{result.user_message} The earliest exchanges are cut instead."
+    await _abandon(summary, model, attempt, Turn.TurnStatus.FAILED, detail, result, owner=owner)
+    return "failed"
+
+
+async def _abandon(
+    prepared: Prepared,
+    model: LLMModel,
+    attempt: Attempt,
+    status: str,
+    detail: str,
+    error: ProviderError,
+    *,
+    owner: str,
+) -> None:
+    """End an attempt the provider failed with `status` (incomplete or failed) and `detail` on its card: its
+    text and thinking kept, charged for what the provider reported, the rest of its reservation released."""
     await db(
         engine_turns.abandon_turn,
-        *(summary.session.pk, attempt.turn_id, model, text, attempt.request, Turn.TurnStatus.FAILED, detail, result),
-        reasoning=thought,
+        *(prepared.session.pk, attempt.turn_id, model, attempt.text, attempt.request, status, detail, error),
+        reasoning=attempt.thinking,
         owner=owner,
     )
-    return "failed"
 
 
 # --- Saving what a call produced ----------------------------------------------------------------------------
@@ -615,8 +620,6 @@ def _complete(
     agent: Agent,
     model: LLMModel,
     attempt: Attempt,
-    text: str,
-    thought: str,
     end: StreamEnd,
     timing: tuple[int, int | None],
     *,
@@ -627,10 +630,8 @@ def _complete(
     `timing` is (latency, time to first token) in milliseconds. Returns "finished" (the final answer was
     saved and the run completed) or "saved". Raises LeaseLost."""
     if isinstance(prepared.call, pipeline.StageCall):  # a pipeline stage: recorded by conversations/pipeline.py
-        return pipeline.complete(
-            prepared, agent, model, attempt, text, thought, end, timing, owner=owner, outbox=outbox
-        )
-    call, session_id, turn_id = prepared.call, prepared.session.pk, attempt.turn_id
+        return pipeline.complete(prepared, agent, model, attempt, end, timing, owner=owner, outbox=outbox)
+    call, session_id, turn_id, text = prepared.call, prepared.session.pk, attempt.turn_id, attempt.text
     normal = end.outcome == "normal" or bool(attempt.calls)
     status = (
         Turn.TurnStatus.COMPLETED
@@ -640,7 +641,7 @@ def _complete(
     fields = {
         "status": status,
         "output_text": text,
-        "reasoning": thought,
+        "reasoning": attempt.thinking,
         "result": {"tool_calls": [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in attempt.calls]},
     }
     with transaction.atomic():
@@ -690,23 +691,15 @@ def _record_call(
 
 
 def _stopped(
-    prepared: Prepared,
-    agent: Agent,
-    model: LLMModel,
-    attempt: Attempt,
-    text: str,
-    thought: str,
-    *,
-    owner: str,
-    outbox: ev.Outbox | None = None,
+    prepared: Prepared, agent: Agent, model: LLMModel, attempt: Attempt, *, owner: str, outbox: ev.Outbox | None = None
 ) -> None:
     """The user pressed Stop: the call is charged for what it used and its text so far is kept, marked stopped."""
     if isinstance(prepared.call, pipeline.StageCall):
-        pipeline.stopped(prepared, agent, model, attempt, text, thought, owner=owner, outbox=outbox)
+        pipeline.stopped(prepared, agent, model, attempt, owner=owner, outbox=outbox)
         return
-    call = prepared.call
+    call, text = prepared.call, attempt.text
     with transaction.atomic():
-        if not turns.stop_turn(prepared, model, attempt, text, thought, owner=owner, outbox=outbox):
+        if not turns.stop_turn(prepared, model, attempt, owner=owner, outbox=outbox):
             return
         transcript = Transcript(prepared.conversation.pk, call.exchange, attempt.turn_id)
         if call.purpose == "consult":

@@ -53,6 +53,16 @@ class Attempt:
     thought: list[str] = field(default_factory=list)
     calls: list[ToolCall] = field(default_factory=list)
 
+    @property
+    def text(self) -> str:
+        """The reply's text streamed so far."""
+        return "".join(self.received)
+
+    @property
+    def thinking(self) -> str:
+        """The model's thinking streamed so far."""
+        return "".join(self.thought)
+
 
 @dataclass(frozen=True)
 class TurnStart:
@@ -213,16 +223,7 @@ def finished_events(
     return [ev.NewEvent("turn_finished", payload, turn_id), *transcript.events, ev.NewEvent("totals", totals)]
 
 
-def stop_turn(
-    prepared: Prepared,
-    model: LLMModel,
-    attempt: Attempt,
-    text: str,
-    thought: str,
-    *,
-    owner: str,
-    outbox: ev.Outbox | None,
-) -> bool:
+def stop_turn(prepared: Prepared, model: LLMModel, attempt: Attempt, *, owner: str, outbox: ev.Outbox | None) -> bool:
     """Inside the caller's transaction: the user pressed Stop, so the turn (if still streaming) is charged for
     what it used, its text so far kept, and it ends cancelled. Returns False when it was no longer streaming
     (nothing to write). Raises LeaseLost."""
@@ -235,11 +236,11 @@ def stop_turn(
         session_id,
         attempt.turn_id,
         model,
-        text,
+        attempt.text,
         attempt.request,
         Turn.TurnStatus.CANCELLED,
         engine_turns.USER_STOP,
-        reasoning=thought,
+        reasoning=attempt.thinking,
         owner=owner,
         outbox=outbox,
     )
