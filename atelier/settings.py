@@ -365,9 +365,10 @@ ENGINE_LEASE_SECONDS = env_int("ENGINE_LEASE_SECONDS", 8, minimum=3)
 ENGINE_WATCHDOG_SECONDS = env_float("ENGINE_WATCHDOG_SECONDS", 2.0, minimum=0.2)
 # Names this machine in lease owners (default: hostname + pid namespace); must differ between machines.
 ENGINE_MACHINE_ID = env_str("ENGINE_MACHINE_ID")
-# Streamed text is pushed to the page every ENGINE_STREAM_FLUSH_MS (no database work) and saved every
-# ENGINE_STREAM_SAVE_MS (one fenced transaction per session: issue 15, a few statements per second).
-ENGINE_STREAM_FLUSH_MS = env_int("ENGINE_STREAM_FLUSH_MS", 30, minimum=5, maximum=1000)
+# Streamed text is pushed to the page as it arrives, at most every ENGINE_STREAM_FLUSH_MS (no database
+# work), and saved every ENGINE_STREAM_SAVE_MS (one fenced transaction per session: issue 15, a few
+# statements per second).
+ENGINE_STREAM_FLUSH_MS = env_int("ENGINE_STREAM_FLUSH_MS", 10, minimum=5, maximum=1000)
 ENGINE_STREAM_SAVE_MS = env_int("ENGINE_STREAM_SAVE_MS", 1000, minimum=20, maximum=5000)
 # A finished turn's chunk events are deleted this long after it ended (its text is in the turn row).
 ENGINE_COMPACT_AFTER_SECONDS = env_int("ENGINE_COMPACT_AFTER_SECONDS", 3600, minimum=0)

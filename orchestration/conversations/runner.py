@@ -234,6 +234,7 @@ async def _stream(
     task = asyncio.create_task(_consume(model, attempt, batcher, first))
     stop_seen, lease_lost = await _watch(task, batcher, session_id, owner)
     done.set()
+    batcher.wake.set()  # run() ends now, not at its next save interval
     await flusher
     await batcher.flush()
     if lease_lost or batcher.lease_lost:
