@@ -81,7 +81,9 @@ class TurnStart:
     event: dict[str, Any]
 
 
-def start_turn(session: WritingSession, agent: Agent, model: LLMModel, start: TurnStart, *, owner: str) -> int | str:
+def start_turn(
+    session: WritingSession, agent: Agent, model: LLMModel, start: TurnStart, *, owner: str, outbox: ev.Outbox | None
+) -> int | str:
     """Number the attempt from the run's last turn (the same slot not done: the next attempt of that round,
     else a new round), create the Turn, reserve its worst case in credits under `turn_reservation_key`, set
     the run's current round and announce turn_started, in one fenced transaction.
@@ -127,7 +129,8 @@ def start_turn(session: WritingSession, agent: Agent, model: LLMModel, start: Tu
             return engine.OUT_OF_CREDITS_DETAIL
         WritingSession.objects.filter(pk=session.pk).update(current_round=round_number)
         payload = {"agent_id": agent.pk, "agent_name": agent.name, "model": model.display_name, "attempt": attempt}
-        ev.append_event(session_id=session.pk, kind="turn_started", turn_id=turn.pk, payload=payload | start.event)
+        started = payload | start.event
+        ev.append_event(session_id=session.pk, kind="turn_started", turn_id=turn.pk, payload=started, outbox=outbox)
     return turn.pk
 
 
@@ -220,7 +223,7 @@ def finished_events(
     return [ev.NewEvent("turn_finished", payload, turn_id), *transcript.events, ev.NewEvent("totals", totals)]
 
 
-def stop_turn(prepared: Prepared, model: LLMModel, attempt: Attempt, *, owner: str) -> bool:
+def stop_turn(prepared: Prepared, model: LLMModel, attempt: Attempt, *, owner: str, outbox: ev.Outbox | None) -> bool:
     """Inside the caller's transaction: the user pressed Stop, so the turn (if still streaming) is charged for
     what it used, its text so far kept, and it ends cancelled. Returns False when it was no longer streaming
     (nothing to write). Raises LeaseLost."""
@@ -239,6 +242,7 @@ def stop_turn(prepared: Prepared, model: LLMModel, attempt: Attempt, *, owner: s
         engine_turns.USER_STOP,
         reasoning=attempt.thinking,
         owner=owner,
+        outbox=outbox,
     )
     return True
 
