@@ -260,44 +260,83 @@ def _create_and_reserve(
     """Create the turn, reserve `worst_case` credits and journal its start, in one fenced transaction.
 
     Returns the turn's id, or None (nothing written) when the reservation is refused."""
-    from billing.services import InsufficientCredits, reserve_credits
-
     session, agent, model, call = begun.session, begun.agent, begun.model, begun.call
     with transaction.atomic():
         # What the flow journals with the call (the planned flow's routing decision, a repair's reason).
         journal = list(call.context.get("journal", ()))
         # First: takes the session's row lock; reserves the numbers of the journal and turn_started events.
         seq = fenced_update(session.pk, owner, seqs=1 + len(journal))["last_seq"] - len(journal)
-        turn = Turn.objects.create(
-            session=session,
-            round=begun.round_number,
-            agent=agent,
-            agent_name=agent.name,
-            attempt=begun.attempt,
-            model_used=model.model_id,
-            prompt_notes="\n".join(prompt.notes),
-            slot=call.slot,
-            recipe=call.recipe,
-            output_kind=call.output,
-            reasoning_output=plan.output,
+        fields = TurnFields(
+            begun.round_number, begun.attempt, call.slot, call.recipe, call.output, plan.output, prompt.notes
         )
-        try:
-            reserve_credits(
-                user=session.project.owner,
-                amount=worst_case,
-                key=turn_reservation_key(turn.pk),
-                description=f"{session.title}: round {begun.round_number}, {agent.name}",
-                session_id=session.pk,  # the settlement and release inherit it: usage by session
-                turn_id=turn.pk,
-                new_key=True,  # the turn was created just now: its key cannot have been used
-            )
-        except InsufficientCredits:
-            transaction.set_rollback(True)
+        description = f"{session.title}: round {begun.round_number}, {agent.name}"
+        # The turn was created just now: its reservation key cannot have been used (new_key).
+        turn = create_reserved_turn(session, agent, model, fields, worst_case, description, new_key=True)
+        if turn is None:
             return None
         started = _started_event(begun, turn.pk)
         journalled = [ev.NewEvent(kind, payload, turn.pk) for kind, payload in journal]
         ev.insert_events(session_id=session.pk, first_seq=seq, events=[*journalled, started], outbox=outbox)
     return turn.pk
+
+
+@dataclass(frozen=True)
+class TurnFields:
+    """Where a new turn stands in the run and what it is for (the Turn's own fields)."""
+
+    round_number: int
+    attempt: int
+    slot: str
+    recipe: str
+    output_kind: str
+    reasoning_output: str  # ReasoningOutput of the model, or "" when no reasoning was asked for
+    notes: list[str]  # what fitting the prompt cut, shown on the turn
+
+
+def create_reserved_turn(
+    session: WritingSession,
+    agent: Agent,
+    model: LLMModel,
+    fields: TurnFields,
+    worst_case: int,
+    description: str,
+    *,
+    new_key: bool = False,
+) -> Turn | None:
+    """Inside the caller's fenced transaction: create the streaming turn and reserve `worst_case` credits for
+    it under turn_reservation_key (`description` on the ledger; `new_key` as billing.reserve_credits).
+
+    Returns the turn, or None when the balance refuses the reservation: the transaction is then marked for
+    rollback (nothing written). The one place both the engine and the conversations start a turn."""
+    from billing.services import InsufficientCredits, reserve_credits
+
+    turn = Turn.objects.create(
+        session=session,
+        round=fields.round_number,
+        agent=agent,
+        agent_name=agent.name,
+        attempt=fields.attempt,
+        model_used=model.model_id,
+        prompt_notes="\n".join(fields.notes),
+        slot=fields.slot,
+        recipe=fields.recipe,
+        output_kind=fields.output_kind,
+        reasoning_output=fields.reasoning_output,
+    )
+    try:
+        reserve_credits(
+            user=session.project.owner,
+            amount=worst_case,
+            key=turn_reservation_key(turn.pk),
+            description=description,
+            session_id=session.pk,  # the settlement and release inherit it: usage by session
+            turn_id=turn.pk,
+            new_key=new_key,
+        )
+    except InsufficientCredits:
+        transaction.set_rollback(True)
+        return None
+    return turn
 
 
 def _started_event(begun: _TurnStart, turn_id: int) -> ev.NewEvent:
@@ -319,9 +358,29 @@ def _started_event(begun: _TurnStart, turn_id: int) -> ev.NewEvent:
 
 def _model_request(begun: _TurnStart, prompt: PromptParts, plan: ReasoningPlan) -> ModelRequest:
     """What the provider is sent for this turn: the prompt, the output allowance, the thinking plan."""
+    session, agent, call = begun.session, begun.agent, begun.call
+    metadata = {
+        "session_id": session.pk,
+        "round": begun.round_number,
+        "agent_name": agent.name,
+        "role": agent.role,
+        "criteria": [c[0] for c in _criteria(agent)],
+        "brief": session.brief,
+        "recipe": call.recipe,
+        "slot": call.slot,
+        "task": call.task,
+    }
+    return request_for(begun.model, agent, prompt, plan, metadata)
+
+
+def request_for(
+    model: LLMModel, agent: Agent, prompt: PromptParts, plan: ReasoningPlan, metadata: dict[str, Any]
+) -> ModelRequest:
+    """The provider request for `prompt`: the plan's output allowance and thinking, the agent's temperature.
+
+    `metadata`: what the request carries for logs and the Demo provider (session_id, round, agent_name...)."""
     from orchestration.providers import ModelRequest
 
-    session, agent, model, call = begun.session, begun.agent, begun.model, begun.call
     return ModelRequest(
         provider=model.provider,
         model_id=model.model_id,
@@ -332,17 +391,7 @@ def _model_request(begun: _TurnStart, prompt: PromptParts, plan: ReasoningPlan) 
         reasoning=plan.reasoning,
         thinking_budget=plan.thinking_budget,
         reasoning_effort=plan.reasoning_effort,
-        metadata={
-            "session_id": session.pk,
-            "round": begun.round_number,
-            "agent_name": agent.name,
-            "role": agent.role,
-            "criteria": [c[0] for c in _criteria(agent)],
-            "brief": session.brief,
-            "recipe": call.recipe,
-            "slot": call.slot,
-            "task": call.task,
-        },
+        metadata=metadata,
     )
 
 

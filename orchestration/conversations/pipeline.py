@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from django.db import transaction
 
 from orchestration import events as ev
+from orchestration import turns as engine_turns
 from orchestration.conversations import flow, turns
 from orchestration.conversations.models import Conversation, Message, MessageRole, MessageStatus
 from orchestration.conversations.turns import Attempt, Prepared, Transcript
@@ -307,30 +308,20 @@ def _stage_request(
 ) -> ModelRequest:
     """The provider request of a stage: its prompt, the agent's sampling and thinking settings, and the
     metadata the Demo provider reads to answer it as the session pipeline's stage."""
-    return ModelRequest(
-        provider=model.provider,
-        model_id=model.model_id,
-        system=prompt.system,
-        user=prompt.user,
-        max_tokens=plan.max_tokens,
-        temperature=agent.temperature,
-        reasoning=plan.reasoning,
-        thinking_budget=plan.thinking_budget,
-        reasoning_effort=plan.reasoning_effort,
-        metadata={
-            "session_id": conversation.session_id,
-            "round": 1,
-            "recipe": call.recipe,  # the Demo provider answers it as the session pipeline's stage
-            "slot": call.slot,
-            "agent_name": agent.name,
-            "role": agent.role,
-            "criteria": [c.name for c in agent.criteria.all()],
-            "brief": brief,
-            "purpose": "stage",
-            "project_id": conversation.project_id,
-            "notes": prompt.notes,
-        },
-    )
+    metadata = {
+        "session_id": conversation.session_id,
+        "round": 1,
+        "recipe": call.recipe,  # the Demo provider answers it as the session pipeline's stage
+        "slot": call.slot,
+        "agent_name": agent.name,
+        "role": agent.role,
+        "criteria": [c.name for c in agent.criteria.all()],
+        "brief": brief,
+        "purpose": "stage",
+        "project_id": conversation.project_id,
+        "notes": prompt.notes,
+    }
+    return engine_turns.request_for(model, agent, prompt, plan, metadata)
 
 
 def _cited(sources: list[dict[str, Any]], numbers: list[int]) -> list[dict[str, Any]]:

@@ -90,7 +90,6 @@ def start_turn(
 
     Returns the turn's id, or engine.OUT_OF_CREDITS_DETAIL (nothing written). Raises LeaseLost."""
     from billing.pricing import credits_for_usage
-    from billing.services import InsufficientCredits, reserve_credits
 
     worst_case = credits_for_usage(
         model=model, input_tokens=start.input_tokens, cached_tokens=0, output_tokens=start.max_tokens
@@ -102,30 +101,11 @@ def start_turn(
         round_number, attempt = (last.round if last else 0) + 1, 1
     with transaction.atomic():
         fence(session.pk, owner)
-        turn = Turn.objects.create(
-            session=session,
-            round=round_number,
-            agent=agent,
-            agent_name=agent.name,
-            attempt=attempt,
-            model_used=model.model_id,
-            prompt_notes="\n".join(start.notes),
-            slot=start.slot,
-            recipe=start.recipe,
-            output_kind=start.output_kind,
-            reasoning_output=start.reasoning_output,
+        fields = engine_turns.TurnFields(
+            round_number, attempt, start.slot, start.recipe, start.output_kind, start.reasoning_output, start.notes
         )
-        try:
-            reserve_credits(
-                user=session.project.owner,
-                amount=worst_case,
-                key=turn_reservation_key(turn.pk),
-                description=start.description,
-                session_id=session.pk,
-                turn_id=turn.pk,
-            )
-        except InsufficientCredits:
-            transaction.set_rollback(True)
+        turn = engine_turns.create_reserved_turn(session, agent, model, fields, worst_case, start.description)
+        if turn is None:
             return engine.OUT_OF_CREDITS_DETAIL
         WritingSession.objects.filter(pk=session.pk).update(current_round=round_number)
         payload = {"agent_id": agent.pk, "agent_name": agent.name, "model": model.display_name, "attempt": attempt}
