@@ -19,7 +19,7 @@ from django.conf import settings
 from atelier.core import metrics
 from atelier.core.logs import bind as bind_log
 from orchestration.db_thread import db, in_db_thread
-from orchestration.drive_state import CallOutcome, DriveCache
+from orchestration.drive_state import CallOutcome, DriveCache, TurnRow, TurnRows
 from orchestration.flows import AgentCall
 from orchestration.lease import LeaseLost
 from orchestration.models import Agent, LLMModel, Turn, WritingSession
@@ -140,14 +140,15 @@ async def _attempt_on(running: _Call, model: LLMModel, state: _ModelState) -> Ca
                 return "next_model"  # the fallback model may have a larger context window
             return prepared
         turn_id, request, estimated_tokens = prepared
-        cache.note_turn(running.round_number, agent.pk, (turn_id, Turn.TurnStatus.STREAMING, number, call.slot))
+        cache.note_turn(running.round_number, agent.pk, TurnRow(turn_id, Turn.TurnStatus.STREAMING, number, call.slot))
         bind_log(turn_id=turn_id)  # this call's own task: its records carry the turn being streamed
         attempt = _Attempt(turn_id=turn_id, request=request, estimated_tokens=estimated_tokens)
         try:
             decision = await _run_attempt(running, model, attempt, state)
             if isinstance(decision, CallOutcome) and decision.status == "completed":
                 # One of the DONE statuses (completed, truncated, refused): the call is done either way.
-                cache.note_turn(running.round_number, agent.pk, (turn_id, Turn.TurnStatus.COMPLETED, number, call.slot))
+                done = TurnRow(turn_id, Turn.TurnStatus.COMPLETED, number, call.slot)
+                cache.note_turn(running.round_number, agent.pk, done)
         except LeaseLost:
             raise  # another executor owns the session now: stand down without touching anything
         except Exception:
@@ -322,18 +323,18 @@ def _load_agent(agent_id: int) -> Agent:
     return Agent.objects.select_related("model", "fallback_model").prefetch_related("criteria").get(pk=agent_id)
 
 
-def _load_turn_keys(session_id: int) -> dict[tuple[int, int], list[tuple[int, str, int, str]]]:
+def _load_turn_keys(session_id: int) -> TurnRows:
     """Every agent turn of the session as (round, agent id) -> [(turn id, status, attempt, slot)], one query."""
-    keys: dict[tuple[int, int], list[tuple[int, str, int, str]]] = {}
+    keys: TurnRows = {}
     rows = Turn.objects.filter(session_id=session_id, agent_id__isnull=False)
     for pk, round_number, agent_id, status, attempt, slot in rows.values_list(
         "pk", "round", "agent_id", "status", "attempt", "slot"
     ):
-        keys.setdefault((round_number, agent_id), []).append((pk, status, attempt, slot))
+        keys.setdefault((round_number, agent_id), []).append(TurnRow(pk, status, attempt, slot))
     return keys
 
 
-def _earlier_attempts(rows: list[tuple[int, str, int, str]], slot: str = "") -> tuple[int | None, int]:
+def _earlier_attempts(rows: list[TurnRow], slot: str = "") -> tuple[int | None, int]:
     """(id of a completed turn for this call's slot, number of the agent's attempts this round).
 
     `rows`: the agent's turns this round, (turn id, status, attempt, slot). Attempts count across the

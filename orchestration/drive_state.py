@@ -10,11 +10,24 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from django.conf import settings
 
 from orchestration.models import Agent, WritingSession
+
+
+class TurnRow(NamedTuple):
+    """What a drive keeps of each agent turn of its session (DriveCache.turns)."""
+
+    turn_id: int
+    status: str
+    attempt: int
+    slot: str
+
+
+# Per (round, agent id): that agent's turns in that round.
+TurnRows = dict[tuple[int, int], list[TurnRow]]
 
 # How one agent call ended (CallOutcome.status).
 CallStatus = Literal["completed", "cancelled", "out_of_credits", "failed", "too_large"]
@@ -77,7 +90,7 @@ class DriveCache:
     agents: dict[int, Agent] = field(default_factory=dict)
     references: list[tuple[str, str]] | None = None
     # (round, agent id) -> [(turn id, status, attempt, slot)] of every turn of the session
-    turns: dict[tuple[int, int], list[tuple[int, str, int, str]]] | None = None
+    turns: TurnRows | None = None
     # agent id -> (turn id, agent name, feedback) of its latest completed turn with feedback
     feedback: dict[int, tuple[int, str, str]] | None = None
     last_version: int | None = None  # number of the session's latest version (0: none)
@@ -86,11 +99,11 @@ class DriveCache:
     # The session's call limits (global, per provider) and the attempt numbers handed out (CallLimiter).
     limiter: CallLimiter = field(default_factory=lambda: CallLimiter())
 
-    def note_turn(self, round_number: int, agent_id: int, turn: tuple[int, str, int, str]) -> None:
+    def note_turn(self, round_number: int, agent_id: int, turn: TurnRow) -> None:
         """Record a turn this drive created or finished (replacing its earlier entry)."""
         if self.turns is None:
             return
-        rows = [row for row in self.turns.get((round_number, agent_id), []) if row[0] != turn[0]]
+        rows = [row for row in self.turns.get((round_number, agent_id), []) if row.turn_id != turn.turn_id]
         self.turns[(round_number, agent_id)] = [*rows, turn]
 
 

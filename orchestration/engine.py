@@ -90,7 +90,7 @@ async def drive_leased(session_id: int, owner: str, budget_seconds: float = DRIV
 
 async def _drive(session_id: int, owner: str, budget_seconds: float) -> DriveOutcome:
     deadline = time.monotonic() + budget_seconds
-    cache = DriveCache(limiter=await db(CallLimiter.for_session, session_id))
+    cache = DriveCache(limiter=await in_db_thread(CallLimiter.for_session, session_id))
     outcome: DriveOutcome | tuple[WritingSession, Step] = await db(_prepare_step, session_id, owner, None, cache)
     while True:
         if isinstance(outcome, str):
@@ -103,16 +103,23 @@ async def _drive(session_id: int, owner: str, budget_seconds: float) -> DriveOut
 
 
 def _between_steps(
-    session_id: int, owner: str, step: Step, result: StepResult, cache: DriveCache, deadline: float
+    session_id: int,
+    owner: str,
+    step: Step,
+    result: StepResult,
+    cache: DriveCache,
+    deadline: float,
+    *,
+    outbox: ev.Outbox | None = None,
 ) -> DriveOutcome | tuple[WritingSession, Step]:
     """After a step, and before the next: one session load serves both (one thread hop, no gap for a Stop)."""
-    outcome, planned, session = _after_step(session_id, owner, step, result)
+    outcome, planned, session = _after_step(session_id, owner, step, result, outbox=outbox)
     if outcome != "continue":
         return outcome
     if time.monotonic() > deadline:
         _requeue(session_id, owner)
         return "requeued"
-    return _prepare_step(session_id, owner, planned, cache, session=session)
+    return _prepare_step(session_id, owner, planned, cache, session=session, outbox=outbox)
 
 
 def _requeue(session_id: int, owner: str) -> None:
@@ -131,6 +138,7 @@ def _prepare_step(
     cache: DriveCache | None = None,
     *,
     session: WritingSession | None = None,
+    outbox: ev.Outbox | None = None,
 ) -> DriveOutcome | tuple[WritingSession, Step]:
     """Handle pending status changes, recover interrupted turns, and plan the next step.
 
@@ -139,15 +147,15 @@ def _prepare_step(
     """
     session = session if session is not None else _load(session_id)
     if session.status == Status.STOPPING:
-        _finish(session, Status.STOPPED, services.requested_stop(session.stop_reason), owner=owner)
+        _finish(session, Status.STOPPED, services.requested_stop(session.stop_reason), owner=owner, outbox=outbox)
         return "stopped"
     if session.status == Status.PAUSING:
-        _pause(session, services.requested_stop(session.stop_reason), owner=owner)
+        _pause(session, services.requested_stop(session.stop_reason), owner=owner, outbox=outbox)
         return "paused"
     if session.status not in (Status.QUEUED, Status.RUNNING):
         return "idle"
     if cache is None or not cache.recovered:  # only an earlier executor can have left a turn streaming
-        recover_interrupted_turns(session, owner=owner)
+        recover_interrupted_turns(session, owner=owner, outbox=outbox)
         if cache is not None:
             cache.recovered = True
     if session.status == Status.QUEUED:
@@ -155,19 +163,19 @@ def _prepare_step(
             fence(session.pk, owner)
             if not services.set_status(session, Status.RUNNING):
                 return "idle"
-            services.emit_status(session)
+            services.emit_status(session, outbox=outbox)
     stop = check_before_step(session)
     if stop:
-        _finish(session, Status.COMPLETED, stop, owner=owner)
+        _finish(session, Status.COMPLETED, stop, owner=owner, outbox=outbox)
         return "finished"
     # The previous step already asked the policy what comes next; the state has not changed since.
     decision = planned if planned is not None else get_policy(session.flow).next_step(session)
     if isinstance(decision, Waiting):  # the next move is the user's (approve the plan)
-        _pause(session, Stop(decision.reason, decision.detail), owner=owner)
+        _pause(session, Stop(decision.reason, decision.detail), owner=owner, outbox=outbox)
         return "paused"
     if isinstance(decision, Finished):
         status = Status.FAILED if decision.reason == StopReason.ERROR else Status.COMPLETED
-        _finish(session, status, Stop(decision.reason, decision.detail), owner=owner)
+        _finish(session, status, Stop(decision.reason, decision.detail), owner=owner, outbox=outbox)
         return "finished"
     if session.current_round != decision.round:
         with transaction.atomic():
@@ -179,23 +187,24 @@ def _prepare_step(
                 session_id=session.pk,
                 first_seq=row["last_seq"],
                 events=[ev.NewEvent("status", services.status_payload(session))],
+                outbox=outbox,
             )
     return session, decision
 
 
 def _after_step(
-    session_id: int, owner: str, step: Step, result: StepResult
+    session_id: int, owner: str, step: Step, result: StepResult, *, outbox: ev.Outbox | None = None
 ) -> tuple[StepOutcome, Step | None, WritingSession]:
     """Decide what the finished step leads to: (outcome, the next step if already planned, the session)."""
     session = _load(session_id)
     if result.out_of_credits:
-        _pause(session, Stop(StopReason.OUT_OF_CREDITS, OUT_OF_CREDITS_DETAIL), owner=owner)
+        _pause(session, Stop(StopReason.OUT_OF_CREDITS, OUT_OF_CREDITS_DETAIL), owner=owner, outbox=outbox)
         return "paused", None, session
     if result.fatal_error:
-        _finish(session, Status.FAILED, Stop(StopReason.ERROR, result.fatal_error), owner=owner)
+        _finish(session, Status.FAILED, Stop(StopReason.ERROR, result.fatal_error), owner=owner, outbox=outbox)
         return "failed", None, session
     if session.status == Status.STOPPING or result.cancelled:
-        _finish(session, Status.STOPPED, services.requested_stop(session.stop_reason), owner=owner)
+        _finish(session, Status.STOPPED, services.requested_stop(session.stop_reason), owner=owner, outbox=outbox)
         return "stopped", None, session
     if not result.completed_turn_ids:
         return "continue", None, session
@@ -205,15 +214,15 @@ def _after_step(
         for turn in Turn.objects.filter(pk__in=result.completed_turn_ids).order_by("pk"):
             stop = check_after_turn(session, turn, round_complete)
             if stop:
-                _finish(session, Status.COMPLETED, stop, owner=owner)
+                _finish(session, Status.COMPLETED, stop, owner=owner, outbox=outbox)
                 return "finished", None, session
     if session.status == Status.PAUSING:
-        _pause(session, services.requested_stop(session.stop_reason), owner=owner)
+        _pause(session, services.requested_stop(session.stop_reason), owner=owner, outbox=outbox)
         return "paused", None, session
     return "continue", next_decision if isinstance(next_decision, Step) else None, session
 
 
-def _finish(session: WritingSession, status: str, stop: Stop, *, owner: str) -> None:
+def _finish(session: WritingSession, status: str, stop: Stop, *, owner: str, outbox: ev.Outbox | None = None) -> None:
     """End the run (completed / stopped / failed) unless something already ended it.
 
     A Stop pressed while the step was finishing wins (STOPPING -> COMPLETED is not a transition):
@@ -238,14 +247,15 @@ def _finish(session: WritingSession, status: str, stop: Stop, *, owner: str) -> 
             finished_at=timezone.now(),
             final_document=session.document,
         )
-        services.emit_status(session)
+        services.emit_status(session, outbox=outbox)
         final_events = getattr(get_policy(session.flow), "final_events", None)
         for kind, payload in final_events(session) if final_events else []:
-            ev.append_event(session_id=session.pk, kind=kind, payload=payload)
+            ev.append_event(session_id=session.pk, kind=kind, payload=payload, outbox=outbox)
         transaction.on_commit(lambda: _notify_finished(session.pk))
 
 
-def _pause(session: WritingSession, stop: Stop, *, owner: str) -> None:
+def _pause(session: WritingSession, stop: Stop, *, owner: str, outbox: ev.Outbox | None = None) -> None:
+    """Pause the run (or end it as stopped if a Stop was pressed meanwhile). Raises LeaseLost."""
     with transaction.atomic():
         fence(session.pk, owner)
         session = WritingSession.objects.select_for_update().get(pk=session.pk)
@@ -261,7 +271,7 @@ def _pause(session: WritingSession, stop: Stop, *, owner: str) -> None:
             )
         else:
             services.set_status(session, Status.PAUSED, stop_reason=stop.reason, stop_detail=stop.detail)
-        services.emit_status(session)
+        services.emit_status(session, outbox=outbox)
 
 
 def _notify_finished(session_id: int) -> None:
@@ -376,7 +386,14 @@ def _tally(
 
 
 def _give_up_call(
-    session_id: int, round_number: int, call: AgentCall, turn_id: int | None, error: str, *, owner: str
+    session_id: int,
+    round_number: int,
+    call: AgentCall,
+    turn_id: int | None,
+    error: str,
+    *,
+    owner: str,
+    outbox: ev.Outbox | None = None,
 ) -> None:
     """Record that a call failed for good and the step went on without it (the page says who is missing)."""
     with transaction.atomic():
@@ -409,4 +426,5 @@ def _give_up_call(
             kind="call_given_up",
             turn_id=turn_id,
             payload={"slot": call.slot, "phase": call.phase, "error": error[:500]},
+            outbox=outbox,
         )

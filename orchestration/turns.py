@@ -53,7 +53,7 @@ WORKER_LOST = (
 INTERNAL_ERROR = "An internal error interrupted this turn. It has been logged."
 
 
-def recover_interrupted_turns(session: WritingSession, *, owner: str) -> None:
+def recover_interrupted_turns(session: WritingSession, *, owner: str, outbox: ev.Outbox | None = None) -> None:
     """Turns left streaming by a lost executor: mark incomplete and release their reservation.
 
     Only the lease holder does this (fenced), so a stale worker never marks the live owner's turn.
@@ -84,10 +84,8 @@ def recover_interrupted_turns(session: WritingSession, *, owner: str) -> None:
                     kind="turn_finished",
                     payload={"status": Turn.TurnStatus.INCOMPLETE},
                     turn_id=turn.pk,
+                    outbox=outbox,
                 )
-
-
-# --- Running a step ------------------------------------------------------------------------------
 
 
 def _criteria(agent: Agent) -> list[tuple[str, str, float]]:
@@ -128,6 +126,7 @@ def begin_turn(
     *,
     owner: str,
     cache: DriveCache | None = None,
+    outbox: ev.Outbox | None = None,
 ) -> tuple[int, ModelRequest, int] | CallOutcome:
     """Build the prompt, create the turn (next attempt) and reserve its worst-case credits.
 
@@ -154,7 +153,7 @@ def begin_turn(
         model=model, input_tokens=prompt.estimated_input_tokens, cached_tokens=0, output_tokens=plan.max_tokens
     )
     begun = _TurnStart(session, agent, model, round_number, attempt, call)
-    turn_id = _create_and_reserve(begun, prompt, plan, worst_case, owner=owner)
+    turn_id = _create_and_reserve(begun, prompt, plan, worst_case, owner=owner, outbox=outbox)
     if turn_id is None:
         return CallOutcome("out_of_credits")
     if cache is not None:
@@ -250,68 +249,138 @@ def _build_prompt(
 
 
 def _create_and_reserve(
-    begun: _TurnStart, prompt: PromptParts, plan: ReasoningPlan, worst_case: int, *, owner: str
+    begun: _TurnStart,
+    prompt: PromptParts,
+    plan: ReasoningPlan,
+    worst_case: int,
+    *,
+    owner: str,
+    outbox: ev.Outbox | None,
 ) -> int | None:
     """Create the turn, reserve `worst_case` credits and journal its start, in one fenced transaction.
 
     Returns the turn's id, or None (nothing written) when the reservation is refused."""
-    from billing.services import InsufficientCredits, reserve_credits
-
     session, agent, model, call = begun.session, begun.agent, begun.model, begun.call
     with transaction.atomic():
         # What the flow journals with the call (the planned flow's routing decision, a repair's reason).
         journal = list(call.context.get("journal", ()))
         # First: takes the session's row lock; reserves the numbers of the journal and turn_started events.
         seq = fenced_update(session.pk, owner, seqs=1 + len(journal))["last_seq"] - len(journal)
-        turn = Turn.objects.create(
-            session=session,
-            round=begun.round_number,
-            agent=agent,
-            agent_name=agent.name,
-            attempt=begun.attempt,
-            model_used=model.model_id,
-            prompt_notes="\n".join(prompt.notes),
-            slot=call.slot,
-            recipe=call.recipe,
-            output_kind=call.output,
-            reasoning_output=plan.output,
+        fields = TurnFields(
+            begun.round_number, begun.attempt, call.slot, call.recipe, call.output, plan.output, prompt.notes
         )
-        try:
-            reserve_credits(
-                user=session.project.owner,
-                amount=worst_case,
-                key=turn_reservation_key(turn.pk),
-                description=f"{session.title}: round {begun.round_number}, {agent.name}",
-                session_id=session.pk,  # the settlement and release inherit it: usage by session
-                turn_id=turn.pk,
-                new_key=True,  # the turn was created just now: its key cannot have been used
-            )
-        except InsufficientCredits:
-            transaction.set_rollback(True)
+        description = f"{session.title}: round {begun.round_number}, {agent.name}"
+        # The turn was created just now: its reservation key cannot have been used (new_key).
+        turn = create_reserved_turn(session, agent, model, fields, worst_case, description, new_key=True)
+        if turn is None:
             return None
-        started = ev.NewEvent(
-            "turn_started",
-            turn_id=turn.pk,
-            payload={
-                "round": begun.round_number,
-                "agent_id": agent.pk,
-                "agent_name": agent.name,
-                "model": model.display_name,
-                "attempt": begun.attempt,
-                "slot": call.slot,
-                "phase": call.phase,
-            },
-        )
+        started = _started_event(begun, turn.pk)
         journalled = [ev.NewEvent(kind, payload, turn.pk) for kind, payload in journal]
-        ev.insert_events(session_id=session.pk, first_seq=seq, events=[*journalled, started])
+        ev.insert_events(session_id=session.pk, first_seq=seq, events=[*journalled, started], outbox=outbox)
     return turn.pk
+
+
+@dataclass(frozen=True)
+class TurnFields:
+    """Where a new turn stands in the run and what it is for (the Turn's own fields)."""
+
+    round_number: int
+    attempt: int
+    slot: str
+    recipe: str
+    output_kind: str
+    reasoning_output: str  # ReasoningOutput of the model, or "" when no reasoning was asked for
+    notes: list[str]  # what fitting the prompt cut, shown on the turn
+
+
+def create_reserved_turn(
+    session: WritingSession,
+    agent: Agent,
+    model: LLMModel,
+    fields: TurnFields,
+    worst_case: int,
+    description: str,
+    *,
+    new_key: bool = False,
+) -> Turn | None:
+    """Inside the caller's fenced transaction: create the streaming turn and reserve `worst_case` credits for
+    it under turn_reservation_key (`description` on the ledger; `new_key` as billing.reserve_credits).
+
+    Returns the turn, or None when the balance refuses the reservation: the transaction is then marked for
+    rollback (nothing written). The one place both the engine and the conversations start a turn."""
+    from billing.services import InsufficientCredits, reserve_credits
+
+    turn = Turn.objects.create(
+        session=session,
+        round=fields.round_number,
+        agent=agent,
+        agent_name=agent.name,
+        attempt=fields.attempt,
+        model_used=model.model_id,
+        prompt_notes="\n".join(fields.notes),
+        slot=fields.slot,
+        recipe=fields.recipe,
+        output_kind=fields.output_kind,
+        reasoning_output=fields.reasoning_output,
+    )
+    try:
+        reserve_credits(
+            user=session.project.owner,
+            amount=worst_case,
+            key=turn_reservation_key(turn.pk),
+            description=description,
+            session_id=session.pk,  # the settlement and release inherit it: usage by session
+            turn_id=turn.pk,
+            new_key=new_key,
+        )
+    except InsufficientCredits:
+        transaction.set_rollback(True)
+        return None
+    return turn
+
+
+def _started_event(begun: _TurnStart, turn_id: int) -> ev.NewEvent:
+    """The turn_started event: who, on which model, in which round and slot, as which attempt."""
+    return ev.NewEvent(
+        "turn_started",
+        turn_id=turn_id,
+        payload={
+            "round": begun.round_number,
+            "agent_id": begun.agent.pk,
+            "agent_name": begun.agent.name,
+            "model": begun.model.display_name,
+            "attempt": begun.attempt,
+            "slot": begun.call.slot,
+            "phase": begun.call.phase,
+        },
+    )
 
 
 def _model_request(begun: _TurnStart, prompt: PromptParts, plan: ReasoningPlan) -> ModelRequest:
     """What the provider is sent for this turn: the prompt, the output allowance, the thinking plan."""
+    session, agent, call = begun.session, begun.agent, begun.call
+    metadata = {
+        "session_id": session.pk,
+        "round": begun.round_number,
+        "agent_name": agent.name,
+        "role": agent.role,
+        "criteria": [c[0] for c in _criteria(agent)],
+        "brief": session.brief,
+        "recipe": call.recipe,
+        "slot": call.slot,
+        "task": call.task,
+    }
+    return request_for(begun.model, agent, prompt, plan, metadata)
+
+
+def request_for(
+    model: LLMModel, agent: Agent, prompt: PromptParts, plan: ReasoningPlan, metadata: dict[str, Any]
+) -> ModelRequest:
+    """The provider request for `prompt`: the plan's output allowance and thinking, the agent's temperature.
+
+    `metadata`: what the request carries for logs and the Demo provider (session_id, round, agent_name...)."""
     from orchestration.providers import ModelRequest
 
-    session, agent, model, call = begun.session, begun.agent, begun.model, begun.call
     return ModelRequest(
         provider=model.provider,
         model_id=model.model_id,
@@ -322,17 +391,7 @@ def _model_request(begun: _TurnStart, prompt: PromptParts, plan: ReasoningPlan) 
         reasoning=plan.reasoning,
         thinking_budget=plan.thinking_budget,
         reasoning_effort=plan.reasoning_effort,
-        metadata={
-            "session_id": session.pk,
-            "round": begun.round_number,
-            "agent_name": agent.name,
-            "role": agent.role,
-            "criteria": [c[0] for c in _criteria(agent)],
-            "brief": session.brief,
-            "recipe": call.recipe,
-            "slot": call.slot,
-            "task": call.task,
-        },
+        metadata=metadata,
     )
 
 
@@ -350,6 +409,7 @@ def complete_turn(
     owner: str,
     cache: DriveCache | None = None,
     unsaved: list[ev.NewEvent] | None = None,
+    outbox: ev.Outbox | None = None,
 ) -> str | None:
     """The engine's one path for completing a streamed turn: saves the turn, its evaluation, usage, charge
     (settled against its reservation), version and events in one fenced transaction, exactly once. A reply
@@ -361,15 +421,11 @@ def complete_turn(
     `session` is the drive's copy (its document is the latest version's content); `unsaved` are the turn's
     last chunk events, saved in this transaction. Six statements in the steady state (issue 15): the fenced
     session UPDATE (lease, event numbers, totals, document), the turn claimed before anything is charged,
-    the balance, the settlement, the version, the events. Returns the turn's status, None if already saved.
-    Raises LeaseLost if `owner` lost the lease.
+    the balance, the settlement, the version, the events. Returns the turn's status, None if already saved;
+    raises LeaseLost if `owner` lost the lease. `outbox`: where its committed events go (events.Outbox).
     """
-    from billing.pricing import credits_for_usage, provider_cost_usd
-
     usage, reply = end.usage, _read_reply(agent, model, text, end, call, reasoning)
-    counts = {"input_tokens": usage.input_tokens, "cached_tokens": usage.cached_input_tokens}
-    credits = credits_for_usage(model=model, **counts, output_tokens=usage.output_tokens)
-    cost = provider_cost_usd(model=model, **counts, output_tokens=usage.output_tokens)
+    credits, cost = _price(model, usage)
     held = cache.reserved.get(turn_id) if cache is not None else None
     charge_known = held is not None and credits <= held  # then the charge is the usage: fold it in now
     new_version, changes, totals = _session_update(session, call, end, reply, cost, credits if charge_known else None)
@@ -390,7 +446,7 @@ def complete_turn(
         if new_version:
             events.append(_record_new_version(session, turn_id, agent, reply.document, row, cache))
         events.append(_totals_event(row))
-        ev.insert_events(session_id=session.pk, first_seq=row["last_seq"] - seqs + 1, events=events)
+        ev.insert_events(session_id=session.pk, first_seq=row["last_seq"] - seqs + 1, events=events, outbox=outbox)
         # Counted once the turn is saved; no query (atelier/core/metrics.py).
         count = partial(metrics.turn_finished, provider=model.provider, model=model.model_id, status=reply.status)
         transaction.on_commit(partial(count, usage=usage, credits=charged, latency_ms=timing[0], ttft_ms=timing[1]))
@@ -437,6 +493,15 @@ def _session_update(
     if charge is not None:
         totals["credits_used"] = charge
     return new_version, changes, totals
+
+
+def _price(model: LLMModel, usage: Usage) -> tuple[int, Decimal]:
+    """(credits charged for `usage`, what the provider charges for it in USD)."""
+    from billing.pricing import credits_for_usage, provider_cost_usd
+
+    counts = {"input_tokens": usage.input_tokens, "cached_tokens": usage.cached_input_tokens}
+    credits = credits_for_usage(model=model, **counts, output_tokens=usage.output_tokens)
+    return credits, provider_cost_usd(model=model, **counts, output_tokens=usage.output_tokens)
 
 
 @dataclass
@@ -632,6 +697,7 @@ def abandon_turn(
     *,
     reasoning: str = "",
     owner: str,
+    outbox: ev.Outbox | None = None,
 ) -> None:
     """A turn that did not complete: keep its text, charge what was consumed, release the rest.
 
@@ -660,9 +726,8 @@ def abandon_turn(
         if not updated:
             return
         charged = _charge_consumed(session, turn_id, used, credits)
-        ev.append_event(
-            session_id=session_id, kind="turn_finished", payload={"status": status, "error": error}, turn_id=turn_id
-        )
+        finished = {"status": status, "error": error}
+        ev.append_event(session_id=session_id, kind="turn_finished", payload=finished, turn_id=turn_id, outbox=outbox)
         transaction.on_commit(
             partial(
                 metrics.turn_finished,

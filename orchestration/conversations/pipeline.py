@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from django.db import transaction
 
 from orchestration import events as ev
+from orchestration import turns as engine_turns
 from orchestration.conversations import flow, turns
 from orchestration.conversations.models import Conversation, Message, MessageRole, MessageStatus
 from orchestration.conversations.turns import Attempt, Prepared, Transcript
@@ -250,7 +251,9 @@ def build_stage_prompt(
 # --- The runner's three stage steps ----------------------------------------------------------------------------
 
 
-def begin(prepared: Prepared, agent: Agent, model: LLMModel, *, owner: str) -> tuple[int, ModelRequest] | str:
+def begin(
+    prepared: Prepared, agent: Agent, model: LLMModel, *, owner: str, outbox: ev.Outbox | None
+) -> tuple[int, ModelRequest] | str:
     """Build the stage's prompt, create its turn and reserve its worst case (as runner._begin does for a
     triage call). Returns (turn id, request), or "too_large:<why>" / the out-of-credits message.
     Raises LeaseLost."""
@@ -281,7 +284,7 @@ def begin(prepared: Prepared, agent: Agent, model: LLMModel, *, owner: str) -> t
             "notes": prompt.notes,
         },
     )
-    turn_id = turns.start_turn(prepared.session, agent, model, start, owner=owner)
+    turn_id = turns.start_turn(prepared.session, agent, model, start, owner=owner, outbox=outbox)
     if isinstance(turn_id, str):
         return turn_id
     return turn_id, _stage_request(conversation, call, agent, model, prompt, plan, brief)
@@ -305,30 +308,20 @@ def _stage_request(
 ) -> ModelRequest:
     """The provider request of a stage: its prompt, the agent's sampling and thinking settings, and the
     metadata the Demo provider reads to answer it as the session pipeline's stage."""
-    return ModelRequest(
-        provider=model.provider,
-        model_id=model.model_id,
-        system=prompt.system,
-        user=prompt.user,
-        max_tokens=plan.max_tokens,
-        temperature=agent.temperature,
-        reasoning=plan.reasoning,
-        thinking_budget=plan.thinking_budget,
-        reasoning_effort=plan.reasoning_effort,
-        metadata={
-            "session_id": conversation.session_id,
-            "round": 1,
-            "recipe": call.recipe,  # the Demo provider answers it as the session pipeline's stage
-            "slot": call.slot,
-            "agent_name": agent.name,
-            "role": agent.role,
-            "criteria": [c.name for c in agent.criteria.all()],
-            "brief": brief,
-            "purpose": "stage",
-            "project_id": conversation.project_id,
-            "notes": prompt.notes,
-        },
-    )
+    metadata = {
+        "session_id": conversation.session_id,
+        "round": 1,
+        "recipe": call.recipe,  # the Demo provider answers it as the session pipeline's stage
+        "slot": call.slot,
+        "agent_name": agent.name,
+        "role": agent.role,
+        "criteria": [c.name for c in agent.criteria.all()],
+        "brief": brief,
+        "purpose": "stage",
+        "project_id": conversation.project_id,
+        "notes": prompt.notes,
+    }
+    return engine_turns.request_for(model, agent, prompt, plan, metadata)
 
 
 def _cited(sources: list[dict[str, Any]], numbers: list[int]) -> list[dict[str, Any]]:
@@ -380,6 +373,7 @@ def complete(
     timing: tuple[int, int | None],
     *,
     owner: str,
+    outbox: ev.Outbox | None,
 ) -> str:
     """Settle the stage and write its messages in one transaction, exactly once (guarded by the turn's status):
     the stage line, and after the review the final reply (the reviewed text and the sources it cites). A stage
@@ -420,9 +414,8 @@ def complete(
         note = " ".join(attempt.request.metadata.get("notes") or [])
         stage = _Stage(call, answer, document, result, evaluation.overall)
         _record(transcript, prepared, agent, model, stage, end, note)
-        ev.append_events(
-            session_id=prepared.session.pk, events=turns.finished_events(settled, turn_id, status, end, transcript)
-        )
+        events = turns.finished_events(settled, turn_id, status, end, transcript)
+        ev.append_events(session_id=prepared.session.pk, events=events, outbox=outbox)
     return "saved"
 
 
@@ -501,12 +494,14 @@ def _citations(text: str) -> list[int]:
     return list(citations_in(text))
 
 
-def stopped(prepared: Prepared, agent: Agent, model: LLMModel, attempt: Attempt, *, owner: str) -> None:
+def stopped(
+    prepared: Prepared, agent: Agent, model: LLMModel, attempt: Attempt, *, owner: str, outbox: ev.Outbox | None
+) -> None:
     """The user pressed Stop mid-stage: the stage is charged for what it used, its text so far is kept on its
     line (marked stopped) and the reply ends there. Raises LeaseLost."""
     call = _stage(prepared)
     with transaction.atomic():
-        if not turns.stop_turn(prepared, model, attempt, owner=owner):
+        if not turns.stop_turn(prepared, model, attempt, owner=owner, outbox=outbox):
             return
         transcript = Transcript(prepared.conversation.pk, call.exchange, attempt.turn_id)
         transcript.add(
@@ -516,4 +511,4 @@ def stopped(prepared: Prepared, agent: Agent, model: LLMModel, attempt: Attempt,
             status=MessageStatus.STOPPED,
             data={"stage": call.stage, "label": call.label, "summary": "stopped by you", "final": True},
         )
-        ev.append_events(session_id=prepared.session.pk, events=transcript.events)
+        ev.append_events(session_id=prepared.session.pk, events=transcript.events, outbox=outbox)

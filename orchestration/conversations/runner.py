@@ -33,7 +33,7 @@ from orchestration.chunks import ChunkBatcher
 from orchestration.conversations import flow, pipeline, turns
 from orchestration.conversations.models import Conversation, Message, MessageRole, MessageStatus
 from orchestration.conversations.turns import Attempt, Prepared, Transcript
-from orchestration.db_thread import db
+from orchestration.db_thread import db, in_db_thread
 from orchestration.lease import LeaseLost, claim_lease, fence, new_owner_id, release_lease, renew_lease
 from orchestration.models import Agent, LLMModel, Status, StopReason, Turn, WritingSession
 from orchestration.providers.base import ModelRequest, ProviderError, StreamEnd, ToolCall
@@ -91,7 +91,7 @@ async def _drive(session_id: int, owner: str, budget_seconds: float) -> str:
         if outcome in ("failed", "out_of_credits"):
             return "failed"
         if time.monotonic() > deadline:
-            await db(_requeue, session_id, owner)
+            await in_db_thread(_requeue, session_id, owner)
             return "requeued"
 
 
@@ -112,29 +112,31 @@ class _DriveState:
     calls: int = -1  # model calls of this reply that ended (counted once, then kept up to date)
 
 
-def _set(session: WritingSession, status: str, *, owner: str, **fields: Any) -> None:
+def _set(session: WritingSession, status: str, *, owner: str, outbox: ev.Outbox | None, **fields: Any) -> None:
     """Move the run to `status` (with `fields`) and announce it, fenced."""
     with transaction.atomic():
         fence(session.pk, owner)
         if set_status(session, status, **fields):
-            ev.append_event(session_id=session.pk, kind="status", payload=status_payload(session))
+            ev.append_event(session_id=session.pk, kind="status", payload=status_payload(session), outbox=outbox)
 
 
-def _prepare(session_id: int, owner: str, drive_state: _DriveState | None = None) -> str | Prepared:
+def _prepare(
+    session_id: int, owner: str, drive_state: _DriveState | None = None, *, outbox: ev.Outbox | None = None
+) -> str | Prepared:
     """Finish a stop, recover a call a dead worker left streaming, then plan the next call (fenced).
     `drive_state` keeps what does not change between the calls of one drive (read on its first call)."""
     drive_state = drive_state or _DriveState()
     session = WritingSession.objects.select_related("project__owner").get(pk=session_id)
     if session.status == Status.STOPPING:
-        _set(session, Status.STOPPED, owner=owner, finished_at=timezone.now())
+        _set(session, Status.STOPPED, owner=owner, outbox=outbox, finished_at=timezone.now())
         return "stopped"
     if session.status not in (Status.QUEUED, Status.RUNNING):
         return "idle"
     if not drive_state.recovered:
-        engine_turns.recover_interrupted_turns(session, owner=owner)
+        engine_turns.recover_interrupted_turns(session, owner=owner, outbox=outbox)
         drive_state.recovered = True
     if session.status == Status.QUEUED:
-        _set(session, Status.RUNNING, owner=owner)
+        _set(session, Status.RUNNING, owner=owner, outbox=outbox)
     if drive_state.conversation is None or drive_state.agents is None:
         drive_state.conversation = Conversation.objects.select_related("project").get(session_id=session_id)
         drive_state.agents = list(session.agents.filter(active=True).select_related("model", "fallback_model"))
@@ -152,9 +154,10 @@ def _prepare(session_id: int, owner: str, drive_state: _DriveState | None = None
         move = flow.next_move(conversation, agents, drive_state.calls, messages)
     if isinstance(move, flow.Done):
         if move.reason == "too_many_calls":
-            _fail_reply(session.pk, "The agents kept calling each other without answering; stopped.", owner=owner)
+            loop = "The agents kept calling each other without answering; stopped."
+            _fail_reply(session.pk, loop, owner=owner, outbox=outbox)
             return "failed"
-        _set(session, Status.COMPLETED, owner=owner, finished_at=timezone.now())
+        _set(session, Status.COMPLETED, owner=owner, outbox=outbox, finished_at=timezone.now())
         return "finished"
     return Prepared(session, conversation, agents, move, messages)
 
@@ -314,7 +317,13 @@ def _summary_tried(session: WritingSession, exchange: int) -> bool:
 
 
 def _begin(
-    prepared: Prepared, agent: Agent, model: LLMModel, *, owner: str, summarise: bool = False
+    prepared: Prepared,
+    agent: Agent,
+    model: LLMModel,
+    *,
+    owner: str,
+    summarise: bool = False,
+    outbox: ev.Outbox | None = None,
 ) -> tuple[int, ModelRequest] | _SummaryNeeded | str:
     """Build the prompt, create the turn and reserve its worst case. Returns (turn id, request),
     _SummaryNeeded (older exchanges do not fit and a summary call should run first; only when `summarise`),
@@ -322,7 +331,7 @@ def _begin(
     from orchestration.reasoning import plan_for_agent
 
     if isinstance(prepared.call, pipeline.StageCall):  # a pipeline stage (conversations/pipeline.py)
-        return pipeline.begin(prepared, agent, model, owner=owner)
+        return pipeline.begin(prepared, agent, model, owner=owner, outbox=outbox)
     call = prepared.call
     plan = plan_for_agent(agent, model)
     max_tokens = flow.SUMMARY_MAX_TOKENS if call.purpose == "summary" else plan.max_tokens
@@ -343,7 +352,7 @@ def _begin(
         description=f"Conversation “{prepared.conversation.title}”: {agent.name}",
         event={"purpose": call.purpose, "message_id": call.message_id, "notes": prompt.notes},
     )
-    turn_id = turns.start_turn(prepared.session, agent, model, start, owner=owner)
+    turn_id = turns.start_turn(prepared.session, agent, model, start, owner=owner, outbox=outbox)
     if isinstance(turn_id, str):
         return turn_id
     return turn_id, _call_request(prepared, call, agent, model, prompt, plan, max_tokens)
@@ -414,7 +423,7 @@ async def _summarise(prepared: Prepared, through: int, *, owner: str) -> str:
     exchanges 1..`through` on the conversation. One attempt: on failure the turn ends failed (charged for
     what it used) and the reply goes ahead with the older exchanges cut, as stated under it.
     Returns "saved", "cancelled" (the user stopped the reply), "failed" or "skipped" (no credits / no room)."""
-    agent, model = await db(_summariser, prepared)
+    agent, model = await in_db_thread(_summariser, prepared)
     call = dataclasses.replace(prepared.call, agent_id=agent.pk, purpose="summary", summary_through=through)
     summary = dataclasses.replace(prepared, call=dataclasses.replace(call, message_id=None))
     begun = await db(_begin, summary, agent, model, owner=owner)
@@ -616,12 +625,13 @@ def _complete(
     timing: tuple[int, int | None],
     *,
     owner: str,
+    outbox: ev.Outbox | None = None,
 ) -> str:
     """Settle the call and write its messages in one transaction, exactly once (guarded by the turn's status).
     `timing` is (latency, time to first token) in milliseconds. Returns "finished" (the final answer was
     saved and the run completed) or "saved". Raises LeaseLost."""
     if isinstance(prepared.call, pipeline.StageCall):  # a pipeline stage: recorded by conversations/pipeline.py
-        return pipeline.complete(prepared, agent, model, attempt, end, timing, owner=owner)
+        return pipeline.complete(prepared, agent, model, attempt, end, timing, owner=owner, outbox=outbox)
     call, session_id, turn_id, text = prepared.call, prepared.session.pk, attempt.turn_id, attempt.text
     normal = end.outcome == "normal" or bool(attempt.calls)
     status = (
@@ -650,7 +660,7 @@ def _complete(
         finished = transcript.final and session.status == Status.RUNNING
         if finished and set_status(session, Status.COMPLETED, finished_at=timezone.now()):
             events.append(ev.NewEvent("status", status_payload(session)))
-        ev.append_events(session_id=session_id, events=events)
+        ev.append_events(session_id=session_id, events=events, outbox=outbox)
     return "finished" if finished else "saved"
 
 
@@ -681,14 +691,16 @@ def _record_call(
         _record_reply(transcript, prepared, agent, model, text, attempt.calls, end, note)
 
 
-def _stopped(prepared: Prepared, agent: Agent, model: LLMModel, attempt: Attempt, *, owner: str) -> None:
+def _stopped(
+    prepared: Prepared, agent: Agent, model: LLMModel, attempt: Attempt, *, owner: str, outbox: ev.Outbox | None = None
+) -> None:
     """The user pressed Stop: the call is charged for what it used and its text so far is kept, marked stopped."""
     if isinstance(prepared.call, pipeline.StageCall):
-        pipeline.stopped(prepared, agent, model, attempt, owner=owner)
+        pipeline.stopped(prepared, agent, model, attempt, owner=owner, outbox=outbox)
         return
     call, text = prepared.call, attempt.text
     with transaction.atomic():
-        if not turns.stop_turn(prepared, model, attempt, owner=owner):
+        if not turns.stop_turn(prepared, model, attempt, owner=owner, outbox=outbox):
             return
         transcript = Transcript(prepared.conversation.pk, call.exchange, attempt.turn_id)
         if call.purpose == "consult":
@@ -704,10 +716,12 @@ def _stopped(prepared: Prepared, agent: Agent, model: LLMModel, attempt: Attempt
                 status=MessageStatus.STOPPED,
                 data={"final": True, "stop_reason": "user_stopped", "model": model.display_name},
             )
-        ev.append_events(session_id=prepared.session.pk, events=transcript.events)
+        ev.append_events(session_id=prepared.session.pk, events=transcript.events, outbox=outbox)
 
 
-def _fail_reply(session_id: int, error: str, *, owner: str, out_of_credits: bool = False) -> None:
+def _fail_reply(
+    session_id: int, error: str, *, owner: str, out_of_credits: bool = False, outbox: ev.Outbox | None = None
+) -> None:
     """End the reply with a note saying why (kept in the transcript) and mark the run failed."""
     with transaction.atomic():
         fence(session_id, owner)
@@ -725,4 +739,4 @@ def _fail_reply(session_id: int, error: str, *, owner: str, out_of_credits: bool
         reason = StopReason.OUT_OF_CREDITS if out_of_credits else StopReason.ERROR
         if set_status(session, Status.FAILED, stop_reason=reason, stop_detail=error[:2000], finished_at=timezone.now()):
             transcript.events.append(ev.NewEvent("status", status_payload(session)))
-        ev.append_events(session_id=session_id, events=transcript.events)
+        ev.append_events(session_id=session_id, events=transcript.events, outbox=outbox)

@@ -81,14 +81,15 @@ class TurnStart:
     event: dict[str, Any]
 
 
-def start_turn(session: WritingSession, agent: Agent, model: LLMModel, start: TurnStart, *, owner: str) -> int | str:
+def start_turn(
+    session: WritingSession, agent: Agent, model: LLMModel, start: TurnStart, *, owner: str, outbox: ev.Outbox | None
+) -> int | str:
     """Number the attempt from the run's last turn (the same slot not done: the next attempt of that round,
     else a new round), create the Turn, reserve its worst case in credits under `turn_reservation_key`, set
     the run's current round and announce turn_started, in one fenced transaction.
 
     Returns the turn's id, or engine.OUT_OF_CREDITS_DETAIL (nothing written). Raises LeaseLost."""
     from billing.pricing import credits_for_usage
-    from billing.services import InsufficientCredits, reserve_credits
 
     worst_case = credits_for_usage(
         model=model, input_tokens=start.input_tokens, cached_tokens=0, output_tokens=start.max_tokens
@@ -100,34 +101,16 @@ def start_turn(session: WritingSession, agent: Agent, model: LLMModel, start: Tu
         round_number, attempt = (last.round if last else 0) + 1, 1
     with transaction.atomic():
         fence(session.pk, owner)
-        turn = Turn.objects.create(
-            session=session,
-            round=round_number,
-            agent=agent,
-            agent_name=agent.name,
-            attempt=attempt,
-            model_used=model.model_id,
-            prompt_notes="\n".join(start.notes),
-            slot=start.slot,
-            recipe=start.recipe,
-            output_kind=start.output_kind,
-            reasoning_output=start.reasoning_output,
+        fields = engine_turns.TurnFields(
+            round_number, attempt, start.slot, start.recipe, start.output_kind, start.reasoning_output, start.notes
         )
-        try:
-            reserve_credits(
-                user=session.project.owner,
-                amount=worst_case,
-                key=turn_reservation_key(turn.pk),
-                description=start.description,
-                session_id=session.pk,
-                turn_id=turn.pk,
-            )
-        except InsufficientCredits:
-            transaction.set_rollback(True)
+        turn = engine_turns.create_reserved_turn(session, agent, model, fields, worst_case, start.description)
+        if turn is None:
             return engine.OUT_OF_CREDITS_DETAIL
         WritingSession.objects.filter(pk=session.pk).update(current_round=round_number)
         payload = {"agent_id": agent.pk, "agent_name": agent.name, "model": model.display_name, "attempt": attempt}
-        ev.append_event(session_id=session.pk, kind="turn_started", turn_id=turn.pk, payload=payload | start.event)
+        started = payload | start.event
+        ev.append_event(session_id=session.pk, kind="turn_started", turn_id=turn.pk, payload=started, outbox=outbox)
     return turn.pk
 
 
@@ -220,7 +203,7 @@ def finished_events(
     return [ev.NewEvent("turn_finished", payload, turn_id), *transcript.events, ev.NewEvent("totals", totals)]
 
 
-def stop_turn(prepared: Prepared, model: LLMModel, attempt: Attempt, *, owner: str) -> bool:
+def stop_turn(prepared: Prepared, model: LLMModel, attempt: Attempt, *, owner: str, outbox: ev.Outbox | None) -> bool:
     """Inside the caller's transaction: the user pressed Stop, so the turn (if still streaming) is charged for
     what it used, its text so far kept, and it ends cancelled. Returns False when it was no longer streaming
     (nothing to write). Raises LeaseLost."""
@@ -239,6 +222,7 @@ def stop_turn(prepared: Prepared, model: LLMModel, attempt: Attempt, *, owner: s
         engine_turns.USER_STOP,
         reasoning=attempt.thinking,
         owner=owner,
+        outbox=outbox,
     )
     return True
 
