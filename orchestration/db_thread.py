@@ -14,6 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, ParamSpec, TypeVar
 
+from django.conf import settings
+
 from orchestration import events as ev
 
 T = TypeVar("T")
@@ -28,11 +30,14 @@ def _db_thread() -> ThreadPoolExecutor:
 
     One thread, as asgiref's thread-sensitive executor gives, so a drive's statements share one connection
     (and SQLite never sees two writers from one engine); a plain executor hop costs about half of what
-    asgiref's SyncToAsync does (issue 15: four to five hops per call).
+    asgiref's SyncToAsync does (issue 15: four to five hops per call). ENGINE_DB_THREADS > 1 (with the
+    session host on PostgreSQL, orchestration/host.py) gives the process's drives that many threads, each
+    with its own connection: every phase is one function with its own transactions, fenced by the lease.
     """
     global _db_executor
     if _db_executor is None or _db_executor[0] != os.getpid():
-        _db_executor = (os.getpid(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-db"))
+        threads = int(settings.ENGINE_DB_THREADS)
+        _db_executor = (os.getpid(), ThreadPoolExecutor(max_workers=threads, thread_name_prefix="engine-db"))
     return _db_executor[1]
 
 
