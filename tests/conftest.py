@@ -48,10 +48,17 @@ def owner_client(client, owner):
 
 
 @pytest.fixture
-def live_app(transactional_db):
-    """The real daphne server and a django-q2 worker against the test database."""
+def live_app(request, transactional_db):
+    """The real daphne server and a django-q2 worker against the test database (tests.live.start_app).
+
+    A `@pytest.mark.live_app(**options)` marker on the test or its module passes `options` to start_app
+    over these defaults: nothing seeded (`seed=True` seeds the model catalogue and presets first), a
+    worker (`worker=False`: daphne alone); any other option is the worker's environment, e.g.
+    `DEMO_TOKENS_PER_SECOND="40"`.
+    """
     from tests.live import start_app
 
-    app = start_app(seed=False)
+    marker = request.node.get_closest_marker("live_app")
+    app = start_app(**{"seed": False, **(marker.kwargs if marker else {})})
     yield app
     app.stop()
