@@ -13,7 +13,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -198,12 +198,15 @@ class LiveApp:
         stop_all([self.web, self.worker, *self.extra], timeout=timeout)
 
 
-def start_app(*, worker: bool = True, seed: bool = True, **worker_env: str) -> LiveApp:
+def start_app(
+    *, worker: bool = True, seed: bool = True, env: Mapping[str, str] | None = None, **worker_env: str
+) -> LiveApp:
     """Daphne and (unless `worker=False`) a django-q2 worker with `worker_env` (e.g. DEMO_TOKENS_PER_SECOND).
 
-    With `seed`, seeds the shipped model catalogue and presets first: a transactional test flushes the
-    database, and the processes read both. Stop it with `app.stop()` (fixtures: yield it, then stop).
-    Raises RuntimeError if daphne does not start (nothing is left running then).
+    `env` goes to both processes (e.g. a provider's key and base URL); `worker_env` overrides it for
+    the worker. With `seed`, seeds the shipped model catalogue and presets first: a transactional test
+    flushes the database, and the processes read both. Stop it with `app.stop()` (fixtures: yield it,
+    then stop). Raises RuntimeError if daphne does not start (nothing is left running then).
     """
     from orchestration.catalogue import seed_catalogue
     from orchestration.presets import seed_presets
@@ -211,10 +214,11 @@ def start_app(*, worker: bool = True, seed: bool = True, **worker_env: str) -> L
     if seed:
         seed_catalogue()
         seed_presets()
+    shared = dict(env or {})
     # The worker first: it boots while daphne does, so it is taking tasks by the time the test starts one.
-    worker_process = start_worker(**worker_env) if worker else None
+    worker_process = start_worker(**{**shared, **worker_env}) if worker else None
     try:
-        web, url = start_web()
+        web, url = start_web(**shared)
     except BaseException:
         # A worker left behind would take the next tests' runs from their own workers (lease_lost).
         if worker_process is not None:
