@@ -1,3 +1,4 @@
+import gc
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -23,7 +24,14 @@ from django.conf import settings  # noqa: E402
 # The provider SDKs take one to several seconds to import, and the builder needs them (which models
 # take a temperature): the http_adapters import pays that while the server starts, not on a first page.
 import orchestration.providers.http_adapters  # noqa: E402, F401
+from orchestration.live import warm_up  # noqa: E402
 from orchestration.routing import websocket_urlpatterns  # noqa: E402
+
+# Likewise the live page's first render (the URLconf, the templates): not in front of a viewer's first text.
+warm_up()
+# What start-up loaded stays for the process's life: out of the garbage collector's full passes, which
+# otherwise walk it all and hold every socket's pushes meanwhile (orchestration/apps.py, issue 15).
+gc.freeze()
 
 _TOO_LARGE = b"Request body too large."
 

@@ -365,12 +365,27 @@ ENGINE_LEASE_SECONDS = env_int("ENGINE_LEASE_SECONDS", 8, minimum=3)
 ENGINE_WATCHDOG_SECONDS = env_float("ENGINE_WATCHDOG_SECONDS", 2.0, minimum=0.2)
 # Names this machine in lease owners (default: hostname + pid namespace); must differ between machines.
 ENGINE_MACHINE_ID = env_str("ENGINE_MACHINE_ID")
-# Streamed text is pushed to the page every ENGINE_STREAM_FLUSH_MS (no database work) and saved every
-# ENGINE_STREAM_SAVE_MS (one fenced transaction per session: issue 15, a few statements per second).
-ENGINE_STREAM_FLUSH_MS = env_int("ENGINE_STREAM_FLUSH_MS", 30, minimum=5, maximum=1000)
+# Streamed text is pushed to the page as it arrives, at most every ENGINE_STREAM_FLUSH_MS (no database
+# work), and saved every ENGINE_STREAM_SAVE_MS (one fenced transaction per session: issue 15, a few
+# statements per second).
+ENGINE_STREAM_FLUSH_MS = env_int("ENGINE_STREAM_FLUSH_MS", 10, minimum=5, maximum=1000)
 ENGINE_STREAM_SAVE_MS = env_int("ENGINE_STREAM_SAVE_MS", 1000, minimum=20, maximum=5000)
 # A finished turn's chunk events are deleted this long after it ended (its text is in the turn row).
 ENGINE_COMPACT_AFTER_SECONDS = env_int("ENGINE_COMPACT_AFTER_SECONDS", 3600, minimum=0)
+# Sessions one worker process drives at once (orchestration/host.py, issue 15). 1 (default): a django-q2
+# process drives one session per task, as it always did. Above 1: each worker process keeps one event loop
+# (the session host) that drives up to this many sessions, sharing the process's database connections; a
+# drive task hands its session over and returns, waiting at most ENGINE_HOST_WAIT_SECONDS for a free slot
+# (kept below the task timeout) before putting the session back on the queue.
+ENGINE_SESSIONS_PER_WORKER = env_int("ENGINE_SESSIONS_PER_WORKER", 1, minimum=1, maximum=1000)
+# Database threads (one connection each) a worker process's drives share (orchestration/db_thread.py). 1: one
+# connection per process, and SQLite never sees two writers from one process. With the session host on
+# PostgreSQL, more lets the database phases of many sessions overlap.
+ENGINE_DB_THREADS = env_int("ENGINE_DB_THREADS", 1, minimum=1, maximum=32)
+ENGINE_HOST_WAIT_SECONDS = min(
+    env_float("ENGINE_HOST_WAIT_SECONDS", 60.0, minimum=1.0),
+    Q_CLUSTER["timeout"] / 2,  # type: ignore[operator]
+)
 # Agent calls of one session streaming at once, overall and per provider; the user's plan may allow fewer
 # (billing/plans.py max_parallel_calls / max_calls_per_provider): the smaller number wins.
 ENGINE_MAX_PARALLEL_CALLS = env_int("ENGINE_MAX_PARALLEL_CALLS", 16, minimum=1, maximum=256)

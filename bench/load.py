@@ -1,14 +1,15 @@
 """Load run in the production topology (issue 15; see docs/benchmarks.md, "Issue 15: production topology").
 
-    # PostgreSQL + Redis: 200 sessions, 2 daphne + 2 qcluster processes
+    # PostgreSQL + Redis: 200 sessions, 2 daphne + 2 qcluster processes, each one django-q2 process hosting them
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/h4 REDIS_URL=redis://127.0.0.1:6379/4 Q_CLUSTER_NAME=atelier-h4 \\
-        BENCH_SESSIONS=200 .venv/bin/python bench/load.py
+        ENGINE_SESSIONS_PER_WORKER=128 BENCH_SESSIONS=200 .venv/bin/python bench/load.py
     # embedded defaults (SQLite + embedded Redis)
     BENCH_SESSIONS=20 .venv/bin/python bench/load.py
 
 Every process is real and local (127.0.0.1 only): two web processes (`daphne atelier.asgi:application`,
 as `manage.py up` starts it) and two worker processes (`manage.py qcluster`, each with
-BENCH_Q_WORKERS django-q2 processes: one session streams per django-q2 process), the wire-level fake
+BENCH_Q_WORKERS django-q2 processes: one session streams per django-q2 process, or up to
+ENGINE_SESSIONS_PER_WORKER per process with the session host on, BENCH_Q_WORKERS then 1 by default), the wire-level fake
 provider (tests/fakes/llm_server.py) in its own process, streaming BENCH_CHUNKS_PER_SECOND chunks a
 second, one unique marker per chunk ("k00042m017 ") so each chunk's write can be matched with its arrival.
 Each session (two agents, one round: a writer turn and an editor turn) is watched by a real WebSocket
@@ -255,10 +256,13 @@ def main() -> int:
     from tests.live import start_web, start_worker, wait_for
 
     backend = "PostgreSQL + Redis" if connection.vendor == "postgresql" else "SQLite + embedded Redis"
-    q_workers = Q_WORKERS or max(1, -(-SESSIONS // WORKER_PROCESSES))
+    # With the session host on (ENGINE_SESSIONS_PER_WORKER > 1) one django-q2 process per qcluster drives many.
+    hosted = settings.ENGINE_SESSIONS_PER_WORKER
+    q_workers = Q_WORKERS or (1 if hosted > 1 else max(1, -(-SESSIONS // WORKER_PROCESSES)))
     print(
         f"# Load run — {backend} — {SESSIONS} sessions, {WEB_PROCESSES} web + {WORKER_PROCESSES} worker processes "
-        f"(Q_WORKERS={q_workers} each), {CHUNKS_PER_SECOND:g} chunks/s, {MARKERS} chunks a reply",
+        f"(Q_WORKERS={q_workers} each, ENGINE_SESSIONS_PER_WORKER={hosted}), {CHUNKS_PER_SECOND:g} chunks/s, "
+        f"{MARKERS} chunks a reply",
         flush=True,
     )
     harness.setup_database()

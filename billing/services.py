@@ -588,7 +588,7 @@ def release_orphaned_reservation(*, orphan: OrphanedReservation) -> None:
     from django.contrib.auth import get_user_model
 
     if orphan.turn_streaming and orphan.session_id is not None and orphan.turn_id is not None:
-        from orchestration.engine import fail_turn
+        from orchestration.turns import fail_turn
 
         fail_turn(session_id=orphan.session_id, turn_id=orphan.turn_id, text=None)
     user = get_user_model().objects.get(pk=orphan.user_id)

@@ -7,10 +7,7 @@ the next monotonic `seq` of its session inside a transaction, and is broadcast a
 from __future__ import annotations
 
 import logging
-import threading
 import zlib
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -70,10 +67,32 @@ def serialize(event: SessionEvent) -> dict[str, Any]:
     return {"seq": event.seq, "kind": event.kind, "turn_id": event.turn_id, "payload": event.payload}
 
 
+class Outbox:
+    """The channel-layer messages a database phase committed, for its async caller to push from its event loop.
+
+    The engine's database work runs in its database thread (orchestration/db_thread.py); pushing from there
+    goes through async_to_sync (a few ms each). A writer given an Outbox posts its messages here instead, and
+    `db_thread.db` pushes them once the phase returns. `messages`: (session id, message), in commit order.
+    """
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[int, dict[str, Any]]] = []
+
+    def post(self, session_id: int, message: dict[str, Any]) -> None:
+        """Keep `message` for the session once the current transaction commits (dropped if it rolls back)."""
+        transaction.on_commit(lambda: self.messages.append((session_id, message)))
+
+
 def append_events(
-    *, session_id: int, events: list[NewEvent], broadcast: bool = True, lease_owner: str | None = None
+    *,
+    session_id: int,
+    events: list[NewEvent],
+    broadcast: bool = True,
+    lease_owner: str | None = None,
+    outbox: Outbox | None = None,
 ) -> list[SessionEvent]:
-    """Persist events with consecutive sequence numbers; broadcast them once the transaction commits.
+    """Persist events with consecutive sequence numbers; broadcast them once the transaction commits (into
+    `outbox` when given, for the async caller to push; else pushed from this thread).
 
     With `lease_owner`, the events are written only while that executor holds the session's lease
     (the check is part of the sequence UPDATE, no extra statement); otherwise raises LeaseLost.
@@ -84,15 +103,21 @@ def append_events(
     with transaction.atomic(savepoint=False):
         last = _reserve_seqs(session_id, len(events), lease_owner)
         first = last - len(events) + 1
-        return insert_events(session_id=session_id, first_seq=first, events=events, broadcast=broadcast)
+        return insert_events(session_id=session_id, first_seq=first, events=events, broadcast=broadcast, outbox=outbox)
 
 
 def insert_events(
-    *, session_id: int, first_seq: int, events: list[NewEvent], broadcast: bool = True
+    *,
+    session_id: int,
+    first_seq: int,
+    events: list[NewEvent],
+    broadcast: bool = True,
+    outbox: Outbox | None = None,
 ) -> list[SessionEvent]:
     """Insert events whose sequence numbers the caller reserved (first_seq, first_seq + 1, …) in one INSERT.
 
-    Call inside the transaction that reserved them; pushed to the session's group after it commits.
+    Call inside the transaction that reserved them; pushed to the session's group after it commits (posted
+    to `outbox` when given, for the async caller to push from its event loop).
     """
     rows = SessionEvent.objects.bulk_create(
         [
@@ -102,9 +127,8 @@ def insert_events(
     )
     if broadcast:
         message = {"type": "session.events", "events": [serialize(row) for row in rows]}
-        collected = getattr(_collector, "messages", None)
-        if collected is not None:  # the async caller pushes them on its own event loop
-            transaction.on_commit(lambda: collected.append((session_id, message)))
+        if outbox is not None:  # the async caller pushes them on its own event loop
+            outbox.post(session_id, message)
         else:
             transaction.on_commit(lambda: broadcast_message(session_id, message))
     return rows
@@ -131,33 +155,21 @@ def _reserve_seqs(session_id: int, count: int, lease_owner: str | None = None) -
 
 
 def append_event(
-    *, session_id: int, kind: EventKind, payload: dict[str, Any], turn_id: int | None = None
+    *,
+    session_id: int,
+    kind: EventKind,
+    payload: dict[str, Any],
+    turn_id: int | None = None,
+    outbox: Outbox | None = None,
 ) -> SessionEvent:
-    return append_events(session_id=session_id, events=[NewEvent(kind, payload, turn_id)])[0]
-
-
-_collector = threading.local()
-
-
-@contextmanager
-def collect_broadcasts() -> Iterator[list[tuple[int, dict[str, Any]]]]:
-    """Collect (session_id, message) pairs to push instead of pushing each from this thread.
-
-    The engine's database work runs in a worker thread; pushing from there goes through
-    async_to_sync (a few ms each). Collected messages are pushed by the engine's event loop.
-    """
-    previous = getattr(_collector, "messages", None)
-    _collector.messages = []
-    try:
-        yield _collector.messages
-    finally:
-        _collector.messages = previous
+    """append_events for one event."""
+    return append_events(session_id=session_id, events=[NewEvent(kind, payload, turn_id)], outbox=outbox)[0]
 
 
 def coalesce_messages(messages: list[tuple[int, dict[str, Any]]]) -> list[tuple[int, dict[str, Any]]]:
     """Fold consecutive session.events messages of one session into one, events in order (one push).
 
-    `messages`: (session id, channel-layer message) as collect_broadcasts() gathered them. Other messages
+    `messages`: (session id, channel-layer message) as an Outbox gathered them. Other messages
     keep their place, so a session's events never overtake another of its messages.
     """
     folded: list[tuple[int, dict[str, Any]]] = []

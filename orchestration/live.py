@@ -19,7 +19,7 @@ from django.utils import timezone
 from django.utils.html import escape, format_html
 from django.utils.safestring import SafeString
 
-from orchestration import documents
+from orchestration import documents, live_plan
 from orchestration import events as ev
 from orchestration.evaluation import split_output
 from orchestration.live_plan import PLAN_EVENT_KINDS
@@ -497,6 +497,24 @@ def _classify(events: list[dict[str, Any]]) -> _Batch:
         if kind in PLAN_EVENT_KINDS or (kind in ("turn_started", "turn_finished", "call_given_up", "status")):
             batch.plan = True
     return batch
+
+
+def warm_up() -> None:
+    """Pay a web process's first-render costs while it starts, not on a viewer's first push (issue 15).
+
+    The first live render in a fresh process loads the URLconf (reverse(): about a second, the API's
+    schemas) and compiles the live templates; a socket handles its messages in order, so the first viewer's
+    streamed text waited behind it (half a second at load 7). No database work; called by atelier/asgi.py.
+    """
+    from django.template.loader import get_template
+
+    from orchestration import live_flows
+
+    reverse("session_detail", args=[1])
+    templates = (TURN_TEMPLATE, ROUND_TEMPLATE, HEADER_TEMPLATE, CHART_TEMPLATE, live_flows.GROUP_TEMPLATE)
+    for name in (*templates, live_flows.REPORT_TEMPLATE, live_plan.PLAN_TEMPLATE):
+        get_template(name)
+    render_markdown(streaming_document("# Warm\n\nup *text*"))
 
 
 def render_fragments(

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from django.db import transaction
 from django.utils import timezone
 
-from orchestration.events import append_event
+from orchestration.events import Outbox, append_event
 from orchestration.models import (
     ACTIVE_STATUSES,
     ALLOWED_TRANSITIONS,
@@ -73,8 +73,9 @@ def status_payload(session: WritingSession) -> dict[str, Any]:
     }
 
 
-def emit_status(session: WritingSession) -> None:
-    append_event(session_id=session.pk, kind="status", payload=status_payload(session))
+def emit_status(session: WritingSession, *, outbox: Outbox | None = None) -> None:
+    """Write the session's status event (pushed after commit; into `outbox` when given, see events.Outbox)."""
+    append_event(session_id=session.pk, kind="status", payload=status_payload(session), outbox=outbox)
 
 
 def enqueue_run(session_id: int) -> None:

@@ -13,7 +13,7 @@ from django.db import close_old_connections
 from django.utils import timezone
 from django_q.tasks import async_task
 
-from orchestration import lease
+from orchestration import host, lease
 from orchestration.events import compact_streamed_text
 from orchestration.models import ACTIVE_STATUSES, Status, WritingSession
 
@@ -25,8 +25,24 @@ def enqueue_drive(session_id: int) -> None:
 
 
 def drive_session(session_id: int) -> str:
+    """The drive task: run the session (outcomes as engine.drive), or hand it to this process's session host.
+
+    With ENGINE_SESSIONS_PER_WORKER > 1 the session is driven by orchestration.host and this returns
+    "accepted" once the host took it ("busy" if another executor holds it, "host_full" after the session
+    was put back on the queue because the host stayed full for ENGINE_HOST_WAIT_SECONDS).
+    """
     # A conversation's hidden session is driven by the conversation runner (same lease, events and billing).
     flow = WritingSession.objects.filter(pk=session_id).values_list("flow", flat=True).first()
+    if host.enabled():
+        if flow == "conversation":
+            from orchestration.conversations.runner import drive_leased
+        else:
+            from orchestration.engine import drive_leased
+        outcome = host.get_host().submit(session_id, drive_leased, wait_seconds=settings.ENGINE_HOST_WAIT_SECONDS)
+        if outcome == "host_full":
+            enqueue_drive(session_id)
+        logger.info("session %s: %s", session_id, outcome)
+        return outcome
     if flow == "conversation":
         from orchestration.conversations.runner import drive
     else:

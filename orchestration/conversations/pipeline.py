@@ -24,20 +24,25 @@ settled after, like any call) and shows as a compact, expandable stage line in t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
-from django.db.models import F
-from django.utils import timezone
 
-from orchestration import engine
 from orchestration import events as ev
-from orchestration.conversations import flow
+from orchestration import turns as engine_turns
+from orchestration.conversations import flow, turns
 from orchestration.conversations.models import Conversation, Message, MessageRole, MessageStatus
+from orchestration.conversations.turns import Attempt, Prepared, Transcript
 from orchestration.flows.base import AgentCall, Recipe
 from orchestration.flows.pipeline import BUILDER, PLANNER, RESEARCHER, REVIEWER
-from orchestration.lease import fence
-from orchestration.models import Agent, LLMModel, Turn, WritingSession, turn_reservation_key
+from orchestration.models import Agent, LLMModel, Turn, WritingSession
+from orchestration.providers.base import ModelRequest
 from orchestration.tokens import estimate_tokens
+
+if TYPE_CHECKING:
+    from orchestration.prompts import PromptParts
+    from orchestration.providers.base import StreamEnd
+    from orchestration.reasoning import ReasoningPlan
 
 PIPELINE_ROLES = (RESEARCHER, PLANNER, BUILDER, REVIEWER)
 # (stage key, recipe, role, label shown in the chat), in order.
@@ -78,10 +83,6 @@ class StageCall:
         return STAGE_LABELS.get(self.recipe, self.stage.title())
 
 
-def is_stage(call) -> bool:
-    return isinstance(call, StageCall)
-
-
 def stage_label(recipe: str) -> str:
     """The chat's name for a turn's stage ("Research", "Plan", "Build", "Review"), or "" for other turns."""
     return STAGE_LABELS.get(recipe, "")
@@ -96,7 +97,7 @@ def team_by_role(agents: list[Agent]) -> dict[str, Agent]:
     return found
 
 
-def _config(session: WritingSession) -> dict:
+def _config(session: WritingSession) -> dict[str, Any]:
     from orchestration.flows.pipeline import DEFAULT_CONFIG, ConfigError, clean_config
 
     try:
@@ -194,7 +195,9 @@ def _body(turn: Turn | None) -> str:
     return _reply_body(turn) if turn is not None else ""
 
 
-def build_stage_prompt(conversation: Conversation, agent: Agent, model: LLMModel, call: StageCall, max_tokens: int):
+def build_stage_prompt(
+    conversation: Conversation, agent: Agent, model: LLMModel, call: StageCall, max_tokens: int
+) -> tuple[PromptParts, str]:
     """The stage's prompt (orchestration.prompts.PromptParts), built exactly as a pipeline session's call is
     (its recipe, material and rubric), with the conversation as the brief. Raises prompts.PromptTooLarge."""
     from orchestration.flows import recipe_text
@@ -248,107 +251,85 @@ def build_stage_prompt(conversation: Conversation, agent: Agent, model: LLMModel
 # --- The runner's three stage steps ----------------------------------------------------------------------------
 
 
-def begin(prepared, agent: Agent, model: LLMModel, *, owner: str):
+def begin(
+    prepared: Prepared, agent: Agent, model: LLMModel, *, owner: str, outbox: ev.Outbox | None
+) -> tuple[int, ModelRequest] | str:
     """Build the stage's prompt, create its turn and reserve its worst case (as runner._begin does for a
-    triage call). Returns (turn id, request), or "too_large:<why>" / the out-of-credits message."""
-    from billing.pricing import credits_for_usage
-    from billing.services import InsufficientCredits, reserve_credits
+    triage call). Returns (turn id, request), or "too_large:<why>" / the out-of-credits message.
+    Raises LeaseLost."""
     from orchestration.prompts import PromptTooLarge
-    from orchestration.providers import ModelRequest
     from orchestration.reasoning import plan_for_agent
 
-    session, call = prepared.session, prepared.call
+    call = _stage(prepared)
     plan = plan_for_agent(agent, model)
     conversation = Conversation.objects.select_related("project", "session").get(pk=prepared.conversation.pk)
     try:
         prompt, brief = build_stage_prompt(conversation, agent, model, call, plan.max_tokens)
     except (PromptTooLarge, flow.PromptTooLarge) as error:
         return f"too_large:{model.display_name}: {error}"
-    worst_case = credits_for_usage(
-        model=model, input_tokens=prompt.estimated_input_tokens, cached_tokens=0, output_tokens=plan.max_tokens
-    )
-    last = Turn.objects.filter(session=session).order_by("-round", "-attempt").first()
-    if last is not None and last.slot == call.slot and last.status not in Turn.DONE_STATUSES:
-        round_number, attempt = last.round, last.attempt + 1  # the same stage again (retry, crash)
-    else:
-        round_number, attempt = (last.round if last else 0) + 1, 1
-    with transaction.atomic():
-        fence(session.pk, owner)
-        turn = Turn.objects.create(
-            session=session,
-            round=round_number,
-            agent=agent,
-            agent_name=agent.name,
-            attempt=attempt,
-            model_used=model.model_id,
-            prompt_notes="\n".join(prompt.notes),
-            slot=call.slot,
-            recipe=call.recipe,
-            output_kind="document" if call.recipe in (Recipe.BUILD, Recipe.REVIEW) else "notes",
-            reasoning_output=plan.output,
-        )
-        try:
-            reserve_credits(
-                user=session.project.owner,
-                amount=worst_case,
-                key=turn_reservation_key(turn.pk),
-                description=f"Conversation “{conversation.title}”: {call.label} ({agent.name})",
-                session_id=session.pk,
-                turn_id=turn.pk,
-            )
-        except InsufficientCredits:
-            transaction.set_rollback(True)
-            return engine.OUT_OF_CREDITS_DETAIL
-        WritingSession.objects.filter(pk=session.pk).update(current_round=round_number)
-        ev.append_event(
-            session_id=session.pk,
-            kind="turn_started",
-            turn_id=turn.pk,
-            payload={
-                "agent_id": agent.pk,
-                "agent_name": agent.name,
-                "model": model.display_name,
-                "attempt": attempt,
-                "purpose": "stage",
-                "stage": call.stage,
-                "label": call.label,
-                "message_id": None,
-                "notes": prompt.notes,
-            },
-        )
-    request = ModelRequest(
-        provider=model.provider,
-        model_id=model.model_id,
-        system=prompt.system,
-        user=prompt.user,
+    start = turns.TurnStart(
+        slot=call.slot,
+        recipe=call.recipe,
+        output_kind="document" if call.recipe in (Recipe.BUILD, Recipe.REVIEW) else "notes",
+        reasoning_output=plan.output,
+        notes=prompt.notes,
+        input_tokens=prompt.estimated_input_tokens,
         max_tokens=plan.max_tokens,
-        temperature=agent.temperature,
-        reasoning=plan.reasoning,
-        thinking_budget=plan.thinking_budget,
-        reasoning_effort=plan.reasoning_effort,
-        metadata={
-            "session_id": session.pk,
-            "round": 1,
-            "recipe": call.recipe,  # the Demo provider answers it as the session pipeline's stage
-            "slot": call.slot,
-            "agent_name": agent.name,
-            "role": agent.role,
-            "criteria": [c.name for c in agent.criteria.all()],
-            "brief": brief,
+        description=f"Conversation “{conversation.title}”: {call.label} ({agent.name})",
+        event={
             "purpose": "stage",
-            "project_id": conversation.project_id,
+            "stage": call.stage,
+            "label": call.label,
+            "message_id": None,
             "notes": prompt.notes,
         },
     )
-    return turn.pk, request
+    turn_id = turns.start_turn(prepared.session, agent, model, start, owner=owner, outbox=outbox)
+    if isinstance(turn_id, str):
+        return turn_id
+    return turn_id, _stage_request(conversation, call, agent, model, prompt, plan, brief)
 
 
-def _cited(sources: list[dict], numbers: list[int]) -> list[dict]:
+def _stage(prepared: Prepared) -> StageCall:
+    """The prepared call, a stage (the runner hands this module only stage calls)."""
+    if not isinstance(prepared.call, StageCall):
+        raise TypeError(f"not a pipeline stage: {prepared.call!r}")
+    return prepared.call
+
+
+def _stage_request(
+    conversation: Conversation,
+    call: StageCall,
+    agent: Agent,
+    model: LLMModel,
+    prompt: PromptParts,
+    plan: ReasoningPlan,
+    brief: str,
+) -> ModelRequest:
+    """The provider request of a stage: its prompt, the agent's sampling and thinking settings, and the
+    metadata the Demo provider reads to answer it as the session pipeline's stage."""
+    metadata = {
+        "session_id": conversation.session_id,
+        "round": 1,
+        "recipe": call.recipe,  # the Demo provider answers it as the session pipeline's stage
+        "slot": call.slot,
+        "agent_name": agent.name,
+        "role": agent.role,
+        "criteria": [c.name for c in agent.criteria.all()],
+        "brief": brief,
+        "purpose": "stage",
+        "project_id": conversation.project_id,
+        "notes": prompt.notes,
+    }
+    return engine_turns.request_for(model, agent, prompt, plan, metadata)
+
+
+def _cited(sources: list[dict[str, Any]], numbers: list[int]) -> list[dict[str, Any]]:
     wanted = set(numbers)
     return [{k: s.get(k) for k in ("n", "title", "ordinal", "heading")} for s in sources if s.get("n") in wanted]
 
 
-def _stage_view(recipe: str, body: str, result: dict, overall: float | None) -> tuple[str, str]:
+def _stage_view(recipe: str, body: str, result: dict[str, Any], overall: float | None) -> tuple[str, str]:
     """(content shown when the stage line is expanded, its one-line summary)."""
     if recipe == Recipe.RESEARCH:
         findings, sources = result.get("findings") or [], result.get("sources") or []
@@ -383,28 +364,27 @@ def _stage_view(recipe: str, body: str, result: dict, overall: float | None) -> 
     return "\n".join(line for line in lines if line).strip(), summary
 
 
-def complete(prepared, agent: Agent, model: LLMModel, attempt, text, thought, end, timing, *, owner: str) -> str:
+def complete(
+    prepared: Prepared,
+    agent: Agent,
+    model: LLMModel,
+    attempt: Attempt,
+    end: StreamEnd,
+    timing: tuple[int, int | None],
+    *,
+    owner: str,
+    outbox: ev.Outbox | None,
+) -> str:
     """Settle the stage and write its messages in one transaction, exactly once (guarded by the turn's status):
     the stage line, and after the review the final reply (the reviewed text and the sources it cites). A stage
-    cut off or refused ends the reply with its line marked so. Returns "saved" (the runner's next planning
-    step completes the run once the reply is final)."""
-    from billing.pricing import credits_for_usage, provider_cost_usd
-    from billing.services import settle_credits
-    from orchestration.conversations.runner import _Transcript
+    cut off or refused ends the reply with its line marked so. `timing` is (latency, time to first token) in
+    milliseconds. Returns "saved" (the runner's next planning step completes the run once the reply is final).
+    Raises LeaseLost."""
     from orchestration.evaluation import Evaluation, split_reasoning
     from orchestration.flows import parse_result
 
-    call: StageCall = prepared.call
-    usage, session_id, turn_id = end.usage, prepared.session.pk, attempt.turn_id
-    counts = {
-        "input_tokens": usage.input_tokens,
-        "cached_tokens": usage.cached_input_tokens,
-        "output_tokens": usage.output_tokens,
-    }
-    credits = credits_for_usage(model=model, **counts)
-    cost = provider_cost_usd(model=model, **counts)
-    answer, thinking = split_reasoning(text)
-    thought = "\n\n".join(part for part in (thought, thinking) if part)
+    call, turn_id = _stage(prepared), attempt.turn_id
+    answer, thinking = split_reasoning(attempt.text)
     normal = end.outcome == "normal"
     if normal:
         criteria = [(c.name, c.weight) for c in agent.criteria.all()]
@@ -413,63 +393,56 @@ def complete(prepared, agent: Agent, model: LLMModel, attempt, text, thought, en
     else:
         document, evaluation, result = "", Evaluation(raw=""), {}
         status = {"truncated": Turn.TurnStatus.TRUNCATED}.get(end.outcome, Turn.TurnStatus.REFUSED)
+    fields = {
+        "status": status,
+        "output_text": answer,
+        "reasoning": "\n\n".join(part for part in (attempt.thinking, thinking) if part),
+        "result": result,
+        "scores": evaluation.scores,
+        "overall_score": evaluation.overall,
+        "parse_tier": evaluation.tier if normal else "",
+        "evaluation_raw": evaluation.raw[:20000],
+    }
     with transaction.atomic():
-        fence(session_id, owner)
-        session = WritingSession.objects.select_for_update().select_related("project__owner").get(pk=session_id)
-        charged = settle_credits(
-            user=session.project.owner,
-            reservation_key=turn_reservation_key(turn_id),
-            actual=credits,
-            key=f"turn:{turn_id}:settle",
-            description=f"Conversation “{session.title}”: {call.label} ({agent.name})",
+        label = f"{call.label} ({agent.name})"
+        settled = turns.settle_turn(
+            prepared.session.pk, turn_id, model, end, timing, owner=owner, label=label, fields=fields
         )
-        claimed = Turn.objects.filter(pk=turn_id, status=Turn.TurnStatus.STREAMING).update(
-            status=status,
-            output_text=answer,
-            reasoning=thought,
-            stop_reason=end.stop_reason[:40],
-            result=result,
-            scores=evaluation.scores,
-            overall_score=evaluation.overall,
-            parse_tier=evaluation.tier if normal else "",
-            evaluation_raw=evaluation.raw[:20000],
-            input_tokens=usage.input_tokens,
-            cached_tokens=usage.cached_input_tokens,
-            cache_write_tokens=usage.cache_write_tokens,
-            output_tokens=usage.output_tokens,
-            usage_estimated=usage.estimated,
-            reasoning_tokens=usage.reasoning_tokens,
-            credits=charged,
-            provider_cost=cost,
-            latency_ms=timing[0],
-            ttft_ms=timing[1],
-            finished_at=timezone.now(),
-        )
-        if not claimed:  # saved by an earlier run of this stage
-            transaction.set_rollback(True)
+        if settled is None:  # saved by an earlier run of this stage
             return "saved"
-        WritingSession.objects.filter(pk=session_id).update(
-            input_tokens=F("input_tokens") + usage.input_tokens,
-            cached_tokens=F("cached_tokens") + usage.cached_input_tokens,
-            output_tokens=F("output_tokens") + usage.output_tokens,
-            reasoning_tokens=F("reasoning_tokens") + usage.reasoning_tokens,
-            credits_used=F("credits_used") + charged,
-            provider_cost=F("provider_cost") + cost,
-        )
-        transcript = _Transcript(prepared.conversation.pk, call.exchange, turn_id)
+        transcript = Transcript(prepared.conversation.pk, call.exchange, turn_id)
         note = " ".join(attempt.request.metadata.get("notes") or [])
-        _record(transcript, prepared, agent, model, answer, document, result, evaluation.overall, end, note)
-        payload = {"status": status, "credits": charged, "stop_reason": end.stop_reason}
-        totals = {"credits": session.credits_used + charged}
-        ev.append_events(
-            session_id=session_id,
-            events=[ev.NewEvent("turn_finished", payload, turn_id), *transcript.events, ev.NewEvent("totals", totals)],
-        )
+        stage = _Stage(call, answer, document, result, evaluation.overall)
+        _record(transcript, prepared, agent, model, stage, end, note)
+        events = turns.finished_events(settled, turn_id, status, end, transcript)
+        ev.append_events(session_id=prepared.session.pk, events=events, outbox=outbox)
     return "saved"
 
 
-def _record(transcript, prepared, agent, model, answer, document, result, overall, end, note: str) -> None:
-    call: StageCall = prepared.call
+@dataclass(frozen=True)
+class _Stage:
+    """A settled stage's reply: the answer, the document it produced (build, review), the flow's parsed
+    result and the reviewer's overall score (None when not scored)."""
+
+    call: StageCall
+    answer: str
+    document: str
+    result: dict[str, Any]
+    overall: float | None
+
+
+def _record(
+    transcript: Transcript,
+    prepared: Prepared,
+    agent: Agent,
+    model: LLMModel,
+    stage: _Stage,
+    end: StreamEnd,
+    note: str,
+) -> None:
+    """The messages of a settled stage: its line (marked ended early when cut off or refused), and after the
+    review the reply: the builder's draft with the reviewer's applicable edits merged, and the sources it cites."""
+    call, answer, document, result, overall = stage.call, stage.answer, stage.document, stage.result, stage.overall
     if end.outcome != "normal":
         status = MessageStatus.CUT_OFF if end.outcome == "truncated" else MessageStatus.REFUSED
         transcript.add(
@@ -521,35 +494,21 @@ def _citations(text: str) -> list[int]:
     return list(citations_in(text))
 
 
-def stopped(prepared, agent: Agent, model: LLMModel, attempt, text: str, thought: str, *, owner: str) -> None:
+def stopped(
+    prepared: Prepared, agent: Agent, model: LLMModel, attempt: Attempt, *, owner: str, outbox: ev.Outbox | None
+) -> None:
     """The user pressed Stop mid-stage: the stage is charged for what it used, its text so far is kept on its
-    line (marked stopped) and the reply ends there."""
-    from orchestration.conversations.runner import _Transcript
-
-    call: StageCall = prepared.call
-    session_id = prepared.session.pk
+    line (marked stopped) and the reply ends there. Raises LeaseLost."""
+    call = _stage(prepared)
     with transaction.atomic():
-        fence(session_id, owner)
-        WritingSession.objects.select_for_update().filter(pk=session_id).first()
-        if not Turn.objects.filter(pk=attempt.turn_id, status=Turn.TurnStatus.STREAMING).exists():
+        if not turns.stop_turn(prepared, model, attempt, owner=owner, outbox=outbox):
             return
-        engine._abandon_turn(
-            session_id,
-            attempt.turn_id,
-            model,
-            text,
-            attempt.request,
-            Turn.TurnStatus.CANCELLED,
-            engine.USER_STOP,
-            reasoning=thought,
-            owner=owner,
-        )
-        transcript = _Transcript(prepared.conversation.pk, call.exchange, attempt.turn_id)
+        transcript = Transcript(prepared.conversation.pk, call.exchange, attempt.turn_id)
         transcript.add(
             role=MessageRole.STAGE,
             agent=agent,
-            content=text,
+            content=attempt.text,
             status=MessageStatus.STOPPED,
             data={"stage": call.stage, "label": call.label, "summary": "stopped by you", "final": True},
         )
-        ev.append_events(session_id=session_id, events=transcript.events)
+        ev.append_events(session_id=prepared.session.pk, events=transcript.events, outbox=outbox)

@@ -2,8 +2,8 @@
 
 Built on the engine's machinery rather than a copy of it: the per-session lease (`orchestration.lease`:
 claim, renew, fenced writes, the watchdog re-dispatching a dead worker's run), the numbered event log and
-its chunk batcher (`orchestration.events`, `engine.ChunkBatcher`), the engine's retry rules and failed-
-attempt accounting (`engine._retry_plan`, `engine._abandon_turn`, `engine._recover_interrupted_turns`), the
+its chunk batcher (`orchestration.events`, `chunks.ChunkBatcher`), the engine's retry rules and failed-
+attempt accounting (`calls.retry_plan`, `turns.abandon_turn`, `turns.recover_interrupted_turns`), the
 provider adapters and the credit ledger (reserve before a call, settle after it). Each model call is a
 Turn of the conversation's hidden session; its messages (reply, handoff, tool calls) are written in the
 same transaction that settles it, guarded by the turn's status, so a call re-run after a crash never
@@ -18,22 +18,29 @@ import contextlib
 import dataclasses
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
 from django.utils import timezone
 
-from orchestration import engine
+from orchestration import calls, engine
 from orchestration import events as ev
-from orchestration.conversations import flow, pipeline
+from orchestration import turns as engine_turns
+from orchestration.chunks import ChunkBatcher
+from orchestration.conversations import flow, pipeline, turns
 from orchestration.conversations.models import Conversation, Message, MessageRole, MessageStatus
+from orchestration.conversations.turns import Attempt, Prepared, Transcript
+from orchestration.db_thread import db, in_db_thread
 from orchestration.lease import LeaseLost, claim_lease, fence, new_owner_id, release_lease, renew_lease
-from orchestration.models import Agent, LLMModel, Status, StopReason, Turn, WritingSession, turn_reservation_key
-from orchestration.providers.base import ModelRequest, ProviderError
+from orchestration.models import Agent, LLMModel, Status, StopReason, Turn, WritingSession
+from orchestration.providers.base import ModelRequest, ProviderError, StreamEnd, ToolCall
 from orchestration.services import set_status, status_payload
+
+if TYPE_CHECKING:
+    from orchestration.reasoning import ReasoningPlan
 
 logger = logging.getLogger(__name__)
 
@@ -57,11 +64,23 @@ def drive(session_id: int, *, budget_seconds: float = DRIVE_BUDGET_SECONDS) -> s
         release_lease(session_id, owner)
 
 
+async def drive_leased(session_id: int, owner: str, budget_seconds: float = DRIVE_BUDGET_SECONDS) -> str:
+    """The drive coroutine of a conversation session whose lease `owner` already holds (orchestration.host).
+
+    Outcomes as drive(); "idle" if the session or its conversation was deleted. Raises LeaseLost if another
+    executor takes the session over; the caller releases the lease.
+    """
+    try:
+        return await _drive(session_id, owner, budget_seconds)
+    except (WritingSession.DoesNotExist, Conversation.DoesNotExist):
+        return "idle"  # deleted while it ran
+
+
 async def _drive(session_id: int, owner: str, budget_seconds: float) -> str:
     deadline = time.monotonic() + budget_seconds
     drive_state = _DriveState()
     while True:
-        prepared = await engine.db(_prepare, session_id, owner, drive_state)
+        prepared = await db(_prepare, session_id, owner, drive_state)
         if isinstance(prepared, str):
             return prepared
         outcome = await run_call(prepared, owner=owner)
@@ -72,7 +91,7 @@ async def _drive(session_id: int, owner: str, budget_seconds: float) -> str:
         if outcome in ("failed", "out_of_credits"):
             return "failed"
         if time.monotonic() > deadline:
-            await engine.db(_requeue, session_id, owner)
+            await in_db_thread(_requeue, session_id, owner)
             return "requeued"
 
 
@@ -81,15 +100,6 @@ def _requeue(session_id: int, owner: str) -> None:
 
     if release_lease(session_id, owner):
         enqueue_run(session_id)
-
-
-@dataclass
-class Prepared:
-    session: WritingSession
-    conversation: Conversation
-    agents: list[Agent]
-    call: flow.Call | pipeline.StageCall
-    messages: list[Message] = field(default_factory=list)  # flow.visible_messages, read when the call was planned
 
 
 @dataclass
@@ -102,28 +112,31 @@ class _DriveState:
     calls: int = -1  # model calls of this reply that ended (counted once, then kept up to date)
 
 
-def _set(session: WritingSession, status: str, *, owner: str, **fields) -> None:
+def _set(session: WritingSession, status: str, *, owner: str, outbox: ev.Outbox | None, **fields: Any) -> None:
+    """Move the run to `status` (with `fields`) and announce it, fenced."""
     with transaction.atomic():
         fence(session.pk, owner)
         if set_status(session, status, **fields):
-            ev.append_event(session_id=session.pk, kind="status", payload=status_payload(session))
+            ev.append_event(session_id=session.pk, kind="status", payload=status_payload(session), outbox=outbox)
 
 
-def _prepare(session_id: int, owner: str, drive_state: _DriveState | None = None) -> str | Prepared:
+def _prepare(
+    session_id: int, owner: str, drive_state: _DriveState | None = None, *, outbox: ev.Outbox | None = None
+) -> str | Prepared:
     """Finish a stop, recover a call a dead worker left streaming, then plan the next call (fenced).
     `drive_state` keeps what does not change between the calls of one drive (read on its first call)."""
     drive_state = drive_state or _DriveState()
     session = WritingSession.objects.select_related("project__owner").get(pk=session_id)
     if session.status == Status.STOPPING:
-        _set(session, Status.STOPPED, owner=owner, finished_at=timezone.now())
+        _set(session, Status.STOPPED, owner=owner, outbox=outbox, finished_at=timezone.now())
         return "stopped"
     if session.status not in (Status.QUEUED, Status.RUNNING):
         return "idle"
     if not drive_state.recovered:
-        engine._recover_interrupted_turns(session, owner=owner)
+        engine_turns.recover_interrupted_turns(session, owner=owner, outbox=outbox)
         drive_state.recovered = True
     if session.status == Status.QUEUED:
-        _set(session, Status.RUNNING, owner=owner)
+        _set(session, Status.RUNNING, owner=owner, outbox=outbox)
     if drive_state.conversation is None or drive_state.agents is None:
         drive_state.conversation = Conversation.objects.select_related("project").get(session_id=session_id)
         drive_state.agents = list(session.agents.filter(active=True).select_related("model", "fallback_model"))
@@ -141,23 +154,15 @@ def _prepare(session_id: int, owner: str, drive_state: _DriveState | None = None
         move = flow.next_move(conversation, agents, drive_state.calls, messages)
     if isinstance(move, flow.Done):
         if move.reason == "too_many_calls":
-            _fail_reply(session.pk, "The agents kept calling each other without answering; stopped.", owner=owner)
+            loop = "The agents kept calling each other without answering; stopped."
+            _fail_reply(session.pk, loop, owner=owner, outbox=outbox)
             return "failed"
-        _set(session, Status.COMPLETED, owner=owner, finished_at=timezone.now())
+        _set(session, Status.COMPLETED, owner=owner, outbox=outbox, finished_at=timezone.now())
         return "finished"
     return Prepared(session, conversation, agents, move, messages)
 
 
 # --- One call ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class _Attempt:
-    turn_id: int
-    request: ModelRequest
-    received: list[str] = field(default_factory=list)
-    thought: list[str] = field(default_factory=list)
-    calls: list = field(default_factory=list)
 
 
 async def run_call(prepared: Prepared, *, owner: str) -> str:
@@ -174,7 +179,7 @@ async def run_call(prepared: Prepared, *, owner: str) -> str:
     for model in models:
         retries, waited = 0, 0.0
         while True:
-            begun = await engine.db(_begin, prepared, agent, model, owner=owner, summarise=not summarised)
+            begun = await db(_begin, prepared, agent, model, owner=owner, summarise=not summarised)
             if isinstance(begun, _SummaryNeeded):
                 summarised = True
                 if await _summarise(prepared, begun.through, owner=owner) == "cancelled":
@@ -184,9 +189,9 @@ async def run_call(prepared: Prepared, *, owner: str) -> str:
                 if begun.startswith("too_large:"):
                     failures.append(begun.removeprefix("too_large:"))
                     break
-                await engine.db(_fail_reply, session.pk, begun, owner=owner, out_of_credits=True)
+                await db(_fail_reply, session.pk, begun, owner=owner, out_of_credits=True)
                 return "out_of_credits"
-            attempt = _Attempt(*begun)
+            attempt = Attempt(*begun)
             try:
                 result = await _stream(prepared, agent, model, attempt, owner=owner)
             except (LeaseLost, asyncio.CancelledError):
@@ -194,68 +199,91 @@ async def run_call(prepared: Prepared, *, owner: str) -> str:
             except Exception:
                 # A bug or an unexpected library error: never leave the call streaming or its credits held.
                 logger.exception("conversation turn %s crashed", attempt.turn_id)
-                text = "".join(attempt.received)
-                await sync_to_async(engine._fail_turn)(session.pk, attempt.turn_id, text, owner=owner)
-                await engine.db(_fail_reply, session.pk, engine.INTERNAL_ERROR, owner=owner)
+                await sync_to_async(engine_turns.fail_turn)(
+                    session_id=session.pk, turn_id=attempt.turn_id, text=attempt.text, owner=owner
+                )
+                await db(_fail_reply, session.pk, engine_turns.INTERNAL_ERROR, owner=owner)
                 return "failed"
             if isinstance(result, str):
                 return result
             error = result  # a ProviderError to retry on
-            plan = engine._retry_plan(error, retries, waited, settings.PROVIDER_MAX_RETRIES)
+            plan = calls.retry_plan(error, retries, waited, settings.PROVIDER_MAX_RETRIES)
             note = f" Retrying in {plan:.1f} s." if plan is not None else ""
             status = Turn.TurnStatus.INCOMPLETE if attempt.received else Turn.TurnStatus.FAILED
-            text, thought = "".join(attempt.received), "".join(attempt.thought)
-            await engine.db(
-                engine._abandon_turn,
-                *(session.pk, attempt.turn_id, model, text, attempt.request, status, error.user_message + note, error),
-                reasoning=thought,
-                owner=owner,
-            )
+            await _abandon(prepared, model, attempt, status, error.user_message + note, error, owner=owner)
             if plan is None:
                 failures.append(f"{model.display_name}: {error.user_message}")
                 break
             retries, waited = retries + 1, waited + plan
-            await engine._sleep(plan)
-    await engine.db(_fail_reply, session.pk, f"{agent.name} could not answer. " + " Then ".join(failures), owner=owner)
+            await calls.wait_before_retry(plan)
+    await db(_fail_reply, session.pk, f"{agent.name} could not answer. " + " Then ".join(failures), owner=owner)
     return "failed"
 
 
 async def _stream(
-    prepared: Prepared, agent: Agent, model: LLMModel, attempt: _Attempt, *, owner: str
+    prepared: Prepared, agent: Agent, model: LLMModel, attempt: Attempt, *, owner: str
 ) -> str | ProviderError:
     """Stream one attempt, watching for Stop and a lost lease. Returns an outcome string, or the
-    ProviderError to retry on."""
-    from orchestration.providers import ReasoningDelta, StreamEnd, TextDelta, ToolCall, get_adapter
-
+    ProviderError to retry on. Raises LeaseLost."""
     session_id = prepared.session.pk
-    batcher = engine.ChunkBatcher(session_id, owner)
+    batcher = ChunkBatcher(session_id, owner)
     done = asyncio.Event()
     flusher = asyncio.create_task(batcher.run(done))
     started = time.monotonic()
     first: list[float] = []
+    task = asyncio.create_task(_consume(model, attempt, batcher, first))
+    stop_seen, lease_lost = await _watch(task, batcher, session_id, owner)
+    done.set()
+    batcher.wake.set()  # run() ends now, not at its next save interval
+    await flusher
+    await batcher.flush()
+    if lease_lost or batcher.lease_lost:
+        raise LeaseLost(f"session {session_id}: lease lost during a call")
+    try:
+        end = task.result()
+    except asyncio.CancelledError:
+        if not stop_seen:
+            raise
+        await db(_stopped, prepared, agent, model, attempt, owner=owner)
+        return "cancelled"
+    except ProviderError as error:
+        return error
+    timing = (int((time.monotonic() - started) * 1000), int((first[0] - started) * 1000) if first else None)
+    return await db(_complete, prepared, agent, model, attempt, end, timing, owner=owner)
 
-    async def consume() -> StreamEnd:
-        end = None
-        stream = get_adapter(model.provider).stream(attempt.request)
-        async with contextlib.aclosing(stream) as items:
-            async for item in items:
-                if isinstance(item, TextDelta):
-                    if not first:
-                        first.append(time.monotonic())
-                    attempt.received.append(item.text)
-                    batcher.add(attempt.turn_id, item.text)
-                elif isinstance(item, ReasoningDelta):
-                    attempt.thought.append(item.text)
-                    batcher.add_reasoning(attempt.turn_id, item.text)
-                elif isinstance(item, ToolCall):
-                    attempt.calls.append(item)
-                elif isinstance(item, StreamEnd):
-                    end = item
-        if end is None:
-            raise ProviderError("The reply ended without a proper end.", kind="stream_broken", retryable=True)
-        return end
 
-    task = asyncio.create_task(consume())
+async def _consume(model: LLMModel, attempt: Attempt, batcher: ChunkBatcher, first: list[float]) -> StreamEnd:
+    """Read the provider's stream into `attempt` (text and thinking also to `batcher`, tool calls kept) and
+    return its end; the time of the first text goes to `first`. Raises ProviderError (a stream that ends
+    without its end is retryable)."""
+    from orchestration.providers import ReasoningDelta, TextDelta, get_adapter
+
+    end = None
+    stream = get_adapter(model.provider).stream(attempt.request)
+    async with contextlib.aclosing(stream) as items:
+        async for item in items:
+            if isinstance(item, TextDelta):
+                if not first:
+                    first.append(time.monotonic())
+                attempt.received.append(item.text)
+                batcher.add(attempt.turn_id, item.text)
+            elif isinstance(item, ReasoningDelta):
+                attempt.thought.append(item.text)
+                batcher.add_reasoning(attempt.turn_id, item.text)
+            elif isinstance(item, ToolCall):
+                attempt.calls.append(item)
+            elif isinstance(item, StreamEnd):
+                end = item
+    if end is None:
+        raise ProviderError("The reply ended without a proper end.", kind="stream_broken", retryable=True)
+    return end
+
+
+async def _watch(
+    task: asyncio.Task[StreamEnd], batcher: ChunkBatcher, session_id: int, owner: str
+) -> tuple[bool, bool]:
+    """Renew the lease every engine.MONITOR_INTERVAL while `task` streams; cancel it on Stop or a lost
+    lease. Returns (Stop seen, lease lost)."""
     stop_seen = lease_lost = False
     while not task.done():
         await asyncio.wait({task}, timeout=engine.MONITOR_INTERVAL)
@@ -268,23 +296,7 @@ async def _stream(
         elif status == Status.STOPPING:
             stop_seen = True
             task.cancel()
-    done.set()
-    await flusher
-    await batcher.flush()
-    if lease_lost or batcher.lease_lost:
-        raise LeaseLost(f"session {session_id}: lease lost during a call")
-    text, thought = "".join(attempt.received), "".join(attempt.thought)
-    try:
-        end = task.result()
-    except asyncio.CancelledError:
-        if not stop_seen:
-            raise
-        await engine.db(_stopped, prepared, agent, model, attempt, text, thought, owner=owner)
-        return "cancelled"
-    except ProviderError as error:
-        return error
-    timing = (int((time.monotonic() - started) * 1000), int((first[0] - started) * 1000) if first else None)
-    return await engine.db(_complete, prepared, agent, model, attempt, text, thought, end, timing, owner=owner)
+    return stop_seen, lease_lost
 
 
 @dataclass(frozen=True)
@@ -304,87 +316,69 @@ def _summary_tried(session: WritingSession, exchange: int) -> bool:
     )
 
 
-def _begin(prepared: Prepared, agent: Agent, model: LLMModel, *, owner: str, summarise: bool = False):
+def _begin(
+    prepared: Prepared,
+    agent: Agent,
+    model: LLMModel,
+    *,
+    owner: str,
+    summarise: bool = False,
+    outbox: ev.Outbox | None = None,
+) -> tuple[int, ModelRequest] | _SummaryNeeded | str:
     """Build the prompt, create the turn and reserve its worst case. Returns (turn id, request),
     _SummaryNeeded (older exchanges do not fit and a summary call should run first; only when `summarise`),
-    or "too_large:<why>" / "<out of credits message>"."""
-    from billing.pricing import credits_for_usage
-    from billing.services import InsufficientCredits, reserve_credits
-    from orchestration.providers import ModelRequest
+    or "too_large:<why>" / "<out of credits message>". Raises LeaseLost."""
     from orchestration.reasoning import plan_for_agent
 
     if isinstance(prepared.call, pipeline.StageCall):  # a pipeline stage (conversations/pipeline.py)
-        return pipeline.begin(prepared, agent, model, owner=owner)
-    session, call = prepared.session, prepared.call
+        return pipeline.begin(prepared, agent, model, owner=owner, outbox=outbox)
+    call = prepared.call
     plan = plan_for_agent(agent, model)
-    conversation = prepared.conversation  # its summary fields are kept current by _complete
-    max_tokens = plan.max_tokens
+    max_tokens = flow.SUMMARY_MAX_TOKENS if call.purpose == "summary" else plan.max_tokens
     try:
-        if call.purpose == "summary":
-            max_tokens = flow.SUMMARY_MAX_TOKENS
-            prompt = flow.build_summary_prompt(
-                conversation, call.summary_through, model, max_tokens, prepared.messages or None
-            )
-        else:
-            prompt = flow.build_prompt(
-                conversation, agent, model, prepared.agents, call, max_tokens, prepared.messages or None
-            )
+        prompt = _call_prompt(prepared, call, agent, model, max_tokens)
     except flow.PromptTooLarge as error:
         return f"too_large:{model.display_name}: {error}"
-    if summarise and prompt.summarise_through and not _summary_tried(session, call.exchange):
+    if summarise and prompt.summarise_through and not _summary_tried(prepared.session, call.exchange):
         return _SummaryNeeded(prompt.summarise_through)
-    worst_case = credits_for_usage(
-        model=model, input_tokens=prompt.estimated_tokens, cached_tokens=0, output_tokens=max_tokens
+    start = turns.TurnStart(
+        slot=call.slot,
+        recipe="conversation",
+        output_kind="reply" if call.purpose == "reply" else "notes",  # consult, summary
+        reasoning_output=plan.output,
+        notes=prompt.notes,
+        input_tokens=prompt.estimated_tokens,
+        max_tokens=max_tokens,
+        description=f"Conversation “{prepared.conversation.title}”: {agent.name}",
+        event={"purpose": call.purpose, "message_id": call.message_id, "notes": prompt.notes},
     )
-    last = Turn.objects.filter(session=session).order_by("-round", "-attempt").first()
-    if last is not None and last.slot == call.slot and last.status not in Turn.DONE_STATUSES:
-        round_number, attempt = last.round, last.attempt + 1  # the same call again (retry, crash, stop)
-    else:
-        round_number, attempt = (last.round if last else 0) + 1, 1
-    with transaction.atomic():
-        fence(session.pk, owner)
-        turn = Turn.objects.create(
-            session=session,
-            round=round_number,
-            agent=agent,
-            agent_name=agent.name,
-            attempt=attempt,
-            model_used=model.model_id,
-            prompt_notes="\n".join(prompt.notes),
-            slot=call.slot,
-            recipe="conversation",
-            output_kind="reply" if call.purpose == "reply" else "notes",  # consult, summary
-            reasoning_output=plan.output,
-        )
-        try:
-            reserve_credits(
-                user=session.project.owner,
-                amount=worst_case,
-                key=turn_reservation_key(turn.pk),
-                description=f"Conversation “{conversation.title}”: {agent.name}",
-                session_id=session.pk,
-                turn_id=turn.pk,
-            )
-        except InsufficientCredits:
-            transaction.set_rollback(True)
-            return engine.OUT_OF_CREDITS_DETAIL
-        WritingSession.objects.filter(pk=session.pk).update(current_round=round_number)
-        ev.append_event(
-            session_id=session.pk,
-            kind="turn_started",
-            turn_id=turn.pk,
-            payload={
-                "agent_id": agent.pk,
-                "agent_name": agent.name,
-                "model": model.display_name,
-                "attempt": attempt,
-                "purpose": call.purpose,
-                "message_id": call.message_id,
-                "notes": prompt.notes,
-            },
-        )
-    summary = call.purpose == "summary"  # no thinking and the provider's default sampling for a summary
-    request = ModelRequest(
+    turn_id = turns.start_turn(prepared.session, agent, model, start, owner=owner, outbox=outbox)
+    if isinstance(turn_id, str):
+        return turn_id
+    return turn_id, _call_request(prepared, call, agent, model, prompt, plan, max_tokens)
+
+
+def _call_prompt(prepared: Prepared, call: flow.Call, agent: Agent, model: LLMModel, max_tokens: int) -> flow.Prompt:
+    """The prompt of a triage call: the summariser's for a summary call, else the agent's. The conversation's
+    summary fields are kept current by _complete. Raises flow.PromptTooLarge."""
+    conversation, messages = prepared.conversation, prepared.messages or None
+    if call.purpose == "summary":
+        return flow.build_summary_prompt(conversation, call.summary_through, model, max_tokens, messages)
+    return flow.build_prompt(conversation, agent, model, prepared.agents, call, max_tokens, messages)
+
+
+def _call_request(
+    prepared: Prepared,
+    call: flow.Call,
+    agent: Agent,
+    model: LLMModel,
+    prompt: flow.Prompt,
+    plan: ReasoningPlan,
+    max_tokens: int,
+) -> ModelRequest:
+    """The provider request of a triage call (no thinking and the provider's default sampling for a summary)."""
+    summary = call.purpose == "summary"
+    return ModelRequest(
         provider=model.provider,
         model_id=model.model_id,
         system=prompt.system,
@@ -397,17 +391,16 @@ def _begin(prepared: Prepared, agent: Agent, model: LLMModel, *, owner: str, sum
         thinking_budget=0 if summary else plan.thinking_budget,
         reasoning_effort=("low" if plan.reasoning == "effort" else "") if summary else plan.reasoning_effort,
         metadata={
-            "session_id": session.pk,
+            "session_id": prepared.session.pk,
             "recipe": "conversation",
             "agent_name": agent.name,
             "role": agent.role,
             "purpose": call.purpose,
-            "project_id": conversation.project_id,
+            "project_id": prepared.conversation.project_id,
             "notes": prompt.notes,  # what was cut to fit the context window: stated under the reply
             "summary_through": call.summary_through,
         },
     )
-    return turn.pk, request
 
 
 def _summariser(prepared: Prepared) -> tuple[Agent, LLMModel]:
@@ -430,80 +423,60 @@ async def _summarise(prepared: Prepared, through: int, *, owner: str) -> str:
     exchanges 1..`through` on the conversation. One attempt: on failure the turn ends failed (charged for
     what it used) and the reply goes ahead with the older exchanges cut, as stated under it.
     Returns "saved", "cancelled" (the user stopped the reply), "failed" or "skipped" (no credits / no room)."""
-    agent, model = await engine.db(_summariser, prepared)
+    agent, model = await in_db_thread(_summariser, prepared)
     call = dataclasses.replace(prepared.call, agent_id=agent.pk, purpose="summary", summary_through=through)
     summary = dataclasses.replace(prepared, call=dataclasses.replace(call, message_id=None))
-    begun = await engine.db(_begin, summary, agent, model, owner=owner)
+    begun = await db(_begin, summary, agent, model, owner=owner)
     if not isinstance(begun, tuple):
         return "skipped"
-    attempt = _Attempt(*begun)
+    attempt = Attempt(*begun)
     try:
         result = await _stream(summary, agent, model, attempt, owner=owner)
     except (LeaseLost, asyncio.CancelledError):
         raise
     except Exception:
         logger.exception("conversation summary turn %s crashed", attempt.turn_id)
-        await sync_to_async(engine._fail_turn)(summary.session.pk, attempt.turn_id, "", owner=owner)
+        await sync_to_async(engine_turns.fail_turn)(
+            session_id=summary.session.pk, turn_id=attempt.turn_id, text="", owner=owner
+        )
         return "failed"
     if isinstance(result, str):
         return result
-    text, thought = "".join(attempt.received), "".join(attempt.thought)
     detail = f"{result.user_message} The earliest exchanges are cut instead."
-    await engine.db(
-        engine._abandon_turn,
-        *(summary.session.pk, attempt.turn_id, model, text, attempt.request, Turn.TurnStatus.FAILED, detail, result),
-        reasoning=thought,
+    await _abandon(summary, model, attempt, Turn.TurnStatus.FAILED, detail, result, owner=owner)
+    return "failed"
+
+
+async def _abandon(
+    prepared: Prepared,
+    model: LLMModel,
+    attempt: Attempt,
+    status: str,
+    detail: str,
+    error: ProviderError,
+    *,
+    owner: str,
+) -> None:
+    """End an attempt the provider failed with `status` (incomplete or failed) and `detail` on its card: its
+    text and thinking kept, charged for what the provider reported, the rest of its reservation released."""
+    await db(
+        engine_turns.abandon_turn,
+        *(prepared.session.pk, attempt.turn_id, model, attempt.text, attempt.request, status, detail, error),
+        reasoning=attempt.thinking,
         owner=owner,
     )
-    return "failed"
 
 
 # --- Saving what a call produced ----------------------------------------------------------------------------
 
 
-class _Transcript:
-    """Appends messages to the conversation (positions allocated under the run's row lock) and collects
-    the events that announce them."""
-
-    def __init__(self, conversation_id: int, exchange: int, turn_id: int | None) -> None:
-        from orchestration.conversations.services import next_position
-
-        self.conversation_id = conversation_id
-        self.exchange = exchange
-        self.turn_id = turn_id
-        self.position = next_position(conversation_id)
-        self.events: list[ev.NewEvent] = []
-        self.final = False  # a final answer (or final note) was added
-
-    def add(self, *, role: str, agent: Agent | None, content: str = "", status=MessageStatus.COMPLETED, data=None):
-        message = Message.objects.create(
-            conversation_id=self.conversation_id,
-            exchange=self.exchange,
-            position=self.position,
-            role=role,
-            status=status,
-            agent=agent,
-            agent_name=agent.name if agent else "",
-            content=content,
-            data=data or {},
-            turn_id=self.turn_id,
-        )
-        self.position += 1
-        self.final = self.final or bool(message.data.get("final"))
-        self.events.append(ev.NewEvent("message", {"message_id": message.pk, "role": role}, self.turn_id))
-        return message
-
-    def updated(self, message: Message) -> None:
-        self.events.append(ev.NewEvent("message", {"message_id": message.pk, "role": message.role}, self.turn_id))
-
-
-def _tool_message(transcript: _Transcript, prepared: Prepared, agent: Agent, tool_call, text: str) -> None:
+def _tool_message(transcript: Transcript, prepared: Prepared, agent: Agent, tool_call: ToolCall, text: str) -> None:
     """Record one tool call: a handoff, an agent-as-tool question (pending) or an information tool's result."""
     from orchestration.conversations import tools
     from orchestration.conversations.services import tool_key
 
     name = tool_call.name
-    data = {"name": name, "arguments": tool_call.arguments, "call_id": tool_call.id, "text": text}
+    data: dict[str, Any] = {"name": name, "arguments": tool_call.arguments, "call_id": tool_call.id, "text": text}
     others = {tool_key(a): a for a in prepared.agents if a.pk != agent.pk}
     if tool_call.invalid:
         data["result"] = f"The arguments were not valid JSON ({tool_call.raw[:200]!r}); nothing was run."
@@ -524,7 +497,10 @@ def _tool_message(transcript: _Transcript, prepared: Prepared, agent: Agent, too
     transcript.add(role=MessageRole.TOOL, agent=agent, data=data)
 
 
-def _handoff(transcript: _Transcript, prepared: Prepared, agent: Agent, target: Agent, reason: str, call_id="") -> None:
+def _handoff(
+    transcript: Transcript, prepared: Prepared, agent: Agent, target: Agent, reason: str, call_id: str = ""
+) -> None:
+    """Record a handoff from `agent` to `target` (back to triage when `target` is the triage agent)."""
     from orchestration.conversations.presets import TRIAGE
 
     data = {
@@ -540,7 +516,14 @@ def _handoff(transcript: _Transcript, prepared: Prepared, agent: Agent, target: 
 
 
 def _record_reply(
-    transcript: _Transcript, prepared: Prepared, agent: Agent, model: LLMModel, text, calls, end, note: str = ""
+    transcript: Transcript,
+    prepared: Prepared,
+    agent: Agent,
+    model: LLMModel,
+    text: str,
+    calls: list[ToolCall],
+    end: StreamEnd,
+    note: str = "",
 ) -> None:
     """The messages of a finished "reply" call: a handoff, tool calls, or the final answer."""
     from orchestration.conversations import tools
@@ -591,7 +574,9 @@ def _question(prepared: Prepared) -> Message:
     return Message.objects.get(pk=prepared.call.message_id or 0, conversation_id=prepared.conversation.pk)
 
 
-def _record_consult(transcript: _Transcript, prepared: Prepared, agent: Agent, text: str, calls, end) -> None:
+def _record_consult(
+    transcript: Transcript, prepared: Prepared, agent: Agent, text: str, calls: list[ToolCall], end: StreamEnd
+) -> None:
     """A specialist's answer to an agent-as-tool question becomes that tool call's result. If it called
     information tools instead, they are recorded (under the question, `consult_of`) and the question stays
     pending: the specialist is called again with their results."""
@@ -602,7 +587,12 @@ def _record_consult(transcript: _Transcript, prepared: Prepared, agent: Agent, t
         return
     if calls:
         for tool_call in calls:
-            data = {"name": tool_call.name, "arguments": tool_call.arguments, "call_id": tool_call.id, "text": text}
+            data: dict[str, Any] = {
+                "name": tool_call.name,
+                "arguments": tool_call.arguments,
+                "call_id": tool_call.id,
+                "text": text,
+            }
             data["consult_of"] = message.pk
             if tool_call.invalid:
                 data["result"] = f"The arguments were not valid JSON ({tool_call.raw[:200]!r}); nothing was run."
@@ -627,115 +617,93 @@ def _record_consult(transcript: _Transcript, prepared: Prepared, agent: Agent, t
 
 
 def _complete(
-    prepared: Prepared, agent: Agent, model: LLMModel, attempt: _Attempt, text, thought, end, timing, *, owner
-):
-    """Settle the call and write its messages in one transaction, exactly once (guarded by the turn's status)."""
-    from billing.pricing import credits_for_usage, provider_cost_usd
-    from billing.services import settle_credits
-
+    prepared: Prepared,
+    agent: Agent,
+    model: LLMModel,
+    attempt: Attempt,
+    end: StreamEnd,
+    timing: tuple[int, int | None],
+    *,
+    owner: str,
+    outbox: ev.Outbox | None = None,
+) -> str:
+    """Settle the call and write its messages in one transaction, exactly once (guarded by the turn's status).
+    `timing` is (latency, time to first token) in milliseconds. Returns "finished" (the final answer was
+    saved and the run completed) or "saved". Raises LeaseLost."""
     if isinstance(prepared.call, pipeline.StageCall):  # a pipeline stage: recorded by conversations/pipeline.py
-        return pipeline.complete(prepared, agent, model, attempt, text, thought, end, timing, owner=owner)
-    usage, session_id, turn_id = end.usage, prepared.session.pk, attempt.turn_id
-    counts = {
-        "input_tokens": usage.input_tokens,
-        "cached_tokens": usage.cached_input_tokens,
-        "output_tokens": usage.output_tokens,
-    }
-    credits = credits_for_usage(model=model, **counts)
-    cost = provider_cost_usd(model=model, **counts)
+        return pipeline.complete(prepared, agent, model, attempt, end, timing, owner=owner, outbox=outbox)
+    call, session_id, turn_id, text = prepared.call, prepared.session.pk, attempt.turn_id, attempt.text
     normal = end.outcome == "normal" or bool(attempt.calls)
     status = (
         Turn.TurnStatus.COMPLETED
         if normal
         else {"truncated": Turn.TurnStatus.TRUNCATED}.get(end.outcome, Turn.TurnStatus.REFUSED)
     )
+    fields = {
+        "status": status,
+        "output_text": text,
+        "reasoning": attempt.thinking,
+        "result": {"tool_calls": [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in attempt.calls]},
+    }
     with transaction.atomic():
-        fence(session_id, owner)
-        session = WritingSession.objects.select_for_update().select_related("project__owner").get(pk=session_id)
-        charged = settle_credits(
-            user=session.project.owner,
-            reservation_key=turn_reservation_key(turn_id),
-            actual=credits,
-            key=f"turn:{turn_id}:settle",
-            description=f"Conversation “{session.title}”: {agent.name}",
+        settled = turns.settle_turn(
+            session_id, turn_id, model, end, timing, owner=owner, label=agent.name, fields=fields
         )
-        claimed = Turn.objects.filter(pk=turn_id, status=Turn.TurnStatus.STREAMING).update(
-            status=status,
-            output_text=text,
-            reasoning=thought,
-            stop_reason=end.stop_reason[:40],
-            result={"tool_calls": [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in attempt.calls]},
-            input_tokens=usage.input_tokens,
-            cached_tokens=usage.cached_input_tokens,
-            cache_write_tokens=usage.cache_write_tokens,
-            output_tokens=usage.output_tokens,
-            usage_estimated=usage.estimated,
-            reasoning_tokens=usage.reasoning_tokens,
-            credits=charged,
-            provider_cost=cost,
-            latency_ms=timing[0],
-            ttft_ms=timing[1],
-            finished_at=timezone.now(),
-        )
-        if not claimed:  # saved by an earlier run of this call
-            transaction.set_rollback(True)
+        if settled is None:
             return "saved"
-        WritingSession.objects.filter(pk=session_id).update(
-            input_tokens=F("input_tokens") + usage.input_tokens,
-            cached_tokens=F("cached_tokens") + usage.cached_input_tokens,
-            output_tokens=F("output_tokens") + usage.output_tokens,
-            reasoning_tokens=F("reasoning_tokens") + usage.reasoning_tokens,
-            credits_used=F("credits_used") + charged,
-            provider_cost=F("provider_cost") + cost,
-        )
-        transcript = _Transcript(prepared.conversation.pk, prepared.call.exchange, turn_id)
-        if prepared.call.purpose == "summary":
-            if text.strip() and status != Turn.TurnStatus.REFUSED:  # a refusal leaves the cut as the fallback
-                Conversation.objects.filter(pk=prepared.conversation.pk).update(
-                    summary=text.strip(), summary_through=prepared.call.summary_through
-                )
-                prepared.conversation.summary = text.strip()  # the drive's copy, read by the next prompt
-                prepared.conversation.summary_through = prepared.call.summary_through
-        elif prepared.call.purpose == "consult":
-            _record_consult(transcript, prepared, agent, text, attempt.calls, end)
-        else:
-            note = " ".join(attempt.request.metadata.get("notes") or [])
-            _record_reply(transcript, prepared, agent, model, text, attempt.calls, end, note)
-        payload = {"status": status, "credits": charged, "stop_reason": end.stop_reason}
-        totals = {"credits": session.credits_used + charged}
-        events = [ev.NewEvent("turn_finished", payload, turn_id), *transcript.events, ev.NewEvent("totals", totals)]
+        transcript = Transcript(prepared.conversation.pk, call.exchange, turn_id)
+        _record_call(transcript, prepared, call, agent, model, attempt, text, status, end)
+        events = turns.finished_events(settled, turn_id, status, end, transcript)
         # The final answer completes the run here, in the same transaction (no separate planning round trip);
         # a run being stopped is left to _prepare, which finishes the stop.
+        session = settled.session
         finished = transcript.final and session.status == Status.RUNNING
         if finished and set_status(session, Status.COMPLETED, finished_at=timezone.now()):
             events.append(ev.NewEvent("status", status_payload(session)))
-        ev.append_events(session_id=session_id, events=events)
+        ev.append_events(session_id=session_id, events=events, outbox=outbox)
     return "finished" if finished else "saved"
 
 
-def _stopped(prepared: Prepared, agent: Agent, model: LLMModel, attempt: _Attempt, text: str, thought: str, *, owner):
+def _record_call(
+    transcript: Transcript,
+    prepared: Prepared,
+    call: flow.Call,
+    agent: Agent,
+    model: LLMModel,
+    attempt: Attempt,
+    text: str,
+    status: str,
+    end: StreamEnd,
+) -> None:
+    """What a settled triage call leaves: a summary stored on the conversation, a consulted specialist's
+    answer, or the reply's messages (handoff, tool calls, final answer)."""
+    if call.purpose == "summary":
+        if text.strip() and status != Turn.TurnStatus.REFUSED:  # a refusal leaves the cut as the fallback
+            Conversation.objects.filter(pk=prepared.conversation.pk).update(
+                summary=text.strip(), summary_through=call.summary_through
+            )
+            prepared.conversation.summary = text.strip()  # the drive's copy, read by the next prompt
+            prepared.conversation.summary_through = call.summary_through
+    elif call.purpose == "consult":
+        _record_consult(transcript, prepared, agent, text, attempt.calls, end)
+    else:
+        note = " ".join(attempt.request.metadata.get("notes") or [])
+        _record_reply(transcript, prepared, agent, model, text, attempt.calls, end, note)
+
+
+def _stopped(
+    prepared: Prepared, agent: Agent, model: LLMModel, attempt: Attempt, *, owner: str, outbox: ev.Outbox | None = None
+) -> None:
     """The user pressed Stop: the call is charged for what it used and its text so far is kept, marked stopped."""
     if isinstance(prepared.call, pipeline.StageCall):
-        return pipeline.stopped(prepared, agent, model, attempt, text, thought, owner=owner)
-    session_id = prepared.session.pk
+        pipeline.stopped(prepared, agent, model, attempt, owner=owner, outbox=outbox)
+        return
+    call, text = prepared.call, attempt.text
     with transaction.atomic():
-        fence(session_id, owner)
-        WritingSession.objects.select_for_update().filter(pk=session_id).first()
-        if not Turn.objects.filter(pk=attempt.turn_id, status=Turn.TurnStatus.STREAMING).exists():
+        if not turns.stop_turn(prepared, model, attempt, owner=owner, outbox=outbox):
             return
-        engine._abandon_turn(
-            session_id,
-            attempt.turn_id,
-            model,
-            text,
-            attempt.request,
-            Turn.TurnStatus.CANCELLED,
-            engine.USER_STOP,
-            reasoning=thought,
-            owner=owner,
-        )
-        transcript = _Transcript(prepared.conversation.pk, prepared.call.exchange, attempt.turn_id)
-        if prepared.call.purpose == "consult":
+        transcript = Transcript(prepared.conversation.pk, call.exchange, attempt.turn_id)
+        if call.purpose == "consult":
             message = _question(prepared)
             message.status, message.data["result"] = MessageStatus.STOPPED, text
             message.save(update_fields=["status", "data"])
@@ -744,21 +712,23 @@ def _stopped(prepared: Prepared, agent: Agent, model: LLMModel, attempt: _Attemp
             transcript.add(
                 role=MessageRole.ASSISTANT,
                 agent=agent,
-                content="" if prepared.call.purpose == "summary" else text,
+                content="" if call.purpose == "summary" else text,
                 status=MessageStatus.STOPPED,
                 data={"final": True, "stop_reason": "user_stopped", "model": model.display_name},
             )
-        ev.append_events(session_id=session_id, events=transcript.events)
+        ev.append_events(session_id=prepared.session.pk, events=transcript.events, outbox=outbox)
 
 
-def _fail_reply(session_id: int, error: str, *, owner: str, out_of_credits: bool = False) -> None:
+def _fail_reply(
+    session_id: int, error: str, *, owner: str, out_of_credits: bool = False, outbox: ev.Outbox | None = None
+) -> None:
     """End the reply with a note saying why (kept in the transcript) and mark the run failed."""
     with transaction.atomic():
         fence(session_id, owner)
         session = WritingSession.objects.select_for_update().get(pk=session_id)
         conversation = Conversation.objects.get(session_id=session_id)
         last_user = conversation.messages.filter(role=MessageRole.USER, superseded=False).order_by("-position").first()
-        transcript = _Transcript(conversation.pk, last_user.exchange if last_user else 0, None)
+        transcript = Transcript(conversation.pk, last_user.exchange if last_user else 0, None)
         transcript.add(
             role=MessageRole.NOTE,
             agent=None,
@@ -769,4 +739,4 @@ def _fail_reply(session_id: int, error: str, *, owner: str, out_of_credits: bool
         reason = StopReason.OUT_OF_CREDITS if out_of_credits else StopReason.ERROR
         if set_status(session, Status.FAILED, stop_reason=reason, stop_detail=error[:2000], finished_at=timezone.now()):
             transcript.events.append(ev.NewEvent("status", status_payload(session)))
-        ev.append_events(session_id=session_id, events=transcript.events)
+        ev.append_events(session_id=session_id, events=transcript.events, outbox=outbox)

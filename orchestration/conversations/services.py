@@ -16,6 +16,7 @@ refusal: the message is only saved when the run is accepted.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -26,8 +27,22 @@ from django.utils.text import slugify
 from orchestration.conversations import presets
 from orchestration.conversations.models import Conversation, Message, MessageRole, MessageStatus
 from orchestration.events import append_event
-from orchestration.models import ACTIVE_STATUSES, Agent, Flow, Project, Status, WritingSession, turn_reservation_key
+from orchestration.models import (
+    ACTIVE_STATUSES,
+    Agent,
+    Flow,
+    LLMModel,
+    Project,
+    Status,
+    WritingSession,
+    turn_reservation_key,
+)
 from orchestration.services import ServiceError, emit_status, enqueue_run, set_status, status_payload
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
+    from orchestration.conversations.search import Hit
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +60,7 @@ class RateLimited(ServiceError):
 # --- Reading ----------------------------------------------------------------------------------------
 
 
-def conversations_for(*, user, project: Project | None = None) -> QuerySet[Conversation]:
+def conversations_for(*, user: User, project: Project | None = None) -> QuerySet[Conversation]:
     """The user's conversations (one project's, or all), most recently active first, with their run state."""
     qs = Conversation.objects.filter(project__owner=user).select_related("project", "session")
     if project is not None:
@@ -53,7 +68,7 @@ def conversations_for(*, user, project: Project | None = None) -> QuerySet[Conve
     return qs.order_by("-updated_at", "-pk")
 
 
-def get_conversation(*, user, pk: int) -> Conversation:
+def get_conversation(*, user: User, pk: int) -> Conversation:
     """The user's conversation `pk`; raises Conversation.DoesNotExist for anyone else's (views: 404)."""
     return Conversation.objects.select_related("project", "session").get(pk=pk, project__owner=user)
 
@@ -88,7 +103,7 @@ PIPELINE_CHAT_CONFIG = {
 }
 
 
-def _check_flow_gate(user, flow: str) -> None:
+def _check_flow_gate(user: User, flow: str) -> None:
     """A pipeline conversation needs a plan with the pipeline flow (as a pipeline session does)."""
     from billing.gating import check
 
@@ -99,7 +114,7 @@ def _check_flow_gate(user, flow: str) -> None:
         raise ServiceError(gate.reason, upgrade_url=gate.upgrade_url)
 
 
-def _add_team(session: WritingSession, spec: dict, model, *, first_order: int = 0) -> None:
+def _add_team(session: WritingSession, spec: dict[str, Any], model: LLMModel, *, first_order: int = 0) -> None:
     """Create a preset's agents (and their rubrics) on the conversation's run."""
     from orchestration.models import Criterion
 
@@ -121,7 +136,7 @@ def _add_team(session: WritingSession, spec: dict, model, *, first_order: int = 
 
 
 @transaction.atomic
-def create_conversation(*, project: Project, user, title: str = "", preset: str = "writing-desk") -> Conversation:
+def create_conversation(*, project: Project, user: User, title: str = "", preset: str = "writing-desk") -> Conversation:
     """Start an empty conversation in `project` with a preset team: "writing-desk" (default; the triage flow)
     or "pipeline-desk" (the pipeline flow: research -> plan -> build -> review per message).
 
@@ -162,7 +177,7 @@ def create_conversation(*, project: Project, user, title: str = "", preset: str 
 
 
 @transaction.atomic
-def switch_flow(*, conversation: Conversation, user, flow: str) -> Conversation:
+def switch_flow(*, conversation: Conversation, user: User, flow: str) -> Conversation:
     """Switch what answers the next messages: "triage" (the Writing desk) or "pipeline" (the Pipeline desk).
 
     The other flow's agents are set inactive (kept, with their settings) and this flow's are made active,
@@ -199,7 +214,7 @@ def switch_flow(*, conversation: Conversation, user, flow: str) -> Conversation:
 
 
 @transaction.atomic
-def rename_conversation(*, conversation: Conversation, user, title: str) -> Conversation:
+def rename_conversation(*, conversation: Conversation, user: User, title: str) -> Conversation:
     """Rename; the title must have text. Raises ServiceError otherwise or for someone else's conversation."""
     _check_owner(conversation, user)
     title = _clean_title(title)
@@ -212,7 +227,7 @@ def rename_conversation(*, conversation: Conversation, user, title: str) -> Conv
 
 
 @transaction.atomic
-def delete_conversation(*, conversation: Conversation, user) -> None:
+def delete_conversation(*, conversation: Conversation, user: User) -> None:
     """Delete the conversation, its messages, its run and its events (credits already spent stay spent:
     the ledger keeps its entries). A reply being written is cancelled: its worker finds the run gone."""
     from billing.services import release_credits
@@ -229,7 +244,7 @@ def delete_conversation(*, conversation: Conversation, user) -> None:
     WritingSession.objects.filter(pk=session_id).delete()
 
 
-def _check_owner(conversation: Conversation, user) -> None:
+def _check_owner(conversation: Conversation, user: User) -> None:
     owner_id = Project.objects.filter(pk=conversation.project_id).values_list("owner_id", flat=True).first()
     if owner_id != user.pk:
         raise ServiceError("You can only change your own conversations.")
@@ -238,7 +253,7 @@ def _check_owner(conversation: Conversation, user) -> None:
 # --- Sending and controlling replies ---------------------------------------------------------------------
 
 
-def _lock(conversation: Conversation, user) -> WritingSession:
+def _lock(conversation: Conversation, user: User) -> WritingSession:
     """Lock the conversation's run row (serialises sends, stops and the runner's writes) and check the owner."""
     _check_owner(conversation, user)
     return WritingSession.objects.select_for_update().select_related("project__owner").get(pk=conversation.session_id)
@@ -249,7 +264,7 @@ def _refuse_while_active(session: WritingSession) -> None:
         raise ServiceError("A reply is still being written. Wait for it, or stop it first.")
 
 
-def _check_message_gate(conversation: Conversation, user) -> None:
+def _check_message_gate(conversation: Conversation, user: User) -> None:
     from billing.gating import check
     from billing.services import hold_user_lock
 
@@ -284,7 +299,7 @@ def _announce(session: WritingSession, *, added: Message | None = None, supersed
         append_event(session_id=session.pk, kind="message", payload={"message_id": added.pk, "role": added.role})
 
 
-def _supersede(conversation: Conversation, **filters) -> list[int]:
+def _supersede(conversation: Conversation, **filters: Any) -> list[int]:
     ids = list(conversation.messages.filter(superseded=False, **filters).values_list("pk", flat=True))
     Message.objects.filter(pk__in=ids).update(superseded=True)
     return ids
@@ -301,7 +316,7 @@ def _queue_reply(session: WritingSession, conversation: Conversation) -> None:
 
 
 @transaction.atomic
-def send_message(*, conversation: Conversation, user, text: str) -> Message:
+def send_message(*, conversation: Conversation, user: User, text: str) -> Message:
     """Save the user's message and start one run that answers it; returns the saved message.
 
     Raises ServiceError (empty or too long text, a reply still streaming, the plan's team or models) or
@@ -333,7 +348,7 @@ def send_message(*, conversation: Conversation, user, text: str) -> Message:
 
 
 @transaction.atomic
-def stop_reply(*, conversation: Conversation, user) -> bool:
+def stop_reply(*, conversation: Conversation, user: User) -> bool:
     """Stop the reply being written: the call is cancelled within about a second and its text so far is
     kept (marked stopped). Returns False when no reply was being written (nothing to stop)."""
     session = _lock(conversation, user)
@@ -357,7 +372,7 @@ def _last_exchange(conversation: Conversation) -> Message:
 
 
 @transaction.atomic
-def regenerate_reply(*, conversation: Conversation, user) -> Message:
+def regenerate_reply(*, conversation: Conversation, user: User) -> Message:
     """Answer the last user message again: its earlier answer (reply, handoffs, tool calls) is superseded
     (hidden, kept) and a new run starts. Returns the user message being answered. Charged like any reply."""
     session = _lock(conversation, user)
@@ -371,7 +386,7 @@ def regenerate_reply(*, conversation: Conversation, user) -> Message:
 
 
 @transaction.atomic
-def edit_last_message(*, conversation: Conversation, user, text: str) -> Message:
+def edit_last_message(*, conversation: Conversation, user: User, text: str) -> Message:
     """Replace the last user message with `text` and answer it again: the old message and its answer are
     superseded (hidden, kept). Returns the new message."""
     session = _lock(conversation, user)
@@ -410,7 +425,7 @@ TEAM_BUSY = (
 )
 
 
-def _lock_team(conversation: Conversation, user) -> WritingSession:
+def _lock_team(conversation: Conversation, user: User) -> WritingSession:
     """Lock the run row, check the owner, and refuse while a reply is being written (a reply in flight
     keeps the team it started with; a saved change applies from the next message)."""
     session = _lock(conversation, user)
@@ -444,7 +459,7 @@ def _check_unique_name(conversation: Conversation, name: str, *, agent_id: int |
 
 
 @transaction.atomic
-def update_settings(*, conversation: Conversation, user, title: str, max_handoffs: int) -> Conversation:
+def update_settings(*, conversation: Conversation, user: User, title: str, max_handoffs: int) -> Conversation:
     """Rename the conversation and set its handoff limit per message (0..MAX_HANDOFFS_LIMIT).
 
     Raises ServiceError for an empty or too long title, a limit out of range, someone else's
@@ -464,7 +479,7 @@ def update_settings(*, conversation: Conversation, user, title: str, max_handoff
 
 
 @transaction.atomic
-def update_team_agent(*, conversation: Conversation, user, agent_id: int, changes: dict) -> Agent:
+def update_team_agent(*, conversation: Conversation, user: User, agent_id: int, changes: dict[str, Any]) -> Agent:
     """Write `changes` on one agent of the conversation (keys from TEAM_AGENT_FIELDS: name str,
     model / fallback_model LLMModel or None, role_prompt str, tools list of INFO_TOOLS names).
 
@@ -507,7 +522,7 @@ def update_team_agent(*, conversation: Conversation, user, agent_id: int, change
 
 
 @transaction.atomic
-def add_specialist(*, conversation: Conversation, user, kind: str = "blank") -> Agent:
+def add_specialist(*, conversation: Conversation, user: User, kind: str = "blank") -> Agent:
     """Add a specialist of `kind` (presets.SPECIALIST_KINDS: blank, research, editing, data, code,
     fact-check) on the user's default model, named after its kind ("Data specialist", then
     "Data specialist 2", ...). Raises ServiceError (with the upgrade URL) beyond the plan's specialists
@@ -549,7 +564,7 @@ def add_specialist(*, conversation: Conversation, user, kind: str = "blank") -> 
 
 
 @transaction.atomic
-def remove_specialist(*, conversation: Conversation, user, agent_id: int) -> None:
+def remove_specialist(*, conversation: Conversation, user: User, agent_id: int) -> None:
     """Remove a specialist from the team (earlier messages keep its name). The triage agent cannot be
     removed. If it held the conversation, triage answers the next message. Raises ServiceError for the
     triage agent, an agent outside this conversation, or while a reply is being written."""
@@ -565,7 +580,7 @@ def remove_specialist(*, conversation: Conversation, user, agent_id: int) -> Non
     Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())
 
 
-def search(*, user, query: str, project: Project | None = None, limit: int = 50):
+def search(*, user: User, query: str, project: Project | None = None, limit: int = 50) -> list[Hit]:
     """Full-text search of the user's conversation titles and messages: see conversations.search.search."""
     from orchestration.conversations.search import search as run_search
 

@@ -2,7 +2,7 @@
 
 A policy looks at persisted turns only (`round_state`), so it can re-plan any step after a crash:
 a slot whose turn completed is never planned again, and the engine skips a call whose turn it finds
-completed (see engine.run_call), so a re-run never repeats or double-charges a finished call.
+completed (see calls.run_call), so a re-run never repeats or double-charges a finished call.
 """
 
 from __future__ import annotations

@@ -10,16 +10,11 @@ import pytest
 
 from orchestration.conversations import services as conversations
 from orchestration.models import Turn
-from tests.conversations.test_triage_sdks import ask, on_model, tool_names
+from tests.conversations.conftest import ask, on_model, tool_names
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 INFO = {"current_time", "search_conversation", "search_references"}
-
-
-@pytest.fixture(params=["anthropic", "openai"])
-def provider(request):
-    return request.param
 
 
 def test_a_consulted_specialist_calls_a_tool_and_answers_with_its_result(

@@ -10,7 +10,7 @@ import pytest
 from orchestration.conversations import services as conversations
 from orchestration.conversations.models import Conversation
 from orchestration.models import Turn
-from tests.conversations.test_triage_sdks import ask, on_model
+from tests.conversations.conftest import ask, on_model
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -29,11 +29,6 @@ def summary_requests(fake) -> list:
 
 def long_question(n: int) -> str:
     return f"Question {n}: " + "padding " * 300
-
-
-@pytest.fixture(params=["anthropic", "openai"])
-def provider(request):
-    return request.param
 
 
 def test_cut_exchanges_are_summarised_once_and_the_summary_is_sent_instead(

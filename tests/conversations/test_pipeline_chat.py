@@ -4,49 +4,16 @@ from __future__ import annotations
 
 import threading
 import time
-from decimal import Decimal
 
 import pytest
 
 from orchestration.conversations import runner
 from orchestration.conversations import services as conversations
-from orchestration.models import LLMModel, ReferenceDocument, SessionEvent, Status, Turn, WritingSession
-from orchestration.retrieval import index_references
+from orchestration.models import SessionEvent, Status, Turn
 from orchestration.services import ServiceError
+from tests.conversations.conftest import on_model
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-NOTES = (
-    "# Shade\n\nStreet trees cut summer surface temperatures by up to 11 degrees in dense neighbourhoods.\n\n"
-    "# Storm water\n\nA mature oak intercepts about 4,000 litres of rain a year, easing storm drains."
-)
-
-
-@pytest.fixture
-def pro_owner(funded_owner):
-    from billing.plans import PRO
-    from billing.services import get_account
-
-    account = get_account(funded_owner)
-    account.plan = PRO
-    account.save(update_fields=["plan"])
-    return funded_owner
-
-
-@pytest.fixture
-def references(project):
-    source = WritingSession.objects.create(project=project, title="Essay", brief="Trees")
-    reference = ReferenceDocument.objects.create(session=source, title="Tree notes", content=NOTES)
-    index_references([reference])
-    return reference
-
-
-@pytest.fixture
-def chat(project, pro_owner, references):
-    return conversations.create_conversation(project=project, user=pro_owner, preset="pipeline-desk")
-
-
-PROVIDERS = {"anthropic": "claude-test", "openai": "gpt-4.1-test"}
 
 RESEARCH = (
     "## Summary\nThe notes cover shade and storm water.\n\n## Findings\n"
@@ -67,29 +34,6 @@ REVIEW = (
     '<evaluation>{"scores": {"Evidence": 9, "Clarity": 8, "Structure": 8}}</evaluation>'
 )
 REVIEWED = "Street trees cool dense streets by up to 11 degrees [1]. Cities should plant them."
-
-
-def on_model(conversation, provider: str) -> LLMModel:
-    """Put the whole team on one priced model of `provider` (served by the fake server)."""
-    model, _ = LLMModel.objects.update_or_create(
-        provider=provider,
-        model_id=PROVIDERS[provider],
-        defaults={
-            "display_name": PROVIDERS[provider],
-            "context_window": 200_000,
-            "input_price_per_mtok": Decimal("1"),
-            "cached_input_price_per_mtok": Decimal("0.1"),
-            "output_price_per_mtok": Decimal("4"),
-            "enabled": True,
-        },
-    )
-    conversation.session.agents.update(model=model)
-    return model
-
-
-@pytest.fixture(params=sorted(PROVIDERS))
-def provider(request):
-    return request.param
 
 
 def shape(conversation) -> list[tuple[str, str]]:

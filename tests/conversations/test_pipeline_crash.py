@@ -7,58 +7,27 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-from django.db.models import Sum
 
-from billing.models import CreditEntry
 from billing.services import get_balance
 from orchestration.conversations import services as conversations
-from orchestration.models import ReferenceDocument, SessionEvent, Status, Turn, WritingSession
-from orchestration.retrieval import index_references
-from tests.live import start_worker, wait_for
+from orchestration.models import Turn
+from tests.conversations.conftest import assert_resumed_and_charged_once, kill_worker_mid_reply
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
-NOTES = (
-    "# Shade\n\nStreet trees cut summer surface temperatures by up to 11 degrees in dense neighbourhoods.\n\n"
-    "# Storm water\n\nA mature oak intercepts about 4,000 litres of rain a year, easing storm drains."
-)
 
-
-def test_worker_killed_mid_build_resumes_without_repeating_research_or_plan(project, funded_owner):
-    from billing.plans import PRO
-    from billing.services import get_account
-
-    account = get_account(funded_owner)
-    account.plan = PRO
-    account.save(update_fields=["plan"])
-    source = WritingSession.objects.create(project=project, title="Essay", brief="Trees")
-    index_references([ReferenceDocument.objects.create(session=source, title="Tree notes", content=NOTES)])
-    chat = conversations.create_conversation(project=project, user=funded_owner, preset="pipeline-desk")
-    balance_before = get_balance(funded_owner)
-    worker = start_worker(DEMO_TOKENS_PER_SECOND="25", ENGINE_LEASE_SECONDS="5")
-    try:
-        conversations.send_message(conversation=chat, user=funded_owner, text="Why do streets need trees for shade?")
-        session = chat.session
-        wait_for(
-            lambda: SessionEvent.objects.filter(session=session, kind="chunk", turn__recipe="build").count() >= 2,
-            timeout=120,
-            message="the build stage streaming",
-        )
-        worker.kill_group()
-        build = Turn.objects.get(session=session, recipe="build")
-        assert build.status == Turn.TurnStatus.STREAMING  # it died mid-stage
-        killed_at_seq = WritingSession.objects.get(pk=session.pk).last_seq
-
-        worker = start_worker(DEMO_TOKENS_PER_SECOND="400", ENGINE_LEASE_SECONDS="5")
-        wait_for(
-            lambda: WritingSession.objects.get(pk=session.pk).status == Status.COMPLETED,
-            timeout=120,
-            interval=0.2,
-            message="the reply to complete after the restart",
-        )
-    finally:
-        worker.stop()
-    assert SessionEvent.objects.filter(session=session, kind="chunk", seq__gt=killed_at_seq).exists()
+def test_worker_killed_mid_build_resumes_without_repeating_research_or_plan(chat, pro_owner):
+    balance_before = get_balance(pro_owner)
+    session = chat.session
+    killed_at_seq = kill_worker_mid_reply(
+        lambda: conversations.send_message(
+            conversation=chat, user=pro_owner, text="Why do streets need trees for shade?"
+        ),
+        session,
+        tokens_per_second="25",
+        streaming_turn={"recipe": "build"},
+        saved_chunks=2,
+    )
     transcript = conversations.transcript(chat)
     assert [(m.role, m.data.get("stage") or m.agent_name) for m in transcript] == [
         ("user", ""),
@@ -77,11 +46,4 @@ def test_worker_killed_mid_build_resumes_without_repeating_research_or_plan(proj
         ("build", "completed"): 1,
         ("review", "completed"): 1,
     }
-    interrupted = next(t for t in turns if t.status == "incomplete")
-    assert interrupted.credits == 0 and "stopped responding" in interrupted.error
-    session.refresh_from_db()
-    charged = sum(t.credits for t in turns)
-    assert session.credits_used == charged and get_balance(funded_owner) == balance_before - charged
-    keys = list(CreditEntry.objects.filter(user=funded_owner).values_list("idempotency_key", flat=True))
-    assert len(keys) == len(set(keys))
-    assert CreditEntry.objects.filter(user=funded_owner).aggregate(t=Sum("amount"))["t"] == get_balance(funded_owner)
+    assert_resumed_and_charged_once(session, pro_owner, balance_before, killed_at_seq)

@@ -5,14 +5,12 @@ tests/orchestration/test_query_budget.py."""
 
 from __future__ import annotations
 
-import threading
-
 import pytest
-from django.db.backends.utils import CursorWrapper
 
 from orchestration.conversations import runner
 from orchestration.conversations import services as conversations
-from tests.conversations.test_triage_sdks import on_model
+from tests.conversations.conftest import on_model
+from tests.statements import record_statements
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -20,31 +18,11 @@ REPLY_BUDGET = 41  # one call answered by triage (53 before the runner kept what
 HANDOFF_BUDGET = 69  # two calls: triage hands off, the specialist answers
 
 
-class Recorder:
-    def __init__(self) -> None:
-        self.statements: list[tuple[str, str]] = []
-        self.lock = threading.Lock()
-        self.on = False
-
-    def record(self, sql: str) -> None:
-        if self.on and not sql.lstrip().upper().startswith("BEGIN"):
-            with self.lock:
-                self.statements.append((threading.current_thread().name, sql))
-
-
 @pytest.fixture
 def recorder(monkeypatch, settings):
     # The fake answers at once; keep lease renewals out of a reply's count (they are per second of streaming).
     monkeypatch.setattr("orchestration.engine.MONITOR_INTERVAL", 60)
-    recorder = Recorder()
-    original = CursorWrapper._execute_with_wrappers
-
-    def counted(self, sql, params, many, executor):
-        recorder.record(sql)
-        return original(self, sql, params, many, executor)
-
-    monkeypatch.setattr(CursorWrapper, "_execute_with_wrappers", counted)
-    return recorder
+    return record_statements(monkeypatch)
 
 
 def counted_reply(recorder, conversation, user, text: str) -> list[tuple[str, str]]:

@@ -5,55 +5,19 @@ from __future__ import annotations
 import json
 import threading
 import time
-from decimal import Decimal
 
 import pytest
 
 from orchestration.conversations import runner
 from orchestration.conversations import services as conversations
-from orchestration.models import LLMModel, SessionEvent, Status, Turn
+from orchestration.models import SessionEvent, Status, Turn
+from tests.conversations.conftest import ask, on_model, tool_names
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-PROVIDERS = {"anthropic": "claude-test", "openai": "gpt-4.1-test"}
-
-
-def on_model(conversation, provider: str, **model_fields) -> LLMModel:
-    """Put the whole team on one priced model of `provider` (served by the fake server)."""
-    model, _ = LLMModel.objects.update_or_create(
-        provider=provider,
-        model_id=PROVIDERS[provider],
-        defaults={
-            "display_name": PROVIDERS[provider],
-            "context_window": 200_000,
-            "input_price_per_mtok": Decimal("1"),
-            "cached_input_price_per_mtok": Decimal("0.1"),
-            "output_price_per_mtok": Decimal("4"),
-            "enabled": True,
-            **model_fields,
-        },
-    )
-    conversation.session.agents.update(model=model)
-    return model
-
-
-def tool_names(request) -> list[str]:
-    tools = (request.json or {}).get("tools") or []
-    return [t.get("name") or t["function"]["name"] for t in tools]
-
-
-def ask(conversation, user, text: str) -> str:
-    conversations.send_message(conversation=conversation, user=user, text=text)
-    return runner.drive(conversation.session_id)
 
 
 def visible(conversation) -> list[tuple[str, str]]:
     return [(m.role, m.agent_name) for m in conversations.transcript(conversation)]
-
-
-@pytest.fixture(params=sorted(PROVIDERS))
-def provider(request):
-    return request.param
 
 
 def test_triage_answers_itself_and_is_offered_a_transfer_tool_per_specialist(

@@ -18,6 +18,7 @@ from orchestration import engine, services
 from orchestration.lease import LeaseLost, claim_lease, release_lease
 from orchestration.models import SessionEvent, Status, StopReason, Turn, WritingSession
 from orchestration.termination import Stop
+from orchestration.turns import WORKER_LOST, abandon_turn, begin_turn, recover_interrupted_turns
 from tests.live import wait_for
 from tests.orchestration.engine_helpers import counting_replies, scored_reply, two_agent_session
 from tests.orchestration.test_engine import start
@@ -78,7 +79,7 @@ def test_a_worker_that_loses_its_lease_mid_stream_stands_down_without_writing(pr
         ("Writer", 2, Turn.TurnStatus.COMPLETED),
         ("Editor", 1, Turn.TurnStatus.COMPLETED),
     ]
-    assert turns[0].error == engine.WORKER_LOST and turns[0].credits == 0
+    assert turns[0].error == WORKER_LOST and turns[0].credits == 0
     assert session.credits_used == sum(t.credits for t in turns)
     keys = list(CreditEntry.objects.filter(user=rich_owner).values_list("idempotency_key", flat=True))
     assert len(keys) == len(set(keys))
@@ -88,7 +89,7 @@ def test_a_worker_that_loses_its_lease_mid_stream_stands_down_without_writing(pr
     client.force_login(rich_owner)
     page = client.get(reverse("session_detail", args=[session.pk])).content.decode()
     assert "attempt 2 of 2" in page
-    assert f"Attempt 1 of 2 · interrupted: {engine.WORKER_LOST}" in page
+    assert f"Attempt 1 of 2 · interrupted: {WORKER_LOST}" in page
 
 
 def test_every_engine_write_of_a_stale_owner_is_refused_and_changes_nothing(providers, enqueued, rich_owner):
@@ -101,15 +102,15 @@ def test_every_engine_write_of_a_stale_owner_is_refused_and_changes_nothing(prov
     take_over(session.pk)
     # The new owner has a turn streaming.
     agent = session.agents.get(name="Writer")
-    turn_id, request, _ = engine._begin_turn(session, agent, agent.model, 1, 1, owner=OTHER)
+    turn_id, request, _ = begin_turn(session, agent, agent.model, 1, 1, owner=OTHER)
     before = (WritingSession.objects.get(pk=session.pk).last_seq, CreditEntry.objects.count())
 
     writes = [
         lambda: engine._finish(session, Status.STOPPED, Stop(StopReason.USER_STOPPED, "x"), owner=stale),
         lambda: engine._finish(session, Status.COMPLETED, Stop(StopReason.MAX_ROUNDS, "x"), owner=stale),
         lambda: engine._pause(session, Stop(StopReason.USER_PAUSED, "x"), owner=stale),
-        lambda: engine._recover_interrupted_turns(session, owner=stale),
-        lambda: engine._abandon_turn(
+        lambda: recover_interrupted_turns(session, owner=stale),
+        lambda: abandon_turn(
             session.pk, turn_id, agent.model, "partial", request, Turn.TurnStatus.CANCELLED, "x", owner=stale
         ),
         lambda: engine._prepare_step(session.pk, stale),

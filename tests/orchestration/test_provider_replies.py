@@ -290,7 +290,7 @@ PHASES = {
     "parsing the reply": ("orchestration.flows", "parse_result", 1),
     "pricing the usage": ("billing.pricing", "credits_for_usage", 2),
     "settling credits": ("billing.services", "settle_credits", 1),
-    "recording the version": ("orchestration.engine", "record_version", 1),
+    "recording the version": ("orchestration.turns", "record_version", 1),
     "abandoning a broken turn": ("orchestration.providers.base", "estimate_tokens", 1),
 }
 
@@ -400,7 +400,7 @@ def recorded_waits(monkeypatch):
     async def record(seconds: float) -> None:
         waits.append(seconds)
 
-    monkeypatch.setattr("orchestration.engine._sleep", record)
+    monkeypatch.setattr("orchestration.calls.wait_before_retry", record)
     return waits
 
 

@@ -9,30 +9,16 @@ IMMEDIATE on SQLite) is not counted: PostgreSQL's driver sends it implicitly wit
 
 from __future__ import annotations
 
-import threading
-
 import pytest
-from django.db.backends.utils import CursorWrapper
 
 from orchestration import engine, services
 from orchestration.models import Status, Turn
 from tests.orchestration.engine_helpers import counting_replies, two_agent_session
+from tests.statements import Recorder, record_statements
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 TURN_BUDGET = 18
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.statements: list[tuple[str, str]] = []  # (thread name, sql)
-        self.lock = threading.Lock()
-        self.on = False
-
-    def record(self, sql: str) -> None:
-        if self.on and not sql.lstrip().upper().startswith("BEGIN"):
-            with self.lock:
-                self.statements.append((threading.current_thread().name, sql))
 
 
 @pytest.fixture
@@ -42,15 +28,7 @@ def recorder(monkeypatch, settings):
     # replies at once: make both slower than any turn so only the turn's own statements are counted.
     settings.ENGINE_STREAM_SAVE_MS = 5000
     monkeypatch.setattr("orchestration.engine.MONITOR_INTERVAL", 60)
-    recorder = Recorder()
-    original = CursorWrapper._execute_with_wrappers
-
-    def counted(self, sql, params, many, executor):
-        recorder.record(sql)
-        return original(self, sql, params, many, executor)
-
-    monkeypatch.setattr(CursorWrapper, "_execute_with_wrappers", counted)
-    return recorder
+    return record_statements(monkeypatch)
 
 
 def drive_counted(recorder: Recorder, session) -> list[tuple[str, str]]:

@@ -3,6 +3,7 @@ that reloads mid-reply still ends up with exactly the text a page that never rel
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 
@@ -155,3 +156,113 @@ def test_chunks_of_turns_ended_long_ago_are_compacted_and_a_reload_shows_the_sam
     assert after[f"turn-{old.pk}"] == before[f"turn-{old.pk}"]
     assert "Shade cools streets." in after[f"turn-{old.pk}"]
     assert "Still writing" in after[f"turn-{live.pk}"]
+
+
+def _streaming_turn(owner) -> Turn:
+    session = two_agent_session(owner)
+    agent = session.agents.first()
+    return Turn.objects.create(session=session, round=1, agent=agent, agent_name=agent.name)
+
+
+def test_every_push_joins_the_text_the_page_has_whenever_the_saves_happen(owner, settings, monkeypatch):
+    """A save takes only text already pushed: text that arrived while a push was on its way is pushed next,
+    from the saved offset, so a page fed the pushes alone never has a hole (and never waits for a save)."""
+    from orchestration.chunks import ChunkBatcher
+
+    settings.ENGINE_STREAM_FLUSH_MS = 5
+    settings.ENGINE_STREAM_SAVE_MS = 20  # many saves, each racing the pushes
+    turn = _streaming_turn(owner)
+    pushed: list[dict] = []
+
+    async def record(session_id, message):
+        pushed.append(message)
+
+    def slow_store(tails):  # text keeps arriving while a push is on its way
+        time.sleep(0.002)
+
+    monkeypatch.setattr(ev, "push_message", record)
+    monkeypatch.setattr(ev, "store_unsaved_tails", slow_store)
+    pieces = [f"w{i:03d} " for i in range(300)]
+
+    async def stream() -> None:
+        batcher = ChunkBatcher(turn.session_id)
+        stop = asyncio.Event()
+        runner = asyncio.create_task(batcher.run(stop))
+        for piece in pieces:
+            batcher.add(turn.pk, piece)
+            await asyncio.sleep(0.0005)
+        while batcher.dirty:  # the last pieces pushed
+            await asyncio.sleep(0.005)
+        stop.set()
+        batcher.wake.set()
+        await runner
+        await batcher.flush()
+
+    asyncio.run(stream())
+
+    page = Page(turn.session_id)
+    page.turn_text[turn.pk] = ""
+    for message in pushed:
+        if message["type"] == "session.chunks":  # the pushes alone, no saved events
+            page.receive(message)
+    assert page.turn_text[turn.pk] == "".join(pieces)
+    saves = SessionEvent.objects.filter(turn_id=turn.pk, kind="chunk").count()
+    assert saves >= 3, "the saves raced the pushes"
+    assert ev.streamed_text([turn.pk])[turn.pk] == "".join(pieces)  # and everything was saved, once, in order
+
+
+def test_text_is_pushed_while_a_save_is_in_flight(owner, settings, monkeypatch):
+    """The periodic save runs beside the pushes: a slow transaction never holds text back from the page."""
+    from orchestration import chunks
+
+    settings.ENGINE_STREAM_FLUSH_MS = 5
+    settings.ENGINE_STREAM_SAVE_MS = 20
+    turn = _streaming_turn(owner)
+    saving, release = threading.Event(), threading.Event()
+    original = chunks._save_chunks
+
+    def held_save(*args, **kwargs):
+        saving.set()
+        release.wait(timeout=60)
+        return original(*args, **kwargs)
+
+    pushed_during_save: list[str] = []
+
+    async def record(session_id, message):
+        if message["type"] == "session.chunks" and saving.is_set() and not release.is_set():
+            pushed_during_save.extend(chunk["text"] for chunk in message["chunks"])
+
+    monkeypatch.setattr(chunks, "_save_chunks", held_save)
+    monkeypatch.setattr(ev, "push_message", record)
+    monkeypatch.setattr(ev, "store_unsaved_tails", lambda tails: None)
+
+    async def stream() -> None:
+        batcher = chunks.ChunkBatcher(turn.session_id)
+        stop = asyncio.Event()
+        runner = asyncio.create_task(batcher.run(stop))
+        try:
+            batcher.add(turn.pk, "Alpha ")
+            async with asyncio.timeout(30):
+                while not saving.is_set():
+                    await asyncio.sleep(0.005)
+                batcher.add(turn.pk, "beta")
+                while not any("beta" in text for text in pushed_during_save):
+                    await asyncio.sleep(0.005)
+        finally:
+            release.set()
+            stop.set()
+            batcher.wake.set()
+            await runner
+        await batcher.flush()
+
+    asyncio.run(stream())
+    assert "beta" in pushed_during_save  # the tail after the saved "Alpha ", pushed while the save was held
+    assert ev.streamed_text([turn.pk])[turn.pk] == "Alpha beta"
+
+
+def test_the_web_process_warms_the_live_page_without_the_database(django_assert_num_queries):
+    """atelier/asgi.py calls warm_up() while the server starts: it must not need the database."""
+    from orchestration.live import warm_up
+
+    with django_assert_num_queries(0):
+        warm_up()

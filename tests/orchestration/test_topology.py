@@ -96,7 +96,15 @@ async def _watch(url: str, cookie: str, session_id: int, positions: list[int], s
                 return
 
 
-def test_two_webs_two_workers_one_worker_killed_every_session_ends_once_paid_and_gapless(fake_llm, settings):
+@pytest.mark.parametrize(
+    "host",
+    [
+        pytest.param(False, id="a-session-per-process"),
+        # ENGINE_SESSIONS_PER_WORKER: one django-q2 process per qcluster drives up to 8 sessions at once.
+        pytest.param(True, id="session-host"),
+    ],
+)
+def test_two_webs_two_workers_one_worker_killed_every_session_ends_once_paid_and_gapless(fake_llm, settings, host):
     from orchestration.catalogue import seed_catalogue
 
     seed_catalogue()
@@ -122,6 +130,10 @@ def test_two_webs_two_workers_one_worker_killed_every_session_ends_once_paid_and
     cookies = {user.pk: _cookie(user) for user in owners}
 
     env = {"ANTHROPIC_API_KEY": "test", "ANTHROPIC_BASE_URL": fake_llm.url, "Q_WORKERS": "5"}
+    if host:
+        env.update(Q_WORKERS="1", ENGINE_SESSIONS_PER_WORKER="8")
+    # The most sessions streaming at once under one worker process's lease, seen before the kill.
+    most_per_process = 0
     processes = []
     try:
         workers = [start_worker(**env) for _ in range(2)]
@@ -148,11 +160,15 @@ def test_two_webs_two_workers_one_worker_killed_every_session_ends_once_paid_and
                 victim = workers[0]
 
                 def victim_streaming() -> bool:
+                    nonlocal most_per_process
                     pids = process_tree(victim.proc.pid)
                     owners_now = WritingSession.objects.filter(
                         pk__in=positions, turns__status=Turn.TurnStatus.STREAMING, turns__events__kind="chunk"
                     ).values_list("lease_owner", flat=True)
-                    return any(int(o.split(":")[1]) in pids for o in owners_now if o.count(":") >= 2)
+                    owner_pids = [int(o.split(":")[1]) for o in set(owners_now) if o.count(":") >= 2]
+                    most_per_process = max([most_per_process, *Counter(owner_pids).values()])
+                    # With the host on, wait until it drives several sessions at once, then kill it.
+                    return sum(pid in pids for pid in owner_pids) >= (3 if host else 1)
 
                 wait_for(victim_streaming, 60, 0.05, "the first worker streaming a turn")
                 victim.kill_group()  # SIGKILL the qcluster and every django-q2 process it forked
@@ -171,6 +187,8 @@ def test_two_webs_two_workers_one_worker_killed_every_session_ends_once_paid_and
     finally:
         stop_all(processes)
 
+    if host:  # one django-q2 process per qcluster, and it drove several sessions concurrently
+        assert most_per_process >= 3
     turns = list(Turn.objects.filter(session_id__in=ids))
     interrupted = [t for t in turns if t.status == Turn.TurnStatus.INCOMPLETE]
     assert interrupted, "the kill interrupted at least one turn mid-stream"
