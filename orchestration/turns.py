@@ -425,7 +425,7 @@ def complete_turn(
     raises LeaseLost if `owner` lost the lease. `outbox`: where its committed events go (events.Outbox).
     """
     usage, reply = end.usage, _read_reply(agent, model, text, end, call, reasoning)
-    credits, cost = _price(model, usage)
+    credits, cost = price(model, usage)
     held = cache.reserved.get(turn_id) if cache is not None else None
     charge_known = held is not None and credits <= held  # then the charge is the usage: fold it in now
     new_version, changes, totals = _session_update(session, call, end, reply, cost, credits if charge_known else None)
@@ -495,7 +495,7 @@ def _session_update(
     return new_version, changes, totals
 
 
-def _price(model: LLMModel, usage: Usage) -> tuple[int, Decimal]:
+def price(model: LLMModel, usage: Usage) -> tuple[int, Decimal]:
     """(credits charged for `usage`, what the provider charges for it in USD)."""
     from billing.pricing import credits_for_usage, provider_cost_usd
 
@@ -563,33 +563,41 @@ def _claim(
     turn_id: int, reply: _Reply, end: StreamEnd, timing: tuple[int, int | None], credits: int, cost: Decimal
 ) -> bool:
     """Move the turn out of streaming with everything it produced; False if it was not streaming any more."""
-    usage = end.usage
     normal = end.outcome == "normal"
     claimed = Turn.objects.filter(pk=turn_id, status=Turn.TurnStatus.STREAMING).update(
         status=reply.status,
         output_text=reply.answer,
         error=reply.error,
-        stop_reason=end.stop_reason[:40],
         scores=reply.evaluation.scores,
         overall_score=reply.evaluation.overall,
         parse_tier=reply.evaluation.tier if normal else "",
         evaluation_raw=reply.evaluation.raw[:20000],
         feedback=reply.evaluation.feedback[:5000],
         result=reply.flow_result,
-        input_tokens=usage.input_tokens,
-        cached_tokens=usage.cached_input_tokens,
-        cache_write_tokens=usage.cache_write_tokens,
-        output_tokens=usage.output_tokens,
-        usage_estimated=usage.estimated,
-        reasoning_tokens=usage.reasoning_tokens,
-        credits=credits,
-        provider_cost=cost,
-        latency_ms=timing[0],
-        ttft_ms=timing[1],
-        finished_at=timezone.now(),
         reasoning=reply.reasoning,
+        **usage_fields(end, timing, credits, cost),
     )
     return bool(claimed)
+
+
+def usage_fields(end: StreamEnd, timing: tuple[int, int | None], credits: int, cost: Decimal) -> dict[str, Any]:
+    """The Turn fields a settled reply sets from how it ended: stop reason, token counts, `credits` charged,
+    `cost` (the provider's, USD), `timing` ((latency, time to first token) in ms) and the end time."""
+    usage = end.usage
+    return {
+        "stop_reason": end.stop_reason[:40],
+        "input_tokens": usage.input_tokens,
+        "cached_tokens": usage.cached_input_tokens,
+        "cache_write_tokens": usage.cache_write_tokens,
+        "output_tokens": usage.output_tokens,
+        "usage_estimated": usage.estimated,
+        "reasoning_tokens": usage.reasoning_tokens,
+        "credits": credits,
+        "provider_cost": cost,
+        "latency_ms": timing[0],
+        "ttft_ms": timing[1],
+        "finished_at": timezone.now(),
+    }
 
 
 def _settle(

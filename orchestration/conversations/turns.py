@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
 from django.db.models import F
-from django.utils import timezone
 
 from orchestration import engine
 from orchestration import events as ev
@@ -140,17 +139,10 @@ def settle_turn(
 
     Returns the Settled run, or None when an earlier run of the call saved it (the transaction is then
     marked for rollback: the caller writes nothing more). Raises LeaseLost."""
-    from billing.pricing import credits_for_usage, provider_cost_usd
     from billing.services import settle_credits
 
     usage = end.usage
-    counts = {
-        "input_tokens": usage.input_tokens,
-        "cached_tokens": usage.cached_input_tokens,
-        "output_tokens": usage.output_tokens,
-    }
-    credits = credits_for_usage(model=model, **counts)
-    cost = provider_cost_usd(model=model, **counts)
+    credits, cost = engine_turns.price(model, usage)
     fence(session_id, owner)
     session = WritingSession.objects.select_for_update().select_related("project__owner").get(pk=session_id)
     charged = settle_credits(
@@ -161,19 +153,7 @@ def settle_turn(
         description=f"Conversation “{session.title}”: {label}",
     )
     claimed = Turn.objects.filter(pk=turn_id, status=Turn.TurnStatus.STREAMING).update(
-        **fields,
-        stop_reason=end.stop_reason[:40],
-        input_tokens=usage.input_tokens,
-        cached_tokens=usage.cached_input_tokens,
-        cache_write_tokens=usage.cache_write_tokens,
-        output_tokens=usage.output_tokens,
-        usage_estimated=usage.estimated,
-        reasoning_tokens=usage.reasoning_tokens,
-        credits=charged,
-        provider_cost=cost,
-        latency_ms=timing[0],
-        ttft_ms=timing[1],
-        finished_at=timezone.now(),
+        **fields, **engine_turns.usage_fields(end, timing, charged, cost)
     )
     if not claimed:  # saved by an earlier run of this call
         transaction.set_rollback(True)
