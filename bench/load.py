@@ -99,24 +99,6 @@ def _fake_provider(conn) -> None:
 # --- processes, memory, connections ---------------------------------------------------------------------
 
 
-def _tree(pid: int) -> list[int]:
-    """pid and all its descendants."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    out, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        out.append(current)
-        todo.extend(children.get(current, []))
-    return out
-
-
 def _memory(pid: int) -> tuple[float, float]:
     """(VmRSS MiB, Pss MiB) of one process; zeros if it is gone."""
     try:
@@ -137,8 +119,10 @@ class Sampler(threading.Thread):
         self.samples: list[dict] = []
 
     def sample(self) -> dict:
+        from tests.live import process_tree  # Django is set up by now (tests.live reads its settings)
+
         web = _memory(self.webs[0].proc.pid)
-        tree = _tree(self.workers[0].proc.pid)
+        tree = process_tree(self.workers[0].proc.pid)
         leader = _memory(self.workers[0].proc.pid)
         # The django-q2 process that drives sessions: the largest child of the cluster.
         child = max((_memory(pid) for pid in tree[1:]), default=(0.0, 0.0))

@@ -48,10 +48,36 @@ def owner_client(client, owner):
 
 
 @pytest.fixture
-def live_app(transactional_db):
-    """The real daphne server and a django-q2 worker against the test database."""
+def enqueued(monkeypatch) -> list[int]:
+    """Record hand-offs to the worker (session ids) instead of sending them: the test drives the engine."""
+    calls: list[int] = []
+    monkeypatch.setattr("orchestration.tasks.enqueue_drive", calls.append)
+    return calls
+
+
+@pytest.fixture
+def instant_demo(settings):
+    """The Demo provider streams without pacing (DEMO_TOKENS_PER_SECOND = 0); yields `settings`."""
+    from orchestration.providers import clear_adapter_cache
+
+    settings.DEMO_TOKENS_PER_SECOND = 0
+    clear_adapter_cache()
+    yield settings
+    clear_adapter_cache()
+
+
+@pytest.fixture
+def live_app(request, transactional_db):
+    """The real daphne server and a django-q2 worker against the test database (tests.live.start_app).
+
+    A `@pytest.mark.live_app(**options)` marker on the test or its module passes `options` to start_app
+    over these defaults: nothing seeded (`seed=True` seeds the model catalogue and presets first), a
+    worker (`worker=False`: daphne alone); any other option is the worker's environment, e.g.
+    `DEMO_TOKENS_PER_SECOND="40"`.
+    """
     from tests.live import start_app
 
-    app = start_app(seed=False)
+    marker = request.node.get_closest_marker("live_app")
+    app = start_app(**{"seed": False, **(marker.kwargs if marker else {})})
     yield app
     app.stop()

@@ -8,7 +8,6 @@ import pytest
 from orchestration.conversations import runner
 from orchestration.conversations.models import Conversation, Message
 from tests.api.conftest import ApiClient, assert_error, new_key
-from tests.live import LiveApp, start_web, start_worker
 from tests.studio_fixtures import catalogue_model
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the runner works in threads
@@ -104,32 +103,27 @@ def test_the_plans_messages_per_minute_is_a_429(api, project, desk, owner):
     assert not Message.objects.filter(content="One too many").exists()
 
 
-def test_wait_true_returns_the_finished_reply_from_the_worker(owner):
+@pytest.mark.live_app(DEMO_TOKENS_PER_SECOND="400")
+def test_wait_true_returns_the_finished_reply_from_the_worker(owner, live_app):
     catalogue_model("demo", "demo-writer", output="0", name="Demo writer")
-    worker = start_worker(DEMO_TOKENS_PER_SECOND="400")
-    web, url = start_web()
-    live = LiveApp(url=url, web=web, worker=worker)
-    try:
-        import json
-        import urllib.request
+    import json
+    import urllib.request
 
-        key = new_key(owner)
-        api = ApiClient(key)
-        from orchestration.models import Project
+    key = new_key(owner)
+    api = ApiClient(key)
+    from orchestration.models import Project
 
-        project = Project.objects.create(owner=owner, name="Chat")
-        cid = api.post("conversations", {"project_id": project.pk}).json()["id"]
-        request = urllib.request.Request(
-            f"{url}/api/v1/conversations/{cid}/messages?wait=true&timeout=120",
-            data=json.dumps({"text": "What can the desk do?"}).encode(),
-            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
-            method="POST",
-        )
-        with urllib.request.urlopen(request, timeout=150) as response:
-            assert response.status == 200
-            body = json.load(response)
-        assert body["status"] == "completed" and body["reply"]["role"] == "assistant"
-        final = Message.objects.filter(conversation_id=cid, role="assistant").order_by("-position").first()
-        assert body["reply"]["content"] == final.content and final.content
-    finally:
-        live.stop()
+    project = Project.objects.create(owner=owner, name="Chat")
+    cid = api.post("conversations", {"project_id": project.pk}).json()["id"]
+    request = urllib.request.Request(
+        f"{live_app.url}/api/v1/conversations/{cid}/messages?wait=true&timeout=120",
+        data=json.dumps({"text": "What can the desk do?"}).encode(),
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=150) as response:
+        assert response.status == 200
+        body = json.load(response)
+    assert body["status"] == "completed" and body["reply"]["role"] == "assistant"
+    final = Message.objects.filter(conversation_id=cid, role="assistant").order_by("-position").first()
+    assert body["reply"]["content"] == final.content and final.content

@@ -13,7 +13,6 @@ from django.conf import settings
 
 from orchestration.models import Status, WritingSession
 from tests.api.conftest import new_key
-from tests.live import LiveApp, start_web, start_worker
 from tests.studio_fixtures import catalogue_model
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -29,29 +28,21 @@ def walkthrough_script() -> str:
     return "set -euo pipefail\n" + "\n".join(blocks)
 
 
-@pytest.fixture
-def live(transactional_db):
-    worker = start_worker(DEMO_TOKENS_PER_SECOND="400")
-    web, url = start_web()
-    app = LiveApp(url=url, web=web, worker=worker)
-    yield app
-    app.stop()
-
-
+@pytest.mark.live_app(DEMO_TOKENS_PER_SECOND="400")
 @pytest.mark.skipif(not (shutil.which("curl") and shutil.which("jq")), reason="the walk-through needs curl and jq")
-def test_the_curl_walkthrough_in_docs_api_md_runs_verbatim(live, owner, tmp_path):
+def test_the_curl_walkthrough_in_docs_api_md_runs_verbatim(live_app, owner, tmp_path):
     catalogue_model("demo", "demo-writer", output="0", name="Demo writer")
     key = new_key(owner, "docs walk-through")
     result = subprocess.run(
         ["bash", "-c", walkthrough_script()],
         cwd=tmp_path,
-        env={"PATH": "/usr/bin:/bin:/usr/local/bin", "ATELIER_URL": live.url, "ATELIER_KEY": key},
+        env={"PATH": "/usr/bin:/bin:/usr/local/bin", "ATELIER_URL": live_app.url, "ATELIER_KEY": key},
         capture_output=True,
         text=True,
         timeout=400,
     )
     assert result.returncode == 0, (
-        f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}\nweb log:\n{live.web.log()[-3000:]}"
+        f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}\nweb log:\n{live_app.web.log()[-3000:]}"
     )
     session = WritingSession.objects.get(project__owner=owner, title="Bike lanes")
     assert session.status == Status.COMPLETED and session.agents.count() == 2

@@ -17,10 +17,13 @@ from django.conf import settings
 
 from orchestration import services
 from orchestration.models import Status, Turn, WritingSession
-from tests.live import LiveApp, start_web, start_worker, wait_for
+from tests.live import start_app, start_web, wait_for
 from tests.orchestration.test_cross_process import demo_session
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
+
+# Heartbeats and polls every half second, so a stream's idle behaviour shows within seconds.
+FAST_SSE = {"API_SSE_HEARTBEAT_SECONDS": "0.5", "API_SSE_POLL_SECONDS": "0.5"}
 
 
 class Stream:
@@ -86,9 +89,7 @@ def new_key(user, name: str = "stream key") -> str:
 @pytest.fixture
 def app(transactional_db):
     # Paced demo tokens: a two-round run takes seconds, long enough to drop and resume mid-run.
-    worker = start_worker(DEMO_TOKENS_PER_SECOND="250")
-    web, url = start_web(API_SSE_HEARTBEAT_SECONDS="0.5", API_SSE_POLL_SECONDS="0.5")
-    live = LiveApp(url=url, web=web, worker=worker)
+    live = start_app(seed=False, env=FAST_SSE, DEMO_TOKENS_PER_SECOND="250")
     yield live
     live.stop()
 
@@ -96,8 +97,7 @@ def app(transactional_db):
 @pytest.fixture
 def web_only(transactional_db):
     """daphne alone (no worker): a queued session stays queued, so its stream idles."""
-    web, url = start_web(API_SSE_HEARTBEAT_SECONDS="0.5", API_SSE_POLL_SECONDS="0.5")
-    live = LiveApp(url=url, web=web, worker=None)
+    live = start_app(seed=False, worker=False, env=FAST_SSE)
     yield live
     live.stop()
 

@@ -14,17 +14,6 @@ from tests.api.conftest import assert_error
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def instant_demo(settings, monkeypatch):
-    from orchestration.providers import clear_adapter_cache
-
-    settings.DEMO_TOKENS_PER_SECOND = 0
-    monkeypatch.setattr("orchestration.tasks.enqueue_drive", lambda pk: None)
-    clear_adapter_cache()
-    yield
-    clear_adapter_cache()
-
-
 def two_agents(model: str = "demo:demo-writer") -> list[dict]:
     return [
         {
@@ -163,7 +152,9 @@ def test_update_while_not_running_and_refused_while_running(api, project, demo_l
 
 
 @pytest.mark.django_db(transaction=True)  # the engine runs in another thread
-def test_start_says_everything_missing_then_runs_and_retries_are_idempotent(api, project, demo_llm, instant_demo):
+def test_start_says_everything_missing_then_runs_and_retries_are_idempotent(
+    api, project, demo_llm, instant_demo, enqueued
+):
     sid = new_session(api, project, brief="").json()["id"]
     body = assert_error(api.post(f"sessions/{sid}/start"), 422, "not_ready")
     assert any("brief" in e["message"] for e in body["errors"])
@@ -202,7 +193,7 @@ def test_start_says_everything_missing_then_runs_and_retries_are_idempotent(api,
 
 
 @pytest.mark.django_db(transaction=True)
-def test_pause_and_resume(api, project, demo_llm, instant_demo):
+def test_pause_and_resume(api, project, demo_llm, instant_demo, enqueued):
     sid = new_session(api, project).json()["id"]
     api.post(f"sessions/{sid}/start")
     assert api.post(f"sessions/{sid}/pause").json()["status"] == "pausing"
@@ -231,7 +222,7 @@ def test_models_say_what_the_plan_allows_with_prices(api, demo_llm, cheap_llm, p
 
 
 @pytest.mark.django_db(transaction=True)
-def test_balance_and_usage(api, project, demo_llm, instant_demo, owner):
+def test_balance_and_usage(api, project, demo_llm, instant_demo, enqueued, owner):
     balance = api.get("balance").json()
     assert balance["plan"] == "free" and balance["balance"] == 500 and balance["api_requests_per_minute"] == 60
     sid = new_session(api, project, max_rounds=1).json()["id"]

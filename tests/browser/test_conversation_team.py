@@ -13,18 +13,13 @@ import pytest
 from django.conf import settings
 
 from tests.conftest import make_user
-from tests.live import start_app
 
 PASSWORD = "correct horse battery staple"
 EMAIL = "teamlead@example.com"
 SCREENSHOTS = Path(settings.BASE_DIR) / "docs" / "screenshots"
 
 
-@pytest.fixture
-def live_app(transactional_db):
-    app = start_app(DEMO_TOKENS_PER_SECOND="200")
-    yield app
-    app.stop()
+pytestmark = pytest.mark.live_app(seed=True, DEMO_TOKENS_PER_SECOND="200")
 
 
 def test_add_a_specialist_on_a_model_and_triage_hands_the_next_message_to_it(live_app, page, login):

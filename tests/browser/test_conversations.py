@@ -12,7 +12,6 @@ import re
 import pytest
 
 from tests.conftest import make_user
-from tests.live import start_app
 
 PASSWORD = "correct horse battery staple"
 EMAIL = "chatter@example.com"
@@ -22,12 +21,8 @@ STREAM_JS = """() => {
 }"""
 
 
-@pytest.fixture
-def live_app(transactional_db):
-    """Daphne and a worker whose Demo model writes slowly (~8 tokens a second): a reply lasts several seconds."""
-    app = start_app(DEMO_TOKENS_PER_SECOND="8")
-    yield app
-    app.stop()
+# Daphne and a worker whose Demo model writes slowly (~8 tokens a second): a reply lasts several seconds.
+pytestmark = pytest.mark.live_app(seed=True, DEMO_TOKENS_PER_SECOND="8")
 
 
 def squash(text: str) -> str:

@@ -61,15 +61,9 @@ def test_try_the_demo_team_shows_start_on_one_screen_and_starts(page, live_app, 
 @pytest.fixture
 def app_without_openai(transactional_db):
     """Daphne with no OpenAI key: the builder must say its models are unavailable, in users' words."""
-    from orchestration.catalogue import seed_catalogue
-    from orchestration.presets import seed_presets
-    from tests.live import LiveApp, start_web, start_worker
+    from tests.live import start_app
 
-    seed_catalogue()
-    seed_presets()
-    worker = start_worker(OPENAI_API_KEY="")
-    web, url = start_web(OPENAI_API_KEY="")
-    app = LiveApp(url=url, web=web, worker=worker)
+    app = start_app(env={"OPENAI_API_KEY": ""})
     yield app
     app.stop()
 

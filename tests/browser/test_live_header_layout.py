@@ -15,7 +15,6 @@ from django.utils import timezone
 from playwright.sync_api import expect
 
 from tests.conftest import make_user
-from tests.live import LiveApp, start_web
 from tests.studio_fixtures import catalogue_model
 
 PASSWORD = "correct horse battery staple"
@@ -24,12 +23,7 @@ LONG = "W" * 80
 RTL_PROJECT = "مشروع الكتابة"
 
 
-@pytest.fixture
-def live_app(transactional_db):
-    web, url = start_web()
-    app = LiveApp(url=url, web=web, worker=None)
-    yield app
-    app.stop()
+pytestmark = pytest.mark.live_app(worker=False)
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ import pytest
 from django.conf import settings
 
 from tests.conftest import make_user
-from tests.live import start_app
 
 SCREENSHOTS = Path(settings.BASE_DIR) / "docs" / "screenshots"
 PASSWORD = "correct horse battery staple"
@@ -37,11 +36,7 @@ RECORD_STREAMING_JS = """() => {
 RAW_EVALUATION = re.compile(r'"scores"|\{\s*"|evaluation>|^\s*\w[\w ]*:\s*\d+(?:\.\d+)?/10\s*$', re.I | re.M)
 
 
-@pytest.fixture
-def live_app(transactional_db):
-    app = start_app(DEMO_TOKENS_PER_SECOND="60")
-    yield app
-    app.stop()
+pytestmark = pytest.mark.live_app(seed=True, DEMO_TOKENS_PER_SECOND="60")
 
 
 def start_demo_session(owner, *, title: str, max_rounds: int):

@@ -13,17 +13,13 @@ import re
 import pytest
 
 from tests.conftest import make_user
-from tests.live import start_app, start_worker, wait_for
+from tests.live import start_worker, wait_for
 
 PASSWORD = "correct horse battery staple"
 EMAIL = "watcher@example.com"
 
 
-@pytest.fixture
-def live_app(transactional_db):
-    app = start_app(DEMO_TOKENS_PER_SECOND="30")
-    yield app
-    app.stop()
+pytestmark = pytest.mark.live_app(seed=True, DEMO_TOKENS_PER_SECOND="30")
 
 
 def demo_session(owner):

@@ -12,7 +12,6 @@ import pytest
 from django.utils.html import strip_tags
 
 from tests.conftest import make_user
-from tests.live import start_app
 
 PASSWORD = "correct horse battery staple"
 EMAIL = "writer@example.com"
@@ -30,12 +29,8 @@ STREAMING_CARD_JS = """() => {
 }"""
 
 
-@pytest.fixture
-def live_app(transactional_db):
-    """Daphne and a worker whose demo model writes ~40 tokens a second, so one turn lasts a few seconds."""
-    app = start_app(DEMO_TOKENS_PER_SECOND="40")
-    yield app
-    app.stop()
+# Daphne and a worker whose demo model writes ~40 tokens a second, so one turn lasts a few seconds.
+pytestmark = pytest.mark.live_app(seed=True, DEMO_TOKENS_PER_SECOND="40")
 
 
 def squash(text: str) -> str:

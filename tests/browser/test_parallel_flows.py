@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import make_user
-from tests.live import preset_session, start_app
+from tests.live import preset_session
 
 PASSWORD = "correct horse battery staple"
 EMAIL = "critic-watcher@example.com"
@@ -23,12 +23,8 @@ STREAMS_JS = """() => Array.from(
 ).map((card) => ({id: card.dataset.turnId, text: card.querySelector('[data-testid=turn-body]').textContent}))"""
 
 
-@pytest.fixture
-def live_app(transactional_db):
-    """Daphne and a worker whose demo model writes ~40 tokens a second, so a critique lasts a few seconds."""
-    app = start_app(DEMO_TOKENS_PER_SECOND="40")
-    yield app
-    app.stop()
+# Daphne and a worker whose demo model writes ~40 tokens a second, so a critique lasts a few seconds.
+pytestmark = pytest.mark.live_app(seed=True, DEMO_TOKENS_PER_SECOND="40")
 
 
 def squash(text: str) -> str:

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import make_user
-from tests.live import LiveApp, start_web, start_worker
 
 PASSWORD = "correct horse battery staple"
 EMAIL = "pipeliner@example.com"
@@ -34,17 +33,8 @@ WATCH_JS = """() => {
 }"""
 
 
-@pytest.fixture
-def live_app(transactional_db):
-    """Daphne and a worker whose Demo model writes at ~30 tokens a second: each stage streams for a few seconds."""
-    from orchestration.catalogue import seed_catalogue
-
-    seed_catalogue()
-    worker = start_worker(DEMO_TOKENS_PER_SECOND="30")
-    web, url = start_web()
-    app = LiveApp(url=url, web=web, worker=worker)
-    yield app
-    app.stop()
+# Daphne and a worker whose Demo model writes at ~30 tokens a second: each stage streams for a few seconds.
+pytestmark = pytest.mark.live_app(seed=True, DEMO_TOKENS_PER_SECOND="30")
 
 
 def test_a_pipeline_conversation_streams_four_stage_lines_and_the_reviewed_reply(live_app, page, login):

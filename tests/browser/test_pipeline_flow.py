@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import make_user
-from tests.live import preset_session, start_app
+from tests.live import preset_session
 
 PASSWORD = "correct horse battery staple"
 EMAIL = "pipeline-watcher@example.com"
@@ -32,12 +32,8 @@ Watering young street trees for their first three years is the largest cost for 
 """
 
 
-@pytest.fixture
-def live_app(transactional_db):
-    """Daphne and a worker whose demo model writes ~60 tokens a second, so each stage lasts a few seconds."""
-    app = start_app(DEMO_TOKENS_PER_SECOND="60")
-    yield app
-    app.stop()
+# Daphne and a worker whose demo model writes ~60 tokens a second, so each stage lasts a few seconds.
+pytestmark = pytest.mark.live_app(seed=True, DEMO_TOKENS_PER_SECOND="60")
 
 
 def pipeline_draft(user):

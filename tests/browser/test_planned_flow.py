@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import re
 
-from tests.browser.test_parallel_flows import live_app  # noqa: F401 - the daphne + worker fixture
+import pytest
+
 from tests.conftest import make_user
 from tests.live import preset_session
+
+# Daphne and a worker whose demo model writes ~40 tokens a second, so a task lasts a few seconds.
+pytestmark = pytest.mark.live_app(seed=True, DEMO_TOKENS_PER_SECOND="40")
 
 PASSWORD = "correct horse battery staple"
 EMAIL = "planner-watcher@example.com"
@@ -35,7 +39,7 @@ def planned_draft(user):
     return session
 
 
-def test_the_plan_shows_before_execution_and_the_tasks_stream_side_by_side(live_app, page, login):  # noqa: F811
+def test_the_plan_shows_before_execution_and_the_tasks_stream_side_by_side(live_app, page, login):
     from playwright.sync_api import expect
 
     from orchestration.models import Status, StopReason

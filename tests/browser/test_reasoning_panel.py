@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from tests.conftest import make_user
-from tests.live import LiveApp, start_web, start_worker
+from tests.live import start_app
 
 PASSWORD = "correct horse battery staple"
 EMAIL = "thinker@example.com"
@@ -35,10 +35,7 @@ def thinking_app(transactional_db, fake_llm):
 
     seed_catalogue()  # transactional tests flush the catalogue the migration seeded
     fake_llm.tokens_per_second = 20
-    env = {"ANTHROPIC_API_KEY": "test-key", "ANTHROPIC_BASE_URL": fake_llm.url}
-    worker = start_worker(**env)
-    web, url = start_web(**env)
-    app = LiveApp(url=url, web=web, worker=worker)
+    app = start_app(seed=False, env={"ANTHROPIC_API_KEY": "test-key", "ANTHROPIC_BASE_URL": fake_llm.url})
     yield app
     app.stop()
 

@@ -192,8 +192,7 @@ def test_engine_logs_carry_session_and_turn_and_never_secrets_or_document_text(f
     from orchestration import engine, services
     from orchestration.models import ReferenceDocument
     from orchestration.providers import clear_adapter_cache
-    from tests.orchestration.engine_helpers import scored_reply, two_agent_session
-    from tests.orchestration.test_engine import on_pro_plan
+    from tests.orchestration.engine_helpers import on_pro_plan, scored_reply, two_agent_session
 
     key = "sk-test-LEAKCHECK-0123456789abcdef"
     settings.PROVIDERS = fake_llm.provider_settings(api_key=key)
@@ -268,8 +267,7 @@ def test_metrics_count_turns_tokens_credits_latency_and_provider_errors(fake_llm
     from orchestration import engine, services
     from orchestration.models import Turn
     from orchestration.providers import clear_adapter_cache
-    from tests.orchestration.engine_helpers import counting_replies, two_agent_session
-    from tests.orchestration.test_engine import on_pro_plan
+    from tests.orchestration.engine_helpers import counting_replies, on_pro_plan, two_agent_session
 
     settings.PROVIDERS = fake_llm.provider_settings()
     settings.PROVIDER_MAX_RETRIES = 2

@@ -8,6 +8,17 @@ from decimal import Decimal
 from orchestration.models import Agent, Criterion, LLMModel, Project, WritingSession
 
 
+def on_pro_plan(user):
+    """Put `user` on the Pro plan; returns the user."""
+    from billing.plans import PRO
+    from billing.services import get_account
+
+    account = get_account(user)
+    account.plan = PRO
+    account.save(update_fields=["plan"])
+    return user
+
+
 def priced_model(provider: str, model_id: str, **extra) -> LLMModel:
     defaults = {
         "display_name": model_id,

@@ -64,14 +64,6 @@ def catalogue(db):
 
 
 @pytest.fixture
-def enqueued(monkeypatch):
-    """Hand-offs to the worker are recorded, never sent to the real broker."""
-    calls: list[int] = []
-    monkeypatch.setattr("orchestration.tasks.enqueue_drive", calls.append)
-    return calls
-
-
-@pytest.fixture
 def writer(catalogue):
     """A Free-plan user, as after signing up (the Free plan allows the Demo model)."""
     return make_user("writer@example.com")
@@ -275,16 +267,6 @@ def test_create_session_refuses_an_unpriced_model_override(writer, brief_file):
 
 
 # --- run_session ------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def instant_demo(settings):
-    from orchestration.providers import clear_adapter_cache
-
-    settings.DEMO_TOKENS_PER_SECOND = 0
-    clear_adapter_cache()
-    yield settings
-    clear_adapter_cache()
 
 
 def _draft(brief_file: Path, *extra: str) -> WritingSession:

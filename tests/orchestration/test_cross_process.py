@@ -15,7 +15,7 @@ import pytest
 from billing.services import get_balance
 from orchestration import services
 from orchestration.models import LLMModel, SessionEvent, Status, Turn, WritingSession
-from tests.live import assert_each_charge_once, preset_session, start_app, start_worker, wait_for
+from tests.live import assert_each_charge_once, preset_session, start_worker, wait_for
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
@@ -56,29 +56,23 @@ async def _collect_ws(url: str, cookie: str, session_id: int, until, timeout: fl
     return messages
 
 
-@pytest.fixture
-def app(transactional_db):
-    live = start_app(DEMO_TOKENS_PER_SECOND="400", ENGINE_LEASE_SECONDS="5")
-    yield live
-    live.stop()
-
-
-def test_start_from_the_web_runs_in_the_worker_and_streams_to_the_websocket(app, client, owner):
+@pytest.mark.live_app(seed=True, DEMO_TOKENS_PER_SECOND="400", ENGINE_LEASE_SECONDS="5")
+def test_start_from_the_web_runs_in_the_worker_and_streams_to_the_websocket(live_app, client, owner):
     session = demo_session(owner)
     cookie = _login_cookies(client, owner)
     # Start through the real web process, as the builder's Start button does.
     page = urllib.request.urlopen(
-        urllib.request.Request(f"{app.url}/sessions/{session.pk}/edit/", headers={"Cookie": cookie})
+        urllib.request.Request(f"{live_app.url}/sessions/{session.pk}/edit/", headers={"Cookie": cookie})
     )
     csrf = re.search(r"csrftoken=([^;]+)", page.headers.get("Set-Cookie", "")).group(1)
     from urllib.parse import urlencode
 
     form = {"title": session.title, "flow": session.flow, "brief": session.brief, "max_rounds": session.max_rounds}
     start = urllib.request.Request(
-        f"{app.url}/sessions/{session.pk}/start/",
+        f"{live_app.url}/sessions/{session.pk}/start/",
         data=urlencode(form).encode(),
         method="POST",
-        headers={"Cookie": f"{cookie}; csrftoken={csrf}", "X-CSRFToken": csrf, "Referer": app.url + "/"},
+        headers={"Cookie": f"{cookie}; csrftoken={csrf}", "X-CSRFToken": csrf, "Referer": live_app.url + "/"},
     )
     response = urllib.request.urlopen(start)
     assert f"/sessions/{session.pk}/" in response.url  # redirected to the live page, not back to the builder
@@ -86,7 +80,7 @@ def test_start_from_the_web_runs_in_the_worker_and_streams_to_the_websocket(app,
     def finished(messages: list[dict]) -> bool:
         return any(m.get("status") == "completed" for m in messages)
 
-    messages = asyncio.run(_collect_ws(app.url, cookie, session.pk, finished))
+    messages = asyncio.run(_collect_ws(live_app.url, cookie, session.pk, finished))
     fragments = [f for m in messages for f in m.get("fragments", [])]
     assert any(f["target"].endswith("-body") and f["html"] for f in fragments), "streamed text reached the socket"
     assert any(f["target"] == "session-header" for f in fragments)
@@ -97,24 +91,24 @@ def test_start_from_the_web_runs_in_the_worker_and_streams_to_the_websocket(app,
     assert "drive_session" not in "".join(m.get("error", "") for m in messages)
 
 
-def test_worker_killed_mid_turn_the_session_resumes_by_itself_without_double_saves_or_charges(app, owner):
+# Slow enough (25 tokens a second) that the test SIGKILLs the worker part-way through a turn; 5-second
+# leases, so the worker started after it takes the session over soon after.
+@pytest.mark.live_app(seed=True, DEMO_TOKENS_PER_SECOND="25", ENGINE_LEASE_SECONDS="5")
+def test_worker_killed_mid_turn_the_session_resumes_by_itself_without_double_saves_or_charges(live_app, owner):
     session = demo_session(owner, max_rounds=2)
     balance_before = get_balance(owner)
-    # Slow stream so the kill lands part-way through a turn.
-    app.worker.stop()
-    app.worker = start_worker(DEMO_TOKENS_PER_SECOND="25")
     services.start_session(session=session, user=owner)
     wait_for(
         lambda: SessionEvent.objects.filter(session=session, kind="chunk").count() >= 3, timeout=60, message="chunks"
     )
-    app.worker.kill_group()
+    live_app.worker.kill_group()
     killed_at_seq = WritingSession.objects.get(pk=session.pk).last_seq
     turn = Turn.objects.get(session=session)
     assert turn.status == Turn.TurnStatus.STREAMING  # it died mid-turn
 
     # A worker restarts (as `manage.py up` does). Nobody calls the watchdog: the workers' own watchdog
     # notices the dead executor and the session carries on; well within the minute of the old schedule.
-    app.worker = start_worker(DEMO_TOKENS_PER_SECOND="400")
+    live_app.worker = start_worker(DEMO_TOKENS_PER_SECOND="400", ENGINE_LEASE_SECONDS="5")
     wait_for(
         lambda: SessionEvent.objects.filter(session=session, kind="chunk", seq__gt=killed_at_seq).exists(),
         timeout=45,
@@ -134,7 +128,10 @@ def test_worker_killed_mid_turn_the_session_resumes_by_itself_without_double_sav
     assert_each_charge_once(owner, session, balance_before=balance_before)
 
 
-def test_worker_killed_mid_parallel_round_resumes_with_no_duplicated_or_lost_turn(app, owner):
+# Slow enough (25 tokens a second) that the test SIGKILLs the worker part-way through a turn; 5-second
+# leases, so the worker started after it takes the session over soon after.
+@pytest.mark.live_app(seed=True, DEMO_TOKENS_PER_SECOND="25", ENGINE_LEASE_SECONDS="5")
+def test_worker_killed_mid_parallel_round_resumes_with_no_duplicated_or_lost_turn(live_app, owner):
     """Issue 10: SIGKILL while three critics stream; the round resumes, each slot completes exactly once."""
     from orchestration.models import StopReason
 
@@ -147,8 +144,6 @@ def test_worker_killed_mid_parallel_round_resumes_with_no_duplicated_or_lost_tur
         document="# Checkout\n\nOne page. Payment stays as it is.\n",
     )
     balance_before = get_balance(owner)
-    app.worker.stop()
-    app.worker = start_worker(DEMO_TOKENS_PER_SECOND="25")
     services.start_session(session=session, user=owner)
 
     def three_critics_streaming() -> bool:
@@ -158,8 +153,8 @@ def test_worker_killed_mid_parallel_round_resumes_with_no_duplicated_or_lost_tur
         )
 
     wait_for(three_critics_streaming, timeout=60, message="three critics streaming")
-    app.worker.kill_group()
-    app.worker = start_worker(DEMO_TOKENS_PER_SECOND="400")
+    live_app.worker.kill_group()
+    live_app.worker = start_worker(DEMO_TOKENS_PER_SECOND="400", ENGINE_LEASE_SECONDS="5")
     wait_for(
         lambda: WritingSession.objects.get(pk=session.pk).status == Status.COMPLETED, timeout=120, message="completion"
     )
@@ -177,7 +172,10 @@ def test_worker_killed_mid_parallel_round_resumes_with_no_duplicated_or_lost_tur
     assert_each_charge_once(owner, session, balance_before=balance_before)
 
 
-def test_worker_killed_mid_wave_of_a_planned_run_resumes_without_repeating_finished_tasks(app, owner):
+# Slow enough (25 tokens a second) that the test SIGKILLs the worker part-way through a turn; 5-second
+# leases, so the worker started after it takes the session over soon after.
+@pytest.mark.live_app(seed=True, DEMO_TOKENS_PER_SECOND="25", ENGINE_LEASE_SECONDS="5")
+def test_worker_killed_mid_wave_of_a_planned_run_resumes_without_repeating_finished_tasks(live_app, owner):
     """Issue 11: SIGKILL while wave 2's tasks stream; finished tasks are neither re-run nor re-paid."""
     from orchestration.models import StopReason
 
@@ -189,8 +187,6 @@ def test_worker_killed_mid_wave_of_a_planned_run_resumes_without_repeating_finis
         brief="Write a short report arguing that cities should plant more street trees.",
     )
     balance_before = get_balance(owner)
-    app.worker.stop()
-    app.worker = start_worker(DEMO_TOKENS_PER_SECOND="25")
     services.start_session(session=session, user=owner)
 
     def wave_two_streaming() -> bool:
@@ -202,8 +198,8 @@ def test_worker_killed_mid_wave_of_a_planned_run_resumes_without_repeating_finis
     wait_for(wave_two_streaming, timeout=90, message="wave 2's tasks streaming")
     finished_before = {t.slot: t.pk for t in Turn.objects.filter(session=session, status=Turn.TurnStatus.COMPLETED)}
     assert {"plan", "task:research", "verify:task:research"} <= set(finished_before)
-    app.worker.kill_group()
-    app.worker = start_worker(DEMO_TOKENS_PER_SECOND="400")
+    live_app.worker.kill_group()
+    live_app.worker = start_worker(DEMO_TOKENS_PER_SECOND="400", ENGINE_LEASE_SECONDS="5")
     wait_for(
         lambda: WritingSession.objects.get(pk=session.pk).status == Status.COMPLETED, timeout=120, message="completion"
     )

@@ -277,16 +277,6 @@ def test_a_request_without_criteria_is_scored_on_quality():
 # --- through the real engine ---------------------------------------------------------------------------
 
 
-@pytest.fixture
-def instant_demo(settings):
-    from orchestration.providers import clear_adapter_cache
-
-    settings.DEMO_TOKENS_PER_SECOND = 0
-    clear_adapter_cache()
-    yield
-    clear_adapter_cache()
-
-
 @pytest.mark.django_db(transaction=True)
 def test_engine_demo_run_quotes_references_applies_feedback_and_keeps_a_human_edit(owner, instant_demo, monkeypatch):
     from billing.services import grant_credits

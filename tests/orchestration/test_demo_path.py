@@ -13,17 +13,6 @@ from orchestration.presets import DEMO_RUN_CREDITS
 from tests.studio_fixtures import *  # noqa: F403 - fixtures
 
 
-@pytest.fixture
-def instant_demo(settings, monkeypatch):
-    from orchestration.providers import clear_adapter_cache
-
-    settings.DEMO_TOKENS_PER_SECOND = 0
-    monkeypatch.setattr("orchestration.tasks.enqueue_drive", lambda pk: None)
-    clear_adapter_cache()
-    yield
-    clear_adapter_cache()
-
-
 def test_the_dashboard_says_what_the_demo_costs_and_never_that_it_is_free(owner_client):
     html = owner_client.get(reverse("dashboard")).content.decode()
     assert "costs nothing" not in html
@@ -71,7 +60,7 @@ def test_a_refused_start_is_explained_on_the_demo_page(owner_client, owner, demo
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_whole_demo_run_costs_what_the_dashboard_says(client, instant_demo):
+def test_a_whole_demo_run_costs_what_the_dashboard_says(client, instant_demo, enqueued):
     from orchestration.catalogue import seed_catalogue
     from orchestration.presets import seed_presets
     from tests.conftest import make_user

@@ -7,45 +7,9 @@ import pytest
 from billing.services import get_balance, grant_credits
 from orchestration import engine, services
 from orchestration.models import DocumentVersion, SessionEvent, Status, StopReason, Turn
-from tests.orchestration.engine_helpers import counting_replies, scored_reply, two_agent_session
+from tests.orchestration.engine_helpers import counting_replies, on_pro_plan, scored_reply, two_agent_session
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def providers(fake_llm, settings):
-    from orchestration.providers import clear_adapter_cache
-
-    settings.PROVIDERS = fake_llm.provider_settings()
-    settings.PROVIDER_TIMEOUT_SECONDS = 3
-    clear_adapter_cache()
-    yield fake_llm
-    clear_adapter_cache()
-
-
-@pytest.fixture
-def enqueued(monkeypatch):
-    """Record hand-offs to the worker instead of running them: the test drives the engine itself."""
-    calls: list[int] = []
-    monkeypatch.setattr("orchestration.tasks.enqueue_drive", calls.append)
-    return calls
-
-
-def on_pro_plan(user):
-    from billing.plans import PRO
-    from billing.services import get_account
-
-    account = get_account(user)
-    account.plan = PRO
-    account.save(update_fields=["plan"])
-    return user
-
-
-@pytest.fixture
-def rich_owner(owner):
-    on_pro_plan(owner)
-    grant_credits(user=owner, amount=1_000_000, key="test:topup", description="test credits")
-    return owner
 
 
 def run_to_end(session) -> str:
@@ -235,12 +199,6 @@ def test_step_run_twice_never_saves_or_charges_twice(providers, enqueued, rich_o
 
 
 # --- Provider faults end in a completed turn or a clearly marked failure, never a stuck session ---
-
-
-@pytest.fixture
-def fast_retries(settings, monkeypatch):
-    settings.PROVIDER_MAX_RETRIES = 2
-    monkeypatch.setattr("orchestration.providers.retry.retry_delay", lambda attempt, retry_after=None: 0.01)
 
 
 def test_rate_limit_then_success_completes_the_turn(providers, enqueued, rich_owner, fast_retries):

@@ -4,8 +4,6 @@ Driven through the real engine, the real SDKs and the wire-level fake provider. 
 simulated by another executor taking the lease over (the lease expired while it was frozen).
 """
 
-# ruff: noqa: F811 (the engine tests' fixtures are imported and used as parameters)
-
 from __future__ import annotations
 
 import threading
@@ -23,7 +21,7 @@ from orchestration.termination import Stop
 from orchestration.turns import WORKER_LOST, abandon_turn, begin_turn, recover_interrupted_turns
 from tests.live import wait_for
 from tests.orchestration.engine_helpers import counting_replies, scored_reply, two_agent_session
-from tests.orchestration.test_engine import enqueued, providers, rich_owner, start  # noqa: F401 (fixtures)
+from tests.orchestration.test_engine import start
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -3,7 +3,6 @@
 Through the real engine, SDKs and fake provider; then the page and the pushed fragments as the user gets them.
 """
 
-# ruff: noqa: F401, F811 (the engine tests' fixtures are imported and used as parameters)
 from __future__ import annotations
 
 import pytest
@@ -13,14 +12,7 @@ from orchestration import events as ev
 from orchestration.live import render_fragments
 from orchestration.models import SessionEvent, Status, Turn
 from tests.orchestration.engine_helpers import counting_replies, two_agent_session
-from tests.orchestration.test_engine import (
-    enqueued,
-    fast_retries,
-    providers,
-    rich_owner,
-    run_to_end,
-    start,
-)
+from tests.orchestration.test_engine import run_to_end, start
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -9,17 +9,11 @@ import pytest
 from billing.models import CreditEntry
 from orchestration import engine
 from orchestration.models import DocumentVersion, SessionEvent, Status, StopReason, Turn
-from tests.orchestration import test_engine as _engine_tests
 from tests.orchestration.engine_helpers import priced_model
 from tests.orchestration.flow_helpers import editorial_session, flow_replies, roundtable_session
+from tests.orchestration.test_engine import run_to_end, start
 
 # The engine tests' fixtures and helpers, shared.
-providers = _engine_tests.providers
-enqueued = _engine_tests.enqueued
-rich_owner = _engine_tests.rich_owner
-fast_retries = _engine_tests.fast_retries
-run_to_end = _engine_tests.run_to_end
-start = _engine_tests.start
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -10,7 +10,7 @@ import pytest
 from billing.services import get_balance
 from orchestration import services
 from orchestration.models import SessionEvent, Status, Turn, WritingSession
-from tests.live import assert_each_charge_once, preset_session, start_app, start_worker, wait_for
+from tests.live import assert_each_charge_once, preset_session, start_worker, wait_for
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
@@ -24,14 +24,10 @@ Roots and crowns slow storm water, so drains in cities overflow less often.
 """
 
 
-@pytest.fixture
-def app(transactional_db):
-    live = start_app(DEMO_TOKENS_PER_SECOND="400", ENGINE_LEASE_SECONDS="5")
-    yield live
-    live.stop()
-
-
-def test_worker_killed_mid_build_resumes_without_repeating_research_or_plan(app, owner):
+# Slow enough (25 tokens a second) that the test SIGKILLs the worker part-way through a turn; 5-second
+# leases, so the worker started after it takes the session over soon after.
+@pytest.mark.live_app(seed=True, DEMO_TOKENS_PER_SECOND="25", ENGINE_LEASE_SECONDS="5")
+def test_worker_killed_mid_build_resumes_without_repeating_research_or_plan(live_app, owner):
     session = preset_session(
         owner,
         "researched-article",
@@ -41,8 +37,6 @@ def test_worker_killed_mid_build_resumes_without_repeating_research_or_plan(app,
         references=[("Notes", NOTES, "notes.md")],
     )
     balance_before = get_balance(owner)
-    app.worker.stop()
-    app.worker = start_worker(DEMO_TOKENS_PER_SECOND="25")
     services.start_session(session=session, user=owner)
 
     def building() -> bool:
@@ -50,8 +44,8 @@ def test_worker_killed_mid_build_resumes_without_repeating_research_or_plan(app,
         return build is not None and SessionEvent.objects.filter(turn=build, kind="chunk").exists()
 
     wait_for(building, timeout=120, message="the build stage streaming")
-    app.worker.kill_group()
-    app.worker = start_worker(DEMO_TOKENS_PER_SECOND="400")
+    live_app.worker.kill_group()
+    live_app.worker = start_worker(DEMO_TOKENS_PER_SECOND="400", ENGINE_LEASE_SECONDS="5")
     wait_for(
         lambda: WritingSession.objects.get(pk=session.pk).status == Status.COMPLETED, timeout=120, message="completion"
     )

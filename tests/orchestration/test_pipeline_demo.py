@@ -7,12 +7,7 @@ from __future__ import annotations
 import pytest
 
 from orchestration.models import DocumentVersion, Passage, Project, Status, StopReason, Turn, WritingSession
-from tests.orchestration import test_engine as _engine_tests
-
-enqueued = _engine_tests.enqueued
-rich_owner = _engine_tests.rich_owner
-run_to_end = _engine_tests.run_to_end
-start = _engine_tests.start
+from tests.orchestration.test_engine import run_to_end, start
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -13,15 +13,9 @@ import pytest
 from billing.services import get_balance
 from orchestration import services
 from orchestration.models import DocumentVersion, Flow, Passage, Status, StopReason, Turn
-from tests.orchestration import test_engine as _engine_tests
 from tests.orchestration.engine_helpers import priced_model
 from tests.orchestration.flow_helpers import team_session
-
-providers = _engine_tests.providers
-enqueued = _engine_tests.enqueued
-rich_owner = _engine_tests.rich_owner
-run_to_end = _engine_tests.run_to_end
-start = _engine_tests.start
+from tests.orchestration.test_engine import run_to_end, start
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -9,16 +9,9 @@ from decimal import Decimal
 import pytest
 
 from orchestration.models import SessionEvent, Status, StopReason, Turn
-from tests.orchestration import test_engine as _engine_tests
 from tests.orchestration.engine_helpers import priced_model
 from tests.orchestration.flow_helpers import demo_model, planned_session
-
-providers = _engine_tests.providers
-enqueued = _engine_tests.enqueued
-rich_owner = _engine_tests.rich_owner
-fast_retries = _engine_tests.fast_retries
-run_to_end = _engine_tests.run_to_end
-start = _engine_tests.start
+from tests.orchestration.test_engine import run_to_end, start
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

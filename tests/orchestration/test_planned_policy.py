@@ -12,9 +12,8 @@ from orchestration.flows import Finished, Step, Waiting
 from orchestration.flows.planned import ConfigError, PlannedFlow, clean_config
 from orchestration.flows.taskgraph import critical_path, parse_plan
 from orchestration.models import StopReason, Turn
-from tests.orchestration.engine_helpers import priced_model
+from tests.orchestration.engine_helpers import on_pro_plan, priced_model
 from tests.orchestration.flow_helpers import planned_session
-from tests.orchestration.test_engine import on_pro_plan
 
 pytestmark = pytest.mark.django_db
 

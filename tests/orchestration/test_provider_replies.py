@@ -5,7 +5,6 @@ The session of `two_agent_session`: an Anthropic writer ("claude-test") then an 
 ("local-llama"); the fake server answers their requests in that order.
 """
 
-# ruff: noqa: F811 (the engine tests' fixtures are imported and used as parameters)
 from __future__ import annotations
 
 import pytest
@@ -17,7 +16,7 @@ from orchestration import engine
 from orchestration.models import DocumentVersion, Status, Turn
 from tests.fakes.llm_server import count_tokens
 from tests.orchestration.engine_helpers import priced_model, scored_reply, two_agent_session
-from tests.orchestration.test_engine import enqueued, fast_retries, providers, rich_owner, start  # noqa: F401
+from tests.orchestration.test_engine import start
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -14,7 +14,6 @@ import pytest
 from orchestration import engine, services
 from orchestration.models import Status, Turn
 from tests.orchestration.engine_helpers import counting_replies, two_agent_session
-from tests.orchestration.test_engine import enqueued, providers, rich_owner  # noqa: F401 - fixtures
 from tests.statements import Recorder, record_statements
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -45,7 +44,7 @@ def drive_counted(recorder: Recorder, session) -> list[tuple[str, str]]:
     return list(recorder.statements)
 
 
-def test_a_steady_state_turn_costs_at_most_18_statements(providers, enqueued, rich_owner, recorder):  # noqa: F811
+def test_a_steady_state_turn_costs_at_most_18_statements(providers, enqueued, rich_owner, recorder):
     providers.reply(*[counting_replies()] * 8)
     short = two_agent_session(rich_owner, max_rounds=1)
     one_round = drive_counted(recorder, short)

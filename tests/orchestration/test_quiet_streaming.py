@@ -15,7 +15,6 @@ from orchestration.live import render_fragments, tail_fragments
 from orchestration.models import SessionEvent, Status, Turn
 from tests.live import wait_for
 from tests.orchestration.engine_helpers import scored_reply, two_agent_session
-from tests.orchestration.test_engine import enqueued, providers, rich_owner  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -39,9 +38,9 @@ class Page:
 
 
 def test_a_page_reloaded_mid_reply_shows_everything_a_page_that_stayed_shows(
-    providers,  # noqa: F811
-    enqueued,  # noqa: F811
-    rich_owner,  # noqa: F811
+    providers,
+    enqueued,
+    rich_owner,
     settings,
     monkeypatch,
 ):

@@ -24,14 +24,6 @@ from tests.studio_fixtures import settings_post_data
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture
-def enqueued(monkeypatch):
-    """Hand-offs to the worker are recorded, not run: these tests are about starting."""
-    calls: list[int] = []
-    monkeypatch.setattr("orchestration.tasks.enqueue_drive", calls.append)
-    return calls
-
-
 def _draft(owner, demo_llm, title: str = "Race", project=None) -> WritingSession:
     project = project or Project.objects.create(owner=owner, name=f"P {title}")
     session = WritingSession.objects.create(project=project, title=title, brief="Argue for bike lanes.")

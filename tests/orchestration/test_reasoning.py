@@ -111,17 +111,6 @@ def _thinking_session(owner, *, budget: int = 2048, max_output: int = 1024, writ
 
 
 @pytest.fixture
-def providers(fake_llm, settings):
-    from orchestration.providers import clear_adapter_cache
-
-    settings.PROVIDERS = fake_llm.provider_settings()
-    settings.PROVIDER_TIMEOUT_SECONDS = 3
-    clear_adapter_cache()
-    yield fake_llm
-    clear_adapter_cache()
-
-
-@pytest.fixture
 def rich_owner(owner, monkeypatch):
     from billing.plans import PRO
     from billing.services import get_account, grant_credits

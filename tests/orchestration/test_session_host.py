@@ -3,8 +3,6 @@ loop and returns; sessions stream side by side there; a full host makes the task
 back to the queue. In-process here, through the real drive task, engine, SDKs and the wire-level fake; the
 worker-process version with a SIGKILL is tests/orchestration/test_topology.py (session-host)."""
 
-# ruff: noqa: F811 (the engine tests' fixtures are imported and used as parameters)
-
 from __future__ import annotations
 
 import pytest
@@ -13,7 +11,7 @@ from orchestration import host, tasks
 from orchestration.models import SessionEvent, Status, Turn, WritingSession
 from tests.live import wait_for
 from tests.orchestration.engine_helpers import scored_reply, two_agent_session
-from tests.orchestration.test_engine import enqueued, providers, rich_owner, start  # noqa: F401 (fixtures)
+from tests.orchestration.test_engine import start
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

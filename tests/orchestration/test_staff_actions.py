@@ -14,7 +14,7 @@ from orchestration.models import SessionEvent, Status, StopReason, Turn
 from tests.conftest import make_user
 from tests.live import wait_for
 from tests.orchestration.engine_helpers import counting_replies, scored_reply, two_agent_session
-from tests.orchestration.test_engine import enqueued, on_pro_plan, providers, rich_owner, start  # noqa: F401
+from tests.orchestration.test_engine import start
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -24,7 +24,7 @@ def staff(db):
     return make_user("ops@example.com", is_staff=True)
 
 
-def test_staff_stop_mid_stream_reads_stopped_by_staff_to_the_owner(providers, enqueued, rich_owner, staff):  # noqa: F811
+def test_staff_stop_mid_stream_reads_stopped_by_staff_to_the_owner(providers, enqueued, rich_owner, staff):
     providers.tokens_per_second = 20  # slow stream: stop it part-way
     providers.reply(scored_reply("word " * 400, 7, 7))
     session = two_agent_session(rich_owner, max_rounds=3)
@@ -46,7 +46,7 @@ def test_staff_stop_mid_stream_reads_stopped_by_staff_to_the_owner(providers, en
     assert entry.user_id == staff.pk and "Stopped" in entry.change_message
 
 
-def test_staff_pause_waits_for_the_turn_then_reads_paused_by_staff(providers, enqueued, rich_owner, staff):  # noqa: F811
+def test_staff_pause_waits_for_the_turn_then_reads_paused_by_staff(providers, enqueued, rich_owner, staff):
     providers.reply(*[counting_replies()] * 10)
     session = two_agent_session(rich_owner, max_rounds=3)
     start(session, rich_owner)
@@ -63,7 +63,7 @@ def test_staff_pause_waits_for_the_turn_then_reads_paused_by_staff(providers, en
     assert LogEntry.objects.filter(object_id=str(session.pk)).count() == 1
 
 
-def test_the_staff_buttons_work_from_the_read_only_page_and_the_owner_sees_who(client, enqueued, rich_owner, staff):  # noqa: F811
+def test_the_staff_buttons_work_from_the_read_only_page_and_the_owner_sees_who(client, enqueued, rich_owner, staff):
     session = two_agent_session(rich_owner, max_rounds=3)
     session.status = Status.PAUSED
     session.save(update_fields=["status"])
@@ -85,7 +85,7 @@ def test_the_staff_buttons_work_from_the_read_only_page_and_the_owner_sees_who(c
     assert "Stopped by Atelier staff" in owner_html and "Stopped by you" not in owner_html
 
 
-def test_only_active_staff_can_use_the_staff_controls(client, enqueued, rich_owner, outsider):  # noqa: F811
+def test_only_active_staff_can_use_the_staff_controls(client, enqueued, rich_owner, outsider):
     session = two_agent_session(rich_owner, max_rounds=3)
     session.status = Status.RUNNING
     session.save(update_fields=["status"])

@@ -1,14 +1,12 @@
 """Termination conditions through the real engine, SDKs and fake provider."""
 
-# ruff: noqa: F811 (the engine tests' fixtures are imported and used as parameters)
-
 from __future__ import annotations
 
 import pytest
 
 from orchestration.models import DocumentVersion, Status, StopReason, Turn
 from tests.orchestration.engine_helpers import scored_reply, two_agent_session
-from tests.orchestration.test_engine import enqueued, providers, rich_owner, run_to_end, start  # noqa: F401
+from tests.orchestration.test_engine import run_to_end, start
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -11,7 +11,6 @@ import re
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 from django.contrib.sessions.backends.db import SessionStore
@@ -33,7 +32,7 @@ from orchestration.models import (
     turn_reservation_key,
 )
 from tests.conftest import make_user
-from tests.live import start_web, start_worker, wait_for
+from tests.live import process_tree, start_web, start_worker, stop_all, wait_for
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
@@ -71,24 +70,6 @@ def _last_seq(session_id: int) -> int:
         return WritingSession.objects.values_list("last_seq", flat=True).get(pk=session_id)
     finally:
         connection.close()
-
-
-def _tree(pid: int) -> set[int]:
-    """pid and its descendants (a qcluster and the django-q2 processes it forked)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    out, todo = set(), [pid]
-    while todo:
-        current = todo.pop()
-        out.add(current)
-        todo.extend(children.get(current, []))
-    return out
 
 
 async def _watch(url: str, cookie: str, session_id: int, positions: list[int], seen: set, timeout: float) -> None:
@@ -180,7 +161,7 @@ def test_two_webs_two_workers_one_worker_killed_every_session_ends_once_paid_and
 
                 def victim_streaming() -> bool:
                     nonlocal most_per_process
-                    pids = _tree(victim.proc.pid)
+                    pids = process_tree(victim.proc.pid)
                     owners_now = WritingSession.objects.filter(
                         pk__in=positions, turns__status=Turn.TurnStatus.STREAMING, turns__events__kind="chunk"
                     ).values_list("lease_owner", flat=True)
@@ -204,8 +185,7 @@ def test_two_webs_two_workers_one_worker_killed_every_session_ends_once_paid_and
             "every session completed",
         )
     finally:
-        for process in processes:
-            process.stop()
+        stop_all(processes)
 
     if host:  # one django-q2 process per qcluster, and it drove several sessions concurrently
         assert most_per_process >= 3
