@@ -162,13 +162,21 @@ def test_two_webs_two_workers_one_worker_killed_every_session_ends_once_paid_and
                 def victim_streaming() -> bool:
                     nonlocal most_per_process
                     pids = process_tree(victim.proc.pid)
-                    owners_now = WritingSession.objects.filter(
+                    streaming = WritingSession.objects.filter(pk__in=positions, turns__status=Turn.TurnStatus.STREAMING)
+
+                    def owner_pids(rows) -> list[int]:
+                        return [int(o.split(":")[1]) for o in set(rows) if o.count(":") >= 2]
+
+                    driving = owner_pids(streaming.values_list("lease_owner", flat=True))
+                    most_per_process = max([most_per_process, *Counter(driving).values()])
+                    # Kill once the victim streams a turn that saved text; with the host on, only while it
+                    # also drives several sessions at once.
+                    with_text = WritingSession.objects.filter(  # one filter(): the streaming turn itself saved text
                         pk__in=positions, turns__status=Turn.TurnStatus.STREAMING, turns__events__kind="chunk"
-                    ).values_list("lease_owner", flat=True)
-                    owner_pids = [int(o.split(":")[1]) for o in set(owners_now) if o.count(":") >= 2]
-                    most_per_process = max([most_per_process, *Counter(owner_pids).values()])
-                    # With the host on, wait until it drives several sessions at once, then kill it.
-                    return sum(pid in pids for pid in owner_pids) >= (3 if host else 1)
+                    )
+                    saved = owner_pids(with_text.values_list("lease_owner", flat=True))
+                    several = sum(pid in pids for pid in driving) >= (3 if host else 1)
+                    return several and any(pid in pids for pid in saved)
 
                 wait_for(victim_streaming, 60, 0.05, "the first worker streaming a turn")
                 victim.kill_group()  # SIGKILL the qcluster and every django-q2 process it forked
