@@ -54,14 +54,6 @@ def provider(request):
 
 
 @pytest.fixture
-def enqueued(monkeypatch):
-    """Record hand-offs to the worker instead of running them: the test drives the runner itself."""
-    calls: list[int] = []
-    monkeypatch.setattr("orchestration.tasks.enqueue_drive", calls.append)
-    return calls
-
-
-@pytest.fixture
 def funded_owner(owner):
     from orchestration.catalogue import seed_catalogue
 
