@@ -9,10 +9,11 @@ handed to the agent's fallback model.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from django.conf import settings
 
@@ -27,7 +28,7 @@ from orchestration.turns import INTERNAL_ERROR, USER_STOP, abandon_turn, begin_t
 
 if TYPE_CHECKING:
     from orchestration.chunks import ChunkBatcher
-    from orchestration.providers import ModelRequest, ProviderError, StreamEnd
+    from orchestration.providers import ModelRequest, ProviderError, StreamEnd, ToolCall
 
 logger = logging.getLogger(__name__)
 
@@ -222,31 +223,60 @@ async def _run_attempt(
         return await _after_provider_error(running, model, attempt, state, error)
 
 
+class StreamingAttempt(Protocol):
+    """What `read_stream` fills: an attempt's turn, the request sent, and the text and thinking received."""
+
+    turn_id: int
+    request: ModelRequest
+    received: list[str]
+    thought: list[str]
+
+
+async def read_stream(
+    model: LLMModel,
+    attempt: StreamingAttempt,
+    batcher: ChunkBatcher,
+    first: list[float],
+    tool_calls: list[ToolCall] | None = None,
+) -> StreamEnd:
+    """Read the provider's stream for `attempt.request` into `attempt` (text and thinking also to `batcher`)
+    and return its end. The monotonic time of the first text is appended to `first`, so a caller that cancels
+    the read still knows it; tool calls go to `tool_calls` when given, else are ignored. The stream is closed
+    when the read ends, also on cancellation. Raises ProviderError, also when the stream stops without its end
+    (retryable)."""
+    from orchestration.providers import ProviderError, ReasoningDelta, StreamEnd, TextDelta, ToolCall, get_adapter
+
+    end: StreamEnd | None = None
+    async with contextlib.aclosing(get_adapter(model.provider).stream(attempt.request)) as items:
+        async for item in items:
+            if isinstance(item, TextDelta):
+                if not first:
+                    first.append(time.monotonic())
+                attempt.received.append(item.text)
+                batcher.add(attempt.turn_id, item.text)
+            elif isinstance(item, ReasoningDelta):
+                attempt.thought.append(item.text)
+                batcher.add_reasoning(attempt.turn_id, item.text)
+            elif isinstance(item, ToolCall):
+                if tool_calls is not None:
+                    tool_calls.append(item)
+            elif isinstance(item, StreamEnd):
+                end = item
+    if end is None:
+        raise ProviderError("The reply ended without a proper end.", kind="stream_broken", retryable=True)
+    return end
+
+
 async def _stream(
     model: LLMModel, attempt: _Attempt, batcher: ChunkBatcher
 ) -> tuple[StreamEnd, tuple[int, int | None]]:
     """Stream the attempt's reply into `attempt` and the batcher: (its end, (latency, time to first token) in ms).
 
     Raises ProviderError, also when the stream stops without its end."""
-    from orchestration.providers import ProviderError, ReasoningDelta, StreamEnd, TextDelta, get_adapter
-
     started = time.monotonic()
-    first_token_at: float | None = None
-    end: StreamEnd | None = None
-    async for item in get_adapter(model.provider).stream(attempt.request):
-        if isinstance(item, TextDelta):
-            if first_token_at is None:
-                first_token_at = time.monotonic()
-            attempt.received.append(item.text)
-            batcher.add(attempt.turn_id, item.text)
-        elif isinstance(item, ReasoningDelta):
-            attempt.thought.append(item.text)
-            batcher.add_reasoning(attempt.turn_id, item.text)
-        elif isinstance(item, StreamEnd):
-            end = item
-    if end is None:
-        raise ProviderError("The reply ended without a proper end.", kind="stream_broken", retryable=True)
-    return end, (int((time.monotonic() - started) * 1000), _ms(started, first_token_at))
+    first: list[float] = []
+    end = await read_stream(model, attempt, batcher, first)
+    return end, (int((time.monotonic() - started) * 1000), _ms(started, first[0] if first else None))
 
 
 async def _after_provider_error(

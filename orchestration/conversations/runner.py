@@ -14,7 +14,6 @@ adds a message or a charge twice, and a call cut by a crash is re-run from the s
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import time
@@ -231,7 +230,7 @@ async def _stream(
     flusher = asyncio.create_task(batcher.run(done))
     started = time.monotonic()
     first: list[float] = []
-    task = asyncio.create_task(_consume(model, attempt, batcher, first))
+    task = asyncio.create_task(calls.read_stream(model, attempt, batcher, first, attempt.calls))
     stop_seen, lease_lost = await _watch(task, batcher, session_id, owner)
     done.set()
     batcher.wake.set()  # run() ends now, not at its next save interval
@@ -250,33 +249,6 @@ async def _stream(
         return error
     timing = (int((time.monotonic() - started) * 1000), int((first[0] - started) * 1000) if first else None)
     return await db(_complete, prepared, agent, model, attempt, end, timing, owner=owner)
-
-
-async def _consume(model: LLMModel, attempt: Attempt, batcher: ChunkBatcher, first: list[float]) -> StreamEnd:
-    """Read the provider's stream into `attempt` (text and thinking also to `batcher`, tool calls kept) and
-    return its end; the time of the first text goes to `first`. Raises ProviderError (a stream that ends
-    without its end is retryable)."""
-    from orchestration.providers import ReasoningDelta, TextDelta, get_adapter
-
-    end = None
-    stream = get_adapter(model.provider).stream(attempt.request)
-    async with contextlib.aclosing(stream) as items:
-        async for item in items:
-            if isinstance(item, TextDelta):
-                if not first:
-                    first.append(time.monotonic())
-                attempt.received.append(item.text)
-                batcher.add(attempt.turn_id, item.text)
-            elif isinstance(item, ReasoningDelta):
-                attempt.thought.append(item.text)
-                batcher.add_reasoning(attempt.turn_id, item.text)
-            elif isinstance(item, ToolCall):
-                attempt.calls.append(item)
-            elif isinstance(item, StreamEnd):
-                end = item
-    if end is None:
-        raise ProviderError("The reply ended without a proper end.", kind="stream_broken", retryable=True)
-    return end
 
 
 async def _watch(

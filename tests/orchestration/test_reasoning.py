@@ -412,14 +412,10 @@ def test_staff_set_a_models_reasoning_capability_in_the_admin(admin_client):
 
 
 @pytest.fixture
-def sdk_providers(settings, fake_llm):
-    from orchestration.providers import clear_adapter_cache
-
-    settings.PROVIDERS = fake_llm.provider_settings()
+def sdk_providers(providers, settings):
+    """`providers` with 5 s timeouts (set before any adapter is built: `providers` emptied the cache)."""
     settings.PROVIDER_TIMEOUT_SECONDS = 5.0
-    clear_adapter_cache()
-    yield fake_llm
-    clear_adapter_cache()
+    return providers
 
 
 async def _events(provider: str, **request):
