@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeVar
 
 from django.db import transaction
 from django.utils import timezone
@@ -41,6 +42,7 @@ from orchestration.termination import Stop, check_after_turn, check_before_step,
 from orchestration.turns import INTERNAL_ERROR, recover_interrupted_turns
 
 logger = logging.getLogger(__name__)
+_Outcome = TypeVar("_Outcome", bound=str)
 
 # One task drives a session for at most this long, then hands over to a fresh task, so a
 # long run never approaches django-q2's task timeout.
@@ -67,12 +69,22 @@ def drive(session_id: int, *, budget_seconds: float = DRIVE_BUDGET_SECONDS) -> D
     Outcomes: busy (another executor holds it), idle, paused, stopped, finished, failed, requeued,
     lease_lost (another executor took over while this one was frozen or slow: it wrote nothing more).
     """
+    return drive_with_lease(session_id, drive_leased, budget_seconds)
+
+
+def drive_with_lease(
+    session_id: int, driver: Callable[[int, str, float], Coroutine[object, object, _Outcome]], budget_seconds: float
+) -> _Outcome | Literal["busy", "lease_lost"]:
+    """Claim the session's lease, run `driver(session_id, owner, budget_seconds)` to its end on an event loop
+    of its own, and release the lease. Returns the driver's outcome, "busy" (another executor holds the
+    lease) or "lease_lost" (the driver raised LeaseLost: another executor took over). The one synchronous
+    entry of the engine and the conversation runner (orchestration.host runs the same drivers many at once)."""
     owner = new_owner_id()
     if not claim_lease(session_id, owner):
         return "busy"
     try:
         with bound(session_id=session_id):  # every record of this drive (asyncio.run copies the context)
-            return asyncio.run(_drive(session_id, owner, budget_seconds))
+            return asyncio.run(driver(session_id, owner, budget_seconds))
     except LeaseLost:
         logger.warning("session %s: lease lost to another executor; standing down", session_id)
         return "lease_lost"

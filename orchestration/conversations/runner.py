@@ -33,7 +33,7 @@ from orchestration.conversations import flow, pipeline, turns
 from orchestration.conversations.models import Conversation, Message, MessageRole, MessageStatus
 from orchestration.conversations.turns import Attempt, Prepared, Transcript
 from orchestration.db_thread import db, in_db_thread
-from orchestration.lease import LeaseLost, claim_lease, fence, new_owner_id, release_lease, renew_lease
+from orchestration.lease import LeaseLost, fence, release_lease, renew_lease
 from orchestration.models import Agent, LLMModel, Status, StopReason, Turn, WritingSession
 from orchestration.providers.base import ModelRequest, ProviderError, StreamEnd, ToolCall
 from orchestration.services import set_status, status_payload
@@ -47,20 +47,9 @@ DRIVE_BUDGET_SECONDS = 240
 
 
 def drive(session_id: int, *, budget_seconds: float = DRIVE_BUDGET_SECONDS) -> str:
-    """Write the conversation's pending reply. Outcomes as engine.drive: busy, idle, finished, stopped,
-    failed, requeued, lease_lost."""
-    owner = new_owner_id()
-    if not claim_lease(session_id, owner):
-        return "busy"
-    try:
-        return asyncio.run(_drive(session_id, owner, budget_seconds))
-    except LeaseLost:
-        logger.warning("conversation session %s: lease lost to another executor; standing down", session_id)
-        return "lease_lost"
-    except (WritingSession.DoesNotExist, Conversation.DoesNotExist):
-        return "idle"  # deleted while it ran
-    finally:
-        release_lease(session_id, owner)
+    """Write the conversation's pending reply. Outcomes as engine.drive: busy, idle (also when the session or
+    its conversation was deleted while it ran), finished, stopped, failed, requeued, lease_lost."""
+    return engine.drive_with_lease(session_id, drive_leased, budget_seconds)
 
 
 async def drive_leased(session_id: int, owner: str, budget_seconds: float = DRIVE_BUDGET_SECONDS) -> str:
