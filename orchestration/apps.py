@@ -11,6 +11,8 @@ class OrchestrationConfig(AppConfig):
         import gc
         import sys
 
+        from orchestration import checks  # noqa: F401 - registers the system checks
+
         if "qcluster" in sys.argv:
             # Import the engine and the provider SDKs before django-q2 forks its workers, so the
             # first turn on each worker does not pay a second of imports.

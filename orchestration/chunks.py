@@ -13,7 +13,7 @@ from django.conf import settings
 from django.db import transaction
 
 from orchestration import events as ev
-from orchestration.db_thread import in_db_thread
+from orchestration.db_thread import in_db_thread, in_db_thread_background
 from orchestration.lease import LeaseLost, fenced_update
 from orchestration.models import SessionEvent
 
@@ -126,7 +126,9 @@ class ChunkBatcher:
             if not new or self.lease_lost:
                 return
             try:
-                rows, status = await in_db_thread(_save_chunks, self.session_id, self.owner, new)
+                # The periodic save may wait behind the phases a user waits for (a drive's first step).
+                run = in_db_thread_background if pushed_only else in_db_thread
+                rows, status = await run(_save_chunks, self.session_id, self.owner, new)
             except LeaseLost:
                 self.lease_lost = True
                 return

@@ -9,20 +9,40 @@ Protocol (JSON):
             placed by its offset in the turn's text, so the saved copy arriving later never shows twice
 Fragments are server-rendered, sanitized HTML. Every message carries the sequence number it
 brings the page up to, so a page that reconnects asks for exactly what it missed.
+
+Pushes may be lost (channels-redis drops them over a channel's capacity and after its expiry), and the
+last pushes of a run may be the ones lost, so the consumer catches up by itself (the same answer as to a
+catch_up, sent unasked) when it learned from the session row that the log holds events its pushes have
+not brought for LIVE_RECHECK_SECONDS, or after LIVE_SILENCE_SECONDS without a push while the run is active
+(one query for the log's end first). Every client, the page or a plain WebSocket client, thus ends at the
+log's last_seq. Streamed text is rendered at most once per LIVE_RENDER_WINDOW_MS per connection: the
+first push after a quiet spell at once, pushes meanwhile only merge text and one render covers them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
 
 from atelier.core import metrics
 from orchestration import events as ev
 from orchestration import lease
-from orchestration.live import TurnTextCache, render_fragments, tail_fragments, tail_needs_text
+from orchestration.live import (
+    SessionHead,
+    TextKey,
+    TurnTextCache,
+    merge_tails,
+    render_fragments,
+    tail_needs_text,
+    text_fragment,
+)
+from orchestration.models import ACTIVE_STATUSES
 
 logger = logging.getLogger(__name__)
 
@@ -64,11 +84,26 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
         if user is None or not user.is_authenticated or not await self._owns_session(user.pk):
             await self.close(code=4403)
             return
-        self.last_seq = 0
+        await self._join()
+
+    async def _join(self) -> None:
+        """Set up the connection's state, join the session's group, accept, and start the recheck task."""
+        now = time.monotonic()
+        self.last_seq = 0  # the page's position: every event up to it has been sent
         self.turn_text: TurnTextCache = {}
+        self.known_seq = 0  # the log's last_seq when the session row was last read
+        self.status = ""  # the run's status when the session row was last read
+        self.advanced_at = now  # when last_seq last grew, or a catch-up was sent
+        self.heard_at = now  # when the last push (events or streamed text) arrived
+        self.checked_at = now  # when the silence check last read the session row
+        self.pending: dict[TextKey, None] = {}  # streamed texts merged but not rendered yet
+        self.rendered_at = float("-inf")
+        self.render_due: asyncio.Task[None] | None = None
+        self.lock = asyncio.Lock()  # one render or catch-up at a time: they share turn_text and last_seq
         self.group = ev.group_name(self.session_id)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self._accept_counted()
+        self.rechecking: asyncio.Task[None] | None = asyncio.create_task(self._recheck_loop())
 
     async def _accept_counted(self) -> None:
         """Accept, and count the open socket for /metrics (disconnect uncounts only what was counted)."""
@@ -80,6 +115,9 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
         if getattr(self, "counted", False):
             metrics.WEBSOCKETS.dec()
             self.counted = False
+        for task in (getattr(self, "rechecking", None), getattr(self, "render_due", None)):
+            if task is not None:
+                task.cancel()
         if hasattr(self, "group"):
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
@@ -124,46 +162,129 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
         await self.catch_up(after)
 
     async def catch_up(self, after: int) -> None:
-        message = await database_sync_to_async(self._catch_up_message)(after)
-        await self.send_json(message)
+        """Answer a catch_up: every event after `after`, rendered from the database."""
+        async with self.lock:
+            await self._render_pending()  # text merged before this answer goes out before it, as it came
+            message = await database_sync_to_async(self._catch_up_message)(after)
+            self.advanced_at = time.monotonic()
+            await self.send_json(message)
 
     def _catch_up_message(self, after: int) -> dict[str, Any]:
         events = [ev.serialize(e) for e in ev.events_after(self.session_id, after)]
+        head = SessionHead()
         fragments, last_seq, status = render_fragments(
-            self.session_id, events, self.turn_text, full_text_for_chunks=True
+            self.session_id, events, self.turn_text, full_text_for_chunks=True, head=head
         )
+        self._learn(head)
         self.last_seq = max(self.last_seq, last_seq, after)
         # Whether a worker is driving the session: the page shows "reconnecting to a worker" if not.
         worker = lease.executor_state(self.session_id)
         return {"type": "events", "last_seq": self.last_seq, "status": status, "worker": worker, "fragments": fragments}
 
+    def _learn(self, head: SessionHead) -> None:
+        """Note what a render read of the session row: the log's end (to notice lost pushes) and the status."""
+        if head.status:
+            self.known_seq = max(self.known_seq, head.last_seq)
+            self.status = head.status
+
     async def session_events(self, message: dict[str, Any]) -> None:
-        events = [e for e in message.get("events", []) if e["seq"] > self.last_seq]
-        if not events:
+        """Saved events pushed by the engine: rendered in order; a gap in seq means pushes were lost."""
+        self.heard_at = time.monotonic()
+        if not any(e["seq"] > self.last_seq for e in message.get("events", [])):
             return
-        if events[0]["seq"] > self.last_seq + 1 and self.last_seq > 0:
-            # We missed something (capacity drop, late join): rebuild from the database.
-            await self.catch_up(self.last_seq)
-            return
-        payload = await database_sync_to_async(self._live_message)(events)
-        await self.send_json(payload)
+        async with self.lock:
+            events = [e for e in message.get("events", []) if e["seq"] > self.last_seq]
+            if not events:
+                return  # a catch-up brought them meanwhile
+            await self._render_pending()
+            if events[0]["seq"] > self.last_seq + 1 and self.last_seq > 0:
+                # We missed something (capacity drop, late join): rebuild from the database.
+                payload = await database_sync_to_async(self._catch_up_message)(self.last_seq)
+            else:
+                payload = await database_sync_to_async(self._live_message)(events)
+            self.advanced_at = time.monotonic()
+            await self.send_json(payload)
 
     async def session_chunks(self, message: dict[str, Any]) -> None:
-        """Unsaved streamed text from the engine: rendered here, with no database query (issue 15)."""
+        """Unsaved streamed text from the engine: merged at once, rendered at most once per render window.
+
+        No database query (issue 15) except once for a turn this connection has not seen stream yet.
+        """
+        self.heard_at = time.monotonic()
         chunks = message.get("chunks", [])
-        if tail_needs_text(self.turn_text, chunks):  # a turn this page has not seen stream yet: read it once
-            fragments = await database_sync_to_async(tail_fragments)(self.turn_text, chunks, load=True)
-        else:
-            fragments = tail_fragments(self.turn_text, chunks)
+        async with self.lock:
+            if tail_needs_text(self.turn_text, chunks):  # a page opened mid-reply: read the turn's text once
+                grown = await database_sync_to_async(merge_tails)(self.turn_text, chunks, load=True)
+            else:
+                grown = merge_tails(self.turn_text, chunks)
+            self.pending.update(dict.fromkeys(grown))
+            if not self.pending:
+                return
+            wait = settings.LIVE_RENDER_WINDOW_MS / 1000 - (time.monotonic() - self.rendered_at)
+            if wait <= 0:
+                await self._render_pending()  # quiet until now: no added latency
+            elif self.render_due is None:
+                self.render_due = asyncio.create_task(self._render_later(wait))
+
+    async def _render_later(self, wait: float) -> None:
+        await asyncio.sleep(wait)
+        async with self.lock:
+            self.render_due = None
+            await self._render_pending()
+
+    async def _render_pending(self) -> None:
+        """Send the streamed texts merged since the last render, one fragment each (call holding the lock)."""
+        if not self.pending:
+            return
+        keys, self.pending = list(self.pending), {}
+        fragments = [text_fragment(self.turn_text, key) for key in keys if key in self.turn_text]
         if fragments:
             await self.send_json(
                 {"type": "events", "live": True, "last_seq": self.last_seq, "status": "", "fragments": fragments}
             )
+        self.rendered_at = time.monotonic()
 
     def _live_message(self, events: list[dict[str, Any]]) -> dict[str, Any]:
-        fragments, last_seq, status = render_fragments(self.session_id, events, self.turn_text)
+        head = SessionHead()
+        fragments, last_seq, status = render_fragments(self.session_id, events, self.turn_text, head=head)
+        self._learn(head)
         self.last_seq = max(self.last_seq, last_seq)
         return {"type": "events", "last_seq": self.last_seq, "status": status, "fragments": fragments}
+
+    async def _recheck_loop(self) -> None:
+        """Catch up unasked when pushes may have been lost (see the module docstring); runs until disconnect."""
+        grace, silence = settings.LIVE_RECHECK_SECONDS, settings.LIVE_SILENCE_SECONDS
+        while True:
+            await asyncio.sleep(max(0.05, min(grace, silence) / 4))
+            try:
+                await self._recheck(grace, silence)
+            except Exception:  # the database or the socket failed: the next tick tries again
+                logger.warning("live recheck of session %s failed", self.session_id, exc_info=True)
+
+    async def _recheck(self, grace: float, silence: float) -> None:
+        now = time.monotonic()
+        if self.last_seq < self.known_seq and now - self.advanced_at >= grace:
+            await self._catch_up_unasked()  # the log has events the pushes have not brought
+        elif self.status in ACTIVE_STATUSES and now - max(self.heard_at, self.checked_at) >= silence:
+            self.checked_at = now
+            last_seq, status = await database_sync_to_async(self._read_head)()
+            self.known_seq, self.status = max(self.known_seq, last_seq), status
+            if last_seq > self.last_seq:
+                await self._catch_up_unasked()
+
+    async def _catch_up_unasked(self) -> None:
+        async with self.lock:
+            await self._render_pending()
+            message = await database_sync_to_async(self._catch_up_message)(self.last_seq)
+            self.advanced_at = time.monotonic()  # even if nothing came: at most one catch-up per grace period
+            await self.send_json(message)
+
+    def _read_head(self) -> tuple[int, str]:
+        """(last_seq, status) of the session row: one query."""
+        from orchestration.models import WritingSession
+
+        row = WritingSession.objects.filter(pk=self.session_id).values_list("last_seq", "status").first()
+        return row if row is not None else (self.last_seq, "")
 
 
 class ConversationConsumer(SessionConsumer):
@@ -181,11 +302,7 @@ class ConversationConsumer(SessionConsumer):
             return
         self.conversation_id = conversation_id
         self.session_id = session_id
-        self.last_seq = 0
-        self.turn_text: TurnTextCache = {}
-        self.group = ev.group_name(self.session_id)
-        await self.channel_layer.group_add(self.group, self.channel_name)
-        await self._accept_counted()
+        await self._join()
 
     @database_sync_to_async
     def _conversation_session(self, conversation_id: int, user_id: int) -> int | None:
@@ -197,11 +314,18 @@ class ConversationConsumer(SessionConsumer):
             .first()
         )
 
+    async def session_chunks(self, message: dict[str, Any]) -> None:
+        """The chat page shows a reply's text from its saved chunk events (op "text"): pushed tails, which it
+        never used, are not rendered for it."""
+        self.heard_at = time.monotonic()
+
     def _catch_up_message(self, after: int) -> dict[str, Any]:
         from orchestration.conversations.live import render_fragments as chat_fragments
 
         events = [ev.serialize(e) for e in ev.events_after(self.session_id, after)]
-        fragments, last_seq, status = chat_fragments(self.conversation_id, events, full_text=True)
+        head = SessionHead()
+        fragments, last_seq, status = chat_fragments(self.conversation_id, events, full_text=True, head=head)
+        self._learn(head)
         self.last_seq = max(self.last_seq, last_seq, after)
         worker = lease.executor_state(self.session_id)
         return {"type": "events", "last_seq": self.last_seq, "status": status, "worker": worker, "fragments": fragments}
@@ -209,6 +333,8 @@ class ConversationConsumer(SessionConsumer):
     def _live_message(self, events: list[dict[str, Any]]) -> dict[str, Any]:
         from orchestration.conversations.live import render_fragments as chat_fragments
 
-        fragments, last_seq, status = chat_fragments(self.conversation_id, events)
+        head = SessionHead()
+        fragments, last_seq, status = chat_fragments(self.conversation_id, events, head=head)
+        self._learn(head)
         self.last_seq = max(self.last_seq, last_seq)
         return {"type": "events", "last_seq": self.last_seq, "status": status, "fragments": fragments}

@@ -1,18 +1,23 @@
-"""The engine's one database thread: where every drive's and conversation's database work runs.
+"""The engine's database threads: where every drive's and conversation's database work runs.
 
 `in_db_thread` runs a function there; `db` also hands it an events.Outbox and pushes the events the function
-committed, from the calling event loop, once it returns.
+committed, from the calling event loop, once it returns; `in_db_thread_background` runs periodic work (the
+session host's lease renewals, periodic chunk saves) that may wait behind what a user is waiting for.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import heapq
+import itertools
 import os
+import threading
+import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from functools import partial
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, cast
 
 from django.conf import settings
 
@@ -21,42 +26,131 @@ from orchestration import events as ev
 T = TypeVar("T")
 P = ParamSpec("P")
 
+# How long periodic work may wait behind latency-sensitive phases submitted after it (seconds). Bounded, so a
+# steady stream of phases never starves it: a lease renewal still lands well within ENGINE_LEASE_SECONDS.
+BACKGROUND_SLACK = 1.0
 
-_db_executor: tuple[int, ThreadPoolExecutor] | None = None  # (pid, the engine's database thread)
+
+# A drive's phases in its first STARTUP_SECONDS (its first step: what its user waits for, the queue pickup)
+# are due STARTUP_LEAD seconds early: ahead of the other drives' phases queued up to that long before them.
+STARTUP_SECONDS = 5.0
+STARTUP_LEAD = 1.0
+_drive_started: contextvars.ContextVar[float | None] = contextvars.ContextVar("drive_started", default=None)
 
 
-def _db_thread() -> ThreadPoolExecutor:
-    """The process's one engine database thread (created lazily, and afresh in a forked child).
+def drive_starting() -> None:
+    """Mark the calling task (and the tasks it starts) as a drive that starts now: its database phases get
+    the STARTUP_LEAD for STARTUP_SECONDS. The session host calls it at the start of every drive."""
+    _drive_started.set(time.monotonic())
 
-    One thread, as asgiref's thread-sensitive executor gives, so a drive's statements share one connection
-    (and SQLite never sees two writers from one engine); a plain executor hop costs about half of what
-    asgiref's SyncToAsync does (issue 15: four to five hops per call). ENGINE_DB_THREADS > 1 (with the
-    session host on PostgreSQL, orchestration/host.py) gives the process's drives that many threads, each
-    with its own connection: every phase is one function with its own transactions, fenced by the lease.
+
+class DbThreads:
+    """ENGINE_DB_THREADS threads (one database connection each) taking work from one queue, earliest due first.
+
+    Work is due when submitted, plus `slack` seconds for background work: a drive's phases (its first step
+    the user waits for, a turn's start and end) go ahead of periodic saves and renewals queued up to `slack`
+    seconds before them. Within one priority it is first in, first out, as a plain thread pool.
     """
-    global _db_executor
-    if _db_executor is None or _db_executor[0] != os.getpid():
-        threads = int(settings.ENGINE_DB_THREADS)
-        _db_executor = (os.getpid(), ThreadPoolExecutor(max_workers=threads, thread_name_prefix="engine-db"))
-    return _db_executor[1]
+
+    def __init__(self, threads: int) -> None:
+        self.threads = threads
+        self._queue: list[tuple[float, int, Future[Any], Callable[[], Any]]] = []  # a heap on (due, order)
+        self._order = itertools.count()
+        self._ready = threading.Condition()
+        self._started = 0
+
+    def submit(self, fn: Callable[[], T], *, slack: float = 0.0) -> Future[T]:
+        """Queue fn() (due in `slack` seconds); its Future completes with what it returns or raises."""
+        future: Future[T] = Future()
+        with self._ready:
+            heapq.heappush(self._queue, (time.monotonic() + slack, next(self._order), future, fn))
+            if self._started < self.threads:  # threads start on demand, as ThreadPoolExecutor's do
+                self._started += 1
+                threading.Thread(target=self._work, name=f"engine-db_{self._started - 1}", daemon=True).start()
+            else:
+                self._ready.notify()
+        return future
+
+    @property
+    def queued(self) -> int:
+        """Work waiting for a thread now (benchmarks, tests)."""
+        with self._ready:
+            return len(self._queue)
+
+    def _work(self) -> None:
+        while True:
+            with self._ready:
+                while not self._queue:
+                    self._ready.wait()
+                _, _, future, fn = heapq.heappop(self._queue)
+            if not future.set_running_or_notify_cancel():  # its caller was cancelled while it waited
+                continue
+            try:
+                result = fn()
+            except BaseException as error:  # noqa: BLE001 - handed to the caller, as ThreadPoolExecutor does
+                future.set_exception(error)
+            else:
+                future.set_result(result)
+
+
+_db_threads: tuple[int, DbThreads] | None = None  # (pid, the engine's database threads)
+_db_threads_lock = threading.Lock()
+
+
+def db_threads() -> DbThreads:
+    """The process's engine database threads (created lazily, and afresh in a forked child).
+
+    One thread by default, as asgiref's thread-sensitive executor gives, so a drive's statements share one
+    connection (and SQLite never sees two writers from one engine); a plain thread hop costs about half of
+    what asgiref's SyncToAsync does (issue 15: four to five hops per call). ENGINE_DB_THREADS > 1 (with the
+    session host on PostgreSQL only: a system check refuses it on SQLite) gives the process's drives that
+    many threads, each with its own connection: every phase is one function with its own transactions,
+    fenced by the lease.
+    """
+    global _db_threads
+    with _db_threads_lock:
+        if _db_threads is None or _db_threads[0] != os.getpid():
+            _db_threads = (os.getpid(), DbThreads(int(settings.ENGINE_DB_THREADS)))
+        return _db_threads[1]
+
+
+async def _run(slack: float, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    started = _drive_started.get()
+    if not slack and started is not None and time.monotonic() - started < STARTUP_SECONDS:
+        slack = -STARTUP_LEAD
+    context = contextvars.copy_context()  # this task's context (log bindings) in the database thread
+    future = db_threads().submit(partial(context.run, fn, *args, **kwargs), slack=slack)
+    return await asyncio.wrap_future(future)
 
 
 async def in_db_thread(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-    """Run fn(*args, **kwargs) in the engine's database thread (with this task's context: log bindings)."""
-    context = contextvars.copy_context()
-    return await asyncio.get_running_loop().run_in_executor(_db_thread(), partial(context.run, fn, *args, **kwargs))
+    """Run fn(*args, **kwargs) in an engine database thread (with this task's context: log bindings).
+
+    Ahead of background work queued less than BACKGROUND_SLACK seconds earlier (and, in a drive's first
+    STARTUP_SECONDS, of other phases queued less than STARTUP_LEAD earlier). Raises what fn raises.
+    """
+    return await _run(0.0, fn, *args, **kwargs)
 
 
-async def db(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+async def in_db_thread_background(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """As in_db_thread, for periodic work nobody is waiting for (lease renewals, periodic chunk saves): it
+    waits behind phases submitted up to BACKGROUND_SLACK seconds after it."""
+    return await _run(BACKGROUND_SLACK, fn, *args, **kwargs)
+
+
+async def db(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
     """Run a database phase, fn(*args, outbox=..., **kwargs), in the engine's database thread, then push the
     messages it posted to its Outbox (the events it committed) from this loop.
 
     `fn` takes the keyword `outbox` (events.Outbox) and hands it to every event it writes. The events one
     phase committed for a session go out in one push (one group_send: two Redis round trips with no viewer,
-    four with one), in their order.
+    four with one), in their order. mypy checks `args` and `kwargs` against fn's signature (its `outbox`
+    too, if a caller passes one); that fn takes `outbox` at all it cannot check here (PEP 612 allows no
+    keyword beside P.kwargs): a phase without it raises TypeError on its first call.
     """
     outbox = ev.Outbox()
-    result = await in_db_thread(fn, *args, outbox=outbox, **kwargs)
+    phase = cast("Callable[..., T]", fn)  # fn(*args, outbox=outbox, **kwargs): see above
+    result = await in_db_thread(phase, *args, outbox=outbox, **kwargs)
     for session_id, message in ev.coalesce_messages(outbox.messages):
         await ev.push_message(session_id, message)
     return result

@@ -10,9 +10,10 @@ guarded by its status, so a step re-run after a crash never saves or charges twi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncGenerator, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
@@ -369,7 +370,35 @@ async def _watch_step(
     done: asyncio.Event,
     result: StepResult,
 ) -> None:
-    """Until `done`: renew the lease every MONITOR_INTERVAL and cancel the calls on a Stop or a lost lease."""
+    """Until `done`: renew the lease every MONITOR_INTERVAL and cancel the calls on a Stop or a lost lease.
+
+    Under the session host, the host's one renewal statement per tick renews this lease with all the others
+    (host.LeaseRenewals); a lone drive sends its own, skipped when a chunk save has just renewed it.
+    """
+    from orchestration import host
+
+    renewals = host.renewals()
+    statuses = (
+        _renewals(session_id, owner, batcher, done) if renewals is None else renewals.statuses(session_id, owner, done)
+    )
+    async with contextlib.aclosing(statuses):
+        async for status in statuses:
+            if status is None or batcher.lease_lost:
+                # Another executor owns the session now: stop streaming, write nothing more.
+                result.lease_lost = True
+            elif status != Status.STOPPING:
+                continue
+            result.cancelled = True
+            for task in calls:
+                task.cancel()
+            return
+
+
+async def _renewals(
+    session_id: int, owner: str, batcher: ChunkBatcher, done: asyncio.Event
+) -> AsyncGenerator[str | None, None]:
+    """A lone drive's renewals, every MONITOR_INTERVAL until `done`: the status each time, None once the lease
+    is lost. No statement when a chunk save has just renewed the lease and read the status."""
     while not done.is_set():
         try:
             await asyncio.wait_for(done.wait(), timeout=MONITOR_INTERVAL)
@@ -377,20 +406,10 @@ async def _watch_step(
         except TimeoutError:
             pass
         seen = batcher.status_seen
-        status: str | None
         if seen is not None and time.monotonic() - seen[0] < MONITOR_INTERVAL:
-            status = seen[1]  # a chunk save just renewed the lease and read the status: no statement
+            yield seen[1]
         else:
-            status = await in_db_thread(renew_lease, session_id, owner)
-        if status is None or batcher.lease_lost:
-            # Another executor owns the session now: stop streaming, write nothing more.
-            result.lease_lost = True
-        elif status != Status.STOPPING:
-            continue
-        result.cancelled = True
-        for task in calls:
-            task.cancel()
-        return
+            yield await in_db_thread(renew_lease, session_id, owner)
 
 
 def _tally(

@@ -9,11 +9,15 @@ cluster pulls no further tasks meanwhile), at most ENGINE_HOST_WAIT_SECONDS, the
 the queue and returns "host_full".
 
 What stays as it was:
-- Leases, fencing and Stop: the drive coroutine is the engine's own, renewing its lease every
-  `lease.RENEW_INTERVAL` and fencing every write; the host releases the lease when the coroutine ends.
-- Database work: every drive of the process shares the engine's one database thread (`db_thread.in_db_thread`),
-  so a worker process holds the same few PostgreSQL connections however many sessions it drives (the task's,
-  the engine thread's, the watchdog's).
+- Leases, fencing and Stop: the drive coroutine is the engine's own, fencing every write; the host releases
+  the lease when the coroutine ends. What differs: while steps stream, the host renews the leases of all its
+  sessions in one statement every `lease.RENEW_INTERVAL` (`LeaseRenewals`), and each session's watcher
+  (`engine._watch_step`) reads its status (a Stop, or a lease lost) from that statement's result, where a
+  lone drive sends one renewal per session.
+- Database work: every drive of the process shares the engine's database threads (`db_thread`,
+  ENGINE_DB_THREADS, default one), so a worker process holds the same few PostgreSQL connections however
+  many sessions it drives (the task's, the engine threads', the watchdog's). A drive's phases go ahead of
+  the periodic renewals and chunk saves queued there (`db_thread.in_db_thread_background`).
 - Crash recovery: a SIGKILLed worker takes its host and every drive in it down; the lease owners name the
   dead pid, so the watchdog of a live worker on the machine re-dispatches each session at once (elsewhere,
   when the leases run out), and interrupted turns are marked incomplete and charged 0, as without the host.
@@ -32,14 +36,15 @@ import asyncio
 import logging
 import os
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from concurrent.futures import Future, wait
+from typing import Any
 
 from django.conf import settings
 from django.db import close_old_connections
 
 from atelier.core.logs import bound
-from orchestration.lease import LeaseLost, claim_lease, new_owner_id, release_lease
+from orchestration.lease import RENEW_INTERVAL, LeaseLost, claim_lease, new_owner_id, release_lease, renew_leases
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +53,18 @@ Driver = Callable[[int, str], Awaitable[str]]
 
 _host: SessionHost | None = None
 _host_lock = threading.Lock()
+
+
+def renewals() -> LeaseRenewals | None:
+    """The lease renewals of the host whose loop runs the caller; None outside a host (a lone drive)."""
+    current = _host
+    if current is None or current.pid != os.getpid():
+        return None
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+    return current.renewals if loop is current._loop else None
 
 
 def enabled() -> bool:
@@ -74,6 +91,7 @@ class SessionHost:
         self._live: dict[int, Future[str]] = {}  # session id -> its drive
         self._live_lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
+        self.renewals = LeaseRenewals()
         self._thread = threading.Thread(target=self._run, name="atelier-session-host", daemon=False)
         self._thread.start()
 
@@ -109,6 +127,11 @@ class SessionHost:
         future.add_done_callback(lambda _: self._done(session_id))
         return "accepted"
 
+    def drive_of(self, session_id: int) -> Future[str] | None:
+        """The drive of this session in progress here (its outcome once it ends), or None."""
+        with self._live_lock:
+            return self._live.get(session_id)
+
     def join(self, timeout: float | None = None) -> bool:
         """Wait until no session is driven here (tests, shutdown). True if none is left."""
         with self._live_lock:
@@ -122,8 +145,9 @@ class SessionHost:
         self._slots.release()
 
     async def _drive(self, session_id: int, owner: str, driver: Driver) -> str:
-        from orchestration.db_thread import in_db_thread
+        from orchestration.db_thread import drive_starting, in_db_thread
 
+        drive_starting()  # its first phases go ahead of the other drives' (the user waits for them)
         with bound(session_id=session_id):
             try:
                 outcome = await driver(session_id, owner)
@@ -154,3 +178,81 @@ class SessionHost:
         while main.is_alive() or self.live:
             await asyncio.sleep(0.5)
         self._loop.stop()
+
+
+class LeaseRenewals:
+    """One lease renewal statement per RENEW_INTERVAL for every session of a host whose step is streaming.
+
+    A watcher registers its session's lease (`watch`) and awaits `upcoming` in a loop: each tick renews every
+    lease registered before it in one statement (lease.renew_leases, background priority on the database
+    thread) and resolves `upcoming` with {session id: status} for the leases still held, so a Stop or a lost
+    lease is seen within about one interval, as with a lone drive's own renewals. Runs on the host's loop
+    only; the tick task runs while some lease is registered.
+    """
+
+    def __init__(self) -> None:
+        self._leases: dict[int, str] = {}  # session id -> owner
+        self._upcoming: asyncio.Future[dict[int, str] | None] | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        self.statements = 0  # renewal ticks that reached the database (tests, benchmarks)
+
+    async def statuses(self, session_id: int, owner: str, done: asyncio.Event) -> AsyncGenerator[str | None, None]:
+        """This lease's status from every tick until `done`: the session's status, None once the lease is lost.
+
+        Close it (contextlib.aclosing) to stop renewing the lease."""
+        ended = asyncio.ensure_future(done.wait())
+        self.watch(session_id, owner)
+        try:
+            while not done.is_set():
+                tick = self.upcoming
+                either: list[asyncio.Future[Any]] = [ended, tick]
+                await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+                if done.is_set():
+                    return
+                if (held := tick.result()) is not None:  # None: the renewal failed this time, no news
+                    yield held.get(session_id)
+        finally:
+            self.unwatch(session_id)
+            ended.cancel()
+
+    def watch(self, session_id: int, owner: str) -> None:
+        """Renew this lease on every tick until `unwatch`."""
+        self._leases[session_id] = owner
+        if self._ticker is None or self._ticker.done():
+            self._ticker = asyncio.get_running_loop().create_task(self._tick())
+
+    def unwatch(self, session_id: int) -> None:
+        """Stop renewing this session's lease (its step ended; the drive's own writes fence it from now)."""
+        self._leases.pop(session_id, None)
+
+    @property
+    def idle(self) -> bool:
+        """No tick running or due (no lease watched since the last one): tests, benchmarks."""
+        return self._ticker is None or self._ticker.done()
+
+    @property
+    def upcoming(self) -> asyncio.Future[dict[int, str] | None]:
+        """The next tick's result for every lease watched now: {session id: status} of the leases still held,
+        or None if the renewal failed (no news: wait for the next one)."""
+        if self._upcoming is None or self._upcoming.done():
+            self._upcoming = asyncio.get_running_loop().create_future()
+        return self._upcoming
+
+    async def _tick(self) -> None:
+        from orchestration.db_thread import in_db_thread_background
+
+        while self._leases:
+            await asyncio.sleep(RENEW_INTERVAL)
+            if not self._leases:
+                break
+            # The leases and the waiters of this tick, taken together: a lease watched from now on waits for
+            # the next tick, so no watcher reads a result its lease was not in.
+            leases, waiters, self._upcoming = dict(self._leases), self._upcoming, None
+            held: dict[int, str] | None = None
+            try:
+                held = await in_db_thread_background(renew_leases, leases)
+                self.statements += 1
+            except Exception:  # a database hiccup: no news this tick (the leases last ENGINE_LEASE_SECONDS)
+                logger.exception("lease renewal of %s sessions failed", len(leases))
+            if waiters is not None and not waiters.done():
+                waiters.set_result(held)

@@ -92,6 +92,36 @@ def renew_lease(session_id: int, owner: str) -> str | None:
     return None if row is None else str(row[0])
 
 
+# Sessions per renewal statement: three parameters each, within SQLite's oldest limit of 999.
+RENEW_BATCH = 300
+
+
+def renew_leases(leases: dict[int, str]) -> dict[int, str]:
+    """Extend many leases at once: {session id: owner} -> {session id: status} for the leases still held.
+
+    The session host's renewal tick (orchestration/host.py): one `UPDATE … WHERE id IN (…) AND lease_owner =
+    CASE id … END RETURNING id, status` per RENEW_BATCH sessions, where renew_lease would send one statement
+    per session. A session missing from the result is no longer this owner's (another executor took it over).
+    """
+    table = connection.ops.quote_name(WritingSession._meta.db_table)
+    expires = connection.ops.adapt_datetimefield_value(_expiry())
+    held: dict[int, str] = {}
+    items = sorted(leases.items())  # one lock order for every batch (PostgreSQL takes the rows' locks)
+    for start in range(0, len(items), RENEW_BATCH):
+        batch = items[start : start + RENEW_BATCH]
+        ids = ", ".join(["%s"] * len(batch))
+        cases = " ".join(["WHEN %s THEN %s"] * len(batch))
+        sql = (
+            f"UPDATE {table} SET lease_expires_at = %s WHERE id IN ({ids}) "  # noqa: S608 - no user input
+            f"AND lease_owner = CASE id {cases} END RETURNING id, status"
+        )
+        params: list[Any] = [expires, *(pk for pk, _ in batch), *(value for pair in batch for value in pair)]
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            held.update((int(pk), str(status)) for pk, status in cursor.fetchall())
+    return held
+
+
 def fence(session_id: int, owner: str) -> str:
     """Call first inside a write transaction: renews the lease or raises LeaseLost. Returns the status."""
     status = renew_lease(session_id, owner)

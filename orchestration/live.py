@@ -22,6 +22,7 @@ from django.utils.safestring import SafeString
 from orchestration import documents, live_plan
 from orchestration import events as ev
 from orchestration.evaluation import split_output
+from orchestration.live_markdown import streaming_html
 from orchestration.live_plan import PLAN_EVENT_KINDS
 from orchestration.matching import deadline_in
 from orchestration.models import DocumentVersion, Turn, WritingSession, turn_reservation_key
@@ -66,7 +67,7 @@ def streaming_document(text: str) -> str:
 
 def turn_body_html(turn: Turn, streamed: str | None = None) -> str:
     if turn.status == Turn.TurnStatus.STREAMING:
-        return render_markdown(streaming_document(streamed or ""))
+        return streaming_html(turn.pk, streaming_document(streamed or ""))
     if turn.kind == Turn.Kind.HUMAN:
         return render_markdown(turn.output_text)
     document, _ = split_output(turn.output_text)
@@ -454,7 +455,16 @@ def credits_held(streaming_turn_ids: list[int]) -> int:
 
 
 # A streaming turn's text is cached under its id, its reasoning under ("reasoning", id).
-TurnTextCache = dict[int | tuple[str, int], str]
+TextKey = int | tuple[str, int]
+TurnTextCache = dict[TextKey, str]
+
+
+@dataclass
+class SessionHead:
+    """What a render read of the session row besides the fragments: the log's end when it was read."""
+
+    last_seq: int = 0
+    status: str = ""
 
 
 @dataclass
@@ -518,12 +528,19 @@ def warm_up() -> None:
 
 
 def render_fragments(
-    session_id: int, events: list[dict[str, Any]], turn_text: TurnTextCache, *, full_text_for_chunks: bool = False
+    session_id: int,
+    events: list[dict[str, Any]],
+    turn_text: TurnTextCache,
+    *,
+    full_text_for_chunks: bool = False,
+    head: SessionHead | None = None,
 ) -> tuple[list[dict[str, Any]], int, str]:
     """Turn a batch of events into DOM fragments for the page. Returns (fragments, last seq, status).
 
     `turn_text` caches each streaming turn's text (key: turn id) and reasoning (key: ("reasoning", id))
-    between batches of one connection.
+    between batches of one connection. When the batch needs the session row (anything but streamed text),
+    `head` (if given) is set to the row's last_seq and status: the consumer learns from it whether events
+    after this batch exist that its pushes have not brought yet.
     """
     last_seq = max((e["seq"] for e in events), default=0)
     batch = _classify(events)
@@ -533,6 +550,8 @@ def render_fragments(
         text = _text_fragments(batch.chunk_turns, batch.thought_turns, turn_text, last_seq, full_text_for_chunks, {})
         return text, last_seq, ""
     session = WritingSession.objects.select_related("project").get(pk=session_id)
+    if head is not None:
+        head.last_seq, head.status = session.last_seq, session.status
     fragments: list[dict[str, Any]] = []
     if batch.card_turns:
         fragments += _card_fragments(session, batch, turn_text, last_seq)
@@ -676,8 +695,7 @@ def _text_fragments(
             turn_text[pk] = ev.streamed_text([pk], up_to_seq=last_seq)[pk]
         elif not _merge_pieces(turn_text, pk, parts):
             continue  # the page already has it (pushed before it was saved)
-        body = render_markdown(streaming_document(turn_text[pk]))
-        fragments.append({"target": f"turn-{pk}-body", "swap": "inner", "html": body})
+        fragments.append(text_fragment(turn_text, pk))
     return fragments
 
 
@@ -707,28 +725,44 @@ def tail_needs_text(turn_text: TurnTextCache, chunks: list[dict[str, Any]]) -> b
     )
 
 
-def tail_fragments(
-    turn_text: TurnTextCache, chunks: list[dict[str, Any]], *, load: bool = False
-) -> list[dict[str, Any]]:
-    """Fragments for unsaved streamed text pushed by the engine ({turn_id, kind, offset, text}).
+def merge_tails(turn_text: TurnTextCache, chunks: list[dict[str, Any]], *, load: bool = False) -> list[TextKey]:
+    """Merge unsaved streamed text pushed by the engine ({turn_id, kind, offset, text}) into `turn_text`.
 
-    No query for turns whose text this connection holds (every push while a page watches). With
-    `load`, a turn it does not hold yet (a page opened mid-reply) is read once from the database.
+    Returns the keys (turn id, or ("reasoning", id)) whose text grew, in push order. No query for turns
+    whose text this connection holds (every push while a page watches); with `load`, a turn it does not
+    hold yet (a page opened mid-reply) is read once from the database. A tail that starts past the text
+    held (a push or a save was missed) changes nothing: the next saved event or catch-up fills the hole.
     """
-    fragments: list[dict[str, Any]] = []
+    grown: list[TextKey] = []
     for chunk in chunks:
         pk, kind = chunk.get("turn_id"), chunk.get("kind")
         if not isinstance(pk, int):
             continue  # not a turn's text (never pushed without one)
-        key: int | tuple[str, int] = ("reasoning", pk) if kind == "reasoning" else pk
+        key: TextKey = ("reasoning", pk) if kind == "reasoning" else pk
         if key not in turn_text and load:
             turn_text[key] = ev.streamed_text([pk], kind="reasoning" if kind == "reasoning" else "chunk")[pk]
-        if key not in turn_text or not _merge_pieces(turn_text, key, [(chunk.get("offset"), chunk.get("text", ""))]):
-            continue
-        if kind == "reasoning":
-            html = reasoning_html(turn_text[key])
-            fragments.append({"target": f"turn-{pk}-reasoning-body", "swap": "inner", "html": html})
-        else:
-            html = render_markdown(streaming_document(turn_text[key]))
-            fragments.append({"target": f"turn-{pk}-body", "swap": "inner", "html": html})
-    return fragments
+        grew = key in turn_text and _merge_pieces(turn_text, key, [(chunk.get("offset"), chunk.get("text", ""))])
+        if grew and key not in grown:
+            grown.append(key)
+    return grown
+
+
+def text_fragment(turn_text: TurnTextCache, key: TextKey) -> dict[str, Any]:
+    """The fragment showing a streaming turn's text (key: turn id) or reasoning (key: ("reasoning", id)).
+
+    The body is the document part of the reply as sanitized HTML, rendered block by block
+    (live_markdown.streaming_html: the finished paragraphs' HTML is shared by every viewer in the process);
+    the reasoning is escaped plain text.
+    """
+    if isinstance(key, tuple):
+        pk = key[1]
+        return {"target": f"turn-{pk}-reasoning-body", "swap": "inner", "html": reasoning_html(turn_text[key])}
+    html = streaming_html(key, streaming_document(turn_text[key]))
+    return {"target": f"turn-{key}-body", "swap": "inner", "html": html}
+
+
+def tail_fragments(
+    turn_text: TurnTextCache, chunks: list[dict[str, Any]], *, load: bool = False
+) -> list[dict[str, Any]]:
+    """Fragments for unsaved streamed text pushed by the engine: merge_tails, then one fragment per grown text."""
+    return [text_fragment(turn_text, key) for key in merge_tails(turn_text, chunks, load=load)]

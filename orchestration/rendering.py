@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import markdown
 import nh3
 from django.utils.safestring import SafeString, mark_safe
@@ -69,6 +71,19 @@ def sanitize_html(html: str) -> str:
     )
 
 
+_local = threading.local()
+
+
+def _markdown() -> markdown.Markdown:
+    # Building a Markdown instance with "extra" cost about as much as converting a short reply; one per
+    # thread (an instance is not thread-safe), reset before each use, gives the same HTML.
+    md = getattr(_local, "md", None)
+    if md is None:
+        md = _local.md = markdown.Markdown(extensions=["extra", "sane_lists"], output_format="html")
+    return md
+
+
 def render_markdown(text: str) -> SafeString:
-    html = markdown.markdown(text or "", extensions=["extra", "sane_lists"], output_format="html")
+    """Model text (Markdown) -> sanitized HTML, safe to insert into a page."""
+    html = _markdown().reset().convert(text or "")
     return mark_safe(sanitize_html(html))  # noqa: S308 - sanitized by nh3 just above

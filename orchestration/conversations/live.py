@@ -12,13 +12,16 @@ Every HTML fragment is rendered from the database by a template (model text thro
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.template.loader import render_to_string
 
 from orchestration import events as ev
 from orchestration.conversations.models import Conversation, Message
 from orchestration.models import ACTIVE_STATUSES, Turn, WritingSession
+
+if TYPE_CHECKING:
+    from orchestration.live import SessionHead
 
 
 def message_html(message: Message) -> str:
@@ -47,11 +50,16 @@ def streaming_turns(session_id: int) -> list[tuple[Turn, str]]:
 
 
 def render_fragments(
-    conversation_id: int, events: list[dict[str, Any]], *, full_text: bool = False
+    conversation_id: int, events: list[dict[str, Any]], *, full_text: bool = False, head: SessionHead | None = None
 ) -> tuple[list[dict[str, Any]], int, str]:
-    """(fragments, last seq, run status) for serialized events (events.serialize)."""
+    """(fragments, last seq, run status) for serialized events (events.serialize).
+
+    `head`, if given, is set to the run's last_seq and status as read here (see live.render_fragments).
+    """
     conversation = Conversation.objects.select_related("session", "project").get(pk=conversation_id)
     session = conversation.session
+    if head is not None:
+        head.last_seq, head.status = session.last_seq, session.status
     fragments: list[dict[str, Any]] = []
     last_seq = 0
     texts: dict[int, list[str]] = {}

@@ -1,0 +1,221 @@
+"""Issue 15: the live page's WebSocket under lost pushes and bursts of streamed text, through the whole ASGI
+stack (origin check, session cookie, routing, the real channel layer).
+
+Channels delivers at most once (channels-redis drops pushes over a channel's capacity), and the last pushes
+of a run may be the ones lost: the consumer catches up from the database by itself, so a plain WebSocket
+client that never asks again still ends at the log's last_seq with every event and the whole text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from django.test import Client
+
+from orchestration import engine, services
+from orchestration import events as ev
+from orchestration.live import streaming_document
+from orchestration.models import Status, Turn, WritingSession
+from orchestration.rendering import render_markdown
+from tests.orchestration.engine_helpers import scored_reply, two_agent_session
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+TERMINAL = {Status.COMPLETED, Status.FAILED, Status.STOPPED}
+
+
+def _login_cookie(user) -> str:
+    client = Client()
+    client.force_login(user)
+    return client.cookies["sessionid"].value
+
+
+async def _communicator(session_id: int, user):
+    from channels.testing import WebsocketCommunicator
+
+    from atelier.asgi import application
+
+    cookie = await sync_to_async(_login_cookie)(user)
+    headers = [(b"origin", b"http://testserver"), (b"cookie", f"sessionid={cookie}".encode())]
+    return WebsocketCommunicator(application, f"/ws/sessions/{session_id}/", headers=headers)
+
+
+def _streaming_session(owner) -> tuple[WritingSession, Turn]:
+    """A running session whose writer turn is streaming, with "Streamed so far." saved (events 1-3)."""
+    session = two_agent_session(owner)
+    WritingSession.objects.filter(pk=session.pk).update(status=Status.RUNNING)
+    agent = session.agents.order_by("order").first()
+    turn = Turn.objects.create(session=session, round=1, agent=agent, agent_name=agent.name)
+    ev.append_events(
+        session_id=session.pk,
+        events=[
+            ev.NewEvent("turn_started", {"round": 1}, turn.pk),
+            ev.NewEvent("chunk", {"text": "Streamed ", "offset": 0}, turn.pk),
+            ev.NewEvent("chunk", {"text": "so far.", "offset": 9}, turn.pk),
+        ],
+        broadcast=False,
+    )
+    session.refresh_from_db()
+    return session, turn
+
+
+def _finish_without_pushes(session_id: int, turn_id: int) -> int:
+    """End the turn and the run in the database only: every push of it is lost. Returns the log's last_seq."""
+    Turn.objects.filter(pk=turn_id).update(status=Turn.TurnStatus.COMPLETED, output_text="Streamed so far. The end.")
+    ev.append_events(
+        session_id=session_id,
+        events=[
+            ev.NewEvent("turn_finished", {"status": "completed"}, turn_id),
+            ev.NewEvent("status", {"status": Status.COMPLETED}),
+        ],
+        broadcast=False,
+    )
+    WritingSession.objects.filter(pk=session_id).update(status=Status.COMPLETED)
+    return WritingSession.objects.values_list("last_seq", flat=True).get(pk=session_id)
+
+
+async def _until(communicator, done, timeout: float = 30) -> list[dict]:
+    """Every message the client gets until done(message) is true (or fail after `timeout` seconds)."""
+    messages: list[dict] = []
+    async with asyncio.timeout(timeout):
+        while True:
+            messages.append(await communicator.receive_json_from(timeout=timeout))
+            if done(messages[-1]):
+                return messages
+
+
+async def test_a_client_whose_last_pushes_were_lost_is_brought_to_the_end_of_the_run(owner, settings):
+    """The run ends while every push of its last events is lost: the consumer notices the silence of an
+    active run, reads the log's end and sends the missing events unasked."""
+    settings.LIVE_SILENCE_SECONDS = 0.2
+    session, turn = await sync_to_async(_streaming_session)(owner)
+    communicator = await _communicator(session.pk, owner)
+    assert (await communicator.connect())[0]
+    await communicator.send_json_to({"type": "catch_up", "after": 0})
+    first = await communicator.receive_json_from(timeout=10)
+    assert (first["last_seq"], first["status"]) == (3, Status.RUNNING)
+
+    last_seq = await sync_to_async(_finish_without_pushes)(session.pk, turn.pk)
+    messages = await _until(communicator, lambda m: m.get("last_seq") == last_seq)
+
+    final = messages[-1]
+    assert final["status"] == Status.COMPLETED
+    card = next(f for f in final["fragments"] if f["target"] == f"turn-{turn.pk}")
+    assert "The end." in card["html"]
+    await communicator.disconnect()
+
+
+async def test_a_client_that_learned_of_events_its_pushes_never_brought_catches_up(owner, settings):
+    """A push re-renders the header from the session row, which already counts later events whose pushes
+    are lost (a full channel): after LIVE_RECHECK_SECONDS without them, the consumer reads them itself."""
+    settings.LIVE_RECHECK_SECONDS = 0.2
+    settings.LIVE_SILENCE_SECONDS = 600  # only the known end of the log can trigger the catch-up here
+    session, turn = await sync_to_async(_streaming_session)(owner)
+    communicator = await _communicator(session.pk, owner)
+    assert (await communicator.connect())[0]
+    await communicator.send_json_to({"type": "catch_up", "after": 0})
+    assert (await communicator.receive_json_from(timeout=10))["last_seq"] == 3
+
+    def totals_then_lost_end() -> dict:
+        totals = ev.append_events(session_id=session.pk, events=[ev.NewEvent("totals", {})], broadcast=False)
+        _finish_without_pushes(session.pk, turn.pk)
+        return {"type": "session.events", "events": [ev.serialize(e) for e in totals]}
+
+    pushed = await sync_to_async(totals_then_lost_end)()
+    await get_channel_layer().group_send(ev.group_name(session.pk), pushed)  # the only push that arrives
+    messages = await _until(communicator, lambda m: m.get("last_seq") == 6)
+
+    assert messages[0]["last_seq"] == 4  # the push itself, then the catch-up the consumer sent unasked
+    assert messages[-1]["status"] == Status.COMPLETED and "worker" in messages[-1]
+    await communicator.disconnect()
+
+
+async def test_a_burst_of_streamed_text_is_rendered_once_and_shows_all_of_it(owner, settings):
+    """Pushes arriving within the render window only merge text; one render covers them, equal to
+    rendering the whole text. The first push after a quiet spell is rendered at once."""
+    settings.LIVE_RENDER_WINDOW_MS = 1000
+    session, turn = await sync_to_async(_streaming_session)(owner)
+    communicator = await _communicator(session.pk, owner)
+    assert (await communicator.connect())[0]
+    await communicator.send_json_to({"type": "catch_up", "after": 0})
+    await communicator.receive_json_from(timeout=10)
+    layer, group = get_channel_layer(), ev.group_name(session.pk)
+    saved = "Streamed so far."
+
+    def tail(text: str) -> dict:  # the engine pushes each turn's whole unsaved tail
+        return {"type": "session.chunks", "chunks": [{"turn_id": turn.pk, "kind": "chunk", "offset": 16, "text": text}]}
+
+    await layer.group_send(group, tail(" One"))
+    first = await communicator.receive_json_from(timeout=10)
+    assert first["live"] and f"{saved} One" in first["fragments"][0]["html"]
+
+    words = ["\n\nTwo", " three", " *four*", "\n\n## Five", "\n\nSix", " seven", " eight", " nine"]
+    text = " One"
+    for word in words:
+        text += word
+        await layer.group_send(group, tail(text))
+    full = saved + text
+    messages = await _until(communicator, lambda m: "eight nine" in m["fragments"][0]["html"])
+
+    assert len(messages) < len(words)  # the burst was merged, not rendered once per push
+    assert messages[-1]["fragments"] == [
+        {"target": f"turn-{turn.pk}-body", "swap": "inner", "html": render_markdown(streaming_document(full))}
+    ]
+    assert await communicator.receive_nothing(timeout=1.5)  # nothing left over to render
+    await communicator.disconnect()
+
+
+REPLY = scored_reply("# Trees\n\n" + "\n\n".join(" ".join(f"w{p}x{i:02d}" for i in range(12)) for p in range(8)), 7, 7)
+
+
+async def test_a_real_run_with_lost_pushes_reaches_the_client_whole(
+    rich_owner, providers, enqueued, settings, monkeypatch
+):
+    """A two-agent run driven by the engine against the fake provider, with a third of the saved-event
+    pushes and all of them from the last turn's end on dropped on the way to the channel layer: the client,
+    which only ever sends one catch_up, ends at the log's last_seq, its positions only grow, and it was
+    shown every word."""
+    settings.ENGINE_STREAM_SAVE_MS = 100
+    settings.LIVE_RECHECK_SECONDS = 0.3
+    settings.LIVE_SILENCE_SECONDS = 0.5
+    providers.tokens_per_second = 400
+    providers.reply(REPLY, REPLY)
+    session = await sync_to_async(two_agent_session)(rich_owner, max_rounds=1)
+    original, dropped, pushes, finished = ev.push_message, [], itertools.count(1), set()
+
+    async def lossy(session_id: int, message: dict) -> None:
+        if message["type"] == "session.events":
+            finished.update(e["turn_id"] for e in message["events"] if e["kind"] == "turn_finished")
+            if next(pushes) % 3 == 0 or len(finished) == 2:
+                dropped.append(message)  # as channels-redis drops a push to a full channel: silently
+                return
+        await original(session_id, message)
+
+    monkeypatch.setattr(ev, "push_message", lossy)
+    communicator = await _communicator(session.pk, rich_owner)
+    assert (await communicator.connect())[0]
+    await communicator.send_json_to({"type": "catch_up", "after": 0})
+    await communicator.receive_json_from(timeout=10)
+    await sync_to_async(services.start_session)(session=session, user=rich_owner)
+    runner = threading.Thread(target=engine.drive, args=(session.pk,))
+    runner.start()
+    try:
+        await asyncio.to_thread(runner.join, 120)
+        last_seq = await sync_to_async(lambda: WritingSession.objects.get(pk=session.pk).last_seq)()
+        seen = await _until(communicator, lambda m: m.get("last_seq") == last_seq and m.get("status") in TERMINAL)
+    finally:
+        await asyncio.to_thread(runner.join, 120)
+    session = await sync_to_async(WritingSession.objects.get)(pk=session.pk)
+    assert session.status == Status.COMPLETED
+    assert any(e["kind"] == "status" for m in dropped for e in m["events"]), "the run's last pushes were lost"
+    positions = [m["last_seq"] for m in seen if not m.get("live")]
+    assert positions == sorted(positions) and positions[-1] == session.last_seq
+    shown = " ".join(f["html"] for m in seen for f in m["fragments"] if "html" in f)
+    for p in range(8):
+        assert f"w{p}x11" in shown  # the last word of every paragraph reached the client
+    await communicator.disconnect()
