@@ -202,23 +202,31 @@ def _prepare_step(
         status = Status.FAILED if decision.reason == StopReason.ERROR else Status.COMPLETED
         _finish(session, status, Stop(decision.reason, decision.detail), owner=owner, outbox=outbox)
         return "finished"
-    if session.current_round != decision.round and cache is not None and len(decision.calls) == 1:
+    if session.current_round != decision.round:
+        _move_round(session, decision, cache, owner=owner, outbox=outbox)
+    return session, decision
+
+
+def _move_round(
+    session: WritingSession, decision: Step, cache: DriveCache | None, *, owner: str, outbox: ev.Outbox | None
+) -> None:
+    """Move the session to the step's round, with the round's status event. Raises LeaseLost."""
+    if cache is not None and len(decision.calls) == 1:
         # The step's one turn start writes the new round and its status event (turns.begin_turn): one
         # transaction fewer per round. Until it commits the row keeps the old round, and _reload reads it back.
         session.current_round = cache.round_change = decision.round
-    elif session.current_round != decision.round:
-        with transaction.atomic():
-            # One statement renews the lease, moves the round and reserves the status event's number.
-            row = fenced_update(session.pk, owner, seqs=1, set_fields={"current_round": decision.round})
-            session.current_round = decision.round
-            session.status = row["status"]
-            ev.insert_events(
-                session_id=session.pk,
-                first_seq=row["last_seq"],
-                events=[ev.NewEvent("status", services.status_payload(session))],
-                outbox=outbox,
-            )
-    return session, decision
+        return
+    with transaction.atomic():
+        # One statement renews the lease, moves the round and reserves the status event's number.
+        row = fenced_update(session.pk, owner, seqs=1, set_fields={"current_round": decision.round})
+        session.current_round = decision.round
+        session.status = row["status"]
+        ev.insert_events(
+            session_id=session.pk,
+            first_seq=row["last_seq"],
+            events=[ev.NewEvent("status", services.status_payload(session))],
+            outbox=outbox,
+        )
 
 
 def _after_step(
