@@ -385,6 +385,7 @@ def main() -> int:
         if t["started_at"] is not None:
             first_turn[t["session_id"]] = min(first_turn.get(t["session_id"], 1e18), t["started_at"].timestamp())
     pickups = sorted((first_turn[pk] - enqueued[pk]) * 1000 for pk in ids if pk in first_turn and pk in enqueued)
+    phases = _pickup_phases(ids, enqueued, first_turn)
 
     peak = {
         key: max(s[key] for s in sampler.samples) if sampler.samples else 0
@@ -414,6 +415,9 @@ def main() -> int:
         f"| queue pickup ms, n={len(pickups)}: p50 / p95 / max | {p(pickups, 50)} / {p(pickups, 95)} / "
         f"{max(pickups, default=0):.1f} | p95 <= 500 |"
     )
+    for name, values in phases.items():
+        print(f"| pickup part: {name} ms, n={len(values)}: p50 / p95 / max | {p(values, 50)} / {p(values, 95)} / "
+              f"{max(values, default=0):.1f} |  |")  # fmt: skip
     print(
         f"| chunk latency provider -> WebSocket ms, n={len(latencies)}: p50 / p95 / p99 | "
         f"{p(latencies, 50)} / {p(latencies, 95)} / {p(latencies, 99)} | p99 <= 50 |"
@@ -441,6 +445,31 @@ def main() -> int:
     if len(problems) > 20:
         print(f"- ... {len(problems) - 20} more")
     return 1 if problems or lost_events or duplicated_events or missing_markers or duplicated_markers else 0
+
+
+def _pickup_phases(ids: list[int], enqueued: dict[int, float], first_turn: dict[int, float]) -> dict[str, list[float]]:
+    """Where the pickup goes, from django-q2's record of each session's first drive task (Task.started/stopped):
+    the queue (start_session returned -> the task started in a worker process), the hand-over (the task's
+    run: the claim, and with the session host the wait for a slot) and the drive's first phases (the task
+    returned -> the first turn's started_at; without the host the task runs the whole drive, so this is
+    left out). Milliseconds, sorted."""
+    from django.conf import settings
+    from django_q.models import Task
+
+    rows = Task.objects.filter(name__in=[f"session-{pk}" for pk in ids]).values_list("name", "started", "stopped")
+    first: dict[int, tuple[float, float]] = {}
+    for name, started, stopped in rows:
+        pk = int(name.rpartition("-")[2])
+        if pk not in first or started.timestamp() < first[pk][0]:
+            first[pk] = (started.timestamp(), stopped.timestamp())
+    phases: dict[str, list[float]] = {"queue": [], "hand-over": [], "first phases": []}
+    for pk, (started, stopped) in first.items():
+        if pk in enqueued:
+            phases["queue"].append((started - enqueued[pk]) * 1000)
+        phases["hand-over"].append((stopped - started) * 1000)
+        if pk in first_turn and settings.ENGINE_SESSIONS_PER_WORKER > 1:
+            phases["first phases"].append((first_turn[pk] - stopped) * 1000)
+    return {name: sorted(values) for name, values in phases.items()}
 
 
 def _make_user(harness):

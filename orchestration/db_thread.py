@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from functools import partial
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, cast
 
 from django.conf import settings
 
@@ -29,6 +29,19 @@ P = ParamSpec("P")
 # How long periodic work may wait behind latency-sensitive phases submitted after it (seconds). Bounded, so a
 # steady stream of phases never starves it: a lease renewal still lands well within ENGINE_LEASE_SECONDS.
 BACKGROUND_SLACK = 1.0
+
+
+# A drive's phases in its first STARTUP_SECONDS (its first step: what its user waits for, the queue pickup)
+# are due STARTUP_LEAD seconds early: ahead of the other drives' phases queued up to that long before them.
+STARTUP_SECONDS = 5.0
+STARTUP_LEAD = 1.0
+_drive_started: contextvars.ContextVar[float | None] = contextvars.ContextVar("drive_started", default=None)
+
+
+def drive_starting() -> None:
+    """Mark the calling task (and the tasks it starts) as a drive that starts now: its database phases get
+    the STARTUP_LEAD for STARTUP_SECONDS. The session host calls it at the start of every drive."""
+    _drive_started.set(time.monotonic())
 
 
 class DbThreads:
@@ -102,6 +115,9 @@ def db_threads() -> DbThreads:
 
 
 async def _run(slack: float, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    started = _drive_started.get()
+    if not slack and started is not None and time.monotonic() - started < STARTUP_SECONDS:
+        slack = -STARTUP_LEAD
     context = contextvars.copy_context()  # this task's context (log bindings) in the database thread
     future = db_threads().submit(partial(context.run, fn, *args, **kwargs), slack=slack)
     return await asyncio.wrap_future(future)
@@ -110,7 +126,8 @@ async def _run(slack: float, fn: Callable[P, T], *args: P.args, **kwargs: P.kwar
 async def in_db_thread(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
     """Run fn(*args, **kwargs) in an engine database thread (with this task's context: log bindings).
 
-    Ahead of background work queued less than BACKGROUND_SLACK seconds earlier. Raises what fn raises.
+    Ahead of background work queued less than BACKGROUND_SLACK seconds earlier (and, in a drive's first
+    STARTUP_SECONDS, of other phases queued less than STARTUP_LEAD earlier). Raises what fn raises.
     """
     return await _run(0.0, fn, *args, **kwargs)
 
@@ -121,16 +138,19 @@ async def in_db_thread_background(fn: Callable[P, T], *args: P.args, **kwargs: P
     return await _run(BACKGROUND_SLACK, fn, *args, **kwargs)
 
 
-async def db(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+async def db(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
     """Run a database phase, fn(*args, outbox=..., **kwargs), in the engine's database thread, then push the
     messages it posted to its Outbox (the events it committed) from this loop.
 
     `fn` takes the keyword `outbox` (events.Outbox) and hands it to every event it writes. The events one
     phase committed for a session go out in one push (one group_send: two Redis round trips with no viewer,
-    four with one), in their order.
+    four with one), in their order. mypy checks `args` and `kwargs` against fn's signature (its `outbox`
+    too, if a caller passes one); that fn takes `outbox` at all it cannot check here (PEP 612 allows no
+    keyword beside P.kwargs): a phase without it raises TypeError on its first call.
     """
     outbox = ev.Outbox()
-    result = await in_db_thread(fn, *args, outbox=outbox, **kwargs)
+    phase = cast("Callable[..., T]", fn)  # fn(*args, outbox=outbox, **kwargs): see above
+    result = await in_db_thread(phase, *args, outbox=outbox, **kwargs)
     for session_id, message in ev.coalesce_messages(outbox.messages):
         await ev.push_message(session_id, message)
     return result

@@ -96,6 +96,8 @@ class DriveCache:
     last_version: int | None = None  # number of the session's latest version (0: none)
     reserved: dict[int, int] = field(default_factory=dict)  # turn id -> credits its reservation holds
     recovered: bool = False  # interrupted turns of earlier executors dealt with
+    # The round the planned one-call step moves the session to, written by its turn start (begin_turn)
+    round_change: int | None = None
     # The session's call limits (global, per provider) and the attempt numbers handed out (CallLimiter).
     limiter: CallLimiter = field(default_factory=lambda: CallLimiter())
 

@@ -112,11 +112,11 @@ async def _drive(session_id: int, owner: str, budget_seconds: float) -> DriveOut
         result = await run_step(session, step, owner, cache)
         if result.lease_lost:
             raise LeaseLost(f"session {session_id}: lease lost during a step")
-        outcome = await db(_between_steps, session_id, owner, step, result, cache, deadline)
+        outcome = await db(_between_steps, session, owner, step, result, cache, deadline)
 
 
 def _between_steps(
-    session_id: int,
+    session: WritingSession,
     owner: str,
     step: Step,
     result: StepResult,
@@ -125,14 +125,16 @@ def _between_steps(
     *,
     outbox: ev.Outbox | None = None,
 ) -> DriveOutcome | tuple[WritingSession, Step]:
-    """After a step, and before the next: one session load serves both (one thread hop, no gap for a Stop)."""
-    outcome, planned, session = _after_step(session_id, owner, step, result, outbox=outbox)
+    """After a step, and before the next: one session read serves both (one thread hop, no gap for a Stop).
+
+    `session`: the drive's session object, read afresh here (see _reload)."""
+    outcome, planned, session = _after_step(session, owner, step, result, cache, outbox=outbox)
     if outcome != "continue":
         return outcome
     if time.monotonic() > deadline:
-        _requeue(session_id, owner)
+        _requeue(session.pk, owner)
         return "requeued"
-    return _prepare_step(session_id, owner, planned, cache, session=session, outbox=outbox)
+    return _prepare_step(session.pk, owner, planned, cache, session=session, outbox=outbox)
 
 
 def _requeue(session_id: int, owner: str) -> None:
@@ -142,6 +144,16 @@ def _requeue(session_id: int, owner: str) -> None:
 
 def _load(session_id: int) -> WritingSession:
     return WritingSession.objects.select_related("project__owner").get(pk=session_id)
+
+
+def _reload(session: WritingSession) -> WritingSession:
+    """The drive's session object with its row read afresh (a Stop or Pause, the totals), in place: one
+    SELECT of the row alone. Its project and owner cannot change and stay loaded, and so does what the
+    drive memoised on it (flows.team_order)."""
+    project = session.project
+    session.refresh_from_db()
+    session.project = project  # refresh_from_db forgets loaded relations
+    return session
 
 
 def _prepare_step(
@@ -191,25 +203,45 @@ def _prepare_step(
         _finish(session, status, Stop(decision.reason, decision.detail), owner=owner, outbox=outbox)
         return "finished"
     if session.current_round != decision.round:
-        with transaction.atomic():
-            # One statement renews the lease, moves the round and reserves the status event's number.
-            row = fenced_update(session.pk, owner, seqs=1, set_fields={"current_round": decision.round})
-            session.current_round = decision.round
-            session.status = row["status"]
-            ev.insert_events(
-                session_id=session.pk,
-                first_seq=row["last_seq"],
-                events=[ev.NewEvent("status", services.status_payload(session))],
-                outbox=outbox,
-            )
+        _move_round(session, decision, cache, owner=owner, outbox=outbox)
     return session, decision
 
 
+def _move_round(
+    session: WritingSession, decision: Step, cache: DriveCache | None, *, owner: str, outbox: ev.Outbox | None
+) -> None:
+    """Move the session to the step's round, with the round's status event. Raises LeaseLost."""
+    if cache is not None and len(decision.calls) == 1:
+        # The step's one turn start writes the new round and its status event (turns.begin_turn): one
+        # transaction fewer per round. Until it commits the row keeps the old round, and _reload reads it back.
+        session.current_round = cache.round_change = decision.round
+        return
+    with transaction.atomic():
+        # One statement renews the lease, moves the round and reserves the status event's number.
+        row = fenced_update(session.pk, owner, seqs=1, set_fields={"current_round": decision.round})
+        session.current_round = decision.round
+        session.status = row["status"]
+        ev.insert_events(
+            session_id=session.pk,
+            first_seq=row["last_seq"],
+            events=[ev.NewEvent("status", services.status_payload(session))],
+            outbox=outbox,
+        )
+
+
 def _after_step(
-    session_id: int, owner: str, step: Step, result: StepResult, *, outbox: ev.Outbox | None = None
+    session: WritingSession,
+    owner: str,
+    step: Step,
+    result: StepResult,
+    cache: DriveCache,
+    *,
+    outbox: ev.Outbox | None = None,
 ) -> tuple[StepOutcome, Step | None, WritingSession]:
-    """Decide what the finished step leads to: (outcome, the next step if already planned, the session)."""
-    session = _load(session_id)
+    """Decide what the finished step leads to: (outcome, the next step if already planned, the session read
+    afresh). `session`: the drive's session object."""
+    session = _reload(session)
+    cache.round_change = None  # written with the step's turn start, or not at all (then the row says so)
     if result.out_of_credits:
         _pause(session, Stop(StopReason.OUT_OF_CREDITS, OUT_OF_CREDITS_DETAIL), owner=owner, outbox=outbox)
         return "paused", None, session

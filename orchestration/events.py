@@ -7,12 +7,15 @@ the next monotonic `seq` of its session inside a transaction, and is broadcast a
 from __future__ import annotations
 
 import logging
+import os
 import zlib
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.conf import settings
+from django.core.cache import BaseCache, caches
 from django.db import connection, transaction
 
 from orchestration.models import SessionEvent, WritingSession
@@ -267,12 +270,29 @@ def _tail_key(kind: str, turn_id: int) -> str:
     return f"stream-tail:{database:x}:{kind}:{turn_id}"
 
 
+_tail_cache: tuple[int, object, BaseCache] | None = None  # (pid, the CACHES entry it was made from, client)
+
+
+def _tails_cache() -> BaseCache:
+    """One client of the default cache per process, for the unsaved tails.
+
+    django.core.cache.cache resolves through asgiref's Local, which keeps one client per asyncio context, so
+    in each asyncio.to_thread call (every push) it built a new client: a new Redis connection pool, and a
+    new connection, per push (a py-spy of a worker process driving 100 sessions, issue 15). redis-py's pool
+    is thread-safe; a new one is made in a forked child or after the CACHES setting changed (tests).
+    """
+    global _tail_cache
+    config = settings.CACHES["default"]
+    if _tail_cache is None or _tail_cache[0] != os.getpid() or _tail_cache[1] is not config:
+        _tail_cache = (os.getpid(), config, caches.create_connection("default"))
+    return _tail_cache[2]
+
+
 def store_unsaved_tails(tails: list[Tail]) -> None:
     """Keep each streaming turn's unsaved text (kind, turn id, offset, text) in the cache (Redis), shared with
     the web processes, so a page rendered now includes it. One round trip; a cache failure only means a
     reload waits for the next push."""
-    from django.core.cache import cache
-
+    cache = _tails_cache()
     try:
         cache.set_many({_tail_key(k, tid): (offset, text) for k, tid, offset, text in tails}, TAIL_SECONDS)
     except Exception:
@@ -281,8 +301,7 @@ def store_unsaved_tails(tails: list[Tail]) -> None:
 
 def unsaved_tails(turn_ids: list[int], kind: str = "chunk") -> dict[int, tuple[int, str]]:
     """turn id -> (offset, text) the engine pushed but has not saved yet (see store_unsaved_tails)."""
-    from django.core.cache import cache
-
+    cache = _tails_cache()
     try:
         found = cache.get_many([_tail_key(kind, tid) for tid in turn_ids])
     except Exception:

@@ -145,8 +145,9 @@ class SessionHost:
         self._slots.release()
 
     async def _drive(self, session_id: int, owner: str, driver: Driver) -> str:
-        from orchestration.db_thread import in_db_thread
+        from orchestration.db_thread import drive_starting, in_db_thread
 
+        drive_starting()  # its first phases go ahead of the other drives' (the user waits for them)
         with bound(session_id=session_id):
             try:
                 outcome = await driver(session_id, owner)
@@ -223,6 +224,11 @@ class LeaseRenewals:
     def unwatch(self, session_id: int) -> None:
         """Stop renewing this session's lease (its step ended; the drive's own writes fence it from now)."""
         self._leases.pop(session_id, None)
+
+    @property
+    def idle(self) -> bool:
+        """No tick running or due (no lease watched since the last one): tests, benchmarks."""
+        return self._ticker is None or self._ticker.done()
 
     @property
     def upcoming(self) -> asyncio.Future[dict[int, str] | None]:

@@ -132,7 +132,9 @@ def begin_turn(
 
     One transaction of five statements: the fenced session UPDATE (lease + the event's number), the turn,
     the balance, the ledger entry, the turn_started event. `cache` (the drive's) saves re-reading the
-    references and the other agents' feedback, and keeps the reserved amount for the settlement.
+    references and the other agents' feedback, and keeps the reserved amount for the settlement; when its
+    `round_change` is set (a one-call step that starts a new round), the same UPDATE moves the session to that
+    round and the round's status event goes first.
 
     Returns (turn id, ModelRequest, estimated prompt tokens), or a CallOutcome: "too_large" when the prompt
     cannot fit `context_window` (default: the model's), "out_of_credits" when the reservation is refused.
@@ -153,11 +155,13 @@ def begin_turn(
         model=model, input_tokens=prompt.estimated_input_tokens, cached_tokens=0, output_tokens=plan.max_tokens
     )
     begun = _TurnStart(session, agent, model, round_number, attempt, call)
-    turn_id = _create_and_reserve(begun, prompt, plan, worst_case, owner=owner, outbox=outbox)
+    round_change = cache.round_change if cache is not None else None
+    turn_id = _create_and_reserve(begun, prompt, plan, worst_case, round_change, owner=owner, outbox=outbox)
     if turn_id is None:
         return CallOutcome("out_of_credits")
     if cache is not None:
         cache.reserved[turn_id] = worst_case
+        cache.round_change = None
     return turn_id, _model_request(begun, prompt, plan), prompt.estimated_input_tokens
 
 
@@ -253,19 +257,24 @@ def _create_and_reserve(
     prompt: PromptParts,
     plan: ReasoningPlan,
     worst_case: int,
+    round_change: int | None = None,
     *,
     owner: str,
     outbox: ev.Outbox | None,
 ) -> int | None:
     """Create the turn, reserve `worst_case` credits and journal its start, in one fenced transaction.
+    `round_change`: the round the session moves to with this turn (its status event first), if any.
 
     Returns the turn's id, or None (nothing written) when the reservation is refused."""
     session, agent, model, call = begun.session, begun.agent, begun.model, begun.call
     with transaction.atomic():
         # What the flow journals with the call (the planned flow's routing decision, a repair's reason).
         journal = list(call.context.get("journal", ()))
-        # First: takes the session's row lock; reserves the numbers of the journal and turn_started events.
-        seq = fenced_update(session.pk, owner, seqs=1 + len(journal))["last_seq"] - len(journal)
+        moved = {"current_round": round_change} if round_change is not None else None
+        # First: takes the session's row lock; reserves the numbers of the status, journal and turn_started events.
+        head = 1 if moved else 0
+        row = fenced_update(session.pk, owner, seqs=head + 1 + len(journal), set_fields=moved)
+        seq = row["last_seq"] - len(journal) - head
         fields = TurnFields(
             begun.round_number, begun.attempt, call.slot, call.recipe, call.output, plan.output, prompt.notes
         )
@@ -276,6 +285,9 @@ def _create_and_reserve(
             return None
         started = _started_event(begun, turn.pk)
         journalled = [ev.NewEvent(kind, payload, turn.pk) for kind, payload in journal]
+        if moved:
+            session.status = row["status"]
+            journalled.insert(0, ev.NewEvent("status", services.status_payload(session)))
         ev.insert_events(session_id=session.pk, first_seq=seq, events=[*journalled, started], outbox=outbox)
     return turn.pk
 

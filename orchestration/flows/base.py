@@ -175,3 +175,16 @@ def agents_by_role(session: WritingSession) -> dict[str, list[int]]:
     for pk, role in session.agents.filter(active=True).order_by("order", "pk").values_list("pk", "role"):
         roles.setdefault((role or "").strip().lower(), []).append(pk)
     return roles
+
+
+def team_order(session: WritingSession) -> list[tuple[int, bool]]:
+    """(agent id, active) of the session's whole team in builder order.
+
+    Read once per session object and kept on it: while a session is active its team cannot change (the
+    services refuse edits, orchestration/team.py), and the engine keeps one session object for a whole drive
+    (a new drive, after a pause and any edit, loads a new one). So a drive reads its team once (issue 15)."""
+    cached: list[tuple[int, bool]] | None = session.__dict__.get("_team_order")
+    if cached is None:
+        cached = list(session.agents.order_by("order", "pk").values_list("pk", "active"))
+        session.__dict__["_team_order"] = cached
+    return cached

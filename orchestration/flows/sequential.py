@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from orchestration.flows.base import AgentCall, CallShape, Finished, Step
+from orchestration.flows.base import AgentCall, CallShape, Finished, Step, team_order
 from orchestration.models import Agent, StopReason, Turn, WritingSession
 
 
@@ -14,7 +14,7 @@ class SequentialFlow:
     phases = (("writing", "Writing"),)
 
     def next_step(self, session: WritingSession) -> Step | Finished:
-        team = list(session.agents.order_by("order", "pk").values_list("pk", "active"))
+        team = team_order(session)
         agent_ids = [pk for pk, active in team if active]
         if not agent_ids:
             return Finished(StopReason.ERROR, "The session has no active agents.")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+import ssl
 import weakref
 from collections.abc import AsyncGenerator
 from typing import Any
@@ -91,6 +93,22 @@ def http_timeout(seconds: float) -> httpx2.Timeout:
     # `read` bounds the gap between two chunks, so a stalled stream fails after `seconds`
     # instead of hanging; connecting should never take long.
     return httpx2.Timeout(seconds, connect=min(seconds, 10.0))
+
+
+@functools.cache
+def shared_ssl_context() -> ssl.SSLContext:
+    """The process's one TLS context for provider clients (the default one: system / certifi CAs, SSL_CERT_FILE).
+
+    Building it loads the CA bundle, several milliseconds of CPU; every SDK client (one per event loop, so one
+    per drive) built its own (issue 15). An SSLContext is safe to share between clients, threads and loops."""
+    return httpx2.create_ssl_context()
+
+
+def sdk_http_client(sdk: Any, seconds: float) -> httpx2.AsyncClient:
+    """`sdk`'s (the anthropic or openai module's) default async HTTP client, with its connection limits and
+    redirects, on the shared TLS context; `seconds` as http_timeout."""
+    client: httpx2.AsyncClient = sdk.DefaultAsyncHttpxClient(verify=shared_ssl_context(), timeout=http_timeout(seconds))
+    return client
 
 
 class SDKAdapter(BaseAdapter):
@@ -211,6 +229,7 @@ class AnthropicAdapter(SDKAdapter):
             base_url=self.base_url,
             max_retries=0,  # the engine owns the one retry layer
             timeout=http_timeout(self.timeout),
+            http_client=sdk_http_client(anthropic, self.timeout),
         )
 
     @staticmethod
@@ -340,6 +359,7 @@ class OpenAIAdapter(SDKAdapter):
             base_url=self.base_url,
             max_retries=0,  # the engine owns the one retry layer
             timeout=http_timeout(self.timeout),
+            http_client=sdk_http_client(openai, self.timeout),
         )
 
     def _params(self, request: ModelRequest) -> dict[str, Any]:

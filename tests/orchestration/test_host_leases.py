@@ -67,6 +67,7 @@ def test_renewals_for_three_hosted_sessions_cost_one_statement_per_tick(
     recorder.on = True
     hosted(sessions, rich_owner)
     assert host.get_host().join(60)
+    wait_for(lambda: host.get_host().renewals.idle, 10, 0.05, "the last renewal tick")
     recorder.on = False
 
     batches = [len(m.group(1).split(",")) for _, sql in recorder.statements if (m := BATCH_RENEWAL.search(sql))]
