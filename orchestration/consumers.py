@@ -24,7 +24,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar, cast
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
@@ -45,6 +46,8 @@ from orchestration.live import (
 from orchestration.models import ACTIVE_STATUSES
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 MAX_MESSAGE_BYTES = 4096
 MAX_NESTING = 8  # the protocol needs 1; JSON parsing recurses per level
@@ -70,6 +73,15 @@ def _nesting_depth(text: str) -> int:
         elif char in "]}":
             depth -= 1
     return deepest
+
+
+def _db(func: Callable[..., T]) -> Callable[..., Awaitable[T]]:
+    """Run a render or read that touches the database on the default executor, not on the one thread
+    asgiref gives every thread-sensitive call of the process: under load (200 sockets on two processes)
+    the catch-ups and renders of all sockets queued there one behind another. Each call holds the
+    connection's lock, so one connection's state is never touched by two threads at once; database
+    connections come from the pool and go back after each call (channels closes them)."""
+    return cast(Callable[..., Awaitable[T]], database_sync_to_async(func, thread_sensitive=False))
 
 
 # Sequence numbers are 64-bit in the database; a larger `after` would pin this connection's position
@@ -165,7 +177,7 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
         """Answer a catch_up: every event after `after`, rendered from the database."""
         async with self.lock:
             await self._render_pending()  # text merged before this answer goes out before it, as it came
-            message = await database_sync_to_async(self._catch_up_message)(after)
+            message = await _db(self._catch_up_message)(after)
             self.advanced_at = time.monotonic()
             await self.send_json(message)
 
@@ -199,9 +211,9 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
             await self._render_pending()
             if events[0]["seq"] > self.last_seq + 1 and self.last_seq > 0:
                 # We missed something (capacity drop, late join): rebuild from the database.
-                payload = await database_sync_to_async(self._catch_up_message)(self.last_seq)
+                payload = await _db(self._catch_up_message)(self.last_seq)
             else:
-                payload = await database_sync_to_async(self._live_message)(events)
+                payload = await _db(self._live_message)(events)
             self.advanced_at = time.monotonic()
             await self.send_json(payload)
 
@@ -214,7 +226,7 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
         chunks = message.get("chunks", [])
         async with self.lock:
             if tail_needs_text(self.turn_text, chunks):  # a page opened mid-reply: read the turn's text once
-                grown = await database_sync_to_async(merge_tails)(self.turn_text, chunks, load=True)
+                grown = await _db(merge_tails)(self.turn_text, chunks, load=True)
             else:
                 grown = merge_tails(self.turn_text, chunks)
             self.pending.update(dict.fromkeys(grown))
@@ -267,7 +279,7 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
             await self._catch_up_unasked()  # the log has events the pushes have not brought
         elif self.status in ACTIVE_STATUSES and now - max(self.heard_at, self.checked_at) >= silence:
             self.checked_at = now
-            last_seq, status = await database_sync_to_async(self._read_head)()
+            last_seq, status = await _db(self._read_head)()
             self.known_seq, self.status = max(self.known_seq, last_seq), status
             if last_seq > self.last_seq:
                 await self._catch_up_unasked()
@@ -275,7 +287,7 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
     async def _catch_up_unasked(self) -> None:
         async with self.lock:
             await self._render_pending()
-            message = await database_sync_to_async(self._catch_up_message)(self.last_seq)
+            message = await _db(self._catch_up_message)(self.last_seq)
             self.advanced_at = time.monotonic()  # even if nothing came: at most one catch-up per grace period
             await self.send_json(message)
 
