@@ -2,7 +2,8 @@
 
 `in_db_thread` runs a function there; `db` also hands it an events.Outbox and pushes the events the function
 committed, from the calling event loop, once it returns; `in_db_thread_background` runs periodic work (the
-session host's lease renewals, periodic chunk saves) that may wait behind what a user is waiting for.
+periodic chunk saves) that may wait behind what a user is waiting for, `in_db_thread_urgent` the session
+host's lease renewals, ahead of everything.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ P = ParamSpec("P")
 # How long periodic work may wait behind latency-sensitive phases submitted after it (seconds). Bounded, so a
 # steady stream of phases never starves it: a lease renewal still lands well within ENGINE_LEASE_SECONDS.
 BACKGROUND_SLACK = 1.0
+# Urgent work (one statement per host tick) goes ahead of anything queued less than this long (seconds).
+URGENT_LEAD = 60.0
 
 
 # A drive's phases in its first STARTUP_SECONDS (its first step: what its user waits for, the queue pickup)
@@ -132,9 +135,15 @@ async def in_db_thread(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) ->
     return await _run(0.0, fn, *args, **kwargs)
 
 
+async def in_db_thread_urgent(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """As in_db_thread, ahead of everything queued (the session host's one lease renewal statement per tick:
+    a backlog of phases must not let its sessions' leases run out)."""
+    return await _run(-URGENT_LEAD, fn, *args, **kwargs)
+
+
 async def in_db_thread_background(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-    """As in_db_thread, for periodic work nobody is waiting for (lease renewals, periodic chunk saves): it
-    waits behind phases submitted up to BACKGROUND_SLACK seconds after it."""
+    """As in_db_thread, for periodic work nobody is waiting for (periodic chunk saves): it waits behind
+    phases submitted up to BACKGROUND_SLACK seconds after it."""
     return await _run(BACKGROUND_SLACK, fn, *args, **kwargs)
 
 

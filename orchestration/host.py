@@ -10,14 +10,15 @@ the queue and returns "host_full".
 
 What stays as it was:
 - Leases, fencing and Stop: the drive coroutine is the engine's own, fencing every write; the host releases
-  the lease when the coroutine ends. What differs: while steps stream, the host renews the leases of all its
-  sessions in one statement every `lease.RENEW_INTERVAL` (`LeaseRenewals`), and each session's watcher
+  the lease when the coroutine ends. What differs: from hand-over to the drive's end the host renews the
+  leases of all its sessions in one statement every `lease.RENEW_INTERVAL` (`LeaseRenewals`), and each session's watcher
   (`engine._watch_step`) reads its status (a Stop, or a lease lost) from that statement's result, where a
   lone drive sends one renewal per session.
 - Database work: every drive of the process shares the engine's database threads (`db_thread`,
   ENGINE_DB_THREADS, default one), so a worker process holds the same few PostgreSQL connections however
   many sessions it drives (the task's, the engine threads', the watchdog's). A drive's phases go ahead of
-  the periodic renewals and chunk saves queued there (`db_thread.in_db_thread_background`).
+  the periodic chunk saves queued there (`db_thread.in_db_thread_background`), and the renewal statement
+  ahead of everything (`db_thread.in_db_thread_urgent`).
 - Crash recovery: a SIGKILLed worker takes its host and every drive in it down; the lease owners name the
   dead pid, so the watchdog of a live worker on the machine re-dispatches each session at once (elsewhere,
   when the leases run out), and interrupted turns are marked incomplete and charged 0, as without the host.
@@ -33,9 +34,11 @@ What stays as it was:
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import os
 import threading
+import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from concurrent.futures import Future, wait
 from typing import Any
@@ -148,6 +151,9 @@ class SessionHost:
         from orchestration.db_thread import drive_starting, in_db_thread
 
         drive_starting()  # its first phases go ahead of the other drives' (the user waits for them)
+        # Renewed on every tick from now until the drive ends, steps or not: a slow first phase under load
+        # never lets the claim's lease run out.
+        self.renewals.watch(session_id, owner)
         with bound(session_id=session_id):
             try:
                 outcome = await driver(session_id, owner)
@@ -158,6 +164,7 @@ class SessionHost:
                 logger.exception("session %s: drive failed", session_id)
                 outcome = "error"
             finally:
+                self.renewals.unwatch(session_id)
                 await in_db_thread(release_lease, session_id, owner)
             logger.info("session %s: %s", session_id, outcome)
             return outcome
@@ -175,19 +182,46 @@ class SessionHost:
         """Stop the loop once the process's main thread has ended (django-q2's worker loop returned:
         recycle, max_rss or a graceful stop) and no drive is left, so the process can exit."""
         main = threading.main_thread()
+        load = _LoadReport()
         while main.is_alive() or self.live:
+            before = time.monotonic()
             await asyncio.sleep(0.5)
+            load.tick(time.monotonic() - before - 0.5, self.live)
         self._loop.stop()
 
 
-class LeaseRenewals:
-    """One lease renewal statement per RENEW_INTERVAL for every session of a host whose step is streaming.
+class _LoadReport:
+    """Logs how loaded a busy host is, every REPORT_SECONDS while it drives sessions: the sessions, the event
+    loop's worst lag (how late a 0.5 s sleep woke) and the database threads' queue (what waits for a thread)."""
 
-    A watcher registers its session's lease (`watch`) and awaits `upcoming` in a loop: each tick renews every
-    lease registered before it in one statement (lease.renew_leases, background priority on the database
-    thread) and resolves `upcoming` with {session id: status} for the leases still held, so a Stop or a lost
-    lease is seen within about one interval, as with a lone drive's own renewals. Runs on the host's loop
-    only; the tick task runs while some lease is registered.
+    REPORT_SECONDS = 5.0
+
+    def __init__(self) -> None:
+        self.worst_lag = 0.0
+        self.since = time.monotonic()
+
+    def tick(self, lag: float, live: int) -> None:
+        from orchestration.db_thread import db_threads
+
+        self.worst_lag = max(self.worst_lag, lag)
+        if time.monotonic() - self.since < self.REPORT_SECONDS:
+            return
+        if live:
+            logger.info(
+                "session host: %s sessions, event loop lag up to %.0f ms, %s phases waiting for a database thread",
+                live, self.worst_lag * 1000, db_threads().queued,
+            )  # fmt: skip
+        self.worst_lag, self.since = 0.0, time.monotonic()
+
+
+class LeaseRenewals:
+    """One lease renewal statement per RENEW_INTERVAL for every session the host drives.
+
+    The host registers each drive's lease (`watch`) for the drive's life; each tick renews every lease
+    registered before it in one statement (lease.renew_leases, ahead of everything queued on the database
+    threads) and resolves `upcoming` with {session id: status} for the leases still held, so a step's
+    monitor (`statuses`) sees a Stop or a lost lease within about one interval, as a lone drive's own
+    renewals do. Runs on the host's loop only; the tick task runs while some lease is registered.
     """
 
     def __init__(self) -> None:
@@ -199,9 +233,10 @@ class LeaseRenewals:
     async def statuses(self, session_id: int, owner: str, done: asyncio.Event) -> AsyncGenerator[str | None, None]:
         """This lease's status from every tick until `done`: the session's status, None once the lease is lost.
 
-        Close it (contextlib.aclosing) to stop renewing the lease."""
+        The lease is renewed on every tick while the host drives the session (SessionHost._drive watches it
+        for the drive's whole life); close this (contextlib.aclosing) to stop reading."""
         ended = asyncio.ensure_future(done.wait())
-        self.watch(session_id, owner)
+        self.watch(session_id, owner)  # already watched by the drive: this only makes sure the ticks run
         try:
             while not done.is_set():
                 tick = self.upcoming
@@ -212,17 +247,17 @@ class LeaseRenewals:
                 if (held := tick.result()) is not None:  # None: the renewal failed this time, no news
                     yield held.get(session_id)
         finally:
-            self.unwatch(session_id)
             ended.cancel()
 
     def watch(self, session_id: int, owner: str) -> None:
         """Renew this lease on every tick until `unwatch`."""
         self._leases[session_id] = owner
         if self._ticker is None or self._ticker.done():
-            self._ticker = asyncio.get_running_loop().create_task(self._tick())
+            # A context of its own: not the first drive's (its log bindings, its start-up priority).
+            self._ticker = asyncio.get_running_loop().create_task(self._tick(), context=contextvars.Context())
 
     def unwatch(self, session_id: int) -> None:
-        """Stop renewing this session's lease (its step ended; the drive's own writes fence it from now)."""
+        """Stop renewing this session's lease (its drive ended)."""
         self._leases.pop(session_id, None)
 
     @property
@@ -239,7 +274,7 @@ class LeaseRenewals:
         return self._upcoming
 
     async def _tick(self) -> None:
-        from orchestration.db_thread import in_db_thread_background
+        from orchestration.db_thread import in_db_thread_urgent
 
         while self._leases:
             await asyncio.sleep(RENEW_INTERVAL)
@@ -250,7 +285,7 @@ class LeaseRenewals:
             leases, waiters, self._upcoming = dict(self._leases), self._upcoming, None
             held: dict[int, str] | None = None
             try:
-                held = await in_db_thread_background(renew_leases, leases)
+                held = await in_db_thread_urgent(renew_leases, leases)
                 self.statements += 1
             except Exception:  # a database hiccup: no news this tick (the leases last ENGINE_LEASE_SECONDS)
                 logger.exception("lease renewal of %s sessions failed", len(leases))
