@@ -23,7 +23,7 @@ from django.utils import timezone
 from atelier.core.logs import bound
 from orchestration import events as ev
 from orchestration import services
-from orchestration.calls import run_call
+from orchestration.calls import preload_for_step, run_call
 from orchestration.chunks import ChunkBatcher
 from orchestration.db_thread import db, in_db_thread
 from orchestration.drive_state import CallLimiter, CallOutcome, DriveCache
@@ -103,8 +103,8 @@ async def drive_leased(session_id: int, owner: str, budget_seconds: float = DRIV
 
 async def _drive(session_id: int, owner: str, budget_seconds: float) -> DriveOutcome:
     deadline = time.monotonic() + budget_seconds
-    cache = DriveCache(limiter=await in_db_thread(CallLimiter.for_session, session_id))
-    outcome: DriveOutcome | tuple[WritingSession, Step] = await db(_prepare_step, session_id, owner, None, cache)
+    cache = DriveCache()
+    outcome: DriveOutcome | tuple[WritingSession, Step] = await db(_start_drive, session_id, owner, cache)
     while True:
         if isinstance(outcome, str):
             return outcome
@@ -113,6 +113,15 @@ async def _drive(session_id: int, owner: str, budget_seconds: float) -> DriveOut
         if result.lease_lost:
             raise LeaseLost(f"session {session_id}: lease lost during a step")
         outcome = await db(_between_steps, session, owner, step, result, cache, deadline)
+
+
+def _start_drive(
+    session_id: int, owner: str, cache: DriveCache, *, outbox: ev.Outbox | None = None
+) -> DriveOutcome | tuple[WritingSession, Step]:
+    """A drive's first database phase: the session's call limits, then _prepare_step (one thread hop: under the
+    session host every hop waits for a shared event loop, and the first step's hops are the queue pickup)."""
+    cache.limiter = CallLimiter.for_session(session_id)
+    return _prepare_step(session_id, owner, None, cache, outbox=outbox)
 
 
 def _between_steps(
@@ -204,6 +213,8 @@ def _prepare_step(
         return "finished"
     if session.current_round != decision.round:
         _move_round(session, decision, cache, owner=owner, outbox=outbox)
+    if cache is not None:
+        preload_for_step(session.pk, decision, cache)
     return session, decision
 
 
