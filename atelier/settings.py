@@ -363,8 +363,8 @@ API_SSE_POLL_SECONDS = env_float("API_SSE_POLL_SECONDS", 2.0, minimum=0.05)
 # The live page's WebSocket (orchestration/consumers.py, issue 15): streamed text is rendered at most once
 # per LIVE_RENDER_WINDOW_MS per connection (the first push after a quiet spell at once; pushes meanwhile
 # only merge text, and one render covers them). A connection that may have lost pushes catches up from
-# the database by itself: LIVE_RECHECK_SECONDS after it learned of events its pushes have not brought,
-# or after LIVE_SILENCE_SECONDS without a push while the run is active (then one query for the log's end).
+# the database by itself: LIVE_RECHECK_SECONDS without a push after it learned of events its pushes have
+# not brought, or after LIVE_SILENCE_SECONDS without a push while the run is active (then one query for the log's end).
 LIVE_RENDER_WINDOW_MS = env_int("LIVE_RENDER_WINDOW_MS", 50, minimum=0, maximum=1000)
 LIVE_RECHECK_SECONDS = env_float("LIVE_RECHECK_SECONDS", 2.0, minimum=0.05)
 LIVE_SILENCE_SECONDS = env_float("LIVE_SILENCE_SECONDS", 4.0, minimum=0.05)

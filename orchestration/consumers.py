@@ -13,10 +13,11 @@ brings the page up to, so a page that reconnects asks for exactly what it missed
 Pushes may be lost (channels-redis drops them over a channel's capacity and after its expiry), and the
 last pushes of a run may be the ones lost, so the consumer catches up by itself (the same answer as to a
 catch_up, sent unasked) when it learned from the session row that the log holds events its pushes have
-not brought for LIVE_RECHECK_SECONDS, or after LIVE_SILENCE_SECONDS without a push while the run is active
-(one query for the log's end first). Every client, the page or a plain WebSocket client, thus ends at the
-log's last_seq. Streamed text is rendered at most once per LIVE_RENDER_WINDOW_MS per connection: the
-first push after a quiet spell at once, pushes meanwhile only merge text and one render covers them.
+not brought and no push came for LIVE_RECHECK_SECONDS, or after LIVE_SILENCE_SECONDS without a push while
+the run is active (one query for the log's end first). Every client, the page or a plain WebSocket
+client, thus ends at the log's last_seq. Streamed text is rendered at most once per LIVE_RENDER_WINDOW_MS
+per connection: the first push after a quiet spell at once, pushes meanwhile only merge text and one
+render covers them.
 """
 
 from __future__ import annotations
@@ -275,7 +276,10 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
 
     async def _recheck(self, grace: float, silence: float) -> None:
         now = time.monotonic()
-        if self.last_seq < self.known_seq and now - self.advanced_at >= grace:
+        # While pushes still come, a lost one shows as a gap at the next saved event (session_events), and a
+        # worker that is behind pushes what the row already counts a little later: only when they stop
+        # short of the log's end is a catch-up needed (not one per grace period on every lagging socket).
+        if self.last_seq < self.known_seq and now - max(self.advanced_at, self.heard_at) >= grace:
             await self._catch_up_unasked()  # the log has events the pushes have not brought
         elif self.status in ACTIVE_STATUSES and now - max(self.heard_at, self.checked_at) >= silence:
             self.checked_at = now
