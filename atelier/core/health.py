@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from typing import Any
@@ -20,7 +21,14 @@ def check_database() -> dict[str, Any]:
         return {"ok": False, "error": type(exc).__name__}
 
 
+# How long the channel layer's send-and-receive may take before /healthz calls it down (seconds): a layer
+# that accepts the message but never delivers it must not hang the health check (and its caller) forever.
+CHANNEL_LAYER_TIMEOUT = 3.0
+
+
 def check_channel_layer() -> dict[str, Any]:
+    """Send a message to a new channel and receive it back: {"ok": True}, or {"ok": False, "error": the
+    exception's name} ("TimeoutError" when it did not come back within CHANNEL_LAYER_TIMEOUT seconds)."""
     from channels.layers import get_channel_layer
 
     try:
@@ -33,7 +41,10 @@ def check_channel_layer() -> dict[str, Any]:
             message = await layer.receive(channel)
             return bool(message.get("token") == token)
 
-        return {"ok": bool(async_to_sync(roundtrip)())}
+        async def bounded() -> bool:
+            return await asyncio.wait_for(roundtrip(), timeout=CHANNEL_LAYER_TIMEOUT)
+
+        return {"ok": bool(async_to_sync(bounded)())}
     except Exception as exc:  # noqa: BLE001
         return {"ok": False, "error": type(exc).__name__}
 

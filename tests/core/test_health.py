@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from django.conf import settings
@@ -46,6 +47,24 @@ def test_healthz_is_200_while_a_worker_runs_and_503_after_it_stops(transactional
         worker.stop()
 
     wait_for(lambda: _health(client)[0] == 503, timeout=30, message="healthz to notice the worker is gone")
+
+
+def test_healthz_answers_503_when_the_channel_layer_never_delivers(transactional_db, client, monkeypatch):
+    from channels.layers import get_channel_layer
+
+    from atelier.core import health
+
+    async def never(channel):  # the message was accepted but never comes back (a wedged layer)
+        await asyncio.sleep(3600)
+
+    monkeypatch.setattr(health, "CHANNEL_LAYER_TIMEOUT", 0.5)
+    monkeypatch.setattr(get_channel_layer(), "receive", never)
+
+    status, body = _health(client)
+
+    assert status == 503
+    assert body["checks"]["channel_layer"] == {"ok": False, "error": "TimeoutError"}
+    assert body["checks"]["database"] == {"ok": True}
 
 
 def test_healthz_only_answers_get(client, db):
