@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from billing.services import grant_credits
+from orchestration import host
 from tests.orchestration.engine_helpers import on_pro_plan
 
 
@@ -33,3 +34,19 @@ def fast_retries(settings, monkeypatch):
     """Two retries per provider call, 10 ms apart."""
     settings.PROVIDER_MAX_RETRIES = 2
     monkeypatch.setattr("orchestration.providers.retry.retry_delay", lambda attempt, retry_after=None: 0.01)
+
+
+@pytest.fixture
+def session_host_of(settings, monkeypatch):
+    """A fresh session host for the test (ENGINE_SESSIONS_PER_WORKER > 1): call it with the host's capacity and
+    ENGINE_HOST_WAIT_SECONDS. At teardown every hosted drive must have ended."""
+
+    def configure(*, capacity: int, wait_seconds: float) -> None:
+        settings.ENGINE_SESSIONS_PER_WORKER = capacity
+        settings.ENGINE_HOST_WAIT_SECONDS = wait_seconds
+        monkeypatch.setattr(host, "_host", None)  # a fresh host with this capacity
+
+    yield configure
+    current = host._host
+    if current is not None:
+        assert current.join(60), "every hosted drive ended"

@@ -31,14 +31,8 @@ BATCH_RENEWAL = re.compile(r"SET lease_expires_at = %s WHERE id IN \(([%s, ]+)\)
 
 
 @pytest.fixture
-def session_host(settings, monkeypatch):
-    settings.ENGINE_SESSIONS_PER_WORKER = 4
-    settings.ENGINE_HOST_WAIT_SECONDS = 1
-    monkeypatch.setattr(host, "_host", None)  # a fresh host with this capacity
-    yield
-    current = host._host
-    if current is not None:
-        assert current.join(60), "every hosted drive ended"
+def session_host(session_host_of):
+    session_host_of(capacity=4, wait_seconds=1)
 
 
 def streaming(session: WritingSession) -> bool:

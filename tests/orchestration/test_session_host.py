@@ -17,14 +17,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def session_host(settings, monkeypatch):
-    settings.ENGINE_SESSIONS_PER_WORKER = 2
-    settings.ENGINE_HOST_WAIT_SECONDS = 0.3
-    monkeypatch.setattr(host, "_host", None)  # a fresh host with this capacity
-    yield
-    current = host._host
-    if current is not None:
-        assert current.join(60), "every hosted drive ended"
+def session_host(session_host_of):
+    session_host_of(capacity=2, wait_seconds=0.3)
 
 
 def streaming(session: WritingSession) -> bool:
