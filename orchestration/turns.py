@@ -24,6 +24,7 @@ from orchestration import events as ev
 from orchestration import services
 from orchestration.drive_state import CallOutcome, DriveCache
 from orchestration.flows import AgentCall
+from orchestration.flows.base import note_done_turn
 from orchestration.lease import LeaseLost, fence, fenced_update
 from orchestration.models import (
     Agent,
@@ -472,6 +473,8 @@ def complete_turn(
         count = partial(metrics.turn_finished, provider=model.provider, model=model.model_id, status=reply.status)
         transaction.on_commit(partial(count, usage=usage, credits=charged, latency_ms=timing[0], ttft_ms=timing[1]))
     _note_completed(cache, turn_id, agent, reply)
+    if reply.status in Turn.DONE_STATUSES:
+        note_done_turn(session, row["current_round"], agent.pk)
     return reply.status
 
 

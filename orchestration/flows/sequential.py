@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from orchestration.flows.base import AgentCall, CallShape, Finished, Step, team_order
-from orchestration.models import Agent, StopReason, Turn, WritingSession
+from orchestration.flows.base import AgentCall, CallShape, Finished, Step, last_done_turn, team_order
+from orchestration.models import Agent, StopReason, WritingSession
 
 
 class SequentialFlow:
@@ -18,21 +18,15 @@ class SequentialFlow:
         agent_ids = [pk for pk, active in team if active]
         if not agent_ids:
             return Finished(StopReason.ERROR, "The session has no active agents.")
-        last = (
-            Turn.objects.filter(session=session, kind=Turn.Kind.AGENT, status__in=Turn.DONE_STATUSES)
-            .exclude(agent_id__isnull=True)
-            .order_by("-round", "-pk")
-            .values("round", "agent_id")
-            .first()
-        )
+        last = last_done_turn(session)
         if last is None:
             round_number, agent_id = 1, agent_ids[0]
         else:
-            round_number = last["round"]
+            round_number, last_agent_id = last
             # The next active agent after the last one in the team's order, counting agents deactivated
             # since (their place in the order still says who comes after them in this round).
             order = [pk for pk, _active in team]
-            position = order.index(last["agent_id"]) if last["agent_id"] in order else len(order)
+            position = order.index(last_agent_id) if last_agent_id in order else len(order)
             after = [pk for pk, active in team[position + 1 :] if active]
             if after:
                 agent_id = after[0]
