@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol
 
@@ -30,7 +29,6 @@ from orchestration.turns import INTERNAL_ERROR, USER_STOP, abandon_turn, begin_t
 if TYPE_CHECKING:
     from orchestration.chunks import ChunkBatcher
     from orchestration.providers import ModelRequest, ProviderError, StreamEnd, ToolCall
-    from orchestration.providers.base import StreamEvent
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +122,7 @@ async def _attempt_on(running: _Call, model: LLMModel, state: _ModelState) -> Ca
     """One attempt, holding its limiter slots from creating its turn to saving it; what comes next."""
     session, agent, call, cache, owner = running.session, running.agent, running.call, running.cache, running.owner
     number = running.attempts
-    async with cache.limiter.hold(model.provider), EarlyStream() as early:
+    async with cache.limiter.hold(model.provider):
         prepared = await db(
             begin_turn,
             session,
@@ -136,7 +134,6 @@ async def _attempt_on(running: _Call, model: LLMModel, state: _ModelState) -> Ca
             state.window,
             owner=owner,
             cache=cache,
-            on_request=early.open_threadsafe,
         )
         if isinstance(prepared, CallOutcome):
             if prepared.status == "too_large":
@@ -146,7 +143,7 @@ async def _attempt_on(running: _Call, model: LLMModel, state: _ModelState) -> Ca
         turn_id, request, estimated_tokens = prepared
         cache.note_turn(running.round_number, agent.pk, TurnRow(turn_id, Turn.TurnStatus.STREAMING, number, call.slot))
         bind_log(turn_id=turn_id)  # this call's own task: its records carry the turn being streamed
-        attempt = _Attempt(turn_id=turn_id, request=request, estimated_tokens=estimated_tokens, early=early)
+        attempt = _Attempt(turn_id=turn_id, request=request, estimated_tokens=estimated_tokens)
         try:
             decision = await _run_attempt(running, model, attempt, state)
             if isinstance(decision, CallOutcome) and decision.status == "completed":
@@ -184,98 +181,6 @@ class _Attempt:
     estimated_tokens: int
     received: list[str] = field(default_factory=list)
     thought: list[str] = field(default_factory=list)  # the turn's reasoning, kept apart from its text
-    early: EarlyStream | None = None  # the request, already sent while its turn was recorded
-
-
-class EarlyStream:
-    """A provider stream opened while its turn is being recorded: the request goes out from begin_turn's
-    database phase (turns.begin_turn's `on_request`), so the provider's answer and the turn's transaction
-    overlap instead of following each other (issue 15: that transaction and its push were a third of a call's
-    overhead). Nothing it receives is read before the turn is recorded: the first item waits in a task, the
-    rest in the connection. If the turn is not recorded (out of credits, a lost lease, a crash), the request is
-    cancelled unread on exit: the provider may bill its prompt, once, and the user is charged nothing.
-
-    Use as `async with EarlyStream() as early`, hand `early.open_threadsafe` to begin_turn, then iterate
-    `early.take(request)` (an async iterator of the adapter's items, closed by its reader)."""
-
-    def __init__(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._items: AsyncGenerator[StreamEvent, None] | None = None
-        self._first: asyncio.Task[StreamEvent | None] | None = None
-        self._request: ModelRequest | None = None
-        self.started: float | None = None  # monotonic time the request went out
-
-    async def __aenter__(self) -> EarlyStream:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.discard()
-
-    def open_threadsafe(self, request: ModelRequest) -> None:
-        """From the database thread: send `request` on the loop. Callbacks run in the order they were
-        scheduled, so the stream is open before the database phase's result reaches the loop."""
-        self._loop.call_soon_threadsafe(self._open, request)
-
-    def _open(self, request: ModelRequest) -> None:
-        self._request, self.started = request, time.monotonic()
-        self._first = self._loop.create_task(self._first_item(request))
-
-    async def _first_item(self, request: ModelRequest) -> StreamEvent | None:
-        from orchestration.providers import get_adapter
-
-        self._items = get_adapter(request.provider).stream(request)
-        try:
-            return await anext(self._items)
-        except StopAsyncIteration:
-            return None  # it ended before its first item
-
-    async def take(self, request: ModelRequest) -> AsyncGenerator[StreamEvent, None]:
-        """The items of `request`'s stream: the early one if it was opened for this very request, else a
-        new one. Closing this generator closes the stream."""
-        from orchestration.providers import get_adapter
-
-        first, self._first = self._first, None
-        if first is None or self._request is not request:
-            if first is not None:
-                self._first = first  # not this request's: discarded on exit
-            async with contextlib.aclosing(get_adapter(request.provider).stream(request)) as items:
-                async for item in items:
-                    yield item
-            return
-        try:
-            head = await first
-            if head is None:
-                return
-            yield head
-            assert self._items is not None  # set by _first_item before its first await
-            async for item in self._items:
-                yield item
-        finally:
-            await _settled(first)
-            await self._close_items()
-
-    async def discard(self) -> None:
-        """Cancel a stream nobody read (the turn was not recorded). Idempotent."""
-        first, self._first = self._first, None
-        if first is not None:
-            await _settled(first)
-        await self._close_items()
-
-    async def _close_items(self) -> None:
-        items, self._items = self._items, None
-        aclose = getattr(items, "aclose", None)
-        if aclose is not None:
-            with contextlib.suppress(Exception):
-                await aclose()
-
-
-async def _settled(task: asyncio.Task[StreamEvent | None]) -> None:
-    """Cancel `task` unless it is done, wait for it to end, and mark its outcome read (nobody reads it)."""
-    if not task.done():
-        task.cancel()
-        await asyncio.wait([task])
-    if not task.cancelled():
-        task.exception()
 
 
 async def _run_attempt(
@@ -342,9 +247,7 @@ async def read_stream(
     from orchestration.providers import ProviderError, ReasoningDelta, StreamEnd, TextDelta, ToolCall, get_adapter
 
     end: StreamEnd | None = None
-    early = getattr(attempt, "early", None)
-    opened = early.take(attempt.request) if early is not None else get_adapter(model.provider).stream(attempt.request)
-    async with contextlib.aclosing(opened) as items:
+    async with contextlib.aclosing(get_adapter(model.provider).stream(attempt.request)) as items:
         async for item in items:
             if isinstance(item, TextDelta):
                 if not first:
@@ -370,8 +273,7 @@ async def _stream(
     """Stream the attempt's reply into `attempt` and the batcher: (its end, (latency, time to first token) in ms).
 
     Raises ProviderError, also when the stream stops without its end."""
-    # From when the request went out (EarlyStream: while its turn was recorded), as the provider sees it.
-    started = attempt.early.started if attempt.early is not None and attempt.early.started else time.monotonic()
+    started = time.monotonic()
     first: list[float] = []
     end = await read_stream(model, attempt, batcher, first)
     return end, (int((time.monotonic() - started) * 1000), _ms(started, first[0] if first else None))

@@ -37,8 +37,6 @@ from orchestration.models import (
 from orchestration.versions import record_version
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from orchestration.evaluation import Evaluation
     from orchestration.prompts import PromptParts
     from orchestration.providers import ModelRequest, ProviderError, StreamEnd
@@ -129,7 +127,6 @@ def begin_turn(
     *,
     owner: str,
     cache: DriveCache | None = None,
-    on_request: Callable[[ModelRequest], None] | None = None,
     outbox: ev.Outbox | None = None,
 ) -> tuple[int, ModelRequest, int] | CallOutcome:
     """Build the prompt, create the turn (next attempt) and reserve its worst-case credits.
@@ -139,9 +136,6 @@ def begin_turn(
     references and the other agents' feedback, and keeps the reserved amount for the settlement; when its
     `round_change` is set (a one-call step that starts a new round), the same UPDATE moves the session to that
     round and the round's status event goes first.
-
-    `on_request`, if given, is handed the request as soon as it is built and before the transaction, so the
-    caller can send it while the turn is being recorded (calls.EarlyStream); it must not block.
 
     Returns (turn id, ModelRequest, estimated prompt tokens), or a CallOutcome: "too_large" when the prompt
     cannot fit `context_window` (default: the model's), "out_of_credits" when the reservation is refused.
@@ -162,9 +156,6 @@ def begin_turn(
         model=model, input_tokens=prompt.estimated_input_tokens, cached_tokens=0, output_tokens=plan.max_tokens
     )
     begun = _TurnStart(session, agent, model, round_number, attempt, call)
-    request = _model_request(begun, prompt, plan)
-    if on_request is not None:
-        on_request(request)
     round_change = cache.round_change if cache is not None else None
     turn_id = _create_and_reserve(begun, prompt, plan, worst_case, round_change, owner=owner, outbox=outbox)
     if turn_id is None:
@@ -172,7 +163,7 @@ def begin_turn(
     if cache is not None:
         cache.reserved[turn_id] = worst_case
         cache.round_change = None
-    return turn_id, request, prompt.estimated_input_tokens
+    return turn_id, _model_request(begun, prompt, plan), prompt.estimated_input_tokens
 
 
 @dataclass(frozen=True)
