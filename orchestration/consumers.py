@@ -103,6 +103,7 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
         """Set up the connection's state, join the session's group, accept, and start the recheck task."""
         now = time.monotonic()
         self.last_seq = 0  # the page's position: every event up to it has been sent
+        self.positioned = False  # a catch_up was answered: last_seq is the page's position even when 0
         self.turn_text: TurnTextCache = {}
         self.known_seq = 0  # the log's last_seq when the session row was last read
         self.status = ""  # the run's status when the session row was last read
@@ -190,6 +191,7 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
         )
         self._learn(head)
         self.last_seq = max(self.last_seq, last_seq, after)
+        self.positioned = True
         # Whether a worker is driving the session: the page shows "reconnecting to a worker" if not.
         worker = lease.executor_state(self.session_id)
         return {"type": "events", "last_seq": self.last_seq, "status": status, "worker": worker, "fragments": fragments}
@@ -210,13 +212,28 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
             if not events:
                 return  # a catch-up brought them meanwhile
             await self._render_pending()
-            if events[0]["seq"] > self.last_seq + 1 and self.last_seq > 0:
-                # We missed something (capacity drop, late join): rebuild from the database.
+            if self._has_gap(events):
+                # We missed something (capacity drop, late join, pushes out of order): rebuild from the database.
                 payload = await _db(self._catch_up_message)(self.last_seq)
             else:
                 payload = await _db(self._live_message)(events)
             self.advanced_at = time.monotonic()
             await self.send_json(payload)
+
+    def _has_gap(self, events: list[dict[str, Any]]) -> bool:
+        """True if `events` (those after last_seq, in push order) do not follow on from the page's position
+        one by one. Rendering them as they are would move last_seq past the events in the hole, which then
+        never reach the page: a missing turn_finished leaves its card streaming, its last text unshown.
+
+        The position counts from 0 once a catch_up was answered (a log that was empty then: its first
+        events may be the lost ones too); before any, a push starts wherever it starts.
+        """
+        expected = self.last_seq + 1 if self.positioned or self.last_seq > 0 else events[0]["seq"]
+        for event in events:
+            if event["seq"] != expected:
+                return True
+            expected += 1
+        return False
 
     async def session_chunks(self, message: dict[str, Any]) -> None:
         """Unsaved streamed text from the engine: merged at once, rendered at most once per render window.
@@ -343,6 +360,7 @@ class ConversationConsumer(SessionConsumer):
         fragments, last_seq, status = chat_fragments(self.conversation_id, events, full_text=True, head=head)
         self._learn(head)
         self.last_seq = max(self.last_seq, last_seq, after)
+        self.positioned = True
         worker = lease.executor_state(self.session_id)
         return {"type": "events", "last_seq": self.last_seq, "status": status, "worker": worker, "fragments": fragments}
 
