@@ -1,5 +1,6 @@
 import gc
 import os
+import sys
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -32,6 +33,15 @@ warm_up()
 # What start-up loaded stays for the process's life: out of the garbage collector's full passes, which
 # otherwise walk it all and hold every socket's pushes meanwhile (orchestration/apps.py, issue 15).
 gc.freeze()
+
+# The event loop gets the GIL back sooner after each socket call (default 5 ms; issue 15). Every message a
+# socket is pushed costs this process four Redis round trips in channels-redis's receive, one after another
+# for the whole process, each giving up the GIL; while the database threads render cards and catch-ups, each
+# waited up to the switch interval to resume: a py-spy of a web process under 200 sessions found its event
+# loop a quarter of the time in socket writes waiting for the GIL, and the pushes queued behind it.
+# Measured in docs/benchmarks.md, "The live page under load, second pass".
+WEB_SWITCH_INTERVAL_SECONDS = 0.0005
+sys.setswitchinterval(WEB_SWITCH_INTERVAL_SECONDS)
 
 _TOO_LARGE = b"Request body too large."
 
