@@ -2,7 +2,7 @@ import gc
 import os
 import sys
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from django.core.asgi import get_asgi_application
 
@@ -17,9 +17,11 @@ if _set_pool:
     del os.environ["DB_POOL"]
 
 # Imported after Django is set up (consumers import models).
-from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.auth import AuthMiddleware, get_user  # noqa: E402
+from channels.db import database_sync_to_async  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from channels.sessions import CookieMiddleware, SessionMiddleware  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 # The provider SDKs take one to several seconds to import, and the builder needs them (which models
@@ -112,9 +114,25 @@ class BodySizeLimit:
         await send({"type": "http.response.body", "body": _TOO_LARGE})
 
 
+class SocketAuthMiddleware(AuthMiddleware):  # type: ignore[misc]  # channels is untyped
+    """channels' AuthMiddleware, reading the session and user on the default executor instead of the one
+    thread every thread-sensitive call of the process shares (issue 15): at a burst of connects (bench/load.py
+    opens 100 sockets per web process at once) those reads queued there one behind another, past daphne's
+    5 s WebSocket connect timeout, and daphne closed sockets without an answer. The read touches only this
+    scope's session and one user row, so any thread will do."""
+
+    async def resolve_scope(self, scope: Scope) -> None:
+        scope["user"]._wrapped = await database_sync_to_async(get_user.func, thread_sensitive=False)(scope)
+
+
+def socket_auth_stack(inner: App) -> App:
+    """AuthMiddlewareStack with SocketAuthMiddleware: the cookie, the session, then the user."""
+    return cast(App, CookieMiddleware(SessionMiddleware(SocketAuthMiddleware(inner))))
+
+
 application = ProtocolTypeRouter(
     {
         "http": BodySizeLimit(django_asgi_app, settings.MAX_REQUEST_BODY_BYTES),
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        "websocket": AllowedHostsOriginValidator(socket_auth_stack(URLRouter(websocket_urlpatterns))),
     }
 )
