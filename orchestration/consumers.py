@@ -94,7 +94,10 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
     async def connect(self) -> None:
         user = self.scope.get("user")
         self.session_id = int(self.scope["url_route"]["kwargs"]["session_id"])
-        if user is None or not user.is_authenticated or not await self._owns_session(user.pk):
+        # On the default executor (_db): at a burst of connects (200 pages opening at once) the query queued
+        # on the one thread-sensitive thread behind every other socket's, past daphne's 5 s connect timeout,
+        # and daphne closed the socket without an answer (bench/load.py: "did not receive a valid HTTP response").
+        if user is None or not user.is_authenticated or not await _db(self._owns_session)(user.pk):
             await self.close(code=4403)
             return
         await self._join()
@@ -135,7 +138,6 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
         if hasattr(self, "group"):
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
-    @database_sync_to_async
     def _owns_session(self, user_id: int) -> bool:
         from django.contrib.auth import get_user_model
 
@@ -329,7 +331,7 @@ class ConversationConsumer(SessionConsumer):
         conversation_id = int(self.scope["url_route"]["kwargs"]["conversation_id"])
         session_id = None
         if user is not None and user.is_authenticated:
-            session_id = await self._conversation_session(conversation_id, user.pk)
+            session_id = await _db(self._conversation_session)(conversation_id, user.pk)
         if session_id is None:
             await self.close(code=4403)
             return
@@ -337,7 +339,6 @@ class ConversationConsumer(SessionConsumer):
         self.session_id = session_id
         await self._join()
 
-    @database_sync_to_async
     def _conversation_session(self, conversation_id: int, user_id: int) -> int | None:
         from orchestration.models import Conversation
 
