@@ -1,7 +1,8 @@
 import gc
 import os
+import sys
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from django.core.asgi import get_asgi_application
 
@@ -16,9 +17,11 @@ if _set_pool:
     del os.environ["DB_POOL"]
 
 # Imported after Django is set up (consumers import models).
-from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.auth import AuthMiddleware, get_user  # noqa: E402
+from channels.db import database_sync_to_async  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from channels.sessions import CookieMiddleware, SessionMiddleware  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 # The provider SDKs take one to several seconds to import, and the builder needs them (which models
@@ -32,6 +35,15 @@ warm_up()
 # What start-up loaded stays for the process's life: out of the garbage collector's full passes, which
 # otherwise walk it all and hold every socket's pushes meanwhile (orchestration/apps.py, issue 15).
 gc.freeze()
+
+# The event loop gets the GIL back sooner after each socket call (default 5 ms; issue 15). Every message a
+# socket is pushed costs this process four Redis round trips in channels-redis's receive, one after another
+# for the whole process, each giving up the GIL; while the database threads render cards and catch-ups, each
+# waited up to the switch interval to resume: a py-spy of a web process under 200 sessions found its event
+# loop a quarter of the time in socket writes waiting for the GIL, and the pushes queued behind it.
+# Measured in docs/benchmarks.md, "The live page under load, second pass".
+WEB_SWITCH_INTERVAL_SECONDS = 0.0005
+sys.setswitchinterval(WEB_SWITCH_INTERVAL_SECONDS)
 
 _TOO_LARGE = b"Request body too large."
 
@@ -102,9 +114,25 @@ class BodySizeLimit:
         await send({"type": "http.response.body", "body": _TOO_LARGE})
 
 
+class SocketAuthMiddleware(AuthMiddleware):  # type: ignore[misc]  # channels is untyped
+    """channels' AuthMiddleware, reading the session and user on the default executor instead of the one
+    thread every thread-sensitive call of the process shares (issue 15): at a burst of connects (bench/load.py
+    opens 100 sockets per web process at once) those reads queued there one behind another, past daphne's
+    5 s WebSocket connect timeout, and daphne closed sockets without an answer. The read touches only this
+    scope's session and one user row, so any thread will do."""
+
+    async def resolve_scope(self, scope: Scope) -> None:
+        scope["user"]._wrapped = await database_sync_to_async(get_user.func, thread_sensitive=False)(scope)
+
+
+def socket_auth_stack(inner: App) -> App:
+    """AuthMiddlewareStack with SocketAuthMiddleware: the cookie, the session, then the user."""
+    return cast(App, CookieMiddleware(SessionMiddleware(SocketAuthMiddleware(inner))))
+
+
 application = ProtocolTypeRouter(
     {
         "http": BodySizeLimit(django_asgi_app, settings.MAX_REQUEST_BODY_BYTES),
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        "websocket": AllowedHostsOriginValidator(socket_auth_stack(URLRouter(websocket_urlpatterns))),
     }
 )

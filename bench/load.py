@@ -23,7 +23,9 @@ Reported:
   markers exactly once, in order;
 - queue pickup: start_session returned (the drive task is enqueued) -> the first turn's started_at;
 - chunk latency: the fake writing marker i -> the client first seeing it (n = every marker seen live);
-- sessions / turns completed, errors; the load average; RSS (VmRSS and PSS from /proc/<pid>/smaps_rollup)
+- sessions / turns completed, errors; the load average; the CPU seconds the worker processes (with their
+  django-q2 processes) and the web processes used during the run (the same work in every run: comparable
+  when the load average is not); RSS (VmRSS and PSS from /proc/<pid>/smaps_rollup)
   of a web process and of a worker (qcluster tree) at idle and at the peak of the run; on PostgreSQL the
   connections in pg_stat_activity per process kind (PGAPPNAME), at idle and at the peak.
 """
@@ -107,6 +109,26 @@ def _memory(pid: int) -> tuple[float, float]:
     except (OSError, AttributeError):
         return 0.0, 0.0
     return rss / 1024, pss / 1024
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds these processes have used so far (those gone count 0)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (clock ticks)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_of(webs, workers) -> tuple[float, float]:
+    """(CPU seconds of the web processes, of the worker processes with every django-q2 process under them)."""
+    from tests.live import process_tree
+
+    web = _cpu_seconds([w.proc.pid for w in webs])
+    return web, _cpu_seconds([pid for w in workers for pid in process_tree(w.proc.pid)])
 
 
 class Sampler(threading.Thread):
@@ -307,6 +329,7 @@ def main() -> int:
         idle = sampler.sample()
         print(f"idle: {idle}", flush=True)
         sampler.start()
+        cpu_before = cpu_of(webs, workers)
 
         watches = {s.pk: Watch(s.pk) for s in sessions}
         enqueued: dict[int, float] = {}
@@ -332,6 +355,7 @@ def main() -> int:
         t0 = time.time()
         asyncio.run(run_all())
         wall = time.time() - t0
+        cpu_after = cpu_of(webs, workers)
         sampler.stop_event.set()
         sampler.join()
         parent_conn.send("dump")
@@ -402,6 +426,11 @@ def main() -> int:
 
     print()
     print(f"wall {wall:.1f} s; load average (1 min) during the run: min {min(loads):.1f} / max {max(loads):.1f}")
+    web_cpu, worker_cpu = (after - before for after, before in zip(cpu_after, cpu_before, strict=True))
+    print(
+        f"CPU seconds during the run: workers {worker_cpu:.1f} ({worker_cpu * 1000 / max(len(turns), 1):.0f} ms a "
+        f"turn), web processes {web_cpu:.1f}"
+    )
     print("| measurement | value | goal |")
     print("|---|---|---|")
     print(f"| sessions completed / started | {statuses.get('completed', 0)} / {SESSIONS} |  |")

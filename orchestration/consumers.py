@@ -94,7 +94,10 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
     async def connect(self) -> None:
         user = self.scope.get("user")
         self.session_id = int(self.scope["url_route"]["kwargs"]["session_id"])
-        if user is None or not user.is_authenticated or not await self._owns_session(user.pk):
+        # On the default executor (_db): at a burst of connects (200 pages opening at once) the query queued
+        # on the one thread-sensitive thread behind every other socket's, past daphne's 5 s connect timeout,
+        # and daphne closed the socket without an answer (bench/load.py: "did not receive a valid HTTP response").
+        if user is None or not user.is_authenticated or not await _db(self._owns_session)(user.pk):
             await self.close(code=4403)
             return
         await self._join()
@@ -103,6 +106,7 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
         """Set up the connection's state, join the session's group, accept, and start the recheck task."""
         now = time.monotonic()
         self.last_seq = 0  # the page's position: every event up to it has been sent
+        self.positioned = False  # a catch_up was answered: last_seq is the page's position even when 0
         self.turn_text: TurnTextCache = {}
         self.known_seq = 0  # the log's last_seq when the session row was last read
         self.status = ""  # the run's status when the session row was last read
@@ -134,7 +138,6 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
         if hasattr(self, "group"):
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
-    @database_sync_to_async
     def _owns_session(self, user_id: int) -> bool:
         from django.contrib.auth import get_user_model
 
@@ -190,6 +193,7 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
         )
         self._learn(head)
         self.last_seq = max(self.last_seq, last_seq, after)
+        self.positioned = True
         # Whether a worker is driving the session: the page shows "reconnecting to a worker" if not.
         worker = lease.executor_state(self.session_id)
         return {"type": "events", "last_seq": self.last_seq, "status": status, "worker": worker, "fragments": fragments}
@@ -210,13 +214,28 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
             if not events:
                 return  # a catch-up brought them meanwhile
             await self._render_pending()
-            if events[0]["seq"] > self.last_seq + 1 and self.last_seq > 0:
-                # We missed something (capacity drop, late join): rebuild from the database.
+            if self._has_gap(events):
+                # We missed something (capacity drop, late join, pushes out of order): rebuild from the database.
                 payload = await _db(self._catch_up_message)(self.last_seq)
             else:
                 payload = await _db(self._live_message)(events)
             self.advanced_at = time.monotonic()
             await self.send_json(payload)
+
+    def _has_gap(self, events: list[dict[str, Any]]) -> bool:
+        """True if `events` (those after last_seq, in push order) do not follow on from the page's position
+        one by one. Rendering them as they are would move last_seq past the events in the hole, which then
+        never reach the page: a missing turn_finished leaves its card streaming, its last text unshown.
+
+        The position counts from 0 once a catch_up was answered (a log that was empty then: its first
+        events may be the lost ones too); before any, a push starts wherever it starts.
+        """
+        expected = self.last_seq + 1 if self.positioned or self.last_seq > 0 else events[0]["seq"]
+        for event in events:
+            if event["seq"] != expected:
+                return True
+            expected += 1
+        return False
 
     async def session_chunks(self, message: dict[str, Any]) -> None:
         """Unsaved streamed text from the engine: merged at once, rendered at most once per render window.
@@ -312,7 +331,7 @@ class ConversationConsumer(SessionConsumer):
         conversation_id = int(self.scope["url_route"]["kwargs"]["conversation_id"])
         session_id = None
         if user is not None and user.is_authenticated:
-            session_id = await self._conversation_session(conversation_id, user.pk)
+            session_id = await _db(self._conversation_session)(conversation_id, user.pk)
         if session_id is None:
             await self.close(code=4403)
             return
@@ -320,7 +339,6 @@ class ConversationConsumer(SessionConsumer):
         self.session_id = session_id
         await self._join()
 
-    @database_sync_to_async
     def _conversation_session(self, conversation_id: int, user_id: int) -> int | None:
         from orchestration.models import Conversation
 
@@ -343,6 +361,7 @@ class ConversationConsumer(SessionConsumer):
         fragments, last_seq, status = chat_fragments(self.conversation_id, events, full_text=True, head=head)
         self._learn(head)
         self.last_seq = max(self.last_seq, last_seq, after)
+        self.positioned = True
         worker = lease.executor_state(self.session_id)
         return {"type": "events", "last_seq": self.last_seq, "status": status, "worker": worker, "fragments": fragments}
 

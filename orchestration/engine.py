@@ -28,6 +28,7 @@ from orchestration.chunks import ChunkBatcher
 from orchestration.db_thread import db, in_db_thread
 from orchestration.drive_state import CallLimiter, CallOutcome, DriveCache
 from orchestration.flows import AgentCall, Finished, Step, Waiting, get_policy
+from orchestration.host import new_event_loop
 from orchestration.lease import (
     RENEW_INTERVAL,
     LeaseLost,
@@ -84,8 +85,9 @@ def drive_with_lease(
     if not claim_lease(session_id, owner):
         return "busy"
     try:
-        with bound(session_id=session_id):  # every record of this drive (asyncio.run copies the context)
-            return asyncio.run(driver(session_id, owner, budget_seconds))
+        # asyncio.run on ENGINE_EVENT_LOOP's loop; every record of this drive is bound (the runner copies the context)
+        with bound(session_id=session_id), asyncio.Runner(loop_factory=new_event_loop) as runner:
+            return runner.run(driver(session_id, owner, budget_seconds))
     except LeaseLost:
         logger.warning("session %s: lease lost to another executor; standing down", session_id)
         return "lease_lost"

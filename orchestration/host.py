@@ -22,6 +22,9 @@ What stays as it was:
 - Crash recovery: a SIGKILLed worker takes its host and every drive in it down; the lease owners name the
   dead pid, so the watchdog of a live worker on the machine re-dispatches each session at once (elsewhere,
   when the leases run out), and interrupted turns are marked incomplete and charged 0, as without the host.
+- The event loop: ENGINE_EVENT_LOOP, "uvloop" (libuv's loop: less CPU per socket read, timer and callback;
+  the default where uvloop is installed) or "asyncio" (the standard library's). The host's loop and a lone
+  drive's (`engine.drive_with_lease`) are both made by `new_event_loop`; the code on them is the same.
 - django-q2 timeouts: the task returns as soon as the host accepted the drive, so the task timeout only
   bounds the wait for a slot (ENGINE_HOST_WAIT_SECONDS is kept below it).
 - Recycling and a graceful `qcluster` stop: the host's thread is not a daemon, so when django-q2's worker
@@ -70,6 +73,20 @@ def renewals() -> LeaseRenewals | None:
     return current.renewals if loop is current._loop else None
 
 
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """A new event loop of the kind ENGINE_EVENT_LOOP names: "uvloop" or "asyncio" (the standard library's).
+
+    Used for the host's loop and as the loop factory of a lone drive. Under 200 streaming sessions the host's
+    one loop is the worker's bottleneck (issue 15: it ran 165-750 ms late): uvloop spends less CPU per
+    stream read and callback. Raises ImportError when "uvloop" is configured but not installed.
+    """
+    if settings.ENGINE_EVENT_LOOP == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
 def enabled() -> bool:
     """True when worker processes drive several sessions each (ENGINE_SESSIONS_PER_WORKER > 1)."""
     return int(settings.ENGINE_SESSIONS_PER_WORKER) > 1
@@ -93,7 +110,7 @@ class SessionHost:
         self._slots = threading.BoundedSemaphore(capacity)
         self._live: dict[int, Future[str]] = {}  # session id -> its drive
         self._live_lock = threading.Lock()
-        self._loop = asyncio.new_event_loop()
+        self._loop = new_event_loop()
         self.renewals = LeaseRenewals()
         self._thread = threading.Thread(target=self._run, name="atelier-session-host", daemon=False)
         self._thread.start()

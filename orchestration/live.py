@@ -454,7 +454,8 @@ def credits_held(streaming_turn_ids: list[int]) -> int:
     return held(reservation_keys=[turn_reservation_key(pk) for pk in streaming_turn_ids])
 
 
-# A streaming turn's text is cached under its id, its reasoning under ("reasoning", id).
+# A streaming turn's text is cached under its id, its reasoning under ("reasoning", id); ("finished", id) marks
+# a turn whose card was drawn finished (forget_finished).
 TextKey = int | tuple[str, int]
 TurnTextCache = dict[TextKey, str]
 
@@ -617,6 +618,8 @@ def _card_fragments(
         if pk in texts:
             turn_text[pk] = texts[pk]
             turn_text[("reasoning", pk)] = thoughts[pk]
+        elif turn.status != Turn.TurnStatus.STREAMING:
+            forget_finished(turn_text, pk)
         context = _turn_context(
             turn,
             texts.get(pk),
@@ -717,10 +720,24 @@ def _merge_pieces(turn_text: TurnTextCache, key: int | tuple[str, int], pieces: 
     return len(text) > len(before)
 
 
+def forget_finished(turn_text: TurnTextCache, pk: int) -> None:
+    """Note that turn `pk`'s card was drawn finished: its streamed text is dropped from `turn_text`, and a
+    tail pushed for it later (the engine's last push can overtake the turn's end) is ignored, so it never
+    redraws the finished card's body with streamed text that lacks the reply's end."""
+    turn_text.pop(pk, None)
+    turn_text.pop(("reasoning", pk), None)
+    turn_text[("finished", pk)] = ""
+
+
+def _finished(turn_text: TurnTextCache, pk: object) -> bool:
+    return isinstance(pk, int) and ("finished", pk) in turn_text
+
+
 def tail_needs_text(turn_text: TurnTextCache, chunks: list[dict[str, Any]]) -> bool:
     """True if a pushed tail is for a turn whose text this connection does not hold yet (one query then)."""
     return any(
         (("reasoning", c.get("turn_id")) if c.get("kind") == "reasoning" else c.get("turn_id")) not in turn_text
+        and not _finished(turn_text, c.get("turn_id"))
         for c in chunks
     )
 
@@ -736,8 +753,8 @@ def merge_tails(turn_text: TurnTextCache, chunks: list[dict[str, Any]], *, load:
     grown: list[TextKey] = []
     for chunk in chunks:
         pk, kind = chunk.get("turn_id"), chunk.get("kind")
-        if not isinstance(pk, int):
-            continue  # not a turn's text (never pushed without one)
+        if not isinstance(pk, int) or _finished(turn_text, pk):
+            continue  # not a turn's text (never pushed without one), or its card was drawn finished
         key: TextKey = ("reasoning", pk) if kind == "reasoning" else pk
         if key not in turn_text and load:
             turn_text[key] = ev.streamed_text([pk], kind="reasoning" if kind == "reasoning" else "chunk")[pk]

@@ -170,6 +170,115 @@ async def test_a_burst_of_streamed_text_is_rendered_once_and_shows_all_of_it(own
     await communicator.disconnect()
 
 
+def _end_turn_in_the_database(session_id: int, turn_id: int) -> list[dict]:
+    """The turn's last text, its end and the run's totals, saved (events 4-6) but not pushed; returns them."""
+    Turn.objects.filter(pk=turn_id).update(status=Turn.TurnStatus.COMPLETED, output_text="Streamed so far. The end.")
+    rows = ev.append_events(
+        session_id=session_id,
+        events=[
+            ev.NewEvent("chunk", {"text": " The end.", "offset": 16}, turn_id),
+            ev.NewEvent("turn_finished", {"status": "completed"}, turn_id),
+            ev.NewEvent("totals", {}),
+        ],
+        broadcast=False,
+    )
+    return [ev.serialize(row) for row in rows]
+
+
+async def _connected_at(session, owner, last_seq: int):
+    communicator = await _communicator(session.pk, owner)
+    assert (await communicator.connect())[0]
+    await communicator.send_json_to({"type": "catch_up", "after": 0})
+    assert (await communicator.receive_json_from(timeout=10))["last_seq"] == last_seq
+    return communicator
+
+
+def _card_html(messages: list[dict], turn_id: int) -> str:
+    return "".join(f["html"] for m in messages for f in m["fragments"] if f["target"] == f"turn-{turn_id}")
+
+
+async def test_a_push_with_a_hole_inside_is_rebuilt_from_the_database(owner, settings):
+    """Two pushes folded into one around an event pushed apart, and that one lost or late: the push's first
+    event follows the page's position but a later one does not. Rendering it as it came moved the position
+    past the hole, and the turn's end in it never reached the page (its card stayed streaming, its last
+    words unshown, although the client ended at last_seq): it is read from the log instead."""
+    settings.LIVE_SILENCE_SECONDS = 600
+    session, turn = await sync_to_async(_streaming_session)(owner)
+    communicator = await _connected_at(session, owner, 3)
+    chunk, _finished, totals = await sync_to_async(_end_turn_in_the_database)(session.pk, turn.pk)
+    await get_channel_layer().group_send(
+        ev.group_name(session.pk), {"type": "session.events", "events": [chunk, totals]}
+    )
+    messages = await _until(communicator, lambda m: m.get("last_seq") == 6, timeout=10)
+
+    assert "worker" in messages[-1]  # a catch-up's answer, not the push rendered as it came
+    card = _card_html(messages, turn.pk)
+    assert 'data-status="completed"' in card and "The end." in card
+    await communicator.disconnect()
+
+
+async def test_pushes_that_follow_on_are_rendered_as_they_come(owner, settings):
+    """The neighbour: a push that follows the position without a hole is rendered from itself (no catch-up)."""
+    session, turn = await sync_to_async(_streaming_session)(owner)
+    communicator = await _connected_at(session, owner, 3)
+    events = await sync_to_async(_end_turn_in_the_database)(session.pk, turn.pk)
+    await get_channel_layer().group_send(ev.group_name(session.pk), {"type": "session.events", "events": events})
+    message = await communicator.receive_json_from(timeout=10)
+
+    assert message["last_seq"] == 6 and "worker" not in message
+    assert "The end." in _card_html([message], turn.pk)
+    await communicator.disconnect()
+
+
+async def test_the_first_pushes_of_a_run_lost_are_read_from_the_log(owner, settings):
+    """A page that opened before the run wrote anything is at position 0: when the run's first pushes are
+    lost, the first push that arrives starts past 1, and the events before it (here the turn's start and
+    end) are read from the log, not skipped."""
+    settings.LIVE_SILENCE_SECONDS = 600
+    session = await sync_to_async(two_agent_session)(owner)
+    communicator = await _connected_at(session, owner, 0)
+
+    def run_one_turn() -> tuple[int, dict]:
+        agent = session.agents.order_by("order").first()
+        turn = Turn.objects.create(
+            session=session, round=1, agent=agent, agent_name=agent.name, status=Turn.TurnStatus.COMPLETED,
+            output_text="The whole reply.",
+        )  # fmt: skip
+        rows = ev.append_events(
+            session_id=session.pk,
+            events=[ev.NewEvent("turn_started", {"round": 1}, turn.pk), ev.NewEvent("turn_finished", {}, turn.pk)],
+            broadcast=False,
+        )
+        rows += ev.append_events(session_id=session.pk, events=[ev.NewEvent("totals", {})], broadcast=False)
+        return turn.pk, ev.serialize(rows[-1])
+
+    turn_id, totals = await sync_to_async(run_one_turn)()
+    await get_channel_layer().group_send(ev.group_name(session.pk), {"type": "session.events", "events": [totals]})
+    messages = await _until(communicator, lambda m: m.get("last_seq") == 3, timeout=10)
+
+    assert "The whole reply." in _card_html(messages, turn_id)
+    await communicator.disconnect()
+
+
+async def test_a_tail_pushed_after_the_turn_ended_leaves_its_finished_card_alone(owner, settings):
+    """The engine's last push of a turn's unsaved text can overtake the turn's end: once the card is drawn
+    finished, a tail for it is ignored, not drawn over the finished card's full text as streamed text."""
+    settings.LIVE_RENDER_WINDOW_MS = 0
+    session, turn = await sync_to_async(_streaming_session)(owner)
+    communicator = await _connected_at(session, owner, 3)
+    layer, group = get_channel_layer(), ev.group_name(session.pk)
+    tail = {"type": "session.chunks", "chunks": [{"turn_id": turn.pk, "kind": "chunk", "offset": 16, "text": " The"}]}
+    await layer.group_send(group, tail)
+    assert "Streamed so far. The" in (await communicator.receive_json_from(timeout=10))["fragments"][0]["html"]
+    events = await sync_to_async(_end_turn_in_the_database)(session.pk, turn.pk)
+    await layer.group_send(group, {"type": "session.events", "events": events})
+    assert "The end." in _card_html([await communicator.receive_json_from(timeout=10)], turn.pk)
+
+    await layer.group_send(group, {**tail, "chunks": [{**tail["chunks"][0], "text": " The e"}]})
+    assert await communicator.receive_nothing(timeout=1)
+    await communicator.disconnect()
+
+
 REPLY = scored_reply("# Trees\n\n" + "\n\n".join(" ".join(f"w{p}x{i:02d}" for i in range(12)) for p in range(8)), 7, 7)
 
 
