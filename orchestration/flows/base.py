@@ -193,25 +193,22 @@ def team_order(session: WritingSession) -> list[tuple[int, bool]]:
 def last_done_turn(session: WritingSession) -> tuple[int, int] | None:
     """(round, agent id) of the session's latest agent turn that is done (Turn.DONE_STATUSES), or None.
 
-    Read once per session object and then kept on it by note_done_turn, which the engine calls as it saves
-    each turn: a drive holds the session's lease, so no one else saves its turns meanwhile, and the engine
-    keeps one session object per drive (team_order). One statement fewer per sequential turn (issue 15)."""
-    if "_last_done_turn" not in session.__dict__:
-        last = (
-            Turn.objects.filter(session=session, kind=Turn.Kind.AGENT, status__in=Turn.DONE_STATUSES)
-            .exclude(agent_id__isnull=True)
-            .order_by("-round", "-pk")
-            .values_list("round", "agent_id")
-            .first()
-        )
-        session.__dict__["_last_done_turn"] = last
-    done: tuple[int, int] | None = session.__dict__["_last_done_turn"]
-    return done
+    Read from the database unless the engine noted it on this session object as it saved a turn (note_done_turn):
+    a drive holds the session's lease, so no one else saves its turns meanwhile, and the engine keeps one session
+    object per drive (team_order). One statement fewer per sequential turn after a drive's first (issue 15)."""
+    if "_last_done_turn" in session.__dict__:
+        noted: tuple[int, int] = session.__dict__["_last_done_turn"]
+        return noted
+    return (
+        Turn.objects.filter(session=session, kind=Turn.Kind.AGENT, status__in=Turn.DONE_STATUSES)
+        .exclude(agent_id__isnull=True)
+        .order_by("-round", "-pk")
+        .values_list("round", "agent_id")
+        .first()
+    )
 
 
 def note_done_turn(session: WritingSession, round_number: int, agent_id: int) -> None:
-    """Keep last_done_turn up to date on `session` (the drive's object) once a turn of `round_number` by
-    `agent_id` is saved done; nothing to do if it was never read."""
-    if "_last_done_turn" in session.__dict__:
-        session.__dict__["_last_done_turn"] = (round_number, agent_id)
-
+    """Note on `session` (the drive's object) that its latest done turn is now `agent_id`'s in `round_number`
+    (turns.complete_turn, as it saves one): last_done_turn answers from it for the rest of the drive."""
+    session.__dict__["_last_done_turn"] = (round_number, agent_id)
