@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from typing import Any
 
 from httpcore2 import ConnectError, ConnectTimeout, ReadError, ReadTimeout, WriteError, WriteTimeout
@@ -170,6 +170,19 @@ class AsyncioStream(AsyncNetworkStream):
         return None
 
 
+async def _connected(
+    opening: Coroutine[Any, Any, tuple[asyncio.Transport, _Protocol]], timeout: float | None
+) -> tuple[asyncio.Transport, _Protocol]:
+    """The connection `opening` (the loop's create_connection / create_unix_connection) makes, within
+    `timeout` seconds (None: no bound). Raises ConnectTimeout after that, ConnectError if it fails."""
+    try:
+        return await asyncio.wait_for(opening, timeout)
+    except TimeoutError as error:
+        raise ConnectTimeout(str(error)) from error
+    except OSError as error:
+        raise ConnectError(str(error)) from error
+
+
 class AsyncioBackend(AsyncNetworkBackend):
     """httpcore2's network backend on the running asyncio loop (asyncio's own or uvloop)."""
 
@@ -184,14 +197,7 @@ class AsyncioBackend(AsyncNetworkBackend):
         """A TCP connection to host:port (TCP_NODELAY, as asyncio sets). Raises ConnectTimeout / ConnectError."""
         loop = asyncio.get_running_loop()
         local = (local_address, 0) if local_address else None
-        try:
-            transport, protocol = await asyncio.wait_for(
-                loop.create_connection(_Protocol, host, port, local_addr=local), timeout
-            )
-        except TimeoutError as error:
-            raise ConnectTimeout(str(error)) from error
-        except OSError as error:
-            raise ConnectError(str(error)) from error
+        transport, protocol = await _connected(loop.create_connection(_Protocol, host, port, local_addr=local), timeout)
         sock = transport.get_extra_info("socket")
         for option in socket_options or ():
             sock.setsockopt(*option)
@@ -202,12 +208,7 @@ class AsyncioBackend(AsyncNetworkBackend):
     ) -> AsyncNetworkStream:
         """A Unix socket connection. Raises ConnectTimeout / ConnectError."""
         loop = asyncio.get_running_loop()
-        try:
-            transport, protocol = await asyncio.wait_for(loop.create_unix_connection(_Protocol, path), timeout)
-        except TimeoutError as error:
-            raise ConnectTimeout(str(error)) from error
-        except OSError as error:
-            raise ConnectError(str(error)) from error
+        transport, protocol = await _connected(loop.create_unix_connection(_Protocol, path), timeout)
         return AsyncioStream(transport, protocol)
 
     async def sleep(self, seconds: float) -> None:

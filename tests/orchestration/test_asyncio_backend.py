@@ -128,3 +128,32 @@ def test_tls_requests_share_one_verified_connection(kind, tmp_path):
 
     assert run(kind, requests()) == [("hello", True), ("hello", True)]
     assert connections == 1  # the second request reused the first one's connection
+
+
+@pytest.mark.parametrize("kind", LOOPS)
+def test_a_unix_socket_server_answers_through_it_and_a_missing_one_is_a_connect_error(kind, tmp_path):
+    # An OpenAI-compatible server on a local socket (vLLM or Ollama behind a Unix socket): httpx2's `uds`.
+    path = str(tmp_path / "llm.sock")
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    async def get(socket_path: str) -> str:
+        transport = httpx2.AsyncHTTPTransport(uds=socket_path)
+        async with on_asyncio_backend(httpx2.AsyncClient(transport=transport)) as client:
+            return (await client.get("http://localhost/v1/models")).text
+
+    async def exercise() -> tuple[str, type[BaseException] | None]:
+        server = await asyncio.start_unix_server(answer, path)
+        async with server:
+            text = await get(path)
+        try:
+            await get(str(tmp_path / "absent.sock"))
+        except httpx2.ConnectError as error:
+            return text, type(error)
+        return text, None
+
+    assert run(kind, exercise()) == ("ok", httpx2.ConnectError)
