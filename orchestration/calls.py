@@ -19,7 +19,7 @@ from django.conf import settings
 
 from atelier.core import metrics
 from atelier.core.logs import bind as bind_log
-from orchestration.db_thread import db, in_db_thread
+from orchestration.db_thread import db, db_push_behind, in_db_thread
 from orchestration.drive_state import CallOutcome, DriveCache, TurnRow, TurnRows
 from orchestration.flows import AgentCall, Step
 from orchestration.lease import LeaseLost
@@ -123,7 +123,7 @@ async def _attempt_on(running: _Call, model: LLMModel, state: _ModelState) -> Ca
     session, agent, call, cache, owner = running.session, running.agent, running.call, running.cache, running.owner
     number = running.attempts
     async with cache.limiter.hold(model.provider):
-        prepared = await db(
+        prepared = await db_push_behind(
             begin_turn,
             session,
             agent,
@@ -195,7 +195,7 @@ async def _run_attempt(
         end, timing = await _stream(model, attempt, batcher)
         # The turn's last chunks are saved with the turn itself: one transaction, not two.
         unsaved = await batcher.take(turn_id)
-        await db(
+        await db_push_behind(
             complete_turn,
             session=running.session,
             turn_id=turn_id,

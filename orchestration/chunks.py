@@ -89,7 +89,7 @@ class ChunkBatcher:
         chunks = [
             {"turn_id": turn_id, "kind": kind, "offset": offset, "text": text} for kind, turn_id, offset, text in tails
         ]
-        await ev.push_message(self.session_id, {"type": "session.chunks", "chunks": chunks})
+        await ev.push_in_order(self.session_id, {"type": "session.chunks", "chunks": chunks})
 
     def _pushed_part(self, tails: list[ev.Tail]) -> list[ev.Tail]:
         """The part of these tails already pushed (what a periodic save takes)."""
@@ -150,7 +150,7 @@ class ChunkBatcher:
 
     async def push(self, rows: list[SessionEvent]) -> None:
         if rows:
-            await ev.push_message(
+            await ev.push_in_order(
                 self.session_id, {"type": "session.events", "events": [ev.serialize(r) for r in rows]}
             )
 

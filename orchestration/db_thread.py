@@ -157,9 +157,25 @@ async def db(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
     too, if a caller passes one); that fn takes `outbox` at all it cannot check here (PEP 612 allows no
     keyword beside P.kwargs): a phase without it raises TypeError on its first call.
     """
-    outbox = ev.Outbox()
-    phase = cast("Callable[..., T]", fn)  # fn(*args, outbox=outbox, **kwargs): see above
-    result = await in_db_thread(phase, *args, outbox=outbox, **kwargs)
-    for session_id, message in ev.coalesce_messages(outbox.messages):
-        await ev.push_message(session_id, message)
+    result, pushes = await _phase(fn, *args, **kwargs)
+    for push in pushes:
+        await push
     return result
+
+
+async def db_push_behind(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """As db(), but return as soon as the phase committed: its pushes go out behind it, in order
+    (events.push_in_order), while the caller goes on (the turn's provider request, the next phase). The drive
+    waits for them before it ends (engine._drive)."""
+    result, _ = await _phase(fn, *args, **kwargs)
+    return result
+
+
+async def _phase(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> tuple[T, list[asyncio.Task[None]]]:
+    """Run the phase with an Outbox; queue its committed events' pushes (events.push_in_order)."""
+    outbox = ev.Outbox()
+    phase = cast("Callable[..., T]", fn)  # fn(*args, outbox=outbox, **kwargs): see db()
+    result = await in_db_thread(phase, *args, outbox=outbox, **kwargs)
+    return result, [
+        ev.push_in_order(session_id, message) for session_id, message in ev.coalesce_messages(outbox.messages)
+    ]

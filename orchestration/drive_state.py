@@ -30,7 +30,8 @@ class TurnRow(NamedTuple):
 TurnRows = dict[tuple[int, int], list[TurnRow]]
 
 # How one agent call ended (CallOutcome.status).
-CallStatus = Literal["completed", "cancelled", "out_of_credits", "failed", "too_large"]
+# "held": no turn was begun because a Stop or Pause was pressed (turns.begin_turn); the engine acts on it.
+CallStatus = Literal["completed", "cancelled", "out_of_credits", "failed", "too_large", "held"]
 
 
 class CallLimiter:
@@ -98,6 +99,8 @@ class DriveCache:
     recovered: bool = False  # interrupted turns of earlier executors dealt with
     # The round the planned one-call step moves the session to, written by its turn start (begin_turn)
     round_change: int | None = None
+    # The turn whose completion last brought the drive's session object up to its row (turns.complete_turn)
+    row_saved_by: int | None = None
     # The session's call limits (global, per provider) and the attempt numbers handed out (CallLimiter).
     limiter: CallLimiter = field(default_factory=lambda: CallLimiter())
 

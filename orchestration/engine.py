@@ -106,15 +106,18 @@ async def drive_leased(session_id: int, owner: str, budget_seconds: float = DRIV
 async def _drive(session_id: int, owner: str, budget_seconds: float) -> DriveOutcome:
     deadline = time.monotonic() + budget_seconds
     cache = DriveCache()
-    outcome: DriveOutcome | tuple[WritingSession, Step] = await db(_start_drive, session_id, owner, cache)
-    while True:
-        if isinstance(outcome, str):
-            return outcome
-        session, step = outcome
-        result = await run_step(session, step, owner, cache)
-        if result.lease_lost:
-            raise LeaseLost(f"session {session_id}: lease lost during a step")
-        outcome = await db(_between_steps, session, owner, step, result, cache, deadline)
+    try:
+        outcome: DriveOutcome | tuple[WritingSession, Step] = await db(_start_drive, session_id, owner, cache)
+        while True:
+            if isinstance(outcome, str):
+                return outcome
+            session, step = outcome
+            result = await run_step(session, step, owner, cache)
+            if result.lease_lost:
+                raise LeaseLost(f"session {session_id}: lease lost during a step")
+            outcome = await db(_between_steps, session, owner, step, result, cache, deadline)
+    finally:
+        await ev.pushes_sent(session_id)  # the turn starts and ends push behind the drive (db_push_behind)
 
 
 def _start_drive(
@@ -253,7 +256,9 @@ def _after_step(
 ) -> tuple[StepOutcome, Step | None, WritingSession]:
     """Decide what the finished step leads to: (outcome, the next step if already planned, the session read
     afresh). `session`: the drive's session object."""
-    session = _reload(session)
+    if not _saved_row_is_current(step, result, cache):
+        session = _reload(session)
+    cache.row_saved_by = None
     cache.round_change = None  # written with the step's turn start, or not at all (then the row says so)
     if result.out_of_credits:
         _pause(session, Stop(StopReason.OUT_OF_CREDITS, OUT_OF_CREDITS_DETAIL), owner=owner, outbox=outbox)
@@ -278,6 +283,13 @@ def _after_step(
         _pause(session, services.requested_stop(session.stop_reason), owner=owner, outbox=outbox)
         return "paused", None, session
     return "continue", next_decision if isinstance(next_decision, Step) else None, session
+
+
+def _saved_row_is_current(step: Step, result: StepResult, cache: DriveCache) -> bool:
+    """Whether the drive's session object is as current as a read would make it: the step was one call, and its
+    turn's completion, the step's last write, returned the row (turns.complete_turn). A Stop or Pause pressed
+    after that is seen by the next turn start, which begins nothing then (turns.begin_turn)."""
+    return len(step.calls) == 1 and result.completed_turn_ids == [cache.row_saved_by] and not result.cancelled
 
 
 def _finish(session: WritingSession, status: str, stop: Stop, *, owner: str, outbox: ev.Outbox | None = None) -> None:

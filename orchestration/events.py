@@ -6,10 +6,12 @@ the next monotonic `seq` of its session inside a transaction, and is broadcast a
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import zlib
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal
 
 from asgiref.sync import async_to_sync
@@ -198,6 +200,46 @@ async def push_message(session_id: int, message: dict[str, Any]) -> None:
         await layer.group_send(group_name(session_id), message)
     except Exception:
         logger.warning("push to session %s failed", session_id, exc_info=True)
+
+
+# session id -> the latest push queued for it by push_in_order (on the loop that queued it)
+_queued_pushes: dict[int, asyncio.Task[None]] = {}
+
+
+def push_in_order(session_id: int, message: dict[str, Any]) -> asyncio.Task[None]:
+    """push_message in the background, behind the session's pushes queued earlier: returns at once with the
+    push's task (await it to wait until this and every earlier push of the session went out).
+
+    The engine's turn start and end push this way, so the provider request and the next phase do not wait for
+    Redis (issue 15); a page still receives the session's messages in the order they were committed, and its
+    chunk pushes (chunks.ChunkBatcher) queue behind the same chain. Must be called from a running event loop.
+    """
+    previous = _queued_pushes.get(session_id)
+    loop = asyncio.get_running_loop()
+    if previous is not None and (previous.done() or previous.get_loop() is not loop):
+        previous = None  # done, or left behind by a loop that has ended (a drive per asyncio.run in tests)
+    task = loop.create_task(_push_after(previous, session_id, message))
+    _queued_pushes[session_id] = task
+    task.add_done_callback(partial(_forget_push, session_id))
+    return task
+
+
+async def _push_after(previous: asyncio.Task[None] | None, session_id: int, message: dict[str, Any]) -> None:
+    if previous is not None:
+        await asyncio.wait([previous])  # its outcome is its own: push_message logs a failed push
+    await push_message(session_id, message)
+
+
+def _forget_push(session_id: int, task: asyncio.Task[None]) -> None:
+    if _queued_pushes.get(session_id) is task:
+        del _queued_pushes[session_id]
+
+
+async def pushes_sent(session_id: int) -> None:
+    """Wait until every push queued for the session on this loop (push_in_order) went out."""
+    task = _queued_pushes.get(session_id)
+    if task is not None and task.get_loop() is asyncio.get_running_loop():
+        await asyncio.wait([task])
 
 
 def broadcast_message(session_id: int, message: dict[str, Any]) -> None:

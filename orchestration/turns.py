@@ -30,6 +30,7 @@ from orchestration.models import (
     Agent,
     DocumentVersion,
     LLMModel,
+    Status,
     Turn,
     WritingSession,
     turn_reservation_key,
@@ -138,7 +139,8 @@ def begin_turn(
     round and the round's status event goes first.
 
     Returns (turn id, ModelRequest, estimated prompt tokens), or a CallOutcome: "too_large" when the prompt
-    cannot fit `context_window` (default: the model's), "out_of_credits" when the reservation is refused.
+    cannot fit `context_window` (default: the model's), "out_of_credits" when the reservation is refused,
+    "held" when a Stop or Pause was pressed (nothing written: the engine then stops or pauses the run).
     Raises LeaseLost if `owner` lost the lease.
     """
     from billing.pricing import credits_for_usage
@@ -158,8 +160,8 @@ def begin_turn(
     begun = _TurnStart(session, agent, model, round_number, attempt, call)
     round_change = cache.round_change if cache is not None else None
     turn_id = _create_and_reserve(begun, prompt, plan, worst_case, round_change, owner=owner, outbox=outbox)
-    if turn_id is None:
-        return CallOutcome("out_of_credits")
+    if isinstance(turn_id, CallOutcome):
+        return turn_id
     if cache is not None:
         cache.reserved[turn_id] = worst_case
         cache.round_change = None
@@ -262,11 +264,12 @@ def _create_and_reserve(
     *,
     owner: str,
     outbox: ev.Outbox | None,
-) -> int | None:
+) -> int | CallOutcome:
     """Create the turn, reserve `worst_case` credits and journal its start, in one fenced transaction.
     `round_change`: the round the session moves to with this turn (its status event first), if any.
 
-    Returns the turn's id, or None (nothing written) when the reservation is refused."""
+    Returns the turn's id, or (nothing written) CallOutcome "out_of_credits" when the reservation is refused,
+    "held" when the fenced UPDATE finds a Stop or Pause pressed (the drive may not have read the row since)."""
     session, agent, model, call = begun.session, begun.agent, begun.model, begun.call
     with transaction.atomic():
         # What the flow journals with the call (the planned flow's routing decision, a repair's reason).
@@ -275,6 +278,9 @@ def _create_and_reserve(
         # First: takes the session's row lock; reserves the numbers of the status, journal and turn_started events.
         head = 1 if moved else 0
         row = fenced_update(session.pk, owner, seqs=head + 1 + len(journal), set_fields=moved)
+        if row["status"] in (Status.STOPPING, Status.PAUSING):
+            transaction.set_rollback(True)
+            return CallOutcome("held")
         seq = row["last_seq"] - len(journal) - head
         fields = TurnFields(
             begun.round_number, begun.attempt, call.slot, call.recipe, call.output, plan.output, prompt.notes
@@ -283,7 +289,7 @@ def _create_and_reserve(
         # The turn was created just now: its reservation key cannot have been used (new_key).
         turn = create_reserved_turn(session, agent, model, fields, worst_case, description, new_key=True)
         if turn is None:
-            return None
+            return CallOutcome("out_of_credits")
         started = _started_event(begun, turn.pk)
         journalled = [ev.NewEvent(kind, payload, turn.pk) for kind, payload in journal]
         if moved:
@@ -463,23 +469,51 @@ def complete_turn(
         # Counted once the turn is saved; no query (atelier/core/metrics.py).
         count = partial(metrics.turn_finished, provider=model.provider, model=model.model_id, status=reply.status)
         transaction.on_commit(partial(count, usage=usage, credits=charged, latency_ms=timing[0], ttft_ms=timing[1]))
-    _note_completed(cache, turn_id, agent, reply)
-    if reply.status in Turn.DONE_STATUSES:
-        note_done_turn(session, row["current_round"], agent.pk)
+    _apply_saved_row(session, changes, totals, row)
+    _note_completed(session, cache, turn_id, agent, reply)
     return reply.status
 
 
-def _note_completed(cache: DriveCache | None, turn_id: int, agent: Agent, reply: _Reply) -> None:
-    """Keep the drive's cache up to date with a saved turn: its reservation closed, its feedback the latest."""
+def _note_completed(
+    session: WritingSession, cache: DriveCache | None, turn_id: int, agent: Agent, reply: _Reply
+) -> None:
+    """Keep what the drive holds up to date with a saved turn: the flow's last finished turn on the session
+    object, and in the drive's cache its reservation closed, its feedback the latest, the row current."""
+    if reply.status in Turn.DONE_STATUSES:
+        note_done_turn(session, session.current_round, agent.pk)
     if cache is None:
         return
+    cache.row_saved_by = turn_id
     cache.reserved.pop(turn_id, None)
     if reply.status == Turn.TurnStatus.COMPLETED and reply.evaluation.feedback and cache.feedback is not None:
         cache.feedback[agent.pk] = (turn_id, agent.name, reply.evaluation.feedback[:5000])
 
 
-# What complete_turn's fenced session UPDATE returns: the totals after this turn, and the round.
-_RETURNED = ("input_tokens", "output_tokens", "reasoning_tokens", "credits_used", "current_round")
+# What complete_turn's fenced session UPDATE returns: the totals after this turn, the round, and what only
+# others change while a run is active (a Stop or a Pause: services.stop_session, pause_session).
+_RETURNED = (
+    "input_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "credits_used",
+    "current_round",
+    "status",
+    "stop_reason",
+)
+
+
+def _apply_saved_row(
+    session: WritingSession, changes: dict[str, str], totals: dict[str, int | Decimal], row: dict[str, Any]
+) -> None:
+    """Bring the drive's session object up to the row complete_turn just saved: the fields it set, the totals
+    it added to, and what the UPDATE returned (the locked totals, the round, the status and stop reason).
+    The engine then needs no read of its own after a one-call step (engine._after_step)."""
+    for name, value in changes.items():
+        setattr(session, name, value)
+    for name, increment in totals.items():
+        setattr(session, name, getattr(session, name) + increment)
+    for name in _RETURNED:
+        setattr(session, name, row[name])
 
 
 def _session_update(

@@ -152,6 +152,58 @@ def test_stop_cancels_the_call_in_flight_and_keeps_what_was_written(providers, e
     assert len(turn.output_text) < len("word " * 400)
 
 
+def _press_after_first_turn_is_saved(monkeypatch, press):
+    """Make `press(session)` happen just after the first turn's completion commits, before the next turn."""
+    from orchestration import calls
+    from orchestration.models import WritingSession
+
+    real = calls.complete_turn
+    pressed: list[int] = []
+
+    def complete_then_press(**kwargs):
+        status = real(**kwargs)
+        if not pressed:
+            pressed.append(kwargs["turn_id"])
+            press(WritingSession.objects.get(pk=kwargs["session"].pk))
+        return status
+
+    monkeypatch.setattr(calls, "complete_turn", complete_then_press)
+    return pressed
+
+
+def test_a_stop_pressed_between_turns_begins_no_further_turn(providers, enqueued, rich_owner, monkeypatch):
+    providers.reply(*[counting_replies()] * 6)
+    session = two_agent_session(rich_owner, max_rounds=3)
+    start(session, rich_owner)
+    balance_before = get_balance(rich_owner)
+    pressed = _press_after_first_turn_is_saved(monkeypatch, lambda s: services.stop_session(session=s))
+    assert run_to_end(session) == "stopped"
+    assert session.status == Status.STOPPED and session.stop_reason == StopReason.USER_STOPPED
+    # Only the turn saved before the Stop exists: none was begun, reserved or charged after it.
+    turn = Turn.objects.get(session=session)
+    assert turn.pk == pressed[0] and turn.status == Turn.TurnStatus.COMPLETED
+    assert get_balance(rich_owner) == balance_before - turn.credits
+    assert session.credits_used == turn.credits
+
+
+def test_a_pause_pressed_between_turns_pauses_before_the_next_and_resumes_with_it(
+    providers, enqueued, rich_owner, monkeypatch
+):
+    providers.reply(*[counting_replies()] * 6)
+    session = two_agent_session(rich_owner, max_rounds=1)
+    start(session, rich_owner)
+    _press_after_first_turn_is_saved(monkeypatch, lambda s: services.pause_session(session=s))
+    assert run_to_end(session) == "paused"
+    assert session.status == Status.PAUSED
+    assert list(Turn.objects.filter(session=session).values_list("agent_name", flat=True)) == ["Writer"]
+    services.resume_session(session=session, user=rich_owner)
+    assert run_to_end(session) == "finished"
+    assert list(Turn.objects.filter(session=session).order_by("pk").values_list("agent_name", flat=True)) == [
+        "Writer",
+        "Editor",
+    ]
+
+
 def test_continue_a_finished_session_for_more_rounds(providers, enqueued, rich_owner):
     providers.reply(*[counting_replies(start=9, step=0)] * 10)
     session = two_agent_session(rich_owner, max_rounds=1, score_threshold=8)
