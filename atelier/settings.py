@@ -173,7 +173,15 @@ CHANNEL_LAYERS = {
         "CONFIG": {
             # redis-py 8 defaults to a 5 s socket timeout, which equals channels-redis's 5 s
             # BZPOPMIN and kills idle WebSockets with "Timeout reading"; give reads headroom.
-            "hosts": [{"address": REDIS_URL, "socket_timeout": 30}],
+            # redis-py 8 caps a pool at 100 connections and raises MaxConnectionsError past them (it does not
+            # wait): 200 pages opening at once on two web processes got an HTTP 500 on connect (bench/load.py).
+            "hosts": [
+                {
+                    "address": REDIS_URL,
+                    "socket_timeout": 30,
+                    "max_connections": env_int("CHANNEL_REDIS_MAX_CONNECTIONS", 2000, minimum=1),
+                }
+            ],
             "prefix": env_str("CHANNEL_PREFIX", "atelier"),
             # Streams batch chunks, but a long run can still burst; the DB is the source of truth.
             "capacity": 1000,
