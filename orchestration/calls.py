@@ -58,7 +58,7 @@ async def run_call(
         cache.agents[call.agent_id] = await in_db_thread(_load_agent, call.agent_id)
     agent = cache.agents[call.agent_id]
     if cache.turns is None:
-        turns = await in_db_thread(_load_turn_keys, session.pk)
+        turns = await in_db_thread(load_turn_keys, session.pk)
         if cache.turns is None:  # a concurrent call of this step may have loaded (and noted) them first
             cache.turns = turns
     existing, attempts = _earlier_attempts(cache.turns.get((round_number, agent.pk), []), call.slot)
@@ -362,14 +362,14 @@ def preload_for_step(session_id: int, step: Step, cache: DriveCache) -> None:
             except Agent.DoesNotExist:
                 continue
     if cache.turns is None:
-        cache.turns = _load_turn_keys(session_id)
+        cache.turns = load_turn_keys(session_id)
 
 
 def _load_agent(agent_id: int) -> Agent:
     return Agent.objects.select_related("model", "fallback_model").prefetch_related("criteria").get(pk=agent_id)
 
 
-def _load_turn_keys(session_id: int) -> TurnRows:
+def load_turn_keys(session_id: int) -> TurnRows:
     """Every agent turn of the session as (round, agent id) -> [(turn id, status, attempt, slot)], one query."""
     keys: TurnRows = {}
     rows = Turn.objects.filter(session_id=session_id, agent_id__isnull=False)

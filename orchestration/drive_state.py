@@ -10,11 +10,14 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Literal, NamedTuple
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from django.conf import settings
 
-from orchestration.models import Agent, WritingSession
+from orchestration.models import Agent
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 
 class TurnRow(NamedTuple):
@@ -52,12 +55,17 @@ class CallLimiter:
         self._attempts: dict[tuple[int, int, int], int] = {}
 
     @classmethod
-    def for_session(cls, session_id: int) -> CallLimiter:
-        """The limiter for this session's owner's plan (one query for the account)."""
+    def for_owner(cls, owner: User) -> CallLimiter:
+        """The limiter for `owner`'s plan: no query when the owner was loaded with its credit account
+        (select_related("…owner__credit_account")), else one."""
+        from billing.models import CreditAccount
         from billing.services import effective_plan, get_account
 
-        owner = WritingSession.objects.select_related("project__owner").get(pk=session_id).project.owner
-        plan = effective_plan(get_account(owner))
+        try:
+            account = owner.credit_account
+        except CreditAccount.DoesNotExist:
+            account = get_account(owner)
+        plan = effective_plan(account)
         return cls(
             min(plan.max_parallel_calls, settings.ENGINE_MAX_PARALLEL_CALLS),
             min(plan.max_calls_per_provider, settings.ENGINE_MAX_CALLS_PER_PROVIDER),

@@ -23,11 +23,12 @@ from django.utils import timezone
 from atelier.core.logs import bound
 from orchestration import events as ev
 from orchestration import services
-from orchestration.calls import preload_for_step, run_call
+from orchestration.calls import load_turn_keys, preload_for_step, run_call
 from orchestration.chunks import ChunkBatcher
 from orchestration.db_thread import db, in_db_thread
 from orchestration.drive_state import CallLimiter, CallOutcome, DriveCache
 from orchestration.flows import AgentCall, Finished, Step, Waiting, get_policy
+from orchestration.flows.base import note_done_turn
 from orchestration.host import new_event_loop
 from orchestration.lease import (
     RENEW_INTERVAL,
@@ -125,8 +126,9 @@ def _start_drive(
 ) -> DriveOutcome | tuple[WritingSession, Step]:
     """A drive's first database phase: the session's call limits, then _prepare_step (one thread hop: under the
     session host every hop waits for a shared event loop, and the first step's hops are the queue pickup)."""
-    cache.limiter = CallLimiter.for_session(session_id)
-    return _prepare_step(session_id, owner, None, cache, outbox=outbox)
+    session = _load(session_id)
+    cache.limiter = CallLimiter.for_owner(session.project.owner)
+    return _prepare_step(session_id, owner, None, cache, session=session, outbox=outbox)
 
 
 def _between_steps(
@@ -157,7 +159,8 @@ def _requeue(session_id: int, owner: str) -> None:
 
 
 def _load(session_id: int) -> WritingSession:
-    return WritingSession.objects.select_related("project__owner").get(pk=session_id)
+    """The session with its project, owner and the owner's credit account (the plan's call limits), one query."""
+    return WritingSession.objects.select_related("project__owner__credit_account").get(pk=session_id)
 
 
 def _reload(session: WritingSession) -> WritingSession:
@@ -193,10 +196,10 @@ def _prepare_step(
         return "paused"
     if session.status not in (Status.QUEUED, Status.RUNNING):
         return "idle"
-    if cache is None or not cache.recovered:  # only an earlier executor can have left a turn streaming
+    if cache is None:
         recover_interrupted_turns(session, owner=owner, outbox=outbox)
-        if cache is not None:
-            cache.recovered = True
+    elif not cache.recovered:  # only an earlier executor can have left a turn streaming
+        _recover_from_turn_keys(session, cache, owner=owner, outbox=outbox)
     if session.status == Status.QUEUED:
         with transaction.atomic():
             fence(session.pk, owner)
@@ -221,6 +224,28 @@ def _prepare_step(
     if cache is not None:
         preload_for_step(session.pk, decision, cache)
     return session, decision
+
+
+def _recover_from_turn_keys(
+    session: WritingSession, cache: DriveCache, *, owner: str, outbox: ev.Outbox | None
+) -> None:
+    """A drive's first step: read the session's agent turns once into `cache` (calls.load_turn_keys), recover
+    the ones an earlier executor left streaming only if there are any, and note the latest done one for the flow
+    (flows.base.note_done_turn): one query where three were sent (issue 15: each is a wait in the queue pickup)."""
+    if cache.turns is None:
+        cache.turns = load_turn_keys(session.pk)
+    if any(row.status == Turn.TurnStatus.STREAMING for rows in cache.turns.values() for row in rows):
+        recover_interrupted_turns(session, owner=owner, outbox=outbox)
+        cache.turns = load_turn_keys(session.pk)
+    cache.recovered = True
+    done = [
+        (round_number, row.turn_id, agent_id)
+        for (round_number, agent_id), rows in cache.turns.items()
+        for row in rows
+        if row.status in Turn.DONE_STATUSES
+    ]
+    latest = max(done, default=None)
+    note_done_turn(session, None if latest is None else (latest[0], latest[2]))
 
 
 def _move_round(

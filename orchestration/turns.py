@@ -480,7 +480,7 @@ def _note_completed(
     """Keep what the drive holds up to date with a saved turn: the flow's last finished turn on the session
     object, and in the drive's cache its reservation closed, its feedback the latest, the row current."""
     if reply.status in Turn.DONE_STATUSES:
-        note_done_turn(session, session.current_round, agent.pk)
+        note_done_turn(session, (session.current_round, agent.pk))
     if cache is None:
         return
     cache.row_saved_by = turn_id

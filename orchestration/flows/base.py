@@ -208,7 +208,8 @@ def last_done_turn(session: WritingSession) -> tuple[int, int] | None:
     )
 
 
-def note_done_turn(session: WritingSession, round_number: int, agent_id: int) -> None:
-    """Note on `session` (the drive's object) that its latest done turn is now `agent_id`'s in `round_number`
-    (turns.complete_turn, as it saves one): last_done_turn answers from it for the rest of the drive."""
-    session.__dict__["_last_done_turn"] = (round_number, agent_id)
+def note_done_turn(session: WritingSession, done: tuple[int, int] | None) -> None:
+    """Note on `session` (the drive's object) that its latest done turn is now `done`, (round, agent id), or that
+    it has none (the engine, from the turns a drive reads first; turns.complete_turn, as it saves one):
+    last_done_turn answers from it for the rest of the drive."""
+    session.__dict__["_last_done_turn"] = done
