@@ -377,6 +377,9 @@ API_SSE_POLL_SECONDS = env_float("API_SSE_POLL_SECONDS", 2.0, minimum=0.05)
 LIVE_RENDER_WINDOW_MS = env_int("LIVE_RENDER_WINDOW_MS", 50, minimum=0, maximum=1000)
 LIVE_RECHECK_SECONDS = env_float("LIVE_RECHECK_SECONDS", 2.0, minimum=0.05)
 LIVE_SILENCE_SECONDS = env_float("LIVE_SILENCE_SECONDS", 4.0, minimum=0.05)
+# And after LIVE_IDLE_CHECK_SECONDS without a push while the page's run is not active (a draft, paused or ended
+# run that starts elsewhere, every push of it lost: a page opened before Start saw nothing of its run).
+LIVE_IDLE_CHECK_SECONDS = env_float("LIVE_IDLE_CHECK_SECONDS", 15.0, minimum=0.05)
 # The executor renews its lease every 0.5 s; a dead one is noticed within lease + watchdog seconds.
 ENGINE_LEASE_SECONDS = env_int("ENGINE_LEASE_SECONDS", 8, minimum=3)
 ENGINE_WATCHDOG_SECONDS = env_float("ENGINE_WATCHDOG_SECONDS", 2.0, minimum=0.2)

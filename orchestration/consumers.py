@@ -300,7 +300,11 @@ class SessionConsumer(AsyncJsonWebsocketConsumer):
         # short of the log's end is a catch-up needed (not one per grace period on every lagging socket).
         if self.last_seq < self.known_seq and now - max(self.advanced_at, self.heard_at) >= grace:
             await self._catch_up_unasked()  # the log has events the pushes have not brought
-        elif self.status in ACTIVE_STATUSES and now - max(self.heard_at, self.checked_at) >= silence:
+        elif now - max(self.heard_at, self.checked_at) >= (
+            silence if self.status in ACTIVE_STATUSES else settings.LIVE_IDLE_CHECK_SECONDS
+        ):
+            # Also, rarely, while the page thinks the run idle (a draft, paused or ended run): a run can start or
+            # resume from elsewhere, and when every push of it is lost the page must still catch up.
             self.checked_at = now
             last_seq, status = await _db(self._read_head)()
             self.known_seq, self.status = max(self.known_seq, last_seq), status

@@ -110,6 +110,39 @@ async def test_a_client_whose_last_pushes_were_lost_is_brought_to_the_end_of_the
     await communicator.disconnect()
 
 
+async def test_a_page_opened_before_its_run_started_catches_up_when_every_push_of_the_run_is_lost(owner, settings):
+    """The page connects to a draft session; the run then starts and ends elsewhere with every push lost (a web
+    process so far behind that channels-redis dropped them: bench/load.py). The page thinks the run idle, yet
+    after LIVE_IDLE_CHECK_SECONDS without a push it reads the log's end and catches up unasked."""
+    settings.LIVE_SILENCE_SECONDS = 600  # only the idle check can bring it
+    settings.LIVE_IDLE_CHECK_SECONDS = 0.3
+    session = await sync_to_async(two_agent_session)(owner)
+    communicator = await _communicator(session.pk, owner)
+    assert (await communicator.connect())[0]
+    await communicator.send_json_to({"type": "catch_up", "after": 0})
+    first = await communicator.receive_json_from(timeout=10)
+    assert (first["last_seq"], first["status"]) == (0, Status.DRAFT)
+
+    def run_elsewhere_without_pushes() -> int:
+        WritingSession.objects.filter(pk=session.pk).update(status=Status.RUNNING)
+        agent = session.agents.order_by("order").first()
+        turn = Turn.objects.create(session=session, round=1, agent=agent, agent_name=agent.name)
+        ev.append_events(
+            session_id=session.pk,
+            events=[
+                ev.NewEvent("status", {"status": Status.RUNNING}),
+                ev.NewEvent("turn_started", {"round": 1}, turn.pk),
+            ],
+            broadcast=False,
+        )
+        return _finish_without_pushes(session.pk, turn.pk)
+
+    last_seq = await sync_to_async(run_elsewhere_without_pushes)()
+    messages = await _until(communicator, lambda m: m.get("last_seq") == last_seq)
+    assert messages[-1]["status"] == Status.COMPLETED
+    await communicator.disconnect()
+
+
 async def test_a_client_that_learned_of_events_its_pushes_never_brought_catches_up(owner, settings):
     """A push re-renders the header from the session row, which already counts later events whose pushes
     are lost (a full channel): after LIVE_RECHECK_SECONDS without them, the consumer reads them itself."""
