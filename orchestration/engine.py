@@ -28,7 +28,7 @@ from orchestration.chunks import ChunkBatcher
 from orchestration.db_thread import db, in_db_thread
 from orchestration.drive_state import CallLimiter, CallOutcome, DriveCache
 from orchestration.flows import AgentCall, Finished, Step, Waiting, get_policy
-from orchestration.flows.base import note_done_turn
+from orchestration.flows.base import last_done_in, note_done_turn
 from orchestration.host import new_event_loop
 from orchestration.lease import (
     RENEW_INTERVAL,
@@ -238,14 +238,7 @@ def _recover_from_turn_keys(
         recover_interrupted_turns(session, owner=owner, outbox=outbox)
         cache.turns = load_turn_keys(session.pk)
     cache.recovered = True
-    done = [
-        (round_number, row.turn_id, agent_id)
-        for (round_number, agent_id), rows in cache.turns.items()
-        for row in rows
-        if row.status in Turn.DONE_STATUSES
-    ]
-    latest = max(done, default=None)
-    note_done_turn(session, None if latest is None else (latest[0], latest[2]))
+    note_done_turn(session, last_done_in(cache.turns))
 
 
 def _move_round(

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from orchestration.models import Agent, Turn, WritingSession
+
+if TYPE_CHECKING:
+    from orchestration.drive_state import TurnRows
 
 
 class Output(StrEnum):
@@ -206,6 +209,19 @@ def last_done_turn(session: WritingSession) -> tuple[int, int] | None:
         .values_list("round", "agent_id")
         .first()
     )
+
+
+def last_done_in(turns: TurnRows) -> tuple[int, int] | None:
+    """last_done_turn's answer from the session's agent turns already read (calls.load_turn_keys): the
+    (round, agent id) of the latest done one, by round then id, or None."""
+    done = [
+        (round_number, row.turn_id, agent_id)
+        for (round_number, agent_id), rows in turns.items()
+        for row in rows
+        if row.status in Turn.DONE_STATUSES
+    ]
+    latest = max(done, default=None)
+    return None if latest is None else (latest[0], latest[2])
 
 
 def note_done_turn(session: WritingSession, done: tuple[int, int] | None) -> None:
