@@ -45,21 +45,28 @@ async def _communicator(session_id: int, user):
     return WebsocketCommunicator(application, f"/ws/sessions/{session_id}/", headers=headers)
 
 
-def _streaming_session(owner) -> tuple[WritingSession, Turn]:
-    """A running session whose writer turn is streaming, with "Streamed so far." saved (events 1-3)."""
-    session = two_agent_session(owner)
+def _run_writer_turn(session: WritingSession, *events: ev.NewEvent, chunks: tuple[str, ...] = ()) -> Turn:
+    """Mark the session running and start its writer's turn, in the database only (no push): `events`, then
+    turn_started, then the streamed `chunks`."""
     WritingSession.objects.filter(pk=session.pk).update(status=Status.RUNNING)
     agent = session.agents.order_by("order").first()
     turn = Turn.objects.create(session=session, round=1, agent=agent, agent_name=agent.name)
+    streamed, offset = [], 0
+    for text in chunks:
+        streamed.append(ev.NewEvent("chunk", {"text": text, "offset": offset}, turn.pk))
+        offset += len(text)
     ev.append_events(
         session_id=session.pk,
-        events=[
-            ev.NewEvent("turn_started", {"round": 1}, turn.pk),
-            ev.NewEvent("chunk", {"text": "Streamed ", "offset": 0}, turn.pk),
-            ev.NewEvent("chunk", {"text": "so far.", "offset": 9}, turn.pk),
-        ],
+        events=[*events, ev.NewEvent("turn_started", {"round": 1}, turn.pk), *streamed],
         broadcast=False,
     )
+    return turn
+
+
+def _streaming_session(owner) -> tuple[WritingSession, Turn]:
+    """A running session whose writer turn is streaming, with "Streamed so far." saved (events 1-3)."""
+    session = two_agent_session(owner)
+    turn = _run_writer_turn(session, chunks=("Streamed ", "so far."))
     session.refresh_from_db()
     return session, turn
 
@@ -124,17 +131,7 @@ async def test_a_page_opened_before_its_run_started_catches_up_when_every_push_o
     assert (first["last_seq"], first["status"]) == (0, Status.DRAFT)
 
     def run_elsewhere_without_pushes() -> int:
-        WritingSession.objects.filter(pk=session.pk).update(status=Status.RUNNING)
-        agent = session.agents.order_by("order").first()
-        turn = Turn.objects.create(session=session, round=1, agent=agent, agent_name=agent.name)
-        ev.append_events(
-            session_id=session.pk,
-            events=[
-                ev.NewEvent("status", {"status": Status.RUNNING}),
-                ev.NewEvent("turn_started", {"round": 1}, turn.pk),
-            ],
-            broadcast=False,
-        )
+        turn = _run_writer_turn(session, ev.NewEvent("status", {"status": Status.RUNNING}))
         return _finish_without_pushes(session.pk, turn.pk)
 
     last_seq = await sync_to_async(run_elsewhere_without_pushes)()
