@@ -17,6 +17,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Q, Sum
 from django.utils import timezone
 
+from atelier.core.sql import create_rows
 from billing.models import CreditAccount, CreditEntry, EntryKind, PlanStatus
 from billing.plans import FREE, PLANS, Plan, get_plan
 
@@ -263,9 +264,9 @@ def _append_entry(*, user_id: int, balance_after: int, kind: str, amount: int, k
     if fields.get("turn_id") is None and (match := _TURN_KEY.match(key)):
         fields["turn_id"] = int(match.group(1))
     fields["description"] = fields.get("description", "")[:500]
-    return CreditEntry.objects.create(
-        user_id=user_id, kind=kind, amount=amount, balance_after=balance_after, idempotency_key=key, **fields
-    )
+    # A plain INSERT (atelier.core.sql): the engine writes two of these per turn (issue 15).
+    entry = {"user_id": user_id, "kind": kind, "amount": amount, "balance_after": balance_after, **fields}
+    return create_rows(CreditEntry, [{**entry, "idempotency_key": key}])[0]
 
 
 def credits_held(*, reservation_keys: list[str]) -> int:

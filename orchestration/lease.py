@@ -28,6 +28,7 @@ from django.db import connection
 from django.db.models import Q
 from django.utils import timezone
 
+from atelier.core.sql import update_row
 from orchestration.models import ACTIVE_STATUSES, WritingSession
 
 DISPATCH_PREFIX = "dispatch:"
@@ -144,32 +145,19 @@ def fenced_update(
     Renews the lease, reserves `seqs` event sequence numbers, sets `set_fields` and adds `add_fields`
     (column name -> value / increment; names are the engine's own, never user input). Returns
     {"last_seq", "status", *returning} as updated. Raises LeaseLost if `owner` no longer holds the lease.
-    Raw SQL: the ORM cannot return updated values (Django 5.2), and this is the engine's hottest statement.
+    Raw SQL (atelier.core.sql.update_row): the ORM cannot return updated values (Django 5.2), and this is the
+    engine's hottest statement. Raises ValueError for a name that is not a session field.
     """
-    quote = connection.ops.quote_name
-    fields = {str(f.column): f for f in WritingSession._meta.concrete_fields}
-    columns = ("last_seq", "status", *returning)
-    if unknown := {*columns, *(set_fields or {}), *(add_fields or {})} - set(fields):
-        raise ValueError(f"Not columns of the session table: {sorted(unknown)}")
-    assignments = ["lease_expires_at = %s", "last_seq = last_seq + %s"]
-    params: list[Any] = [connection.ops.adapt_datetimefield_value(_expiry()), seqs]
-    for name, value in (set_fields or {}).items():
-        assignments.append(f"{quote(name)} = %s")
-        params.append(fields[name].get_db_prep_save(value, connection))
-    for name, value in (add_fields or {}).items():
-        assignments.append(f"{quote(name)} = {quote(name)} + %s")
-        params.append(fields[name].get_db_prep_save(value, connection))
-    table = quote(WritingSession._meta.db_table)
-    sql = (
-        f"UPDATE {table} SET {', '.join(assignments)} WHERE id = %s AND lease_owner = %s "  # noqa: S608 - no user input
-        f"RETURNING {', '.join(quote(c) for c in columns)}"
+    row = update_row(
+        WritingSession,
+        where={"id": session_id, "lease_owner": owner},
+        set_fields={"lease_expires_at": _expiry(), **(set_fields or {})},
+        add_fields={"last_seq": seqs, **(add_fields or {})},
+        returning=("last_seq", "status", *returning),
     )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [*params, session_id, owner])
-        row = cursor.fetchone()
     if row is None:
         raise LeaseLost(f"session {session_id}: lease no longer held by {owner}")
-    return dict(zip(columns, row, strict=True))
+    return row
 
 
 def release_lease(session_id: int, owner: str) -> bool:

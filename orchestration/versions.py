@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from atelier.core.sql import create_rows
 from orchestration.matching import BoundedMatcher
 from orchestration.models import DocumentVersion, Turn, WritingSession
 
@@ -42,14 +43,10 @@ def record_version(
         )
         previous = latest or (0, "")
     number, previous_content = previous
-    version = DocumentVersion.objects.create(
-        session_id=session.pk,
-        number=number + 1,
-        content=content,
-        turn=turn,
-        change_ratio=change_ratio(previous_content if number else "", content),
-        note=note,
-    )
+    ratio = change_ratio(previous_content if number else "", content)
+    row = {"session_id": session.pk, "number": number + 1, "content": content, "change_ratio": ratio, "note": note}
+    # A plain INSERT (atelier.core.sql): one per turn that changes the document (issue 15).
+    version = create_rows(DocumentVersion, [{**row, "turn_id": turn.pk if turn is not None else None}])[0]
     session.document = content
     if save_document:
         WritingSession.objects.filter(pk=session.pk).update(document=content)

@@ -103,14 +103,14 @@ def start_turn(
         fields = engine_turns.TurnFields(
             round_number, attempt, start.slot, start.recipe, start.output_kind, start.reasoning_output, start.notes
         )
-        turn = engine_turns.create_reserved_turn(session, agent, model, fields, worst_case, start.description)
-        if turn is None:
+        turn_id = engine_turns.create_reserved_turn(session, agent, model, fields, worst_case, start.description)
+        if turn_id is None:
             return engine.OUT_OF_CREDITS_DETAIL
         WritingSession.objects.filter(pk=session.pk).update(current_round=round_number)
         payload = {"agent_id": agent.pk, "agent_name": agent.name, "model": model.display_name, "attempt": attempt}
         started = payload | start.event
-        ev.append_event(session_id=session.pk, kind="turn_started", turn_id=turn.pk, payload=started, outbox=outbox)
-    return turn.pk
+        ev.append_event(session_id=session.pk, kind="turn_started", turn_id=turn_id, payload=started, outbox=outbox)
+    return turn_id
 
 
 @dataclass(frozen=True)
