@@ -17,7 +17,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Q, Sum
 from django.utils import timezone
 
-from atelier.core.sql import create_rows
+from atelier.core.sql import insert_rows
 from billing.models import CreditAccount, CreditEntry, EntryKind, PlanStatus
 from billing.plans import FREE, PLANS, Plan, get_plan
 
@@ -259,14 +259,16 @@ def _move_balance(*, user_id: int, amount: int) -> int | None:
     return None if row is None else int(row[0])
 
 
-def _append_entry(*, user_id: int, balance_after: int, kind: str, amount: int, key: str, **fields: Any) -> CreditEntry:
-    """The ledger row for a balance already moved by _move_balance (same transaction)."""
+def _append_entry(*, user_id: int, balance_after: int, kind: str, amount: int, key: str, **fields: Any) -> int:
+    """The ledger row for a balance already moved by _move_balance (same transaction): its id.
+
+    Raises IntegrityError if `key` was used (the callers' fast paths guarantee it was not)."""
     if fields.get("turn_id") is None and (match := _TURN_KEY.match(key)):
         fields["turn_id"] = int(match.group(1))
     fields["description"] = fields.get("description", "")[:500]
     # A plain INSERT (atelier.core.sql): the engine writes two of these per turn (issue 15).
     entry = {"user_id": user_id, "kind": kind, "amount": amount, "balance_after": balance_after, **fields}
-    return create_rows(CreditEntry, [{**entry, "idempotency_key": key}])[0]
+    return insert_rows(CreditEntry, [{**entry, "idempotency_key": key}])[0]
 
 
 def credits_held(*, reservation_keys: list[str]) -> int:
