@@ -25,7 +25,7 @@ from orchestration import events as ev
 from orchestration import services
 from orchestration.calls import load_turn_keys, preload_for_step, run_call
 from orchestration.chunks import ChunkBatcher
-from orchestration.db_thread import db, in_db_thread
+from orchestration.db_thread import db, db_push_behind, in_db_thread
 from orchestration.drive_state import CallLimiter, CallOutcome, DriveCache
 from orchestration.flows import AgentCall, Finished, Step, Waiting, get_policy
 from orchestration.flows.base import last_done_in, note_done_turn
@@ -108,7 +108,11 @@ async def _drive(session_id: int, owner: str, budget_seconds: float) -> DriveOut
     deadline = time.monotonic() + budget_seconds
     cache = DriveCache()
     try:
-        outcome: DriveOutcome | tuple[WritingSession, Step] = await db(_start_drive, session_id, owner, cache)
+        # Every phase's pushes go out behind it, in commit order (events.push_in_order): the first step's status
+        # push no longer holds up the first turn's start (the queue pickup), nor a between-steps push the next.
+        outcome: DriveOutcome | tuple[WritingSession, Step] = await db_push_behind(
+            _start_drive, session_id, owner, cache
+        )
         while True:
             if isinstance(outcome, str):
                 return outcome
@@ -116,9 +120,9 @@ async def _drive(session_id: int, owner: str, budget_seconds: float) -> DriveOut
             result = await run_step(session, step, owner, cache)
             if result.lease_lost:
                 raise LeaseLost(f"session {session_id}: lease lost during a step")
-            outcome = await db(_between_steps, session, owner, step, result, cache, deadline)
+            outcome = await db_push_behind(_between_steps, session, owner, step, result, cache, deadline)
     finally:
-        await ev.pushes_sent(session_id)  # the turn starts and ends push behind the drive (db_push_behind)
+        await ev.pushes_sent(session_id)  # every phase pushes behind the drive (db_push_behind)
 
 
 def _start_drive(

@@ -412,3 +412,40 @@ def test_the_owner_is_emailed_when_a_run_finishes_if_they_asked(
         assert sent[0].to == [rich_owner.email]
         assert "Reached the maximum number of rounds" in sent[0].body
         assert f"/sessions/{session.pk}/" in sent[0].body
+
+
+def test_a_slow_push_holds_up_no_turn_and_every_event_still_goes_out_once_in_order(
+    providers, enqueued, rich_owner, monkeypatch
+):
+    """Issue 15 (queue pickup): the drive's first step pushes its "running" status behind it, so with the
+    channel layer slow (0.3 s a push) the first turn starts before that push has gone out; the page still gets
+    every committed event, once, in the order of the log."""
+    import asyncio
+    import time
+
+    from django.utils import timezone
+
+    from orchestration import events
+
+    pushed: list[tuple[float, list[int]]] = []
+
+    async def slow_push(session_id, message):
+        await asyncio.sleep(0.3)
+        pushed.append((time.time(), [event["seq"] for event in message.get("events", [])]))
+
+    monkeypatch.setattr(events, "push_message", slow_push)
+    providers.reply(*[counting_replies()] * 2)
+    session = two_agent_session(rich_owner, max_rounds=1)
+    start(session, rich_owner)
+    started = timezone.now().timestamp()
+
+    assert run_to_end(session) == "finished"
+    first_turn = Turn.objects.filter(session=session).order_by("pk").first()
+    statuses = SessionEvent.objects.filter(session=session, kind="status", payload__status=Status.RUNNING)
+    running = statuses.order_by("seq").first().seq  # the move to running, the drive's first push
+    running_push_done = next(at for at, seqs in pushed if running in seqs)
+    assert first_turn.started_at.timestamp() < running_push_done
+    assert first_turn.started_at.timestamp() - started < 0.3  # it did not wait for the push
+    logged = list(SessionEvent.objects.filter(session=session).values_list("seq", flat=True))
+    sent = [seq for _, seqs in pushed for seq in seqs]
+    assert sent == sorted(sent) and set(logged) <= set(sent)  # chunk events compacted later are pushed too
