@@ -35,6 +35,7 @@ from orchestration.lease import (
     LeaseLost,
     claim_lease,
     fence,
+    fenced_transition,
     fenced_update,
     new_owner_id,
     release_lease,
@@ -204,12 +205,8 @@ def _prepare_step(
         recover_interrupted_turns(session, owner=owner, outbox=outbox)
     elif not cache.recovered:  # only an earlier executor can have left a turn streaming
         _recover_from_turn_keys(session, cache, owner=owner, outbox=outbox)
-    if session.status == Status.QUEUED:
-        with transaction.atomic():
-            fence(session.pk, owner)
-            if not services.set_status(session, Status.RUNNING):
-                return "idle"
-            services.emit_status(session, outbox=outbox)
+    if session.status == Status.QUEUED and not _move_to_running(session, owner, outbox=outbox):
+        return "idle"
     stop = check_before_step(session)
     if stop:
         _finish(session, Status.COMPLETED, stop, owner=owner, outbox=outbox)
@@ -228,6 +225,20 @@ def _prepare_step(
     if cache is not None:
         preload_for_step(session.pk, decision, cache)
     return session, decision
+
+
+def _move_to_running(session: WritingSession, owner: str, *, outbox: ev.Outbox | None) -> bool:
+    """QUEUED -> RUNNING with its status event, in two statements (the fenced compare-and-swap of the status,
+    the event): the first step's move, which every queue pickup waits for. False (nothing written) if a Stop
+    came first. Raises LeaseLost."""
+    with transaction.atomic():
+        seq = fenced_transition(session.pk, owner, status_was=Status.QUEUED, status=Status.RUNNING, seqs=1)
+        if seq is None:
+            return False
+        session.status = Status.RUNNING
+        status = ev.NewEvent("status", services.status_payload(session))
+        ev.insert_events(session_id=session.pk, first_seq=seq, events=[status], outbox=outbox)
+    return True
 
 
 def _recover_from_turn_keys(

@@ -160,6 +160,27 @@ def fenced_update(
     return row
 
 
+def fenced_transition(session_id: int, owner: str, *, status_was: str, status: str, seqs: int = 0) -> int | None:
+    """fenced_update as a compare-and-swap of the status: one UPDATE renews the lease, moves the status from
+    `status_was` to `status` (stamping updated_at) and reserves `seqs` event numbers.
+
+    Returns the last reserved sequence number, or None (nothing written) when the status was no longer
+    `status_was`. Raises LeaseLost if `owner` no longer holds the lease. The caller checks the transition is
+    allowed (models.ALLOWED_TRANSITIONS), as services.set_status does.
+    """
+    row = update_row(
+        WritingSession,
+        where={"id": session_id, "lease_owner": owner, "status": status_was},
+        set_fields={"lease_expires_at": _expiry(), "status": status, "updated_at": timezone.now()},
+        add_fields={"last_seq": seqs},
+        returning=("last_seq",),
+    )
+    if row is None:
+        fence(session_id, owner)  # raises LeaseLost if that is why nothing matched
+        return None
+    return int(row["last_seq"])
+
+
 def release_lease(session_id: int, owner: str) -> bool:
     """Give the lease up if it is still ours. True if it was."""
     return (

@@ -208,3 +208,27 @@ def test_watchdog_redispatches_dead_and_expired_executors_once_and_leaves_live_o
     # ...and the task that picks one up may claim it.
     assert claim_lease(sessions["expired"], "worker-host:9:new")
     assert not claim_lease(sessions["live_elsewhere"], "worker-host:9:new")
+
+
+def test_the_move_to_running_is_one_fenced_compare_and_swap(providers, enqueued, rich_owner):
+    """lease.fenced_transition (the first step's QUEUED -> RUNNING): moves the status and reserves the event's
+    number only from the expected status and only for the lease holder."""
+    from orchestration.lease import fenced_transition
+
+    session = two_agent_session(rich_owner, max_rounds=1)
+    start(session, rich_owner)
+    before = WritingSession.objects.get(pk=session.pk)
+    assert claim_lease(session.pk, "me:1:a")
+
+    seq = fenced_transition(session.pk, "me:1:a", status_was=Status.QUEUED, status=Status.RUNNING, seqs=1)
+    after = WritingSession.objects.get(pk=session.pk)
+    assert (seq, after.status, after.last_seq) == (before.last_seq + 1, Status.RUNNING, before.last_seq + 1)
+    assert after.updated_at > before.updated_at and after.lease_expires_at > timezone.now()
+    # Not from QUEUED any more (a Stop came first, here: it already moved): nothing written.
+    assert fenced_transition(session.pk, "me:1:a", status_was=Status.QUEUED, status=Status.RUNNING, seqs=1) is None
+    assert WritingSession.objects.get(pk=session.pk).last_seq == after.last_seq
+    # Another executor's lease: refused, nothing written.
+    take_over(session.pk)
+    with pytest.raises(LeaseLost):
+        fenced_transition(session.pk, "me:1:a", status_was=Status.RUNNING, status=Status.QUEUED)
+    assert WritingSession.objects.get(pk=session.pk).status == Status.RUNNING
