@@ -50,7 +50,14 @@ from django.conf import settings
 from django.db import close_old_connections
 
 from atelier.core.logs import bound
-from orchestration.lease import RENEW_INTERVAL, LeaseLost, claim_lease, new_owner_id, release_lease, renew_leases
+from orchestration.lease import (
+    RENEW_INTERVAL,
+    LeaseLost,
+    claim_lease_for_flow,
+    new_owner_id,
+    release_lease,
+    renew_leases,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -121,8 +128,9 @@ class SessionHost:
         with self._live_lock:
             return len(self._live)
 
-    def submit(self, session_id: int, driver: Driver, *, wait_seconds: float) -> str:
-        """Claim the session's lease and start driving it here. Returns at once with the outcome of the hand-over.
+    def submit(self, session_id: int, driver_for: Callable[[str], Driver], *, wait_seconds: float) -> str:
+        """Claim the session's lease and start driving it here with `driver_for(its flow)`. Returns at once with
+        the outcome of the hand-over (one statement: lease.claim_lease_for_flow).
 
         "accepted" (the host drives it now), "busy" (another executor holds its lease, or this host already
         drives it) or "host_full" (no slot freed within `wait_seconds`: the caller should queue it again).
@@ -135,9 +143,11 @@ class SessionHost:
             return "host_full"
         try:
             owner = new_owner_id()
-            if not claim_lease(session_id, owner):
+            flow = claim_lease_for_flow(session_id, owner)
+            if flow is None:
                 self._slots.release()
                 return "busy"
+            driver = driver_for(flow)
             with self._live_lock:
                 future = asyncio.run_coroutine_threadsafe(self._drive(session_id, owner, driver), self._loop)
                 self._live[session_id] = future

@@ -25,7 +25,6 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Q
 from django.utils import timezone
 
 from atelier.core.sql import update_row
@@ -65,15 +64,31 @@ def _expiry(seconds: float | None = None) -> datetime:
 
 def claim_lease(session_id: int, owner: str) -> bool:
     """Take the lease if the session is drivable and nobody live holds it. True if now ours."""
-    now = timezone.now()
-    free = (
-        Q(lease_expires_at__isnull=True)
-        | Q(lease_expires_at__lt=now)
-        | Q(lease_owner=owner)
-        | Q(lease_owner__startswith=DISPATCH_PREFIX)  # handed to the queue, not held by an executor
+    return claim_lease_for_flow(session_id, owner) is not None
+
+
+def claim_lease_for_flow(session_id: int, owner: str) -> str | None:
+    """claim_lease in one UPDATE … RETURNING that also says which flow drives the session: its flow
+    (models.Flow) if the lease is now ours, else None.
+
+    A drivable session (ACTIVE_STATUSES) is claimable when its lease is unset, expired, already this owner's,
+    or a queue hand-over marker (DISPATCH_PREFIX, lease.mark_dispatched). The session host's hand-over sends
+    this one statement where it sent a read of the flow and the claim (issue 15: every statement of the
+    hand-over waits for the GIL of a worker process busy driving the other sessions).
+    """
+    quote = connection.ops.quote_name
+    statuses = sorted(ACTIVE_STATUSES)
+    sql = (
+        f"UPDATE {quote(WritingSession._meta.db_table)} SET lease_owner = %s, lease_expires_at = %s "  # noqa: S608 - no user input
+        f"WHERE id = %s AND status IN ({', '.join(['%s'] * len(statuses))}) AND (lease_expires_at IS NULL "
+        "OR lease_expires_at < %s OR lease_owner = %s OR lease_owner LIKE %s) RETURNING flow"
     )
-    claimable = WritingSession.objects.filter(free, pk=session_id, status__in=ACTIVE_STATUSES)
-    return claimable.update(lease_owner=owner, lease_expires_at=_expiry()) == 1
+    adapt = connection.ops.adapt_datetimefield_value
+    params = [owner, adapt(_expiry()), session_id, *statuses, adapt(timezone.now()), owner, f"{DISPATCH_PREFIX}%"]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    return None if row is None else str(row[0])
 
 
 def renew_lease(session_id: int, owner: str) -> str | None:

@@ -31,18 +31,15 @@ def drive_session(session_id: int) -> str:
     "accepted" once the host took it ("busy" if another executor holds it, "host_full" after the session
     was put back on the queue because the host stayed full for ENGINE_HOST_WAIT_SECONDS).
     """
-    # A conversation's hidden session is driven by the conversation runner (same lease, events and billing).
-    flow = WritingSession.objects.filter(pk=session_id).values_list("flow", flat=True).first()
     if host.enabled():
-        if flow == "conversation":
-            from orchestration.conversations.runner import drive_leased
-        else:
-            from orchestration.engine import drive_leased
-        outcome = host.get_host().submit(session_id, drive_leased, wait_seconds=settings.ENGINE_HOST_WAIT_SECONDS)
+        # The host's claim returns the flow: the hand-over is one statement.
+        outcome = host.get_host().submit(session_id, _leased_driver, wait_seconds=settings.ENGINE_HOST_WAIT_SECONDS)
         if outcome == "host_full":
             enqueue_drive(session_id)
         logger.info("session %s: %s", session_id, outcome)
         return outcome
+    # A conversation's hidden session is driven by the conversation runner (same lease, events and billing).
+    flow = WritingSession.objects.filter(pk=session_id).values_list("flow", flat=True).first()
     if flow == "conversation":
         from orchestration.conversations.runner import drive
     else:
@@ -51,6 +48,16 @@ def drive_session(session_id: int) -> str:
     outcome = drive(session_id)
     logger.info("session %s: %s", session_id, outcome)
     return outcome
+
+
+def _leased_driver(flow: str) -> host.Driver:
+    """The session host's driver for a session of `flow` whose lease is held: the conversation runner's for a
+    conversation's hidden session, else the engine's."""
+    if flow == "conversation":
+        from orchestration.conversations.runner import drive_leased
+    else:
+        from orchestration.engine import drive_leased
+    return drive_leased
 
 
 def watchdog(stale_after_seconds: int = 30, *, resume_funded: bool = True) -> int:

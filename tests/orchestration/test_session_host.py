@@ -59,3 +59,27 @@ def test_one_process_drives_two_sessions_at_once_and_a_full_host_hands_the_third
         assert session.lease_owner == "" and session.lease_expires_at is None  # the host released it
         turns = Turn.objects.filter(session=session)
         assert [t.status for t in turns] == [Turn.TurnStatus.COMPLETED] * 2
+
+
+def test_the_hand_over_claims_the_lease_and_learns_the_flow_in_one_statement(
+    providers, enqueued, rich_owner, monkeypatch
+):
+    """Issue 15 (queue pickup): the drive task's hand-over to the host sends one statement, the claim that
+    returns the session's flow (lease.claim_lease_for_flow), and the flow picks the driver: the conversation
+    runner for a conversation's hidden session, the engine for every other flow."""
+    from orchestration import engine, lease
+    from orchestration.conversations import runner
+    from tests.statements import record_statements
+
+    session = two_agent_session(rich_owner, max_rounds=1)
+    start(session, rich_owner)
+    recorder = record_statements(monkeypatch)
+    recorder.on = True
+    assert lease.claim_lease_for_flow(session.pk, "me:1:a") == session.flow
+    recorder.on = False
+    assert len(recorder.statements) == 1
+    assert lease.claim_lease_for_flow(session.pk, "other:2:b") is None  # held and live: not claimable
+    WritingSession.objects.filter(pk=session.pk).update(status=Status.COMPLETED, lease_owner="")
+    assert lease.claim_lease_for_flow(session.pk, "other:2:b") is None  # not drivable
+    assert tasks._leased_driver("conversation") is runner.drive_leased
+    assert tasks._leased_driver(session.flow) is engine.drive_leased
