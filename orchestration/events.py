@@ -18,9 +18,9 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.cache import BaseCache, caches
-from django.db import connection, transaction
+from django.db import transaction
 
-from atelier.core.sql import create_rows
+from atelier.core.sql import create_rows, update_row
 from orchestration.models import SessionEvent, WritingSession
 
 logger = logging.getLogger(__name__)
@@ -144,22 +144,17 @@ def insert_events(
 
 def _reserve_seqs(session_id: int, count: int, lease_owner: str | None = None) -> int:
     """Reserve a block of sequence numbers with one UPDATE … RETURNING; the row lock serialises writers."""
-    table = connection.ops.quote_name(WritingSession._meta.db_table)
-    sql = f"UPDATE {table} SET last_seq = last_seq + %s WHERE id = %s"  # noqa: S608 - no user input
-    params: list[int | str] = [count, session_id]
+    where: dict[str, int | str] = {"id": session_id}
     if lease_owner is not None:
-        sql += " AND lease_owner = %s"
-        params.append(lease_owner)
-    with connection.cursor() as cursor:
-        cursor.execute(sql + " RETURNING last_seq", params)
-        row = cursor.fetchone()
+        where["lease_owner"] = lease_owner
+    row = update_row(WritingSession, where=where, add_fields={"last_seq": count}, returning=("last_seq",))
     if row is None:
         if lease_owner is not None and WritingSession.objects.filter(pk=session_id).exists():
             from orchestration.lease import LeaseLost
 
             raise LeaseLost(f"session {session_id}: lease no longer held by {lease_owner}")
         raise WritingSession.DoesNotExist(f"session {session_id} does not exist")
-    return int(row[0])
+    return int(row["last_seq"])
 
 
 def append_event(

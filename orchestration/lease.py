@@ -97,15 +97,13 @@ def renew_lease(session_id: int, owner: str) -> str | None:
     Runs every RENEW_INTERVAL seconds while a step streams (issue 15: one UPDATE … RETURNING), and
     as the first statement of every fenced write (see fence()).
     """
-    table = connection.ops.quote_name(WritingSession._meta.db_table)
-    expires = connection.ops.adapt_datetimefield_value(_expiry())
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {table} SET lease_expires_at = %s WHERE id = %s AND lease_owner = %s RETURNING status",  # noqa: S608 - no user input
-            [expires, session_id, owner],
-        )
-        row = cursor.fetchone()
-    return None if row is None else str(row[0])
+    row = update_row(
+        WritingSession,
+        where={"id": session_id, "lease_owner": owner},
+        set_fields={"lease_expires_at": _expiry()},
+        returning=("status",),
+    )
+    return None if row is None else str(row["status"])
 
 
 # Sessions per renewal statement: three parameters each, within SQLite's oldest limit of 999.

@@ -5,8 +5,8 @@ The ORM spends more Python on compiling a wide UPDATE or an INSERT than the data
 5.2 has no UPDATE … RETURNING). These two functions write the same values the ORM would: every value goes
 through its field's get_db_prep_save (JSON, decimals, time zones), an INSERT fills in each omitted field's
 default and stamps auto_now / auto_now_add fields, as Model.save() does. Column names come from the model,
-never from user input. Used by the turn's claim and start, the session row's fenced update, the events, the
-versions and the ledger entries.
+never from user input. Used by the turn's claim and start, the session row's fenced update, lease renewal
+and sequence reservation, the events, the versions and the ledger entries.
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ def create_rows(model: type[M], rows: Sequence[Mapping[str, Any]]) -> list[M]:
     if not rows:
         return []
     now = timezone.now()
-    stamps = dict.fromkeys(_stamped(model), now)
+    stamps = {field.attname: _default(field, now) for field in _fields(model).values() if _is_stamped(field)}
     rows = [{**stamps, **row} for row in rows]
     pk = model._meta.pk
     assert pk is not None
@@ -123,18 +123,13 @@ def create_rows(model: type[M], rows: Sequence[Mapping[str, Any]]) -> list[M]:
     return instances
 
 
-@cache
-def _stamped(model: type[models.Model]) -> tuple[str, ...]:
-    """The model's auto_now and auto_now_add fields (attribute names)."""
-    return tuple(
-        name
-        for name, field in _fields(model).items()
-        if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False)
-    )
+def _is_stamped(field: models.Field[Any, Any]) -> bool:
+    """An auto_now or auto_now_add field: Model.save() writes the time into it."""
+    return bool(getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False))
 
 
 def _default(field: models.Field[Any, Any], now: Any) -> Any:
     """What Model.save() writes for a field the caller did not name: the time for auto_now(_add), else its default."""
-    if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
+    if _is_stamped(field):
         return now.date() if type(field) is models.DateField else now
     return field.get_default()
