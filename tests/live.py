@@ -6,6 +6,7 @@ Used by browser tests and cross-process tests. The test must use `transactional_
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -101,7 +102,7 @@ def stop_all(processes: Iterable[Process | None], *, sig: int | None = None, tim
         process._wait_or_kill(deadline)
 
 
-def _spawn(name: str, args: list[str], env: dict[str, str]) -> Process:
+def _spawn(name: str, args: list[str], env: dict[str, str], pass_fds: tuple[int, ...] = ()) -> Process:
     log_dir = Path(settings.VAR_DIR) / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}-{int(time.time() * 1000)}.log"
@@ -114,32 +115,57 @@ def _spawn(name: str, args: list[str], env: dict[str, str]) -> Process:
         stdout=handle,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        pass_fds=pass_fds,
     )
     return Process(name, proc, log_path)
 
 
-def start_web(port: int | None = None, *, timeout: float = 60, **env: str) -> tuple[Process, str]:
-    """Start daphne on the test database; returns once it answers /healthz (within `timeout` seconds)."""
-    port = port or free_port()
-    process = _spawn(
-        "web",
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "atelier.asgi:application"],
-        subprocess_env(**env),
-    )
+def start_web(*, timeout: float = 60, **env: str) -> tuple[Process, str]:
+    """Start daphne on the test database; returns (process, base URL) once it answers /healthz
+    (within `timeout` seconds), or raises RuntimeError with its log.
+
+    The listening socket is bound here and handed to daphne (`--fd`), so no other process can take
+    the port between choosing it and daphne binding it: with both CI set-ups running at once, a fake
+    server once did, answered /healthz with a 404 and served the browser test its 404 pages.
+    """
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(128)  # connections wait in the backlog until daphne accepts them
+    port = listener.getsockname()[1]
+    try:
+        process = _spawn(
+            "web",
+            [sys.executable, "-m", "daphne", "--fd", str(listener.fileno()), "atelier.asgi:application"],
+            subprocess_env(**env),
+            pass_fds=(listener.fileno(),),
+        )
+    finally:
+        listener.close()  # daphne holds its own copy
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout  # a loaded 2-core machine can take half a minute to import Django
-    while True:
-        try:
-            urllib.request.urlopen(url + "/healthz", timeout=2)
-            break
-        except urllib.error.HTTPError:
-            break  # 503 is fine: the server answers
-        except OSError:
-            if process.proc.poll() is not None or time.monotonic() > deadline:
-                process.stop()  # never leave a half-started server behind
-                raise RuntimeError(f"web server did not start:\n{process.log()}") from None
-            time.sleep(0.1)
+    while not is_atelier_health(url):
+        if process.proc.poll() is not None or time.monotonic() > deadline:
+            process.stop()  # never leave a half-started server behind
+            raise RuntimeError(f"web server did not start:\n{process.log()}")
+        time.sleep(0.1)
     return process, url
+
+
+def is_atelier_health(url: str) -> bool:
+    """True when `url`/healthz answers as Atelier's health check does: 200 or 503 with its JSON."""
+    try:
+        with urllib.request.urlopen(url + "/healthz", timeout=2) as response:
+            body = response.read()
+    except urllib.error.HTTPError as error:
+        if error.code != 503:  # degraded (no worker heartbeat yet) still means the server answers
+            return False
+        body = error.read()
+    except OSError:
+        return False
+    try:
+        return "checks" in json.loads(body)
+    except ValueError:
+        return False
 
 
 def start_worker(**env: str) -> Process:

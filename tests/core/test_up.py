@@ -8,25 +8,13 @@ import re
 import signal
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.live import BASE_DIR, free_port, subprocess_env, wait_for
+from tests.live import BASE_DIR, free_port, is_atelier_health, subprocess_env, wait_for
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
-
-
-def answers(url: str) -> bool:
-    try:
-        urllib.request.urlopen(url + "/healthz", timeout=2)
-    except urllib.error.HTTPError:
-        return True  # 503 (e.g. no worker heartbeat yet) still means the web server serves
-    except OSError:
-        return False
-    return True
 
 
 def live_members(pgid: int) -> list[int]:
@@ -60,12 +48,12 @@ def test_up_restarts_a_killed_worker_keeps_serving_and_stops_a_hung_one_within_t
     text = log_path.read_text
     try:
         first = int(wait_for(lambda: re.search(r"worker started \(pid (\d+)\)", text()), timeout=60).group(1))
-        wait_for(lambda: answers(url), timeout=60, interval=0.2, message="the web server")
+        wait_for(lambda: is_atelier_health(url), timeout=60, interval=0.2, message="the web server")
 
         os.killpg(first, signal.SIGKILL)  # the worker and everything it forked die at once
         restarted = wait_for(lambda: re.search(r"worker restarted \(pid (\d+)\)", text()), timeout=30)
         assert "worker exited with code -9; restarting it in 1 s." in text()
-        assert up.poll() is None and answers(url)  # the web server was never taken down
+        assert up.poll() is None and is_atelier_health(url)  # the web server was never taken down
         second = int(restarted.group(1))
         assert second != first and live_members(second)
 
@@ -75,7 +63,7 @@ def test_up_restarts_a_killed_worker_keeps_serving_and_stops_a_hung_one_within_t
         assert "worker did not stop within 3 s; killing it." in text()
         assert "Stopped." in text()
         assert not live_members(second) and not live_members(up.pid)
-        assert not answers(url)
+        assert not is_atelier_health(url)
     finally:
         if up.poll() is None:
             os.killpg(up.pid, signal.SIGKILL)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -11,8 +12,6 @@ import urllib.request
 import anthropic
 import openai
 import pytest
-
-from tests.live import free_port
 
 
 async def test_anthropic_sdk_reads_a_non_streaming_message(fake_llm):
@@ -81,14 +80,16 @@ async def test_overloaded_error_uses_anthropics_error_shape(fake_llm):
 
 
 def test_runs_standalone_for_benchmarks():
-    port = free_port()
+    # Port 0: the server binds a free port itself and prints it, so nothing can take it in between.
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes.llm_server", "--port", str(port), "--rate", "0"],
+        [sys.executable, "-m", "tests.fakes.llm_server", "--port", "0", "--rate", "0"],
         stdout=subprocess.PIPE,
         text=True,
     )
     try:
-        assert "fake LLM server on" in process.stdout.readline()
+        banner = re.search(r"fake LLM server on http://127\.0\.0\.1:(\d+) ", process.stdout.readline())
+        assert banner
+        port = int(banner.group(1))
         deadline = time.monotonic() + 10
         while True:
             try:
