@@ -22,6 +22,7 @@ from atelier.core.logs import bind as bind_log
 from orchestration.db_thread import db, db_push_behind, in_db_thread
 from orchestration.drive_state import CallOutcome, DriveCache, TurnRow, TurnRows
 from orchestration.flows import AgentCall, Step
+from orchestration.flows.base import note_team
 from orchestration.lease import LeaseLost
 from orchestration.models import Agent, LLMModel, Turn, WritingSession
 from orchestration.turns import INTERNAL_ERROR, USER_STOP, abandon_turn, begin_turn, complete_turn, fail_turn
@@ -363,6 +364,22 @@ def preload_for_step(session_id: int, step: Step, cache: DriveCache) -> None:
                 continue
     if cache.turns is None:
         cache.turns = load_turn_keys(session_id)
+
+
+def load_team(session: WritingSession, cache: DriveCache) -> None:
+    """Read the session's whole team once per drive, before its first step is planned: every agent with its
+    models and rubric into `cache.agents`, their order, activity and roles noted on the drive's session object
+    for the flows (flows.base.note_team). Two statements (the agents with their models, the criteria) where a
+    sequential drive of n agents sent 2n + 1 (the team's order, then each agent and its rubric), and one of
+    them before the first turn: every statement of a drive's first step is a wait in the queue pickup (issue 15)."""
+    if cache.team_loaded:
+        return
+    agents = list(
+        session.agents.select_related("model", "fallback_model").prefetch_related("criteria").order_by("order", "pk")
+    )
+    cache.agents.update({agent.pk: agent for agent in agents})
+    note_team(session, agents)
+    cache.team_loaded = True
 
 
 def _load_agent(agent_id: int) -> Agent:

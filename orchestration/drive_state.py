@@ -97,6 +97,7 @@ class DriveCache:
     """
 
     agents: dict[int, Agent] = field(default_factory=dict)
+    team_loaded: bool = False  # the whole team is in `agents` (calls.load_team)
     references: list[tuple[str, str]] | None = None
     # (round, agent id) -> [(turn id, status, attempt, slot)] of every turn of the session
     turns: TurnRows | None = None

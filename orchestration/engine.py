@@ -23,7 +23,7 @@ from django.utils import timezone
 from atelier.core.logs import bound
 from orchestration import events as ev
 from orchestration import services
-from orchestration.calls import load_turn_keys, preload_for_step, run_call
+from orchestration.calls import load_team, load_turn_keys, preload_for_step, run_call
 from orchestration.chunks import ChunkBatcher
 from orchestration.db_thread import db, db_push_behind, in_db_thread
 from orchestration.drive_state import CallLimiter, CallOutcome, DriveCache
@@ -211,6 +211,8 @@ def _prepare_step(
     if stop:
         _finish(session, Status.COMPLETED, stop, owner=owner, outbox=outbox)
         return "finished"
+    if cache is not None:
+        load_team(session, cache)  # once per drive: the flows plan from it, the calls run with it
     # The previous step already asked the policy what comes next; the state has not changed since.
     decision = planned if planned is not None else get_policy(session.flow).next_step(session)
     if isinstance(decision, Waiting):  # the next move is the user's (approve the plan)
@@ -246,7 +248,8 @@ def _recover_from_turn_keys(
 ) -> None:
     """A drive's first step: read the session's agent turns once into `cache` (calls.load_turn_keys), recover
     the ones an earlier executor left streaming only if there are any, and note the latest done one for the flow
-    (flows.base.note_done_turn): one query where three were sent (issue 15: each is a wait in the queue pickup)."""
+    (flows.base.note_done_turn): one query where three were sent (issue 15: each is a wait in the queue pickup).
+    With no completed turn yet (a new run) there is no feedback to read either (turns._feedback_for)."""
     if cache.turns is None:
         cache.turns = load_turn_keys(session.pk)
     if any(row.status == Turn.TurnStatus.STREAMING for rows in cache.turns.values() for row in rows):
@@ -254,6 +257,10 @@ def _recover_from_turn_keys(
         cache.turns = load_turn_keys(session.pk)
     cache.recovered = True
     note_done_turn(session, last_done_in(cache.turns))
+    if cache.feedback is None and not any(
+        row.status == Turn.TurnStatus.COMPLETED for rows in cache.turns.values() for row in rows
+    ):
+        cache.feedback = {}  # feedback comes only from completed agent turns (turns._feedback_for): none yet
 
 
 def _move_round(

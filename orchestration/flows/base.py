@@ -173,9 +173,15 @@ def last_round_started(session: WritingSession) -> int:
 
 
 def agents_by_role(session: WritingSession) -> dict[str, list[int]]:
-    """Active agents' ids by role, in builder order."""
+    """Active agents' ids by role (trimmed, lower case), in builder order: from the team the engine noted on the
+    drive's session object (note_team), else one query."""
+    noted: list[tuple[int, bool, str]] | None = session.__dict__.get("_team")
+    if noted is not None:
+        active = [(pk, role) for pk, is_active, role in noted if is_active]
+    else:
+        active = list(session.agents.filter(active=True).order_by("order", "pk").values_list("pk", "role"))
     roles: dict[str, list[int]] = {}
-    for pk, role in session.agents.filter(active=True).order_by("order", "pk").values_list("pk", "role"):
+    for pk, role in active:
         roles.setdefault((role or "").strip().lower(), []).append(pk)
     return roles
 
@@ -186,11 +192,21 @@ def team_order(session: WritingSession) -> list[tuple[int, bool]]:
     Read once per session object and kept on it: while a session is active its team cannot change (the
     services refuse edits, orchestration/team.py), and the engine keeps one session object for a whole drive
     (a new drive, after a pause and any edit, loads a new one). So a drive reads its team once (issue 15)."""
+    noted: list[tuple[int, bool, str]] | None = session.__dict__.get("_team")
+    if noted is not None:
+        return [(pk, active) for pk, active, _ in noted]
     cached: list[tuple[int, bool]] | None = session.__dict__.get("_team_order")
     if cached is None:
         cached = list(session.agents.order_by("order", "pk").values_list("pk", "active"))
         session.__dict__["_team_order"] = cached
     return cached
+
+
+def note_team(session: WritingSession, agents: list[Agent]) -> None:
+    """Note on `session` (the drive's object) its whole team, `agents` in builder order, as the engine read it
+    once for the drive (engine.load_team): team_order and agents_by_role answer from it for the rest of the
+    drive. While a session is active its team cannot change (the services refuse edits, orchestration/team.py)."""
+    session.__dict__["_team"] = [(agent.pk, agent.active, agent.role) for agent in agents]
 
 
 def last_done_turn(session: WritingSession) -> tuple[int, int] | None:

@@ -58,3 +58,32 @@ def test_a_steady_state_turn_costs_at_most_11_statements(providers, enqueued, ri
     per_turn = (len(three_rounds) - len(one_round)) / 4
     listing = "\n".join(f"{thread}: {sql[:140]}" for thread, sql in three_rounds)
     assert per_turn <= TURN_BUDGET, f"{per_turn} statements per steady-state turn:\n{listing}"
+
+
+# Issue 15 (queue pickup): every statement before a drive's first turn is a wait when the box is busy. A new
+# run: the hand-over's claim; its session, its turns, the move to running (2), its team with models and rubrics
+# (2), its references; then the turn start's fenced session update and the turn's INSERT (12 before the team
+# was read at once and the feedback of a run with no completed turn was no longer looked for).
+FIRST_TURN_BUDGET = 10
+
+
+def test_a_new_run_reaches_its_first_turn_in_10_statements_and_reads_its_team_once(
+    providers, enqueued, rich_owner, recorder
+):
+    providers.reply(*[counting_replies()] * 4)
+    session = two_agent_session(rich_owner, max_rounds=2)
+    statements = drive_counted(recorder, session)
+
+    first_turn = next(i for i, (_, sql) in enumerate(statements) if sql.startswith('INSERT INTO "orchestration_turn"'))
+    listing = "\n".join(f"{thread}: {sql[:140]}" for thread, sql in statements[: first_turn + 1])
+    assert first_turn + 1 <= FIRST_TURN_BUDGET, f"{first_turn + 1} statements to the first turn:\n{listing}"
+    # The team (both agents, their models and rubrics) is read once for the four turns of the drive.
+    team_reads = [sql for _, sql in statements if sql.startswith("SELECT") and 'FROM "orchestration_agent"' in sql]
+    assert len(team_reads) == 1, team_reads
+    criteria_reads = [sql for _, sql in statements if 'FROM "orchestration_criterion"' in sql]
+    assert len(criteria_reads) == 1, criteria_reads
+    # A new run has no feedback to read; the editor's feedback still reached the writer's second turn.
+    assert not [sql for _, sql in statements if '"orchestration_turn"."feedback"' in sql and sql.startswith("SELECT")]
+    writer_round_1, _editor, writer_round_2 = providers.generation_requests()[:3]
+    assert "Tighten the intro." not in writer_round_1.user_text
+    assert "Tighten the intro." in writer_round_2.user_text
