@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
 from django.db import transaction
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from atelier.core.logs import bound
@@ -41,7 +42,15 @@ from orchestration.lease import (
     release_lease,
     renew_lease,
 )
-from orchestration.models import ALLOWED_TRANSITIONS, Agent, Status, StopReason, Turn, WritingSession
+from orchestration.models import (
+    ALLOWED_TRANSITIONS,
+    Agent,
+    ReferenceDocument,
+    Status,
+    StopReason,
+    Turn,
+    WritingSession,
+)
 from orchestration.termination import Stop, check_after_turn, check_before_step, conditions_for
 from orchestration.turns import INTERNAL_ERROR, recover_interrupted_turns
 
@@ -133,6 +142,8 @@ def _start_drive(
     session host every hop waits for a shared event loop, and the first step's hops are the queue pickup)."""
     session = _load(session_id)
     cache.limiter = CallLimiter.for_owner(session.project.owner)
+    if not getattr(session, "has_references", True):
+        cache.references = []  # none to read: references cannot be added while a session is active
     return _prepare_step(session_id, owner, None, cache, session=session, outbox=outbox)
 
 
@@ -164,8 +175,13 @@ def _requeue(session_id: int, owner: str) -> None:
 
 
 def _load(session_id: int) -> WritingSession:
-    """The session with its project, owner and the owner's credit account (the plan's call limits), one query."""
-    return WritingSession.objects.select_related("project__owner__credit_account").get(pk=session_id)
+    """The session with its project, owner and the owner's credit account (the plan's call limits), and whether
+    it has references (`has_references`), one query."""
+    return (
+        WritingSession.objects.select_related("project__owner__credit_account")
+        .annotate(has_references=Exists(ReferenceDocument.objects.filter(session=OuterRef("pk"))))
+        .get(pk=session_id)
+    )
 
 
 def _reload(session: WritingSession) -> WritingSession:

@@ -61,13 +61,13 @@ def test_a_steady_state_turn_costs_at_most_11_statements(providers, enqueued, ri
 
 
 # Issue 15 (queue pickup): every statement before a drive's first turn is a wait when the box is busy. A new
-# run: the hand-over's claim; its session, its turns, the move to running (2), its team with models and rubrics
-# (2), its references; then the turn start's fenced session update and the turn's INSERT (12 before the team
-# was read at once and the feedback of a run with no completed turn was no longer looked for).
-FIRST_TURN_BUDGET = 10
+# run: the hand-over's claim; its session (with whether it has references), its turns, the move to running
+# (2), its team with models and rubrics (2); then the turn start's fenced session update and the turn's INSERT
+# (12 before the team was read at once and a new run stopped looking for feedback and references it has not).
+FIRST_TURN_BUDGET = 9
 
 
-def test_a_new_run_reaches_its_first_turn_in_10_statements_and_reads_its_team_once(
+def test_a_new_run_reaches_its_first_turn_in_9_statements_and_reads_its_team_once(
     providers, enqueued, rich_owner, recorder
 ):
     providers.reply(*[counting_replies()] * 4)
@@ -82,8 +82,28 @@ def test_a_new_run_reaches_its_first_turn_in_10_statements_and_reads_its_team_on
     assert len(team_reads) == 1, team_reads
     criteria_reads = [sql for _, sql in statements if 'FROM "orchestration_criterion"' in sql]
     assert len(criteria_reads) == 1, criteria_reads
-    # A new run has no feedback to read; the editor's feedback still reached the writer's second turn.
+    # A new run has no feedback to read, and this session no references; the editor's feedback still reached
+    # the writer's second turn.
     assert not [sql for _, sql in statements if '"orchestration_turn"."feedback"' in sql and sql.startswith("SELECT")]
+    assert not [sql for _, sql in statements if sql.startswith('SELECT "orchestration_referencedocument"')]
     writer_round_1, _editor, writer_round_2 = providers.generation_requests()[:3]
     assert "Tighten the intro." not in writer_round_1.user_text
     assert "Tighten the intro." in writer_round_2.user_text
+
+
+def test_a_session_with_references_reads_them_once_per_drive_and_every_prompt_carries_them(
+    providers, enqueued, rich_owner, recorder
+):
+    providers.reply(*[counting_replies()] * 4)
+    session = two_agent_session(rich_owner, max_rounds=2)
+    services.add_references(
+        session=session, user=rich_owner, items=[("Shade study", "Street trees cut surface heat by 12 C.", "s.md")]
+    )
+    statements = drive_counted(recorder, session)
+
+    reads = [sql for _, sql in statements if sql.startswith('SELECT "orchestration_referencedocument"')]
+    assert len(reads) == 1, reads
+    prompts = providers.generation_requests()
+    assert len(prompts) == 4
+    fact = "Street trees cut surface heat by 12 C."
+    assert all(fact in request.system_text + request.user_text for request in prompts)
