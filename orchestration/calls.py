@@ -21,7 +21,7 @@ from atelier.core import metrics
 from atelier.core.logs import bind as bind_log
 from orchestration.db_thread import db, db_push_behind, in_db_thread
 from orchestration.drive_state import CallOutcome, DriveCache, TurnRow, TurnRows
-from orchestration.flows import AgentCall, Step
+from orchestration.flows import AgentCall
 from orchestration.flows.base import note_team
 from orchestration.lease import LeaseLost
 from orchestration.models import Agent, LLMModel, Turn, WritingSession
@@ -348,22 +348,6 @@ def _refit_window(model: LLMModel, estimated_tokens: int, error: ProviderError) 
 
 def _ms(start: float, end: float | None) -> int | None:
     return None if end is None else int((end - start) * 1000)
-
-
-def preload_for_step(session_id: int, step: Step, cache: DriveCache) -> None:
-    """In the database phase that planned `step`: load what its calls read before their first turn (each
-    agent with its rubric and models, the session's turns) into the drive's `cache`, so run_call makes no
-    database hop of its own for them. Each hop waits for the event loop, which the session host shares among
-    many drives: before, a drive's first turn began after five hops, and that wait was the queue pickup.
-    An agent that cannot be found is left to run_call (as before)."""
-    for call in step.calls:
-        if call.agent_id not in cache.agents:
-            try:
-                cache.agents[call.agent_id] = _load_agent(call.agent_id)
-            except Agent.DoesNotExist:
-                continue
-    if cache.turns is None:
-        cache.turns = load_turn_keys(session_id)
 
 
 def load_team(session: WritingSession, cache: DriveCache) -> None:

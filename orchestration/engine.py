@@ -24,7 +24,7 @@ from django.utils import timezone
 from atelier.core.logs import bound
 from orchestration import events as ev
 from orchestration import services
-from orchestration.calls import load_team, load_turn_keys, preload_for_step, run_call
+from orchestration.calls import load_team, load_turn_keys, run_call
 from orchestration.chunks import ChunkBatcher
 from orchestration.db_thread import db, db_push_behind, in_db_thread
 from orchestration.drive_state import CallLimiter, CallOutcome, DriveCache
@@ -187,7 +187,7 @@ def _load(session_id: int) -> WritingSession:
 def _reload(session: WritingSession) -> WritingSession:
     """The drive's session object with its row read afresh (a Stop or Pause, the totals), in place: one
     SELECT of the row alone. Its project and owner cannot change and stay loaded, and so does what the
-    drive memoised on it (flows.team_order)."""
+    drive noted on it (flows.base.note_team, note_done_turn)."""
     project = session.project
     session.refresh_from_db()
     session.project = project  # refresh_from_db forgets loaded relations
@@ -240,8 +240,10 @@ def _prepare_step(
         return "finished"
     if session.current_round != decision.round:
         _move_round(session, decision, cache, owner=owner, outbox=outbox)
-    if cache is not None:
-        preload_for_step(session.pk, decision, cache)
+    if cache is not None and cache.turns is None:  # a given-up call's turns are read afresh (run_call)
+        # Here, in the phase that planned the step, not by a database hop of the call's own: each hop waits for
+        # the event loop the session host shares among many drives. The step's agents are in cache.agents.
+        cache.turns = load_turn_keys(session.pk)
     return session, decision
 
 

@@ -175,7 +175,7 @@ def last_round_started(session: WritingSession) -> int:
 def agents_by_role(session: WritingSession) -> dict[str, list[int]]:
     """Active agents' ids by role (trimmed, lower case), in builder order: from the team the engine noted on the
     drive's session object (note_team), else one query."""
-    noted: list[tuple[int, bool, str]] | None = session.__dict__.get("_team")
+    noted = _noted_team(session)
     if noted is not None:
         active = [(pk, role) for pk, is_active, role in noted if is_active]
     else:
@@ -187,26 +187,26 @@ def agents_by_role(session: WritingSession) -> dict[str, list[int]]:
 
 
 def team_order(session: WritingSession) -> list[tuple[int, bool]]:
-    """(agent id, active) of the session's whole team in builder order.
-
-    Read once per session object and kept on it: while a session is active its team cannot change (the
-    services refuse edits, orchestration/team.py), and the engine keeps one session object for a whole drive
-    (a new drive, after a pause and any edit, loads a new one). So a drive reads its team once (issue 15)."""
-    noted: list[tuple[int, bool, str]] | None = session.__dict__.get("_team")
+    """(agent id, active) of the session's whole team in builder order: from the team the engine noted on the
+    drive's session object (note_team), else one query."""
+    noted = _noted_team(session)
     if noted is not None:
         return [(pk, active) for pk, active, _ in noted]
-    cached: list[tuple[int, bool]] | None = session.__dict__.get("_team_order")
-    if cached is None:
-        cached = list(session.agents.order_by("order", "pk").values_list("pk", "active"))
-        session.__dict__["_team_order"] = cached
-    return cached
+    return list(session.agents.order_by("order", "pk").values_list("pk", "active"))
 
 
 def note_team(session: WritingSession, agents: list[Agent]) -> None:
     """Note on `session` (the drive's object) its whole team, `agents` in builder order, as the engine read it
-    once for the drive (engine.load_team): team_order and agents_by_role answer from it for the rest of the
-    drive. While a session is active its team cannot change (the services refuse edits, orchestration/team.py)."""
+    once for the drive (calls.load_team): team_order and agents_by_role answer from it for the rest of the
+    drive. While a session is active its team cannot change (the services refuse edits, orchestration/team.py),
+    and the engine keeps one session object for a whole drive (a new drive, after a pause and any edit, loads
+    a new one)."""
     session.__dict__["_team"] = [(agent.pk, agent.active, agent.role) for agent in agents]
+
+
+def _noted_team(session: WritingSession) -> list[tuple[int, bool, str]] | None:
+    """(agent id, active, role) of the team noted on `session` by note_team, or None."""
+    return session.__dict__.get("_team")
 
 
 def last_done_turn(session: WritingSession) -> tuple[int, int] | None:
@@ -214,7 +214,7 @@ def last_done_turn(session: WritingSession) -> tuple[int, int] | None:
 
     Read from the database unless the engine noted it on this session object as it saved a turn (note_done_turn):
     a drive holds the session's lease, so no one else saves its turns meanwhile, and the engine keeps one session
-    object per drive (team_order). One statement fewer per sequential turn after a drive's first (issue 15)."""
+    object per drive (note_team). One statement fewer per sequential turn after a drive's first (issue 15)."""
     if "_last_done_turn" in session.__dict__:
         noted: tuple[int, int] = session.__dict__["_last_done_turn"]
         return noted
