@@ -158,3 +158,23 @@ def wait_for_mail(read_mail: Callable[[], str], pattern: str, *, timeout: float 
     from tests.live import wait_for
 
     return wait_for(lambda: re.search(pattern, read_mail()), timeout=timeout, message=f"an email matching {pattern}")
+
+
+def element_screenshot(locator, path: str, *, attempts: int = 5) -> None:
+    """Screenshot one element of a live page into `path` (PNG).
+
+    The live page replaces a panel with a fresh copy whenever a push re-renders it (the report after
+    the run's last status change, for one), so the element a locator found can leave the DOM while
+    Playwright waits for it to be stable. The fresh copy shows the same thing: take it instead.
+    Raises the last Playwright error if the element never holds still.
+    """
+    from playwright.sync_api import Error
+
+    for attempt in range(attempts):
+        try:
+            locator.screenshot(path=path, timeout=10_000, animations="disabled")
+            return
+        except Error:  # "Element is not attached to the DOM" or a timeout while it moved
+            if attempt == attempts - 1:
+                raise
+            locator.page.wait_for_timeout(250)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.browser.conftest import element_screenshot
 from tests.conftest import make_user
 
 PASSWORD = "correct horse battery staple"
@@ -94,4 +95,4 @@ def test_a_pipeline_conversation_streams_four_stage_lines_and_the_reviewed_reply
     lines.nth(0).locator("summary").click()
     expect(findings).to_contain_text("Findings")
     expect(page.get_by_test_id("chat-regenerate")).to_be_visible()
-    page.locator("#chat").screenshot(path=str(SCREENSHOTS / "pipeline-chat.png"))
+    element_screenshot(page.locator("#chat"), str(SCREENSHOTS / "pipeline-chat.png"))

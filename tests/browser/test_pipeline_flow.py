@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.browser.conftest import element_screenshot
 from tests.conftest import make_user
 from tests.live import preset_session
 
@@ -90,4 +91,4 @@ def test_the_pipeline_shows_its_stages_live_and_citations_open_their_passages(li
     expect(page.get_by_test_id("review-edit").first).to_be_visible()
     expect(page.get_by_test_id("stage-row")).to_have_count(Turn.objects.filter(session=session).count())
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.get_by_test_id("pipeline-report").screenshot(path=str(SCREENSHOTS / "pipeline-report.png"))
+    element_screenshot(page.get_by_test_id("pipeline-report"), str(SCREENSHOTS / "pipeline-report.png"))
