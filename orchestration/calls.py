@@ -20,14 +20,15 @@ from django.conf import settings
 from atelier.core import metrics
 from atelier.core.logs import bind as bind_log
 from orchestration.db_thread import db, db_push_behind, in_db_thread
-from orchestration.drive_state import CallOutcome, DriveCache, TurnRow, TurnRows
-from orchestration.flows import AgentCall
+from orchestration.drive_state import BegunAttempt, CallOutcome, DriveCache, TurnRow, TurnRows
+from orchestration.flows import AgentCall, Step
 from orchestration.flows.base import note_team
 from orchestration.lease import LeaseLost
 from orchestration.models import Agent, LLMModel, Turn, WritingSession
 from orchestration.turns import INTERNAL_ERROR, USER_STOP, abandon_turn, begin_turn, complete_turn, fail_turn
 
 if TYPE_CHECKING:
+    from orchestration import events as ev
     from orchestration.chunks import ChunkBatcher
     from orchestration.providers import ModelRequest, ProviderError, StreamEnd, ToolCall
 
@@ -102,12 +103,7 @@ async def _on_model(running: _Call, model: LLMModel) -> CallOutcome | str:
     """Attempts on one model until the call ends (a CallOutcome) or the model is given up on (why, or "")."""
     state = _ModelState()
     while True:
-        # Calls of one agent in one round run concurrently in the planned flow: take the next attempt
-        # number from the drive's shared counter, so the turn key (session, round, agent, attempt) stays unique.
-        running.attempts = running.cache.limiter.next_attempt(
-            running.session.pk, running.round_number, running.agent.pk, running.attempts
-        )
-        decision = await _attempt_on(running, model, state)
+        decision = await _attempt_on(running, model, state, _next_attempt(running, model))
         if isinstance(decision, CallOutcome):
             return decision
         if decision == "next_model":
@@ -119,23 +115,45 @@ async def _on_model(running: _Call, model: LLMModel) -> CallOutcome | str:
     return state.gave_up
 
 
-async def _attempt_on(running: _Call, model: LLMModel, state: _ModelState) -> CallOutcome | RetryDecision:
-    """One attempt, holding its limiter slots from creating its turn to saving it; what comes next."""
+def _next_attempt(running: _Call, model: LLMModel) -> tuple[int, ModelRequest, int] | CallOutcome | None:
+    """Number the call's next attempt on `model` (running.attempts); what turns.begin_turn returned for it if the
+    step's planning began it already (begin_lone_call), else None. Raises what begin_turn raised there."""
+    begun = running.cache.take_begun(running.call, model)
+    if begun is not None:
+        if begun.error is not None:
+            raise begun.error
+        running.attempts = begun.number
+        return begun.prepared
+    # Calls of one agent in one round run concurrently in the planned flow: take the next attempt
+    # number from the drive's shared counter, so the turn key (session, round, agent, attempt) stays unique.
+    running.attempts = running.cache.limiter.next_attempt(
+        running.session.pk, running.round_number, running.agent.pk, running.attempts
+    )
+    return None
+
+
+async def _attempt_on(
+    running: _Call, model: LLMModel, state: _ModelState, prepared: tuple[int, ModelRequest, int] | CallOutcome | None
+) -> CallOutcome | RetryDecision:
+    """One attempt, holding its limiter slots from creating its turn to saving it; what comes next.
+
+    `prepared`: what turns.begin_turn returned for this attempt if it was begun already (begin_lone_call)."""
     session, agent, call, cache, owner = running.session, running.agent, running.call, running.cache, running.owner
     number = running.attempts
     async with cache.limiter.hold(model.provider):
-        prepared = await db_push_behind(
-            begin_turn,
-            session,
-            agent,
-            model,
-            running.round_number,
-            number,
-            call,
-            state.window,
-            owner=owner,
-            cache=cache,
-        )
+        if prepared is None:
+            prepared = await db_push_behind(
+                begin_turn,
+                session,
+                agent,
+                model,
+                running.round_number,
+                number,
+                call,
+                state.window,
+                owner=owner,
+                cache=cache,
+            )
         if isinstance(prepared, CallOutcome):
             if prepared.status == "too_large":
                 state.last_error = prepared.error
@@ -364,6 +382,52 @@ def load_team(session: WritingSession, cache: DriveCache) -> None:
     cache.agents.update({agent.pk: agent for agent in agents})
     note_team(session, agents)
     cache.team_loaded = True
+
+
+def begin_lone_call(
+    session: WritingSession, step: Step, cache: DriveCache, *, owner: str, outbox: ev.Outbox | None = None
+) -> None:
+    """Begin a one-call step's first attempt (turns.begin_turn) in the database phase that planned the step
+    (engine._prepare_step), where the call would begin it in a phase of its own; the call takes it over
+    (DriveCache.take_begun). One thread hop fewer per turn, and a new run's first turn starts in the drive's
+    first phase: under the session host each hop waits for the shared event loop and the database queue, and
+    the queue pickup is the sum of the first step's hops (issue 15). The drive's call limiter has its slots
+    free, the call being the step's only one. Nothing is begun for a call that already completed (a re-run
+    after a crash), that runs on a model the planned flow's router chose, or whose agent is not in the drive's
+    team. Raises LeaseLost; begin_turn's outcomes (too large, out of credits, held) and any other exception it
+    raises are kept for the call, which acts on them as if it had begun the turn itself.
+    """
+    if len(step.calls) != 1 or cache.turns is None:
+        return
+    call = step.calls[0]
+    agent = cache.agents.get(call.agent_id)
+    if call.model_id is not None or agent is None:
+        return
+    existing, attempts = _earlier_attempts(cache.turns.get((step.round, agent.pk), []), call.slot)
+    if existing:
+        return
+    number = cache.limiter.next_attempt(session.pk, step.round, agent.pk, attempts)
+    model = agent.model
+    try:
+        prepared = begin_turn(session, agent, model, step.round, number, call, owner=owner, cache=cache, outbox=outbox)
+    except LeaseLost:
+        raise
+    except Exception as error:  # noqa: BLE001 - a bug: the call raises it, as when it begins the turn (engine._tally)
+        cache.begun = BegunAttempt(call, model, number, None, error)
+        return
+    cache.begun = BegunAttempt(call, model, number, prepared)
+
+
+async def drop_unclaimed_attempt(session_id: int, cache: DriveCache, *, owner: str) -> None:
+    """End an attempt begun ahead of its call (begin_lone_call) that the call never took over (it was cancelled
+    before it started): the turn ends cancelled and its reservation is released (nothing was sent, so nothing
+    is charged). Raises LeaseLost."""
+    begun, cache.begun = cache.begun, None
+    if begun is None or not isinstance(begun.prepared, tuple):
+        return  # nothing was written
+    turn_id, request, _ = begun.prepared
+    cancelled = Turn.TurnStatus.CANCELLED
+    await db(abandon_turn, session_id, turn_id, begun.model, "", request, cancelled, USER_STOP, owner=owner)
 
 
 def _load_agent(agent_id: int) -> Agent:

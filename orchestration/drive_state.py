@@ -19,6 +19,10 @@ from orchestration.models import Agent
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
 
+    from orchestration.flows import AgentCall
+    from orchestration.models import LLMModel
+    from orchestration.providers import ModelRequest
+
 
 class TurnRow(NamedTuple):
     """What a drive keeps of each agent turn of its session (DriveCache.turns)."""
@@ -112,6 +116,17 @@ class DriveCache:
     row_saved_by: int | None = None
     # The session's call limits (global, per provider) and the attempt numbers handed out (CallLimiter).
     limiter: CallLimiter = field(default_factory=lambda: CallLimiter())
+    # A one-call step's first attempt, begun by the phase that planned the step, until its call takes it over
+    begun: BegunAttempt | None = None
+
+    def take_begun(self, call: AgentCall, model: LLMModel) -> BegunAttempt | None:
+        """The attempt begun for `call` on `model` by the phase that planned its step (calls.begin_lone_call),
+        handed over once; None if there is none for them."""
+        begun = self.begun
+        if begun is None or begun.call is not call or begun.model.pk != model.pk:
+            return None
+        self.begun = None
+        return begun
 
     def note_turn(self, round_number: int, agent_id: int, turn: TurnRow) -> None:
         """Record a turn this drive created or finished (replacing its earlier entry)."""
@@ -119,6 +134,19 @@ class DriveCache:
             return
         rows = [row for row in self.turns.get((round_number, agent_id), []) if row.turn_id != turn.turn_id]
         self.turns[(round_number, agent_id)] = [*rows, turn]
+
+
+@dataclass
+class BegunAttempt:
+    """A call's first attempt begun ahead of the call (calls.begin_lone_call): the call, its model, its attempt
+    number and what turns.begin_turn returned for it ((turn id, request, estimated prompt tokens) or a
+    CallOutcome), or the exception it raised (`prepared` is None then)."""
+
+    call: AgentCall
+    model: LLMModel
+    number: int
+    prepared: tuple[int, ModelRequest, int] | CallOutcome | None
+    error: Exception | None = None
 
 
 @dataclass

@@ -24,7 +24,7 @@ from django.utils import timezone
 from atelier.core.logs import bound
 from orchestration import events as ev
 from orchestration import services
-from orchestration.calls import load_team, load_turn_keys, run_call
+from orchestration.calls import begin_lone_call, drop_unclaimed_attempt, load_team, load_turn_keys, run_call
 from orchestration.chunks import ChunkBatcher
 from orchestration.db_thread import db, db_push_behind, in_db_thread
 from orchestration.drive_state import CallLimiter, CallOutcome, DriveCache
@@ -244,6 +244,8 @@ def _prepare_step(
         # Here, in the phase that planned the step, not by a database hop of the call's own: each hop waits for
         # the event loop the session host shares among many drives. The step's agents are in cache.agents.
         cache.turns = load_turn_keys(session.pk)
+    if cache is not None:
+        begin_lone_call(session, decision, cache, owner=owner, outbox=outbox)
     return session, decision
 
 
@@ -438,6 +440,11 @@ async def run_step(session: WritingSession, step: Step, owner: str, cache: Drive
     await flusher
     await batcher.flush()
     result.lease_lost = result.lease_lost or batcher.lease_lost
+    if cache.begun is not None and not result.lease_lost:  # its call was cancelled before it started
+        try:
+            await drop_unclaimed_attempt(session.pk, cache, owner=owner)
+        except LeaseLost:
+            result.lease_lost = True
     failed = _tally(step, outcomes, result)
     if failed and not (result.cancelled or result.out_of_credits or result.fatal_error or result.lease_lost):
         if len(result.completed_turn_ids) >= step.needed:

@@ -12,8 +12,12 @@ IMMEDIATE on SQLite) is not counted: PostgreSQL's driver sends it implicitly wit
 
 from __future__ import annotations
 
+import asyncio
+from functools import partial
+
 import pytest
 
+from billing.services import get_balance
 from orchestration import engine, services
 from orchestration.models import Status, Turn
 from tests.orchestration.engine_helpers import counting_replies, two_agent_session
@@ -107,3 +111,64 @@ def test_a_session_with_references_reads_them_once_per_drive_and_every_prompt_ca
     assert len(prompts) == 4
     fact = "Street trees cut surface heat by 12 C."
     assert all(fact in request.system_text + request.user_text for request in prompts)
+
+
+@pytest.fixture
+def phases(monkeypatch):
+    """The names of the functions the engine runs in its database thread, in order (each is one thread hop)."""
+    from orchestration.db_thread import DbThreads
+
+    names: list[str] = []
+    submit = DbThreads.submit
+
+    def recording(self, fn, *, slack=0.0):
+        inner = fn.args[0] if isinstance(fn, partial) else fn  # partial(context.run, phase, ...)
+        names.append(getattr(inner, "__name__", repr(inner)))
+        return submit(self, fn, slack=slack)
+
+    monkeypatch.setattr(DbThreads, "submit", recording)
+    return names
+
+
+def test_a_one_call_step_begins_its_turn_in_the_phase_that_planned_it(providers, enqueued, rich_owner, phases):
+    providers.reply(*[counting_replies()] * 4)
+    session = two_agent_session(rich_owner, max_rounds=2)
+    balance_before = get_balance(rich_owner)
+    services.start_session(session=session, user=rich_owner)
+    assert engine.drive(session.pk) == "finished"
+
+    # Each sequential turn is two hops (its completion; the next step's planning, which begins the next turn)
+    # where it was three: no turn start waits for a hop of its own, the first one neither (the queue pickup).
+    foreground = [name for name in phases if name not in ("_save_chunks", "renew_lease")]
+    assert "begin_turn" not in foreground, foreground
+    assert foreground == ["_start_drive"] + ["complete_turn", "_between_steps"] * 4, foreground
+    session.refresh_from_db()
+    turns = list(Turn.objects.filter(session=session).order_by("pk"))
+    assert [(t.round, t.status) for t in turns] == [(r, Turn.TurnStatus.COMPLETED) for r in (1, 1, 2, 2)]
+    assert all(t.credits > 0 for t in turns)
+    assert sum(t.credits for t in turns) == session.credits_used
+    assert get_balance(rich_owner) == balance_before - session.credits_used  # each turn charged once
+
+
+def test_a_turn_begun_for_a_call_cancelled_before_it_started_is_cancelled_and_charged_nothing(
+    providers, enqueued, rich_owner, monkeypatch
+):
+    providers.reply(*[counting_replies()] * 4)
+    session = two_agent_session(rich_owner, max_rounds=2)
+    balance_before = get_balance(rich_owner)
+
+    async def cancelled_before_it_ran(*args, **kwargs):
+        raise asyncio.CancelledError  # as a task cancelled by a Stop before its first step
+
+    monkeypatch.setattr(engine, "run_call", cancelled_before_it_ran)
+    services.start_session(session=session, user=rich_owner)
+    assert engine.drive(session.pk) == "stopped"
+
+    turn = Turn.objects.get(session=session)  # begun by the step's planning, never sent
+    assert turn.status == Turn.TurnStatus.CANCELLED
+    assert turn.credits == 0
+    assert providers.generation_requests() == []
+    assert get_balance(rich_owner) == balance_before  # the reservation was released
+    session.refresh_from_db()
+    assert session.status == Status.STOPPED
+    assert session.credits_used == 0
