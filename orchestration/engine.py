@@ -240,11 +240,12 @@ def _prepare_step(
         return "finished"
     if session.current_round != decision.round:
         _move_round(session, decision, cache, owner=owner, outbox=outbox)
-    if cache is not None and cache.turns is None:  # a given-up call's turns are read afresh (run_call)
-        # Here, in the phase that planned the step, not by a database hop of the call's own: each hop waits for
-        # the event loop the session host shares among many drives. The step's agents are in cache.agents.
-        cache.turns = load_turn_keys(session.pk)
     if cache is not None:
+        # What the step's calls need, here in the phase that planned the step, not by database hops of their own:
+        # each hop waits for the event loop the session host shares among many drives. The step's agents are in
+        # cache.agents; a given-up call's turns are read afresh (run_step); a lone call's turn is begun here.
+        if cache.turns is None:
+            cache.turns = load_turn_keys(session.pk)
         begin_lone_call(session, decision, cache, owner=owner, outbox=outbox)
     return session, decision
 
