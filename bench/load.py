@@ -25,7 +25,8 @@ Reported:
 - chunk latency: the fake writing marker i -> the client first seeing it (n = every marker seen live);
 - sessions / turns completed, errors; the load average; the CPU seconds the worker processes (with their
   django-q2 processes) and the web processes used during the run (the same work in every run: comparable
-  when the load average is not); RSS (VmRSS and PSS from /proc/<pid>/smaps_rollup)
+  when the load average is not), and what this process (its WebSocket clients) and the fake provider used, so
+  a run shows how much of the 2-core box the measuring side took; RSS (VmRSS and PSS from /proc/<pid>/smaps_rollup)
   of a web process and of a worker (qcluster tree) at idle and at the peak of the run; on PostgreSQL the
   connections in pg_stat_activity per process kind (PGAPPNAME), at idle and at the peak.
 """
@@ -330,6 +331,7 @@ def main() -> int:
         print(f"idle: {idle}", flush=True)
         sampler.start()
         cpu_before = cpu_of(webs, workers)
+        bench_cpu_before = _cpu_seconds([os.getpid()]), _cpu_seconds([fake_process.pid])
 
         watches = {s.pk: Watch(s.pk) for s in sessions}
         enqueued: dict[int, float] = {}
@@ -356,6 +358,10 @@ def main() -> int:
         asyncio.run(run_all())
         wall = time.time() - t0
         cpu_after = cpu_of(webs, workers)
+        bench_cpu = (
+            _cpu_seconds([os.getpid()]) - bench_cpu_before[0],
+            _cpu_seconds([fake_process.pid]) - bench_cpu_before[1],
+        )
         sampler.stop_event.set()
         sampler.join()
         parent_conn.send("dump")
@@ -429,7 +435,8 @@ def main() -> int:
     web_cpu, worker_cpu = (after - before for after, before in zip(cpu_after, cpu_before, strict=True))
     print(
         f"CPU seconds during the run: workers {worker_cpu:.1f} ({worker_cpu * 1000 / max(len(turns), 1):.0f} ms a "
-        f"turn), web processes {web_cpu:.1f}"
+        f"turn), web processes {web_cpu:.1f}; this process (the WebSocket clients) {bench_cpu[0]:.1f}, the fake "
+        f"provider {bench_cpu[1]:.1f}"
     )
     print("| measurement | value | goal |")
     print("|---|---|---|")

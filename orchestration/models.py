@@ -243,7 +243,10 @@ class WritingSession(models.Model):
 
     # Execution: one executor at a time holds the lease; the watchdog re-dispatches expired ones.
     lease_owner = models.CharField(max_length=64, blank=True)
-    lease_expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    # Not indexed: the engine renews it with every write to the row, and on PostgreSQL an UPDATE that changes an
+    # indexed column cannot be HOT (a new entry in each of the table's indexes, every turn; issue 15). Nothing
+    # looks sessions up by it: the watchdog reads the active ones by status (tasks.watchdog).
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
     last_seq = models.PositiveBigIntegerField(default=0, help_text="Sequence number of the last event.")
 
     created_at = models.DateTimeField(auto_now_add=True)

@@ -13,6 +13,7 @@ IMMEDIATE on SQLite) is not counted: PostgreSQL's driver sends it implicitly wit
 from __future__ import annotations
 
 import asyncio
+import re
 from functools import partial
 
 import pytest
@@ -111,6 +112,31 @@ def test_a_session_with_references_reads_them_once_per_drive_and_every_prompt_ca
     assert len(prompts) == 4
     fact = "Street trees cut surface heat by 12 C."
     assert all(fact in request.system_text + request.user_text for request in prompts)
+
+
+def test_a_turns_writes_to_the_session_row_touch_no_indexed_column(providers, enqueued, rich_owner, recorder):
+    """The engine writes the session row at every turn's start and end and at every lease renewal. On PostgreSQL
+    an UPDATE that changes no indexed column is HOT: the row is rewritten in place, with no new entry in each of
+    the table's seven indexes. The lease's expiry, renewed by every one of those writes, was indexed: 5 % of the
+    writes were HOT, 95 % since (docs/benchmarks.md, "Issue 15, eleventh pass"). Status changes (the run's
+    start and end) change the indexed status and are not counted."""
+    from django.db import connection
+
+    from orchestration.models import WritingSession
+
+    providers.reply(*[counting_replies()] * 6)
+    statements = drive_counted(recorder, two_agent_session(rich_owner, max_rounds=3))
+
+    table = WritingSession._meta.db_table
+    with connection.cursor() as cursor:
+        constraints = connection.introspection.get_constraints(cursor, table)
+    indexed = {column for c in constraints.values() if c["index"] or c["unique"] for column in c["columns"]}
+    writes = [sql for _, sql in statements if re.match(rf'UPDATE "?{table}"? SET', sql)]
+    steady = [sql for sql in writes if not re.search(r'"?status"? = ', sql.split(" WHERE ")[0])]
+    assert len(steady) >= 12, writes  # two per turn at least: its start and its end
+    for sql in steady:
+        columns = set(re.findall(r'"?(\w+)"? = ', sql.split(" WHERE ")[0].split(" SET ", 1)[1]))
+        assert not columns & indexed, f"{sorted(columns & indexed)} indexed, written by: {sql[:200]}"
 
 
 @pytest.fixture
