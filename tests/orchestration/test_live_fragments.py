@@ -54,3 +54,37 @@ def test_a_catch_up_batch_with_the_card_and_its_chunks_shows_the_text_once(strea
     more = ev.append_event(session_id=session.pk, kind="chunk", payload={"text": " delta"}, turn_id=turn.pk)
     render_fragments(session.pk, [ev.serialize(more)], turn_text)
     assert turn_text[turn.pk] == "Alpha beta gamma delta"
+
+
+def test_a_finished_turn_redraws_the_score_chart_without_reading_every_turns_text(owner):
+    """Every turn's end redraws the score chart for each viewer: it shows every agent's scores by round, and reads
+    the turns' scores, not their replies (which grow with the session)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    session = two_agent_session(owner)
+    writer, editor = session.agents.order_by("order")
+    long_reply = "Street trees cool the city. " * 500
+    scores = {(1, writer): 6.0, (1, editor): 7.5, (2, writer): 8.0, (2, editor): 8.5}
+    turns = [
+        Turn.objects.create(
+            session=session, round=r, agent=agent, agent_name=agent.name, status="completed",
+            overall_score=score, output_text=long_reply,
+        )
+        for (r, agent), score in scores.items()
+    ]  # fmt: skip
+    finished = ev.append_event(session_id=session.pk, kind="turn_finished", payload={}, turn_id=turns[-1].pk)
+
+    with CaptureQueriesContext(connection) as queries:
+        fragments, _, _ = render_fragments(session.pk, [ev.serialize(finished)], {})
+
+    chart = next(f["html"] for f in fragments if f["target"] == "score-chart")
+    for (r, agent), score in scores.items():
+        assert f"{agent.name} · round {r}: {score:.1f}" in chart
+    session_turns = [
+        q["sql"] for q in queries.captured_queries
+        if 'FROM "orchestration_turn" WHERE "orchestration_turn"."session_id" = ' in q["sql"]
+        and " AND " not in q["sql"].split(" WHERE ", 1)[1]
+    ]  # fmt: skip
+    assert session_turns, "the chart reads the session's turns"
+    assert not any('"output_text"' in sql for sql in session_turns), session_turns
