@@ -139,6 +139,31 @@ def test_a_turns_writes_to_the_session_row_touch_no_indexed_column(providers, en
         assert not columns & indexed, f"{sorted(columns & indexed)} indexed, written by: {sql[:200]}"
 
 
+def test_on_postgresql_the_statements_every_turn_repeats_are_prepared_on_the_server(providers, enqueued, rich_owner):
+    """DB_PREPARE_THRESHOLD (default 5): a statement a connection has run that often is prepared, so the turn's
+    start and end skip the server's parsing and planning (docs/benchmarks.md, "Issue 15, twelfth pass"). Read
+    from pg_prepared_statements on the connection of the engine's database thread, after a 3-round drive."""
+    from django.db import connection
+
+    from orchestration.db_thread import db_threads
+
+    if connection.vendor != "postgresql":
+        pytest.skip("prepared statements are PostgreSQL's (SQLite has no server to prepare them on)")
+    providers.reply(*[counting_replies()] * 6)
+    session = two_agent_session(rich_owner, max_rounds=3)
+    services.start_session(session=session, user=rich_owner)
+    assert engine.drive(session.pk) == "finished"
+
+    def prepared() -> list[str]:
+        with connection.cursor() as cursor:  # the database thread's own connection
+            cursor.execute("SELECT statement FROM pg_prepared_statements")
+            return [statement for (statement,) in cursor.fetchall()]
+
+    statements = db_threads().submit(prepared).result(timeout=30)
+    for repeated in ('INSERT INTO "orchestration_turn"', 'UPDATE "billing_creditaccount" SET balance'):
+        assert any(statement.startswith(repeated) for statement in statements), (repeated, statements)
+
+
 @pytest.fixture
 def phases(monkeypatch):
     """The names of the functions the engine runs in its database thread, in order (each is one thread hop)."""
