@@ -275,6 +275,9 @@ if PRODUCTION and EMAIL_BACKEND in _LOCAL_EMAIL_BACKENDS and not env_bool("ALLOW
         "EMAIL_BACKEND to a real backend. The console backend would write password-reset links to the logs; "
         "set ALLOW_CONSOLE_EMAIL=1 only if that is really what you want."
     )
+# Seconds an SMTP connection may wait for the server (Django's EMAIL_TIMEOUT; without one a mail server that
+# accepts and never answers would hold the sending task or request indefinitely).
+EMAIL_TIMEOUT = env_float("EMAIL_TIMEOUT", 10.0, minimum=0.1)
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Atelier <noreply@atelier.local>")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 

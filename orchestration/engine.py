@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import AsyncGenerator, Callable, Coroutine
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Literal, TypeVar
 
 from django.db import transaction
@@ -382,7 +383,9 @@ def _finish(session: WritingSession, status: str, stop: Stop, *, owner: str, out
         final_events = getattr(get_policy(session.flow), "final_events", None)
         for kind, payload in final_events(session) if final_events else []:
             ev.append_event(session_id=session.pk, kind=kind, payload=payload, outbox=outbox)
-        transaction.on_commit(lambda: _notify_finished(session.pk))
+        # The email goes out from the task queue: sent here it would hold the engine's database thread, which every
+        # session of this worker shares, for the mail server's round trips (robust: a queue error only logs).
+        transaction.on_commit(partial(_enqueue_finished_email, session.pk), robust=True)
 
 
 def _pause(session: WritingSession, stop: Stop, *, owner: str, outbox: ev.Outbox | None = None) -> None:
@@ -405,13 +408,10 @@ def _pause(session: WritingSession, stop: Stop, *, owner: str, outbox: ev.Outbox
         services.emit_status(session, outbox=outbox)
 
 
-def _notify_finished(session_id: int) -> None:
-    from orchestration.notifications import notify_run_finished
+def _enqueue_finished_email(session_id: int) -> None:
+    from orchestration.tasks import enqueue_run_finished_email
 
-    try:
-        notify_run_finished(session_id)
-    except Exception:
-        logger.exception("could not send the run-finished email for session %s", session_id)
+    enqueue_run_finished_email(session_id)
 
 
 @dataclass

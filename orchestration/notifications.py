@@ -10,7 +10,14 @@ from orchestration.models import WritingSession
 
 
 def notify_run_finished(session_id: int) -> bool:
-    session = WritingSession.objects.select_related("project__owner").get(pk=session_id)
+    """Email the session's owner that its run finished (completed, stopped or failed), if their profile asks for
+    it (Profile.email_on_run_finished). Returns whether an email was sent (False also when the session was
+    deleted meanwhile). A django-q2 task (tasks.enqueue_run_finished_email): raises what the mail backend
+    raises (smtplib errors; SMTPServerDisconnected "timed out" once a server is silent for EMAIL_TIMEOUT
+    seconds), which django-q2 records as a failed task."""
+    session = WritingSession.objects.select_related("project__owner").filter(pk=session_id).first()
+    if session is None:  # deleted (with its project or account) before the queue got to the email
+        return False
     user = session.project.owner
     from accounts.services import get_profile
 

@@ -9,6 +9,25 @@ from tests.fakes.llm_server import fake_llm  # noqa: F401 (fixture)
 from tests.fakes.stripe_server import fake_stripe  # noqa: F401 (fixture)
 
 
+class QueuedEmails(list[int]):
+    """Session ids whose run-finished email the engine handed to the task queue, recorded instead of queued (as
+    Django's test runner keeps sent mail in mail.outbox); `enqueue` is the real hand-off."""
+
+    def __init__(self, enqueue):
+        super().__init__()
+        self.enqueue = enqueue
+
+
+@pytest.fixture(autouse=True)
+def queued_emails(monkeypatch) -> QueuedEmails:
+    """Every test: run-finished emails are recorded here, not put on a broker no test worker drains."""
+    from orchestration import tasks
+
+    queued = QueuedEmails(tasks.enqueue_run_finished_email)
+    monkeypatch.setattr(tasks, "enqueue_run_finished_email", queued.append)
+    return queued
+
+
 @pytest.fixture(autouse=True)
 def _clear_cache():
     # allauth rate limits live in the cache; one test's failed logins must not lock out the next.
