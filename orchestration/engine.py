@@ -383,9 +383,9 @@ def _finish(session: WritingSession, status: str, stop: Stop, *, owner: str, out
         final_events = getattr(get_policy(session.flow), "final_events", None)
         for kind, payload in final_events(session) if final_events else []:
             ev.append_event(session_id=session.pk, kind=kind, payload=payload, outbox=outbox)
-        # The email goes out from the task queue: sent here it would hold the engine's database thread, which every
-        # session of this worker shares, for the mail server's round trips (robust: a queue error only logs).
-        transaction.on_commit(partial(_enqueue_finished_email, session.pk), robust=True)
+        # From the process's mail thread: sent here it would hold the engine's database thread, which every
+        # session of this worker shares, for the mail server's round trips.
+        transaction.on_commit(partial(_email_finished, session.pk), robust=True)
 
 
 def _pause(session: WritingSession, stop: Stop, *, owner: str, outbox: ev.Outbox | None = None) -> None:
@@ -408,10 +408,10 @@ def _pause(session: WritingSession, stop: Stop, *, owner: str, outbox: ev.Outbox
         services.emit_status(session, outbox=outbox)
 
 
-def _enqueue_finished_email(session_id: int) -> None:
-    from orchestration.tasks import enqueue_run_finished_email
+def _email_finished(session_id: int) -> None:
+    from orchestration.notifications import send_run_finished_email_later
 
-    enqueue_run_finished_email(session_id)
+    send_run_finished_email_later(session_id)
 
 
 @dataclass

@@ -24,18 +24,6 @@ def enqueue_drive(session_id: int) -> None:
     async_task("orchestration.tasks.drive_session", session_id, task_name=f"session-{session_id}", group="sessions")
 
 
-def enqueue_run_finished_email(session_id: int) -> None:
-    """Queue the run-finished email (notifications.notify_run_finished) for a worker. The engine calls it once a
-    run's end has committed: the mail server's round trips (and its EMAIL_TIMEOUT, if it hangs) are a queue
-    task's, never the engine's database thread's. A send that fails shows under Failed tasks in the admin."""
-    async_task(
-        "orchestration.notifications.notify_run_finished",
-        session_id,
-        task_name=f"run-finished-email-{session_id}",
-        group="emails",
-    )
-
-
 def drive_session(session_id: int) -> str:
     """The drive task: run the session (outcomes as engine.drive), or hand it to this process's session host.
 

@@ -9,23 +9,23 @@ from tests.fakes.llm_server import fake_llm  # noqa: F401 (fixture)
 from tests.fakes.stripe_server import fake_stripe  # noqa: F401 (fixture)
 
 
-class QueuedEmails(list[int]):
-    """Session ids whose run-finished email the engine handed to the task queue, recorded instead of queued (as
-    Django's test runner keeps sent mail in mail.outbox); `enqueue` is the real hand-off."""
+class RunFinishedEmails(list[int]):
+    """Session ids whose run-finished email the engine handed to the mail thread, recorded instead of sent (as
+    Django's test runner keeps sent mail in mail.outbox); `send_later` is the real hand-off."""
 
-    def __init__(self, enqueue):
+    def __init__(self, send_later):
         super().__init__()
-        self.enqueue = enqueue
+        self.send_later = send_later
 
 
 @pytest.fixture(autouse=True)
-def queued_emails(monkeypatch) -> QueuedEmails:
-    """Every test: run-finished emails are recorded here, not put on a broker no test worker drains."""
-    from orchestration import tasks
+def run_finished_emails(monkeypatch) -> RunFinishedEmails:
+    """Every test: run-finished emails are recorded here, not sent from a thread the test does not wait for."""
+    from orchestration import notifications
 
-    queued = QueuedEmails(tasks.enqueue_run_finished_email)
-    monkeypatch.setattr(tasks, "enqueue_run_finished_email", queued.append)
-    return queued
+    handed = RunFinishedEmails(notifications.send_run_finished_email_later)
+    monkeypatch.setattr(notifications, "send_run_finished_email_later", handed.append)
+    return handed
 
 
 @pytest.fixture(autouse=True)

@@ -394,12 +394,10 @@ def test_a_session_out_of_credits_resumes_by_itself_once_credits_arrive(provider
 
 @pytest.mark.parametrize("wants_email", [True, False])
 def test_the_owner_is_emailed_when_a_run_finishes_if_they_asked(
-    providers, enqueued, rich_owner, mailoutbox, queued_emails, monkeypatch, wants_email
+    providers, enqueued, rich_owner, mailoutbox, run_finished_emails, wants_email
 ):
-    """The email is a task-queue job, handed over once the run's end committed: the engine's database thread,
-    shared by every session of its worker, never waits for a mail server."""
-    from django.utils.module_loading import import_string
-
+    """The email goes out from the worker's mail thread once the run's end committed: the engine's database
+    thread, shared by every session of its worker, never waits for a mail server."""
     from accounts.services import get_profile
 
     profile = get_profile(rich_owner)
@@ -410,14 +408,10 @@ def test_the_owner_is_emailed_when_a_run_finishes_if_they_asked(
     start(session, rich_owner)
     run_to_end(session)
     assert session.status == Status.COMPLETED
-    assert queued_emails == [session.pk]
+    assert run_finished_emails == [session.pk]
     assert mailoutbox == []  # nothing sent by the run itself
 
-    handed: list[tuple[str, tuple]] = []
-    monkeypatch.setattr("orchestration.tasks.async_task", lambda func, *args, **options: handed.append((func, args)))
-    queued_emails.enqueue(session.pk)
-    [(func, args)] = handed
-    assert import_string(func)(*args) is wants_email  # what the worker runs
+    assert run_finished_emails.send_later(session.pk).result(timeout=30) is wants_email
     sent = [m for m in mailoutbox if session.title in m.subject]
     assert len(sent) == (1 if wants_email else 0)
     if wants_email:
