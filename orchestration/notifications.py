@@ -25,7 +25,8 @@ def send_run_finished_email_later(session_id: int) -> Future[bool]:
     (True if an email was sent). The engine calls it once a run's end has committed. Not from the engine's
     database thread, which every session of a worker shares (a mail server's round trips, up to EMAIL_TIMEOUT,
     would hold them all), nor as a task-queue job (it would wait in the queue ahead of runs' drive tasks: the
-    200-session benchmark's hand-over p95 rose from 229 to 335 ms). A send that fails is logged, never raised."""
+    200-session benchmark's hand-over p95 rose from 229 to 335 ms). A send that fails is logged, never raised;
+    an email still waiting when the process dies is not sent (the run itself is saved either way)."""
     global _mail_thread
     with _mail_thread_lock:
         if _mail_thread is None or _mail_thread[0] != os.getpid():  # afresh in a forked worker
@@ -49,7 +50,7 @@ def notify_run_finished(session_id: int) -> bool:
     deleted meanwhile). Raises what the mail backend raises (smtplib errors; SMTPServerDisconnected "timed out"
     once a server is silent for EMAIL_TIMEOUT seconds)."""
     session = WritingSession.objects.select_related("project__owner").filter(pk=session_id).first()
-    if session is None:  # deleted (with its project or account) before the queue got to the email
+    if session is None:  # deleted (with its project or account) before the mail thread got to its email
         return False
     user = session.project.owner
     from accounts.services import get_profile
