@@ -134,17 +134,18 @@ DB_POOL = env_bool("DB_POOL", False)
 if DATABASE_URL:
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 60))}
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    _on_postgresql = DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
     # PostgreSQL: statements a connection runs DB_PREPARE_THRESHOLD times are prepared on the server (psycopg's
     # prepare_threshold; it needs server-side parameter binding), so the engine's few hot statements skip
     # parsing and planning: 1.7 ms less database time per model call on this box (issue 15,
     # docs/benchmarks.md). 0 turns it off (Django's default), e.g. behind a pooler that cannot keep prepared
     # statements (PgBouncer before 1.21 in transaction mode). Bounded per connection by psycopg's prepared_max.
     DB_PREPARE_THRESHOLD = env_int("DB_PREPARE_THRESHOLD", 5, minimum=0)
-    if DB_PREPARE_THRESHOLD and DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    if DB_PREPARE_THRESHOLD and _on_postgresql:
         DATABASES["default"].setdefault("OPTIONS", {}).update(
             server_side_binding=True, prepare_threshold=DB_PREPARE_THRESHOLD
         )
-    if DB_POOL and DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    if DB_POOL and _on_postgresql:
         DATABASES["default"]["CONN_MAX_AGE"] = 0  # Django: pooling replaces persistent connections
         DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
             "min_size": env_int("DB_POOL_MIN_SIZE", 2, minimum=0),

@@ -21,7 +21,7 @@ def _finished_session(owner):
 
 
 @pytest.mark.django_db
-def test_a_session_deleted_before_the_queue_got_to_its_email_sends_nothing_and_raises_nothing(owner, mailoutbox):
+def test_a_session_deleted_before_the_mail_thread_got_to_its_email_sends_nothing_and_raises_nothing(owner, mailoutbox):
     session = _finished_session(owner)
     session_id = session.pk
     session.project.delete()
