@@ -12,7 +12,6 @@ import asyncio
 import contextvars
 import heapq
 import itertools
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from typing import Any, ParamSpec, TypeVar, cast
 
 from django.conf import settings
 
+from atelier.core.per_process import PerProcess
 from orchestration import events as ev
 
 T = TypeVar("T")
@@ -96,8 +96,7 @@ class DbThreads:
                 future.set_result(result)
 
 
-_db_threads: tuple[int, DbThreads] | None = None  # (pid, the engine's database threads)
-_db_threads_lock = threading.Lock()
+_db_threads = PerProcess(lambda: DbThreads(int(settings.ENGINE_DB_THREADS)))
 
 
 def db_threads() -> DbThreads:
@@ -110,11 +109,7 @@ def db_threads() -> DbThreads:
     many threads, each with its own connection: every phase is one function with its own transactions,
     fenced by the lease.
     """
-    global _db_threads
-    with _db_threads_lock:
-        if _db_threads is None or _db_threads[0] != os.getpid():
-            _db_threads = (os.getpid(), DbThreads(int(settings.ENGINE_DB_THREADS)))
-        return _db_threads[1]
+    return _db_threads.get()
 
 
 async def _run(slack: float, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:

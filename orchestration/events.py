@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import zlib
 from dataclasses import dataclass
 from functools import partial
@@ -20,6 +19,7 @@ from django.conf import settings
 from django.core.cache import BaseCache, caches
 from django.db import transaction
 
+from atelier.core.per_process import PerProcess
 from atelier.core.sql import create_rows, update_row
 from orchestration.models import SessionEvent, WritingSession
 
@@ -310,7 +310,8 @@ def _tail_key(kind: str, turn_id: int) -> str:
     return f"stream-tail:{database:x}:{kind}:{turn_id}"
 
 
-_tail_cache: tuple[int, object, BaseCache] | None = None  # (pid, the CACHES entry it was made from, client)
+# Made afresh when the CACHES entry it was made from is replaced (tests override settings).
+_tail_cache = PerProcess(lambda: caches.create_connection("default"), key=lambda: settings.CACHES["default"])
 
 
 def _tails_cache() -> BaseCache:
@@ -321,11 +322,7 @@ def _tails_cache() -> BaseCache:
     new connection, per push (a py-spy of a worker process driving 100 sessions, issue 15). redis-py's pool
     is thread-safe; a new one is made in a forked child or after the CACHES setting changed (tests).
     """
-    global _tail_cache
-    config = settings.CACHES["default"]
-    if _tail_cache is None or _tail_cache[0] != os.getpid() or _tail_cache[1] is not config:
-        _tail_cache = (os.getpid(), config, caches.create_connection("default"))
-    return _tail_cache[2]
+    return _tail_cache.get()
 
 
 def store_unsaved_tails(tails: list[Tail]) -> None:

@@ -39,7 +39,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-import os
 import threading
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -50,6 +49,7 @@ from django.conf import settings
 from django.db import close_old_connections
 
 from atelier.core.logs import bound
+from atelier.core.per_process import PerProcess
 from orchestration.lease import (
     RENEW_INTERVAL,
     LeaseLost,
@@ -64,14 +64,13 @@ logger = logging.getLogger(__name__)
 # A drive coroutine for a session whose lease `owner` holds: (session id, owner) -> outcome.
 Driver = Callable[[int, str], Awaitable[str]]
 
-_host: SessionHost | None = None
-_host_lock = threading.Lock()
+_host: PerProcess[SessionHost] = PerProcess(lambda: SessionHost(int(settings.ENGINE_SESSIONS_PER_WORKER)))
 
 
 def renewals() -> LeaseRenewals | None:
     """The lease renewals of the host whose loop runs the caller; None outside a host (a lone drive)."""
-    current = _host
-    if current is None or current.pid != os.getpid():
+    current = _host.current()
+    if current is None:
         return None
     try:
         loop = asyncio.get_running_loop()
@@ -101,11 +100,7 @@ def enabled() -> bool:
 
 def get_host() -> SessionHost:
     """This process's host (started on first use, and afresh in a forked child)."""
-    global _host
-    with _host_lock:
-        if _host is None or _host.pid != os.getpid():
-            _host = SessionHost(int(settings.ENGINE_SESSIONS_PER_WORKER))
-        return _host
+    return _host.get()
 
 
 class SessionHost:
@@ -113,7 +108,6 @@ class SessionHost:
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self.pid = os.getpid()
         self._slots = threading.BoundedSemaphore(capacity)
         self._live: dict[int, Future[str]] = {}  # session id -> its drive
         self._live_lock = threading.Lock()

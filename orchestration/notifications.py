@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from django.conf import settings
@@ -12,12 +10,12 @@ from django.core.mail import send_mail
 from django.db import connection
 from django.template.loader import render_to_string
 
+from atelier.core.per_process import PerProcess
 from orchestration.models import WritingSession
 
 logger = logging.getLogger(__name__)
 
-_mail_thread: tuple[int, ThreadPoolExecutor] | None = None  # (pid, this process's mail thread)
-_mail_thread_lock = threading.Lock()
+_mail_thread = PerProcess(lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="mail"))
 
 
 def send_run_finished_email_later(session_id: int) -> Future[bool]:
@@ -27,11 +25,7 @@ def send_run_finished_email_later(session_id: int) -> Future[bool]:
     would hold them all), nor as a task-queue job (it would wait in the queue ahead of runs' drive tasks: the
     200-session benchmark's hand-over p95 rose from 229 to 335 ms). A send that fails is logged, never raised;
     an email still waiting when the process dies is not sent (the run itself is saved either way)."""
-    global _mail_thread
-    with _mail_thread_lock:
-        if _mail_thread is None or _mail_thread[0] != os.getpid():  # afresh in a forked worker
-            _mail_thread = (os.getpid(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="mail"))
-        return _mail_thread[1].submit(_send, session_id)
+    return _mail_thread.get().submit(_send, session_id)
 
 
 def _send(session_id: int) -> bool:

@@ -73,11 +73,14 @@ def run(python: str, script: str, *args: str, env: dict[str, str], tree: Path = 
         sys.stderr.write(out.stdout[-2000:] + out.stderr[-4000:])
         raise SystemExit(f"{script} {' '.join(args)} failed")
     result: dict = {}
+    # raw_decode: another thread of the peer (the mail thread's console email backend) may write right after a
+    # line's JSON, before its newline.
+    decode = json.JSONDecoder().raw_decode
     for line in out.stdout.splitlines():
         if line.startswith("RESULT "):
-            result.update(json.loads(line[7:]))
+            result.update(decode(line[7:])[0])
         elif line.startswith("STATEMENTS "):
-            result["statements_per_call"] = json.loads(line[11:])["per_call"]
+            result["statements_per_call"] = decode(line[11:])[0]["per_call"]
     if label:
         result["framework"] += f" {label}"
     return result

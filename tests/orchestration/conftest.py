@@ -37,16 +37,18 @@ def fast_retries(settings, monkeypatch):
 
 
 @pytest.fixture
-def session_host_of(settings, monkeypatch):
+def session_host_of(settings):
     """A fresh session host for the test (ENGINE_SESSIONS_PER_WORKER > 1): call it with the host's capacity and
-    ENGINE_HOST_WAIT_SECONDS. At teardown every hosted drive must have ended."""
+    ENGINE_HOST_WAIT_SECONDS. At teardown every hosted drive must have ended, and the host is dropped (the next
+    test's host is made with its own settings)."""
 
     def configure(*, capacity: int, wait_seconds: float) -> None:
         settings.ENGINE_SESSIONS_PER_WORKER = capacity
         settings.ENGINE_HOST_WAIT_SECONDS = wait_seconds
-        monkeypatch.setattr(host, "_host", None)  # a fresh host with this capacity
+        host._host.forget()  # a fresh host with this capacity
 
     yield configure
-    current = host._host
+    current = host._host.current()
+    host._host.forget()
     if current is not None:
         assert current.join(60), "every hosted drive ended"
