@@ -8,7 +8,10 @@ defaults, PostgreSQL + Redis) on the same writer/editor workload, against one in
 LangGraph and its checkpointers are pinned in requirements-bench.txt and installed into var/bench-venv
 (created on first run), never into the app's venv. Each framework runs in its own process and times the
 plain openai SDK loop interleaved with itself as its baseline. Without PEERS_DATABASE_URL the PostgreSQL
-rows are skipped. Prints a Markdown table with each row's ratio to LangGraph + PostgreSQL.
+rows are skipped. Every peer runs once per pass, in turn, PEERS_PASSES passes (default 3): the machine's
+speed drifts over minutes here, so a ratio is taken between two peers of the same pass, and the table
+gives the median of the passes' ratios and their range. Prints a Markdown table with each row's ratio to
+LangGraph + PostgreSQL.
 PEERS_BEFORE_TREE=<an older checkout> (and PEERS_BEFORE_DATABASE_URL, its own database) adds that tree's
 Atelier rows, labelled "(before)", to the same run.
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -97,40 +101,67 @@ def atelier_rows(env: dict[str, str], database_url: str, redis_url: str, tree: P
     return rows
 
 
+REFERENCE = "LangGraph + PostgreSQL checkpointer"
+
+
+def one_pass(python: str, base_env: dict[str, str], database_url: str, redis_url: str) -> list[dict]:
+    """Every peer once, one after another (each its own process, PEERS_RUNS runs): that pass's rows."""
+    rows = [
+        run(python, "langgraph_peer.py", "none", env=base_env),
+        run(python, "langgraph_peer.py", "sqlite", env=base_env),
+    ]
+    if database_url:
+        rows.append(run(python, "langgraph_peer.py", "postgres", env={**base_env, "PEERS_POSTGRES_URL": database_url}))
+    rows += atelier_rows(base_env, database_url, redis_url)
+    if before := os.environ.get("PEERS_BEFORE_TREE"):  # an older checkout, for before/after in one run
+        tree = Path(before).resolve()
+        before_env = {**base_env, "ATELIER_VAR_DIR": str(tree / "var" / "bench-peers")}
+        rows += atelier_rows(before_env, os.environ.get("PEERS_BEFORE_DATABASE_URL", ""), redis_url, tree, "(before)")
+    return rows
+
+
+def combine(passes: list[list[dict]]) -> list[dict]:
+    """One row per framework over the passes: the median of each figure, and the median and range of its
+    ratio to LangGraph + PostgreSQL taken pass by pass (each ratio from two peers run minutes apart at most,
+    so a machine that slows down or speeds up between passes moves both sides of it)."""
+    combined = []
+    for i, first in enumerate(passes[0]):
+        rows = [each[i] for each in passes]  # this framework's row in each pass
+        row = {key: first[key] for key in ("framework", "calls", "runs")}
+        for key in ("baseline_median_ms", "framework_median_ms", "overhead_per_call_ms", "statements_per_call"):
+            if key in first:
+                row[key] = statistics.median(r[key] for r in rows)
+        references = [next((r for r in p if r["framework"] == REFERENCE), None) for p in passes]
+        if all(references):
+            pairs = zip(rows, references, strict=True)
+            row["ratios"] = [r["overhead_per_call_ms"] / ref["overhead_per_call_ms"] for r, ref in pairs]
+        combined.append(row)
+    return combined
+
+
 def main() -> None:
     python = bench_python()
     database_url = os.environ.get("PEERS_DATABASE_URL", "")
     redis_url = os.environ.get("PEERS_REDIS_URL", "")
+    passes = int(os.environ.get("PEERS_PASSES", "3"))
     fake, base_url = start_fake()
     base_env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     base_env["PEERS_OPENAI_BASE_URL"] = base_url
-    rows = []
     try:
-        rows.append(run(python, "langgraph_peer.py", "none", env=base_env))
-        rows.append(run(python, "langgraph_peer.py", "sqlite", env=base_env))
-        if database_url:
-            rows.append(
-                run(python, "langgraph_peer.py", "postgres", env={**base_env, "PEERS_POSTGRES_URL": database_url})
-            )
-        rows += atelier_rows(base_env, database_url, redis_url)
-        if before := os.environ.get("PEERS_BEFORE_TREE"):  # an older checkout, for before/after in one run
-            tree = Path(before).resolve()
-            before_env = {**base_env, "ATELIER_VAR_DIR": str(tree / "var" / "bench-peers")}
-            rows += atelier_rows(
-                before_env, os.environ.get("PEERS_BEFORE_DATABASE_URL", ""), redis_url, tree, "(before)"
-            )
+        rows = combine([one_pass(python, base_env, database_url, redis_url) for _ in range(passes)])
     finally:
         fake.terminate()
         fake.wait(timeout=10)
-    reference = next((r for r in rows if r["framework"] == "LangGraph + PostgreSQL checkpointer"), None)
-    print(f"\nwriter/editor, {rows[0]['calls']} streamed calls per run, median of {rows[0]['runs']} runs, "
-          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n")  # fmt: skip
+    print(f"\nwriter/editor, {rows[0]['calls']} streamed calls per run, {passes} passes of {rows[0]['runs']} runs "
+          f"each (median of the passes' medians), {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n")  # fmt: skip
     print(
-        "| framework | baseline run ms | framework run ms | overhead per call | x LangGraph+PostgreSQL | SQL per call |"
+        "| framework | baseline run ms | framework run ms | overhead per call "
+        "| x LangGraph+PostgreSQL (median of passes; range) | SQL per call |"
     )
     print("|---|---|---|---|---|---|")
     for row in rows:
-        ratio = f"{row['overhead_per_call_ms'] / reference['overhead_per_call_ms']:.2f}x" if reference else ""
+        ratios = row.get("ratios")
+        ratio = f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})" if ratios else ""
         statements = f"{row['statements_per_call']:.1f}" if "statements_per_call" in row else ""
         print(
             f"| {row['framework']} | {row['baseline_median_ms']:.0f} | {row['framework_median_ms']:.0f} | "
