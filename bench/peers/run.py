@@ -124,6 +124,7 @@ def combine(passes: list[list[dict]]) -> list[dict]:
     """One row per framework over the passes: the median of each figure, and the median and range of its
     ratio to LangGraph + PostgreSQL taken pass by pass (each ratio from two peers run minutes apart at most,
     so a machine that slows down or speeds up between passes moves both sides of it)."""
+    references = [next((r for r in p if r["framework"] == REFERENCE), None) for p in passes]
     combined = []
     for i, first in enumerate(passes[0]):
         rows = [each[i] for each in passes]  # this framework's row in each pass
@@ -131,7 +132,6 @@ def combine(passes: list[list[dict]]) -> list[dict]:
         for key in ("baseline_median_ms", "framework_median_ms", "overhead_per_call_ms", "statements_per_call"):
             if key in first:
                 row[key] = statistics.median(r[key] for r in rows)
-        references = [next((r for r in p if r["framework"] == REFERENCE), None) for p in passes]
         if all(references):
             pairs = zip(rows, references, strict=True)
             row["ratios"] = [r["overhead_per_call_ms"] / ref["overhead_per_call_ms"] for r, ref in pairs]
