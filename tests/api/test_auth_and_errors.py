@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from django.test import Client
 
@@ -96,17 +98,28 @@ def test_an_unexpected_failure_is_a_json_500_that_shows_nothing_internal(api, mo
 
 
 def test_the_rate_limit_answers_429_with_retry_after_per_key(owner, monkeypatch):
+    import types
+
+    from api import auth
     from billing.plans import PLANS
 
+    # The window is a fixed clock minute: pin the limiter's clock 15 s into one, or a slow machine's
+    # 60 requests can straddle a minute boundary and land in two windows.
+    clock = {"now": (time.time() // auth.WINDOW_SECONDS + 1) * auth.WINDOW_SECONDS + 15}
+    monkeypatch.setattr(auth, "time", types.SimpleNamespace(time=lambda: clock["now"]))
     limit = PLANS["free"].api_requests_per_minute
     first, second = ApiClient(new_key(owner, "a")), ApiClient(new_key(owner, "b"))
     for _ in range(limit):
         assert first.get("me").status_code == 200
     refused = first.get("me")
     body = assert_error(refused, 429, "rate_limited")
-    assert 1 <= int(refused["Retry-After"]) <= 60
-    assert body["retry_after"] == int(refused["Retry-After"])
+    assert int(refused["Retry-After"]) == 45  # seconds to the end of the minute
+    assert body["retry_after"] == 45
     assert second.get("me").status_code == 200  # per key: the other key has its own window
+    clock["now"] += 44
+    assert_error(first.get("me"), 429, "rate_limited")  # still the same minute
+    clock["now"] += 1
+    assert first.get("me").status_code == 200  # the next minute is a new window
 
 
 def test_an_idempotent_retry_returns_the_first_result_and_creates_nothing_twice(api, owner):
