@@ -13,6 +13,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Literal, Protocol
 
 from django.conf import settings
@@ -20,7 +21,7 @@ from django.conf import settings
 from atelier.core import metrics
 from atelier.core.logs import bind as bind_log
 from orchestration.db_thread import db, db_push_behind, in_db_thread
-from orchestration.drive_state import BegunAttempt, CallOutcome, DriveCache, TurnRow, TurnRows
+from orchestration.drive_state import BegunAttempt, CallOutcome, DeferredCompletion, DriveCache, TurnRow, TurnRows
 from orchestration.flows import AgentCall, Step
 from orchestration.flows.base import note_team
 from orchestration.lease import LeaseLost
@@ -214,13 +215,14 @@ async def _run_attempt(
         end, timing = await _stream(model, attempt, batcher)
         # The turn's last chunks are saved with the turn itself: one transaction, not two.
         unsaved = await batcher.take(turn_id)
-        await db_push_behind(
+        text = "".join(attempt.received)
+        completion = partial(
             complete_turn,
             session=running.session,
             turn_id=turn_id,
             agent=running.agent,
             model=model,
-            text="".join(attempt.received),
+            text=text,
             end=end,
             timing=timing,
             call=running.call,
@@ -229,6 +231,13 @@ async def _run_attempt(
             cache=running.cache,
             unsaved=unsaved,
         )
+        if running.cache.defer_completion:
+            # A one-call step: the phase after the step saves it with the next turn's start (engine._between_steps).
+            running.cache.deferred = DeferredCompletion(turn_id, text, completion)
+        elif await db_push_behind(completion) is None:
+            # Not claimed: the turn ended elsewhere meanwhile. The drive reads the turns afresh rather than note it
+            # as completed (the flow would take it as done and plan the same call again and again).
+            running.cache.turns = None
         return CallOutcome("completed", turn_id)
     except asyncio.CancelledError:
         await batcher.flush()

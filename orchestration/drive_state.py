@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
@@ -118,6 +118,10 @@ class DriveCache:
     limiter: CallLimiter = field(default_factory=lambda: CallLimiter())
     # A one-call step's first attempt, begun by the phase that planned the step, until its call takes it over
     begun: BegunAttempt | None = None
+    # Set by the drive for a one-call step: its call leaves its turn's completion in `deferred` for the phase
+    # after the step (engine._between_steps), which saves it in one transaction with the next turn's start.
+    defer_completion: bool = False
+    deferred: DeferredCompletion | None = None
 
     def take_begun(self, call: AgentCall, model: LLMModel) -> BegunAttempt | None:
         """The attempt begun for `call` on `model` by the phase that planned its step (calls.begin_lone_call),
@@ -147,6 +151,17 @@ class BegunAttempt:
     number: int
     prepared: tuple[int, ModelRequest, int] | CallOutcome | None
     error: Exception | None = None
+
+
+@dataclass
+class DeferredCompletion:
+    """A finished turn's completion left for the phase after its step (engine._between_steps): the turn, the
+    reply's text (what turns.fail_turn keeps if saving it fails), and `save(outbox=...)`, turns.complete_turn
+    with every other argument bound (returns the turn's status, None if it was not claimed)."""
+
+    turn_id: int
+    text: str
+    save: Callable[..., str | None]
 
 
 @dataclass

@@ -53,7 +53,7 @@ from orchestration.models import (
     WritingSession,
 )
 from orchestration.termination import Stop, check_after_turn, check_before_step, conditions_for
-from orchestration.turns import INTERNAL_ERROR, recover_interrupted_turns
+from orchestration.turns import INTERNAL_ERROR, fail_turn, recover_interrupted_turns
 
 logger = logging.getLogger(__name__)
 _Outcome = TypeVar("_Outcome", bound=str)
@@ -128,7 +128,10 @@ async def _drive(session_id: int, owner: str, budget_seconds: float) -> DriveOut
             if isinstance(outcome, str):
                 return outcome
             session, step = outcome
+            # A one-call step's completion is saved by the phase after it, with the next turn's start (_between_steps).
+            cache.defer_completion = len(step.calls) == 1
             result = await run_step(session, step, owner, cache)
+            cache.defer_completion = False
             if result.lease_lost:
                 raise LeaseLost(f"session {session_id}: lease lost during a step")
             outcome = await db_push_behind(_between_steps, session, owner, step, result, cache, deadline)
@@ -160,7 +163,54 @@ def _between_steps(
 ) -> DriveOutcome | tuple[WritingSession, Step]:
     """After a step, and before the next: one session read serves both (one thread hop, no gap for a Stop).
 
+    A one-call step's completion left for this phase (DriveCache.deferred) is saved first, in the same
+    transaction as everything after it: the turn's end and the next turn's start commit once, in one thread hop
+    and one push (issue 15: a commit, a hop and a push less per sequential turn). What comes after the
+    completion runs in a savepoint, so a refused reservation or a failure there never undoes the saved turn.
     `session`: the drive's session object, read afresh here (see _reload)."""
+    deferred, cache.deferred = cache.deferred, None
+    if deferred is None:
+        return _next_after(session, owner, step, result, cache, deadline, outbox=outbox)
+    failure: Exception | None = None
+    try:
+        with transaction.atomic():
+            if deferred.save(outbox=outbox) is not None:
+                try:
+                    with transaction.atomic():
+                        return _next_after(session, owner, step, result, cache, deadline, outbox=outbox)
+                except LeaseLost:
+                    raise
+                except Exception as error:  # noqa: BLE001 - raised below, once the saved turn has committed
+                    failure = error
+            # Not claimed (ended elsewhere meanwhile): complete_turn wrote nothing; the turn is not this step's.
+            result.completed_turn_ids = [pk for pk in result.completed_turn_ids if pk != deferred.turn_id]
+            cache.turns = None  # it was noted as completed: read the turns afresh
+    except LeaseLost:
+        raise
+    except Exception:
+        # The completion itself failed (a bug): nothing of it was committed. As for any crashed turn
+        # (calls._attempt_on): the turn ends failed with its text, its credits released, and the run fails.
+        logger.exception("turn %s crashed while being saved", deferred.turn_id)
+        fail_turn(session_id=session.pk, turn_id=deferred.turn_id, text=deferred.text, owner=owner)
+        result.completed_turn_ids = [pk for pk in result.completed_turn_ids if pk != deferred.turn_id]
+        result.fatal_error = result.fatal_error or INTERNAL_ERROR
+        cache.turns = None  # it was noted as completed: read the turns afresh
+    if failure is not None:
+        raise failure
+    return _next_after(session, owner, step, result, cache, deadline, outbox=outbox)
+
+
+def _next_after(
+    session: WritingSession,
+    owner: str,
+    step: Step,
+    result: StepResult,
+    cache: DriveCache,
+    deadline: float,
+    *,
+    outbox: ev.Outbox | None = None,
+) -> DriveOutcome | tuple[WritingSession, Step]:
+    """What the finished step leads to (_after_step) and, if the run goes on, the next step (_prepare_step)."""
     outcome, planned, session = _after_step(session, owner, step, result, cache, outbox=outbox)
     if outcome != "continue":
         return outcome
@@ -294,7 +344,7 @@ def _move_round(
         # transaction fewer per round. Until it commits the row keeps the old round, and _reload reads it back.
         session.current_round = cache.round_change = decision.round
         return
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):  # no savepoint when nested: see _between_steps
         # One statement renews the lease, moves the round and reserves the status event's number.
         row = fenced_update(session.pk, owner, seqs=1, set_fields={"current_round": decision.round})
         session.current_round = decision.round
@@ -361,7 +411,7 @@ def _finish(session: WritingSession, status: str, stop: Stop, *, owner: str, out
     the run ends as stopped by the user, as _pause does. A run that already ended stays as it is.
     Raises LeaseLost if another executor holds the session.
     """
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):  # no savepoint when nested: see _between_steps
         fence(session.pk, owner)
         session = WritingSession.objects.select_for_update().get(pk=session.pk)
         if session.status == status:
@@ -390,7 +440,7 @@ def _finish(session: WritingSession, status: str, stop: Stop, *, owner: str, out
 
 def _pause(session: WritingSession, stop: Stop, *, owner: str, outbox: ev.Outbox | None = None) -> None:
     """Pause the run (or end it as stopped if a Stop was pressed meanwhile). Raises LeaseLost."""
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):  # no savepoint when nested: see _between_steps
         fence(session.pk, owner)
         session = WritingSession.objects.select_for_update().get(pk=session.pk)
         if session.status == Status.STOPPING:

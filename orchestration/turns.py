@@ -272,7 +272,9 @@ def _create_and_reserve(
     Returns the turn's id, or (nothing written) CallOutcome "out_of_credits" when the reservation is refused,
     "held" when the fenced UPDATE finds a Stop or Pause pressed (the drive may not have read the row since)."""
     session, agent, model, call = begun.session, begun.agent, begun.model, begun.call
-    with transaction.atomic():
+    # No savepoint of its own: run by itself it is the transaction; run after a deferred completion
+    # (engine._between_steps) it is inside a savepoint that a refusal rolls back to, keeping the saved turn.
+    with transaction.atomic(savepoint=False):
         # What the flow journals with the call (the planned flow's routing decision, a repair's reason).
         journal = list(call.context.get("journal", ()))
         moved = {"current_round": round_change} if round_change is not None else None
@@ -454,7 +456,9 @@ def complete_turn(
     events = [*(unsaved or []), ev.NewEvent("turn_finished", payload, turn_id)]
     events += [ev.NewEvent(kind, data, turn_id) for kind, data in reply.journal]
     seqs = len(events) + 1 + (1 if new_version else 0)  # + the version and the totals events
-    with transaction.atomic():
+    # No savepoint of its own: it is its own transaction, or (deferred: engine._between_steps) the first work of
+    # the phase's transaction, which a turn not claimed or a failure rolls back whole.
+    with transaction.atomic(savepoint=False):
         # First the session row (the lease, like every fenced write, and the same lock order as before).
         row = fenced_update(session.pk, owner, seqs=seqs, set_fields=changes, add_fields=totals, returning=_RETURNED)
         # Claim before charging: only the executor that moves the turn out of streaming settles it (not

@@ -7,6 +7,7 @@ import threading
 from typing import Any
 
 import pytest
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.utils import CursorWrapper
 
 
@@ -17,6 +18,7 @@ class Recorder:
 
     def __init__(self) -> None:
         self.statements: list[tuple[str, str]] = []  # (thread name, sql)
+        self.commits: list[str] = []  # the thread name of each transaction committed
         self.lock = threading.Lock()
         self.on = False
 
@@ -27,8 +29,8 @@ class Recorder:
 
 
 def record_statements(monkeypatch: pytest.MonkeyPatch) -> Recorder:
-    """A Recorder that every statement of the test passes through (Django's cursor wrapper patched for the
-    test); it records once its `on` is set."""
+    """A Recorder that every statement and every commit of the test passes through (Django's cursor wrapper and
+    connection commit patched for the test); it records once its `on` is set."""
     recorder = Recorder()
     original = CursorWrapper._execute_with_wrappers
 
@@ -37,4 +39,13 @@ def record_statements(monkeypatch: pytest.MonkeyPatch) -> Recorder:
         return original(self, sql, params, many, executor)
 
     monkeypatch.setattr(CursorWrapper, "_execute_with_wrappers", counted)
+    commit = BaseDatabaseWrapper.commit
+
+    def counted_commit(self: BaseDatabaseWrapper) -> None:
+        if recorder.on:
+            with recorder.lock:
+                recorder.commits.append(threading.current_thread().name)
+        commit(self)
+
+    monkeypatch.setattr(BaseDatabaseWrapper, "commit", counted_commit)
     return recorder
