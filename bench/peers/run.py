@@ -77,14 +77,17 @@ def run(python: str, script: str, *args: str, env: dict[str, str], tree: Path = 
         sys.stderr.write(out.stdout[-2000:] + out.stderr[-4000:])
         raise SystemExit(f"{script} {' '.join(args)} failed")
     result: dict = {}
-    # raw_decode: another thread of the peer (the mail thread's console email backend) may write right after a
-    # line's JSON, before its newline.
+    # find and raw_decode: another thread of the peer (the mail thread's console email backend) may write on the
+    # same line, before or right after a line's JSON.
     decode = json.JSONDecoder().raw_decode
     for line in out.stdout.splitlines():
-        if line.startswith("RESULT "):
-            result.update(decode(line[7:])[0])
-        elif line.startswith("STATEMENTS "):
-            result["statements_per_call"] = decode(line[11:])[0]["per_call"]
+        if (at := line.find("RESULT {")) >= 0:
+            result.update(decode(line[at + 7 :])[0])
+        elif (at := line.find("STATEMENTS {")) >= 0:
+            result["statements_per_call"] = decode(line[at + 11 :])[0]["per_call"]
+    if "framework" not in result:
+        sys.stderr.write(out.stdout[-4000:] + out.stderr[-4000:])
+        raise SystemExit(f"{script} {' '.join(args)} printed no RESULT line")
     if label:
         result["framework"] += f" {label}"
     return result
