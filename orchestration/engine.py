@@ -183,8 +183,7 @@ def _between_steps(
                 except Exception as error:  # noqa: BLE001 - raised below, once the saved turn has committed
                     failure = error
             # Not claimed (ended elsewhere meanwhile): complete_turn wrote nothing; the turn is not this step's.
-            result.completed_turn_ids = [pk for pk in result.completed_turn_ids if pk != deferred.turn_id]
-            cache.turns = None  # it was noted as completed: read the turns afresh
+            _not_completed(deferred.turn_id, result, cache)
     except LeaseLost:
         raise
     except Exception:
@@ -192,12 +191,18 @@ def _between_steps(
         # (calls._attempt_on): the turn ends failed with its text, its credits released, and the run fails.
         logger.exception("turn %s crashed while being saved", deferred.turn_id)
         fail_turn(session_id=session.pk, turn_id=deferred.turn_id, text=deferred.text, owner=owner)
-        result.completed_turn_ids = [pk for pk in result.completed_turn_ids if pk != deferred.turn_id]
+        _not_completed(deferred.turn_id, result, cache)
         result.fatal_error = result.fatal_error or INTERNAL_ERROR
-        cache.turns = None  # it was noted as completed: read the turns afresh
     if failure is not None:
         raise failure
     return _next_after(session, owner, step, result, cache, deadline, outbox=outbox)
+
+
+def _not_completed(turn_id: int, result: StepResult, cache: DriveCache) -> None:
+    """A deferred completion that saved nothing: its turn leaves the step's completed turns, and the drive reads
+    its turns afresh (the call noted this one as completed: calls._attempt_on)."""
+    result.completed_turn_ids = [pk for pk in result.completed_turn_ids if pk != turn_id]
+    cache.turns = None
 
 
 def _next_after(

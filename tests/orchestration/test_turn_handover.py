@@ -7,6 +7,7 @@ own; events stay numbered without gaps. Through the real SDKs and the fake serve
 
 from __future__ import annotations
 
+import itertools
 import threading
 
 import pytest
@@ -63,6 +64,20 @@ def elsewhere(fn) -> None:
         raise failures[0]
 
 
+def raise_on_call(monkeypatch, target, name: str, number: int, error) -> None:
+    """Patch target.<name> so that its call number `number` (from 1) raises error(*args, **kwargs) instead;
+    every other call goes through to the original."""
+    original = getattr(target, name)
+    counted = itertools.count(1)
+
+    def patched(*args, **kwargs):
+        if next(counted) == number:
+            raise error(*args, **kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(target, name, patched)
+
+
 def around_completions(monkeypatch, before_save):
     """Call before_save(turn_id, number) as each deferred completion is left for the next phase: the reply has
     ended, nothing of it is saved yet (number counts from 1)."""
@@ -85,16 +100,12 @@ def test_a_refused_reservation_for_the_next_turn_keeps_the_finished_turn_saved_a
     providers.reply(*[counting_replies()] * 4)
     session = started(rich_owner)
     balance_before = get_balance(rich_owner)
-    reserve = billing_services.reserve_credits
-    reservations: list[int] = []
 
-    def second_refused(**kwargs):
-        reservations.append(kwargs["amount"])
-        if len(reservations) == 2:  # the editor's start, in the writer's completion's transaction
-            raise billing_services.InsufficientCredits(needed=kwargs["amount"], available=0)
-        return reserve(**kwargs)
+    # The second reservation is the editor's start, in the writer's completion's transaction.
+    def refused(**kwargs):
+        return billing_services.InsufficientCredits(needed=kwargs["amount"], available=0)
 
-    monkeypatch.setattr(billing_services, "reserve_credits", second_refused)
+    raise_on_call(monkeypatch, billing_services, "reserve_credits", 2, refused)
     assert engine.drive(session.pk) == "paused"
 
     session.refresh_from_db()
@@ -198,16 +209,8 @@ def test_a_failure_planning_the_next_step_never_undoes_the_saved_turn(providers,
     providers.reply(*[counting_replies()] * 4)
     session = started(rich_owner)
     balance_before = get_balance(rich_owner)
-    check = engine.check_before_step
-    checks: list[int] = []
-
-    def broken_second(session_row):
-        checks.append(session_row.pk)
-        if len(checks) == 2:  # planning the editor's step, after the writer's completion in the same phase
-            raise RuntimeError("a bug while planning")
-        return check(session_row)
-
-    monkeypatch.setattr(engine, "check_before_step", broken_second)
+    # The second check plans the editor's step, after the writer's completion in the same phase.
+    raise_on_call(monkeypatch, engine, "check_before_step", 2, lambda row: RuntimeError("a bug while planning"))
     with pytest.raises(RuntimeError, match="a bug while planning"):
         engine.drive(session.pk)
 
@@ -222,16 +225,9 @@ def test_a_failure_starting_the_next_turn_rolls_back_only_that_start(providers, 
     providers.reply(*[counting_replies()] * 4)
     session = started(rich_owner)
     balance_before = get_balance(rich_owner)
-    started_event = turns._started_event
-    starts: list[int] = []
-
-    def broken_second(begun, turn_id):
-        starts.append(turn_id)
-        if len(starts) == 2:  # the editor's start: its turn row and reservation are already written
-            raise RuntimeError("a bug while starting the turn")
-        return started_event(begun, turn_id)
-
-    monkeypatch.setattr(turns, "_started_event", broken_second)
+    # The second turn_started event is the editor's start: its turn row and reservation are already written.
+    bug = RuntimeError("a bug while starting the turn")
+    raise_on_call(monkeypatch, turns, "_started_event", 2, lambda begun, turn_id: bug)
     assert engine.drive(session.pk) == "failed"
 
     session.refresh_from_db()
