@@ -84,7 +84,10 @@ def run(python: str, script: str, *args: str, env: dict[str, str], tree: Path = 
         if (at := line.find("RESULT {")) >= 0:
             result.update(decode(line[at + 7 :])[0])
         elif (at := line.find("STATEMENTS {")) >= 0:
-            result["statements_per_call"] = decode(line[at + 11 :])[0]["per_call"]
+            counted = decode(line[at + 11 :])[0]
+            result["statements_per_call"] = counted["per_call"]
+            if "db_ms_per_call" in counted:  # an older tree's peer (PEERS_BEFORE_TREE) may not time them
+                result["db_ms_per_call"] = counted["db_ms_per_call"]
     if "framework" not in result:
         sys.stderr.write(out.stdout[-4000:] + out.stderr[-4000:])
         raise SystemExit(f"{script} {' '.join(args)} printed no RESULT line")
@@ -132,7 +135,14 @@ def combine(passes: list[list[dict]]) -> list[dict]:
     for i, first in enumerate(passes[0]):
         rows = [each[i] for each in passes]  # this framework's row in each pass
         row = {key: first[key] for key in ("framework", "calls", "runs")}
-        for key in ("baseline_median_ms", "framework_median_ms", "overhead_per_call_ms", "statements_per_call"):
+        keys = (
+            "baseline_median_ms",
+            "framework_median_ms",
+            "overhead_per_call_ms",
+            "statements_per_call",
+            "db_ms_per_call",
+        )
+        for key in keys:
             if key in first:
                 row[key] = statistics.median(r[key] for r in rows)
         if all(references):
@@ -159,16 +169,17 @@ def main() -> None:
           f"each (median of the passes' medians), {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n")  # fmt: skip
     print(
         "| framework | baseline run ms | framework run ms | overhead per call "
-        "| x LangGraph+PostgreSQL (median of passes; range) | SQL per call |"
+        "| x LangGraph+PostgreSQL (median of passes; range) | SQL per call | SQL ms per call |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     for row in rows:
         ratios = row.get("ratios")
         ratio = f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})" if ratios else ""
         statements = f"{row['statements_per_call']:.1f}" if "statements_per_call" in row else ""
+        database = f"{row['db_ms_per_call']:.1f} ms" if "db_ms_per_call" in row else ""
         print(
             f"| {row['framework']} | {row['baseline_median_ms']:.0f} | {row['framework_median_ms']:.0f} | "
-            f"{row['overhead_per_call_ms']:.1f} ms | {ratio} | {statements} |"
+            f"{row['overhead_per_call_ms']:.1f} ms | {ratio} | {statements} | {database} |"
         )
 
 

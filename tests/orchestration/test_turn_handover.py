@@ -95,17 +95,25 @@ def around_completions(monkeypatch, before_save):
 def test_a_refused_reservation_for_the_next_turn_keeps_the_finished_turn_saved_and_charged(
     providers, enqueued, rich_owner, monkeypatch
 ):
-    from billing import services as billing_services
+    from billing.services import adjust_credits
 
     providers.reply(*[counting_replies()] * 4)
     session = started(rich_owner)
     balance_before = get_balance(rich_owner)
+    drained = []
 
-    # The second reservation is the editor's start, in the writer's completion's transaction.
-    def refused(**kwargs):
-        return billing_services.InsufficientCredits(needed=kwargs["amount"], available=0)
+    def drain(turn_id, number):
+        # As the writer's reply ends, a staff correction takes every credit not held: the writer's settlement
+        # gives back only what its reservation did not use, less than the editor's start must reserve, so the
+        # balance's conditional UPDATE refuses it in the writer's completion's transaction.
+        def take_all() -> None:
+            drained.append(get_balance(rich_owner))
+            adjust_credits(user=rich_owner, amount=-drained[0], reason="drained", staff_user=None)
 
-    raise_on_call(monkeypatch, billing_services, "reserve_credits", 2, refused)
+        if number == 1:
+            elsewhere(take_all)
+
+    around_completions(monkeypatch, drain)
     assert engine.drive(session.pk) == "paused"
 
     session.refresh_from_db()
@@ -115,7 +123,7 @@ def test_a_refused_reservation_for_the_next_turn_keeps_the_finished_turn_saved_a
     assert writer.credits > 0 and writer.output_text
     assert DocumentVersion.objects.filter(session=session).count() == 1
     assert session.document == DocumentVersion.objects.get(session=session).content
-    assert_charged_exactly_the_turns(session, rich_owner, balance_before)
+    assert_charged_exactly_the_turns(session, rich_owner, balance_before - drained[0])
     assert_events_gapless(session)
     kinds = list(SessionEvent.objects.filter(session=session).values_list("kind", flat=True))
     assert kinds.count("turn_started") == 1 and kinds.count("turn_finished") == 1
