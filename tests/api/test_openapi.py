@@ -38,4 +38,6 @@ def test_the_docs_page_loads_swagger_from_our_own_static_files(client):
     sources = re.findall(r'(?:src|href)="([^"]+)"', html)
     assert any(s.endswith("swagger-ui-bundle.js") for s in sources)
     assert all(not s.startswith(("http:", "https:", "//")) for s in sources), sources
-    assert "cdn" not in html.lower()
+    # No CDN host anywhere, the swagger settings included (django-ninja's default is cdn.jsdelivr.net). Not a bare
+    # "cdn": the page's random CSRF token held those three letters once in a few hundred runs.
+    assert not re.search(r"cdn\.|jsdelivr|unpkg|cdnjs", html, re.IGNORECASE), html
