@@ -11,6 +11,10 @@ INSERT, then COMMIT. Sent three ways with plain psycopg on scratch tables (creat
   writes no turn, ledger entry or event here, but the session row's UPDATE still runs: the engine's own
   statement would also have to leave the event numbers and the lease as they were on a refusal.
 
+Read with care: these narrow tables have no indexes, foreign keys or JSON. Built inside the engine (sixteenth
+pass), the turn start as one `WITH` statement cost 1.02 ms against 1.07 ms for its five statements: no gain
+(docs/benchmarks.md, "Issue 15, sixteenth pass").
+
 Prints the median and p90 in ms of 400 transactions per shape, three rounds in turn.
     BENCH_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/atelier_bench .venv/bin/python bench/pg_statement_shapes.py
 """
